@@ -1,0 +1,1 @@
+//! The provider contract. Filled in by the engine issue.

@@ -1,0 +1,257 @@
+//! The effective configuration of one (environment, cluster) pair: the deep merge of
+//! defaults → template → environment → cluster → the cluster's override for that
+//! environment, most specific last. Layer-only keys (`clusters` of an environment,
+//! `environments` of a cluster) are not part of the result.
+
+use super::layers::{Layer, LoadedConfig};
+use super::merge::merge_all;
+use super::node::{Node, Value};
+use crate::diag::{Problem, Problems, did_you_mean};
+
+/// Which pairs a command works on.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub environment: Option<String>,
+    pub cluster: Option<String>,
+}
+
+/// The merged settings of one pair; every value keeps the origin of the layer that set it.
+#[derive(Debug, Clone)]
+pub struct EffectiveConfig {
+    pub environment: String,
+    pub cluster: String,
+    /// Template name, when one applies.
+    pub template: Option<String>,
+    pub node: Node,
+}
+
+/// Compose every selected pair, reporting references to unknown environments, clusters
+/// and templates where they are written.
+pub fn compose(
+    config: &LoadedConfig,
+    selection: &Selection,
+    problems: &mut Problems,
+) -> Vec<EffectiveConfig> {
+    check_selection(config, selection, problems);
+    check_cluster_overrides(config, problems);
+    let defaults: Vec<&Node> = config.defaults.iter().map(|l| &l.node).collect();
+    let mut result = Vec::new();
+    for (env_name, env_layer) in &config.environments {
+        if selection
+            .environment
+            .as_ref()
+            .is_some_and(|e| e != env_name)
+        {
+            continue;
+        }
+        for (cluster_name, cluster_origin) in cluster_names(env_layer, problems) {
+            let Some(cluster_layer) = config.clusters.get(&cluster_name) else {
+                let known: Vec<&str> = config.clusters.keys().map(String::as_str).collect();
+                problems.push(
+                    Problem::error(
+                        "config::unknown-cluster",
+                        format!("environment `{env_name}` runs unknown cluster `{cluster_name}`"),
+                    )
+                    .at(cluster_origin)
+                    .label("no such file in clusters/")
+                    .help(suggest(
+                        &cluster_name,
+                        &known,
+                        "clusters/<name>.yaml",
+                    )),
+                );
+                continue;
+            };
+            if selection
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c != &cluster_name)
+            {
+                continue;
+            }
+            let env_node = without_key(&env_layer.node, "clusters");
+            let cluster_node = without_key(&cluster_layer.node, "environments");
+            let override_node = cluster_layer
+                .node
+                .get("environments")
+                .and_then(|e| e.get(env_name))
+                .cloned();
+            let specific = [Some(&env_node), Some(&cluster_node), override_node.as_ref()];
+            let template = template_layer(config, &defaults, &specific, problems);
+            let mut layers: Vec<&Node> = defaults.clone();
+            layers.extend(template.map(|t| &t.node));
+            layers.extend(specific.into_iter().flatten());
+            let node = merge_all(layers).unwrap_or_else(|| {
+                Node::new(Value::Map(Default::default()), cluster_layer.node.origin)
+            });
+            result.push(EffectiveConfig {
+                environment: env_name.clone(),
+                cluster: cluster_name,
+                template: template.map(|t| t.name.clone()),
+                node,
+            });
+        }
+    }
+    result
+}
+
+fn check_selection(config: &LoadedConfig, selection: &Selection, problems: &mut Problems) {
+    if let Some(env) = &selection.environment {
+        if !config.environments.contains_key(env) && !config.environments.is_empty() {
+            let known: Vec<&str> = config.environments.keys().map(String::as_str).collect();
+            problems.push(
+                Problem::error(
+                    "config::unknown-environment",
+                    format!("unknown environment `{env}`"),
+                )
+                .help(suggest(env, &known, "environments/<name>.yaml")),
+            );
+        }
+    }
+    if let Some(cluster) = &selection.cluster {
+        if !config.clusters.contains_key(cluster) && !config.clusters.is_empty() {
+            let known: Vec<&str> = config.clusters.keys().map(String::as_str).collect();
+            problems.push(
+                Problem::error(
+                    "config::unknown-cluster",
+                    format!("unknown cluster `{cluster}`"),
+                )
+                .help(suggest(cluster, &known, "clusters/<name>.yaml")),
+            );
+        } else if let Some(env) = &selection.environment {
+            let runs = config.environments.get(env).is_some_and(|layer| {
+                cluster_names(layer, &mut Problems::new())
+                    .iter()
+                    .any(|(c, _)| c == cluster)
+            });
+            if config.environments.contains_key(env) && !runs {
+                problems.push(
+                    Problem::error(
+                        "config::cluster-not-in-environment",
+                        format!("environment `{env}` does not run cluster `{cluster}`"),
+                    )
+                    .at_opt(config.environments.get(env).map(|l| l.node.origin))
+                    .help(format!("add `{cluster}` to `clusters:` in environments/{env}.yaml, or pick another --cluster")),
+                );
+            }
+        }
+    }
+}
+
+/// Per-environment overrides in a cluster file must name a known environment.
+fn check_cluster_overrides(config: &LoadedConfig, problems: &mut Problems) {
+    let known: Vec<&str> = config.environments.keys().map(String::as_str).collect();
+    for (cluster_name, layer) in &config.clusters {
+        let Some(overrides) = layer.node.get("environments").and_then(Node::as_map) else {
+            continue;
+        };
+        for (env_name, entry) in overrides {
+            match config.environments.get(env_name) {
+                None => problems.push(
+                    Problem::error(
+                        "config::unknown-environment",
+                        format!(
+                            "cluster `{cluster_name}` overrides unknown environment `{env_name}`"
+                        ),
+                    )
+                    .at(entry.key_origin)
+                    .label("no such file in environments/")
+                    .help(suggest(
+                        env_name,
+                        &known,
+                        "environments/<name>.yaml",
+                    )),
+                ),
+                Some(env_layer) => {
+                    let runs = cluster_names(env_layer, &mut Problems::new())
+                        .iter()
+                        .any(|(c, _)| c == cluster_name);
+                    if !runs {
+                        problems.push(
+                            Problem::warning(
+                                "config::unused-override",
+                                format!("environment `{env_name}` does not run cluster `{cluster_name}`; this override is never used"),
+                            )
+                            .at(entry.key_origin)
+                            .label("unused")
+                            .help(format!("add `{cluster_name}` to `clusters:` in environments/{env_name}.yaml, or remove this override")),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The clusters an environment lists, with where each is written; duplicates reported.
+fn cluster_names(env_layer: &Layer, problems: &mut Problems) -> Vec<(String, crate::diag::Origin)> {
+    let mut names: Vec<(String, crate::diag::Origin)> = Vec::new();
+    let Some(items) = env_layer.node.get("clusters").and_then(Node::as_list) else {
+        return names;
+    };
+    for item in items {
+        let Some(name) = item.as_str() else { continue };
+        if let Some((_, first)) = names.iter().find(|(n, _)| n == name) {
+            problems.push(
+                Problem::error(
+                    "config::duplicate-name",
+                    format!("cluster `{name}` is listed twice"),
+                )
+                .at(item.origin)
+                .label(format!("already listed on line {}", first.line))
+                .help("list each cluster once"),
+            );
+            continue;
+        }
+        names.push((name.to_string(), item.origin));
+    }
+    names
+}
+
+/// The template named by the most specific layer that names one.
+fn template_layer<'a>(
+    config: &'a LoadedConfig,
+    defaults: &[&Node],
+    specific: &[Option<&Node>],
+    problems: &mut Problems,
+) -> Option<&'a Layer> {
+    let chosen = defaults
+        .iter()
+        .copied()
+        .chain(specific.iter().copied().flatten())
+        .filter_map(|layer| layer.get("template"))
+        .rfind(|t| !t.is_null())?;
+    let name = chosen.as_str()?;
+    match config.templates.get(name) {
+        Some(layer) => Some(layer),
+        None => {
+            let known: Vec<&str> = config.templates.keys().map(String::as_str).collect();
+            problems.push(
+                Problem::error(
+                    "config::unknown-template",
+                    format!("unknown template `{name}`"),
+                )
+                .at(chosen.origin)
+                .label("no such file in templates/")
+                .help(suggest(name, &known, "templates/<name>.yaml")),
+            );
+            None
+        }
+    }
+}
+
+fn without_key(node: &Node, key: &str) -> Node {
+    let mut copy = node.clone();
+    if let Some(map) = copy.as_map_mut() {
+        map.shift_remove(key);
+    }
+    copy
+}
+
+fn suggest(name: &str, known: &[&str], file_pattern: &str) -> String {
+    match did_you_mean(name, known.iter().copied()) {
+        Some(close) => format!("did you mean `{close}`?"),
+        None if known.is_empty() => format!("create {file_pattern}"),
+        None => format!("known: {} (or create {file_pattern})", known.join(", ")),
+    }
+}

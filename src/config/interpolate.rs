@@ -1,0 +1,152 @@
+//! `${env:VAR}` and `${file:PATH}` in string values, resolved at load time.
+//!
+//! A missing variable or unreadable file is a problem at the value that asked for it,
+//! never an empty string. `$${` writes a literal `${`. `${file:…}` paths are relative to
+//! the file that names them, and a trailing newline of the file is dropped (token files
+//! usually end with one).
+
+use std::path::Path;
+
+use super::node::{Node, Value};
+use crate::diag::{Problem, Problems};
+
+/// Where interpolation reads from; tests substitute their own environment.
+pub trait Environment {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+pub struct ProcessEnvironment;
+
+impl Environment for ProcessEnvironment {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+/// Interpolate every string in a tree in place; `base_dir` is the directory of its file.
+pub fn interpolate(
+    node: &mut Node,
+    base_dir: &Path,
+    env: &dyn Environment,
+    problems: &mut Problems,
+) {
+    match &mut node.value {
+        Value::String(text) if text.contains("${") => match expand(text, base_dir, env) {
+            Ok(expanded) => *text = expanded,
+            Err(problem) => problems.push(problem.at(node.origin)),
+        },
+        Value::List(items) => {
+            for item in items {
+                interpolate(item, base_dir, env, problems);
+            }
+        }
+        Value::Map(map) => {
+            for entry in map.values_mut() {
+                interpolate(&mut entry.node, base_dir, env, problems);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn expand(text: &str, base_dir: &Path, env: &dyn Environment) -> Result<String, Problem> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find('$') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start..];
+        if let Some(tail) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = tail;
+            continue;
+        }
+        let Some(body_start) = after.strip_prefix("${") else {
+            out.push('$');
+            rest = &after[1..];
+            continue;
+        };
+        let Some(end) = body_start.find('}') else {
+            return Err(
+                Problem::error("config::interpolation", "unclosed `${` in value")
+                    .label("no closing `}`")
+                    .help("write `${env:NAME}` or `${file:PATH}`; use `$${` for a literal `${`"),
+            );
+        };
+        let body = &body_start[..end];
+        out.push_str(&resolve(body, base_dir, env)?);
+        rest = &body_start[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn resolve(body: &str, base_dir: &Path, env: &dyn Environment) -> Result<String, Problem> {
+    match body.split_once(':') {
+        Some(("env", name)) => env.var(name).ok_or_else(|| {
+            Problem::error(
+                "config::missing-env",
+                format!("environment variable `{name}` is not set"),
+            )
+            .label(format!("needs ${{env:{name}}}"))
+            .help(format!(
+                "export {name}=… before running infraflux, or replace the reference with a value"
+            ))
+        }),
+        Some(("file", path)) => {
+            let full = base_dir.join(path);
+            std::fs::read_to_string(&full)
+                .map(|content| content.strip_suffix('\n').unwrap_or(&content).to_string())
+                .map_err(|error| {
+                    Problem::error(
+                        "config::missing-file",
+                        format!("cannot read `{}`: {error}", full.display()),
+                    )
+                    .label(format!("needs ${{file:{path}}}"))
+                    .help("file paths are relative to the YAML file that names them")
+                })
+        }
+        _ => Err(Problem::error(
+            "config::interpolation",
+            format!("unknown interpolation `${{{body}}}`"),
+        )
+        .label("not `env:` or `file:`")
+        .help("write `${env:NAME}` or `${file:PATH}`; use `$${` for a literal `${`")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    struct Fake(HashMap<&'static str, &'static str>);
+    impl Environment for Fake {
+        fn var(&self, name: &str) -> Option<String> {
+            self.0.get(name).map(|v| v.to_string())
+        }
+    }
+
+    #[test]
+    fn expands_env_and_file_references() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "s3cret\n").unwrap();
+        let env = Fake(HashMap::from([("USER_NAME", "root@pam")]));
+        assert_eq!(
+            expand("${env:USER_NAME}!ci=${file:token}", dir.path(), &env).unwrap(),
+            "root@pam!ci=s3cret"
+        );
+        assert_eq!(
+            expand("cost: $5 $${literal}", dir.path(), &env).unwrap(),
+            "cost: $5 ${literal}"
+        );
+    }
+
+    #[test]
+    fn a_missing_variable_is_an_error_never_empty() {
+        let env = Fake(HashMap::new());
+        let error = expand("${env:NOPE}", Path::new("."), &env).unwrap_err();
+        assert_eq!(error.message, "environment variable `NOPE` is not set");
+        let error = expand("${vault:x}", Path::new("."), &env).unwrap_err();
+        assert_eq!(error.code, "config::interpolation");
+    }
+}

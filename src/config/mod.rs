@@ -1,0 +1,52 @@
+//! Stage 1: reading the configuration hierarchy.
+//!
+//! `load_config` reads every layer (`layers`), with positions (`yaml`), interpolated
+//! (`interpolate`) and checked against the format (`schema`, generated from `raw`), then
+//! composes each selected (environment, cluster) pair (`effective`, using `merge`). The
+//! result keeps the YAML trees with their origins so later stages can point at the
+//! layer that set any value. `show` renders an effective configuration.
+
+pub mod effective;
+pub mod interpolate;
+pub mod layers;
+pub mod merge;
+pub mod node;
+pub mod raw;
+pub mod schema;
+pub mod show;
+pub mod yaml;
+
+use std::path::Path;
+
+pub use effective::{EffectiveConfig, Selection};
+pub use interpolate::{Environment, ProcessEnvironment};
+pub use layers::{LayerKind, LoadedConfig};
+pub use node::{KeyPath, Node};
+
+use crate::diag::Problems;
+
+/// Everything read from a configuration directory for one selection.
+#[derive(Debug)]
+pub struct Configuration {
+    pub layers: LoadedConfig,
+    pub effective: Vec<EffectiveConfig>,
+}
+
+impl Configuration {
+    pub fn sources(&self) -> &crate::diag::SourceMap {
+        &self.layers.sources
+    }
+}
+
+/// Load and compose. Problems (including warnings) are returned alongside whatever could
+/// be read, so a caller can report them all at once.
+pub fn load_config(
+    dir: &Path,
+    selection: &Selection,
+    env: &dyn Environment,
+) -> (Configuration, Problems) {
+    let mut problems = Problems::new();
+    let layers = layers::load_layers(dir, env, &mut problems);
+    let effective = effective::compose(&layers, selection, &mut problems);
+    (Configuration { layers, effective }, problems)
+}

@@ -1,0 +1,167 @@
+//! Rendering an effective configuration as YAML, optionally with each value's origin
+//! (`# config/clusters/workload.yaml:12`). Secret values are masked: this output is
+//! meant to be pasted into tickets and CI logs.
+
+use super::node::{Node, Value};
+use crate::diag::SourceMap;
+
+/// Keys whose values are secrets wherever they appear.
+pub fn is_sensitive_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["token", "password", "secret", "private_key"]
+        .iter()
+        .any(|s| key == *s || key.ends_with(&format!("_{s}")))
+}
+
+pub const SENSITIVE_PLACEHOLDER: &str = "(sensitive)";
+
+pub fn render_yaml(node: &Node, sources: Option<&SourceMap>) -> String {
+    let mut lines: Vec<(String, Option<String>)> = Vec::new();
+    let describe = |node: &Node| sources.map(|s| s.describe(node.origin));
+    match &node.value {
+        Value::Map(_) | Value::List(_) => render_block(node, 0, &mut lines, &describe),
+        _ => lines.push((scalar(node), describe(node))),
+    }
+    let width = lines
+        .iter()
+        .filter(|(_, c)| c.is_some())
+        .map(|(l, _)| l.chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(56);
+    let mut out = String::new();
+    for (line, comment) in lines {
+        out.push_str(&line);
+        if let Some(comment) = comment {
+            let pad = width.saturating_sub(line.chars().count()) + 2;
+            out.extend(std::iter::repeat_n(' ', pad));
+            out.push_str("# ");
+            out.push_str(&comment);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn render_block(
+    node: &Node,
+    indent: usize,
+    lines: &mut Vec<(String, Option<String>)>,
+    describe: &dyn Fn(&Node) -> Option<String>,
+) {
+    let pad = " ".repeat(indent);
+    match &node.value {
+        Value::Map(map) => {
+            for (key, entry) in map {
+                let child = &entry.node;
+                let key_text = scalar_text(key);
+                if is_sensitive_key(key) && !child.is_null() {
+                    lines.push((
+                        format!("{pad}{key_text}: {SENSITIVE_PLACEHOLDER}"),
+                        describe(child),
+                    ));
+                } else if is_inline(child) {
+                    lines.push((
+                        format!("{pad}{key_text}: {}", scalar(child)),
+                        describe(child),
+                    ));
+                } else {
+                    lines.push((format!("{pad}{key_text}:"), None));
+                    render_block(child, indent + 2, lines, describe);
+                }
+            }
+        }
+        Value::List(items) => {
+            for item in items {
+                if is_inline(item) {
+                    lines.push((format!("{pad}- {}", scalar(item)), describe(item)));
+                } else {
+                    // Render the item one level deeper, then turn its first line's indent
+                    // into the "- " marker.
+                    let start = lines.len();
+                    render_block(item, indent + 2, lines, describe);
+                    if let Some((first, _)) = lines.get_mut(start) {
+                        first.replace_range(indent..indent + 2, "- ");
+                    }
+                }
+            }
+        }
+        _ => lines.push((format!("{pad}{}", scalar(node)), describe(node))),
+    }
+}
+
+fn is_inline(node: &Node) -> bool {
+    match &node.value {
+        Value::Map(map) => map.is_empty(),
+        Value::List(items) => items.is_empty(),
+        _ => true,
+    }
+}
+
+fn scalar(node: &Node) -> String {
+    match &node.value {
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => serde_yaml::to_string(f)
+            .map(|s| s.trim_end().to_string())
+            .unwrap_or_else(|_| f.to_string()),
+        Value::String(s) => scalar_text(s),
+        Value::Map(_) => "{}".into(),
+        Value::List(_) => "[]".into(),
+    }
+}
+
+/// A string as YAML would need it written (quoted only when a plain scalar would be read
+/// back as something else).
+fn scalar_text(text: &str) -> String {
+    let rendered = serde_yaml::to_string(text).unwrap_or_else(|_| format!("{text:?}"));
+    let rendered = rendered.trim_end();
+    if rendered.contains('\n') {
+        // Multi-line strings: a JSON-style double-quoted scalar stays on one line.
+        serde_json::to_string(text).unwrap_or_default()
+    } else {
+        rendered.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::yaml::parse_file;
+
+    #[test]
+    fn renders_block_yaml_that_reads_back_the_same() {
+        let text = "a: 1\nb: {c: 'x: y', d: [1, 2]}\nworkers:\n  - {name: general, count: 2}\nempty: {}\nversion: '1.18'\n";
+        let mut sources = SourceMap::new();
+        let id = sources.add("t.yaml", text.to_string());
+        let node = parse_file(id, sources.get(id)).unwrap();
+        let rendered = render_yaml(&node, None);
+        let id2 = sources.add("r.yaml", rendered.clone());
+        let reparsed = parse_file(id2, sources.get(id2)).unwrap();
+        assert_eq!(reparsed.to_json(), node.to_json(), "{rendered}");
+        assert!(
+            rendered.contains("workers:\n  - name: general\n    count: 2\n"),
+            "{rendered}"
+        );
+    }
+
+    #[test]
+    fn provenance_comments_name_file_and_line_and_secrets_are_masked() {
+        let mut sources = SourceMap::new();
+        let id = sources.add(
+            "p.yaml",
+            "proxmox:\n  token: abc\n  storage: local-lvm\n".to_string(),
+        );
+        let node = parse_file(id, sources.get(id)).unwrap();
+        let rendered = render_yaml(&node, Some(&sources));
+        assert!(rendered.contains("token: (sensitive)"), "{rendered}");
+        assert!(!rendered.contains("abc"));
+        assert!(
+            rendered
+                .lines()
+                .any(|l| l.starts_with("  storage: local-lvm") && l.ends_with("# p.yaml:3")),
+            "{rendered}"
+        );
+    }
+}

@@ -1,0 +1,138 @@
+//! The files a run has read, so diagnostics can quote them and name their lines.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Index of a file in the [`SourceMap`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FileId(pub u32);
+
+/// A span in a source file: byte range for rendering, line and column (both 1-based) for
+/// humans and machines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Origin {
+    pub file: FileId,
+    pub start: usize,
+    pub len: usize,
+    pub line: u32,
+    pub column: u32,
+}
+
+#[derive(Debug)]
+pub struct SourceFile {
+    /// The path as the user would type it (relative to the working directory when possible).
+    pub path: PathBuf,
+    pub text: Arc<str>,
+    line_starts: Vec<usize>,
+}
+
+impl SourceFile {
+    fn new(path: PathBuf, text: String) -> Self {
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        SourceFile {
+            path,
+            text: text.into(),
+            line_starts,
+        }
+    }
+
+    /// Byte offset of a (1-based line, 0-based character column) position, clamped to the
+    /// file. YAML parsers count characters; miette wants bytes.
+    pub fn byte_offset(&self, line: usize, char_column: usize) -> usize {
+        let line_index = line.saturating_sub(1).min(self.line_starts.len() - 1);
+        let line_start = self.line_starts[line_index];
+        let rest = &self.text[line_start..];
+        rest.char_indices()
+            .nth(char_column)
+            .map(|(i, _)| line_start + i)
+            .unwrap_or(self.text.len())
+    }
+
+    /// 1-based line and column of a byte offset.
+    pub fn line_column(&self, offset: usize) -> (u32, u32) {
+        let line_index = match self.line_starts.binary_search(&offset) {
+            Ok(i) => i,
+            Err(i) => i - 1,
+        };
+        let line_start = self.line_starts[line_index];
+        let column = self.text[line_start..offset.min(self.text.len())]
+            .chars()
+            .count()
+            + 1;
+        (line_index as u32 + 1, column as u32)
+    }
+
+    /// The origin of a byte range in this file.
+    pub fn origin(&self, file: FileId, start: usize, end: usize) -> Origin {
+        let start = start.min(self.text.len());
+        let (line, column) = self.line_column(start);
+        Origin {
+            file,
+            start,
+            len: end.saturating_sub(start),
+            line,
+            column,
+        }
+    }
+}
+
+/// Every file read during a run, addressed by [`FileId`].
+#[derive(Debug, Default)]
+pub struct SourceMap {
+    files: Vec<SourceFile>,
+}
+
+impl SourceMap {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn add(&mut self, path: impl Into<PathBuf>, text: String) -> FileId {
+        self.files.push(SourceFile::new(path.into(), text));
+        FileId(self.files.len() as u32 - 1)
+    }
+
+    pub fn get(&self, id: FileId) -> &SourceFile {
+        &self.files[id.0 as usize]
+    }
+
+    pub fn path(&self, id: FileId) -> &Path {
+        &self.get(id).path
+    }
+
+    /// `file:line` for provenance annotations.
+    pub fn describe(&self, origin: Origin) -> String {
+        format!("{}:{}", self.path(origin.file).display(), origin.line)
+    }
+
+    /// `file:line:column` for diagnostics in plain text and JSON.
+    pub fn describe_precisely(&self, origin: Origin) -> String {
+        format!(
+            "{}:{}:{}",
+            self.path(origin.file).display(),
+            origin.line,
+            origin.column
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_and_line_columns_round_trip_with_multibyte_text() {
+        let mut map = SourceMap::new();
+        let id = map.add("a.yaml", "a: 1\nnäme: x\n".to_string());
+        let file = map.get(id);
+        let offset = file.byte_offset(2, 6);
+        assert_eq!(&file.text[offset..offset + 1], "x");
+        assert_eq!(file.line_column(offset), (2, 7));
+        assert_eq!(
+            map.describe(file.origin(id, offset, offset + 1)),
+            "a.yaml:2"
+        );
+    }
+}

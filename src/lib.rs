@@ -1,0 +1,36 @@
+//! # InfraFlux
+//!
+//! A declarative provisioner for Proxmox VE + Talos Kubernetes + GitOps platforms.
+//!
+//! ## The pipeline
+//!
+//! ```text
+//! config/ (YAML layers) ─load_config─▶ Configuration ─resolve_model─▶ Model
+//!        ─build_graph─▶ ResourceGraph ─refresh─▶ State ─plan─▶ Plan ─apply─▶ State
+//! ```
+//!
+//! Each stage is a folder:
+//! - [`config`]: layer files with positions, interpolation, schema checks, deep merge
+//!   with provenance, the effective configuration per (environment, cluster);
+//! - [`model`]: resolved, validated types (sizes, networks, versions), node addresses;
+//! - [`diag`]: problems with file, line, column, label and help, rendered by miette;
+//! - [`commands`]: one thin file per CLI command, from arguments to a stage call.
+//!
+//! ## Files a user touches
+//! - `config/defaults/*.yaml`, `config/templates/<size>.yaml`,
+//!   `config/environments/<env>.yaml`, `config/clusters/<name>.yaml` (README "Configuration");
+//! - `.infraflux/` (state, written by later stages).
+//!
+//! ## Glossary
+//! - **environment**: dev, staging, prod — a set of clusters promoted together;
+//! - **cluster**: a Kubernetes cluster (management, workload, edge) as run in one environment;
+//! - **template**: a size (small, medium, large): node counts and VM sizes;
+//! - **layer**: one YAML file of the hierarchy; later layers override earlier ones;
+//! - **resource**: one thing InfraFlux manages (a VM, a machine config, an Application);
+//! - **address**: a resource's name, `<env>/<cluster>/<type>.<name>`.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod diag;
+pub mod model;

@@ -1,0 +1,248 @@
+//! Stage 2: the resolved, validated model.
+//!
+//! `resolve_model` turns each effective configuration (`config::EffectiveConfig`) into a
+//! typed [`Cluster`]: sizes parsed, addresses checked against their networks, versions
+//! and URLs parsed, node addresses allocated. The model carries no spans: when a value is
+//! wrong, `resolve` looks its origin up by key path in the effective YAML tree, so the
+//! diagnostic points at the layer that supplied it.
+
+pub mod address;
+mod network;
+mod resolve;
+pub mod sensitive;
+pub mod units;
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::{IpNet, Ipv4Net};
+use serde::Serialize;
+
+pub use network::NodeRange;
+pub use resolve::resolve_model;
+pub use sensitive::Sensitive;
+pub use units::{Bytes, MilliCpu};
+
+/// Everything a run works on: the selected environments, each with its clusters.
+#[derive(Debug, Clone, Serialize)]
+pub struct Model {
+    /// In promotion order: by sync wave, then name (dev → staging → prod).
+    pub environments: Vec<Environment>,
+}
+
+impl Model {
+    pub fn clusters(&self) -> impl Iterator<Item = &Cluster> {
+        self.environments.iter().flat_map(|e| e.clusters.iter())
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Environment {
+    pub name: String,
+    pub sync_wave: u32,
+    pub clusters: Vec<Cluster>,
+}
+
+/// One cluster as it runs in one environment.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cluster {
+    pub environment: String,
+    pub name: String,
+    pub role: Role,
+    pub template: Option<String>,
+    pub proxmox: Proxmox,
+    pub talos: Talos,
+    pub kubernetes: Kubernetes,
+    pub control_plane: NodePool,
+    pub workers: Vec<NodePool>,
+    pub network: Network,
+    pub platform: Platform,
+    pub gitops: GitOps,
+    pub workloads: Workloads,
+    pub sync_wave: u32,
+    pub lifecycle: Lifecycle,
+    /// Every machine, control planes first, with its address.
+    pub nodes: Vec<Machine>,
+}
+
+impl Cluster {
+    /// `prod/workload`, the prefix of every address in this cluster.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.environment, self.name)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Management,
+    Workload,
+    Edge,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Proxmox {
+    pub endpoint: url::Url,
+    pub token: Sensitive<String>,
+    pub nodes: Vec<String>,
+    pub storage: String,
+    pub image_storage: String,
+    pub bridge: String,
+    pub vlan: Option<u16>,
+    pub vmid_start: u32,
+    pub vmid_end: u32,
+    pub allow_colocation: bool,
+    pub tls: Tls,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tls {
+    /// Verified against the system's roots.
+    System,
+    CaFile(std::path::PathBuf),
+    Fingerprint(String),
+    Insecure,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Talos {
+    pub version: semver::Version,
+    pub extensions: Vec<String>,
+    pub install_disk: String,
+    pub patches: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Kubernetes {
+    pub version: semver::Version,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeRole {
+    ControlPlane,
+    Worker,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodePool {
+    pub name: String,
+    pub role: NodeRole,
+    pub count: u32,
+    pub cpu: u32,
+    pub memory: Bytes,
+    pub disk: Bytes,
+}
+
+/// One VM / Talos node.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// Unique within the cluster: `cp-1`, `general-2`.
+    pub name: String,
+    /// `dev-workload-cp-1`.
+    pub hostname: String,
+    pub role: NodeRole,
+    pub pool: String,
+    pub address: Ipv4Addr,
+    pub cpu: u32,
+    pub memory: Bytes,
+    pub disk: Bytes,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Network {
+    pub cidr: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub dns: Vec<IpAddr>,
+    /// The addresses nodes take: `start` and the following ones.
+    pub node_range: NodeRange,
+    pub vip: Ipv4Addr,
+    pub pods: IpNet,
+    pub services: IpNet,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceKind {
+    Cilium,
+    CertManager,
+    Monitoring,
+    ExternalDns,
+    Argocd,
+}
+
+impl ServiceKind {
+    pub const ALL: [ServiceKind; 5] = [
+        ServiceKind::Cilium,
+        ServiceKind::CertManager,
+        ServiceKind::Monitoring,
+        ServiceKind::ExternalDns,
+        ServiceKind::Argocd,
+    ];
+
+    /// The key under `platform:`.
+    pub fn key(self) -> &'static str {
+        match self {
+            ServiceKind::Cilium => "cilium",
+            ServiceKind::CertManager => "cert_manager",
+            ServiceKind::Monitoring => "monitoring",
+            ServiceKind::ExternalDns => "external_dns",
+            ServiceKind::Argocd => "argocd",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlatformService {
+    pub kind: ServiceKind,
+    pub enabled: bool,
+    /// Required when enabled.
+    pub version: Option<semver::Version>,
+    /// The version exactly as written (`v1.19.1` keeps its `v` for chart and image tags).
+    pub version_text: Option<String>,
+    pub values: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Platform {
+    pub services: Vec<PlatformService>,
+}
+
+impl Platform {
+    pub fn service(&self, kind: ServiceKind) -> Option<&PlatformService> {
+        self.services.iter().find(|s| s.kind == kind)
+    }
+
+    pub fn enabled(&self) -> impl Iterator<Item = &PlatformService> {
+        self.services.iter().filter(|s| s.enabled)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GitOps {
+    pub repository: String,
+    pub revision: String,
+    /// With `{environment}` replaced.
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ResourceList {
+    pub cpu: MilliCpu,
+    pub memory: Bytes,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Workloads {
+    pub replicas: u32,
+    pub requests: ResourceList,
+    pub limits: ResourceList,
+    pub anti_affinity: bool,
+    pub image_tag: String,
+    pub allow_empty_apps: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Lifecycle {
+    pub prevent_destroy: bool,
+}

@@ -1,0 +1,930 @@
+//! Effective configuration → model. Every check reports at the origin of the value it
+//! looked at (found by key path in the effective tree), and resolution goes on after a
+//! problem so one run shows them all.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::str::FromStr;
+
+use ipnet::{IpNet, Ipv4Net};
+
+use super::network::NodeRange;
+use super::units::{Bytes, MilliCpu, parse_bytes, parse_cpu};
+use super::*;
+use crate::config::raw::{RawQuantity, RawRole, RawService, RawSettings};
+use crate::config::{Configuration, EffectiveConfig, KeyPath};
+use crate::diag::{Origin, Problem, Problems};
+
+/// Resolve every selected pair. Returns the model when there are no errors; problems
+/// (warnings included) are always returned.
+pub fn resolve_model(config: &Configuration) -> (Option<Model>, Problems) {
+    let mut problems = Problems::new();
+    let mut clusters = Vec::new();
+    for effective in &config.effective {
+        if let Some(cluster) = resolve_cluster(effective, &mut problems) {
+            clusters.push((cluster, effective));
+        }
+    }
+    check_overlapping_ranges(&clusters, &mut problems);
+    if problems.has_errors() {
+        return (None, problems);
+    }
+    let mut environments: Vec<Environment> = Vec::new();
+    for (cluster, _) in clusters {
+        match environments
+            .iter_mut()
+            .find(|e| e.name == cluster.environment)
+        {
+            Some(env) => {
+                env.sync_wave = env.sync_wave.min(cluster.sync_wave);
+                env.clusters.push(cluster);
+            }
+            None => environments.push(Environment {
+                name: cluster.environment.clone(),
+                sync_wave: cluster.sync_wave,
+                clusters: vec![cluster],
+            }),
+        }
+    }
+    environments.sort_by(|a, b| (a.sync_wave, &a.name).cmp(&(b.sync_wave, &b.name)));
+    (Some(Model { environments }), problems)
+}
+
+/// Reads values of one effective configuration and reports problems at their origin.
+struct Resolver<'a> {
+    effective: &'a EffectiveConfig,
+    problems: &'a mut Problems,
+}
+
+impl Resolver<'_> {
+    fn origin(&self, path: &str) -> Origin {
+        self.effective.node.origin_of(&KeyPath::parse(path))
+    }
+
+    fn pair(&self) -> String {
+        format!(
+            "cluster `{}` in environment `{}`",
+            self.effective.cluster, self.effective.environment
+        )
+    }
+
+    fn require<T>(&mut self, value: Option<T>, path: &str, example: &str) -> Option<T> {
+        if value.is_none() {
+            let problem = Problem::error(
+                "config::missing-key",
+                format!("missing required key `{path}` for {}", self.pair()),
+            )
+            .at(self.origin(path))
+            .label(format!("`{path}` is not set in any layer"))
+            .help(format!(
+                "set it in defaults/, environments/{}.yaml or clusters/{}.yaml, e.g. `{path}: {example}`",
+                self.effective.environment, self.effective.cluster
+            ));
+            self.problems.push(problem);
+        }
+        value
+    }
+
+    fn invalid(&mut self, path: &str, message: String, label: &str, help: &str) {
+        let origin = self.origin(path);
+        self.problems.push(
+            Problem::error("config::invalid-value", message)
+                .at(origin)
+                .label(label)
+                .help(help),
+        );
+    }
+
+    /// Parse a required string value with `parse`, reporting `what` and `help` when it fails.
+    fn parse<T, E>(
+        &mut self,
+        value: Option<&String>,
+        path: &str,
+        example: &str,
+        what: &str,
+        parse: impl Fn(&str) -> Result<T, E>,
+    ) -> Option<T> {
+        let text = self.require(value, path, example)?;
+        match parse(text) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.invalid(
+                    path,
+                    format!("malformed {what} `{text}` in `{path}`"),
+                    &format!("not a valid {what}"),
+                    &format!("write {what} such as `{example}`"),
+                );
+                None
+            }
+        }
+    }
+
+    fn count(&mut self, value: Option<i64>, path: &str, example: &str) -> Option<u32> {
+        let value = self.require(value, path, example)?;
+        match u32::try_from(value) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.invalid(
+                    path,
+                    format!("`{path}` is out of range: {value}"),
+                    "out of range",
+                    "use a small non-negative whole number",
+                );
+                None
+            }
+        }
+    }
+
+    fn bytes(&mut self, value: Option<&RawQuantity>, path: &str, example: &str) -> Option<Bytes> {
+        let value = self.require(value, path, example)?;
+        let parsed = match value {
+            RawQuantity::Number(n) => u64::try_from(*n).ok().map(Bytes),
+            RawQuantity::Text(t) => parse_bytes(t).ok(),
+        };
+        match parsed {
+            Some(b) if b.0 > 0 => Some(b),
+            _ => {
+                self.invalid(
+                    path,
+                    format!("malformed size `{value}` in `{path}`"),
+                    "not a size",
+                    &format!(
+                        "use Kubernetes units, e.g. `{example}` (Ki, Mi, Gi, Ti; or k, M, G, T)"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn cpu(&mut self, value: Option<&RawQuantity>, path: &str, example: &str) -> Option<MilliCpu> {
+        let value = self.require(value, path, example)?;
+        let parsed = match value {
+            RawQuantity::Number(n) => u64::try_from(*n).ok().map(|n| MilliCpu(n * 1000)),
+            RawQuantity::Text(t) => parse_cpu(t).ok(),
+        };
+        match parsed {
+            Some(c) if c.0 > 0 => Some(c),
+            _ => {
+                self.invalid(
+                    path,
+                    format!("malformed CPU quantity `{value}` in `{path}`"),
+                    "not a CPU quantity",
+                    &format!("use cores or millicores, e.g. `{example}`"),
+                );
+                None
+            }
+        }
+    }
+}
+
+fn parse_version(text: &str) -> Result<semver::Version, semver::Error> {
+    semver::Version::parse(text.strip_prefix('v').unwrap_or(text))
+}
+
+fn resolve_cluster(effective: &EffectiveConfig, problems: &mut Problems) -> Option<Cluster> {
+    let raw: RawSettings = match serde_json::from_value(effective.node.to_json()) {
+        Ok(raw) => raw,
+        Err(error) => {
+            // Every layer passed the schema, so this is a merge of valid layers into an
+            // invalid whole; report it at the cluster.
+            problems.push(
+                Problem::error(
+                    "config::invalid-value",
+                    format!(
+                        "the merged configuration of `{}/{}` is invalid: {error}",
+                        effective.environment, effective.cluster
+                    ),
+                )
+                .at(effective.node.origin)
+                .help(
+                    "check `infraflux config show --provenance` for the layer that sets this value",
+                ),
+            );
+            return None;
+        }
+    };
+    let mut r = Resolver {
+        effective,
+        problems,
+    };
+    let env = effective.environment.as_str();
+
+    let role = match raw.role {
+        Some(RawRole::Management) => Role::Management,
+        Some(RawRole::Edge) => Role::Edge,
+        Some(RawRole::Workload) | None => Role::Workload,
+    };
+    let proxmox = resolve_proxmox(&mut r, &raw);
+    let talos = resolve_talos(&mut r, &raw);
+    let kubernetes = raw.kubernetes.as_ref().and_then(|k| k.version.as_ref());
+    let kubernetes = r.parse(
+        kubernetes,
+        "kubernetes.version",
+        "1.32.2",
+        "version",
+        parse_version,
+    );
+    let (control_plane, workers) = resolve_pools(&mut r, &raw);
+    let network = resolve_network(&mut r, &raw, &control_plane, &workers);
+    let platform = resolve_platform(&mut r, &raw);
+    let gitops = resolve_gitops(&mut r, &raw, env);
+    let workloads = resolve_workloads(&mut r, &raw);
+    let sync_wave = r.count(raw.sync_wave.or(Some(0)), "sync_wave", "0");
+    let lifecycle = Lifecycle {
+        prevent_destroy: raw
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.prevent_destroy)
+            .unwrap_or(env == "prod"),
+    };
+
+    let (
+        proxmox,
+        talos,
+        kubernetes,
+        control_plane,
+        workers,
+        network,
+        platform,
+        gitops,
+        workloads,
+        sync_wave,
+    ) = (
+        proxmox?,
+        talos?,
+        kubernetes?,
+        control_plane?,
+        workers?,
+        network?,
+        platform?,
+        gitops?,
+        workloads?,
+        sync_wave?,
+    );
+    let nodes = allocate_machines(
+        env,
+        &effective.cluster,
+        &control_plane,
+        &workers,
+        &network.node_range,
+    );
+    Some(Cluster {
+        environment: env.to_string(),
+        name: effective.cluster.clone(),
+        role,
+        template: effective.template.clone(),
+        proxmox,
+        talos,
+        kubernetes: Kubernetes {
+            version: kubernetes,
+        },
+        control_plane,
+        workers,
+        network,
+        platform,
+        gitops,
+        workloads,
+        sync_wave,
+        lifecycle,
+        nodes,
+    })
+}
+
+fn resolve_proxmox(r: &mut Resolver, raw: &RawSettings) -> Option<Proxmox> {
+    let default = Default::default();
+    let p = raw.proxmox.as_ref().unwrap_or(&default);
+    let endpoint = r.parse(
+        p.endpoint.as_ref(),
+        "proxmox.endpoint",
+        "https://pve1.example.internal:8006",
+        "URL",
+        |t| {
+            url::Url::parse(t).map_err(|_| ()).and_then(|u| {
+                if matches!(u.scheme(), "https" | "http") && u.host().is_some() {
+                    Ok(u)
+                } else {
+                    Err(())
+                }
+            })
+        },
+    );
+    let token = r.require(p.token.as_ref(), "proxmox.token", "${env:PROXMOX_TOKEN}");
+    if let Some(token) = token {
+        if !is_api_token(token) {
+            // Never echo the token: it is a secret even when malformed.
+            r.invalid(
+                "proxmox.token",
+                "malformed Proxmox API token in `proxmox.token`".into(),
+                "not USER@REALM!TOKENID=SECRET",
+                "create a token under Datacenter → Permissions → API Tokens and set it as `USER@REALM!TOKENID=SECRET`, e.g. `root@pam!infraflux=…`",
+            );
+        }
+    }
+    let nodes = r.require(p.nodes.clone(), "proxmox.nodes", "[pve1, pve2, pve3]");
+    if let Some(list) = &nodes {
+        if list.is_empty() {
+            r.invalid(
+                "proxmox.nodes",
+                "`proxmox.nodes` is empty".into(),
+                "no nodes",
+                "list the Proxmox nodes VMs may run on, e.g. `[pve1, pve2, pve3]`",
+            );
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, name) in list.iter().enumerate() {
+            if !seen.insert(name) {
+                let path = format!("proxmox.nodes[{i}]");
+                r.problems.push(
+                    Problem::error(
+                        "config::duplicate-name",
+                        format!("Proxmox node `{name}` is listed twice"),
+                    )
+                    .at(r.origin(&path))
+                    .label("listed before")
+                    .help("list each node once"),
+                );
+            }
+        }
+    }
+    let storage = r.require(p.storage.clone(), "proxmox.storage", "local-lvm");
+    let bridge = r.require(p.bridge.clone(), "proxmox.bridge", "vmbr0");
+    let vlan = p.vlan.and_then(|v| u16::try_from(v).ok());
+    let range = p.vmid_range.clone().unwrap_or_default();
+    let (vmid_start, vmid_end) = (range.start.unwrap_or(1000), range.end.unwrap_or(1999));
+    if vmid_start > vmid_end {
+        r.invalid(
+            "proxmox.vmid_range",
+            format!("`proxmox.vmid_range` is empty: start {vmid_start} is after end {vmid_end}"),
+            "empty range",
+            "make `start` smaller than `end`",
+        );
+    }
+    let tls = p.tls.clone().unwrap_or_default();
+    let tls = match (tls.insecure.unwrap_or(false), tls.ca_file, tls.fingerprint) {
+        (true, _, _) => Tls::Insecure,
+        (false, Some(ca), _) => Tls::CaFile(ca.into()),
+        (false, None, Some(fingerprint)) => {
+            let hex: String = fingerprint.chars().filter(|c| *c != ':').collect();
+            if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                r.invalid(
+                    "proxmox.tls.fingerprint",
+                    "malformed certificate fingerprint in `proxmox.tls.fingerprint`".into(),
+                    "not a SHA-256 fingerprint",
+                    "copy the SHA-256 fingerprint from the node's Certificates page (32 hex pairs, `AB:CD:…`)",
+                );
+            }
+            Tls::Fingerprint(fingerprint)
+        }
+        (false, None, None) => Tls::System,
+    };
+    let token = token.filter(|t| is_api_token(t))?;
+    Some(Proxmox {
+        endpoint: endpoint?,
+        token: Sensitive::new(token.clone()),
+        nodes: nodes?,
+        storage: storage?,
+        image_storage: p.image_storage.clone().unwrap_or_else(|| "local".into()),
+        bridge: bridge?,
+        vlan,
+        vmid_start: u32::try_from(vmid_start).ok()?,
+        vmid_end: u32::try_from(vmid_end).ok()?,
+        allow_colocation: p.allow_colocation.unwrap_or(false),
+        tls,
+    })
+}
+
+/// `USER@REALM!TOKENID=SECRET`.
+fn is_api_token(token: &str) -> bool {
+    let Some((id, secret)) = token.split_once('=') else {
+        return false;
+    };
+    let Some((user, token_id)) = id.split_once('!') else {
+        return false;
+    };
+    user.contains('@') && !token_id.is_empty() && !secret.is_empty()
+}
+
+fn resolve_talos(r: &mut Resolver, raw: &RawSettings) -> Option<Talos> {
+    let default = Default::default();
+    let t = raw.talos.as_ref().unwrap_or(&default);
+    let version = r.parse(
+        t.version.as_ref(),
+        "talos.version",
+        "v1.13.9",
+        "version",
+        parse_version,
+    )?;
+    if !matches!((version.major, version.minor), (1, 13) | (1, 14)) {
+        r.problems.push(
+            Problem::warning(
+                "config::unsupported-version",
+                format!("Talos {version} is not a version InfraFlux generates configs for"),
+            )
+            .at(r.origin("talos.version"))
+            .label("untested version")
+            .help("use Talos v1.13.x or v1.14.x"),
+        );
+    }
+    Some(Talos {
+        version,
+        extensions: t.extensions.clone().unwrap_or_default(),
+        install_disk: t.install_disk.clone().unwrap_or_else(|| "/dev/sda".into()),
+        patches: t.patches.clone().unwrap_or_default(),
+    })
+}
+
+fn resolve_pools(r: &mut Resolver, raw: &RawSettings) -> (Option<NodePool>, Option<Vec<NodePool>>) {
+    let default = Default::default();
+    let cp = raw.control_plane.as_ref().unwrap_or(&default);
+    let count = r.count(cp.count, "control_plane.count", "3");
+    let cpu = r.count(cp.cpu, "control_plane.cpu", "4");
+    let memory = r.bytes(cp.memory.as_ref(), "control_plane.memory", "8Gi");
+    let disk = r.bytes(cp.disk.as_ref(), "control_plane.disk", "40Gi");
+    if count == Some(0) {
+        r.invalid(
+            "control_plane.count",
+            "a cluster needs at least one control-plane node".into(),
+            "zero",
+            "set `control_plane.count` to 1 (dev) or 3",
+        );
+    }
+    let control_plane = (|| {
+        Some(NodePool {
+            name: "cp".into(),
+            role: NodeRole::ControlPlane,
+            count: count.filter(|c| *c > 0)?,
+            cpu: cpu?,
+            memory: memory?,
+            disk: disk?,
+        })
+    })();
+    let mut workers = Some(Vec::new());
+    for (i, pool) in raw.workers.iter().flatten().enumerate() {
+        let at = |key: &str| format!("workers[{i}].{key}");
+        let count = r.count(pool.count, &at("count"), "3");
+        let cpu = r.count(pool.cpu, &at("cpu"), "4");
+        let memory = r.bytes(pool.memory.as_ref(), &at("memory"), "16Gi");
+        let disk = r.bytes(pool.disk.as_ref(), &at("disk"), "100Gi");
+        if pool.name == "cp" || !valid_dns_label(&pool.name) {
+            r.invalid(
+                &at("name"),
+                format!("invalid worker pool name `{}`", pool.name),
+                "not usable in a hostname",
+                "use lower-case letters, digits and '-' (not `cp`, which control planes use)",
+            );
+        }
+        match (count, cpu, memory, disk, workers.as_mut()) {
+            (Some(count), Some(cpu), Some(memory), Some(disk), Some(list)) => list.push(NodePool {
+                name: pool.name.clone(),
+                role: NodeRole::Worker,
+                count,
+                cpu,
+                memory,
+                disk,
+            }),
+            _ => workers = None,
+        }
+    }
+    (control_plane, workers)
+}
+
+fn valid_dns_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 40
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+fn resolve_network(
+    r: &mut Resolver,
+    raw: &RawSettings,
+    control_plane: &Option<NodePool>,
+    workers: &Option<Vec<NodePool>>,
+) -> Option<Network> {
+    let default = Default::default();
+    let n = raw.network.as_ref().unwrap_or(&default);
+    let default_nodes = Default::default();
+    let nodes = n.nodes.as_ref().unwrap_or(&default_nodes);
+    let cidr = r.parse(
+        nodes.cidr.as_ref(),
+        "network.nodes.cidr",
+        "10.10.0.0/24",
+        "IPv4 CIDR",
+        Ipv4Net::from_str,
+    );
+    let gateway = r.parse(
+        nodes.gateway.as_ref(),
+        "network.nodes.gateway",
+        "10.10.0.1",
+        "IPv4 address",
+        Ipv4Addr::from_str,
+    );
+    let start = r.parse(
+        nodes.start.as_ref(),
+        "network.nodes.start",
+        "10.10.0.10",
+        "IPv4 address",
+        Ipv4Addr::from_str,
+    );
+    let vip = r.parse(
+        n.vip.as_ref(),
+        "network.vip",
+        "10.10.0.5",
+        "IPv4 address",
+        Ipv4Addr::from_str,
+    );
+    let pods = r.parse(
+        n.pods.as_ref(),
+        "network.pods",
+        "10.244.0.0/16",
+        "CIDR",
+        IpNet::from_str,
+    );
+    let services = r.parse(
+        n.services.as_ref(),
+        "network.services",
+        "10.96.0.0/12",
+        "CIDR",
+        IpNet::from_str,
+    );
+    let mut dns = Vec::new();
+    for (i, server) in nodes.dns.iter().flatten().enumerate() {
+        let path = format!("network.nodes.dns[{i}]");
+        if let Some(ip) = r.parse(
+            Some(server),
+            &path,
+            "1.1.1.1",
+            "IP address",
+            IpAddr::from_str,
+        ) {
+            dns.push(ip);
+        }
+    }
+
+    // Addresses that must sit inside the node subnet.
+    if let Some(cidr) = cidr {
+        if cidr.trunc() != cidr {
+            r.invalid(
+                "network.nodes.cidr",
+                format!("`{cidr}` has host bits set"),
+                "not a network address",
+                &format!("write the network address: `{}`", cidr.trunc()),
+            );
+        }
+        for (path, address) in [
+            ("network.nodes.gateway", gateway),
+            ("network.nodes.start", start),
+            ("network.vip", vip),
+        ] {
+            if let Some(address) = address {
+                if !usable_in(&cidr, address) {
+                    r.invalid(
+                        path,
+                        format!("`{address}` in `{path}` is outside the node network {cidr}"),
+                        &format!("not a usable address of {cidr}"),
+                        &format!(
+                            "pick an address between {} and {}",
+                            first_host(&cidr),
+                            last_host(&cidr)
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    let node_count = control_plane.as_ref().map(|c| c.count).unwrap_or(0)
+        + workers.iter().flatten().map(|w| w.count).sum::<u32>();
+    let range = start.map(|first| NodeRange {
+        first,
+        count: node_count.max(1),
+    });
+    if let (Some(range), Some(cidr)) = (range, cidr) {
+        let last = range.last();
+        if usable_in(&cidr, range.first) && !last.is_some_and(|l| usable_in(&cidr, l)) {
+            r.invalid(
+                "network.nodes.start",
+                format!(
+                    "{node_count} nodes starting at {} do not fit in {cidr}",
+                    range.first
+                ),
+                "the node range runs past the network",
+                &format!(
+                    "start lower (the last usable address is {}) or use a larger network",
+                    last_host(&cidr)
+                ),
+            );
+        }
+    }
+    if let Some(range) = range {
+        if let Some(vip) = vip.filter(|v| range.contains(*v)) {
+            r.invalid(
+                "network.vip",
+                format!("the VIP {vip} is inside the node range {range}"),
+                "a node will be given this address",
+                &format!("move the VIP out of {range}, e.g. below `network.nodes.start`"),
+            );
+        }
+        if let Some(gateway) = gateway.filter(|g| range.contains(*g)) {
+            r.invalid(
+                "network.nodes.gateway",
+                format!("the gateway {gateway} is inside the node range {range}"),
+                "a node will be given this address",
+                "start the node range after the gateway",
+            );
+        }
+    }
+    if let (Some(pods), Some(services)) = (pods, services) {
+        if pods.contains(&services.network()) || services.contains(&pods.network()) {
+            r.invalid(
+                "network.services",
+                format!("the service network {services} overlaps the pod network {pods}"),
+                "overlaps `network.pods`",
+                "use separate ranges, e.g. pods 10.244.0.0/16 and services 10.96.0.0/12",
+            );
+        }
+        if let Some(cidr) = cidr {
+            for (path, net) in [("network.pods", pods), ("network.services", services)] {
+                let node_net = IpNet::V4(cidr);
+                if node_net.contains(&net.network()) || net.contains(&node_net.network()) {
+                    r.invalid(
+                        path,
+                        format!("`{path}` {net} overlaps the node network {cidr}"),
+                        "overlaps `network.nodes.cidr`",
+                        "pod and service networks must not overlap the nodes' network",
+                    );
+                }
+            }
+        }
+    }
+    Some(Network {
+        cidr: cidr?,
+        gateway: gateway?,
+        dns,
+        node_range: range?,
+        vip: vip?,
+        pods: pods?,
+        services: services?,
+    })
+}
+
+fn usable_in(cidr: &Ipv4Net, address: Ipv4Addr) -> bool {
+    cidr.contains(&address)
+        && (cidr.prefix_len() >= 31 || (address != cidr.network() && address != cidr.broadcast()))
+}
+
+fn first_host(cidr: &Ipv4Net) -> Ipv4Addr {
+    cidr.hosts().next().unwrap_or(cidr.network())
+}
+
+fn last_host(cidr: &Ipv4Net) -> Ipv4Addr {
+    if cidr.prefix_len() >= 31 {
+        cidr.broadcast()
+    } else {
+        Ipv4Addr::from(u32::from(cidr.broadcast()) - 1)
+    }
+}
+
+fn resolve_platform(r: &mut Resolver, raw: &RawSettings) -> Option<Platform> {
+    let default = Default::default();
+    let p = raw.platform.as_ref().unwrap_or(&default);
+    let mut services = Vec::new();
+    let mut ok = true;
+    for kind in ServiceKind::ALL {
+        let service: Option<&RawService> = match kind {
+            ServiceKind::Cilium => p.cilium.as_ref(),
+            ServiceKind::CertManager => p.cert_manager.as_ref(),
+            ServiceKind::Monitoring => p.monitoring.as_ref(),
+            ServiceKind::ExternalDns => p.external_dns.as_ref(),
+            ServiceKind::Argocd => p.argocd.as_ref(),
+        };
+        let service = service.cloned().unwrap_or_default();
+        let enabled = service.enabled.unwrap_or(false);
+        let path = format!("platform.{}.version", kind.key());
+        let version = if enabled {
+            let parsed = r.parse(
+                service.version.as_ref(),
+                &path,
+                "1.18.4",
+                "version",
+                parse_version,
+            );
+            ok &= parsed.is_some();
+            parsed
+        } else {
+            service
+                .version
+                .as_deref()
+                .and_then(|v| parse_version(v).ok())
+        };
+        services.push(PlatformService {
+            kind,
+            enabled,
+            version,
+            version_text: service.version.clone(),
+            values: service.values.unwrap_or_default().into_iter().collect(),
+        });
+    }
+    ok.then_some(Platform { services })
+}
+
+fn resolve_gitops(r: &mut Resolver, raw: &RawSettings, env: &str) -> Option<GitOps> {
+    let default = Default::default();
+    let g = raw.gitops.as_ref().unwrap_or(&default);
+    let repository = r.parse(
+        g.repository.as_ref(),
+        "gitops.repository",
+        "https://git.example.com/platform/apps.git",
+        "repository URL",
+        |t| {
+            if is_git_url(t) {
+                Ok(t.to_string())
+            } else {
+                Err(())
+            }
+        },
+    );
+    let revision = r.require(g.revision.clone(), "gitops.revision", "main");
+    let path = r.require(g.path.clone(), "gitops.path", "environments/{environment}");
+    if let Some(path) = &path {
+        if path.starts_with('/') || path.split('/').any(|part| part == "..") {
+            r.invalid(
+                "gitops.path",
+                format!("`gitops.path` must be relative to the repository root, got `{path}`"),
+                "not a relative path",
+                "write a path such as `environments/{environment}`",
+            );
+        }
+    }
+    Some(GitOps {
+        repository: repository?,
+        revision: revision?,
+        path: path?.replace("{environment}", env),
+    })
+}
+
+/// `https://…`, `ssh://…`, `git://…` or scp-like `git@host:org/repo.git`.
+fn is_git_url(text: &str) -> bool {
+    if let Ok(url) = url::Url::parse(text) {
+        return matches!(url.scheme(), "https" | "http" | "ssh" | "git" | "file")
+            && (url.host().is_some() || url.scheme() == "file");
+    }
+    match text.split_once(':') {
+        Some((user_host, path)) => {
+            user_host.contains('@') && !path.is_empty() && !path.starts_with("//")
+        }
+        None => false,
+    }
+}
+
+fn resolve_workloads(r: &mut Resolver, raw: &RawSettings) -> Option<Workloads> {
+    let default = Default::default();
+    let w = raw.workloads.as_ref().unwrap_or(&default);
+    let replicas = r.count(w.replicas, "workloads.replicas", "3");
+    let resources = w.resources.clone().unwrap_or_default();
+    let requests = resources.requests.unwrap_or_default();
+    let limits = resources.limits.unwrap_or_default();
+    let request_cpu = r.cpu(
+        requests.cpu.as_ref(),
+        "workloads.resources.requests.cpu",
+        "500m",
+    );
+    let request_memory = r.bytes(
+        requests.memory.as_ref(),
+        "workloads.resources.requests.memory",
+        "512Mi",
+    );
+    let limit_cpu = r.cpu(
+        limits.cpu.as_ref(),
+        "workloads.resources.limits.cpu",
+        "1000m",
+    );
+    let limit_memory = r.bytes(
+        limits.memory.as_ref(),
+        "workloads.resources.limits.memory",
+        "1Gi",
+    );
+    let image_tag = r.require(w.image_tag.clone(), "workloads.image_tag", "1.4.2");
+    if let (Some(request), Some(limit)) = (request_cpu, limit_cpu) {
+        if request > limit {
+            r.invalid(
+                "workloads.resources.requests.cpu",
+                format!("CPU request {request} is above the limit {limit}"),
+                "above the limit",
+                "make the request at most the limit",
+            );
+        }
+    }
+    if let (Some(request), Some(limit)) = (request_memory, limit_memory) {
+        if request > limit {
+            r.invalid(
+                "workloads.resources.requests.memory",
+                format!("memory request {request} is above the limit {limit}"),
+                "above the limit",
+                "make the request at most the limit",
+            );
+        }
+    }
+    Some(Workloads {
+        replicas: replicas?,
+        requests: ResourceList {
+            cpu: request_cpu?,
+            memory: request_memory?,
+        },
+        limits: ResourceList {
+            cpu: limit_cpu?,
+            memory: limit_memory?,
+        },
+        anti_affinity: w.anti_affinity.unwrap_or(false),
+        image_tag: image_tag?,
+        allow_empty_apps: w.allow_empty_apps.unwrap_or(false),
+    })
+}
+
+fn allocate_machines(
+    env: &str,
+    cluster: &str,
+    control_plane: &NodePool,
+    workers: &[NodePool],
+    range: &NodeRange,
+) -> Vec<Machine> {
+    let mut machines = Vec::new();
+    let mut index = 0u32;
+    for pool in std::iter::once(control_plane).chain(workers) {
+        for i in 1..=pool.count {
+            let name = format!("{}-{i}", pool.name);
+            let Some(address) = range.nth(index) else {
+                break;
+            };
+            machines.push(Machine {
+                hostname: format!("{env}-{cluster}-{name}"),
+                name,
+                role: pool.role,
+                pool: pool.name.clone(),
+                address,
+                cpu: pool.cpu,
+                memory: pool.memory,
+                disk: pool.disk,
+            });
+            index += 1;
+        }
+    }
+    machines
+}
+
+/// Two pairs whose node ranges overlap would hand the same address to two VMs.
+fn check_overlapping_ranges(clusters: &[(Cluster, &EffectiveConfig)], problems: &mut Problems) {
+    for (i, (a, _)) in clusters.iter().enumerate() {
+        for (b, b_effective) in &clusters[i + 1..] {
+            if a.network.node_range.overlaps(&b.network.node_range) {
+                let origin = b_effective
+                    .node
+                    .origin_of(&KeyPath::parse("network.nodes.start"));
+                problems.push(
+                    Problem::error(
+                        "config::overlapping-ranges",
+                        format!(
+                            "node range {} of {} overlaps {} of {}",
+                            b.network.node_range,
+                            b.id(),
+                            a.network.node_range,
+                            a.id()
+                        ),
+                    )
+                    .at(origin)
+                    .label(format!("overlaps {}", a.id()))
+                    .help("give every (environment, cluster) pair its own addresses: move `network.nodes.start` or use another subnet"),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_tokens_have_user_realm_id_and_secret() {
+        assert!(is_api_token("root@pam!infraflux=0f2c"));
+        for bad in ["root@pam", "root!x=y", "root@pam!=y", "root@pam!x="] {
+            assert!(!is_api_token(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn git_urls_accept_https_ssh_and_scp_forms() {
+        for good in [
+            "https://github.com/org/apps.git",
+            "ssh://git@host/org/apps",
+            "git@github.com:org/apps.git",
+        ] {
+            assert!(is_git_url(good), "{good}");
+        }
+        for bad in ["apps", "github.com/org/apps", "ftp://host/x"] {
+            assert!(!is_git_url(bad), "{bad}");
+        }
+    }
+}
