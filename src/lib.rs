@@ -34,3 +34,4 @@ pub mod commands;
 pub mod config;
 pub mod diag;
 pub mod model;
+pub mod state;

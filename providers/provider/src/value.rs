@@ -1,0 +1,79 @@
+//! Attribute values: JSON, plus two markers the engine understands.
+//!
+//! - unknown: `{"$infraflux": "unknown"}` — known only after apply;
+//! - reference: `{"$infraflux": "ref", "address": "...", "attribute": "..."}` — the value
+//!   of another resource's attribute; resolved by the engine, never seen by providers.
+
+use serde_json::{Map, Value, json};
+
+pub type Attributes = Map<String, Value>;
+
+const MARKER: &str = "$infraflux";
+
+/// A value known only after apply.
+pub fn unknown() -> Value {
+    json!({ MARKER: "unknown" })
+}
+
+pub fn is_unknown(value: &Value) -> bool {
+    value
+        .as_object()
+        .is_some_and(|o| o.len() == 1 && o.get(MARKER).and_then(Value::as_str) == Some("unknown"))
+}
+
+/// Whether a value is or contains an unknown anywhere.
+pub fn contains_unknown(value: &Value) -> bool {
+    match value {
+        _ if is_unknown(value) => true,
+        Value::Array(items) => items.iter().any(contains_unknown),
+        Value::Object(map) => map.values().any(contains_unknown),
+        _ => false,
+    }
+}
+
+/// A reference to `attribute` (a dotted path) of the resource at `address`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Reference {
+    pub address: String,
+    pub attribute: String,
+}
+
+pub fn reference(address: impl Into<String>, attribute: impl Into<String>) -> Value {
+    json!({ MARKER: "ref", "address": address.into(), "attribute": attribute.into() })
+}
+
+pub fn parse_reference(value: &Value) -> Option<Reference> {
+    let object = value.as_object()?;
+    if object.get(MARKER).and_then(Value::as_str) != Some("ref") {
+        return None;
+    }
+    Some(Reference {
+        address: object.get("address")?.as_str()?.to_string(),
+        attribute: object.get("attribute")?.as_str()?.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_are_recognised_only_in_their_exact_shape() {
+        assert!(is_unknown(&unknown()));
+        assert!(!is_unknown(&json!({"$infraflux": "unknown", "x": 1})));
+        assert!(contains_unknown(&json!({"a": [1, unknown()]})));
+        assert!(!contains_unknown(&json!({"a": [1, "unknown"]})));
+        let r = reference("dev/workload/proxmox_vm.cp-1", "ipv4");
+        assert_eq!(
+            parse_reference(&r),
+            Some(Reference {
+                address: "dev/workload/proxmox_vm.cp-1".into(),
+                attribute: "ipv4".into()
+            })
+        );
+        assert_eq!(
+            parse_reference(&json!({"address": "x", "attribute": "y"})),
+            None
+        );
+    }
+}
