@@ -50,6 +50,19 @@ pub enum Command {
     /// Inspect the configuration
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Compare the platform of two environments (the parity report)
+    DiffEnv(DiffEnvArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DiffEnvArgs {
+    /// The environment promoted from, e.g. staging
+    pub left: String,
+    /// The environment promoted to, e.g. prod
+    pub right: String,
+    /// Print the differences as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -34,4 +34,5 @@ pub mod commands;
 pub mod config;
 pub mod diag;
 pub mod model;
+pub mod policy;
 pub mod state;

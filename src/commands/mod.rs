@@ -1,6 +1,7 @@
 //! One file per command: arguments → options → a pipeline call → output.
 
 mod config;
+mod diff_env;
 pub mod output;
 mod validate;
 
@@ -14,5 +15,6 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Validate(args) => validate::run(&cli.global, &args, &output),
         Command::Config(ConfigCommand::Show(args)) => config::show(&cli.global, &args, &output),
         Command::Config(ConfigCommand::Schema(args)) => config::schema(&args),
+        Command::DiffEnv(args) => diff_env::run(&cli.global, &args, &output),
     }
 }

@@ -9,6 +9,7 @@ use crate::cli::{GlobalArgs, ValidateArgs};
 use crate::config::{ProcessEnvironment, Selection, load_config};
 use crate::diag::{Problems, ProblemsReport, Severity, SourceMap};
 use crate::model::resolve_model;
+use crate::policy::check_policy;
 
 pub fn run(global: &GlobalArgs, args: &ValidateArgs, output: &Output) -> miette::Result<ExitCode> {
     let selection = Selection {
@@ -21,6 +22,9 @@ pub fn run(global: &GlobalArgs, args: &ValidateArgs, output: &Output) -> miette:
     } else {
         let (model, resolve_problems) = resolve_model(&config);
         problems.extend(resolve_problems);
+        if let Some(model) = &model {
+            problems.extend(check_policy(model, &config));
+        }
         model
     };
     if args.json {

@@ -42,6 +42,10 @@ pub struct RawSettings {
     pub sync_wave: Option<i64>,
     /// Guard rails for destructive changes.
     pub lifecycle: Option<RawLifecycle>,
+    /// Environment namespaces: pod security, network isolation, quota.
+    pub namespaces: Option<RawNamespaces>,
+    /// Policy waivers (each with a reason, shown in every plan).
+    pub policy: Option<RawPolicy>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -268,4 +272,50 @@ pub struct RawResourceList {
 pub struct RawLifecycle {
     /// Refuse plans that would destroy this environment's resources (default: on in prod).
     pub prevent_destroy: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawNamespaces {
+    /// Pod Security Standard enforced on environment namespaces.
+    pub pod_security: Option<RawPodSecurity>,
+    /// Install a default-deny NetworkPolicy (plus allows for DNS, the namespace itself
+    /// and ArgoCD).
+    pub default_deny: Option<bool>,
+    /// ResourceQuota of each environment namespace.
+    pub quota: Option<RawQuota>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RawPodSecurity {
+    Privileged,
+    Baseline,
+    Restricted,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuota {
+    /// Total CPU requests, e.g. `8`.
+    pub cpu: Option<RawQuantity>,
+    /// Total memory requests, e.g. `16Gi`.
+    pub memory: Option<RawQuantity>,
+    #[schemars(range(min = 1))]
+    pub pods: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub waivers: Option<Vec<RawWaiver>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawWaiver {
+    /// The rule id, e.g. `ha-workloads`.
+    pub rule: String,
+    /// Why the rule does not apply here; shown in every plan.
+    pub reason: String,
 }

@@ -60,6 +60,9 @@ pub struct Cluster {
     pub workloads: Workloads,
     pub sync_wave: u32,
     pub lifecycle: Lifecycle,
+    pub namespaces: Namespaces,
+    /// Policy rules waived for this cluster, with their reasons.
+    pub waivers: Vec<Waiver>,
     /// Every machine, control planes first, with its address.
     pub nodes: Vec<Machine>,
 }
@@ -245,4 +248,42 @@ pub struct Workloads {
 #[derive(Debug, Clone, Serialize)]
 pub struct Lifecycle {
     pub prevent_destroy: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PodSecurity {
+    Privileged,
+    Baseline,
+    Restricted,
+}
+
+impl PodSecurity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PodSecurity::Privileged => "privileged",
+            PodSecurity::Baseline => "baseline",
+            PodSecurity::Restricted => "restricted",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Quota {
+    pub cpu: MilliCpu,
+    pub memory: Bytes,
+    pub pods: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Namespaces {
+    pub pod_security: PodSecurity,
+    pub default_deny: bool,
+    pub quota: Option<Quota>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Waiver {
+    pub rule: String,
+    pub reason: String,
 }

@@ -10,7 +10,7 @@ use ipnet::{IpNet, Ipv4Net};
 use super::network::NodeRange;
 use super::units::{Bytes, MilliCpu, parse_bytes, parse_cpu};
 use super::*;
-use crate::config::raw::{RawQuantity, RawRole, RawService, RawSettings};
+use crate::config::raw::{RawPodSecurity, RawQuantity, RawRole, RawService, RawSettings};
 use crate::config::{Configuration, EffectiveConfig, KeyPath};
 use crate::diag::{Origin, Problem, Problems};
 
@@ -238,6 +238,20 @@ fn resolve_cluster(effective: &EffectiveConfig, problems: &mut Problems) -> Opti
             .unwrap_or(env == "prod"),
     };
 
+    let namespaces = resolve_namespaces(&mut r, &raw);
+    let waivers = raw
+        .policy
+        .as_ref()
+        .and_then(|p| p.waivers.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|w| Waiver {
+            rule: w.rule,
+            reason: w.reason,
+        })
+        .collect();
+
+    let namespaces = namespaces?;
     let (
         proxmox,
         talos,
@@ -286,6 +300,8 @@ fn resolve_cluster(effective: &EffectiveConfig, problems: &mut Problems) -> Opti
         workloads,
         sync_wave,
         lifecycle,
+        namespaces,
+        waivers,
         nodes,
     })
 }
@@ -840,6 +856,34 @@ fn resolve_workloads(r: &mut Resolver, raw: &RawSettings) -> Option<Workloads> {
         anti_affinity: w.anti_affinity.unwrap_or(false),
         image_tag: image_tag?,
         allow_empty_apps: w.allow_empty_apps.unwrap_or(false),
+    })
+}
+
+fn resolve_namespaces(r: &mut Resolver, raw: &RawSettings) -> Option<Namespaces> {
+    let default = Default::default();
+    let n = raw.namespaces.as_ref().unwrap_or(&default);
+    let pod_security = match n.pod_security {
+        Some(RawPodSecurity::Privileged) => PodSecurity::Privileged,
+        Some(RawPodSecurity::Baseline) => PodSecurity::Baseline,
+        Some(RawPodSecurity::Restricted) | None => PodSecurity::Restricted,
+    };
+    let quota = match &n.quota {
+        None => None,
+        Some(q) => {
+            let cpu = r.cpu(q.cpu.as_ref(), "namespaces.quota.cpu", "8");
+            let memory = r.bytes(q.memory.as_ref(), "namespaces.quota.memory", "16Gi");
+            let pods = r.count(q.pods, "namespaces.quota.pods", "50");
+            Some(Quota {
+                cpu: cpu?,
+                memory: memory?,
+                pods: pods?,
+            })
+        }
+    };
+    Some(Namespaces {
+        pod_security,
+        default_deny: n.default_deny.unwrap_or(true),
+        quota,
     })
 }
 
