@@ -20,7 +20,10 @@ fn configurations() -> Vec<PathBuf> {
 #[test]
 fn every_shipped_configuration_validates() {
     let dirs = configurations();
-    assert!(dirs.len() >= 2, "expected config/ and at least one example, found {dirs:?}");
+    assert!(
+        dirs.len() >= 2,
+        "expected config/ and at least one example, found {dirs:?}"
+    );
     for dir in dirs {
         let output = Command::cargo_bin("infraflux")
             .unwrap()
@@ -32,9 +35,21 @@ fn every_shipped_configuration_validates() {
             .unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "{}: {stdout}{stderr}", dir.display());
-        assert!(stdout.starts_with("configuration valid:"), "{}: {stdout}", dir.display());
-        assert!(stderr.is_empty(), "{} has warnings: {stderr}", dir.display());
+        assert!(
+            output.status.success(),
+            "{}: {stdout}{stderr}",
+            dir.display()
+        );
+        assert!(
+            stdout.starts_with("configuration valid:"),
+            "{}: {stdout}",
+            dir.display()
+        );
+        assert!(
+            stderr.is_empty(),
+            "{} has warnings: {stderr}",
+            dir.display()
+        );
     }
 }
 

@@ -18,12 +18,14 @@ use crate::diag::{Origin, Problem, Problems};
 /// (warnings included) are always returned.
 pub fn resolve_model(config: &Configuration) -> (Option<Model>, Problems) {
     let mut problems = Problems::new();
+    let mut missing = Vec::new();
     let mut clusters = Vec::new();
     for effective in &config.effective {
-        if let Some(cluster) = resolve_cluster(effective, &mut problems) {
+        if let Some(cluster) = resolve_cluster(effective, &mut problems, &mut missing) {
             clusters.push((cluster, effective));
         }
     }
+    report_missing_keys(missing, &mut problems);
     check_overlapping_ranges(&clusters, &mut problems);
     if problems.has_errors() {
         return (None, problems);
@@ -53,6 +55,53 @@ pub fn resolve_model(config: &Configuration) -> (Option<Model>, Problems) {
 struct Resolver<'a> {
     effective: &'a EffectiveConfig,
     problems: &'a mut Problems,
+    missing: &'a mut Vec<MissingKey>,
+}
+
+/// A required key no layer sets, for one pair. Reported once per key and place, naming
+/// every pair that needs it, rather than once per pair.
+struct MissingKey {
+    path: String,
+    example: String,
+    origin: Origin,
+    pair: String,
+}
+
+fn report_missing_keys(missing: Vec<MissingKey>, problems: &mut Problems) {
+    let mut groups: Vec<(MissingKey, Vec<String>)> = Vec::new();
+    for key in missing {
+        match groups
+            .iter_mut()
+            .find(|(k, _)| k.path == key.path && k.origin == key.origin)
+        {
+            Some((_, pairs)) => pairs.push(key.pair),
+            None => {
+                let pair = key.pair.clone();
+                groups.push((key, vec![pair]));
+            }
+        }
+    }
+    for (key, pairs) in groups {
+        let MissingKey {
+            path,
+            example,
+            origin,
+            ..
+        } = key;
+        let needed_by = if pairs.len() > 3 {
+            format!("{}, … ({} clusters)", pairs[..3].join(", "), pairs.len())
+        } else {
+            pairs.join(", ")
+        };
+        problems.push(
+            Problem::error("config::missing-key", format!("missing required key `{path}` (needed by {needed_by})"))
+                .at(origin)
+                .label(format!("`{path}` is not set in any layer"))
+                .help(format!(
+                    "set it in defaults/ for every cluster, or in environments/<env>.yaml or clusters/<name>.yaml for one, e.g. `{path}: {example}`"
+                )),
+        );
+    }
 }
 
 impl Resolver<'_> {
@@ -60,26 +109,15 @@ impl Resolver<'_> {
         self.effective.node.origin_of(&KeyPath::parse(path))
     }
 
-    fn pair(&self) -> String {
-        format!(
-            "cluster `{}` in environment `{}`",
-            self.effective.cluster, self.effective.environment
-        )
-    }
-
     fn require<T>(&mut self, value: Option<T>, path: &str, example: &str) -> Option<T> {
         if value.is_none() {
-            let problem = Problem::error(
-                "config::missing-key",
-                format!("missing required key `{path}` for {}", self.pair()),
-            )
-            .at(self.origin(path))
-            .label(format!("`{path}` is not set in any layer"))
-            .help(format!(
-                "set it in defaults/, environments/{}.yaml or clusters/{}.yaml, e.g. `{path}: {example}`",
-                self.effective.environment, self.effective.cluster
-            ));
-            self.problems.push(problem);
+            let origin = self.effective.node.expected_origin(&KeyPath::parse(path));
+            self.missing.push(MissingKey {
+                path: path.to_string(),
+                example: example.to_string(),
+                origin,
+                pair: format!("{}/{}", self.effective.environment, self.effective.cluster),
+            });
         }
         value
     }
@@ -181,7 +219,11 @@ fn parse_version(text: &str) -> Result<semver::Version, semver::Error> {
     semver::Version::parse(text.strip_prefix('v').unwrap_or(text))
 }
 
-fn resolve_cluster(effective: &EffectiveConfig, problems: &mut Problems) -> Option<Cluster> {
+fn resolve_cluster(
+    effective: &EffectiveConfig,
+    problems: &mut Problems,
+    missing: &mut Vec<MissingKey>,
+) -> Option<Cluster> {
     let raw: RawSettings = match serde_json::from_value(effective.node.to_json()) {
         Ok(raw) => raw,
         Err(error) => {
@@ -206,6 +248,7 @@ fn resolve_cluster(effective: &EffectiveConfig, problems: &mut Problems) -> Opti
     let mut r = Resolver {
         effective,
         problems,
+        missing,
     };
     let env = effective.environment.as_str();
 
