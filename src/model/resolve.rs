@@ -14,6 +14,9 @@ use crate::config::raw::{RawQuantity, RawRole, RawService, RawSettings};
 use crate::config::{Configuration, EffectiveConfig, KeyPath};
 use crate::diag::{Origin, Problem, Problems};
 
+/// Kubernetes' documented scalability limit; also bounds the node range and allocation.
+pub const MAX_NODES_PER_CLUSTER: u32 = 5000;
+
 /// Resolve every selected pair. Returns the model when there are no errors; problems
 /// (warnings included) are always returned.
 pub fn resolve_model(config: &Configuration) -> (Option<Model>, Problems) {
@@ -134,6 +137,25 @@ impl Resolver<'_> {
         }
     }
 
+    /// The node count of a pool: a count no larger than one cluster can hold. Without
+    /// the bound a typo (`count: 3000000000`) would overflow the node total or allocate
+    /// billions of machines before any problem is shown.
+    fn node_count(&mut self, value: Option<i64>, path: &str, example: &str) -> Option<u32> {
+        let count = self.count(value, path, example)?;
+        if count > MAX_NODES_PER_CLUSTER {
+            self.invalid(
+                path,
+                format!("`{path}` is {count}, more nodes than a cluster can have"),
+                &format!("at most {MAX_NODES_PER_CLUSTER}"),
+                &format!(
+                    "Kubernetes supports at most {MAX_NODES_PER_CLUSTER} nodes per cluster; use a smaller count or more clusters"
+                ),
+            );
+            return None;
+        }
+        Some(count)
+    }
+
     fn bytes(&mut self, value: Option<&RawQuantity>, path: &str, example: &str) -> Option<Bytes> {
         let value = self.require(value, path, example)?;
         let parsed = match value {
@@ -159,7 +181,10 @@ impl Resolver<'_> {
     fn cpu(&mut self, value: Option<&RawQuantity>, path: &str, example: &str) -> Option<MilliCpu> {
         let value = self.require(value, path, example)?;
         let parsed = match value {
-            RawQuantity::Number(n) => u64::try_from(*n).ok().map(|n| MilliCpu(n * 1000)),
+            RawQuantity::Number(n) => u64::try_from(*n)
+                .ok()
+                .and_then(|n| n.checked_mul(1000))
+                .map(MilliCpu),
             RawQuantity::Text(t) => parse_cpu(t).ok(),
         };
         match parsed {
@@ -436,7 +461,7 @@ fn resolve_talos(r: &mut Resolver, raw: &RawSettings) -> Option<Talos> {
 fn resolve_pools(r: &mut Resolver, raw: &RawSettings) -> (Option<NodePool>, Option<Vec<NodePool>>) {
     let default = Default::default();
     let cp = raw.control_plane.as_ref().unwrap_or(&default);
-    let count = r.count(cp.count, "control_plane.count", "3");
+    let count = r.node_count(cp.count, "control_plane.count", "3");
     let cpu = r.count(cp.cpu, "control_plane.cpu", "4");
     let memory = r.bytes(cp.memory.as_ref(), "control_plane.memory", "8Gi");
     let disk = r.bytes(cp.disk.as_ref(), "control_plane.disk", "40Gi");
@@ -461,7 +486,7 @@ fn resolve_pools(r: &mut Resolver, raw: &RawSettings) -> (Option<NodePool>, Opti
     let mut workers = Some(Vec::new());
     for (i, pool) in raw.workers.iter().flatten().enumerate() {
         let at = |key: &str| format!("workers[{i}].{key}");
-        let count = r.count(pool.count, &at("count"), "3");
+        let count = r.node_count(pool.count, &at("count"), "3");
         let cpu = r.count(pool.cpu, &at("cpu"), "4");
         let memory = r.bytes(pool.memory.as_ref(), &at("memory"), "16Gi");
         let disk = r.bytes(pool.disk.as_ref(), &at("disk"), "100Gi");
@@ -595,8 +620,11 @@ fn resolve_network(
             }
         }
     }
-    let node_count = control_plane.as_ref().map(|c| c.count).unwrap_or(0)
-        + workers.iter().flatten().map(|w| w.count).sum::<u32>();
+    // Each pool is bounded (`node_count`), but there may be many pools: add without
+    // overflowing; an absurd total is caught by the "do not fit" check below.
+    let node_count = std::iter::once(control_plane.as_ref().map_or(0, |c| c.count))
+        .chain(workers.iter().flatten().map(|w| w.count))
+        .fold(0u32, u32::saturating_add);
     let range = start.map(|first| NodeRange {
         first,
         count: node_count.max(1),
@@ -905,6 +933,84 @@ fn check_overlapping_ranges(clusters: &[(Cluster, &EffectiveConfig)], problems: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Selection, load_config};
+
+    /// A complete one-environment, one-cluster configuration; `extra` is appended to the
+    /// cluster file (later keys of a flow mapping are not allowed twice, so tests add
+    /// keys the base leaves out, or override through `environments.dev`).
+    const DEFAULTS: &str = "\
+proxmox: {endpoint: 'https://pve:8006', token: 'root@pam!ci=s', nodes: [pve1], storage: local-lvm, bridge: vmbr0}
+talos: {version: v1.13.9}
+kubernetes: {version: 1.32.2}
+control_plane: {count: 1, cpu: 2, memory: 4Gi, disk: 40Gi}
+network: {nodes: {cidr: 10.0.0.0/24, gateway: 10.0.0.1, start: 10.0.0.10}, vip: 10.0.0.5, pods: 10.244.0.0/16, services: 10.96.0.0/12}
+gitops: {repository: 'https://git.example/apps.git', revision: main, path: apps}
+workloads: {replicas: 1, image_tag: '1', resources: {requests: {cpu: 1, memory: 1Mi}, limits: {cpu: 1, memory: 1Mi}}}
+";
+
+    fn resolve_with(cluster: &str) -> (Option<Model>, Vec<Problem>) {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, text) in [
+            ("defaults/all.yaml", DEFAULTS),
+            ("environments/dev.yaml", "clusters: [c]\n"),
+            ("clusters/c.yaml", cluster),
+        ] {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        struct NoVariables;
+        impl crate::config::Environment for NoVariables {
+            fn var(&self, _: &str) -> Option<String> {
+                None
+            }
+        }
+        let (config, problems) = load_config(dir.path(), &Selection::default(), &NoVariables);
+        assert!(!problems.has_errors(), "{problems:?}");
+        let (model, problems) = resolve_model(&config);
+        (model, problems.into_iter().collect())
+    }
+
+    #[test]
+    fn the_minimal_configuration_resolves() {
+        let (model, problems) =
+            resolve_with("workers: [{name: w, count: 2, cpu: 1, memory: 1Gi, disk: 1Gi}]\n");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(model.unwrap().clusters().next().unwrap().nodes.len(), 3);
+    }
+
+    #[test]
+    fn huge_node_counts_are_problems_not_overflows() {
+        // Two pools of u32::MAX / 2 + 1 used to overflow the node total (a panic in debug
+        // builds) or allocate billions of machines.
+        let (model, problems) = resolve_with(
+            "workers:\n  - {name: a, count: 2147483648, cpu: 1, memory: 1Gi, disk: 1Gi}\n  - {name: b, count: 2147483648, cpu: 1, memory: 1Gi, disk: 1Gi}\n",
+        );
+        assert!(model.is_none());
+        let messages: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+        assert!(
+            messages
+                .contains(&"`workers[0].count` is 2147483648, more nodes than a cluster can have"),
+            "{messages:?}"
+        );
+        let (_, problems) = resolve_with("control_plane: {count: 4294967295}\n");
+        assert_eq!(
+            problems[0].message,
+            "`control_plane.count` is 4294967295, more nodes than a cluster can have"
+        );
+    }
+
+    #[test]
+    fn huge_cpu_numbers_are_problems_not_overflows() {
+        let (model, problems) = resolve_with(
+            "environments: {dev: {workloads: {resources: {requests: {cpu: 9223372036854775807}}}}}\n",
+        );
+        assert!(model.is_none());
+        assert_eq!(
+            problems[0].message,
+            "malformed CPU quantity `9223372036854775807` in `workloads.resources.requests.cpu`"
+        );
+    }
 
     #[test]
     fn api_tokens_have_user_realm_id_and_secret() {
