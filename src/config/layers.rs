@@ -245,7 +245,7 @@ fn load_layer(
     }
     let base_dir = path.parent().unwrap_or(Path::new("."));
     interpolate(&mut node, base_dir, env, problems);
-    check_layer(kind, &node, problems);
+    check_layer(kind, &node, &sources.get(file).text, problems);
     check_duplicate_names(&node, problems);
     Some(Layer {
         kind,
