@@ -21,12 +21,14 @@ pub const MAX_NODES_PER_CLUSTER: u32 = 5000;
 /// (warnings included) are always returned.
 pub fn resolve_model(config: &Configuration) -> (Option<Model>, Problems) {
     let mut problems = Problems::new();
+    let mut missing = MissingKeys::default();
     let mut clusters = Vec::new();
     for effective in &config.effective {
-        if let Some(cluster) = resolve_cluster(effective, &mut problems) {
+        if let Some(cluster) = resolve_cluster(effective, &mut problems, &mut missing) {
             clusters.push((cluster, effective));
         }
     }
+    missing.report(&mut problems);
     check_overlapping_ranges(&clusters, &mut problems);
     if problems.has_errors() {
         return (None, problems);
@@ -52,10 +54,72 @@ pub fn resolve_model(config: &Configuration) -> (Option<Model>, Problems) {
     (Some(Model { environments }), problems)
 }
 
+/// Required keys missing from the effective configuration, collected over every pair:
+/// a key missing from a layer that many pairs share is reported once, naming the pairs,
+/// rather than once per pair.
+#[derive(Default)]
+struct MissingKeys {
+    /// (key path, where it is reported) → what is known about it.
+    items: indexmap::IndexMap<(String, Origin), MissingKey>,
+}
+
+struct MissingKey {
+    example: String,
+    /// (environment, cluster) pairs that miss it.
+    pairs: Vec<(String, String)>,
+}
+
+impl MissingKeys {
+    /// Pairs named in one message; the rest are counted.
+    const LISTED: usize = 5;
+
+    fn report(self, problems: &mut Problems) {
+        for ((path, origin), MissingKey { example, pairs }) in self.items {
+            let (message, help) = match pairs.as_slice() {
+                [(env, cluster)] => (
+                    format!(
+                        "missing required key `{path}` for cluster `{cluster}` in environment `{env}`"
+                    ),
+                    format!(
+                        "set it in defaults/, environments/{env}.yaml or clusters/{cluster}.yaml, e.g. `{path}: {example}`"
+                    ),
+                ),
+                _ => {
+                    let mut names: Vec<String> = pairs
+                        .iter()
+                        .take(Self::LISTED)
+                        .map(|(env, cluster)| format!("{env}/{cluster}"))
+                        .collect();
+                    if pairs.len() > Self::LISTED {
+                        names.push(format!("{} more", pairs.len() - Self::LISTED));
+                    }
+                    (
+                        format!(
+                            "missing required key `{path}` for {} (environment, cluster) pairs: {}",
+                            pairs.len(),
+                            names.join(", ")
+                        ),
+                        format!(
+                            "set it once in defaults/ for all of them, or in each environment or cluster file, e.g. `{path}: {example}`"
+                        ),
+                    )
+                }
+            };
+            problems.push(
+                Problem::error("config::missing-key", message)
+                    .at(origin)
+                    .label(format!("`{path}` is not set in any layer"))
+                    .help(help),
+            );
+        }
+    }
+}
+
 /// Reads values of one effective configuration and reports problems at their origin.
 struct Resolver<'a> {
     effective: &'a EffectiveConfig,
     problems: &'a mut Problems,
+    missing: &'a mut MissingKeys,
 }
 
 impl Resolver<'_> {
@@ -63,26 +127,38 @@ impl Resolver<'_> {
         self.effective.node.origin_of(&KeyPath::parse(path))
     }
 
-    fn pair(&self) -> String {
-        format!(
-            "cluster `{}` in environment `{}`",
-            self.effective.cluster, self.effective.environment
-        )
+    /// Where to report a key that is not set: at the key of its closest ancestor that is
+    /// set (`proxmox:` for a missing `proxmox.endpoint`), else at the top of the tree.
+    fn missing_origin(&self, path: &str) -> Origin {
+        let root = &self.effective.node;
+        let mut ancestor = KeyPath::root();
+        let mut closest = None;
+        for segment in KeyPath::parse(path).segments() {
+            ancestor.push(segment.clone());
+            if root.lookup(&ancestor).is_none() {
+                break;
+            }
+            closest = root.key_origin_of(&ancestor);
+        }
+        closest.unwrap_or(root.origin)
     }
 
     fn require<T>(&mut self, value: Option<T>, path: &str, example: &str) -> Option<T> {
         if value.is_none() {
-            let problem = Problem::error(
-                "config::missing-key",
-                format!("missing required key `{path}` for {}", self.pair()),
-            )
-            .at(self.origin(path))
-            .label(format!("`{path}` is not set in any layer"))
-            .help(format!(
-                "set it in defaults/, environments/{}.yaml or clusters/{}.yaml, e.g. `{path}: {example}`",
-                self.effective.environment, self.effective.cluster
-            ));
-            self.problems.push(problem);
+            let origin = self.missing_origin(path);
+            let pair = (
+                self.effective.environment.clone(),
+                self.effective.cluster.clone(),
+            );
+            self.missing
+                .items
+                .entry((path.to_string(), origin))
+                .or_insert_with(|| MissingKey {
+                    example: example.to_string(),
+                    pairs: Vec::new(),
+                })
+                .pairs
+                .push(pair);
         }
         value
     }
@@ -206,7 +282,11 @@ fn parse_version(text: &str) -> Result<semver::Version, semver::Error> {
     semver::Version::parse(text.strip_prefix('v').unwrap_or(text))
 }
 
-fn resolve_cluster(effective: &EffectiveConfig, problems: &mut Problems) -> Option<Cluster> {
+fn resolve_cluster(
+    effective: &EffectiveConfig,
+    problems: &mut Problems,
+    missing: &mut MissingKeys,
+) -> Option<Cluster> {
     let raw: RawSettings = match serde_json::from_value(effective.node.to_json()) {
         Ok(raw) => raw,
         Err(error) => {
@@ -231,6 +311,7 @@ fn resolve_cluster(effective: &EffectiveConfig, problems: &mut Problems) -> Opti
     let mut r = Resolver {
         effective,
         problems,
+        missing,
     };
     let env = effective.environment.as_str();
 
@@ -948,27 +1029,32 @@ gitops: {repository: 'https://git.example/apps.git', revision: main, path: apps}
 workloads: {replicas: 1, image_tag: '1', resources: {requests: {cpu: 1, memory: 1Mi}, limits: {cpu: 1, memory: 1Mi}}}
 ";
 
-    fn resolve_with(cluster: &str) -> (Option<Model>, Vec<Problem>) {
-        let dir = tempfile::tempdir().unwrap();
-        for (path, text) in [
-            ("defaults/all.yaml", DEFAULTS),
-            ("environments/dev.yaml", "clusters: [c]\n"),
-            ("clusters/c.yaml", cluster),
-        ] {
-            let path = dir.path().join(path);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, text).unwrap();
-        }
+    /// Load files written to a temporary directory (which must load cleanly) and resolve.
+    fn resolve_files(files: &[(&str, &str)]) -> (Option<Model>, Vec<Problem>) {
         struct NoVariables;
         impl crate::config::Environment for NoVariables {
             fn var(&self, _: &str) -> Option<String> {
                 None
             }
         }
+        let dir = tempfile::tempdir().unwrap();
+        for (path, text) in files {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
         let (config, problems) = load_config(dir.path(), &Selection::default(), &NoVariables);
-        assert!(!problems.has_errors(), "{problems:?}");
+        assert!(problems.is_empty(), "{problems:?}");
         let (model, problems) = resolve_model(&config);
         (model, problems.into_iter().collect())
+    }
+
+    fn resolve_with(cluster: &str) -> (Option<Model>, Vec<Problem>) {
+        resolve_files(&[
+            ("defaults/all.yaml", DEFAULTS),
+            ("environments/dev.yaml", "clusters: [c]\n"),
+            ("clusters/c.yaml", cluster),
+        ])
     }
 
     #[test]
@@ -1010,6 +1096,33 @@ workloads: {replicas: 1, image_tag: '1', resources: {requests: {cpu: 1, memory: 
             problems[0].message,
             "malformed CPU quantity `9223372036854775807` in `workloads.resources.requests.cpu`"
         );
+    }
+
+    #[test]
+    fn a_key_missing_from_a_shared_layer_is_reported_once_at_its_parent_key() {
+        let defaults = DEFAULTS.replace("endpoint: 'https://pve:8006', ", "");
+        let (model, problems) = resolve_files(&[
+            ("defaults/all.yaml", defaults.as_str()),
+            ("environments/dev.yaml", "clusters: [a, b]\n"),
+            ("environments/prod.yaml", "clusters: [a]\n"),
+            (
+                "clusters/a.yaml",
+                "environments: {prod: {network: {nodes: {start: 10.0.0.100}, vip: 10.0.0.6}}}\n",
+            ),
+            (
+                "clusters/b.yaml",
+                "network: {nodes: {start: 10.0.0.200}, vip: 10.0.0.7}\n",
+            ),
+        ]);
+        assert!(model.is_none());
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert_eq!(
+            problems[0].message,
+            "missing required key `proxmox.endpoint` for 3 (environment, cluster) pairs: dev/a, dev/b, prod/a"
+        );
+        // At `proxmox:` (line 1, column 1 of defaults/all.yaml), not at its first value.
+        let origin = problems[0].origin.unwrap();
+        assert_eq!((origin.line, origin.column), (1, 1));
     }
 
     #[test]
