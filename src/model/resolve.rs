@@ -190,7 +190,7 @@ impl Resolver<'_> {
                     path,
                     format!("malformed {what} `{text}` in `{path}`"),
                     &format!("not a valid {what}"),
-                    &format!("write {what} such as `{example}`"),
+                    &format!("write a valid {what}, e.g. `{example}`"),
                 );
                 None
             }
