@@ -3,7 +3,7 @@
 //! environment, most specific last. Layer-only keys (`clusters` of an environment,
 //! `environments` of a cluster) are not part of the result.
 
-use super::layers::{Layer, LoadedConfig};
+use super::layers::{Layer, LayerKind, LoadedConfig};
 use super::merge::merge_all;
 use super::node::{Node, Value};
 use crate::diag::{Problem, Problems, did_you_mean};
@@ -46,6 +46,10 @@ pub fn compose(
         }
         for (cluster_name, cluster_origin) in cluster_names(env_layer, problems) {
             let Some(cluster_layer) = config.clusters.get(&cluster_name) else {
+                if config.is_broken(LayerKind::Cluster, &cluster_name) {
+                    // Its file is there but broken, and already reported.
+                    continue;
+                }
                 let known: Vec<&str> = config.clusters.keys().map(String::as_str).collect();
                 problems.push(
                     Problem::error(
@@ -97,7 +101,10 @@ pub fn compose(
 
 fn check_selection(config: &LoadedConfig, selection: &Selection, problems: &mut Problems) {
     if let Some(env) = &selection.environment {
-        if !config.environments.contains_key(env) && !config.environments.is_empty() {
+        if !config.environments.contains_key(env)
+            && !config.environments.is_empty()
+            && !config.is_broken(LayerKind::Environment, env)
+        {
             let known: Vec<&str> = config.environments.keys().map(String::as_str).collect();
             problems.push(
                 Problem::error(
@@ -109,7 +116,9 @@ fn check_selection(config: &LoadedConfig, selection: &Selection, problems: &mut 
         }
     }
     if let Some(cluster) = &selection.cluster {
-        if !config.clusters.contains_key(cluster) && !config.clusters.is_empty() {
+        if config.is_broken(LayerKind::Cluster, cluster) {
+            // Already reported where the file is read.
+        } else if !config.clusters.contains_key(cluster) && !config.clusters.is_empty() {
             let known: Vec<&str> = config.clusters.keys().map(String::as_str).collect();
             problems.push(
                 Problem::error(
@@ -147,6 +156,7 @@ fn check_cluster_overrides(config: &LoadedConfig, problems: &mut Problems) {
         };
         for (env_name, entry) in overrides {
             match config.environments.get(env_name) {
+                None if config.is_broken(LayerKind::Environment, env_name) => {}
                 None => problems.push(
                     Problem::error(
                         "config::unknown-environment",
@@ -224,6 +234,7 @@ fn template_layer<'a>(
     let name = chosen.as_str()?;
     match config.templates.get(name) {
         Some(layer) => Some(layer),
+        None if config.is_broken(LayerKind::Template, name) => None,
         None => {
             let known: Vec<&str> = config.templates.keys().map(String::as_str).collect();
             problems.push(
@@ -253,5 +264,79 @@ fn suggest(name: &str, known: &[&str], file_pattern: &str) -> String {
         Some(close) => format!("did you mean `{close}`?"),
         None if known.is_empty() => format!("create {file_pattern}"),
         None => format!("known: {} (or create {file_pattern})", known.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::layers::load_layers;
+
+    struct NoVariables;
+    impl crate::config::Environment for NoVariables {
+        fn var(&self, _: &str) -> Option<String> {
+            None
+        }
+    }
+
+    fn compose_files(files: &[(&str, &str)], selection: &Selection) -> Vec<Problem> {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, text) in files {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        let mut problems = Problems::new();
+        let config = load_layers(dir.path(), &NoVariables, &mut problems);
+        compose(&config, selection, &mut problems);
+        problems.into_iter().collect()
+    }
+
+    #[test]
+    fn references_to_broken_files_are_not_reported_again_as_unknown() {
+        // dev.yaml, edge.yaml and small.yaml exist but do not parse: only their syntax
+        // errors are reported, not "unknown environment/cluster/template" for each use.
+        let problems = compose_files(
+            &[
+                ("environments/dev.yaml", "clusters: [edge, workload\n"),
+                ("environments/prod.yaml", "clusters: [edge, workload]\n"),
+                ("clusters/edge.yaml", "role: [edge\n"),
+                (
+                    "clusters/workload.yaml",
+                    "template: small\nenvironments: {dev: {sync_wave: 0}}\n",
+                ),
+                ("templates/small.yaml", "control_plane: {count: 1\n"),
+            ],
+            &Selection {
+                environment: Some("dev".into()),
+                cluster: Some("edge".into()),
+            },
+        );
+        let codes: Vec<&str> = problems.iter().map(|p| p.code).collect();
+        assert_eq!(codes, ["config::yaml-syntax"; 3], "{problems:#?}");
+    }
+
+    #[test]
+    fn references_to_missing_files_are_still_unknown() {
+        let problems = compose_files(
+            &[
+                ("environments/prod.yaml", "clusters: [edge]\n"),
+                (
+                    "clusters/edge.yaml",
+                    "template: smal\nenvironments: {dev: {}}\n",
+                ),
+                ("templates/small.yaml", "{}\n"),
+            ],
+            &Selection::default(),
+        );
+        let messages: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "cluster `edge` overrides unknown environment `dev`",
+                "unknown template `smal`"
+            ],
+            "{problems:#?}"
+        );
     }
 }

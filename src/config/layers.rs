@@ -82,6 +82,17 @@ pub struct LoadedConfig {
     pub templates: IndexMap<String, Layer>,
     pub environments: IndexMap<String, Layer>,
     pub clusters: IndexMap<String, Layer>,
+    /// Layer files that exist but could not be used (unreadable, not UTF-8, broken
+    /// YAML). Their problems are already reported; references to them by name are not
+    /// reported again as unknown.
+    pub broken: Vec<(LayerKind, String)>,
+}
+
+impl LoadedConfig {
+    /// Whether `name` is a layer file of `kind` that was found but left out.
+    pub fn is_broken(&self, kind: LayerKind, name: &str) -> bool {
+        self.broken.iter().any(|(k, n)| *k == kind && n == name)
+    }
 }
 
 /// Read every layer under `root`. Problems are collected; layers with errors that make
@@ -104,6 +115,7 @@ pub fn load_layers(root: &Path, env: &dyn Environment, problems: &mut Problems) 
     for kind in LayerKind::ALL {
         for path in yaml_files(&root.join(kind.directory()), problems) {
             let Some(layer) = load_layer(kind, &path, &mut config.sources, env, problems) else {
+                config.broken.push((kind, file_stem(&path)));
                 continue;
             };
             match kind {
@@ -148,12 +160,13 @@ fn yaml_files(dir: &Path, problems: &mut Problems) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
+        // Not only regular files: a directory or a dangling link named `*.yaml` is
+        // reported as unreadable rather than silently skipped.
         .filter(|p| {
-            p.is_file()
-                && matches!(
-                    p.extension().and_then(|e| e.to_str()),
-                    Some("yaml") | Some("yml")
-                )
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("yaml") | Some("yml")
+            )
         })
         .collect();
     files.sort();
@@ -167,36 +180,49 @@ fn load_layer(
     env: &dyn Environment,
     problems: &mut Problems,
 ) -> Option<Layer> {
-    let text = match std::fs::read(path) {
-        Ok(bytes) => match String::from_utf8(bytes) {
-            Ok(text) => text,
-            Err(_) => {
-                problems.push(
-                    Problem::error(
-                        "config::unreadable",
-                        format!("`{}` is not UTF-8 text", path.display()),
-                    )
-                    .help("save the file as UTF-8"),
-                );
-                return None;
-            }
-        },
+    let name = file_stem(path);
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
         Err(error) => {
+            // Keep the path in the source map (with no text) so the problem still names
+            // its file in `validate --json` and in the rendered report.
+            let file = sources.add(path, String::new());
             problems.push(
                 Problem::error(
                     "config::unreadable",
                     format!("cannot read `{}`: {error}", path.display()),
                 )
-                .help("check the file's permissions"),
+                .at(sources.get(file).origin(file, 0, 0))
+                .help("check that it is a readable file (permissions, not a directory)"),
             );
             return None;
         }
     };
-    let name = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or_default()
-        .to_string();
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(error) => {
+            // Point at the first byte that is not UTF-8 (the text before it is valid, so
+            // its offset is the same in the lossy copy that is kept for rendering).
+            let offset = error.utf8_error().valid_up_to();
+            let lossy = String::from_utf8_lossy(error.as_bytes()).into_owned();
+            let file = sources.add(path, lossy);
+            let source = sources.get(file);
+            let end = source.text[offset..]
+                .chars()
+                .next()
+                .map_or(offset, |c| offset + c.len_utf8());
+            problems.push(
+                Problem::error(
+                    "config::unreadable",
+                    format!("`{}` is not UTF-8 text", path.display()),
+                )
+                .at(source.origin(file, offset, end))
+                .label("not UTF-8")
+                .help("save the file as UTF-8"),
+            );
+            return None;
+        }
+    };
     let file = sources.add(path, text);
     let mut node = match parse_file(file, sources.get(file)) {
         Ok(node) => node,
@@ -219,7 +245,7 @@ fn load_layer(
     }
     let base_dir = path.parent().unwrap_or(Path::new("."));
     interpolate(&mut node, base_dir, env, problems);
-    check_layer(kind, &node, problems);
+    check_layer(kind, &node, &sources.get(file).text, problems);
     check_duplicate_names(&node, problems);
     Some(Layer {
         kind,
@@ -227,6 +253,13 @@ fn load_layer(
         file,
         node,
     })
+}
+
+fn file_stem(path: &Path) -> String {
+    path.file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Two items with the same `name` in one list of one file would silently merge into one;
@@ -256,5 +289,73 @@ fn check_duplicate_names(node: &Node, problems: &mut Problems) {
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoVariables;
+    impl Environment for NoVariables {
+        fn var(&self, _: &str) -> Option<String> {
+            None
+        }
+    }
+
+    fn load(files: &[(&str, &[u8])], dirs: &[&str]) -> (LoadedConfig, Vec<Problem>) {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, bytes) in files {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
+        }
+        for path in dirs {
+            std::fs::create_dir_all(dir.path().join(path)).unwrap();
+        }
+        let mut problems = Problems::new();
+        let config = load_layers(dir.path(), &NoVariables, &mut problems);
+        (config, problems.into_iter().collect())
+    }
+
+    #[test]
+    fn a_file_that_is_not_utf8_is_reported_at_its_first_bad_byte() {
+        let (config, problems) = load(
+            &[
+                ("environments/dev.yaml", b"clusters: []\n"),
+                ("clusters/edge.yaml", b"role: edge\ntemplate: sm\xffall\n"),
+            ],
+            &[],
+        );
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let origin = problems[0].origin.expect("the problem names its file");
+        assert!(problems[0].message.ends_with("is not UTF-8 text"));
+        assert!(
+            config
+                .sources
+                .path(origin.file)
+                .ends_with("clusters/edge.yaml")
+        );
+        assert_eq!((origin.line, origin.column), (2, 13));
+        assert!(config.is_broken(LayerKind::Cluster, "edge"));
+    }
+
+    #[test]
+    fn a_directory_named_like_a_layer_file_is_unreadable_not_skipped() {
+        let (config, problems) = load(
+            &[("environments/dev.yaml", b"clusters: []\n")],
+            &["templates/small.yaml"],
+        );
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].code, "config::unreadable");
+        let origin = problems[0].origin.expect("the problem names its file");
+        assert!(
+            config
+                .sources
+                .path(origin.file)
+                .ends_with("templates/small.yaml")
+        );
+        assert_eq!((origin.line, origin.column), (1, 1));
+        assert!(config.is_broken(LayerKind::Template, "small"));
     }
 }

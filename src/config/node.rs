@@ -196,29 +196,6 @@ impl Node {
         node.origin
     }
 
-    /// Where a value at `path` belongs: the value itself when it exists, otherwise the
-    /// key of its closest existing ancestor (`proxmox:` for a missing
-    /// `proxmox.endpoint`), which reads better than the ancestor's first child.
-    pub fn expected_origin(&self, path: &KeyPath) -> Origin {
-        let mut existing = KeyPath::root();
-        for segment in path.segments() {
-            let next = {
-                let mut candidate = existing.clone();
-                candidate.push(segment.clone());
-                candidate
-            };
-            if self.lookup(&next).is_none() {
-                break;
-            }
-            existing = next;
-        }
-        if existing.segments().len() == path.segments().len() {
-            return self.origin_of(path);
-        }
-        self.key_origin_of(&existing)
-            .unwrap_or_else(|| self.origin_of(&existing))
-    }
-
     /// The origin of the key at the end of a path (for "unknown key" labels).
     pub fn key_origin_of(&self, path: &KeyPath) -> Option<Origin> {
         let (last, parent) = path.segments().split_last()?;

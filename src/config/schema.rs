@@ -106,7 +106,8 @@ fn compiled(kind: LayerKind) -> &'static Compiled {
 }
 
 /// Check one file's tree against its kind's schema; every violation becomes a problem.
-pub fn check_layer(kind: LayerKind, root: &Node, problems: &mut Problems) {
+/// `text` is the file's text, quoted in hints (`1.10` as written, not as the number 1.1).
+pub fn check_layer(kind: LayerKind, root: &Node, text: &str, problems: &mut Problems) {
     if root.is_null() {
         return;
     }
@@ -152,7 +153,7 @@ pub fn check_layer(kind: LayerKind, root: &Node, problems: &mut Problems) {
                     )
                     .at(node.origin)
                     .label(format!("expected {expected}"))
-                    .help(type_hint(node, &expected)),
+                    .help(type_hint(node, &expected, text)),
                 );
             }
             ValidationErrorKind::Enum { options } => {
@@ -340,10 +341,15 @@ fn describe_expected(schema: &Json) -> String {
     }
 }
 
-fn type_hint(node: &Node, expected: &str) -> String {
+fn type_hint(node: &Node, expected: &str, text: &str) -> String {
     match (&node.value, expected) {
-        (super::node::Value::Float(_), e) if e.contains("string") => {
-            "quote the value (YAML reads `1.18` as a number): write \"1.18\"".into()
+        (super::node::Value::Float(number), e) if e.contains("string") => {
+            let written = text
+                .get(node.origin.start..node.origin.start + node.origin.len)
+                .map(str::trim)
+                .filter(|w| !w.is_empty())
+                .map_or_else(|| number.to_string(), str::to_string);
+            format!("quote the value (YAML reads `{written}` as a number): write \"{written}\"")
         }
         (super::node::Value::String(s), e) if e.contains("integer") => {
             format!(
@@ -369,7 +375,7 @@ mod tests {
         let id = sources.add("f.yaml", text.to_string());
         let node = crate::config::yaml::parse_file(id, sources.get(id)).unwrap();
         let mut problems = Problems::new();
-        check_layer(kind, &node, &mut problems);
+        check_layer(kind, &node, text, &mut problems);
         problems.into_iter().collect()
     }
 
@@ -413,6 +419,23 @@ mod tests {
         assert_eq!(
             problems[0].message,
             "wrong type for `network`: expected a mapping, found an integer"
+        );
+    }
+
+    #[test]
+    fn the_quote_hint_shows_the_number_as_written() {
+        // `1.10` is the number 1.1: the hint must quote what the user wrote.
+        let problems = check(
+            LayerKind::Defaults,
+            "kubernetes:\n  version: 1.10\nplatform: {cilium: {version: 1.18}}\n",
+        );
+        let hints: Vec<&str> = problems.iter().filter_map(|p| p.help.as_deref()).collect();
+        assert_eq!(
+            hints,
+            [
+                "quote the value (YAML reads `1.10` as a number): write \"1.10\"",
+                "quote the value (YAML reads `1.18` as a number): write \"1.18\"",
+            ]
         );
     }
 }

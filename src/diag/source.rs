@@ -64,14 +64,25 @@ impl SourceFile {
         (line_index as u32 + 1, column as u32)
     }
 
-    /// The origin of a byte range in this file.
+    /// The origin of a byte range in this file. The range is clamped to the text and
+    /// widened to whole characters: callers often ask for "one byte from here", which
+    /// may be past the end of the file or the middle of a multi-byte character, and
+    /// miette cannot show such a span.
     pub fn origin(&self, file: FileId, start: usize, end: usize) -> Origin {
-        let start = start.min(self.text.len());
+        let text = &*self.text;
+        let mut start = start.min(text.len());
+        while !text.is_char_boundary(start) {
+            start -= 1;
+        }
+        let mut end = end.clamp(start, text.len());
+        while !text.is_char_boundary(end) {
+            end += 1;
+        }
         let (line, column) = self.line_column(start);
         Origin {
             file,
             start,
-            len: end.saturating_sub(start),
+            len: end - start,
             line,
             column,
         }
@@ -134,5 +145,21 @@ mod tests {
             map.describe(file.origin(id, offset, offset + 1)),
             "a.yaml:2"
         );
+    }
+
+    #[test]
+    fn origins_stay_inside_the_text_and_on_character_boundaries() {
+        // Found by tests/loader_fuzz.rs: a YAML error "one byte" past the end of a file,
+        // or on the first byte of a byte order mark, made a span miette cannot show.
+        let mut map = SourceMap::new();
+        let id = map.add("a.yaml", "?".to_string());
+        let past_the_end = map.get(id).origin(id, 1, 2);
+        assert_eq!((past_the_end.start, past_the_end.len), (1, 0));
+        let id = map.add("b.yaml", "&a \u{feff}".to_string());
+        let inside_a_character = map.get(id).origin(id, 3, 4);
+        assert_eq!((inside_a_character.start, inside_a_character.len), (3, 3));
+        let start_inside = map.get(id).origin(id, 4, 5);
+        assert_eq!((start_inside.start, start_inside.len), (3, 3));
+        assert_eq!((start_inside.line, start_inside.column), (1, 4));
     }
 }

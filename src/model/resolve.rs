@@ -14,18 +14,21 @@ use crate::config::raw::{RawPodSecurity, RawQuantity, RawRole, RawService, RawSe
 use crate::config::{Configuration, EffectiveConfig, KeyPath};
 use crate::diag::{Origin, Problem, Problems};
 
+/// Kubernetes' documented scalability limit; also bounds the node range and allocation.
+pub const MAX_NODES_PER_CLUSTER: u32 = 5000;
+
 /// Resolve every selected pair. Returns the model when there are no errors; problems
 /// (warnings included) are always returned.
 pub fn resolve_model(config: &Configuration) -> (Option<Model>, Problems) {
     let mut problems = Problems::new();
-    let mut missing = Vec::new();
+    let mut missing = MissingKeys::default();
     let mut clusters = Vec::new();
     for effective in &config.effective {
         if let Some(cluster) = resolve_cluster(effective, &mut problems, &mut missing) {
             clusters.push((cluster, effective));
         }
     }
-    report_missing_keys(missing, &mut problems);
+    missing.report(&mut problems);
     check_overlapping_ranges(&clusters, &mut problems);
     if problems.has_errors() {
         return (None, problems);
@@ -51,57 +54,72 @@ pub fn resolve_model(config: &Configuration) -> (Option<Model>, Problems) {
     (Some(Model { environments }), problems)
 }
 
+/// Required keys missing from the effective configuration, collected over every pair:
+/// a key missing from a layer that many pairs share is reported once, naming the pairs,
+/// rather than once per pair.
+#[derive(Default)]
+struct MissingKeys {
+    /// (key path, where it is reported) → what is known about it.
+    items: indexmap::IndexMap<(String, Origin), MissingKey>,
+}
+
+struct MissingKey {
+    example: String,
+    /// (environment, cluster) pairs that miss it.
+    pairs: Vec<(String, String)>,
+}
+
+impl MissingKeys {
+    /// Pairs named in one message; the rest are counted.
+    const LISTED: usize = 5;
+
+    fn report(self, problems: &mut Problems) {
+        for ((path, origin), MissingKey { example, pairs }) in self.items {
+            let (message, help) = match pairs.as_slice() {
+                [(env, cluster)] => (
+                    format!(
+                        "missing required key `{path}` for cluster `{cluster}` in environment `{env}`"
+                    ),
+                    format!(
+                        "set it in defaults/, environments/{env}.yaml or clusters/{cluster}.yaml, e.g. `{path}: {example}`"
+                    ),
+                ),
+                _ => {
+                    let mut names: Vec<String> = pairs
+                        .iter()
+                        .take(Self::LISTED)
+                        .map(|(env, cluster)| format!("{env}/{cluster}"))
+                        .collect();
+                    if pairs.len() > Self::LISTED {
+                        names.push(format!("{} more", pairs.len() - Self::LISTED));
+                    }
+                    (
+                        format!(
+                            "missing required key `{path}` for {} (environment, cluster) pairs: {}",
+                            pairs.len(),
+                            names.join(", ")
+                        ),
+                        format!(
+                            "set it once in defaults/ for all of them, or in each environment or cluster file, e.g. `{path}: {example}`"
+                        ),
+                    )
+                }
+            };
+            problems.push(
+                Problem::error("config::missing-key", message)
+                    .at(origin)
+                    .label(format!("`{path}` is not set in any layer"))
+                    .help(help),
+            );
+        }
+    }
+}
+
 /// Reads values of one effective configuration and reports problems at their origin.
 struct Resolver<'a> {
     effective: &'a EffectiveConfig,
     problems: &'a mut Problems,
-    missing: &'a mut Vec<MissingKey>,
-}
-
-/// A required key no layer sets, for one pair. Reported once per key and place, naming
-/// every pair that needs it, rather than once per pair.
-struct MissingKey {
-    path: String,
-    example: String,
-    origin: Origin,
-    pair: String,
-}
-
-fn report_missing_keys(missing: Vec<MissingKey>, problems: &mut Problems) {
-    let mut groups: Vec<(MissingKey, Vec<String>)> = Vec::new();
-    for key in missing {
-        match groups
-            .iter_mut()
-            .find(|(k, _)| k.path == key.path && k.origin == key.origin)
-        {
-            Some((_, pairs)) => pairs.push(key.pair),
-            None => {
-                let pair = key.pair.clone();
-                groups.push((key, vec![pair]));
-            }
-        }
-    }
-    for (key, pairs) in groups {
-        let MissingKey {
-            path,
-            example,
-            origin,
-            ..
-        } = key;
-        let needed_by = if pairs.len() > 3 {
-            format!("{}, … ({} clusters)", pairs[..3].join(", "), pairs.len())
-        } else {
-            pairs.join(", ")
-        };
-        problems.push(
-            Problem::error("config::missing-key", format!("missing required key `{path}` (needed by {needed_by})"))
-                .at(origin)
-                .label(format!("`{path}` is not set in any layer"))
-                .help(format!(
-                    "set it in defaults/ for every cluster, or in environments/<env>.yaml or clusters/<name>.yaml for one, e.g. `{path}: {example}`"
-                )),
-        );
-    }
+    missing: &'a mut MissingKeys,
 }
 
 impl Resolver<'_> {
@@ -109,15 +127,38 @@ impl Resolver<'_> {
         self.effective.node.origin_of(&KeyPath::parse(path))
     }
 
+    /// Where to report a key that is not set: at the key of its closest ancestor that is
+    /// set (`proxmox:` for a missing `proxmox.endpoint`), else at the top of the tree.
+    fn missing_origin(&self, path: &str) -> Origin {
+        let root = &self.effective.node;
+        let mut ancestor = KeyPath::root();
+        let mut closest = None;
+        for segment in KeyPath::parse(path).segments() {
+            ancestor.push(segment.clone());
+            if root.lookup(&ancestor).is_none() {
+                break;
+            }
+            closest = root.key_origin_of(&ancestor);
+        }
+        closest.unwrap_or(root.origin)
+    }
+
     fn require<T>(&mut self, value: Option<T>, path: &str, example: &str) -> Option<T> {
         if value.is_none() {
-            let origin = self.effective.node.expected_origin(&KeyPath::parse(path));
-            self.missing.push(MissingKey {
-                path: path.to_string(),
-                example: example.to_string(),
-                origin,
-                pair: format!("{}/{}", self.effective.environment, self.effective.cluster),
-            });
+            let origin = self.missing_origin(path);
+            let pair = (
+                self.effective.environment.clone(),
+                self.effective.cluster.clone(),
+            );
+            self.missing
+                .items
+                .entry((path.to_string(), origin))
+                .or_insert_with(|| MissingKey {
+                    example: example.to_string(),
+                    pairs: Vec::new(),
+                })
+                .pairs
+                .push(pair);
         }
         value
     }
@@ -149,7 +190,7 @@ impl Resolver<'_> {
                     path,
                     format!("malformed {what} `{text}` in `{path}`"),
                     &format!("not a valid {what}"),
-                    &format!("write {what} such as `{example}`"),
+                    &format!("write a valid {what}, e.g. `{example}`"),
                 );
                 None
             }
@@ -170,6 +211,25 @@ impl Resolver<'_> {
                 None
             }
         }
+    }
+
+    /// The node count of a pool: a count no larger than one cluster can hold. Without
+    /// the bound a typo (`count: 3000000000`) would overflow the node total or allocate
+    /// billions of machines before any problem is shown.
+    fn node_count(&mut self, value: Option<i64>, path: &str, example: &str) -> Option<u32> {
+        let count = self.count(value, path, example)?;
+        if count > MAX_NODES_PER_CLUSTER {
+            self.invalid(
+                path,
+                format!("`{path}` is {count}, more nodes than a cluster can have"),
+                &format!("at most {MAX_NODES_PER_CLUSTER}"),
+                &format!(
+                    "Kubernetes supports at most {MAX_NODES_PER_CLUSTER} nodes per cluster; use a smaller count or more clusters"
+                ),
+            );
+            return None;
+        }
+        Some(count)
     }
 
     fn bytes(&mut self, value: Option<&RawQuantity>, path: &str, example: &str) -> Option<Bytes> {
@@ -197,7 +257,10 @@ impl Resolver<'_> {
     fn cpu(&mut self, value: Option<&RawQuantity>, path: &str, example: &str) -> Option<MilliCpu> {
         let value = self.require(value, path, example)?;
         let parsed = match value {
-            RawQuantity::Number(n) => u64::try_from(*n).ok().map(|n| MilliCpu(n * 1000)),
+            RawQuantity::Number(n) => u64::try_from(*n)
+                .ok()
+                .and_then(|n| n.checked_mul(1000))
+                .map(MilliCpu),
             RawQuantity::Text(t) => parse_cpu(t).ok(),
         };
         match parsed {
@@ -222,7 +285,7 @@ fn parse_version(text: &str) -> Result<semver::Version, semver::Error> {
 fn resolve_cluster(
     effective: &EffectiveConfig,
     problems: &mut Problems,
-    missing: &mut Vec<MissingKey>,
+    missing: &mut MissingKeys,
 ) -> Option<Cluster> {
     let raw: RawSettings = match serde_json::from_value(effective.node.to_json()) {
         Ok(raw) => raw,
@@ -495,7 +558,7 @@ fn resolve_talos(r: &mut Resolver, raw: &RawSettings) -> Option<Talos> {
 fn resolve_pools(r: &mut Resolver, raw: &RawSettings) -> (Option<NodePool>, Option<Vec<NodePool>>) {
     let default = Default::default();
     let cp = raw.control_plane.as_ref().unwrap_or(&default);
-    let count = r.count(cp.count, "control_plane.count", "3");
+    let count = r.node_count(cp.count, "control_plane.count", "3");
     let cpu = r.count(cp.cpu, "control_plane.cpu", "4");
     let memory = r.bytes(cp.memory.as_ref(), "control_plane.memory", "8Gi");
     let disk = r.bytes(cp.disk.as_ref(), "control_plane.disk", "40Gi");
@@ -520,7 +583,7 @@ fn resolve_pools(r: &mut Resolver, raw: &RawSettings) -> (Option<NodePool>, Opti
     let mut workers = Some(Vec::new());
     for (i, pool) in raw.workers.iter().flatten().enumerate() {
         let at = |key: &str| format!("workers[{i}].{key}");
-        let count = r.count(pool.count, &at("count"), "3");
+        let count = r.node_count(pool.count, &at("count"), "3");
         let cpu = r.count(pool.cpu, &at("cpu"), "4");
         let memory = r.bytes(pool.memory.as_ref(), &at("memory"), "16Gi");
         let disk = r.bytes(pool.disk.as_ref(), &at("disk"), "100Gi");
@@ -654,8 +717,11 @@ fn resolve_network(
             }
         }
     }
-    let node_count = control_plane.as_ref().map(|c| c.count).unwrap_or(0)
-        + workers.iter().flatten().map(|w| w.count).sum::<u32>();
+    // Each pool is bounded (`node_count`), but there may be many pools: add without
+    // overflowing; an absurd total is caught by the "do not fit" check below.
+    let node_count = std::iter::once(control_plane.as_ref().map_or(0, |c| c.count))
+        .chain(workers.iter().flatten().map(|w| w.count))
+        .fold(0u32, u32::saturating_add);
     let range = start.map(|first| NodeRange {
         first,
         count: node_count.max(1),
@@ -992,6 +1058,116 @@ fn check_overlapping_ranges(clusters: &[(Cluster, &EffectiveConfig)], problems: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Selection, load_config};
+
+    /// A complete one-environment, one-cluster configuration; `extra` is appended to the
+    /// cluster file (later keys of a flow mapping are not allowed twice, so tests add
+    /// keys the base leaves out, or override through `environments.dev`).
+    const DEFAULTS: &str = "\
+proxmox: {endpoint: 'https://pve:8006', token: 'root@pam!ci=s', nodes: [pve1], storage: local-lvm, bridge: vmbr0}
+talos: {version: v1.13.9}
+kubernetes: {version: 1.32.2}
+control_plane: {count: 1, cpu: 2, memory: 4Gi, disk: 40Gi}
+network: {nodes: {cidr: 10.0.0.0/24, gateway: 10.0.0.1, start: 10.0.0.10}, vip: 10.0.0.5, pods: 10.244.0.0/16, services: 10.96.0.0/12}
+gitops: {repository: 'https://git.example/apps.git', revision: main, path: apps}
+workloads: {replicas: 1, image_tag: '1', resources: {requests: {cpu: 1, memory: 1Mi}, limits: {cpu: 1, memory: 1Mi}}}
+";
+
+    /// Load files written to a temporary directory (which must load cleanly) and resolve.
+    fn resolve_files(files: &[(&str, &str)]) -> (Option<Model>, Vec<Problem>) {
+        struct NoVariables;
+        impl crate::config::Environment for NoVariables {
+            fn var(&self, _: &str) -> Option<String> {
+                None
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        for (path, text) in files {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        let (config, problems) = load_config(dir.path(), &Selection::default(), &NoVariables);
+        assert!(problems.is_empty(), "{problems:?}");
+        let (model, problems) = resolve_model(&config);
+        (model, problems.into_iter().collect())
+    }
+
+    fn resolve_with(cluster: &str) -> (Option<Model>, Vec<Problem>) {
+        resolve_files(&[
+            ("defaults/all.yaml", DEFAULTS),
+            ("environments/dev.yaml", "clusters: [c]\n"),
+            ("clusters/c.yaml", cluster),
+        ])
+    }
+
+    #[test]
+    fn the_minimal_configuration_resolves() {
+        let (model, problems) =
+            resolve_with("workers: [{name: w, count: 2, cpu: 1, memory: 1Gi, disk: 1Gi}]\n");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(model.unwrap().clusters().next().unwrap().nodes.len(), 3);
+    }
+
+    #[test]
+    fn huge_node_counts_are_problems_not_overflows() {
+        // Two pools of u32::MAX / 2 + 1 used to overflow the node total (a panic in debug
+        // builds) or allocate billions of machines.
+        let (model, problems) = resolve_with(
+            "workers:\n  - {name: a, count: 2147483648, cpu: 1, memory: 1Gi, disk: 1Gi}\n  - {name: b, count: 2147483648, cpu: 1, memory: 1Gi, disk: 1Gi}\n",
+        );
+        assert!(model.is_none());
+        let messages: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+        assert!(
+            messages
+                .contains(&"`workers[0].count` is 2147483648, more nodes than a cluster can have"),
+            "{messages:?}"
+        );
+        let (_, problems) = resolve_with("control_plane: {count: 4294967295}\n");
+        assert_eq!(
+            problems[0].message,
+            "`control_plane.count` is 4294967295, more nodes than a cluster can have"
+        );
+    }
+
+    #[test]
+    fn huge_cpu_numbers_are_problems_not_overflows() {
+        let (model, problems) = resolve_with(
+            "environments: {dev: {workloads: {resources: {requests: {cpu: 9223372036854775807}}}}}\n",
+        );
+        assert!(model.is_none());
+        assert_eq!(
+            problems[0].message,
+            "malformed CPU quantity `9223372036854775807` in `workloads.resources.requests.cpu`"
+        );
+    }
+
+    #[test]
+    fn a_key_missing_from_a_shared_layer_is_reported_once_at_its_parent_key() {
+        let defaults = DEFAULTS.replace("endpoint: 'https://pve:8006', ", "");
+        let (model, problems) = resolve_files(&[
+            ("defaults/all.yaml", defaults.as_str()),
+            ("environments/dev.yaml", "clusters: [a, b]\n"),
+            ("environments/prod.yaml", "clusters: [a]\n"),
+            (
+                "clusters/a.yaml",
+                "environments: {prod: {network: {nodes: {start: 10.0.0.100}, vip: 10.0.0.6}}}\n",
+            ),
+            (
+                "clusters/b.yaml",
+                "network: {nodes: {start: 10.0.0.200}, vip: 10.0.0.7}\n",
+            ),
+        ]);
+        assert!(model.is_none());
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert_eq!(
+            problems[0].message,
+            "missing required key `proxmox.endpoint` for 3 (environment, cluster) pairs: dev/a, dev/b, prod/a"
+        );
+        // At `proxmox:` (line 1, column 1 of defaults/all.yaml), not at its first value.
+        let origin = problems[0].origin.unwrap();
+        assert_eq!((origin.line, origin.column), (1, 1));
+    }
 
     #[test]
     fn api_tokens_have_user_realm_id_and_secret() {

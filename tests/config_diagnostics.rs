@@ -1,0 +1,965 @@
+//! Broken configurations and the diagnostics they produce.
+//!
+//! Each case copies the bundled `config/` into a temporary directory, applies one small
+//! edit (so the case reads as "the example, except …"), runs `infraflux validate --json`
+//! there and checks the problems: code, message, file, line and column. Every run must
+//! exit 1 — never 0, and never with a panic (exit 101, "panicked" on stderr).
+//!
+//! The binary runs with the temporary directory as its working directory and
+//! `--config config`, so reported paths are `config/<layer>/<file>.yaml`, the way a user
+//! running from the project root sees them.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+/// The token the bundled example reads from `PROXMOX_TOKEN`.
+const TOKEN: &str = "root@pam!infraflux=example";
+
+/// A copy of the bundled example configuration, edited by the test.
+struct Case {
+    dir: tempfile::TempDir,
+    token: Option<String>,
+}
+
+impl Case {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        copy_dir(&example, &dir.path().join("config"));
+        Case {
+            dir,
+            token: Some(TOKEN.to_string()),
+        }
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join("config").join(file)
+    }
+
+    /// Replace `from` by `to` in `file`; `from` must occur exactly once, so a case whose
+    /// edit no longer applies (the example changed) fails instead of testing nothing.
+    fn edit(self, file: &str, from: &str, to: &str) -> Self {
+        let path = self.path(file);
+        let text = std::fs::read_to_string(&path).expect("read the example file");
+        assert_eq!(
+            text.matches(from).count(),
+            1,
+            "`{from}` must occur exactly once in {file}:\n{text}"
+        );
+        std::fs::write(&path, text.replacen(from, to, 1)).expect("write the edited file");
+        self
+    }
+
+    fn write(self, file: &str, bytes: impl AsRef<[u8]>) -> Self {
+        let path = self.path(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).expect("write the file");
+        self
+    }
+
+    fn token(mut self, token: Option<&str>) -> Self {
+        self.token = token.map(str::to_string);
+        self
+    }
+
+    fn command(&self, args: &[&str]) -> Output {
+        let mut command = Command::cargo_bin("infraflux").expect("the binary is built");
+        command
+            .current_dir(self.dir.path())
+            .env_remove("INFRAFLUX_CONFIG")
+            .env_remove("INFRAFLUX_LOG")
+            .env("NO_COLOR", "1")
+            .args(["--config", "config", "--color", "never"])
+            .args(args);
+        match &self.token {
+            Some(token) => command.env("PROXMOX_TOKEN", token),
+            None => command.env_remove("PROXMOX_TOKEN"),
+        };
+        command.output().expect("run infraflux")
+    }
+
+    /// `infraflux validate --json`, which must fail cleanly.
+    fn validate(&self) -> Report {
+        let output = self.command(&["validate", "--json"]);
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert_fails_cleanly(&output, &stdout, &stderr);
+        let json: Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("validate --json prints JSON ({e}):\n{stdout}"));
+        assert_eq!(json["format_version"], 1);
+        assert_eq!(json["valid"], false, "{stdout}");
+        Report {
+            json,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// `infraflux validate` (human output on stderr), which must fail cleanly.
+    fn validate_human(&self) -> String {
+        let output = self.command(&["validate"]);
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert_fails_cleanly(&output, &stdout, &stderr);
+        stderr
+    }
+}
+
+fn assert_fails_cleanly(output: &Output, stdout: &str, stderr: &str) {
+    assert!(
+        !stderr.contains("panicked"),
+        "infraflux panicked:\n{stderr}"
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "expected exit code 1\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The parsed output of `validate --json`.
+struct Report {
+    json: Value,
+    stdout: String,
+    stderr: String,
+}
+
+#[derive(Debug, Clone)]
+struct Found {
+    severity: String,
+    code: String,
+    message: String,
+    file: Option<String>,
+    line: Option<u64>,
+    column: Option<u64>,
+    label: Option<String>,
+    help: Option<String>,
+}
+
+impl Report {
+    fn problems(&self) -> Vec<Found> {
+        let text = |v: &Value| v.as_str().map(str::to_string);
+        self.json["problems"]
+            .as_array()
+            .expect("problems is a list")
+            .iter()
+            .map(|p| Found {
+                severity: text(&p["severity"]).unwrap(),
+                code: text(&p["code"]).unwrap(),
+                message: text(&p["message"]).unwrap(),
+                file: text(&p["file"]),
+                line: p["line"].as_u64(),
+                column: p["column"].as_u64(),
+                label: text(&p["label"]),
+                help: text(&p["help"]),
+            })
+            .collect()
+    }
+
+    /// The one problem of the run (the case is built to produce exactly one).
+    fn only(&self) -> Found {
+        let problems = self.problems();
+        assert_eq!(
+            problems.len(),
+            1,
+            "expected exactly one problem:\n{}",
+            self.stdout
+        );
+        assert_eq!(self.json["errors"], 1);
+        problems.into_iter().next().unwrap()
+    }
+
+    /// The problem with this message.
+    fn with_message(&self, message: &str) -> Found {
+        self.problems()
+            .into_iter()
+            .find(|p| p.message == message)
+            .unwrap_or_else(|| panic!("no problem `{message}` in:\n{}", self.stdout))
+    }
+}
+
+impl Found {
+    /// Code, message and position (`file:line:column`).
+    fn is(&self, code: &str, message: &str, at: &str) -> &Self {
+        assert_eq!(self.severity, "error", "{self:#?}");
+        assert_eq!(self.code, code, "{self:#?}");
+        assert_eq!(self.message, message, "{self:#?}");
+        let position = format!(
+            "{}:{}:{}",
+            self.file.as_deref().unwrap_or("?"),
+            self.line.unwrap_or(0),
+            self.column.unwrap_or(0)
+        );
+        assert_eq!(position, at, "{self:#?}");
+        self
+    }
+
+    fn help(&self, help: &str) -> &Self {
+        assert_eq!(self.help.as_deref(), Some(help), "{self:#?}");
+        self
+    }
+
+    fn label(&self, label: &str) -> &Self {
+        assert_eq!(self.label.as_deref(), Some(label), "{self:#?}");
+        self
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Unknown keys
+
+#[test]
+fn unknown_top_level_key_suggests_the_known_one() {
+    Case::new()
+        .edit("environments/prod.yaml", "sync_wave: 2", "sync_wav: 2")
+        .validate()
+        .only()
+        .is(
+            "config::unknown-key",
+            "unknown key `sync_wav` at the top level",
+            "config/environments/prod.yaml:4:1",
+        )
+        .label("unknown key")
+        .help("did you mean `sync_wave`?");
+}
+
+#[test]
+fn unknown_nested_key_suggests_the_known_one() {
+    Case::new()
+        .edit("defaults/proxmox.yaml", "  endpoint:", "  endpiont:")
+        .validate()
+        .only()
+        .is(
+            "config::unknown-key",
+            "unknown key `endpiont` in `proxmox`",
+            "config/defaults/proxmox.yaml:5:3",
+        )
+        .help("did you mean `endpoint`?");
+}
+
+#[test]
+fn unknown_key_in_a_clusters_environment_override() {
+    Case::new()
+        .edit(
+            "clusters/workload.yaml",
+            "    template: medium",
+            "    templat: medium",
+        )
+        .validate()
+        .only()
+        .is(
+            "config::unknown-key",
+            "unknown key `templat` in `environments.staging`",
+            "config/clusters/workload.yaml:14:5",
+        )
+        .help("did you mean `template`?");
+}
+
+// ---------------------------------------------------------------------------------------
+// Wrong types
+
+#[test]
+fn a_string_where_an_integer_belongs() {
+    Case::new()
+        .edit(
+            "templates/small.yaml",
+            "control_plane:\n  count: 1\n  cpu: 2",
+            "control_plane:\n  count: 1\n  cpu: \"2\"",
+        )
+        .validate()
+        .only()
+        .is(
+            "config::wrong-type",
+            "wrong type for `control_plane.cpu`: expected an integer, found a string",
+            "config/templates/small.yaml:5:8",
+        )
+        .help("write a whole number without quotes or units, e.g. `2`");
+}
+
+#[test]
+fn a_float_version_gets_a_quote_hint_with_the_text_as_written() {
+    Case::new()
+        .edit("defaults/platform.yaml", "version: 1.18.4", "version: 1.10")
+        .validate()
+        .only()
+        .is(
+            "config::wrong-type",
+            "wrong type for `platform.cilium.version`: expected a string, found a number",
+            "config/defaults/platform.yaml:7:14",
+        )
+        .help("quote the value (YAML reads `1.10` as a number): write \"1.10\"");
+}
+
+#[test]
+fn a_scalar_where_a_mapping_belongs() {
+    Case::new()
+        .edit(
+            "defaults/cluster.yaml",
+            "kubernetes:\n  version: 1.32.2",
+            "kubernetes: 1.32",
+        )
+        .validate()
+        .only()
+        .is(
+            "config::wrong-type",
+            "wrong type for `kubernetes`: expected a mapping, found a number",
+            "config/defaults/cluster.yaml:12:13",
+        )
+        .help("write nested `key: value` lines here");
+}
+
+// ---------------------------------------------------------------------------------------
+// Missing keys and malformed values
+
+#[test]
+fn a_required_key_removed_from_defaults_is_reported_once_at_its_parent() {
+    Case::new()
+        .edit(
+            "defaults/proxmox.yaml",
+            "  endpoint: https://pve1.lab.example.internal:8006\n",
+            "",
+        )
+        .validate()
+        .only()
+        .is(
+            "config::missing-key",
+            "missing required key `proxmox.endpoint` for 5 (environment, cluster) pairs: \
+             dev/workload, prod/management, prod/workload, prod/edge, staging/workload",
+            "config/defaults/proxmox.yaml:4:1",
+        )
+        .label("`proxmox.endpoint` is not set in any layer");
+}
+
+#[test]
+fn malformed_size() {
+    // small.yaml is used by dev/workload and prod/edge: reported once, in the template.
+    Case::new()
+        .edit(
+            "templates/small.yaml",
+            "  memory: 4Gi\n  disk: 40Gi",
+            "  memory: 4GB\n  disk: 40Gi",
+        )
+        .validate()
+        .only()
+        .is(
+            "config::invalid-value",
+            "malformed size `4GB` in `control_plane.memory`",
+            "config/templates/small.yaml:6:11",
+        )
+        .help("use Kubernetes units, e.g. `8Gi` (Ki, Mi, Gi, Ti; or k, M, G, T)");
+}
+
+#[test]
+fn malformed_cidr() {
+    Case::new()
+        .edit("clusters/edge.yaml", "10.40.0.0/24", "10.40.0.0/33")
+        .validate()
+        .only()
+        .is(
+            "config::invalid-value",
+            "malformed IPv4 CIDR `10.40.0.0/33` in `network.nodes.cidr`",
+            "config/clusters/edge.yaml:11:15",
+        )
+        .help("write a valid IPv4 CIDR, e.g. `10.10.0.0/24`");
+}
+
+#[test]
+fn malformed_ip_address() {
+    Case::new()
+        .edit(
+            "clusters/edge.yaml",
+            "gateway: 10.40.0.1",
+            "gateway: 10.40.0.256",
+        )
+        .validate()
+        .only()
+        .is(
+            "config::invalid-value",
+            "malformed IPv4 address `10.40.0.256` in `network.nodes.gateway`",
+            "config/clusters/edge.yaml:12:18",
+        );
+}
+
+#[test]
+fn malformed_url() {
+    Case::new()
+        .edit(
+            "defaults/proxmox.yaml",
+            "endpoint: https://pve1.lab.example.internal:8006",
+            "endpoint: pve1.lab.example.internal:8006",
+        )
+        .validate()
+        .only()
+        .is(
+            "config::invalid-value",
+            "malformed URL `pve1.lab.example.internal:8006` in `proxmox.endpoint`",
+            "config/defaults/proxmox.yaml:5:13",
+        )
+        .help("write a valid URL, e.g. `https://pve1.example.internal:8006`");
+}
+
+#[test]
+fn malformed_repository_url() {
+    Case::new()
+        .edit(
+            "defaults/platform.yaml",
+            "repository: https://git.example.internal/platform/apps.git",
+            "repository: git.example.internal/platform/apps",
+        )
+        .validate()
+        .only()
+        .is(
+            "config::invalid-value",
+            "malformed repository URL `git.example.internal/platform/apps` in `gitops.repository`",
+            "config/defaults/platform.yaml:28:15",
+        );
+}
+
+#[test]
+fn malformed_version() {
+    Case::new()
+        .edit(
+            "defaults/cluster.yaml",
+            "version: v1.13.9",
+            "version: v1.13",
+        )
+        .validate()
+        .only()
+        .is(
+            "config::invalid-value",
+            "malformed version `v1.13` in `talos.version`",
+            "config/defaults/cluster.yaml:6:12",
+        )
+        .help("write a valid version, e.g. `v1.13.9`");
+}
+
+// ---------------------------------------------------------------------------------------
+// Addresses and networks
+
+#[test]
+fn gateway_outside_the_node_network() {
+    Case::new()
+        .edit(
+            "clusters/edge.yaml",
+            "gateway: 10.40.0.1",
+            "gateway: 10.41.0.1",
+        )
+        .validate()
+        .only()
+        .is(
+            "config::invalid-value",
+            "`10.41.0.1` in `network.nodes.gateway` is outside the node network 10.40.0.0/24",
+            "config/clusters/edge.yaml:12:18",
+        )
+        .help("pick an address between 10.40.0.1 and 10.40.0.254");
+}
+
+#[test]
+fn vip_outside_the_node_network() {
+    Case::new()
+        .edit(
+            "clusters/management.yaml",
+            "vip: 10.30.0.5",
+            "vip: 10.31.0.5",
+        )
+        .validate()
+        .only()
+        .is(
+            "config::invalid-value",
+            "`10.31.0.5` in `network.vip` is outside the node network 10.30.0.0/24",
+            "config/clusters/management.yaml:12:12",
+        );
+}
+
+#[test]
+fn start_outside_the_node_network() {
+    Case::new()
+        .edit(
+            "clusters/edge.yaml",
+            "start: 10.40.0.10",
+            "start: 10.41.0.10",
+        )
+        .validate()
+        .only()
+        .is(
+            "config::invalid-value",
+            "`10.41.0.10` in `network.nodes.start` is outside the node network 10.40.0.0/24",
+            "config/clusters/edge.yaml:13:16",
+        );
+}
+
+#[test]
+fn node_range_running_past_the_network() {
+    // prod/edge has 3 control planes and 1 worker: .252–.255, and .255 is the broadcast.
+    Case::new()
+        .edit(
+            "clusters/edge.yaml",
+            "start: 10.40.0.10",
+            "start: 10.40.0.252",
+        )
+        .validate()
+        .only()
+        .is(
+            "config::invalid-value",
+            "4 nodes starting at 10.40.0.252 do not fit in 10.40.0.0/24",
+            "config/clusters/edge.yaml:13:16",
+        )
+        .label("the node range runs past the network")
+        .help("start lower (the last usable address is 10.40.0.254) or use a larger network");
+}
+
+#[test]
+fn vip_inside_the_node_range() {
+    Case::new()
+        .edit("clusters/edge.yaml", "vip: 10.40.0.5", "vip: 10.40.0.11")
+        .validate()
+        .only()
+        .is(
+            "config::invalid-value",
+            "the VIP 10.40.0.11 is inside the node range 10.40.0.10–10.40.0.13",
+            "config/clusters/edge.yaml:14:12",
+        )
+        .label("a node will be given this address");
+}
+
+#[test]
+fn node_ranges_of_two_pairs_overlap() {
+    // prod/management takes 10.30.0.10–15; prod/workload now starts inside it.
+    Case::new()
+        .edit(
+            "clusters/workload.yaml",
+            "start: 10.30.0.30",
+            "start: 10.30.0.12",
+        )
+        .validate()
+        .only()
+        .is(
+            "config::overlapping-ranges",
+            "node range 10.30.0.12–10.30.0.19 of prod/workload overlaps 10.30.0.10–10.30.0.15 of prod/management",
+            "config/clusters/workload.yaml:27:16",
+        )
+        .label("overlaps prod/management");
+}
+
+// ---------------------------------------------------------------------------------------
+// Names and references
+
+#[test]
+fn duplicate_worker_pool_names() {
+    Case::new()
+        .edit(
+            "templates/large.yaml",
+            "    disk: 200Gi\n",
+            "    disk: 200Gi\n  - name: general\n    count: 1\n",
+        )
+        .validate()
+        .only()
+        .is(
+            "config::duplicate-name",
+            "duplicate name `general`",
+            "config/templates/large.yaml:14:11",
+        )
+        .label("`general` is already used on line 9");
+}
+
+#[test]
+fn duplicate_cluster_in_an_environment() {
+    Case::new()
+        .edit(
+            "environments/prod.yaml",
+            "clusters: [management, workload, edge]",
+            "clusters: [management, workload, edge, workload]",
+        )
+        .validate()
+        .only()
+        .is(
+            "config::duplicate-name",
+            "cluster `workload` is listed twice",
+            "config/environments/prod.yaml:3:40",
+        )
+        .label("already listed on line 3");
+}
+
+#[test]
+fn environment_naming_an_unknown_cluster() {
+    let report = Case::new()
+        .edit(
+            "environments/staging.yaml",
+            "clusters: [workload]",
+            "clusters: [workloads]",
+        )
+        .validate();
+    report
+        .with_message("environment `staging` runs unknown cluster `workloads`")
+        .is(
+            "config::unknown-cluster",
+            "environment `staging` runs unknown cluster `workloads`",
+            "config/environments/staging.yaml:3:12",
+        )
+        .label("no such file in clusters/")
+        .help("did you mean `workload`?");
+    // The only other finding follows directly from it: workload's staging override is
+    // now unused, a warning.
+    let others: Vec<Found> = report
+        .problems()
+        .into_iter()
+        .filter(|p| p.code != "config::unknown-cluster")
+        .collect();
+    assert_eq!(others.len(), 1, "{others:#?}");
+    assert_eq!(others[0].severity, "warning");
+    assert_eq!(others[0].code, "config::unused-override");
+}
+
+#[test]
+fn cluster_naming_an_unknown_template() {
+    Case::new()
+        .edit("clusters/edge.yaml", "template: small", "template: smal")
+        .validate()
+        .only()
+        .is(
+            "config::unknown-template",
+            "unknown template `smal`",
+            "config/clusters/edge.yaml:4:11",
+        )
+        .label("no such file in templates/")
+        .help("did you mean `small`?");
+}
+
+#[test]
+fn override_naming_an_unknown_environment() {
+    Case::new()
+        .edit("clusters/edge.yaml", "  prod:", "  prdo:")
+        .validate()
+        .only()
+        .is(
+            "config::unknown-environment",
+            "cluster `edge` overrides unknown environment `prdo`",
+            "config/clusters/edge.yaml:6:3",
+        )
+        .help("did you mean `prod`?");
+}
+
+#[test]
+fn selecting_an_unknown_environment_suggests_one() {
+    let output = Case::new().command(&["validate", "--json", "--env", "prdo"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_fails_cleanly(&output, &stdout, &String::from_utf8_lossy(&output.stderr));
+    let json: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["problems"][0]["message"], "unknown environment `prdo`");
+    assert_eq!(json["problems"][0]["help"], "did you mean `prod`?");
+    // It belongs to no file.
+    assert_eq!(json["problems"][0]["file"], Value::Null);
+    assert_eq!(json["problems"][0]["line"], Value::Null);
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading files
+
+#[test]
+fn yaml_syntax_error() {
+    // ` bad:` is indented less than `revision:` and more than `gitops:`.
+    Case::new()
+        .edit(
+            "environments/dev.yaml",
+            "  revision: dev\n",
+            "  revision: dev\n bad: x\n",
+        )
+        .validate()
+        .only()
+        .is(
+            "config::yaml-syntax",
+            "invalid YAML: while parsing a block mapping, did not find expected key",
+            "config/environments/dev.yaml:7:2",
+        )
+        .label("here");
+}
+
+#[test]
+fn a_broken_environment_file_is_not_reported_again_as_unknown() {
+    // workload.yaml overrides `dev`: before, a broken dev.yaml also produced "cluster
+    // `workload` overrides unknown environment `dev`".
+    let report = Case::new()
+        .edit("environments/dev.yaml", "sync_wave: 0", "sync_wave: [0")
+        .validate();
+    let codes: Vec<String> = report.problems().into_iter().map(|p| p.code).collect();
+    assert_eq!(codes, ["config::yaml-syntax"], "{}", report.stdout);
+}
+
+#[test]
+fn duplicate_yaml_key() {
+    Case::new()
+        .edit(
+            "environments/staging.yaml",
+            "template: medium\n",
+            "template: medium\ntemplate: large\n",
+        )
+        .validate()
+        .only()
+        .is(
+            "config::duplicate-key",
+            "duplicate key `template`",
+            "config/environments/staging.yaml:6:1",
+        )
+        .label("`template` was already set on line 5");
+}
+
+#[test]
+fn unreadable_file() {
+    // Tests may run as root, where permissions do not stop reads: a directory named like
+    // a layer file cannot be read by anyone.
+    let case = Case::new();
+    std::fs::create_dir(case.path("templates/tiny.yaml")).unwrap();
+    let found = case.validate().only();
+    found.is(
+        "config::unreadable",
+        &found.message,
+        "config/templates/tiny.yaml:1:1",
+    );
+    assert!(
+        found
+            .message
+            .starts_with("cannot read `config/templates/tiny.yaml`: "),
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn a_file_that_is_not_utf8() {
+    // Latin-1 "é" in a comment on line 2.
+    let case = Case::new();
+    let mut bytes = std::fs::read(case.path("clusters/edge.yaml")).unwrap();
+    let line_2 = bytes.iter().position(|b| *b == b'\n').unwrap() + 1;
+    bytes.splice(line_2 + 2..line_2 + 2, [0xE9]);
+    case.write("clusters/edge.yaml", bytes)
+        .validate()
+        .only()
+        .is(
+            "config::unreadable",
+            "`config/clusters/edge.yaml` is not UTF-8 text",
+            "config/clusters/edge.yaml:2:3",
+        )
+        .help("save the file as UTF-8");
+}
+
+// ---------------------------------------------------------------------------------------
+// Interpolation
+
+#[test]
+fn missing_environment_variable() {
+    Case::new()
+        .token(None)
+        .validate()
+        .only()
+        .is(
+            "config::missing-env",
+            "environment variable `PROXMOX_TOKEN` is not set",
+            "config/defaults/proxmox.yaml:6:10",
+        )
+        .label("needs ${env:PROXMOX_TOKEN}");
+}
+
+#[test]
+fn missing_file_reference() {
+    let found = Case::new()
+        .edit(
+            "defaults/proxmox.yaml",
+            "ca_file: /etc/infraflux/pve-root-ca.pem",
+            "ca_file: ${file:certs/pve-root-ca.pem}",
+        )
+        .validate()
+        .only();
+    found
+        .is(
+            "config::missing-file",
+            &found.message,
+            "config/defaults/proxmox.yaml:15:14",
+        )
+        .label("needs ${file:certs/pve-root-ca.pem}")
+        .help("file paths are relative to the YAML file that names them");
+    // Relative to the file that names it.
+    assert!(
+        found
+            .message
+            .starts_with("cannot read `config/defaults/certs/pve-root-ca.pem`: "),
+        "{found:#?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Semantics of merged values
+
+#[test]
+fn a_bad_value_in_defaults_is_reported_once_at_the_defaults_line() {
+    // network.pods reaches all five (environment, cluster) pairs.
+    Case::new()
+        .edit(
+            "defaults/networking.yaml",
+            "pods: 10.244.0.0/16",
+            "pods: 10.244.0.0/33",
+        )
+        .validate()
+        .only()
+        .is(
+            "config::invalid-value",
+            "malformed CIDR `10.244.0.0/33` in `network.pods`",
+            "config/defaults/networking.yaml:7:9",
+        );
+}
+
+#[test]
+fn cpu_request_above_its_limit() {
+    Case::new()
+        .edit(
+            "environments/prod.yaml",
+            "requests: {cpu: 1000m",
+            "requests: {cpu: 3000m",
+        )
+        .validate()
+        .only()
+        .is(
+            "config::invalid-value",
+            "CPU request 3 is above the limit 2",
+            "config/environments/prod.yaml:13:21",
+        )
+        .label("above the limit");
+}
+
+#[test]
+fn memory_request_above_its_limit() {
+    Case::new()
+        .edit("environments/staging.yaml", "memory: 512Mi", "memory: 2Gi")
+        .validate()
+        .only()
+        .is(
+            "config::invalid-value",
+            "memory request 2Gi is above the limit 1Gi",
+            "config/environments/staging.yaml:14:35",
+        );
+}
+
+#[test]
+fn an_absurd_node_count_is_a_problem_not_a_crash() {
+    // Used to overflow the node total (a panic) or allocate billions of machines.
+    Case::new()
+        .edit(
+            "templates/small.yaml",
+            "count: 1\n    cpu",
+            "count: 4294967295\n    cpu",
+        )
+        .validate()
+        .only()
+        .is(
+            "config::invalid-value",
+            "`workers[0].count` is 4294967295, more nodes than a cluster can have",
+            "config/templates/small.yaml:10:12",
+        );
+}
+
+#[test]
+fn invalid_proxmox_token_is_reported_without_echoing_the_secret() {
+    let secret = "7f3c9e1a-do-not-echo";
+    let token = format!("root@pam-infraflux={secret}");
+    let case = Case::new().token(Some(&token));
+    let report = case.validate();
+    report
+        .only()
+        .is(
+            "config::invalid-value",
+            "malformed Proxmox API token in `proxmox.token`",
+            "config/defaults/proxmox.yaml:6:10",
+        )
+        .label("not USER@REALM!TOKENID=SECRET");
+    assert!(!report.stdout.contains(secret), "{}", report.stdout);
+    assert!(!report.stderr.contains(secret), "{}", report.stderr);
+    let human = case.validate_human();
+    assert!(human.contains("malformed Proxmox API token"), "{human}");
+    assert!(!human.contains(secret), "{human}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Several problems at once
+
+#[test]
+fn problems_in_several_files_are_all_reported_in_one_run() {
+    let report = Case::new()
+        .edit("defaults/proxmox.yaml", "  storage:", "  storge:")
+        .edit(
+            "templates/medium.yaml",
+            "cpu: 4\n  memory",
+            "cpu: four\n  memory",
+        )
+        .edit("environments/prod.yaml", "sync_wave: 2", "sync_wave: -2")
+        .edit("clusters/edge.yaml", "template: small", "template: smal")
+        .validate();
+    let positions: Vec<String> = report
+        .problems()
+        .iter()
+        .map(|p| {
+            format!(
+                "{}:{} {}",
+                p.file.as_deref().unwrap_or("?"),
+                p.line.unwrap_or(0),
+                p.code
+            )
+        })
+        .collect();
+    // In file-read order: defaults, templates, environments, clusters.
+    assert_eq!(
+        positions,
+        [
+            "config/defaults/proxmox.yaml:8 config::unknown-key",
+            "config/templates/medium.yaml:5 config::wrong-type",
+            "config/environments/prod.yaml:4 config::invalid-value",
+            "config/clusters/edge.yaml:4 config::unknown-template",
+        ],
+        "{}",
+        report.stdout
+    );
+    assert_eq!(report.json["errors"], 4);
+}
+
+// ---------------------------------------------------------------------------------------
+// Rendered (human) output
+
+/// The human report with temporary paths replaced, for snapshots.
+fn human(case: &Case) -> String {
+    let stderr = case.validate_human();
+    let root = case.dir.path().display().to_string();
+    stderr.replace(&root, "[TMP]")
+}
+
+#[test]
+fn rendered_unknown_key_and_wrong_type() {
+    let case = Case::new()
+        .edit("defaults/proxmox.yaml", "  endpoint:", "  endpiont:")
+        .edit("defaults/platform.yaml", "version: 1.18.4", "version: 1.18");
+    insta::assert_snapshot!(human(&case));
+}
+
+#[test]
+fn rendered_network_problems_from_two_layers() {
+    let case = Case::new()
+        .edit("clusters/edge.yaml", "vip: 10.40.0.5", "vip: 10.40.0.11")
+        .edit(
+            "defaults/networking.yaml",
+            "services: 10.96.0.0/12",
+            "services: 10.244.0.0/20",
+        );
+    insta::assert_snapshot!(human(&case));
+}
