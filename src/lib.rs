@@ -29,10 +29,16 @@
 //! - **resource**: one thing InfraFlux manages (a VM, a machine config, an Application);
 //! - **address**: a resource's name, `<env>/<cluster>/<type>.<name>`.
 
+pub mod apply;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod diag;
+pub mod graph;
 pub mod model;
+pub mod plan;
 pub mod policy;
+pub mod registry;
 pub mod state;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

@@ -1,0 +1,259 @@
+//! Executing one change: final plan, pending record, provider call, result record.
+
+use infraflux_provider::{
+    Attributes, CreateRequest, DeleteRequest, PlanRequest, Provider, ResourceRef, UpdateRequest,
+    contains_unknown,
+};
+
+use super::Journal;
+use crate::plan::{Action, Change};
+use crate::state::{self, ResourceState, ResourceStatus};
+
+/// Why a change failed; `persist` when state could not be saved (which stops the walk).
+pub(crate) struct Failed {
+    pub message: String,
+    pub persist: Option<state::Error>,
+}
+
+impl Failed {
+    fn provider(error: impl std::fmt::Display) -> Self {
+        Failed {
+            message: error.to_string(),
+            persist: None,
+        }
+    }
+
+    fn persist(error: state::Error) -> Self {
+        Failed {
+            message: format!("cannot save state: {error}"),
+            persist: Some(error),
+        }
+    }
+}
+
+fn resource(change: &Change) -> ResourceRef {
+    ResourceRef {
+        address: change.address.to_string(),
+        kind: change.address.kind.clone(),
+    }
+}
+
+fn record(
+    change: &Change,
+    id: Option<String>,
+    attributes: Attributes,
+    status: ResourceStatus,
+) -> ResourceState {
+    ResourceState {
+        kind: change.address.kind.clone(),
+        provider: change.provider.clone(),
+        id,
+        attributes,
+        sensitive: change.sensitive.clone(),
+        dependencies: change.dependencies.clone(),
+        status,
+    }
+}
+
+pub(crate) async fn execute(
+    change: &Change,
+    resolved: Option<Attributes>,
+    provider: &dyn Provider,
+    journal: &Journal,
+) -> Result<(), Failed> {
+    let prior = journal.read(|state| state.resources.get(&change.address).cloned());
+    match change.action {
+        Action::Delete => delete(change, prior, provider, journal).await,
+        Action::Create | Action::Update | Action::DeleteThenCreate | Action::CreateThenDelete => {
+            let resolved = resolved.unwrap_or_default();
+            let planned = final_plan(change, resolved, prior.as_ref(), provider).await?;
+            match change.action {
+                Action::Create => create(change, planned, provider, journal).await,
+                Action::Update => {
+                    let prior =
+                        prior.ok_or_else(|| Failed::provider("nothing in state to update"))?;
+                    update(change, prior, planned, provider, journal).await
+                }
+                Action::DeleteThenCreate => {
+                    delete(change, prior, provider, journal).await?;
+                    create(change, planned, provider, journal).await
+                }
+                _ => create_then_delete(change, prior, planned, provider, journal).await,
+            }
+        }
+        Action::NoOp | Action::Read => Ok(()),
+    }
+}
+
+/// Ask the provider to plan again with the values known now, and check the result
+/// against the reviewed plan.
+async fn final_plan(
+    change: &Change,
+    resolved: Attributes,
+    prior: Option<&ResourceState>,
+    provider: &dyn Provider,
+) -> Result<Attributes, Failed> {
+    let prior = match change.action {
+        Action::Update => prior.map(|p| p.attributes.clone()),
+        _ => None,
+    };
+    let response = provider
+        .plan(PlanRequest {
+            resource: resource(change),
+            prior,
+            desired: resolved,
+        })
+        .await
+        .map_err(Failed::provider)?;
+    if change.action == Action::Update && !response.requires_replace.is_empty() {
+        return Err(Failed::provider(format!(
+            "the plan changed during apply: it was an in-place update, now `{}` requires replacement; run plan again",
+            response.requires_replace.join("`, `")
+        )));
+    }
+    if let Some(reviewed) = &change.after {
+        for (key, value) in reviewed {
+            if contains_unknown(value) {
+                continue;
+            }
+            if response.planned.get(key) != Some(value) {
+                let shown = |v: Option<&serde_json::Value>| {
+                    if change.is_sensitive(key) {
+                        "(sensitive)".to_string()
+                    } else {
+                        v.map_or("null".into(), |v| v.to_string())
+                    }
+                };
+                return Err(Failed::provider(format!(
+                    "the plan changed during apply: attribute `{key}` was planned as {}, now {}; run plan again",
+                    shown(Some(value)),
+                    shown(response.planned.get(key))
+                )));
+            }
+        }
+    }
+    Ok(response.planned)
+}
+
+async fn create(
+    change: &Change,
+    planned: Attributes,
+    provider: &dyn Provider,
+    journal: &Journal,
+) -> Result<(), Failed> {
+    let pending = record(change, None, planned.clone(), ResourceStatus::PendingCreate);
+    journal
+        .write(|state| {
+            state.resources.insert(change.address.clone(), pending);
+        })
+        .map_err(Failed::persist)?;
+    // On failure the pending record stays: the next plan reads it and adopts an object
+    // the provider may have made part-way, or creates it again.
+    let created = provider
+        .create(CreateRequest {
+            resource: resource(change),
+            planned,
+        })
+        .await
+        .map_err(Failed::provider)?;
+    let ready = record(
+        change,
+        Some(created.id),
+        created.attributes,
+        ResourceStatus::Ready,
+    );
+    journal
+        .write(|state| {
+            state.resources.insert(change.address.clone(), ready);
+        })
+        .map_err(Failed::persist)
+}
+
+async fn update(
+    change: &Change,
+    prior: ResourceState,
+    planned: Attributes,
+    provider: &dyn Provider,
+    journal: &Journal,
+) -> Result<(), Failed> {
+    let id = prior.id.clone().unwrap_or_default();
+    // On failure the prior record stays as it is (as Terraform does): the object is
+    // where it was, and tainting it would replace a VM for a failed memory change.
+    let updated = provider
+        .update(UpdateRequest {
+            resource: resource(change),
+            id: id.clone(),
+            prior: prior.attributes,
+            planned,
+        })
+        .await
+        .map_err(Failed::provider)?;
+    let ready = record(change, Some(id), updated.attributes, ResourceStatus::Ready);
+    journal
+        .write(|state| {
+            state.resources.insert(change.address.clone(), ready);
+        })
+        .map_err(Failed::persist)
+}
+
+async fn delete(
+    change: &Change,
+    prior: Option<ResourceState>,
+    provider: &dyn Provider,
+    journal: &Journal,
+) -> Result<(), Failed> {
+    let Some(prior) = prior else {
+        return Ok(());
+    };
+    if let Some(id) = prior.id.clone() {
+        let mut pending = prior.clone();
+        pending.status = ResourceStatus::PendingDelete;
+        journal
+            .write(|state| {
+                state.resources.insert(change.address.clone(), pending);
+            })
+            .map_err(Failed::persist)?;
+        // On failure the pending record stays; the next plan reads it and deletes again.
+        provider
+            .delete(DeleteRequest {
+                resource: resource(change),
+                id,
+                prior: prior.attributes,
+            })
+            .await
+            .map_err(Failed::provider)?;
+    }
+    journal
+        .write(|state| {
+            state.resources.remove(&change.address);
+        })
+        .map_err(Failed::persist)
+}
+
+/// Create the replacement, then delete the old object.
+///
+/// Not crash-safe yet: the state document holds one object per address, so while both
+/// exist only the new one is recorded, and an interruption between the create and the
+/// delete leaves the old object unmanaged. Needs "deposed" objects in state.
+async fn create_then_delete(
+    change: &Change,
+    prior: Option<ResourceState>,
+    planned: Attributes,
+    provider: &dyn Provider,
+    journal: &Journal,
+) -> Result<(), Failed> {
+    create(change, planned, provider, journal).await?;
+    if let Some(prior) = prior
+        && let Some(id) = prior.id
+    {
+        provider
+            .delete(DeleteRequest {
+                resource: resource(change),
+                id,
+                prior: prior.attributes,
+            })
+            .await
+            .map_err(Failed::provider)?;
+    }
+    Ok(())
+}

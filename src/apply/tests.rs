@@ -1,0 +1,498 @@
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use infraflux_provider::{ConcurrencyKey, reference};
+use infraflux_provider_mock::{Call, MockProvider, Op};
+use proptest::prelude::*;
+use serde_json::json;
+
+use super::*;
+use crate::graph::DesiredResource;
+use crate::plan::{PlanMode, PlanOptions, plan};
+use crate::state::ResourceStatus;
+use crate::testing::{Event, MemoryStore, RecordingReporter, addr, desired, mock_schemas};
+
+/// A mock provider, a registry holding it and an in-memory store for environment `dev`.
+pub(crate) struct Rig {
+    pub mock: Arc<MockProvider>,
+    pub registry: ProviderRegistry,
+    pub store: MemoryStore,
+}
+
+impl Rig {
+    pub fn new() -> Self {
+        Self::with_mock(MockProvider::new("mock", mock_schemas()))
+    }
+
+    pub fn with_mock(mock: MockProvider) -> Self {
+        let mock = Arc::new(mock);
+        Rig {
+            registry: ProviderRegistry::new().with(mock.clone()),
+            mock,
+            store: MemoryStore::with_history(),
+        }
+    }
+
+    pub fn state(&self) -> StateDocument {
+        self.store
+            .document("dev")
+            .unwrap_or_else(|| StateDocument::new("dev"))
+    }
+
+    pub async fn plan(&self, desired: &[DesiredResource]) -> Plan {
+        self.plan_with(desired, &PlanOptions::default())
+            .await
+            .unwrap()
+    }
+
+    pub async fn plan_with(
+        &self,
+        desired: &[DesiredResource],
+        options: &PlanOptions,
+    ) -> Result<Plan, crate::plan::Error> {
+        plan(desired.to_vec(), &self.state(), &self.registry, options).await
+    }
+
+    /// Plan against the current state and apply the plan.
+    pub async fn apply(&self, desired: &[DesiredResource]) -> ApplySummary {
+        self.apply_with(
+            desired,
+            &PlanOptions::default(),
+            &ApplyOptions::default(),
+            Arc::new(NoReporter),
+        )
+        .await
+    }
+
+    pub async fn apply_with(
+        &self,
+        desired: &[DesiredResource],
+        plan_options: &PlanOptions,
+        options: &ApplyOptions,
+        reporter: Arc<dyn Reporter>,
+    ) -> ApplySummary {
+        let state = self.state();
+        let plan = plan(desired.to_vec(), &state, &self.registry, plan_options)
+            .await
+            .unwrap();
+        apply(
+            &plan,
+            state,
+            Arc::new(self.store.clone()),
+            &self.registry,
+            reporter,
+            options,
+        )
+        .await
+        .unwrap()
+    }
+}
+
+/// a ← b ← c (c refers to b's computed `out`, b depends on a), and x on its own.
+fn chain() -> Vec<DesiredResource> {
+    vec![
+        desired("a", json!({"value": 1}), &[]),
+        desired("b", json!({"value": 2}), &["a"]),
+        desired(
+            "c",
+            json!({"value": 3, "input": reference("dev/w/mock_thing.b", "out")}),
+            &[],
+        ),
+        desired("x", json!({"value": 4}), &[]),
+    ]
+}
+
+fn names(addresses: &[ResourceAddr]) -> Vec<String> {
+    addresses.iter().map(|a| a.name.clone()).collect()
+}
+
+/// Position in the call log where `op` on `name` started / finished.
+fn position(calls: &[Call], want: &Call) -> usize {
+    calls
+        .iter()
+        .position(|c| c == want)
+        .unwrap_or_else(|| panic!("{want:?} not in {calls:?}"))
+}
+
+fn full(name: &str) -> String {
+    addr(name).to_string()
+}
+
+#[tokio::test]
+async fn dependencies_finish_before_dependants_start() {
+    let rig = Rig::new();
+    rig.mock.set_default_latency(Duration::from_millis(5));
+    let summary = rig.apply(&chain()).await;
+    assert!(summary.is_success(), "{summary:?}");
+    let calls = rig.mock.calls();
+    for (before, after) in [("a", "b"), ("b", "c")] {
+        assert!(
+            position(&calls, &Call::Finished(Op::Create, full(before)))
+                < position(&calls, &Call::Started(Op::Create, full(after)))
+        );
+    }
+    assert_eq!(rig.mock.count(Op::Create), 4);
+}
+
+#[tokio::test]
+async fn unknown_values_become_known_within_one_apply() {
+    let rig = Rig::new();
+    let plan = rig.plan(&chain()).await;
+    let c = plan.change(&addr("c")).unwrap();
+    assert!(infraflux_provider::is_unknown(
+        &c.after.as_ref().unwrap()["input"]
+    ));
+    rig.apply(&chain()).await;
+    let state = rig.state();
+    let b = &state.resources[&addr("b")];
+    let c = &state.resources[&addr("c")];
+    assert_eq!(c.attributes["input"], b.attributes["out"]);
+    assert_eq!(
+        c.attributes["input"],
+        json!(format!("out-{}", b.id.as_ref().unwrap()))
+    );
+    assert_eq!(c.dependencies, vec![addr("b")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planning_right_after_apply_finds_nothing_to_do() {
+    let rig = Rig::new();
+    rig.apply(&chain()).await;
+    let plan = rig.plan(&chain()).await;
+    assert!(!plan.has_changes(), "{:#?}", plan.changes);
+    assert!(plan.drift.is_empty());
+}
+
+#[tokio::test]
+async fn a_failure_skips_its_dependants_once_and_independent_branches_finish() {
+    let rig = Rig::new();
+    rig.mock.fail(Op::Create, &full("b"), "disk full");
+    let reporter = Arc::new(RecordingReporter::default());
+    let mut desired = chain();
+    // d depends on both b and c: skipped once, because of b.
+    desired.push(crate::testing::desired("d", json!({}), &["b", "c"]));
+    let summary = rig
+        .apply_with(
+            &desired,
+            &PlanOptions::default(),
+            &ApplyOptions::default(),
+            reporter.clone(),
+        )
+        .await;
+    assert_eq!(summary.failed.len(), 1);
+    assert_eq!(summary.failed[0].address, addr("b"));
+    assert_eq!(
+        summary.failed[0].message,
+        "create dev/w/mock_thing.b: disk full"
+    );
+    let mut skipped = summary.skipped.clone();
+    skipped.sort();
+    assert_eq!(
+        skipped,
+        vec![(addr("c"), addr("b")), (addr("d"), addr("b"))]
+    );
+    let done: BTreeSet<String> = summary.done.iter().map(|(a, _)| a.name.clone()).collect();
+    assert_eq!(done, BTreeSet::from(["a".to_string(), "x".to_string()]));
+    let skip_events = reporter
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e, Event::Skipped(..)))
+        .count();
+    assert_eq!(skip_events, 2);
+    // b stays pending: the next plan reads it, finds nothing, and creates it.
+    assert_eq!(
+        rig.state().resources[&addr("b")].status,
+        ResourceStatus::PendingCreate
+    );
+    rig.mock.clear_failures();
+    let summary = rig.apply(&desired).await;
+    assert!(summary.is_success(), "{summary:?}");
+    assert_eq!(rig.mock.objects().len(), 5);
+    assert!(!rig.plan(&desired).await.has_changes());
+}
+
+#[tokio::test]
+async fn state_is_persisted_around_every_resource() {
+    let rig = Rig::new();
+    rig.apply(&chain()).await;
+    let history = rig.store.history();
+    // Per create: the pending record, then the result.
+    assert_eq!(history.len(), 8);
+    for window in history.windows(2) {
+        assert_eq!(window[1].serial, window[0].serial + 1);
+    }
+    for name in ["a", "b", "c", "x"] {
+        let statuses: Vec<Option<ResourceStatus>> = history
+            .iter()
+            .map(|d| d.resources.get(&addr(name)).map(|r| r.status))
+            .collect();
+        let first_pending = statuses
+            .iter()
+            .position(|s| *s == Some(ResourceStatus::PendingCreate))
+            .unwrap();
+        let first_ready = statuses
+            .iter()
+            .position(|s| *s == Some(ResourceStatus::Ready))
+            .unwrap();
+        assert_eq!(first_ready, first_pending + 1, "{name}: {statuses:?}");
+    }
+    // Between two persists, at most one resource changes.
+    for window in history.windows(2) {
+        let changed = window[1]
+            .resources
+            .iter()
+            .filter(|(a, r)| window[0].resources.get(*a) != Some(*r))
+            .count();
+        assert_eq!(changed, 1);
+    }
+}
+
+#[tokio::test]
+async fn updates_and_replacements_are_applied() {
+    let rig = Rig::new();
+    rig.apply(&chain()).await;
+    let b_id = rig.state().resources[&addr("b")].id.clone();
+    let mut desired = chain();
+    desired[0].attributes.insert("value".into(), json!(10)); // a: update
+    desired[1].attributes.insert("zone".into(), json!("z2")); // b: replace
+    let plan = rig.plan(&desired).await;
+    assert_eq!(plan.change(&addr("a")).unwrap().action, Action::Update);
+    assert_eq!(
+        plan.change(&addr("b")).unwrap().action,
+        Action::DeleteThenCreate
+    );
+    // c refers to b's `out`, which the replacement changes.
+    assert_eq!(plan.change(&addr("c")).unwrap().action, Action::Update);
+    let summary = rig.apply(&desired).await;
+    assert!(summary.is_success(), "{summary:?}");
+    let state = rig.state();
+    assert_ne!(state.resources[&addr("b")].id, b_id);
+    assert_eq!(
+        state.resources[&addr("c")].attributes["input"],
+        state.resources[&addr("b")].attributes["out"]
+    );
+    assert_eq!(rig.mock.objects().len(), 4);
+    assert!(!rig.plan(&desired).await.has_changes());
+}
+
+#[tokio::test]
+async fn orphans_and_destroy_delete_dependants_first() {
+    let rig = Rig::new();
+    rig.apply(&chain()).await;
+    // Removing b and c from the configuration: c (which depended on b) goes first.
+    rig.mock.clear_calls();
+    let remaining = vec![chain()[0].clone(), chain()[3].clone()];
+    let summary = rig.apply(&remaining).await;
+    assert!(summary.is_success());
+    assert_eq!(rig.mock.finished(Op::Delete), [full("c"), full("b")]);
+
+    rig.mock.clear_calls();
+    let options = PlanOptions {
+        mode: PlanMode::Destroy,
+        ..PlanOptions::default()
+    };
+    let mut with_b = remaining.clone();
+    with_b.push(desired("b2", json!({}), &["a"]));
+    let summary = rig
+        .apply_with(
+            &with_b,
+            &options,
+            &ApplyOptions::default(),
+            Arc::new(NoReporter),
+        )
+        .await;
+    assert!(summary.is_success());
+    assert!(rig.state().resources.is_empty());
+    assert!(rig.mock.objects().is_empty());
+}
+
+#[tokio::test]
+async fn parallelism_and_per_key_limits_hold() {
+    let mock =
+        MockProvider::new("mock", mock_schemas()).with_concurrency_key(|_, _, attributes| {
+            attributes
+                .get("zone")
+                .and_then(|z| z.as_str())
+                .map(|zone| ConcurrencyKey {
+                    key: zone.to_string(),
+                    limit: 1,
+                })
+        });
+    let rig = Rig::with_mock(mock);
+    rig.mock.set_default_latency(Duration::from_millis(2));
+    let mut desired: Vec<DesiredResource> = (0..12)
+        .map(|i| crate::testing::desired(&format!("r{i}"), json!({"value": i}), &[]))
+        .collect();
+    for (i, resource) in desired.iter_mut().enumerate().take(4) {
+        resource
+            .attributes
+            .insert("zone".into(), json!("storage-1"));
+        let _ = i;
+    }
+    let options = ApplyOptions {
+        parallelism: 3,
+        ..ApplyOptions::default()
+    };
+    let summary = rig
+        .apply_with(
+            &desired,
+            &PlanOptions::default(),
+            &options,
+            Arc::new(NoReporter),
+        )
+        .await;
+    assert!(summary.is_success());
+    assert!(
+        rig.mock.max_in_flight() <= 3,
+        "{}",
+        rig.mock.max_in_flight()
+    );
+    assert_eq!(rig.mock.max_in_flight_for_key("storage-1"), 1);
+}
+
+#[tokio::test]
+async fn cancellation_starts_nothing_new_and_records_what_finished() {
+    let rig = Rig::new();
+    rig.mock.set_default_latency(Duration::from_millis(20));
+    let cancel = CancellationToken::new();
+    struct CancelOnStart(CancellationToken);
+    impl Reporter for CancelOnStart {
+        fn started(&self, _: &ResourceAddr, _: Action) {
+            self.0.cancel();
+        }
+    }
+    let options = ApplyOptions {
+        parallelism: 1,
+        cancel: cancel.clone(),
+    };
+    let summary = rig
+        .apply_with(
+            &chain(),
+            &PlanOptions::default(),
+            &options,
+            Arc::new(CancelOnStart(cancel)),
+        )
+        .await;
+    assert!(summary.cancelled);
+    assert_eq!(summary.done.len(), 1);
+    assert_eq!(summary.not_started.len(), 3);
+    assert_eq!(rig.mock.count(Op::Create), 1);
+    let (done, _) = &summary.done[0];
+    assert_eq!(rig.state().resources[done].status, ResourceStatus::Ready);
+    // The rest follows on the next run.
+    let summary = rig.apply(&chain()).await;
+    assert!(summary.is_success());
+    assert_eq!(rig.mock.objects().len(), 4);
+}
+
+#[tokio::test]
+async fn a_plan_for_another_state_is_refused() {
+    let rig = Rig::new();
+    let plan = rig.plan(&chain()).await;
+    let other = StateDocument::new("dev");
+    let error = apply(
+        &plan,
+        other,
+        Arc::new(rig.store.clone()),
+        &rig.registry,
+        Arc::new(NoReporter),
+        &ApplyOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(error, Error::Lineage { .. }), "{error}");
+}
+
+// ---- random DAGs ------------------------------------------------------------------
+
+fn random_resources(n: usize, edges: &[(usize, usize)]) -> Vec<DesiredResource> {
+    (0..n)
+        .map(|i| {
+            let mut attributes = json!({"value": i});
+            let mut depends_on = Vec::new();
+            for (k, (from, _)) in edges.iter().filter(|(_, to)| *to == i).enumerate() {
+                // Alternate between data references and plain ordering.
+                if k % 2 == 0 {
+                    attributes[format!("input{k}")] = reference(full(&format!("r{from}")), "out");
+                } else {
+                    depends_on.push(format!("r{from}"));
+                }
+            }
+            let deps: Vec<&str> = depends_on.iter().map(String::as_str).collect();
+            desired(&format!("r{i}"), attributes, &deps)
+        })
+        .collect()
+}
+
+fn run<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn apply_order_respects_every_edge_and_converges(
+        (n, edges) in crate::graph::tests::dag(),
+        parallelism in 1usize..6,
+    ) {
+        run(async {
+            let rig = Rig::new();
+            let desired = random_resources(n, &edges);
+            let options = ApplyOptions { parallelism, ..ApplyOptions::default() };
+            let summary = rig.apply_with(&desired, &PlanOptions::default(), &options, Arc::new(NoReporter)).await;
+            prop_assert!(summary.is_success());
+            let calls = rig.mock.calls();
+            for (from, to) in &edges {
+                let finished = position(&calls, &Call::Finished(Op::Create, full(&format!("r{from}"))));
+                let started = position(&calls, &Call::Started(Op::Create, full(&format!("r{to}"))));
+                prop_assert!(finished < started, "r{} finished at {}, r{} started at {}", from, finished, to, started);
+            }
+            prop_assert!(!rig.plan(&desired).await.has_changes());
+            Ok(())
+        })?;
+    }
+
+    #[test]
+    fn a_failure_never_skips_an_independent_branch(
+        (n, edges) in crate::graph::tests::dag(),
+        failing in any::<prop::sample::Index>(),
+    ) {
+        run(async {
+            let rig = Rig::new();
+            let failing = failing.index(n);
+            rig.mock.fail(Op::Create, &full(&format!("r{failing}")), "boom");
+            let desired = random_resources(n, &edges);
+            let summary = rig.apply(&desired).await;
+            // Everything downstream of the failure is skipped, everything else is done.
+            let mut downstream = BTreeSet::from([failing]);
+            for i in 0..n {
+                if edges.iter().any(|(from, to)| *to == i && downstream.contains(from)) {
+                    downstream.insert(i);
+                }
+            }
+            let done: BTreeSet<String> = summary.done.iter().map(|(a, _)| a.name.clone()).collect();
+            let skipped: Vec<String> = names(&summary.skipped.iter().map(|(a, _)| a.clone()).collect::<Vec<_>>());
+            let mut seen = HashMap::new();
+            for name in &skipped {
+                *seen.entry(name.clone()).or_insert(0) += 1;
+            }
+            prop_assert!(seen.values().all(|&count| count == 1));
+            for i in 0..n {
+                let name = format!("r{i}");
+                if i == failing {
+                    prop_assert_eq!(summary.failed.len(), 1);
+                } else if downstream.contains(&i) {
+                    prop_assert!(skipped.contains(&name), "{} should be skipped", name);
+                } else {
+                    prop_assert!(done.contains(&name), "{} should be done", name);
+                }
+            }
+            Ok(())
+        })?;
+    }
+}

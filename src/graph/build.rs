@@ -1,0 +1,557 @@
+//! Model → desired resources: one function per resource family. The attribute layout of
+//! every type is documented in `docs/resources.md`; keep the two in step.
+//!
+//! Per cluster, in dependency order:
+//! `proxmox_image` (one per Proxmox node used) → `proxmox_vm` → `talos_secrets` →
+//! `talos_machine_config` → `talos_bootstrap` → `talos_kubeconfig` →
+//! `kubernetes_platform` (cilium, then argocd, then the others) →
+//! `kubernetes_namespace` → `kubernetes_handoff`.
+
+use std::collections::BTreeSet;
+
+use infraflux_provider::{Attributes, reference};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::DesiredResource;
+use crate::model::address::ResourceAddr;
+use crate::model::{Cluster, Machine, Model, NodeRole, ServiceKind};
+
+pub const PROXMOX: &str = "proxmox";
+pub const TALOS: &str = "talos";
+pub const KUBERNETES: &str = "kubernetes";
+
+/// Every resource of every cluster in the model.
+pub fn build_desired(model: &Model) -> Vec<DesiredResource> {
+    let mut resources = Vec::new();
+    for cluster in model.clusters() {
+        build_cluster(cluster, &mut resources);
+    }
+    resources
+}
+
+fn build_cluster(cluster: &Cluster, out: &mut Vec<DesiredResource>) {
+    let placement = place_machines(cluster);
+    let images = images(cluster, &placement, out);
+    vms(cluster, &placement, &images, out);
+    let secrets = talos_secrets(cluster, out);
+    let configs = machine_configs(cluster, &secrets, out);
+    let bootstrap = talos_bootstrap(cluster, &secrets, &configs, out);
+    let kubeconfig = talos_kubeconfig(cluster, &secrets, &bootstrap, out);
+    let platform = platform_services(cluster, &kubeconfig, out);
+    let namespaces = namespaces(cluster, &kubeconfig, &platform, out);
+    handoff(cluster, &kubeconfig, &platform, &namespaces, out);
+}
+
+fn addr(cluster: &Cluster, kind: &str, name: &str) -> ResourceAddr {
+    ResourceAddr::new(&cluster.environment, &cluster.name, kind, name)
+}
+
+fn attributes(value: Value) -> Attributes {
+    match value {
+        Value::Object(map) => map,
+        _ => unreachable!("attributes are built from object literals"),
+    }
+}
+
+fn resource(
+    cluster: &Cluster,
+    provider: &str,
+    kind: &str,
+    name: &str,
+    attributes: Attributes,
+    depends_on: Vec<ResourceAddr>,
+    origin: String,
+) -> DesiredResource {
+    DesiredResource {
+        addr: addr(cluster, kind, name),
+        provider: provider.to_string(),
+        kind: kind.to_string(),
+        attributes,
+        depends_on,
+        prevent_destroy: cluster.lifecycle.prevent_destroy,
+        origin,
+    }
+}
+
+// ---- images ---------------------------------------------------------------------------
+
+/// The Image Factory schematic for a set of official extensions: its canonical YAML
+/// (extensions sorted and deduplicated) and the sha256 hex of that YAML.
+pub fn schematic(extensions: &[String]) -> (String, String) {
+    let extensions: BTreeSet<&String> = extensions.iter().collect();
+    let mut yaml = String::from("customization:\n  systemExtensions:\n    officialExtensions:\n");
+    for extension in extensions {
+        yaml.push_str("      - ");
+        yaml.push_str(extension);
+        yaml.push('\n');
+    }
+    let id = hex::encode(Sha256::digest(yaml.as_bytes()));
+    (yaml, id)
+}
+
+/// Proxmox node of every machine: round-robin over `proxmox.nodes`, control planes first
+/// so they land on distinct nodes (as long as there are enough nodes).
+fn place_machines(cluster: &Cluster) -> Vec<(&Machine, &str)> {
+    let nodes = &cluster.proxmox.nodes;
+    cluster
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, machine)| (machine, nodes[i % nodes.len()].as_str()))
+        .collect()
+}
+
+/// One image per Proxmox node used; returns (node, address).
+fn images(
+    cluster: &Cluster,
+    placement: &[(&Machine, &str)],
+    out: &mut Vec<DesiredResource>,
+) -> Vec<(String, ResourceAddr)> {
+    let (_, schematic) = schematic(&cluster.talos.extensions);
+    let version = format!("v{}", cluster.talos.version);
+    let used: BTreeSet<&str> = placement.iter().map(|(_, node)| *node).collect();
+    let mut images = Vec::new();
+    for node in used {
+        let name = format!("{version}-{}-{node}", &schematic[..8]);
+        let filename = format!("talos-{version}-{}-nocloud-amd64.raw", &schematic[..8]);
+        let image = resource(
+            cluster,
+            PROXMOX,
+            "proxmox_image",
+            &name,
+            attributes(json!({
+                "node": node,
+                "storage": cluster.proxmox.image_storage,
+                "talos_version": version,
+                "schematic": schematic,
+                "url": format!("https://factory.talos.dev/image/{schematic}/{version}/nocloud-amd64.raw.xz"),
+                "filename": filename,
+            })),
+            Vec::new(),
+            format!(
+                "cluster {}, talos.version and talos.extensions",
+                cluster.id()
+            ),
+        );
+        images.push((node.to_string(), image.addr.clone()));
+        out.push(image);
+    }
+    images
+}
+
+// ---- VMs ------------------------------------------------------------------------------
+
+fn role_name(role: NodeRole) -> &'static str {
+    match role {
+        NodeRole::ControlPlane => "controlplane",
+        NodeRole::Worker => "worker",
+    }
+}
+
+fn vms(
+    cluster: &Cluster,
+    placement: &[(&Machine, &str)],
+    images: &[(String, ResourceAddr)],
+    out: &mut Vec<DesiredResource>,
+) {
+    let prefix = cluster.network.cidr.prefix_len();
+    for (machine, node) in placement {
+        let image = &images
+            .iter()
+            .find(|(n, _)| n == node)
+            .expect("an image per node used")
+            .1;
+        let vm = resource(
+            cluster,
+            PROXMOX,
+            "proxmox_vm",
+            &machine.name,
+            attributes(json!({
+                "node": node,
+                "name": machine.hostname,
+                "cores": machine.cpu,
+                "memory_mib": machine.memory.mebibytes(),
+                "disk_gib": machine.disk.gibibytes(),
+                "storage": cluster.proxmox.storage,
+                "bridge": cluster.proxmox.bridge,
+                "vlan": cluster.proxmox.vlan,
+                "ipv4": format!("{}/{prefix}", machine.address),
+                "gateway": cluster.network.gateway.to_string(),
+                "dns": cluster.network.dns.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+                "tags": ["infraflux", cluster.environment, cluster.name, role_name(machine.role)],
+                "vmid_range": [cluster.proxmox.vmid_start, cluster.proxmox.vmid_end],
+                "image": reference(image.to_string(), "volume"),
+            })),
+            Vec::new(),
+            format!("cluster {}, node pool {}", cluster.id(), machine.pool),
+        );
+        out.push(vm);
+    }
+}
+
+// ---- Talos ----------------------------------------------------------------------------
+
+fn cluster_name(cluster: &Cluster) -> String {
+    format!("{}-{}", cluster.environment, cluster.name)
+}
+
+fn endpoint(cluster: &Cluster) -> String {
+    format!("https://{}:6443", cluster.network.vip)
+}
+
+fn talos_secrets(cluster: &Cluster, out: &mut Vec<DesiredResource>) -> ResourceAddr {
+    let secrets = resource(
+        cluster,
+        TALOS,
+        "talos_secrets",
+        "cluster",
+        attributes(json!({
+            "cluster_name": cluster_name(cluster),
+            "talos_version": format!("v{}", cluster.talos.version),
+        })),
+        Vec::new(),
+        format!("cluster {}", cluster.id()),
+    );
+    let addr = secrets.addr.clone();
+    out.push(secrets);
+    addr
+}
+
+fn machine_configs(
+    cluster: &Cluster,
+    secrets: &ResourceAddr,
+    out: &mut Vec<DesiredResource>,
+) -> Vec<ResourceAddr> {
+    let (_, schematic) = schematic(&cluster.talos.extensions);
+    let version = format!("v{}", cluster.talos.version);
+    let mut configs = Vec::new();
+    for machine in &cluster.nodes {
+        let config = resource(
+            cluster,
+            TALOS,
+            "talos_machine_config",
+            &machine.name,
+            attributes(json!({
+                "cluster_name": cluster_name(cluster),
+                "hostname": machine.hostname,
+                "node": machine.address.to_string(),
+                "role": role_name(machine.role),
+                "cluster_endpoint": endpoint(cluster),
+                "talos_version": version,
+                "kubernetes_version": cluster.kubernetes.version.to_string(),
+                "install_disk": cluster.talos.install_disk,
+                "install_image": format!("factory.talos.dev/installer/{schematic}:{version}"),
+                "schematic": schematic,
+                "extensions": cluster.talos.extensions,
+                "pod_cidr": cluster.network.pods.to_string(),
+                "service_cidr": cluster.network.services.to_string(),
+                "patches": cluster.talos.patches,
+                "secrets": reference(secrets.to_string(), "bundle"),
+            })),
+            vec![addr(cluster, "proxmox_vm", &machine.name)],
+            format!("cluster {}, node pool {}", cluster.id(), machine.pool),
+        );
+        configs.push(config.addr.clone());
+        out.push(config);
+    }
+    configs
+}
+
+fn talos_bootstrap(
+    cluster: &Cluster,
+    secrets: &ResourceAddr,
+    configs: &[ResourceAddr],
+    out: &mut Vec<DesiredResource>,
+) -> ResourceAddr {
+    let first = cluster
+        .nodes
+        .iter()
+        .position(|m| m.role == NodeRole::ControlPlane)
+        .unwrap_or(0);
+    let node = cluster
+        .nodes
+        .get(first)
+        .map(|m| m.address.to_string())
+        .unwrap_or_default();
+    let bootstrap = resource(
+        cluster,
+        TALOS,
+        "talos_bootstrap",
+        "cluster",
+        attributes(json!({
+            "node": node,
+            "client_configuration": reference(secrets.to_string(), "client_configuration"),
+        })),
+        configs.get(first).cloned().into_iter().collect(),
+        format!("cluster {}, first control plane", cluster.id()),
+    );
+    let addr = bootstrap.addr.clone();
+    out.push(bootstrap);
+    addr
+}
+
+fn talos_kubeconfig(
+    cluster: &Cluster,
+    secrets: &ResourceAddr,
+    bootstrap: &ResourceAddr,
+    out: &mut Vec<DesiredResource>,
+) -> ResourceAddr {
+    let node = cluster
+        .nodes
+        .iter()
+        .find(|m| m.role == NodeRole::ControlPlane)
+        .map(|m| m.address.to_string())
+        .unwrap_or_default();
+    let kubeconfig = resource(
+        cluster,
+        TALOS,
+        "talos_kubeconfig",
+        "cluster",
+        attributes(json!({
+            "node": node,
+            "endpoint": endpoint(cluster),
+            "client_configuration": reference(secrets.to_string(), "client_configuration"),
+        })),
+        vec![bootstrap.clone()],
+        format!("cluster {}", cluster.id()),
+    );
+    let addr = kubeconfig.addr.clone();
+    out.push(kubeconfig);
+    addr
+}
+
+// ---- Kubernetes -----------------------------------------------------------------------
+
+/// Enabled services in install order: cilium (the network) first, argocd next, the rest
+/// after argocd. Returns the addresses in that order.
+fn platform_services(
+    cluster: &Cluster,
+    kubeconfig: &ResourceAddr,
+    out: &mut Vec<DesiredResource>,
+) -> Vec<ResourceAddr> {
+    let rank = |kind: ServiceKind| match kind {
+        ServiceKind::Cilium => 0,
+        ServiceKind::Argocd => 1,
+        _ => 2,
+    };
+    let mut services: Vec<_> = cluster.platform.enabled().collect();
+    services.sort_by_key(|s| (rank(s.kind), s.kind.key()));
+    let mut addresses: Vec<ResourceAddr> = Vec::new();
+    let mut cilium = None;
+    let mut argocd = None;
+    for service in services {
+        let depends_on = match service.kind {
+            ServiceKind::Cilium => Vec::new(),
+            ServiceKind::Argocd => cilium.iter().cloned().collect(),
+            _ => argocd
+                .iter()
+                .chain(cilium.iter())
+                .take(1)
+                .cloned()
+                .collect(),
+        };
+        let platform = resource(
+            cluster,
+            KUBERNETES,
+            "kubernetes_platform",
+            service.kind.key(),
+            attributes(json!({
+                "service": service.kind.key(),
+                "version": service.version_text,
+                "values": service.values,
+                "kubeconfig": reference(kubeconfig.to_string(), "kubeconfig"),
+            })),
+            depends_on,
+            format!("cluster {}, platform.{}", cluster.id(), service.kind.key()),
+        );
+        match service.kind {
+            ServiceKind::Cilium => cilium = Some(platform.addr.clone()),
+            ServiceKind::Argocd => argocd = Some(platform.addr.clone()),
+            _ => {}
+        }
+        addresses.push(platform.addr.clone());
+        out.push(platform);
+    }
+    addresses
+}
+
+fn namespaces(
+    cluster: &Cluster,
+    kubeconfig: &ResourceAddr,
+    platform: &[ResourceAddr],
+    out: &mut Vec<DesiredResource>,
+) -> Vec<ResourceAddr> {
+    let name = &cluster.environment;
+    let namespace = resource(
+        cluster,
+        KUBERNETES,
+        "kubernetes_namespace",
+        name,
+        attributes(json!({
+            "name": name,
+            "labels": {
+                "app.kubernetes.io/managed-by": "infraflux",
+                "infraflux.io/environment": cluster.environment,
+            },
+            "kubeconfig": reference(kubeconfig.to_string(), "kubeconfig"),
+        })),
+        platform.to_vec(),
+        format!(
+            "cluster {}, environment {}",
+            cluster.id(),
+            cluster.environment
+        ),
+    );
+    let addr = namespace.addr.clone();
+    out.push(namespace);
+    vec![addr]
+}
+
+fn handoff(
+    cluster: &Cluster,
+    kubeconfig: &ResourceAddr,
+    platform: &[ResourceAddr],
+    namespaces: &[ResourceAddr],
+    out: &mut Vec<DesiredResource>,
+) {
+    let env = &cluster.environment;
+    let mut depends_on: Vec<ResourceAddr> = namespaces.to_vec();
+    depends_on.extend(platform.iter().filter(|a| a.name == "argocd").cloned());
+    let handoff = resource(
+        cluster,
+        KUBERNETES,
+        "kubernetes_handoff",
+        env,
+        attributes(json!({
+            "project": format!("{}-{}", env, cluster.name),
+            "application": format!("{}-{}", env, cluster.name),
+            "argocd_namespace": "argocd",
+            "repository": cluster.gitops.repository,
+            "revision": cluster.gitops.revision,
+            "path": cluster.gitops.path,
+            "destination_namespace": env,
+            "automated": true,
+            "kubeconfig": reference(kubeconfig.to_string(), "kubeconfig"),
+        })),
+        depends_on,
+        format!("cluster {}, gitops", cluster.id()),
+    );
+    out.push(handoff);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Environment as EnvLookup, Selection, load_config};
+    use crate::graph::{GraphOptions, ResourceGraph};
+    use crate::model::resolve_model;
+    use crate::state::StateDocument;
+    use std::path::Path;
+
+    struct FakeEnvironment;
+    impl EnvLookup for FakeEnvironment {
+        fn var(&self, name: &str) -> Option<String> {
+            (name == "PROXMOX_TOKEN").then(|| "root@pam!ci=secret".to_string())
+        }
+    }
+
+    fn model(environment: &str, cluster: &str) -> Model {
+        let selection = Selection {
+            environment: Some(environment.into()),
+            cluster: Some(cluster.into()),
+        };
+        let (config, problems) = load_config(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("config"),
+            &selection,
+            &FakeEnvironment,
+        );
+        assert!(!problems.has_errors(), "{problems:?}");
+        let (model, problems) = resolve_model(&config);
+        assert!(!problems.has_errors(), "{problems:?}");
+        model.unwrap()
+    }
+
+    #[test]
+    fn schematic_is_the_hash_of_canonical_yaml() {
+        let (yaml, id) = schematic(&[
+            "siderolabs/qemu-guest-agent".into(),
+            "siderolabs/iscsi-tools".into(),
+            "siderolabs/iscsi-tools".into(),
+        ]);
+        assert_eq!(
+            yaml,
+            "customization:\n  systemExtensions:\n    officialExtensions:\n      - siderolabs/iscsi-tools\n      - siderolabs/qemu-guest-agent\n"
+        );
+        assert_eq!(id, hex::encode(Sha256::digest(yaml.as_bytes())));
+        assert_eq!(id.len(), 64);
+    }
+
+    #[test]
+    fn example_configuration_builds_an_acyclic_graph_in_family_order() {
+        let model = model("prod", "workload");
+        let desired = build_desired(&model);
+        let kinds: Vec<&str> = desired.iter().map(|d| d.kind.as_str()).collect();
+        for kind in [
+            "proxmox_image",
+            "proxmox_vm",
+            "talos_secrets",
+            "talos_machine_config",
+            "talos_bootstrap",
+            "talos_kubeconfig",
+            "kubernetes_platform",
+            "kubernetes_namespace",
+            "kubernetes_handoff",
+        ] {
+            assert!(kinds.contains(&kind), "no {kind}");
+        }
+        let cluster = model.clusters().next().unwrap();
+        let vms: Vec<&DesiredResource> =
+            desired.iter().filter(|d| d.kind == "proxmox_vm").collect();
+        assert_eq!(vms.len(), cluster.nodes.len());
+        // Control planes on distinct Proxmox nodes.
+        let cp_nodes: BTreeSet<&str> = vms
+            .iter()
+            .filter(|vm| vm.attributes["tags"][3] == "controlplane")
+            .map(|vm| vm.attributes["node"].as_str().unwrap())
+            .collect();
+        let control_planes = cluster
+            .nodes
+            .iter()
+            .filter(|m| m.role == NodeRole::ControlPlane)
+            .count();
+        assert_eq!(
+            cp_nodes.len(),
+            control_planes.min(cluster.proxmox.nodes.len())
+        );
+        assert!(
+            desired.iter().all(|d| d.prevent_destroy),
+            "prod is protected"
+        );
+
+        let graph = ResourceGraph::build(
+            desired,
+            &StateDocument::new("prod"),
+            &GraphOptions::default(),
+        )
+        .unwrap();
+        let order: Vec<String> = graph
+            .execution_order()
+            .iter()
+            .map(|v| v.addr().to_string())
+            .collect();
+        let position = |suffix: &str| {
+            order
+                .iter()
+                .position(|a| a.ends_with(suffix))
+                .unwrap_or_else(|| panic!("{suffix} not in {order:?}"))
+        };
+        assert!(position("proxmox_vm.cp-1") < position("talos_machine_config.cp-1"));
+        assert!(position("talos_bootstrap.cluster") < position("talos_kubeconfig.cluster"));
+        assert!(position("kubernetes_platform.cilium") < position("kubernetes_platform.argocd"));
+        assert!(
+            position("kubernetes_platform.argocd") < position("kubernetes_platform.monitoring")
+        );
+        assert!(position("kubernetes_namespace.prod") < position("kubernetes_handoff.prod"));
+    }
+}

@@ -1,0 +1,619 @@
+//! Stage 3: the resource graph.
+//!
+//! [`build_desired`] turns the model into [`DesiredResource`]s (one function per resource
+//! family, attribute layout in `docs/resources.md`); [`ResourceGraph::build`] puts them,
+//! and the resources state knows but the configuration no longer names, into a graph
+//! whose edges say what must happen first.
+//!
+//! The graph is built by an ordered list of named steps ([`STEPS`]), as OpenTofu's
+//! transformers: each step does one thing and a reader can follow them in order.
+//!
+//! Edges point in *execution order*: `a → b` means "finish `a` before starting `b`". For
+//! resources that are created or updated that is dependency → dependant; for resources
+//! that are deleted (orphans, and everything under `destroy`) it is reversed, dependant
+//! first, so nothing is deleted while something still uses it.
+//!
+//! One vertex per resource: a replacement (delete then create) happens inside its
+//! vertex. A dependant that is itself replaced is therefore deleted after, not before,
+//! the resource it depends on; OpenTofu splits the two halves into separate vertices.
+//! None of the current resource types needs that order.
+
+pub mod build;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::{self, Write as _};
+
+use infraflux_provider::{Attributes, parse_reference};
+use petgraph::Direction;
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::model::address::ResourceAddr;
+use crate::state::{ResourceState, StateDocument};
+
+pub use build::build_desired;
+
+/// One resource the configuration asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DesiredResource {
+    pub addr: ResourceAddr,
+    /// The provider that manages it, e.g. `proxmox`.
+    pub provider: String,
+    /// Resource type, e.g. `proxmox_vm` (the same as `addr.kind`).
+    pub kind: String,
+    /// Attributes; values may be reference markers (`infraflux_provider::reference`).
+    pub attributes: Attributes,
+    /// Ordering without a data reference.
+    pub depends_on: Vec<ResourceAddr>,
+    /// Refuse plans that would delete it (`lifecycle.prevent_destroy`).
+    pub prevent_destroy: bool,
+    /// Where it comes from, for diagnostics: `cluster prod/workload, control plane cp-1`.
+    pub origin: String,
+}
+
+/// Why an edge exists, for cycle errors and the DOT output.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EdgeReason {
+    /// The dependant's attribute `attribute` refers to `target_attribute` of the dependency.
+    Reference {
+        attribute: String,
+        target_attribute: String,
+    },
+    DependsOn,
+    /// A dependency recorded in state (the configuration no longer names the resource).
+    Recorded,
+}
+
+impl fmt::Display for EdgeReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EdgeReason::Reference {
+                attribute,
+                target_attribute,
+            } => write!(f, "attribute `{attribute}` refers to `{target_attribute}`"),
+            EdgeReason::DependsOn => f.write_str("depends_on"),
+            EdgeReason::Recorded => f.write_str("dependency recorded in state"),
+        }
+    }
+}
+
+/// What a vertex is.
+#[derive(Debug, Clone, PartialEq)]
+// Vertices live once in the graph and are never moved around: boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Vertex {
+    /// Named by the configuration (state may or may not know it).
+    Configured(DesiredResource),
+    /// Known to state only: to be deleted.
+    Orphan {
+        addr: ResourceAddr,
+        state: ResourceState,
+    },
+    /// Under `destroy`: to be deleted; `desired` when the configuration still names it.
+    Destroy {
+        addr: ResourceAddr,
+        state: ResourceState,
+        desired: Option<DesiredResource>,
+    },
+}
+
+impl Vertex {
+    pub fn addr(&self) -> &ResourceAddr {
+        match self {
+            Vertex::Configured(d) => &d.addr,
+            Vertex::Orphan { addr, .. } | Vertex::Destroy { addr, .. } => addr,
+        }
+    }
+
+    /// Whether this vertex can only delete.
+    pub fn is_delete(&self) -> bool {
+        !matches!(self, Vertex::Configured(_))
+    }
+}
+
+/// Normal planning, or `destroy` (delete everything in scope).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Normal,
+    Destroy,
+}
+
+/// What to put in the graph.
+#[derive(Debug, Clone, Default)]
+pub struct GraphOptions {
+    pub mode: Mode,
+    /// Only this cluster (of the state's environment).
+    pub cluster: Option<String>,
+    /// `--target`: these and their transitive dependencies only.
+    pub targets: Vec<ResourceAddr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}", cycle_message(.0))]
+    Cycle(Vec<CycleEdge>),
+    #[error("`{from}` {reason}: no resource `{to}` in the configuration")]
+    MissingDependency {
+        from: ResourceAddr,
+        to: String,
+        reason: EdgeReason,
+    },
+    #[error("resource `{0}` is defined twice")]
+    Duplicate(ResourceAddr),
+    #[error("target `{0}` matches no resource in the configuration or state")]
+    UnknownTarget(ResourceAddr),
+}
+
+/// One edge of a cycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CycleEdge {
+    pub from: ResourceAddr,
+    pub to: ResourceAddr,
+    pub reason: EdgeReason,
+}
+
+fn cycle_message(edges: &[CycleEdge]) -> String {
+    let mut addresses: Vec<&ResourceAddr> = edges.iter().map(|e| &e.from).collect();
+    addresses.sort();
+    addresses.dedup();
+    let mut text = format!(
+        "dependency cycle between {}:",
+        addresses
+            .iter()
+            .map(|a| format!("`{a}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for edge in edges {
+        let _ = write!(
+            text,
+            "\n  `{}` must come before `{}`: {}",
+            edge.from, edge.to, edge.reason
+        );
+    }
+    text.push_str("\nremove one of these references or depends_on entries");
+    text
+}
+
+/// The graph. Vertices are resources; see the module documentation for edge direction.
+#[derive(Debug)]
+pub struct ResourceGraph {
+    graph: DiGraph<Vertex, EdgeReason>,
+    index: HashMap<ResourceAddr, NodeIndex>,
+}
+
+/// A named graph-building step.
+pub struct Step {
+    pub name: &'static str,
+    run: fn(&mut Builder<'_>) -> Result<(), Error>,
+}
+
+/// The steps, in order.
+pub const STEPS: &[Step] = &[
+    Step {
+        name: "add configured resources",
+        run: add_configured,
+    },
+    Step {
+        name: "add orphans from state",
+        run: add_orphans,
+    },
+    Step {
+        name: "add reference and depends_on edges",
+        run: add_configured_edges,
+    },
+    Step {
+        name: "add recorded dependencies of orphans",
+        run: add_orphan_edges,
+    },
+    Step {
+        name: "check acyclic",
+        run: check_acyclic,
+    },
+    Step {
+        name: "select targets",
+        run: select_targets,
+    },
+];
+
+struct Builder<'a> {
+    desired: Vec<DesiredResource>,
+    state: &'a StateDocument,
+    options: &'a GraphOptions,
+    graph: DiGraph<Vertex, EdgeReason>,
+    index: HashMap<ResourceAddr, NodeIndex>,
+}
+
+impl Builder<'_> {
+    fn in_scope(&self, addr: &ResourceAddr) -> bool {
+        addr.environment == self.state.environment
+            && self
+                .options
+                .cluster
+                .as_ref()
+                .is_none_or(|c| *c == addr.cluster)
+    }
+
+    fn add_vertex(&mut self, vertex: Vertex) -> Result<(), Error> {
+        let addr = vertex.addr().clone();
+        if self.index.contains_key(&addr) {
+            return Err(Error::Duplicate(addr));
+        }
+        let node = self.graph.add_node(vertex);
+        self.index.insert(addr, node);
+        Ok(())
+    }
+
+    /// Add the edge for "`dependant` depends on `dependency`", oriented for execution.
+    fn depend(&mut self, dependant: NodeIndex, dependency: NodeIndex, reason: EdgeReason) {
+        // Under destroy everything is reversed, pass-through vertices (configured but
+        // never created) included, so their transitive order still holds.
+        let deleting = self.options.mode == Mode::Destroy || self.graph[dependant].is_delete();
+        let (from, to) = if deleting {
+            (dependant, dependency)
+        } else {
+            (dependency, dependant)
+        };
+        if from != to || !self.graph.contains_edge(from, to) {
+            self.graph.add_edge(from, to, reason);
+        }
+    }
+}
+
+fn add_configured(builder: &mut Builder<'_>) -> Result<(), Error> {
+    let desired = std::mem::take(&mut builder.desired);
+    for resource in desired {
+        if !builder.in_scope(&resource.addr) {
+            continue;
+        }
+        let vertex = match builder.options.mode {
+            Mode::Normal => Vertex::Configured(resource),
+            Mode::Destroy => match builder.state.resources.get(&resource.addr) {
+                Some(state) => Vertex::Destroy {
+                    addr: resource.addr.clone(),
+                    state: state.clone(),
+                    desired: Some(resource),
+                },
+                // Nothing to destroy, but its edges still order what is.
+                None => Vertex::Configured(resource),
+            },
+        };
+        builder.add_vertex(vertex)?;
+    }
+    Ok(())
+}
+
+fn add_orphans(builder: &mut Builder<'_>) -> Result<(), Error> {
+    let state = builder.state;
+    for (addr, resource) in &state.resources {
+        if !builder.in_scope(addr) || builder.index.contains_key(addr) {
+            continue;
+        }
+        let vertex = match builder.options.mode {
+            Mode::Normal => Vertex::Orphan {
+                addr: addr.clone(),
+                state: resource.clone(),
+            },
+            Mode::Destroy => Vertex::Destroy {
+                addr: addr.clone(),
+                state: resource.clone(),
+                desired: None,
+            },
+        };
+        builder.add_vertex(vertex)?;
+    }
+    Ok(())
+}
+
+/// Every reference marker in `value`, with the dotted path where it sits.
+pub fn references_in(path: &str, value: &Value, found: &mut Vec<(String, String, String)>) {
+    if let Some(reference) = parse_reference(value) {
+        found.push((path.to_string(), reference.address, reference.attribute));
+        return;
+    }
+    match value {
+        Value::Object(map) => {
+            for (key, value) in map {
+                references_in(&format!("{path}.{key}"), value, found);
+            }
+        }
+        Value::Array(items) => {
+            for (i, value) in items.iter().enumerate() {
+                references_in(&format!("{path}.{i}"), value, found);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn configured_dependencies(resource: &DesiredResource) -> Vec<(String, EdgeReason)> {
+    let mut dependencies = Vec::new();
+    for (key, value) in &resource.attributes {
+        let mut found = Vec::new();
+        references_in(key, value, &mut found);
+        for (attribute, address, target_attribute) in found {
+            dependencies.push((
+                address,
+                EdgeReason::Reference {
+                    attribute,
+                    target_attribute,
+                },
+            ));
+        }
+    }
+    for dependency in &resource.depends_on {
+        dependencies.push((dependency.to_string(), EdgeReason::DependsOn));
+    }
+    dependencies
+}
+
+fn add_configured_edges(builder: &mut Builder<'_>) -> Result<(), Error> {
+    let mut edges = Vec::new();
+    for node in builder.graph.node_indices() {
+        let desired = match &builder.graph[node] {
+            Vertex::Configured(d)
+            | Vertex::Destroy {
+                desired: Some(d), ..
+            } => d,
+            _ => continue,
+        };
+        for (to, reason) in configured_dependencies(desired) {
+            let target = to
+                .parse::<ResourceAddr>()
+                .ok()
+                .and_then(|addr| builder.index.get(&addr).copied())
+                .filter(|t| !matches!(builder.graph[*t], Vertex::Orphan { .. }));
+            match target {
+                Some(target) => edges.push((node, target, reason)),
+                None => {
+                    return Err(Error::MissingDependency {
+                        from: desired.addr.clone(),
+                        to,
+                        reason,
+                    });
+                }
+            }
+        }
+    }
+    for (dependant, dependency, reason) in edges {
+        builder.depend(dependant, dependency, reason);
+    }
+    Ok(())
+}
+
+fn add_orphan_edges(builder: &mut Builder<'_>) -> Result<(), Error> {
+    let mut edges = Vec::new();
+    for node in builder.graph.node_indices() {
+        let state = match &builder.graph[node] {
+            Vertex::Orphan { state, .. }
+            | Vertex::Destroy {
+                state,
+                desired: None,
+                ..
+            } => state,
+            _ => continue,
+        };
+        for dependency in &state.dependencies {
+            // A dependency that is gone from state needs no ordering.
+            if let Some(&target) = builder.index.get(dependency) {
+                edges.push((node, target));
+            }
+        }
+    }
+    for (dependant, dependency) in edges {
+        builder.depend(dependant, dependency, EdgeReason::Recorded);
+    }
+    Ok(())
+}
+
+fn check_acyclic(builder: &mut Builder<'_>) -> Result<(), Error> {
+    let graph = &builder.graph;
+    for component in petgraph::algo::tarjan_scc(graph) {
+        let cyclic = component.len() > 1 || graph.contains_edge(component[0], component[0]);
+        if !cyclic {
+            continue;
+        }
+        let members: HashSet<NodeIndex> = component.iter().copied().collect();
+        let mut edges: Vec<CycleEdge> = graph
+            .edge_indices()
+            .filter_map(|e| {
+                let (from, to) = graph.edge_endpoints(e)?;
+                (members.contains(&from) && members.contains(&to)).then(|| CycleEdge {
+                    from: graph[from].addr().clone(),
+                    to: graph[to].addr().clone(),
+                    reason: graph[e].clone(),
+                })
+            })
+            .collect();
+        edges.sort_by(|a, b| (&a.from, &a.to).cmp(&(&b.from, &b.to)));
+        return Err(Error::Cycle(edges));
+    }
+    Ok(())
+}
+
+fn select_targets(builder: &mut Builder<'_>) -> Result<(), Error> {
+    if builder.options.targets.is_empty() {
+        return Ok(());
+    }
+    let mut keep = HashSet::new();
+    let mut stack = Vec::new();
+    for target in &builder.options.targets {
+        let node = *builder
+            .index
+            .get(target)
+            .ok_or_else(|| Error::UnknownTarget(target.clone()))?;
+        stack.push(node);
+    }
+    while let Some(node) = stack.pop() {
+        if keep.insert(node) {
+            stack.extend(builder.graph.neighbors_directed(node, Direction::Incoming));
+        }
+    }
+    builder.graph.retain_nodes(|_, node| keep.contains(&node));
+    builder.index = builder
+        .graph
+        .node_indices()
+        .map(|n| (builder.graph[n].addr().clone(), n))
+        .collect();
+    Ok(())
+}
+
+impl ResourceGraph {
+    /// Build the graph of `desired` and of what `state` knows, by [`STEPS`].
+    pub fn build(
+        desired: Vec<DesiredResource>,
+        state: &StateDocument,
+        options: &GraphOptions,
+    ) -> Result<ResourceGraph, Error> {
+        let mut builder = Builder {
+            desired,
+            state,
+            options,
+            graph: DiGraph::new(),
+            index: HashMap::new(),
+        };
+        for step in STEPS {
+            tracing::trace!(step = step.name, "graph step");
+            (step.run)(&mut builder)?;
+        }
+        Ok(ResourceGraph {
+            graph: builder.graph,
+            index: builder.index,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.graph.node_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.graph.node_count() == 0
+    }
+
+    pub fn get(&self, addr: &ResourceAddr) -> Option<&Vertex> {
+        self.index.get(addr).map(|&n| &self.graph[n])
+    }
+
+    /// Vertices in an execution order (every edge respected; ties by address).
+    pub fn execution_order(&self) -> Vec<&Vertex> {
+        let mut remaining: Vec<usize> = self
+            .graph
+            .node_indices()
+            .map(|n| {
+                self.graph
+                    .neighbors_directed(n, Direction::Incoming)
+                    .count()
+            })
+            .collect();
+        let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<(&ResourceAddr, usize)>> =
+            self.graph
+                .node_indices()
+                .filter(|n| remaining[n.index()] == 0)
+                .map(|n| std::cmp::Reverse((self.graph[n].addr(), n.index())))
+                .collect();
+        let mut order = Vec::with_capacity(self.graph.node_count());
+        while let Some(std::cmp::Reverse((_, index))) = ready.pop() {
+            let node = NodeIndex::new(index);
+            order.push(&self.graph[node]);
+            for next in self.graph.neighbors_directed(node, Direction::Outgoing) {
+                remaining[next.index()] -= 1;
+                if remaining[next.index()] == 0 {
+                    ready.push(std::cmp::Reverse((self.graph[next].addr(), next.index())));
+                }
+            }
+        }
+        order
+    }
+
+    /// What must finish before `addr` starts.
+    pub fn predecessors(&self, addr: &ResourceAddr) -> Vec<&ResourceAddr> {
+        self.neighbors(addr, Direction::Incoming)
+    }
+
+    /// What waits for `addr`.
+    pub fn successors(&self, addr: &ResourceAddr) -> Vec<&ResourceAddr> {
+        self.neighbors(addr, Direction::Outgoing)
+    }
+
+    fn neighbors(&self, addr: &ResourceAddr, direction: Direction) -> Vec<&ResourceAddr> {
+        let Some(&node) = self.index.get(addr) else {
+            return Vec::new();
+        };
+        let mut found: Vec<&ResourceAddr> = self
+            .graph
+            .neighbors_directed(node, direction)
+            .map(|n| self.graph[n].addr())
+            .collect();
+        found.sort();
+        found.dedup();
+        found
+    }
+
+    /// The resources `addr` depends on in the configuration (recorded in state after
+    /// apply, to order a later delete). Empty for vertices that delete.
+    pub fn dependencies(&self, addr: &ResourceAddr) -> Vec<ResourceAddr> {
+        match self.get(addr) {
+            Some(Vertex::Configured(desired)) => {
+                let mut found: Vec<ResourceAddr> = configured_dependencies(desired)
+                    .into_iter()
+                    .filter_map(|(to, _)| to.parse().ok())
+                    .collect();
+                found.sort();
+                found.dedup();
+                found
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Graphviz DOT, deterministic (sorted by address). Deleting vertices are dashed.
+    pub fn to_dot(&self) -> String {
+        let mut nodes: Vec<NodeIndex> = self.graph.node_indices().collect();
+        nodes.sort_by_key(|&n| self.graph[n].addr());
+        let mut text =
+            String::from("digraph infraflux {\n  rankdir = \"LR\";\n  node [shape = \"box\"];\n");
+        for &node in &nodes {
+            let vertex = &self.graph[node];
+            let style = if vertex.is_delete() {
+                " [style = \"dashed\", label = \"delete\\n"
+            } else {
+                " [label = \""
+            };
+            let _ = writeln!(text, "  \"{}\"{style}{}\"];", vertex.addr(), vertex.addr());
+        }
+        let mut edges: BTreeMap<(&ResourceAddr, &ResourceAddr), Vec<String>> = BTreeMap::new();
+        for edge in self.graph.edge_indices() {
+            let (from, to) = self.graph.edge_endpoints(edge).expect("edge has endpoints");
+            let label = match &self.graph[edge] {
+                EdgeReason::Reference {
+                    attribute,
+                    target_attribute,
+                } => format!("{attribute} = {target_attribute}"),
+                EdgeReason::DependsOn => "depends_on".to_string(),
+                EdgeReason::Recorded => "recorded".to_string(),
+            };
+            edges
+                .entry((self.graph[from].addr(), self.graph[to].addr()))
+                .or_default()
+                .push(label);
+        }
+        for ((from, to), mut labels) in edges {
+            labels.sort();
+            labels.dedup();
+            let _ = writeln!(
+                text,
+                "  \"{from}\" -> \"{to}\" [label = \"{}\"];",
+                labels.join(", ")
+            );
+        }
+        text.push_str("}\n");
+        text
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

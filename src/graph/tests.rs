@@ -1,0 +1,229 @@
+use infraflux_provider::reference;
+use proptest::prelude::*;
+use serde_json::json;
+
+use super::*;
+use crate::state::ResourceStatus;
+use crate::testing::{addr, desired};
+
+fn state_resource(dependencies: &[&str]) -> ResourceState {
+    ResourceState {
+        kind: "mock_thing".into(),
+        provider: "mock".into(),
+        id: Some("id".into()),
+        attributes: Attributes::new(),
+        sensitive: Vec::new(),
+        dependencies: dependencies.iter().map(|d| addr(d)).collect(),
+        status: ResourceStatus::Ready,
+    }
+}
+
+fn order(graph: &ResourceGraph) -> Vec<String> {
+    graph
+        .execution_order()
+        .iter()
+        .map(|v| v.addr().name.clone())
+        .collect()
+}
+
+#[test]
+fn references_and_depends_on_order_dependencies_first() {
+    let resources = vec![
+        desired(
+            "c",
+            json!({"input": reference("dev/w/mock_thing.b", "out")}),
+            &[],
+        ),
+        desired("b", json!({}), &["a"]),
+        desired("a", json!({}), &[]),
+    ];
+    let graph = ResourceGraph::build(
+        resources,
+        &StateDocument::new("dev"),
+        &GraphOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(order(&graph), ["a", "b", "c"]);
+    assert_eq!(graph.predecessors(&addr("c")), [&addr("b")]);
+    assert_eq!(graph.dependencies(&addr("c")), [addr("b")]);
+}
+
+#[test]
+fn orphans_are_deleted_dependants_first() {
+    // State knows x → y → z (x depends on y, y on z); the configuration names none.
+    let mut state = StateDocument::new("dev");
+    state
+        .resources
+        .insert(addr("x"), state_resource(&["dev/w/mock_thing.y"]));
+    state
+        .resources
+        .insert(addr("y"), state_resource(&["dev/w/mock_thing.z"]));
+    state.resources.insert(addr("z"), state_resource(&[]));
+    let graph = ResourceGraph::build(Vec::new(), &state, &GraphOptions::default()).unwrap();
+    assert_eq!(order(&graph), ["x", "y", "z"]);
+    assert!(graph.get(&addr("y")).unwrap().is_delete());
+}
+
+#[test]
+fn destroy_reverses_configured_edges() {
+    let mut state = StateDocument::new("dev");
+    for name in ["a", "b"] {
+        state.resources.insert(addr(name), state_resource(&[]));
+    }
+    let resources = vec![
+        desired("a", json!({}), &[]),
+        desired("b", json!({}), &["a"]),
+    ];
+    let options = GraphOptions {
+        mode: Mode::Destroy,
+        ..GraphOptions::default()
+    };
+    let graph = ResourceGraph::build(resources, &state, &options).unwrap();
+    assert_eq!(order(&graph), ["b", "a"]);
+}
+
+#[test]
+fn a_cycle_names_every_address_and_every_edge() {
+    let resources = vec![
+        desired(
+            "a",
+            json!({"x": reference("dev/w/mock_thing.c", "out")}),
+            &[],
+        ),
+        desired("b", json!({}), &["a"]),
+        desired("c", json!({}), &["b"]),
+        desired("d", json!({}), &["a"]),
+    ];
+    let error = ResourceGraph::build(
+        resources,
+        &StateDocument::new("dev"),
+        &GraphOptions::default(),
+    )
+    .unwrap_err();
+    insta::assert_snapshot!(error.to_string(), @r"
+    dependency cycle between `dev/w/mock_thing.a`, `dev/w/mock_thing.b`, `dev/w/mock_thing.c`:
+      `dev/w/mock_thing.a` must come before `dev/w/mock_thing.b`: depends_on
+      `dev/w/mock_thing.b` must come before `dev/w/mock_thing.c`: depends_on
+      `dev/w/mock_thing.c` must come before `dev/w/mock_thing.a`: attribute `x` refers to `out`
+    remove one of these references or depends_on entries
+    ");
+}
+
+#[test]
+fn references_to_unknown_resources_are_errors() {
+    let resources = vec![desired(
+        "a",
+        json!({"nested": [{"x": reference("dev/w/mock_thing.nope", "out")}]}),
+        &[],
+    )];
+    let error = ResourceGraph::build(
+        resources,
+        &StateDocument::new("dev"),
+        &GraphOptions::default(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "`dev/w/mock_thing.a` attribute `nested.0.x` refers to `out`: no resource `dev/w/mock_thing.nope` in the configuration"
+    );
+}
+
+#[test]
+fn targets_keep_their_transitive_dependencies_only() {
+    let resources = vec![
+        desired("a", json!({}), &[]),
+        desired("b", json!({}), &["a"]),
+        desired("c", json!({}), &["b"]),
+        desired("other", json!({}), &[]),
+    ];
+    let options = GraphOptions {
+        targets: vec![addr("b")],
+        ..GraphOptions::default()
+    };
+    let graph =
+        ResourceGraph::build(resources.clone(), &StateDocument::new("dev"), &options).unwrap();
+    assert_eq!(order(&graph), ["a", "b"]);
+    let options = GraphOptions {
+        targets: vec![addr("missing")],
+        ..GraphOptions::default()
+    };
+    assert!(matches!(
+        ResourceGraph::build(resources, &StateDocument::new("dev"), &options),
+        Err(Error::UnknownTarget(_))
+    ));
+}
+
+#[test]
+fn cluster_scope_leaves_other_clusters_out() {
+    let mut other = desired("x", json!({}), &[]);
+    other.addr.cluster = "other".into();
+    let options = GraphOptions {
+        cluster: Some("w".into()),
+        ..GraphOptions::default()
+    };
+    let graph = ResourceGraph::build(
+        vec![desired("a", json!({}), &[]), other],
+        &StateDocument::new("dev"),
+        &options,
+    )
+    .unwrap();
+    assert_eq!(order(&graph), ["a"]);
+}
+
+#[test]
+fn dot_output() {
+    let mut state = StateDocument::new("dev");
+    state
+        .resources
+        .insert(addr("old"), state_resource(&["dev/w/mock_thing.a"]));
+    let resources = vec![
+        desired("a", json!({}), &[]),
+        desired(
+            "b",
+            json!({"image": reference("dev/w/mock_thing.a", "volume")}),
+            &["a"],
+        ),
+    ];
+    let graph = ResourceGraph::build(resources, &state, &GraphOptions::default()).unwrap();
+    insta::assert_snapshot!(graph.to_dot());
+}
+
+/// Random DAGs: edges only from a lower to a higher index.
+pub(crate) fn dag() -> impl Strategy<Value = (usize, Vec<(usize, usize)>)> {
+    (1usize..30).prop_flat_map(|n| {
+        let edges = proptest::collection::vec((0..n, 0..n), 0..n * 2).prop_map(|pairs| {
+            pairs
+                .into_iter()
+                .filter(|(a, b)| a != b)
+                .map(|(a, b)| (a.min(b), a.max(b)))
+                .collect::<Vec<_>>()
+        });
+        (Just(n), edges)
+    })
+}
+
+proptest! {
+    #[test]
+    fn execution_order_respects_every_edge((n, edges) in dag()) {
+        let resources: Vec<DesiredResource> = (0..n)
+            .map(|i| {
+                let deps: Vec<String> = edges
+                    .iter()
+                    .filter(|(_, to)| *to == i)
+                    .map(|(from, _)| format!("r{from}"))
+                    .collect();
+                let mut resource = desired(&format!("r{i}"), json!({}), &[]);
+                resource.depends_on = deps.iter().map(|d| addr(d)).collect();
+                resource
+            })
+            .collect();
+        let graph = ResourceGraph::build(resources, &StateDocument::new("dev"), &GraphOptions::default()).unwrap();
+        let order = order(&graph);
+        prop_assert_eq!(order.len(), n);
+        for (from, to) in edges {
+            let position = |name: String| order.iter().position(|o| *o == name).unwrap();
+            let (before, after) = (position(format!("r{from}")), position(format!("r{to}")));
+            prop_assert!(before < after, "r{} at {}, r{} at {}", from, before, to, after);
+        }
+    }
+}

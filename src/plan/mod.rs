@@ -1,0 +1,597 @@
+//! Stage 4: the plan — what apply will do, resource by resource.
+//!
+//! [`plan`] refreshes state through the providers ([`refresh`]), builds the graph,
+//! resolves references in execution order (to values from state and from the planned
+//! attributes of dependencies; unknown where those are unknown), asks each resource's
+//! provider to plan it, and chooses an [`Action`] per resource:
+//!
+//! | situation                                          | action                          |
+//! |----------------------------------------------------|---------------------------------|
+//! | configured, not in state (or deleted outside)      | Create                          |
+//! | planned attributes equal the current ones          | NoOp                            |
+//! | they differ                                        | Update                          |
+//! | a force-new input changed, tainted, `--replace`, or an interrupted delete | DeleteThenCreate (CreateThenDelete when the provider asks) |
+//! | in state, not configured (or `destroy`)            | Delete                          |
+//! | `--refresh-only`: refresh found a difference       | Read                            |
+//!
+//! A plan is bound to the state it was made from (lineage, serial) and to the
+//! configuration (a sha256 digest of the desired resources); a saved plan whose state or
+//! configuration changed since is refused ([`saved`]).
+
+mod change;
+mod refresh;
+pub mod render;
+pub(crate) mod resolve;
+pub mod saved;
+
+use std::collections::{HashMap, HashSet};
+
+use infraflux_provider::{
+    PlanRequest, ProviderError, ResourceRef, ResourceSchema, lookup, unknown,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use change::{Action, AttributeDiff, Change, Drift, Reason, diff};
+pub(crate) use refresh::apply_drift;
+use resolve::{Lookup, resolve_references};
+
+use crate::graph::{self, DesiredResource, GraphOptions, ResourceGraph, Vertex};
+use crate::model::address::ResourceAddr;
+use crate::registry::ProviderRegistry;
+use crate::state::{ResourceStatus, StateDocument};
+
+/// Version of the plan format (saved plans and `plan --json`, docs/plan-json.md).
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no provider registered for `{provider}` (needed by `{address}`)")]
+    NoProvider {
+        provider: String,
+        address: ResourceAddr,
+    },
+    #[error(transparent)]
+    Graph(#[from] graph::Error),
+    #[error("cannot refresh {} resource{}: {}", .0.len(), if .0.len() == 1 { "" } else { "s" }, .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Refresh(Vec<ProviderError>),
+    #[error(
+        "the provider found the object of the interrupted create of `{0}` but returned no `id` attribute"
+    )]
+    AdoptionWithoutId(ResourceAddr),
+    #[error("cannot plan `{address}`")]
+    Provider {
+        address: ResourceAddr,
+        #[source]
+        source: ProviderError,
+    },
+    #[error(
+        "`{from}` attribute `{attribute}` refers to `{target}` attribute `{target_attribute}`, which it does not have"
+    )]
+    UnresolvedReference {
+        from: ResourceAddr,
+        attribute: String,
+        target: String,
+        target_attribute: String,
+    },
+    #[error("--replace `{0}`: no such resource in the configuration")]
+    UnknownReplace(ResourceAddr),
+    #[error("the plan would destroy {} protected by lifecycle.prevent_destroy: {}", if .0.len() == 1 { "a resource" } else { "resources" }, .0.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", "))]
+    PreventDestroy(Vec<ResourceAddr>),
+    #[error("state is for environment `{found}`, not `{expected}`")]
+    WrongEnvironment { expected: String, found: String },
+    #[error(transparent)]
+    Saved(#[from] saved::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// What to do about it, for the command's diagnostic.
+    pub fn help(&self) -> Option<String> {
+        match self {
+            Error::NoProvider { provider, .. } => Some(format!(
+                "this build of infraflux has no `{provider}` provider; the provider crates are not wired in yet"
+            )),
+            Error::PreventDestroy(_) => Some(
+                "set `lifecycle.prevent_destroy: false` for this cluster or environment if the destruction is intended, or change the configuration so it is not needed".into(),
+            ),
+            Error::UnknownReplace(_) => Some("check the address with `infraflux graph`".into()),
+            Error::Saved(error) => error.help().map(str::to_string),
+            Error::Refresh(_) => Some("check that the endpoints are reachable and the credentials valid, or plan with --refresh=false".into()),
+            _ => None,
+        }
+    }
+}
+
+/// What to plan.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanMode {
+    #[default]
+    Normal,
+    /// Delete everything in scope (`infraflux destroy`).
+    Destroy,
+    /// Only record what changed outside InfraFlux (`--refresh-only`).
+    RefreshOnly,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    pub mode: PlanMode,
+    /// Only this cluster.
+    pub cluster: Option<String>,
+    /// `--target`: these and what they depend on.
+    pub targets: Vec<ResourceAddr>,
+    /// `--replace`: replace these even if nothing changed.
+    pub replace: Vec<ResourceAddr>,
+    /// `--refresh=false` turns this off (pending records are read regardless).
+    pub refresh: bool,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            mode: PlanMode::Normal,
+            cluster: None,
+            targets: Vec::new(),
+            replace: Vec::new(),
+            refresh: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub format_version: u32,
+    pub environment: String,
+    pub lineage: uuid::Uuid,
+    pub serial: u64,
+    /// sha256 (hex) of the desired resources, see [`config_digest`].
+    pub config_digest: String,
+    pub mode: PlanMode,
+    /// What refresh found changed outside InfraFlux; apply records it first.
+    pub drift: Vec<Drift>,
+    /// Every resource in scope, in an execution order (no-ops included).
+    pub changes: Vec<Change>,
+}
+
+/// Counts for the summary line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub add: usize,
+    pub change: usize,
+    pub destroy: usize,
+    pub read: usize,
+}
+
+impl Plan {
+    /// Whether applying would change anything (`--detailed-exitcode` 2).
+    pub fn has_changes(&self) -> bool {
+        // As Terraform: drift alone (outside a refresh-only plan) is not a change.
+        self.changes.iter().any(|c| c.action != Action::NoOp)
+    }
+
+    pub fn summary(&self) -> Summary {
+        let mut summary = Summary::default();
+        for change in &self.changes {
+            match change.action {
+                Action::NoOp => {}
+                Action::Create => summary.add += 1,
+                Action::Update => summary.change += 1,
+                Action::DeleteThenCreate | Action::CreateThenDelete => {
+                    summary.add += 1;
+                    summary.destroy += 1;
+                }
+                Action::Delete => summary.destroy += 1,
+                Action::Read => summary.read += 1,
+            }
+        }
+        summary
+    }
+
+    pub fn change(&self, address: &ResourceAddr) -> Option<&Change> {
+        self.changes.iter().find(|c| &c.address == address)
+    }
+}
+
+/// `--detailed-exitcode`: 0 no changes, 1 error, 2 changes present.
+pub fn detailed_exit_code(plan: &Result<Plan, Error>) -> u8 {
+    match plan {
+        Ok(plan) if plan.has_changes() => 2,
+        Ok(_) => 0,
+        Err(_) => 1,
+    }
+}
+
+/// The configuration's digest: sha256 of the desired resources' canonical JSON (sorted
+/// by address). Formatting, comments and layer layout do not count; any value that
+/// reaches a resource does.
+pub fn config_digest(desired: &[DesiredResource]) -> String {
+    let mut sorted: Vec<&DesiredResource> = desired.iter().collect();
+    sorted.sort_by(|a, b| a.addr.cmp(&b.addr));
+    let mut hasher = Sha256::new();
+    for resource in sorted {
+        hasher.update(serde_json::to_vec(resource).expect("desired resources serialize"));
+        hasher.update(b"\n");
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// Schemas by (provider, kind), fetched once per provider.
+#[derive(Default)]
+pub(crate) struct Schemas {
+    by_kind: HashMap<(String, String), ResourceSchema>,
+    loaded: HashSet<String>,
+}
+
+impl Schemas {
+    pub(crate) fn get(
+        &mut self,
+        providers: &ProviderRegistry,
+        provider: &str,
+        kind: &str,
+    ) -> Option<&ResourceSchema> {
+        if self.loaded.insert(provider.to_string())
+            && let Some(p) = providers.get(provider)
+        {
+            for schema in p.schemas() {
+                self.by_kind
+                    .insert((provider.to_string(), schema.kind.clone()), schema);
+            }
+        }
+        self.by_kind.get(&(provider.to_string(), kind.to_string()))
+    }
+
+    /// Whether `attribute` (a dotted path) is secret: its top-level name is sensitive.
+    pub(crate) fn is_sensitive(
+        &mut self,
+        providers: &ProviderRegistry,
+        provider: &str,
+        kind: &str,
+        attribute: &str,
+    ) -> bool {
+        let root = attribute.split('.').next().unwrap_or(attribute);
+        self.get(providers, provider, kind)
+            .and_then(|s| s.attribute(root))
+            .is_some_and(|a| a.sensitive)
+    }
+}
+
+/// Plan `desired` against `state` (one environment's document).
+pub async fn plan(
+    desired: Vec<DesiredResource>,
+    state: &StateDocument,
+    providers: &ProviderRegistry,
+    options: &PlanOptions,
+) -> Result<Plan, Error> {
+    let environment = state.environment.clone();
+    let config_digest = config_digest(&desired);
+    let in_scope = |addr: &ResourceAddr| {
+        addr.environment == environment
+            && options.cluster.as_ref().is_none_or(|c| *c == addr.cluster)
+    };
+    for resource in desired.iter().filter(|d| in_scope(&d.addr)) {
+        if providers.get(&resource.provider).is_none() {
+            return Err(Error::NoProvider {
+                provider: resource.provider.clone(),
+                address: resource.addr.clone(),
+            });
+        }
+    }
+    for replace in &options.replace {
+        if !desired.iter().any(|d| &d.addr == replace) {
+            return Err(Error::UnknownReplace(replace.clone()));
+        }
+    }
+
+    let read_all = options.refresh || options.mode == PlanMode::RefreshOnly;
+    let drift = refresh::refresh(state, &in_scope, providers, read_all).await?;
+    let mut current = state.clone();
+    apply_drift(&mut current, &drift);
+
+    let graph_options = GraphOptions {
+        mode: match options.mode {
+            PlanMode::Destroy => graph::Mode::Destroy,
+            PlanMode::Normal | PlanMode::RefreshOnly => graph::Mode::Normal,
+        },
+        cluster: options.cluster.clone(),
+        targets: options.targets.clone(),
+    };
+    let graph = ResourceGraph::build(desired, &current, &graph_options)?;
+
+    let changes = if options.mode == PlanMode::RefreshOnly {
+        drift
+            .iter()
+            .filter(|d| graph.get(&d.address).is_some() || options.targets.is_empty())
+            .map(read_change)
+            .collect()
+    } else {
+        plan_changes(&graph, &current, state, providers, options).await?
+    };
+
+    let protected: Vec<ResourceAddr> = changes
+        .iter()
+        .filter(|c| c.prevent_destroy && c.action.deletes())
+        .map(|c| c.address.clone())
+        .collect();
+    if !protected.is_empty() {
+        return Err(Error::PreventDestroy(protected));
+    }
+
+    Ok(Plan {
+        format_version: FORMAT_VERSION,
+        environment: state.environment.clone(),
+        lineage: state.lineage,
+        serial: state.serial,
+        config_digest,
+        mode: options.mode,
+        drift: if options.mode == PlanMode::RefreshOnly {
+            Vec::new()
+        } else {
+            drift
+        },
+        changes,
+    })
+}
+
+fn read_change(drift: &Drift) -> Change {
+    Change {
+        address: drift.address.clone(),
+        provider: drift.before.provider.clone(),
+        action: Action::Read,
+        reason: None,
+        id: drift.before.id.clone(),
+        before: Some(drift.before.attributes.clone()),
+        after: drift.after.as_ref().map(|a| a.attributes.clone()),
+        desired: None,
+        requires_replace: Vec::new(),
+        sensitive: drift.before.sensitive.clone(),
+        wait_for: Vec::new(),
+        dependencies: drift.before.dependencies.clone(),
+        prevent_destroy: false,
+        refreshed: drift.after.clone(),
+    }
+}
+
+async fn plan_changes(
+    graph: &ResourceGraph,
+    current: &StateDocument,
+    recorded: &StateDocument,
+    providers: &ProviderRegistry,
+    options: &PlanOptions,
+) -> Result<Vec<Change>, Error> {
+    let mut schemas = Schemas::default();
+    let mut planned: HashMap<ResourceAddr, usize> = HashMap::new();
+    let mut changes: Vec<Change> = Vec::with_capacity(graph.len());
+    for vertex in graph.execution_order() {
+        let addr = vertex.addr();
+        let wait_for: Vec<ResourceAddr> = graph.predecessors(addr).into_iter().cloned().collect();
+        let change = match vertex {
+            Vertex::Configured(desired) if options.mode == PlanMode::Destroy => {
+                // Never created: nothing to destroy, kept for ordering only.
+                no_op(desired, wait_for)
+            }
+            Vertex::Configured(desired) => {
+                let resolved =
+                    resolve_for_plan(desired, &changes, &planned, &mut schemas, providers)?;
+                let mut change = plan_configured(
+                    desired,
+                    resolved,
+                    current,
+                    recorded,
+                    providers,
+                    options,
+                    &mut schemas,
+                )
+                .await?;
+                change.wait_for = wait_for;
+                change.dependencies = graph.dependencies(addr);
+                change
+            }
+            Vertex::Orphan { state, .. } | Vertex::Destroy { state, .. } => {
+                let prevent_destroy = match vertex {
+                    Vertex::Destroy {
+                        desired: Some(d), ..
+                    } => d.prevent_destroy,
+                    _ => false,
+                };
+                Change {
+                    address: addr.clone(),
+                    provider: state.provider.clone(),
+                    action: Action::Delete,
+                    reason: Some(if options.mode == PlanMode::Destroy {
+                        Reason::Destroy
+                    } else {
+                        Reason::NotInConfiguration
+                    }),
+                    id: state.id.clone(),
+                    before: Some(state.attributes.clone()),
+                    after: None,
+                    desired: None,
+                    requires_replace: Vec::new(),
+                    sensitive: state.sensitive.clone(),
+                    wait_for,
+                    dependencies: state.dependencies.clone(),
+                    prevent_destroy,
+                    refreshed: None,
+                }
+            }
+        };
+        planned.insert(addr.clone(), changes.len());
+        changes.push(change);
+    }
+    Ok(changes)
+}
+
+fn no_op(desired: &DesiredResource, wait_for: Vec<ResourceAddr>) -> Change {
+    Change {
+        address: desired.addr.clone(),
+        provider: desired.provider.clone(),
+        action: Action::NoOp,
+        reason: None,
+        id: None,
+        before: None,
+        after: None,
+        desired: None,
+        requires_replace: Vec::new(),
+        sensitive: Vec::new(),
+        wait_for,
+        dependencies: Vec::new(),
+        prevent_destroy: desired.prevent_destroy,
+        refreshed: None,
+    }
+}
+
+/// Resolve references against what the plan so far says about each target.
+fn resolve_for_plan(
+    desired: &DesiredResource,
+    changes: &[Change],
+    planned: &HashMap<ResourceAddr, usize>,
+    schemas: &mut Schemas,
+    providers: &ProviderRegistry,
+) -> Result<resolve::Resolved, Error> {
+    let mut lookup_reference = |reference: &infraflux_provider::Reference| {
+        let Some(target) = reference
+            .address
+            .parse::<ResourceAddr>()
+            .ok()
+            .and_then(|a| planned.get(&a))
+            .map(|&i| &changes[i])
+        else {
+            return Lookup::Missing;
+        };
+        let sensitive = target.is_sensitive(&reference.attribute)
+            || schemas.is_sensitive(
+                providers,
+                &target.provider,
+                &target.address.kind,
+                &reference.attribute,
+            );
+        match target
+            .after
+            .as_ref()
+            .and_then(|a| lookup(a, &reference.attribute))
+        {
+            Some(value) => Lookup::Value(value.clone(), sensitive),
+            None => {
+                // Not planned (yet): a computed attribute of a resource being created.
+                let root = reference.attribute.split('.').next().unwrap_or_default();
+                let declared = schemas
+                    .get(providers, &target.provider, &target.address.kind)
+                    .is_some_and(|s| s.attribute(root).is_some());
+                if declared {
+                    Lookup::Unknown(sensitive)
+                } else {
+                    Lookup::Missing
+                }
+            }
+        }
+    };
+    resolve_references(&desired.attributes, &mut lookup_reference).map_err(
+        |(attribute, reference)| Error::UnresolvedReference {
+            from: desired.addr.clone(),
+            attribute,
+            target: reference.address,
+            target_attribute: reference.attribute,
+        },
+    )
+}
+
+async fn plan_configured(
+    desired: &DesiredResource,
+    resolved: resolve::Resolved,
+    current: &StateDocument,
+    recorded: &StateDocument,
+    providers: &ProviderRegistry,
+    options: &PlanOptions,
+    schemas: &mut Schemas,
+) -> Result<Change, Error> {
+    let addr = &desired.addr;
+    let provider = providers.get(&desired.provider).expect("checked in plan");
+    let prior = current.resources.get(addr);
+    let forced = match prior.map(|p| p.status) {
+        Some(ResourceStatus::Tainted) => Some(Reason::Tainted),
+        Some(ResourceStatus::PendingDelete) => Some(Reason::InterruptedDelete),
+        Some(_) if options.replace.contains(addr) => Some(Reason::ReplaceRequested),
+        _ => None,
+    };
+    let resource = ResourceRef {
+        address: addr.to_string(),
+        kind: desired.kind.clone(),
+    };
+    let response = provider
+        .plan(PlanRequest {
+            resource,
+            prior: prior
+                .filter(|_| forced.is_none())
+                .map(|p| p.attributes.clone()),
+            desired: resolved.attributes,
+        })
+        .await
+        .map_err(|source| Error::Provider {
+            address: addr.clone(),
+            source,
+        })?;
+
+    let mut sensitive: Vec<String> = schemas
+        .get(providers, &desired.provider, &desired.kind)
+        .map(|s| s.sensitive_attributes().map(str::to_string).collect())
+        .unwrap_or_default();
+    sensitive.extend(resolved.sensitive);
+    sensitive.sort();
+    sensitive.dedup();
+
+    let (action, reason) = match (prior, forced) {
+        (None, _) => {
+            let deleted_outside = recorded.resources.contains_key(addr);
+            (
+                Action::Create,
+                deleted_outside.then_some(Reason::DeletedOutside),
+            )
+        }
+        (Some(_), Some(reason)) => (replace_action(response.create_before_destroy), Some(reason)),
+        (Some(_), None) if !response.requires_replace.is_empty() => (
+            replace_action(response.create_before_destroy),
+            Some(Reason::RequiresReplace),
+        ),
+        (Some(prior), None) if prior.attributes != response.planned => (Action::Update, None),
+        (Some(_), None) => (Action::NoOp, None),
+    };
+    let mut after = response.planned;
+    // A replaced object's computed values are new: unknown until created.
+    if action.is_replace()
+        && let Some(schema) = schemas.get(providers, &desired.provider, &desired.kind)
+    {
+        for attribute in schema.attributes.iter().filter(|a| a.computed) {
+            after.insert(attribute.name.clone(), unknown());
+        }
+    }
+    Ok(Change {
+        address: addr.clone(),
+        provider: desired.provider.clone(),
+        action,
+        reason,
+        id: prior.and_then(|p| p.id.clone()),
+        before: prior.map(|p| p.attributes.clone()),
+        after: Some(after),
+        desired: Some(desired.attributes.clone()),
+        requires_replace: response.requires_replace,
+        sensitive,
+        wait_for: Vec::new(),
+        dependencies: Vec::new(),
+        prevent_destroy: desired.prevent_destroy,
+        refreshed: None,
+    })
+}
+
+fn replace_action(create_before_destroy: bool) -> Action {
+    if create_before_destroy {
+        Action::CreateThenDelete
+    } else {
+        Action::DeleteThenCreate
+    }
+}
+
+#[cfg(test)]
+mod tests;

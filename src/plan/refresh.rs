@@ -1,0 +1,161 @@
+//! Refresh: ask providers what exists now, one batched `read` per provider.
+//!
+//! Records left pending by an interrupted apply are always read, even with
+//! `--refresh=false`, because nothing else can tell whether the interrupted operation
+//! happened:
+//! - `PendingCreate` (no ID yet) is read with an empty ID; a provider looks the object up
+//!   by its natural key (a VM's name) and, when it finds it, returns its ID in the `id`
+//!   attribute. Found → adopted (Ready); gone → forgotten (created again if configured).
+//! - `PendingDelete` found → stays pending (deleted again, or replaced if configured);
+//!   gone → forgotten.
+
+use std::collections::BTreeMap;
+
+use infraflux_provider::{ReadItem, ReadOutcome, ReadRequest, ResourceRef};
+use tokio::task::JoinSet;
+
+use super::{Drift, Error};
+use crate::model::address::ResourceAddr;
+use crate::registry::ProviderRegistry;
+use crate::state::{ResourceState, ResourceStatus, StateDocument};
+
+/// Read the resources of `state` that `in_scope` selects (all of them when `read_all`,
+/// only pending ones otherwise) and return what differs, sorted by address.
+pub(crate) async fn refresh(
+    state: &StateDocument,
+    in_scope: &dyn Fn(&ResourceAddr) -> bool,
+    providers: &ProviderRegistry,
+    read_all: bool,
+) -> Result<Vec<Drift>, Error> {
+    let mut batches: BTreeMap<&str, Vec<ReadItem>> = BTreeMap::new();
+    for (addr, resource) in &state.resources {
+        let pending = matches!(
+            resource.status,
+            ResourceStatus::PendingCreate | ResourceStatus::PendingDelete
+        );
+        if !in_scope(addr) || !(read_all || pending) {
+            continue;
+        }
+        if providers.get(&resource.provider).is_none() {
+            return Err(Error::NoProvider {
+                provider: resource.provider.clone(),
+                address: addr.clone(),
+            });
+        }
+        batches
+            .entry(resource.provider.as_str())
+            .or_default()
+            .push(ReadItem {
+                resource: ResourceRef {
+                    address: addr.to_string(),
+                    kind: resource.kind.clone(),
+                },
+                id: resource.id.clone().unwrap_or_default(),
+                prior: resource.attributes.clone(),
+            });
+    }
+
+    let mut reads = JoinSet::new();
+    for (name, items) in batches {
+        let provider = providers.get(name).expect("checked above").clone();
+        let expected: Vec<String> = items.iter().map(|i| i.resource.address.clone()).collect();
+        reads.spawn(async move {
+            let response = provider
+                .read(ReadRequest {
+                    resources: items,
+                    deep: false,
+                })
+                .await;
+            (expected, response)
+        });
+    }
+
+    let mut failures = Vec::new();
+    let mut drift = Vec::new();
+    while let Some(joined) = reads.join_next().await {
+        let (expected, response) = joined.map_err(|e| Error::Internal(e.to_string()))?;
+        let response = match response {
+            Ok(response) => response,
+            Err(error) => {
+                failures.push(error);
+                continue;
+            }
+        };
+        let mut outcomes: BTreeMap<String, ReadOutcome> = response
+            .results
+            .into_iter()
+            .map(|r| (r.address, r.outcome))
+            .collect();
+        for address in expected {
+            let addr: ResourceAddr = address
+                .parse()
+                .map_err(|_| Error::Internal(address.clone()))?;
+            let before = &state.resources[&addr];
+            let after = match outcomes.remove(&address) {
+                Some(ReadOutcome::Found(attributes)) => Some(found(&addr, before, attributes)?),
+                Some(ReadOutcome::Gone) => None,
+                Some(ReadOutcome::Failed(error)) => {
+                    failures.push(error);
+                    continue;
+                }
+                None => {
+                    failures.push(infraflux_provider::ProviderError::new(
+                        infraflux_provider::ErrorKind::Other,
+                        "read",
+                        &address,
+                        "the provider returned no result for this resource",
+                    ));
+                    continue;
+                }
+            };
+            if after.as_ref() != Some(before) {
+                drift.push(Drift {
+                    address: addr,
+                    before: before.clone(),
+                    after,
+                });
+            }
+        }
+    }
+    if !failures.is_empty() {
+        failures.sort_by(|a, b| a.address.cmp(&b.address));
+        return Err(Error::Refresh(failures));
+    }
+    drift.sort_by(|a, b| a.address.cmp(&b.address));
+    Ok(drift)
+}
+
+fn found(
+    addr: &ResourceAddr,
+    before: &ResourceState,
+    mut attributes: infraflux_provider::Attributes,
+) -> Result<ResourceState, Error> {
+    let mut after = before.clone();
+    match before.status {
+        ResourceStatus::PendingCreate => {
+            let id = attributes
+                .remove("id")
+                .and_then(|id| id.as_str().map(str::to_string))
+                .ok_or_else(|| Error::AdoptionWithoutId(addr.clone()))?;
+            after.id = Some(id);
+            after.status = ResourceStatus::Ready;
+        }
+        ResourceStatus::Ready | ResourceStatus::PendingDelete | ResourceStatus::Tainted => {}
+    }
+    after.attributes = attributes;
+    Ok(after)
+}
+
+/// `state` with the drift applied.
+pub(crate) fn apply_drift(state: &mut StateDocument, drift: &[Drift]) {
+    for entry in drift {
+        match &entry.after {
+            Some(after) => {
+                state.resources.insert(entry.address.clone(), after.clone());
+            }
+            None => {
+                state.resources.remove(&entry.address);
+            }
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! Plan renderers: human (Terraform's conventions) and JSON (docs/plan-json.md).
+//!
+//! Secrets print as `(sensitive)` and values known only after apply as
+//! `(known after apply)`, in both.
+
+use std::fmt::Write as _;
+
+use infraflux_provider::{Attributes, contains_unknown};
+use serde_json::{Value, json};
+
+use super::{Action, AttributeDiff, Change, Drift, Plan, PlanMode};
+
+const SENSITIVE: &str = "(sensitive)";
+const UNKNOWN: &str = "(known after apply)";
+
+struct Style {
+    color: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+
+    fn symbol(&self, action: Action) -> String {
+        let code = match action {
+            Action::Create => "32",
+            Action::Update => "33",
+            Action::Delete => "31",
+            Action::DeleteThenCreate | Action::CreateThenDelete => "35",
+            Action::Read => "36",
+            Action::NoOp => "0",
+        };
+        self.paint(code, action.symbol())
+    }
+
+    fn bold(&self, text: &str) -> String {
+        self.paint("1", text)
+    }
+}
+
+fn value_text(value: Option<&Value>, sensitive: bool) -> String {
+    match value {
+        None => "null".to_string(),
+        // An unknown value reveals nothing, secret or not.
+        Some(v) if contains_unknown(v) => UNKNOWN.to_string(),
+        Some(_) if sensitive => SENSITIVE.to_string(),
+        Some(v) => serde_json::to_string(v).expect("values serialize"),
+    }
+}
+
+/// One attribute line: (symbol action, path, text).
+type Line = (Action, String, String);
+
+fn lines_for(change: &Change) -> (Vec<Line>, usize) {
+    let sensitive = |path: &str| change.is_sensitive(path);
+    let all = |attributes: Option<&Attributes>, action: Action, deleting: bool| -> Vec<Line> {
+        let mut sorted: Vec<(&String, &Value)> = attributes.into_iter().flatten().collect();
+        sorted.sort_by(|a, b| a.0.cmp(b.0));
+        sorted
+            .into_iter()
+            .map(|(key, value)| {
+                let text = value_text(Some(value), sensitive(key));
+                let text = if deleting {
+                    format!("{text} -> null")
+                } else {
+                    text
+                };
+                (action, key.clone(), text)
+            })
+            .collect()
+    };
+    match change.action {
+        Action::NoOp => (Vec::new(), 0),
+        Action::Create => (all(change.after.as_ref(), Action::Create, false), 0),
+        Action::Delete => (all(change.before.as_ref(), Action::Delete, true), 0),
+        Action::Update | Action::DeleteThenCreate | Action::CreateThenDelete | Action::Read => {
+            let diffs = change.attribute_diffs();
+            let total = change
+                .before
+                .iter()
+                .chain(change.after.iter())
+                .flat_map(|a| a.keys())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len();
+            let changed_roots: std::collections::BTreeSet<&str> = diffs
+                .iter()
+                .map(|d| d.path.split('.').next().unwrap_or(&d.path))
+                .collect();
+            let lines = diffs
+                .iter()
+                .map(|d| diff_line(d, sensitive(&d.path), &change.requires_replace))
+                .collect();
+            (lines, total - changed_roots.len())
+        }
+    }
+}
+
+fn diff_line(diff: &AttributeDiff, sensitive: bool, requires_replace: &[String]) -> Line {
+    let forces = if requires_replace.iter().any(|r| r == &diff.path) {
+        " # forces replacement"
+    } else {
+        ""
+    };
+    match (&diff.before, &diff.after) {
+        (None, after) => (
+            Action::Create,
+            diff.path.clone(),
+            format!("{}{forces}", value_text(after.as_ref(), sensitive)),
+        ),
+        (before, None) => (
+            Action::Delete,
+            diff.path.clone(),
+            format!("{} -> null{forces}", value_text(before.as_ref(), sensitive)),
+        ),
+        (before, after) => (
+            Action::Update,
+            diff.path.clone(),
+            format!(
+                "{} -> {}{forces}",
+                value_text(before.as_ref(), sensitive),
+                value_text(after.as_ref(), sensitive)
+            ),
+        ),
+    }
+}
+
+fn block(
+    text: &mut String,
+    style: &Style,
+    header: &str,
+    note: Option<String>,
+    action: Action,
+    change: &Change,
+) {
+    let _ = writeln!(text, "  {}", style.bold(&format!("# {header}")));
+    if let Some(note) = note {
+        let _ = writeln!(text, "  # {note}");
+    }
+    let (lines, hidden) = lines_for(change);
+    let _ = writeln!(
+        text,
+        "{:>width$} resource \"{}\" \"{}\" {{",
+        style.symbol(action),
+        change.address.kind,
+        change.address.name,
+        width = 3 + style.symbol(action).len() - action.symbol().len()
+    );
+    let key_width = lines.iter().map(|(_, k, _)| k.len()).max().unwrap_or(0);
+    for (line_action, key, value) in &lines {
+        let _ = writeln!(
+            text,
+            "      {} {key:<key_width$} = {value}",
+            style.symbol(*line_action)
+        );
+    }
+    if hidden > 0 {
+        let _ = writeln!(
+            text,
+            "        # ({hidden} unchanged attribute{} hidden)",
+            if hidden == 1 { "" } else { "s" }
+        );
+    }
+    text.push_str("    }\n\n");
+}
+
+fn drift_change(drift: &Drift) -> Change {
+    Change {
+        address: drift.address.clone(),
+        provider: drift.before.provider.clone(),
+        action: Action::Read,
+        reason: None,
+        id: None,
+        before: Some(drift.before.attributes.clone()),
+        after: drift.after.as_ref().map(|a| a.attributes.clone()),
+        desired: None,
+        requires_replace: Vec::new(),
+        sensitive: drift.before.sensitive.clone(),
+        wait_for: Vec::new(),
+        dependencies: Vec::new(),
+        prevent_destroy: false,
+        refreshed: None,
+    }
+}
+
+/// The plan for a person, in Terraform's layout.
+pub fn human(plan: &Plan, color: bool) -> String {
+    let style = Style { color };
+    let mut text = String::new();
+
+    if !plan.drift.is_empty() {
+        text.push_str(&style.bold("Note: objects have changed outside InfraFlux"));
+        text.push_str("\n\nInfraFlux detected the following changes made outside InfraFlux since the last apply:\n\n");
+        for drift in &plan.drift {
+            let change = drift_change(drift);
+            match &drift.after {
+                Some(_) => block(
+                    &mut text,
+                    &style,
+                    &format!("{} has changed", drift.address),
+                    None,
+                    Action::Update,
+                    &change,
+                ),
+                None => {
+                    let _ = writeln!(
+                        text,
+                        "  {}\n",
+                        style.bold(&format!("# {} has been deleted", drift.address))
+                    );
+                }
+            }
+        }
+    }
+
+    let visible: Vec<&Change> = plan
+        .changes
+        .iter()
+        .filter(|c| c.action != Action::NoOp)
+        .collect();
+    if visible.is_empty() {
+        text.push_str(&style.bold(match plan.mode {
+            PlanMode::RefreshOnly => "No changes. Nothing changed outside InfraFlux.",
+            _ => "No changes. The infrastructure matches the configuration.",
+        }));
+        text.push('\n');
+        return text;
+    }
+
+    let mut used: Vec<Action> = visible.iter().map(|c| c.action).collect();
+    used.sort_by_key(|a| legend_rank(*a));
+    used.dedup();
+    text.push_str("Resource actions are indicated with the following symbols:\n");
+    for action in used {
+        let _ = writeln!(
+            text,
+            "{:>width$} {}",
+            style.symbol(action),
+            legend(action),
+            width = 3 + style.symbol(action).len() - action.symbol().len()
+        );
+    }
+    text.push('\n');
+    match plan.mode {
+        PlanMode::RefreshOnly => text.push_str("This is a refresh-only plan: applying it records these changes in state and changes no remote object.\n\n"),
+        _ => text.push_str("InfraFlux will perform the following actions:\n\n"),
+    }
+    for change in visible {
+        let header = match (change.action, &change.after) {
+            (Action::Read, None) => format!("{} has been deleted", change.address),
+            (Action::Read, Some(_)) => format!("{} has changed", change.address),
+            (action, _) => format!("{} {}", change.address, action.describe()),
+        };
+        let note = change.reason.as_ref().map(|r| r.explain(&change.address));
+        block(&mut text, &style, &header, note, change.action, change);
+    }
+    let summary = plan.summary();
+    let line = match plan.mode {
+        PlanMode::RefreshOnly => format!(
+            "Refresh: {} resource{} changed outside InfraFlux.",
+            summary.read,
+            if summary.read == 1 { "" } else { "s" }
+        ),
+        _ => format!(
+            "Plan: {} to add, {} to change, {} to destroy.",
+            summary.add, summary.change, summary.destroy
+        ),
+    };
+    text.push_str(&style.bold(&line));
+    text.push('\n');
+    text
+}
+
+fn legend_rank(action: Action) -> u8 {
+    match action {
+        Action::Create => 0,
+        Action::Update => 1,
+        Action::Delete => 2,
+        Action::DeleteThenCreate => 3,
+        Action::CreateThenDelete => 4,
+        Action::Read => 5,
+        Action::NoOp => 6,
+    }
+}
+
+fn legend(action: Action) -> &'static str {
+    match action {
+        Action::Create => "create",
+        Action::Update => "update in-place",
+        Action::Delete => "destroy",
+        Action::DeleteThenCreate => "destroy and then create replacement",
+        Action::CreateThenDelete => "create replacement and then destroy",
+        Action::Read => "read (record in state)",
+        Action::NoOp => "no-op",
+    }
+}
+
+/// Replace secrets by `"(sensitive)"` and unknowns by `null`, collecting the unknown
+/// paths.
+fn mask(attributes: Option<&Attributes>, change: &Change, unknown: &mut Vec<String>) -> Value {
+    fn walk(path: &str, value: &Value, unknown: &mut Vec<String>) -> Value {
+        if infraflux_provider::is_unknown(value) {
+            unknown.push(path.to_string());
+            return Value::Null;
+        }
+        match value {
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), walk(&format!("{path}.{k}"), v, unknown)))
+                    .collect(),
+            ),
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| walk(&format!("{path}.{i}"), v, unknown))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+    match attributes {
+        None => Value::Null,
+        Some(attributes) => Value::Object(
+            attributes
+                .iter()
+                .map(|(key, value)| {
+                    let masked =
+                        if change.is_sensitive(key) && !infraflux_provider::is_unknown(value) {
+                            json!(SENSITIVE)
+                        } else {
+                            walk(key, value, unknown)
+                        };
+                    (key.clone(), masked)
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// The plan as JSON, format version 1 (docs/plan-json.md).
+pub fn json(plan: &Plan) -> Value {
+    let summary = plan.summary();
+    let changes: Vec<Value> = plan
+        .changes
+        .iter()
+        .map(|change| {
+            let mut before_unknown = Vec::new();
+            let mut after_unknown = Vec::new();
+            json!({
+                "address": change.address.to_string(),
+                "provider": change.provider,
+                "type": change.address.kind,
+                "name": change.address.name,
+                "action": change.action.to_string(),
+                "symbol": change.action.symbol(),
+                "reason": change.reason,
+                "before": mask(change.before.as_ref(), change, &mut before_unknown),
+                "after": mask(change.after.as_ref(), change, &mut after_unknown),
+                "after_unknown": after_unknown,
+                "sensitive": change.sensitive,
+                "requires_replace": change.requires_replace,
+                "wait_for": change.wait_for.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let drift: Vec<Value> = plan
+        .drift
+        .iter()
+        .map(|d| {
+            let change = drift_change(d);
+            let mut unknown = Vec::new();
+            json!({
+                "address": d.address.to_string(),
+                "before": mask(change.before.as_ref(), &change, &mut unknown),
+                "after": mask(change.after.as_ref(), &change, &mut unknown),
+            })
+        })
+        .collect();
+    json!({
+        "format_version": plan.format_version,
+        "environment": plan.environment,
+        "lineage": plan.lineage.to_string(),
+        "serial": plan.serial,
+        "config_digest": plan.config_digest,
+        "mode": plan.mode,
+        "has_changes": plan.has_changes(),
+        "summary": summary,
+        "drift": drift,
+        "changes": changes,
+    })
+}

@@ -1,0 +1,117 @@
+//! Reference markers → values. Used at plan time (values from the planned attributes of
+//! dependencies, unknown where those are unknown) and again during apply (values from
+//! state, by then known).
+
+use infraflux_provider::{Attributes, Reference, parse_reference, unknown};
+use serde_json::Value;
+
+/// What a reference's target has for the referenced attribute.
+pub(crate) enum Lookup {
+    /// The value, and whether it is secret.
+    Value(Value, bool),
+    /// Not known yet (the target is created or replaced by this plan).
+    Unknown(bool),
+    /// The target has no such attribute.
+    Missing,
+}
+
+/// Attributes with every reference resolved, and the top-level names whose values came
+/// from a secret (sensitivity follows the value).
+pub(crate) struct Resolved {
+    pub attributes: Attributes,
+    pub sensitive: Vec<String>,
+}
+
+/// Resolve every reference in `attributes`; `Err` carries the reference (and the
+/// top-level attribute holding it) that could not be resolved.
+pub(crate) fn resolve_references(
+    attributes: &Attributes,
+    lookup: &mut dyn FnMut(&Reference) -> Lookup,
+) -> Result<Resolved, (String, Reference)> {
+    let mut resolved = Attributes::new();
+    let mut sensitive = Vec::new();
+    for (key, value) in attributes {
+        let mut secret = false;
+        let value = resolve_value(value, lookup, &mut secret).map_err(|r| (key.clone(), r))?;
+        if secret {
+            sensitive.push(key.clone());
+        }
+        resolved.insert(key.clone(), value);
+    }
+    Ok(Resolved {
+        attributes: resolved,
+        sensitive,
+    })
+}
+
+fn resolve_value(
+    value: &Value,
+    lookup: &mut dyn FnMut(&Reference) -> Lookup,
+    secret: &mut bool,
+) -> Result<Value, Reference> {
+    if let Some(reference) = parse_reference(value) {
+        return match lookup(&reference) {
+            Lookup::Value(value, sensitive) => {
+                *secret |= sensitive;
+                Ok(value)
+            }
+            Lookup::Unknown(sensitive) => {
+                *secret |= sensitive;
+                Ok(unknown())
+            }
+            Lookup::Missing => Err(reference),
+        };
+    }
+    Ok(match value {
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|v| resolve_value(v, lookup, secret))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), resolve_value(v, lookup, secret)?)))
+                .collect::<Result<_, _>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use infraflux_provider::{is_unknown, reference};
+    use serde_json::json;
+
+    #[test]
+    fn references_resolve_anywhere_and_carry_sensitivity() {
+        let attributes = json!({
+            "plain": 1,
+            "image": reference("dev/w/x.a", "volume"),
+            "nested": [{"config": reference("dev/w/x.b", "kubeconfig")}],
+            "later": reference("dev/w/x.c", "id"),
+        });
+        let resolved = resolve_references(attributes.as_object().unwrap(), &mut |r| match r
+            .attribute
+            .as_str()
+        {
+            "volume" => Lookup::Value(json!("local:iso/talos.raw"), false),
+            "kubeconfig" => Lookup::Value(json!("apiVersion: v1"), true),
+            _ => Lookup::Unknown(false),
+        })
+        .unwrap();
+        assert_eq!(resolved.attributes["image"], json!("local:iso/talos.raw"));
+        assert_eq!(
+            resolved.attributes["nested"][0]["config"],
+            json!("apiVersion: v1")
+        );
+        assert!(is_unknown(&resolved.attributes["later"]));
+        assert_eq!(resolved.sensitive, vec!["nested".to_string()]);
+
+        let error = resolve_references(attributes.as_object().unwrap(), &mut |_| Lookup::Missing)
+            .err()
+            .unwrap();
+        assert_eq!(error.1.address, "dev/w/x.a");
+    }
+}

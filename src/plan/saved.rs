@@ -1,0 +1,146 @@
+//! Saved plans (`plan --out FILE`, `apply FILE`): the [`Plan`] as JSON, written
+//! atomically and readable by its owner only (a plan holds attribute values, secrets
+//! among them, as Terraform's plan files do).
+//!
+//! A saved plan is applied only to the state and configuration it was made from: the
+//! same lineage, the same serial, the same configuration digest. Anything else is
+//! refused with the reason, because applying it would act on a world the plan did not
+//! look at.
+
+use std::path::{Path, PathBuf};
+
+use super::{FORMAT_VERSION, Plan};
+use crate::state::StateDocument;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot {action} saved plan `{path}`")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{path}` is not a saved plan: {reason}")]
+    Format { path: PathBuf, reason: String },
+    #[error(
+        "saved plan `{path}` has format version {found}; this InfraFlux reads version {FORMAT_VERSION}"
+    )]
+    Version { path: PathBuf, found: u32 },
+    #[error("the saved plan is for environment `{plan}`, not `{requested}`")]
+    Environment { plan: String, requested: String },
+    #[error(
+        "the saved plan is stale: it was made for another state (lineage {plan}, the state's is {state})"
+    )]
+    Lineage { plan: uuid::Uuid, state: uuid::Uuid },
+    #[error(
+        "the saved plan is stale: the state changed since it was made (serial {plan}, now {state})"
+    )]
+    Serial { plan: u64, state: u64 },
+    #[error("the saved plan is stale: the configuration changed since it was made")]
+    Configuration,
+}
+
+impl Error {
+    /// What to do about it.
+    pub fn help(&self) -> Option<&'static str> {
+        match self {
+            Error::Lineage { .. } | Error::Serial { .. } | Error::Configuration => Some(
+                "run `infraflux plan --out FILE` again, review the new plan and apply that one",
+            ),
+            Error::Version { .. } | Error::Format { .. } => {
+                Some("make the plan again with this version of InfraFlux")
+            }
+            Error::Environment { .. } => Some("pass the plan's environment with --env"),
+            Error::Io { .. } => None,
+        }
+    }
+}
+
+pub fn save(plan: &Plan, path: &Path) -> Result<(), Error> {
+    let io = |action, source| Error::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    };
+    let text = serde_json::to_string_pretty(plan).expect("plans serialize");
+    let directory = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let temporary = directory.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("plan")
+    ));
+    write_private(&temporary, text.as_bytes()).map_err(|e| io("write", e))?;
+    std::fs::rename(&temporary, path).map_err(|e| io("write", e))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+pub fn load(path: &Path) -> Result<Plan, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        action: "read",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Format {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let found = value
+        .get("format_version")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| Error::Format {
+            path: path.to_path_buf(),
+            reason: "no format_version".into(),
+        })?;
+    if found != u64::from(FORMAT_VERSION) {
+        return Err(Error::Version {
+            path: path.to_path_buf(),
+            found: u32::try_from(found).unwrap_or(u32::MAX),
+        });
+    }
+    serde_json::from_value(value).map_err(|e| Error::Format {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// Refuse a plan that was not made from `state` and `config_digest`.
+pub fn check(plan: &Plan, state: &StateDocument, config_digest: &str) -> Result<(), Error> {
+    if plan.environment != state.environment {
+        return Err(Error::Environment {
+            plan: plan.environment.clone(),
+            requested: state.environment.clone(),
+        });
+    }
+    if plan.lineage != state.lineage {
+        return Err(Error::Lineage {
+            plan: plan.lineage,
+            state: state.lineage,
+        });
+    }
+    if plan.serial != state.serial {
+        return Err(Error::Serial {
+            plan: plan.serial,
+            state: state.serial,
+        });
+    }
+    if plan.config_digest != config_digest {
+        return Err(Error::Configuration);
+    }
+    Ok(())
+}

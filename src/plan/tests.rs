@@ -1,0 +1,411 @@
+use std::sync::Arc;
+
+use infraflux_provider::{is_unknown, reference};
+use infraflux_provider_mock::Op;
+use serde_json::json;
+
+use super::*;
+use crate::apply::tests::Rig;
+use crate::state::ResourceState;
+use crate::testing::{addr, desired};
+
+fn resources() -> Vec<DesiredResource> {
+    vec![
+        desired("image", json!({"value": "talos", "zone": "pve1"}), &[]),
+        desired(
+            "vm",
+            json!({"value": 4096, "input": reference("dev/w/mock_thing.image", "out")}),
+            &[],
+        ),
+        desired(
+            "config",
+            json!({"value": "cp", "input": reference("dev/w/mock_thing.vm", "secret")}),
+            &["vm"],
+        ),
+    ]
+}
+
+/// Human output with the random lineage left out (it is not printed anyway).
+fn human_text(plan: &Plan) -> String {
+    render::human(plan, false)
+}
+
+#[tokio::test]
+async fn a_first_plan_creates_everything_with_unknowns_marked() {
+    let rig = Rig::new();
+    let plan = rig.plan(&resources()).await;
+    assert_eq!(
+        plan.summary(),
+        Summary {
+            add: 3,
+            ..Summary::default()
+        }
+    );
+    let vm = plan.change(&addr("vm")).unwrap();
+    assert!(is_unknown(&vm.after.as_ref().unwrap()["input"]));
+    assert_eq!(vm.wait_for, vec![addr("image")]);
+    // Sensitivity follows the value: `config.input` holds the VM's secret.
+    let config = plan.change(&addr("config")).unwrap();
+    assert!(config.sensitive.contains(&"input".to_string()));
+    insta::assert_snapshot!(human_text(&plan));
+}
+
+#[tokio::test]
+async fn changes_are_shown_attribute_by_attribute() {
+    let rig = Rig::new();
+    rig.apply(&resources()).await;
+    let mut changed = resources();
+    changed[1].attributes.insert("value".into(), json!(8192)); // update
+    changed[0].attributes.insert("zone".into(), json!("pve2")); // replace
+    changed.remove(2); // orphan: deleted
+    let plan = rig.plan(&changed).await;
+    assert_eq!(
+        plan.change(&addr("image")).unwrap().action,
+        Action::DeleteThenCreate
+    );
+    assert_eq!(plan.change(&addr("vm")).unwrap().action, Action::Update);
+    assert_eq!(plan.change(&addr("config")).unwrap().action, Action::Delete);
+    let text = human_text(&plan)
+        .replace(
+            &rig.state().resources[&addr("image")].id.clone().unwrap(),
+            "ID",
+        )
+        .replace(
+            &rig.state().resources[&addr("vm")].id.clone().unwrap(),
+            "ID",
+        );
+    insta::assert_snapshot!(text);
+}
+
+#[tokio::test]
+async fn colour_only_when_asked() {
+    let rig = Rig::new();
+    let plan = rig.plan(&resources()).await;
+    assert!(!render::human(&plan, false).contains('\x1b'));
+    assert!(render::human(&plan, true).contains("\x1b[32m+\x1b[0m"));
+}
+
+#[tokio::test]
+async fn nothing_to_do_says_so() {
+    let rig = Rig::new();
+    rig.apply(&resources()).await;
+    let plan = rig.plan(&resources()).await;
+    assert_eq!(
+        human_text(&plan),
+        "No changes. The infrastructure matches the configuration.\n"
+    );
+    assert_eq!(detailed_exit_code(&Ok(plan)), 0);
+    assert_eq!(detailed_exit_code(&Ok(rig.plan(&[]).await)), 2);
+    assert_eq!(detailed_exit_code(&Err(Error::Internal("x".into()))), 1);
+}
+
+#[tokio::test]
+async fn prevent_destroy_refuses_plans_that_delete_protected_resources() {
+    let rig = Rig::new();
+    let mut protected = resources();
+    for resource in &mut protected {
+        resource.prevent_destroy = true;
+    }
+    rig.apply(&protected).await;
+    // A replacement deletes: refused.
+    protected[0].attributes.insert("zone".into(), json!("pve2"));
+    let error = rig
+        .plan_with(&protected, &PlanOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "the plan would destroy a resource protected by lifecycle.prevent_destroy: `dev/w/mock_thing.image`"
+    );
+    assert!(error.help().unwrap().contains("prevent_destroy: false"));
+    // So is destroy.
+    let options = PlanOptions {
+        mode: PlanMode::Destroy,
+        ..PlanOptions::default()
+    };
+    let error = rig
+        .plan_with(&resources_protected(), &options)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::PreventDestroy(ref a) if a.len() == 3),
+        "{error}"
+    );
+    // An in-place update is fine.
+    let mut update = resources_protected();
+    update[1].attributes.insert("value".into(), json!(1));
+    assert!(
+        rig.plan_with(&update, &PlanOptions::default())
+            .await
+            .is_ok()
+    );
+}
+
+fn resources_protected() -> Vec<DesiredResource> {
+    let mut protected = resources();
+    for resource in &mut protected {
+        resource.prevent_destroy = true;
+    }
+    protected
+}
+
+#[tokio::test]
+async fn tainted_and_requested_replacements() {
+    let rig = Rig::new();
+    rig.apply(&resources()).await;
+    let mut state = rig.state();
+    state.resources.get_mut(&addr("vm")).unwrap().status = ResourceStatus::Tainted;
+    let plan = plan(resources(), &state, &rig.registry, &PlanOptions::default())
+        .await
+        .unwrap();
+    let vm = plan.change(&addr("vm")).unwrap();
+    assert_eq!(
+        (vm.action, vm.reason.clone()),
+        (Action::DeleteThenCreate, Some(Reason::Tainted))
+    );
+
+    let options = PlanOptions {
+        replace: vec![addr("image")],
+        ..PlanOptions::default()
+    };
+    let plan = rig.plan_with(&resources(), &options).await.unwrap();
+    let image = plan.change(&addr("image")).unwrap();
+    assert_eq!(image.action, Action::DeleteThenCreate);
+    assert_eq!(image.reason, Some(Reason::ReplaceRequested));
+    // The VM refers to the image's computed `out`, unknown again.
+    assert_eq!(plan.change(&addr("vm")).unwrap().action, Action::Update);
+
+    let options = PlanOptions {
+        replace: vec![addr("nope")],
+        ..PlanOptions::default()
+    };
+    assert!(matches!(
+        rig.plan_with(&resources(), &options).await,
+        Err(Error::UnknownReplace(_))
+    ));
+}
+
+fn pending(state: &mut StateDocument, name: &str, status: ResourceStatus) {
+    let record: &mut ResourceState = state.resources.get_mut(&addr(name)).unwrap();
+    record.status = status;
+    if status == ResourceStatus::PendingCreate {
+        record.id = None;
+    }
+}
+
+#[tokio::test]
+async fn pending_records_are_read_even_without_refresh() {
+    let rig = Rig::new();
+    rig.apply(&resources()).await;
+    let no_refresh = PlanOptions {
+        refresh: false,
+        ..PlanOptions::default()
+    };
+
+    // The create happened before the interruption: adopted, nothing to do.
+    let mut state = rig.state();
+    let id = state.resources[&addr("image")].id.clone();
+    pending(&mut state, "image", ResourceStatus::PendingCreate);
+    let plan = plan(resources(), &state, &rig.registry, &no_refresh)
+        .await
+        .unwrap();
+    assert!(!plan.has_changes(), "{:#?}", plan.changes);
+    assert_eq!(plan.drift.len(), 1);
+    assert_eq!(plan.drift[0].after.as_ref().unwrap().id, id);
+    assert_eq!(
+        plan.drift[0].after.as_ref().unwrap().status,
+        ResourceStatus::Ready
+    );
+
+    // It did not happen: created.
+    rig.mock.remove_object(&addr("image").to_string());
+    let plan = super::plan(resources(), &state, &rig.registry, &no_refresh)
+        .await
+        .unwrap();
+    assert_eq!(plan.change(&addr("image")).unwrap().action, Action::Create);
+
+    // An interrupted delete of something still configured: replaced.
+    let mut state = rig.state();
+    pending(&mut state, "vm", ResourceStatus::PendingDelete);
+    let plan = super::plan(resources(), &state, &rig.registry, &no_refresh)
+        .await
+        .unwrap();
+    let vm = plan.change(&addr("vm")).unwrap();
+    assert_eq!(
+        (vm.action, vm.reason.clone()),
+        (Action::DeleteThenCreate, Some(Reason::InterruptedDelete))
+    );
+}
+
+#[tokio::test]
+async fn drift_is_found_by_refresh_and_recorded_by_refresh_only() {
+    let rig = Rig::new();
+    rig.apply(&resources()).await;
+    rig.mock
+        .set_attribute(&addr("vm").to_string(), "value", json!(1024));
+
+    let plan = rig.plan(&resources()).await;
+    assert_eq!(plan.drift.len(), 1);
+    assert_eq!(plan.change(&addr("vm")).unwrap().action, Action::Update);
+    assert!(human_text(&plan).starts_with("Note: objects have changed outside InfraFlux"));
+
+    let no_refresh = PlanOptions {
+        refresh: false,
+        ..PlanOptions::default()
+    };
+    assert!(
+        !rig.plan_with(&resources(), &no_refresh)
+            .await
+            .unwrap()
+            .has_changes()
+    );
+    assert_eq!(rig.mock.count(Op::Read), 3);
+
+    let refresh_only = PlanOptions {
+        mode: PlanMode::RefreshOnly,
+        ..PlanOptions::default()
+    };
+    let plan = rig.plan_with(&resources(), &refresh_only).await.unwrap();
+    assert_eq!(plan.changes.len(), 1);
+    assert_eq!(plan.changes[0].action, Action::Read);
+    insta::assert_snapshot!(human_text(&plan).replace(
+        &rig.state().resources[&addr("vm")].id.clone().unwrap(),
+        "ID"
+    ));
+    let summary = crate::apply::apply(
+        &plan,
+        rig.state(),
+        Arc::new(rig.store.clone()),
+        &rig.registry,
+        Arc::new(crate::apply::NoReporter),
+        &crate::apply::ApplyOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(summary.is_success());
+    assert_eq!(
+        rig.state().resources[&addr("vm")].attributes["value"],
+        json!(1024)
+    );
+    assert_eq!(rig.mock.count(Op::Update), 0);
+}
+
+#[tokio::test]
+async fn a_deleted_object_is_created_again() {
+    let rig = Rig::new();
+    rig.apply(&resources()).await;
+    rig.mock.remove_object(&addr("config").to_string());
+    let plan = rig.plan(&resources()).await;
+    let config = plan.change(&addr("config")).unwrap();
+    assert_eq!(
+        (config.action, config.reason.clone()),
+        (Action::Create, Some(Reason::DeletedOutside))
+    );
+}
+
+#[tokio::test]
+async fn saved_plans_are_bound_to_state_and_configuration() {
+    let rig = Rig::new();
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("plan.json");
+    let state = rig.state();
+    let made = plan(resources(), &state, &rig.registry, &PlanOptions::default())
+        .await
+        .unwrap();
+    saved::save(&made, &path).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let loaded = saved::load(&path).unwrap();
+    assert_eq!(loaded, made);
+    let digest = config_digest(&resources());
+    saved::check(&loaded, &state, &digest).unwrap();
+
+    // The configuration changed.
+    let mut changed = resources();
+    changed[0].attributes.insert("value".into(), json!("other"));
+    let error = saved::check(&loaded, &state, &config_digest(&changed)).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "the saved plan is stale: the configuration changed since it was made"
+    );
+
+    // The state changed (another apply ran).
+    rig.apply(&resources()).await;
+    let mut now = rig.state();
+    now.lineage = state.lineage;
+    let error = saved::check(&loaded, &now, &digest).unwrap_err();
+    assert!(
+        matches!(error, saved::Error::Serial { plan: 0, .. }),
+        "{error}"
+    );
+    assert!(error.help().unwrap().contains("plan --out"));
+
+    // Another state altogether.
+    let error = saved::check(&loaded, &StateDocument::new("dev"), &digest).unwrap_err();
+    assert!(matches!(error, saved::Error::Lineage { .. }));
+
+    std::fs::write(&path, r#"{"format_version": 7}"#).unwrap();
+    assert!(matches!(
+        saved::load(&path),
+        Err(saved::Error::Version { found: 7, .. })
+    ));
+}
+
+#[tokio::test]
+async fn json_output_masks_secrets_and_lists_unknowns() {
+    let rig = Rig::new();
+    rig.apply(&resources()).await;
+    let mut changed = resources();
+    changed[1].attributes.insert("value".into(), json!(8192));
+    let plan = rig.plan(&changed).await;
+    let mut value = render::json(&plan);
+    value["lineage"] = json!("LINEAGE");
+    let text = serde_json::to_string_pretty(&value).unwrap();
+    let state = rig.state();
+    let mut text = text;
+    for record in state.resources.values() {
+        text = text.replace(record.id.as_ref().unwrap(), "ID");
+    }
+    assert!(!text.contains("secret-ID\""), "secrets are masked");
+    insta::assert_snapshot!(text);
+}
+
+#[tokio::test]
+async fn references_to_attributes_that_do_not_exist_are_errors() {
+    let rig = Rig::new();
+    let resources = vec![
+        desired("a", json!({"value": 1}), &[]),
+        desired(
+            "b",
+            json!({"input": reference("dev/w/mock_thing.a", "nope")}),
+            &[],
+        ),
+    ];
+    let error = rig
+        .plan_with(&resources, &PlanOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "`dev/w/mock_thing.b` attribute `input` refers to `dev/w/mock_thing.a` attribute `nope`, which it does not have"
+    );
+}
+
+#[tokio::test]
+async fn missing_providers_are_named() {
+    let rig = Rig::new();
+    let mut resource = desired("a", json!({}), &[]);
+    resource.provider = "proxmox".into();
+    let error = rig
+        .plan_with(&[resource], &PlanOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "no provider registered for `proxmox` (needed by `dev/w/mock_thing.a`)"
+    );
+}
