@@ -141,6 +141,22 @@ impl VmConfig {
     }
 }
 
+/// One key of `GET …/pending`: a value to apply at the next start, or a deletion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingValue {
+    pub key: String,
+    pub value: Option<String>,
+    pub pending: Option<String>,
+    pub delete: bool,
+}
+
+impl PendingValue {
+    /// Whether the key waits for a restart.
+    pub fn is_change(&self) -> bool {
+        self.pending.is_some() || self.delete
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmStatus {
     /// `running` or `stopped`.
@@ -401,6 +417,29 @@ impl Client {
     ) -> Result<Upid, ApiError> {
         self.call_upid(Self::config_call(Method::POST, node, vmid, set, delete))
             .await
+    }
+
+    /// `GET /nodes/{node}/qemu/{vmid}/pending`: the config with changes that wait for
+    /// the next start.
+    pub async fn vm_pending(&self, node: &str, vmid: u32) -> Result<Vec<PendingValue>, ApiError> {
+        let data = self
+            .call(Call::get(&[
+                "nodes",
+                node,
+                "qemu",
+                &vmid.to_string(),
+                "pending",
+            ]))
+            .await?;
+        Ok(array(data)
+            .iter()
+            .map(|item| PendingValue {
+                key: string(item.get("key")).unwrap_or_default(),
+                value: string(item.get("value")),
+                pending: string(item.get("pending")),
+                delete: lenient_u64(item.get("delete")).unwrap_or(0) > 0,
+            })
+            .collect())
     }
 
     /// `GET /nodes/{node}/qemu/{vmid}/status/current`.

@@ -9,6 +9,8 @@
 //! - [`property`]: typed property strings (`netN`, `scsiN`, `ipconfigN`, `agent`,
 //!   tags), compared with PVE's defaults filled in.
 //!
+//! - [`provider`]: the `Provider` implementation for `proxmox_image` and `proxmox_vm`.
+//!
 //! The resource types and their attributes are described in this crate's README.
 
 pub mod api;
@@ -23,3 +25,6 @@ pub use client::{
 };
 pub use error::ApiError;
 pub use tls::fingerprint_of;
+pub mod provider;
+
+pub use provider::{ProviderOptions, ProxmoxProvider};
