@@ -543,6 +543,21 @@ impl Client {
     }
 }
 
+/// Whether the error is (or wraps, through nested `io::Error`s, whose `source()`
+/// skips what they wrap) a rustls error.
+fn is_tls_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    if error.is::<rustls::Error>() {
+        return true;
+    }
+    match error
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+    {
+        Some(inner) => is_tls_error(inner),
+        None => false,
+    }
+}
+
 /// A transport error (no HTTP answer) as an [`ApiError`]. Certificate problems are not
 /// transient: they need the configuration fixed.
 fn transport_error(method: &str, url: &str, error: &reqwest::Error) -> ApiError {
@@ -550,7 +565,7 @@ fn transport_error(method: &str, url: &str, error: &reqwest::Error) -> ApiError 
     let mut tls_problem = false;
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(current) = source {
-        if current.downcast_ref::<rustls::Error>().is_some() {
+        if is_tls_error(current) {
             tls_problem = true;
         }
         let text = current.to_string();
