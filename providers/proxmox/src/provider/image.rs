@@ -1,0 +1,431 @@
+//! `proxmox_image`: a Talos disk image downloaded onto a node's storage as `import`
+//! content, for VMs to import their boot disk from.
+
+use std::collections::BTreeMap;
+
+use infraflux_provider::{
+    AttributeSchema, Attributes, ErrorKind, ProviderError, ReadItem, ReadOutcome, ReadResult,
+    ResourceSchema, is_unknown,
+};
+use serde_json::{Value, json};
+
+use super::ProxmoxProvider;
+use super::attributes::{Problems, Reader, text};
+use crate::api::Download;
+use crate::task;
+
+pub const KIND: &str = "proxmox_image";
+
+pub fn schema() -> ResourceSchema {
+    // An image is immutable: every input change is a new image.
+    let input = |name: &str| AttributeSchema::input(name).force_new();
+    ResourceSchema::new(
+        KIND,
+        vec![
+            input("node"),
+            input("storage"),
+            input("talos_version"),
+            input("schematic"),
+            input("url"),
+            input("filename"),
+            input("checksum"),
+            AttributeSchema::computed("volume"),
+        ],
+    )
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSpec {
+    pub node: String,
+    pub storage: String,
+    pub talos_version: String,
+    pub schematic: String,
+    pub url: String,
+    pub filename: String,
+    /// `(algorithm, hex)`; `sha256` when given as plain hex.
+    pub checksum: Option<(String, String)>,
+}
+
+/// `storage:import/filename`.
+pub fn volume(storage: &str, filename: &str) -> String {
+    format!("{storage}:import/{filename}")
+}
+
+const CHECKSUM_ALGORITHMS: &[(&str, usize)] = &[
+    ("md5", 32),
+    ("sha1", 40),
+    ("sha224", 56),
+    ("sha256", 64),
+    ("sha384", 96),
+    ("sha512", 128),
+];
+
+/// A file PVE can import: `.raw`, `.qcow2` or `.vmdk`, optionally compressed.
+fn importable(filename: &str) -> bool {
+    !filename.contains('/')
+        && [".raw", ".qcow2", ".vmdk"]
+            .iter()
+            .any(|ext| filename.ends_with(ext) || filename.contains(&format!("{ext}.")))
+}
+
+fn is_hex(text: &str, length: usize) -> bool {
+    text.len() == length && text.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+impl ImageSpec {
+    pub fn read(attributes: &Attributes, allow_unknown: bool) -> (Option<Self>, Problems) {
+        let mut r = Reader::new(attributes, allow_unknown);
+        let node = r.string("node");
+        let storage = r.string("storage");
+        let talos_version = r.string("talos_version");
+        let schematic = r.string("schematic");
+        let url = r.string("url");
+        let filename = r.string("filename");
+        let checksum = r.string_opt("checksum", false);
+        if schematic.as_ref().is_some_and(|s| !is_hex(s, 64)) {
+            r.problems.add(
+                "schematic",
+                "not a schematic ID",
+                "the SHA-256 (64 hex digits) of the canonical Image Factory schematic YAML",
+            );
+        }
+        if url
+            .as_ref()
+            .is_some_and(|u| !(u.starts_with("https://") || u.starts_with("http://")))
+        {
+            r.problems.add(
+                "url",
+                "not an http(s) URL",
+                "e.g. https://factory.talos.dev/image/<schematic>/<version>/nocloud-amd64.raw.zst",
+            );
+        }
+        if filename.as_ref().is_some_and(|f| !importable(f)) {
+            r.problems.add(
+                "filename",
+                "not an importable disk image name",
+                "PVE imports `.raw`, `.qcow2` or `.vmdk` files (optionally compressed, e.g. `.raw.zst`), without a directory",
+            );
+        }
+        let checksum = checksum.and_then(|c| match c.split_once(':') {
+            Some((algorithm, digest)) => {
+                match CHECKSUM_ALGORITHMS.iter().find(|(a, _)| *a == algorithm) {
+                    Some((_, length)) if is_hex(digest, *length) => {
+                        Some((algorithm.to_string(), digest.to_ascii_lowercase()))
+                    }
+                    _ => {
+                        r.problems.add("checksum", "malformed checksum", "use `<hex sha256>` or `<algorithm>:<hex>` with md5, sha1, sha224, sha256, sha384 or sha512");
+                        None
+                    }
+                }
+            }
+            None if is_hex(&c, 64) => Some(("sha256".to_string(), c.to_ascii_lowercase())),
+            None => {
+                r.problems.add("checksum", "malformed checksum", "use `<hex sha256>` or `<algorithm>:<hex>`");
+                None
+            }
+        });
+        let problems = r.problems;
+        if !problems.0.is_empty() {
+            return (None, problems);
+        }
+        let spec = (|| {
+            Some(ImageSpec {
+                node: node?,
+                storage: storage?,
+                talos_version: talos_version?,
+                schematic: schematic?,
+                url: url?,
+                filename: filename?,
+                checksum,
+            })
+        })();
+        (spec, problems)
+    }
+
+    pub fn volume(&self) -> String {
+        volume(&self.storage, &self.filename)
+    }
+
+    /// `node/storage:import/filename`: the ID in state.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.node, self.volume())
+    }
+}
+
+/// The computed `volume` can be known at plan time.
+pub fn plan_volume(planned: &mut Attributes) {
+    let storage = planned
+        .get("storage")
+        .filter(|v| !is_unknown(v))
+        .and_then(Value::as_str);
+    let filename = planned
+        .get("filename")
+        .filter(|v| !is_unknown(v))
+        .and_then(Value::as_str);
+    if let (Some(storage), Some(filename)) = (storage, filename) {
+        let value = volume(storage, filename);
+        planned.insert("volume".into(), json!(value));
+    }
+}
+
+fn attributes(spec_attributes: &Attributes, volume: &str) -> Attributes {
+    let mut attributes = spec_attributes.clone();
+    attributes.insert("volume".into(), json!(volume));
+    attributes.entry("checksum").or_insert(Value::Null);
+    attributes
+}
+
+impl ProxmoxProvider {
+    pub(super) async fn create_image(
+        &self,
+        address: &str,
+        planned: &Attributes,
+    ) -> Result<(String, Attributes), ProviderError> {
+        let (spec, problems) = ImageSpec::read(planned, false);
+        let Some(spec) = spec else {
+            return Err(problems.into_error("create", address));
+        };
+        let client = &self.client;
+        let status = client
+            .storage_status(&spec.node, &spec.storage)
+            .await
+            .map_err(|e| e.into_provider("create", address))?;
+        if !status.content.iter().any(|c| c == "import") {
+            let mut content = status.content.clone();
+            content.push("import".into());
+            return Err(ProviderError::new(
+                ErrorKind::InvalidInput,
+                "create",
+                address,
+                format!(
+                    "storage `{}` on node `{}` does not allow the content type `import` (it allows: {})\n  help: enable it with `pvesm set {} --content {}` (or Datacenter → Storage → {} → Content: Import), or choose a file-based storage that has it",
+                    spec.storage,
+                    spec.node,
+                    if status.content.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        status.content.join(", ")
+                    },
+                    spec.storage,
+                    content.join(","),
+                    spec.storage,
+                ),
+            ));
+        }
+        let volume = spec.volume();
+        // An earlier attempt may have finished the download after we lost track of it.
+        let existing = client
+            .storage_content(&spec.node, &spec.storage, Some("import"))
+            .await
+            .map_err(|e| e.into_provider("create", address))?;
+        if existing.iter().any(|v| v.volid == volume) {
+            tracing::info!(%address, %volume, "image already on the storage; adopting it");
+            return Ok((spec.id(), attributes(planned, &volume)));
+        }
+        let download = Download {
+            url: spec.url.clone(),
+            filename: spec.filename.clone(),
+            content: "import".into(),
+            checksum: spec.checksum.clone(),
+        };
+        let upid = client
+            .download_url(&spec.node, &spec.storage, &download)
+            .await
+            .map_err(|e| e.into_provider("create", address))?;
+        task::wait(client, &upid, self.wait(self.options.download_timeout))
+            .await
+            .map_err(|e| e.into_provider("create", address))?;
+        Ok((spec.id(), attributes(planned, &volume)))
+    }
+
+    pub(super) async fn delete_image(
+        &self,
+        address: &str,
+        prior: &Attributes,
+    ) -> Result<(), ProviderError> {
+        let (Some(node), Some(storage), Some(volume)) = (
+            text(prior, "node"),
+            text(prior, "storage"),
+            text(prior, "volume"),
+        ) else {
+            return Err(ProviderError::new(
+                ErrorKind::InvalidInput,
+                "delete",
+                address,
+                "state lacks node, storage or volume; nothing to delete by",
+            ));
+        };
+        match self.client.delete_volume(node, storage, volume).await {
+            Ok(Some(upid)) => task::wait(&self.client, &upid, self.wait(self.options.task_timeout))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.into_provider("delete", address)),
+            Ok(None) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e.into_provider("delete", address)),
+        }
+    }
+
+    /// One content listing per node and storage, whatever the number of images.
+    pub(super) async fn read_images(&self, items: &[&ReadItem]) -> Vec<ReadResult> {
+        let mut groups: BTreeMap<(String, String), Vec<&ReadItem>> = BTreeMap::new();
+        let mut results = Vec::new();
+        for item in items {
+            match (text(&item.prior, "node"), text(&item.prior, "storage")) {
+                (Some(node), Some(storage)) => groups
+                    .entry((node.to_string(), storage.to_string()))
+                    .or_default()
+                    .push(item),
+                _ => results.push(ReadResult {
+                    address: item.resource.address.clone(),
+                    outcome: ReadOutcome::Failed(ProviderError::new(
+                        ErrorKind::InvalidInput,
+                        "read",
+                        &item.resource.address,
+                        "state lacks node or storage",
+                    )),
+                }),
+            }
+        }
+        for ((node, storage), members) in groups {
+            let listing = self
+                .client
+                .storage_content(&node, &storage, Some("import"))
+                .await;
+            for item in members {
+                let address = item.resource.address.clone();
+                let volume = text(&item.prior, "volume")
+                    .map(str::to_string)
+                    .or_else(|| text(&item.prior, "filename").map(|f| volume(&storage, f)))
+                    .unwrap_or_default();
+                let outcome = match &listing {
+                    Ok(volumes) => match volumes.iter().find(|v| v.volid == volume) {
+                        Some(_) => ReadOutcome::Found(attributes(&item.prior, &volume)),
+                        None => ReadOutcome::Gone,
+                    },
+                    // The storage itself is gone: so is the image.
+                    Err(e) if e.is_not_found() => ReadOutcome::Gone,
+                    Err(e) => ReadOutcome::Failed(e.clone().into_provider("read", &address)),
+                };
+                results.push(ReadResult { address, outcome });
+            }
+        }
+        results
+    }
+
+    pub(super) async fn import_image(
+        &self,
+        address: &str,
+        id: &str,
+    ) -> Result<Attributes, ProviderError> {
+        let invalid = || {
+            ProviderError::new(
+                ErrorKind::InvalidInput,
+                "import",
+                address,
+                format!("`{id}` is not an image ID: expected <node>/<storage>:import/<filename>"),
+            )
+        };
+        let (node, volume) = id.split_once('/').ok_or_else(invalid)?;
+        let (storage, path) = volume.split_once(':').ok_or_else(invalid)?;
+        let filename = path.strip_prefix("import/").ok_or_else(invalid)?;
+        let volumes = self
+            .client
+            .storage_content(node, storage, Some("import"))
+            .await
+            .map_err(|e| e.into_provider("import", address))?;
+        if !volumes.iter().any(|v| v.volid == volume) {
+            return Err(ProviderError::new(
+                ErrorKind::NotFound,
+                "import",
+                address,
+                format!("no volume `{volume}` on storage `{storage}` of node `{node}`"),
+            ));
+        }
+        let mut attributes = Attributes::new();
+        for (key, value) in [
+            ("node", node),
+            ("storage", storage),
+            ("filename", filename),
+            ("volume", volume),
+        ] {
+            attributes.insert(key.into(), json!(value));
+        }
+        for key in ["talos_version", "schematic", "url", "checksum"] {
+            attributes.insert(key.into(), Value::Null);
+        }
+        Ok(attributes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(value: Value) -> Attributes {
+        value.as_object().unwrap().clone()
+    }
+
+    fn valid() -> Value {
+        json!({
+            "node": "pve1", "storage": "local", "talos_version": "v1.13.9",
+            "schematic": "ce4c980550dd2ab1b17bbf2b08801c7eb59418eafe8f279833297925d67c7515",
+            "url": "https://factory.talos.dev/image/ce4c/v1.13.9/nocloud-amd64.raw.zst",
+            "filename": "talos-v1.13.9-ce4c9805.raw.zst",
+        })
+    }
+
+    #[test]
+    fn reads_a_valid_spec_and_its_volume() {
+        let (spec, problems) = ImageSpec::read(&attrs(valid()), false);
+        assert!(problems.0.is_empty(), "{problems:?}");
+        let spec = spec.unwrap();
+        assert_eq!(spec.volume(), "local:import/talos-v1.13.9-ce4c9805.raw.zst");
+        assert_eq!(
+            spec.id(),
+            "pve1/local:import/talos-v1.13.9-ce4c9805.raw.zst"
+        );
+        assert_eq!(spec.checksum, None);
+    }
+
+    #[test]
+    fn collects_every_problem() {
+        let mut value = valid();
+        value["schematic"] = json!("abc");
+        value["url"] = json!("ftp://x");
+        value["filename"] = json!("dir/talos.iso");
+        value["checksum"] = json!("sha256:xyz");
+        let (spec, problems) = ImageSpec::read(&attrs(value), false);
+        assert!(spec.is_none());
+        let named: Vec<_> = problems
+            .0
+            .iter()
+            .filter_map(|d| d.attribute.clone())
+            .collect();
+        assert_eq!(named, ["schematic", "url", "filename", "checksum"]);
+    }
+
+    #[test]
+    fn checksums_default_to_sha256() {
+        let mut value = valid();
+        value["checksum"] = json!("AB".repeat(32));
+        let (spec, _) = ImageSpec::read(&attrs(value.clone()), false);
+        assert_eq!(
+            spec.unwrap().checksum,
+            Some(("sha256".into(), "ab".repeat(32)))
+        );
+        value["checksum"] = json!(format!("sha512:{}", "0".repeat(128)));
+        let (spec, _) = ImageSpec::read(&attrs(value), false);
+        assert_eq!(spec.unwrap().checksum.unwrap().0, "sha512");
+    }
+
+    #[test]
+    fn the_volume_is_known_at_plan_time() {
+        let mut planned = attrs(valid());
+        plan_volume(&mut planned);
+        assert_eq!(
+            planned["volume"],
+            json!("local:import/talos-v1.13.9-ce4c9805.raw.zst")
+        );
+    }
+}

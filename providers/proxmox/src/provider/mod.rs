@@ -1,0 +1,345 @@
+//! The [`Provider`] implementation: `proxmox_image` and `proxmox_vm`.
+//!
+//! One provider talks to one PVE cluster (one [`Client`]). Reads are batched: one
+//! `/cluster/resources?type=vm` call covers every VM, one content listing covers every
+//! image on a node's storage.
+
+mod attributes;
+pub mod image;
+pub mod vm;
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use infraflux_provider::{
+    Attributes, ConcurrencyKey, CreateRequest, CreateResponse, DeleteRequest, ErrorKind,
+    ImportRequest, ImportResponse, Operation, PlanRequest, PlanResponse, Provider, ProviderError,
+    ReadRequest, ReadResponse, ResourceRef, ResourceSchema, UpdateRequest, UpdateResponse,
+    ValidateRequest, ValidateResponse, is_unknown,
+};
+use serde_json::Value;
+use tracing::instrument;
+
+use crate::client::Client;
+use crate::task::WaitOptions;
+
+#[derive(Debug, Clone)]
+pub struct ProviderOptions {
+    /// How long a VM create task may take.
+    pub create_timeout: Duration,
+    /// How long an image download may take.
+    pub download_timeout: Duration,
+    /// Start, stop, reboot, resize, delete.
+    pub task_timeout: Duration,
+    /// Reboot a running VM when an update left changes pending (CPU, memory, NIC on
+    /// a PVE without hot-plug for them).
+    pub reboot_after_update: bool,
+    /// Config reads in flight at once during a refresh.
+    pub read_concurrency: usize,
+    /// VMIDs tried when others take them meanwhile.
+    pub vmid_attempts: u32,
+    /// First and longest interval between task status polls.
+    pub poll_first: Duration,
+    pub poll_max: Duration,
+}
+
+impl Default for ProviderOptions {
+    fn default() -> Self {
+        ProviderOptions {
+            create_timeout: Duration::from_secs(600),
+            download_timeout: Duration::from_secs(1800),
+            task_timeout: Duration::from_secs(300),
+            reboot_after_update: true,
+            read_concurrency: 8,
+            vmid_attempts: 5,
+            poll_first: Duration::from_millis(100),
+            poll_max: Duration::from_secs(2),
+        }
+    }
+}
+
+pub struct ProxmoxProvider {
+    client: Client,
+    options: ProviderOptions,
+    /// VMIDs picked by creates in flight, so parallel creates pick different ones.
+    reserved: Mutex<BTreeSet<u32>>,
+}
+
+impl ProxmoxProvider {
+    pub fn new(client: Client, options: ProviderOptions) -> Self {
+        ProxmoxProvider {
+            client,
+            options,
+            reserved: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn wait(&self, timeout: Duration) -> WaitOptions {
+        WaitOptions {
+            timeout,
+            first_interval: self.options.poll_first,
+            max_interval: self.options.poll_max,
+        }
+    }
+}
+
+fn unknown_kind(operation: &str, resource: &ResourceRef) -> ProviderError {
+    ProviderError::new(
+        ErrorKind::InvalidInput,
+        operation,
+        &resource.address,
+        format!(
+            "unknown resource type `{}` (proxmox has proxmox_image and proxmox_vm)",
+            resource.kind
+        ),
+    )
+}
+
+#[async_trait]
+impl Provider for ProxmoxProvider {
+    fn name(&self) -> &str {
+        "proxmox"
+    }
+
+    fn schemas(&self) -> Vec<ResourceSchema> {
+        vec![image::schema(), vm::schema()]
+    }
+
+    async fn validate(&self, request: ValidateRequest) -> ValidateResponse {
+        let problems = match request.resource.kind.as_str() {
+            image::KIND => image::ImageSpec::read(&request.desired, true).1,
+            vm::KIND => vm::VmSpec::read(&request.desired, true).1,
+            _ => return ValidateResponse::default(),
+        };
+        ValidateResponse {
+            diagnostics: problems.0,
+        }
+    }
+
+    #[instrument(skip_all, fields(items = request.resources.len(), deep = request.deep))]
+    async fn read(&self, request: ReadRequest) -> Result<ReadResponse, ProviderError> {
+        let images: Vec<_> = request
+            .resources
+            .iter()
+            .filter(|i| i.resource.kind == image::KIND)
+            .collect();
+        let vms: Vec<_> = request
+            .resources
+            .iter()
+            .filter(|i| i.resource.kind == vm::KIND)
+            .collect();
+        let mut results = Vec::new();
+        if !images.is_empty() {
+            results.extend(self.read_images(&images).await);
+        }
+        if !vms.is_empty() {
+            results.extend(self.read_vms(&vms, request.deep).await);
+        }
+        for item in &request.resources {
+            if item.resource.kind != image::KIND && item.resource.kind != vm::KIND {
+                results.push(infraflux_provider::ReadResult {
+                    address: item.resource.address.clone(),
+                    outcome: infraflux_provider::ReadOutcome::Failed(unknown_kind(
+                        "read",
+                        &item.resource,
+                    )),
+                });
+            }
+        }
+        Ok(ReadResponse { results })
+    }
+
+    async fn plan(&self, request: PlanRequest) -> Result<PlanResponse, ProviderError> {
+        match request.resource.kind.as_str() {
+            image::KIND => {
+                let mut response =
+                    image::schema().default_plan(request.prior.as_ref(), &request.desired);
+                image::plan_volume(&mut response.planned);
+                Ok(response)
+            }
+            vm::KIND => Ok(vm::plan(request.prior.as_ref(), &request.desired)),
+            _ => Err(unknown_kind("plan", &request.resource)),
+        }
+    }
+
+    #[instrument(skip_all, fields(addr = %request.resource.address))]
+    async fn create(&self, request: CreateRequest) -> Result<CreateResponse, ProviderError> {
+        let address = &request.resource.address;
+        let (id, attributes) = match request.resource.kind.as_str() {
+            image::KIND => self.create_image(address, &request.planned).await?,
+            vm::KIND => self.create_vm(address, &request.planned).await?,
+            _ => return Err(unknown_kind("create", &request.resource)),
+        };
+        Ok(CreateResponse { id, attributes })
+    }
+
+    #[instrument(skip_all, fields(addr = %request.resource.address))]
+    async fn update(&self, request: UpdateRequest) -> Result<UpdateResponse, ProviderError> {
+        let address = &request.resource.address;
+        let attributes = match request.resource.kind.as_str() {
+            // Every input of an image forces a new one: nothing changes in place.
+            image::KIND => {
+                let mut planned = request.planned.clone();
+                image::plan_volume(&mut planned);
+                planned
+            }
+            vm::KIND => {
+                self.update_vm(address, &request.id, &request.prior, &request.planned)
+                    .await?
+            }
+            _ => return Err(unknown_kind("update", &request.resource)),
+        };
+        Ok(UpdateResponse { attributes })
+    }
+
+    #[instrument(skip_all, fields(addr = %request.resource.address))]
+    async fn delete(&self, request: DeleteRequest) -> Result<(), ProviderError> {
+        let address = &request.resource.address;
+        match request.resource.kind.as_str() {
+            image::KIND => self.delete_image(address, &request.prior).await,
+            vm::KIND => self.delete_vm(address, &request.id, &request.prior).await,
+            _ => Err(unknown_kind("delete", &request.resource)),
+        }
+    }
+
+    #[instrument(skip_all, fields(addr = %request.resource.address))]
+    async fn import(&self, request: ImportRequest) -> Result<ImportResponse, ProviderError> {
+        let address = &request.resource.address;
+        let attributes = match request.resource.kind.as_str() {
+            image::KIND => self.import_image(address, &request.id).await?,
+            vm::KIND => self.import_vm(address, &request.id).await?,
+            _ => return Err(unknown_kind("import", &request.resource)),
+        };
+        Ok(ImportResponse { attributes })
+    }
+
+    /// Creates and deletes on one node's storage run one at a time: PVE serialises
+    /// them on a storage lock anyway, and parallel ones fail with "can't lock file …
+    /// got timeout".
+    fn concurrency_key(
+        &self,
+        operation: Operation,
+        resource: &ResourceRef,
+        attributes: &Attributes,
+    ) -> Option<ConcurrencyKey> {
+        if operation == Operation::Update
+            || (resource.kind != image::KIND && resource.kind != vm::KIND)
+        {
+            return None;
+        }
+        let known = |name: &str| {
+            attributes
+                .get(name)
+                .filter(|v| !is_unknown(v))
+                .and_then(Value::as_str)
+        };
+        Some(ConcurrencyKey {
+            key: format!("proxmox:{}/{}", known("node")?, known("storage")?),
+            limit: 1,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn provider() -> ProxmoxProvider {
+        let client = Client::new(crate::ClientConfig::new(
+            "https://127.0.0.1:8006".parse().unwrap(),
+            crate::Credentials::api_token("root@pam!t=s").unwrap(),
+            crate::TlsVerification::Insecure,
+        ))
+        .unwrap();
+        ProxmoxProvider::new(client, ProviderOptions::default())
+    }
+
+    fn resource(kind: &str) -> ResourceRef {
+        ResourceRef {
+            address: format!("dev/w/{kind}.x"),
+            kind: kind.into(),
+        }
+    }
+
+    #[test]
+    fn creates_and_deletes_share_a_key_per_node_and_storage() {
+        let p = provider();
+        let attributes = json!({"node": "pve1", "storage": "local-lvm"})
+            .as_object()
+            .unwrap()
+            .clone();
+        let key = p
+            .concurrency_key(Operation::Create, &resource(vm::KIND), &attributes)
+            .unwrap();
+        assert_eq!(
+            key,
+            ConcurrencyKey {
+                key: "proxmox:pve1/local-lvm".into(),
+                limit: 1
+            }
+        );
+        assert_eq!(
+            p.concurrency_key(Operation::Delete, &resource(vm::KIND), &attributes),
+            Some(key)
+        );
+        assert_eq!(
+            p.concurrency_key(Operation::Update, &resource(vm::KIND), &attributes),
+            None
+        );
+        let image = json!({"node": "pve1", "storage": "local"})
+            .as_object()
+            .unwrap()
+            .clone();
+        assert_eq!(
+            p.concurrency_key(Operation::Create, &resource(image::KIND), &image)
+                .unwrap()
+                .key,
+            "proxmox:pve1/local"
+        );
+    }
+
+    #[tokio::test]
+    async fn validate_reports_problems_and_tolerates_unknowns() {
+        let p = provider();
+        let mut desired = json!({
+            "node": "pve1", "name": "cp-1", "cores": 2, "memory_mib": 4096, "disk_gib": 40,
+            "storage": "local-lvm", "bridge": "vmbr0", "ipv4": "10.0.0.10/24",
+            "gateway": "10.0.0.1", "dns": [], "tags": [], "guest_agent": false,
+            "vmid_range": [1000, 1099],
+        })
+        .as_object()
+        .unwrap()
+        .clone();
+        desired.insert("image".into(), infraflux_provider::unknown());
+        let response = p
+            .validate(ValidateRequest {
+                resource: resource(vm::KIND),
+                desired: desired.clone(),
+            })
+            .await;
+        assert!(
+            response.diagnostics.is_empty(),
+            "{:?}",
+            response.diagnostics
+        );
+        desired.insert("memory_mib".into(), json!(8));
+        let response = p
+            .validate(ValidateRequest {
+                resource: resource(vm::KIND),
+                desired,
+            })
+            .await;
+        assert_eq!(response.diagnostics.len(), 1);
+        assert_eq!(
+            response.diagnostics[0].attribute.as_deref(),
+            Some("memory_mib")
+        );
+    }
+}

@@ -1,0 +1,1058 @@
+//! `proxmox_vm`: a Talos VM (q35, OVMF, a boot disk imported from a `proxmox_image`,
+//! cloud-init network settings), started once created.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures_util::StreamExt;
+use infraflux_provider::{
+    AttributeSchema, Attributes, ErrorKind, PlanResponse, ProviderError, ReadItem, ReadOutcome,
+    ReadResult, ResourceSchema, is_unknown, unknown,
+};
+use serde_json::{Value, json};
+
+use super::ProxmoxProvider;
+use super::attributes::{Problems, Reader, number, text};
+use crate::api::{ClusterResource, ResourceType, VmConfig};
+use crate::error::ApiError;
+use crate::property::{Agent, DiskSize, Drive, GIB, IpConfig, NetDevice, Tags, parse_memory_mib};
+use crate::task;
+
+pub const KIND: &str = "proxmox_vm";
+
+const MIB: u64 = 1024 * 1024;
+
+pub fn schema() -> ResourceSchema {
+    let input = AttributeSchema::input;
+    ResourceSchema::new(
+        KIND,
+        vec![
+            // Not force-new: a VM moved by HA or a migration is drift to report, never a
+            // reason to destroy it.
+            input("node"),
+            input("name"),
+            input("cores"),
+            input("memory_mib"),
+            // Growth is in place; shrinking replaces (see `plan`).
+            input("disk_gib"),
+            input("storage").force_new(),
+            input("bridge"),
+            input("vlan"),
+            input("ipv4").force_new(),
+            input("gateway"),
+            input("dns"),
+            input("tags"),
+            // Create-only: the boot disk is imported once; later image changes apply to
+            // new VMs (Talos upgrades itself in place).
+            input("image"),
+            input("guest_agent"),
+            input("vmid_range"),
+            AttributeSchema::computed("vmid"),
+            AttributeSchema::computed("mac"),
+        ],
+    )
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmSpec {
+    pub node: String,
+    pub name: String,
+    pub cores: u64,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+    pub storage: String,
+    pub bridge: String,
+    pub vlan: Option<u16>,
+    /// `10.0.0.10/24`.
+    pub ipv4: String,
+    pub gateway: String,
+    pub dns: Vec<String>,
+    pub tags: Tags,
+    /// `local:import/talos-….raw`.
+    pub image: String,
+    pub guest_agent: bool,
+    pub vmid_range: (u32, u32),
+}
+
+fn is_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+fn is_cidr4(text: &str) -> bool {
+    text.split_once('/').is_some_and(|(ip, len)| {
+        ip.parse::<Ipv4Addr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= 32)
+    })
+}
+
+impl VmSpec {
+    pub fn read(attributes: &Attributes, allow_unknown: bool) -> (Option<Self>, Problems) {
+        let mut r = Reader::new(attributes, allow_unknown);
+        let node = r.string("node");
+        let name = r.string("name");
+        let cores = r.integer("cores", 1, 512);
+        let memory_mib = r.integer("memory_mib", 16, 4 * 1024 * 1024 * 1024);
+        let disk_gib = r.integer("disk_gib", 1, 1 << 20);
+        let storage = r.string("storage");
+        let bridge = r.string("bridge");
+        let vlan = r.integer_opt("vlan", 1, 4094, false);
+        let ipv4 = r.string("ipv4");
+        let gateway = r.string("gateway");
+        let dns = r.strings("dns").unwrap_or_default();
+        let tags = r.strings("tags").unwrap_or_default();
+        let image = r.string("image");
+        let guest_agent = match attributes.get("guest_agent") {
+            None | Some(Value::Null) => Some(false),
+            Some(_) => r.boolean("guest_agent"),
+        };
+        let vmid_range = match attributes.get("vmid_range") {
+            Some(value) if is_unknown(value) => None,
+            Some(Value::Array(items)) if items.len() == 2 => {
+                match (items[0].as_u64(), items[1].as_u64()) {
+                    (Some(start), Some(end))
+                        if (100..=999_999_999).contains(&start)
+                            && start <= end
+                            && end <= 999_999_999 =>
+                    {
+                        Some((start as u32, end as u32))
+                    }
+                    _ => {
+                        r.problems.add(
+                            "vmid_range",
+                            "not a VMID range",
+                            "use [start, end] with 100 ≤ start ≤ end ≤ 999999999",
+                        );
+                        None
+                    }
+                }
+            }
+            _ => {
+                r.problems.add(
+                    "vmid_range",
+                    "missing or not [start, end]",
+                    "set `vmid_range: [start, end]`, e.g. [1000, 1999]",
+                );
+                None
+            }
+        };
+        let mut problems = r.problems;
+        if name.as_ref().is_some_and(|n| !is_dns_name(n)) {
+            problems.add(
+                "name",
+                "not a valid VM name",
+                "PVE requires a DNS name: letters, digits and `-`, dot-separated",
+            );
+        }
+        if ipv4.as_ref().is_some_and(|ip| !is_cidr4(ip)) {
+            problems.add(
+                "ipv4",
+                "not an IPv4 address with prefix length",
+                "use CIDR form, e.g. 10.0.0.10/24",
+            );
+        }
+        if gateway
+            .as_ref()
+            .is_some_and(|gw| gw.parse::<Ipv4Addr>().is_err())
+        {
+            problems.add("gateway", "not an IPv4 address", "e.g. 10.0.0.1");
+        }
+        if let Some(bad) = dns.iter().find(|d| d.parse::<IpAddr>().is_err()) {
+            problems.add(
+                "dns",
+                format!("`{bad}` is not an IP address"),
+                "list resolver addresses, e.g. [10.0.0.1]",
+            );
+        }
+        let tags = Tags::new(&tags);
+        if let Some(bad) = tags.invalid() {
+            problems.add("tags", format!("`{bad}` is not a valid PVE tag"), "tags are lower-case letters, digits and `_-+.`, starting with a letter, digit or `_`");
+        }
+        if image.as_ref().is_some_and(|i| !i.contains(':')) {
+            problems.add(
+                "image",
+                "not a volume ID",
+                "use the image's volume, e.g. local:import/talos-v1.13.9-….raw",
+            );
+        }
+        if !problems.0.is_empty() {
+            return (None, problems);
+        }
+        let spec = (|| {
+            Some(VmSpec {
+                node: node?,
+                name: name?,
+                cores: cores?,
+                memory_mib: memory_mib?,
+                disk_gib: disk_gib?,
+                storage: storage?,
+                bridge: bridge?,
+                vlan: vlan.map(|v| v as u16),
+                ipv4: ipv4?,
+                gateway: gateway?,
+                dns,
+                tags,
+                image: image?,
+                guest_agent: guest_agent?,
+                vmid_range: vmid_range?,
+            })
+        })();
+        (spec, problems)
+    }
+
+    pub fn net0(&self) -> NetDevice {
+        NetDevice {
+            tag: self.vlan,
+            ..NetDevice::virtio(&self.bridge)
+        }
+    }
+
+    pub fn ipconfig0(&self) -> IpConfig {
+        IpConfig {
+            ip: Some(self.ipv4.clone()),
+            gw: Some(self.gateway.clone()),
+            ..IpConfig::default()
+        }
+    }
+
+    pub fn boot_disk(&self) -> Drive {
+        Drive {
+            discard: Some("on".into()),
+            import_from: Some(self.image.clone()),
+            ..Drive::new(format!("{}:0", self.storage))
+        }
+    }
+
+    /// The parameters of `POST /nodes/{node}/qemu`, in a fixed order.
+    pub fn create_params(&self, vmid: u32, description: &str) -> Vec<(String, String)> {
+        let mut params: Vec<(&str, String)> = vec![
+            ("vmid", vmid.to_string()),
+            ("name", self.name.clone()),
+            ("description", description.to_string()),
+            ("ostype", "l26".into()),
+            ("machine", "q35".into()),
+            ("bios", "ovmf".into()),
+            (
+                "efidisk0",
+                format!("{}:1,efitype=4m,pre-enrolled-keys=0", self.storage),
+            ),
+            ("scsihw", "virtio-scsi-pci".into()),
+            ("scsi0", self.boot_disk().to_string()),
+            ("boot", "order=scsi0".into()),
+            ("cores", self.cores.to_string()),
+            ("sockets", "1".into()),
+            ("memory", self.memory_mib.to_string()),
+            ("balloon", "0".into()),
+        ];
+        if self.guest_agent {
+            params.push(("agent", Agent::enabled(true).to_string()));
+        }
+        params.push(("net0", self.net0().to_string()));
+        params.push(("ide2", format!("{}:cloudinit", self.storage)));
+        params.push(("ipconfig0", self.ipconfig0().to_string()));
+        if !self.dns.is_empty() {
+            params.push(("nameserver", self.dns.join(" ")));
+        }
+        if !self.tags.is_empty() {
+            params.push(("tags", self.tags.to_string()));
+        }
+        params.push(("onboot", "1".into()));
+        params
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+    }
+}
+
+/// The description that marks a VM as created for `address`: an interrupted create is
+/// recognised by it and finished instead of duplicated.
+pub fn marker(address: &str) -> String {
+    format!("Managed by InfraFlux ({address})")
+}
+
+/// Attributes from a VM's config. `carried` supplies what PVE cannot tell: the image a
+/// disk was imported from, the VMID range.
+pub fn attributes_from_config(
+    vmid: u32,
+    node: &str,
+    config: &VmConfig,
+    carried: &Attributes,
+) -> Attributes {
+    let mut a = Attributes::new();
+    let drive = config.get("scsi0").and_then(|d| Drive::parse(d).ok());
+    let net = config.get("net0").and_then(|n| NetDevice::parse(n).ok());
+    let ip = config
+        .get("ipconfig0")
+        .and_then(|i| IpConfig::parse(i).ok())
+        .unwrap_or_default();
+    let agent = config
+        .get("agent")
+        .and_then(|a| Agent::parse(a).ok())
+        .unwrap_or_default();
+    a.insert("node".into(), json!(node));
+    a.insert("name".into(), json!(config.get("name")));
+    a.insert(
+        "cores".into(),
+        json!(
+            config
+                .get("cores")
+                .and_then(|c| c.parse::<u64>().ok())
+                .unwrap_or(1)
+        ),
+    );
+    a.insert(
+        "memory_mib".into(),
+        json!(
+            config
+                .get("memory")
+                .and_then(parse_memory_mib)
+                .unwrap_or(512)
+        ),
+    );
+    a.insert(
+        "disk_gib".into(),
+        json!(drive.as_ref().and_then(|d| d.size).map(|s| s.bytes() / GIB)),
+    );
+    a.insert(
+        "storage".into(),
+        json!(drive.as_ref().and_then(|d| d.storage())),
+    );
+    a.insert(
+        "bridge".into(),
+        json!(net.as_ref().and_then(|n| n.bridge.clone())),
+    );
+    a.insert("vlan".into(), json!(net.as_ref().and_then(|n| n.tag)));
+    a.insert("ipv4".into(), json!(ip.ip));
+    a.insert("gateway".into(), json!(ip.gw));
+    let dns: Vec<&str> = config
+        .get("nameserver")
+        .map(|n| n.split_whitespace().collect())
+        .unwrap_or_default();
+    a.insert("dns".into(), json!(dns));
+    let tags = config.get("tags").map(Tags::parse).unwrap_or_default();
+    a.insert("tags".into(), json!(tags.as_slice()));
+    let image = carried
+        .get("image")
+        .filter(|v| !v.is_null() && !is_unknown(v))
+        .cloned()
+        .unwrap_or_else(|| json!(drive.as_ref().and_then(|d| d.import_from.clone())));
+    a.insert("image".into(), image);
+    a.insert("guest_agent".into(), json!(agent.enabled));
+    a.insert(
+        "vmid_range".into(),
+        carried
+            .get("vmid_range")
+            .filter(|v| !is_unknown(v))
+            .cloned()
+            .unwrap_or(Value::Null),
+    );
+    a.insert("vmid".into(), json!(vmid));
+    a.insert("mac".into(), json!(net.and_then(|n| n.macaddr)));
+    a
+}
+
+/// Whether the cluster inventory agrees with the prior attributes on everything it
+/// shows (node, name, CPUs, memory, tags): if so the config need not be read.
+pub fn inventory_matches(prior: &Attributes, resource: &ClusterResource) -> bool {
+    let prior_tags = prior
+        .get("tags")
+        .and_then(Value::as_array)
+        .map(|t| Tags::new(t.iter().filter_map(Value::as_str)))
+        .unwrap_or_default();
+    resource.node.as_deref() == text(prior, "node")
+        && resource.name.as_deref() == text(prior, "name")
+        && resource.maxcpu == number(prior, "cores")
+        && resource.maxmem == number(prior, "memory_mib").map(|m| m * MIB)
+        && resource
+            .tags
+            .as_deref()
+            .map(Tags::parse)
+            .unwrap_or_default()
+            == prior_tags
+}
+
+/// Plan: the schema's default, plus: tags normalised (order is not a change), the
+/// image carried over (create-only), shrinking the disk replaces.
+pub fn plan(prior: Option<&Attributes>, desired: &Attributes) -> PlanResponse {
+    let schema = schema();
+    let mut planned = desired.clone();
+    if let Some(tags) = desired
+        .get("tags")
+        .and_then(Value::as_array)
+        .filter(|t| t.iter().all(Value::is_string))
+    {
+        let tags = Tags::new(tags.iter().filter_map(Value::as_str));
+        planned.insert("tags".into(), json!(tags.as_slice()));
+    }
+    let mut requires_replace = Vec::new();
+    if let Some(prior) = prior {
+        for attribute in schema
+            .attributes
+            .iter()
+            .filter(|a| a.force_new && !a.computed)
+        {
+            if prior.get(&attribute.name) != desired.get(&attribute.name) {
+                requires_replace.push(attribute.name.clone());
+            }
+        }
+        if let (Some(before), Some(after)) =
+            (number(prior, "disk_gib"), number(desired, "disk_gib"))
+        {
+            if after < before {
+                requires_replace.push("disk_gib".into());
+            }
+        }
+    }
+    let keep = prior.filter(|_| requires_replace.is_empty());
+    for name in ["vmid", "mac"] {
+        let value = keep
+            .and_then(|p| p.get(name))
+            .cloned()
+            .unwrap_or_else(unknown);
+        planned.insert(name.into(), value);
+    }
+    if let Some(prior) = keep {
+        planned.insert(
+            "image".into(),
+            prior.get("image").cloned().unwrap_or(Value::Null),
+        );
+    }
+    PlanResponse {
+        planned,
+        requires_replace,
+        create_before_destroy: false,
+    }
+}
+
+fn vmid_of(id: &str, operation: &str, address: &str) -> Result<u32, ProviderError> {
+    id.parse().map_err(|_| {
+        ProviderError::new(
+            ErrorKind::InvalidInput,
+            operation,
+            address,
+            format!("`{id}` is not a VMID"),
+        )
+    })
+}
+
+impl ProxmoxProvider {
+    /// The VM's entry in the cluster inventory.
+    async fn locate(&self, vmid: u32) -> Result<Option<ClusterResource>, ApiError> {
+        let inventory = self.client.cluster_resources(ResourceType::Vm).await?;
+        Ok(inventory
+            .into_iter()
+            .find(|r| r.vmid == Some(vmid) && r.kind == "qemu"))
+    }
+
+    pub(super) async fn create_vm(
+        &self,
+        address: &str,
+        planned: &Attributes,
+    ) -> Result<(String, Attributes), ProviderError> {
+        let (spec, problems) = VmSpec::read(planned, false);
+        let Some(spec) = spec else {
+            return Err(problems.into_error("create", address));
+        };
+        let fail = |e: ApiError| e.into_provider("create", address);
+        let inventory = self
+            .client
+            .cluster_resources(ResourceType::Vm)
+            .await
+            .map_err(fail)?;
+        let (start, end) = spec.vmid_range;
+        let in_range = |r: &&ClusterResource| r.vmid.is_some_and(|v| (start..=end).contains(&v));
+        // An earlier create of this resource may have been interrupted: finish it.
+        if let Some(existing) = inventory
+            .iter()
+            .filter(in_range)
+            .find(|r| r.kind == "qemu" && r.name.as_deref() == Some(spec.name.as_str()))
+        {
+            let vmid = existing.vmid.unwrap_or_default();
+            let node = existing.node.clone().unwrap_or_else(|| spec.node.clone());
+            let config = self.client.vm_config(&node, vmid).await.map_err(fail)?;
+            if !config
+                .get("description")
+                .is_some_and(|d| d.contains(&marker(address)))
+            {
+                return Err(ProviderError::new(
+                    ErrorKind::Conflict,
+                    "create",
+                    address,
+                    format!(
+                        "a VM named `{}` already exists in the VMID range (VMID {vmid} on {node}) and was not created for this resource\n  help: import it (`infraflux import {address} {vmid}`), rename or remove it, or choose another name",
+                        spec.name
+                    ),
+                ));
+            }
+            if let Some(lock) = &existing.lock {
+                return Err(ProviderError::new(
+                    ErrorKind::Transient,
+                    "create",
+                    address,
+                    format!(
+                        "VM {vmid}, from an earlier create of this resource, is locked ({lock}); retry when the lock is gone"
+                    ),
+                ));
+            }
+            tracing::info!(%address, vmid, "finishing an earlier, interrupted create");
+            let attributes = self.finish_vm(address, &spec, &node, vmid, config).await?;
+            return Ok((vmid.to_string(), attributes));
+        }
+        let mut taken: BTreeSet<u32> = inventory.iter().filter_map(|r| r.vmid).collect();
+        let description = marker(address);
+        let mut attempts = 0;
+        let (vmid, upid) = loop {
+            attempts += 1;
+            let Some(vmid) = self.reserve_vmid(&taken, spec.vmid_range) else {
+                return Err(ProviderError::new(
+                    ErrorKind::InvalidInput,
+                    "create",
+                    address,
+                    format!(
+                        "no free VMID in vmid_range [{start}, {end}]\n  help: widen `vmid_range` or remove unused VMs"
+                    ),
+                ));
+            };
+            let result = self
+                .client
+                .create_vm(&spec.node, &spec.create_params(vmid, &description))
+                .await;
+            match result {
+                Ok(upid) => break (vmid, upid),
+                // Someone else took the VMID since we listed: pick again.
+                Err(e)
+                    if e.kind == ErrorKind::Conflict && attempts < self.options.vmid_attempts =>
+                {
+                    tracing::debug!(%address, vmid, "VMID taken meanwhile; picking another");
+                    self.release_vmid(vmid);
+                    taken.insert(vmid);
+                }
+                Err(e) => {
+                    self.release_vmid(vmid);
+                    return Err(fail(e));
+                }
+            }
+        };
+        let waited = task::wait(&self.client, &upid, self.wait(self.options.create_timeout)).await;
+        self.release_vmid(vmid);
+        waited.map_err(|e| e.into_provider("create", address))?;
+        let config = self
+            .client
+            .vm_config(&spec.node, vmid)
+            .await
+            .map_err(fail)?;
+        let attributes = self
+            .finish_vm(address, &spec, &spec.node, vmid, config)
+            .await?;
+        Ok((vmid.to_string(), attributes))
+    }
+
+    /// After create: grow the boot disk to `disk_gib`, start the VM.
+    async fn finish_vm(
+        &self,
+        address: &str,
+        spec: &VmSpec,
+        node: &str,
+        vmid: u32,
+        mut config: VmConfig,
+    ) -> Result<Attributes, ProviderError> {
+        let fail = |e: ApiError| e.into_provider("create", address);
+        let desired = DiskSize::from_gib(spec.disk_gib);
+        let mut disk = config
+            .get("scsi0")
+            .and_then(|d| Drive::parse(d).ok())
+            .ok_or_else(|| {
+                ProviderError::new(
+                    ErrorKind::Other,
+                    "create",
+                    address,
+                    format!("VM {vmid} has no scsi0 disk after create"),
+                )
+            })?;
+        let current = disk.size.unwrap_or(DiskSize(0));
+        if current > desired {
+            return Err(ProviderError::new(
+                ErrorKind::InvalidInput,
+                "create",
+                address,
+                format!(
+                    "the imported image ({current}) is larger than disk_gib ({}G); VM {vmid} was left stopped\n  help: raise `disk_gib` to at least {}",
+                    spec.disk_gib,
+                    current.gib_ceil()
+                ),
+            ));
+        }
+        if current < desired {
+            self.resize(address, "create", node, vmid, spec.disk_gib)
+                .await?;
+            disk.size = Some(desired);
+            config.values.insert("scsi0".into(), disk.to_string());
+        }
+        match self.client.start_vm(node, vmid).await {
+            Ok(upid) => {
+                match task::wait(&self.client, &upid, self.wait(self.options.task_timeout)).await {
+                    Ok(_) => {}
+                    Err(task::TaskError::Failed { exit_status, .. })
+                        if exit_status.contains("already running") => {}
+                    Err(e) => return Err(e.into_provider("create", address)),
+                }
+            }
+            Err(e) if e.message.contains("already running") => {}
+            Err(e) => return Err(fail(e)),
+        }
+        let mut carried = Attributes::new();
+        carried.insert("image".into(), json!(spec.image));
+        carried.insert(
+            "vmid_range".into(),
+            json!([spec.vmid_range.0, spec.vmid_range.1]),
+        );
+        Ok(attributes_from_config(vmid, node, &config, &carried))
+    }
+
+    async fn resize(
+        &self,
+        address: &str,
+        operation: &str,
+        node: &str,
+        vmid: u32,
+        gib: u64,
+    ) -> Result<(), ProviderError> {
+        let upid = self
+            .client
+            .resize_disk(node, vmid, "scsi0", &format!("{gib}G"))
+            .await
+            .map_err(|e| e.into_provider(operation, address))?;
+        if let Some(upid) = upid {
+            task::wait(&self.client, &upid, self.wait(self.options.task_timeout))
+                .await
+                .map_err(|e| e.into_provider(operation, address))?;
+        }
+        Ok(())
+    }
+
+    fn reserve_vmid(&self, taken: &BTreeSet<u32>, (start, end): (u32, u32)) -> Option<u32> {
+        let mut reserved = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
+        let vmid = (start..=end).find(|v| !taken.contains(v) && !reserved.contains(v))?;
+        reserved.insert(vmid);
+        Some(vmid)
+    }
+
+    fn release_vmid(&self, vmid: u32) {
+        self.reserved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&vmid);
+    }
+
+    pub(super) async fn update_vm(
+        &self,
+        address: &str,
+        id: &str,
+        prior: &Attributes,
+        planned: &Attributes,
+    ) -> Result<Attributes, ProviderError> {
+        let (spec, problems) = VmSpec::read(planned, false);
+        let Some(spec) = spec else {
+            return Err(problems.into_error("update", address));
+        };
+        let vmid = vmid_of(id, "update", address)?;
+        let fail = |e: ApiError| e.into_provider("update", address);
+        let node = text(prior, "node").unwrap_or(&spec.node).to_string();
+        let mut set: Vec<(String, String)> = Vec::new();
+        let mut delete: Vec<String> = Vec::new();
+        let changed = |name: &str, value: Value| prior.get(name) != Some(&value);
+        if changed("name", json!(spec.name)) {
+            set.push(("name".into(), spec.name.clone()));
+        }
+        if changed("cores", json!(spec.cores)) {
+            set.push(("cores".into(), spec.cores.to_string()));
+        }
+        if changed("memory_mib", json!(spec.memory_mib)) {
+            set.push(("memory".into(), spec.memory_mib.to_string()));
+        }
+        if changed("tags", json!(spec.tags.as_slice())) {
+            if spec.tags.is_empty() {
+                delete.push("tags".into());
+            } else {
+                set.push(("tags".into(), spec.tags.to_string()));
+            }
+        }
+        if changed("guest_agent", json!(spec.guest_agent)) {
+            set.push(("agent".into(), Agent::enabled(spec.guest_agent).to_string()));
+        }
+        if changed("gateway", json!(spec.gateway)) || changed("ipv4", json!(spec.ipv4)) {
+            set.push(("ipconfig0".into(), spec.ipconfig0().to_string()));
+        }
+        if changed("dns", json!(spec.dns)) {
+            if spec.dns.is_empty() {
+                delete.push("nameserver".into());
+            } else {
+                set.push(("nameserver".into(), spec.dns.join(" ")));
+            }
+        }
+        if changed("bridge", json!(spec.bridge)) || changed("vlan", json!(spec.vlan)) {
+            // Keep the MAC and any option set outside InfraFlux.
+            let config = self.client.vm_config(&node, vmid).await.map_err(fail)?;
+            let mut net = config
+                .get("net0")
+                .and_then(|n| NetDevice::parse(n).ok())
+                .unwrap_or_else(|| spec.net0());
+            net.bridge = Some(spec.bridge.clone());
+            net.tag = spec.vlan;
+            set.push(("net0".into(), net.to_string()));
+        }
+        if !set.is_empty() || !delete.is_empty() {
+            self.client
+                .set_vm_config(&node, vmid, &set, &delete)
+                .await
+                .map_err(fail)?;
+        }
+        if number(prior, "disk_gib").is_none_or(|before| spec.disk_gib > before) {
+            self.resize(address, "update", &node, vmid, spec.disk_gib)
+                .await?;
+        }
+        if self.options.reboot_after_update && !set.is_empty() {
+            let pending = self.client.vm_pending(&node, vmid).await.map_err(fail)?;
+            if pending.iter().any(|p| p.is_change()) {
+                tracing::info!(%address, vmid, "rebooting to apply pending changes");
+                let upid = self.client.reboot_vm(&node, vmid).await.map_err(fail)?;
+                task::wait(&self.client, &upid, self.wait(self.options.task_timeout))
+                    .await
+                    .map_err(|e| e.into_provider("update", address))?;
+            }
+        }
+        let config = self.client.vm_config(&node, vmid).await.map_err(fail)?;
+        let attributes = attributes_from_config(vmid, &node, &config, planned);
+        if node != spec.node {
+            return Err(ProviderError::new(
+                ErrorKind::Conflict,
+                "update",
+                address,
+                format!(
+                    "VM {vmid} runs on `{node}`, not `{}` (moved by HA or a migration); InfraFlux does not move VMs — the other changes were applied\n  help: set `node: {node}` in the configuration, or migrate it back (`qm migrate {vmid} {}`)",
+                    spec.node, spec.node
+                ),
+            ));
+        }
+        Ok(attributes)
+    }
+
+    pub(super) async fn delete_vm(
+        &self,
+        address: &str,
+        id: &str,
+        prior: &Attributes,
+    ) -> Result<(), ProviderError> {
+        let vmid = vmid_of(id, "delete", address)?;
+        let fail = |e: ApiError| e.into_provider("delete", address);
+        let mut node = text(prior, "node").unwrap_or_default().to_string();
+        let status = match self.client.vm_status(&node, vmid).await {
+            Ok(status) => status,
+            Err(e) if e.is_not_found() || node.is_empty() => {
+                match self.locate(vmid).await.map_err(fail)? {
+                    // Moved since the last refresh.
+                    Some(resource) => {
+                        node = resource.node.unwrap_or_default();
+                        self.client.vm_status(&node, vmid).await.map_err(fail)?
+                    }
+                    None => return Ok(()),
+                }
+            }
+            Err(e) => return Err(fail(e)),
+        };
+        if status.status == "running" {
+            let upid = self.client.stop_vm(&node, vmid).await.map_err(fail)?;
+            task::wait(&self.client, &upid, self.wait(self.options.task_timeout))
+                .await
+                .map_err(|e| e.into_provider("delete", address))?;
+        }
+        match self.client.delete_vm(&node, vmid).await {
+            Ok(upid) => task::wait(&self.client, &upid, self.wait(self.options.task_timeout))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.into_provider("delete", address)),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(fail(e)),
+        }
+    }
+
+    /// One inventory call for every VM; a config read only where the inventory differs
+    /// from prior (or `deep`), and one to confirm a VM missing from the inventory.
+    pub(super) async fn read_vms(&self, items: &[&ReadItem], deep: bool) -> Vec<ReadResult> {
+        let inventory = match self.client.cluster_resources(ResourceType::Vm).await {
+            Ok(inventory) => inventory,
+            Err(e) => {
+                return items
+                    .iter()
+                    .map(|item| ReadResult {
+                        address: item.resource.address.clone(),
+                        outcome: ReadOutcome::Failed(
+                            e.clone().into_provider("read", &item.resource.address),
+                        ),
+                    })
+                    .collect();
+            }
+        };
+        let mut results = Vec::new();
+        // (item, vmid, node, listed in the inventory)
+        let mut to_read: Vec<(&ReadItem, u32, String, bool)> = Vec::new();
+        for item in items {
+            let address = &item.resource.address;
+            let vmid = match vmid_of(&item.id, "read", address) {
+                Ok(vmid) => vmid,
+                Err(e) => {
+                    results.push(ReadResult {
+                        address: address.clone(),
+                        outcome: ReadOutcome::Failed(e),
+                    });
+                    continue;
+                }
+            };
+            match inventory
+                .iter()
+                .find(|r| r.vmid == Some(vmid) && r.kind == "qemu")
+            {
+                Some(resource) if !deep && inventory_matches(&item.prior, resource) => results
+                    .push(ReadResult {
+                        address: address.clone(),
+                        outcome: ReadOutcome::Found(item.prior.clone()),
+                    }),
+                Some(resource) => {
+                    to_read.push((item, vmid, resource.node.clone().unwrap_or_default(), true))
+                }
+                None => match text(&item.prior, "node") {
+                    Some(node) => to_read.push((item, vmid, node.to_string(), false)),
+                    None => results.push(ReadResult {
+                        address: address.clone(),
+                        outcome: ReadOutcome::Gone,
+                    }),
+                },
+            }
+        }
+        let reads: Vec<_> = to_read
+            .into_iter()
+            .map(|(item, vmid, node, listed)| self.read_vm_config(item, vmid, node, listed))
+            .collect();
+        let reads = futures_util::stream::iter(reads)
+            .buffer_unordered(self.options.read_concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await;
+        results.extend(reads);
+        results
+    }
+
+    async fn read_vm_config(
+        &self,
+        item: &ReadItem,
+        vmid: u32,
+        node: String,
+        listed: bool,
+    ) -> ReadResult {
+        let address = item.resource.address.clone();
+        let outcome = match self.client.vm_config(&node, vmid).await {
+            Ok(config) => {
+                ReadOutcome::Found(attributes_from_config(vmid, &node, &config, &item.prior))
+            }
+            Err(e) if e.is_not_found() => ReadOutcome::Gone,
+            Err(e) => {
+                let mut error = e.into_provider("read", &address);
+                if !listed {
+                    error.message.push_str(&format!(
+                        "\n  VM {vmid} is missing from the cluster inventory and its node could not confirm it is gone"
+                    ));
+                }
+                ReadOutcome::Failed(error)
+            }
+        };
+        ReadResult { address, outcome }
+    }
+
+    pub(super) async fn import_vm(
+        &self,
+        address: &str,
+        id: &str,
+    ) -> Result<Attributes, ProviderError> {
+        let vmid = vmid_of(id, "import", address)?;
+        let fail = |e: ApiError| e.into_provider("import", address);
+        let Some(resource) = self.locate(vmid).await.map_err(fail)? else {
+            return Err(ProviderError::new(
+                ErrorKind::NotFound,
+                "import",
+                address,
+                format!("no VM {vmid} in the cluster"),
+            ));
+        };
+        let node = resource.node.unwrap_or_default();
+        let config = self.client.vm_config(&node, vmid).await.map_err(fail)?;
+        Ok(attributes_from_config(
+            vmid,
+            &node,
+            &config,
+            &Attributes::new(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn desired() -> Attributes {
+        json!({
+            "node": "pve1", "name": "cp-1", "cores": 2, "memory_mib": 4096, "disk_gib": 40,
+            "storage": "local-lvm", "bridge": "vmbr0", "vlan": 10, "ipv4": "10.0.0.10/24",
+            "gateway": "10.0.0.1", "dns": ["10.0.0.1", "1.1.1.1"], "tags": ["prod", "infraflux"],
+            "image": "local:import/talos-v1.13.9.raw", "guest_agent": true, "vmid_range": [1000, 1099],
+        })
+        .as_object()
+        .unwrap()
+        .clone()
+    }
+
+    #[test]
+    fn create_parameters_are_what_pve_expects() {
+        let (spec, problems) = VmSpec::read(&desired(), false);
+        assert!(problems.0.is_empty(), "{problems:?}");
+        let params = spec
+            .unwrap()
+            .create_params(1000, "Managed by InfraFlux (dev/w/proxmox_vm.cp-1)");
+        let get = |k: &str| {
+            params
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(
+            get("scsi0"),
+            Some("local-lvm:0,discard=on,import-from=local:import/talos-v1.13.9.raw")
+        );
+        assert_eq!(
+            get("efidisk0"),
+            Some("local-lvm:1,efitype=4m,pre-enrolled-keys=0")
+        );
+        assert_eq!(get("scsihw"), Some("virtio-scsi-pci"));
+        assert_eq!(get("net0"), Some("virtio,bridge=vmbr0,tag=10"));
+        assert_eq!(get("ipconfig0"), Some("ip=10.0.0.10/24,gw=10.0.0.1"));
+        assert_eq!(get("nameserver"), Some("10.0.0.1 1.1.1.1"));
+        assert_eq!(get("tags"), Some("infraflux;prod"));
+        assert_eq!(get("agent"), Some("1"));
+        assert_eq!(get("balloon"), Some("0"));
+        assert_eq!(get("ide2"), Some("local-lvm:cloudinit"));
+        let mut without_agent = desired();
+        without_agent.insert("guest_agent".into(), json!(false));
+        let params = VmSpec::read(&without_agent, false)
+            .0
+            .unwrap()
+            .create_params(1000, "x");
+        assert!(params.iter().all(|(k, _)| k != "agent"));
+    }
+
+    #[test]
+    fn invalid_inputs_are_all_reported() {
+        let mut bad = desired();
+        bad.insert("ipv4".into(), json!("10.0.0.10"));
+        bad.insert("name".into(), json!("cp_1"));
+        bad.insert("vmid_range".into(), json!([2000, 1000]));
+        bad.insert("dns".into(), json!(["resolver"]));
+        bad.insert("cores".into(), json!(0));
+        let (spec, problems) = VmSpec::read(&bad, false);
+        assert!(spec.is_none());
+        let mut named: Vec<_> = problems
+            .0
+            .iter()
+            .filter_map(|d| d.attribute.clone())
+            .collect();
+        named.sort();
+        assert_eq!(named, ["cores", "dns", "ipv4", "name", "vmid_range"]);
+    }
+
+    fn config(pairs: &[(&str, &str)]) -> VmConfig {
+        VmConfig {
+            values: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            digest: None,
+        }
+    }
+
+    #[test]
+    fn attributes_read_back_from_config_match_the_desired_ones() {
+        let config = config(&[
+            ("name", "cp-1"),
+            ("cores", "2"),
+            ("memory", "4096"),
+            ("scsi0", "local-lvm:vm-1000-disk-1,discard=on,size=40G"),
+            ("net0", "virtio=BC:24:11:AA:BB:CC,bridge=vmbr0,tag=10"),
+            ("ipconfig0", "ip=10.0.0.10/24,gw=10.0.0.1"),
+            ("nameserver", "10.0.0.1 1.1.1.1"),
+            ("tags", "infraflux;prod"),
+            ("agent", "1"),
+        ]);
+        let read = attributes_from_config(1000, "pve1", &config, &desired());
+        let plan = plan(Some(&read), &desired());
+        assert!(plan.requires_replace.is_empty());
+        for (key, value) in &plan.planned {
+            assert_eq!(read.get(key), Some(value), "{key}");
+        }
+        assert_eq!(read["mac"], json!("BC:24:11:AA:BB:CC"));
+        assert_eq!(read["vmid"], json!(1000));
+    }
+
+    #[test]
+    fn shrinking_the_disk_or_moving_storage_replaces_but_a_node_change_does_not() {
+        let mut prior = desired();
+        prior.insert("vmid".into(), json!(1000));
+        prior.insert("mac".into(), json!("BC:24:11:AA:BB:CC"));
+        let mut smaller = desired();
+        smaller.insert("disk_gib".into(), json!(20));
+        let response = plan(Some(&prior), &smaller);
+        assert_eq!(response.requires_replace, ["disk_gib"]);
+        assert!(is_unknown(&response.planned["vmid"]));
+        let mut moved = desired();
+        moved.insert("node".into(), json!("pve2"));
+        let response = plan(Some(&prior), &moved);
+        assert!(response.requires_replace.is_empty());
+        assert_eq!(response.planned["vmid"], json!(1000));
+        let mut reimaged = desired();
+        reimaged.insert("image".into(), json!("local:import/talos-v1.14.0.raw"));
+        reimaged.insert("tags".into(), json!(["infraflux", "prod"]));
+        let response = plan(Some(&prior), &reimaged);
+        assert_eq!(response.planned["image"], prior["image"]);
+        assert_eq!(response.planned["tags"], json!(["infraflux", "prod"]));
+    }
+
+    #[test]
+    fn the_inventory_decides_whether_the_config_is_read() {
+        let mut prior = desired();
+        prior.insert("tags".into(), json!(["infraflux", "prod"]));
+        let resource = ClusterResource {
+            id: "qemu/1000".into(),
+            kind: "qemu".into(),
+            node: Some("pve1".into()),
+            vmid: Some(1000),
+            name: Some("cp-1".into()),
+            maxmem: Some(4096 * MIB),
+            maxcpu: Some(2),
+            tags: Some("infraflux;prod".into()),
+            ..ClusterResource::default()
+        };
+        assert!(inventory_matches(&prior, &resource));
+        let migrated = ClusterResource {
+            node: Some("pve2".into()),
+            ..resource.clone()
+        };
+        assert!(!inventory_matches(&prior, &migrated));
+        let grown = ClusterResource {
+            maxmem: Some(8192 * MIB),
+            ..resource
+        };
+        assert!(!inventory_matches(&prior, &grown));
+    }
+}

@@ -1,0 +1,189 @@
+"""Start a fakepve (PyPI `fakepve[crypto]`) for InfraFlux's Proxmox tests and bench.
+
+    INFRAFLUX_FAKEPVE_TOKEN='root@pam!ci=SECRET' python fakepve_launcher.py --host 127.0.0.7 --nodes 3
+
+Prints one line once it listens:
+
+    fakepve listening on https://127.0.0.7:PORT fingerprint=AB:CD:... cafile=/tmp/.../fakepve.crt
+
+then reads commands from stdin, one JSON object per line, and answers each with one line,
+`ok <json>` or `err <message>`. It exits when stdin closes, so it never outlives the test
+that started it. Only loopback addresses are accepted.
+
+Besides what fakepve 0.5 does by itself, this launcher adds PVE's semantics for
+`PUT /nodes/{node}/qemu/{vmid}/resize` (grow only, absolute `40G` or relative `+2G`),
+which fakepve answers generically without changing the disk; everything else is the fake's own.
+"""
+
+import argparse
+import asyncio
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+
+from fakepve import FakePve
+from fakepve.certs import make_cert
+from fakepve.model import PveError, TaskError
+
+UNITS = {'': 1, 'K': 1024, 'M': 1024 ** 2, 'G': 1024 ** 3, 'T': 1024 ** 4}
+
+
+def size_bytes(text):
+    found = re.fullmatch(r'(\d+(?:\.\d+)?)([KMGT]?)', text)
+    if not found:
+        raise ValueError(text)
+    return int(float(found.group(1)) * UNITS[found.group(2)])
+
+
+def size_text(size):
+    for unit in 'TGMK':
+        if size and size % UNITS[unit] == 0:
+            return '{0}{1}'.format(size // UNITS[unit], unit)
+    return str(size)
+
+
+class LauncherPve(FakePve):
+    """FakePve plus a resize that changes the disk."""
+
+    def _routes_infraflux(self):
+        return [('PUT', '/nodes/{node}/qemu/{vmid}/resize', self._infraflux_resize)]
+
+    async def _infraflux_resize(self, v, user):
+        vm = self.find(v['node'], v['vmid'])
+        disk = v['disk']
+        if disk not in vm.config:
+            raise PveError(500, 'disk {0!r} does not exist'.format(disk))
+        parts = str(vm.config[disk]).split(',')
+        current = 0
+        for part in parts[1:]:
+            if part.startswith('size='):
+                current = size_bytes(part[5:])
+        wanted = v['size']
+        relative = wanted.startswith('+')
+        try:
+            new = size_bytes(wanted.lstrip('+'))
+        except ValueError:
+            raise PveError(400, 'Parameter verification failed.', {'size': 'unable to parse size'}) from None
+        new = current + new if relative else new
+        if new < current:
+            raise PveError(500, 'shrinking disks is not supported')
+
+        async def body():
+            kept = [p for p in parts[1:] if not p.startswith('size=')]
+            vm.config[disk] = ','.join([parts[0]] + sorted(kept + ['size=' + size_text(new)]))
+        return await self.task(vm.node, 'resize', vm.vmid, user, body, vm=vm)
+
+
+def add_vms(pve, count, nodes, first_vmid):
+    """count stopped VMs spread over the nodes, shaped like InfraFlux's."""
+    for i in range(count):
+        vmid = first_vmid + i
+        node = nodes[i % len(nodes)]
+        pve.add_vm(vmid, 'bench-{0}'.format(vmid), node=node, status='running', config={
+            'cores': 2, 'sockets': 1, 'memory': '4096', 'tags': 'bench;infraflux',
+            'scsi0': 'local-lvm:vm-{0}-disk-0,discard=on,size=40G'.format(vmid),
+            'net0': 'virtio=BC:24:11:{0:02X}:{1:02X}:{2:02X},bridge=vmbr0'.format(
+                (vmid >> 16) & 255, (vmid >> 8) & 255, vmid & 255),
+            'ipconfig0': 'ip=10.1.{0}.{1}/16,gw=10.1.0.1'.format(vmid // 250, vmid % 250 + 1),
+            'nameserver': '10.1.0.1', 'agent': '1',
+        })
+
+
+async def command(pve, request):
+    op = request['op']
+    if op == 'fail':
+        pve.fail(request['method'], request['suffix'], status=request.get('status'),
+                 message=request.get('message'), error=request.get('error'), times=request.get('times'))
+        return None
+    if op == 'clear_failures':
+        pve.failures.clear()
+        return None
+    if op == 'node_offline':
+        pve.set_node_offline(request['node'], request.get('offline', True))
+        return None
+    if op == 'lock':
+        pve.snapshot_lock(request['vmid'], request.get('lock', 'backup'))
+        return None
+    if op == 'unlock':
+        pve.unlock(request['vmid'])
+        return None
+    if op == 'time_scale':
+        pve.time_scale = float(request['value'])
+        return None
+    if op == 'slow_network':
+        pve.slow_network(float(request['latency']))
+        return None
+    if op == 'migrate':
+        vm = pve.vm(request['vmid'])
+        pve.nodes.setdefault(request['target'], {'online': True})
+        vm.node = request['target']
+        return None
+    if op == 'requests':
+        return len(pve.requests)
+    if op == 'vms':
+        return [{'vmid': vm.vmid, 'name': vm.name, 'node': vm.node, 'status': vm.status, 'config': vm.config,
+                 'pending': vm.pending} for vm in pve.vms]
+    if op == 'volumes':
+        return sorted(pve.storages[request['storage']].get('volumes', {}))
+    raise ValueError('unknown op {0!r}'.format(op))
+
+
+async def serve(args):
+    if not ipaddress.ip_address(args.host).is_loopback:
+        sys.exit('fakepve_launcher: only loopback addresses')
+    pve = LauncherPve(user='root@pam', password=os.environ.get('INFRAFLUX_FAKEPVE_PASSWORD', 'secret'),
+                      host=args.host, port=args.port)
+    pve.time_scale = args.time_scale
+    nodes = ['pve{0}'.format(n) for n in range(1, args.nodes + 1)]
+    for node in nodes:
+        pve.add_node(node)
+    token = os.environ.get('INFRAFLUX_FAKEPVE_TOKEN', '')
+    if token:
+        tokenid, _, secret = token.partition('=')
+        pve.apitokens[tokenid] = secret
+    if args.import_content:
+        pve.storages['local']['content'] = 'iso,vztmpl,backup,import'
+    add_vms(pve, args.vms, nodes, args.first_vmid)
+    tmp = tempfile.mkdtemp(prefix='infraflux-fakepve-')
+    try:
+        certfile, keyfile, der = make_cert(tmp, hosts=(args.host,))
+        await pve.start(certfile, keyfile)
+        fingerprint = ':'.join('{0:02X}'.format(b) for b in hashlib.sha256(der).digest())
+        print('fakepve listening on {0} fingerprint={1} cafile={2}'.format(pve.url, fingerprint, certfile),
+              flush=True)
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        while True:
+            line = await reader.readline()
+            if not line:
+                break
+            try:
+                result = await command(pve, json.loads(line))
+                print('ok ' + json.dumps(result), flush=True)
+            except (PveError, TaskError, ValueError, KeyError, TypeError) as e:
+                print('err ' + str(e).replace('\n', ' '), flush=True)
+        await pve.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--host', default='127.0.0.2')
+    parser.add_argument('--port', type=int, default=0)
+    parser.add_argument('--nodes', type=int, default=3)
+    parser.add_argument('--vms', type=int, default=0, help='VMs to start with, spread over the nodes')
+    parser.add_argument('--first-vmid', type=int, default=5000)
+    parser.add_argument('--time-scale', type=float, default=0.0)
+    parser.add_argument('--import-content', action='store_true', help="allow 'import' content on storage local")
+    asyncio.run(serve(parser.parse_args()))
+
+
+if __name__ == '__main__':
+    main()
