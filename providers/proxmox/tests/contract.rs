@@ -1044,3 +1044,40 @@ async fn typed_endpoints_send_exact_requests() {
     let log = client.task_log(&task, 10, 5).await.unwrap();
     assert_eq!(log.lines, vec![(11, "removed".to_string())]);
 }
+
+#[tokio::test]
+async fn a_same_named_vm_not_made_for_this_resource_is_a_conflict() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api2/json/cluster/resources"))
+        .respond_with(ok(json!([{ "id": "qemu/1004", "type": "qemu", "vmid": 1004, "node": "pve2", "name": "cp-1" }])))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api2/json/nodes/pve2/qemu/1004/config"))
+        .respond_with(ok(json!({ "name": "cp-1", "description": "hand-made" })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let error = provider(token_client(&server))
+        .create(CreateRequest {
+            resource: vm_ref(),
+            planned: vm_attributes(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Conflict);
+    assert!(
+        error.message.contains("VMID 1004 on pve2"),
+        "{}",
+        error.message
+    );
+    let posts = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "POST")
+        .count();
+    assert_eq!(posts, 0, "nothing may be created next to it");
+}
