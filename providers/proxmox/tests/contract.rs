@@ -896,3 +896,188 @@ async fn a_refused_connection_is_transient_and_retried_even_for_creates() {
     );
     assert_eq!(client.request_count(), 2);
 }
+
+#[tokio::test]
+async fn typed_endpoints_send_exact_requests() {
+    let server = MockServer::start().await;
+    let mount = |m: Mock| {
+        let server = &server;
+        async move { m.expect(1).mount(server).await }
+    };
+    mount(
+        Mock::given(method("GET"))
+            .and(path("/api2/json/cluster/nextid"))
+            .and(query_param("vmid", "1005"))
+            .respond_with(ok(json!("1005"))),
+    )
+    .await;
+    mount(
+        Mock::given(method("GET"))
+            .and(path("/api2/json/nodes/pve1/status"))
+            .respond_with(ok(
+                json!({ "uptime": 3600, "pveversion": "pve-manager/9.1.1" }),
+            )),
+    )
+    .await;
+    mount(
+        Mock::given(method("GET"))
+            .and(path("/api2/json/nodes/pve1/storage/local/content"))
+            .and(query_param("content", "import"))
+            .respond_with(ok(json!([
+                { "volid": "local:import/talos.raw", "content": "import", "format": "raw", "size": 1288490188, "ctime": 1 }
+            ]))),
+    )
+    .await;
+    let shutdown = upid("pve1", "qmshutdown", "1000");
+    mount(
+        Mock::given(method("POST"))
+            .and(path("/api2/json/nodes/pve1/qemu/1000/status/shutdown"))
+            .and(body_string("timeout=60&forceStop=1"))
+            .respond_with(ok(json!(shutdown))),
+    )
+    .await;
+    mount(
+        Mock::given(method("PUT"))
+            .and(path("/api2/json/nodes/pve1/qemu/1000/config"))
+            .and(body_string("cores=4&delete=tags%2Cnameserver"))
+            .respond_with(ok(Value::Null)),
+    )
+    .await;
+    let config = upid("pve1", "qmconfig", "1000");
+    mount(
+        Mock::given(method("POST"))
+            .and(path("/api2/json/nodes/pve1/qemu/1000/config"))
+            .and(body_string("net0=virtio%2Cbridge%3Dvmbr1"))
+            .respond_with(ok(json!(config))),
+    )
+    .await;
+    mount(
+        Mock::given(method("GET"))
+            .and(path("/api2/json/nodes/pve1/qemu/1000/config"))
+            .respond_with(ok(
+                json!({ "cores": 4, "memory": "current=2048", "digest": "d1g357", "onboot": 1 }),
+            )),
+    )
+    .await;
+    // PVE before 8 answered a resize without a task.
+    mount(
+        Mock::given(method("PUT"))
+            .and(path("/api2/json/nodes/pve1/qemu/1000/resize"))
+            .and(body_string("disk=scsi0&size=%2B2G"))
+            .respond_with(ok(Value::Null)),
+    )
+    .await;
+    let delete = upid("pve1", "imgdel", "local");
+    mount(
+        Mock::given(method("DELETE"))
+            .and(path(
+                "/api2/json/nodes/pve1/storage/local/content/local:import%2Ftalos.raw",
+            ))
+            .respond_with(ok(json!(delete))),
+    )
+    .await;
+    mount(
+        Mock::given(method("GET"))
+            .and(path(format!("/api2/json/nodes/pve1/tasks/{delete}/log")))
+            .and(query_param("start", "10"))
+            .and(query_param("limit", "5"))
+            .respond_with(ok(json!([{ "n": 11, "t": "removed" }]))),
+    )
+    .await;
+
+    let client = token_client(&server);
+    assert_eq!(client.next_id(Some(1005)).await.unwrap(), 1005);
+    assert_eq!(
+        client.node_status("pve1").await.unwrap()["uptime"],
+        json!(3600)
+    );
+    let volumes = client
+        .storage_content("pve1", "local", Some("import"))
+        .await
+        .unwrap();
+    assert_eq!(volumes[0].volid, "local:import/talos.raw");
+    assert_eq!(volumes[0].size, Some(1288490188));
+    assert_eq!(
+        client
+            .shutdown_vm("pve1", 1000, Some(60), true)
+            .await
+            .unwrap()
+            .as_str(),
+        shutdown
+    );
+    client
+        .set_vm_config(
+            "pve1",
+            1000,
+            &[("cores".into(), "4".into())],
+            &["tags".into(), "nameserver".into()],
+        )
+        .await
+        .unwrap();
+    let task = client
+        .set_vm_config_async(
+            "pve1",
+            1000,
+            &[("net0".into(), "virtio,bridge=vmbr1".into())],
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(task.task_type, "qmconfig");
+    let read = client.vm_config("pve1", 1000).await.unwrap();
+    assert_eq!(read.get("cores"), Some("4"));
+    assert_eq!(read.get("memory"), Some("current=2048"));
+    assert_eq!(read.digest.as_deref(), Some("d1g357"));
+    assert_eq!(read.get("digest"), None);
+    assert_eq!(
+        client
+            .resize_disk("pve1", 1000, "scsi0", "+2G")
+            .await
+            .unwrap(),
+        None
+    );
+    let task = client
+        .delete_volume("pve1", "local", "local:import/talos.raw")
+        .await
+        .unwrap()
+        .unwrap();
+    let log = client.task_log(&task, 10, 5).await.unwrap();
+    assert_eq!(log.lines, vec![(11, "removed".to_string())]);
+}
+
+#[tokio::test]
+async fn a_same_named_vm_not_made_for_this_resource_is_a_conflict() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api2/json/cluster/resources"))
+        .respond_with(ok(json!([{ "id": "qemu/1004", "type": "qemu", "vmid": 1004, "node": "pve2", "name": "cp-1" }])))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api2/json/nodes/pve2/qemu/1004/config"))
+        .respond_with(ok(json!({ "name": "cp-1", "description": "hand-made" })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let error = provider(token_client(&server))
+        .create(CreateRequest {
+            resource: vm_ref(),
+            planned: vm_attributes(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Conflict);
+    assert!(
+        error.message.contains("VMID 1004 on pve2"),
+        "{}",
+        error.message
+    );
+    let posts = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "POST")
+        .count();
+    assert_eq!(posts, 0, "nothing may be created next to it");
+}

@@ -485,7 +485,7 @@ impl ProxmoxProvider {
                     "create",
                     address,
                     format!(
-                        "a VM named `{}` already exists in the VMID range (VMID {vmid} on {node}) and was not created for this resource\n  help: import it (`infraflux import {address} {vmid}`), rename or remove it, or choose another name",
+                        "a VM named `{}` already exists in the VMID range (VMID {vmid} on {node}) and was not created for this resource\n  help: adopt it by importing VMID {vmid} for `{address}`, rename or remove it, or choose another name",
                         spec.name
                     ),
                 ));
