@@ -1,0 +1,15 @@
+//! The Kubernetes provider of InfraFlux: it installs a cluster's platform services,
+//! prepares its environment namespaces and hands the cluster over to ArgoCD.
+//!
+//! - [`object`]: object identity and apply order (CRDs → Namespaces → RBAC,
+//!   ServiceAccounts, ConfigMaps → the rest);
+//! - [`api`]: the [`api::KubeApi`] trait (server-side apply, get, delete, list, discovery);
+//!   [`client`]: its implementation over the `kube` client;
+//! - [`readiness`]: the kstatus rules as pure functions over JSON;
+//! - [`wait`]: polling until objects are Current, with a caller-chosen timeout.
+
+pub mod api;
+pub mod client;
+pub mod object;
+pub mod readiness;
+pub mod wait;
