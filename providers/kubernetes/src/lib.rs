@@ -6,10 +6,13 @@
 //! - [`api`]: the [`api::KubeApi`] trait (server-side apply, get, delete, list, discovery);
 //!   [`client`]: its implementation over the `kube` client;
 //! - [`readiness`]: the kstatus rules as pure functions over JSON;
-//! - [`wait`]: polling until objects are Current, with a caller-chosen timeout.
+//! - [`wait`]: polling until objects are Current, with a caller-chosen timeout;
+//! - [`inputs`]: resource attributes → typed inputs; [`render`]: inputs → manifests.
 
 pub mod api;
 pub mod client;
+pub mod inputs;
 pub mod object;
 pub mod readiness;
+pub mod render;
 pub mod wait;
