@@ -7,7 +7,8 @@
 //!   [`client`]: its implementation over the `kube` client;
 //! - [`readiness`]: the kstatus rules as pure functions over JSON;
 //! - [`wait`]: polling until objects are Current, with a caller-chosen timeout;
-//! - [`inputs`]: resource attributes → typed inputs; [`render`]: inputs → manifests.
+//! - [`inputs`]: resource attributes → typed inputs; [`render`]: inputs → manifests;
+//! - `testing` (feature): a fake API server on 127.0.0.1 for tests.
 
 pub mod api;
 pub mod client;
@@ -15,4 +16,6 @@ pub mod inputs;
 pub mod object;
 pub mod readiness;
 pub mod render;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod wait;
