@@ -1,0 +1,27 @@
+//! The Kubernetes provider of InfraFlux: it installs a cluster's platform services,
+//! prepares its environment namespaces and hands the cluster over to ArgoCD.
+//!
+//! - [`object`]: object identity and apply order (CRDs → Namespaces → RBAC,
+//!   ServiceAccounts, ConfigMaps → the rest);
+//! - [`api`]: the [`api::KubeApi`] trait (server-side apply, get, delete, list, discovery);
+//!   [`client`]: its implementation over the `kube` client;
+//! - [`readiness`]: the kstatus rules as pure functions over JSON;
+//! - [`wait`]: polling until objects are Current, with a caller-chosen timeout;
+//! - [`inputs`]: resource attributes → typed inputs; [`render`]: inputs → manifests;
+//! - [`apply`]: phase-ordered server-side apply that writes only what differs;
+//! - [`provider`]: the `Provider` implementation (`kubernetes_platform`,
+//!   `kubernetes_namespace`, `kubernetes_handoff`) and [`provider::render_resource`],
+//!   which the `infraflux-kubernetes --render DIR` helper uses;
+//! - `testing` (feature): a fake API server on 127.0.0.1 for tests.
+
+pub mod api;
+pub mod apply;
+pub mod client;
+pub mod inputs;
+pub mod object;
+pub mod provider;
+pub mod readiness;
+pub mod render;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod wait;

@@ -1,0 +1,99 @@
+//! Manifest rendering: typed inputs → `Vec<serde_json::Value>` manifests, pure
+//! functions with no cluster involved. Each resource type renders here; `--render`
+//! writes the same manifests to files.
+
+pub mod argocd;
+mod namespace;
+pub mod vendor;
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value, json};
+
+use crate::inputs::{HandoffInputs, InputError, NamespaceInputs, PlatformInputs, Service};
+use crate::object::{ObjectRef, sort_for_apply};
+
+pub use namespace::namespace;
+
+/// The value of the `managed-by` label on everything InfraFlux renders.
+pub const MANAGED_BY: &str = "infraflux";
+
+pub(crate) fn managed_labels() -> Map<String, Value> {
+    let mut labels = Map::new();
+    labels.insert("managed-by".into(), json!(MANAGED_BY));
+    labels
+}
+
+/// Merge `overlay` into `base`: objects key by key, anything else replaced.
+pub fn deep_merge(base: &mut Value, overlay: &Value) {
+    match (base, overlay) {
+        (Value::Object(base), Value::Object(overlay)) => {
+            for (key, value) in overlay {
+                match base.get_mut(key) {
+                    Some(existing) => deep_merge(existing, value),
+                    None => {
+                        base.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        (base, overlay) => *base = overlay.clone(),
+    }
+}
+
+/// A platform service: the vendored install for cilium and argocd (argocd also brings
+/// the `platform` AppProject and the Applications adopting services installed before
+/// it), an ArgoCD Application with the Helm chart for the others. In apply order.
+pub fn platform(inputs: &PlatformInputs) -> Result<Vec<Value>, InputError> {
+    let mut manifests = match inputs.service {
+        Service::Cilium => vendor::cilium(inputs)?,
+        Service::Argocd => {
+            let mut manifests = vendor::argocd(inputs)?;
+            manifests.push(argocd::platform_project(&inputs.argocd_namespace));
+            for adopted in &inputs.adopt {
+                manifests.extend(argocd::adoption_application(inputs, adopted));
+            }
+            manifests
+        }
+        _ => argocd::platform_application(inputs).into_iter().collect(),
+    };
+    sort_for_apply(&mut manifests);
+    Ok(manifests)
+}
+
+/// An environment namespace and its policies, in apply order.
+pub fn environment_namespace(inputs: &NamespaceInputs) -> Vec<Value> {
+    let mut manifests = namespace(inputs);
+    sort_for_apply(&mut manifests);
+    manifests
+}
+
+/// The handoff's AppProject and app-of-apps Application.
+pub fn handoff(inputs: &HandoffInputs) -> Vec<Value> {
+    argocd::handoff(inputs)
+}
+
+/// Write manifests to `dir`, one YAML file per object, numbered in apply order
+/// (`000-apiextensions.k8s.io-customresourcedefinition-applications.argoproj.io.yaml`).
+/// `start` is the first number, so several resources can share a directory.
+pub fn write_manifests(
+    dir: &Path,
+    start: usize,
+    manifests: &[Value],
+) -> std::io::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let mut written = Vec::new();
+    for (index, manifest) in manifests.iter().enumerate() {
+        let stem = ObjectRef::from_manifest(manifest)
+            .map(|o| o.file_stem())
+            .unwrap_or_else(|| "object".into());
+        let path = dir.join(format!("{:03}-{stem}.yaml", start + index));
+        let text = serde_yaml::to_string(manifest).map_err(std::io::Error::other)?;
+        std::fs::write(&path, text)?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,174 @@
+//! The fake API server through the real `kube` client: discovery of kinds registered
+//! at run time by CRDs, apply/get/list/delete, generations, and server-side apply
+//! conflicts named like the API server names them.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use infraflux_kubernetes::api::{ApiError, ApplyOptions, KubeApi};
+use infraflux_kubernetes::client::{ClientOptions, KubeClient, Kubeconfig};
+use infraflux_kubernetes::object::ObjectRef;
+use infraflux_kubernetes::testing::FakeApiServer;
+
+async fn client(server: &FakeApiServer) -> KubeClient {
+    KubeClient::new(
+        &Kubeconfig::new(server.kubeconfig()).unwrap(),
+        ClientOptions::default(),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn crds_register_kinds_at_run_time_and_discovery_is_refreshed() {
+    let server = FakeApiServer::start().await.unwrap();
+    let client = client(&server).await;
+    let application = json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+        "metadata": {"name": "a", "namespace": "default"}, "spec": {"project": "default"}});
+    let error = client
+        .apply(&application, ApplyOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ApiError::UnknownKind { .. }), "{error}");
+    let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "applications.argoproj.io"},
+        "spec": {"group": "argoproj.io", "scope": "Namespaced",
+            "names": {"kind": "Application", "plural": "applications"},
+            "versions": [{"name": "v1alpha1", "served": true, "storage": true}]}});
+    client.apply(&crd, ApplyOptions::default()).await.unwrap();
+    // Not served until Established.
+    assert!(
+        client
+            .apply(&application, ApplyOptions::default())
+            .await
+            .is_err()
+    );
+    assert!(server.establish("applications.argoproj.io"));
+    client.refresh_discovery().await.unwrap();
+    let stored = client
+        .apply(&application, ApplyOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(stored["metadata"]["generation"], 1);
+    let listed = client
+        .list("argoproj.io/v1alpha1", "Application", Some("default"))
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["kind"], "Application");
+    let object = ObjectRef::new("argoproj.io/v1alpha1", "Application", Some("default"), "a");
+    assert!(client.delete(&object).await.unwrap());
+    assert!(!client.delete(&object).await.unwrap());
+    assert!(client.get(&object).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn generation_moves_with_the_spec_and_namespaces_must_exist() {
+    let server = FakeApiServer::start().await.unwrap();
+    let client = client(&server).await;
+    let deployment = |replicas: i64| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "default", "labels": {"a": "b"}},
+            "spec": {"replicas": replicas}})
+    };
+    let first = client
+        .apply(&deployment(1), ApplyOptions::default())
+        .await
+        .unwrap();
+    let same = client
+        .apply(&deployment(1), ApplyOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        first["metadata"]["generation"],
+        same["metadata"]["generation"]
+    );
+    assert_eq!(
+        first["metadata"]["resourceVersion"],
+        same["metadata"]["resourceVersion"]
+    );
+    let scaled = client
+        .apply(&deployment(2), ApplyOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(scaled["metadata"]["generation"], 2);
+    let mut missing = deployment(1);
+    missing["metadata"]["namespace"] = json!("nowhere");
+    let error = client
+        .apply(&missing, ApplyOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("namespaces \"nowhere\" not found"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn conflicts_name_the_field_and_the_other_manager() {
+    let server = FakeApiServer::start().await.unwrap();
+    let client = client(&server).await;
+    // Another tool owns .data.mode.
+    let config = |mode: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "settings", "namespace": "default"}, "data": {"mode": mode}})
+    };
+    let stored = client
+        .apply(&config("a"), ApplyOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(stored["data"]["mode"], "a");
+    // helm (raw requests under its own field manager) cannot take the field without
+    // forcing; forced, it becomes the owner.
+    assert_eq!(raw_apply(&server, "helm", false, &config("b")).await, 409);
+    assert_eq!(raw_apply(&server, "helm", true, &config("b")).await, 200);
+    let error = client
+        .apply(&config("c"), ApplyOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "ConfigMap default/settings: conflicts with other field managers: .data.mode (owned by helm)"
+    );
+    let forced = client
+        .apply(&config("c"), ApplyOptions { force: true })
+        .await
+        .unwrap();
+    assert_eq!(forced["data"]["mode"], "c");
+    assert_eq!(
+        client
+            .get(&ObjectRef::new(
+                "v1",
+                "ConfigMap",
+                Some("default"),
+                "settings"
+            ))
+            .await
+            .unwrap()
+            .unwrap()["data"]["mode"],
+        "c"
+    );
+}
+
+async fn raw_apply(server: &FakeApiServer, manager: &str, force: bool, body: &Value) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = server.url().trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let body = body.to_string();
+    let request = format!(
+        "PATCH /api/v1/namespaces/default/configmaps/settings?fieldManager={manager}&force={force} HTTP/1.1\r\n\
+         Host: {address}\r\nContent-Type: application/apply-patch+yaml\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    response[9..12].parse().unwrap()
+}
