@@ -2,11 +2,12 @@
 
 mod config;
 pub mod output;
+mod state;
 mod validate;
 
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command, ConfigCommand};
+use crate::cli::{Cli, Command, ConfigCommand, StateCommand};
 
 pub fn run(cli: Cli) -> miette::Result<ExitCode> {
     let output = output::Output::new(cli.global.color);
@@ -14,5 +15,12 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Validate(args) => validate::run(&cli.global, &args, &output),
         Command::Config(ConfigCommand::Show(args)) => config::show(&cli.global, &args, &output),
         Command::Config(ConfigCommand::Schema(args)) => config::schema(&args),
+        Command::State(command) => match command {
+            StateCommand::List(args) => state::list(&cli.global, &args),
+            StateCommand::Show(args) => state::show(&cli.global, &args),
+            StateCommand::Rm(args) => state::rm(&cli.global, &args),
+            StateCommand::Mv(args) => state::mv(&cli.global, &args),
+            StateCommand::Unlock(args) => state::unlock(&cli.global, &args),
+        },
     }
 }
