@@ -3,7 +3,8 @@
 //!
 //! - `<env>.json`: the document ([`super::format`]: checksummed JSON), mode 0600 since
 //!   state may hold secrets;
-//! - `<env>.json.backup`: the version before the last write;
+//! - `<env>.json.backup`: the version before the last write (the same as `<env>.json`
+//!   when that write was killed between the two renames below);
 //! - `<env>.lock`: present while a run holds the lock, holding its [`LockInfo`] as JSON.
 //!
 //! ## Writes are atomic
@@ -13,7 +14,8 @@
 //! name that is renamed over `<env>.json.backup`. Each rename replaces its target in one
 //! step, so at every instant `<env>.json` is the complete old or the complete new
 //! document. A process killed mid-write can leave a `.<env>.json.*.tmp` file behind; it
-//! is never read and can be deleted.
+//! is never read, and the next run that takes the lock deletes it (holding the lock,
+//! no other writer can be using it).
 //!
 //! ## Locks
 //! `<env>.lock` is created with `O_EXCL` (`create_new`): of two runs, exactly one creates
@@ -177,6 +179,27 @@ impl LocalStore {
         Ok(())
     }
 
+    /// Delete temporary files of writes that were killed before their rename. Called with
+    /// the lock held; best effort (a failure only leaves a harmless file).
+    fn remove_leftover_temporaries(&self, environment: &str) {
+        let prefix = format!(".{environment}.json.");
+        let Ok(entries) = fs::read_dir(&self.directory) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with(&prefix) && name.ends_with(".tmp") {
+                match fs::remove_file(entry.path()) {
+                    Ok(()) => tracing::debug!(file = name, "removed a leftover temporary file"),
+                    Err(e) => {
+                        tracing::debug!(file = name, error = %e, "cannot remove a leftover temporary file")
+                    }
+                }
+            }
+        }
+    }
+
     /// Point `<env>.json.backup` at the current `<env>.json` (if any), atomically.
     fn keep_backup(&self, environment: &str, current: &Path) -> Result<(), Error> {
         let temporary = self.directory.join(format!(
@@ -274,7 +297,9 @@ impl StateStore for LocalStore {
                         return Err(io_error("write", &path, e));
                     }
                     tracing::debug!(environment, id = %info.id, "state lock taken");
-                    return Ok(Box::new(LocalLockGuard { path, info }));
+                    let guard = Box::new(LocalLockGuard { path, info });
+                    self.remove_leftover_temporaries(environment);
+                    return Ok(guard);
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     if let Some(holder) = read_lock(&path)? {
@@ -751,6 +776,25 @@ mod tests {
             .err()
             .unwrap();
         assert!(matches!(error, Error::Locked { .. }), "{error}");
+    }
+
+    #[test]
+    fn taking_the_lock_removes_temporary_files_of_killed_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        store.persist(&document()).unwrap();
+        for leftover in [
+            ".dev.json.a1B2c3.tmp",
+            ".dev.json.backup.0123abcd.tmp",
+            ".prod.json.a1B2c3.tmp",
+        ] {
+            fs::write(dir.path().join(leftover), "half a docu").unwrap();
+        }
+        let _guard = store.lock("dev", LockInfo::new("apply")).unwrap();
+        assert_eq!(
+            files(dir.path()),
+            vec![".prod.json.a1B2c3.tmp", "dev.json", "dev.lock"]
+        );
     }
 
     #[test]
