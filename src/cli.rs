@@ -130,7 +130,7 @@ pub struct StateListArgs {
 
 #[derive(Debug, Args)]
 pub struct StateShowArgs {
-    /// Resource address, <environment>/<cluster>/<type>.<name>
+    /// Resource address: environment/cluster/type.name, e.g. prod/workload/proxmox_vm.cp-1
     #[arg(value_name = "ADDR")]
     pub address: String,
     /// Print JSON instead of YAML
@@ -140,7 +140,7 @@ pub struct StateShowArgs {
 
 #[derive(Debug, Args)]
 pub struct StateRmArgs {
-    /// Resource addresses, <environment>/<cluster>/<type>.<name>
+    /// Resource addresses: environment/cluster/type.name, e.g. prod/workload/proxmox_vm.cp-1
     #[arg(value_name = "ADDR", required = true)]
     pub addresses: Vec<String>,
     #[command(flatten)]

@@ -4,7 +4,7 @@
 //! - [`document`]: the document (format version, lineage, serial, resources);
 //! - [`edit`]: the edits `infraflux state rm` and `state mv` make to a document;
 //! - [`sensitive`]: masking secret attributes for display;
-//! - [`format`]: the file envelope (checksum, format version, migrations), shared by
+//! - [`format`](mod@format): the file envelope (checksum, format version, migrations), shared by
 //!   every backend that stores bytes;
 //! - [`lock`]: who holds a lock ([`LockInfo`]), whether its process is still alive;
 //! - [`local`]: the local backend, `.infraflux/state/<env>.json` plus `<env>.lock`;
