@@ -1,6 +1,7 @@
 //! Command-line types only. Each command's behaviour lives in `commands/`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -34,6 +35,9 @@ pub struct GlobalArgs {
     /// More log output (-v debug, -vv trace); logs go to stderr
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Directory whose .infraflux/state/ holds the state [default: the working directory]
+    #[arg(long, global = true, value_name = "DIR", env = "INFRAFLUX_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -52,6 +56,9 @@ pub enum Command {
     Config(ConfigCommand),
     /// Compare the platform of two environments (the parity report)
     DiffEnv(DiffEnvArgs),
+    /// Inspect and edit the recorded state (one document per environment)
+    #[command(subcommand)]
+    State(StateCommand),
 }
 
 #[derive(Debug, Args)]
@@ -108,4 +115,129 @@ pub struct SchemaArgs {
     /// Schema of one kind of file (defaults, template, environment, cluster); default: any
     #[arg(long)]
     pub layer: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// List the addresses of the resources in state, one per line
+    List(StateListArgs),
+    /// Show what state records about one resource (secrets shown as `(sensitive)`)
+    Show(StateShowArgs),
+    /// Forget resources: they keep running, InfraFlux stops managing them
+    Rm(StateRmArgs),
+    /// Rename a resource in state (same environment, same type)
+    Mv(StateMvArgs),
+    /// Break a lock left behind by a run that is gone
+    Unlock(StateUnlockArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StateListArgs {
+    /// Only this environment [default: every environment with state]
+    #[arg(long = "env", short = 'e')]
+    pub environment: Option<String>,
+    /// Print a JSON array of {address, type, provider, id, status}
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StateShowArgs {
+    /// Resource address: environment/cluster/type.name, e.g. prod/workload/proxmox_vm.cp-1
+    #[arg(value_name = "ADDR")]
+    pub address: String,
+    /// Print JSON instead of YAML
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StateRmArgs {
+    /// Resource addresses: environment/cluster/type.name, e.g. prod/workload/proxmox_vm.cp-1
+    #[arg(value_name = "ADDR", required = true)]
+    pub addresses: Vec<String>,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StateMvArgs {
+    /// Current address
+    #[arg(value_name = "FROM")]
+    pub from: String,
+    /// New address (same environment and type)
+    #[arg(value_name = "TO")]
+    pub to: String,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StateUnlockArgs {
+    /// The lock ID, as shown by the command that found the state locked
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// The locked environment [default: the one whose lock has this ID]
+    #[arg(long = "env", short = 'e')]
+    pub environment: Option<String>,
+}
+
+/// Options of every command that takes the state lock.
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// How long to wait for a lock held by another run (e.g. 30s, 5m, 1h30m); 0 fails at once
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_duration)]
+    pub lock_timeout: Duration,
+}
+
+/// `0`, `500ms`, `30s`, `5m`, `1h30m`: whole numbers, each with a unit (ms, s, m, h).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let invalid = || format!("invalid duration `{text}`: expected e.g. 30s, 5m, 1h30m or 0");
+    if text.is_empty() {
+        return Err(invalid());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(invalid)?;
+        let number: u64 = rest[..digits].parse().map_err(|_| invalid())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let part = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(number),
+            "s" => Duration::from_secs(number),
+            "m" => Duration::from_secs(number.saturating_mul(60)),
+            "h" => Duration::from_secs(number.saturating_mul(3600)),
+            _ => return Err(invalid()),
+        };
+        total = total.saturating_add(part);
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        let ok = |text| parse_duration(text).unwrap();
+        assert_eq!(ok("0"), Duration::ZERO);
+        assert_eq!(ok("500ms"), Duration::from_millis(500));
+        assert_eq!(ok("30s"), Duration::from_secs(30));
+        assert_eq!(ok("5m"), Duration::from_secs(300));
+        assert_eq!(ok("1h30m"), Duration::from_secs(5400));
+        for bad in ["", "5", "s", "5x", "1.5s", "-1s", "5m3"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }

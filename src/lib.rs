@@ -14,12 +14,14 @@
 //!   with provenance, the effective configuration per (environment, cluster);
 //! - [`model`]: resolved, validated types (sizes, networks, versions), node addresses;
 //! - [`diag`]: problems with file, line, column, label and help, rendered by miette;
+//! - [`state`]: one checksummed document per environment, atomic writes, locks;
 //! - [`commands`]: one thin file per CLI command, from arguments to a stage call.
 //!
 //! ## Files a user touches
 //! - `config/defaults/*.yaml`, `config/templates/<size>.yaml`,
 //!   `config/environments/<env>.yaml`, `config/clusters/<name>.yaml` (README "Configuration");
-//! - `.infraflux/` (state, written by later stages).
+//! - `.infraflux/state/<env>.json` (state; `<env>.json.backup` is the version before the
+//!   last write, `<env>.lock` exists while a run holds the lock): see [`state::local`].
 //!
 //! ## Glossary
 //! - **environment**: dev, staging, prod — a set of clusters promoted together;

@@ -1,0 +1,347 @@
+//! The bytes of a stored state document: a JSON envelope
+//!
+//! ```json
+//! { "format_version": 1, "lineage": "…", "serial": 7, "environment": "prod",
+//!   "resources": { "<address>": { … } }, "checksum": "sha256:<hex>" }
+//! ```
+//!
+//! The checksum is the SHA-256 of the document's canonical serialization without the
+//! `checksum` member: compact JSON, object members sorted by key at every level. It does
+//! not depend on whitespace or member order, so a file reformatted by hand still loads;
+//! any changed value does not.
+//!
+//! Loading reads `format_version` first: a newer version is refused (its checksum or
+//! layout may differ), an older one is verified and then migrated step by step to
+//! [`FORMAT_VERSION`].
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::{Error, FORMAT_VERSION, StateDocument};
+
+const CHECKSUM_KEY: &str = "checksum";
+const CHECKSUM_PREFIX: &str = "sha256:";
+
+/// A document as stored, before it is read into [`StateDocument`].
+type Envelope = Map<String, Value>;
+
+/// One migration step: turns a document of version `from` into version `from + 1`.
+// Constructed once the format changes (and by the tests of the migration loop).
+#[cfg_attr(not(test), allow(dead_code))]
+struct Migration {
+    from: u32,
+    migrate: fn(Envelope) -> Result<Envelope, String>,
+}
+
+/// Every migration step, oldest first. Version 1 is the first format, so there are none
+/// yet; when the layout changes, bump [`FORMAT_VERSION`] and add the step here, e.g.
+/// `Migration { from: 1, migrate: v1_to_v2 }`.
+const MIGRATIONS: &[Migration] = &[];
+
+/// The file contents for a document: pretty JSON (readable, diffable) with its checksum.
+/// Always written in the current [`FORMAT_VERSION`].
+pub fn encode(document: &StateDocument) -> Result<Vec<u8>, Error> {
+    let Value::Object(mut envelope) = serde_json::to_value(document)
+        .map_err(|e| Error::Other(format!("cannot serialize the state document: {e}")))?
+    else {
+        unreachable!("a struct serializes to an object")
+    };
+    envelope.insert("format_version".to_string(), Value::from(FORMAT_VERSION));
+    let checksum = checksum(&envelope);
+    envelope.insert(CHECKSUM_KEY.to_string(), Value::String(checksum));
+    let mut bytes = serde_json::to_vec_pretty(&envelope)
+        .map_err(|e| Error::Other(format!("cannot serialize the state document: {e}")))?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+/// A document from file contents: parse, check the version, verify the checksum,
+/// migrate. `path` names the file in errors.
+pub fn decode(bytes: &[u8], path: &str) -> Result<StateDocument, Error> {
+    let corrupt = |reason: String, source: Option<serde_json::Error>| Error::Corrupt {
+        path: path.to_string(),
+        reason,
+        source,
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(corrupt("the file is empty".to_string(), None));
+    }
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| corrupt("it is not valid JSON".to_string(), Some(e)))?;
+    let Value::Object(mut envelope) = value else {
+        return Err(corrupt("it is not a JSON object".to_string(), None));
+    };
+    let version = match envelope.get("format_version") {
+        Some(Value::Number(n)) => n.as_u64(),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        corrupt(
+            "`format_version` is missing or not a number".to_string(),
+            None,
+        )
+    })?;
+    if version > u64::from(FORMAT_VERSION) {
+        return Err(Error::UnsupportedVersion {
+            path: path.to_string(),
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let stored = match envelope.remove(CHECKSUM_KEY) {
+        Some(Value::String(s)) => s,
+        Some(_) => return Err(corrupt("`checksum` is not a string".to_string(), None)),
+        None => return Err(corrupt("`checksum` is missing".to_string(), None)),
+    };
+    if !stored.starts_with(CHECKSUM_PREFIX) {
+        return Err(corrupt(
+            format!("unknown checksum algorithm in `{stored}` (expected {CHECKSUM_PREFIX}<hex>)"),
+            None,
+        ));
+    }
+    let actual = checksum(&envelope);
+    if stored != actual {
+        return Err(corrupt(
+            format!(
+                "checksum mismatch: the file says {stored}, its contents hash to {actual} (edited by hand or damaged)"
+            ),
+            None,
+        ));
+    }
+    // The version fits in u32: it is at most FORMAT_VERSION.
+    let envelope = migrate(envelope, version as u32).map_err(|reason| corrupt(reason, None))?;
+    serde_json::from_value(Value::Object(envelope)).map_err(|e| {
+        corrupt(
+            "its contents do not match the state format".to_string(),
+            Some(e),
+        )
+    })
+}
+
+/// `sha256:<hex>` of the canonical serialization of `envelope` (which must not hold the
+/// checksum itself).
+pub fn checksum(envelope: &Map<String, Value>) -> String {
+    let mut canonical = Vec::with_capacity(4096);
+    write_canonical_object(envelope, &mut canonical);
+    format!(
+        "{CHECKSUM_PREFIX}{}",
+        hex::encode(Sha256::digest(&canonical))
+    )
+}
+
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Object(map) => write_canonical_object(map, out),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        scalar => serde_json::to_writer(&mut *out, scalar).expect("writing to a Vec never fails"),
+    }
+}
+
+fn write_canonical_object(map: &Map<String, Value>, out: &mut Vec<u8>) {
+    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    out.push(b'{');
+    for (i, (key, value)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut *out, key).expect("writing to a Vec never fails");
+        out.push(b':');
+        write_canonical(value, out);
+    }
+    out.push(b'}');
+}
+
+/// Bring an envelope of version `from` to [`FORMAT_VERSION`].
+fn migrate(envelope: Envelope, from: u32) -> Result<Envelope, String> {
+    migrate_with(envelope, from, MIGRATIONS)
+}
+
+fn migrate_with(
+    mut envelope: Envelope,
+    from: u32,
+    steps: &[Migration],
+) -> Result<Envelope, String> {
+    let mut version = from;
+    while version < FORMAT_VERSION {
+        let step = steps
+            .iter()
+            .find(|m| m.from == version)
+            .ok_or_else(|| format!("format version {version} is unknown"))?;
+        envelope = (step.migrate)(envelope)
+            .map_err(|reason| format!("cannot migrate from format version {version}: {reason}"))?;
+        version += 1;
+        envelope.insert("format_version".to_string(), Value::from(version));
+    }
+    Ok(envelope)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::address::ResourceAddr;
+    use crate::state::{ResourceState, ResourceStatus};
+    use serde_json::json;
+
+    fn document() -> StateDocument {
+        let mut doc = StateDocument::new("dev");
+        doc.serial = 3;
+        let Value::Object(attributes) = json!({"name": "cp-1", "cores": 4, "ratio": 0.1}) else {
+            unreachable!()
+        };
+        doc.resources.insert(
+            ResourceAddr::new("dev", "workload", "proxmox_vm", "cp-1"),
+            ResourceState {
+                kind: "proxmox_vm".into(),
+                provider: "proxmox".into(),
+                id: Some("101".into()),
+                attributes,
+                sensitive: vec![],
+                dependencies: vec![],
+                status: ResourceStatus::Ready,
+            },
+        );
+        doc
+    }
+
+    #[test]
+    fn checksum_ignores_layout_but_not_values() {
+        let document = document();
+        let bytes = encode(&document).unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        // Same values, other member order and whitespace: still valid.
+        let value: Value = serde_json::from_str(&text).unwrap();
+        let compact = serde_json::to_string(&value).unwrap();
+        assert_eq!(decode(compact.as_bytes(), "x").unwrap(), document);
+        let mut reordered: Vec<(String, Value)> =
+            value.as_object().unwrap().clone().into_iter().collect();
+        reordered.reverse();
+        let reordered: Map<String, Value> = reordered.into_iter().collect();
+        let reordered = serde_json::to_string(&reordered).unwrap();
+        assert_eq!(decode(reordered.as_bytes(), "x").unwrap(), document);
+        // One value changed: refused.
+        let tampered = text.replace("\"cores\": 4", "\"cores\": 5");
+        assert_ne!(tampered, text);
+        let error = decode(tampered.as_bytes(), "x").unwrap_err();
+        assert!(
+            matches!(&error, Error::Corrupt { reason, .. } if reason.contains("checksum mismatch")),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn newer_versions_are_refused_before_the_checksum_is_read() {
+        let text = r#"{"format_version": 2, "checksum": "blake3:whatever"}"#;
+        let error = decode(text.as_bytes(), "s.json").unwrap_err();
+        assert!(
+            matches!(
+                error,
+                Error::UnsupportedVersion {
+                    found: 2,
+                    supported: 1,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(
+            error
+                .to_string()
+                .contains("newer than this infraflux supports")
+        );
+    }
+
+    #[test]
+    fn unknown_old_versions_are_corrupt() {
+        let mut envelope = Map::new();
+        envelope.insert("format_version".into(), json!(0));
+        let checksum = checksum(&envelope);
+        envelope.insert(CHECKSUM_KEY.into(), json!(checksum));
+        let text = serde_json::to_string(&envelope).unwrap();
+        let error = decode(text.as_bytes(), "s.json").unwrap_err();
+        assert!(
+            error.to_string().contains("format version 0 is unknown"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn migrations_run_in_order_up_to_the_current_version() {
+        // A pretend version 0 that called `serial` `generation`.
+        fn rename_generation(
+            mut envelope: Map<String, Value>,
+        ) -> Result<Map<String, Value>, String> {
+            let generation = envelope.remove("generation").ok_or("no `generation`")?;
+            envelope.insert("serial".into(), generation);
+            Ok(envelope)
+        }
+        let steps = [Migration {
+            from: 0,
+            migrate: rename_generation,
+        }];
+        let mut v0 = Map::new();
+        v0.insert("format_version".into(), json!(0));
+        v0.insert("generation".into(), json!(7));
+        let v1 = migrate_with(v0.clone(), 0, &steps).unwrap();
+        assert_eq!(v1.get("serial"), Some(&json!(7)));
+        assert_eq!(v1.get("format_version"), Some(&json!(FORMAT_VERSION)));
+        assert!(!v1.contains_key("generation"));
+        v0.remove("generation");
+        let error = migrate_with(v0, 0, &steps).unwrap_err();
+        assert!(
+            error.contains("from format version 0: no `generation`"),
+            "{error}"
+        );
+        // The current version needs no step.
+        let current = Map::new();
+        assert_eq!(
+            migrate_with(current.clone(), FORMAT_VERSION, &[]).unwrap(),
+            current
+        );
+    }
+
+    #[test]
+    fn malformed_files_are_corrupt_with_a_reason() {
+        for (text, reason) in [
+            ("", "empty"),
+            ("{\"format_version\": 1, \"serial\"", "not valid JSON"),
+            ("[1]", "not a JSON object"),
+            ("{\"serial\": 1}", "format_version"),
+            ("{\"format_version\": 1}", "`checksum` is missing"),
+            (
+                "{\"format_version\": 1, \"checksum\": \"md5:x\"}",
+                "unknown checksum algorithm",
+            ),
+        ] {
+            let error = decode(text.as_bytes(), "s.json").unwrap_err();
+            assert!(
+                matches!(&error, Error::Corrupt { reason: r, .. } if r.contains(reason)),
+                "{text}: {error}"
+            );
+        }
+        // Valid checksum over something that is not a state document.
+        let mut envelope = Map::new();
+        envelope.insert("format_version".into(), json!(1));
+        envelope.insert("serial".into(), json!("seven"));
+        let sum = checksum(&envelope);
+        envelope.insert(CHECKSUM_KEY.into(), json!(sum));
+        let error = decode(
+            serde_json::to_string(&envelope).unwrap().as_bytes(),
+            "s.json",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&error, Error::Corrupt { reason, source: Some(_), .. } if reason.contains("do not match the state format")),
+            "{error}"
+        );
+    }
+}

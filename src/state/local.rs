@@ -1,0 +1,903 @@
+//! The local backend: files in one directory (by default `.infraflux/state/` of the
+//! working directory).
+//!
+//! - `<env>.json`: the document ([`super::format`]: checksummed JSON), mode 0600 since
+//!   state may hold secrets;
+//! - `<env>.json.backup`: the version before the last write (the same as `<env>.json`
+//!   when that write was killed between the two renames below);
+//! - `<env>.lock`: present while a run holds the lock, holding its [`LockInfo`] as JSON.
+//!
+//! ## Writes are atomic
+//! A write goes to a temporary file in the same directory, is flushed to disk (fsync),
+//! then renamed over `<env>.json`, and the directory is flushed so the rename itself is
+//! durable. Before that rename the current file is hard-linked (or copied) to a temporary
+//! name that is renamed over `<env>.json.backup`. Each rename replaces its target in one
+//! step, so at every instant `<env>.json` is the complete old or the complete new
+//! document. A process killed mid-write can leave a `.<env>.json.*.tmp` file behind; it
+//! is never read, and the next run that takes the lock deletes it (holding the lock,
+//! no other writer can be using it).
+//!
+//! ## Locks
+//! `<env>.lock` is created with `O_EXCL` (`create_new`): of two runs, exactly one creates
+//! it. The loser reads who holds it and reports holder, host, pid, operation and age, and
+//! whether the holder is gone (stale). Releasing removes the file only while it still
+//! holds our lock ID, so a lock broken with `infraflux state unlock` and taken by another
+//! run is left alone.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{
+    Error, FORMAT_VERSION, LockGuard, LockInfo, StateDocument, StateStore, check_environment_name,
+    format,
+};
+
+/// Where the local backend keeps state, relative to a project directory.
+pub const STATE_SUBDIRECTORY: &str = ".infraflux/state";
+
+/// State documents as files in one directory.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    directory: PathBuf,
+}
+
+impl LocalStore {
+    /// Files directly in `directory`.
+    pub fn new(directory: impl Into<PathBuf>) -> Self {
+        LocalStore {
+            directory: directory.into(),
+        }
+    }
+
+    /// Files in `<project>/.infraflux/state/`, what the CLI uses.
+    pub fn in_project(project: impl AsRef<Path>) -> Self {
+        LocalStore::new(project.as_ref().join(STATE_SUBDIRECTORY))
+    }
+
+    pub fn directory(&self) -> &Path {
+        &self.directory
+    }
+
+    /// `<dir>/<env>.json`.
+    pub fn state_path(&self, environment: &str) -> PathBuf {
+        self.directory.join(format!("{environment}.json"))
+    }
+
+    /// `<dir>/<env>.json.backup`: the document before the last write.
+    pub fn backup_path(&self, environment: &str) -> PathBuf {
+        self.directory.join(format!("{environment}.json.backup"))
+    }
+
+    /// `<dir>/<env>.lock`.
+    pub fn lock_path(&self, environment: &str) -> PathBuf {
+        self.directory.join(format!("{environment}.lock"))
+    }
+
+    /// The environments that have a state document, sorted.
+    pub fn environments(&self) -> Result<Vec<String>, Error> {
+        let entries = match fs::read_dir(&self.directory) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_error("read directory", &self.directory, e)),
+        };
+        let mut environments = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error("read directory", &self.directory, e))?;
+            let name = entry.file_name();
+            let Some(environment) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            if check_environment_name(environment).is_ok() {
+                environments.push(environment.to_string());
+            }
+        }
+        environments.sort();
+        Ok(environments)
+    }
+
+    /// Who holds the environment's lock, if anyone.
+    pub fn current_lock(&self, environment: &str) -> Result<Option<LockInfo>, Error> {
+        check_environment_name(environment)?;
+        read_lock(&self.lock_path(environment))
+    }
+
+    /// The environments that are locked, with their holders.
+    pub fn locks(&self) -> Result<Vec<(String, LockInfo)>, Error> {
+        let entries = match fs::read_dir(&self.directory) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_error("read directory", &self.directory, e)),
+        };
+        let mut locks = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error("read directory", &self.directory, e))?;
+            let name = entry.file_name();
+            let Some(environment) = name.to_str().and_then(|n| n.strip_suffix(".lock")) else {
+                continue;
+            };
+            if check_environment_name(environment).is_err() {
+                continue;
+            }
+            if let Some(info) = read_lock(&entry.path())? {
+                locks.push((environment.to_string(), info));
+            }
+        }
+        locks.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(locks)
+    }
+
+    fn create_directory(&self) -> Result<(), Error> {
+        fs::create_dir_all(&self.directory)
+            .map_err(|e| io_error("create directory", &self.directory, e))
+    }
+
+    /// Refuse to overwrite a document of another lineage, a newer serial, or a newer
+    /// format.
+    fn check_overwrite(&self, document: &StateDocument, path: &Path) -> Result<(), Error> {
+        /// The members of a stored document that say whether overwriting it is safe.
+        #[derive(Deserialize)]
+        struct Header {
+            format_version: u64,
+            lineage: uuid::Uuid,
+            serial: u64,
+        }
+        let bytes = match fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_error("read", path, e)),
+        };
+        let header: Header = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+            path: path.display().to_string(),
+            reason: "it cannot be read, so it is not overwritten".to_string(),
+            source: Some(e),
+        })?;
+        if header.format_version > u64::from(FORMAT_VERSION) {
+            return Err(Error::UnsupportedVersion {
+                path: path.display().to_string(),
+                found: header.format_version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        if header.lineage != document.lineage {
+            return Err(Error::LineageMismatch {
+                path: path.display().to_string(),
+                environment: document.environment.clone(),
+                expected: document.lineage,
+                found: header.lineage,
+            });
+        }
+        if header.serial >= document.serial {
+            return Err(Error::SerialMismatch {
+                expected: document.serial.saturating_sub(1),
+                found: header.serial,
+            });
+        }
+        Ok(())
+    }
+
+    /// Delete temporary files of writes that were killed before their rename. Called with
+    /// the lock held; best effort (a failure only leaves a harmless file).
+    fn remove_leftover_temporaries(&self, environment: &str) {
+        let prefix = format!(".{environment}.json.");
+        let Ok(entries) = fs::read_dir(&self.directory) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with(&prefix) && name.ends_with(".tmp") {
+                match fs::remove_file(entry.path()) {
+                    Ok(()) => tracing::debug!(file = name, "removed a leftover temporary file"),
+                    Err(e) => {
+                        tracing::debug!(file = name, error = %e, "cannot remove a leftover temporary file")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Point `<env>.json.backup` at the current `<env>.json` (if any), atomically.
+    fn keep_backup(&self, environment: &str, current: &Path) -> Result<(), Error> {
+        let temporary = self.directory.join(format!(
+            ".{environment}.json.backup.{}.tmp",
+            uuid::Uuid::new_v4().simple()
+        ));
+        match fs::hard_link(current, &temporary) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            // A file system without hard links: copy instead.
+            Err(_) => {
+                fs::copy(current, &temporary).map_err(|e| io_error("copy", current, e))?;
+            }
+        }
+        let backup = self.backup_path(environment);
+        fs::rename(&temporary, &backup).map_err(|e| {
+            let _ = fs::remove_file(&temporary);
+            io_error("replace", &backup, e)
+        })
+    }
+}
+
+impl StateStore for LocalStore {
+    fn load(&self, environment: &str) -> Result<Option<StateDocument>, Error> {
+        check_environment_name(environment)?;
+        let path = self.state_path(environment);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error("read", &path, e)),
+        };
+        let shown = path.display().to_string();
+        let document = format::decode(&bytes, &shown)?;
+        if document.environment != environment {
+            return Err(Error::Corrupt {
+                path: shown,
+                reason: format!(
+                    "it holds environment `{}`, not `{environment}`",
+                    document.environment
+                ),
+                source: None,
+            });
+        }
+        Ok(Some(document))
+    }
+
+    fn persist(&self, document: &StateDocument) -> Result<(), Error> {
+        let environment = document.environment.as_str();
+        check_environment_name(environment)?;
+        if let Some(address) = document
+            .resources
+            .keys()
+            .find(|a| a.environment != environment)
+        {
+            return Err(Error::ForeignResource {
+                environment: environment.to_string(),
+                address: address.clone(),
+            });
+        }
+        let bytes = format::encode(document)?;
+        self.create_directory()?;
+        let path = self.state_path(environment);
+        self.check_overwrite(document, &path)?;
+
+        // Created 0600 (tempfile's default on Unix), removed on drop unless persisted.
+        let mut temporary = tempfile::Builder::new()
+            .prefix(&format!(".{environment}.json."))
+            .suffix(".tmp")
+            .tempfile_in(&self.directory)
+            .map_err(|e| io_error("create a temporary file in", &self.directory, e))?;
+        temporary
+            .write_all(&bytes)
+            .and_then(|()| temporary.as_file().sync_all())
+            .map_err(|e| io_error("write", temporary.path(), e))?;
+        self.keep_backup(environment, &path)?;
+        temporary
+            .persist(&path)
+            .map_err(|e| io_error("replace", &path, e.error))?;
+        sync_directory(&self.directory)
+    }
+
+    fn lock(&self, environment: &str, info: LockInfo) -> Result<Box<dyn LockGuard>, Error> {
+        check_environment_name(environment)?;
+        self.create_directory()?;
+        let path = self.lock_path(environment);
+        let contents = serde_json::to_vec_pretty(&info)
+            .map_err(|e| Error::Other(format!("cannot serialize lock information: {e}")))?;
+        // The holder may release between our failed create and our read: try again a few
+        // times before giving up on a lock that keeps vanishing.
+        for _ in 0..5 {
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut file) => {
+                    if let Err(e) = file.write_all(&contents).and_then(|()| file.sync_all()) {
+                        let _ = fs::remove_file(&path);
+                        return Err(io_error("write", &path, e));
+                    }
+                    tracing::debug!(environment, id = %info.id, "state lock taken");
+                    let guard = Box::new(LocalLockGuard { path, info });
+                    self.remove_leftover_temporaries(environment);
+                    return Ok(guard);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    if let Some(holder) = read_lock(&path)? {
+                        let stale = holder.is_stale();
+                        return Err(Error::Locked {
+                            environment: environment.to_string(),
+                            holder: Box::new(holder),
+                            stale,
+                        });
+                    }
+                }
+                Err(e) => return Err(io_error("create", &path, e)),
+            }
+        }
+        Err(Error::Other(format!(
+            "lock file `{}` keeps appearing and disappearing",
+            path.display()
+        )))
+    }
+
+    fn force_unlock(&self, environment: &str, id: &str) -> Result<LockInfo, Error> {
+        check_environment_name(environment)?;
+        let path = self.lock_path(environment);
+        let holder = read_lock(&path)?.ok_or_else(|| Error::NotLocked {
+            environment: environment.to_string(),
+        })?;
+        if holder.id != id {
+            return Err(Error::LockIdMismatch {
+                environment: environment.to_string(),
+                given: id.to_string(),
+                holder: Box::new(holder),
+            });
+        }
+        fs::remove_file(&path).map_err(|e| io_error("remove", &path, e))?;
+        tracing::info!(environment, id, "state lock broken");
+        Ok(holder)
+    }
+}
+
+/// The local backend's lock: removes `<env>.lock` on drop (also while a panic unwinds),
+/// if it still holds our ID.
+#[derive(Debug)]
+pub struct LocalLockGuard {
+    path: PathBuf,
+    info: LockInfo,
+}
+
+impl LockGuard for LocalLockGuard {
+    fn info(&self) -> &LockInfo {
+        &self.info
+    }
+}
+
+impl Drop for LocalLockGuard {
+    fn drop(&mut self) {
+        // Between this read and the removal another run could break our lock and take
+        // its own; that needs a user to run `state unlock` on a live lock within that
+        // instant, which the checks in `force_unlock` make deliberate.
+        match read_lock(&self.path) {
+            Ok(Some(holder)) if holder.id == self.info.id => {
+                if let Err(e) = fs::remove_file(&self.path) {
+                    tracing::warn!(path = %self.path.display(), error = %e, "cannot release state lock");
+                }
+            }
+            Ok(_) => tracing::warn!(
+                path = %self.path.display(),
+                "state lock was broken while held; leaving the current lock file alone"
+            ),
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot release state lock")
+            }
+        }
+    }
+}
+
+/// The lock information in a lock file, `None` when there is no lock file. A lock file
+/// is written right after it is created, so an empty or partial one is read again a few
+/// times before it is called unreadable.
+fn read_lock(path: &Path) -> Result<Option<LockInfo>, Error> {
+    let mut attempts = 0;
+    loop {
+        let bytes = match fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error("read", path, e)),
+        };
+        match serde_json::from_slice(&bytes) {
+            Ok(info) => return Ok(Some(info)),
+            Err(_) if attempts < 5 => {
+                attempts += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => {
+                return Err(Error::LockUnreadable {
+                    path: path.display().to_string(),
+                    source: e,
+                });
+            }
+        }
+    }
+}
+
+/// Make a rename in `directory` durable.
+fn sync_directory(directory: &Path) -> Result<(), Error> {
+    #[cfg(unix)]
+    {
+        File::open(directory)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_error("flush directory", directory, e))
+    }
+    #[cfg(not(unix))]
+    {
+        // Directories cannot be opened as files elsewhere; the rename is still atomic.
+        let _ = directory;
+        Ok(())
+    }
+}
+
+fn io_error(action: &'static str, path: &Path, source: io::Error) -> Error {
+    Error::Io {
+        action,
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::address::ResourceAddr;
+    use crate::state::{ResourceState, ResourceStatus};
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    fn resource(name: &str, extra: Value) -> (ResourceAddr, ResourceState) {
+        let mut attributes = serde_json::Map::new();
+        attributes.insert("name".into(), json!(name));
+        attributes.insert("extra".into(), extra);
+        (
+            ResourceAddr::new("dev", "workload", "proxmox_vm", name),
+            ResourceState {
+                kind: "proxmox_vm".into(),
+                provider: "proxmox".into(),
+                id: Some(format!("{}", name.len())),
+                attributes,
+                sensitive: vec!["extra".into()],
+                dependencies: vec![],
+                status: ResourceStatus::Ready,
+            },
+        )
+    }
+
+    fn document() -> StateDocument {
+        let mut doc = StateDocument::new("dev");
+        doc.serial = 1;
+        doc.resources.extend([
+            resource("cp-1", json!({"cores": 4, "ratio": 0.3})),
+            resource("cp-2", json!([1, "two", null, true])),
+        ]);
+        doc
+    }
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn persist_and_load_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::in_project(dir.path());
+        assert_eq!(store.load("dev").unwrap(), None);
+        let doc = document();
+        store.persist(&doc).unwrap();
+        assert_eq!(store.load("dev").unwrap(), Some(doc.clone()));
+        assert_eq!(
+            store.state_path("dev"),
+            dir.path().join(".infraflux/state/dev.json")
+        );
+        assert_eq!(store.environments().unwrap(), vec!["dev"]);
+        let text = fs::read_to_string(store.state_path("dev")).unwrap();
+        let value: Value = serde_json::from_str(&text).unwrap();
+        for key in [
+            "format_version",
+            "lineage",
+            "serial",
+            "environment",
+            "resources",
+            "checksum",
+        ] {
+            assert!(value.get(key).is_some(), "{key} missing in {text}");
+        }
+        assert!(value["checksum"].as_str().unwrap().starts_with("sha256:"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn state_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let mut doc = document();
+        store.persist(&doc).unwrap();
+        doc.serial += 1;
+        store.persist(&doc).unwrap();
+        for path in [store.state_path("dev"), store.backup_path("dev")] {
+            let mode = fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "{}: {mode:o}", path.display());
+        }
+    }
+
+    #[test]
+    fn writes_keep_the_previous_version_and_leave_no_temporary_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let mut doc = document();
+        store.persist(&doc).unwrap();
+        assert_eq!(files(dir.path()), vec!["dev.json"]);
+        let first = doc.clone();
+        doc.serial += 1;
+        doc.resources.extend([resource("cp-3", json!("x"))]);
+        store.persist(&doc).unwrap();
+        assert_eq!(files(dir.path()), vec!["dev.json", "dev.json.backup"]);
+        let backup = fs::read(store.backup_path("dev")).unwrap();
+        assert_eq!(format::decode(&backup, "backup").unwrap(), first);
+        assert_eq!(store.load("dev").unwrap(), Some(doc));
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_old_document_and_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let doc = document();
+        store.persist(&doc).unwrap();
+        // Not bumped: refused before anything is written.
+        let mut stale = doc.clone();
+        stale.resources.clear();
+        let error = store.persist(&stale).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                Error::SerialMismatch {
+                    expected: 0,
+                    found: 1
+                }
+            ),
+            "{error}"
+        );
+        // Another lineage: refused.
+        let mut other = StateDocument::new("dev");
+        other.serial = 9;
+        let error = store.persist(&other).unwrap_err();
+        assert!(matches!(error, Error::LineageMismatch { .. }), "{error}");
+        // The target cannot be replaced (a directory is in the way of the backup).
+        fs::create_dir(store.backup_path("dev")).unwrap();
+        fs::write(store.backup_path("dev").join("x"), "x").unwrap();
+        let mut next = doc.clone();
+        next.serial = 2;
+        let error = store.persist(&next).unwrap_err();
+        assert!(matches!(error, Error::Io { .. }), "{error}");
+        assert_eq!(files(dir.path()), vec!["dev.json", "dev.json.backup"]);
+        assert_eq!(store.load("dev").unwrap(), Some(doc));
+    }
+
+    #[test]
+    fn documents_must_hold_only_their_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let mut doc = document();
+        let (_, state) = resource("x", json!(1));
+        doc.resources
+            .insert(ResourceAddr::new("prod", "w", "proxmox_vm", "x"), state);
+        let error = store.persist(&doc).unwrap_err();
+        assert!(matches!(error, Error::ForeignResource { .. }), "{error}");
+        for bad in ["", "../dev", "a/b", "dev.json"] {
+            assert!(
+                matches!(store.load(bad), Err(Error::InvalidEnvironment { .. })),
+                "{bad}"
+            );
+        }
+        // A file renamed to another environment is refused.
+        store.persist(&document()).unwrap();
+        fs::rename(store.state_path("dev"), store.state_path("prod")).unwrap();
+        let error = store.load("prod").unwrap_err();
+        assert!(
+            error.to_string().contains("holds environment `dev`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn tampering_is_detected_and_names_the_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        store.persist(&document()).unwrap();
+        let path = store.state_path("dev");
+        let text = fs::read_to_string(&path).unwrap();
+        fs::write(&path, text.replace("\"cores\": 4", "\"cores\": 64")).unwrap();
+        let error = store.load("dev").unwrap_err();
+        assert!(
+            matches!(&error, Error::Corrupt { reason, .. } if reason.contains("checksum mismatch")),
+            "{error}"
+        );
+        assert!(error.help().contains("dev.json.backup"), "{}", error.help());
+    }
+
+    #[test]
+    fn truncated_and_garbage_files_are_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        store.persist(&document()).unwrap();
+        let path = store.state_path("dev");
+        let text = fs::read(&path).unwrap();
+        for contents in [&text[..text.len() / 2], b"", b"\x00\xff garbage"] {
+            fs::write(&path, contents).unwrap();
+            let error = store.load("dev").unwrap_err();
+            assert!(matches!(error, Error::Corrupt { .. }), "{error}");
+            assert!(error.to_string().contains("is corrupt"), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_lock_is_exclusive_and_released_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let guard = store.lock("dev", LockInfo::new("apply")).unwrap();
+        let error = store.lock("dev", LockInfo::new("plan")).err().unwrap();
+        let Error::Locked {
+            environment,
+            holder,
+            stale,
+        } = &error
+        else {
+            panic!("{error}")
+        };
+        assert_eq!(environment, "dev");
+        assert_eq!(**holder, *guard.info());
+        assert!(!stale);
+        let text = error.to_string();
+        for part in [
+            holder.host.as_str(),
+            &format!("pid {}", std::process::id()),
+            "operation `apply`",
+            " ago",
+        ] {
+            assert!(text.contains(part), "{part} not in {text}");
+        }
+        assert!(!text.contains("STALE"));
+        // Another environment has its own lock.
+        let other = store.lock("prod", LockInfo::new("apply")).unwrap();
+        assert_eq!(
+            store.current_lock("dev").unwrap().as_ref(),
+            Some(guard.info())
+        );
+        drop(guard);
+        assert_eq!(store.current_lock("dev").unwrap(), None);
+        assert!(!store.lock_path("dev").exists());
+        let again = store.lock("dev", LockInfo::new("plan")).unwrap();
+        assert_eq!(store.locks().unwrap().len(), 2);
+        drop((again, other));
+        assert_eq!(files(dir.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_lock_is_released_when_a_panic_unwinds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let in_thread = store.clone();
+        let result = std::thread::spawn(move || {
+            let _guard = in_thread.lock("dev", LockInfo::new("apply")).unwrap();
+            assert!(in_thread.lock_path("dev").exists());
+            panic!("apply failed half-way");
+        })
+        .join();
+        assert!(result.is_err());
+        assert!(!store.lock_path("dev").exists());
+    }
+
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "exit 0"])
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
+    #[test]
+    fn a_lock_whose_process_is_gone_is_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let mut info = LockInfo::new("apply");
+        info.pid = dead_pid();
+        fs::write(store.lock_path("dev"), serde_json::to_vec(&info).unwrap()).unwrap();
+        let error = store.lock("dev", LockInfo::new("plan")).err().unwrap();
+        assert!(
+            matches!(error, Error::Locked { stale: true, .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("STALE"), "{error}");
+        let help = error.help();
+        assert!(
+            help.contains(&format!("infraflux state unlock {} --env dev", info.id)),
+            "{help}"
+        );
+        // Waiting does not help a stale lock: reported at once, whatever the timeout.
+        let error = store
+            .lock_with_timeout("dev", LockInfo::new("plan"), Duration::from_secs(3600))
+            .err()
+            .unwrap();
+        assert!(
+            matches!(error, Error::Locked { stale: true, .. }),
+            "{error}"
+        );
+        // A lock of another host is never called stale.
+        info.host = format!("{}-elsewhere", info.host);
+        fs::write(store.lock_path("dev"), serde_json::to_vec(&info).unwrap()).unwrap();
+        let error = store.lock("dev", LockInfo::new("plan")).err().unwrap();
+        assert!(
+            matches!(error, Error::Locked { stale: false, .. }),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn unlock_needs_the_current_lock_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let error = store.force_unlock("dev", "nope").unwrap_err();
+        assert!(matches!(error, Error::NotLocked { .. }), "{error}");
+        let guard = store.lock("dev", LockInfo::new("apply")).unwrap();
+        let error = store.force_unlock("dev", "nope").unwrap_err();
+        assert!(matches!(error, Error::LockIdMismatch { .. }), "{error}");
+        assert!(store.lock_path("dev").exists());
+        let id = guard.info().id.clone();
+        assert_eq!(store.force_unlock("dev", &id).unwrap(), *guard.info());
+        assert!(!store.lock_path("dev").exists());
+        // Someone else takes the lock; our guard's drop leaves theirs alone.
+        let theirs = store.lock("dev", LockInfo::new("plan")).unwrap();
+        drop(guard);
+        assert_eq!(
+            store.current_lock("dev").unwrap().as_ref(),
+            Some(theirs.info())
+        );
+    }
+
+    #[test]
+    fn waiting_for_a_lock_succeeds_once_it_is_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let guard = store.lock("dev", LockInfo::new("apply")).unwrap();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let waiter = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                sender.send(()).unwrap();
+                store
+                    .lock_with_timeout("dev", LockInfo::new("plan"), Duration::from_secs(60))
+                    .map(|g| g.info().operation.clone())
+            })
+        };
+        receiver.recv().unwrap();
+        drop(guard);
+        assert_eq!(waiter.join().unwrap().unwrap(), "plan");
+        // A zero timeout is a single attempt.
+        let _held = store.lock("dev", LockInfo::new("apply")).unwrap();
+        let error = store
+            .lock_with_timeout("dev", LockInfo::new("plan"), Duration::ZERO)
+            .err()
+            .unwrap();
+        assert!(matches!(error, Error::Locked { .. }), "{error}");
+    }
+
+    #[test]
+    fn taking_the_lock_removes_temporary_files_of_killed_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        store.persist(&document()).unwrap();
+        for leftover in [
+            ".dev.json.a1B2c3.tmp",
+            ".dev.json.backup.0123abcd.tmp",
+            ".prod.json.a1B2c3.tmp",
+        ] {
+            fs::write(dir.path().join(leftover), "half a docu").unwrap();
+        }
+        let _guard = store.lock("dev", LockInfo::new("apply")).unwrap();
+        assert_eq!(
+            files(dir.path()),
+            vec![".prod.json.a1B2c3.tmp", "dev.json", "dev.lock"]
+        );
+    }
+
+    #[test]
+    fn an_unreadable_lock_file_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        fs::write(store.lock_path("dev"), "{\"id\": ").unwrap();
+        let error = store.lock("dev", LockInfo::new("apply")).err().unwrap();
+        assert!(matches!(error, Error::LockUnreadable { .. }), "{error}");
+        assert!(error.help().contains("dev.lock"), "{}", error.help());
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            // Any bit pattern: floats with 17 significant digits and extreme exponents
+            // are the ones a fast-but-inexact parser reads back wrong.
+            any::<u64>()
+                .prop_map(f64::from_bits)
+                .prop_filter("JSON numbers are finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            any::<String>().prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::vec((any::<String>(), inner), 0..4)
+                    .prop_map(|entries| Value::Object(entries.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn address() -> impl Strategy<Value = ResourceAddr> {
+        (
+            "[a-z][a-z0-9-]{0,6}",
+            "[a-z_]{1,8}",
+            "[a-z0-9][a-z0-9.-]{0,8}",
+        )
+            .prop_map(|(cluster, kind, name)| ResourceAddr::new("dev", cluster, kind, name))
+    }
+
+    fn resource_state() -> impl Strategy<Value = ResourceState> {
+        (
+            "[a-z_]{1,10}",
+            "[a-z]{1,8}",
+            proptest::option::of(any::<String>()),
+            prop::collection::vec((any::<String>(), json_value()), 0..5),
+            prop::collection::vec(any::<String>(), 0..3),
+            prop::collection::vec(address(), 0..3),
+            prop_oneof![
+                Just(ResourceStatus::Ready),
+                Just(ResourceStatus::PendingCreate),
+                Just(ResourceStatus::PendingDelete),
+                Just(ResourceStatus::Tainted),
+            ],
+        )
+            .prop_map(
+                |(kind, provider, id, attributes, sensitive, dependencies, status)| ResourceState {
+                    kind,
+                    provider,
+                    id,
+                    attributes: attributes.into_iter().collect(),
+                    sensitive,
+                    dependencies,
+                    status,
+                },
+            )
+    }
+
+    fn state_document() -> impl Strategy<Value = StateDocument> {
+        (
+            any::<u128>(),
+            1..u64::MAX,
+            prop::collection::btree_map(address(), resource_state(), 0..6),
+        )
+            .prop_map(|(lineage, serial, resources)| StateDocument {
+                format_version: FORMAT_VERSION,
+                lineage: uuid::Uuid::from_u128(lineage),
+                serial,
+                environment: "dev".to_string(),
+                resources,
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn any_document_round_trips_through_persist_and_load(document in state_document()) {
+            let dir = tempfile::tempdir().unwrap();
+            let store = LocalStore::new(dir.path());
+            store.persist(&document).unwrap();
+            let loaded = store.load("dev").unwrap().unwrap();
+            prop_assert_eq!(&loaded, &document);
+            // Member order survives too (attributes are shown in their recorded order).
+            for (address, resource) in &document.resources {
+                let keys: Vec<&String> = resource.attributes.keys().collect();
+                let loaded_keys: Vec<&String> = loaded.resources[address].attributes.keys().collect();
+                prop_assert_eq!(loaded_keys, keys);
+            }
+        }
+    }
+}
