@@ -6,14 +6,17 @@
 
 use std::process::ExitCode;
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 
-use infraflux::cli::Cli;
+use infraflux::cli::{Cli, ColorChoice};
 use infraflux::commands;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.global.verbose);
+    init_reports(cli.global.color);
     match commands::run(cli) {
         Ok(code) => code,
         Err(report) => {
@@ -21,6 +24,26 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Top-level errors go through miette: coloured on a terminal, plain elsewhere, and not
+/// re-wrapped off a terminal, so IDs and commands in help lines can be copied whole.
+fn init_reports(choice: ColorChoice) {
+    let tty = std::io::stderr().is_terminal();
+    let color = match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => tty && std::env::var_os("NO_COLOR").is_none(),
+    };
+    let _ = miette::set_hook(Box::new(move |_| {
+        Box::new(
+            miette::MietteHandlerOpts::new()
+                .color(color)
+                .unicode(true)
+                .wrap_lines(tty)
+                .build(),
+        )
+    }));
 }
 
 fn init_logging(verbose: u8) {
