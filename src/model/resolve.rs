@@ -287,7 +287,7 @@ fn resolve_cluster(
     problems: &mut Problems,
     missing: &mut MissingKeys,
 ) -> Option<Cluster> {
-    let raw: RawSettings = match serde_json::from_value(effective.node.to_json()) {
+    let raw: RawSettings = match crate::config::de::from_node(&effective.node) {
         Ok(raw) => raw,
         Err(error) => {
             // Every layer passed the schema, so this is a merge of valid layers into an
