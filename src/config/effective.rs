@@ -37,6 +37,9 @@ pub fn compose(
     check_selection(config, selection, problems);
     check_cluster_overrides(config, problems);
     let defaults: Vec<&Node> = config.defaults.iter().map(|l| &l.node).collect();
+    // Each cluster's settings without its per-environment overrides, copied once per
+    // cluster rather than once per pair.
+    let mut cluster_settings: HashMap<&str, Node> = HashMap::new();
     let mut result = Vec::new();
     for (env_name, env_layer) in &config.environments {
         if selection
@@ -49,7 +52,8 @@ pub fn compose(
         // The environment's settings without its cluster list, once per environment.
         let env_node = without_key(&env_layer.node, "clusters");
         for (cluster_name, cluster_origin) in cluster_names(env_layer, problems) {
-            let Some(cluster_layer) = config.clusters.get(&cluster_name) else {
+            let Some((cluster_key, cluster_layer)) = config.clusters.get_key_value(&cluster_name)
+            else {
                 if config.is_broken(LayerKind::Cluster, &cluster_name) {
                     // Its file is there but broken, and already reported.
                     continue;
@@ -77,13 +81,14 @@ pub fn compose(
             {
                 continue;
             }
-            let cluster_node = without_key(&cluster_layer.node, "environments");
+            let cluster_node: &Node = cluster_settings
+                .entry(cluster_key.as_str())
+                .or_insert_with(|| without_key(&cluster_layer.node, "environments"));
             let override_node = cluster_layer
                 .node
                 .get("environments")
-                .and_then(|e| e.get(env_name))
-                .cloned();
-            let specific = [Some(&env_node), Some(&cluster_node), override_node.as_ref()];
+                .and_then(|e| e.get(env_name));
+            let specific = [Some(&env_node), Some(cluster_node), override_node];
             let template = template_layer(config, &defaults, &specific, problems);
             let mut layers: Vec<&Node> = defaults.clone();
             layers.extend(template.map(|t| &t.node));
