@@ -202,6 +202,9 @@ mod tests {
             "workers: [{count: 1}]\n",
             "proxmox: {endpiont: x}\n",
             "network: 5\n",
+            // A struct read from a list with more items than it has fields (found by
+            // the property test below).
+            "lifecycle: [.nan, 1]\n",
         ] {
             assert_eq!(both(&parse(text)), (None, None), "{text}");
         }
