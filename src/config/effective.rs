@@ -3,6 +3,8 @@
 //! environment, most specific last. Layer-only keys (`clusters` of an environment,
 //! `environments` of a cluster) are not part of the result.
 
+use std::collections::{HashMap, HashSet};
+
 use super::layers::{Layer, LayerKind, LoadedConfig};
 use super::merge::merge_all;
 use super::node::{Node, Value};
@@ -35,6 +37,9 @@ pub fn compose(
     check_selection(config, selection, problems);
     check_cluster_overrides(config, problems);
     let defaults: Vec<&Node> = config.defaults.iter().map(|l| &l.node).collect();
+    // Each cluster's settings without its per-environment overrides, copied once per
+    // cluster rather than once per pair.
+    let mut cluster_settings: HashMap<&str, Node> = HashMap::new();
     let mut result = Vec::new();
     for (env_name, env_layer) in &config.environments {
         if selection
@@ -44,8 +49,11 @@ pub fn compose(
         {
             continue;
         }
+        // The environment's settings without its cluster list, once per environment.
+        let env_node = without_key(&env_layer.node, "clusters");
         for (cluster_name, cluster_origin) in cluster_names(env_layer, problems) {
-            let Some(cluster_layer) = config.clusters.get(&cluster_name) else {
+            let Some((cluster_key, cluster_layer)) = config.clusters.get_key_value(&cluster_name)
+            else {
                 if config.is_broken(LayerKind::Cluster, &cluster_name) {
                     // Its file is there but broken, and already reported.
                     continue;
@@ -73,14 +81,14 @@ pub fn compose(
             {
                 continue;
             }
-            let env_node = without_key(&env_layer.node, "clusters");
-            let cluster_node = without_key(&cluster_layer.node, "environments");
+            let cluster_node: &Node = cluster_settings
+                .entry(cluster_key.as_str())
+                .or_insert_with(|| without_key(&cluster_layer.node, "environments"));
             let override_node = cluster_layer
                 .node
                 .get("environments")
-                .and_then(|e| e.get(env_name))
-                .cloned();
-            let specific = [Some(&env_node), Some(&cluster_node), override_node.as_ref()];
+                .and_then(|e| e.get(env_name));
+            let specific = [Some(&env_node), Some(cluster_node), override_node];
             let template = template_layer(config, &defaults, &specific, problems);
             let mut layers: Vec<&Node> = defaults.clone();
             layers.extend(template.map(|t| &t.node));
@@ -150,6 +158,18 @@ fn check_selection(config: &LoadedConfig, selection: &Selection, problems: &mut 
 /// Per-environment overrides in a cluster file must name a known environment.
 fn check_cluster_overrides(config: &LoadedConfig, problems: &mut Problems) {
     let known: Vec<&str> = config.environments.keys().map(String::as_str).collect();
+    // Which clusters each environment runs, computed once (not per override).
+    let runs: HashMap<&str, HashSet<String>> = config
+        .environments
+        .iter()
+        .map(|(name, layer)| {
+            let clusters = cluster_names(layer, &mut Problems::new())
+                .into_iter()
+                .map(|(cluster, _)| cluster)
+                .collect();
+            (name.as_str(), clusters)
+        })
+        .collect();
     for (cluster_name, layer) in &config.clusters {
         let Some(overrides) = layer.node.get("environments").and_then(Node::as_map) else {
             continue;
@@ -172,11 +192,8 @@ fn check_cluster_overrides(config: &LoadedConfig, problems: &mut Problems) {
                         "environments/<name>.yaml",
                     )),
                 ),
-                Some(env_layer) => {
-                    let runs = cluster_names(env_layer, &mut Problems::new())
-                        .iter()
-                        .any(|(c, _)| c == cluster_name);
-                    if !runs {
+                Some(_) => {
+                    if !runs[env_name.as_str()].contains(cluster_name) {
                         problems.push(
                             Problem::warning(
                                 "config::unused-override",
@@ -194,14 +211,16 @@ fn check_cluster_overrides(config: &LoadedConfig, problems: &mut Problems) {
 }
 
 /// The clusters an environment lists, with where each is written; duplicates reported.
+/// Linear in the length of the list (environments may list thousands of clusters).
 fn cluster_names(env_layer: &Layer, problems: &mut Problems) -> Vec<(String, crate::diag::Origin)> {
     let mut names: Vec<(String, crate::diag::Origin)> = Vec::new();
     let Some(items) = env_layer.node.get("clusters").and_then(Node::as_list) else {
         return names;
     };
+    let mut seen: HashMap<&str, crate::diag::Origin> = HashMap::with_capacity(items.len());
     for item in items {
         let Some(name) = item.as_str() else { continue };
-        if let Some((_, first)) = names.iter().find(|(n, _)| n == name) {
+        if let Some(first) = seen.get(name) {
             problems.push(
                 Problem::error(
                     "config::duplicate-name",
@@ -213,6 +232,7 @@ fn cluster_names(env_layer: &Layer, problems: &mut Problems) -> Vec<(String, cra
             );
             continue;
         }
+        seen.insert(name, item.origin);
         names.push((name.to_string(), item.origin));
     }
     names

@@ -6,6 +6,7 @@
 //! result keeps the YAML trees with their origins so later stages can point at the
 //! layer that set any value. `show` renders an effective configuration.
 
+pub mod de;
 pub mod effective;
 pub mod interpolate;
 pub mod layers;

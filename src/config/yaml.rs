@@ -9,6 +9,11 @@ use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
 use super::node::{Entry, Map, Node, Value};
 use crate::diag::{FileId, Origin, Problem, SourceFile};
 
+/// The most values one file may hold once its aliases are expanded. Aliases copy their
+/// anchor, so nine lines of nested aliases ("billion laughs") would otherwise build
+/// billions of values and exhaust memory; real files hold a few thousand.
+pub const MAX_VALUES: usize = 1_000_000;
+
 /// Parse one file. A syntax error is returned as a problem pointing at its position;
 /// nothing in a broken file is trusted.
 pub fn parse_file(file: FileId, source: &SourceFile) -> Result<Node, Problem> {
@@ -17,6 +22,7 @@ pub fn parse_file(file: FileId, source: &SourceFile) -> Result<Node, Problem> {
         source,
         stack: Vec::new(),
         anchors: HashMap::new(),
+        values: 0,
         documents: 0,
         root: None,
     };
@@ -56,7 +62,10 @@ struct Builder<'a> {
     file: FileId,
     source: &'a SourceFile,
     stack: Vec<Frame>,
-    anchors: HashMap<usize, Node>,
+    /// Anchored nodes and how many values each holds.
+    anchors: HashMap<usize, (Node, usize)>,
+    /// Values built so far, aliases counted at their expanded size.
+    values: usize,
     documents: usize,
     root: Option<Node>,
 }
@@ -86,16 +95,30 @@ impl Builder<'_> {
                 let origin = self.origin(span);
                 let value = resolve_scalar(&text, style, tag.as_deref());
                 let node = Node::new(value, origin);
+                self.values += 1;
                 self.remember(anchor, &node);
                 self.add(node)?;
             }
             Event::Alias(anchor) => {
                 let origin = self.origin(span);
-                let node = self.anchors.get(&anchor).cloned().ok_or_else(|| {
+                let (node, size) = self.anchors.get(&anchor).ok_or_else(|| {
                     Problem::error("config::yaml-alias", "alias to an unknown anchor")
                         .at(origin)
                         .help("define the anchor (`&name`) before using it (`*name`)")
                 })?;
+                self.values = self.values.saturating_add(*size);
+                if self.values > MAX_VALUES {
+                    return Err(Problem::error(
+                        "config::yaml-alias",
+                        format!("aliases expand this file to more than {MAX_VALUES} values"),
+                    )
+                    .at(origin)
+                    .label("the limit is reached here")
+                    .help(
+                        "aliases copy their anchor; nest fewer of them, or write the values out",
+                    ));
+                }
+                let node = node.clone();
                 self.add(node)?;
             }
             Event::SequenceStart(anchor, _) => self.stack.push(Frame::List {
@@ -132,6 +155,7 @@ impl Builder<'_> {
                     }
                     None => return Ok(()),
                 };
+                self.values += 1;
                 self.add(node)?;
             }
             Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => {}
@@ -141,7 +165,7 @@ impl Builder<'_> {
 
     fn remember(&mut self, anchor: usize, node: &Node) {
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            self.anchors.insert(anchor, (node.clone(), size(node)));
         }
     }
 
@@ -187,6 +211,15 @@ impl Builder<'_> {
             },
         }
         Ok(())
+    }
+}
+
+/// How many values a tree holds (itself included).
+fn size(node: &Node) -> usize {
+    1 + match &node.value {
+        Value::List(items) => items.iter().map(size).sum(),
+        Value::Map(map) => map.values().map(|e| size(&e.node)).sum(),
+        _ => 0,
     }
 }
 
@@ -317,6 +350,25 @@ mod tests {
             node.get("other").unwrap().to_json(),
             serde_json::json!({"cpu": 2})
         );
+    }
+
+    #[test]
+    fn aliases_cannot_expand_a_file_without_bound() {
+        // Ten levels of ten aliases each: 10^10 values if expanded.
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for level in 1..10 {
+            let previous = format!("*a{}", level - 1);
+            let items = [previous.as_str(); 10].join(", ");
+            text.push_str(&format!("a{level}: &a{level} [{items}]\n"));
+        }
+        let error = parse(&text).unwrap_err();
+        assert_eq!(error.code, "config::yaml-alias");
+        assert_eq!(
+            error.message,
+            "aliases expand this file to more than 1000000 values"
+        );
+        // Ordinary use of anchors stays fine.
+        assert!(parse("a: &a {cpu: 2}\nb: *a\nc: [*a, *a]\n").is_ok());
     }
 
     #[test]

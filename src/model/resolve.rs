@@ -287,7 +287,7 @@ fn resolve_cluster(
     problems: &mut Problems,
     missing: &mut MissingKeys,
 ) -> Option<Cluster> {
-    let raw: RawSettings = match serde_json::from_value(effective.node.to_json()) {
+    let raw: RawSettings = match crate::config::de::from_node(&effective.node) {
         Ok(raw) => raw,
         Err(error) => {
             // Every layer passed the schema, so this is a merge of valid layers into an
@@ -1027,31 +1027,32 @@ fn allocate_machines(
     machines
 }
 
-/// Two pairs whose node ranges overlap would hand the same address to two VMs.
+/// Two pairs whose node ranges overlap would hand the same address to two VMs. Each
+/// overlap is reported at the pair configured later. A sort and sweep
+/// (`overlapping_ranges`), not a check of every two pairs: hierarchies of thousands of
+/// pairs are expected.
 fn check_overlapping_ranges(clusters: &[(Cluster, &EffectiveConfig)], problems: &mut Problems) {
-    for (i, (a, _)) in clusters.iter().enumerate() {
-        for (b, b_effective) in &clusters[i + 1..] {
-            if a.network.node_range.overlaps(&b.network.node_range) {
-                let origin = b_effective
-                    .node
-                    .origin_of(&KeyPath::parse("network.nodes.start"));
-                problems.push(
-                    Problem::error(
-                        "config::overlapping-ranges",
-                        format!(
-                            "node range {} of {} overlaps {} of {}",
-                            b.network.node_range,
-                            b.id(),
-                            a.network.node_range,
-                            a.id()
-                        ),
-                    )
-                    .at(origin)
-                    .label(format!("overlaps {}", a.id()))
-                    .help("give every (environment, cluster) pair its own addresses: move `network.nodes.start` or use another subnet"),
-                );
-            }
-        }
+    let ranges: Vec<NodeRange> = clusters.iter().map(|(c, _)| c.network.node_range).collect();
+    for (later, earlier) in super::network::overlapping_ranges(&ranges) {
+        let ((a, _), (b, b_effective)) = (&clusters[earlier], &clusters[later]);
+        let origin = b_effective
+            .node
+            .origin_of(&KeyPath::parse("network.nodes.start"));
+        problems.push(
+            Problem::error(
+                "config::overlapping-ranges",
+                format!(
+                    "node range {} of {} overlaps {} of {}",
+                    b.network.node_range,
+                    b.id(),
+                    a.network.node_range,
+                    a.id()
+                ),
+            )
+            .at(origin)
+            .label(format!("overlaps {}", a.id()))
+            .help("give every (environment, cluster) pair its own addresses: move `network.nodes.start` or use another subnet"),
+        );
     }
 }
 
