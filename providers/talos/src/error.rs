@@ -90,6 +90,13 @@ impl Error {
         }
     }
 
+    pub(crate) fn input(attribute: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::InvalidInput {
+            attribute: attribute.into(),
+            message: message.into(),
+        }
+    }
+
     /// The API failure kind, when this is an API error.
     pub fn api_kind(&self) -> Option<ApiErrorKind> {
         match self {

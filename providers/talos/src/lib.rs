@@ -1,9 +1,12 @@
 //! The Talos provider for InfraFlux.
 //!
-//! - [`secrets`]: the cluster PKI and tokens (`talos_secrets`), generated locally once.
+//! - [`secrets`]: the cluster PKI and tokens (`talos_secrets`), generated locally once;
+//! - [`config`]: machine configs rendered per node for the pinned Talos version
+//!   (`talos_machine_config`), with user patches and a secret-masked rendering for plans.
 //!
 //! Providers depend on `infraflux-provider` only, never on the engine.
 
+pub mod config;
 mod error;
 pub mod secrets;
 
