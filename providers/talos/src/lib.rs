@@ -2,13 +2,19 @@
 //!
 //! - [`secrets`]: the cluster PKI and tokens (`talos_secrets`), generated locally once;
 //! - [`config`]: machine configs rendered per node for the pinned Talos version
-//!   (`talos_machine_config`), with user patches and a secret-masked rendering for plans.
+//!   (`talos_machine_config`), with user patches and a secret-masked rendering for plans;
+//! - [`api`]: the Talos API client (gRPC over TLS: insecure in maintenance mode, mTLS
+//!   with the admin certificate afterwards), one connection per node;
+//! - [`testing`] (feature `testing`): an in-process fake Talos node.
 //!
 //! Providers depend on `infraflux-provider` only, never on the engine.
 
+pub mod api;
 pub mod config;
 mod error;
 pub mod secrets;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use error::{ApiErrorKind, Error, Result};
 
