@@ -1,0 +1,858 @@
+//! The `Provider` implementation: `talos_secrets`, `talos_machine_config`,
+//! `talos_bootstrap`, `talos_kubeconfig`. Attribute layouts are documented in the
+//! crate's README.md.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use infraflux_provider::{
+    AttributeSchema, Attributes, CreateRequest, CreateResponse, DeleteRequest, ErrorKind,
+    ImportRequest, ImportResponse, PlanRequest, PlanResponse, Provider, ProviderError, ReadOutcome,
+    ReadRequest, ReadResponse, ReadResult, ResourceSchema, UpdateRequest, UpdateResponse,
+    contains_unknown, unknown,
+};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tracing::{info, instrument, warn};
+
+use crate::api::{
+    ApplyMode, BootstrapOutcome, ClientIdentity, ConnectOptions, Credentials, DEFAULT_PORT,
+    NodeClient, NodeMode, detect_mode,
+};
+use crate::config::{
+    ClusterSettings, NodeSettings, Renderer, Role, address_ip, installer_image, masked_yaml,
+    to_yaml,
+};
+use crate::error::{ApiErrorKind, Error};
+use crate::secrets::{ClusterSecrets, attribute as secret};
+
+pub const SECRETS: &str = "talos_secrets";
+pub const MACHINE_CONFIG: &str = "talos_machine_config";
+pub const BOOTSTRAP: &str = "talos_bootstrap";
+pub const KUBECONFIG: &str = "talos_kubeconfig";
+
+const DEFAULT_POD_CIDR: &str = "10.244.0.0/16";
+const DEFAULT_SERVICE_CIDR: &str = "10.96.0.0/12";
+const DEFAULT_INTERFACE: &str = "eth0";
+const DEFAULT_BOOTSTRAP_TIMEOUT: u64 = 600;
+const BOOTSTRAP_RETRY_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The Talos provider. Holds no connections between operations: each operation
+/// connects to the node it is about, once.
+#[derive(Debug, Clone, Default)]
+pub struct TalosProvider {
+    pub connect: ConnectOptions,
+}
+
+impl TalosProvider {
+    pub fn new(connect: ConnectOptions) -> Self {
+        TalosProvider { connect }
+    }
+}
+
+fn provider_error(operation: &str, address: &str, error: Error) -> ProviderError {
+    let kind = match &error {
+        Error::Api { kind, .. } => match kind {
+            ApiErrorKind::Unreachable | ApiErrorKind::ConnectionLost | ApiErrorKind::Timeout => {
+                ErrorKind::Transient
+            }
+            ApiErrorKind::Unauthenticated => ErrorKind::Permission,
+            ApiErrorKind::Rejected => ErrorKind::InvalidInput,
+            ApiErrorKind::AlreadyExists => ErrorKind::Conflict,
+            ApiErrorKind::Other => ErrorKind::Other,
+        },
+        Error::InvalidSecrets(_) | Error::InvalidInput { .. } | Error::Patch { .. } => {
+            ErrorKind::InvalidInput
+        }
+        Error::Tls { .. } => ErrorKind::Permission,
+        Error::Timeout { .. } => ErrorKind::Transient,
+        Error::Generate { .. } | Error::Kubeconfig { .. } => ErrorKind::Other,
+    };
+    ProviderError::new(kind, operation, address, error.to_string())
+}
+
+fn invalid(operation: &str, address: &str, message: impl Into<String>) -> ProviderError {
+    ProviderError::new(ErrorKind::InvalidInput, operation, address, message)
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+// ---- attribute access ----------------------------------------------------------------
+
+struct Reader<'a> {
+    attributes: &'a Attributes,
+    operation: &'a str,
+    address: &'a str,
+}
+
+impl<'a> Reader<'a> {
+    fn new(attributes: &'a Attributes, operation: &'a str, address: &'a str) -> Self {
+        Reader {
+            attributes,
+            operation,
+            address,
+        }
+    }
+
+    fn optional_string(&self, name: &str) -> Result<Option<String>, ProviderError> {
+        match self.attributes.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(invalid(
+                self.operation,
+                self.address,
+                format!("`{name}` must be a string"),
+            )),
+        }
+    }
+
+    fn string(&self, name: &str) -> Result<String, ProviderError> {
+        self.optional_string(name)?.ok_or_else(|| {
+            invalid(
+                self.operation,
+                self.address,
+                format!("`{name}` is required"),
+            )
+        })
+    }
+
+    fn string_list(&self, name: &str) -> Result<Vec<String>, ProviderError> {
+        match self.attributes.get(name) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|item| {
+                    item.as_str().map(str::to_string).ok_or_else(|| {
+                        invalid(
+                            self.operation,
+                            self.address,
+                            format!("`{name}` must be a list of strings"),
+                        )
+                    })
+                })
+                .collect(),
+            Some(_) => Err(invalid(
+                self.operation,
+                self.address,
+                format!("`{name}` must be a list"),
+            )),
+        }
+    }
+
+    /// Patches: YAML strings, or mappings (which are serialised to YAML).
+    fn patches(&self) -> Result<Vec<String>, ProviderError> {
+        match self.attributes.get("patches") {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|item| match item {
+                    Value::String(text) => Ok(text.clone()),
+                    Value::Object(_) => to_yaml(std::slice::from_ref(item))
+                        .map_err(|e| provider_error(self.operation, self.address, e)),
+                    _ => Err(invalid(
+                        self.operation,
+                        self.address,
+                        "`patches` items must be YAML strings or mappings",
+                    )),
+                })
+                .collect(),
+            Some(_) => Err(invalid(
+                self.operation,
+                self.address,
+                "`patches` must be a list",
+            )),
+        }
+    }
+
+    fn secrets_object(&self) -> Result<&'a serde_json::Map<String, Value>, ProviderError> {
+        self.attributes
+            .get("secrets")
+            .and_then(Value::as_object)
+            .ok_or_else(|| {
+                invalid(
+                    self.operation,
+                    self.address,
+                    "`secrets` is required: an object of talos_secrets attributes (references)",
+                )
+            })
+    }
+
+    fn secrets(&self) -> Result<ClusterSecrets, ProviderError> {
+        ClusterSecrets::from_attributes(self.secrets_object()?)
+            .map_err(|e| provider_error(self.operation, self.address, e))
+    }
+
+    /// Only the three values a Talos API client needs.
+    fn identity(&self) -> Result<ClientIdentity, ProviderError> {
+        let object = self.secrets_object()?;
+        let get = |name: &str| {
+            object
+                .get(name)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    invalid(
+                        self.operation,
+                        self.address,
+                        format!("`secrets.{name}` is required"),
+                    )
+                })
+        };
+        Ok(ClientIdentity {
+            ca_crt: get(secret::OS_CA_CRT)?,
+            client_crt: get(secret::ADMIN_CRT)?,
+            client_key: get(secret::ADMIN_KEY)?,
+        })
+    }
+}
+
+// ---- talos_machine_config inputs -----------------------------------------------------------
+
+struct MachineConfigInputs {
+    renderer: Renderer,
+    node: NodeSettings,
+    /// Where the Talos API answers once the node is configured.
+    talos_endpoint: String,
+    /// Where the node answers in maintenance mode (often a DHCP address).
+    maintenance_endpoint: String,
+    identity: ClientIdentity,
+}
+
+fn machine_config_inputs(
+    attributes: &Attributes,
+    operation: &str,
+    address: &str,
+) -> Result<MachineConfigInputs, ProviderError> {
+    let r = Reader::new(attributes, operation, address);
+    let talos_version = r.string("talos_version")?;
+    let installer = match r.optional_string("installer_image")? {
+        Some(image) => image,
+        None => installer_image(&r.string("schematic")?, &talos_version),
+    };
+    let vip = match r.optional_string("vip")? {
+        Some(vip) => Some(
+            vip.parse()
+                .map_err(|_| invalid(operation, address, format!("`vip` `{vip}` is not an IP")))?,
+        ),
+        None => None,
+    };
+    let cluster = ClusterSettings {
+        cluster_name: r.string("cluster_name")?,
+        endpoint: r.string("endpoint")?,
+        talos_version,
+        kubernetes_version: r.string("kubernetes_version")?,
+        installer_image: installer,
+        pod_cidr: r
+            .optional_string("pod_cidr")?
+            .unwrap_or_else(|| DEFAULT_POD_CIDR.into()),
+        service_cidr: r
+            .optional_string("service_cidr")?
+            .unwrap_or_else(|| DEFAULT_SERVICE_CIDR.into()),
+        vip,
+    };
+    let node_address = r.string("address")?;
+    let node = NodeSettings {
+        hostname: r.string("hostname")?,
+        role: Role::parse(&r.string("role")?).map_err(|e| provider_error(operation, address, e))?,
+        gateway: r.optional_string("gateway")?,
+        dns: r.string_list("dns")?,
+        install_disk: r.string("install_disk")?,
+        interface: r
+            .optional_string("interface")?
+            .unwrap_or_else(|| DEFAULT_INTERFACE.into()),
+        patches: r.patches()?,
+        address: node_address.clone(),
+    };
+    let secrets = r.secrets()?;
+    let renderer =
+        Renderer::new(cluster, &secrets).map_err(|e| provider_error(operation, address, e))?;
+    let talos_endpoint = match r.optional_string("talos_endpoint")? {
+        Some(endpoint) => endpoint,
+        None => {
+            let ip = address_ip(&node_address)
+                .ok_or_else(|| invalid(operation, address, "`address` must be in CIDR form"))?;
+            if ip.is_ipv6() {
+                format!("[{ip}]:{DEFAULT_PORT}")
+            } else {
+                format!("{ip}:{DEFAULT_PORT}")
+            }
+        }
+    };
+    let maintenance_endpoint = r
+        .optional_string("maintenance_endpoint")?
+        .unwrap_or_else(|| talos_endpoint.clone());
+    Ok(MachineConfigInputs {
+        renderer,
+        node,
+        talos_endpoint,
+        maintenance_endpoint,
+        identity: ClientIdentity::from_secrets(&secrets),
+    })
+}
+
+/// Rendering and its plan-readable twin.
+fn render(
+    inputs: &MachineConfigInputs,
+    operation: &str,
+    address: &str,
+) -> Result<(String, String), ProviderError> {
+    let documents = inputs
+        .renderer
+        .documents(&inputs.node)
+        .map_err(|e| provider_error(operation, address, e))?;
+    let rendered = to_yaml(&documents).map_err(|e| provider_error(operation, address, e))?;
+    let masked = masked_yaml(&documents).map_err(|e| provider_error(operation, address, e))?;
+    Ok((rendered, masked))
+}
+
+// ---- schemas ----------------------------------------------------------------------
+
+fn secrets_schema() -> ResourceSchema {
+    let mut attributes = vec![AttributeSchema::input("cluster_name")];
+    attributes.extend(
+        secret::ALL
+            .iter()
+            .map(|name| AttributeSchema::computed(*name).sensitive()),
+    );
+    ResourceSchema::new(SECRETS, attributes)
+}
+
+fn machine_config_schema() -> ResourceSchema {
+    let inputs = [
+        "cluster_name",
+        "endpoint",
+        "hostname",
+        "address",
+        "gateway",
+        "dns",
+        "role",
+        "install_disk",
+        "talos_version",
+        "schematic",
+        "installer_image",
+        "kubernetes_version",
+        "pod_cidr",
+        "service_cidr",
+        "interface",
+        "vip",
+        "patches",
+        "talos_endpoint",
+        "maintenance_endpoint",
+    ];
+    let mut attributes: Vec<AttributeSchema> =
+        inputs.iter().map(|n| AttributeSchema::input(*n)).collect();
+    attributes.push(AttributeSchema::input("secrets").sensitive());
+    attributes.extend([
+        AttributeSchema::computed("machine_config").sensitive(),
+        AttributeSchema::computed("machine_config_masked"),
+        AttributeSchema::computed("config_sha256"),
+        AttributeSchema::computed("apply_mode"),
+        AttributeSchema::computed("apply_details"),
+    ]);
+    ResourceSchema::new(MACHINE_CONFIG, attributes)
+}
+
+fn bootstrap_schema() -> ResourceSchema {
+    ResourceSchema::new(
+        BOOTSTRAP,
+        vec![
+            AttributeSchema::input("endpoint"),
+            AttributeSchema::input("timeout_seconds"),
+            AttributeSchema::input("secrets").sensitive(),
+            AttributeSchema::computed("bootstrapped_node"),
+            AttributeSchema::computed("already_bootstrapped"),
+        ],
+    )
+}
+
+fn kubeconfig_schema() -> ResourceSchema {
+    ResourceSchema::new(
+        KUBECONFIG,
+        vec![
+            AttributeSchema::input("endpoint"),
+            AttributeSchema::input("secrets").sensitive(),
+            AttributeSchema::computed("kubeconfig").sensitive(),
+        ],
+    )
+}
+
+fn secrets_id(secrets: &ClusterSecrets) -> String {
+    format!(
+        "talos-secrets-{}",
+        &sha256_hex(secrets.cluster_id.as_bytes())[..12]
+    )
+}
+
+// ---- operations ---------------------------------------------------------------------
+
+impl TalosProvider {
+    /// Apply over mTLS to a configured node: no reboot where the node can, `auto`
+    /// (the node decides) where it cannot.
+    async fn apply_configured(
+        &self,
+        inputs: &MachineConfigInputs,
+        rendered: &str,
+        operation: &str,
+        address: &str,
+    ) -> Result<(ApplyMode, String), ProviderError> {
+        let credentials = Credentials::Mutual(inputs.identity.clone());
+        let mut client = NodeClient::connect(&inputs.talos_endpoint, &credentials, &self.connect)
+            .await
+            .map_err(|e| provider_error(operation, address, e))?;
+        match client
+            .apply_configuration(rendered.as_bytes(), ApplyMode::NoReboot)
+            .await
+        {
+            Ok(outcome) => Ok((outcome.mode, outcome.details)),
+            Err(error) if error.api_kind() == Some(ApiErrorKind::Rejected) => {
+                info!(%error, "the change needs a reboot; applying in auto mode");
+                let outcome = client
+                    .apply_configuration(rendered.as_bytes(), ApplyMode::Auto)
+                    .await
+                    .map_err(|e| provider_error(operation, address, e))?;
+                Ok((outcome.mode, outcome.details))
+            }
+            Err(error) => Err(provider_error(operation, address, error)),
+        }
+    }
+
+    fn machine_config_attributes(
+        planned: &Attributes,
+        rendered: &str,
+        masked: String,
+        mode: ApplyMode,
+        details: String,
+    ) -> Attributes {
+        let mut attributes = planned.clone();
+        attributes.insert("machine_config".into(), json!(rendered));
+        attributes.insert("machine_config_masked".into(), json!(masked));
+        attributes.insert(
+            "config_sha256".into(),
+            json!(sha256_hex(rendered.as_bytes())),
+        );
+        attributes.insert("apply_mode".into(), json!(mode.as_str()));
+        attributes.insert("apply_details".into(), json!(details));
+        attributes
+    }
+
+    #[instrument(skip_all, fields(addr = %request.resource.address))]
+    async fn create_machine_config(
+        &self,
+        request: CreateRequest,
+    ) -> Result<CreateResponse, ProviderError> {
+        let address = request.resource.address.as_str();
+        let inputs = machine_config_inputs(&request.planned, "create", address)?;
+        let (rendered, masked) = render(&inputs, "create", address)?;
+        let mode = detect_mode(
+            &inputs.maintenance_endpoint,
+            Some(&inputs.identity),
+            &self.connect,
+        )
+        .await
+        .map_err(|e| provider_error("create", address, e))?;
+        let (mode, details) = match mode {
+            NodeMode::Maintenance => {
+                let mut client = NodeClient::connect(
+                    &inputs.maintenance_endpoint,
+                    &Credentials::Insecure,
+                    &self.connect,
+                )
+                .await
+                .map_err(|e| provider_error("create", address, e))?;
+                let outcome = client
+                    .apply_configuration(rendered.as_bytes(), ApplyMode::Auto)
+                    .await
+                    .map_err(|e| provider_error("create", address, e))?;
+                (outcome.mode, outcome.details)
+            }
+            NodeMode::Configured => {
+                info!("node is configured already; applying over mTLS");
+                self.apply_configured(&inputs, &rendered, "create", address)
+                    .await?
+            }
+        };
+        Ok(CreateResponse {
+            id: inputs.node.hostname.clone(),
+            attributes: Self::machine_config_attributes(
+                &request.planned,
+                &rendered,
+                masked,
+                mode,
+                details,
+            ),
+        })
+    }
+
+    #[instrument(skip_all, fields(addr = %request.resource.address))]
+    async fn update_machine_config(
+        &self,
+        request: UpdateRequest,
+    ) -> Result<UpdateResponse, ProviderError> {
+        let address = request.resource.address.as_str();
+        let inputs = machine_config_inputs(&request.planned, "update", address)?;
+        let (rendered, masked) = render(&inputs, "update", address)?;
+        let unchanged = request.prior.get("config_sha256").and_then(Value::as_str)
+            == Some(sha256_hex(rendered.as_bytes()).as_str());
+        if unchanged {
+            // Inputs changed but the rendering did not (e.g. an equivalent patch form).
+            let mut attributes = request.prior.clone();
+            for (key, value) in &request.planned {
+                if !contains_unknown(value) {
+                    attributes.insert(key.clone(), value.clone());
+                }
+            }
+            return Ok(UpdateResponse { attributes });
+        }
+        let (mode, details) = self
+            .apply_configured(&inputs, &rendered, "update", address)
+            .await?;
+        Ok(UpdateResponse {
+            attributes: Self::machine_config_attributes(
+                &request.planned,
+                &rendered,
+                masked,
+                mode,
+                details,
+            ),
+        })
+    }
+
+    fn plan_machine_config(&self, request: &PlanRequest) -> Result<PlanResponse, ProviderError> {
+        let address = request.resource.address.as_str();
+        let mut response =
+            machine_config_schema().default_plan(request.prior.as_ref(), &request.desired);
+        if request.desired.values().any(contains_unknown) {
+            for name in ["machine_config", "machine_config_masked", "config_sha256"] {
+                response.planned.insert(name.into(), unknown());
+            }
+            return Ok(response);
+        }
+        let inputs = machine_config_inputs(&request.desired, "plan", address)?;
+        let (rendered, masked) = render(&inputs, "plan", address)?;
+        let sha = sha256_hex(rendered.as_bytes());
+        let same_as_prior = request
+            .prior
+            .as_ref()
+            .and_then(|p| p.get("config_sha256"))
+            .and_then(Value::as_str)
+            == Some(sha.as_str());
+        response
+            .planned
+            .insert("machine_config".into(), json!(rendered));
+        response
+            .planned
+            .insert("machine_config_masked".into(), json!(masked));
+        response.planned.insert("config_sha256".into(), json!(sha));
+        if !same_as_prior {
+            response.planned.insert("apply_mode".into(), unknown());
+            response.planned.insert("apply_details".into(), unknown());
+        }
+        Ok(response)
+    }
+
+    #[instrument(skip_all, fields(addr = %request.resource.address))]
+    async fn create_bootstrap(
+        &self,
+        request: CreateRequest,
+    ) -> Result<CreateResponse, ProviderError> {
+        let address = request.resource.address.as_str();
+        let r = Reader::new(&request.planned, "create", address);
+        let endpoint = r.string("endpoint")?;
+        let identity = r.identity()?;
+        let timeout = Duration::from_secs(
+            request
+                .planned
+                .get("timeout_seconds")
+                .and_then(Value::as_u64)
+                .unwrap_or(DEFAULT_BOOTSTRAP_TIMEOUT),
+        );
+        let credentials = Credentials::Mutual(identity);
+        let started = tokio::time::Instant::now();
+        let outcome = loop {
+            let attempt = async {
+                let mut client =
+                    NodeClient::connect(&endpoint, &credentials, &self.connect).await?;
+                client.bootstrap().await
+            };
+            match attempt.await {
+                Ok(outcome) => break outcome,
+                Err(error)
+                    if matches!(
+                        error.api_kind(),
+                        Some(ApiErrorKind::Unreachable | ApiErrorKind::Timeout)
+                    ) && started.elapsed() + BOOTSTRAP_RETRY_INTERVAL < timeout =>
+                {
+                    // Not reachable yet (installing, rebooting): the request never
+                    // reached the node, so retrying cannot bootstrap twice.
+                    warn!(%error, "node not reachable yet; retrying bootstrap");
+                    tokio::time::sleep(BOOTSTRAP_RETRY_INTERVAL).await;
+                }
+                Err(error) => return Err(provider_error("create", address, error)),
+            }
+        };
+        let mut attributes = request.planned.clone();
+        attributes.insert("bootstrapped_node".into(), json!(endpoint));
+        attributes.insert(
+            "already_bootstrapped".into(),
+            json!(outcome == BootstrapOutcome::AlreadyBootstrapped),
+        );
+        Ok(CreateResponse {
+            id: endpoint,
+            attributes,
+        })
+    }
+
+    #[instrument(skip_all, fields(addr = %address))]
+    async fn fetch_kubeconfig(
+        &self,
+        planned: &Attributes,
+        operation: &str,
+        address: &str,
+    ) -> Result<Attributes, ProviderError> {
+        let r = Reader::new(planned, operation, address);
+        let endpoint = r.string("endpoint")?;
+        let credentials = Credentials::Mutual(r.identity()?);
+        let mut client = NodeClient::connect(&endpoint, &credentials, &self.connect)
+            .await
+            .map_err(|e| provider_error(operation, address, e))?;
+        let kubeconfig = client
+            .kubeconfig()
+            .await
+            .map_err(|e| provider_error(operation, address, e))?;
+        let mut attributes = planned.clone();
+        attributes.insert("kubeconfig".into(), json!(kubeconfig));
+        Ok(attributes)
+    }
+
+    /// Refresh one machine config: still configured → found; back in maintenance mode
+    /// (reset, reinstalled) → gone, so the engine re-applies; unreachable → failed.
+    async fn read_machine_config(&self, prior: &Attributes, address: &str) -> ReadOutcome {
+        let inputs = match machine_config_inputs(prior, "read", address) {
+            Ok(inputs) => inputs,
+            Err(error) => return ReadOutcome::Failed(error),
+        };
+        match detect_mode(
+            &inputs.talos_endpoint,
+            Some(&inputs.identity),
+            &self.connect,
+        )
+        .await
+        {
+            Ok(NodeMode::Configured) => ReadOutcome::Found(prior.clone()),
+            Ok(NodeMode::Maintenance) => ReadOutcome::Gone,
+            Err(error) => ReadOutcome::Failed(provider_error("read", address, error)),
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for TalosProvider {
+    fn name(&self) -> &str {
+        "talos"
+    }
+
+    fn schemas(&self) -> Vec<ResourceSchema> {
+        vec![
+            secrets_schema(),
+            machine_config_schema(),
+            bootstrap_schema(),
+            kubeconfig_schema(),
+        ]
+    }
+
+    async fn read(&self, request: ReadRequest) -> Result<ReadResponse, ProviderError> {
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut results = Vec::new();
+        for item in request.resources {
+            let address = item.resource.address.clone();
+            match item.resource.kind.as_str() {
+                MACHINE_CONFIG => {
+                    let provider = self.clone();
+                    tasks.spawn(async move {
+                        let outcome = provider.read_machine_config(&item.prior, &address).await;
+                        ReadResult { address, outcome }
+                    });
+                }
+                SECRETS => {
+                    let outcome = match ClusterSecrets::from_attributes(&item.prior) {
+                        Ok(_) => ReadOutcome::Found(item.prior),
+                        Err(error) => ReadOutcome::Failed(provider_error("read", &address, error)),
+                    };
+                    results.push(ReadResult { address, outcome });
+                }
+                // Bootstrap and kubeconfig are facts recorded at creation: etcd cannot be
+                // un-bootstrapped, and a kubeconfig is not read back from the node.
+                BOOTSTRAP | KUBECONFIG => results.push(ReadResult {
+                    address,
+                    outcome: ReadOutcome::Found(item.prior),
+                }),
+                other => results.push(ReadResult {
+                    outcome: ReadOutcome::Failed(invalid(
+                        "read",
+                        &address,
+                        format!("unknown resource type `{other}`"),
+                    )),
+                    address,
+                }),
+            }
+        }
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(result) => results.push(result),
+                Err(error) => {
+                    return Err(ProviderError::new(
+                        ErrorKind::Other,
+                        "read",
+                        "talos",
+                        format!("a read task failed: {error}"),
+                    ));
+                }
+            }
+        }
+        Ok(ReadResponse { results })
+    }
+
+    async fn plan(&self, request: PlanRequest) -> Result<PlanResponse, ProviderError> {
+        match request.resource.kind.as_str() {
+            MACHINE_CONFIG => self.plan_machine_config(&request),
+            // Never a second bootstrap: once done, the recorded node stands, whatever
+            // the configuration now names.
+            BOOTSTRAP if request.prior.is_some() => Ok(PlanResponse {
+                planned: request.prior.clone().unwrap_or_default(),
+                requires_replace: Vec::new(),
+                create_before_destroy: false,
+            }),
+            BOOTSTRAP => Ok(bootstrap_schema().default_plan(None, &request.desired)),
+            SECRETS => Ok(secrets_schema().default_plan(request.prior.as_ref(), &request.desired)),
+            KUBECONFIG => {
+                Ok(kubeconfig_schema().default_plan(request.prior.as_ref(), &request.desired))
+            }
+            other => Err(invalid(
+                "plan",
+                &request.resource.address,
+                format!("unknown resource type `{other}`"),
+            )),
+        }
+    }
+
+    async fn create(&self, request: CreateRequest) -> Result<CreateResponse, ProviderError> {
+        let address = request.resource.address.clone();
+        match request.resource.kind.as_str() {
+            SECRETS => {
+                // RSA-4096 generation takes seconds: off the async runtime.
+                let secrets = tokio::task::spawn_blocking(ClusterSecrets::generate)
+                    .await
+                    .map_err(|e| {
+                        ProviderError::new(ErrorKind::Other, "create", &address, e.to_string())
+                    })?
+                    .map_err(|e| provider_error("create", &address, e))?;
+                let mut attributes = request.planned.clone();
+                attributes.extend(secrets.to_attributes());
+                Ok(CreateResponse {
+                    id: secrets_id(&secrets),
+                    attributes,
+                })
+            }
+            MACHINE_CONFIG => self.create_machine_config(request).await,
+            BOOTSTRAP => self.create_bootstrap(request).await,
+            KUBECONFIG => {
+                let attributes = self
+                    .fetch_kubeconfig(&request.planned, "create", &address)
+                    .await?;
+                let endpoint =
+                    Reader::new(&request.planned, "create", &address).string("endpoint")?;
+                Ok(CreateResponse {
+                    id: format!("kubeconfig@{endpoint}"),
+                    attributes,
+                })
+            }
+            other => Err(invalid(
+                "create",
+                &address,
+                format!("unknown resource type `{other}`"),
+            )),
+        }
+    }
+
+    async fn update(&self, request: UpdateRequest) -> Result<UpdateResponse, ProviderError> {
+        let address = request.resource.address.clone();
+        match request.resource.kind.as_str() {
+            SECRETS => {
+                // Secrets are never regenerated: keep every secret from prior state.
+                let mut attributes = request.planned.clone();
+                for name in secret::ALL {
+                    if let Some(value) = request.prior.get(name) {
+                        attributes.insert(name.to_string(), value.clone());
+                    }
+                }
+                Ok(UpdateResponse { attributes })
+            }
+            MACHINE_CONFIG => self.update_machine_config(request).await,
+            BOOTSTRAP => Ok(UpdateResponse {
+                attributes: request.prior,
+            }),
+            KUBECONFIG => Ok(UpdateResponse {
+                attributes: self
+                    .fetch_kubeconfig(&request.planned, "update", &address)
+                    .await?,
+            }),
+            other => Err(invalid(
+                "update",
+                &address,
+                format!("unknown resource type `{other}`"),
+            )),
+        }
+    }
+
+    /// Deleting forgets: the secrets live only in state, a node's config is removed by
+    /// resetting or destroying the machine (the VM's lifecycle, not this provider's),
+    /// etcd cannot be un-bootstrapped, and a kubeconfig has nothing remote to remove.
+    async fn delete(&self, request: DeleteRequest) -> Result<(), ProviderError> {
+        info!(address = %request.resource.address, "forgetting (nothing to remove on the node)");
+        Ok(())
+    }
+
+    async fn import(&self, request: ImportRequest) -> Result<ImportResponse, ProviderError> {
+        let address = request.resource.address.as_str();
+        match request.resource.kind.as_str() {
+            // The id is the path of a talosctl `secrets.yaml`.
+            SECRETS => {
+                let text = std::fs::read_to_string(&request.id).map_err(|e| {
+                    invalid(
+                        "import",
+                        address,
+                        format!("cannot read secrets file `{}`: {e}", request.id),
+                    )
+                })?;
+                let secrets = ClusterSecrets::from_talosctl_yaml(&text)
+                    .map_err(|e| provider_error("import", address, e))?;
+                Ok(ImportResponse {
+                    attributes: secrets.to_attributes(),
+                })
+            }
+            // The id is the endpoint of the node etcd was bootstrapped on.
+            BOOTSTRAP => Ok(ImportResponse {
+                attributes: serde_json::Map::from_iter([
+                    ("endpoint".to_string(), json!(request.id)),
+                    ("bootstrapped_node".to_string(), json!(request.id)),
+                    ("already_bootstrapped".to_string(), json!(true)),
+                ]),
+            }),
+            MACHINE_CONFIG | KUBECONFIG => Err(invalid(
+                "import",
+                address,
+                format!(
+                    "`{}` cannot be imported: declare it and apply (applying the same config is a no-op on the node)",
+                    request.resource.kind
+                ),
+            )),
+            other => Err(invalid(
+                "import",
+                address,
+                format!("unknown resource type `{other}`"),
+            )),
+        }
+    }
+}
