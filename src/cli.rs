@@ -59,6 +59,14 @@ pub enum Command {
     /// Inspect and edit the recorded state (one document per environment)
     #[command(subcommand)]
     State(StateCommand),
+    /// Show what apply would change (exit 0; with --detailed-exitcode: 0 none, 2 changes)
+    Plan(PlanArgs),
+    /// Make the changes: plan and apply (asks for `yes`), or apply a saved plan
+    Apply(ApplyArgs),
+    /// Delete every resource of an environment (or cluster), dependants first
+    Destroy(DestroyArgs),
+    /// Print the resource graph in Graphviz DOT
+    Graph(GraphArgs),
 }
 
 #[derive(Debug, Args)]
@@ -222,6 +230,69 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         rest = &rest[unit_len..];
     }
     Ok(total)
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+    /// Only this resource and what it depends on (repeatable)
+    #[arg(long = "target", value_name = "ADDR")]
+    pub targets: Vec<String>,
+    /// Replace this resource even if nothing changed (repeatable)
+    #[arg(long = "replace", value_name = "ADDR")]
+    pub replace: Vec<String>,
+    /// Read the current state of every resource first (`--refresh=false` to skip)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub refresh: bool,
+    /// Only record changes made outside InfraFlux; change nothing
+    #[arg(long, conflicts_with_all = ["targets", "replace"])]
+    pub refresh_only: bool,
+    /// Exit 0 when there are no changes, 2 when there are, 1 on error
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// Print the plan as JSON (docs/plan-json.md)
+    #[arg(long)]
+    pub json: bool,
+    /// Save the plan for `infraflux apply FILE`
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+    /// A plan saved by `infraflux plan --out FILE` (applied as it is, without asking)
+    #[arg(value_name = "PLANFILE")]
+    pub plan_file: Option<PathBuf>,
+    /// Do not ask for confirmation
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// Operations in flight at once
+    #[arg(long, default_value_t = crate::apply::DEFAULT_PARALLELISM, value_name = "N")]
+    pub parallelism: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+    /// Only this resource and what depends on it (repeatable)
+    #[arg(long = "target", value_name = "ADDR")]
+    pub targets: Vec<String>,
+    /// Do not ask for confirmation
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// Operations in flight at once
+    #[arg(long, default_value_t = crate::apply::DEFAULT_PARALLELISM, value_name = "N")]
+    pub parallelism: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    #[command(flatten)]
+    pub selection: SelectionArgs,
 }
 
 #[cfg(test)]

@@ -1,9 +1,14 @@
 //! One file per command: arguments → options → a pipeline call → output.
 
+pub mod apply;
 mod config;
+pub mod destroy;
 mod diff_env;
+pub mod engine;
+pub mod graph;
 pub mod output;
-mod state;
+pub mod plan;
+pub(crate) mod state;
 mod validate;
 
 use std::process::ExitCode;
@@ -24,5 +29,25 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
             StateCommand::Mv(args) => state::mv(&cli.global, &args),
             StateCommand::Unlock(args) => state::unlock(&cli.global, &args),
         },
+        Command::Plan(args) => plan::run(
+            &cli.global,
+            &args,
+            &engine::Context::from_process(&cli.global, &output),
+        ),
+        Command::Apply(args) => apply::run(
+            &cli.global,
+            &args,
+            &engine::Context::from_process(&cli.global, &output),
+        ),
+        Command::Destroy(args) => destroy::run(
+            &cli.global,
+            &args,
+            &engine::Context::from_process(&cli.global, &output),
+        ),
+        Command::Graph(args) => graph::run(
+            &cli.global,
+            &args,
+            &engine::Context::from_process(&cli.global, &output),
+        ),
     }
 }

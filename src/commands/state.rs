@@ -19,8 +19,14 @@ use crate::state::lock::{hostname, process_alive};
 use crate::state::{self, LocalStore, LockInfo, ResourceStatus, StateDocument, StateStore};
 
 /// The store the CLI uses: `<--state-dir or working directory>/.infraflux/state/`.
+/// `--state-dir`, or else the project the configuration belongs to: `.infraflux/state`
+/// beside the configuration directory, wherever the command runs from.
 pub(crate) fn open_store(global: &GlobalArgs) -> LocalStore {
-    LocalStore::in_project(global.state_dir.as_deref().unwrap_or(Path::new(".")))
+    let project = match global.state_dir.as_deref() {
+        Some(dir) => dir,
+        None => global.config.parent().unwrap_or(Path::new("")),
+    };
+    LocalStore::in_project(project)
 }
 
 /// A state error as a diagnostic: its message, its cause chain, a code and a help line.

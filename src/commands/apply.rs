@@ -1,0 +1,215 @@
+//! `infraflux apply [PLANFILE]`: plan and ask (or apply a saved plan as it is), then walk
+//! the changes. Exit 0 when everything was applied, 1 when something failed, 130 when
+//! interrupted.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use super::engine::{
+    Context, ProgressReporter, diagnostic, diagnostic_text, load_desired, load_desired_for,
+    watch_interrupts,
+};
+use crate::apply::{ApplyOptions, ApplySummary, apply};
+use crate::cli::{ApplyArgs, GlobalArgs};
+use crate::plan::{Plan, PlanMode, PlanOptions, config_digest, plan, render, saved};
+use crate::state::StateDocument;
+
+pub fn run(global: &GlobalArgs, args: &ApplyArgs, context: &Context) -> miette::Result<ExitCode> {
+    match &args.plan_file {
+        Some(path) => apply_saved(global, args, path, context),
+        None => {
+            let (environment, desired) = load_desired(global, &args.selection, context)?;
+            let options = PlanOptions {
+                cluster: args.selection.cluster.clone(),
+                ..PlanOptions::default()
+            };
+            plan_and_apply(
+                &environment,
+                desired,
+                &options,
+                args.auto_approve,
+                args.parallelism,
+                context,
+            )
+        }
+    }
+}
+
+fn apply_saved(
+    global: &GlobalArgs,
+    args: &ApplyArgs,
+    path: &std::path::Path,
+    context: &Context,
+) -> miette::Result<ExitCode> {
+    let plan = saved::load(path).map_err(|e| {
+        let help = e.help().map(str::to_string);
+        diagnostic(&e, help)
+    })?;
+    if let Some(requested) = &args.selection.environment
+        && *requested != plan.environment
+    {
+        let error = saved::Error::Environment {
+            plan: plan.environment.clone(),
+            requested: requested.clone(),
+        };
+        return Err(diagnostic(&error, error.help().map(str::to_string)));
+    }
+    let (_, desired) = load_desired_for(
+        global,
+        Some(&plan.environment),
+        args.selection.cluster.as_deref(),
+        context,
+    )?;
+    let (_lock, mut state) = context.lock_and_load(&plan.environment, "apply")?;
+    // A plan made before the environment had any state: the state it planned against
+    // was new and never stored; adopt its lineage.
+    if state.serial == 0 && state.resources.is_empty() && plan.serial == 0 {
+        state.lineage = plan.lineage;
+    }
+    saved::check(&plan, &state, &config_digest(&desired)).map_err(|e| {
+        let help = e.help().map(str::to_string);
+        diagnostic(&e, help)
+    })?;
+    execute(&plan, state, args.parallelism, context)
+}
+
+/// Plan, show, ask, apply: shared by `apply` and `destroy`.
+pub(super) fn plan_and_apply(
+    environment: &str,
+    desired: Vec<crate::graph::DesiredResource>,
+    options: &PlanOptions,
+    auto_approve: bool,
+    parallelism: usize,
+    context: &Context,
+) -> miette::Result<ExitCode> {
+    let (_lock, state) = context.lock_and_load(environment, "apply")?;
+    let runtime = context.runtime()?;
+    let plan = runtime
+        .block_on(plan(desired, &state, &context.providers, options))
+        .map_err(|e| {
+            let help = e.help();
+            diagnostic(&e, help)
+        })?;
+    context.out.write(&render::human(&plan, context.color));
+    if !plan.has_changes() && plan.drift.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !auto_approve && plan.has_changes() {
+        let question = match options.mode {
+            PlanMode::Destroy => format!(
+                "\nDo you really want to destroy all resources in environment `{environment}`{}?\n  There is no undo. Only 'yes' will be accepted to confirm.\n\n  Enter a value: ",
+                options
+                    .cluster
+                    .as_ref()
+                    .map(|c| format!(", cluster `{c}`"))
+                    .unwrap_or_default()
+            ),
+            _ => format!(
+                "\nDo you want to perform these actions in environment `{environment}`?\n  Only 'yes' will be accepted to approve.\n\n  Enter a value: "
+            ),
+        };
+        let Some(prompt) = &context.prompt else {
+            return Err(diagnostic_text(
+                "cannot ask for approval: standard input is not a terminal".into(),
+                Some("review the plan and pass --auto-approve, or save it with `infraflux plan --out plan.json` and apply that file".into()),
+            ));
+        };
+        if prompt(&question) != "yes" {
+            context.err.write("Apply cancelled: nothing was changed.\n");
+            return Ok(ExitCode::from(1));
+        }
+    }
+    drop(runtime);
+    execute(&plan, state, parallelism, context)
+}
+
+fn execute(
+    plan: &Plan,
+    state: StateDocument,
+    parallelism: usize,
+    context: &Context,
+) -> miette::Result<ExitCode> {
+    let runtime = context.runtime()?;
+    let options = ApplyOptions {
+        parallelism,
+        cancel: context.cancel.clone(),
+    };
+    let reporter = Arc::new(ProgressReporter {
+        err: context.err.clone(),
+    });
+    let summary = runtime
+        .block_on(async {
+            if context.handle_signals {
+                watch_interrupts(context.cancel.clone(), context.err.clone());
+            }
+            apply(
+                plan,
+                state,
+                context.store.clone(),
+                &context.providers,
+                reporter,
+                &options,
+            )
+            .await
+        })
+        .map_err(|e| diagnostic(&e, None))?;
+    context.out.write(&summary_text(plan, &summary));
+    Ok(if summary.cancelled {
+        ExitCode::from(130)
+    } else if summary.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn summary_text(plan: &Plan, summary: &ApplySummary) -> String {
+    use crate::plan::Action;
+    let count =
+        |want: &dyn Fn(Action) -> bool| summary.done.iter().filter(|(_, a)| want(*a)).count();
+    let added = count(&|a| a.creates());
+    let changed = count(&|a| a == Action::Update);
+    let destroyed = count(&|a| a.deletes());
+    let mut text = String::from("\n");
+    let verb = if plan.mode == PlanMode::Destroy {
+        "Destroy"
+    } else {
+        "Apply"
+    };
+    if summary.is_success() {
+        text.push_str(&format!(
+            "{verb} complete! Resources: {added} added, {changed} changed, {destroyed} destroyed.\n"
+        ));
+        return text;
+    }
+    text.push_str(&format!(
+        "{verb} {}: {} done, {} failed, {} skipped{}.\n",
+        if summary.cancelled {
+            "interrupted"
+        } else {
+            "failed"
+        },
+        summary.done.len(),
+        summary.failed.len(),
+        summary.skipped.len(),
+        if summary.not_started.is_empty() {
+            String::new()
+        } else {
+            format!(", {} not started", summary.not_started.len())
+        }
+    ));
+    for failure in &summary.failed {
+        text.push_str(&format!(
+            "  failed:  {}: {}\n",
+            failure.address, failure.message
+        ));
+    }
+    for (address, because) in &summary.skipped {
+        text.push_str(&format!("  skipped: {address} (because of {because})\n"));
+    }
+    for address in &summary.not_started {
+        text.push_str(&format!("  not started: {address}\n"));
+    }
+    text.push_str("State is saved; run `infraflux plan` to see what is left.\n");
+    text
+}

@@ -1,0 +1,296 @@
+//! What the engine commands (plan, apply, destroy, graph) share: the [`Context`] they run
+//! in (providers, state store, terminal), loading the configuration into desired
+//! resources, and turning engine errors into diagnostics.
+
+use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::apply::{CancellationToken, Reporter};
+use crate::cli::{GlobalArgs, SelectionArgs};
+use crate::config::{self, ProcessEnvironment, Selection, load_config};
+use crate::diag::ProblemsReport;
+use crate::graph::{DesiredResource, build_desired};
+use crate::model::address::ResourceAddr;
+use crate::model::resolve_model;
+use crate::plan::Action;
+use crate::registry::ProviderRegistry;
+use crate::state::{LockGuard, LockInfo, StateDocument, StateStore};
+
+use super::output::Output;
+
+/// A writer several places can hold (data goes to `out`, progress to `err`).
+#[derive(Clone)]
+pub struct Sink(Arc<Mutex<Box<dyn Write + Send>>>);
+
+impl Sink {
+    pub fn new(writer: impl Write + Send + 'static) -> Self {
+        Sink(Arc::new(Mutex::new(Box::new(writer))))
+    }
+
+    /// A sink that keeps what is written, and a handle to read it.
+    pub fn buffer() -> (Sink, Arc<Mutex<Vec<u8>>>) {
+        #[derive(Clone)]
+        struct Shared(Arc<Mutex<Vec<u8>>>);
+        impl Write for Shared {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("buffer lock").extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        (Sink::new(Shared(buffer.clone())), buffer)
+    }
+
+    pub fn write(&self, text: &str) {
+        let mut writer = self.0.lock().expect("sink lock");
+        // Output that cannot be written (a closed pipe) is not worth failing an apply for.
+        let _ = writer.write_all(text.as_bytes());
+        let _ = writer.flush();
+    }
+}
+
+/// Asks the user a question and returns the answer.
+pub type Prompt = Box<dyn Fn(&str) -> String + Send + Sync>;
+
+/// Where the engine commands run.
+pub struct Context {
+    pub providers: ProviderRegistry,
+    pub store: Arc<dyn StateStore>,
+    /// Environment variables for `${env:…}` in the configuration.
+    pub variables: Box<dyn config::Environment + Send + Sync>,
+    /// `None` when there is no terminal to ask (approval then needs --auto-approve).
+    pub prompt: Option<Prompt>,
+    pub out: Sink,
+    pub err: Sink,
+    pub color: bool,
+    /// Cancelled by the first Ctrl-C (wired by [`Context::from_process`]'s commands).
+    pub cancel: CancellationToken,
+    /// Listen for Ctrl-C during apply.
+    pub handle_signals: bool,
+}
+
+/// The providers this binary has. The provider crates are not wired in yet: until they
+/// are, plans that need them stop with "no provider registered for `proxmox`".
+pub fn providers() -> ProviderRegistry {
+    ProviderRegistry::new()
+}
+
+impl Context {
+    /// The real process: its terminal, environment, providers, and the local state store
+    /// (`--state-dir`, else `.infraflux/state` beside the configuration directory).
+    pub fn from_process(global: &GlobalArgs, output: &Output) -> Context {
+        let prompt: Option<Prompt> = std::io::stdin().is_terminal().then(|| {
+            Box::new(|question: &str| {
+                eprint!("{question}");
+                let _ = std::io::stderr().flush();
+                let mut answer = String::new();
+                let _ = std::io::stdin().read_line(&mut answer);
+                answer.trim().to_string()
+            }) as Prompt
+        });
+        Context {
+            providers: providers(),
+            store: Arc::new(super::state::open_store(global)),
+            variables: Box::new(ProcessEnvironment),
+            prompt,
+            out: Sink::new(std::io::stdout()),
+            err: Sink::new(std::io::stderr()),
+            color: output.color_stdout,
+            cancel: CancellationToken::new(),
+            handle_signals: true,
+        }
+    }
+
+    pub fn runtime(&self) -> miette::Result<tokio::runtime::Runtime> {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| miette::miette!("cannot start the async runtime: {e}"))
+    }
+
+    /// Take the environment's state lock and load its document (a new one if none).
+    pub fn lock_and_load(
+        &self,
+        environment: &str,
+        operation: &str,
+    ) -> miette::Result<(Box<dyn LockGuard>, StateDocument)> {
+        let info = LockInfo {
+            id: uuid::Uuid::new_v4().to_string(),
+            operation: operation.to_string(),
+            owner: std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
+            host: std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into()),
+            pid: std::process::id(),
+            created: chrono::Utc::now(),
+        };
+        let guard = self
+            .store
+            .lock(environment, info)
+            .map_err(|e| diagnostic(&e, None))?;
+        let state = self
+            .store
+            .load(environment)
+            .map_err(|e| diagnostic(&e, None))?
+            .unwrap_or_else(|| StateDocument::new(environment));
+        Ok((guard, state))
+    }
+}
+
+/// The configuration of the selected environment as desired resources.
+pub fn load_desired(
+    global: &GlobalArgs,
+    selection: &SelectionArgs,
+    context: &Context,
+) -> miette::Result<(String, Vec<DesiredResource>)> {
+    load_desired_for(
+        global,
+        selection.environment.as_deref(),
+        selection.cluster.as_deref(),
+        context,
+    )
+}
+
+pub fn load_desired_for(
+    global: &GlobalArgs,
+    environment: Option<&str>,
+    cluster: Option<&str>,
+    context: &Context,
+) -> miette::Result<(String, Vec<DesiredResource>)> {
+    let selection = Selection {
+        environment: environment.map(str::to_string),
+        cluster: cluster.map(str::to_string),
+    };
+    let (config, mut problems) =
+        load_config(&global.config, &selection, context.variables.as_ref());
+    let model = if problems.has_errors() {
+        None
+    } else {
+        let (model, more) = resolve_model(&config);
+        problems.extend(more);
+        model
+    };
+    if !problems.is_empty() {
+        context.err.write(&crate::diag::render_problems(
+            &problems,
+            config.sources(),
+            context.color,
+        ));
+    }
+    let model = match model {
+        Some(model) if !problems.has_errors() => model,
+        _ => return Err(ProblemsReport::new(&problems, "the configuration").into()),
+    };
+    let environment = match (environment, model.environments.as_slice()) {
+        (Some(name), _) => name.to_string(),
+        (None, [only]) => only.name.clone(),
+        (None, environments) => {
+            let names: Vec<&str> = environments.iter().map(|e| e.name.as_str()).collect();
+            return Err(diagnostic_text(
+                format!(
+                    "choose an environment: the configuration has {}",
+                    names.join(", ")
+                ),
+                Some("pass --env, e.g. `--env dev`: each environment has its own state and is planned and applied on its own".into()),
+            ));
+        }
+    };
+    let desired = build_desired(&model)
+        .into_iter()
+        .filter(|d| d.addr.environment == environment)
+        .collect();
+    Ok((environment, desired))
+}
+
+pub fn parse_addresses(texts: &[String]) -> miette::Result<Vec<ResourceAddr>> {
+    texts
+        .iter()
+        .map(|t| t.parse().map_err(|e| diagnostic(&e, None)))
+        .collect()
+}
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[error("{message}")]
+struct EngineDiagnostic {
+    message: String,
+    #[help]
+    help: Option<String>,
+}
+
+/// An error with its causes on one line, and what to do about it.
+pub fn diagnostic(error: &dyn std::error::Error, help: Option<String>) -> miette::Report {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    diagnostic_text(message, help)
+}
+
+pub fn diagnostic_text(message: String, help: Option<String>) -> miette::Report {
+    EngineDiagnostic { message, help }.into()
+}
+
+/// Prints apply progress to `err`, one line per event, Terraform-style.
+pub struct ProgressReporter {
+    pub err: Sink,
+}
+
+fn doing(action: Action) -> (&'static str, &'static str) {
+    match action {
+        Action::Create => ("Creating...", "Creation complete"),
+        Action::Update => ("Modifying...", "Modifications complete"),
+        Action::Delete => ("Destroying...", "Destruction complete"),
+        Action::DeleteThenCreate | Action::CreateThenDelete => {
+            ("Replacing...", "Replacement complete")
+        }
+        Action::Read => ("Recording...", "Recorded"),
+        Action::NoOp => ("", ""),
+    }
+}
+
+fn seconds(elapsed: Duration) -> String {
+    format!("{}s", elapsed.as_secs())
+}
+
+impl Reporter for ProgressReporter {
+    fn started(&self, address: &ResourceAddr, action: Action) {
+        self.err.write(&format!("{address}: {}\n", doing(action).0));
+    }
+    fn finished(&self, address: &ResourceAddr, action: Action, elapsed: Duration) {
+        self.err.write(&format!(
+            "{address}: {} after {}\n",
+            doing(action).1,
+            seconds(elapsed)
+        ));
+    }
+    fn failed(&self, address: &ResourceAddr, action: Action, error: &str, elapsed: Duration) {
+        self.err.write(&format!(
+            "{address}: {action} failed after {}: {error}\n",
+            seconds(elapsed)
+        ));
+    }
+    fn skipped(&self, address: &ResourceAddr, because: &ResourceAddr) {
+        self.err
+            .write(&format!("{address}: skipped because of {because}\n"));
+    }
+}
+
+/// Cancel `token` on the first Ctrl-C; exit 130 at once on the second.
+pub fn watch_interrupts(token: CancellationToken, err: Sink) {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        err.write("\nInterrupt received: finishing the operations in flight and starting nothing new. Press Ctrl-C again to stop at once (state may then miss the last results).\n");
+        token.cancel();
+        if tokio::signal::ctrl_c().await.is_ok() {
+            err.write("Second interrupt: stopping now.\n");
+            std::process::exit(130);
+        }
+    });
+}

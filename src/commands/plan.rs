@@ -1,0 +1,55 @@
+//! `infraflux plan`: load → desired resources → lock state → plan → render (→ save).
+
+use std::process::ExitCode;
+
+use super::engine::{Context, diagnostic, load_desired, parse_addresses};
+use crate::cli::{GlobalArgs, PlanArgs};
+use crate::plan::{PlanMode, PlanOptions, plan, render, saved};
+
+pub fn run(global: &GlobalArgs, args: &PlanArgs, context: &Context) -> miette::Result<ExitCode> {
+    let (environment, desired) = load_desired(global, &args.selection, context)?;
+    let options = PlanOptions {
+        mode: if args.refresh_only {
+            PlanMode::RefreshOnly
+        } else {
+            PlanMode::Normal
+        },
+        cluster: args.selection.cluster.clone(),
+        targets: parse_addresses(&args.targets)?,
+        replace: parse_addresses(&args.replace)?,
+        refresh: args.refresh,
+    };
+    let (_lock, state) = context.lock_and_load(&environment, "plan")?;
+    let runtime = context.runtime()?;
+    let result = runtime.block_on(plan(desired, &state, &context.providers, &options));
+    let plan = match result {
+        Ok(plan) => plan,
+        Err(error) => {
+            let help = error.help();
+            return Err(diagnostic(&error, help));
+        }
+    };
+    if args.json {
+        context.out.write(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&render::json(&plan)).expect("JSON renders")
+        ));
+    } else {
+        context.out.write(&render::human(&plan, context.color));
+    }
+    if let Some(path) = &args.out {
+        saved::save(&plan, path).map_err(|e| diagnostic(&e, None))?;
+        if !args.json {
+            context.out.write(&format!(
+                "\nSaved the plan to {}. Apply exactly this plan with:\n    infraflux apply {}\n",
+                path.display(),
+                path.display()
+            ));
+        }
+    }
+    Ok(if args.detailed_exitcode && plan.has_changes() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

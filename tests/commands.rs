@@ -1,0 +1,355 @@
+//! The engine commands over the shipped example configuration (`config/`), driven through
+//! the library with mock providers standing in for proxmox, talos and kubernetes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use clap::Parser;
+use infraflux::apply::CancellationToken;
+use infraflux::cli::{Cli, Command};
+use infraflux::commands::engine::{Context, Sink};
+use infraflux::commands::{apply, destroy, graph, plan};
+use infraflux::registry::ProviderRegistry;
+use infraflux::testing::MemoryStore;
+use infraflux_provider::{AttributeSchema, ResourceSchema};
+use infraflux_provider_mock::{MockProvider, Op};
+
+struct Variables;
+impl infraflux::config::Environment for Variables {
+    fn var(&self, name: &str) -> Option<String> {
+        (name == "PROXMOX_TOKEN").then(|| "root@pam!ci=secret".to_string())
+    }
+}
+
+fn schema(kind: &str, computed: &[&str], sensitive: &[&str]) -> ResourceSchema {
+    let mut attributes: Vec<AttributeSchema> = computed
+        .iter()
+        .map(|name| {
+            let attribute = AttributeSchema::computed(*name);
+            if sensitive.contains(name) {
+                attribute.sensitive()
+            } else {
+                attribute
+            }
+        })
+        .collect();
+    attributes.push(AttributeSchema::input("node").force_new());
+    ResourceSchema::new(kind, attributes)
+}
+
+/// Mock providers for the resource types of docs/resources.md.
+fn providers() -> (ProviderRegistry, Vec<Arc<MockProvider>>) {
+    let proxmox = Arc::new(MockProvider::new(
+        "proxmox",
+        vec![
+            schema("proxmox_image", &["volume"], &[]),
+            schema("proxmox_vm", &["vmid", "mac"], &[]),
+        ],
+    ));
+    let talos = Arc::new(MockProvider::new(
+        "talos",
+        vec![
+            schema(
+                "talos_secrets",
+                &["bundle", "client_configuration"],
+                &["bundle", "client_configuration"],
+            ),
+            schema(
+                "talos_machine_config",
+                &["machine_config"],
+                &["machine_config"],
+            ),
+            schema("talos_bootstrap", &[], &[]),
+            schema("talos_kubeconfig", &["kubeconfig"], &["kubeconfig"]),
+        ],
+    ));
+    let kubernetes = Arc::new(MockProvider::new(
+        "kubernetes",
+        vec![
+            schema("kubernetes_platform", &[], &[]),
+            schema("kubernetes_namespace", &[], &[]),
+            schema("kubernetes_handoff", &[], &[]),
+        ],
+    ));
+    let registry = ProviderRegistry::new()
+        .with(proxmox.clone())
+        .with(talos.clone())
+        .with(kubernetes.clone());
+    (registry, vec![proxmox, talos, kubernetes])
+}
+
+struct Run {
+    code: ExitCode,
+    out: String,
+    err: String,
+}
+
+struct Harness {
+    registry: ProviderRegistry,
+    mocks: Vec<Arc<MockProvider>>,
+    store: MemoryStore,
+    answers: Option<Arc<Mutex<Vec<String>>>>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let (registry, mocks) = providers();
+        Harness {
+            registry,
+            mocks,
+            store: MemoryStore::new(),
+            answers: None,
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut argv = vec![
+            "infraflux",
+            "--config",
+            config.to_str().unwrap(),
+            "--color",
+            "never",
+        ];
+        argv.extend_from_slice(args);
+        let cli = Cli::parse_from(argv);
+        let (out, out_buffer) = Sink::buffer();
+        let (err, err_buffer) = Sink::buffer();
+        let prompt = self.answers.clone().map(|answers| {
+            Box::new(move |_: &str| answers.lock().unwrap().remove(0))
+                as infraflux::commands::engine::Prompt
+        });
+        let context = Context {
+            providers: self.registry.clone(),
+            store: Arc::new(self.store.clone()),
+            variables: Box::new(Variables),
+            prompt,
+            out,
+            err,
+            color: false,
+            cancel: CancellationToken::new(),
+            handle_signals: false,
+        };
+        let result = match &cli.command {
+            Command::Plan(args) => plan::run(&cli.global, args, &context),
+            Command::Apply(args) => apply::run(&cli.global, args, &context),
+            Command::Destroy(args) => destroy::run(&cli.global, args, &context),
+            Command::Graph(args) => graph::run(&cli.global, args, &context),
+            other => panic!("not an engine command: {other:?}"),
+        };
+        let text = |b: &Arc<Mutex<Vec<u8>>>| String::from_utf8(b.lock().unwrap().clone()).unwrap();
+        match result {
+            Ok(code) => Run {
+                code,
+                out: text(&out_buffer),
+                err: text(&err_buffer),
+            },
+            Err(report) => Run {
+                code: ExitCode::from(1),
+                out: text(&out_buffer),
+                err: format!("{}{report:?}", text(&err_buffer)),
+            },
+        }
+    }
+
+    fn creates(&self) -> usize {
+        self.mocks.iter().map(|m| m.count(Op::Create)).sum()
+    }
+}
+
+#[test]
+fn plan_apply_plan_over_the_example_configuration() {
+    let harness = Harness::new();
+    let run = harness.run(&["plan", "--env", "dev", "--detailed-exitcode"]);
+    assert_eq!(run.code, ExitCode::from(2), "{}", run.err);
+    let planned = run.out.matches(" will be created").count();
+    assert!(
+        run.out
+            .contains("# dev/workload/proxmox_vm.cp-1 will be created"),
+        "{}",
+        run.out
+    );
+    assert!(
+        run.out.contains("+ vmid       = (known after apply)"),
+        "{}",
+        run.out
+    );
+    assert!(run.out.contains("Plan: "));
+
+    // No terminal and no --auto-approve: refuse, change nothing.
+    let run = harness.run(&["apply", "--env", "dev"]);
+    assert_eq!(run.code, ExitCode::from(1));
+    assert!(run.err.contains("cannot ask for approval"), "{}", run.err);
+    assert_eq!(harness.creates(), 0);
+
+    let run = harness.run(&["apply", "--env", "dev", "--auto-approve"]);
+    assert_eq!(run.code, ExitCode::SUCCESS, "{}\n{}", run.out, run.err);
+    assert!(
+        run.out.contains("Apply complete! Resources:"),
+        "{}",
+        run.out
+    );
+    assert!(
+        run.err
+            .contains("dev/workload/talos_bootstrap.cluster: Creation complete after")
+    );
+    assert_eq!(harness.creates(), planned);
+    assert!(run.out.contains(&format!(
+        "Resources: {planned} added, 0 changed, 0 destroyed."
+    )));
+
+    let run = harness.run(&["plan", "--env", "dev", "--detailed-exitcode"]);
+    assert_eq!(run.code, ExitCode::SUCCESS, "{}", run.out);
+    assert!(run.out.contains("No changes."));
+
+    // Secrets never reach the output.
+    let run = harness.run(&[
+        "plan",
+        "--env",
+        "dev",
+        "--json",
+        "--replace",
+        "dev/workload/talos_secrets.cluster",
+    ]);
+    assert_eq!(run.code, ExitCode::SUCCESS, "{}", run.err);
+    assert!(!run.out.contains("bundle-mock"), "{}", run.out);
+    let json: serde_json::Value = serde_json::from_str(&run.out).unwrap();
+    assert_eq!(json["format_version"], 1);
+}
+
+#[test]
+fn an_answer_other_than_yes_changes_nothing() {
+    let mut harness = Harness::new();
+    harness.answers = Some(Arc::new(Mutex::new(vec!["y".into(), "yes".into()])));
+    let run = harness.run(&["apply", "--env", "dev", "--cluster", "workload"]);
+    assert_eq!(run.code, ExitCode::from(1));
+    assert!(run.err.contains("Apply cancelled"));
+    assert_eq!(harness.creates(), 0);
+    let run = harness.run(&["apply", "--env", "dev", "--cluster", "workload"]);
+    assert_eq!(run.code, ExitCode::SUCCESS, "{}", run.err);
+    assert!(harness.creates() > 0);
+}
+
+#[test]
+fn saved_plans_apply_once_and_are_refused_after_the_state_moved() {
+    let harness = Harness::new();
+    let directory = tempfile::tempdir().unwrap();
+    let file = directory.path().join("dev.plan");
+    let file = file.to_str().unwrap();
+    let run = harness.run(&[
+        "plan",
+        "--env",
+        "dev",
+        "--cluster",
+        "workload",
+        "--out",
+        file,
+    ]);
+    assert_eq!(run.code, ExitCode::SUCCESS, "{}", run.err);
+    assert!(run.out.contains("infraflux apply"));
+    let run = harness.run(&["apply", file]);
+    assert_eq!(run.code, ExitCode::SUCCESS, "{}\n{}", run.out, run.err);
+    let run = harness.run(&["apply", file]);
+    assert_eq!(run.code, ExitCode::from(1));
+    assert!(
+        run.err
+            .contains("the saved plan is stale: the state changed since it was made"),
+        "{}",
+        run.err
+    );
+    assert!(run.err.contains("plan --out"), "{}", run.err);
+}
+
+#[test]
+fn several_environments_need_a_choice() {
+    let harness = Harness::new();
+    let run = harness.run(&["plan"]);
+    assert_eq!(run.code, ExitCode::from(1));
+    assert!(run.err.contains("choose an environment"), "{}", run.err);
+}
+
+#[test]
+fn missing_providers_are_a_clear_error() {
+    let mut harness = Harness::new();
+    harness.registry = ProviderRegistry::new();
+    let run = harness.run(&["plan", "--env", "dev"]);
+    assert_eq!(run.code, ExitCode::from(1));
+    assert!(
+        run.err.contains("no provider registered for `proxmox`"),
+        "{}",
+        run.err
+    );
+}
+
+#[test]
+fn prod_is_protected_from_destroy() {
+    let harness = Harness::new();
+    let run = harness.run(&[
+        "apply",
+        "--env",
+        "prod",
+        "--cluster",
+        "edge",
+        "--auto-approve",
+    ]);
+    assert_eq!(run.code, ExitCode::SUCCESS, "{}", run.err);
+    let run = harness.run(&[
+        "destroy",
+        "--env",
+        "prod",
+        "--cluster",
+        "edge",
+        "--auto-approve",
+    ]);
+    assert_eq!(run.code, ExitCode::from(1));
+    assert!(
+        run.err.contains("protected by lifecycle.prevent_destroy"),
+        "{}",
+        run.err
+    );
+    let deletes: usize = harness.mocks.iter().map(|m| m.count(Op::Delete)).sum();
+    assert_eq!(deletes, 0);
+}
+
+#[test]
+fn destroy_deletes_dependants_first() {
+    let harness = Harness::new();
+    harness.run(&[
+        "apply",
+        "--env",
+        "dev",
+        "--cluster",
+        "workload",
+        "--auto-approve",
+    ]);
+    let run = harness.run(&[
+        "destroy",
+        "--env",
+        "dev",
+        "--cluster",
+        "workload",
+        "--auto-approve",
+    ]);
+    assert_eq!(run.code, ExitCode::SUCCESS, "{}\n{}", run.out, run.err);
+    assert!(run.out.contains("Destroy complete!"), "{}", run.out);
+    let proxmox = harness.mocks[0].finished(Op::Delete);
+    let talos = harness.mocks[1].finished(Op::Delete);
+    assert!(
+        proxmox.last().unwrap().contains("proxmox_image"),
+        "{proxmox:?}"
+    );
+    assert!(talos.last().unwrap().contains("talos_secrets"), "{talos:?}");
+    assert!(harness.store.document("dev").unwrap().resources.is_empty());
+}
+
+#[test]
+fn graph_prints_dot() {
+    let harness = Harness::new();
+    let run = harness.run(&["graph", "--env", "dev", "--cluster", "workload"]);
+    assert_eq!(run.code, ExitCode::SUCCESS, "{}", run.err);
+    assert!(run.out.starts_with("digraph infraflux {"));
+    assert!(run.out.contains(
+        "\"dev/workload/talos_bootstrap.cluster\" -> \"dev/workload/talos_kubeconfig.cluster\" [label = \"depends_on\"];"
+    ), "{}", run.out);
+}
