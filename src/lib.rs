@@ -14,6 +14,14 @@
 //!   with provenance, the effective configuration per (environment, cluster);
 //! - [`model`]: resolved, validated types (sizes, networks, versions), node addresses;
 //! - [`diag`]: problems with file, line, column, label and help, rendered by miette;
+//! - [`graph`]: model → desired resources (`graph::build`, docs/resources.md) → the
+//!   resource graph, built by named steps; orphans from state; DOT output;
+//! - [`plan`]: refresh (batched reads), reference resolution, provider plans → `Plan`
+//!   of `Change`s with `Action`s; human and JSON renderers; saved plans;
+//! - [`apply`]: the parallel walk (global and per-key limits), state persisted after
+//!   every resource, upstream-failure skips, cancellation, `Reporter`;
+//! - [`registry`]: providers by name (the binary fills it);
+//! - [`policy`]: environment rules (pinning, HA, quorum, isolation, parity) with waivers;
 //! - [`state`]: one checksummed document per environment, atomic writes, locks;
 //! - [`commands`]: one thin file per CLI command, from arguments to a stage call.
 //!
@@ -29,7 +37,13 @@
 //! - **template**: a size (small, medium, large): node counts and VM sizes;
 //! - **layer**: one YAML file of the hierarchy; later layers override earlier ones;
 //! - **resource**: one thing InfraFlux manages (a VM, a machine config, an Application);
-//! - **address**: a resource's name, `<env>/<cluster>/<type>.<name>`.
+//! - **address**: a resource's name, `<env>/<cluster>/<type>.<name>`;
+//! - **provider**: the code that manages one family of resources (proxmox, talos,
+//!   kubernetes) behind the contract in `providers/provider`;
+//! - **change**: what one plan does to one resource; its **action** is one of no-op,
+//!   create, update, delete-then-create, create-then-delete, delete, read;
+//! - **state**: what InfraFlux last knew of every resource, one document per environment;
+//! - **handoff**: the ArgoCD project and application that hand an environment to GitOps.
 
 pub mod apply;
 pub mod cli;

@@ -164,6 +164,7 @@ fn plan_apply_plan_over_the_example_configuration() {
     let run = harness.run(&["plan", "--env", "dev", "--detailed-exitcode"]);
     assert_eq!(run.code, ExitCode::from(2), "{}", run.err);
     let planned = run.out.matches(" will be created").count();
+    insta::assert_snapshot!("plan_dev_first", run.out);
     assert!(
         run.out
             .contains("# dev/workload/proxmox_vm.cp-1 will be created"),

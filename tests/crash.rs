@@ -138,7 +138,9 @@ fn sigkill_in_the_middle_of_an_apply_loses_nothing() {
         let mut child = spawn_child(directory.path());
         let deadline = Instant::now() + Duration::from_secs(60);
         while ready_count(&store) < kill_at && Instant::now() < deadline {
-            if child.try_wait().unwrap().is_some() {
+            if let Some(status) = child.try_wait().unwrap() {
+                // Finished on its own: it must have succeeded.
+                assert!(status.success(), "the child apply failed: {status}");
                 break;
             }
             std::thread::sleep(Duration::from_millis(2));

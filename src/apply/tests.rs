@@ -385,6 +385,36 @@ async fn cancellation_starts_nothing_new_and_records_what_finished() {
     assert_eq!(rig.mock.objects().len(), 4);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_is_recorded_before_the_walk() {
+    let rig = Rig::new();
+    rig.apply(&chain()).await;
+    rig.mock.set_attribute(&full("x"), "value", json!(40));
+    rig.mock.remove_object(&full("c"));
+    let plan = rig.plan(&chain()).await;
+    assert_eq!(plan.drift.len(), 2);
+    let c = plan.change(&addr("c")).unwrap();
+    assert_eq!(
+        (c.action, c.reason.clone()),
+        (Action::Create, Some(crate::plan::Reason::DeletedOutside))
+    );
+    assert_eq!(plan.change(&addr("x")).unwrap().action, Action::Update);
+    let summary = rig.apply(&chain()).await;
+    assert!(summary.is_success(), "{summary:?}");
+    let history = rig.store.history();
+    let first = history.iter().rev().find(|d| {
+        d.resources
+            .get(&addr("x"))
+            .is_some_and(|x| x.attributes["value"] == json!(40))
+    });
+    assert!(first.is_some(), "the drift was recorded");
+    assert_eq!(
+        rig.state().resources[&addr("x")].attributes["value"],
+        json!(4)
+    );
+    assert!(!rig.plan(&chain()).await.has_changes());
+}
+
 #[tokio::test]
 async fn a_plan_for_another_state_is_refused() {
     let rig = Rig::new();

@@ -544,7 +544,11 @@ async fn plan_configured(
 
     let (action, reason) = match (prior, forced) {
         (None, _) => {
-            let deleted_outside = recorded.resources.contains_key(addr);
+            // Known to state as existing, and refresh found it gone (an interrupted
+            // create or delete is no news: it never finished).
+            let deleted_outside = recorded.resources.get(addr).is_some_and(|r| {
+                matches!(r.status, ResourceStatus::Ready | ResourceStatus::Tainted)
+            });
             (
                 Action::Create,
                 deleted_outside.then_some(Reason::DeletedOutside),

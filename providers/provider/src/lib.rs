@@ -84,6 +84,11 @@ pub struct ReadRequest {
 pub struct ReadItem {
     pub resource: ResourceRef,
     /// The provider's ID for the object, as recorded in state.
+    ///
+    /// Empty for a create that was interrupted before its ID was recorded: the provider
+    /// looks the object up by its natural key (a VM's name, a secret's name) and, when
+    /// it finds it, returns `Found` with the object's ID in the `id` attribute (the
+    /// engine moves it out of the attributes); `Gone` when there is none.
     pub id: String,
     /// Attributes as last recorded.
     pub prior: Attributes,
