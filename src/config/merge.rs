@@ -29,7 +29,9 @@ pub fn merge(base: &mut Node, overlay: &Node) {
             }
         }
         (Value::List(base_items), Value::List(overlay_items))
-            if is_named_list(base_items) && is_named_list(overlay_items) =>
+            if !overlay_items.is_empty()
+                && is_named_list(base_items)
+                && is_named_list(overlay_items) =>
         {
             for item in overlay_items {
                 let name = item_name(item);
@@ -74,6 +76,8 @@ fn strip_nulls(node: &mut Node) {
     }
 }
 
+/// An empty overlay list replaces (`workers: []` means "no worker pools", as a reader
+/// would expect); an empty base list still takes named items by merge.
 /// A list whose items are all mappings with a string `name` (an empty list counts, so
 /// an overlay can append named items to nothing).
 pub fn is_named_list(items: &[Node]) -> bool {
@@ -135,6 +139,12 @@ mod tests {
                 {"name": "gpu", "count": 1}
             ]})
         );
+    }
+
+    #[test]
+    fn an_empty_list_clears_named_items() {
+        let (json, _, _) = merged("workers:\n  - {name: general, count: 1}\n", "workers: []\n");
+        assert_eq!(json, serde_json::json!({"workers": []}));
     }
 
     #[test]
