@@ -67,6 +67,8 @@ pub enum Command {
     Destroy(DestroyArgs),
     /// Print the resource graph in Graphviz DOT
     Graph(GraphArgs),
+    /// Adopt an existing object under an address of the configuration
+    Import(ImportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -287,6 +289,16 @@ pub struct DestroyArgs {
     /// Operations in flight at once
     #[arg(long, default_value_t = crate::apply::DEFAULT_PARALLELISM, value_name = "N")]
     pub parallelism: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Resource address from the configuration, e.g. prod/workload/proxmox_vm.cp-1
+    #[arg(value_name = "ADDR")]
+    pub address: String,
+    /// The provider's ID of the existing object (e.g. a Proxmox VMID)
+    #[arg(value_name = "ID")]
+    pub id: String,
 }
 
 #[derive(Debug, Args)]

@@ -9,7 +9,7 @@ use clap::Parser;
 use infraflux::apply::CancellationToken;
 use infraflux::cli::{Cli, Command};
 use infraflux::commands::engine::{Context, Sink};
-use infraflux::commands::{apply, destroy, graph, plan};
+use infraflux::commands::{apply, destroy, graph, import, plan};
 use infraflux::registry::ProviderRegistry;
 use infraflux::testing::MemoryStore;
 use infraflux_provider::{AttributeSchema, ResourceSchema};
@@ -136,6 +136,7 @@ impl Harness {
             Command::Apply(args) => apply::run(&cli.global, args, &context),
             Command::Destroy(args) => destroy::run(&cli.global, args, &context),
             Command::Graph(args) => graph::run(&cli.global, args, &context),
+            Command::Import(args) => import::run(&cli.global, args, &context),
             other => panic!("not an engine command: {other:?}"),
         };
         let text = |b: &Arc<Mutex<Vec<u8>>>| String::from_utf8(b.lock().unwrap().clone()).unwrap();
@@ -353,4 +354,43 @@ fn graph_prints_dot() {
     assert!(run.out.contains(
         "\"dev/workload/talos_bootstrap.cluster\" -> \"dev/workload/talos_kubeconfig.cluster\" [label = \"depends_on\"];"
     ), "{}", run.out);
+}
+
+#[test]
+fn import_adopts_an_existing_object_and_the_next_plan_is_empty() {
+    use infraflux::state::StateStore;
+    let harness = Harness::new();
+    let run = harness.run(&["apply", "--env", "dev", "--auto-approve"]);
+    assert_eq!(run.code, ExitCode::SUCCESS, "{}", run.err);
+    let addr: infraflux::model::address::ResourceAddr =
+        "dev/workload/proxmox_vm.cp-1".parse().unwrap();
+
+    // Forget the VM (as `state rm` would); the object itself still exists.
+    let mut state = harness.store.load("dev").unwrap().unwrap();
+    let id = state.resources.remove(&addr).unwrap().id.unwrap();
+    state.serial += 1;
+    harness.store.persist(&state).unwrap();
+
+    let run = harness.run(&["import", "dev/workload/proxmox_vm.cp-1", &id]);
+    assert_eq!(run.code, ExitCode::SUCCESS, "{}", run.err);
+    assert!(
+        run.out.starts_with("Imported dev/workload/proxmox_vm.cp-1"),
+        "{}",
+        run.out
+    );
+    let state = harness.store.load("dev").unwrap().unwrap();
+    assert_eq!(state.resources[&addr].id.as_deref(), Some(id.as_str()));
+
+    let run = harness.run(&["plan", "--env", "dev", "--detailed-exitcode"]);
+    assert_eq!(run.code, ExitCode::SUCCESS, "{}{}", run.out, run.err);
+
+    // Importing it again, or importing an address the configuration lacks, is refused.
+    let run = harness.run(&["import", "dev/workload/proxmox_vm.cp-1", &id]);
+    assert!(run.err.contains("is already managed"), "{}", run.err);
+    let run = harness.run(&["import", "dev/workload/proxmox_vm.cp-9", "42"]);
+    assert!(
+        run.err.contains("is not in the configuration"),
+        "{}",
+        run.err
+    );
 }

@@ -6,6 +6,7 @@ pub mod destroy;
 mod diff_env;
 pub mod engine;
 pub mod graph;
+pub mod import;
 pub mod output;
 pub mod plan;
 pub(crate) mod state;
@@ -45,6 +46,11 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
             &engine::Context::from_process(&cli.global, &output),
         ),
         Command::Graph(args) => graph::run(
+            &cli.global,
+            &args,
+            &engine::Context::from_process(&cli.global, &output),
+        ),
+        Command::Import(args) => import::run(
             &cli.global,
             &args,
             &engine::Context::from_process(&cli.global, &output),
