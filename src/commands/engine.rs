@@ -170,6 +170,11 @@ pub fn load_desired_for(
     } else {
         let (model, more) = resolve_model(&config);
         problems.extend(more);
+        // Policy runs on every plan and apply, not only `validate`: a waived rule is
+        // shown (as a warning with its reason) each time.
+        if let Some(model) = &model {
+            problems.extend(crate::policy::check_policy(model, &config));
+        }
         model
     };
     if !problems.is_empty() {
