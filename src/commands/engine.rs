@@ -118,14 +118,7 @@ impl Context {
         environment: &str,
         operation: &str,
     ) -> miette::Result<(Box<dyn LockGuard>, StateDocument)> {
-        let info = LockInfo {
-            id: uuid::Uuid::new_v4().to_string(),
-            operation: operation.to_string(),
-            owner: std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
-            host: std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into()),
-            pid: std::process::id(),
-            created: chrono::Utc::now(),
-        };
+        let info = LockInfo::new(operation);
         let guard = self
             .store
             .lock(environment, info)
