@@ -274,6 +274,10 @@ pub struct ApplyArgs {
     /// Operations in flight at once
     #[arg(long, default_value_t = crate::apply::DEFAULT_PARALLELISM, value_name = "N")]
     pub parallelism: usize,
+    /// Apply even though the previous environment (by sync wave) was not last applied
+    /// with this configuration; the override is recorded in state
+    #[arg(long)]
+    pub skip_promotion_check: bool,
 }
 
 #[derive(Debug, Args)]

@@ -54,6 +54,7 @@ pub mod graph;
 pub mod model;
 pub mod plan;
 pub mod policy;
+pub mod promotion;
 pub mod registry;
 pub mod state;
 #[cfg(any(test, feature = "testing"))]

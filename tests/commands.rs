@@ -294,6 +294,7 @@ fn prod_is_protected_from_destroy() {
         "--cluster",
         "edge",
         "--auto-approve",
+        "--skip-promotion-check",
     ]);
     assert_eq!(run.code, ExitCode::SUCCESS, "{}", run.err);
     let run = harness.run(&[
@@ -392,5 +393,65 @@ fn import_adopts_an_existing_object_and_the_next_plan_is_empty() {
         run.err.contains("is not in the configuration"),
         "{}",
         run.err
+    );
+}
+
+#[test]
+fn prod_is_refused_until_staging_ran_the_same_configuration() {
+    let harness = Harness::new();
+    let run = harness.run(&["apply", "--env", "prod", "--auto-approve"]);
+    assert_eq!(run.code, ExitCode::from(1));
+    assert!(
+        run.err
+            .contains("refusing to apply `prod`: `staging` has no successful apply on record"),
+        "{}",
+        run.err
+    );
+    assert_eq!(harness.creates(), 0);
+
+    // Staging in turn needs dev.
+    let run = harness.run(&["apply", "--env", "staging", "--auto-approve"]);
+    assert!(
+        run.err.contains("`dev` has no successful apply on record"),
+        "{}",
+        run.err
+    );
+
+    for env in ["dev", "staging", "prod"] {
+        let run = harness.run(&["apply", "--env", env, "--auto-approve"]);
+        assert_eq!(run.code, ExitCode::SUCCESS, "{env}: {}", run.err);
+    }
+    use infraflux::state::StateStore;
+    let prod = harness.store.load("prod").unwrap().unwrap();
+    let record = prod
+        .promotion
+        .expect("a successful apply records the promotable configuration");
+    assert_eq!(record.skipped_check, None);
+    assert!(record.digest.starts_with("sha256:"));
+}
+
+#[test]
+fn skipping_the_promotion_check_is_recorded_in_state() {
+    let harness = Harness::new();
+    let run = harness.run(&[
+        "apply",
+        "--env",
+        "staging",
+        "--auto-approve",
+        "--skip-promotion-check",
+    ]);
+    assert_eq!(run.code, ExitCode::SUCCESS, "{}", run.err);
+    assert!(
+        run.err
+            .contains("Warning: skipping the promotion check for `staging`"),
+        "{}",
+        run.err
+    );
+    use infraflux::state::StateStore;
+    let staging = harness.store.load("staging").unwrap().unwrap();
+    let skipped = staging.promotion.unwrap().skipped_check.unwrap();
+    assert!(
+        skipped.contains("`dev` has no successful apply on record"),
+        "{skipped}"
     );
 }

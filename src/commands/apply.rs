@@ -11,14 +11,19 @@ use super::engine::{
 };
 use crate::apply::{ApplyOptions, ApplySummary, apply};
 use crate::cli::{ApplyArgs, GlobalArgs};
+use crate::config::{Selection, load_config};
+use crate::model::resolve_model;
 use crate::plan::{Plan, PlanMode, PlanOptions, config_digest, plan, render, saved};
-use crate::state::StateDocument;
+use crate::promotion;
+use crate::state::{PromotionRecord, StateDocument};
 
 pub fn run(global: &GlobalArgs, args: &ApplyArgs, context: &Context) -> miette::Result<ExitCode> {
     match &args.plan_file {
         Some(path) => apply_saved(global, args, path, context),
         None => {
             let (environment, desired) = load_desired(global, &args.selection, context)?;
+            let promotion =
+                promotion_gate(global, &environment, args.skip_promotion_check, context)?;
             let options = PlanOptions {
                 cluster: args.selection.cluster.clone(),
                 ..PlanOptions::default()
@@ -29,6 +34,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs, context: &Context) -> miette::
                 &options,
                 args.auto_approve,
                 args.parallelism,
+                Some(promotion),
                 context,
             )
         }
@@ -60,6 +66,12 @@ fn apply_saved(
         args.selection.cluster.as_deref(),
         context,
     )?;
+    let promotion = promotion_gate(
+        global,
+        &plan.environment,
+        args.skip_promotion_check,
+        context,
+    )?;
     let (_lock, mut state) = context.lock_and_load(&plan.environment, "apply")?;
     // A plan made before the environment had any state: the state it planned against
     // was new and never stored; adopt its lineage.
@@ -70,7 +82,7 @@ fn apply_saved(
         let help = e.help().map(str::to_string);
         diagnostic(&e, help)
     })?;
-    execute(&plan, state, args.parallelism, context)
+    execute(&plan, state, args.parallelism, Some(promotion), context)
 }
 
 /// Plan, show, ask, apply: shared by `apply` and `destroy`.
@@ -80,6 +92,7 @@ pub(super) fn plan_and_apply(
     options: &PlanOptions,
     auto_approve: bool,
     parallelism: usize,
+    promotion: Option<PromotionRecord>,
     context: &Context,
 ) -> miette::Result<ExitCode> {
     let (_lock, state) = context.lock_and_load(environment, "apply")?;
@@ -92,6 +105,10 @@ pub(super) fn plan_and_apply(
         })?;
     context.out.write(&render::human(&plan, context.color));
     if !plan.has_changes() && plan.drift.is_empty() {
+        // Nothing to change is a successful apply of this configuration too.
+        if let Some(promotion) = promotion {
+            record_promotion(state, promotion, context)?;
+        }
         return Ok(ExitCode::SUCCESS);
     }
     if !auto_approve && plan.has_changes() {
@@ -120,13 +137,14 @@ pub(super) fn plan_and_apply(
         }
     }
     drop(runtime);
-    execute(&plan, state, parallelism, context)
+    execute(&plan, state, parallelism, promotion, context)
 }
 
 fn execute(
     plan: &Plan,
     state: StateDocument,
     parallelism: usize,
+    promotion: Option<PromotionRecord>,
     context: &Context,
 ) -> miette::Result<ExitCode> {
     let runtime = context.runtime()?;
@@ -154,6 +172,11 @@ fn execute(
         })
         .map_err(|e| diagnostic(&e, None))?;
     context.out.write(&summary_text(plan, &summary));
+    if summary.is_success() && plan.mode != PlanMode::Destroy {
+        if let Some(promotion) = promotion {
+            record_promotion(summary.state.clone(), promotion, context)?;
+        }
+    }
     Ok(if summary.cancelled {
         ExitCode::from(130)
     } else if summary.is_success() {
@@ -161,6 +184,89 @@ fn execute(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Check that the previous environment (by sync wave) was last applied successfully with
+/// the same promotable configuration; returns the record to store after this apply.
+fn promotion_gate(
+    global: &GlobalArgs,
+    environment: &str,
+    skip: bool,
+    context: &Context,
+) -> miette::Result<PromotionRecord> {
+    let (config, _) = load_config(
+        &global.config,
+        &Selection::default(),
+        context.variables.as_ref(),
+    );
+    let current = promotion::promotable_values(&config, environment);
+    let Some(model) = resolve_model(&config).0 else {
+        return Ok(promotion::record(current, None));
+    };
+    let Some(previous) = promotion::previous_environment(&model, environment) else {
+        return Ok(promotion::record(current, None));
+    };
+    let recorded = context
+        .store
+        .load(&previous)
+        .map_err(|e| diagnostic(&e, None))?
+        .and_then(|state| state.promotion);
+    let reason = match &recorded {
+        None => Some(format!("`{previous}` has no successful apply on record")),
+        Some(record) => {
+            let found = promotion::differences(&current, record);
+            (!found.is_empty()).then(|| {
+                let lines: Vec<String> = found
+                    .iter()
+                    .map(|d| {
+                        let show = |v: &Option<serde_json::Value>| {
+                            v.as_ref()
+                                .map_or("(not set)".to_string(), |v| v.to_string())
+                        };
+                        format!(
+                            "  {}: {}: {} in {previous}, {} now",
+                            d.cluster,
+                            d.key,
+                            show(&d.previous),
+                            show(&d.current)
+                        )
+                    })
+                    .collect();
+                format!(
+                    "its configuration differs from what `{previous}` last applied:\n{}",
+                    lines.join("\n")
+                )
+            })
+        }
+    };
+    match (reason, skip) {
+        (None, _) => Ok(promotion::record(current, None)),
+        (Some(reason), true) => {
+            context.err.write(&format!(
+                "Warning: skipping the promotion check for `{environment}`: {reason}\n  (recorded in the state of `{environment}`)\n"
+            ));
+            Ok(promotion::record(current, Some(reason)))
+        }
+        (Some(reason), false) => Err(diagnostic_text(
+            format!("refusing to apply `{environment}`: {reason}"),
+            Some(format!(
+                "apply the same configuration to `{previous}` first (`infraflux apply --env {previous}`), or pass --skip-promotion-check (recorded in state)"
+            )),
+        )),
+    }
+}
+
+fn record_promotion(
+    mut state: StateDocument,
+    promotion: PromotionRecord,
+    context: &Context,
+) -> miette::Result<()> {
+    state.promotion = Some(promotion);
+    state.serial += 1;
+    context
+        .store
+        .persist(&state)
+        .map_err(|e| diagnostic(&e, None))
 }
 
 fn summary_text(plan: &Plan, summary: &ApplySummary) -> String {

@@ -19,6 +19,24 @@ pub struct StateDocument {
     pub serial: u64,
     pub environment: String,
     pub resources: BTreeMap<ResourceAddr, ResourceState>,
+    /// What the last successful apply deployed of the promotable configuration (see
+    /// `crate::promotion`); the next environment's apply compares against it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<PromotionRecord>,
+}
+
+/// The promotable configuration (everything but environment-specific layers) as applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromotionRecord {
+    /// `sha256:<hex>` over `clusters`.
+    pub digest: String,
+    /// Per cluster: dotted key path → value (secrets masked).
+    pub clusters: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+    pub applied_at: chrono::DateTime<chrono::Utc>,
+    /// The apply ran with `--skip-promotion-check` although the previous environment
+    /// had not been applied with this configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_check: Option<String>,
 }
 
 impl StateDocument {
@@ -29,6 +47,7 @@ impl StateDocument {
             serial: 0,
             environment: environment.into(),
             resources: BTreeMap::new(),
+            promotion: None,
         }
     }
 }

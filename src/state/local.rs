@@ -879,6 +879,7 @@ mod tests {
                 serial,
                 environment: "dev".to_string(),
                 resources,
+                promotion: None,
             })
     }
 

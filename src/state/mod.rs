@@ -19,7 +19,7 @@ pub mod sensitive;
 
 use std::time::{Duration, Instant};
 
-pub use document::{FORMAT_VERSION, ResourceState, ResourceStatus, StateDocument};
+pub use document::{FORMAT_VERSION, PromotionRecord, ResourceState, ResourceStatus, StateDocument};
 pub use local::LocalStore;
 
 use crate::model::address::ResourceAddr;
