@@ -24,6 +24,7 @@ pub mod render;
 pub(crate) mod resolve;
 pub mod saved;
 
+use std::collections::BTreeMap;
 use std::collections::{HashMap, HashSet};
 
 use infraflux_provider::{
@@ -298,9 +299,10 @@ pub async fn plan(
         cluster: options.cluster.clone(),
         targets: options.targets.clone(),
     };
+    let protection = OrphanProtection::new(&desired, &state.environment);
     let graph = ResourceGraph::build(desired, &current, &graph_options)?;
 
-    let changes = if options.mode == PlanMode::RefreshOnly {
+    let mut changes = if options.mode == PlanMode::RefreshOnly {
         drift
             .iter()
             .filter(|d| graph.get(&d.address).is_some() || options.targets.is_empty())
@@ -310,6 +312,12 @@ pub async fn plan(
         plan_changes(&graph, &current, state, providers, options).await?
     };
 
+    for change in changes
+        .iter_mut()
+        .filter(|c| matches!(c.reason, Some(Reason::NotInConfiguration)))
+    {
+        change.prevent_destroy = protection.protects(&change.address);
+    }
     let protected: Vec<ResourceAddr> = changes
         .iter()
         .filter(|c| c.prevent_destroy && c.action.deletes())
@@ -333,6 +341,42 @@ pub async fn plan(
         },
         changes,
     })
+}
+
+/// Whether a resource that left the configuration is still protected from deletion.
+/// Its own `lifecycle.prevent_destroy` went with its configuration, so it inherits the
+/// setting of what remains: its cluster's resources, else its environment's, else the
+/// environment default (on in prod). Removing a prod cluster from the configuration
+/// therefore never deletes it silently; set `lifecycle.prevent_destroy: false` (or
+/// `infraflux state rm`) to let it go.
+struct OrphanProtection {
+    environment: String,
+    clusters: BTreeMap<String, bool>,
+    any_in_environment: Option<bool>,
+}
+
+impl OrphanProtection {
+    fn new(desired: &[DesiredResource], environment: &str) -> Self {
+        let mut clusters: BTreeMap<String, bool> = BTreeMap::new();
+        let mut any_in_environment = None;
+        for resource in desired.iter().filter(|d| d.addr.environment == environment) {
+            *clusters.entry(resource.addr.cluster.clone()).or_default() |= resource.prevent_destroy;
+            *any_in_environment.get_or_insert(false) |= resource.prevent_destroy;
+        }
+        OrphanProtection {
+            environment: environment.to_string(),
+            clusters,
+            any_in_environment,
+        }
+    }
+
+    fn protects(&self, addr: &ResourceAddr) -> bool {
+        self.clusters
+            .get(&addr.cluster)
+            .copied()
+            .or(self.any_in_environment)
+            .unwrap_or(self.environment == "prod")
+    }
 }
 
 fn read_change(drift: &Drift) -> Change {

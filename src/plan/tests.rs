@@ -409,3 +409,43 @@ async fn missing_providers_are_named() {
         "no provider registered for `proxmox` (needed by `dev/w/mock_thing.a`)"
     );
 }
+
+#[tokio::test]
+async fn a_resource_removed_from_the_configuration_keeps_its_clusters_protection() {
+    let rig = Rig::new();
+    let mut protected = resources();
+    for resource in &mut protected {
+        resource.prevent_destroy = true;
+    }
+    rig.apply(&protected).await;
+    // Dropping one resource from a protected cluster: its deletion is refused.
+    let remaining: Vec<DesiredResource> = protected
+        .iter()
+        .filter(|d| d.addr.name != "config")
+        .cloned()
+        .collect();
+    assert!(remaining.len() < protected.len());
+    let error = rig
+        .plan_with(&remaining, &PlanOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("protected by lifecycle.prevent_destroy"),
+        "{error}"
+    );
+    // Once the cluster is no longer protected, it may go.
+    let unprotected: Vec<DesiredResource> = remaining
+        .into_iter()
+        .map(|mut d| {
+            d.prevent_destroy = false;
+            d
+        })
+        .collect();
+    let plan = rig
+        .plan_with(&unprotected, &PlanOptions::default())
+        .await
+        .unwrap();
+    assert!(plan.changes.iter().any(|c| c.action == Action::Delete));
+}
