@@ -152,9 +152,14 @@ fn execute(
         parallelism,
         cancel: context.cancel.clone(),
     };
-    let reporter = Arc::new(ProgressReporter {
-        err: context.err.clone(),
-    });
+    let changes = plan
+        .changes
+        .iter()
+        .filter(|c| c.action != crate::plan::Action::NoOp)
+        .count();
+    // The live summary line only for a person watching: a real terminal on stderr.
+    let live = context.handle_signals && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let reporter = Arc::new(ProgressReporter::new(context.err.clone(), changes, live));
     let summary = runtime
         .block_on(async {
             if context.handle_signals {

@@ -233,9 +233,64 @@ pub fn diagnostic_text(message: String, help: Option<String>) -> miette::Report 
     EngineDiagnostic { message, help }.into()
 }
 
-/// Prints apply progress to `err`, one line per event, Terraform-style.
+/// Prints apply progress to `err`, one line per event, Terraform-style. On a terminal a
+/// live summary line (done, running, failed, skipped, elapsed) stays under the events.
 pub struct ProgressReporter {
     pub err: Sink,
+    live: Option<Mutex<LiveSummary>>,
+}
+
+struct LiveSummary {
+    total: usize,
+    running: usize,
+    done: usize,
+    failed: usize,
+    skipped: usize,
+    started: std::time::Instant,
+}
+
+impl ProgressReporter {
+    /// `total`: the changes the apply will make; `live`: keep a summary line updated
+    /// (only on a terminal).
+    pub fn new(err: Sink, total: usize, live: bool) -> Self {
+        ProgressReporter {
+            err,
+            live: live.then(|| {
+                Mutex::new(LiveSummary {
+                    total,
+                    running: 0,
+                    done: 0,
+                    failed: 0,
+                    skipped: 0,
+                    started: std::time::Instant::now(),
+                })
+            }),
+        }
+    }
+
+    /// Print one event line; on a terminal, redraw the summary line below it.
+    fn event(&self, line: String, update: impl FnOnce(&mut LiveSummary)) {
+        let Some(live) = &self.live else {
+            self.err.write(&line);
+            return;
+        };
+        let mut summary = live.lock().unwrap_or_else(|e| e.into_inner());
+        update(&mut summary);
+        let status = format!(
+            "[{}/{} done, {} running, {} failed, {} skipped, {}s]",
+            summary.done,
+            summary.total,
+            summary.running,
+            summary.failed,
+            summary.skipped,
+            summary.started.elapsed().as_secs()
+        );
+        // Clear the old summary line, print the event, draw the summary again.
+        self.err.write(&format!("\r\x1b[2K{line}{status}"));
+        if summary.done + summary.failed + summary.skipped >= summary.total {
+            self.err.write("\r\x1b[2K");
+        }
+    }
 }
 
 fn doing(action: Action) -> (&'static str, &'static str) {
@@ -257,24 +312,39 @@ fn seconds(elapsed: Duration) -> String {
 
 impl Reporter for ProgressReporter {
     fn started(&self, address: &ResourceAddr, action: Action) {
-        self.err.write(&format!("{address}: {}\n", doing(action).0));
+        self.event(format!("{address}: {}\n", doing(action).0), |s| {
+            s.running += 1
+        });
     }
     fn finished(&self, address: &ResourceAddr, action: Action, elapsed: Duration) {
-        self.err.write(&format!(
-            "{address}: {} after {}\n",
-            doing(action).1,
-            seconds(elapsed)
-        ));
+        self.event(
+            format!(
+                "{address}: {} after {}\n",
+                doing(action).1,
+                seconds(elapsed)
+            ),
+            |s| {
+                s.running = s.running.saturating_sub(1);
+                s.done += 1;
+            },
+        );
     }
     fn failed(&self, address: &ResourceAddr, action: Action, error: &str, elapsed: Duration) {
-        self.err.write(&format!(
-            "{address}: {action} failed after {}: {error}\n",
-            seconds(elapsed)
-        ));
+        self.event(
+            format!(
+                "{address}: {action} failed after {}: {error}\n",
+                seconds(elapsed)
+            ),
+            |s| {
+                s.running = s.running.saturating_sub(1);
+                s.failed += 1;
+            },
+        );
     }
     fn skipped(&self, address: &ResourceAddr, because: &ResourceAddr) {
-        self.err
-            .write(&format!("{address}: skipped because of {because}\n"));
+        self.event(format!("{address}: skipped because of {because}\n"), |s| {
+            s.skipped += 1
+        });
     }
 }
 
