@@ -238,6 +238,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 pub struct PlanArgs {
     #[command(flatten)]
     pub selection: SelectionArgs,
+    #[command(flatten)]
+    pub lock: LockArgs,
     /// Only this resource and what it depends on (repeatable)
     #[arg(long = "target", value_name = "ADDR")]
     pub targets: Vec<String>,
@@ -265,6 +267,8 @@ pub struct PlanArgs {
 pub struct ApplyArgs {
     #[command(flatten)]
     pub selection: SelectionArgs,
+    #[command(flatten)]
+    pub lock: LockArgs,
     /// A plan saved by `infraflux plan --out FILE` (applied as it is, without asking)
     #[arg(value_name = "PLANFILE")]
     pub plan_file: Option<PathBuf>,
@@ -284,6 +288,8 @@ pub struct ApplyArgs {
 pub struct DestroyArgs {
     #[command(flatten)]
     pub selection: SelectionArgs,
+    #[command(flatten)]
+    pub lock: LockArgs,
     /// Only this resource and what depends on it (repeatable)
     #[arg(long = "target", value_name = "ADDR")]
     pub targets: Vec<String>,

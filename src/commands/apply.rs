@@ -34,6 +34,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs, context: &Context) -> miette::
                 &options,
                 args.auto_approve,
                 args.parallelism,
+                args.lock.lock_timeout,
                 Some(promotion),
                 context,
             )
@@ -72,7 +73,8 @@ fn apply_saved(
         args.skip_promotion_check,
         context,
     )?;
-    let (_lock, mut state) = context.lock_and_load(&plan.environment, "apply")?;
+    let (_lock, mut state) =
+        context.lock_and_load(&plan.environment, "apply", args.lock.lock_timeout)?;
     // A plan made before the environment had any state: the state it planned against
     // was new and never stored; adopt its lineage.
     if state.serial == 0 && state.resources.is_empty() && plan.serial == 0 {
@@ -92,10 +94,11 @@ pub(super) fn plan_and_apply(
     options: &PlanOptions,
     auto_approve: bool,
     parallelism: usize,
+    lock_timeout: std::time::Duration,
     promotion: Option<PromotionRecord>,
     context: &Context,
 ) -> miette::Result<ExitCode> {
-    let (_lock, state) = context.lock_and_load(environment, "apply")?;
+    let (_lock, state) = context.lock_and_load(environment, "apply", lock_timeout)?;
     let runtime = context.runtime()?;
     let plan = runtime
         .block_on(plan(desired, &state, &context.providers, options))

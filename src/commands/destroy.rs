@@ -22,6 +22,7 @@ pub fn run(global: &GlobalArgs, args: &DestroyArgs, context: &Context) -> miette
         &options,
         args.auto_approve,
         args.parallelism,
+        args.lock.lock_timeout,
         None,
         context,
     )

@@ -117,11 +117,12 @@ impl Context {
         &self,
         environment: &str,
         operation: &str,
+        timeout: std::time::Duration,
     ) -> miette::Result<(Box<dyn LockGuard>, StateDocument)> {
         let info = LockInfo::new(operation);
         let guard = self
             .store
-            .lock(environment, info)
+            .lock_with_timeout(environment, info, timeout)
             .map_err(|e| diagnostic(&e, None))?;
         let state = self
             .store

@@ -35,7 +35,8 @@ pub fn run(global: &GlobalArgs, args: &ImportArgs, context: &Context) -> miette:
             None,
         ));
     };
-    let (_lock, mut state) = context.lock_and_load(&environment, "import")?;
+    let (_lock, mut state) =
+        context.lock_and_load(&environment, "import", std::time::Duration::ZERO)?;
     if let Some(existing) = state.resources.get(&addr) {
         return Err(diagnostic_text(
             format!(

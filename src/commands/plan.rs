@@ -19,7 +19,7 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs, context: &Context) -> miette::R
         replace: parse_addresses(&args.replace)?,
         refresh: args.refresh,
     };
-    let (_lock, state) = context.lock_and_load(&environment, "plan")?;
+    let (_lock, state) = context.lock_and_load(&environment, "plan", args.lock.lock_timeout)?;
     let runtime = context.runtime()?;
     let result = runtime.block_on(plan(desired, &state, &context.providers, &options));
     let plan = match result {
