@@ -28,16 +28,13 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs, context: &Context) -> miette::
                 cluster: args.selection.cluster.clone(),
                 ..PlanOptions::default()
             };
-            plan_and_apply(
-                &environment,
-                desired,
-                &options,
-                args.auto_approve,
-                args.parallelism,
-                args.lock.lock_timeout,
-                Some(promotion),
-                context,
-            )
+            let run = RunOptions {
+                auto_approve: args.auto_approve,
+                parallelism: args.parallelism,
+                lock_timeout: args.lock.lock_timeout,
+                promotion: Some(promotion),
+            };
+            plan_and_apply(&environment, desired, &options, run, context)
         }
     }
 }
@@ -87,17 +84,29 @@ fn apply_saved(
     execute(&plan, state, args.parallelism, Some(promotion), context)
 }
 
+/// How `plan_and_apply` runs: the flags `apply` and `destroy` share.
+pub(super) struct RunOptions {
+    pub auto_approve: bool,
+    pub parallelism: usize,
+    pub lock_timeout: std::time::Duration,
+    /// Recorded in state after a successful apply (`None` for destroy).
+    pub promotion: Option<PromotionRecord>,
+}
+
 /// Plan, show, ask, apply: shared by `apply` and `destroy`.
 pub(super) fn plan_and_apply(
     environment: &str,
     desired: Vec<crate::graph::DesiredResource>,
     options: &PlanOptions,
-    auto_approve: bool,
-    parallelism: usize,
-    lock_timeout: std::time::Duration,
-    promotion: Option<PromotionRecord>,
+    run: RunOptions,
     context: &Context,
 ) -> miette::Result<ExitCode> {
+    let RunOptions {
+        auto_approve,
+        parallelism,
+        lock_timeout,
+        promotion,
+    } = run;
     let (_lock, state) = context.lock_and_load(environment, "apply", lock_timeout)?;
     let runtime = context.runtime()?;
     let plan = runtime

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use super::apply::plan_and_apply;
+use super::apply::{RunOptions, plan_and_apply};
 use super::engine::{Context, load_desired, parse_addresses};
 use crate::cli::{DestroyArgs, GlobalArgs};
 use crate::plan::{PlanMode, PlanOptions};
@@ -16,14 +16,11 @@ pub fn run(global: &GlobalArgs, args: &DestroyArgs, context: &Context) -> miette
         targets: parse_addresses(&args.targets)?,
         ..PlanOptions::default()
     };
-    plan_and_apply(
-        &environment,
-        desired,
-        &options,
-        args.auto_approve,
-        args.parallelism,
-        args.lock.lock_timeout,
-        None,
-        context,
-    )
+    let run = RunOptions {
+        auto_approve: args.auto_approve,
+        parallelism: args.parallelism,
+        lock_timeout: args.lock.lock_timeout,
+        promotion: None,
+    };
+    plan_and_apply(&environment, desired, &options, run, context)
 }
