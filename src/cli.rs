@@ -69,6 +69,9 @@ pub enum Command {
     Graph(GraphArgs),
     /// Adopt an existing object under an address of the configuration
     Import(ImportArgs),
+    /// Talos helpers
+    #[command(subcommand)]
+    Talos(TalosCommand),
 }
 
 #[derive(Debug, Args)]
@@ -299,6 +302,23 @@ pub struct DestroyArgs {
     /// Operations in flight at once
     #[arg(long, default_value_t = crate::apply::DEFAULT_PARALLELISM, value_name = "N")]
     pub parallelism: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TalosCommand {
+    /// Write a talosconfig for talosctl from the cluster's secrets in state
+    Config(TalosConfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TalosConfigArgs {
+    #[arg(long = "env", short = 'e')]
+    pub environment: String,
+    #[arg(long, short = 'c')]
+    pub cluster: String,
+    /// Where to write it (mode 0600); `-` prints it to standard output
+    #[arg(long, default_value = "talosconfig")]
+    pub out: std::path::PathBuf,
 }
 
 #[derive(Debug, Args)]

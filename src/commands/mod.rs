@@ -10,11 +10,12 @@ pub mod import;
 pub mod output;
 pub mod plan;
 pub(crate) mod state;
+pub mod talos;
 mod validate;
 
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command, ConfigCommand, StateCommand};
+use crate::cli::{Cli, Command, ConfigCommand, StateCommand, TalosCommand};
 
 pub fn run(cli: Cli) -> miette::Result<ExitCode> {
     let output = output::Output::new(cli.global.color);
@@ -51,6 +52,11 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
             &engine::Context::from_process(&cli.global, &output),
         ),
         Command::Import(args) => import::run(
+            &cli.global,
+            &args,
+            &engine::Context::from_process(&cli.global, &output),
+        ),
+        Command::Talos(TalosCommand::Config(args)) => talos::config(
             &cli.global,
             &args,
             &engine::Context::from_process(&cli.global, &output),
