@@ -12,7 +12,6 @@ use infraflux::commands::engine::{Context, Sink};
 use infraflux::commands::{apply, destroy, graph, import, plan};
 use infraflux::registry::ProviderRegistry;
 use infraflux::testing::MemoryStore;
-use infraflux_provider::{AttributeSchema, ResourceSchema};
 use infraflux_provider_mock::{MockProvider, Op};
 
 struct Variables;
@@ -22,61 +21,24 @@ impl infraflux::config::Environment for Variables {
     }
 }
 
-fn schema(kind: &str, computed: &[&str], sensitive: &[&str]) -> ResourceSchema {
-    let mut attributes: Vec<AttributeSchema> = computed
-        .iter()
+/// Mock providers with the real providers' schemas (which attributes are computed,
+/// sensitive, force a replacement), standing in for proxmox, talos and kubernetes.
+fn providers() -> (ProviderRegistry, Vec<Arc<MockProvider>>) {
+    let real = infraflux::commands::engine::providers();
+    let mocks: Vec<Arc<MockProvider>> = ["proxmox", "talos", "kubernetes"]
+        .into_iter()
         .map(|name| {
-            let attribute = AttributeSchema::computed(*name);
-            if sensitive.contains(name) {
-                attribute.sensitive()
-            } else {
-                attribute
-            }
+            Arc::new(MockProvider::new(
+                name,
+                real.get(name).expect("a real provider").schemas(),
+            ))
         })
         .collect();
-    attributes.push(AttributeSchema::input("node").force_new());
-    ResourceSchema::new(kind, attributes)
-}
-
-/// Mock providers for the resource types of docs/resources.md.
-fn providers() -> (ProviderRegistry, Vec<Arc<MockProvider>>) {
-    let proxmox = Arc::new(MockProvider::new(
-        "proxmox",
-        vec![
-            schema("proxmox_image", &["volume"], &[]),
-            schema("proxmox_vm", &["vmid", "mac"], &[]),
-        ],
-    ));
-    let talos = Arc::new(MockProvider::new(
-        "talos",
-        vec![
-            schema(
-                "talos_secrets",
-                &["bundle", "client_configuration"],
-                &["bundle", "client_configuration"],
-            ),
-            schema(
-                "talos_machine_config",
-                &["machine_config"],
-                &["machine_config"],
-            ),
-            schema("talos_bootstrap", &[], &[]),
-            schema("talos_kubeconfig", &["kubeconfig"], &["kubeconfig"]),
-        ],
-    ));
-    let kubernetes = Arc::new(MockProvider::new(
-        "kubernetes",
-        vec![
-            schema("kubernetes_platform", &[], &[]),
-            schema("kubernetes_namespace", &[], &[]),
-            schema("kubernetes_handoff", &[], &[]),
-        ],
-    ));
-    let registry = ProviderRegistry::new()
-        .with(proxmox.clone())
-        .with(talos.clone())
-        .with(kubernetes.clone());
-    (registry, vec![proxmox, talos, kubernetes])
+    let mut registry = ProviderRegistry::new();
+    for mock in &mocks {
+        registry.register(mock.clone());
+    }
+    (registry, mocks)
 }
 
 struct Run {
@@ -173,7 +135,7 @@ fn plan_apply_plan_over_the_example_configuration() {
         run.out
     );
     assert!(
-        run.out.contains("+ vmid       = (known after apply)"),
+        run.out.contains("+ vmid        = (known after apply)"),
         "{}",
         run.out
     );

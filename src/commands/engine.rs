@@ -73,10 +73,21 @@ pub struct Context {
     pub handle_signals: bool,
 }
 
-/// The providers this binary has. The provider crates are not wired in yet: until they
-/// are, plans that need them stop with "no provider registered for `proxmox`".
+/// The providers this binary has: Proxmox (one client per PVE endpoint, taken from each
+/// resource's `endpoint`, `token` and `tls` attributes and made on first use), Talos and
+/// Kubernetes (which connect per operation, to the nodes and the kubeconfig their
+/// resources name). Building the registry does no I/O.
 pub fn providers() -> ProviderRegistry {
     ProviderRegistry::new()
+        .with(Arc::new(infraflux_proxmox::ProxmoxEndpoints::new(
+            infraflux_proxmox::ProviderOptions::default(),
+        )))
+        .with(Arc::new(infraflux_talos::TalosProvider::default()))
+        .with(Arc::new(
+            infraflux_kubernetes::provider::KubernetesProvider::new(
+                infraflux_kubernetes::provider::ProviderOptions::default(),
+            ),
+        ))
 }
 
 impl Context {

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::DesiredResource;
 use crate::model::address::ResourceAddr;
-use crate::model::{Cluster, Machine, Model, NodeRole, ServiceKind};
+use crate::model::{Cluster, Machine, Model, NodeRole, ServiceKind, Tls};
 
 pub const PROXMOX: &str = "proxmox";
 pub const TALOS: &str = "talos";
@@ -74,6 +74,23 @@ fn resource(
     }
 }
 
+// ---- Proxmox --------------------------------------------------------------------------
+
+/// The PVE API every proxmox resource of the cluster talks to: `endpoint`, `token`
+/// (sensitive in the provider's schema, so plans print `(sensitive)`) and `tls`.
+fn proxmox_connection(cluster: &Cluster, attributes: &mut Attributes) {
+    let p = &cluster.proxmox;
+    let tls = match &p.tls {
+        Tls::System => json!("system"),
+        Tls::Insecure => json!("insecure"),
+        Tls::CaFile(path) => json!({ "ca_file": path.to_string_lossy() }),
+        Tls::Fingerprint(fingerprint) => json!({ "fingerprint": fingerprint }),
+    };
+    attributes.insert("endpoint".into(), json!(p.endpoint.as_str()));
+    attributes.insert("token".into(), json!(p.token.expose()));
+    attributes.insert("tls".into(), tls);
+}
+
 // ---- images ---------------------------------------------------------------------------
 
 /// The Image Factory schematic for a set of official extensions: its canonical YAML
@@ -115,19 +132,21 @@ fn images(
     for node in used {
         let name = format!("{version}-{}-{node}", &schematic[..8]);
         let filename = format!("talos-{version}-{}-nocloud-amd64.raw", &schematic[..8]);
-        let image = resource(
-            cluster,
-            PROXMOX,
-            "proxmox_image",
-            &name,
-            attributes(json!({
+        let mut image_attributes = attributes(json!({
                 "node": node,
                 "storage": cluster.proxmox.image_storage,
                 "talos_version": version,
                 "schematic": schematic,
                 "url": format!("https://factory.talos.dev/image/{schematic}/{version}/nocloud-amd64.raw.xz"),
                 "filename": filename,
-            })),
+        }));
+        proxmox_connection(cluster, &mut image_attributes);
+        let image = resource(
+            cluster,
+            PROXMOX,
+            "proxmox_image",
+            &name,
+            image_attributes,
             Vec::new(),
             format!(
                 "cluster {}, talos.version and talos.extensions",
@@ -156,18 +175,18 @@ fn vms(
     out: &mut Vec<DesiredResource>,
 ) {
     let prefix = cluster.network.cidr.prefix_len();
+    let guest_agent = cluster
+        .talos
+        .extensions
+        .iter()
+        .any(|e| e == "siderolabs/qemu-guest-agent");
     for (machine, node) in placement {
         let image = &images
             .iter()
             .find(|(n, _)| n == node)
             .expect("an image per node used")
             .1;
-        let vm = resource(
-            cluster,
-            PROXMOX,
-            "proxmox_vm",
-            &machine.name,
-            attributes(json!({
+        let mut vm_attributes = attributes(json!({
                 "node": node,
                 "name": machine.hostname,
                 "cores": machine.cpu,
@@ -182,7 +201,15 @@ fn vms(
                 "tags": ["infraflux", cluster.environment, cluster.name, role_name(machine.role)],
                 "vmid_range": [cluster.proxmox.vmid_start, cluster.proxmox.vmid_end],
                 "image": reference(image.to_string(), "volume"),
-            })),
+                "guest_agent": guest_agent,
+        }));
+        proxmox_connection(cluster, &mut vm_attributes);
+        let vm = resource(
+            cluster,
+            PROXMOX,
+            "proxmox_vm",
+            &machine.name,
+            vm_attributes,
             Vec::new(),
             format!("cluster {}, node pool {}", cluster.id(), machine.pool),
         );
@@ -200,6 +227,42 @@ fn endpoint(cluster: &Cluster) -> String {
     format!("https://{}:6443", cluster.network.vip)
 }
 
+/// Proxmox virtio NICs appear as `ens18` in Talos (the provider's default is `eth0`).
+const INTERFACE: &str = "ens18";
+
+/// The attributes of `talos_secrets` (the Talos provider's `secrets::attribute::ALL`).
+const SECRET_ATTRIBUTES: [&str; 16] = [
+    "cluster_id",
+    "cluster_secret",
+    "bootstrap_token",
+    "trustd_token",
+    "secretbox_encryption_secret",
+    "etcd_ca_crt",
+    "etcd_ca_key",
+    "kubernetes_ca_crt",
+    "kubernetes_ca_key",
+    "aggregator_ca_crt",
+    "aggregator_ca_key",
+    "os_ca_crt",
+    "os_ca_key",
+    "service_account_key",
+    "admin_crt",
+    "admin_key",
+];
+
+/// What a Talos API client needs: the Talos CA and the admin certificate.
+const CLIENT_SECRET_ATTRIBUTES: [&str; 3] = ["os_ca_crt", "admin_crt", "admin_key"];
+
+/// `secrets` input: an object of references to `talos_secrets.cluster`'s attributes.
+fn secrets_object(secrets: &ResourceAddr, names: &[&str]) -> Value {
+    Value::Object(
+        names
+            .iter()
+            .map(|name| (name.to_string(), reference(secrets.to_string(), *name)))
+            .collect(),
+    )
+}
+
 fn talos_secrets(cluster: &Cluster, out: &mut Vec<DesiredResource>) -> ResourceAddr {
     let secrets = resource(
         cluster,
@@ -208,7 +271,6 @@ fn talos_secrets(cluster: &Cluster, out: &mut Vec<DesiredResource>) -> ResourceA
         "cluster",
         attributes(json!({
             "cluster_name": cluster_name(cluster),
-            "talos_version": format!("v{}", cluster.talos.version),
         })),
         Vec::new(),
         format!("cluster {}", cluster.id()),
@@ -225,6 +287,7 @@ fn machine_configs(
 ) -> Vec<ResourceAddr> {
     let (_, schematic) = schematic(&cluster.talos.extensions);
     let version = format!("v{}", cluster.talos.version);
+    let prefix = cluster.network.cidr.prefix_len();
     let mut configs = Vec::new();
     for machine in &cluster.nodes {
         let config = resource(
@@ -235,19 +298,21 @@ fn machine_configs(
             attributes(json!({
                 "cluster_name": cluster_name(cluster),
                 "hostname": machine.hostname,
-                "node": machine.address.to_string(),
+                "address": format!("{}/{prefix}", machine.address),
+                "gateway": cluster.network.gateway.to_string(),
+                "dns": cluster.network.dns.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
                 "role": role_name(machine.role),
-                "cluster_endpoint": endpoint(cluster),
+                "endpoint": endpoint(cluster),
+                "vip": cluster.network.vip.to_string(),
+                "interface": INTERFACE,
                 "talos_version": version,
                 "kubernetes_version": cluster.kubernetes.version.to_string(),
                 "install_disk": cluster.talos.install_disk,
-                "install_image": format!("factory.talos.dev/installer/{schematic}:{version}"),
                 "schematic": schematic,
-                "extensions": cluster.talos.extensions,
                 "pod_cidr": cluster.network.pods.to_string(),
                 "service_cidr": cluster.network.services.to_string(),
                 "patches": cluster.talos.patches,
-                "secrets": reference(secrets.to_string(), "bundle"),
+                "secrets": secrets_object(secrets, &SECRET_ATTRIBUTES),
             })),
             vec![addr(cluster, "proxmox_vm", &machine.name)],
             format!("cluster {}, node pool {}", cluster.id(), machine.pool),
@@ -280,8 +345,8 @@ fn talos_bootstrap(
         "talos_bootstrap",
         "cluster",
         attributes(json!({
-            "node": node,
-            "client_configuration": reference(secrets.to_string(), "client_configuration"),
+            "endpoint": node,
+            "secrets": secrets_object(secrets, &CLIENT_SECRET_ATTRIBUTES),
         })),
         configs.get(first).cloned().into_iter().collect(),
         format!("cluster {}, first control plane", cluster.id()),
@@ -309,9 +374,8 @@ fn talos_kubeconfig(
         "talos_kubeconfig",
         "cluster",
         attributes(json!({
-            "node": node,
-            "endpoint": endpoint(cluster),
-            "client_configuration": reference(secrets.to_string(), "client_configuration"),
+            "endpoint": node,
+            "secrets": secrets_object(secrets, &CLIENT_SECRET_ATTRIBUTES),
         })),
         vec![bootstrap.clone()],
         format!("cluster {}", cluster.id()),
@@ -322,6 +386,18 @@ fn talos_kubeconfig(
 }
 
 // ---- Kubernetes -----------------------------------------------------------------------
+
+/// The environment's workload policy as the Kubernetes provider reads it (CPU in
+/// millicores, memory in bytes).
+fn workloads(cluster: &Cluster) -> Value {
+    let w = &cluster.workloads;
+    json!({
+        "replicas": w.replicas,
+        "anti_affinity": w.anti_affinity,
+        "requests": {"cpu": w.requests.cpu, "memory": w.requests.memory},
+        "limits": {"cpu": w.limits.cpu, "memory": w.limits.memory},
+    })
+}
 
 /// Enabled services in install order: cilium (the network) first, argocd next, the rest
 /// after argocd. Returns the addresses in that order.
@@ -351,17 +427,30 @@ fn platform_services(
                 .cloned()
                 .collect(),
         };
+        let mut platform_attributes = attributes(json!({
+            "service": service.kind.key(),
+            "version": service.version_text,
+            "values": service.values,
+            "environment": cluster.environment,
+            "workloads": workloads(cluster),
+            "kubeconfig": reference(kubeconfig.to_string(), "kubeconfig"),
+        }));
+        if service.kind == ServiceKind::Argocd {
+            // ArgoCD takes over what was installed before it, as it was installed.
+            let adopt: Vec<Value> = cluster
+                .platform
+                .enabled()
+                .filter(|s| s.kind == ServiceKind::Cilium)
+                .map(|s| json!({"service": s.kind.key(), "version": s.version_text, "values": s.values}))
+                .collect();
+            platform_attributes.insert("adopt".into(), Value::Array(adopt));
+        }
         let platform = resource(
             cluster,
             KUBERNETES,
             "kubernetes_platform",
             service.kind.key(),
-            attributes(json!({
-                "service": service.kind.key(),
-                "version": service.version_text,
-                "values": service.values,
-                "kubeconfig": reference(kubeconfig.to_string(), "kubeconfig"),
-            })),
+            platform_attributes,
             depends_on,
             format!("cluster {}, platform.{}", cluster.id(), service.kind.key()),
         );
@@ -390,10 +479,15 @@ fn namespaces(
         name,
         attributes(json!({
             "name": name,
+            "environment": cluster.environment,
             "labels": {
                 "app.kubernetes.io/managed-by": "infraflux",
                 "infraflux.io/environment": cluster.environment,
             },
+            "pod_security": cluster.namespaces.pod_security.as_str(),
+            "default_deny": cluster.namespaces.default_deny,
+            "quota": cluster.namespaces.quota.map(|q| json!({"cpu": q.cpu, "memory": q.memory, "pods": q.pods})),
+            "workloads": workloads(cluster),
             "kubeconfig": reference(kubeconfig.to_string(), "kubeconfig"),
         })),
         platform.to_vec(),
@@ -431,7 +525,11 @@ fn handoff(
             "revision": cluster.gitops.revision,
             "path": cluster.gitops.path,
             "destination_namespace": env,
+            "environment": env,
             "automated": true,
+            "sync_wave": cluster.sync_wave,
+            // Production deploys a tag or a commit, never a moving branch.
+            "pin_revision": env == "prod",
             "kubeconfig": reference(kubeconfig.to_string(), "kubeconfig"),
         })),
         depends_on,

@@ -27,4 +27,4 @@ pub use error::ApiError;
 pub use tls::fingerprint_of;
 pub mod provider;
 
-pub use provider::{ProviderOptions, ProxmoxProvider};
+pub use provider::{ProviderOptions, ProxmoxEndpoints, ProxmoxProvider};

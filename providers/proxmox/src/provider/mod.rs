@@ -5,7 +5,10 @@
 //! image on a node's storage.
 
 mod attributes;
+mod endpoints;
 pub mod image;
+
+pub use endpoints::ProxmoxEndpoints;
 pub mod vm;
 
 use std::collections::BTreeSet;
@@ -101,6 +104,32 @@ fn unknown_kind(operation: &str, resource: &ResourceRef) -> ProviderError {
     )
 }
 
+/// Validation needs no connection: inputs only.
+pub(crate) fn validate_desired(request: &ValidateRequest) -> ValidateResponse {
+    let problems = match request.resource.kind.as_str() {
+        image::KIND => image::ImageSpec::read(&request.desired, true).1,
+        vm::KIND => vm::VmSpec::read(&request.desired, true).1,
+        _ => return ValidateResponse::default(),
+    };
+    ValidateResponse {
+        diagnostics: problems.0,
+    }
+}
+
+/// Planning needs no connection either.
+pub(crate) fn plan_desired(request: &PlanRequest) -> Result<PlanResponse, ProviderError> {
+    match request.resource.kind.as_str() {
+        image::KIND => {
+            let mut response =
+                image::schema().default_plan(request.prior.as_ref(), &request.desired);
+            image::plan_volume(&mut response.planned);
+            Ok(response)
+        }
+        vm::KIND => Ok(vm::plan(request.prior.as_ref(), &request.desired)),
+        _ => Err(unknown_kind("plan", &request.resource)),
+    }
+}
+
 #[async_trait]
 impl Provider for ProxmoxProvider {
     fn name(&self) -> &str {
@@ -112,14 +141,7 @@ impl Provider for ProxmoxProvider {
     }
 
     async fn validate(&self, request: ValidateRequest) -> ValidateResponse {
-        let problems = match request.resource.kind.as_str() {
-            image::KIND => image::ImageSpec::read(&request.desired, true).1,
-            vm::KIND => vm::VmSpec::read(&request.desired, true).1,
-            _ => return ValidateResponse::default(),
-        };
-        ValidateResponse {
-            diagnostics: problems.0,
-        }
+        validate_desired(&request)
     }
 
     #[instrument(skip_all, fields(items = request.resources.len(), deep = request.deep))]
@@ -156,16 +178,7 @@ impl Provider for ProxmoxProvider {
     }
 
     async fn plan(&self, request: PlanRequest) -> Result<PlanResponse, ProviderError> {
-        match request.resource.kind.as_str() {
-            image::KIND => {
-                let mut response =
-                    image::schema().default_plan(request.prior.as_ref(), &request.desired);
-                image::plan_volume(&mut response.planned);
-                Ok(response)
-            }
-            vm::KIND => Ok(vm::plan(request.prior.as_ref(), &request.desired)),
-            _ => Err(unknown_kind("plan", &request.resource)),
-        }
+        plan_desired(&request)
     }
 
     #[instrument(skip_all, fields(addr = %request.resource.address))]
@@ -228,22 +241,29 @@ impl Provider for ProxmoxProvider {
         resource: &ResourceRef,
         attributes: &Attributes,
     ) -> Option<ConcurrencyKey> {
-        if operation == Operation::Update
-            || (resource.kind != image::KIND && resource.kind != vm::KIND)
-        {
-            return None;
-        }
-        let known = |name: &str| {
-            attributes
-                .get(name)
-                .filter(|v| !is_unknown(v))
-                .and_then(Value::as_str)
-        };
-        Some(ConcurrencyKey {
-            key: format!("proxmox:{}/{}", known("node")?, known("storage")?),
-            limit: 1,
-        })
+        concurrency_key(operation, resource, attributes)
     }
+}
+
+pub(crate) fn concurrency_key(
+    operation: Operation,
+    resource: &ResourceRef,
+    attributes: &Attributes,
+) -> Option<ConcurrencyKey> {
+    if operation == Operation::Update || (resource.kind != image::KIND && resource.kind != vm::KIND)
+    {
+        return None;
+    }
+    let known = |name: &str| {
+        attributes
+            .get(name)
+            .filter(|v| !is_unknown(v))
+            .and_then(Value::as_str)
+    };
+    Some(ConcurrencyKey {
+        key: format!("proxmox:{}/{}", known("node")?, known("storage")?),
+        limit: 1,
+    })
 }
 
 #[cfg(test)]

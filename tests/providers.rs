@@ -1,0 +1,247 @@
+//! The real providers wired into the binary against what the graph builder emits for
+//! the shipped example (`config/`): every attribute is one the provider knows, every
+//! resource passes the provider's `validate`, and `infraflux plan` runs end to end.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::cargo::cargo_bin_cmd;
+use infraflux::commands::engine::providers;
+use infraflux::config::{Selection, load_config};
+use infraflux::graph::{DesiredResource, build_desired};
+use infraflux::model::resolve_model;
+use infraflux_provider::{
+    Attributes, ResourceRef, Severity, ValidateRequest, parse_reference, unknown,
+};
+use serde_json::Value;
+
+const TOKEN: &str = "root@pam!infraflux=0000";
+
+struct Variables;
+impl infraflux::config::Environment for Variables {
+    fn var(&self, name: &str) -> Option<String> {
+        (name == "PROXMOX_TOKEN").then(|| TOKEN.to_string())
+    }
+}
+
+fn config_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config")
+}
+
+fn desired(environment: &str) -> Vec<DesiredResource> {
+    let selection = Selection {
+        environment: Some(environment.into()),
+        cluster: None,
+    };
+    let (config, problems) = load_config(&config_dir(), &selection, &Variables);
+    assert!(!problems.has_errors(), "{problems:?}");
+    let (model, problems) = resolve_model(&config);
+    assert!(!problems.has_errors(), "{problems:?}");
+    build_desired(&model.unwrap())
+        .into_iter()
+        .filter(|d| d.addr.environment == environment)
+        .collect()
+}
+
+/// What a provider sees before apply: references resolved to unknowns.
+fn unresolved(value: &Value) -> Value {
+    if parse_reference(value).is_some() {
+        return unknown();
+    }
+    match value {
+        Value::Array(items) => Value::Array(items.iter().map(unresolved).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), unresolved(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+const DEV_TYPES: [&str; 9] = [
+    "proxmox_image",
+    "proxmox_vm",
+    "talos_secrets",
+    "talos_machine_config",
+    "talos_bootstrap",
+    "talos_kubeconfig",
+    "kubernetes_platform",
+    "kubernetes_namespace",
+    "kubernetes_handoff",
+];
+
+/// Every attribute the builder emits is an input of the provider's schema, and the
+/// provider's `validate` finds no error.
+async fn check_environment(environment: &str) -> BTreeSet<String> {
+    let registry = providers();
+    let mut kinds = BTreeSet::new();
+    let mut failures = Vec::new();
+    for resource in desired(environment) {
+        kinds.insert(resource.kind.clone());
+        let provider = registry
+            .get(&resource.provider)
+            .unwrap_or_else(|| panic!("no provider `{}`", resource.provider));
+        let schema = provider
+            .schemas()
+            .into_iter()
+            .find(|s| s.kind == resource.kind)
+            .unwrap_or_else(|| panic!("provider has no schema for {}", resource.kind));
+        for name in resource.attributes.keys() {
+            match schema.attribute(name) {
+                Some(attribute) if !attribute.computed => {}
+                _ => failures.push(format!(
+                    "{}: `{name}` is not an input of {}",
+                    resource.addr, resource.kind
+                )),
+            }
+        }
+        let desired: Attributes = resource
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), unresolved(v)))
+            .collect();
+        let response = provider
+            .validate(ValidateRequest {
+                resource: ResourceRef {
+                    address: resource.addr.to_string(),
+                    kind: resource.kind.clone(),
+                },
+                desired,
+            })
+            .await;
+        for diagnostic in response.diagnostics {
+            if diagnostic.severity == Severity::Error {
+                failures.push(format!("{}: {diagnostic:?}", resource.addr));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    kinds
+}
+
+#[tokio::test]
+async fn dev_resources_pass_the_real_providers_validation() {
+    let kinds = check_environment("dev").await;
+    let expected: BTreeSet<String> = DEV_TYPES.iter().map(|k| k.to_string()).collect();
+    assert_eq!(kinds, expected);
+}
+
+#[tokio::test]
+async fn prod_resources_pass_the_real_providers_validation() {
+    check_environment("prod").await;
+}
+
+#[test]
+fn a_wrong_attribute_fails_the_provider_validation() {
+    // The check above can fail: a namespace with an unknown pod security level does.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let registry = providers();
+    let namespace = desired("dev")
+        .into_iter()
+        .find(|d| d.kind == "kubernetes_namespace")
+        .unwrap();
+    let mut attributes = namespace.attributes.clone();
+    attributes.insert("pod_security".into(), Value::String("strict".into()));
+    let response = runtime.block_on(registry.get("kubernetes").unwrap().validate(
+        ValidateRequest {
+            resource: ResourceRef {
+                address: namespace.addr.to_string(),
+                kind: namespace.kind.clone(),
+            },
+            desired: attributes,
+        },
+    ));
+    assert!(
+        response.diagnostics.iter().any(
+            |d| d.severity == Severity::Error && d.attribute.as_deref() == Some("pod_security")
+        ),
+        "{:?}",
+        response.diagnostics
+    );
+}
+
+#[test]
+fn machine_configs_use_the_proxmox_nic_and_kubeconfigs_reference_talos() {
+    for resource in desired("dev") {
+        if resource.kind == "talos_machine_config" {
+            assert_eq!(resource.attributes["interface"], "ens18");
+        }
+        if let Some(kubeconfig) = resource.attributes.get("kubeconfig") {
+            let reference = parse_reference(kubeconfig).expect("a reference");
+            assert_eq!(reference.address, "dev/workload/talos_kubeconfig.cluster");
+            assert_eq!(reference.attribute, "kubeconfig");
+        }
+    }
+}
+
+fn plan(environment: &str) -> (String, String) {
+    let state = tempfile::tempdir().unwrap();
+    let output = cargo_bin_cmd!("infraflux")
+        .env("PROXMOX_TOKEN", TOKEN)
+        .env_remove("INFRAFLUX_STATE_DIR")
+        .env_remove("INFRAFLUX_CONFIG")
+        .env("NO_GRAPHICS", "1")
+        .arg("--config")
+        .arg(config_dir())
+        .arg("--state-dir")
+        .arg(state.path())
+        .args([
+            "plan",
+            "--env",
+            environment,
+            "--refresh=false",
+            "--color",
+            "never",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        !stdout.contains(TOKEN) && !stderr.contains(TOKEN),
+        "the token was printed"
+    );
+    assert!(
+        !stdout.contains("infraflux=0000"),
+        "part of the token was printed"
+    );
+    (stdout, stderr)
+}
+
+fn summary(stdout: &str) -> &str {
+    stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default()
+}
+
+#[test]
+fn plan_dev_with_the_real_providers() {
+    let (stdout, _) = plan("dev");
+    let count = desired("dev").len();
+    assert_eq!(
+        summary(&stdout),
+        format!("Plan: {count} to add, 0 to change, 0 to destroy.")
+    );
+    for kind in DEV_TYPES {
+        assert!(
+            stdout.contains(&format!("+ resource \"{kind}\"")),
+            "{kind} not planned:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("token"), "the token attribute is listed");
+    assert!(stdout.contains("(sensitive)"));
+}
+
+#[test]
+fn plan_prod_with_the_real_providers() {
+    let (stdout, _) = plan("prod");
+    let count = desired("prod").len();
+    assert_eq!(
+        summary(&stdout),
+        format!("Plan: {count} to add, 0 to change, 0 to destroy.")
+    );
+}
