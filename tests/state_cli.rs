@@ -589,7 +589,7 @@ fn rekey_rotates_every_environment_to_the_new_recipients() {
     infraflux(project.path())
         .env("INFRAFLUX_STATE_IDENTITY", &old)
         .env("INFRAFLUX_STATE_RECIPIENTS", &new_public)
-        .args(["state", "rekey"])
+        .args(["state", "rekey", "--env", "dev"])
         .assert()
         .success();
     // The new key reads every environment; the old one none.
