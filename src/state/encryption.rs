@@ -109,11 +109,17 @@ impl Encryption {
                 recipients.push(Box::new(identity.to_public()));
             }
         } else {
-            for text in &self.recipients {
-                let recipient = age::x25519::Recipient::from_str(text.trim()).map_err(|_| {
+            for (number, text) in self.recipients.iter().enumerate() {
+                let text = text.trim();
+                let recipient = age::x25519::Recipient::from_str(text).map_err(|_| {
+                    // Shown only when it looks public: a secret key pasted here is not echoed.
+                    let shown = if text.starts_with("age1") {
+                        format!("`{text}`")
+                    } else {
+                        format!("recipient {}", number + 1)
+                    };
                     config_error(format!(
-                        "`{}` is not an age X25519 recipient (a public key `age1…`, as `age-keygen -y` prints)",
-                        text.trim()
+                        "{shown} is not an age X25519 recipient (a public key `age1…`, as `age-keygen -y` prints)"
                     ))
                 })?;
                 recipients.push(Box::new(recipient));
@@ -273,6 +279,15 @@ pub(crate) mod tests {
         };
         let error = encryption.encrypt(b"x").unwrap_err();
         assert!(matches!(error, Error::EncryptionConfig { .. }), "{error}");
+        assert!(error.to_string().contains("`age1bogus`"), "{error}");
+        let (secret_key, _) = keypair();
+        let encryption = Encryption {
+            recipients: vec![secret_key.clone()],
+            ..Encryption::default()
+        };
+        let error = encryption.encrypt(b"x").unwrap_err().to_string();
+        assert!(error.contains("recipient 1 is not"), "{error}");
+        assert!(!error.contains(&secret_key), "{error}");
         let (_, public) = keypair();
         let encryption = Encryption {
             recipients: vec![public],
