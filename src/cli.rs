@@ -142,6 +142,17 @@ pub enum StateCommand {
     Mv(StateMvArgs),
     /// Break a lock left behind by a run that is gone
     Unlock(StateUnlockArgs),
+    /// Re-encrypt state to the configured recipients (INFRAFLUX_STATE_RECIPIENTS), e.g. after a key rotation
+    Rekey(StateRekeyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StateRekeyArgs {
+    /// Only this environment [default: every environment with state]
+    #[arg(long = "env", short = 'e')]
+    pub environment: Option<String>,
+    #[command(flatten)]
+    pub lock: LockArgs,
 }
 
 #[derive(Debug, Args)]

@@ -5,9 +5,11 @@ use std::path::Path;
 
 use assert_cmd::Command;
 use assert_cmd::cargo::cargo_bin_cmd;
+use infraflux::model::Sensitive;
 use infraflux::model::address::ResourceAddr;
 use infraflux::state::{
-    LocalStore, LockInfo, ResourceState, ResourceStatus, StateDocument, StateStore,
+    Encryption, IdentitySource, LocalStore, LockInfo, ResourceState, ResourceStatus, StateDocument,
+    StateStore,
 };
 use predicates::prelude::*;
 use serde_json::{Value, json};
@@ -74,6 +76,10 @@ fn infraflux(project: &Path) -> Command {
     command
         .current_dir(project)
         .env_remove("INFRAFLUX_STATE_DIR")
+        .env_remove("INFRAFLUX_STATE_RECIPIENTS")
+        .env_remove("INFRAFLUX_STATE_IDENTITY_FILE")
+        .env_remove("INFRAFLUX_STATE_IDENTITY")
+        .env_remove("INFRAFLUX_STATE_PASSPHRASE")
         .env("NO_COLOR", "1")
         // Plain diagnostics: no box drawing and no wrapping at 80 columns.
         .env("NO_GRAPHICS", "1");
@@ -479,4 +485,154 @@ fn a_bad_lock_timeout_is_a_usage_error() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("invalid duration `soon`"));
+}
+
+/// (secret key, public key)
+fn keypair() -> (String, String) {
+    use age::secrecy::ExposeSecret;
+    let identity = age::x25519::Identity::generate();
+    (
+        identity.to_string().expose_secret().to_string(),
+        identity.to_public().to_string(),
+    )
+}
+
+fn key_encryption(key: &str) -> Encryption {
+    Encryption {
+        identities: vec![IdentitySource::Key(Sensitive::new(key.to_string()))],
+        ..Encryption::default()
+    }
+}
+
+#[test]
+fn writes_without_a_key_warn_once_that_state_is_plaintext() {
+    let project = tempfile::tempdir().unwrap();
+    write_state(project.path());
+    let output = infraflux(project.path())
+        .args([
+            "state",
+            "rm",
+            "dev/workload/proxmox_vm.cp-2",
+            "prod/edge/proxmox_vm.w-1",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    // Two environments written, one warning.
+    assert_eq!(
+        stderr(&output)
+            .matches("state is stored unencrypted")
+            .count(),
+        1,
+        "{}",
+        stderr(&output)
+    );
+    // Reads do not warn; writes with a key do not either.
+    let output = infraflux(project.path())
+        .args(["state", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        !stderr(&output).contains("unencrypted"),
+        "{}",
+        stderr(&output)
+    );
+    let (key, _) = keypair();
+    let output = infraflux(project.path())
+        .env("INFRAFLUX_STATE_IDENTITY", &key)
+        .args([
+            "state",
+            "mv",
+            "dev/workload/proxmox_vm.cp-1",
+            "dev/workload/proxmox_vm.cp-9",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        !stderr(&output).contains("unencrypted"),
+        "{}",
+        stderr(&output)
+    );
+    let bytes = std::fs::read(project.path().join(".infraflux/state/dev.json")).unwrap();
+    assert!(bytes.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----"));
+}
+
+#[test]
+fn rekey_rotates_every_environment_to_the_new_recipients() {
+    let project = tempfile::tempdir().unwrap();
+    let (old, _) = keypair();
+    let (new, new_public) = keypair();
+    // Plaintext state, moved to the old key by a write, then rotated.
+    write_state(project.path());
+    infraflux(project.path())
+        .env("INFRAFLUX_STATE_IDENTITY", &old)
+        .args(["state", "rekey"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "re-encrypted the state of environment `dev`",
+        ))
+        .stdout(predicate::str::contains(
+            "re-encrypted the state of environment `prod`",
+        ));
+    let store = LocalStore::in_project(project.path()).with_encryption(Some(key_encryption(&old)));
+    assert_eq!(store.load("dev").unwrap().unwrap().serial, 4);
+    let output = infraflux(project.path())
+        .env("INFRAFLUX_STATE_IDENTITY", &old)
+        .env("INFRAFLUX_STATE_RECIPIENTS", &new_public)
+        .args(["state", "rekey", "--env", "prod"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("`prod`") && !stdout(&output).contains("`dev`"));
+    infraflux(project.path())
+        .env("INFRAFLUX_STATE_IDENTITY", &old)
+        .env("INFRAFLUX_STATE_RECIPIENTS", &new_public)
+        .args(["state", "rekey", "--env", "dev"])
+        .assert()
+        .success();
+    // The new key reads every environment; the old one none.
+    infraflux(project.path())
+        .env("INFRAFLUX_STATE_IDENTITY", &new)
+        .args(["state", "list"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("prod/edge/proxmox_vm.w-1"));
+    let output = infraflux(project.path())
+        .env("INFRAFLUX_STATE_IDENTITY", &old)
+        .args(["state", "list", "--env", "dev"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let text = stderr(&output);
+    assert!(text.contains("dev.json` cannot be decrypted"), "{text}");
+    assert!(text.contains("state::wrong-key"), "{text}");
+    assert!(!text.contains("AGE-SECRET-KEY"), "{text}");
+    // Without any key: told what to set.
+    let output = infraflux(project.path())
+        .args(["state", "list"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("INFRAFLUX_STATE_IDENTITY_FILE"),
+        "{}",
+        stderr(&output)
+    );
+    let output = infraflux(project.path())
+        .args(["state", "rekey"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("no state encryption is configured"),
+        "{}",
+        stderr(&output)
+    );
+    // No secret in any file of the state directory.
+    for entry in std::fs::read_dir(project.path().join(".infraflux/state")).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(!String::from_utf8_lossy(&bytes).contains(SECRET));
+    }
 }

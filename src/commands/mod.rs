@@ -30,6 +30,7 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
             StateCommand::Rm(args) => state::rm(&cli.global, &args),
             StateCommand::Mv(args) => state::mv(&cli.global, &args),
             StateCommand::Unlock(args) => state::unlock(&cli.global, &args),
+            StateCommand::Rekey(args) => state::rekey(&cli.global, &args),
         },
         Command::Plan(args) => plan::run(
             &cli.global,

@@ -1,4 +1,4 @@
-//! `infraflux state list|show|rm|mv|unlock`: read and edit the recorded state.
+//! `infraflux state list|show|rm|mv|unlock|rekey`: read and edit the recorded state.
 //!
 //! Reads take no lock (writes replace the file atomically, so a read sees a whole
 //! document); `rm` and `mv` edit under the environment's lock and bump the serial.
@@ -7,16 +7,68 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Once;
 
 use miette::{Diagnostic, miette};
 use serde::Serialize;
 
 use crate::cli::{
-    GlobalArgs, StateListArgs, StateMvArgs, StateRmArgs, StateShowArgs, StateUnlockArgs,
+    GlobalArgs, StateListArgs, StateMvArgs, StateRekeyArgs, StateRmArgs, StateShowArgs,
+    StateUnlockArgs,
 };
+use crate::model::Sensitive;
 use crate::model::address::ResourceAddr;
 use crate::state::lock::{hostname, process_alive};
-use crate::state::{self, LocalStore, LockInfo, ResourceStatus, StateDocument, StateStore};
+use crate::state::{
+    self, Encryption, IdentitySource, LocalStore, LockInfo, ResourceStatus, StateDocument,
+    StateStore,
+};
+
+/// Comma-separated age X25519 recipients (`age1…`) state is encrypted to.
+pub const RECIPIENTS_VAR: &str = "INFRAFLUX_STATE_RECIPIENTS";
+/// A file of age identities (`AGE-SECRET-KEY-1…`, as `age-keygen` writes) that decrypt state.
+pub const IDENTITY_FILE_VAR: &str = "INFRAFLUX_STATE_IDENTITY_FILE";
+/// An age identity itself (`AGE-SECRET-KEY-1…`).
+pub const IDENTITY_VAR: &str = "INFRAFLUX_STATE_IDENTITY";
+/// Passphrase mode (scrypt): encrypt and decrypt with this passphrase.
+pub const PASSPHRASE_VAR: &str = "INFRAFLUX_STATE_PASSPHRASE";
+
+/// The encryption the user configured through the environment variables above (empty
+/// values count as unset); `None` when none is.
+pub(crate) fn encryption_from(variable: impl Fn(&str) -> Option<String>) -> Option<Encryption> {
+    let get = |name: &str| variable(name).filter(|value| !value.trim().is_empty());
+    let mut encryption = Encryption::default();
+    if let Some(recipients) = get(RECIPIENTS_VAR) {
+        encryption.recipients = recipients
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(str::to_string)
+            .collect();
+    }
+    if let Some(path) = get(IDENTITY_FILE_VAR) {
+        encryption
+            .identities
+            .push(IdentitySource::File(path.into()));
+    }
+    if let Some(key) = get(IDENTITY_VAR) {
+        encryption
+            .identities
+            .push(IdentitySource::Key(Sensitive::new(key)));
+    }
+    encryption.passphrase = get(PASSPHRASE_VAR).map(Sensitive::new);
+    (!encryption.is_empty()).then_some(encryption)
+}
+
+/// Once per process, before the first plaintext write.
+fn warn_plaintext_once() {
+    static WARNED: Once = Once::new();
+    WARNED.call_once(|| {
+        eprintln!(
+            "warning: state is stored unencrypted, secrets included (Talos PKI, kubeconfigs, tokens); set {RECIPIENTS_VAR} or {IDENTITY_FILE_VAR} to encrypt it with age (README: State encryption)"
+        );
+    });
+}
 
 /// The store the CLI uses: `<--state-dir or working directory>/.infraflux/state/`.
 /// `--state-dir`, or else the project the configuration belongs to: `.infraflux/state`
@@ -26,7 +78,11 @@ pub(crate) fn open_store(global: &GlobalArgs) -> LocalStore {
         Some(dir) => dir,
         None => global.config.parent().unwrap_or(Path::new("")),
     };
-    LocalStore::in_project(project)
+    let store = LocalStore::in_project(project);
+    match encryption_from(|name| std::env::var(name).ok()) {
+        Some(encryption) => store.with_encryption(Some(encryption)),
+        None => store.on_plaintext_write(warn_plaintext_once),
+    }
 }
 
 /// A state error as a diagnostic: its message, its cause chain, a code and a help line.
@@ -279,4 +335,75 @@ pub fn unlock(global: &GlobalArgs, args: &StateUnlockArgs) -> miette::Result<Exi
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+pub fn rekey(global: &GlobalArgs, args: &StateRekeyArgs) -> miette::Result<ExitCode> {
+    let store = open_store(global);
+    if store.encryption().is_none() {
+        return Err(miette!(
+            code = "state::no-encryption",
+            help = format!(
+                "set {RECIPIENTS_VAR} to the new recipients (comma-separated `age1…` keys) and {IDENTITY_FILE_VAR} to an identity that decrypts the current state"
+            ),
+            "no state encryption is configured, so there is nothing to encrypt to"
+        ));
+    }
+    let environments = match &args.environment {
+        Some(environment) => vec![environment.clone()],
+        None => store.environments().map_err(report)?,
+    };
+    if environments.is_empty() {
+        eprintln!("no state in `{}`", store.directory().display());
+    }
+    for environment in &environments {
+        let _guard = store
+            .lock_with_timeout(
+                environment,
+                LockInfo::new("state rekey"),
+                args.lock.lock_timeout,
+            )
+            .map_err(report)?;
+        if store.rekey(environment).map_err(report)? {
+            println!("re-encrypted the state of environment `{environment}`");
+        } else {
+            eprintln!(
+                "no state for environment `{environment}` in `{}`",
+                store.directory().display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encryption_comes_from_the_environment_variables() {
+        let none = |_: &str| None;
+        assert_eq!(encryption_from(none), None);
+        let blank = |_: &str| Some("  ".to_string());
+        assert_eq!(encryption_from(blank), None);
+        let set = |name: &str| match name {
+            RECIPIENTS_VAR => Some("age1aaa, age1bbb,".to_string()),
+            IDENTITY_FILE_VAR => Some("/keys/state.txt".to_string()),
+            IDENTITY_VAR => Some("AGE-SECRET-KEY-1XYZ".to_string()),
+            PASSPHRASE_VAR => Some("pw".to_string()),
+            _ => None,
+        };
+        let encryption = encryption_from(set).unwrap();
+        assert_eq!(encryption.recipients, vec!["age1aaa", "age1bbb"]);
+        assert_eq!(
+            encryption.identities,
+            vec![
+                IdentitySource::File("/keys/state.txt".into()),
+                IdentitySource::Key(Sensitive::new("AGE-SECRET-KEY-1XYZ".to_string())),
+            ]
+        );
+        assert_eq!(
+            encryption.passphrase,
+            Some(Sensitive::new("pw".to_string()))
+        );
+    }
 }

@@ -7,6 +7,12 @@
 //!   when that write was killed between the two renames below);
 //! - `<env>.lock`: present while a run holds the lock, holding its [`LockInfo`] as JSON.
 //!
+//! ## Encryption
+//! With an [`Encryption`] set, `<env>.json` and `<env>.json.backup` are ASCII-armored age
+//! files around the same checksummed JSON ([`super::encryption`]). A plaintext file still
+//! loads and is encrypted by the next write; that write also stores its backup (the
+//! plaintext version) encrypted, so no plaintext copy is left behind.
+//!
 //! ## Writes are atomic
 //! A write goes to a temporary file in the same directory, is flushed to disk (fsync),
 //! then renamed over `<env>.json`, and the directory is flushed so the rename itself is
@@ -27,10 +33,12 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::encryption::{self, Encryption};
 use super::{
     Error, FORMAT_VERSION, LockGuard, LockInfo, StateDocument, StateStore, check_environment_name,
     format,
@@ -43,6 +51,9 @@ pub const STATE_SUBDIRECTORY: &str = ".infraflux/state";
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     directory: PathBuf,
+    encryption: Option<Arc<Encryption>>,
+    /// Called before each write of a plaintext document (no encryption set).
+    plaintext_hook: Option<fn()>,
 }
 
 impl LocalStore {
@@ -50,7 +61,25 @@ impl LocalStore {
     pub fn new(directory: impl Into<PathBuf>) -> Self {
         LocalStore {
             directory: directory.into(),
+            encryption: None,
+            plaintext_hook: None,
         }
+    }
+
+    /// Encrypt every write with `encryption` and decrypt on load (`None`: plaintext).
+    pub fn with_encryption(mut self, encryption: Option<Encryption>) -> Self {
+        self.encryption = encryption.map(Arc::new);
+        self
+    }
+
+    /// Call `hook` before writing a plaintext document (e.g. to warn about it).
+    pub fn on_plaintext_write(mut self, hook: fn()) -> Self {
+        self.plaintext_hook = Some(hook);
+        self
+    }
+
+    pub fn encryption(&self) -> Option<&Encryption> {
+        self.encryption.as_deref()
     }
 
     /// Files in `<project>/.infraflux/state/`, what the CLI uses.
@@ -137,7 +166,14 @@ impl LocalStore {
 
     /// Refuse to overwrite a document of another lineage, a newer serial, or a newer
     /// format.
-    fn check_overwrite(&self, document: &StateDocument, path: &Path) -> Result<(), Error> {
+    /// With `same_serial`, a stored document of the same serial may be overwritten (a
+    /// re-encryption of the same document).
+    fn check_overwrite(
+        &self,
+        document: &StateDocument,
+        path: &Path,
+        same_serial: bool,
+    ) -> Result<(), Error> {
         /// The members of a stored document that say whether overwriting it is safe.
         #[derive(Deserialize)]
         struct Header {
@@ -145,10 +181,8 @@ impl LocalStore {
             lineage: uuid::Uuid,
             serial: u64,
         }
-        let bytes = match fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(io_error("read", path, e)),
+        let Some(bytes) = self.read_plain(path)? else {
+            return Ok(());
         };
         let header: Header = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
             path: path.display().to_string(),
@@ -170,7 +204,7 @@ impl LocalStore {
                 found: header.lineage,
             });
         }
-        if header.serial >= document.serial {
+        if header.serial > document.serial || (header.serial == document.serial && !same_serial) {
             return Err(Error::SerialMismatch {
                 expected: document.serial.saturating_sub(1),
                 found: header.serial,
@@ -202,6 +236,22 @@ impl LocalStore {
 
     /// Point `<env>.json.backup` at the current `<env>.json` (if any), atomically.
     fn keep_backup(&self, environment: &str, current: &Path) -> Result<(), Error> {
+        if let Some(encryption) = &self.encryption {
+            // Migrating a plaintext file: its backup is stored encrypted too.
+            let bytes = match fs::read(current) {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(io_error("read", current, e)),
+            };
+            if !encryption::is_encrypted(&bytes) {
+                let sealed = encryption.encrypt(&bytes)?;
+                return self.write_atomically(
+                    &format!(".{environment}.json.backup."),
+                    &self.backup_path(environment),
+                    &sealed,
+                );
+            }
+        }
         let temporary = self.directory.join(format!(
             ".{environment}.json.backup.{}.tmp",
             uuid::Uuid::new_v4().simple()
@@ -220,16 +270,81 @@ impl LocalStore {
             io_error("replace", &backup, e)
         })
     }
+
+    /// A file's contents, decrypted when it is an age file; `None` when it is missing.
+    fn read_plain(&self, path: &Path) -> Result<Option<Vec<u8>>, Error> {
+        let bytes = match fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error("read", path, e)),
+        };
+        if !encryption::is_encrypted(&bytes) {
+            return Ok(Some(bytes));
+        }
+        let shown = path.display().to_string();
+        match &self.encryption {
+            Some(encryption) => encryption.decrypt(&bytes, &shown).map(Some),
+            None => {
+                // The header says whether it needs a passphrase or an identity.
+                Encryption::default().decrypt(&bytes, &shown).map(Some)
+            }
+        }
+    }
+
+    /// Replace `target` with `bytes` atomically: a temporary file named `<prefix>…tmp`,
+    /// fsync, rename, directory fsync.
+    fn write_atomically(&self, prefix: &str, target: &Path, bytes: &[u8]) -> Result<(), Error> {
+        // Created 0600 (tempfile's default on Unix), removed on drop unless persisted.
+        let mut temporary = tempfile::Builder::new()
+            .prefix(prefix)
+            .suffix(".tmp")
+            .tempfile_in(&self.directory)
+            .map_err(|e| io_error("create a temporary file in", &self.directory, e))?;
+        temporary
+            .write_all(bytes)
+            .and_then(|()| temporary.as_file().sync_all())
+            .map_err(|e| io_error("write", temporary.path(), e))?;
+        temporary
+            .persist(target)
+            .map_err(|e| io_error("replace", target, e.error))?;
+        sync_directory(&self.directory)
+    }
+
+    /// Re-encrypt the environment's state and its backup to the configured recipients
+    /// (key rotation), keeping the document and its serial. The caller holds the lock.
+    /// Returns `false` when the environment has no state.
+    pub fn rekey(&self, environment: &str) -> Result<bool, Error> {
+        check_environment_name(environment)?;
+        let Some(encryption) = &self.encryption else {
+            return Err(Error::EncryptionConfig {
+                reason: "rekey needs recipients, an identity or a passphrase to encrypt to"
+                    .to_string(),
+            });
+        };
+        let path = self.state_path(environment);
+        let Some(plain) = self.read_plain(&path)? else {
+            return Ok(false);
+        };
+        // Only a sound document is rewritten.
+        let document = format::decode(&plain, &path.display().to_string())?;
+        let bytes = encryption.encrypt(&format::encode(&document)?)?;
+        self.check_overwrite(&document, &path, true)?;
+        let backup = self.backup_path(environment);
+        if let Some(previous) = self.read_plain(&backup)? {
+            let sealed = encryption.encrypt(&previous)?;
+            self.write_atomically(&format!(".{environment}.json.backup."), &backup, &sealed)?;
+        }
+        self.write_atomically(&format!(".{environment}.json."), &path, &bytes)?;
+        Ok(true)
+    }
 }
 
 impl StateStore for LocalStore {
     fn load(&self, environment: &str) -> Result<Option<StateDocument>, Error> {
         check_environment_name(environment)?;
         let path = self.state_path(environment);
-        let bytes = match fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_error("read", &path, e)),
+        let Some(bytes) = self.read_plain(&path)? else {
+            return Ok(None);
         };
         let shown = path.display().to_string();
         let document = format::decode(&bytes, &shown)?;
@@ -259,10 +374,18 @@ impl StateStore for LocalStore {
                 address: address.clone(),
             });
         }
-        let bytes = format::encode(document)?;
+        let mut bytes = format::encode(document)?;
+        match &self.encryption {
+            Some(encryption) => bytes = encryption.encrypt(&bytes)?,
+            None => {
+                if let Some(hook) = self.plaintext_hook {
+                    hook();
+                }
+            }
+        }
         self.create_directory()?;
         let path = self.state_path(environment);
-        self.check_overwrite(document, &path)?;
+        self.check_overwrite(document, &path, false)?;
 
         // Created 0600 (tempfile's default on Unix), removed on drop unless persisted.
         let mut temporary = tempfile::Builder::new()
@@ -900,5 +1023,262 @@ mod tests {
                 prop_assert_eq!(loaded_keys, keys);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod encryption_tests {
+    use super::*;
+    use crate::model::Sensitive;
+    use crate::state::encryption::tests::{keypair, with_key};
+    use crate::state::encryption::{ARMOR_HEADER, IdentitySource};
+    use crate::state::{ResourceState, ResourceStatus};
+    use serde_json::{Value, json};
+
+    const SECRET: &str = "talos-ca-key-do-not-leak";
+
+    fn document(serial: u64) -> StateDocument {
+        let Value::Object(attributes) = json!({
+            "name": "cp-1",
+            "ca_key": SECRET,
+            "kubeconfig": {"token": SECRET},
+        }) else {
+            unreachable!()
+        };
+        let mut doc = StateDocument::new("dev");
+        doc.serial = serial;
+        doc.lineage = uuid::Uuid::from_u128(42);
+        doc.resources.insert(
+            "dev/workload/talos_secrets.cluster".parse().unwrap(),
+            ResourceState {
+                kind: "talos_secrets".into(),
+                provider: "talos".into(),
+                id: None,
+                attributes,
+                sensitive: vec!["ca_key".into(), "kubeconfig.token".into()],
+                dependencies: vec![],
+                status: ResourceStatus::Ready,
+            },
+        );
+        doc
+    }
+
+    fn contains(haystack: &[u8], needle: &str) -> bool {
+        haystack
+            .windows(needle.len())
+            .any(|window| window == needle.as_bytes())
+    }
+
+    fn to_recipients(recipients: &[&str], key: &str) -> Encryption {
+        Encryption {
+            recipients: recipients.iter().map(|r| r.to_string()).collect(),
+            ..with_key(key)
+        }
+    }
+
+    #[test]
+    fn encrypted_state_round_trips_and_holds_no_secret_in_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, _) = keypair();
+        let store = LocalStore::new(dir.path()).with_encryption(Some(with_key(&key)));
+        let doc = document(1);
+        store.persist(&doc).unwrap();
+        let bytes = fs::read(store.state_path("dev")).unwrap();
+        assert!(bytes.starts_with(ARMOR_HEADER.as_bytes()));
+        for clear in [SECRET, "talos_secrets", "cp-1", "lineage"] {
+            assert!(!contains(&bytes, clear), "`{clear}` is in the ciphertext");
+        }
+        assert_eq!(store.load("dev").unwrap(), Some(doc.clone()));
+        // A second write keeps the (encrypted) previous version as the backup.
+        let mut next = doc.clone();
+        next.serial = 2;
+        store.persist(&next).unwrap();
+        let backup = fs::read(store.backup_path("dev")).unwrap();
+        assert!(!contains(&backup, SECRET));
+        let plain = with_key(&key)
+            .decrypt(&backup, "backup")
+            .expect("backup decrypts");
+        assert_eq!(format::decode(&plain, "backup").unwrap(), doc);
+        assert_eq!(store.load("dev").unwrap(), Some(next));
+    }
+
+    #[test]
+    fn without_a_key_an_encrypted_state_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, _) = keypair();
+        LocalStore::new(dir.path())
+            .with_encryption(Some(with_key(&key)))
+            .persist(&document(1))
+            .unwrap();
+        let plain = LocalStore::new(dir.path());
+        let error = plain.load("dev").unwrap_err();
+        assert!(
+            matches!(&error, Error::NoKey { passphrase: false, path } if path.ends_with("dev.json")),
+            "{error}"
+        );
+        assert!(error.help().contains("INFRAFLUX_STATE_IDENTITY_FILE"));
+        // Nor is it overwritten in plaintext.
+        let error = plain.persist(&document(2)).unwrap_err();
+        assert!(matches!(error, Error::NoKey { .. }), "{error}");
+    }
+
+    #[test]
+    fn every_recipient_decrypts_and_a_wrong_identity_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (alice, alice_public) = keypair();
+        let (bob, bob_public) = keypair();
+        let (mallory, _) = keypair();
+        let writer = LocalStore::new(dir.path())
+            .with_encryption(Some(to_recipients(&[&alice_public, &bob_public], &alice)));
+        writer.persist(&document(1)).unwrap();
+        for key in [&alice, &bob] {
+            let reader = LocalStore::new(dir.path()).with_encryption(Some(with_key(key)));
+            assert_eq!(reader.load("dev").unwrap(), Some(document(1)));
+        }
+        let reader = LocalStore::new(dir.path()).with_encryption(Some(with_key(&mallory)));
+        let error = reader.load("dev").unwrap_err();
+        assert!(
+            matches!(&error, Error::WrongKey { passphrase: false, path } if path.ends_with("dev.json")),
+            "{error}"
+        );
+        let shown = format!("{error} {error:?} {}", error.help());
+        assert!(shown.contains("dev.json"), "{shown}");
+        assert!(!shown.contains("AGE-SECRET-KEY"), "{shown}");
+        assert_eq!(error.code(), "state::wrong-key");
+    }
+
+    #[test]
+    fn identities_load_from_an_age_keygen_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, public) = keypair();
+        let key_file = dir.path().join("key.txt");
+        fs::write(
+            &key_file,
+            format!("# created: 2026-01-01T00:00:00Z\n# public key: {public}\n{key}\n"),
+        )
+        .unwrap();
+        let encryption = Encryption {
+            identities: vec![IdentitySource::File(key_file)],
+            ..Encryption::default()
+        };
+        let state = dir.path().join("state");
+        let store = LocalStore::new(&state).with_encryption(Some(encryption));
+        store.persist(&document(1)).unwrap();
+        let reader = LocalStore::new(&state).with_encryption(Some(with_key(&key)));
+        assert_eq!(reader.load("dev").unwrap(), Some(document(1)));
+        let missing = Encryption {
+            identities: vec![IdentitySource::File(dir.path().join("nope.txt"))],
+            ..Encryption::default()
+        };
+        let error = LocalStore::new(&state)
+            .with_encryption(Some(missing))
+            .load("dev")
+            .unwrap_err();
+        assert!(
+            matches!(&error, Error::EncryptionConfig { reason } if reason.contains("nope.txt")),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn passphrase_mode_round_trips_and_rejects_a_wrong_passphrase() {
+        let dir = tempfile::tempdir().unwrap();
+        let with_passphrase = |passphrase: &str| Encryption {
+            passphrase: Some(Sensitive::new(passphrase.to_string())),
+            ..Encryption::default()
+        };
+        let store = LocalStore::new(dir.path()).with_encryption(Some(with_passphrase("s3cret")));
+        store.persist(&document(1)).unwrap();
+        let bytes = fs::read(store.state_path("dev")).unwrap();
+        assert!(bytes.starts_with(ARMOR_HEADER.as_bytes()));
+        assert!(!contains(&bytes, SECRET));
+        assert_eq!(store.load("dev").unwrap(), Some(document(1)));
+        let wrong = LocalStore::new(dir.path()).with_encryption(Some(with_passphrase("guess")));
+        let error = wrong.load("dev").unwrap_err();
+        assert!(
+            matches!(
+                error,
+                Error::WrongKey {
+                    passphrase: true,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(!error.to_string().contains("guess"));
+        let (key, _) = keypair();
+        let identity_only = LocalStore::new(dir.path()).with_encryption(Some(with_key(&key)));
+        let error = identity_only.load("dev").unwrap_err();
+        assert!(
+            matches!(
+                error,
+                Error::NoKey {
+                    passphrase: true,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(error.help().contains("INFRAFLUX_STATE_PASSPHRASE"));
+    }
+
+    #[test]
+    fn a_plaintext_state_loads_and_the_next_write_encrypts_it_and_its_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = LocalStore::new(dir.path());
+        plain.persist(&document(1)).unwrap();
+        assert!(contains(
+            &fs::read(plain.state_path("dev")).unwrap(),
+            SECRET
+        ));
+        let (key, _) = keypair();
+        let store = LocalStore::new(dir.path()).with_encryption(Some(with_key(&key)));
+        let mut doc = store.load("dev").unwrap().unwrap();
+        assert_eq!(doc, document(1));
+        doc.serial = 2;
+        store.persist(&doc).unwrap();
+        for path in [store.state_path("dev"), store.backup_path("dev")] {
+            let bytes = fs::read(&path).unwrap();
+            assert!(bytes.starts_with(ARMOR_HEADER.as_bytes()), "{path:?}");
+            assert!(!contains(&bytes, SECRET), "{path:?}");
+        }
+        let backup = with_key(&key)
+            .decrypt(&fs::read(store.backup_path("dev")).unwrap(), "backup")
+            .unwrap();
+        assert_eq!(format::decode(&backup, "backup").unwrap(), document(1));
+        assert_eq!(store.load("dev").unwrap(), Some(doc));
+    }
+
+    #[test]
+    fn rekey_moves_state_and_backup_to_the_new_recipients() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, _) = keypair();
+        let (new, new_public) = keypair();
+        let store = LocalStore::new(dir.path()).with_encryption(Some(with_key(&old)));
+        store.persist(&document(1)).unwrap();
+        let mut second = document(2);
+        second.resources.clear();
+        store.persist(&second).unwrap();
+        let rotating =
+            LocalStore::new(dir.path()).with_encryption(Some(to_recipients(&[&new_public], &old)));
+        assert!(rotating.rekey("dev").unwrap());
+        assert!(!rotating.rekey("prod").unwrap());
+        let with_new = LocalStore::new(dir.path()).with_encryption(Some(with_key(&new)));
+        // Same document, same serial.
+        assert_eq!(with_new.load("dev").unwrap(), Some(second));
+        let backup = fs::read(store.backup_path("dev")).unwrap();
+        let plain = with_key(&new).decrypt(&backup, "backup").unwrap();
+        assert_eq!(format::decode(&plain, "backup").unwrap(), document(1));
+        // The old key opens neither file any more.
+        assert!(matches!(store.load("dev"), Err(Error::WrongKey { .. })));
+        assert!(matches!(
+            with_key(&old).decrypt(&backup, "backup"),
+            Err(Error::WrongKey { .. })
+        ));
+        // Rekey needs something to encrypt to.
+        assert!(matches!(
+            LocalStore::new(dir.path()).rekey("dev"),
+            Err(Error::EncryptionConfig { .. })
+        ));
     }
 }

@@ -4,6 +4,7 @@
 //! - [`document`]: the document (format version, lineage, serial, resources);
 //! - [`edit`]: the edits `infraflux state rm` and `state mv` make to a document;
 //! - [`sensitive`]: masking secret attributes for display;
+//! - [`encryption`]: age encryption of state files at rest;
 //! - [`format`](mod@format): the file envelope (checksum, format version, migrations), shared by
 //!   every backend that stores bytes;
 //! - [`lock`]: who holds a lock ([`LockInfo`]), whether its process is still alive;
@@ -12,6 +13,7 @@
 
 pub mod document;
 pub mod edit;
+pub mod encryption;
 pub mod format;
 pub mod local;
 pub mod lock;
@@ -20,6 +22,7 @@ pub mod sensitive;
 use std::time::{Duration, Instant};
 
 pub use document::{FORMAT_VERSION, PromotionRecord, ResourceState, ResourceStatus, StateDocument};
+pub use encryption::{Encryption, IdentitySource};
 pub use local::LocalStore;
 
 use crate::model::address::ResourceAddr;
@@ -100,6 +103,22 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "state file `{path}` is encrypted, and no {} is configured to decrypt it",
+        if *passphrase { "passphrase" } else { "age identity" }
+    )]
+    NoKey {
+        path: String,
+        /// The file is encrypted to a passphrase (else to X25519 recipients).
+        passphrase: bool,
+    },
+    #[error(
+        "state file `{path}` cannot be decrypted: {}",
+        if *passphrase { "the configured passphrase is wrong" } else { "it is encrypted to other keys than the configured identities" }
+    )]
+    WrongKey { path: String, passphrase: bool },
+    #[error("state encryption is misconfigured: {reason}")]
+    EncryptionConfig { reason: String },
     #[error("{0}")]
     Other(String),
 }
@@ -122,6 +141,9 @@ impl Error {
             Error::AlreadyExists { .. } => "state::already-exists",
             Error::InvalidMove { .. } => "state::invalid-move",
             Error::Io { .. } => "state::io",
+            Error::NoKey { .. } => "state::no-key",
+            Error::WrongKey { .. } => "state::wrong-key",
+            Error::EncryptionConfig { .. } => "state::encryption-config",
             Error::Other(_) => "state::other",
         }
     }
@@ -182,6 +204,21 @@ impl Error {
             }
             Error::Io { .. } => {
                 "check that the state directory exists and is writable (see --state-dir)".to_string()
+            }
+            Error::NoKey {
+                passphrase: true, ..
+            } => "set INFRAFLUX_STATE_PASSPHRASE to the passphrase the state was encrypted with".to_string(),
+            Error::NoKey { .. } => {
+                "set INFRAFLUX_STATE_IDENTITY_FILE to an age identity file (`age-keygen -o key.txt`) whose public key is one of the file's recipients, or INFRAFLUX_STATE_IDENTITY to the key itself".to_string()
+            }
+            Error::WrongKey {
+                passphrase: true, ..
+            } => "check INFRAFLUX_STATE_PASSPHRASE".to_string(),
+            Error::WrongKey { .. } => {
+                "use an identity whose public key (`age-keygen -y key.txt`) the state was encrypted to; whoever holds one can add yours with `infraflux state rekey` and INFRAFLUX_STATE_RECIPIENTS".to_string()
+            }
+            Error::EncryptionConfig { .. } => {
+                "check INFRAFLUX_STATE_RECIPIENTS (comma-separated `age1…` keys), INFRAFLUX_STATE_IDENTITY_FILE, INFRAFLUX_STATE_IDENTITY and INFRAFLUX_STATE_PASSPHRASE".to_string()
             }
             Error::Other(_) => "run again with -v for details".to_string(),
         }
