@@ -30,11 +30,7 @@ fn main() -> ExitCode {
 /// re-wrapped off a terminal, so IDs and commands in help lines can be copied whole.
 fn init_reports(choice: ColorChoice) {
     let tty = std::io::stderr().is_terminal();
-    let color = match choice {
-        ColorChoice::Always => true,
-        ColorChoice::Never => false,
-        ColorChoice::Auto => tty && std::env::var_os("NO_COLOR").is_none(),
-    };
+    let color = infraflux::commands::output::use_color(choice, tty);
     let _ = miette::set_hook(Box::new(move |_| {
         Box::new(
             miette::MietteHandlerOpts::new()

@@ -4,21 +4,18 @@ use std::process::ExitCode;
 
 use super::output::Output;
 use crate::cli::{DiffEnvArgs, GlobalArgs};
-use crate::config::{ProcessEnvironment, Selection, load_config};
+use crate::config::{ProcessEnvironment, Selection};
 use crate::diag::ProblemsReport;
-use crate::model::resolve_model;
+use crate::model::load_model;
 use crate::policy::{clusters_in_one_only, parity_report};
 
 pub fn run(global: &GlobalArgs, args: &DiffEnvArgs, output: &Output) -> miette::Result<ExitCode> {
-    let (config, mut problems) =
-        load_config(&global.config, &Selection::default(), &ProcessEnvironment);
-    let model = if problems.has_errors() {
-        None
-    } else {
-        let (model, resolve_problems) = resolve_model(&config);
-        problems.extend(resolve_problems);
-        model
-    };
+    let (config, model, mut problems) = load_model(
+        &global.config,
+        &Selection::default(),
+        &ProcessEnvironment,
+        false,
+    );
     for env in [&args.left, &args.right] {
         if !config.layers.environments.contains_key(env) {
             problems.push(

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use crate::apply::{CancellationToken, Reporter};
 use crate::cli::{GlobalArgs, SelectionArgs};
-use crate::config::{self, ProcessEnvironment, Selection, load_config};
+use crate::config::{self, ProcessEnvironment, Selection};
 use crate::diag::ProblemsReport;
 use crate::graph::{DesiredResource, build_desired};
 use crate::model::address::ResourceAddr;
-use crate::model::resolve_model;
+use crate::model::load_model;
 use crate::plan::Action;
 use crate::registry::ProviderRegistry;
 use crate::state::{LockGuard, LockInfo, StateDocument, StateStore};
@@ -168,20 +168,10 @@ pub fn load_desired_for(
         environment: environment.map(str::to_string),
         cluster: cluster.map(str::to_string),
     };
-    let (config, mut problems) =
-        load_config(&global.config, &selection, context.variables.as_ref());
-    let model = if problems.has_errors() {
-        None
-    } else {
-        let (model, more) = resolve_model(&config);
-        problems.extend(more);
-        // Policy runs on every plan and apply, not only `validate`: a waived rule is
-        // shown (as a warning with its reason) each time.
-        if let Some(model) = &model {
-            problems.extend(crate::policy::check_policy(model, &config));
-        }
-        model
-    };
+    // Policy runs on every plan and apply, not only `validate`: a waived rule is shown
+    // (as a warning with its reason) each time.
+    let (config, model, problems) =
+        load_model(&global.config, &selection, context.variables.as_ref(), true);
     if !problems.is_empty() {
         context.err.write(&crate::diag::render_problems(
             &problems,

@@ -7,6 +7,15 @@ use crate::cli::ColorChoice;
 use crate::config::Configuration;
 use crate::diag::{Problems, render_problems};
 
+/// Colour when asked, or on a terminal unless `NO_COLOR` is set.
+pub fn use_color(choice: ColorChoice, is_tty: bool) -> bool {
+    match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => is_tty && std::env::var_os("NO_COLOR").is_none(),
+    }
+}
+
 pub struct Output {
     pub color_stderr: bool,
     pub color_stdout: bool,
@@ -14,14 +23,9 @@ pub struct Output {
 
 impl Output {
     pub fn new(choice: ColorChoice) -> Self {
-        let decide = |is_tty: bool| match choice {
-            ColorChoice::Always => true,
-            ColorChoice::Never => false,
-            ColorChoice::Auto => is_tty && std::env::var_os("NO_COLOR").is_none(),
-        };
         Output {
-            color_stderr: decide(std::io::stderr().is_terminal()),
-            color_stdout: decide(std::io::stdout().is_terminal()),
+            color_stderr: use_color(choice, std::io::stderr().is_terminal()),
+            color_stdout: use_color(choice, std::io::stdout().is_terminal()),
         }
     }
 

@@ -10,10 +10,11 @@ use base64::Engine;
 
 use super::engine::{Context, diagnostic_text};
 use crate::cli::{GlobalArgs, TalosConfigArgs};
-use crate::config::{Selection, load_config};
+use crate::config::Selection;
 use crate::diag::ProblemsReport;
+use crate::model::NodeRole;
 use crate::model::address::ResourceAddr;
-use crate::model::{NodeRole, resolve_model};
+use crate::model::load_model;
 
 pub fn config(
     global: &GlobalArgs,
@@ -24,15 +25,12 @@ pub fn config(
         environment: Some(args.environment.clone()),
         cluster: Some(args.cluster.clone()),
     };
-    let (config, mut problems) =
-        load_config(&global.config, &selection, context.variables.as_ref());
-    let model = if problems.has_errors() {
-        None
-    } else {
-        let (model, more) = resolve_model(&config);
-        problems.extend(more);
-        model
-    };
+    let (config, model, problems) = load_model(
+        &global.config,
+        &selection,
+        context.variables.as_ref(),
+        false,
+    );
     let Some(cluster) = model
         .as_ref()
         .and_then(|m| m.clusters().next())

@@ -6,27 +6,17 @@ use serde::Serialize;
 
 use super::output::Output;
 use crate::cli::{GlobalArgs, ValidateArgs};
-use crate::config::{ProcessEnvironment, Selection, load_config};
+use crate::config::{ProcessEnvironment, Selection};
 use crate::diag::{Problems, ProblemsReport, Severity, SourceMap};
-use crate::model::resolve_model;
-use crate::policy::check_policy;
+use crate::model::load_model;
 
 pub fn run(global: &GlobalArgs, args: &ValidateArgs, output: &Output) -> miette::Result<ExitCode> {
     let selection = Selection {
         environment: args.selection.environment.clone(),
         cluster: args.selection.cluster.clone(),
     };
-    let (config, mut problems) = load_config(&global.config, &selection, &ProcessEnvironment);
-    let model = if problems.has_errors() {
-        None
-    } else {
-        let (model, resolve_problems) = resolve_model(&config);
-        problems.extend(resolve_problems);
-        if let Some(model) = &model {
-            problems.extend(check_policy(model, &config));
-        }
-        model
-    };
+    let (config, model, problems) =
+        load_model(&global.config, &selection, &ProcessEnvironment, true);
     if args.json {
         let report = JsonReport::new(&problems, config.sources(), model.as_ref());
         println!(
