@@ -563,7 +563,6 @@ fn generate_talos_ca() -> Result<CertificateAndKey> {
 
 /// Issue the `os:admin` client certificate from the Talos API CA.
 pub fn issue_admin_certificate(os_ca: &CertificateAndKey) -> Result<CertificateAndKey> {
-    let now = OffsetDateTime::now_utc();
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
     params
@@ -572,18 +571,8 @@ pub fn issue_admin_certificate(os_ca: &CertificateAndKey) -> Result<CertificateA
     params
         .distinguished_name
         .push(DnType::CommonName, "infraflux");
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    params.not_before = now - BACKDATE;
-    params.not_after = now + ADMIN_VALIDITY;
-    params.serial_number = Some(random_serial()?);
-    params.use_authority_key_identifier_extension = true;
-    let key = KeyPair::generate_for(&PKCS_ED25519).map_err(|e| Error::generate("admin key", e))?;
-    let crt = sign_with_ca(params, &key, os_ca, "admin certificate")?;
-    Ok(CertificateAndKey {
-        crt,
-        key: ed25519_pem(key.serialized_der())?,
-    })
+    issue_ed25519_leaf(params, os_ca, "admin key", "admin certificate")
 }
 
 /// Issue a Talos API server certificate for the given IP addresses (used by the fake
@@ -592,19 +581,30 @@ pub fn issue_server_certificate(
     os_ca: &CertificateAndKey,
     ips: &[std::net::IpAddr],
 ) -> Result<CertificateAndKey> {
-    let now = OffsetDateTime::now_utc();
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
     params.distinguished_name.push(DnType::CommonName, "apid");
     params.subject_alt_names = ips.iter().map(|ip| SanType::IpAddress(*ip)).collect();
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    issue_ed25519_leaf(params, os_ca, "server key", "server certificate")
+}
+
+/// Sign an Ed25519 leaf certificate with the Talos API CA: the validity, serial and key
+/// usage every Talos API leaf shares are set here; the labels name it in errors.
+fn issue_ed25519_leaf(
+    mut params: CertificateParams,
+    os_ca: &CertificateAndKey,
+    key_label: &'static str,
+    certificate_label: &'static str,
+) -> Result<CertificateAndKey> {
+    let now = OffsetDateTime::now_utc();
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.not_before = now - BACKDATE;
     params.not_after = now + ADMIN_VALIDITY;
     params.serial_number = Some(random_serial()?);
     params.use_authority_key_identifier_extension = true;
-    let key = KeyPair::generate_for(&PKCS_ED25519).map_err(|e| Error::generate("server key", e))?;
-    let crt = sign_with_ca(params, &key, os_ca, "server certificate")?;
+    let key = KeyPair::generate_for(&PKCS_ED25519).map_err(|e| Error::generate(key_label, e))?;
+    let crt = sign_with_ca(params, &key, os_ca, certificate_label)?;
     Ok(CertificateAndKey {
         crt,
         key: ed25519_pem(key.serialized_der())?,
