@@ -51,6 +51,41 @@ async fn a_first_plan_creates_everything_with_unknowns_marked() {
 }
 
 #[tokio::test]
+async fn provider_validation_rejects_every_bad_resource_before_any_refresh() {
+    let rig = Rig::new();
+    rig.mock.fail(
+        Op::Validate,
+        "dev/w/mock_thing.vm",
+        "memory must be a multiple of 1024",
+    );
+    rig.mock
+        .fail(Op::Validate, "dev/w/mock_thing.config", "unknown role");
+    let error = plan(
+        resources(),
+        &rig.state(),
+        &rig.registry,
+        &PlanOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    let text = error.to_string();
+    assert!(
+        matches!(&error, Error::Invalid(list) if list.len() == 2),
+        "{text}"
+    );
+    assert!(
+        text.contains("dev/w/mock_thing.vm `value`: memory must be a multiple of 1024"),
+        "{text}"
+    );
+    assert!(text.contains("unknown role"), "{text}");
+    assert!(
+        rig.mock.calls().is_empty(),
+        "nothing is read or planned: {:?}",
+        rig.mock.calls()
+    );
+}
+
+#[tokio::test]
 async fn changes_are_shown_attribute_by_attribute() {
     let rig = Rig::new();
     rig.apply(&resources()).await;
