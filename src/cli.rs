@@ -72,6 +72,25 @@ pub enum Command {
     /// Talos helpers
     #[command(subcommand)]
     Talos(TalosCommand),
+    /// Age-encrypted secrets in the configuration (README "Secrets in configuration")
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Decrypt FILE into $VISUAL/$EDITOR, check the YAML, encrypt it again (creates FILE when missing)
+    Edit(SecretsFileArgs),
+    /// Encrypt a plaintext YAML file in place
+    Encrypt(SecretsFileArgs),
+    /// Print the plaintext of an encrypted file to stdout
+    Decrypt(SecretsFileArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SecretsFileArgs {
+    /// The file, e.g. config/secrets/prod.yaml or config/environments/prod.age.yaml
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Args)]

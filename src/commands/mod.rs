@@ -9,13 +9,14 @@ pub mod graph;
 pub mod import;
 pub mod output;
 pub mod plan;
+pub mod secrets;
 pub(crate) mod state;
 pub mod talos;
 mod validate;
 
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command, ConfigCommand, StateCommand, TalosCommand};
+use crate::cli::{Cli, Command, ConfigCommand, SecretsCommand, StateCommand, TalosCommand};
 
 pub fn run(cli: Cli) -> miette::Result<ExitCode> {
     let output = output::Output::new(cli.global.color);
@@ -62,5 +63,10 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
             &args,
             &engine::Context::from_process(&cli.global, &output),
         ),
+        Command::Secrets(command) => match command {
+            SecretsCommand::Edit(args) => secrets::edit(&args),
+            SecretsCommand::Encrypt(args) => secrets::encrypt(&args),
+            SecretsCommand::Decrypt(args) => secrets::decrypt(&args),
+        },
     }
 }

@@ -38,7 +38,10 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs, context: &Context) -> miette::R
         context.out.write(&render::human(&plan, context.color));
     }
     if let Some(path) = &args.out {
-        saved::save(&plan, path).map_err(|e| diagnostic(&e, None))?;
+        saved::save_encrypted(&plan, path, context.store.encryption_at_rest()).map_err(|e| {
+            let help = e.help().map(str::to_string);
+            diagnostic(&e, help)
+        })?;
         if !args.json {
             context.out.write(&format!(
                 "\nSaved the plan to {}. Apply exactly this plan with:\n    infraflux apply {}\n",

@@ -14,6 +14,8 @@ pub mod merge;
 pub mod node;
 pub mod raw;
 pub mod schema;
+pub mod secrets;
+pub mod secrets_write;
 pub mod show;
 pub mod yaml;
 
@@ -49,5 +51,6 @@ pub fn load_config(
     let mut problems = Problems::new();
     let layers = layers::load_layers(dir, env, &mut problems);
     let effective = effective::compose(&layers, selection, &mut problems);
+    layers.secrets.redact_problems(&mut problems);
     (Configuration { layers, effective }, problems)
 }

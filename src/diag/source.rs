@@ -24,6 +24,9 @@ pub struct SourceFile {
     pub path: PathBuf,
     pub text: Arc<str>,
     line_starts: Vec<usize>,
+    /// Decrypted from an age file (`*.age.yaml`): diagnostics name its lines but never
+    /// quote its text.
+    pub secret: bool,
 }
 
 impl SourceFile {
@@ -35,6 +38,7 @@ impl SourceFile {
             path,
             text: text.into(),
             line_starts,
+            secret: false,
         }
     }
 
@@ -62,6 +66,18 @@ impl SourceFile {
             .count()
             + 1;
         (line_index as u32 + 1, column as u32)
+    }
+
+    /// The text a diagnostic may quote: a secret file's text with every byte but line
+    /// breaks replaced by `*` (same offsets, so labels still point at the right place).
+    pub fn shown_text(&self) -> String {
+        if !self.secret {
+            return self.text.to_string();
+        }
+        self.text
+            .bytes()
+            .map(|b| if b == b'\n' { '\n' } else { '*' })
+            .collect()
     }
 
     /// The origin of a byte range in this file. The range is clamped to the text and
@@ -103,6 +119,14 @@ impl SourceMap {
     pub fn add(&mut self, path: impl Into<PathBuf>, text: String) -> FileId {
         self.files.push(SourceFile::new(path.into(), text));
         FileId(self.files.len() as u32 - 1)
+    }
+
+    /// A file decrypted in memory: positions work as for any file, but rendered
+    /// diagnostics show its text masked (see [`SourceFile::shown_text`]).
+    pub fn add_secret(&mut self, path: impl Into<PathBuf>, text: String) -> FileId {
+        let id = self.add(path, text);
+        self.files[id.0 as usize].secret = true;
+        id
     }
 
     pub fn get(&self, id: FileId) -> &SourceFile {

@@ -664,6 +664,8 @@ async fn plan_configured(
         .map(|s| s.sensitive_attributes().map(str::to_string).collect())
         .unwrap_or_default();
     sensitive.extend(resolved.sensitive);
+    sensitive.extend(desired.secrets.names.iter().cloned());
+    mark_derived_secrets(desired, &response.planned, &mut sensitive);
     sensitive.sort();
     sensitive.dedup();
 
@@ -712,6 +714,25 @@ async fn plan_configured(
         prevent_destroy: desired.prevent_destroy,
         refreshed: None,
     })
+}
+
+/// A provider may carry an input into another planned attribute (a rendered document,
+/// a connection string): a planned attribute holding a secret of the resource's
+/// configuration ([`DesiredResource::secrets`]) is secret too.
+fn mark_derived_secrets(
+    desired: &DesiredResource,
+    planned: &infraflux_provider::Attributes,
+    sensitive: &mut Vec<String>,
+) {
+    let mut values = crate::config::secrets::SecretValues::default();
+    for secret in &desired.secrets.values {
+        values.add_value(secret.expose());
+    }
+    for (name, value) in planned {
+        if !sensitive.contains(name) && values.json_contains_secret(value) {
+            sensitive.push(name.clone());
+        }
+    }
 }
 
 fn replace_action(create_before_destroy: bool) -> Action {

@@ -340,6 +340,10 @@ impl LocalStore {
 }
 
 impl StateStore for LocalStore {
+    fn encryption_at_rest(&self) -> Option<&Encryption> {
+        self.encryption.as_deref()
+    }
+
     fn load(&self, environment: &str) -> Result<Option<StateDocument>, Error> {
         check_environment_name(environment)?;
         let path = self.state_path(environment);

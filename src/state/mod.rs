@@ -260,6 +260,12 @@ pub trait StateStore: Send + Sync {
         }
     }
 
+    /// The encryption documents are written with, if any. Saved plans hold the same
+    /// secrets as state and are encrypted with it too.
+    fn encryption_at_rest(&self) -> Option<&Encryption> {
+        None
+    }
+
     /// Break the environment's lock, only when it is the one with this ID; returns who
     /// held it.
     fn force_unlock(&self, environment: &str, id: &str) -> Result<LockInfo, Error> {
