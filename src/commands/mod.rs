@@ -7,6 +7,8 @@ mod diff_env;
 pub mod engine;
 pub mod graph;
 pub mod import;
+#[cfg(feature = "lab")]
+pub mod lab;
 pub mod output;
 pub mod plan;
 pub(crate) mod state;
@@ -62,5 +64,7 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
             &args,
             &engine::Context::from_process(&cli.global, &output),
         ),
+        #[cfg(feature = "lab")]
+        Command::Lab(command) => lab::run(&cli.global, command, &output),
     }
 }
