@@ -19,7 +19,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
     /// Configuration directory (defaults/, templates/, environments/, clusters/)
     #[arg(
@@ -38,6 +38,20 @@ pub struct GlobalArgs {
     /// Directory whose .infraflux/state/ holds the state [default: the working directory]
     #[arg(long, global = true, value_name = "DIR", env = "INFRAFLUX_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// A directory laid out like the configuration whose files merge after the
+    /// configuration's own (repeatable), e.g. the one `infraflux lab up` writes
+    #[arg(long, global = true, value_name = "DIR", env = "INFRAFLUX_OVERLAY")]
+    pub overlay: Vec<PathBuf>,
+}
+
+impl GlobalArgs {
+    /// The configuration directory with its overlays, for `load_config`/`load_model`.
+    pub fn config_paths(&self) -> crate::config::ConfigPaths<'_> {
+        crate::config::ConfigPaths {
+            dir: &self.config,
+            overlays: &self.overlay,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -75,6 +89,10 @@ pub enum Command {
     /// Age-encrypted secrets in the configuration (README "Secrets in configuration")
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// A local lab: simulated Proxmox, Talos and Kubernetes on loopback
+    #[cfg(feature = "lab")]
+    #[command(subcommand)]
+    Lab(LabCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,6 +109,38 @@ pub enum SecretsCommand {
 pub struct SecretsFileArgs {
     /// The file, e.g. config/secrets/prod.yaml or config/environments/prod.age.yaml
     pub file: PathBuf,
+}
+
+#[cfg(feature = "lab")]
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// Plan, apply and plan again against a lab in this process (exit 1 if a step fails or the second plan is not empty)
+    Run(LabRunArgs),
+    /// Start a lab in the background and write a configuration overlay pointing at it
+    Up(LabUpArgs),
+    /// Stop the background lab and remove its overlay and state
+    Down,
+    /// Show whether a background lab runs, and where (exit 1 when none does)
+    Status,
+    /// Run the lab in the foreground until SIGTERM (what `lab up` starts)
+    #[command(hide = true)]
+    Serve(LabUpArgs),
+}
+
+#[cfg(feature = "lab")]
+#[derive(Debug, Args)]
+pub struct LabRunArgs {
+    /// The environment to run
+    #[arg(long = "env", short = 'e', default_value = "dev")]
+    pub environment: String,
+}
+
+#[cfg(feature = "lab")]
+#[derive(Debug, Args)]
+pub struct LabUpArgs {
+    /// Only this environment [default: every environment of the configuration]
+    #[arg(long = "env", short = 'e')]
+    pub environment: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -51,6 +51,8 @@ pub mod commands;
 pub mod config;
 pub mod diag;
 pub mod graph;
+#[cfg(feature = "lab")]
+pub mod lab;
 pub mod model;
 pub mod plan;
 pub mod policy;

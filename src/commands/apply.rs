@@ -212,7 +212,7 @@ fn promotion_gate(
     context: &Context,
 ) -> miette::Result<PromotionRecord> {
     let (config, _) = load_config(
-        &global.config,
+        global.config_paths(),
         &Selection::default(),
         context.variables.as_ref(),
     );

@@ -16,7 +16,7 @@ pub fn show(global: &GlobalArgs, args: &ShowArgs, output: &Output) -> miette::Re
         environment: Some(args.environment.clone()),
         cluster: Some(args.cluster.clone()),
     };
-    let (config, problems) = load_config(&global.config, &selection, &ProcessEnvironment);
+    let (config, problems) = load_config(global.config_paths(), &selection, &ProcessEnvironment);
     output.problems(&problems, &config);
     if problems.has_errors() {
         return Err(ProblemsReport::new(&problems, "the configuration").into());

@@ -170,8 +170,12 @@ pub fn load_desired_for(
     };
     // Policy runs on every plan and apply, not only `validate`: a waived rule is shown
     // (as a warning with its reason) each time.
-    let (config, model, problems) =
-        load_model(&global.config, &selection, context.variables.as_ref(), true);
+    let (config, model, problems) = load_model(
+        global.config_paths(),
+        &selection,
+        context.variables.as_ref(),
+        true,
+    );
     if !problems.is_empty() {
         context.err.write(&crate::diag::render_problems(
             &problems,

@@ -7,6 +7,8 @@ mod diff_env;
 pub mod engine;
 pub mod graph;
 pub mod import;
+#[cfg(feature = "lab")]
+pub mod lab;
 pub mod output;
 pub mod plan;
 pub mod secrets;
@@ -68,5 +70,7 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
             SecretsCommand::Encrypt(args) => secrets::encrypt(&args),
             SecretsCommand::Decrypt(args) => secrets::decrypt(&args),
         },
+        #[cfg(feature = "lab")]
+        Command::Lab(command) => lab::run(&cli.global, command, &output),
     }
 }

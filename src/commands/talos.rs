@@ -26,7 +26,7 @@ pub fn config(
         cluster: Some(args.cluster.clone()),
     };
     let (config, model, problems) = load_model(
-        &global.config,
+        global.config_paths(),
         &selection,
         context.variables.as_ref(),
         false,

@@ -14,13 +14,24 @@
 //! Each file is parsed with positions, interpolated, checked against its kind's schema
 //! and for duplicate names in named lists. A broken file is reported and left out, so
 //! problems in other files are still found.
+//!
+//! **Overlays** (`--overlay DIR`, e.g. the one `infraflux lab up` writes) are directories
+//! of the same layout whose files merge after the same-kind layers of the main
+//! directory: overlay defaults come after every main defaults file; an overlay
+//! `environments/dev.yaml` (template, cluster) is deep-merged into the main file of the
+//! same name, right after it (a cluster file's `environments:` overrides included), or
+//! stands alone when the main directory has none. Values keep the overlay file as their
+//! origin, so provenance and diagnostics point at it. A `${env:…}`/`${file:…}` reference
+//! of a main file whose value an overlay replaces is not resolved: the lab's overlay sets
+//! `proxmox.token`, so `PROXMOX_TOKEN` need not be set for a lab run.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 
 use super::interpolate::{Environment, interpolate_with_secrets};
-use super::merge::{item_name, merge};
+use super::merge::{is_named_list, item_name, merge};
 use super::node::{Node, Value};
 use super::schema::check_layer;
 use super::secrets::{SecretFiles, SecretValues, encrypted_layer_name, is_encrypted_layer};
@@ -102,9 +113,39 @@ impl LoadedConfig {
     }
 }
 
+/// Where a configuration is read from: its directory, then overlay directories of the
+/// same layout, in order (see the module docs).
+#[derive(Debug, Clone, Copy)]
+pub struct ConfigPaths<'a> {
+    pub dir: &'a Path,
+    pub overlays: &'a [PathBuf],
+}
+
+impl<'a> From<&'a Path> for ConfigPaths<'a> {
+    fn from(dir: &'a Path) -> Self {
+        ConfigPaths { dir, overlays: &[] }
+    }
+}
+
+impl<'a> From<&'a PathBuf> for ConfigPaths<'a> {
+    fn from(dir: &'a PathBuf) -> Self {
+        ConfigPaths::from(dir.as_path())
+    }
+}
+
 /// Read every layer under `root`. Problems are collected; layers with errors that make
 /// them unusable (syntax, unreadable) are left out.
 pub fn load_layers(root: &Path, env: &dyn Environment, problems: &mut Problems) -> LoadedConfig {
+    load_layers_with(ConfigPaths::from(root), env, problems)
+}
+
+/// [`load_layers`] with overlays merged after the main directory's layers.
+pub fn load_layers_with(
+    paths: ConfigPaths<'_>,
+    env: &dyn Environment,
+    problems: &mut Problems,
+) -> LoadedConfig {
+    let root = paths.dir;
     let mut config = LoadedConfig {
         root: root.to_path_buf(),
         ..LoadedConfig::default()
@@ -119,7 +160,11 @@ pub fn load_layers(root: &Path, env: &dyn Environment, problems: &mut Problems) 
         );
         return config;
     }
+    // Main files are parsed first (so they come first in the source map), overlays are
+    // loaded next, and only then are the main files interpolated: a reference an overlay
+    // replaces is never resolved.
     let mut secrets = SecretFiles::new(root, env);
+    let mut parsed = Vec::new();
     for kind in LayerKind::ALL {
         // Plain files first: an encrypted part merges onto its plain layer.
         let (encrypted, plain): (Vec<PathBuf>, Vec<PathBuf>) =
@@ -127,38 +172,40 @@ pub fn load_layers(root: &Path, env: &dyn Environment, problems: &mut Problems) 
                 .into_iter()
                 .partition(|p| is_encrypted_layer(p));
         for path in plain.into_iter().chain(encrypted) {
-            let Some(layer) = load_layer(
-                kind,
-                &path,
-                &mut config.sources,
-                env,
-                &mut secrets,
-                problems,
-            ) else {
-                let name = if is_encrypted_layer(&path) {
-                    encrypted_layer_name(&path)
-                } else {
-                    file_stem(&path)
-                };
-                config.broken.push((kind, name));
-                continue;
-            };
-            if is_encrypted_layer(&path) && merge_encrypted(&mut config, &layer) {
-                continue;
-            }
-            match kind {
-                LayerKind::Defaults => config.defaults.push(layer),
-                LayerKind::Template => {
-                    config.templates.insert(layer.name.clone(), layer);
-                }
-                LayerKind::Environment => {
-                    config.environments.insert(layer.name.clone(), layer);
-                }
-                LayerKind::Cluster => {
-                    config.clusters.insert(layer.name.clone(), layer);
-                }
+            match parse_layer(kind, &path, &mut config.sources, &mut secrets, problems) {
+                Some(layer) => parsed.push((layer, path)),
+                None => config.broken.push((kind, layer_name(&path))),
             }
         }
+    }
+    let overlays = load_overlays(
+        paths.overlays,
+        &mut config.sources,
+        env,
+        &mut secrets,
+        problems,
+    );
+    for (mut layer, path) in parsed {
+        let shadows: Vec<&Node> = overlays
+            .iter()
+            .filter(|o| {
+                o.kind == layer.kind && (o.kind == LayerKind::Defaults || o.name == layer.name)
+            })
+            .map(|o| &o.node)
+            .collect();
+        finish_layer(
+            &mut layer,
+            &path,
+            &config.sources,
+            env,
+            &mut secrets,
+            &shadows,
+            problems,
+        );
+        add_layer(&mut config, layer);
+    }
+    for overlay in overlays {
+        add_layer(&mut config, overlay);
     }
     config.secrets = secrets.found;
     if config.environments.is_empty() && !problems.has_errors() {
@@ -171,26 +218,6 @@ pub fn load_layers(root: &Path, env: &dyn Environment, problems: &mut Problems) 
         );
     }
     config
-}
-
-/// Merge an encrypted layer part onto the plain layer of the same kind and name; false
-/// when there is none (the encrypted file is then the whole layer).
-fn merge_encrypted(config: &mut LoadedConfig, part: &Layer) -> bool {
-    let plain = match part.kind {
-        LayerKind::Defaults => config.defaults.iter_mut().find(|l| l.name == part.name),
-        LayerKind::Template => config.templates.get_mut(&part.name),
-        LayerKind::Environment => config.environments.get_mut(&part.name),
-        LayerKind::Cluster => config.clusters.get_mut(&part.name),
-    };
-    let Some(plain) = plain else {
-        return false;
-    };
-    if plain.node.is_null() {
-        plain.node = part.node.clone();
-    } else if !part.node.is_null() {
-        merge(&mut plain.node, &part.node);
-    }
-    true
 }
 
 /// `*.yaml` and `*.yml` files of a directory, sorted by name (a missing directory is empty).
@@ -222,16 +249,166 @@ fn yaml_files(dir: &Path, problems: &mut Problems) -> Vec<PathBuf> {
     files
 }
 
-fn load_layer(
-    kind: LayerKind,
-    path: &Path,
+/// Add a layer; a named layer (template, environment, cluster) that already exists takes
+/// the new one merged into it (an overlay after its main file).
+fn add_layer(config: &mut LoadedConfig, layer: Layer) {
+    let named = match layer.kind {
+        LayerKind::Defaults => {
+            config.defaults.push(layer);
+            return;
+        }
+        LayerKind::Template => &mut config.templates,
+        LayerKind::Environment => &mut config.environments,
+        LayerKind::Cluster => &mut config.clusters,
+    };
+    match named.get_mut(&layer.name) {
+        // An empty part (an encrypted file or overlay with no settings) changes nothing.
+        Some(_) if layer.node.is_null() => {}
+        Some(existing) if existing.node.is_null() => existing.node = layer.node,
+        Some(existing) => merge(&mut existing.node, &layer.node),
+        None => {
+            named.insert(layer.name.clone(), layer);
+        }
+    }
+}
+
+/// Every layer of the overlay directories, in order, each complete (interpolated and
+/// checked on its own).
+fn load_overlays(
+    overlays: &[PathBuf],
     sources: &mut SourceMap,
     env: &dyn Environment,
     secrets: &mut SecretFiles<'_>,
     problems: &mut Problems,
+) -> Vec<Layer> {
+    let mut layers = Vec::new();
+    for dir in overlays {
+        if !dir.is_dir() {
+            problems.push(
+                Problem::error(
+                    "config::missing-overlay",
+                    format!("overlay directory `{}` not found", dir.display()),
+                )
+                .help("pass `--overlay DIR` (or INFRAFLUX_OVERLAY) a folder laid out like the configuration (defaults/, environments/, clusters/); `infraflux lab up` writes one to .infraflux/lab/overlay"),
+            );
+            continue;
+        }
+        for kind in LayerKind::ALL {
+            for path in yaml_files(&dir.join(kind.directory()), problems) {
+                if let Some(mut layer) = parse_layer(kind, &path, sources, secrets, problems) {
+                    finish_layer(&mut layer, &path, sources, env, secrets, &[], problems);
+                    layers.push(layer);
+                }
+            }
+        }
+    }
+    layers
+}
+
+/// The origins of every value of `base` that `overlay` replaces when merged onto it.
+fn shadowed_origins(base: &Node, overlay: &Node, out: &mut HashSet<crate::diag::Origin>) {
+    match (&base.value, &overlay.value) {
+        (Value::Map(base_map), Value::Map(overlay_map)) => {
+            for (key, entry) in overlay_map {
+                if let Some(existing) = base_map.get(key) {
+                    shadowed_origins(&existing.node, &entry.node, out);
+                }
+            }
+        }
+        (Value::List(base_items), Value::List(overlay_items))
+            if !overlay_items.is_empty()
+                && is_named_list(base_items)
+                && is_named_list(overlay_items) =>
+        {
+            for item in overlay_items {
+                let name = item_name(item);
+                if let Some(existing) = base_items.iter().find(|b| item_name(b) == name) {
+                    shadowed_origins(existing, item, out);
+                }
+            }
+        }
+        _ => all_origins(base, out),
+    }
+}
+
+fn all_origins(node: &Node, out: &mut HashSet<crate::diag::Origin>) {
+    out.insert(node.origin);
+    match &node.value {
+        Value::List(items) => items.iter().for_each(|i| all_origins(i, out)),
+        Value::Map(map) => map.values().for_each(|e| all_origins(&e.node, out)),
+        _ => {}
+    }
+}
+
+/// Interpolate and check a parsed layer. Interpolation problems at values one of
+/// `shadows` replaces are dropped: those values are never used.
+fn finish_layer(
+    layer: &mut Layer,
+    path: &Path,
+    sources: &SourceMap,
+    env: &dyn Environment,
+    secrets: &mut SecretFiles<'_>,
+    shadows: &[&Node],
+    problems: &mut Problems,
+) {
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    let mut found = Problems::new();
+    interpolate_with_secrets(&mut layer.node, base_dir, env, secrets, &mut found);
+    let mut unused = HashSet::new();
+    for shadow in shadows {
+        shadowed_origins(&layer.node, shadow, &mut unused);
+    }
+    for problem in found {
+        if !problem.origin.is_some_and(|o| unused.contains(&o)) {
+            problems.push(problem);
+        }
+    }
+    check_layer(
+        layer.kind,
+        &layer.node,
+        &sources.get(layer.file).text,
+        problems,
+    );
+    check_duplicate_names(&layer.node, problems);
+    if is_encrypted_layer(path) {
+        secrets.found.add_file(layer.file, &layer.node);
+    }
+}
+
+/// The layer a file belongs to: `prod` for `prod.yaml` and for `prod.age.yaml`.
+fn layer_name(path: &Path) -> String {
+    if is_encrypted_layer(path) {
+        encrypted_layer_name(path)
+    } else {
+        file_stem(path)
+    }
+}
+
+/// Read and parse one file (no interpolation yet); an encrypted part is decrypted in
+/// memory and kept in the source map as a secret file (diagnostics name its lines, never
+/// quote it).
+fn parse_layer(
+    kind: LayerKind,
+    path: &Path,
+    sources: &mut SourceMap,
+    secrets: &mut SecretFiles<'_>,
+    problems: &mut Problems,
 ) -> Option<Layer> {
     if is_encrypted_layer(path) {
-        return load_encrypted_layer(kind, path, sources, env, secrets, problems);
+        let text = match secrets.decrypt_layer(path) {
+            Ok(text) => text,
+            Err(failure) => {
+                let file = sources.add(path, String::new());
+                problems.push(
+                    failure
+                        .into_problem()
+                        .at(sources.get(file).origin(file, 0, 0)),
+                );
+                return None;
+            }
+        };
+        let file = sources.add_secret(path, text.expose().clone());
+        return parse_source(kind, encrypted_layer_name(path), file, sources, problems);
     }
     let name = file_stem(path);
     let bytes = match std::fs::read(path) {
@@ -277,57 +454,18 @@ fn load_layer(
         }
     };
     let file = sources.add(path, text);
-    check_parsed(kind, name, file, sources, env, secrets, problems)
+    parse_source(kind, name, file, sources, problems)
 }
 
-/// An encrypted layer part: decrypted in memory, kept in the source map as a secret file
-/// (diagnostics name its lines, never quote it), every value in it a secret.
-fn load_encrypted_layer(
-    kind: LayerKind,
-    path: &Path,
-    sources: &mut SourceMap,
-    env: &dyn Environment,
-    secrets: &mut SecretFiles<'_>,
-    problems: &mut Problems,
-) -> Option<Layer> {
-    let text = match secrets.decrypt_layer(path) {
-        Ok(text) => text,
-        Err(failure) => {
-            let file = sources.add(path, String::new());
-            problems.push(
-                failure
-                    .into_problem()
-                    .at(sources.get(file).origin(file, 0, 0)),
-            );
-            return None;
-        }
-    };
-    let file = sources.add_secret(path, text.expose().clone());
-    let layer = check_parsed(
-        kind,
-        encrypted_layer_name(path),
-        file,
-        sources,
-        env,
-        secrets,
-        problems,
-    )?;
-    secrets.found.add_file(file, &layer.node);
-    Some(layer)
-}
-
-/// Parse, interpolate and check a file already in the source map.
-fn check_parsed(
+/// Parse a file already in the source map; its top level must be a mapping.
+fn parse_source(
     kind: LayerKind,
     name: String,
     file: FileId,
-    sources: &mut SourceMap,
-    env: &dyn Environment,
-    secrets: &mut SecretFiles<'_>,
+    sources: &SourceMap,
     problems: &mut Problems,
 ) -> Option<Layer> {
-    let path = sources.path(file).to_path_buf();
-    let mut node = match parse_file(file, sources.get(file)) {
+    let node = match parse_file(file, sources.get(file)) {
         Ok(node) => node,
         Err(problem) => {
             problems.push(problem);
@@ -346,10 +484,6 @@ fn check_parsed(
         );
         return None;
     }
-    let base_dir = path.parent().unwrap_or(Path::new("."));
-    interpolate_with_secrets(&mut node, base_dir, env, secrets, problems);
-    check_layer(kind, &node, &sources.get(file).text, problems);
-    check_duplicate_names(&node, problems);
     Some(Layer {
         kind,
         name,

@@ -26,8 +26,8 @@ pub use units::{Bytes, MilliCpu};
 /// when it loaded without errors resolve the model (and, with `with_policy`, run the
 /// environment policy). Problems of all stages are returned together; the model only
 /// when none of them is an error.
-pub fn load_model(
-    dir: &std::path::Path,
+pub fn load_model<'a>(
+    paths: impl Into<crate::config::ConfigPaths<'a>>,
     selection: &crate::config::Selection,
     env: &dyn crate::config::Environment,
     with_policy: bool,
@@ -36,7 +36,7 @@ pub fn load_model(
     Option<Model>,
     crate::diag::Problems,
 ) {
-    let (config, mut problems) = crate::config::load_config(dir, selection, env);
+    let (config, mut problems) = crate::config::load_config(paths, selection, env);
     if problems.has_errors() {
         return (config, None, problems);
     }
