@@ -398,6 +398,7 @@ fn check_duplicate_names(node: &Node, problems: &mut Problems) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::KeyPath;
 
     struct NoVariables;
     impl Environment for NoVariables {
@@ -419,6 +420,86 @@ mod tests {
         let mut problems = Problems::new();
         let config = load_layers(dir.path(), &NoVariables, &mut problems);
         (config, problems.into_iter().collect())
+    }
+
+    /// A fresh identity's key text and an encryption to its public key.
+    fn age_key() -> (String, crate::state::Encryption) {
+        use age::secrecy::ExposeSecret;
+        let identity = age::x25519::Identity::generate();
+        let encryption = crate::state::Encryption {
+            recipients: vec![identity.to_public().to_string()],
+            ..Default::default()
+        };
+        (identity.to_string().expose_secret().to_string(), encryption)
+    }
+
+    struct Key(String);
+    impl Environment for Key {
+        fn var(&self, name: &str) -> Option<String> {
+            (name == crate::config::secrets::IDENTITY_VAR).then(|| self.0.clone())
+        }
+    }
+
+    #[test]
+    fn an_encrypted_layer_merges_after_its_plain_file_and_its_values_are_secret() {
+        let (key, encryption) = age_key();
+        let dir = tempfile::tempdir().unwrap();
+        let environments = dir.path().join("environments");
+        std::fs::create_dir_all(&environments).unwrap();
+        std::fs::write(
+            environments.join("dev.yaml"),
+            "clusters: []\ngitops: {revision: dev, path: x}\n",
+        )
+        .unwrap();
+        let sealed = encryption
+            .encrypt(b"gitops:\n  revision: from-the-secret-part\n")
+            .unwrap();
+        std::fs::write(environments.join("dev.age.yaml"), &sealed).unwrap();
+        std::fs::write(environments.join("edge.age.yaml"), &sealed).unwrap();
+        let mut problems = Problems::new();
+        let config = load_layers(dir.path(), &Key(key), &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            config.environments.keys().collect::<Vec<_>>(),
+            ["dev", "edge"],
+            "an encrypted part is its layer, not a layer named `dev.age`"
+        );
+        let dev = &config.environments["dev"].node;
+        let revision = dev.lookup(&KeyPath::parse("gitops.revision")).unwrap();
+        assert_eq!(revision.as_str(), Some("from-the-secret-part"));
+        assert!(
+            config
+                .sources
+                .path(revision.origin.file)
+                .ends_with("dev.age.yaml")
+        );
+        assert!(config.secrets.is_secret_origin(revision.origin));
+        let path = dev.lookup(&KeyPath::parse("gitops.path")).unwrap();
+        assert!(!config.secrets.is_secret_origin(path.origin));
+        assert!(config.secrets.contains_secret("from-the-secret-part"));
+    }
+
+    #[test]
+    fn an_encrypted_layer_without_the_key_is_reported_at_its_file_and_left_out() {
+        let (_, encryption) = age_key();
+        let (other_key, _) = age_key();
+        let dir = tempfile::tempdir().unwrap();
+        let environments = dir.path().join("environments");
+        std::fs::create_dir_all(&environments).unwrap();
+        std::fs::write(environments.join("dev.yaml"), "clusters: []\n").unwrap();
+        std::fs::write(
+            environments.join("prod.age.yaml"),
+            encryption.encrypt(b"clusters: []\n").unwrap(),
+        )
+        .unwrap();
+        let mut problems = Problems::new();
+        let config = load_layers(dir.path(), &Key(other_key), &mut problems);
+        let problems: Vec<Problem> = problems.into_iter().collect();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].code, "config::secret-wrong-key");
+        let origin = problems[0].origin.expect("names the file");
+        assert!(config.sources.path(origin.file).ends_with("prod.age.yaml"));
+        assert!(config.is_broken(LayerKind::Environment, "prod"));
     }
 
     #[test]

@@ -172,6 +172,19 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_file_is_shown_masked_with_the_same_offsets() {
+        let mut map = SourceMap::new();
+        let id = map.add_secret("s.age.yaml", "a: pässword\nb: 2\n".to_string());
+        let file = map.get(id);
+        let shown = file.shown_text();
+        assert_eq!(shown.len(), file.text.len());
+        assert!(!shown.contains("ss"), "{shown}");
+        assert_eq!(shown.matches('\n').count(), 2);
+        let plain = map.add("p.yaml", "a: 1\n".to_string());
+        assert_eq!(map.get(plain).shown_text(), "a: 1\n");
+    }
+
+    #[test]
     fn origins_stay_inside_the_text_and_on_character_boundaries() {
         // Found by tests/loader_fuzz.rs: a YAML error "one byte" past the end of a file,
         // or on the first byte of a byte order mark, made a span miette cannot show.
