@@ -8,8 +8,7 @@
 //! ```
 //!
 //! A file `<name>.age.yaml` in any of these directories is an age-encrypted part of layer
-//! `<name>`: decrypted in memory and merged after the plain `<name>.yaml` (or the whole
-//! layer, when there is no plain file). See [`super::secrets`].
+//! `<name>`, loaded after every plain file ([`super::secrets_layers`]).
 //!
 //! Each file is parsed with positions, interpolated, checked against its kind's schema
 //! and for duplicate names in named lists. A broken file is reported and left out, so
@@ -20,10 +19,11 @@ use std::path::{Path, PathBuf};
 use indexmap::IndexMap;
 
 use super::interpolate::{Environment, interpolate_with_secrets};
-use super::merge::{item_name, merge};
+use super::merge::item_name;
 use super::node::{Node, Value};
 use super::schema::check_layer;
-use super::secrets::{SecretFiles, SecretValues, encrypted_layer_name, is_encrypted_layer};
+use super::secrets::{SecretFiles, SecretValues, is_encrypted_layer};
+use super::secrets_layers::load_encrypted_layers;
 use super::yaml::parse_file;
 use crate::diag::{FileId, Problem, Problems, SourceMap};
 
@@ -121,12 +121,7 @@ pub fn load_layers(root: &Path, env: &dyn Environment, problems: &mut Problems) 
     }
     let mut secrets = SecretFiles::new(root, env);
     for kind in LayerKind::ALL {
-        // Plain files first: an encrypted part merges onto its plain layer.
-        let (encrypted, plain): (Vec<PathBuf>, Vec<PathBuf>) =
-            yaml_files(&root.join(kind.directory()), problems)
-                .into_iter()
-                .partition(|p| is_encrypted_layer(p));
-        for path in plain.into_iter().chain(encrypted) {
+        for path in yaml_files(&root.join(kind.directory()), problems) {
             let Some(layer) = load_layer(
                 kind,
                 &path,
@@ -135,17 +130,9 @@ pub fn load_layers(root: &Path, env: &dyn Environment, problems: &mut Problems) 
                 &mut secrets,
                 problems,
             ) else {
-                let name = if is_encrypted_layer(&path) {
-                    encrypted_layer_name(&path)
-                } else {
-                    file_stem(&path)
-                };
-                config.broken.push((kind, name));
+                config.broken.push((kind, file_stem(&path)));
                 continue;
             };
-            if is_encrypted_layer(&path) && merge_encrypted(&mut config, &layer) {
-                continue;
-            }
             match kind {
                 LayerKind::Defaults => config.defaults.push(layer),
                 LayerKind::Template => {
@@ -160,6 +147,8 @@ pub fn load_layers(root: &Path, env: &dyn Environment, problems: &mut Problems) 
             }
         }
     }
+    // Encrypted parts last, each merged onto its plain layer.
+    load_encrypted_layers(&mut config, env, &mut secrets, problems);
     config.secrets = secrets.found;
     if config.environments.is_empty() && !problems.has_errors() {
         problems.push(
@@ -173,28 +162,18 @@ pub fn load_layers(root: &Path, env: &dyn Environment, problems: &mut Problems) 
     config
 }
 
-/// Merge an encrypted layer part onto the plain layer of the same kind and name; false
-/// when there is none (the encrypted file is then the whole layer).
-fn merge_encrypted(config: &mut LoadedConfig, part: &Layer) -> bool {
-    let plain = match part.kind {
-        LayerKind::Defaults => config.defaults.iter_mut().find(|l| l.name == part.name),
-        LayerKind::Template => config.templates.get_mut(&part.name),
-        LayerKind::Environment => config.environments.get_mut(&part.name),
-        LayerKind::Cluster => config.clusters.get_mut(&part.name),
-    };
-    let Some(plain) = plain else {
-        return false;
-    };
-    if plain.node.is_null() {
-        plain.node = part.node.clone();
-    } else if !part.node.is_null() {
-        merge(&mut plain.node, &part.node);
-    }
-    true
+/// The plain layer files of a directory (encrypted `*.age.yaml` parts are loaded apart).
+fn yaml_files(dir: &Path, problems: &mut Problems) -> Vec<PathBuf> {
+    yaml_files_where(dir, problems, |path| !is_encrypted_layer(path))
 }
 
-/// `*.yaml` and `*.yml` files of a directory, sorted by name (a missing directory is empty).
-fn yaml_files(dir: &Path, problems: &mut Problems) -> Vec<PathBuf> {
+/// `*.yaml` and `*.yml` files of a directory that `keep` accepts, sorted by name (a
+/// missing directory is empty).
+pub(super) fn yaml_files_where(
+    dir: &Path,
+    problems: &mut Problems,
+    keep: impl Fn(&Path) -> bool,
+) -> Vec<PathBuf> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
@@ -215,7 +194,7 @@ fn yaml_files(dir: &Path, problems: &mut Problems) -> Vec<PathBuf> {
             matches!(
                 p.extension().and_then(|e| e.to_str()),
                 Some("yaml") | Some("yml")
-            )
+            ) && keep(p)
         })
         .collect();
     files.sort();
@@ -230,9 +209,6 @@ fn load_layer(
     secrets: &mut SecretFiles<'_>,
     problems: &mut Problems,
 ) -> Option<Layer> {
-    if is_encrypted_layer(path) {
-        return load_encrypted_layer(kind, path, sources, env, secrets, problems);
-    }
     let name = file_stem(path);
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
@@ -277,56 +253,6 @@ fn load_layer(
         }
     };
     let file = sources.add(path, text);
-    check_parsed(kind, name, file, sources, env, secrets, problems)
-}
-
-/// An encrypted layer part: decrypted in memory, kept in the source map as a secret file
-/// (diagnostics name its lines, never quote it), every value in it a secret.
-fn load_encrypted_layer(
-    kind: LayerKind,
-    path: &Path,
-    sources: &mut SourceMap,
-    env: &dyn Environment,
-    secrets: &mut SecretFiles<'_>,
-    problems: &mut Problems,
-) -> Option<Layer> {
-    let text = match secrets.decrypt_layer(path) {
-        Ok(text) => text,
-        Err(failure) => {
-            let file = sources.add(path, String::new());
-            problems.push(
-                failure
-                    .into_problem()
-                    .at(sources.get(file).origin(file, 0, 0)),
-            );
-            return None;
-        }
-    };
-    let file = sources.add_secret(path, text.expose().clone());
-    let layer = check_parsed(
-        kind,
-        encrypted_layer_name(path),
-        file,
-        sources,
-        env,
-        secrets,
-        problems,
-    )?;
-    secrets.found.add_file(file, &layer.node);
-    Some(layer)
-}
-
-/// Parse, interpolate and check a file already in the source map.
-fn check_parsed(
-    kind: LayerKind,
-    name: String,
-    file: FileId,
-    sources: &mut SourceMap,
-    env: &dyn Environment,
-    secrets: &mut SecretFiles<'_>,
-    problems: &mut Problems,
-) -> Option<Layer> {
-    let path = sources.path(file).to_path_buf();
     let mut node = match parse_file(file, sources.get(file)) {
         Ok(node) => node,
         Err(problem) => {
@@ -367,7 +293,7 @@ fn file_stem(path: &Path) -> String {
 
 /// Two items with the same `name` in one list of one file would silently merge into one;
 /// say so instead.
-fn check_duplicate_names(node: &Node, problems: &mut Problems) {
+pub(super) fn check_duplicate_names(node: &Node, problems: &mut Problems) {
     match &node.value {
         Value::List(items) => {
             let mut seen: IndexMap<&str, &Node> = IndexMap::new();
