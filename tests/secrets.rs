@@ -459,6 +459,38 @@ fn secrets_edit_checks_an_encrypted_layer_against_its_format() {
 }
 
 #[test]
+fn an_interrupt_during_the_edit_still_wipes_the_plaintext_copy() {
+    let dir = project();
+    let work = dir.path();
+    // The editor writes, then interrupts infraflux (its parent, or the shell's) as a
+    // Ctrl-C on the terminal would, and exits as editors do on one.
+    let script = editor(
+        work,
+        "interrupt.sh",
+        &format!(
+            "echo \"$1\" > {seen}\nprintf 'x: Interrupted-Secret-9\\n' > \"$1\"\np=$PPID\nwhile [ \"$(ps -o comm= -p $p)\" != infraflux ]; do p=$(ps -o ppid= -p $p | tr -d ' '); done\nkill -INT $p\nsleep 0.2\nexit 130",
+            seen = work.join("seen.txt").display()
+        ),
+    );
+    let file = work.join("config/secrets/dev.yaml");
+    let before = std::fs::read(&file).unwrap();
+    let output = run(infraflux(work)
+        .env("EDITOR", &script)
+        .env("INFRAFLUX_AGE_IDENTITY_FILE", identity())
+        .args(["secrets", "edit", "config/secrets/dev.yaml"]));
+    assert!(!output.success);
+    assert!(
+        output.stderr.contains("nothing was changed"),
+        "{}",
+        output.stderr
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+    let seen = std::fs::read_to_string(work.join("seen.txt")).unwrap();
+    let temporary = PathBuf::from(seen.trim());
+    assert!(!temporary.exists(), "the plaintext copy is wiped");
+}
+
+#[test]
 fn secrets_encrypt_seals_a_plaintext_file_in_place() {
     let dir = project();
     let work = dir.path();

@@ -54,6 +54,8 @@ pub fn edit_with(
     // Known before the editor opens: nobody should edit for nothing.
     let (encryption, source) = recipients_for(path, env).map_err(report)?;
     let scratch = Scratch::new(path, &original)?;
+    #[cfg(unix)]
+    let _signals = SignalsGoToTheEditor::install();
     let editor = env
         .var("VISUAL")
         .or_else(|| env.var("EDITOR"))
@@ -229,6 +231,47 @@ fn run_editor(editor: &str, file: &Path) -> miette::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// While the plaintext copy exists, Ctrl-C, a closed terminal or a `kill` must not end
+/// this process before it wipes the copy: such signals are caught (and left to the
+/// editor, which gets them too); an editor that exits on one leaves the file unchanged.
+/// tokio's handlers replace the default "terminate" for the rest of the process, which
+/// ends right after the edit.
+#[cfg(unix)]
+struct SignalsGoToTheEditor {
+    _runtime: Option<tokio::runtime::Runtime>,
+    _signals: Vec<tokio::signal::unix::Signal>,
+}
+
+#[cfg(unix)]
+impl SignalsGoToTheEditor {
+    fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return SignalsGoToTheEditor {
+                _runtime: None,
+                _signals: Vec::new(),
+            };
+        };
+        let signals = runtime.block_on(async {
+            [
+                SignalKind::interrupt(),
+                SignalKind::hangup(),
+                SignalKind::terminate(),
+            ]
+            .into_iter()
+            .filter_map(|kind| signal(kind).ok())
+            .collect()
+        });
+        SignalsGoToTheEditor {
+            _runtime: Some(runtime),
+            _signals: signals,
+        }
+    }
 }
 
 /// The plaintext copy the editor works on, wiped when dropped.
