@@ -330,6 +330,23 @@ fn secrets_edit_creates_reencrypts_and_wipes_its_temporary_file() {
         .args(["secrets", "decrypt", "config/secrets/new.yaml"]));
     assert!(output.success, "{}", output.stderr);
     assert_eq!(output.stdout, "db:\n  password: Edited-Secret-0a1b\n");
+    // Interop: the `age` tool reads what `secrets edit` wrote (the fixtures themselves
+    // were written by it).
+    match std::process::Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(identity())
+        .arg(&file)
+        .output()
+    {
+        Ok(age) => assert_eq!(
+            String::from_utf8(age.stdout).unwrap(),
+            "db:\n  password: Edited-Secret-0a1b\n",
+            "{}",
+            String::from_utf8_lossy(&age.stderr)
+        ),
+        Err(error) => eprintln!("skipping the age CLI check: cannot run `age`: {error}"),
+    }
     let script = editor(work, "append.sh", "printf 'extra: 1\\n' >> \"$1\"");
     let output = run(infraflux(work)
         .env("VISUAL", &script)
@@ -408,6 +425,69 @@ fn secrets_edit_reopens_on_invalid_yaml_or_leaves_the_file_unchanged() {
         output.stderr
     );
     assert_eq!(std::fs::read(&file).unwrap(), after);
+}
+
+#[test]
+fn secrets_edit_checks_an_encrypted_layer_against_its_format() {
+    let dir = project();
+    let work = dir.path();
+    let file = work.join("config/environments/dev.age.yaml");
+    let before = std::fs::read(&file).unwrap();
+    let typo = editor(
+        work,
+        "typo.sh",
+        "printf 'platform:\n  cert_manager:\n    verison: Typo-Secret-44\n' > \"$1\"",
+    );
+    let output = run(infraflux(work)
+        .env("EDITOR", &typo)
+        .env("INFRAFLUX_AGE_IDENTITY_FILE", identity())
+        .args(["secrets", "edit", "config/environments/dev.age.yaml"]));
+    assert!(!output.success);
+    assert!(
+        output
+            .stderr
+            .contains("is not a valid environment layer: line 3, column 5: unknown key `verison`"),
+        "{}",
+        output.stderr
+    );
+    assert!(
+        !output.stderr.contains("Typo-Secret-44"),
+        "{}",
+        output.stderr
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+}
+
+#[test]
+fn an_interrupt_during_the_edit_still_wipes_the_plaintext_copy() {
+    let dir = project();
+    let work = dir.path();
+    // The editor writes, then interrupts infraflux (its parent, or the shell's) as a
+    // Ctrl-C on the terminal would, and exits as editors do on one.
+    let script = editor(
+        work,
+        "interrupt.sh",
+        &format!(
+            "echo \"$1\" > {seen}\nprintf 'x: Interrupted-Secret-9\\n' > \"$1\"\np=$PPID\nwhile [ \"$(ps -o comm= -p $p)\" != infraflux ]; do p=$(ps -o ppid= -p $p | tr -d ' '); done\nkill -INT $p\nsleep 0.2\nexit 130",
+            seen = work.join("seen.txt").display()
+        ),
+    );
+    let file = work.join("config/secrets/dev.yaml");
+    let before = std::fs::read(&file).unwrap();
+    let output = run(infraflux(work)
+        .env("EDITOR", &script)
+        .env("INFRAFLUX_AGE_IDENTITY_FILE", identity())
+        .args(["secrets", "edit", "config/secrets/dev.yaml"]));
+    assert!(!output.success);
+    assert!(
+        output.stderr.contains("nothing was changed"),
+        "{}",
+        output.stderr
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+    let seen = std::fs::read_to_string(work.join("seen.txt")).unwrap();
+    let temporary = PathBuf::from(seen.trim());
+    assert!(!temporary.exists(), "the plaintext copy is wiped");
 }
 
 #[test]

@@ -45,7 +45,7 @@ fn apply_saved(
     path: &std::path::Path,
     context: &Context,
 ) -> miette::Result<ExitCode> {
-    let plan = saved::load_encrypted(path, context.store.encryption_at_rest()).map_err(|e| {
+    let plan = saved::load_encrypted(path, context.store.encryption()).map_err(|e| {
         let help = e.help().map(str::to_string);
         diagnostic(&e, help)
     })?;

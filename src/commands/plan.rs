@@ -38,7 +38,10 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs, context: &Context) -> miette::R
         context.out.write(&render::human(&plan, context.color));
     }
     if let Some(path) = &args.out {
-        saved::save_encrypted(&plan, path, context.store.encryption_at_rest()).map_err(|e| {
+        if context.store.encryption().is_none() {
+            context.err.write("warning: the saved plan holds the configuration's secrets in plaintext (the file is readable by you only); set INFRAFLUX_STATE_RECIPIENTS or INFRAFLUX_STATE_IDENTITY_FILE to encrypt saved plans as state (README: State encryption)\n");
+        }
+        saved::save_encrypted(&plan, path, context.store.encryption()).map_err(|e| {
             let help = e.help().map(str::to_string);
             diagnostic(&e, help)
         })?;

@@ -13,10 +13,15 @@ use std::process::ExitCode;
 
 use super::engine::diagnostic_text;
 use crate::cli::SecretsFileArgs;
-use crate::config::node::Value;
-use crate::config::secrets::{Failure, decrypt_file, decryption_keys, parse_secret_yaml};
+use crate::config::LayerKind;
+use crate::config::node::{Node, Value};
+use crate::config::schema::check_layer;
+use crate::config::secrets::{
+    Failure, SecretValues, decrypt_file, decryption_keys, is_encrypted_layer, parse_secret_yaml,
+};
 use crate::config::secrets_write::{recipients_for, write_encrypted};
 use crate::config::{Environment, ProcessEnvironment};
+use crate::diag::{Problems, Severity};
 use crate::state::encryption::is_encrypted;
 
 /// What a new secret file starts as.
@@ -49,6 +54,8 @@ pub fn edit_with(
     // Known before the editor opens: nobody should edit for nothing.
     let (encryption, source) = recipients_for(path, env).map_err(report)?;
     let scratch = Scratch::new(path, &original)?;
+    #[cfg(unix)]
+    let _signals = SignalsGoToTheEditor::install();
     let editor = env
         .var("VISUAL")
         .or_else(|| env.var("EDITOR"))
@@ -136,11 +143,12 @@ pub fn decrypt(args: &SecretsFileArgs) -> miette::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A secret file holds one YAML mapping (or nothing yet).
+/// A secret file holds one YAML mapping (or nothing yet); an encrypted layer
+/// (`environments/prod.age.yaml`) also follows its layer's format.
 fn check(text: &str, path: &Path) -> Result<(), Failure> {
     let node = parse_secret_yaml(text, &path.display().to_string())?;
     match node.value {
-        Value::Map(_) | Value::Null => Ok(()),
+        Value::Map(_) | Value::Null => check_layer_format(&node, text, path),
         _ => Err(Failure {
             code: "secrets::not-a-mapping",
             message: format!(
@@ -151,6 +159,55 @@ fn check(text: &str, path: &Path) -> Result<(), Failure> {
             help: "write `key: value` lines at the top level".into(),
         }),
     }
+}
+
+fn check_layer_format(node: &Node, text: &str, path: &Path) -> Result<(), Failure> {
+    let kind = path
+        .parent()
+        .and_then(|dir| dir.file_name())
+        .and_then(|name| name.to_str())
+        .and_then(LayerKind::parse);
+    let Some(kind) = kind.filter(|_| is_encrypted_layer(path)) else {
+        return Ok(());
+    };
+    let mut problems = Problems::new();
+    check_layer(kind, node, text, &mut problems);
+    // A check may quote a value: every value of the file is a secret.
+    let mut secrets = SecretValues::default();
+    secrets.add_file(node.origin.file, node);
+    secrets.redact_problems(&mut problems);
+    let errors: Vec<String> = problems
+        .sorted()
+        .into_iter()
+        .filter(|p| p.severity == Severity::Error)
+        .map(|p| {
+            let at = p
+                .origin
+                .map(|o| format!("line {}, column {}: ", o.line, o.column))
+                .unwrap_or_default();
+            let help = p
+                .help
+                .as_deref()
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default();
+            format!("{at}{}{help}", p.message)
+        })
+        .collect();
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(Failure {
+        code: "secrets::layer-format",
+        message: format!(
+            "`{}` is not a valid {} layer: {}",
+            path.display(),
+            kind.noun(),
+            errors.join("; ")
+        ),
+        help:
+            "fix it with `infraflux secrets edit`; `infraflux config schema` describes the format"
+                .into(),
+    })
 }
 
 fn run_editor(editor: &str, file: &Path) -> miette::Result<()> {
@@ -174,6 +231,47 @@ fn run_editor(editor: &str, file: &Path) -> miette::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// While the plaintext copy exists, Ctrl-C, a closed terminal or a `kill` must not end
+/// this process before it wipes the copy: such signals are caught (and left to the
+/// editor, which gets them too); an editor that exits on one leaves the file unchanged.
+/// tokio's handlers replace the default "terminate" for the rest of the process, which
+/// ends right after the edit.
+#[cfg(unix)]
+struct SignalsGoToTheEditor {
+    _runtime: Option<tokio::runtime::Runtime>,
+    _signals: Vec<tokio::signal::unix::Signal>,
+}
+
+#[cfg(unix)]
+impl SignalsGoToTheEditor {
+    fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return SignalsGoToTheEditor {
+                _runtime: None,
+                _signals: Vec::new(),
+            };
+        };
+        let signals = runtime.block_on(async {
+            [
+                SignalKind::interrupt(),
+                SignalKind::hangup(),
+                SignalKind::terminate(),
+            ]
+            .into_iter()
+            .filter_map(|kind| signal(kind).ok())
+            .collect()
+        });
+        SignalsGoToTheEditor {
+            _runtime: Some(runtime),
+            _signals: signals,
+        }
+    }
 }
 
 /// The plaintext copy the editor works on, wiped when dropped.

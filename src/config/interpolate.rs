@@ -208,6 +208,43 @@ mod tests {
     }
 
     #[test]
+    fn age_references_read_the_encrypted_file_and_are_remembered_as_secrets() {
+        use crate::config::secrets::IDENTITY_FILE_VAR;
+        use crate::diag::SourceMap;
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/secrets");
+        let identity = fixtures.join("TEST-ONLY-age-identity.txt");
+        let identity: &'static str = Box::leak(identity.display().to_string().into_boxed_str());
+        let env = Fake(HashMap::from([(IDENTITY_FILE_VAR, identity)]));
+        let mut sources = SourceMap::new();
+        let id = sources.add(
+            "dev.yaml",
+            "a: ${age:secrets/dev.yaml#grafana.admin_password}\nb: x-${age:secrets/dev.yaml#port}\nc: plain\n".to_string(),
+        );
+        let mut node = crate::config::yaml::parse_file(id, sources.get(id)).unwrap();
+        let mut secrets = SecretFiles::new(&fixtures.join("config"), &env);
+        let mut problems = Problems::new();
+        interpolate_with_secrets(&mut node, Path::new("."), &env, &mut secrets, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            node.get("a").unwrap().as_str(),
+            Some("Grafana-Age-Secret-7f3a9c")
+        );
+        assert_eq!(node.get("b").unwrap().as_str(), Some("x-6443"));
+        let found = &secrets.found;
+        assert!(found.is_secret_origin(node.get("a").unwrap().origin));
+        assert_eq!(
+            found.reference(node.get("b").unwrap().origin),
+            Some("secrets/dev.yaml#port")
+        );
+        assert!(!found.is_secret_origin(node.get("c").unwrap().origin));
+        assert!(found.contains_secret("Grafana-Age-Secret-7f3a9c"));
+
+        // Without a place to remember the value, `${age:}` is refused, not read.
+        let error = expand("${age:secrets/dev.yaml#port}", Path::new("."), &env).unwrap_err();
+        assert!(error.message.contains("not available"), "{}", error.message);
+    }
+
+    #[test]
     fn a_missing_variable_is_an_error_never_empty() {
         let env = Fake(HashMap::new());
         let error = expand("${env:NOPE}", Path::new("."), &env).unwrap_err();

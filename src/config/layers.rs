@@ -8,8 +8,7 @@
 //! ```
 //!
 //! A file `<name>.age.yaml` in any of these directories is an age-encrypted part of layer
-//! `<name>`: decrypted in memory and merged after the plain `<name>.yaml` (or the whole
-//! layer, when there is no plain file). See [`super::secrets`].
+//! `<name>`, loaded after every plain file and overlay ([`super::secrets_layers`]).
 //!
 //! Each file is parsed with positions, interpolated, checked against its kind's schema
 //! and for duplicate names in named lists. A broken file is reported and left out, so
@@ -34,7 +33,8 @@ use super::interpolate::{Environment, interpolate_with_secrets};
 use super::merge::{is_named_list, item_name, merge};
 use super::node::{Node, Value};
 use super::schema::check_layer;
-use super::secrets::{SecretFiles, SecretValues, encrypted_layer_name, is_encrypted_layer};
+use super::secrets::{SecretFiles, SecretValues, is_encrypted_layer};
+use super::secrets_layers::load_encrypted_layers;
 use super::yaml::parse_file;
 use crate::diag::{FileId, Problem, Problems, SourceMap};
 
@@ -166,15 +166,10 @@ pub fn load_layers_with(
     let mut secrets = SecretFiles::new(root, env);
     let mut parsed = Vec::new();
     for kind in LayerKind::ALL {
-        // Plain files first: an encrypted part merges onto its plain layer.
-        let (encrypted, plain): (Vec<PathBuf>, Vec<PathBuf>) =
-            yaml_files(&root.join(kind.directory()), problems)
-                .into_iter()
-                .partition(|p| is_encrypted_layer(p));
-        for path in plain.into_iter().chain(encrypted) {
-            match parse_layer(kind, &path, &mut config.sources, &mut secrets, problems) {
+        for path in yaml_files(&root.join(kind.directory()), problems) {
+            match parse_layer(kind, &path, &mut config.sources, problems) {
                 Some(layer) => parsed.push((layer, path)),
-                None => config.broken.push((kind, layer_name(&path))),
+                None => config.broken.push((kind, file_stem(&path))),
             }
         }
     }
@@ -207,6 +202,7 @@ pub fn load_layers_with(
     for overlay in overlays {
         add_layer(&mut config, overlay);
     }
+    load_encrypted_layers(&mut config, env, &mut secrets, problems);
     config.secrets = secrets.found;
     if config.environments.is_empty() && !problems.has_errors() {
         problems.push(
@@ -220,8 +216,18 @@ pub fn load_layers_with(
     config
 }
 
-/// `*.yaml` and `*.yml` files of a directory, sorted by name (a missing directory is empty).
+/// The plain layer files of a directory (encrypted `*.age.yaml` parts are loaded apart).
 fn yaml_files(dir: &Path, problems: &mut Problems) -> Vec<PathBuf> {
+    yaml_files_where(dir, problems, |path| !is_encrypted_layer(path))
+}
+
+/// `*.yaml` and `*.yml` files of a directory that `keep` accepts, sorted by name (a
+/// missing directory is empty).
+pub(super) fn yaml_files_where(
+    dir: &Path,
+    problems: &mut Problems,
+    keep: impl Fn(&Path) -> bool,
+) -> Vec<PathBuf> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
@@ -242,7 +248,7 @@ fn yaml_files(dir: &Path, problems: &mut Problems) -> Vec<PathBuf> {
             matches!(
                 p.extension().and_then(|e| e.to_str()),
                 Some("yaml") | Some("yml")
-            )
+            ) && keep(p)
         })
         .collect();
     files.sort();
@@ -295,7 +301,7 @@ fn load_overlays(
         }
         for kind in LayerKind::ALL {
             for path in yaml_files(&dir.join(kind.directory()), problems) {
-                if let Some(mut layer) = parse_layer(kind, &path, sources, secrets, problems) {
+                if let Some(mut layer) = parse_layer(kind, &path, sources, problems) {
                     finish_layer(&mut layer, &path, sources, env, secrets, &[], problems);
                     layers.push(layer);
                 }
@@ -370,46 +376,15 @@ fn finish_layer(
         problems,
     );
     check_duplicate_names(&layer.node, problems);
-    if is_encrypted_layer(path) {
-        secrets.found.add_file(layer.file, &layer.node);
-    }
 }
 
-/// The layer a file belongs to: `prod` for `prod.yaml` and for `prod.age.yaml`.
-fn layer_name(path: &Path) -> String {
-    if is_encrypted_layer(path) {
-        encrypted_layer_name(path)
-    } else {
-        file_stem(path)
-    }
-}
-
-/// Read and parse one file (no interpolation yet); an encrypted part is decrypted in
-/// memory and kept in the source map as a secret file (diagnostics name its lines, never
-/// quote it).
+/// Read and parse one file (no interpolation yet).
 fn parse_layer(
     kind: LayerKind,
     path: &Path,
     sources: &mut SourceMap,
-    secrets: &mut SecretFiles<'_>,
     problems: &mut Problems,
 ) -> Option<Layer> {
-    if is_encrypted_layer(path) {
-        let text = match secrets.decrypt_layer(path) {
-            Ok(text) => text,
-            Err(failure) => {
-                let file = sources.add(path, String::new());
-                problems.push(
-                    failure
-                        .into_problem()
-                        .at(sources.get(file).origin(file, 0, 0)),
-                );
-                return None;
-            }
-        };
-        let file = sources.add_secret(path, text.expose().clone());
-        return parse_source(kind, encrypted_layer_name(path), file, sources, problems);
-    }
     let name = file_stem(path);
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
@@ -501,7 +476,7 @@ fn file_stem(path: &Path) -> String {
 
 /// Two items with the same `name` in one list of one file would silently merge into one;
 /// say so instead.
-fn check_duplicate_names(node: &Node, problems: &mut Problems) {
+pub(super) fn check_duplicate_names(node: &Node, problems: &mut Problems) {
     match &node.value {
         Value::List(items) => {
             let mut seen: IndexMap<&str, &Node> = IndexMap::new();
@@ -532,6 +507,7 @@ fn check_duplicate_names(node: &Node, problems: &mut Problems) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::KeyPath;
 
     struct NoVariables;
     impl Environment for NoVariables {
@@ -553,6 +529,86 @@ mod tests {
         let mut problems = Problems::new();
         let config = load_layers(dir.path(), &NoVariables, &mut problems);
         (config, problems.into_iter().collect())
+    }
+
+    /// A fresh identity's key text and an encryption to its public key.
+    fn age_key() -> (String, crate::state::Encryption) {
+        use age::secrecy::ExposeSecret;
+        let identity = age::x25519::Identity::generate();
+        let encryption = crate::state::Encryption {
+            recipients: vec![identity.to_public().to_string()],
+            ..Default::default()
+        };
+        (identity.to_string().expose_secret().to_string(), encryption)
+    }
+
+    struct Key(String);
+    impl Environment for Key {
+        fn var(&self, name: &str) -> Option<String> {
+            (name == crate::config::secrets::IDENTITY_VAR).then(|| self.0.clone())
+        }
+    }
+
+    #[test]
+    fn an_encrypted_layer_merges_after_its_plain_file_and_its_values_are_secret() {
+        let (key, encryption) = age_key();
+        let dir = tempfile::tempdir().unwrap();
+        let environments = dir.path().join("environments");
+        std::fs::create_dir_all(&environments).unwrap();
+        std::fs::write(
+            environments.join("dev.yaml"),
+            "clusters: []\ngitops: {revision: dev, path: x}\n",
+        )
+        .unwrap();
+        let sealed = encryption
+            .encrypt(b"gitops:\n  revision: from-the-secret-part\n")
+            .unwrap();
+        std::fs::write(environments.join("dev.age.yaml"), &sealed).unwrap();
+        std::fs::write(environments.join("edge.age.yaml"), &sealed).unwrap();
+        let mut problems = Problems::new();
+        let config = load_layers(dir.path(), &Key(key), &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            config.environments.keys().collect::<Vec<_>>(),
+            ["dev", "edge"],
+            "an encrypted part is its layer, not a layer named `dev.age`"
+        );
+        let dev = &config.environments["dev"].node;
+        let revision = dev.lookup(&KeyPath::parse("gitops.revision")).unwrap();
+        assert_eq!(revision.as_str(), Some("from-the-secret-part"));
+        assert!(
+            config
+                .sources
+                .path(revision.origin.file)
+                .ends_with("dev.age.yaml")
+        );
+        assert!(config.secrets.is_secret_origin(revision.origin));
+        let path = dev.lookup(&KeyPath::parse("gitops.path")).unwrap();
+        assert!(!config.secrets.is_secret_origin(path.origin));
+        assert!(config.secrets.contains_secret("from-the-secret-part"));
+    }
+
+    #[test]
+    fn an_encrypted_layer_without_the_key_is_reported_at_its_file_and_left_out() {
+        let (_, encryption) = age_key();
+        let (other_key, _) = age_key();
+        let dir = tempfile::tempdir().unwrap();
+        let environments = dir.path().join("environments");
+        std::fs::create_dir_all(&environments).unwrap();
+        std::fs::write(environments.join("dev.yaml"), "clusters: []\n").unwrap();
+        std::fs::write(
+            environments.join("prod.age.yaml"),
+            encryption.encrypt(b"clusters: []\n").unwrap(),
+        )
+        .unwrap();
+        let mut problems = Problems::new();
+        let config = load_layers(dir.path(), &Key(other_key), &mut problems);
+        let problems: Vec<Problem> = problems.into_iter().collect();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].code, "config::secret-wrong-key");
+        let origin = problems[0].origin.expect("names the file");
+        assert!(config.sources.path(origin.file).ends_with("prod.age.yaml"));
+        assert!(config.is_broken(LayerKind::Environment, "prod"));
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod node;
 pub mod raw;
 pub mod schema;
 pub mod secrets;
+mod secrets_layers;
 pub mod secrets_write;
 pub mod show;
 pub mod yaml;

@@ -134,18 +134,30 @@ pub fn decrypt_file(path: &Path, keys: &Encryption) -> Result<Sensitive<String>,
         });
     }
     let plain = keys.decrypt(&bytes, &shown).map_err(|error| match error {
+        state::Error::NoKey {
+            passphrase: true, ..
+        }
+        | state::Error::WrongKey {
+            passphrase: true, ..
+        } => Failure {
+            code: "config::secret-wrong-key",
+            message: format!(
+                "cannot decrypt `{shown}`: it is encrypted to a passphrase, which configuration secrets do not use"
+            ),
+            help: format!(
+                "encrypt it to age keys instead: `age -d` it with the passphrase, then `infraflux secrets encrypt {shown}`"
+            ),
+        },
         state::Error::NoKey { .. } => Failure {
             code: "config::secret-no-key",
             message: format!("cannot decrypt `{shown}`: no age identity is set"),
             help: KEY_HELP.into(),
         },
-        state::Error::WrongKey { passphrase, .. } => Failure {
+        state::Error::WrongKey { .. } => Failure {
             code: "config::secret-wrong-key",
-            message: if passphrase {
-                format!("cannot decrypt `{shown}`: it is encrypted to a passphrase, which configuration secrets do not use")
-            } else {
-                format!("cannot decrypt `{shown}`: none of the configured age identities is one of its recipients")
-            },
+            message: format!(
+                "cannot decrypt `{shown}`: none of the configured age identities is one of its recipients"
+            ),
             help: "use an identity whose public key (`age-keygen -y key.txt`) the file was encrypted to; whoever can decrypt it can add yours to .age-recipients and run `infraflux secrets edit` to re-encrypt it".into(),
         },
         state::Error::EncryptionConfig { reason } => Failure {
@@ -446,6 +458,42 @@ mod tests {
             decryption_keys(&vars).identities,
             vec![IdentitySource::File("state.txt".into())]
         );
+    }
+
+    #[test]
+    fn each_way_a_file_cannot_be_read_has_its_own_code_and_never_its_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Encryption::default();
+        let plain = dir.path().join("plain.yaml");
+        std::fs::write(&plain, "token: plain-secret-1\n").unwrap();
+        let passphrase = dir.path().join("passphrase.yaml");
+        let sealed = Encryption {
+            passphrase: Some(Sensitive::new("pw".into())),
+            ..Encryption::default()
+        }
+        .encrypt(b"token: sealed-secret-2\n")
+        .unwrap();
+        std::fs::write(&passphrase, sealed).unwrap();
+        for (path, code) in [
+            (
+                dir.path().join("missing.yaml"),
+                "config::secret-file-missing",
+            ),
+            (plain, "config::secret-not-encrypted"),
+            (passphrase, "config::secret-wrong-key"),
+        ] {
+            let failure = decrypt_file(&path, &keys).unwrap_err();
+            assert_eq!(failure.code, code, "{failure:?}");
+            assert!(failure.message.contains(&path.display().to_string()));
+            let text = format!("{failure:?}");
+            assert!(
+                !text.contains("secret-1") && !text.contains("secret-2"),
+                "{text}"
+            );
+        }
+        let failure = parse_secret_yaml("a: [x\n", "s.yaml").unwrap_err();
+        assert_eq!(failure.code, "config::secret-file-yaml");
+        assert!(failure.message.contains("at line"), "{}", failure.message);
     }
 
     #[test]

@@ -186,6 +186,32 @@ mod tests {
     }
 
     #[test]
+    fn values_from_age_sources_are_masked_with_their_reference_as_provenance() {
+        let mut sources = SourceMap::new();
+        let id = sources.add(
+            "p.yaml",
+            "grafana:\n  adminPassword: s3cret\n  user: admin\nlist: [a, s3cret]\n".to_string(),
+        );
+        let node = parse_file(id, sources.get(id)).unwrap();
+        let mut secrets = SecretValues::default();
+        let password = node.get("grafana").unwrap().get("adminPassword").unwrap();
+        secrets.add_reference(password.origin, "secrets/p.yaml#grafana.password".into());
+        let item = &node.get("list").unwrap().as_list().unwrap()[1];
+        secrets.add_reference(item.origin, "secrets/p.yaml#x".into());
+        let rendered = render_yaml_masked(&node, Some(&sources), &secrets);
+        assert!(!rendered.contains("s3cret"), "{rendered}");
+        assert!(
+            rendered
+                .lines()
+                .any(|l| l.starts_with("  adminPassword: (sensitive)")
+                    && l.ends_with("# p.yaml:2 (age: secrets/p.yaml#grafana.password)")),
+            "{rendered}"
+        );
+        assert!(rendered.contains("  user: admin"), "{rendered}");
+        assert!(rendered.contains("  - (sensitive)"), "{rendered}");
+    }
+
+    #[test]
     fn provenance_comments_name_file_and_line_and_secrets_are_masked() {
         let mut sources = SourceMap::new();
         let id = sources.add(

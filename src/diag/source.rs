@@ -18,7 +18,6 @@ pub struct Origin {
     pub column: u32,
 }
 
-#[derive(Debug)]
 pub struct SourceFile {
     /// The path as the user would type it (relative to the working directory when possible).
     pub path: PathBuf,
@@ -27,6 +26,17 @@ pub struct SourceFile {
     /// Decrypted from an age file (`*.age.yaml`): diagnostics name its lines but never
     /// quote its text.
     pub secret: bool,
+}
+
+/// Debug shows a secret file's text masked, as diagnostics do.
+impl std::fmt::Debug for SourceFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceFile")
+            .field("path", &self.path)
+            .field("text", &self.shown_text())
+            .field("secret", &self.secret)
+            .finish()
+    }
 }
 
 impl SourceFile {
@@ -169,6 +179,20 @@ mod tests {
             map.describe(file.origin(id, offset, offset + 1)),
             "a.yaml:2"
         );
+    }
+
+    #[test]
+    fn a_secret_file_is_shown_masked_with_the_same_offsets() {
+        let mut map = SourceMap::new();
+        let id = map.add_secret("s.age.yaml", "a: pässword\nb: 2\n".to_string());
+        let file = map.get(id);
+        let shown = file.shown_text();
+        assert_eq!(shown.len(), file.text.len());
+        assert!(!shown.contains("ss"), "{shown}");
+        assert_eq!(shown.matches('\n').count(), 2);
+        assert!(!format!("{map:?}").contains("ss"));
+        let plain = map.add("p.yaml", "a: 1\n".to_string());
+        assert_eq!(map.get(plain).shown_text(), "a: 1\n");
     }
 
     #[test]

@@ -340,8 +340,8 @@ impl LocalStore {
 }
 
 impl StateStore for LocalStore {
-    fn encryption_at_rest(&self) -> Option<&Encryption> {
-        self.encryption.as_deref()
+    fn encryption(&self) -> Option<&Encryption> {
+        LocalStore::encryption(self)
     }
 
     fn load(&self, environment: &str) -> Result<Option<StateDocument>, Error> {

@@ -260,9 +260,9 @@ pub trait StateStore: Send + Sync {
         }
     }
 
-    /// The encryption documents are written with, if any. Saved plans hold the same
+    /// How documents are encrypted at rest (`None`: plaintext). Saved plans hold the same
     /// secrets as state and are encrypted with it too.
-    fn encryption_at_rest(&self) -> Option<&Encryption> {
+    fn encryption(&self) -> Option<&Encryption> {
         None
     }
 
