@@ -114,14 +114,14 @@ fn refuse_if_up(paths: &LabPaths, what: &str) -> miette::Result<()> {
 /// The steps of a run, timed.
 struct Phases {
     started: Instant,
-    done: Vec<(&'static str, Duration)>,
+    done: Vec<(String, Duration)>,
 }
 
 impl Phases {
-    fn time<T>(&mut self, name: &'static str, step: impl FnOnce() -> T) -> T {
+    fn time<T>(&mut self, name: impl Into<String>, step: impl FnOnce() -> T) -> T {
         let started = Instant::now();
         let result = step();
-        self.done.push((name, started.elapsed()));
+        self.done.push((name.into(), started.elapsed()));
         result
     }
 
@@ -146,7 +146,17 @@ fn run_lab(global: &GlobalArgs, args: &LabRunArgs, output: &Output) -> miette::R
     };
     let paths = lab_paths(global);
     refuse_if_up(&paths, "`lab run` starts a lab of its own")?;
-    let layout = read_layout(global, Some(&args.environment))?;
+    let all = read_layout(global, None)?;
+    let Some(layout) = all.promotion_to(&args.environment) else {
+        return Err(diagnostic_text(
+            format!("unknown environment `{}`", args.environment),
+            Some(format!(
+                "the configuration has {}",
+                all.environments.join(", ")
+            )),
+        ));
+    };
+    let environments = layout.environments.clone();
     // A new lab has no VMs: state from an earlier run would describe none of them.
     if paths.root.exists() {
         std::fs::remove_dir_all(&paths.root).map_err(|e| diagnostic(&e, None))?;
@@ -161,7 +171,10 @@ fn run_lab(global: &GlobalArgs, args: &LabRunArgs, output: &Output) -> miette::R
     let mut lab_global = global.clone();
     lab_global.overlay = vec![paths.overlay()];
     lab_global.state_dir = Some(paths.state_dir());
-    let outcome = steps(&lab_global, &args.environment, output, &mut phases);
+    // Each environment before it in promotion order first, as a real promotion goes.
+    let outcome = environments
+        .iter()
+        .try_for_each(|environment| steps(&lab_global, environment, output, &mut phases));
     phases.time("lab stop", || runtime.block_on(lab.stop()));
     runtime.shutdown_timeout(Duration::from_secs(5));
     // The overlay points at a lab that is gone; the state stays for a look
@@ -194,7 +207,12 @@ fn steps(
     output: &Output,
     phases: &mut Phases,
 ) -> miette::Result<()> {
-    let context = Context::from_process(global, output);
+    let mut context = Context::from_process(global, output);
+    // The lab's secrets are its own throwaway PKI for loopback fakes: its state needs no
+    // encryption keys, and a plaintext warning about it would only be noise.
+    if let Some(dir) = &global.state_dir {
+        context.store = std::sync::Arc::new(crate::state::LocalStore::in_project(dir));
+    }
     let selection = || SelectionArgs {
         environment: Some(environment.to_string()),
         cluster: None,
@@ -213,11 +231,11 @@ fn steps(
         out: None,
     };
     eprintln!("\n== plan ({environment}) ==");
-    phases.time("plan", || {
+    phases.time(format!("plan {environment}"), || {
         super::plan::run(global, &plan_args(false), &context)
     })?;
     eprintln!("\n== apply ({environment}) ==");
-    let applied = phases.time("apply", || {
+    let applied = phases.time(format!("apply {environment}"), || {
         super::apply::run(
             global,
             &ApplyArgs {
@@ -241,7 +259,7 @@ fn steps(
     }
     // The ready signal (`infraflux bootstrap`) joins here as one call once it lands.
     eprintln!("\n== second plan ({environment}): must be empty ==");
-    let second = phases.time("second plan", || {
+    let second = phases.time(format!("second plan {environment}"), || {
         super::plan::run(global, &plan_args(true), &context)
     })?;
     if second != ExitCode::SUCCESS {
@@ -320,6 +338,7 @@ fn up(global: &GlobalArgs, args: &LabUpArgs) -> miette::Result<ExitCode> {
         describe(
             &record.endpoint,
             &LabLayout {
+                environments: Vec::new(),
                 nodes: record.nodes.clone(),
                 disk_storages: Vec::new(),
                 image_storages: Vec::new(),

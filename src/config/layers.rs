@@ -611,6 +611,116 @@ mod tests {
         assert!(config.is_broken(LayerKind::Environment, "prod"));
     }
 
+    /// Write `files` under a fresh directory; returns it.
+    fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, text) in files {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn overlays_merge_after_their_kind_and_keep_their_files_as_origins() {
+        let main = tree(&[
+            (
+                "defaults/a.yaml",
+                "proxmox: {endpoint: https://pve:8006, storage: local-lvm}\n",
+            ),
+            ("defaults/b.yaml", "talos: {install_disk: /dev/sda}\n"),
+            ("environments/dev.yaml", "clusters: [w]\nsync_wave: 0\n"),
+            (
+                "clusters/w.yaml",
+                "environments: {dev: {network: {vip: 10.0.0.5}}}\n",
+            ),
+        ]);
+        let overlay = tree(&[
+            (
+                "defaults/lab.yaml",
+                "proxmox: {endpoint: https://127.0.0.1:1}\n",
+            ),
+            (
+                "clusters/w.yaml",
+                "environments: {dev: {network: {vip: 127.1.0.5}}}\n",
+            ),
+            ("environments/qa.yaml", "clusters: [w]\n"),
+        ]);
+        let overlays = [overlay.path().to_path_buf()];
+        let mut problems = Problems::new();
+        let config = load_layers_with(
+            ConfigPaths {
+                dir: main.path(),
+                overlays: &overlays,
+            },
+            &NoVariables,
+            &mut problems,
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        // Defaults: the overlay's file comes after every main one.
+        let names: Vec<&str> = config.defaults.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "lab"]);
+        // A named layer: merged into the main file of the same name.
+        let cluster = &config.clusters["w"].node;
+        let vip = cluster
+            .lookup(&crate::config::KeyPath::parse(
+                "environments.dev.network.vip",
+            ))
+            .unwrap();
+        assert_eq!(vip.as_str(), Some("127.1.0.5"));
+        assert!(
+            config
+                .sources
+                .path(vip.origin.file)
+                .starts_with(overlay.path())
+        );
+        // A layer only the overlay has stands alone.
+        assert!(config.environments.contains_key("qa"));
+    }
+
+    #[test]
+    fn a_reference_an_overlay_replaces_is_never_resolved() {
+        let main = tree(&[
+            (
+                "defaults/proxmox.yaml",
+                "proxmox: {token: '${env:PROXMOX_TOKEN}', storage: '${env:STORAGE}'}\n",
+            ),
+            ("environments/dev.yaml", "clusters: []\n"),
+        ]);
+        let overlay = tree(&[("defaults/lab.yaml", "proxmox: {token: 'root@pam!lab=x'}\n")]);
+        let overlays = [overlay.path().to_path_buf()];
+        let mut problems = Problems::new();
+        load_layers_with(
+            ConfigPaths {
+                dir: main.path(),
+                overlays: &overlays,
+            },
+            &NoVariables,
+            &mut problems,
+        );
+        // The token is replaced: only the storage's variable is missing.
+        let messages: Vec<String> = problems.into_iter().map(|p| p.message).collect();
+        assert_eq!(messages, ["environment variable `STORAGE` is not set"]);
+    }
+
+    #[test]
+    fn a_missing_overlay_directory_is_an_error() {
+        let main = tree(&[("environments/dev.yaml", "clusters: []\n")]);
+        let overlays = [main.path().join("nope")];
+        let mut problems = Problems::new();
+        load_layers_with(
+            ConfigPaths {
+                dir: main.path(),
+                overlays: &overlays,
+            },
+            &NoVariables,
+            &mut problems,
+        );
+        let codes: Vec<&str> = problems.iter().map(|p| p.code).collect();
+        assert_eq!(codes, ["config::missing-overlay"]);
+    }
+
     #[test]
     fn a_file_that_is_not_utf8_is_reported_at_its_first_bad_byte() {
         let (config, problems) = load(

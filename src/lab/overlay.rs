@@ -43,6 +43,8 @@ impl LabCluster {
 /// What the lab simulates for a configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LabLayout {
+    /// The environments read, in promotion order (dev → staging → prod).
+    pub environments: Vec<String>,
     pub nodes: Vec<String>,
     pub disk_storages: Vec<String>,
     pub image_storages: Vec<String>,
@@ -80,6 +82,25 @@ pub fn layout(config_dir: &Path, environment: Option<&str>) -> Result<LabLayout,
     Ok(layout_of(&model, free_octets()))
 }
 
+impl LabLayout {
+    /// The environments up to `environment` in promotion order, each applied before the
+    /// next (the promotion guard refuses staging before dev), and only their clusters.
+    pub fn promotion_to(&self, environment: &str) -> Option<LabLayout> {
+        let end = self.environments.iter().position(|e| e == environment)?;
+        let environments = self.environments[..=end].to_vec();
+        Some(LabLayout {
+            clusters: self
+                .clusters
+                .iter()
+                .filter(|c| environments.contains(&c.environment))
+                .cloned()
+                .collect(),
+            environments,
+            ..self.clone()
+        })
+    }
+}
+
 fn layout_of(model: &Model, mut octets: impl Iterator<Item = u8>) -> LabLayout {
     let mut nodes = BTreeSet::new();
     let mut disk_storages = BTreeSet::new();
@@ -98,6 +119,7 @@ fn layout_of(model: &Model, mut octets: impl Iterator<Item = u8>) -> LabLayout {
         }
     }
     LabLayout {
+        environments: model.environments.iter().map(|e| e.name.clone()).collect(),
         nodes: nodes.into_iter().collect(),
         disk_storages: disk_storages.into_iter().collect(),
         image_storages: image_storages.into_iter().collect(),
@@ -215,6 +237,7 @@ mod tests {
     #[test]
     fn every_pair_gets_its_own_network_and_the_configured_nodes_and_storages() {
         let layout = layout_of(&example(), 100u8..);
+        assert_eq!(layout.environments, ["dev", "staging", "prod"]);
         assert_eq!(layout.nodes, ["pve1", "pve2", "pve3"]);
         assert_eq!(layout.disk_storages, ["local-lvm"]);
         assert_eq!(layout.image_storages, ["local"]);
@@ -234,6 +257,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let overlay = dir.path().join("overlay");
         let layout = LabLayout {
+            environments: vec!["dev".into()],
             nodes: vec!["pve1".into()],
             disk_storages: vec!["local-lvm".into()],
             image_storages: vec!["local".into()],

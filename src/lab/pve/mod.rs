@@ -16,6 +16,8 @@ pub mod model;
 pub mod params;
 pub mod property;
 pub mod schema;
+#[cfg(test)]
+mod tests;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
