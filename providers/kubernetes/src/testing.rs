@@ -83,6 +83,7 @@ impl Drop for FakeApiServer {
 
 const BUILTIN: &[(&str, &str, &str, &str, bool)] = &[
     ("", "v1", "Namespace", "namespaces", false),
+    ("", "v1", "Node", "nodes", false),
     ("", "v1", "ServiceAccount", "serviceaccounts", true),
     ("", "v1", "ConfigMap", "configmaps", true),
     ("", "v1", "Secret", "secrets", true),
