@@ -93,6 +93,9 @@ pub enum Command {
     #[cfg(feature = "lab")]
     #[command(subcommand)]
     Lab(LabCommand),
+    /// Apply each environment in promotion order (dev → staging → prod) and wait for its
+    /// ready signal (exit 0 ready, 1 failed or not ready, 130 interrupted)
+    Bootstrap(BootstrapArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,6 +144,31 @@ pub struct LabUpArgs {
     /// Only this environment [default: every environment of the configuration]
     #[arg(long = "env", short = 'e')]
     pub environment: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BootstrapArgs {
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+    #[command(flatten)]
+    pub lock: LockArgs,
+    /// Write every manifest and machine config it would apply into DIR instead, touching
+    /// no cluster (DIR/<env>/<cluster>/{kubernetes,talos}/)
+    #[arg(long, value_name = "DIR")]
+    pub render: Option<PathBuf>,
+    /// How long to wait for each cluster's ready signal (e.g. 30s, 10m)
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Do not ask for confirmation before applying
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// Operations in flight at once
+    #[arg(long, default_value_t = crate::apply::DEFAULT_PARALLELISM, value_name = "N")]
+    pub parallelism: usize,
+    /// Print the result as JSON on standard output (README, "Bootstrap"); plans and
+    /// progress go to standard error
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -388,6 +416,20 @@ pub struct DestroyArgs {
 pub enum TalosCommand {
     /// Write a talosconfig for talosctl from the cluster's secrets in state
     Config(TalosConfigArgs),
+    /// Write every node's machine config (`<node>.yaml`, mode 0600) from the configuration
+    /// and the cluster's secrets in state, for review or `talosctl apply-config`
+    Render(TalosRenderArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TalosRenderArgs {
+    #[arg(long = "env", short = 'e')]
+    pub environment: String,
+    #[arg(long, short = 'c')]
+    pub cluster: String,
+    /// Directory to write the configs into (created mode 0700 when missing)
+    #[arg(long, value_name = "DIR")]
+    pub out: std::path::PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,7 @@
 //! One file per command: arguments → options → a pipeline call → output.
 
 pub mod apply;
+pub mod bootstrap;
 mod config;
 pub mod destroy;
 mod diff_env;
@@ -72,5 +73,15 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
         },
         #[cfg(feature = "lab")]
         Command::Lab(command) => lab::run(&cli.global, command, &output),
+        Command::Bootstrap(args) => bootstrap::run(
+            &cli.global,
+            &args,
+            &engine::Context::from_process(&cli.global, &output),
+        ),
+        Command::Talos(TalosCommand::Render(args)) => talos::render(
+            &cli.global,
+            &args,
+            &engine::Context::from_process(&cli.global, &output),
+        ),
     }
 }
