@@ -143,11 +143,58 @@ fn encrypted_documents_hold_no_secret_in_the_database() {
         "{stored}"
     );
     assert!(!stored.contains("do-not-leak-this-token"));
-    assert_eq!(store.load("dev").unwrap(), Some(secret));
+    assert_eq!(store.load("dev").unwrap(), Some(secret.clone()));
     // Without the key: a clear error naming the database and environment.
     let error = self::store(&url).load("dev").unwrap_err();
     assert!(matches!(error, Error::NoKey { .. }), "{error}");
     assert!(error.to_string().contains("environment `dev`"), "{error}");
+    // Rekey to a new identity: same document and serial, the old key no longer opens it.
+    let new = age::x25519::Identity::generate();
+    let rotating = self::store(&url).with_encryption(Some(Encryption {
+        recipients: vec![new.to_public().to_string()],
+        ..store.encryption().unwrap().clone()
+    }));
+    assert!(rotating.rekey("dev").unwrap());
+    assert!(!rotating.rekey("prod").unwrap());
+    let new_key = age::secrecy::ExposeSecret::expose_secret(&new.to_string()).to_string();
+    let with_new = self::store(&url).with_encryption(Some(Encryption {
+        identities: vec![IdentitySource::Key(Sensitive::new(new_key))],
+        ..Encryption::default()
+    }));
+    assert_eq!(with_new.load("dev").unwrap(), Some(secret));
+    assert!(matches!(store.load("dev"), Err(Error::WrongKey { .. })));
+}
+
+#[test]
+fn a_misconfigured_backend_is_reported_before_anything_runs() {
+    // No server needed: the settings are wrong before any connection.
+    let output = assert_cmd::Command::cargo_bin("infraflux")
+        .unwrap()
+        .env(BACKEND, "postgres")
+        .env_remove(URL)
+        .env("PROXMOX_TOKEN", "root@pam!ci=secret")
+        .args(["--config", concat!(env!("CARGO_MANIFEST_DIR"), "/config")])
+        .args(["plan", "--env", "dev"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("the postgres backend needs INFRAFLUX_STATE_POSTGRES_URL"),
+        "{stderr}"
+    );
+    let output = assert_cmd::Command::cargo_bin("infraflux")
+        .unwrap()
+        .env(BACKEND, "mysql")
+        .args(["state", "list"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("[possible values: local, postgres]"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -213,7 +260,7 @@ fn a_connection_dropped_mid_write_leaves_the_previous_serial() {
     };
     let observer = Session::open(&url);
     let waiting = "SELECT pid FROM pg_stat_activity \
-         WHERE application_name = 'infraflux' AND wait_event_type = 'Lock'";
+         WHERE datname = current_database() AND application_name = 'infraflux' AND wait_event_type = 'Lock'";
     let mut pids = Vec::new();
     for _ in 0..300 {
         pids = observer.column(waiting);
@@ -235,6 +282,12 @@ fn a_connection_dropped_mid_write_leaves_the_previous_serial() {
     // The store reconnects, and the write goes through once retried.
     let second = document("dev", 2, &["cp-1", "cp-2"]);
     store.persist(&second).unwrap();
+    assert_eq!(store.load("dev").unwrap(), Some(second.clone()));
+    // An idle connection that dies (a server restart, a proxy's idle timeout) costs a
+    // read nothing: it is retried on a new connection.
+    observer.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'infraflux'",
+    );
     assert_eq!(store.load("dev").unwrap(), Some(second));
 }
 
@@ -458,6 +511,8 @@ fn of_two_concurrent_applies_one_waits_or_fails_fast() {
     assert_eq!(code, ExitCode::FAILURE);
     assert!(err.contains("is locked by"), "{err}");
     assert!(err.contains("operation `apply`"), "{err}");
+    assert!(err.contains("its lease expires in"), "{err}");
+    assert!(err.contains("--lock-timeout"), "{err}");
     let (code, err) = apply(
         &registry,
         &url,

@@ -138,11 +138,11 @@ impl Context {
         let guard = self
             .store
             .lock_with_timeout(environment, info, timeout)
-            .map_err(|e| diagnostic(&e, None))?;
+            .map_err(|e| diagnostic(&e, Some(e.help())))?;
         let state = self
             .store
             .load(environment)
-            .map_err(|e| diagnostic(&e, None))?
+            .map_err(|e| diagnostic(&e, Some(e.help())))?
             .unwrap_or_else(|| StateDocument::new(environment));
         Ok((guard, state))
     }

@@ -139,7 +139,7 @@ pub enum Error {
     WrongKey { path: String, passphrase: bool },
     #[error("state encryption is misconfigured: {reason}")]
     EncryptionConfig { reason: String },
-    #[error("cannot {action} in the PostgreSQL state database {location}")]
+    #[error("PostgreSQL state database {location}: cannot {action}")]
     Database {
         action: String,
         /// The connection string without its password.

@@ -186,7 +186,7 @@ pub async fn heartbeat(shared: Arc<Shared>, environment: String, id: String) {
     loop {
         tokio::time::sleep(interval).await;
         let renewed = shared
-            .with_client("renew the lock", |client| {
+            .with_client_retrying("renew the lock", |client| {
                 let (environment, id, lease) = (environment.clone(), id.clone(), shared.lease);
                 Box::pin(async move { Ok(renew(client, &environment, &id, lease).await?) })
             })
@@ -216,7 +216,8 @@ impl Drop for LeaseGuard {
         let (environment, id) = (self.environment.clone(), self.info.id.clone());
         let released = self.driver.run(async move {
             shared
-                .with_client("release the lock", |client| {
+                .with_client_retrying("release the lock", |client| {
+                    let (environment, id) = (environment.clone(), id.clone());
                     Box::pin(async move { Ok(release(client, &environment, &id).await?) })
                 })
                 .await

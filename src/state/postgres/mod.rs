@@ -124,26 +124,59 @@ impl Shared {
         action: &str,
         work: impl for<'c> FnOnce(&'c mut Client) -> BoxFuture<'c, Result<T, Failure>>,
     ) -> Result<T, Error> {
+        self.attempt(action, work).await.map_err(|(error, _)| error)
+    }
+
+    /// [`Shared::with_client`] for work that is safe to repeat (reads, renewing or
+    /// deleting our own lease): when the connection turns out to be broken (the server
+    /// restarted, the session was terminated, the network dropped it), once more on a
+    /// new connection.
+    pub(crate) async fn with_client_retrying<T>(
+        &self,
+        action: &str,
+        work: impl for<'c> Fn(&'c mut Client) -> BoxFuture<'c, Result<T, Failure>>,
+    ) -> Result<T, Error> {
+        match self.attempt(action, &work).await {
+            Err((_, true)) => self.with_client(action, &work).await,
+            other => other.map_err(|(error, _)| error),
+        }
+    }
+
+    /// One try; an error comes with whether the connection broke.
+    async fn attempt<T>(
+        &self,
+        action: &str,
+        work: impl for<'c> FnOnce(&'c mut Client) -> BoxFuture<'c, Result<T, Failure>>,
+    ) -> Result<T, (Error, bool)> {
         let mut session = self.session.lock().await;
         let outcome = tokio::time::timeout(OPERATION_TIMEOUT, async {
-            let client = self.connect(&mut session).await?;
-            work(client).await.map_err(|failure| match failure {
-                Failure::Database(e) => database_error(action, &self.location, e),
-                Failure::State(e) => e,
-            })
+            let client = self.connect(&mut session).await.map_err(Failure::State)?;
+            work(client).await
         })
         .await;
         match outcome {
-            Ok(result) => result,
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(Failure::State(error))) => Err((error, false)),
+            Ok(Err(Failure::Database(error))) => {
+                // `is_closed` can lag behind a terminated session: after any database
+                // error, the next operation starts on a new connection.
+                *session = None;
+                let broken = error.is_closed()
+                    || error
+                        .as_db_error()
+                        .is_none_or(|db| db.severity() == "FATAL");
+                Err((database_error(action, &self.location, error), broken))
+            }
             Err(_) => {
                 // The server may still be working on our statement: closing the
                 // connection makes it roll back.
                 *session = None;
-                Err(Error::Database {
+                let error = Error::Database {
                     action: action.to_string(),
                     location: self.location.clone(),
                     source: format!("no answer within {}s", OPERATION_TIMEOUT.as_secs()).into(),
-                })
+                };
+                Err((error, false))
             }
         }
     }
@@ -258,6 +291,20 @@ impl PostgresStore {
         let shared = self.shared.clone();
         self.driver
             .run(async move { shared.with_client(action, work).await })
+    }
+
+    /// [`PostgresStore::run`] for work safe to repeat on a new connection.
+    fn run_retrying<T: Send + 'static>(
+        &self,
+        action: &'static str,
+        work: impl for<'c> Fn(&'c mut Client) -> BoxFuture<'c, Result<T, Failure>>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Result<T, Error> {
+        let shared = self.shared.clone();
+        self.driver
+            .run(async move { shared.with_client_retrying(action, work).await })
     }
 
     /// How a stored document is named in errors.
@@ -406,7 +453,8 @@ impl StateStore for PostgresStore {
     fn load(&self, environment: &str) -> Result<Option<StateDocument>, Error> {
         check_environment_name(environment)?;
         let name = environment.to_string();
-        let row = self.run("read the state", move |client| {
+        let row = self.run_retrying("read the state", move |client| {
+            let name = name.clone();
             Box::pin(async move {
                 let row = client
                     .query_opt(
@@ -518,7 +566,7 @@ impl StateStore for PostgresStore {
     }
 
     fn environments(&self) -> Result<Vec<String>, Error> {
-        self.run("list the environments", |client| {
+        self.run_retrying("list the environments", |client| {
             Box::pin(async move {
                 let rows = client
                     .query(
@@ -532,7 +580,7 @@ impl StateStore for PostgresStore {
     }
 
     fn locks(&self) -> Result<Vec<(String, LockInfo)>, Error> {
-        self.run("list the locks", |client| {
+        self.run_retrying("list the locks", |client| {
             Box::pin(async move { Ok(lease::all(client).await?) })
         })
     }
