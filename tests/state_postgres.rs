@@ -351,6 +351,51 @@ fn leases_are_exclusive_renewed_broken_and_waited_for() {
     assert!(second.locks().unwrap().is_empty(), "released on drop: {id}");
 }
 
+#[test]
+fn state_unlock_breaks_a_lease_found_by_its_id() {
+    let Some((_, url)) = database() else { return };
+    let store = store(&url);
+    let guard = store.lock("staging", LockInfo::new("apply")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let output = infraflux(
+        &url,
+        dir.path(),
+        &[
+            "--state-backend",
+            "postgres",
+            "state",
+            "unlock",
+            &guard.info().id,
+        ],
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stdout.starts_with("unlocked environment `staging`"),
+        "{stdout}"
+    );
+    // Its holder (this test) still runs: the user is warned.
+    assert!(stderr.contains("still runs"), "{stderr}");
+    assert!(store.locks().unwrap().is_empty());
+    let output = infraflux(
+        &url,
+        dir.path(),
+        &[
+            "--state-backend",
+            "postgres",
+            "state",
+            "unlock",
+            "no-such-id",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("no environment is locked"), "{stderr}");
+}
+
 /// Not a test on its own: the process `a_killed_holders_lease_expires_by_itself` starts
 /// and kills. It takes the lease and waits.
 #[test]

@@ -95,6 +95,9 @@ mod tests {
         };
         let store = postgres_from(url, None).unwrap();
         assert_eq!(store.lease(), DEFAULT_LEASE);
+        let shown = format!("{store:?} {}", store.location());
+        assert!(shown.contains("postgres://ci@127.0.0.1:1/state"), "{shown}");
+        assert!(!shown.contains("pw"), "{shown}");
         assert_eq!(
             postgres_from(url, Some(Duration::from_secs(5)))
                 .unwrap()
