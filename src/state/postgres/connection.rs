@@ -124,8 +124,12 @@ impl ConnectionString {
         }
         let has_password = url.password().is_some() || kept.iter().any(|(k, _)| k == "password");
         let mut config = tokio_postgres::Config::from_str(url.as_str()).map_err(|e| {
+            // The cause names the option ("unknown option `x`"), never its value.
+            let cause = std::error::Error::source(&e)
+                .map(|cause| format!(": {cause}"))
+                .unwrap_or_default();
             invalid(format!(
-                "the PostgreSQL connection string is not valid: {e}"
+                "the PostgreSQL connection string is not valid{cause}"
             ))
         })?;
         config.ssl_mode(ssl_mode);
@@ -371,6 +375,9 @@ mod tests {
         ] {
             let error = ConnectionString::parse(&bad, None).unwrap_err();
             let shown = format!("{error} {error:?}");
+            if bad.contains("frobnicate") {
+                assert!(shown.contains("unknown option `frobnicate`"), "{shown}");
+            }
             assert!(matches!(error, Error::BackendConfig { .. }), "{shown}");
             assert!(!shown.contains(SECRET), "{shown}");
         }
