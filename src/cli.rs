@@ -42,6 +42,20 @@ pub struct GlobalArgs {
     /// configuration's own (repeatable), e.g. the one `infraflux lab up` writes
     #[arg(long, global = true, value_name = "DIR", env = "INFRAFLUX_OVERLAY")]
     pub overlay: Vec<PathBuf>,
+    /// Where state lives: local files, or PostgreSQL (connection string in
+    /// INFRAFLUX_STATE_POSTGRES_URL) [default: local]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "BACKEND",
+        env = "INFRAFLUX_STATE_BACKEND"
+    )]
+    pub state_backend: Option<StateBackend>,
+    /// PostgreSQL backend: how long a lock lasts unless its run renews it (a killed run's
+    /// lock expires after this) [default: 2m]
+    #[arg(long, global = true, value_name = "DURATION", env = "INFRAFLUX_STATE_LEASE", value_parser = parse_duration)]
+    pub state_lease: Option<Duration>,
 }
 
 impl GlobalArgs {
@@ -52,6 +66,15 @@ impl GlobalArgs {
             overlays: &self.overlay,
         }
     }
+}
+
+/// Where state documents are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StateBackend {
+    /// Files in .infraflux/state/ (see --state-dir)
+    Local,
+    /// A PostgreSQL database (INFRAFLUX_STATE_POSTGRES_URL), locks as leases
+    Postgres,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -241,6 +264,20 @@ pub enum StateCommand {
     Unlock(StateUnlockArgs),
     /// Re-encrypt state to the configured recipients (INFRAFLUX_STATE_RECIPIENTS), e.g. after a key rotation
     Rekey(StateRekeyArgs),
+    /// Copy every environment's state to another backend (local files ↔ PostgreSQL)
+    Migrate(StateMigrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StateMigrateArgs {
+    /// The backend to copy to; the other one is read
+    #[arg(long, value_enum)]
+    pub to: StateBackend,
+    /// Only this environment [default: every environment with state]
+    #[arg(long = "env", short = 'e')]
+    pub environment: Option<String>,
+    #[command(flatten)]
+    pub lock: LockArgs,
 }
 
 #[derive(Debug, Args)]

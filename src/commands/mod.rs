@@ -35,6 +35,7 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
             StateCommand::Mv(args) => state::mv(&cli.global, &args),
             StateCommand::Unlock(args) => state::unlock(&cli.global, &args),
             StateCommand::Rekey(args) => state::rekey(&cli.global, &args),
+            StateCommand::Migrate(args) => state::migrate(&cli.global, &args),
         },
         Command::Plan(args) => plan::run(
             &cli.global,
