@@ -19,6 +19,7 @@
 //! None of the current resource types needs that order.
 
 pub mod build;
+pub mod placement;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::{self, Write as _};
@@ -50,6 +51,10 @@ pub struct DesiredResource {
     pub prevent_destroy: bool,
     /// Where it comes from, for diagnostics: `cluster prod/workload, control plane cp-1`.
     pub origin: String,
+    /// How plan-time placement may move it between hosts ([`placement`]); `None` for
+    /// everything that is not placed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<placement::Rule>,
 }
 
 /// Why an edge exists, for cycle errors and the DOT output.
