@@ -4,7 +4,7 @@
 //!
 //! - a plan when nothing changed: API calls counted by the fake (≤ 3 per endpoint);
 //! - 30 new VMs (and their images) applied at `--parallelism 10` with 20 ms of network
-//!   latency per request: wall time against the ideal for the per-node+storage limit of
+//!   latency per request and tasks that take time (fakepve's clock at 1/100): wall time against the ideal for the per-node+storage limit of
 //!   one create at a time, which the provider asks for so PVE's storage lock never times
 //!   out; no failure allowed.
 //!
@@ -33,7 +33,10 @@ const VMS: u32 = 300;
 const FIRST_VMID: u32 = 5000;
 const CREATES: usize = 30;
 const PARALLELISM: usize = 10;
-const LATENCY: f64 = 0.02;
+/// fakepve's clock: PVE seconds × this = real seconds (task durations and latency).
+const TIME_SCALE: f64 = 0.01;
+/// Network latency per request, in PVE seconds: 20 ms at the time scale above.
+const LATENCY: f64 = 2.0;
 const NODES: [&str; 3] = ["pve1", "pve2", "pve3"];
 const LAUNCHER: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -86,7 +89,14 @@ fn images_of(connection: &Attributes) -> Vec<DesiredResource> {
         .collect()
 }
 
-fn vm(name: &str, mut attributes: Attributes, memory_mib: u64) -> DesiredResource {
+/// A VM; `follows_image`: its `image` refers to the image on its node (the 300 adopted
+/// VMs keep the volume they were created from, as imported VMs do).
+fn vm(
+    name: &str,
+    mut attributes: Attributes,
+    memory_mib: u64,
+    follows_image: bool,
+) -> DesiredResource {
     let per_host: BTreeMap<String, Value> = NODES
         .iter()
         .map(|node| {
@@ -115,7 +125,11 @@ fn vm(name: &str, mut attributes: Attributes, memory_mib: u64) -> DesiredResourc
             spread: Spread::Even,
             allow_colocation: true,
             memory: memory_mib << 20,
-            per_host: BTreeMap::from([("image".to_string(), per_host)]),
+            per_host: if follows_image {
+                BTreeMap::from([("image".to_string(), per_host)])
+            } else {
+                BTreeMap::new()
+            },
         }),
     }
 }
@@ -123,7 +137,7 @@ fn vm(name: &str, mut attributes: Attributes, memory_mib: u64) -> DesiredResourc
 fn new_vm(i: usize, connection: &Attributes) -> DesiredResource {
     let mut attributes = json!({
         "node": "pve1", "name": format!("new-{i}"), "cores": 1, "memory_mib": 128,
-        "disk_gib": 20, "storage": "local-lvm", "bridge": "vmbr0",
+        "disk_gib": 20, "storage": "local-lvm", "bridge": "vmbr0", "vlan": null,
         "ipv4": format!("10.2.0.{}/24", i + 10), "gateway": "10.2.0.1", "dns": ["10.2.0.1"],
         "tags": ["bench", "infraflux"], "guest_agent": false, "vmid_range": [7000, 7999],
     })
@@ -131,7 +145,7 @@ fn new_vm(i: usize, connection: &Attributes) -> DesiredResource {
     .unwrap()
     .clone();
     attributes.extend(connection.clone());
-    vm(&format!("new-{i}"), attributes, 128)
+    vm(&format!("new-{i}"), attributes, 128, true)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -214,7 +228,7 @@ async fn run(python: &str) {
         };
         let address: ResourceAddr = result.address.parse().unwrap();
         let memory = attributes["memory_mib"].as_u64().unwrap();
-        desired.push(vm(&address.name, attributes.clone(), memory));
+        desired.push(vm(&address.name, attributes.clone(), memory, false));
         state.resources.insert(
             address,
             ResourceState {
@@ -253,6 +267,8 @@ async fn run(python: &str) {
 
     // 2. With latency: the images (with one VM per node), then one create alone to
     //    calibrate, then the 30 at parallelism 10.
+    fake.expect(json!({"op": "time_scale", "value": TIME_SCALE}))
+        .await;
     fake.expect(json!({"op": "slow_network", "latency": LATENCY}))
         .await;
     let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
@@ -293,23 +309,45 @@ async fn run(python: &str) {
     let busiest = per_node.values().copied().max().unwrap_or(0);
     let ideal = one_time.mul_f64(busiest as f64);
     println!(
-        "latency {:.0} ms per request from here on",
-        LATENCY * 1000.0
+        "from here on: {:.0} ms of latency per request, tasks at {TIME_SCALE} × PVE's durations",
+        LATENCY * TIME_SCALE * 1000.0
     );
     println!(
         "images + 3 VMs        : {:.0} ms",
         first_time.as_secs_f64() * 1000.0
     );
     println!(
-        "one create alone      : {:.0} ms (plan + apply of one new VM)",
+        "one create alone      : {:.0} ms (apply of one new VM)",
         one_time.as_secs_f64() * 1000.0
     );
     println!(
-        "{CREATES} creates at --parallelism {PARALLELISM}: {failures} failed, spread {per_node:?}, {calls} API calls with the plan ({:.1}/VM), {:.0} ms; ideal {busiest} × one create = {:.0} ms; ratio {:.2}",
+        "{CREATES} creates at --parallelism {PARALLELISM}: {failures} failed, spread {per_node:?}, {calls} API calls with the plan ({:.1}/VM), apply {:.0} ms; ideal {busiest} × one create = {:.0} ms; ratio {:.2}",
         calls as f64 / CREATES as f64,
         wall.as_secs_f64() * 1000.0,
         ideal.as_secs_f64() * 1000.0,
         wall.as_secs_f64() / ideal.as_secs_f64().max(f64::EPSILON)
+    );
+    // The same with the images managed too: each node's image storage is listed once.
+    fake.expect(json!({"op": "slow_network", "latency": 0.0}))
+        .await;
+    let before = requests(&mut fake).await;
+    let everything = plan(wanted.clone(), &state, &providers, &PlanOptions::default())
+        .await
+        .expect("plan");
+    let all_calls = requests(&mut fake).await - before;
+    let images = state
+        .resources
+        .values()
+        .filter(|r| r.kind == "proxmox_image")
+        .count();
+    println!(
+        "plan, nothing changed : {} VMs + {images} images, {} changes, {all_calls} API calls (1 VM inventory + 1 content listing per node holding an image)",
+        state.resources.len() - images,
+        everything
+            .changes
+            .iter()
+            .filter(|c| c.action != Action::NoOp)
+            .count()
     );
     fake.stop().await;
     if plan_calls > 3 || changes > 0 || failures > 0 {
@@ -320,7 +358,7 @@ async fn run(python: &str) {
     }
 }
 
-/// Plan `desired` against `state` and apply it: (new state, wall time of both, failures).
+/// Plan `desired` against `state` and apply it: (new state, apply wall time, failures).
 async fn plan_and_apply(
     desired: &[DesiredResource],
     state: StateDocument,
@@ -328,10 +366,10 @@ async fn plan_and_apply(
     store: &Arc<dyn StateStore>,
     parallelism: usize,
 ) -> (StateDocument, Duration, usize) {
-    let started = Instant::now();
     let planned = plan(desired.to_vec(), &state, providers, &PlanOptions::default())
         .await
         .expect("plan");
+    let started = Instant::now();
     let summary = apply(
         &planned,
         state,
