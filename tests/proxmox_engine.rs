@@ -465,3 +465,42 @@ async fn a_storage_without_import_content_is_refused_before_anything_starts() {
     assert_eq!(offline.code, 2, "{offline}");
     fake.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_create_task_fails_alone_and_the_next_run_converges() {
+    let python = python_or_skip!();
+    let mut fake = fake(&python, true).await;
+    let workspace = Workspace::new(&fake);
+    // The control plane goes to pve1 and the worker to pve2 (spread, configured order):
+    // PVE's create worker on pve2 fails once.
+    fake.expect(json!({
+        "op": "fail", "method": "POST", "suffix": "/nodes/pve2/qemu",
+        "error": "live_restore_failed", "times": 1,
+    }))
+    .await;
+    let (plan, apply) = workspace.apply();
+    assert_eq!(plan.code, 2, "{plan}");
+    assert_eq!(apply.code, 1, "{apply}");
+    assert!(
+        apply.err.contains(&format!("{WORKER}: create failed")),
+        "{apply}"
+    );
+    assert!(apply.err.contains("live-restore failed"), "{apply}");
+    assert!(
+        apply.err.contains(&format!("{CP}: Creation complete")),
+        "{apply}"
+    );
+
+    // The next run creates only what is missing, and then there is nothing to do.
+    let (plan, apply) = workspace.apply();
+    assert_eq!(plan.code, 2, "{plan}");
+    assert!(
+        !plan.out.contains(&format!("# {CP} will be created")),
+        "{plan}"
+    );
+    assert_eq!(apply.code, 0, "{apply}");
+    let names: Vec<String> = vms(&mut fake).await.into_iter().map(|vm| vm.0).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(workspace.plan(&[]).code, 0);
+    fake.stop().await;
+}

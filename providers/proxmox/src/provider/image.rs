@@ -385,7 +385,14 @@ impl ProxmoxProvider {
                     .unwrap_or_default();
                 let outcome = match &listing {
                     Ok(volumes) => match volumes.iter().find(|v| v.volid == volume) {
-                        Some(_) => ReadOutcome::Found(attributes(&item.prior, &volume)),
+                        Some(_) => {
+                            let mut found = attributes(&item.prior, &volume);
+                            // An interrupted create: its ID was never recorded.
+                            if item.id.is_empty() {
+                                found.insert("id".into(), json!(format!("{node}/{volume}")));
+                            }
+                            ReadOutcome::Found(found)
+                        }
                         None => ReadOutcome::Gone,
                     },
                     // The storage itself is gone: so is the image.
