@@ -6,9 +6,11 @@
 //!
 //! Life cycle: plan → apply → plan is empty → memory changed in the configuration →
 //! an in-place update → apply → a VM retagged behind InfraFlux's back → the plan reports
-//! the drift and corrects it → destroy leaves nothing. Faults: a locked VM fails its own
-//! update with a clear error while the other VM's update succeeds, and the next run
-//! converges; a storage without `import` content is refused at plan time with the fix.
+//! the drift and corrects it → HA moves a VM: drift only, nothing moves it back →
+//! destroy leaves nothing. Faults: a locked VM fails its own update with a clear error
+//! while the other VM's update succeeds, and the next run converges; so does a create
+//! whose PVE task fails; a storage without `import` content is refused at plan time
+//! with the fix.
 //!
 //! Needs `INFRAFLUX_FAKEPVE_PYTHON` (see providers/proxmox/tests/support); without it
 //! each test prints why it is skipped.
@@ -362,6 +364,19 @@ async fn plan_apply_update_drift_and_destroy_through_the_engine() {
         .map(str::to_string);
     assert_eq!(tags.as_deref(), Some("dev;infraflux;worker;workload"));
     assert_eq!(workspace.plan(&[]).code, 0);
+
+    // HA moves the worker to pve3 (which has no image): reported as drift, never moved
+    // back, and no image is planned for it.
+    fake.expect(json!({"op": "migrate", "vmid": worker, "target": "pve3"}))
+        .await;
+    let plan = workspace.plan(&[]);
+    assert_eq!(plan.code, 0, "{plan}");
+    assert!(
+        plan.out.contains(&format!("{WORKER} has changed")),
+        "{plan}"
+    );
+    assert!(plan.out.contains("\"pve3\""), "{plan}");
+    assert!(plan.out.contains("No changes."), "{plan}");
 
     // Destroy leaves nothing.
     let destroy = workspace.run(&[

@@ -15,7 +15,9 @@
 //!    when the group has something new to place) minus what this plan already placed on
 //!    the same hosts, for every group sharing them; a host that is offline or lacks the
 //!    memory is not a candidate;
-//! 4. `PerHost` resources no machine needs are dropped, unless they exist already.
+//! 4. `PerHost` resources no machine needs are dropped, unless they exist already. A
+//!    new machine needs those of its host; an existing one only when what its per-host
+//!    attributes refer to exists nowhere (a VM moved by HA needs no new image).
 //!
 //! Without an inventory (`--refresh=false`, `validate`, `graph`, a provider that has
 //! none) the same rules run with every candidate online and unlimited memory, which is
@@ -231,8 +233,14 @@ pub fn solve(
             None => new.push(i),
         }
     }
+    // Hosts whose per-host resources some machine needs, by group.
+    let mut needed: BTreeSet<(String, String)> = BTreeSet::new();
     for (i, host) in pinned {
-        set_host(&mut desired[i], &host);
+        if pin(&mut desired[i], &host, state)
+            && let Some(Rule::Machine { group, .. }) = &desired[i].placement
+        {
+            needed.insert((group.clone(), host));
+        }
     }
     // Control planes first, then in the order built.
     new.sort_by_key(|&i| match &desired[i].placement {
@@ -326,12 +334,13 @@ pub fn solve(
                 .or_default() += 1;
         }
         set_host(&mut desired[i], &chosen);
+        needed.insert((group.clone(), chosen));
     }
 
     // 4. Per-host resources where no machine is, unless they exist.
     desired.retain(|resource| match &resource.placement {
         Some(Rule::PerHost { group, host }) => {
-            members.contains_key(&(group.clone(), host.clone()))
+            needed.contains(&(group.clone(), host.clone()))
                 || state.resources.contains_key(&resource.addr)
         }
         _ => true,
@@ -371,6 +380,45 @@ fn set_host(resource: &mut DesiredResource, host: &str) {
             }
         }
     }
+}
+
+/// Whether `value` refers to a resource state has.
+fn refers_to_existing(value: &Value, state: &StateDocument) -> bool {
+    parse_reference(value)
+        .and_then(|r| r.address.parse::<ResourceAddr>().ok())
+        .is_some_and(|addr| state.resources.contains_key(&addr))
+}
+
+/// Keep an existing machine on `host`. Its per-host attributes follow the host when what
+/// they refer to there exists, else keep referring to what exists (a VM moved by HA does
+/// not need a new image on its new node: its disk was imported long ago). Returns
+/// whether the host's per-host resources must be created for it.
+fn pin(resource: &mut DesiredResource, host: &str, state: &StateDocument) -> bool {
+    resource
+        .attributes
+        .insert(HOST_ATTRIBUTE.into(), Value::String(host.into()));
+    let Some(Rule::Machine { per_host, .. }) = &resource.placement else {
+        return false;
+    };
+    let mut needs_host = false;
+    for (attribute, values) in per_host {
+        let here = values.get(host);
+        if here.is_some_and(|v| refers_to_existing(v, state)) {
+            resource
+                .attributes
+                .insert(attribute.clone(), here.cloned().unwrap_or_default());
+        } else if resource
+            .attributes
+            .get(attribute)
+            .is_some_and(|v| refers_to_existing(v, state))
+        {
+            // As built: refers to something that exists; leave it.
+        } else if let Some(value) = here {
+            resource.attributes.insert(attribute.clone(), value.clone());
+            needs_host = true;
+        }
+    }
+    needs_host
 }
 
 fn mebibytes(bytes: u64) -> u64 {

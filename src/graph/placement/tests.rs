@@ -340,3 +340,26 @@ fn preflight_problems_are_reported_for_what_will_be_created() {
     assert_eq!(problems[0].address.name, "talos-pve1");
     assert!(problems[0].help.contains("pvesm set local"));
 }
+
+#[test]
+fn a_machine_moved_by_ha_keeps_its_image_and_needs_no_new_one() {
+    let mut resources = cluster("dev/w", 1, 0, 2 * GIB, false);
+    // Built for pve1, created there with pve1's image; HA has since moved it to pve3.
+    resources[3].attributes.insert(
+        "image".into(),
+        reference("dev/w/proxmox_image.talos-pve1", "volume"),
+    );
+    let mut state = StateDocument::new("dev");
+    let image = resources[0].clone();
+    existing(&mut state, &image, "pve1");
+    existing(&mut state, &resources[3], "pve3");
+    let placed_now = solve(resources, &state, &HashMap::new()).unwrap();
+    assert_eq!(
+        placed(&placed_now),
+        pairs(&[("talos-pve1", "pve1"), ("cp-1", "pve3")])
+    );
+    assert_eq!(
+        placed_now[1].attributes["image"],
+        reference("dev/w/proxmox_image.talos-pve1", "volume")
+    );
+}
