@@ -1244,6 +1244,60 @@ workloads: {replicas: 1, image_tag: '1', resources: {requests: {cpu: 1, memory: 
     }
 
     #[test]
+    fn an_ssh_image_upload_resolves_with_its_defaults() {
+        let (model, problems) = resolve_with(
+            "environments: {dev: {proxmox: {image_upload: {method: ssh, private_key_file: /keys/pve, known_hosts: /keys/known_hosts, hosts: {pve1: 192.0.2.11}}}}}\n",
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        let model = model.unwrap();
+        let upload = model
+            .clusters()
+            .next()
+            .unwrap()
+            .proxmox
+            .image_upload
+            .clone();
+        assert_eq!(
+            upload,
+            Some(SshImageUpload {
+                user: "root".into(),
+                port: 22,
+                private_key_file: "/keys/pve".into(),
+                host_key: HostKey::KnownHosts("/keys/known_hosts".into()),
+                hosts: [("pve1".to_string(), "192.0.2.11".to_string())].into(),
+                source_dir: "images".into(),
+                import_dir: None,
+            })
+        );
+        let (model, _) = resolve_with("");
+        assert_eq!(
+            model
+                .unwrap()
+                .clusters()
+                .next()
+                .unwrap()
+                .proxmox
+                .image_upload,
+            None
+        );
+    }
+
+    #[test]
+    fn an_ssh_image_upload_without_host_key_verification_is_refused() {
+        let (model, problems) = resolve_with(
+            "environments: {dev: {proxmox: {image_upload: {method: ssh, private_key_file: /keys/pve}}}}\n",
+        );
+        assert!(model.is_none());
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0]
+                .message
+                .contains("needs a way to verify the nodes' host keys"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
     fn api_tokens_have_user_realm_id_and_secret() {
         assert!(is_api_token("root@pam!infraflux=0f2c"));
         for bad in ["root@pam", "root!x=y", "root@pam!=y", "root@pam!x="] {
