@@ -332,3 +332,114 @@ async fn a_failed_or_interrupted_upload_leaves_nothing_under_the_final_name() {
     assert!(error.to_string().contains("nothing was kept"), "{error}");
     assert!(sshd.files().is_empty(), "left behind: {:?}", sshd.files());
 }
+
+/// The provider with `upload` set: PVE (wiremock) is asked about the storage and lists
+/// the volume once it is there; the file itself goes over SSH, never `download-url`.
+#[tokio::test]
+async fn the_provider_uploads_the_image_over_ssh_instead_of_downloading() {
+    use infraflux_provider::{CreateRequest, Provider, ResourceRef};
+    use infraflux_proxmox::{Client, ClientConfig, Credentials, ProviderOptions, ProxmoxProvider};
+    use serde_json::json;
+    use wiremock::matchers::{method, path, query_param};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let Some(sshd) = start() else { return };
+    let known_hosts = sshd.known_hosts(&sshd.host_public_key());
+    let filename = "talos-v1.13.9-ce4c9805.raw";
+    let source = tempfile::tempdir().unwrap();
+    let bytes = image(512 * 1024 + 3);
+    std::fs::write(source.path().join(filename), &bytes).unwrap();
+
+    let server = MockServer::start().await;
+    let ok =
+        |data: serde_json::Value| ResponseTemplate::new(200).set_body_json(json!({"data": data}));
+    Mock::given(method("GET"))
+        .and(path("/api2/json/nodes/pve1/storage/local/status"))
+        .respond_with(ok(
+            json!({"content": "iso,import", "type": "dir", "active": 1, "enabled": 1}),
+        ))
+        .mount(&server)
+        .await;
+    let content = "/api2/json/nodes/pve1/storage/local/content";
+    // Before the upload: nothing; after it: the volume.
+    Mock::given(method("GET"))
+        .and(path(content))
+        .and(query_param("content", "import"))
+        .respond_with(ok(json!([])))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(content))
+        .and(query_param("content", "import"))
+        .respond_with(ok(
+            json!([{"volid": format!("local:import/{filename}"), "content": "import"}]),
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api2/json/nodes/pve1/storage/local/download-url"))
+        .respond_with(ok(json!(null)))
+        .expect(0)
+        .mount(&server)
+        .await;
+
+    let client = Client::new(ClientConfig::new(
+        server.uri().parse().unwrap(),
+        Credentials::api_token("root@pam!ci=s3cr3t").unwrap(),
+        infraflux_proxmox::TlsVerification::System,
+    ))
+    .unwrap();
+    let provider = ProxmoxProvider::new(client, ProviderOptions::default());
+    let planned = json!({
+        "node": "pve1", "storage": "local", "talos_version": "v1.13.9",
+        "schematic": "ce4c980550dd2ab1b17bbf2b08801c7eb59418eafe8f279833297925d67c7515",
+        "url": "https://factory.talos.dev/image/ce4c9805/v1.13.9/nocloud-amd64.raw",
+        "filename": filename, "checksum": sha256(&bytes),
+        "upload": {
+            "method": "ssh", "user": user(), "port": sshd.port,
+            "private_key_file": sshd.dir.path().join("user_key"),
+            "known_hosts": known_hosts, "hosts": {"pve1": "127.0.0.1"},
+            "source_dir": source.path(), "import_dir": sshd.import,
+        },
+    });
+    let created = provider
+        .create(CreateRequest {
+            resource: ResourceRef {
+                address: "dev/w/proxmox_image.talos-pve1".into(),
+                kind: "proxmox_image".into(),
+            },
+            planned: planned.as_object().unwrap().clone(),
+        })
+        .await
+        .expect("the image is uploaded");
+    assert_eq!(created.id, format!("pve1/local:import/{filename}"));
+    assert_eq!(
+        created.attributes["volume"],
+        json!(format!("local:import/{filename}"))
+    );
+    assert_eq!(sshd.files(), [filename]);
+    assert!(std::fs::read(sshd.import.join(filename)).unwrap() == bytes);
+
+    // A missing local file says where to put it and where it comes from.
+    std::fs::remove_file(source.path().join(filename)).unwrap();
+    let mut other = planned.clone();
+    other["filename"] = json!("talos-other.raw");
+    other["checksum"] = serde_json::Value::Null;
+    let error = provider
+        .create(CreateRequest {
+            resource: ResourceRef {
+                address: "dev/w/proxmox_image.talos-pve1".into(),
+                kind: "proxmox_image".into(),
+            },
+            planned: other.as_object().unwrap().clone(),
+        })
+        .await
+        .unwrap_err();
+    assert!(error.message.contains("is not at"), "{}", error.message);
+    assert!(
+        error.message.contains("factory.talos.dev"),
+        "{}",
+        error.message
+    );
+}
