@@ -110,11 +110,18 @@ impl Workspace {
             .env_remove("INFRAFLUX_STATE_DIR")
             .output()
             .expect("infraflux runs");
-        Run {
+        let run = Run {
             code: output.status.code().unwrap_or(-1),
             out: String::from_utf8_lossy(&output.stdout).into_owned(),
             err: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        };
+        // Whatever happens, the token's secret is never printed.
+        let secret = support::TOKEN.split_once('=').unwrap().1;
+        assert!(
+            !run.out.contains(secret) && !run.err.contains(secret),
+            "the token was printed: {run}"
+        );
+        run
     }
 
     /// `plan` restricted to the two VMs (and so their images), with extra arguments.
