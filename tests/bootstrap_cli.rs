@@ -136,10 +136,13 @@ impl Harness {
             cancel: CancellationToken::new(),
             handle_signals: false,
         };
-        let Command::Bootstrap(args) = &cli.command else {
-            panic!("not bootstrap: {:?}", cli.command)
+        let result = match &cli.command {
+            Command::Bootstrap(args) => {
+                bootstrap::run_with(&cli.global, args, &context, &self.clusters)
+            }
+            Command::Apply(args) => infraflux::commands::apply::run(&cli.global, args, &context),
+            other => panic!("not bootstrap or apply: {other:?}"),
         };
-        let result = bootstrap::run_with(&cli.global, args, &context, &self.clusters);
         let text = |b: &Arc<Mutex<Vec<u8>>>| String::from_utf8(b.lock().unwrap().clone()).unwrap();
         match result {
             Ok(code) => Run {
@@ -444,4 +447,21 @@ fn render_writes_manifests_and_applies_nothing() {
         "{}",
         run.err
     );
+}
+
+#[test]
+fn apply_ends_with_the_signal_and_keeps_its_exit_code() {
+    let harness = Harness::new();
+    let run = harness.run(&["apply", "--env", "dev", "--auto-approve"]);
+    assert_eq!(run.code, ExitCode::SUCCESS, "{}{}", run.out, run.err);
+    // Apply takes the signal with the kubeconfig from state; the mock's is not a real
+    // kubeconfig, and the report says so without quoting it.
+    let tail = &run.out[run.out.find("Apply complete!").expect("a summary")..];
+    assert!(
+        tail.contains(
+            "Ready signal for dev/workload: not taken: the kubeconfig in state is not a kubeconfig document"
+        ),
+        "{tail}"
+    );
+    assert!(!tail.contains("kubeconfig-"), "{tail}");
 }

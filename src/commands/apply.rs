@@ -28,7 +28,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs, context: &Context) -> miette::
                 lock_timeout: args.lock.lock_timeout,
                 promotion: None,
             };
-            apply_environment(
+            let code = apply_environment(
                 global,
                 &environment,
                 desired,
@@ -37,7 +37,16 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs, context: &Context) -> miette::
                 run,
                 &context.out,
                 context,
-            )
+            )?;
+            if code == ExitCode::SUCCESS {
+                super::bootstrap::apply_tail(
+                    global,
+                    &environment,
+                    args.selection.cluster.as_deref(),
+                    context,
+                );
+            }
+            Ok(code)
         }
     }
 }

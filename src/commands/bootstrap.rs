@@ -207,6 +207,57 @@ pub fn run_with(
     }
 }
 
+/// The tail of a successful `apply`: one look (no waiting) at the ready signal of each
+/// applied cluster that has a handoff, printed after the apply summary. It informs and
+/// does not change apply's exit code: the provider already waited for every resource it
+/// applied, and `bootstrap` is the command whose exit code is the signal.
+pub(super) fn apply_tail(
+    global: &GlobalArgs,
+    environment: &str,
+    cluster: Option<&str>,
+    context: &Context,
+) {
+    let selection = Selection {
+        environment: Some(environment.to_string()),
+        cluster: cluster.map(str::to_string),
+    };
+    let (_, model, problems) = load_model(
+        &global.config,
+        &selection,
+        context.variables.as_ref(),
+        false,
+    );
+    let Some(model) = model.filter(|_| !problems.has_errors()) else {
+        return;
+    };
+    let desired = crate::graph::build_desired(&model);
+    let has_handoff = |cluster: &Cluster| {
+        kubernetes_resources(cluster, &desired)
+            .any(|d| d.kind == infraflux_kubernetes::provider::HANDOFF)
+    };
+    let Ok(Some(state)) = context.store.load(environment) else {
+        return;
+    };
+    let fancy = fancy_symbols(global, context);
+    for cluster in model.clusters().filter(|c| has_handoff(c)) {
+        let report = match ready_signal(
+            cluster,
+            &desired,
+            &state,
+            Duration::ZERO,
+            &KubeconfigApi::default(),
+            context,
+        ) {
+            Ok(Some(ready)) => ClusterReport::signal(cluster, ready),
+            Ok(None) => return,
+            Err(reason) => ClusterReport::error(cluster, reason),
+        };
+        context
+            .out
+            .write(&format!("\n{}", report::human(&report, fancy)));
+    }
+}
+
 /// The model of the selection, environments in promotion order; the configuration's
 /// problems when it has errors.
 fn load_selection(
