@@ -99,7 +99,7 @@ pub fn run_with(
     let mut result = BootstrapReport::new(&model);
     let mut failure: Option<miette::Report> = None;
     let mut code = 0u8;
-    for (index, environment) in model.environments.iter().enumerate() {
+    for (index, environment) in selected(&model).enumerate() {
         let name = &environment.name;
         let step = progress.start(format!("{name}: plan and apply"));
         let applied = load_desired_for(
@@ -205,6 +205,12 @@ pub fn run_with(
         Some(report) => Err(report),
         None => Ok(ExitCode::from(code)),
     }
+}
+
+/// The environments with a selected cluster, in promotion order (`--cluster edge` skips
+/// the environments that do not run `edge`).
+fn selected(model: &Model) -> impl Iterator<Item = &crate::model::Environment> {
+    model.environments.iter().filter(|e| !e.clusters.is_empty())
 }
 
 /// The tail of a successful `apply`: one look (no waiting) at the ready signal of each
@@ -367,7 +373,7 @@ fn render(
 ) -> miette::Result<ExitCode> {
     let desired = crate::graph::build_desired(model);
     let mut result = BootstrapReport::new(model);
-    for (index, environment) in model.environments.iter().enumerate() {
+    for (index, environment) in selected(&model).enumerate() {
         let state = context
             .store
             .load(&environment.name)
@@ -509,5 +515,42 @@ impl Step<'_> {
             "{symbol} {}{separator}{text} ({elapsed:.1}s)\n",
             self.name
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn progress(fancy: bool) -> (Progress, Arc<std::sync::Mutex<Vec<u8>>>) {
+        let (err, buffer) = Sink::buffer();
+        (Progress { err, fancy }, buffer)
+    }
+
+    fn text(buffer: &Arc<std::sync::Mutex<Vec<u8>>>) -> String {
+        String::from_utf8(buffer.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn progress_lines_use_symbols_on_a_terminal_and_ascii_elsewhere() {
+        for (fancy, started, done, failed) in [(true, "▸", "✔", "✗"), (false, ">", "OK", "FAIL")]
+        {
+            let (progress, buffer) = progress(fancy);
+            progress.start("dev: plan and apply".into()).done("");
+            progress
+                .start("dev/workload: ready signal".into())
+                .failed("not ready after 600s: nodes");
+            let output = text(&buffer);
+            let lines: Vec<&str> = output.lines().collect();
+            assert_eq!(lines.len(), 4, "{output}");
+            assert_eq!(lines[0], format!("{started} dev: plan and apply"));
+            // Done and failed lines end with the time the step took.
+            assert!(lines[1].starts_with(&format!("{done} dev: plan and apply (")));
+            assert!(lines[1].ends_with("s)"), "{}", lines[1]);
+            assert!(lines[3].starts_with(&format!(
+                "{failed} dev/workload: ready signal: not ready after 600s: nodes ("
+            )));
+            assert!(output.is_ascii() != fancy, "{output}");
+        }
     }
 }
