@@ -373,7 +373,7 @@ fn render(
 ) -> miette::Result<ExitCode> {
     let desired = crate::graph::build_desired(model);
     let mut result = BootstrapReport::new(model);
-    for (index, environment) in selected(&model).enumerate() {
+    for (index, environment) in selected(model).enumerate() {
         let state = context
             .store
             .load(&environment.name)
