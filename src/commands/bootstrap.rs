@@ -37,7 +37,7 @@ use crate::model::address::ResourceAddr;
 use crate::model::{Cluster, Model, load_model};
 use crate::state::StateDocument;
 
-use report::{ApplyOutcome, BootstrapReport, ClusterReport, Rendered};
+use report::{ApplyOutcome, BootstrapReport, ClusterReport, EnvironmentReport, Rendered};
 
 /// Opens a cluster's API from the kubeconfig recorded in state (`talos_kubeconfig`), for
 /// the ready signal. Tests put a fake API server behind it.
@@ -100,69 +100,29 @@ pub fn run_with(
     let mut failure: Option<miette::Report> = None;
     let mut code = 0u8;
     for (index, environment) in selected(&model).enumerate() {
-        let name = &environment.name;
-        let step = progress.start(format!("{name}: plan and apply"));
-        let applied = load_desired_for(
-            global,
-            Some(name),
-            args.selection.cluster.as_deref(),
-            context,
-        )
-        .and_then(|(_, desired)| {
-            let run = RunOptions {
-                auto_approve: args.auto_approve,
-                parallelism: args.parallelism,
-                lock_timeout: args.lock.lock_timeout,
-                promotion: None,
-            };
-            apply_environment(
-                global,
-                name,
-                desired,
-                args.selection.cluster.as_deref(),
-                false,
-                run,
-                &out,
-                context,
-            )
-        });
         let entry = &mut result.environments[index];
-        match applied {
-            Ok(exit) if exit == ExitCode::SUCCESS => {
-                step.done("");
-                entry.apply = ApplyOutcome::Succeeded;
-            }
-            Ok(exit) if exit == ExitCode::from(130) => {
-                step.failed("interrupted");
-                entry.apply = ApplyOutcome::Interrupted;
-                code = 130;
-                break;
-            }
-            Ok(_) => {
-                step.failed("apply did not complete (see above)");
-                entry.apply = ApplyOutcome::Failed;
-                code = 1;
-                break;
-            }
-            Err(report) => {
-                step.failed(&first_line(&report));
-                entry.apply = ApplyOutcome::Failed;
-                entry.error = Some(first_line(&report));
-                failure = Some(report);
-                code = 1;
-                break;
-            }
+        (code, failure) = apply_one(
+            global,
+            args,
+            &environment.name,
+            &out,
+            &progress,
+            entry,
+            context,
+        );
+        if code != 0 {
+            break;
         }
         let state = context
             .store
-            .load(name)
+            .load(&environment.name)
             .map_err(|e| super::engine::diagnostic(&e, None))?
-            .unwrap_or_else(|| StateDocument::new(name));
+            .unwrap_or_else(|| StateDocument::new(&environment.name));
         let desired = crate::graph::build_desired(&model);
         for cluster in &environment.clusters {
             let step = progress.start(format!("{}: ready signal", cluster.id()));
             let signal = ready_signal(cluster, &desired, &state, args.timeout, clusters, context);
-            let cluster_report = match signal {
+            let report = match signal {
                 Ok(Some(ready)) => {
                     if ready.is_ready() {
                         step.done("");
@@ -182,15 +142,14 @@ pub fn run_with(
                 }
             };
             if !args.json {
-                out.write(&report::human(&cluster_report, progress.fancy));
+                out.write(&report::human(&report, progress.fancy));
             }
-            let ready = cluster_report.ready;
-            result.environments[index].clusters.push(cluster_report);
+            if code == 0 && !report.ready {
+                code = 1;
+            }
+            result.environments[index].clusters.push(report);
             if code == 130 {
                 break;
-            }
-            if !ready {
-                code = 1;
             }
         }
         if code != 0 {
@@ -204,6 +163,64 @@ pub fn run_with(
     match failure {
         Some(report) => Err(report),
         None => Ok(ExitCode::from(code)),
+    }
+}
+
+/// Plan and apply one environment as `apply` does, plans and summary to `out`. Returns
+/// the run's exit code so far (0: go on to the signal) and the diagnostic of an apply
+/// that was refused or could not start.
+fn apply_one(
+    global: &GlobalArgs,
+    args: &BootstrapArgs,
+    environment: &str,
+    out: &Sink,
+    progress: &Progress,
+    entry: &mut EnvironmentReport,
+    context: &Context,
+) -> (u8, Option<miette::Report>) {
+    let step = progress.start(format!("{environment}: plan and apply"));
+    let cluster = args.selection.cluster.as_deref();
+    let applied =
+        load_desired_for(global, Some(environment), cluster, context).and_then(|(_, desired)| {
+            let run = RunOptions {
+                auto_approve: args.auto_approve,
+                parallelism: args.parallelism,
+                lock_timeout: args.lock.lock_timeout,
+                promotion: None,
+            };
+            apply_environment(
+                global,
+                environment,
+                desired,
+                cluster,
+                false,
+                run,
+                out,
+                context,
+            )
+        });
+    match applied {
+        Ok(exit) if exit == ExitCode::SUCCESS => {
+            step.done("");
+            entry.apply = ApplyOutcome::Succeeded;
+            (0, None)
+        }
+        Ok(exit) if exit == ExitCode::from(130) => {
+            step.failed("interrupted");
+            entry.apply = ApplyOutcome::Interrupted;
+            (130, None)
+        }
+        Ok(_) => {
+            step.failed("apply did not complete (see above)");
+            entry.apply = ApplyOutcome::Failed;
+            (1, None)
+        }
+        Err(report) => {
+            step.failed(&first_line(&report));
+            entry.apply = ApplyOutcome::Failed;
+            entry.error = Some(first_line(&report));
+            (1, Some(report))
+        }
     }
 }
 
