@@ -19,7 +19,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
     /// Configuration directory (defaults/, templates/, environments/, clusters/)
     #[arg(
@@ -38,6 +38,43 @@ pub struct GlobalArgs {
     /// Directory whose .infraflux/state/ holds the state [default: the working directory]
     #[arg(long, global = true, value_name = "DIR", env = "INFRAFLUX_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// A directory laid out like the configuration whose files merge after the
+    /// configuration's own (repeatable), e.g. the one `infraflux lab up` writes
+    #[arg(long, global = true, value_name = "DIR", env = "INFRAFLUX_OVERLAY")]
+    pub overlay: Vec<PathBuf>,
+    /// Where state lives: local files, or PostgreSQL (connection string in
+    /// INFRAFLUX_STATE_POSTGRES_URL) [default: local]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "BACKEND",
+        env = "INFRAFLUX_STATE_BACKEND"
+    )]
+    pub state_backend: Option<StateBackend>,
+    /// PostgreSQL backend: how long a lock lasts unless its run renews it (a killed run's
+    /// lock expires after this) [default: 2m]
+    #[arg(long, global = true, value_name = "DURATION", env = "INFRAFLUX_STATE_LEASE", value_parser = parse_duration)]
+    pub state_lease: Option<Duration>,
+}
+
+impl GlobalArgs {
+    /// The configuration directory with its overlays, for `load_config`/`load_model`.
+    pub fn config_paths(&self) -> crate::config::ConfigPaths<'_> {
+        crate::config::ConfigPaths {
+            dir: &self.config,
+            overlays: &self.overlay,
+        }
+    }
+}
+
+/// Where state documents are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StateBackend {
+    /// Files in .infraflux/state/ (see --state-dir)
+    Local,
+    /// A PostgreSQL database (INFRAFLUX_STATE_POSTGRES_URL), locks as leases
+    Postgres,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -72,9 +109,64 @@ pub enum Command {
     /// Talos helpers
     #[command(subcommand)]
     Talos(TalosCommand),
+    /// Age-encrypted secrets in the configuration (README "Secrets in configuration")
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+    /// A local lab: simulated Proxmox, Talos and Kubernetes on loopback
+    #[cfg(feature = "lab")]
+    #[command(subcommand)]
+    Lab(LabCommand),
     /// Apply each environment in promotion order (dev → staging → prod) and wait for its
     /// ready signal (exit 0 ready, 1 failed or not ready, 130 interrupted)
     Bootstrap(BootstrapArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Decrypt FILE into $VISUAL/$EDITOR, check the YAML, encrypt it again (creates FILE when missing)
+    Edit(SecretsFileArgs),
+    /// Encrypt a plaintext YAML file in place
+    Encrypt(SecretsFileArgs),
+    /// Print the plaintext of an encrypted file to stdout
+    Decrypt(SecretsFileArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SecretsFileArgs {
+    /// The file, e.g. config/secrets/prod.yaml or config/environments/prod.age.yaml
+    pub file: PathBuf,
+}
+
+#[cfg(feature = "lab")]
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// Plan, apply and plan again against a lab in this process (exit 1 if a step fails or the second plan is not empty)
+    Run(LabRunArgs),
+    /// Start a lab in the background and write a configuration overlay pointing at it
+    Up(LabUpArgs),
+    /// Stop the background lab and remove its overlay and state
+    Down,
+    /// Show whether a background lab runs, and where (exit 1 when none does)
+    Status,
+    /// Run the lab in the foreground until SIGTERM (what `lab up` starts)
+    #[command(hide = true)]
+    Serve(LabUpArgs),
+}
+
+#[cfg(feature = "lab")]
+#[derive(Debug, Args)]
+pub struct LabRunArgs {
+    /// The environment to run
+    #[arg(long = "env", short = 'e', default_value = "dev")]
+    pub environment: String,
+}
+
+#[cfg(feature = "lab")]
+#[derive(Debug, Args)]
+pub struct LabUpArgs {
+    /// Only this environment [default: every environment of the configuration]
+    #[arg(long = "env", short = 'e')]
+    pub environment: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -172,6 +264,20 @@ pub enum StateCommand {
     Unlock(StateUnlockArgs),
     /// Re-encrypt state to the configured recipients (INFRAFLUX_STATE_RECIPIENTS), e.g. after a key rotation
     Rekey(StateRekeyArgs),
+    /// Copy every environment's state to another backend (local files ↔ PostgreSQL)
+    Migrate(StateMigrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StateMigrateArgs {
+    /// The backend to copy to; the other one is read
+    #[arg(long, value_enum)]
+    pub to: StateBackend,
+    /// Only this environment [default: every environment with state]
+    #[arg(long = "env", short = 'e')]
+    pub environment: Option<String>,
+    #[command(flatten)]
+    pub lock: LockArgs,
 }
 
 #[derive(Debug, Args)]

@@ -84,7 +84,7 @@ fn apply_saved(
     path: &std::path::Path,
     context: &Context,
 ) -> miette::Result<ExitCode> {
-    let plan = saved::load(path).map_err(|e| {
+    let plan = saved::load_encrypted(path, context.store.encryption()).map_err(|e| {
         let help = e.help().map(str::to_string);
         diagnostic(&e, help)
     })?;
@@ -272,7 +272,7 @@ fn promotion_gate(
     context: &Context,
 ) -> miette::Result<PromotionRecord> {
     let (config, _) = load_config(
-        &global.config,
+        global.config_paths(),
         &Selection::default(),
         context.variables.as_ref(),
     );

@@ -293,7 +293,7 @@ fn load_selection(
         cluster: args.selection.cluster.clone(),
     };
     let (config, model, problems) = load_model(
-        &global.config,
+        global.config_paths(),
         &selection,
         context.variables.as_ref(),
         false,

@@ -11,7 +11,7 @@ use crate::policy::{clusters_in_one_only, parity_report};
 
 pub fn run(global: &GlobalArgs, args: &DiffEnvArgs, output: &Output) -> miette::Result<ExitCode> {
     let (config, model, mut problems) = load_model(
-        &global.config,
+        global.config_paths(),
         &Selection::default(),
         &ProcessEnvironment,
         false,

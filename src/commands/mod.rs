@@ -8,15 +8,18 @@ mod diff_env;
 pub mod engine;
 pub mod graph;
 pub mod import;
+#[cfg(feature = "lab")]
+pub mod lab;
 pub mod output;
 pub mod plan;
+pub mod secrets;
 pub(crate) mod state;
 pub mod talos;
 mod validate;
 
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command, ConfigCommand, StateCommand, TalosCommand};
+use crate::cli::{Cli, Command, ConfigCommand, SecretsCommand, StateCommand, TalosCommand};
 
 pub fn run(cli: Cli) -> miette::Result<ExitCode> {
     let output = output::Output::new(cli.global.color);
@@ -32,6 +35,7 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
             StateCommand::Mv(args) => state::mv(&cli.global, &args),
             StateCommand::Unlock(args) => state::unlock(&cli.global, &args),
             StateCommand::Rekey(args) => state::rekey(&cli.global, &args),
+            StateCommand::Migrate(args) => state::migrate(&cli.global, &args),
         },
         Command::Plan(args) => plan::run(
             &cli.global,
@@ -63,6 +67,13 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
             &args,
             &engine::Context::from_process(&cli.global, &output),
         ),
+        Command::Secrets(command) => match command {
+            SecretsCommand::Edit(args) => secrets::edit(&args),
+            SecretsCommand::Encrypt(args) => secrets::encrypt(&args),
+            SecretsCommand::Decrypt(args) => secrets::decrypt(&args),
+        },
+        #[cfg(feature = "lab")]
+        Command::Lab(command) => lab::run(&cli.global, command, &output),
         Command::Bootstrap(args) => bootstrap::run(
             &cli.global,
             &args,

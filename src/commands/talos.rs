@@ -115,7 +115,7 @@ fn load_cluster(
         cluster: Some(cluster.to_string()),
     };
     let (config, model, problems) = load_model(
-        &global.config,
+        global.config_paths(),
         &selection,
         context.variables.as_ref(),
         false,

@@ -16,7 +16,7 @@ pub fn run(global: &GlobalArgs, args: &ValidateArgs, output: &Output) -> miette:
         cluster: args.selection.cluster.clone(),
     };
     let (config, model, problems) =
-        load_model(&global.config, &selection, &ProcessEnvironment, true);
+        load_model(global.config_paths(), &selection, &ProcessEnvironment, true);
     if args.json {
         let report = JsonReport::new(&problems, config.sources(), model.as_ref());
         println!(

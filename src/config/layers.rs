@@ -7,18 +7,34 @@
 //! <dir>/clusters/<name>.yaml
 //! ```
 //!
+//! A file `<name>.age.yaml` in any of these directories is an age-encrypted part of layer
+//! `<name>`, loaded after every plain file and overlay ([`super::secrets_layers`]).
+//!
 //! Each file is parsed with positions, interpolated, checked against its kind's schema
 //! and for duplicate names in named lists. A broken file is reported and left out, so
 //! problems in other files are still found.
+//!
+//! **Overlays** (`--overlay DIR`, e.g. the one `infraflux lab up` writes) are directories
+//! of the same layout whose files merge after the same-kind layers of the main
+//! directory: overlay defaults come after every main defaults file; an overlay
+//! `environments/dev.yaml` (template, cluster) is deep-merged into the main file of the
+//! same name, right after it (a cluster file's `environments:` overrides included), or
+//! stands alone when the main directory has none. Values keep the overlay file as their
+//! origin, so provenance and diagnostics point at it. A `${env:…}`/`${file:…}` reference
+//! of a main file whose value an overlay replaces is not resolved: the lab's overlay sets
+//! `proxmox.token`, so `PROXMOX_TOKEN` need not be set for a lab run.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 
-use super::interpolate::{Environment, interpolate};
-use super::merge::item_name;
+use super::interpolate::{Environment, interpolate_with_secrets};
+use super::merge::{is_named_list, item_name, merge};
 use super::node::{Node, Value};
 use super::schema::check_layer;
+use super::secrets::{SecretFiles, SecretValues, is_encrypted_layer};
+use super::secrets_layers::load_encrypted_layers;
 use super::yaml::parse_file;
 use crate::diag::{FileId, Problem, Problems, SourceMap};
 
@@ -86,6 +102,8 @@ pub struct LoadedConfig {
     /// YAML). Their problems are already reported; references to them by name are not
     /// reported again as unknown.
     pub broken: Vec<(LayerKind, String)>,
+    /// Every value read from an age source (`${age:…}`, `*.age.yaml`), and where.
+    pub secrets: SecretValues,
 }
 
 impl LoadedConfig {
@@ -95,9 +113,39 @@ impl LoadedConfig {
     }
 }
 
+/// Where a configuration is read from: its directory, then overlay directories of the
+/// same layout, in order (see the module docs).
+#[derive(Debug, Clone, Copy)]
+pub struct ConfigPaths<'a> {
+    pub dir: &'a Path,
+    pub overlays: &'a [PathBuf],
+}
+
+impl<'a> From<&'a Path> for ConfigPaths<'a> {
+    fn from(dir: &'a Path) -> Self {
+        ConfigPaths { dir, overlays: &[] }
+    }
+}
+
+impl<'a> From<&'a PathBuf> for ConfigPaths<'a> {
+    fn from(dir: &'a PathBuf) -> Self {
+        ConfigPaths::from(dir.as_path())
+    }
+}
+
 /// Read every layer under `root`. Problems are collected; layers with errors that make
 /// them unusable (syntax, unreadable) are left out.
 pub fn load_layers(root: &Path, env: &dyn Environment, problems: &mut Problems) -> LoadedConfig {
+    load_layers_with(ConfigPaths::from(root), env, problems)
+}
+
+/// [`load_layers`] with overlays merged after the main directory's layers.
+pub fn load_layers_with(
+    paths: ConfigPaths<'_>,
+    env: &dyn Environment,
+    problems: &mut Problems,
+) -> LoadedConfig {
+    let root = paths.dir;
     let mut config = LoadedConfig {
         root: root.to_path_buf(),
         ..LoadedConfig::default()
@@ -112,26 +160,50 @@ pub fn load_layers(root: &Path, env: &dyn Environment, problems: &mut Problems) 
         );
         return config;
     }
+    // Main files are parsed first (so they come first in the source map), overlays are
+    // loaded next, and only then are the main files interpolated: a reference an overlay
+    // replaces is never resolved.
+    let mut secrets = SecretFiles::new(root, env);
+    let mut parsed = Vec::new();
     for kind in LayerKind::ALL {
         for path in yaml_files(&root.join(kind.directory()), problems) {
-            let Some(layer) = load_layer(kind, &path, &mut config.sources, env, problems) else {
-                config.broken.push((kind, file_stem(&path)));
-                continue;
-            };
-            match kind {
-                LayerKind::Defaults => config.defaults.push(layer),
-                LayerKind::Template => {
-                    config.templates.insert(layer.name.clone(), layer);
-                }
-                LayerKind::Environment => {
-                    config.environments.insert(layer.name.clone(), layer);
-                }
-                LayerKind::Cluster => {
-                    config.clusters.insert(layer.name.clone(), layer);
-                }
+            match parse_layer(kind, &path, &mut config.sources, problems) {
+                Some(layer) => parsed.push((layer, path)),
+                None => config.broken.push((kind, file_stem(&path))),
             }
         }
     }
+    let overlays = load_overlays(
+        paths.overlays,
+        &mut config.sources,
+        env,
+        &mut secrets,
+        problems,
+    );
+    for (mut layer, path) in parsed {
+        let shadows: Vec<&Node> = overlays
+            .iter()
+            .filter(|o| {
+                o.kind == layer.kind && (o.kind == LayerKind::Defaults || o.name == layer.name)
+            })
+            .map(|o| &o.node)
+            .collect();
+        finish_layer(
+            &mut layer,
+            &path,
+            &config.sources,
+            env,
+            &mut secrets,
+            &shadows,
+            problems,
+        );
+        add_layer(&mut config, layer);
+    }
+    for overlay in overlays {
+        add_layer(&mut config, overlay);
+    }
+    load_encrypted_layers(&mut config, env, &mut secrets, problems);
+    config.secrets = secrets.found;
     if config.environments.is_empty() && !problems.has_errors() {
         problems.push(
             Problem::error(
@@ -144,8 +216,18 @@ pub fn load_layers(root: &Path, env: &dyn Environment, problems: &mut Problems) 
     config
 }
 
-/// `*.yaml` and `*.yml` files of a directory, sorted by name (a missing directory is empty).
+/// The plain layer files of a directory (encrypted `*.age.yaml` parts are loaded apart).
 fn yaml_files(dir: &Path, problems: &mut Problems) -> Vec<PathBuf> {
+    yaml_files_where(dir, problems, |path| !is_encrypted_layer(path))
+}
+
+/// `*.yaml` and `*.yml` files of a directory that `keep` accepts, sorted by name (a
+/// missing directory is empty).
+pub(super) fn yaml_files_where(
+    dir: &Path,
+    problems: &mut Problems,
+    keep: impl Fn(&Path) -> bool,
+) -> Vec<PathBuf> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
@@ -166,18 +248,141 @@ fn yaml_files(dir: &Path, problems: &mut Problems) -> Vec<PathBuf> {
             matches!(
                 p.extension().and_then(|e| e.to_str()),
                 Some("yaml") | Some("yml")
-            )
+            ) && keep(p)
         })
         .collect();
     files.sort();
     files
 }
 
-fn load_layer(
+/// Add a layer; a named layer (template, environment, cluster) that already exists takes
+/// the new one merged into it (an overlay after its main file).
+fn add_layer(config: &mut LoadedConfig, layer: Layer) {
+    let named = match layer.kind {
+        LayerKind::Defaults => {
+            config.defaults.push(layer);
+            return;
+        }
+        LayerKind::Template => &mut config.templates,
+        LayerKind::Environment => &mut config.environments,
+        LayerKind::Cluster => &mut config.clusters,
+    };
+    match named.get_mut(&layer.name) {
+        // An empty part (an encrypted file or overlay with no settings) changes nothing.
+        Some(_) if layer.node.is_null() => {}
+        Some(existing) if existing.node.is_null() => existing.node = layer.node,
+        Some(existing) => merge(&mut existing.node, &layer.node),
+        None => {
+            named.insert(layer.name.clone(), layer);
+        }
+    }
+}
+
+/// Every layer of the overlay directories, in order, each complete (interpolated and
+/// checked on its own).
+fn load_overlays(
+    overlays: &[PathBuf],
+    sources: &mut SourceMap,
+    env: &dyn Environment,
+    secrets: &mut SecretFiles<'_>,
+    problems: &mut Problems,
+) -> Vec<Layer> {
+    let mut layers = Vec::new();
+    for dir in overlays {
+        if !dir.is_dir() {
+            problems.push(
+                Problem::error(
+                    "config::missing-overlay",
+                    format!("overlay directory `{}` not found", dir.display()),
+                )
+                .help("pass `--overlay DIR` (or INFRAFLUX_OVERLAY) a folder laid out like the configuration (defaults/, environments/, clusters/); `infraflux lab up` writes one to .infraflux/lab/overlay"),
+            );
+            continue;
+        }
+        for kind in LayerKind::ALL {
+            for path in yaml_files(&dir.join(kind.directory()), problems) {
+                if let Some(mut layer) = parse_layer(kind, &path, sources, problems) {
+                    finish_layer(&mut layer, &path, sources, env, secrets, &[], problems);
+                    layers.push(layer);
+                }
+            }
+        }
+    }
+    layers
+}
+
+/// The origins of every value of `base` that `overlay` replaces when merged onto it.
+fn shadowed_origins(base: &Node, overlay: &Node, out: &mut HashSet<crate::diag::Origin>) {
+    match (&base.value, &overlay.value) {
+        (Value::Map(base_map), Value::Map(overlay_map)) => {
+            for (key, entry) in overlay_map {
+                if let Some(existing) = base_map.get(key) {
+                    shadowed_origins(&existing.node, &entry.node, out);
+                }
+            }
+        }
+        (Value::List(base_items), Value::List(overlay_items))
+            if !overlay_items.is_empty()
+                && is_named_list(base_items)
+                && is_named_list(overlay_items) =>
+        {
+            for item in overlay_items {
+                let name = item_name(item);
+                if let Some(existing) = base_items.iter().find(|b| item_name(b) == name) {
+                    shadowed_origins(existing, item, out);
+                }
+            }
+        }
+        _ => all_origins(base, out),
+    }
+}
+
+fn all_origins(node: &Node, out: &mut HashSet<crate::diag::Origin>) {
+    out.insert(node.origin);
+    match &node.value {
+        Value::List(items) => items.iter().for_each(|i| all_origins(i, out)),
+        Value::Map(map) => map.values().for_each(|e| all_origins(&e.node, out)),
+        _ => {}
+    }
+}
+
+/// Interpolate and check a parsed layer. Interpolation problems at values one of
+/// `shadows` replaces are dropped: those values are never used.
+fn finish_layer(
+    layer: &mut Layer,
+    path: &Path,
+    sources: &SourceMap,
+    env: &dyn Environment,
+    secrets: &mut SecretFiles<'_>,
+    shadows: &[&Node],
+    problems: &mut Problems,
+) {
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    let mut found = Problems::new();
+    interpolate_with_secrets(&mut layer.node, base_dir, env, secrets, &mut found);
+    let mut unused = HashSet::new();
+    for shadow in shadows {
+        shadowed_origins(&layer.node, shadow, &mut unused);
+    }
+    for problem in found {
+        if !problem.origin.is_some_and(|o| unused.contains(&o)) {
+            problems.push(problem);
+        }
+    }
+    check_layer(
+        layer.kind,
+        &layer.node,
+        &sources.get(layer.file).text,
+        problems,
+    );
+    check_duplicate_names(&layer.node, problems);
+}
+
+/// Read and parse one file (no interpolation yet).
+fn parse_layer(
     kind: LayerKind,
     path: &Path,
     sources: &mut SourceMap,
-    env: &dyn Environment,
     problems: &mut Problems,
 ) -> Option<Layer> {
     let name = file_stem(path);
@@ -224,7 +429,18 @@ fn load_layer(
         }
     };
     let file = sources.add(path, text);
-    let mut node = match parse_file(file, sources.get(file)) {
+    parse_source(kind, name, file, sources, problems)
+}
+
+/// Parse a file already in the source map; its top level must be a mapping.
+fn parse_source(
+    kind: LayerKind,
+    name: String,
+    file: FileId,
+    sources: &SourceMap,
+    problems: &mut Problems,
+) -> Option<Layer> {
+    let node = match parse_file(file, sources.get(file)) {
         Ok(node) => node,
         Err(problem) => {
             problems.push(problem);
@@ -243,10 +459,6 @@ fn load_layer(
         );
         return None;
     }
-    let base_dir = path.parent().unwrap_or(Path::new("."));
-    interpolate(&mut node, base_dir, env, problems);
-    check_layer(kind, &node, &sources.get(file).text, problems);
-    check_duplicate_names(&node, problems);
     Some(Layer {
         kind,
         name,
@@ -264,7 +476,7 @@ fn file_stem(path: &Path) -> String {
 
 /// Two items with the same `name` in one list of one file would silently merge into one;
 /// say so instead.
-fn check_duplicate_names(node: &Node, problems: &mut Problems) {
+pub(super) fn check_duplicate_names(node: &Node, problems: &mut Problems) {
     match &node.value {
         Value::List(items) => {
             let mut seen: IndexMap<&str, &Node> = IndexMap::new();
@@ -295,6 +507,7 @@ fn check_duplicate_names(node: &Node, problems: &mut Problems) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::KeyPath;
 
     struct NoVariables;
     impl Environment for NoVariables {
@@ -316,6 +529,196 @@ mod tests {
         let mut problems = Problems::new();
         let config = load_layers(dir.path(), &NoVariables, &mut problems);
         (config, problems.into_iter().collect())
+    }
+
+    /// A fresh identity's key text and an encryption to its public key.
+    fn age_key() -> (String, crate::state::Encryption) {
+        use age::secrecy::ExposeSecret;
+        let identity = age::x25519::Identity::generate();
+        let encryption = crate::state::Encryption {
+            recipients: vec![identity.to_public().to_string()],
+            ..Default::default()
+        };
+        (identity.to_string().expose_secret().to_string(), encryption)
+    }
+
+    struct Key(String);
+    impl Environment for Key {
+        fn var(&self, name: &str) -> Option<String> {
+            (name == crate::config::secrets::IDENTITY_VAR).then(|| self.0.clone())
+        }
+    }
+
+    #[test]
+    fn an_encrypted_layer_merges_after_its_plain_file_and_its_values_are_secret() {
+        let (key, encryption) = age_key();
+        let dir = tempfile::tempdir().unwrap();
+        let environments = dir.path().join("environments");
+        std::fs::create_dir_all(&environments).unwrap();
+        std::fs::write(
+            environments.join("dev.yaml"),
+            "clusters: []\ngitops: {revision: dev, path: x}\n",
+        )
+        .unwrap();
+        let sealed = encryption
+            .encrypt(b"gitops:\n  revision: from-the-secret-part\n")
+            .unwrap();
+        std::fs::write(environments.join("dev.age.yaml"), &sealed).unwrap();
+        std::fs::write(environments.join("edge.age.yaml"), &sealed).unwrap();
+        let mut problems = Problems::new();
+        let config = load_layers(dir.path(), &Key(key), &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            config.environments.keys().collect::<Vec<_>>(),
+            ["dev", "edge"],
+            "an encrypted part is its layer, not a layer named `dev.age`"
+        );
+        let dev = &config.environments["dev"].node;
+        let revision = dev.lookup(&KeyPath::parse("gitops.revision")).unwrap();
+        assert_eq!(revision.as_str(), Some("from-the-secret-part"));
+        assert!(
+            config
+                .sources
+                .path(revision.origin.file)
+                .ends_with("dev.age.yaml")
+        );
+        assert!(config.secrets.is_secret_origin(revision.origin));
+        let path = dev.lookup(&KeyPath::parse("gitops.path")).unwrap();
+        assert!(!config.secrets.is_secret_origin(path.origin));
+        assert!(config.secrets.contains_secret("from-the-secret-part"));
+    }
+
+    #[test]
+    fn an_encrypted_layer_without_the_key_is_reported_at_its_file_and_left_out() {
+        let (_, encryption) = age_key();
+        let (other_key, _) = age_key();
+        let dir = tempfile::tempdir().unwrap();
+        let environments = dir.path().join("environments");
+        std::fs::create_dir_all(&environments).unwrap();
+        std::fs::write(environments.join("dev.yaml"), "clusters: []\n").unwrap();
+        std::fs::write(
+            environments.join("prod.age.yaml"),
+            encryption.encrypt(b"clusters: []\n").unwrap(),
+        )
+        .unwrap();
+        let mut problems = Problems::new();
+        let config = load_layers(dir.path(), &Key(other_key), &mut problems);
+        let problems: Vec<Problem> = problems.into_iter().collect();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].code, "config::secret-wrong-key");
+        let origin = problems[0].origin.expect("names the file");
+        assert!(config.sources.path(origin.file).ends_with("prod.age.yaml"));
+        assert!(config.is_broken(LayerKind::Environment, "prod"));
+    }
+
+    /// Write `files` under a fresh directory; returns it.
+    fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, text) in files {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn overlays_merge_after_their_kind_and_keep_their_files_as_origins() {
+        let main = tree(&[
+            (
+                "defaults/a.yaml",
+                "proxmox: {endpoint: https://pve:8006, storage: local-lvm}\n",
+            ),
+            ("defaults/b.yaml", "talos: {install_disk: /dev/sda}\n"),
+            ("environments/dev.yaml", "clusters: [w]\nsync_wave: 0\n"),
+            (
+                "clusters/w.yaml",
+                "environments: {dev: {network: {vip: 10.0.0.5}}}\n",
+            ),
+        ]);
+        let overlay = tree(&[
+            (
+                "defaults/lab.yaml",
+                "proxmox: {endpoint: https://127.0.0.1:1}\n",
+            ),
+            (
+                "clusters/w.yaml",
+                "environments: {dev: {network: {vip: 127.1.0.5}}}\n",
+            ),
+            ("environments/qa.yaml", "clusters: [w]\n"),
+        ]);
+        let overlays = [overlay.path().to_path_buf()];
+        let mut problems = Problems::new();
+        let config = load_layers_with(
+            ConfigPaths {
+                dir: main.path(),
+                overlays: &overlays,
+            },
+            &NoVariables,
+            &mut problems,
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        // Defaults: the overlay's file comes after every main one.
+        let names: Vec<&str> = config.defaults.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "lab"]);
+        // A named layer: merged into the main file of the same name.
+        let cluster = &config.clusters["w"].node;
+        let vip = cluster
+            .lookup(&crate::config::KeyPath::parse(
+                "environments.dev.network.vip",
+            ))
+            .unwrap();
+        assert_eq!(vip.as_str(), Some("127.1.0.5"));
+        assert!(
+            config
+                .sources
+                .path(vip.origin.file)
+                .starts_with(overlay.path())
+        );
+        // A layer only the overlay has stands alone.
+        assert!(config.environments.contains_key("qa"));
+    }
+
+    #[test]
+    fn a_reference_an_overlay_replaces_is_never_resolved() {
+        let main = tree(&[
+            (
+                "defaults/proxmox.yaml",
+                "proxmox: {token: '${env:PROXMOX_TOKEN}', storage: '${env:STORAGE}'}\n",
+            ),
+            ("environments/dev.yaml", "clusters: []\n"),
+        ]);
+        let overlay = tree(&[("defaults/lab.yaml", "proxmox: {token: 'root@pam!lab=x'}\n")]);
+        let overlays = [overlay.path().to_path_buf()];
+        let mut problems = Problems::new();
+        load_layers_with(
+            ConfigPaths {
+                dir: main.path(),
+                overlays: &overlays,
+            },
+            &NoVariables,
+            &mut problems,
+        );
+        // The token is replaced: only the storage's variable is missing.
+        let messages: Vec<String> = problems.into_iter().map(|p| p.message).collect();
+        assert_eq!(messages, ["environment variable `STORAGE` is not set"]);
+    }
+
+    #[test]
+    fn a_missing_overlay_directory_is_an_error() {
+        let main = tree(&[("environments/dev.yaml", "clusters: []\n")]);
+        let overlays = [main.path().join("nope")];
+        let mut problems = Problems::new();
+        load_layers_with(
+            ConfigPaths {
+                dir: main.path(),
+                overlays: &overlays,
+            },
+            &NoVariables,
+            &mut problems,
+        );
+        let codes: Vec<&str> = problems.iter().map(|p| p.code).collect();
+        assert_eq!(codes, ["config::missing-overlay"]);
     }
 
     #[test]

@@ -14,14 +14,15 @@ pub mod merge;
 pub mod node;
 pub mod raw;
 pub mod schema;
+pub mod secrets;
+mod secrets_layers;
+pub mod secrets_write;
 pub mod show;
 pub mod yaml;
 
-use std::path::Path;
-
 pub use effective::{EffectiveConfig, Selection};
 pub use interpolate::{Environment, ProcessEnvironment};
-pub use layers::{LayerKind, LoadedConfig};
+pub use layers::{ConfigPaths, LayerKind, LoadedConfig};
 pub use node::{KeyPath, Node};
 
 use crate::diag::Problems;
@@ -41,13 +42,14 @@ impl Configuration {
 
 /// Load and compose. Problems (including warnings) are returned alongside whatever could
 /// be read, so a caller can report them all at once.
-pub fn load_config(
-    dir: &Path,
+pub fn load_config<'a>(
+    paths: impl Into<ConfigPaths<'a>>,
     selection: &Selection,
     env: &dyn Environment,
 ) -> (Configuration, Problems) {
     let mut problems = Problems::new();
-    let layers = layers::load_layers(dir, env, &mut problems);
+    let layers = layers::load_layers_with(paths.into(), env, &mut problems);
     let effective = effective::compose(&layers, selection, &mut problems);
+    layers.secrets.redact_problems(&mut problems);
     (Configuration { layers, effective }, problems)
 }

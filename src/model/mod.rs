@@ -26,8 +26,8 @@ pub use units::{Bytes, MilliCpu};
 /// when it loaded without errors resolve the model (and, with `with_policy`, run the
 /// environment policy). Problems of all stages are returned together; the model only
 /// when none of them is an error.
-pub fn load_model(
-    dir: &std::path::Path,
+pub fn load_model<'a>(
+    paths: impl Into<crate::config::ConfigPaths<'a>>,
     selection: &crate::config::Selection,
     env: &dyn crate::config::Environment,
     with_policy: bool,
@@ -36,7 +36,7 @@ pub fn load_model(
     Option<Model>,
     crate::diag::Problems,
 ) {
-    let (config, mut problems) = crate::config::load_config(dir, selection, env);
+    let (config, mut problems) = crate::config::load_config(paths, selection, env);
     if problems.has_errors() {
         return (config, None, problems);
     }
@@ -47,6 +47,8 @@ pub fn load_model(
             problems.extend(crate::policy::check_policy(model, &config));
         }
     }
+    // A check may quote a value; values from age files are masked wherever quoted.
+    config.layers.secrets.redact_problems(&mut problems);
     let model = model.filter(|_| !problems.has_errors());
     (config, model, problems)
 }
@@ -56,6 +58,10 @@ pub fn load_model(
 pub struct Model {
     /// In promotion order: by sync wave, then name (dev → staging → prod).
     pub environments: Vec<Environment>,
+    /// Values read from age-encrypted files: the graph marks every attribute holding one
+    /// sensitive (`config::secrets`).
+    #[serde(skip)]
+    pub secrets: crate::config::secrets::SecretValues,
 }
 
 impl Model {

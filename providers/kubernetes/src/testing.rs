@@ -1,5 +1,8 @@
 //! A fake Kubernetes API server for tests (feature `testing`), here and in the engine's
-//! lab: plain HTTP on 127.0.0.1, objects kept in memory.
+//! lab: plain HTTP on 127.0.0.1 ([`FakeApiServer::start`]), or HTTPS on a given loopback
+//! address with a server certificate and, optionally, client certificates verified
+//! against a CA, as a cluster's real endpoint serves ([`FakeApiServer::start_tls`]);
+//! objects kept in memory.
 //!
 //! It serves what the provider and the `kube` client use: discovery (`/api`, `/apis`,
 //! resource lists, including kinds of CRDs applied at run time), GET, LIST, DELETE and
@@ -148,6 +151,37 @@ impl FakeApiServer {
     /// `kube-system`.
     pub async fn start() -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::serve_on(listener, None)
+    }
+
+    /// Start with TLS on `address` (a loopback address; port 0 picks one), serving
+    /// `cert_pem` (chain) with `key_pem`. With `client_ca_pem`, every connection must
+    /// present a client certificate issued by that CA, as with a kubeconfig's admin
+    /// certificate.
+    pub async fn start_tls(
+        address: SocketAddr,
+        cert_pem: &str,
+        key_pem: &str,
+        client_ca_pem: Option<&str>,
+    ) -> std::io::Result<Self> {
+        if !address.ip().is_loopback() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the fake API server listens on loopback addresses only",
+            ));
+        }
+        let config = tls_config(cert_pem, key_pem, client_ca_pem)?;
+        let listener = TcpListener::bind(address).await?;
+        Self::serve_on(
+            listener,
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+        )
+    }
+
+    fn serve_on(
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> std::io::Result<Self> {
         let address = listener.local_addr()?;
         let mut state = State::default();
         for (group, version, kind, plural, namespaced) in BUILTIN {
@@ -163,7 +197,7 @@ impl FakeApiServer {
         let server = FakeApiServer {
             address,
             state: state.clone(),
-            task: tokio::spawn(serve(listener, state)),
+            task: tokio::spawn(serve(listener, tls, state)),
         };
         for namespace in ["default", "kube-system"] {
             server.insert(json!({"apiVersion": "v1", "kind": "Namespace",
@@ -172,8 +206,14 @@ impl FakeApiServer {
         Ok(server)
     }
 
+    /// `http://…` (or `https://…` when started with TLS; the kubeconfig below is then
+    /// not usable: use the cluster's own).
     pub fn url(&self) -> String {
         format!("http://{}", self.address)
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
     }
 
     /// A kubeconfig for this server (plain HTTP, a token user).
@@ -376,19 +416,82 @@ fn register_crd(state: &mut State, crd: &Value) {
 
 // ---- HTTP ----------------------------------------------------------------------------------
 
-async fn serve(listener: TcpListener, state: Arc<Mutex<State>>) {
+/// rustls settings for [`FakeApiServer::start_tls`].
+fn tls_config(
+    cert_pem: &str,
+    key_pem: &str,
+    client_ca_pem: Option<&str>,
+) -> std::io::Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let invalid =
+        |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, what.to_string());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|_| invalid("the server certificate is not PEM"))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|_| invalid("the server key is not a PEM private key"))?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?;
+    let builder = match client_ca_pem {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for certificate in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+                let certificate = certificate.map_err(|_| invalid("the client CA is not PEM"))?;
+                roots.add(certificate).map_err(std::io::Error::other)?;
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                    .build()
+                    .map_err(std::io::Error::other)?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(std::io::Error::other)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// How long a TLS handshake may take before the connection is dropped.
+const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
+
+async fn serve(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    state: Arc<Mutex<State>>,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let state = state.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(handle(&state, request).await) }
             });
-            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(CONNECTION_LIMIT, connection).await;
+            let builder = http1::Builder::new();
+            match tls {
+                None => {
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    let _ = tokio::time::timeout(CONNECTION_LIMIT, connection).await;
+                }
+                Some(acceptor) => {
+                    let Ok(Ok(stream)) =
+                        tokio::time::timeout(HANDSHAKE_LIMIT, acceptor.accept(stream)).await
+                    else {
+                        return;
+                    };
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    let _ = tokio::time::timeout(CONNECTION_LIMIT, connection).await;
+                }
+            }
         });
     }
 }

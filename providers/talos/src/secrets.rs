@@ -642,6 +642,42 @@ pub fn issue_kubernetes_client_certificate(
     })
 }
 
+/// Issue a Kubernetes API server certificate (ECDSA P-256, SEC1 key) from the Kubernetes
+/// CA for the given addresses and names, as the API server of a bootstrapped cluster
+/// serves (used by the fake node's bootstrap event, for the engine's lab).
+pub fn issue_kubernetes_server_certificate(
+    kubernetes_ca: &CertificateAndKey,
+    ips: &[std::net::IpAddr],
+    names: &[&str],
+) -> Result<CertificateAndKey> {
+    let now = OffsetDateTime::now_utc();
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "kube-apiserver");
+    params.subject_alt_names = ips.iter().map(|ip| SanType::IpAddress(*ip)).collect();
+    for name in names {
+        let name = (*name)
+            .try_into()
+            .map_err(|e| Error::generate("kubernetes server certificate", e))?;
+        params.subject_alt_names.push(SanType::DnsName(name));
+    }
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.not_before = now - BACKDATE;
+    params.not_after = now + ADMIN_VALIDITY;
+    params.serial_number = Some(random_serial()?);
+    params.use_authority_key_identifier_extension = true;
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| Error::generate("kubernetes server key", e))?;
+    let crt = sign_with_ca(params, &key, kubernetes_ca, "kubernetes server certificate")?;
+    Ok(CertificateAndKey {
+        crt,
+        key: ecdsa_pkcs8_to_sec1_pem(key.serialized_der())?,
+    })
+}
+
 fn sign_with_ca(
     params: CertificateParams,
     key: &KeyPair,

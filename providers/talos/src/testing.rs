@@ -12,8 +12,15 @@
 //!
 //! Fault injection: [`FakeNode::drop_connection_on_next_apply`] makes the next
 //! `ApplyConfiguration` cut every open connection instead of answering, without applying.
+//!
+//! For the engine's lab, where fake nodes come and go with simulated VMs:
+//! [`FakeNode::on_event`] reports a node configured or a cluster bootstrapped (with a
+//! Kubernetes API server certificate issued by the cluster's CA, so the lab can serve
+//! that cluster's API at its endpoint), and [`Trustd`] plays trustd across nodes: a
+//! worker configured before any control plane gets its API certificate once one is.
 
-use std::net::SocketAddr;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -47,7 +54,8 @@ use crate::api::generated::machine::{
 use crate::api::{certificates, crypto_provider, pack_kubeconfig, private_key};
 use crate::config::parse_documents;
 use crate::secrets::{
-    CertificateAndKey, issue_kubernetes_client_certificate, issue_server_certificate,
+    CertificateAndKey, issue_kubernetes_client_certificate, issue_kubernetes_server_certificate,
+    issue_server_certificate,
 };
 
 /// How long a TLS handshake may take before the fake gives up on a connection.
@@ -71,6 +79,68 @@ pub struct AppliedConfig {
     pub config: Vec<u8>,
 }
 
+/// Who a configured node is, from its applied config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeIdentity {
+    /// Where its Talos API listens.
+    pub address: SocketAddr,
+    pub hostname: String,
+    /// `controlplane` or `worker`.
+    pub role: String,
+    pub cluster_name: String,
+    /// The cluster's Kubernetes endpoint, `https://<vip>:6443`.
+    pub endpoint: String,
+}
+
+/// A cluster bootstrapped on a node: what it takes to serve its Kubernetes API.
+#[derive(Clone)]
+pub struct ClusterBootstrapped {
+    pub node: NodeIdentity,
+    /// The cluster's Kubernetes CA certificate (PEM): clients' certificates are issued
+    /// by it, and the kubeconfig trusts it.
+    pub kubernetes_ca_crt: String,
+    /// A server certificate for the endpoint's host, issued by the Kubernetes CA, with
+    /// its key (PEM).
+    pub api_server: CertificateAndKey,
+}
+
+/// What a fake node reports to its [`NodeHook`].
+#[derive(Clone)]
+pub enum NodeEvent {
+    /// A config was applied (first or again).
+    Configured(NodeIdentity),
+    /// `Bootstrap` succeeded on this control plane. Reported before the call answers, so
+    /// whatever the hook starts is up when the client hears "bootstrapped".
+    Bootstrapped(ClusterBootstrapped),
+}
+
+/// Called on every [`NodeEvent`]; the node awaits the returned future.
+pub type NodeHook =
+    Arc<dyn Fn(NodeEvent) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// Plays trustd for a set of fake nodes (see the module docs). Clones share the CAs.
+#[derive(Clone, Default)]
+pub struct Trustd(Arc<Mutex<Vec<CertificateAndKey>>>);
+
+impl Trustd {
+    pub fn new() -> Self {
+        Trustd::default()
+    }
+
+    fn register(&self, ca: &CertificateAndKey) {
+        let mut known = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !known.iter().any(|k| k.crt == ca.crt) {
+            known.push(ca.clone());
+        }
+    }
+
+    /// The CA (with its key) whose certificate is `crt`, once a control plane has it.
+    fn find(&self, crt: &str) -> Option<CertificateAndKey> {
+        let known = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        known.iter().find(|k| k.crt == crt).cloned()
+    }
+}
+
 /// What the fake learned from the applied config.
 #[derive(Clone)]
 struct NodePki {
@@ -80,7 +150,8 @@ struct NodePki {
     endpoint: String,
     os_ca: CertificateAndKey,
     kubernetes_ca: Option<CertificateAndKey>,
-    server: CertificateAndKey,
+    /// `None` for a worker waiting for [`Trustd`] to issue it.
+    server: Option<CertificateAndKey>,
     /// The parts of the config that need a reboot to change (install settings).
     install: Value,
 }
@@ -94,6 +165,9 @@ struct State {
     drop_next_apply: bool,
     /// Stands in for trustd on the control planes: issues a worker's API certificate.
     trustd_ca: Option<CertificateAndKey>,
+    /// Shared trustd of a lab (see [`Trustd`]).
+    trustd: Option<Trustd>,
+    hook: Option<NodeHook>,
 }
 
 struct Shared {
@@ -141,6 +215,10 @@ impl Shared {
                 private_key(&self.maintenance_identity.key, &node).map_err(|e| e.to_string())?,
             ),
             Some(pki) => {
+                let server = match &pki.server {
+                    Some(server) => server.clone(),
+                    None => self.certificate_from_trustd(&pki.os_ca)?,
+                };
                 let mut roots = rustls::RootCertStore::empty();
                 for certificate in certificates(&pki.os_ca.crt, &node).map_err(|e| e.to_string())? {
                     roots.add(certificate).map_err(|e| e.to_string())?;
@@ -154,14 +232,32 @@ impl Shared {
                 builder
                     .with_client_cert_verifier(verifier)
                     .with_single_cert(
-                        certificates(&pki.server.crt, &node).map_err(|e| e.to_string())?,
-                        private_key(&pki.server.key, &node).map_err(|e| e.to_string())?,
+                        certificates(&server.crt, &node).map_err(|e| e.to_string())?,
+                        private_key(&server.key, &node).map_err(|e| e.to_string())?,
                     )
             }
         }
         .map_err(|e| e.to_string())?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(config)
+    }
+
+    /// A worker's API certificate from the lab's trustd, kept once issued. Until a control
+    /// plane of its cluster is configured there is none, and connections are refused.
+    fn certificate_from_trustd(
+        &self,
+        os_ca: &CertificateAndKey,
+    ) -> Result<CertificateAndKey, String> {
+        let trustd = self.state().trustd.clone();
+        let ca = trustd
+            .and_then(|t| t.find(&os_ca.crt))
+            .ok_or("no API certificate yet: waiting for trustd on a control plane")?;
+        let server =
+            issue_server_certificate(&ca, &[self.address.ip()]).map_err(|e| e.to_string())?;
+        if let Some(pki) = self.state().pki.as_mut() {
+            pki.server = Some(server.clone());
+        }
+        Ok(server)
     }
 }
 
@@ -209,6 +305,8 @@ impl FakeNode {
                 bootstrap_calls: 0,
                 drop_next_apply: false,
                 trustd_ca: None,
+                trustd: None,
+                hook: None,
             }),
             kill: Mutex::new(CancellationToken::new()),
             maintenance_identity,
@@ -276,6 +374,25 @@ impl FakeNode {
     /// the CA (certificate and key) to play that part.
     pub fn emulate_trustd(&self, os_ca: &CertificateAndKey) {
         self.shared.state().trustd_ca = Some(os_ca.clone());
+    }
+
+    /// Use a trustd shared with other fake nodes (see [`Trustd`]).
+    pub fn use_trustd(&self, trustd: &Trustd) {
+        self.shared.state().trustd = Some(trustd.clone());
+    }
+
+    /// Report configuration and bootstrap to `hook` (see [`NodeEvent`]).
+    pub fn on_event(&self, hook: NodeHook) {
+        self.shared.state().hook = Some(hook);
+    }
+
+    /// Who the node is, once configured.
+    pub fn identity(&self) -> Option<NodeIdentity> {
+        self.shared
+            .state()
+            .pki
+            .as_ref()
+            .map(|pki| identity(pki, self.shared.address))
     }
 
     /// Stop the server and wait for it.
@@ -357,8 +474,6 @@ impl FakeIo {
         })
     }
 }
-
-use std::future::Future as _;
 
 impl Connected for FakeIo {
     type ConnectInfo = ConnectionInfo;
@@ -444,6 +559,47 @@ fn string_at<'a>(documents: &'a [Value], kind: Option<&str>, path: &[&str]) -> O
     value.as_str()
 }
 
+fn identity(pki: &NodePki, address: SocketAddr) -> NodeIdentity {
+    NodeIdentity {
+        address,
+        hostname: pki.hostname.clone(),
+        role: pki.role.clone(),
+        cluster_name: pki.cluster_name.clone(),
+        endpoint: pki.endpoint.clone(),
+    }
+}
+
+/// The bootstrap event: the API server certificate for the endpoint's host.
+fn bootstrapped(pki: &NodePki, address: SocketAddr) -> Result<ClusterBootstrapped, Status> {
+    let ca = pki
+        .kubernetes_ca
+        .as_ref()
+        .ok_or_else(|| Status::failed_precondition("no Kubernetes CA key on this node"))?;
+    let host = pki
+        .endpoint
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split(['/', ':']).next())
+        .unwrap_or_default();
+    let (ips, names): (Vec<IpAddr>, Vec<&str>) = match host.parse::<IpAddr>() {
+        Ok(ip) => (vec![ip], vec!["kubernetes", "kubernetes.default"]),
+        Err(_) => (
+            Vec::new(),
+            vec![host, "kubernetes", "kubernetes.default"]
+                .into_iter()
+                .filter(|n| !n.is_empty())
+                .collect(),
+        ),
+    };
+    let api_server = issue_kubernetes_server_certificate(ca, &ips, &names)
+        .map_err(|e| Status::internal(e.to_string()))?;
+    Ok(ClusterBootstrapped {
+        node: identity(pki, address),
+        kubernetes_ca_crt: ca.crt.clone(),
+        api_server,
+    })
+}
+
 fn decode_b64(value: &str) -> Option<String> {
     String::from_utf8(STANDARD.decode(value).ok()?).ok()
 }
@@ -453,6 +609,7 @@ fn read_config(
     data: &[u8],
     address: SocketAddr,
     trustd_ca: Option<&CertificateAndKey>,
+    shared_trustd: bool,
 ) -> Result<NodePki, Status> {
     let invalid = |message: &str| Status::invalid_argument(format!("invalid config: {message}"));
     let text = std::str::from_utf8(data).map_err(|_| invalid("not UTF-8"))?;
@@ -516,16 +673,22 @@ fn read_config(
         })
         .unwrap_or(Value::Null);
     let issuer = match trustd_ca {
-        _ if !os_ca.key.is_empty() => &os_ca,
-        Some(trustd) if trustd.crt == os_ca.crt => trustd,
+        _ if !os_ca.key.is_empty() => Some(&os_ca),
+        Some(trustd) if trustd.crt == os_ca.crt => Some(trustd),
+        // Issued later, when a connection comes and trustd has the CA.
+        _ if shared_trustd => None,
         _ => {
             return Err(Status::failed_precondition(
                 "no Talos API CA key in the config and no trustd to issue a certificate",
             ));
         }
     };
-    let server = issue_server_certificate(issuer, &[address.ip()])
-        .map_err(|e| invalid(&format!("machine.ca cannot issue certificates: {e}")))?;
+    let server = issuer
+        .map(|issuer| {
+            issue_server_certificate(issuer, &[address.ip()])
+                .map_err(|e| invalid(&format!("machine.ca cannot issue certificates: {e}")))
+        })
+        .transpose()?;
     Ok(NodePki {
         role,
         hostname,
@@ -579,55 +742,76 @@ impl MachineService for FakeService {
             // Never answer: the client sees the connection break mid-call.
             std::future::pending::<()>().await;
         }
-        let trustd_ca = self.shared.state().trustd_ca.clone();
-        let pki = read_config(&message.data, self.shared.address, trustd_ca.as_ref())?;
-        let mut state = self.shared.state();
-        let (mode, details) = match &state.pki {
-            None => {
-                state.stage = Stage::Configured;
-                (
-                    Mode::Reboot,
-                    "Applied configuration: the node installs Talos and reboots".to_string(),
-                )
-            }
-            Some(_) if !authenticated => {
-                return Err(Status::unauthenticated(
-                    "client certificate required once the node is configured",
-                ));
-            }
-            Some(current) => {
-                let unchanged = state.config.as_deref() == Some(message.data.as_slice());
-                let needs_reboot = current.install != pki.install;
-                match (requested, unchanged, needs_reboot) {
-                    (_, true, _) => (Mode::NoReboot, "No changes".to_string()),
-                    (Mode::NoReboot, false, true) => {
-                        return Err(Status::failed_precondition(
-                            "install settings changed: this change requires a reboot",
-                        ));
-                    }
-                    (Mode::Reboot, false, _) | (Mode::Auto, false, true) => (
-                        Mode::Reboot,
-                        "Applied configuration with a reboot".to_string(),
-                    ),
-                    (Mode::Staged, false, _) => (
-                        Mode::Staged,
-                        "Staged configuration to be applied after the next reboot".to_string(),
-                    ),
-                    _ => (
-                        Mode::NoReboot,
-                        "Applied configuration without a reboot".to_string(),
-                    ),
-                }
-            }
+        let (trustd_ca, trustd) = {
+            let state = self.shared.state();
+            (state.trustd_ca.clone(), state.trustd.clone())
         };
-        // Keep the Kubernetes CA learned from a control-plane config.
-        state.pki = Some(pki);
-        state.config = Some(message.data.clone());
-        state.applies.push(AppliedConfig {
-            requested_mode: message.mode,
-            authenticated,
-            config: message.data,
-        });
+        let pki = read_config(
+            &message.data,
+            self.shared.address,
+            trustd_ca.as_ref(),
+            trustd.is_some(),
+        )?;
+        if let Some(trustd) = &trustd
+            && !pki.os_ca.key.is_empty()
+        {
+            trustd.register(&pki.os_ca);
+        }
+        let event = NodeEvent::Configured(identity(&pki, self.shared.address));
+        // The lock is released before the hook is awaited (the guard is not `Send`).
+        let (mode, details, hook) = {
+            let mut state = self.shared.state();
+            let (mode, details) = match &state.pki {
+                None => {
+                    state.stage = Stage::Configured;
+                    (
+                        Mode::Reboot,
+                        "Applied configuration: the node installs Talos and reboots".to_string(),
+                    )
+                }
+                Some(_) if !authenticated => {
+                    return Err(Status::unauthenticated(
+                        "client certificate required once the node is configured",
+                    ));
+                }
+                Some(current) => {
+                    let unchanged = state.config.as_deref() == Some(message.data.as_slice());
+                    let needs_reboot = current.install != pki.install;
+                    match (requested, unchanged, needs_reboot) {
+                        (_, true, _) => (Mode::NoReboot, "No changes".to_string()),
+                        (Mode::NoReboot, false, true) => {
+                            return Err(Status::failed_precondition(
+                                "install settings changed: this change requires a reboot",
+                            ));
+                        }
+                        (Mode::Reboot, false, _) | (Mode::Auto, false, true) => (
+                            Mode::Reboot,
+                            "Applied configuration with a reboot".to_string(),
+                        ),
+                        (Mode::Staged, false, _) => (
+                            Mode::Staged,
+                            "Staged configuration to be applied after the next reboot".to_string(),
+                        ),
+                        _ => (
+                            Mode::NoReboot,
+                            "Applied configuration without a reboot".to_string(),
+                        ),
+                    }
+                }
+            };
+            // Keep the Kubernetes CA learned from a control-plane config.
+            state.pki = Some(pki);
+            state.config = Some(message.data.clone());
+            state.applies.push(AppliedConfig {
+                requested_mode: message.mode,
+                authenticated,
+                config: message.data,
+            });
+            (mode, details, state.hook.clone())
+        };
+        if let Some(hook) = hook {
+            hook(event).await;
+        }
         Ok(Response::new(ApplyConfigurationResponse {
             messages: vec![ApplyConfiguration {
                 metadata: None,
@@ -643,17 +827,27 @@ impl MachineService for FakeService {
         request: Request<BootstrapRequest>,
     ) -> Result<Response<BootstrapResponse>, Status> {
         let pki = self.require_configured(&request)?;
-        let mut state = self.shared.state();
-        state.bootstrap_calls += 1;
-        if pki.role != "controlplane" {
-            return Err(Status::failed_precondition(
-                "bootstrap is only supported on control plane nodes",
-            ));
+        let hook = {
+            let mut state = self.shared.state();
+            state.bootstrap_calls += 1;
+            if pki.role != "controlplane" {
+                return Err(Status::failed_precondition(
+                    "bootstrap is only supported on control plane nodes",
+                ));
+            }
+            if state.stage == Stage::Bootstrapped {
+                return Err(Status::already_exists("etcd data directory is not empty"));
+            }
+            state.hook.clone()
+        };
+        if let Some(hook) = hook {
+            hook(NodeEvent::Bootstrapped(bootstrapped(
+                &pki,
+                self.shared.address,
+            )?))
+            .await;
         }
-        if state.stage == Stage::Bootstrapped {
-            return Err(Status::already_exists("etcd data directory is not empty"));
-        }
-        state.stage = Stage::Bootstrapped;
+        self.shared.state().stage = Stage::Bootstrapped;
         Ok(Response::new(BootstrapResponse {
             messages: vec![Bootstrap { metadata: None }],
         }))

@@ -171,7 +171,9 @@ pub fn plan_volume(planned: &mut Attributes) {
 fn attributes(spec_attributes: &Attributes, volume: &str) -> Attributes {
     let mut attributes = spec_attributes.clone();
     attributes.insert("volume".into(), json!(volume));
-    attributes.entry("checksum").or_insert(Value::Null);
+    // `checksum` stays as the configuration gave it: adding `null` for an absent one made
+    // every plan after the first show a change (`checksum = null -> null`, found by the
+    // lab's second plan).
     attributes
 }
 

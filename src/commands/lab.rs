@@ -1,0 +1,463 @@
+//! `infraflux lab run|up|down|status`: the pipeline against a local lab.
+//!
+//! `run` is the README's one command: a lab in this process, then the same `plan` and
+//! `apply` a real run makes (through the overlay and a state directory of the lab's
+//! own), the ready signal, and a second plan that must be empty. `up` runs the lab in
+//! the background (`lab serve`, re-executing this binary) for plan/apply from a CI job;
+//! `down` stops it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use super::engine::{Context, diagnostic, diagnostic_text};
+use super::output::Output;
+use crate::cli::{
+    ApplyArgs, GlobalArgs, LabCommand, LabRunArgs, LabUpArgs, LockArgs, PlanArgs, SelectionArgs,
+};
+use crate::lab::Lab;
+use crate::lab::overlay::{self, LabLayout};
+use crate::lab::process::{self, LabPaths, LabRecord, Stopped};
+
+/// How long `lab up` waits for the background lab to answer.
+const UP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `lab down` waits after SIGTERM before SIGKILL.
+const DOWN_GRACE: Duration = Duration::from_secs(10);
+
+pub fn run(global: &GlobalArgs, command: LabCommand, output: &Output) -> miette::Result<ExitCode> {
+    match command {
+        LabCommand::Run(args) => run_lab(global, &args, output),
+        LabCommand::Up(args) => up(global, &args),
+        LabCommand::Down => down(global),
+        LabCommand::Status => status(global),
+        LabCommand::Serve(args) => serve(global, &args),
+    }
+}
+
+/// Where `.infraflux/` is, as for the real state (`--state-dir`, else beside the
+/// configuration directory).
+fn lab_paths(global: &GlobalArgs) -> LabPaths {
+    let project = match global.state_dir.as_deref() {
+        Some(dir) => dir,
+        None => global.config.parent().unwrap_or(Path::new("")),
+    };
+    LabPaths::in_project(project)
+}
+
+/// The configuration's layout, or its problems as a diagnostic.
+fn read_layout(global: &GlobalArgs, environment: Option<&str>) -> miette::Result<LabLayout> {
+    overlay::layout(&global.config, environment).map_err(|rendered| {
+        eprint!("{rendered}");
+        diagnostic_text(
+            "the configuration has problems; the lab needs it to load".into(),
+            Some(
+                "fix the problems above (`infraflux validate` lists them), then run the lab again"
+                    .into(),
+            ),
+        )
+    })
+}
+
+/// The lab's own runtime: its servers keep running on these threads while the commands
+/// run theirs on the main thread.
+fn lab_runtime() -> miette::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("infraflux-lab")
+        .enable_all()
+        .build()
+        .map_err(|e| diagnostic_text(format!("cannot start the lab's runtime: {e}"), None))
+}
+
+fn start_error(error: crate::lab::Error) -> miette::Report {
+    diagnostic(
+        &error,
+        Some(
+            "the lab listens on 127.0.0.0/8 only; check that loopback addresses can be bound"
+                .into(),
+        ),
+    )
+}
+
+fn describe(lab_endpoint: &str, layout: &LabLayout) -> String {
+    let mut text = format!(
+        "Lab: Proxmox VE simulator at {lab_endpoint} (nodes {})\n",
+        layout.nodes.join(", ")
+    );
+    for pair in &layout.clusters {
+        text.push_str(&format!(
+            "Lab: {}/{} on 127.{}.0.0/16 (nodes from {}, VIP {})\n",
+            pair.environment,
+            pair.cluster,
+            pair.octet,
+            pair.first_node(),
+            pair.vip()
+        ));
+    }
+    text
+}
+
+/// A refusal when a background lab is up: `run` would replace its overlay and state.
+fn refuse_if_up(paths: &LabPaths, what: &str) -> miette::Result<()> {
+    let record = LabRecord::read(&paths.record()).map_err(|e| diagnostic(&e, None))?;
+    match record {
+        Some(record) if process::is_lab_process(record.pid) => Err(diagnostic_text(
+            format!("a background lab is running (pid {}); {what}", record.pid),
+            Some("stop it with `infraflux lab down`, or use it: `infraflux --overlay .infraflux/lab/overlay --state-dir .infraflux/lab plan --env dev`".into()),
+        )),
+        _ => Ok(()),
+    }
+}
+
+// ---- lab run --------------------------------------------------------------------------
+
+/// The steps of a run, timed.
+struct Phases {
+    started: Instant,
+    done: Vec<(String, Duration)>,
+}
+
+impl Phases {
+    fn time<T>(&mut self, name: impl Into<String>, step: impl FnOnce() -> T) -> T {
+        let started = Instant::now();
+        let result = step();
+        self.done.push((name.into(), started.elapsed()));
+        result
+    }
+
+    fn summary(&self) -> String {
+        let parts: Vec<String> = self
+            .done
+            .iter()
+            .map(|(name, took)| format!("{name} {:.1}s", took.as_secs_f64()))
+            .collect();
+        format!(
+            "{} (total {:.1}s)",
+            parts.join(", "),
+            self.started.elapsed().as_secs_f64()
+        )
+    }
+}
+
+fn run_lab(global: &GlobalArgs, args: &LabRunArgs, output: &Output) -> miette::Result<ExitCode> {
+    let mut phases = Phases {
+        started: Instant::now(),
+        done: Vec::new(),
+    };
+    let paths = lab_paths(global);
+    refuse_if_up(&paths, "`lab run` starts a lab of its own")?;
+    let all = read_layout(global, None)?;
+    let Some(layout) = all.promotion_to(&args.environment) else {
+        return Err(diagnostic_text(
+            format!("unknown environment `{}`", args.environment),
+            Some(format!(
+                "the configuration has {}",
+                all.environments.join(", ")
+            )),
+        ));
+    };
+    let environments = layout.environments.clone();
+    // A new lab has no VMs: state from an earlier run would describe none of them.
+    if paths.root.exists() {
+        std::fs::remove_dir_all(&paths.root).map_err(|e| diagnostic(&e, None))?;
+    }
+    let runtime = lab_runtime()?;
+    let lab = phases
+        .time("lab start", || {
+            runtime.block_on(Lab::start(layout, &paths.overlay()))
+        })
+        .map_err(start_error)?;
+    eprint!("{}", describe(&lab.endpoint(), lab.layout()));
+    let mut lab_global = global.clone();
+    lab_global.overlay = vec![paths.overlay()];
+    lab_global.state_dir = Some(paths.state_dir());
+    // Each environment before it in promotion order first, as a real promotion goes.
+    let outcome = environments
+        .iter()
+        .try_for_each(|environment| steps(&lab_global, environment, output, &mut phases));
+    phases.time("lab stop", || runtime.block_on(lab.stop()));
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    // The overlay points at a lab that is gone; the state stays for a look
+    // (`infraflux --state-dir .infraflux/lab state list`).
+    let _ = std::fs::remove_dir_all(paths.overlay());
+    match outcome {
+        Ok(()) => {
+            eprintln!(
+                "\nLab run of `{}` complete: {}",
+                args.environment,
+                phases.summary()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(report) => {
+            eprintln!(
+                "\nLab run of `{}` failed after: {}",
+                args.environment,
+                phases.summary()
+            );
+            Err(report)
+        }
+    }
+}
+
+/// plan → apply → ready signal → plan (empty), each as the real command runs it.
+fn steps(
+    global: &GlobalArgs,
+    environment: &str,
+    output: &Output,
+    phases: &mut Phases,
+) -> miette::Result<()> {
+    let mut context = Context::from_process(global, output);
+    // The lab's secrets are its own throwaway PKI for loopback fakes: its state needs no
+    // encryption keys, and a plaintext warning about it would only be noise.
+    if let Some(dir) = &global.state_dir {
+        context.store = std::sync::Arc::new(crate::state::LocalStore::in_project(dir));
+    }
+    let selection = || SelectionArgs {
+        environment: Some(environment.to_string()),
+        cluster: None,
+    };
+    let plan_args = |detailed_exitcode| PlanArgs {
+        selection: selection(),
+        lock: LockArgs {
+            lock_timeout: Duration::ZERO,
+        },
+        targets: Vec::new(),
+        replace: Vec::new(),
+        refresh: true,
+        refresh_only: false,
+        detailed_exitcode,
+        json: false,
+        out: None,
+    };
+    eprintln!("\n== plan ({environment}) ==");
+    phases.time(format!("plan {environment}"), || {
+        super::plan::run(global, &plan_args(false), &context)
+    })?;
+    eprintln!("\n== apply ({environment}) ==");
+    let applied = phases.time(format!("apply {environment}"), || {
+        super::apply::run(
+            global,
+            &ApplyArgs {
+                selection: selection(),
+                lock: LockArgs {
+                    lock_timeout: Duration::ZERO,
+                },
+                plan_file: None,
+                auto_approve: true,
+                parallelism: crate::apply::DEFAULT_PARALLELISM,
+                skip_promotion_check: false,
+            },
+            &context,
+        )
+    })?;
+    if applied != ExitCode::SUCCESS {
+        return Err(diagnostic_text(
+            "the apply did not complete".into(),
+            Some("see the failures above; the lab's state is in .infraflux/lab".into()),
+        ));
+    }
+    // The ready signal (`infraflux bootstrap`) joins here as one call once it lands.
+    eprintln!("\n== second plan ({environment}): must be empty ==");
+    let second = phases.time(format!("second plan {environment}"), || {
+        super::plan::run(global, &plan_args(true), &context)
+    })?;
+    if second != ExitCode::SUCCESS {
+        return Err(diagnostic_text(
+            "the second plan is not empty: applying did not converge".into(),
+            Some("a provider reads back something other than what it applied; the changes above name the attributes".into()),
+        ));
+    }
+    Ok(())
+}
+
+// ---- lab up / serve / down / status ---------------------------------------------------
+
+fn up(global: &GlobalArgs, args: &LabUpArgs) -> miette::Result<ExitCode> {
+    let paths = lab_paths(global);
+    refuse_if_up(&paths, "only one runs at a time")?;
+    // Check the configuration here, where its problems can be shown.
+    read_layout(global, args.environment.as_deref())?;
+    if paths.root.exists() {
+        std::fs::remove_dir_all(&paths.root).map_err(|e| diagnostic(&e, None))?;
+    }
+    std::fs::create_dir_all(&paths.root).map_err(|e| diagnostic(&e, None))?;
+    let log = std::fs::File::create(paths.log()).map_err(|e| diagnostic(&e, None))?;
+    let executable = std::env::current_exe().map_err(|e| diagnostic(&e, None))?;
+    let mut command = Command::new(executable);
+    command.arg("--config").arg(&global.config);
+    if let Some(dir) = &global.state_dir {
+        command.arg("--state-dir").arg(dir);
+    }
+    command.args(["lab", "serve"]);
+    if let Some(environment) = &args.environment {
+        command.args(["--env", environment]);
+    }
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    // Its own process group: a Ctrl-C in this terminal later does not stop it.
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let mut child = command.spawn().map_err(|e| diagnostic(&e, None))?;
+    let deadline = Instant::now() + UP_TIMEOUT;
+    let record = loop {
+        if let Some(record) = LabRecord::read(&paths.record()).ok().flatten() {
+            break record;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(paths.log()).unwrap_or_default();
+            return Err(diagnostic_text(
+                format!(
+                    "the lab stopped while starting ({status}):\n{}",
+                    log.trim_end()
+                ),
+                None,
+            ));
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(diagnostic_text(
+                format!("the lab did not start within {}s", UP_TIMEOUT.as_secs()),
+                Some(format!("its log is {}", paths.log().display())),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let environment = args
+        .environment
+        .clone()
+        .or_else(|| record.clusters.first().map(|c| c.environment.clone()))
+        .unwrap_or_else(|| "dev".into());
+    let overlay = relative(&record.overlay);
+    let state = relative(&record.state_dir);
+    eprint!(
+        "{}",
+        describe(
+            &record.endpoint,
+            &LabLayout {
+                environments: Vec::new(),
+                nodes: record.nodes.clone(),
+                disk_storages: Vec::new(),
+                image_storages: Vec::new(),
+                clusters: record.clusters.clone(),
+            }
+        )
+    );
+    println!(
+        "Lab running in the background (pid {}). Use it with the overlay and the lab's own state:\n\n    infraflux --overlay {overlay} --state-dir {state} plan --env {environment}\n    infraflux --overlay {overlay} --state-dir {state} apply --env {environment} --auto-approve\n\nor export INFRAFLUX_OVERLAY={overlay} INFRAFLUX_STATE_DIR={state}. Stop it with `infraflux lab down`.",
+        record.pid
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn relative(path: &Path) -> String {
+    let current = std::env::current_dir().unwrap_or_default();
+    path.strip_prefix(&current)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+fn serve(global: &GlobalArgs, args: &LabUpArgs) -> miette::Result<ExitCode> {
+    let paths = lab_paths(global);
+    let layout = read_layout(global, args.environment.as_deref())?;
+    let runtime = lab_runtime()?;
+    let lab = runtime
+        .block_on(Lab::start(layout, &paths.overlay()))
+        .map_err(start_error)?;
+    let absolute = |path: PathBuf| std::path::absolute(&path).unwrap_or(path);
+    let record = LabRecord {
+        pid: std::process::id(),
+        endpoint: lab.endpoint(),
+        nodes: lab.layout().nodes.clone(),
+        clusters: lab.layout().clusters.clone(),
+        overlay: absolute(paths.overlay()),
+        state_dir: absolute(paths.state_dir()),
+        started: chrono::Utc::now().to_rfc3339(),
+    };
+    record
+        .write(&paths.record())
+        .map_err(|e| diagnostic(&e, None))?;
+    eprintln!("lab serving at {} (pid {})", record.endpoint, record.pid);
+    runtime.block_on(async {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut interrupt)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    });
+    eprintln!("lab stopping");
+    runtime.block_on(lab.stop());
+    let _ = std::fs::remove_file(paths.record());
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn down(global: &GlobalArgs) -> miette::Result<ExitCode> {
+    let paths = lab_paths(global);
+    let record = LabRecord::read(&paths.record()).map_err(|e| diagnostic(&e, None))?;
+    let stopped = match &record {
+        Some(record) => process::stop(record.pid, DOWN_GRACE).map_err(|e| diagnostic(&e, None))?,
+        None => Stopped::NotRunning,
+    };
+    if paths.root.exists() {
+        std::fs::remove_dir_all(&paths.root).map_err(|e| diagnostic(&e, None))?;
+    }
+    let message = match (stopped, &record) {
+        (Stopped::Terminated, Some(record)) => format!("Lab stopped (pid {}).", record.pid),
+        (Stopped::Killed, Some(record)) => format!(
+            "Lab did not stop within {}s of SIGTERM and was killed (pid {}).",
+            DOWN_GRACE.as_secs(),
+            record.pid
+        ),
+        _ => "No lab was running.".to_string(),
+    };
+    println!("{message} Removed {}.", relative(&paths.root));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(global: &GlobalArgs) -> miette::Result<ExitCode> {
+    let paths = lab_paths(global);
+    let record = LabRecord::read(&paths.record()).map_err(|e| diagnostic(&e, None))?;
+    match record {
+        Some(record) if process::is_lab_process(record.pid) => {
+            println!(
+                "Lab running (pid {}, since {}): Proxmox VE simulator at {}",
+                record.pid, record.started, record.endpoint
+            );
+            for pair in &record.clusters {
+                println!(
+                    "  {}/{}: 127.{}.0.0/16, VIP {}",
+                    pair.environment,
+                    pair.cluster,
+                    pair.octet,
+                    pair.vip()
+                );
+            }
+            println!(
+                "  overlay: {}\n  state:   {}",
+                relative(&record.overlay),
+                relative(&record.state_dir)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => {
+            println!("No lab is running (start one with `infraflux lab up`).");
+            Ok(ExitCode::from(1))
+        }
+    }
+}

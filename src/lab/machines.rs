@@ -1,0 +1,216 @@
+//! What runs inside the lab's VMs: a fake Talos node on the VM's own loopback address
+//! (from its cloud-init `ipconfig0`) at port 50000 while the VM runs, and, once a
+//! cluster is bootstrapped, a fake Kubernetes API at the cluster's endpoint (the VIP,
+//! port 6443) over TLS with a certificate from the cluster's own Kubernetes CA, so the
+//! kubeconfig Talos hands out works unchanged. The API has a Node (Ready) per
+//! configured machine of its cluster, and plays the controllers (`ready_reactor`): what
+//! the platform and the handoff apply becomes Current, Synced and Healthy.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use infraflux_kubernetes::testing::{FakeApiServer, ready_reactor};
+use infraflux_talos::testing::{ClusterBootstrapped, FakeNode, NodeEvent, NodeIdentity, Trustd};
+use serde_json::json;
+
+use super::pve::{Booted, Machines};
+
+/// The Talos API port of every lab VM.
+pub const TALOS_PORT: u16 = 50000;
+
+#[derive(Default)]
+struct Inner {
+    /// Fake Talos nodes by VMID.
+    nodes: HashMap<u32, FakeNode>,
+    /// Fake Kubernetes APIs by cluster endpoint (`https://127.N.0.5:6443`).
+    apis: HashMap<String, FakeApiServer>,
+}
+
+/// The lab's [`Machines`]. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct LabMachines {
+    inner: Arc<Mutex<Inner>>,
+    trustd: Trustd,
+}
+
+impl LabMachines {
+    pub fn new() -> Self {
+        LabMachines::default()
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every address something of the lab listens on (Talos nodes and APIs).
+    pub fn listeners(&self) -> Vec<SocketAddr> {
+        let inner = self.inner();
+        inner
+            .nodes
+            .values()
+            .map(FakeNode::address)
+            .chain(inner.apis.values().map(FakeApiServer::address))
+            .collect()
+    }
+
+    /// Stop every node and API.
+    pub async fn shutdown(&self) {
+        let (nodes, apis) = {
+            let mut inner = self.inner();
+            (
+                std::mem::take(&mut inner.nodes),
+                std::mem::take(&mut inner.apis),
+            )
+        };
+        for node in nodes.into_values() {
+            node.stop().await;
+        }
+        drop(apis);
+    }
+
+    async fn on_event(&self, event: NodeEvent) {
+        match event {
+            NodeEvent::Configured(identity) => {
+                let inner = self.inner();
+                if let Some(api) = inner.apis.get(&identity.endpoint) {
+                    api.insert(node_object(&identity));
+                }
+            }
+            NodeEvent::Bootstrapped(bootstrapped) => {
+                if let Err(message) = self.serve_api(&bootstrapped).await {
+                    tracing::warn!(endpoint = %bootstrapped.node.endpoint, "{message}");
+                }
+            }
+        }
+    }
+
+    /// Serve the cluster's API at its endpoint, with a Node per configured machine.
+    async fn serve_api(&self, bootstrapped: &ClusterBootstrapped) -> Result<(), String> {
+        let endpoint = bootstrapped.node.endpoint.clone();
+        if self.inner().apis.contains_key(&endpoint) {
+            return Ok(());
+        }
+        let address = endpoint_address(&endpoint).ok_or_else(|| {
+            format!("the cluster endpoint `{endpoint}` is not https://<ip>:<port>")
+        })?;
+        let api = FakeApiServer::start_tls(
+            address,
+            &bootstrapped.api_server.crt,
+            &bootstrapped.api_server.key,
+            Some(&bootstrapped.kubernetes_ca_crt),
+        )
+        .await
+        .map_err(|e| format!("cannot serve the Kubernetes API at {address}: {e}"))?;
+        api.set_reactor(ready_reactor());
+        let mut inner = self.inner();
+        for node in inner.nodes.values() {
+            if let Some(identity) = node.identity().filter(|i| i.endpoint == endpoint) {
+                api.insert(node_object(&identity));
+            }
+        }
+        inner.apis.insert(endpoint, api);
+        Ok(())
+    }
+}
+
+/// `https://127.0.0.5:6443` → `127.0.0.5:6443`.
+fn endpoint_address(endpoint: &str) -> Option<SocketAddr> {
+    let rest = endpoint.strip_prefix("https://")?;
+    let host_port = rest.split('/').next()?;
+    host_port.parse().ok()
+}
+
+/// A Ready Node, as the kubelet of a healthy Talos machine registers it.
+fn node_object(identity: &NodeIdentity) -> serde_json::Value {
+    let mut labels = json!({
+        "kubernetes.io/hostname": identity.hostname,
+        "kubernetes.io/os": "linux",
+    });
+    if identity.role == "controlplane" {
+        labels["node-role.kubernetes.io/control-plane"] = json!("");
+    }
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": identity.hostname, "labels": labels},
+        "status": {
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                "message": "kubelet is posting ready status"}],
+            "addresses": [
+                {"type": "InternalIP", "address": identity.address.ip().to_string()},
+                {"type": "Hostname", "address": identity.hostname},
+            ],
+            "nodeInfo": {"osImage": "Talos (InfraFlux lab)", "operatingSystem": "linux",
+                "architecture": "amd64"},
+        },
+    })
+}
+
+#[async_trait]
+impl Machines for LabMachines {
+    async fn started(&self, vm: Booted) -> Result<(), String> {
+        let ip: IpAddr = vm.ipv4.ok_or_else(|| {
+            format!(
+                "VM {} ({}) has no ipconfig0 address: the lab starts its Talos node there",
+                vm.vmid, vm.name
+            )
+        })?;
+        if !ip.is_loopback() {
+            return Err(format!(
+                "VM {} ({}) has address {ip}: lab VMs run on loopback addresses (127.x.y.z); run with the lab's overlay",
+                vm.vmid, vm.name
+            ));
+        }
+        let node = FakeNode::start_on(SocketAddr::new(ip, TALOS_PORT))
+            .await
+            .map_err(|e| format!("cannot start the Talos node on {ip}:{TALOS_PORT}: {e}"))?;
+        node.use_trustd(&self.trustd);
+        let machines = self.clone();
+        node.on_event(Arc::new(move |event| {
+            let machines = machines.clone();
+            Box::pin(async move { machines.on_event(event).await })
+        }));
+        let previous = self.inner().nodes.insert(vm.vmid, node);
+        if let Some(previous) = previous {
+            previous.stop().await;
+        }
+        Ok(())
+    }
+
+    async fn stopped(&self, vmid: u32) {
+        let (node, api) = {
+            let mut inner = self.inner();
+            let Some(node) = inner.nodes.remove(&vmid) else {
+                return;
+            };
+            // The API goes when the last machine of its cluster does.
+            let endpoint = node.identity().map(|i| i.endpoint);
+            let still_running = inner
+                .nodes
+                .values()
+                .any(|n| n.identity().map(|i| i.endpoint) == endpoint);
+            let api = match endpoint {
+                Some(endpoint) if !still_running => inner.apis.remove(&endpoint),
+                _ => None,
+            };
+            (node, api)
+        };
+        node.stop().await;
+        drop(api);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_read_as_socket_addresses() {
+        assert_eq!(
+            endpoint_address("https://127.0.0.5:6443"),
+            Some("127.0.0.5:6443".parse().unwrap())
+        );
+        assert_eq!(endpoint_address("https://cluster.example:6443"), None);
+    }
+}

@@ -1,0 +1,108 @@
+//! The local lab (feature `lab`): the whole pipeline on loopback, with the real
+//! providers. Only the endpoints differ from a real run.
+//!
+//! - [`pve`]: a Proxmox VE API simulator (HTTPS, token auth, PVE's shapes);
+//! - [`machines`]: what runs in the simulated VMs: a fake Talos node on each VM's
+//!   address (`127.N.0.x:50000`) while it runs, and a fake Kubernetes API on the
+//!   cluster's VIP (`127.N.0.5:6443`, TLS from the cluster's own CA) once bootstrapped;
+//! - [`overlay`]: which addresses each cluster gets, and the configuration overlay that
+//!   points the configuration at the lab.
+
+pub mod machines;
+pub mod overlay;
+pub mod process;
+pub mod pve;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use machines::LabMachines;
+use overlay::{Connection, LabLayout};
+use pve::{ClusterOptions, PveSimulator};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot start the PVE simulator")]
+    Simulator(#[source] std::io::Error),
+    #[error("cannot write the lab's overlay to {path}")]
+    Overlay {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running lab: the PVE simulator, what runs in its VMs, and the overlay that points
+/// the configuration at it.
+pub struct Lab {
+    pve: PveSimulator,
+    machines: LabMachines,
+    layout: LabLayout,
+    overlay: PathBuf,
+}
+
+impl Lab {
+    /// Start the simulator for `layout` on 127.0.0.1 and write the overlay to
+    /// `overlay_dir`. Needs a Tokio runtime that keeps running while the lab is used
+    /// (the commands that use it run their own).
+    pub async fn start(layout: LabLayout, overlay_dir: &Path) -> Result<Lab, Error> {
+        let machines = LabMachines::new();
+        let options = ClusterOptions {
+            nodes: layout.nodes.clone(),
+            disk_storages: layout.disk_storages.clone(),
+            image_storages: layout.image_storages.clone(),
+            ..ClusterOptions::default()
+        };
+        let pve = PveSimulator::start(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            options,
+            Arc::new(machines.clone()),
+        )
+        .await
+        .map_err(Error::Simulator)?;
+        let connection = Connection {
+            endpoint: &pve.url(),
+            token: pve.token(),
+            fingerprint: pve.fingerprint(),
+        };
+        overlay::write_overlay(overlay_dir, &layout, &connection).map_err(|source| {
+            Error::Overlay {
+                path: overlay_dir.to_path_buf(),
+                source,
+            }
+        })?;
+        Ok(Lab {
+            pve,
+            machines,
+            layout,
+            overlay: overlay_dir.to_path_buf(),
+        })
+    }
+
+    /// `https://127.0.0.1:PORT`, the simulated PVE API.
+    pub fn endpoint(&self) -> String {
+        self.pve.url()
+    }
+
+    pub fn layout(&self) -> &LabLayout {
+        &self.layout
+    }
+
+    pub fn overlay(&self) -> &Path {
+        &self.overlay
+    }
+
+    /// Every address the lab listens on now.
+    pub fn listeners(&self) -> Vec<SocketAddr> {
+        let mut listeners = vec![self.pve.address()];
+        listeners.extend(self.machines.listeners());
+        listeners
+    }
+
+    /// Stop everything; the overlay stays (the caller removes it with the lab's files).
+    pub async fn stop(self) {
+        self.machines.shutdown().await;
+        drop(self.pve);
+    }
+}
