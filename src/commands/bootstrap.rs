@@ -245,7 +245,7 @@ pub(super) fn apply_tail(
         cluster: cluster.map(str::to_string),
     };
     let (_, model, problems) = load_model(
-        &global.config,
+        global.config_paths(),
         &selection,
         context.variables.as_ref(),
         false,
