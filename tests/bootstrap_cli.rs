@@ -441,6 +441,13 @@ fn render_writes_manifests_and_applies_nothing() {
     );
     for file in &files {
         assert!(run.out.contains(&file.display().to_string()));
+        // Helm values may carry secrets from the configuration.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+        }
     }
     // No secrets in state yet: no machine configs, and the reason.
     assert!(!out.join("dev/workload/talos").exists());

@@ -399,31 +399,7 @@ fn render(
         for cluster in &environment.clusters {
             let step = progress.start(format!("{}: render", cluster.id()));
             let base = dir.join(&cluster.environment).join(&cluster.name);
-            let mut manifests = Vec::new();
-            for resource in kubernetes_resources(cluster, &desired) {
-                let rendered = infraflux_kubernetes::provider::render_resource(
-                    &resource.kind,
-                    &resource.attributes,
-                )
-                .map_err(|e| {
-                    diagnostic_text(
-                        format!("cannot render {}: {e}", resource.addr),
-                        Some("fix the value in the configuration".into()),
-                    )
-                })?;
-                let written = infraflux_kubernetes::render::write_manifests(
-                    &base.join("kubernetes"),
-                    manifests.len(),
-                    &rendered.manifests,
-                )
-                .map_err(|e| {
-                    diagnostic_text(
-                        format!("cannot write into `{}`: {e}", base.display()),
-                        Some("pick another --render directory".into()),
-                    )
-                })?;
-                manifests.extend(written);
-            }
+            let manifests = write_cluster_manifests(cluster, &desired, &base)?;
             // Machine configs need the cluster's secrets, which only apply creates.
             let secrets = ResourceAddr::new(
                 &cluster.environment,
@@ -478,6 +454,58 @@ fn render(
         context.out.write(&result.json());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every manifest of one cluster's Kubernetes resources, one file per object in apply
+/// order, under `base/kubernetes`. Values may hold secrets from the configuration (a
+/// Helm value from `${age:…}`), so the directory is created 0700 and the files are 0600.
+fn write_cluster_manifests(
+    cluster: &Cluster,
+    desired: &[DesiredResource],
+    base: &Path,
+) -> miette::Result<Vec<std::path::PathBuf>> {
+    let cannot = |e: std::io::Error| {
+        diagnostic_text(
+            format!("cannot write into `{}`: {e}", base.display()),
+            Some("pick another --render directory".into()),
+        )
+    };
+    let dir = base.join("kubernetes");
+    super::talos::create_private_dir(&dir).map_err(cannot)?;
+    let mut manifests = Vec::new();
+    for resource in kubernetes_resources(cluster, desired) {
+        let rendered =
+            infraflux_kubernetes::provider::render_resource(&resource.kind, &resource.attributes)
+                .map_err(|e| {
+                diagnostic_text(
+                    format!("cannot render {}: {e}", resource.addr),
+                    Some("fix the value in the configuration".into()),
+                )
+            })?;
+        let written = infraflux_kubernetes::render::write_manifests(
+            &dir,
+            manifests.len(),
+            &rendered.manifests,
+        )
+        .map_err(cannot)?;
+        for path in &written {
+            make_private(path).map_err(cannot)?;
+        }
+        manifests.extend(written);
+    }
+    Ok(manifests)
+}
+
+/// Readable by the owner only.
+fn make_private(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 /// ▸ ✔ ✗ for a person at a terminal; ASCII for logs and pipes.
