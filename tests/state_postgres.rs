@@ -534,6 +534,12 @@ fn of_two_concurrent_applies_one_waits_or_fails_fast() {
     let (registry, mocks) = mock_providers();
     for mock in &mocks {
         mock.set_default_latency(Duration::from_millis(300));
+        // The last resource keeps the first run (and its lock) busy long after the
+        // second one has started, however loaded the machine is.
+        mock.set_latency(
+            "dev/workload/kubernetes_handoff.dev",
+            Duration::from_secs(8),
+        );
     }
     let first = {
         let (registry, url) = (registry.clone(), url.clone());
