@@ -460,6 +460,55 @@ async fn a_vmid_taken_meanwhile_is_picked_again() {
     assert_eq!(error.kind, ErrorKind::Other);
 }
 
+/// A shared listing older than a delete (a replace deletes the VM, then creates it
+/// again) shows a same-named VM that is gone: the create lists once more instead of
+/// failing on it, and takes the VMID that is free now.
+#[tokio::test]
+async fn a_listed_vm_that_is_gone_renews_the_listing_once() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api2/json/cluster/resources"))
+        .and(query_param("type", "vm"))
+        .respond_with(ok(json!([
+            { "id": "qemu/1000", "type": "qemu", "vmid": 1000, "node": "pve1", "name": "cp-1", "maxmem": 1, "maxcpu": 1 }
+        ])))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api2/json/cluster/resources"))
+        .and(query_param("type", "vm"))
+        .respond_with(ok(json!([])))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api2/json/nodes/pve1/qemu/1000/config"))
+        .respond_with(pve_error(
+            500,
+            "Configuration file 'nodes/pve1/qemu-server/1000.conf' does not exist",
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api2/json/nodes/pve1/qemu"))
+        .and(wiremock::matchers::body_string_contains("vmid=1000&"))
+        .respond_with(pve_error(500, "stop here"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let error = provider(token_client(&server))
+        .create(CreateRequest {
+            resource: vm_ref(),
+            planned: vm_attributes(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.message, "stop here");
+}
+
 #[tokio::test]
 async fn download_url_checks_the_storage_first_and_sends_the_checksum() {
     let server = MockServer::start().await;
