@@ -460,6 +460,62 @@ async fn a_vmid_taken_meanwhile_is_picked_again() {
     assert_eq!(error.kind, ErrorKind::Other);
 }
 
+/// A create whose answer was lost may have made the VM: the retry lists the cluster
+/// again (not the shared listing from before) and finds it by name and marker instead
+/// of making a second one.
+#[tokio::test]
+async fn a_failed_create_lists_again_on_retry() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api2/json/cluster/resources"))
+        .and(query_param("type", "vm"))
+        .respond_with(ok(json!([])))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api2/json/cluster/resources"))
+        .and(query_param("type", "vm"))
+        .respond_with(ok(json!([
+            { "id": "qemu/1000", "type": "qemu", "vmid": 1000, "node": "pve1", "name": "cp-1", "maxmem": 1, "maxcpu": 1 }
+        ])))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api2/json/nodes/pve1/qemu"))
+        .respond_with(pve_error(500, "proxy loop detected"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api2/json/nodes/pve1/qemu/1000/config"))
+        .respond_with(ok(json!({
+            "name": "cp-1", "lock": "create",
+            "description": "Managed by InfraFlux (dev/w/proxmox_vm.cp-1)",
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let p = provider(token_client(&server));
+    let request = CreateRequest {
+        resource: vm_ref(),
+        planned: vm_attributes(),
+    };
+    let error = p.create(request.clone()).await.unwrap_err();
+    assert_eq!(error.message, "proxy loop detected");
+    let error = p.create(request).await.unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Transient);
+    assert!(
+        error
+            .message
+            .contains("VM 1000, from an earlier create of this resource, is locked (create)"),
+        "{}",
+        error.message
+    );
+}
+
 /// A shared listing older than a delete (a replace deletes the VM, then creates it
 /// again) shows a same-named VM that is gone: the create lists once more instead of
 /// failing on it, and takes the VMID that is free now.

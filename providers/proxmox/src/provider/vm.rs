@@ -592,7 +592,10 @@ impl ProxmoxProvider {
                         .map_err(fail)?;
                 }
                 Err(e) => {
+                    // A create whose answer was lost may have made the VM: a retry must
+                    // list again to find it by name rather than make a second one.
                     self.vmids.release(vmid);
+                    self.vmids.forget().await;
                     return Err(fail(e));
                 }
             }
