@@ -193,7 +193,8 @@ pub fn plan_volume(planned: &mut Attributes) {
 }
 
 /// An image recorded before `storage_used` existed has none until a deep refresh
-/// records it: planning it unknown would be an update that changes nothing.
+/// records it: planning it unknown would be an update that changes nothing. (A new or
+/// replaced image has it unknown, as its other computed values.)
 pub fn plan_storage_used(prior: Option<&Attributes>, response: &mut PlanResponse) {
     if response.requires_replace.is_empty() && prior.is_some_and(|p| !p.contains_key(STORAGE_USED))
     {
@@ -703,6 +704,14 @@ mod tests {
         // A new image learns it when created.
         let mut response = schema().default_plan(None, &desired);
         plan_storage_used(None, &mut response);
+        assert!(is_unknown(&response.planned[STORAGE_USED]));
+        // A replaced one has it unknown.
+        let mut recorded = prior.clone();
+        recorded.insert(STORAGE_USED.into(), json!(4096));
+        let mut other = desired.clone();
+        other.insert("node".into(), json!("pve2"));
+        let mut response = schema().default_plan(Some(&recorded), &other);
+        plan_storage_used(Some(&recorded), &mut response);
         assert!(is_unknown(&response.planned[STORAGE_USED]));
     }
 
