@@ -238,6 +238,14 @@ fn vmid_of(workspace: &Workspace, address: &str) -> u32 {
         .unwrap()
 }
 
+/// Requests the fake has answered so far.
+async fn requests(fake: &mut FakePve) -> u64 {
+    fake.expect(json!({"op": "requests"}))
+        .await
+        .as_u64()
+        .unwrap()
+}
+
 fn client(fake: &FakePve) -> Client {
     Client::new(ClientConfig::new(
         fake.url.parse().unwrap(),
@@ -299,10 +307,14 @@ async fn plan_apply_update_drift_and_destroy_through_the_engine() {
         "{volumes}"
     );
 
-    // Nothing changed: the next plan is empty.
+    // Nothing changed: the next plan is empty, without drift, from one cluster listing
+    // (the images are confirmed by their storage's unchanged usage in it).
+    let before = requests(&mut fake).await;
     let plan = workspace.plan(&[]);
     assert_eq!(plan.code, 0, "{plan}");
     assert!(plan.out.contains("No changes."), "{plan}");
+    assert!(!plan.out.contains("changed outside InfraFlux"), "{plan}");
+    assert_eq!(requests(&mut fake).await - before, 1);
 
     // More memory for the control plane: an in-place update of that VM only.
     workspace.set_memory("5Gi", "4Gi");
@@ -370,6 +382,40 @@ async fn plan_apply_update_drift_and_destroy_through_the_engine() {
         .get("tags")
         .map(str::to_string);
     assert_eq!(tags.as_deref(), Some("dev;infraflux;worker;workload"));
+    assert_eq!(workspace.plan(&[]).code, 0);
+
+    // An image removed outside InfraFlux: its storage's usage drops, so a plain plan
+    // lists the storage, finds it gone and plans it again; the apply converges.
+    let image = workspace.state()["resources"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(address, _)| address.contains("proxmox_image."))
+        .map(|(_, image)| image["attributes"].clone())
+        .unwrap();
+    let pve = client(&fake);
+    let upid = pve
+        .delete_volume(
+            image["node"].as_str().unwrap(),
+            "local",
+            image["volume"].as_str().unwrap(),
+        )
+        .await
+        .expect("the fake removes the image")
+        .expect("a task");
+    infraflux_proxmox::task::wait(
+        &pve,
+        &upid,
+        infraflux_proxmox::task::WaitOptions::with_timeout(std::time::Duration::from_secs(30)),
+    )
+    .await
+    .expect("the removal finishes");
+    let plan = workspace.plan(&[]);
+    assert_eq!(plan.code, 2, "{plan}");
+    assert!(plan.out.contains("has been deleted"), "{plan}");
+    assert!(plan.out.contains("proxmox_image."), "{plan}");
+    let (_, apply) = workspace.apply();
+    assert_eq!(apply.code, 0, "{apply}");
     assert_eq!(workspace.plan(&[]).code, 0);
 
     // HA moves the worker to pve3 (which has no image): reported as drift, never moved

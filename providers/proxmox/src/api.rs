@@ -81,6 +81,8 @@ pub struct ClusterResource {
     pub mem: Option<u64>,
     pub maxcpu: Option<u64>,
     pub maxdisk: Option<u64>,
+    /// Bytes in use: a storage's (as pvestatd last reported it), a VM's disk usage.
+    pub disk: Option<u64>,
     pub tags: Option<String>,
     pub lock: Option<String>,
     pub template: bool,
@@ -101,6 +103,7 @@ impl ClusterResource {
             mem: lenient_u64(item.get("mem")),
             maxcpu: lenient_u64(item.get("maxcpu")),
             maxdisk: lenient_u64(item.get("maxdisk")),
+            disk: lenient_u64(item.get("disk")),
             tags: string(item.get("tags")).filter(|t| !t.is_empty()),
             lock: string(item.get("lock")).filter(|l| !l.is_empty()),
             template: lenient_u64(item.get("template")) == Some(1),

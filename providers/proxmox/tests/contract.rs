@@ -425,9 +425,11 @@ async fn create_vm_sends_the_parameters_pve_expects() {
 #[tokio::test]
 async fn a_vmid_taken_meanwhile_is_picked_again() {
     let server = MockServer::start().await;
+    // The shared listing, then a new one after PVE said the VMID is taken.
     Mock::given(method("GET"))
         .and(path("/api2/json/cluster/resources"))
         .respond_with(ok(json!([])))
+        .expect(2)
         .mount(&server)
         .await;
     Mock::given(method("POST"))
@@ -456,6 +458,111 @@ async fn a_vmid_taken_meanwhile_is_picked_again() {
         .unwrap_err();
     assert_eq!(error.message, "stop here");
     assert_eq!(error.kind, ErrorKind::Other);
+}
+
+/// A create whose answer was lost may have made the VM: the retry lists the cluster
+/// again (not the shared listing from before) and finds it by name and marker instead
+/// of making a second one.
+#[tokio::test]
+async fn a_failed_create_lists_again_on_retry() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api2/json/cluster/resources"))
+        .and(query_param("type", "vm"))
+        .respond_with(ok(json!([])))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api2/json/cluster/resources"))
+        .and(query_param("type", "vm"))
+        .respond_with(ok(json!([
+            { "id": "qemu/1000", "type": "qemu", "vmid": 1000, "node": "pve1", "name": "cp-1", "maxmem": 1, "maxcpu": 1 }
+        ])))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api2/json/nodes/pve1/qemu"))
+        .respond_with(pve_error(500, "proxy loop detected"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api2/json/nodes/pve1/qemu/1000/config"))
+        .respond_with(ok(json!({
+            "name": "cp-1", "lock": "create",
+            "description": "Managed by InfraFlux (dev/w/proxmox_vm.cp-1)",
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let p = provider(token_client(&server));
+    let request = CreateRequest {
+        resource: vm_ref(),
+        planned: vm_attributes(),
+    };
+    let error = p.create(request.clone()).await.unwrap_err();
+    assert_eq!(error.message, "proxy loop detected");
+    let error = p.create(request).await.unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Transient);
+    assert!(
+        error
+            .message
+            .contains("VM 1000, from an earlier create of this resource, is locked (create)"),
+        "{}",
+        error.message
+    );
+}
+
+/// A shared listing older than a delete (a replace deletes the VM, then creates it
+/// again) shows a same-named VM that is gone: the create lists once more instead of
+/// failing on it, and takes the VMID that is free now.
+#[tokio::test]
+async fn a_listed_vm_that_is_gone_renews_the_listing_once() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api2/json/cluster/resources"))
+        .and(query_param("type", "vm"))
+        .respond_with(ok(json!([
+            { "id": "qemu/1000", "type": "qemu", "vmid": 1000, "node": "pve1", "name": "cp-1", "maxmem": 1, "maxcpu": 1 }
+        ])))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api2/json/cluster/resources"))
+        .and(query_param("type", "vm"))
+        .respond_with(ok(json!([])))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api2/json/nodes/pve1/qemu/1000/config"))
+        .respond_with(pve_error(
+            500,
+            "Configuration file 'nodes/pve1/qemu-server/1000.conf' does not exist",
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api2/json/nodes/pve1/qemu"))
+        .and(wiremock::matchers::body_string_contains("vmid=1000&"))
+        .respond_with(pve_error(500, "stop here"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let error = provider(token_client(&server))
+        .create(CreateRequest {
+            resource: vm_ref(),
+            planned: vm_attributes(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.message, "stop here");
 }
 
 #[tokio::test]
@@ -511,6 +618,17 @@ async fn download_url_checks_the_storage_first_and_sends_the_checksum() {
         .mount(&server)
         .await;
     task_ok(&server, &download).await;
+    // Then the storage's usage, for refreshes to skip listing an unchanged storage.
+    Mock::given(method("GET"))
+        .and(path("/api2/json/cluster/resources"))
+        .and(query_param("type", "storage"))
+        .respond_with(ok(json!([
+            { "id": "storage/pve2/local", "type": "storage", "node": "pve2", "storage": "local", "disk": 1, "maxdisk": 9 },
+            { "id": "storage/pve1/local", "type": "storage", "node": "pve1", "storage": "local", "disk": 1288490188u64, "maxdisk": 107374182400u64 }
+        ])))
+        .expect(1)
+        .mount(&server)
+        .await;
     let response = p
         .create(CreateRequest {
             resource: image_ref(),
@@ -523,6 +641,195 @@ async fn download_url_checks_the_storage_first_and_sends_the_checksum() {
         response.attributes["volume"],
         json!("local:import/talos-v1.13.9.raw")
     );
+    assert_eq!(response.attributes["storage_used"], json!(1288490188u64));
+}
+
+fn image_on(node: &str, storage_used: u64) -> ReadItem {
+    let mut prior = image_attributes();
+    prior.insert("node".into(), json!(node));
+    prior.insert("volume".into(), json!("local:import/talos-v1.13.9.raw"));
+    prior.insert("storage_used".into(), json!(storage_used));
+    ReadItem {
+        resource: ResourceRef {
+            address: format!("dev/w/proxmox_image.talos-{node}"),
+            kind: "proxmox_image".into(),
+        },
+        id: format!("{node}/local:import/talos-v1.13.9.raw"),
+        prior,
+    }
+}
+
+/// Images and VMs refresh from one untyped `/cluster/resources`: an image whose
+/// storage's usage is what it was is confirmed from it; a storage whose usage changed
+/// is listed (once); a deep refresh lists every storage and records the usage anew.
+#[tokio::test]
+async fn a_refresh_lists_only_the_image_storages_whose_usage_changed() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api2/json/cluster/resources"))
+        .respond_with(ok(json!([
+            { "id": "qemu/1001", "type": "qemu", "vmid": 1001, "node": "pve1", "name": "cp-2",
+              "maxmem": 4294967296u64, "maxcpu": 2, "tags": "infraflux;prod" },
+            { "id": "node/pve1", "type": "node", "node": "pve1", "status": "online" },
+            { "id": "storage/pve1/local", "type": "storage", "node": "pve1", "storage": "local", "disk": 1000, "maxdisk": 9000 },
+            { "id": "storage/pve2/local", "type": "storage", "node": "pve2", "storage": "local", "disk": 2000, "maxdisk": 9000 }
+        ])))
+        .expect(2)
+        .mount(&server)
+        .await;
+    // pve2's storage lost 500 bytes: listed, and the image is gone from it.
+    Mock::given(method("GET"))
+        .and(path("/api2/json/nodes/pve2/storage/local/content"))
+        .and(query_param("content", "import"))
+        .respond_with(ok(json!([])))
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api2/json/nodes/pve1/storage/local/content"))
+        .and(query_param("content", "import"))
+        .respond_with(ok(json!([
+            { "volid": "local:import/talos-v1.13.9.raw", "content": "import", "format": "raw", "size": 1000 }
+        ])))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut vm = vm_attributes();
+    vm.insert("name".into(), json!("cp-2"));
+    let items = vec![
+        image_on("pve1", 1000),
+        image_on("pve2", 2500),
+        ReadItem {
+            resource: vm_ref(),
+            id: "1001".into(),
+            prior: vm.clone(),
+        },
+    ];
+    let client = token_client(&server);
+    let p = provider(client.clone());
+    let response = p
+        .read(ReadRequest {
+            resources: items.clone(),
+            deep: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!(client.request_count(), 2, "one listing + pve2's content");
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(
+        requests[0].url.query(),
+        None,
+        "no type filter: storages are needed"
+    );
+    for result in response.results {
+        match (result.address.as_str(), result.outcome) {
+            ("dev/w/proxmox_image.talos-pve1", ReadOutcome::Found(attributes)) => {
+                assert_eq!(attributes, items[0].prior)
+            }
+            ("dev/w/proxmox_image.talos-pve2", ReadOutcome::Gone) => {}
+            ("dev/w/proxmox_vm.cp-1", ReadOutcome::Found(attributes)) => assert_eq!(attributes, vm),
+            (address, outcome) => panic!("{address}: {outcome:?}"),
+        }
+    }
+
+    // Deep: every storage listed; the usage seen with the image is recorded.
+    let response = p
+        .read(ReadRequest {
+            resources: vec![items[0].clone(), items[1].clone()],
+            deep: true,
+        })
+        .await
+        .unwrap();
+    assert_eq!(client.request_count(), 5);
+    let found: Vec<_> = response
+        .results
+        .into_iter()
+        .filter_map(|r| match r.outcome {
+            ReadOutcome::Found(attributes) => Some(attributes),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["storage_used"], json!(1000));
+}
+
+/// Creates pick VMIDs from one shared cluster listing (and claims in-process), not one
+/// listing each: the second create lists nothing and takes the next free VMID.
+#[tokio::test]
+async fn creates_share_one_cluster_listing_to_pick_vmids() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api2/json/cluster/resources"))
+        .and(query_param("type", "vm"))
+        .respond_with(ok(json!([
+            { "id": "qemu/1000", "type": "qemu", "vmid": 1000, "node": "pve2", "name": "other", "maxmem": 1, "maxcpu": 1 }
+        ])))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let create = upid("pve1", "qmcreate", "1001");
+    Mock::given(method("POST"))
+        .and(path("/api2/json/nodes/pve1/qemu"))
+        .respond_with(ok(json!(create)))
+        .expect(2)
+        .mount(&server)
+        .await;
+    task_ok(&server, &create).await;
+    Mock::given(method("GET"))
+        .and(wiremock::matchers::path_regex(
+            r"^/api2/json/nodes/pve1/qemu/\d+/config$",
+        ))
+        .respond_with(ok(json!({
+            "name": "cp", "cores": 2, "memory": "4096",
+            "scsi0": "local-lvm:vm-1001-disk-1,discard=on,size=40G",
+            "net0": "virtio=BC:24:11:0A:0B:0C,bridge=vmbr0,tag=10",
+        })))
+        .mount(&server)
+        .await;
+    let start = upid("pve1", "qmstart", "1001");
+    Mock::given(method("POST"))
+        .and(wiremock::matchers::path_regex(
+            r"^/api2/json/nodes/pve1/qemu/\d+/status/start$",
+        ))
+        .respond_with(ok(json!(start)))
+        .mount(&server)
+        .await;
+    task_ok(&server, &start).await;
+
+    let p = provider(token_client(&server));
+    let first = p
+        .create(CreateRequest {
+            resource: vm_ref(),
+            planned: vm_attributes(),
+        })
+        .await
+        .unwrap();
+    let mut second = vm_attributes();
+    second.insert("name".into(), json!("cp-2"));
+    let second = p
+        .create(CreateRequest {
+            resource: ResourceRef {
+                address: "dev/w/proxmox_vm.cp-2".into(),
+                kind: "proxmox_vm".into(),
+            },
+            planned: second,
+        })
+        .await
+        .unwrap();
+    assert_eq!((first.id.as_str(), second.id.as_str()), ("1001", "1002"));
+    let requests = server.received_requests().await.unwrap();
+    let vmids: Vec<String> = requests
+        .iter()
+        .filter(|r| r.method.as_str() == "POST" && r.url.path() == "/api2/json/nodes/pve1/qemu")
+        .map(|r| {
+            form_pairs(r)
+                .into_iter()
+                .find(|(k, _)| k == "vmid")
+                .unwrap()
+                .1
+        })
+        .collect();
+    assert_eq!(vmids, ["1001", "1002"]);
 }
 
 #[tokio::test]

@@ -4,18 +4,20 @@
 use std::collections::BTreeMap;
 
 use infraflux_provider::{
-    AttributeSchema, Attributes, ErrorKind, ProviderError, ReadItem, ReadOutcome, ReadResult,
-    ResourceSchema, is_unknown,
+    AttributeSchema, Attributes, ErrorKind, PlanResponse, ProviderError, ReadItem, ReadOutcome,
+    ReadResult, ResourceSchema, is_unknown,
 };
 use serde_json::{Value, json};
 
 use super::ProxmoxProvider;
-use super::attributes::{Problems, Reader, text};
+use super::attributes::{Problems, Reader, number, text};
 use super::image_upload::{self, SshUploadSpec};
-use crate::api::Download;
+use crate::api::{ClusterResource, Download, ResourceType};
 use crate::{task, upload};
 
 pub const KIND: &str = "proxmox_image";
+/// See [`unchanged_storage`].
+pub const STORAGE_USED: &str = "storage_used";
 
 pub fn schema() -> ResourceSchema {
     // An image is immutable: every input change is a new image.
@@ -34,6 +36,9 @@ pub fn schema() -> ResourceSchema {
             // never replaces an image.
             AttributeSchema::input(image_upload::ATTRIBUTE),
             AttributeSchema::computed("volume"),
+            // The bytes in use on the storage when the image was last seen in its
+            // content: a refresh that finds the same figure need not list the storage.
+            AttributeSchema::computed(STORAGE_USED),
         ],
     )
 }
@@ -187,6 +192,45 @@ pub fn plan_volume(planned: &mut Attributes) {
     }
 }
 
+/// An image recorded before `storage_used` existed has none until a deep refresh
+/// records it: planning it unknown would be an update that changes nothing. (A new or
+/// replaced image has it unknown, as its other computed values.)
+pub fn plan_storage_used(prior: Option<&Attributes>, response: &mut PlanResponse) {
+    if response.requires_replace.is_empty() && prior.is_some_and(|p| !p.contains_key(STORAGE_USED))
+    {
+        response.planned.remove(STORAGE_USED);
+    }
+}
+
+/// The bytes in use on `storage` of `node`, from a `/cluster/resources` listing.
+pub fn storage_used(listing: &[ClusterResource], node: &str, storage: &str) -> Option<u64> {
+    listing
+        .iter()
+        .find(|r| {
+            r.kind == "storage"
+                && r.node.as_deref() == Some(node)
+                && r.storage.as_deref() == Some(storage)
+        })
+        .and_then(|r| r.disk)
+}
+
+/// Whether the image is confirmed without listing its storage: the storage's usage
+/// now (`used`) is what it was when the image was last seen in the storage's content.
+///
+/// Why that is enough to notice a deleted image: the image is a file of non-zero size
+/// on that storage, so removing it lowers the usage by its size, and the recorded
+/// figure comes back only if something of exactly that size was written meanwhile.
+/// Any other change, related or not, falls back to the listing that was always made,
+/// so a busy storage costs what it did before. A zero usage means a storage that does
+/// not report it (one holding the image uses space): listed too. PVE's figure is
+/// pvestatd's, refreshed every ten seconds or so: a removal made seconds before a
+/// refresh may only show at the next one; `--refresh=deep` always lists.
+pub fn unchanged_storage(item: &ReadItem, used: Option<u64>) -> bool {
+    !item.id.is_empty()
+        && used.is_some_and(|used| used > 0)
+        && number(&item.prior, STORAGE_USED) == used
+}
+
 fn attributes(spec_attributes: &Attributes, volume: &str) -> Attributes {
     let mut attributes = spec_attributes.clone();
     attributes.insert("volume".into(), json!(volume));
@@ -232,11 +276,11 @@ impl ProxmoxProvider {
             .map_err(|e| e.into_provider("create", address))?;
         if existing.iter().any(|v| v.volid == volume) {
             tracing::info!(%address, %volume, "image already on the storage; adopting it");
-            return Ok((spec.id(), attributes(planned, &volume)));
+            return Ok(self.created(&spec, planned).await);
         }
         if let Some(ssh) = &spec.upload {
             self.upload_image(address, &spec, ssh).await?;
-            return Ok((spec.id(), attributes(planned, &volume)));
+            return Ok(self.created(&spec, planned).await);
         }
         let download = Download {
             url: spec.url.clone(),
@@ -251,7 +295,17 @@ impl ProxmoxProvider {
         task::wait(client, &upid, self.wait(self.options.download_timeout))
             .await
             .map_err(|e| e.into_provider("create", address))?;
-        Ok((spec.id(), attributes(planned, &volume)))
+        Ok(self.created(&spec, planned).await)
+    }
+
+    /// ID and attributes of an image now on its storage, with the storage's usage.
+    async fn created(&self, spec: &ImageSpec, planned: &Attributes) -> (String, Attributes) {
+        let mut attributes = attributes(planned, &spec.volume());
+        match self.current_storage_used(&spec.node, &spec.storage).await {
+            Some(used) => attributes.insert(STORAGE_USED.into(), json!(used)),
+            None => attributes.remove(STORAGE_USED),
+        };
+        (spec.id(), attributes)
     }
 
     /// The SSH fallback: upload the local file into the storage's import directory,
@@ -353,8 +407,16 @@ impl ProxmoxProvider {
         }
     }
 
-    /// One content listing per node and storage, whatever the number of images.
-    pub(super) async fn read_images(&self, items: &[&ReadItem]) -> Vec<ReadResult> {
+    /// Every image from the cluster `listing` (made by the caller, shared with VMs)
+    /// where its storage's usage is unchanged; otherwise (no listing, usage changed or
+    /// unknown, `deep`) one content listing per node and storage, whatever the number
+    /// of images on it. See [`unchanged_storage`] for why the usage is enough.
+    pub(super) async fn read_images(
+        &self,
+        items: &[&ReadItem],
+        listing: Option<&Vec<ClusterResource>>,
+        deep: bool,
+    ) -> Vec<ReadResult> {
         let mut groups: BTreeMap<(String, String), Vec<&ReadItem>> = BTreeMap::new();
         let mut results = Vec::new();
         for item in items {
@@ -375,23 +437,45 @@ impl ProxmoxProvider {
             }
         }
         for ((node, storage), members) in groups {
-            let listing = self
+            let used = listing.and_then(|l| storage_used(l, &node, &storage));
+            let (confirmed, to_list): (Vec<_>, Vec<_>) = members
+                .into_iter()
+                .partition(|item| !deep && unchanged_storage(item, used));
+            results.extend(confirmed.into_iter().map(|item| ReadResult {
+                address: item.resource.address.clone(),
+                outcome: ReadOutcome::Found(item.prior.clone()),
+            }));
+            if to_list.is_empty() {
+                continue;
+            }
+            let volumes = self
                 .client
                 .storage_content(&node, &storage, Some("import"))
                 .await;
-            for item in members {
+            for item in to_list {
                 let address = item.resource.address.clone();
                 let volume = text(&item.prior, "volume")
                     .map(str::to_string)
                     .or_else(|| text(&item.prior, "filename").map(|f| volume(&storage, f)))
                     .unwrap_or_default();
-                let outcome = match &listing {
+                let outcome = match &volumes {
                     Ok(volumes) => match volumes.iter().find(|v| v.volid == volume) {
                         Some(_) => {
                             let mut found = attributes(&item.prior, &volume);
                             // An interrupted create: its ID was never recorded.
-                            if item.id.is_empty() {
+                            let adopted = item.id.is_empty();
+                            if adopted {
                                 found.insert("id".into(), json!(format!("{node}/{volume}")));
+                            }
+                            // The usage is recorded when the image is seen on a full
+                            // read (deep, or finishing a create), not on every listing:
+                            // unrelated writes change it all the time on a busy storage,
+                            // and recording each change would report the image as
+                            // changed outside InfraFlux at every plan.
+                            if (deep || adopted)
+                                && let Some(used) = used
+                            {
+                                found.insert(STORAGE_USED.into(), json!(used));
                             }
                             ReadOutcome::Found(found)
                         }
@@ -405,6 +489,19 @@ impl ProxmoxProvider {
             }
         }
         results
+    }
+
+    /// The usage of the image's storage on its node now, for `storage_used`; `None`
+    /// when PVE does not say (the figure only saves later listings, so a failure to
+    /// get it does not fail the create).
+    async fn current_storage_used(&self, node: &str, storage: &str) -> Option<u64> {
+        match self.client.cluster_resources(ResourceType::Storage).await {
+            Ok(listing) => storage_used(&listing, node, storage),
+            Err(e) => {
+                tracing::debug!(node, storage, error = %e, "storage usage unknown; the next refresh lists the storage");
+                None
+            }
+        }
     }
 
     pub(super) async fn import_image(
@@ -447,6 +544,9 @@ impl ProxmoxProvider {
         }
         for key in ["talos_version", "schematic", "url", "checksum"] {
             attributes.insert(key.into(), Value::Null);
+        }
+        if let Some(used) = self.current_storage_used(node, storage).await {
+            attributes.insert(STORAGE_USED.into(), json!(used));
         }
         Ok(attributes)
     }
@@ -537,6 +637,82 @@ mod tests {
         value["checksum"] = json!(format!("sha512:{}", "0".repeat(128)));
         let (spec, _) = ImageSpec::read(&attrs(value), false);
         assert_eq!(spec.unwrap().checksum.unwrap().0, "sha512");
+    }
+
+    fn item(id: &str, storage_used: Option<u64>) -> ReadItem {
+        let mut prior = attrs(valid());
+        if let Some(used) = storage_used {
+            prior.insert(STORAGE_USED.into(), json!(used));
+        }
+        ReadItem {
+            resource: infraflux_provider::ResourceRef {
+                address: "dev/w/proxmox_image.talos".into(),
+                kind: KIND.into(),
+            },
+            id: id.into(),
+            prior,
+        }
+    }
+
+    #[test]
+    fn only_the_same_nonzero_usage_confirms_an_image_without_listing() {
+        let id = "pve1/local:import/talos.raw";
+        assert!(unchanged_storage(&item(id, Some(4096)), Some(4096)));
+        // A removed image lowers the usage.
+        assert!(!unchanged_storage(&item(id, Some(4096)), Some(2048)));
+        // A storage that reports no usage (or 0, which one holding an image cannot).
+        assert!(!unchanged_storage(&item(id, Some(4096)), None));
+        assert!(!unchanged_storage(&item(id, Some(0)), Some(0)));
+        // Nothing recorded (an older state), or an interrupted create.
+        assert!(!unchanged_storage(&item(id, None), Some(4096)));
+        assert!(!unchanged_storage(&item("", Some(4096)), Some(4096)));
+    }
+
+    #[test]
+    fn the_usage_of_the_right_node_and_storage_is_read() {
+        let entry = |node: &str, storage: &str, disk: u64| ClusterResource {
+            id: format!("storage/{node}/{storage}"),
+            kind: "storage".into(),
+            node: Some(node.into()),
+            storage: Some(storage.into()),
+            disk: Some(disk),
+            ..ClusterResource::default()
+        };
+        let listing = [
+            entry("pve1", "local-lvm", 1),
+            entry("pve2", "local", 2),
+            entry("pve1", "local", 3),
+        ];
+        assert_eq!(storage_used(&listing, "pve1", "local"), Some(3));
+        assert_eq!(storage_used(&listing, "pve3", "local"), None);
+    }
+
+    #[test]
+    fn an_image_recorded_without_a_usage_plans_no_change() {
+        let mut prior = attrs(valid());
+        prior.insert("checksum".into(), Value::Null);
+        prior.insert(
+            "volume".into(),
+            json!(volume("local", "talos-v1.13.9-ce4c9805.raw.zst")),
+        );
+        let mut desired = attrs(valid());
+        desired.insert("checksum".into(), Value::Null);
+        let mut response = schema().default_plan(Some(&prior), &desired);
+        assert!(is_unknown(&response.planned[STORAGE_USED]));
+        plan_storage_used(Some(&prior), &mut response);
+        assert_eq!(response.planned, prior);
+        // A new image learns it when created.
+        let mut response = schema().default_plan(None, &desired);
+        plan_storage_used(None, &mut response);
+        assert!(is_unknown(&response.planned[STORAGE_USED]));
+        // A replaced one has it unknown.
+        let mut recorded = prior.clone();
+        recorded.insert(STORAGE_USED.into(), json!(4096));
+        let mut other = desired.clone();
+        other.insert("node".into(), json!("pve2"));
+        let mut response = schema().default_plan(Some(&recorded), &other);
+        plan_storage_used(Some(&recorded), &mut response);
+        assert!(is_unknown(&response.planned[STORAGE_USED]));
     }
 
     #[test]

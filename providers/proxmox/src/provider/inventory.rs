@@ -121,6 +121,8 @@ impl ProxmoxProvider {
         items: &[InventoryItem],
     ) -> Result<Inventory, ApiError> {
         let listing = self.client.cluster_resources_all().await?;
+        // The freshest listing: the creates that follow pick their VMIDs from it.
+        self.vmids.remember(&listing).await;
         Ok(inventory_from(self.client.base_url(), &listing, items))
     }
 }

@@ -1,20 +1,20 @@
 //! The [`Provider`] implementation: `proxmox_image` and `proxmox_vm`.
 //!
 //! One provider talks to one PVE cluster (one [`Client`]). Reads are batched: one
-//! `/cluster/resources?type=vm` call covers every VM, one content listing covers every
-//! image on a node's storage.
+//! `/cluster/resources` call covers every VM and, with the storage usage it shows, every
+//! image whose storage did not change (see [`image`]); creates share that listing to
+//! pick VMIDs (see [`vmids`]).
 
 mod attributes;
 mod endpoints;
 pub mod image;
 mod image_upload;
 mod inventory;
+mod vmids;
 
 pub use endpoints::ProxmoxEndpoints;
 pub mod vm;
 
-use std::collections::BTreeSet;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -27,8 +27,10 @@ use infraflux_provider::{
 use serde_json::Value;
 use tracing::instrument;
 
+use crate::api::ResourceType;
 use crate::client::Client;
 use crate::task::WaitOptions;
+use vmids::VmidAllocator;
 
 #[derive(Debug, Clone)]
 pub struct ProviderOptions {
@@ -45,6 +47,9 @@ pub struct ProviderOptions {
     pub read_concurrency: usize,
     /// VMIDs tried when others take them meanwhile.
     pub vmid_attempts: u32,
+    /// How long creates may pick VMIDs from the last cluster listing instead of making
+    /// a new one (a VMID taken meanwhile is caught by PVE and picked again).
+    pub vm_listing_max_age: Duration,
     /// First and longest interval between task status polls.
     pub poll_first: Duration,
     pub poll_max: Duration,
@@ -59,6 +64,7 @@ impl Default for ProviderOptions {
             reboot_after_update: true,
             read_concurrency: 8,
             vmid_attempts: 5,
+            vm_listing_max_age: Duration::from_secs(60),
             poll_first: Duration::from_millis(100),
             poll_max: Duration::from_secs(2),
         }
@@ -68,8 +74,8 @@ impl Default for ProviderOptions {
 pub struct ProxmoxProvider {
     client: Client,
     options: ProviderOptions,
-    /// VMIDs picked by creates in flight, so parallel creates pick different ones.
-    reserved: Mutex<BTreeSet<u32>>,
+    /// The cluster listing creates share, and the VMIDs they claimed.
+    vmids: VmidAllocator,
 }
 
 impl ProxmoxProvider {
@@ -77,7 +83,7 @@ impl ProxmoxProvider {
         ProxmoxProvider {
             client,
             options,
-            reserved: Mutex::new(BTreeSet::new()),
+            vmids: VmidAllocator::default(),
         }
     }
 
@@ -128,6 +134,7 @@ pub(crate) fn plan_desired(request: &PlanRequest) -> Result<PlanResponse, Provid
             desired.entry("checksum").or_insert(Value::Null);
             let mut response = image::schema().default_plan(request.prior.as_ref(), &desired);
             image::plan_volume(&mut response.planned);
+            image::plan_storage_used(request.prior.as_ref(), &mut response);
             Ok(response)
         }
         vm::KIND => Ok(vm::plan(request.prior.as_ref(), &request.desired)),
@@ -162,11 +169,25 @@ impl Provider for ProxmoxProvider {
             .filter(|i| i.resource.kind == vm::KIND)
             .collect();
         let mut results = Vec::new();
-        if !images.is_empty() {
-            results.extend(self.read_images(&images).await);
+        // One listing for both: without a type filter when images need the storages'
+        // usage (PVE's `type` takes one value), else VMs only.
+        let listing = match (images.is_empty(), vms.is_empty()) {
+            (true, true) => None,
+            (true, false) => Some(self.client.cluster_resources(ResourceType::Vm).await),
+            (false, _) => Some(self.client.cluster_resources_all().await),
+        };
+        if let Some(Ok(listing)) = &listing {
+            self.vmids.remember(listing).await;
         }
-        if !vms.is_empty() {
-            results.extend(self.read_vms(&vms, request.deep).await);
+        if !images.is_empty() {
+            // Without a listing every image is confirmed by listing its storage.
+            let usage = listing.as_ref().and_then(|l| l.as_ref().ok());
+            results.extend(self.read_images(&images, usage, request.deep).await);
+        }
+        if let Some(listing) = listing
+            && !vms.is_empty()
+        {
+            results.extend(self.read_vms(&vms, listing, request.deep).await);
         }
         for item in &request.resources {
             if item.resource.kind != image::KIND && item.resource.kind != vm::KIND {

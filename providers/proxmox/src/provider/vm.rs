@@ -1,8 +1,8 @@
 //! `proxmox_vm`: a Talos VM (q35, OVMF, a boot disk imported from a `proxmox_image`,
 //! cloud-init network settings), started once created.
 
-use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 
 use futures_util::StreamExt;
 use infraflux_provider::{
@@ -466,32 +466,45 @@ impl ProxmoxProvider {
             .find(|r| r.vmid == Some(vmid) && r.kind == "qemu"))
     }
 
-    pub(super) async fn create_vm(
+    /// The VM an earlier, interrupted create of this resource left (same name in the
+    /// VMID range, this resource's marker): (VMID, node, config). A same-named VM made
+    /// by someone else is a conflict. A listed VM that is gone (the shared listing
+    /// predates a delete, e.g. of the VM this create replaces) renews the listing once.
+    async fn leftover(
         &self,
         address: &str,
-        planned: &Attributes,
-    ) -> Result<(String, Attributes), ProviderError> {
-        let (spec, problems) = VmSpec::read(planned, false);
-        let Some(spec) = spec else {
-            return Err(problems.into_error("create", address));
-        };
+        spec: &VmSpec,
+        guests: &mut Arc<Vec<ClusterResource>>,
+    ) -> Result<Option<(u32, String, VmConfig)>, ProviderError> {
         let fail = |e: ApiError| e.into_provider("create", address);
-        let inventory = self
-            .client
-            .cluster_resources(ResourceType::Vm)
-            .await
-            .map_err(fail)?;
         let (start, end) = spec.vmid_range;
-        let in_range = |r: &&ClusterResource| r.vmid.is_some_and(|v| (start..=end).contains(&v));
-        // An earlier create of this resource may have been interrupted: finish it.
-        if let Some(existing) = inventory
-            .iter()
-            .filter(in_range)
-            .find(|r| r.kind == "qemu" && r.name.as_deref() == Some(spec.name.as_str()))
-        {
-            let vmid = existing.vmid.unwrap_or_default();
-            let node = existing.node.clone().unwrap_or_else(|| spec.node.clone());
-            let config = self.client.vm_config(&node, vmid).await.map_err(fail)?;
+        for renewed in [false, true] {
+            let Some((vmid, node)) = guests
+                .iter()
+                .filter(|r| r.vmid.is_some_and(|v| (start..=end).contains(&v)))
+                .find(|r| r.kind == "qemu" && r.name.as_deref() == Some(spec.name.as_str()))
+                .map(|r| {
+                    (
+                        r.vmid.unwrap_or_default(),
+                        r.node.clone().unwrap_or_else(|| spec.node.clone()),
+                    )
+                })
+            else {
+                return Ok(None);
+            };
+            let config = match self.client.vm_config(&node, vmid).await {
+                Ok(config) => config,
+                Err(e) if e.is_not_found() && !renewed => {
+                    self.vmids.forget().await;
+                    *guests = self
+                        .vmids
+                        .guests(&self.client, self.options.vm_listing_max_age)
+                        .await
+                        .map_err(fail)?;
+                    continue;
+                }
+                Err(e) => return Err(fail(e)),
+            };
             if !config
                 .get("description")
                 .is_some_and(|d| d.contains(&marker(address)))
@@ -506,7 +519,8 @@ impl ProxmoxProvider {
                     ),
                 ));
             }
-            if let Some(lock) = &existing.lock {
+            // The config's lock, not the listing's: the listing may be older.
+            if let Some(lock) = config.get("lock") {
                 return Err(ProviderError::new(
                     ErrorKind::Transient,
                     "create",
@@ -516,16 +530,39 @@ impl ProxmoxProvider {
                     ),
                 ));
             }
+            return Ok(Some((vmid, node, config)));
+        }
+        Ok(None)
+    }
+
+    pub(super) async fn create_vm(
+        &self,
+        address: &str,
+        planned: &Attributes,
+    ) -> Result<(String, Attributes), ProviderError> {
+        let (spec, problems) = VmSpec::read(planned, false);
+        let Some(spec) = spec else {
+            return Err(problems.into_error("create", address));
+        };
+        let fail = |e: ApiError| e.into_provider("create", address);
+        let max_age = self.options.vm_listing_max_age;
+        let mut guests = self
+            .vmids
+            .guests(&self.client, max_age)
+            .await
+            .map_err(fail)?;
+        // An earlier create of this resource may have been interrupted: finish it.
+        if let Some((vmid, node, config)) = self.leftover(address, &spec, &mut guests).await? {
             tracing::info!(%address, vmid, "finishing an earlier, interrupted create");
             let attributes = self.finish_vm(address, &spec, &node, vmid, config).await?;
             return Ok((vmid.to_string(), attributes));
         }
-        let mut taken: BTreeSet<u32> = inventory.iter().filter_map(|r| r.vmid).collect();
+        let (start, end) = spec.vmid_range;
         let description = marker(address);
         let mut attempts = 0;
         let (vmid, upid) = loop {
             attempts += 1;
-            let Some(vmid) = self.reserve_vmid(&taken, spec.vmid_range) else {
+            let Some(vmid) = self.vmids.claim(&guests, spec.vmid_range) else {
                 return Err(ProviderError::new(
                     ErrorKind::InvalidInput,
                     "create",
@@ -541,32 +578,48 @@ impl ProxmoxProvider {
                 .await;
             match result {
                 Ok(upid) => break (vmid, upid),
-                // Someone else took the VMID since we listed: pick again.
+                // Someone else took the VMID since the listing: it stays claimed (never
+                // tried again here), the listing is renewed, and another is picked.
                 Err(e)
                     if e.kind == ErrorKind::Conflict && attempts < self.options.vmid_attempts =>
                 {
                     tracing::debug!(%address, vmid, "VMID taken meanwhile; picking another");
-                    self.release_vmid(vmid);
-                    taken.insert(vmid);
+                    self.vmids.forget().await;
+                    guests = self
+                        .vmids
+                        .guests(&self.client, max_age)
+                        .await
+                        .map_err(fail)?;
                 }
                 Err(e) => {
-                    self.release_vmid(vmid);
+                    // A create whose answer was lost may have made the VM: a retry must
+                    // list again to find it by name rather than make a second one.
+                    self.vmids.release(vmid);
+                    self.vmids.forget().await;
                     return Err(fail(e));
                 }
             }
         };
-        let waited = task::wait(&self.client, &upid, self.wait(self.options.create_timeout)).await;
-        self.release_vmid(vmid);
-        waited.map_err(|e| e.into_provider("create", address))?;
-        let config = self
-            .client
-            .vm_config(&spec.node, vmid)
-            .await
-            .map_err(fail)?;
-        let attributes = self
-            .finish_vm(address, &spec, &spec.node, vmid, config)
-            .await?;
-        Ok((vmid.to_string(), attributes))
+        // The VMID stays claimed: a listing shared with later creates may predate it.
+        let finished = async {
+            task::wait(&self.client, &upid, self.wait(self.options.create_timeout))
+                .await
+                .map_err(|e| e.into_provider("create", address))?;
+            let config = self
+                .client
+                .vm_config(&spec.node, vmid)
+                .await
+                .map_err(fail)?;
+            self.finish_vm(address, &spec, &spec.node, vmid, config)
+                .await
+        }
+        .await;
+        if finished.is_err() {
+            // The VM may exist, half made, and the shared listing predates it: a retry
+            // must list again to find and finish it rather than make a second one.
+            self.vmids.forget().await;
+        }
+        Ok((vmid.to_string(), finished?))
     }
 
     /// After create: grow the boot disk to `disk_gib`, start the VM.
@@ -650,20 +703,6 @@ impl ProxmoxProvider {
                 .map_err(|e| e.into_provider(operation, address))?;
         }
         Ok(())
-    }
-
-    fn reserve_vmid(&self, taken: &BTreeSet<u32>, (start, end): (u32, u32)) -> Option<u32> {
-        let mut reserved = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
-        let vmid = (start..=end).find(|v| !taken.contains(v) && !reserved.contains(v))?;
-        reserved.insert(vmid);
-        Some(vmid)
-    }
-
-    fn release_vmid(&self, vmid: u32) {
-        self.reserved
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&vmid);
     }
 
     pub(super) async fn update_vm(
@@ -798,10 +837,16 @@ impl ProxmoxProvider {
         }
     }
 
-    /// One inventory call for every VM; a config read only where the inventory differs
-    /// from prior (or `deep`), and one to confirm a VM missing from the inventory.
-    pub(super) async fn read_vms(&self, items: &[&ReadItem], deep: bool) -> Vec<ReadResult> {
-        let inventory = match self.client.cluster_resources(ResourceType::Vm).await {
+    /// From one cluster listing (made by the caller, shared with images) for every VM:
+    /// a config read only where the listing differs from prior (or `deep`), and one to
+    /// confirm a VM missing from the listing.
+    pub(super) async fn read_vms(
+        &self,
+        items: &[&ReadItem],
+        listing: Result<Vec<ClusterResource>, ApiError>,
+        deep: bool,
+    ) -> Vec<ReadResult> {
+        let inventory = match listing {
             Ok(inventory) => inventory,
             Err(e) => {
                 return items

@@ -12,7 +12,10 @@ that started it. Only loopback addresses are accepted.
 
 Besides what fakepve 0.5 does by itself, this launcher adds PVE's semantics for
 `PUT /nodes/{node}/qemu/{vmid}/resize` (grow only, absolute `40G` or relative `+2G`),
-which fakepve answers generically without changing the disk; everything else is the fake's own.
+which fakepve answers generically without changing the disk, and the used bytes of each
+storage in `/cluster/resources` (`disk`), which fakepve reports as 0: here the sum of the
+sizes of the volumes on the storage, as PVE reports what the storage's volumes occupy;
+everything else is the fake's own.
 """
 
 import argparse
@@ -48,7 +51,15 @@ def size_text(size):
 
 
 class LauncherPve(FakePve):
-    """FakePve plus a resize that changes the disk."""
+    """FakePve plus a resize that changes the disk and storages that report their usage."""
+
+    def _storage_resource(self, node, name):
+        item = super()._storage_resource(node, name)
+        if item is not None:
+            used = sum(int(volume.get('size') or 0) for volume in self._volumes(name).values())
+            item['disk'] = used
+            item['maxdisk'] = max(item['maxdisk'], used)
+        return item
 
     def _routes_infraflux(self):
         return [('PUT', '/nodes/{node}/qemu/{vmid}/resize', self._infraflux_resize)]
