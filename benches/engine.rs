@@ -50,6 +50,7 @@ fn synthetic(clusters: usize) -> Vec<DesiredResource> {
                     .collect(),
                 prevent_destroy: false,
                 origin: "bench".into(),
+                secrets: Default::default(),
             }
         };
         let at = |name: &str| format!("bench/{cluster}/mock_thing.{name}");

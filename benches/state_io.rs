@@ -1,14 +1,24 @@
-//! Write and read time of a 10,000-resource state document with the local backend.
+//! Write and read time of a 10,000-resource state document with the local backend, and
+//! with the PostgreSQL backend against a throwaway server (tests/support/postgres.rs;
+//! skipped with a message when PostgreSQL is not installed).
 //! `cargo bench --bench state_io`; prints each round and the best of them.
 //!
 //! Wall time includes fsync; CPU time (this thread's, on Unix) is what serialization,
 //! checksum and parsing cost, and holds up on a busy machine where wall time does not.
+//! For PostgreSQL the database work runs on the backend's own thread: its CPU time here
+//! is encoding and decoding only, and the wall time is the whole round trip.
+
+#[path = "../tests/support/postgres.rs"]
+mod postgres_server;
 
 use std::time::{Duration, Instant};
 
 use infraflux::model::address::ResourceAddr;
 use infraflux::state::format;
-use infraflux::state::{LocalStore, ResourceState, ResourceStatus, StateDocument, StateStore};
+use infraflux::state::postgres::{ConnectionString, DEFAULT_LEASE};
+use infraflux::state::{
+    LocalStore, PostgresStore, ResourceState, ResourceStatus, StateDocument, StateStore,
+};
 use serde_json::json;
 
 const RESOURCES: usize = 10_000;
@@ -116,5 +126,43 @@ fn main() {
     println!(
         "state_io: {RESOURCES} resources, {:.1} MiB file, best of {ROUNDS}: write {write}; read {read}; encode {encode}; decode {decode}",
         size as f64 / (1024.0 * 1024.0)
+    );
+    postgres(document);
+}
+
+/// The same document written to and read from PostgreSQL (one row, compare-and-swap
+/// transaction per write), on a server started for the bench with default durability
+/// (fsync on).
+fn postgres(mut document: StateDocument) {
+    let Some(bin) = postgres_server::binaries() else {
+        println!(
+            "state_io postgres: skipped, PostgreSQL is not installed (apt-get install postgresql)"
+        );
+        return;
+    };
+    let server = postgres_server::Server::start(&bin, &[]).expect("a PostgreSQL server");
+    let url = server.database();
+    let store = PostgresStore::new(
+        ConnectionString::parse(&url, None).expect("connection string"),
+        DEFAULT_LEASE,
+    )
+    .expect("store");
+    // The first write creates the schema and the row; it is not measured.
+    document.serial = 1;
+    store.persist(&document).expect("persist");
+    let start = Best(Duration::MAX, Duration::MAX);
+    let (mut write, mut read) = (start, start);
+    for round in 0..ROUNDS {
+        document.serial += 1;
+        let ((), wall, cpu) = measure(|| store.persist(&document).expect("persist"));
+        write.update(wall, cpu);
+        print!("postgres round {round}: write {wall:.1?} ({cpu:.1?} cpu)");
+        let (loaded, wall, cpu) = measure(|| store.load("bench").expect("load"));
+        assert_eq!(loaded.expect("document").resources.len(), RESOURCES);
+        read.update(wall, cpu);
+        println!(", read {wall:.1?} ({cpu:.1?} cpu)");
+    }
+    println!(
+        "state_io postgres: {RESOURCES} resources, best of {ROUNDS}: write {write}; read {read}"
     );
 }

@@ -42,6 +42,20 @@ pub struct GlobalArgs {
     /// configuration's own (repeatable), e.g. the one `infraflux lab up` writes
     #[arg(long, global = true, value_name = "DIR", env = "INFRAFLUX_OVERLAY")]
     pub overlay: Vec<PathBuf>,
+    /// Where state lives: local files, or PostgreSQL (connection string in
+    /// INFRAFLUX_STATE_POSTGRES_URL) [default: local]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "BACKEND",
+        env = "INFRAFLUX_STATE_BACKEND"
+    )]
+    pub state_backend: Option<StateBackend>,
+    /// PostgreSQL backend: how long a lock lasts unless its run renews it (a killed run's
+    /// lock expires after this) [default: 2m]
+    #[arg(long, global = true, value_name = "DURATION", env = "INFRAFLUX_STATE_LEASE", value_parser = parse_duration)]
+    pub state_lease: Option<Duration>,
 }
 
 impl GlobalArgs {
@@ -52,6 +66,15 @@ impl GlobalArgs {
             overlays: &self.overlay,
         }
     }
+}
+
+/// Where state documents are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StateBackend {
+    /// Files in .infraflux/state/ (see --state-dir)
+    Local,
+    /// A PostgreSQL database (INFRAFLUX_STATE_POSTGRES_URL), locks as leases
+    Postgres,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -86,10 +109,32 @@ pub enum Command {
     /// Talos helpers
     #[command(subcommand)]
     Talos(TalosCommand),
+    /// Age-encrypted secrets in the configuration (README "Secrets in configuration")
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// A local lab: simulated Proxmox, Talos and Kubernetes on loopback
     #[cfg(feature = "lab")]
     #[command(subcommand)]
     Lab(LabCommand),
+    /// Apply each environment in promotion order (dev → staging → prod) and wait for its
+    /// ready signal (exit 0 ready, 1 failed or not ready, 130 interrupted)
+    Bootstrap(BootstrapArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Decrypt FILE into $VISUAL/$EDITOR, check the YAML, encrypt it again (creates FILE when missing)
+    Edit(SecretsFileArgs),
+    /// Encrypt a plaintext YAML file in place
+    Encrypt(SecretsFileArgs),
+    /// Print the plaintext of an encrypted file to stdout
+    Decrypt(SecretsFileArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SecretsFileArgs {
+    /// The file, e.g. config/secrets/prod.yaml or config/environments/prod.age.yaml
+    pub file: PathBuf,
 }
 
 #[cfg(feature = "lab")]
@@ -122,6 +167,31 @@ pub struct LabUpArgs {
     /// Only this environment [default: every environment of the configuration]
     #[arg(long = "env", short = 'e')]
     pub environment: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BootstrapArgs {
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+    #[command(flatten)]
+    pub lock: LockArgs,
+    /// Write every manifest and machine config it would apply into DIR instead, touching
+    /// no cluster (DIR/<env>/<cluster>/{kubernetes,talos}/)
+    #[arg(long, value_name = "DIR")]
+    pub render: Option<PathBuf>,
+    /// How long to wait for each cluster's ready signal (e.g. 30s, 10m)
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Do not ask for confirmation before applying
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// Operations in flight at once
+    #[arg(long, default_value_t = crate::apply::DEFAULT_PARALLELISM, value_name = "N")]
+    pub parallelism: usize,
+    /// Print the result as JSON on standard output (README, "Bootstrap"); plans and
+    /// progress go to standard error
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -194,6 +264,20 @@ pub enum StateCommand {
     Unlock(StateUnlockArgs),
     /// Re-encrypt state to the configured recipients (INFRAFLUX_STATE_RECIPIENTS), e.g. after a key rotation
     Rekey(StateRekeyArgs),
+    /// Copy every environment's state to another backend (local files ↔ PostgreSQL)
+    Migrate(StateMigrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StateMigrateArgs {
+    /// The backend to copy to; the other one is read
+    #[arg(long, value_enum)]
+    pub to: StateBackend,
+    /// Only this environment [default: every environment with state]
+    #[arg(long = "env", short = 'e')]
+    pub environment: Option<String>,
+    #[command(flatten)]
+    pub lock: LockArgs,
 }
 
 #[derive(Debug, Args)]
@@ -369,6 +453,20 @@ pub struct DestroyArgs {
 pub enum TalosCommand {
     /// Write a talosconfig for talosctl from the cluster's secrets in state
     Config(TalosConfigArgs),
+    /// Write every node's machine config (`<node>.yaml`, mode 0600) from the configuration
+    /// and the cluster's secrets in state, for review or `talosctl apply-config`
+    Render(TalosRenderArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TalosRenderArgs {
+    #[arg(long = "env", short = 'e')]
+    pub environment: String,
+    #[arg(long, short = 'c')]
+    pub cluster: String,
+    /// Directory to write the configs into (created mode 0700 when missing)
+    #[arg(long, value_name = "DIR")]
+    pub out: std::path::PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -28,6 +28,8 @@
 //! ## Files a user touches
 //! - `config/defaults/*.yaml`, `config/templates/<size>.yaml`,
 //!   `config/environments/<env>.yaml`, `config/clusters/<name>.yaml` (README "Configuration");
+//! - age-encrypted secrets: `${age:FILE#KEY}` files, `<layer>.age.yaml` layer parts, and
+//!   `config/.age-recipients` (README "Secrets in configuration", [`config::secrets`]);
 //! - `.infraflux/state/<env>.json` (state; `<env>.json.backup` is the version before the
 //!   last write, `<env>.lock` exists while a run holds the lock): see [`state::local`].
 //!

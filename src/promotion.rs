@@ -72,6 +72,22 @@ pub fn promotable_values(config: &Configuration, environment: &str) -> Promotabl
             &is_promotable,
             &mut values,
         );
+        // Values from age-encrypted files are recorded (in state) and compared masked.
+        for (path, value) in values.iter_mut() {
+            if value.is_null() {
+                continue;
+            }
+            let origin = effective
+                .node
+                .lookup(&KeyPath::parse(path))
+                .map(|n| n.origin);
+            let secrets = &config.layers.secrets;
+            if origin.is_some_and(|o| secrets.is_secret_origin(o))
+                || secrets.json_contains_secret(value)
+            {
+                *value = Value::String(SENSITIVE_PLACEHOLDER.into());
+            }
+        }
         clusters.insert(effective.cluster.clone(), values);
     }
     clusters

@@ -11,7 +11,7 @@ use infraflux::config::{Selection, load_config};
 use infraflux::graph::{DesiredResource, build_desired};
 use infraflux::model::resolve_model;
 use infraflux_provider::{
-    Attributes, ResourceRef, Severity, ValidateRequest, parse_reference, unknown,
+    Attributes, ResourceRef, Severity, ValidateRequest, parse_reference, references_as_unknown,
 };
 use serde_json::Value;
 
@@ -41,22 +41,6 @@ fn desired(environment: &str) -> Vec<DesiredResource> {
         .into_iter()
         .filter(|d| d.addr.environment == environment)
         .collect()
-}
-
-/// What a provider sees before apply: references resolved to unknowns.
-fn unresolved(value: &Value) -> Value {
-    if parse_reference(value).is_some() {
-        return unknown();
-    }
-    match value {
-        Value::Array(items) => Value::Array(items.iter().map(unresolved).collect()),
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| (k.clone(), unresolved(v)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
 }
 
 const DEV_TYPES: [&str; 9] = [
@@ -99,7 +83,7 @@ async fn check_environment(environment: &str) -> BTreeSet<String> {
         let desired: Attributes = resource
             .attributes
             .iter()
-            .map(|(k, v)| (k.clone(), unresolved(v)))
+            .map(|(k, v)| (k.clone(), references_as_unknown(v)))
             .collect();
         let response = provider
             .validate(ValidateRequest {

@@ -1,5 +1,9 @@
-//! `infraflux talos config`: a talosconfig from the secrets in state, written 0600, with
-//! the secrets never on the terminal.
+//! `infraflux talos config` and `infraflux talos render`: a talosconfig and the nodes'
+//! machine configs from the secrets in state, written 0600, with the secrets never on
+//! the terminal.
+
+#[path = "../providers/talos/tests/support/schema.rs"]
+mod talos_schema;
 
 use assert_cmd::Command;
 use infraflux::model::address::ResourceAddr;
@@ -107,4 +111,194 @@ fn talos_config_without_secrets_in_state_says_how_to_get_them() {
         "{stderr}"
     );
     assert!(stderr.contains("infraflux apply --env dev"), "{stderr}");
+}
+
+/// Real secrets for dev/workload, recorded in state as apply would.
+fn store_generated_secrets(
+    state_dir: &std::path::Path,
+) -> infraflux_talos::secrets::ClusterSecrets {
+    let secrets = infraflux_talos::secrets::ClusterSecrets::generate().unwrap();
+    let store = LocalStore::in_project(state_dir);
+    let mut document = StateDocument::new("dev");
+    let attributes = secrets.to_attributes();
+    document.resources.insert(
+        ResourceAddr::new("dev", "workload", "talos_secrets", "cluster"),
+        ResourceState {
+            kind: "talos_secrets".into(),
+            provider: "talos".into(),
+            id: Some("talos-secrets-test".into()),
+            sensitive: attributes.keys().cloned().collect(),
+            attributes,
+            dependencies: Vec::new(),
+            status: ResourceStatus::Ready,
+        },
+    );
+    document.serial = 1;
+    store.persist(&document).unwrap();
+    secrets
+}
+
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn talos_render_writes_every_nodes_config_privately_and_valid_for_its_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = store_generated_secrets(dir.path());
+    let out = dir.path().join("rendered/dev-workload");
+    let output = infraflux(dir.path())
+        .args([
+            "talos",
+            "render",
+            "--env",
+            "dev",
+            "--cluster",
+            "workload",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}{stderr}");
+
+    // The output names every file it wrote, and nothing secret.
+    let listed: Vec<std::path::PathBuf> = stdout.lines().map(Into::into).collect();
+    let mut on_disk: Vec<std::path::PathBuf> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    on_disk.sort();
+    let mut sorted = listed.clone();
+    sorted.sort();
+    assert_eq!(sorted, on_disk);
+    assert!(listed.iter().any(|p| p.ends_with("cp-1.yaml")), "{stdout}");
+    assert!(
+        stderr.contains(&format!(
+            "Wrote {} machine configs for dev/workload",
+            listed.len()
+        )),
+        "{stderr}"
+    );
+    for secret in [
+        secrets.cluster_secret.as_str(),
+        secrets.bootstrap_token.as_str(),
+        secrets.trustd_token.as_str(),
+        secrets.os_ca.key.lines().nth(1).unwrap(),
+    ] {
+        assert!(!stdout.contains(secret) && !stderr.contains(secret));
+    }
+
+    #[cfg(unix)]
+    {
+        assert_eq!(mode(&out), 0o700);
+        for path in &listed {
+            assert_eq!(mode(path), 0o600, "{}", path.display());
+        }
+    }
+
+    // The configs carry the secrets from state (not new ones) and validate against the
+    // official schema of the pinned Talos version (config/defaults/cluster.yaml: v1.13.9).
+    let schema = talos_schema::schema_for_version("v1.13.9");
+    for path in &listed {
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(text.contains(&secrets.trustd_token), "{}", path.display());
+        let documents = infraflux_talos::config::parse_documents(&text).unwrap();
+        assert!(documents.len() > 1, "{}: {text}", path.display());
+        let Some(schema) = &schema else { continue };
+        for document in documents {
+            let errors = talos_schema::errors(schema, document);
+            assert!(
+                errors.is_empty(),
+                "{}: {}",
+                path.display(),
+                errors.join("\n")
+            );
+        }
+    }
+}
+
+#[test]
+fn talos_render_without_secrets_in_state_never_generates_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("rendered");
+    let output = infraflux(dir.path())
+        .args([
+            "talos",
+            "render",
+            "--env",
+            "dev",
+            "--cluster",
+            "workload",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no Talos secrets for dev/workload in state"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("infraflux apply --env dev"), "{stderr}");
+    assert!(!out.exists(), "nothing is written without secrets");
+    assert!(
+        LocalStore::in_project(dir.path())
+            .load("dev")
+            .unwrap()
+            .is_none(),
+        "no state is created"
+    );
+}
+
+#[test]
+fn bootstrap_render_writes_machine_configs_and_manifests_and_changes_no_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = store_generated_secrets(dir.path());
+    let out = dir.path().join("review");
+    let output = infraflux(dir.path())
+        .args([
+            "bootstrap",
+            "--env",
+            "dev",
+            "--cluster",
+            "workload",
+            "--render",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(!stdout.contains(&secrets.cluster_secret) && !stderr.contains(&secrets.cluster_secret));
+
+    let config = out.join("dev/workload/talos/cp-1.yaml");
+    assert!(stdout.contains(&config.display().to_string()), "{stdout}");
+    #[cfg(unix)]
+    assert_eq!(mode(&config), 0o600);
+    assert!(
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .contains(&secrets.trustd_token)
+    );
+    assert!(
+        std::fs::read_dir(out.join("dev/workload/kubernetes"))
+            .unwrap()
+            .count()
+            > 20
+    );
+
+    // Nothing was applied: the state is the one stored above.
+    let state = LocalStore::in_project(dir.path())
+        .load("dev")
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.serial, 1);
+    assert_eq!(state.resources.len(), 1);
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use super::engine::{
-    Context, ProgressReporter, diagnostic, diagnostic_text, load_desired, load_desired_for,
+    Context, ProgressReporter, Sink, diagnostic, diagnostic_text, load_desired, load_desired_for,
     watch_interrupts,
 };
 use crate::apply::{ApplyOptions, ApplySummary, apply};
@@ -22,21 +22,51 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs, context: &Context) -> miette::
         Some(path) => apply_saved(global, args, path, context),
         None => {
             let (environment, desired) = load_desired(global, &args.selection, context)?;
-            let promotion =
-                promotion_gate(global, &environment, args.skip_promotion_check, context)?;
-            let options = PlanOptions {
-                cluster: args.selection.cluster.clone(),
-                ..PlanOptions::default()
-            };
             let run = RunOptions {
                 auto_approve: args.auto_approve,
                 parallelism: args.parallelism,
                 lock_timeout: args.lock.lock_timeout,
-                promotion: Some(promotion),
+                promotion: None,
             };
-            plan_and_apply(&environment, desired, &options, run, context)
+            apply_environment(
+                global,
+                &environment,
+                desired,
+                args.selection.cluster.as_deref(),
+                args.skip_promotion_check,
+                run,
+                &context.out,
+                context,
+            )
         }
     }
+}
+
+/// `apply` of one environment, as `apply` and `bootstrap` run it: the promotion gate,
+/// then plan, ask, apply, with the plan and the summary written to `out`.
+/// `run.promotion` is filled in by the gate.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn apply_environment(
+    global: &GlobalArgs,
+    environment: &str,
+    desired: Vec<crate::graph::DesiredResource>,
+    cluster: Option<&str>,
+    skip_promotion_check: bool,
+    mut run: RunOptions,
+    out: &Sink,
+    context: &Context,
+) -> miette::Result<ExitCode> {
+    run.promotion = Some(promotion_gate(
+        global,
+        environment,
+        skip_promotion_check,
+        context,
+    )?);
+    let options = PlanOptions {
+        cluster: cluster.map(str::to_string),
+        ..PlanOptions::default()
+    };
+    plan_and_apply_to(environment, desired, &options, run, out, context)
 }
 
 fn apply_saved(
@@ -45,7 +75,7 @@ fn apply_saved(
     path: &std::path::Path,
     context: &Context,
 ) -> miette::Result<ExitCode> {
-    let plan = saved::load(path).map_err(|e| {
+    let plan = saved::load_encrypted(path, context.store.encryption()).map_err(|e| {
         let help = e.help().map(str::to_string);
         diagnostic(&e, help)
     })?;
@@ -81,7 +111,14 @@ fn apply_saved(
         let help = e.help().map(str::to_string);
         diagnostic(&e, help)
     })?;
-    execute(&plan, state, args.parallelism, Some(promotion), context)
+    execute(
+        &plan,
+        state,
+        args.parallelism,
+        Some(promotion),
+        &context.out,
+        context,
+    )
 }
 
 /// How `plan_and_apply` runs: the flags `apply` and `destroy` share.
@@ -101,6 +138,19 @@ pub(super) fn plan_and_apply(
     run: RunOptions,
     context: &Context,
 ) -> miette::Result<ExitCode> {
+    plan_and_apply_to(environment, desired, options, run, &context.out, context)
+}
+
+/// [`plan_and_apply`] with the plan and the summary written to `out` (`bootstrap
+/// --json` keeps them off standard output).
+fn plan_and_apply_to(
+    environment: &str,
+    desired: Vec<crate::graph::DesiredResource>,
+    options: &PlanOptions,
+    run: RunOptions,
+    out: &Sink,
+    context: &Context,
+) -> miette::Result<ExitCode> {
     let RunOptions {
         auto_approve,
         parallelism,
@@ -115,7 +165,7 @@ pub(super) fn plan_and_apply(
             let help = e.help();
             diagnostic(&e, help)
         })?;
-    context.out.write(&render::human(&plan, context.color));
+    out.write(&render::human(&plan, context.color));
     if !plan.has_changes() && plan.drift.is_empty() {
         // Nothing to change is a successful apply of this configuration too.
         if let Some(promotion) = promotion {
@@ -149,7 +199,7 @@ pub(super) fn plan_and_apply(
         }
     }
     drop(runtime);
-    execute(&plan, state, parallelism, promotion, context)
+    execute(&plan, state, parallelism, promotion, out, context)
 }
 
 fn execute(
@@ -157,6 +207,7 @@ fn execute(
     state: StateDocument,
     parallelism: usize,
     promotion: Option<PromotionRecord>,
+    out: &Sink,
     context: &Context,
 ) -> miette::Result<ExitCode> {
     let runtime = context.runtime()?;
@@ -188,7 +239,7 @@ fn execute(
             .await
         })
         .map_err(|e| diagnostic(&e, None))?;
-    context.out.write(&summary_text(plan, &summary));
+    out.write(&summary_text(plan, &summary));
     if summary.is_success() && plan.mode != PlanMode::Destroy {
         if let Some(promotion) = promotion {
             record_promotion(summary.state.clone(), promotion, context)?;

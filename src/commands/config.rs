@@ -7,7 +7,7 @@ use miette::miette;
 use super::output::Output;
 use crate::cli::{GlobalArgs, SchemaArgs, ShowArgs};
 use crate::config::schema::{any_layer_schema, layer_schema};
-use crate::config::show::render_yaml;
+use crate::config::show::render_yaml_masked;
 use crate::config::{LayerKind, ProcessEnvironment, Selection, load_config};
 use crate::diag::ProblemsReport;
 
@@ -29,7 +29,10 @@ pub fn show(global: &GlobalArgs, args: &ShowArgs, output: &Output) -> miette::Re
         )
     })?;
     let sources = args.provenance.then(|| config.sources());
-    print!("{}", render_yaml(&effective.node, sources));
+    print!(
+        "{}",
+        render_yaml_masked(&effective.node, sources, &config.layers.secrets)
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -91,8 +91,9 @@ pub fn providers() -> ProviderRegistry {
 }
 
 impl Context {
-    /// The real process: its terminal, environment, providers, and the local state store
-    /// (`--state-dir`, else `.infraflux/state` beside the configuration directory).
+    /// The real process: its terminal, environment, providers, and the selected state
+    /// store (`--state-backend`; local: `--state-dir`, else `.infraflux/state` beside the
+    /// configuration directory).
     pub fn from_process(global: &GlobalArgs, output: &Output) -> Context {
         let prompt: Option<Prompt> = std::io::stdin().is_terminal().then(|| {
             Box::new(|question: &str| {
@@ -105,7 +106,10 @@ impl Context {
         });
         Context {
             providers: providers(),
-            store: Arc::new(super::state::open_store(global)),
+            // A misconfigured backend fails the first state operation with its reason
+            // (commands lock state before they change anything).
+            store: super::state::open_store(global)
+                .unwrap_or_else(|e| Arc::new(crate::state::select::Misconfigured::new(e))),
             variables: Box::new(ProcessEnvironment),
             prompt,
             out: Sink::new(std::io::stdout()),
@@ -134,11 +138,11 @@ impl Context {
         let guard = self
             .store
             .lock_with_timeout(environment, info, timeout)
-            .map_err(|e| diagnostic(&e, None))?;
+            .map_err(|e| diagnostic(&e, Some(e.help())))?;
         let state = self
             .store
             .load(environment)
-            .map_err(|e| diagnostic(&e, None))?
+            .map_err(|e| diagnostic(&e, Some(e.help())))?
             .unwrap_or_else(|| StateDocument::new(environment));
         Ok((guard, state))
     }

@@ -1,6 +1,7 @@
 //! One file per command: arguments → options → a pipeline call → output.
 
 pub mod apply;
+pub mod bootstrap;
 mod config;
 pub mod destroy;
 mod diff_env;
@@ -11,13 +12,14 @@ pub mod import;
 pub mod lab;
 pub mod output;
 pub mod plan;
+pub mod secrets;
 pub(crate) mod state;
 pub mod talos;
 mod validate;
 
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command, ConfigCommand, StateCommand, TalosCommand};
+use crate::cli::{Cli, Command, ConfigCommand, SecretsCommand, StateCommand, TalosCommand};
 
 pub fn run(cli: Cli) -> miette::Result<ExitCode> {
     let output = output::Output::new(cli.global.color);
@@ -33,6 +35,7 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
             StateCommand::Mv(args) => state::mv(&cli.global, &args),
             StateCommand::Unlock(args) => state::unlock(&cli.global, &args),
             StateCommand::Rekey(args) => state::rekey(&cli.global, &args),
+            StateCommand::Migrate(args) => state::migrate(&cli.global, &args),
         },
         Command::Plan(args) => plan::run(
             &cli.global,
@@ -64,7 +67,22 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
             &args,
             &engine::Context::from_process(&cli.global, &output),
         ),
+        Command::Secrets(command) => match command {
+            SecretsCommand::Edit(args) => secrets::edit(&args),
+            SecretsCommand::Encrypt(args) => secrets::encrypt(&args),
+            SecretsCommand::Decrypt(args) => secrets::decrypt(&args),
+        },
         #[cfg(feature = "lab")]
         Command::Lab(command) => lab::run(&cli.global, command, &output),
+        Command::Bootstrap(args) => bootstrap::run(
+            &cli.global,
+            &args,
+            &engine::Context::from_process(&cli.global, &output),
+        ),
+        Command::Talos(TalosCommand::Render(args)) => talos::render(
+            &cli.global,
+            &args,
+            &engine::Context::from_process(&cli.global, &output),
+        ),
     }
 }

@@ -38,7 +38,13 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs, context: &Context) -> miette::R
         context.out.write(&render::human(&plan, context.color));
     }
     if let Some(path) = &args.out {
-        saved::save(&plan, path).map_err(|e| diagnostic(&e, None))?;
+        if context.store.encryption().is_none() {
+            context.err.write("warning: the saved plan holds the configuration's secrets in plaintext (the file is readable by you only); set INFRAFLUX_STATE_RECIPIENTS or INFRAFLUX_STATE_IDENTITY_FILE to encrypt saved plans as state (README: State encryption)\n");
+        }
+        saved::save_encrypted(&plan, path, context.store.encryption()).map_err(|e| {
+            let help = e.help().map(str::to_string);
+            diagnostic(&e, help)
+        })?;
         if !args.json {
             context.out.write(&format!(
                 "\nSaved the plan to {}. Apply exactly this plan with:\n    infraflux apply {}\n",

@@ -1,27 +1,29 @@
-//! `infraflux state list|show|rm|mv|unlock|rekey`: read and edit the recorded state.
+//! `infraflux state list|show|rm|mv|unlock|rekey|migrate`: read and edit the recorded
+//! state, in whichever backend is selected ([`open_store`]).
 //!
-//! Reads take no lock (writes replace the file atomically, so a read sees a whole
-//! document); `rm` and `mv` edit under the environment's lock and bump the serial.
+//! Reads take no lock (every backend replaces a document atomically, so a read sees a
+//! whole one); `rm` and `mv` edit under the environment's lock and bump the serial.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Once;
+use std::sync::{Arc, Once};
 
 use miette::{Diagnostic, miette};
 use serde::Serialize;
 
 use crate::cli::{
-    GlobalArgs, StateListArgs, StateMvArgs, StateRekeyArgs, StateRmArgs, StateShowArgs,
-    StateUnlockArgs,
+    GlobalArgs, StateBackend, StateListArgs, StateMigrateArgs, StateMvArgs, StateRekeyArgs,
+    StateRmArgs, StateShowArgs, StateUnlockArgs,
 };
 use crate::model::Sensitive;
 use crate::model::address::ResourceAddr;
 use crate::state::lock::{hostname, process_alive};
+use crate::state::migrate::{Copied, copy_environment};
 use crate::state::{
-    self, Encryption, IdentitySource, LocalStore, LockInfo, ResourceStatus, StateDocument,
-    StateStore,
+    self, Encryption, IdentitySource, LocalStore, LockInfo, PostgresStore, ResourceStatus,
+    StateDocument, StateStore, select,
 };
 
 /// Comma-separated age X25519 recipients (`age1…`) state is encrypted to.
@@ -70,10 +72,18 @@ fn warn_plaintext_once() {
     });
 }
 
-/// The store the CLI uses: `<--state-dir or working directory>/.infraflux/state/`.
-/// `--state-dir`, or else the project the configuration belongs to: `.infraflux/state`
-/// beside the configuration directory, wherever the command runs from.
-pub(crate) fn open_store(global: &GlobalArgs) -> LocalStore {
+/// The store every command uses: the backend `--state-backend` (INFRAFLUX_STATE_BACKEND)
+/// selects, local by default.
+pub(crate) fn open_store(global: &GlobalArgs) -> Result<Arc<dyn StateStore>, state::Error> {
+    Ok(match global.state_backend.unwrap_or(StateBackend::Local) {
+        StateBackend::Local => Arc::new(local_store(global)),
+        StateBackend::Postgres => Arc::new(postgres_store(global)?),
+    })
+}
+
+/// The local backend: `--state-dir`, or else the project the configuration belongs to:
+/// `.infraflux/state` beside the configuration directory, wherever the command runs from.
+fn local_store(global: &GlobalArgs) -> LocalStore {
     let project = match global.state_dir.as_deref() {
         Some(dir) => dir,
         None => global.config.parent().unwrap_or(Path::new("")),
@@ -83,6 +93,16 @@ pub(crate) fn open_store(global: &GlobalArgs) -> LocalStore {
         Some(encryption) => store.with_encryption(Some(encryption)),
         None => store.on_plaintext_write(warn_plaintext_once),
     }
+}
+
+/// The PostgreSQL backend: INFRAFLUX_STATE_POSTGRES_URL, `--state-lease`.
+fn postgres_store(global: &GlobalArgs) -> Result<PostgresStore, state::Error> {
+    let variable = |name: &str| std::env::var(name).ok();
+    let store = select::postgres_from(variable, global.state_lease)?;
+    Ok(match encryption_from(variable) {
+        Some(encryption) => store.with_encryption(Some(encryption)),
+        None => store.on_plaintext_write(warn_plaintext_once),
+    })
 }
 
 /// A state error as a diagnostic: its message, its cause chain, a code and a help line.
@@ -130,18 +150,18 @@ fn parse_address(text: &str) -> miette::Result<ResourceAddr> {
     })
 }
 
-fn no_state(store: &LocalStore, environment: &str) -> miette::Report {
+fn no_state(store: &dyn StateStore, environment: &str) -> miette::Report {
     miette!(
         code = "state::no-state",
         help = format!(
-            "nothing has been applied to it yet, or its state is elsewhere: looked in `{}` (see --state-dir)",
-            store.directory().display()
+            "nothing has been applied to it yet, or its state is elsewhere: looked in {} (see --state-dir and --state-backend)",
+            store.location()
         ),
         "no state for environment `{environment}`"
     )
 }
 
-fn load_existing(store: &LocalStore, environment: &str) -> miette::Result<StateDocument> {
+fn load_existing(store: &dyn StateStore, environment: &str) -> miette::Result<StateDocument> {
     store
         .load(environment)
         .map_err(report)?
@@ -160,7 +180,8 @@ struct ListedResource<'a> {
 }
 
 pub fn list(global: &GlobalArgs, args: &StateListArgs) -> miette::Result<ExitCode> {
-    let store = open_store(global);
+    let store = open_store(global).map_err(report)?;
+    let store = store.as_ref();
     let environments = match &args.environment {
         Some(environment) => vec![environment.clone()],
         None => store.environments().map_err(report)?,
@@ -170,8 +191,8 @@ pub fn list(global: &GlobalArgs, args: &StateListArgs) -> miette::Result<ExitCod
         match store.load(environment).map_err(report)? {
             Some(document) => documents.push(document),
             None => eprintln!(
-                "no state for environment `{environment}` in `{}`",
-                store.directory().display()
+                "no state for environment `{environment}` in {}",
+                store.location()
             ),
         }
     }
@@ -214,8 +235,9 @@ struct ShownResource<'a> {
 
 pub fn show(global: &GlobalArgs, args: &StateShowArgs) -> miette::Result<ExitCode> {
     let address = parse_address(&args.address)?;
-    let store = open_store(global);
-    let document = load_existing(&store, &address.environment)?;
+    let store = open_store(global).map_err(report)?;
+    let store = store.as_ref();
+    let document = load_existing(store, &address.environment)?;
     let resource = document.resources.get(&address).ok_or_else(|| {
         report(state::Error::NotFound {
             address: address.clone(),
@@ -255,7 +277,8 @@ pub fn rm(global: &GlobalArgs, args: &StateRmArgs) -> miette::Result<ExitCode> {
             addresses.push(address);
         }
     }
-    let store = open_store(global);
+    let store = open_store(global).map_err(report)?;
+    let store = store.as_ref();
     for (environment, addresses) in by_environment {
         let _guard = store
             .lock_with_timeout(
@@ -264,7 +287,7 @@ pub fn rm(global: &GlobalArgs, args: &StateRmArgs) -> miette::Result<ExitCode> {
                 args.lock.lock_timeout,
             )
             .map_err(report)?;
-        let mut document = load_existing(&store, &environment)?;
+        let mut document = load_existing(store, &environment)?;
         let removed = document.remove_resources(&addresses).map_err(report)?;
         document.serial += 1;
         store.persist(&document).map_err(report)?;
@@ -278,7 +301,8 @@ pub fn rm(global: &GlobalArgs, args: &StateRmArgs) -> miette::Result<ExitCode> {
 pub fn mv(global: &GlobalArgs, args: &StateMvArgs) -> miette::Result<ExitCode> {
     let from = parse_address(&args.from)?;
     let to = parse_address(&args.to)?;
-    let store = open_store(global);
+    let store = open_store(global).map_err(report)?;
+    let store = store.as_ref();
     let _guard = store
         .lock_with_timeout(
             &from.environment,
@@ -286,7 +310,7 @@ pub fn mv(global: &GlobalArgs, args: &StateMvArgs) -> miette::Result<ExitCode> {
             args.lock.lock_timeout,
         )
         .map_err(report)?;
-    let mut document = load_existing(&store, &from.environment)?;
+    let mut document = load_existing(store, &from.environment)?;
     document.move_resource(&from, &to).map_err(report)?;
     document.serial += 1;
     store.persist(&document).map_err(report)?;
@@ -295,7 +319,8 @@ pub fn mv(global: &GlobalArgs, args: &StateMvArgs) -> miette::Result<ExitCode> {
 }
 
 pub fn unlock(global: &GlobalArgs, args: &StateUnlockArgs) -> miette::Result<ExitCode> {
-    let store = open_store(global);
+    let store = open_store(global).map_err(report)?;
+    let store = store.as_ref();
     let environment = match &args.environment {
         Some(environment) => environment.clone(),
         None => {
@@ -318,9 +343,9 @@ pub fn unlock(global: &GlobalArgs, args: &StateUnlockArgs) -> miette::Result<Exi
                         help = format!(
                             "{held}; pass the ID shown by the command that found the state locked"
                         ),
-                        "no lock with ID `{}` in `{}`",
+                        "no lock with ID `{}` in {}",
                         args.id,
-                        store.directory().display()
+                        store.location()
                     ));
                 }
             }
@@ -338,7 +363,8 @@ pub fn unlock(global: &GlobalArgs, args: &StateUnlockArgs) -> miette::Result<Exi
 }
 
 pub fn rekey(global: &GlobalArgs, args: &StateRekeyArgs) -> miette::Result<ExitCode> {
-    let store = open_store(global);
+    let store = open_store(global).map_err(report)?;
+    let store = store.as_ref();
     if store.encryption().is_none() {
         return Err(miette!(
             code = "state::no-encryption",
@@ -353,7 +379,7 @@ pub fn rekey(global: &GlobalArgs, args: &StateRekeyArgs) -> miette::Result<ExitC
         None => store.environments().map_err(report)?,
     };
     if environments.is_empty() {
-        eprintln!("no state in `{}`", store.directory().display());
+        eprintln!("no state in {}", store.location());
     }
     for environment in &environments {
         let _guard = store
@@ -367,9 +393,53 @@ pub fn rekey(global: &GlobalArgs, args: &StateRekeyArgs) -> miette::Result<ExitC
             println!("re-encrypted the state of environment `{environment}`");
         } else {
             eprintln!(
-                "no state for environment `{environment}` in `{}`",
-                store.directory().display()
+                "no state for environment `{environment}` in {}",
+                store.location()
             );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `state migrate --to <backend>`: copy every environment (or one) from the other backend.
+pub fn migrate(global: &GlobalArgs, args: &StateMigrateArgs) -> miette::Result<ExitCode> {
+    let local = local_store(global);
+    let postgres = postgres_store(global).map_err(report)?;
+    let (source, target): (&dyn StateStore, &dyn StateStore) = match args.to {
+        StateBackend::Postgres => (&local, &postgres),
+        StateBackend::Local => (&postgres, &local),
+    };
+    let environments = match &args.environment {
+        Some(environment) => vec![environment.clone()],
+        None => source.environments().map_err(report)?,
+    };
+    if environments.is_empty() {
+        eprintln!("no state in {}: nothing to migrate", source.location());
+    }
+    for environment in &environments {
+        let copied = copy_environment(source, target, environment, args.lock.lock_timeout)
+            .map_err(report)?;
+        match copied {
+            Copied::Copied {
+                serial,
+                resources,
+                replaced,
+            } => println!(
+                "copied environment `{environment}` (serial {serial}, {resources} resources{}) from {} to {}",
+                replaced
+                    .map(|old| format!(", replacing serial {old}"))
+                    .unwrap_or_default(),
+                source.location(),
+                target.location()
+            ),
+            Copied::AlreadyThere { serial } => println!(
+                "environment `{environment}` is already in {} (serial {serial})",
+                target.location()
+            ),
+            Copied::NoState => eprintln!(
+                "no state for environment `{environment}` in {}",
+                source.location()
+            ),
         }
     }
     Ok(ExitCode::SUCCESS)

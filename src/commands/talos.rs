@@ -2,64 +2,35 @@
 //! secrets in state (the Talos API CA and the `os:admin` client certificate) and the
 //! control-plane addresses from the configuration. Written 0600; never printed unless
 //! asked for with `--out -`.
+//!
+//! `infraflux talos render`: every node's machine config, rendered by the Talos
+//! provider's own planning from the configuration and the secrets in state (never new
+//! secrets: those would lock the cluster out), written 0600 into a 0700 directory.
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use base64::Engine;
 
-use super::engine::{Context, diagnostic_text};
-use crate::cli::{GlobalArgs, TalosConfigArgs};
+use infraflux_provider::{PlanRequest, ResourceRef};
+
+use super::engine::{Context, diagnostic, diagnostic_text};
+use crate::cli::{GlobalArgs, TalosConfigArgs, TalosRenderArgs};
 use crate::config::Selection;
 use crate::diag::ProblemsReport;
-use crate::model::NodeRole;
+use crate::graph::{DesiredResource, build_desired};
 use crate::model::address::ResourceAddr;
-use crate::model::load_model;
+use crate::model::{Cluster, Model, NodeRole, load_model};
+use crate::plan::resolve::{Lookup, resolve_references};
+use crate::state::{ResourceState, StateDocument};
 
 pub fn config(
     global: &GlobalArgs,
     args: &TalosConfigArgs,
     context: &Context,
 ) -> miette::Result<ExitCode> {
-    let selection = Selection {
-        environment: Some(args.environment.clone()),
-        cluster: Some(args.cluster.clone()),
-    };
-    let (config, model, problems) = load_model(
-        global.config_paths(),
-        &selection,
-        context.variables.as_ref(),
-        false,
-    );
-    let Some(cluster) = model
-        .as_ref()
-        .and_then(|m| m.clusters().next())
-        .filter(|_| !problems.has_errors())
-    else {
-        context.err.write(&crate::diag::render_problems(
-            &problems,
-            config.sources(),
-            context.color,
-        ));
-        return Err(ProblemsReport::new(&problems, "the configuration").into());
-    };
-    let state = context
-        .store
-        .load(&args.environment)
-        .map_err(|e| super::engine::diagnostic(&e, None))?;
-    let addr = ResourceAddr::new(&args.environment, &args.cluster, "talos_secrets", "cluster");
-    let Some(secrets) = state.as_ref().and_then(|s| s.resources.get(&addr)) else {
-        return Err(diagnostic_text(
-            format!(
-                "no Talos secrets for {}/{} in state",
-                args.environment, args.cluster
-            ),
-            Some(format!(
-                "run `infraflux apply --env {}` first, or import existing secrets with `infraflux import {addr} <secrets.yaml>`",
-                args.environment
-            )),
-        ));
-    };
+    let (_, cluster) = load_cluster(global, &args.environment, &args.cluster, context)?;
+    let (addr, secrets) = secrets_in_state(&args.environment, &args.cluster, context)?;
     let pem = |name: &str| {
         secrets
             .attributes
@@ -114,7 +85,7 @@ pub fn config(
 }
 
 /// Create or replace a file readable by its owner only.
-fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -130,4 +101,237 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     }
     file.write_all(text.as_bytes())?;
     file.sync_all()
+}
+
+/// The model of one (environment, cluster) pair, or the configuration's problems.
+fn load_cluster(
+    global: &GlobalArgs,
+    environment: &str,
+    cluster: &str,
+    context: &Context,
+) -> miette::Result<(Model, Cluster)> {
+    let selection = Selection {
+        environment: Some(environment.to_string()),
+        cluster: Some(cluster.to_string()),
+    };
+    let (config, model, problems) = load_model(
+        global.config_paths(),
+        &selection,
+        context.variables.as_ref(),
+        false,
+    );
+    match model {
+        Some(model) if !problems.has_errors() => {
+            let found = model.clusters().next().cloned();
+            match found {
+                Some(found) => Ok((model, found)),
+                None => Err(diagnostic_text(
+                    format!(
+                        "the configuration has no cluster `{cluster}` in environment `{environment}`"
+                    ),
+                    Some("check --env and --cluster against `infraflux validate`".into()),
+                )),
+            }
+        }
+        _ => {
+            context.err.write(&crate::diag::render_problems(
+                &problems,
+                config.sources(),
+                context.color,
+            ));
+            Err(ProblemsReport::new(&problems, "the configuration").into())
+        }
+    }
+}
+
+/// The cluster's `talos_secrets` as recorded in state; an error that says how to get
+/// them when they are not there (never generated here).
+fn secrets_in_state(
+    environment: &str,
+    cluster: &str,
+    context: &Context,
+) -> miette::Result<(ResourceAddr, ResourceState)> {
+    let state = context
+        .store
+        .load(environment)
+        .map_err(|e| super::engine::diagnostic(&e, None))?;
+    let addr = ResourceAddr::new(environment, cluster, "talos_secrets", "cluster");
+    match state.and_then(|mut s| s.resources.remove(&addr)) {
+        Some(secrets) => Ok((addr, secrets)),
+        None => Err(missing_secrets(environment, cluster, &addr)),
+    }
+}
+
+fn missing_secrets(environment: &str, cluster: &str, addr: &ResourceAddr) -> miette::Report {
+    diagnostic_text(
+        format!("no Talos secrets for {environment}/{cluster} in state"),
+        Some(format!(
+            "run `infraflux apply --env {environment}` first, or import existing secrets with `infraflux import {addr} <secrets.yaml>`"
+        )),
+    )
+}
+
+pub fn render(
+    global: &GlobalArgs,
+    args: &TalosRenderArgs,
+    context: &Context,
+) -> miette::Result<ExitCode> {
+    let (model, _) = load_cluster(global, &args.environment, &args.cluster, context)?;
+    let state = context
+        .store
+        .load(&args.environment)
+        .map_err(|e| super::engine::diagnostic(&e, None))?
+        .unwrap_or_else(|| StateDocument::new(&args.environment));
+    let configs = machine_configs(&model, &args.environment, &args.cluster, &state, context)?;
+    let written = write_machine_configs(&args.out, &configs)?;
+    for path in &written {
+        context.out.write(&format!("{}\n", path.display()));
+    }
+    context.err.write(&format!(
+        "Wrote {} machine config{} for {}/{} to {} (mode 0600: they hold the cluster's secrets).\n",
+        written.len(),
+        if written.len() == 1 { "" } else { "s" },
+        args.environment,
+        args.cluster,
+        args.out.display()
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One node's rendered machine config (contains secrets: never print it).
+pub(crate) struct MachineConfig {
+    /// The node's name in the configuration (`cp-1`).
+    pub node: String,
+    pub yaml: String,
+}
+
+/// Every node's machine config of one cluster, rendered by the Talos provider's plan
+/// (the same code that renders what apply sends to the nodes) from the desired
+/// `talos_machine_config` resources with their secret references resolved from state.
+pub(crate) fn machine_configs(
+    model: &Model,
+    environment: &str,
+    cluster: &str,
+    state: &StateDocument,
+    context: &Context,
+) -> miette::Result<Vec<MachineConfig>> {
+    let secrets_addr = ResourceAddr::new(environment, cluster, "talos_secrets", "cluster");
+    if !state.resources.contains_key(&secrets_addr) {
+        return Err(missing_secrets(environment, cluster, &secrets_addr));
+    }
+    let desired: Vec<DesiredResource> = build_desired(model)
+        .into_iter()
+        .filter(|d| {
+            d.kind == "talos_machine_config"
+                && d.addr.environment == environment
+                && d.addr.cluster == cluster
+        })
+        .collect();
+    let provider = context.providers.get(&desired.first().map_or_else(
+        || crate::graph::build::TALOS.to_string(),
+        |d| d.provider.clone(),
+    ));
+    let Some(provider) = provider else {
+        return Err(diagnostic_text(
+            "no Talos provider in this build".into(),
+            None,
+        ));
+    };
+    let runtime = context.runtime()?;
+    let mut configs = Vec::new();
+    for resource in desired {
+        let resolved = resolve_references(&resource.attributes, &mut |reference| {
+            let found = reference
+                .address
+                .parse::<ResourceAddr>()
+                .ok()
+                .and_then(|addr| state.resources.get(&addr))
+                .and_then(|r| {
+                    r.attributes
+                        .get(&reference.attribute)
+                        .map(|v| (v.clone(), r.sensitive.contains(&reference.attribute)))
+                });
+            match found {
+                Some((value, sensitive)) => Lookup::Value(value, sensitive),
+                None => Lookup::Missing,
+            }
+        })
+        .map_err(|(attribute, reference)| {
+            diagnostic_text(
+                format!(
+                    "cannot render {}: `{attribute}` refers to `{}` of `{}`, which state does not have",
+                    resource.addr, reference.attribute, reference.address
+                ),
+                Some(format!(
+                    "run `infraflux apply --env {environment}` first, or re-import the cluster's secrets"
+                )),
+            )
+        })?;
+        let request = PlanRequest {
+            resource: ResourceRef {
+                address: resource.addr.to_string(),
+                kind: resource.kind.clone(),
+            },
+            prior: None,
+            desired: resolved.attributes,
+        };
+        let planned = runtime
+            .block_on(provider.plan(request))
+            .map_err(|e| {
+                diagnostic(
+                    &e,
+                    Some("fix the node's settings in the configuration".into()),
+                )
+            })?
+            .planned;
+        let Some(yaml) = planned.get("machine_config").and_then(|v| v.as_str()) else {
+            return Err(diagnostic_text(
+                format!(
+                    "the Talos provider rendered no machine config for {}",
+                    resource.addr
+                ),
+                None,
+            ));
+        };
+        configs.push(MachineConfig {
+            node: resource.addr.name.clone(),
+            yaml: yaml.to_string(),
+        });
+    }
+    Ok(configs)
+}
+
+/// Write `<node>.yaml` per config into `dir` (created 0700 when missing), each 0600;
+/// returns the paths written.
+pub(crate) fn write_machine_configs(
+    dir: &std::path::Path,
+    configs: &[MachineConfig],
+) -> miette::Result<Vec<std::path::PathBuf>> {
+    let cannot = |path: &std::path::Path, e: std::io::Error| {
+        diagnostic_text(
+            format!("cannot write `{}`: {e}", path.display()),
+            Some("pick another output directory".into()),
+        )
+    };
+    create_private_dir(dir).map_err(|e| cannot(dir, e))?;
+    let mut written = Vec::new();
+    for config in configs {
+        let path = dir.join(format!("{}.yaml", config.node));
+        write_private(&path, &config.yaml).map_err(|e| cannot(&path, e))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// Create a directory (and its parents) readable by its owner only; an existing one is
+/// left as it is.
+pub(crate) fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
 }

@@ -7,6 +7,9 @@
 //! <dir>/clusters/<name>.yaml
 //! ```
 //!
+//! A file `<name>.age.yaml` in any of these directories is an age-encrypted part of layer
+//! `<name>`, loaded after every plain file and overlay ([`super::secrets_layers`]).
+//!
 //! Each file is parsed with positions, interpolated, checked against its kind's schema
 //! and for duplicate names in named lists. A broken file is reported and left out, so
 //! problems in other files are still found.
@@ -26,10 +29,12 @@ use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 
-use super::interpolate::{Environment, interpolate};
+use super::interpolate::{Environment, interpolate_with_secrets};
 use super::merge::{is_named_list, item_name, merge};
 use super::node::{Node, Value};
 use super::schema::check_layer;
+use super::secrets::{SecretFiles, SecretValues, is_encrypted_layer};
+use super::secrets_layers::load_encrypted_layers;
 use super::yaml::parse_file;
 use crate::diag::{FileId, Problem, Problems, SourceMap};
 
@@ -97,6 +102,8 @@ pub struct LoadedConfig {
     /// YAML). Their problems are already reported; references to them by name are not
     /// reported again as unknown.
     pub broken: Vec<(LayerKind, String)>,
+    /// Every value read from an age source (`${age:…}`, `*.age.yaml`), and where.
+    pub secrets: SecretValues,
 }
 
 impl LoadedConfig {
@@ -156,6 +163,7 @@ pub fn load_layers_with(
     // Main files are parsed first (so they come first in the source map), overlays are
     // loaded next, and only then are the main files interpolated: a reference an overlay
     // replaces is never resolved.
+    let mut secrets = SecretFiles::new(root, env);
     let mut parsed = Vec::new();
     for kind in LayerKind::ALL {
         for path in yaml_files(&root.join(kind.directory()), problems) {
@@ -165,7 +173,13 @@ pub fn load_layers_with(
             }
         }
     }
-    let overlays = load_overlays(paths.overlays, &mut config.sources, env, problems);
+    let overlays = load_overlays(
+        paths.overlays,
+        &mut config.sources,
+        env,
+        &mut secrets,
+        problems,
+    );
     for (mut layer, path) in parsed {
         let shadows: Vec<&Node> = overlays
             .iter()
@@ -174,12 +188,22 @@ pub fn load_layers_with(
             })
             .map(|o| &o.node)
             .collect();
-        finish_layer(&mut layer, &path, &config.sources, env, &shadows, problems);
+        finish_layer(
+            &mut layer,
+            &path,
+            &config.sources,
+            env,
+            &mut secrets,
+            &shadows,
+            problems,
+        );
         add_layer(&mut config, layer);
     }
     for overlay in overlays {
         add_layer(&mut config, overlay);
     }
+    load_encrypted_layers(&mut config, env, &mut secrets, problems);
+    config.secrets = secrets.found;
     if config.environments.is_empty() && !problems.has_errors() {
         problems.push(
             Problem::error(
@@ -192,8 +216,18 @@ pub fn load_layers_with(
     config
 }
 
-/// `*.yaml` and `*.yml` files of a directory, sorted by name (a missing directory is empty).
+/// The plain layer files of a directory (encrypted `*.age.yaml` parts are loaded apart).
 fn yaml_files(dir: &Path, problems: &mut Problems) -> Vec<PathBuf> {
+    yaml_files_where(dir, problems, |path| !is_encrypted_layer(path))
+}
+
+/// `*.yaml` and `*.yml` files of a directory that `keep` accepts, sorted by name (a
+/// missing directory is empty).
+pub(super) fn yaml_files_where(
+    dir: &Path,
+    problems: &mut Problems,
+    keep: impl Fn(&Path) -> bool,
+) -> Vec<PathBuf> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
@@ -214,7 +248,7 @@ fn yaml_files(dir: &Path, problems: &mut Problems) -> Vec<PathBuf> {
             matches!(
                 p.extension().and_then(|e| e.to_str()),
                 Some("yaml") | Some("yml")
-            )
+            ) && keep(p)
         })
         .collect();
     files.sort();
@@ -234,6 +268,9 @@ fn add_layer(config: &mut LoadedConfig, layer: Layer) {
         LayerKind::Cluster => &mut config.clusters,
     };
     match named.get_mut(&layer.name) {
+        // An empty part (an encrypted file or overlay with no settings) changes nothing.
+        Some(_) if layer.node.is_null() => {}
+        Some(existing) if existing.node.is_null() => existing.node = layer.node,
         Some(existing) => merge(&mut existing.node, &layer.node),
         None => {
             named.insert(layer.name.clone(), layer);
@@ -247,6 +284,7 @@ fn load_overlays(
     overlays: &[PathBuf],
     sources: &mut SourceMap,
     env: &dyn Environment,
+    secrets: &mut SecretFiles<'_>,
     problems: &mut Problems,
 ) -> Vec<Layer> {
     let mut layers = Vec::new();
@@ -264,7 +302,7 @@ fn load_overlays(
         for kind in LayerKind::ALL {
             for path in yaml_files(&dir.join(kind.directory()), problems) {
                 if let Some(mut layer) = parse_layer(kind, &path, sources, problems) {
-                    finish_layer(&mut layer, &path, sources, env, &[], problems);
+                    finish_layer(&mut layer, &path, sources, env, secrets, &[], problems);
                     layers.push(layer);
                 }
             }
@@ -315,12 +353,13 @@ fn finish_layer(
     path: &Path,
     sources: &SourceMap,
     env: &dyn Environment,
+    secrets: &mut SecretFiles<'_>,
     shadows: &[&Node],
     problems: &mut Problems,
 ) {
     let base_dir = path.parent().unwrap_or(Path::new("."));
     let mut found = Problems::new();
-    interpolate(&mut layer.node, base_dir, env, &mut found);
+    interpolate_with_secrets(&mut layer.node, base_dir, env, secrets, &mut found);
     let mut unused = HashSet::new();
     for shadow in shadows {
         shadowed_origins(&layer.node, shadow, &mut unused);
@@ -390,6 +429,17 @@ fn parse_layer(
         }
     };
     let file = sources.add(path, text);
+    parse_source(kind, name, file, sources, problems)
+}
+
+/// Parse a file already in the source map; its top level must be a mapping.
+fn parse_source(
+    kind: LayerKind,
+    name: String,
+    file: FileId,
+    sources: &SourceMap,
+    problems: &mut Problems,
+) -> Option<Layer> {
     let node = match parse_file(file, sources.get(file)) {
         Ok(node) => node,
         Err(problem) => {
@@ -426,7 +476,7 @@ fn file_stem(path: &Path) -> String {
 
 /// Two items with the same `name` in one list of one file would silently merge into one;
 /// say so instead.
-fn check_duplicate_names(node: &Node, problems: &mut Problems) {
+pub(super) fn check_duplicate_names(node: &Node, problems: &mut Problems) {
     match &node.value {
         Value::List(items) => {
             let mut seen: IndexMap<&str, &Node> = IndexMap::new();
@@ -457,6 +507,7 @@ fn check_duplicate_names(node: &Node, problems: &mut Problems) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::KeyPath;
 
     struct NoVariables;
     impl Environment for NoVariables {
@@ -478,6 +529,86 @@ mod tests {
         let mut problems = Problems::new();
         let config = load_layers(dir.path(), &NoVariables, &mut problems);
         (config, problems.into_iter().collect())
+    }
+
+    /// A fresh identity's key text and an encryption to its public key.
+    fn age_key() -> (String, crate::state::Encryption) {
+        use age::secrecy::ExposeSecret;
+        let identity = age::x25519::Identity::generate();
+        let encryption = crate::state::Encryption {
+            recipients: vec![identity.to_public().to_string()],
+            ..Default::default()
+        };
+        (identity.to_string().expose_secret().to_string(), encryption)
+    }
+
+    struct Key(String);
+    impl Environment for Key {
+        fn var(&self, name: &str) -> Option<String> {
+            (name == crate::config::secrets::IDENTITY_VAR).then(|| self.0.clone())
+        }
+    }
+
+    #[test]
+    fn an_encrypted_layer_merges_after_its_plain_file_and_its_values_are_secret() {
+        let (key, encryption) = age_key();
+        let dir = tempfile::tempdir().unwrap();
+        let environments = dir.path().join("environments");
+        std::fs::create_dir_all(&environments).unwrap();
+        std::fs::write(
+            environments.join("dev.yaml"),
+            "clusters: []\ngitops: {revision: dev, path: x}\n",
+        )
+        .unwrap();
+        let sealed = encryption
+            .encrypt(b"gitops:\n  revision: from-the-secret-part\n")
+            .unwrap();
+        std::fs::write(environments.join("dev.age.yaml"), &sealed).unwrap();
+        std::fs::write(environments.join("edge.age.yaml"), &sealed).unwrap();
+        let mut problems = Problems::new();
+        let config = load_layers(dir.path(), &Key(key), &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            config.environments.keys().collect::<Vec<_>>(),
+            ["dev", "edge"],
+            "an encrypted part is its layer, not a layer named `dev.age`"
+        );
+        let dev = &config.environments["dev"].node;
+        let revision = dev.lookup(&KeyPath::parse("gitops.revision")).unwrap();
+        assert_eq!(revision.as_str(), Some("from-the-secret-part"));
+        assert!(
+            config
+                .sources
+                .path(revision.origin.file)
+                .ends_with("dev.age.yaml")
+        );
+        assert!(config.secrets.is_secret_origin(revision.origin));
+        let path = dev.lookup(&KeyPath::parse("gitops.path")).unwrap();
+        assert!(!config.secrets.is_secret_origin(path.origin));
+        assert!(config.secrets.contains_secret("from-the-secret-part"));
+    }
+
+    #[test]
+    fn an_encrypted_layer_without_the_key_is_reported_at_its_file_and_left_out() {
+        let (_, encryption) = age_key();
+        let (other_key, _) = age_key();
+        let dir = tempfile::tempdir().unwrap();
+        let environments = dir.path().join("environments");
+        std::fs::create_dir_all(&environments).unwrap();
+        std::fs::write(environments.join("dev.yaml"), "clusters: []\n").unwrap();
+        std::fs::write(
+            environments.join("prod.age.yaml"),
+            encryption.encrypt(b"clusters: []\n").unwrap(),
+        )
+        .unwrap();
+        let mut problems = Problems::new();
+        let config = load_layers(dir.path(), &Key(other_key), &mut problems);
+        let problems: Vec<Problem> = problems.into_iter().collect();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].code, "config::secret-wrong-key");
+        let origin = problems[0].origin.expect("names the file");
+        assert!(config.sources.path(origin.file).ends_with("prod.age.yaml"));
+        assert!(config.is_broken(LayerKind::Environment, "prod"));
     }
 
     /// Write `files` under a fresh directory; returns it.

@@ -14,6 +14,9 @@ pub mod merge;
 pub mod node;
 pub mod raw;
 pub mod schema;
+pub mod secrets;
+mod secrets_layers;
+pub mod secrets_write;
 pub mod show;
 pub mod yaml;
 
@@ -47,5 +50,6 @@ pub fn load_config<'a>(
     let mut problems = Problems::new();
     let layers = layers::load_layers_with(paths.into(), env, &mut problems);
     let effective = effective::compose(&layers, selection, &mut problems);
+    layers.secrets.redact_problems(&mut problems);
     (Configuration { layers, effective }, problems)
 }

@@ -1,8 +1,12 @@
 //! Rendering an effective configuration as YAML, optionally with each value's origin
 //! (`# config/clusters/workload.yaml:12`). Secret values are masked: this output is
-//! meant to be pasted into tickets and CI logs.
+//! meant to be pasted into tickets and CI logs. Secret are values under a secret-sounding
+//! key, and every value read from an age-encrypted file, whose provenance reads
+//! `environments/prod.yaml:4 (age: secrets/prod.yaml#proxmox.token)` (the place, never the
+//! value; a value of an encrypted layer names that file and line).
 
 use super::node::{Node, Value};
+use super::secrets::SecretValues;
 use crate::diag::SourceMap;
 
 /// Keys whose values are secrets wherever they appear.
@@ -16,11 +20,29 @@ pub fn is_sensitive_key(key: &str) -> bool {
 pub const SENSITIVE_PLACEHOLDER: &str = "(sensitive)";
 
 pub fn render_yaml(node: &Node, sources: Option<&SourceMap>) -> String {
+    render_yaml_masked(node, sources, &SecretValues::default())
+}
+
+/// [`render_yaml`], also masking every value read from an age source in `secrets`.
+pub fn render_yaml_masked(
+    node: &Node,
+    sources: Option<&SourceMap>,
+    secrets: &SecretValues,
+) -> String {
     let mut lines: Vec<(String, Option<String>)> = Vec::new();
-    let describe = |node: &Node| sources.map(|s| s.describe(node.origin));
+    let describe = |node: &Node| {
+        sources.map(|s| match secrets.reference(node.origin) {
+            Some(reference) => format!("{} (age: {reference})", s.describe(node.origin)),
+            None => s.describe(node.origin),
+        })
+    };
+    let view = View {
+        describe: &describe,
+        secrets,
+    };
     match &node.value {
-        Value::Map(_) | Value::List(_) => render_block(node, 0, &mut lines, &describe),
-        _ => lines.push((scalar(node), describe(node))),
+        Value::Map(_) | Value::List(_) => render_block(node, 0, &mut lines, &view),
+        _ => lines.push((view.scalar(node), describe(node))),
     }
     let width = lines
         .iter()
@@ -43,12 +65,29 @@ pub fn render_yaml(node: &Node, sources: Option<&SourceMap>) -> String {
     out
 }
 
+/// How values print: provenance, and which are secret.
+struct View<'a> {
+    describe: &'a dyn Fn(&Node) -> Option<String>,
+    secrets: &'a SecretValues,
+}
+
+impl View<'_> {
+    fn scalar(&self, node: &Node) -> String {
+        if self.secrets.is_secret_origin(node.origin) && is_inline(node) && !node.is_null() {
+            SENSITIVE_PLACEHOLDER.to_string()
+        } else {
+            scalar(node)
+        }
+    }
+}
+
 fn render_block(
     node: &Node,
     indent: usize,
     lines: &mut Vec<(String, Option<String>)>,
-    describe: &dyn Fn(&Node) -> Option<String>,
+    view: &View<'_>,
 ) {
+    let describe = view.describe;
     let pad = " ".repeat(indent);
     match &node.value {
         Value::Map(map) => {
@@ -62,31 +101,31 @@ fn render_block(
                     ));
                 } else if is_inline(child) {
                     lines.push((
-                        format!("{pad}{key_text}: {}", scalar(child)),
+                        format!("{pad}{key_text}: {}", view.scalar(child)),
                         describe(child),
                     ));
                 } else {
                     lines.push((format!("{pad}{key_text}:"), None));
-                    render_block(child, indent + 2, lines, describe);
+                    render_block(child, indent + 2, lines, view);
                 }
             }
         }
         Value::List(items) => {
             for item in items {
                 if is_inline(item) {
-                    lines.push((format!("{pad}- {}", scalar(item)), describe(item)));
+                    lines.push((format!("{pad}- {}", view.scalar(item)), describe(item)));
                 } else {
                     // Render the item one level deeper, then turn its first line's indent
                     // into the "- " marker.
                     let start = lines.len();
-                    render_block(item, indent + 2, lines, describe);
+                    render_block(item, indent + 2, lines, view);
                     if let Some((first, _)) = lines.get_mut(start) {
                         first.replace_range(indent..indent + 2, "- ");
                     }
                 }
             }
         }
-        _ => lines.push((format!("{pad}{}", scalar(node)), describe(node))),
+        _ => lines.push((format!("{pad}{}", view.scalar(node)), describe(node))),
     }
 }
 
@@ -144,6 +183,32 @@ mod tests {
             rendered.contains("workers:\n  - name: general\n    count: 2\n"),
             "{rendered}"
         );
+    }
+
+    #[test]
+    fn values_from_age_sources_are_masked_with_their_reference_as_provenance() {
+        let mut sources = SourceMap::new();
+        let id = sources.add(
+            "p.yaml",
+            "grafana:\n  adminPassword: s3cret\n  user: admin\nlist: [a, s3cret]\n".to_string(),
+        );
+        let node = parse_file(id, sources.get(id)).unwrap();
+        let mut secrets = SecretValues::default();
+        let password = node.get("grafana").unwrap().get("adminPassword").unwrap();
+        secrets.add_reference(password.origin, "secrets/p.yaml#grafana.password".into());
+        let item = &node.get("list").unwrap().as_list().unwrap()[1];
+        secrets.add_reference(item.origin, "secrets/p.yaml#x".into());
+        let rendered = render_yaml_masked(&node, Some(&sources), &secrets);
+        assert!(!rendered.contains("s3cret"), "{rendered}");
+        assert!(
+            rendered
+                .lines()
+                .any(|l| l.starts_with("  adminPassword: (sensitive)")
+                    && l.ends_with("# p.yaml:2 (age: secrets/p.yaml#grafana.password)")),
+            "{rendered}"
+        );
+        assert!(rendered.contains("  user: admin"), "{rendered}");
+        assert!(rendered.contains("  - (sensitive)"), "{rendered}");
     }
 
     #[test]

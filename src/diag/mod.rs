@@ -101,6 +101,19 @@ impl Problems {
         }
     }
 
+    /// Rewrite the text of every problem (messages, labels, help), e.g. to mask secrets
+    /// a check quoted.
+    pub fn map_text(&mut self, f: impl Fn(&str) -> String) {
+        let items = std::mem::take(&mut self.items);
+        self.seen.clear();
+        for mut problem in items {
+            problem.message = f(&problem.message);
+            problem.label = problem.label.as_deref().map(&f);
+            problem.help = problem.help.as_deref().map(&f);
+            self.push(problem);
+        }
+    }
+
     pub fn has_errors(&self) -> bool {
         self.items.iter().any(|p| p.severity == Severity::Error)
     }

@@ -74,7 +74,7 @@ pub fn render_problems(problems: &Problems, sources: &SourceMap, color: bool) ->
     for problem in problems.sorted() {
         let source = problem.origin.map(|origin| {
             let file = sources.get(origin.file);
-            NamedSource::new(file.path.display().to_string(), file.text.to_string())
+            NamedSource::new(file.path.display().to_string(), file.shown_text())
                 .with_language("yaml")
         });
         let diagnostic = ProblemDiagnostic { problem, source };

@@ -18,12 +18,25 @@ pub struct Origin {
     pub column: u32,
 }
 
-#[derive(Debug)]
 pub struct SourceFile {
     /// The path as the user would type it (relative to the working directory when possible).
     pub path: PathBuf,
     pub text: Arc<str>,
     line_starts: Vec<usize>,
+    /// Decrypted from an age file (`*.age.yaml`): diagnostics name its lines but never
+    /// quote its text.
+    pub secret: bool,
+}
+
+/// Debug shows a secret file's text masked, as diagnostics do.
+impl std::fmt::Debug for SourceFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceFile")
+            .field("path", &self.path)
+            .field("text", &self.shown_text())
+            .field("secret", &self.secret)
+            .finish()
+    }
 }
 
 impl SourceFile {
@@ -35,6 +48,7 @@ impl SourceFile {
             path,
             text: text.into(),
             line_starts,
+            secret: false,
         }
     }
 
@@ -62,6 +76,18 @@ impl SourceFile {
             .count()
             + 1;
         (line_index as u32 + 1, column as u32)
+    }
+
+    /// The text a diagnostic may quote: a secret file's text with every byte but line
+    /// breaks replaced by `*` (same offsets, so labels still point at the right place).
+    pub fn shown_text(&self) -> String {
+        if !self.secret {
+            return self.text.to_string();
+        }
+        self.text
+            .bytes()
+            .map(|b| if b == b'\n' { '\n' } else { '*' })
+            .collect()
     }
 
     /// The origin of a byte range in this file. The range is clamped to the text and
@@ -105,6 +131,14 @@ impl SourceMap {
         FileId(self.files.len() as u32 - 1)
     }
 
+    /// A file decrypted in memory: positions work as for any file, but rendered
+    /// diagnostics show its text masked (see [`SourceFile::shown_text`]).
+    pub fn add_secret(&mut self, path: impl Into<PathBuf>, text: String) -> FileId {
+        let id = self.add(path, text);
+        self.files[id.0 as usize].secret = true;
+        id
+    }
+
     pub fn get(&self, id: FileId) -> &SourceFile {
         &self.files[id.0 as usize]
     }
@@ -145,6 +179,20 @@ mod tests {
             map.describe(file.origin(id, offset, offset + 1)),
             "a.yaml:2"
         );
+    }
+
+    #[test]
+    fn a_secret_file_is_shown_masked_with_the_same_offsets() {
+        let mut map = SourceMap::new();
+        let id = map.add_secret("s.age.yaml", "a: pässword\nb: 2\n".to_string());
+        let file = map.get(id);
+        let shown = file.shown_text();
+        assert_eq!(shown.len(), file.text.len());
+        assert!(!shown.contains("ss"), "{shown}");
+        assert_eq!(shown.matches('\n').count(), 2);
+        assert!(!format!("{map:?}").contains("ss"));
+        let plain = map.add("p.yaml", "a: 1\n".to_string());
+        assert_eq!(map.get(plain).shown_text(), "a: 1\n");
     }
 
     #[test]

@@ -27,7 +27,39 @@ pub fn build_desired(model: &Model) -> Vec<DesiredResource> {
     for cluster in model.clusters() {
         build_cluster(cluster, &mut resources);
     }
+    mark_secret_attributes(&mut resources, &model.secrets);
     resources
+}
+
+/// Every attribute holding a value read from an age-encrypted file is sensitive, even
+/// where the provider's schema does not say so (a password in Helm values, a token in a
+/// repository URL): found by value, so it does not matter which model field carried it.
+fn mark_secret_attributes(
+    resources: &mut [DesiredResource],
+    secrets: &crate::config::secrets::SecretValues,
+) {
+    if secrets.is_empty() {
+        return;
+    }
+    for resource in resources {
+        let names: Vec<String> = resource
+            .attributes
+            .iter()
+            .filter(|(_, value)| secrets.json_contains_secret(value))
+            .map(|(name, _)| name.clone())
+            .collect();
+        if names.is_empty() {
+            continue;
+        }
+        let values = secrets.values_in(&serde_json::Value::Object(resource.attributes.clone()));
+        resource.secrets = super::SecretAttributes {
+            names,
+            values: values
+                .into_iter()
+                .map(crate::model::Sensitive::new)
+                .collect(),
+        };
+    }
 }
 
 fn build_cluster(cluster: &Cluster, out: &mut Vec<DesiredResource>) {
@@ -71,6 +103,7 @@ fn resource(
         depends_on,
         prevent_destroy: cluster.lifecycle.prevent_destroy,
         origin,
+        secrets: Default::default(),
     }
 }
 

@@ -50,6 +50,26 @@ pub struct DesiredResource {
     pub prevent_destroy: bool,
     /// Where it comes from, for diagnostics: `cluster prod/workload, control plane cp-1`.
     pub origin: String,
+    /// Attributes secret because of where their value came from (an age-encrypted file),
+    /// whatever the provider's schema says; plans and state mask them.
+    #[serde(default, skip_serializing_if = "SecretAttributes::is_empty")]
+    pub secrets: SecretAttributes,
+}
+
+/// Which attributes of a resource hold a secret of the configuration, and the secrets
+/// themselves (never serialized) so the plan can tell which other planned attributes a
+/// provider copied one into.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SecretAttributes {
+    pub names: Vec<String>,
+    #[serde(skip)]
+    pub values: Vec<crate::model::Sensitive<String>>,
+}
+
+impl SecretAttributes {
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
 }
 
 /// Why an edge exists, for cycle errors and the DOT output.

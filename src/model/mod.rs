@@ -47,6 +47,8 @@ pub fn load_model<'a>(
             problems.extend(crate::policy::check_policy(model, &config));
         }
     }
+    // A check may quote a value; values from age files are masked wherever quoted.
+    config.layers.secrets.redact_problems(&mut problems);
     let model = model.filter(|_| !problems.has_errors());
     (config, model, problems)
 }
@@ -56,6 +58,10 @@ pub fn load_model<'a>(
 pub struct Model {
     /// In promotion order: by sync wave, then name (dev → staging → prod).
     pub environments: Vec<Environment>,
+    /// Values read from age-encrypted files: the graph marks every attribute holding one
+    /// sensitive (`config::secrets`).
+    #[serde(skip)]
+    pub secrets: crate::config::secrets::SecretValues,
 }
 
 impl Model {

@@ -51,7 +51,14 @@ pub fn resolve_model(config: &Configuration) -> (Option<Model>, Problems) {
         }
     }
     environments.sort_by(|a, b| (a.sync_wave, &a.name).cmp(&(b.sync_wave, &b.name)));
-    (Some(Model { environments }), problems)
+    let secrets = config.layers.secrets.clone();
+    (
+        Some(Model {
+            environments,
+            secrets,
+        }),
+        problems,
+    )
 }
 
 /// Required keys missing from the effective configuration, collected over every pair:

@@ -28,7 +28,8 @@ use std::collections::BTreeMap;
 use std::collections::{HashMap, HashSet};
 
 use infraflux_provider::{
-    PlanRequest, ProviderError, ResourceRef, ResourceSchema, lookup, unknown,
+    Diagnostic, PlanRequest, ProviderError, ResourceRef, ResourceSchema, Severity, ValidateRequest,
+    lookup, references_as_unknown, unknown,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -54,6 +55,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Graph(#[from] graph::Error),
+    #[error("the configuration of {} resource{} is invalid:\n{}", .0.len(), if .0.len() == 1 { "" } else { "s" }, .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<InvalidResource>),
     #[error("cannot refresh {} resource{}: {}", .0.len(), if .0.len() == 1 { "" } else { "s" }, .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Refresh(Vec<ProviderError>),
     #[error(
@@ -98,10 +101,39 @@ impl Error {
                 "set `lifecycle.prevent_destroy: false` for this cluster or environment if the destruction is intended, or change the configuration so it is not needed".into(),
             ),
             Error::UnknownReplace(_) => Some("check the address with `infraflux graph`".into()),
+            Error::Invalid(_) => Some(
+                "the provider rejected these attributes before anything was contacted; `infraflux config show --provenance` shows which file sets each value".into(),
+            ),
             Error::Saved(error) => error.help().map(str::to_string),
             Error::Refresh(_) => Some("check that the endpoints are reachable and the credentials valid, or plan with --refresh=false".into()),
             _ => None,
         }
+    }
+}
+
+/// A resource whose provider rejected its desired attributes (`Provider::validate`).
+#[derive(Debug)]
+pub struct InvalidResource {
+    pub address: ResourceAddr,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl std::fmt::Display for InvalidResource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, diagnostic) in self.diagnostics.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "  {}", self.address)?;
+            if let Some(attribute) = &diagnostic.attribute {
+                write!(f, " `{attribute}`")?;
+            }
+            write!(f, ": {}", diagnostic.summary)?;
+            if let Some(detail) = &diagnostic.detail {
+                write!(f, " ({detail})")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -280,6 +312,7 @@ pub async fn plan(
             });
         }
     }
+    validate(&desired, &in_scope, providers).await?;
     for replace in &options.replace {
         if !desired.iter().any(|d| &d.addr == replace) {
             return Err(Error::UnknownReplace(replace.clone()));
@@ -341,6 +374,54 @@ pub async fn plan(
         },
         changes,
     })
+}
+
+/// Every in-scope resource's desired attributes through its provider's `validate` (no
+/// I/O), before anything is refreshed: a bad value is reported for all resources at once,
+/// not as the first failure halfway through an apply. References to other resources are
+/// still markers here; providers accept those. Warnings go to the log.
+async fn validate(
+    desired: &[DesiredResource],
+    in_scope: &dyn Fn(&ResourceAddr) -> bool,
+    providers: &ProviderRegistry,
+) -> Result<(), Error> {
+    let mut invalid = Vec::new();
+    for resource in desired.iter().filter(|d| in_scope(&d.addr)) {
+        let Some(provider) = providers.get(&resource.provider) else {
+            continue;
+        };
+        let response = provider
+            .validate(ValidateRequest {
+                resource: ResourceRef {
+                    address: resource.addr.to_string(),
+                    kind: resource.kind.clone(),
+                },
+                desired: resource
+                    .attributes
+                    .iter()
+                    .map(|(name, value)| (name.clone(), references_as_unknown(value)))
+                    .collect(),
+            })
+            .await;
+        let (errors, warnings): (Vec<Diagnostic>, Vec<Diagnostic>) = response
+            .diagnostics
+            .into_iter()
+            .partition(|d| d.severity == Severity::Error);
+        for warning in warnings {
+            tracing::warn!(address = %resource.addr, attribute = ?warning.attribute, "{}", warning.summary);
+        }
+        if !errors.is_empty() {
+            invalid.push(InvalidResource {
+                address: resource.addr.clone(),
+                diagnostics: errors,
+            });
+        }
+    }
+    if invalid.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Invalid(invalid))
+    }
 }
 
 /// Whether a resource that left the configuration is still protected from deletion.
@@ -583,6 +664,8 @@ async fn plan_configured(
         .map(|s| s.sensitive_attributes().map(str::to_string).collect())
         .unwrap_or_default();
     sensitive.extend(resolved.sensitive);
+    sensitive.extend(desired.secrets.names.iter().cloned());
+    mark_derived_secrets(desired, &response.planned, &mut sensitive);
     sensitive.sort();
     sensitive.dedup();
 
@@ -631,6 +714,25 @@ async fn plan_configured(
         prevent_destroy: desired.prevent_destroy,
         refreshed: None,
     })
+}
+
+/// A provider may carry an input into another planned attribute (a rendered document,
+/// a connection string): a planned attribute holding a secret of the resource's
+/// configuration ([`DesiredResource::secrets`]) is secret too.
+fn mark_derived_secrets(
+    desired: &DesiredResource,
+    planned: &infraflux_provider::Attributes,
+    sensitive: &mut Vec<String>,
+) {
+    let mut values = crate::config::secrets::SecretValues::default();
+    for secret in &desired.secrets.values {
+        values.add_value(secret.expose());
+    }
+    for (name, value) in planned {
+        if !sensitive.contains(name) && values.json_contains_secret(value) {
+            sensitive.push(name.clone());
+        }
+    }
 }
 
 fn replace_action(create_before_destroy: bool) -> Action {

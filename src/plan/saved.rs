@@ -39,6 +39,13 @@ pub enum Error {
     Serial { plan: u64, state: u64 },
     #[error("the saved plan is stale: the configuration changed since it was made")]
     Configuration,
+    #[error("cannot {action} saved plan `{path}`")]
+    Encryption {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: crate::state::Error,
+    },
 }
 
 impl Error {
@@ -53,17 +60,41 @@ impl Error {
             }
             Error::Environment { .. } => Some("pass the plan's environment with --env"),
             Error::Io { .. } => None,
+            Error::Encryption { .. } => Some(
+                "a saved plan is encrypted like the state: set the state's key (INFRAFLUX_STATE_IDENTITY_FILE, INFRAFLUX_STATE_IDENTITY or INFRAFLUX_STATE_PASSPHRASE) as for `infraflux state show`",
+            ),
         }
     }
 }
 
 pub fn save(plan: &Plan, path: &Path) -> Result<(), Error> {
+    save_encrypted(plan, path, None)
+}
+
+/// [`save`], encrypted with the state's encryption when there is one (a plan holds the
+/// same secrets as state), so a plan file is never plaintext where state is not.
+pub fn save_encrypted(
+    plan: &Plan,
+    path: &Path,
+    encryption: Option<&crate::state::Encryption>,
+) -> Result<(), Error> {
     let io = |action, source| Error::Io {
         action,
         path: path.to_path_buf(),
         source,
     };
-    let text = serde_json::to_string_pretty(plan).expect("plans serialize");
+    let mut text = serde_json::to_string_pretty(plan)
+        .expect("plans serialize")
+        .into_bytes();
+    if let Some(encryption) = encryption {
+        text = encryption
+            .encrypt(&text)
+            .map_err(|source| Error::Encryption {
+                action: "encrypt",
+                path: path.to_path_buf(),
+                source,
+            })?;
+    }
     let directory = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -72,7 +103,7 @@ pub fn save(plan: &Plan, path: &Path) -> Result<(), Error> {
         ".{}.tmp",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("plan")
     ));
-    write_private(&temporary, text.as_bytes()).map_err(|e| io("write", e))?;
+    write_private(&temporary, &text).map_err(|e| io("write", e))?;
     std::fs::rename(&temporary, path).map_err(|e| io("write", e))
 }
 
@@ -91,10 +122,34 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 pub fn load(path: &Path) -> Result<Plan, Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+    load_encrypted(path, None)
+}
+
+/// [`load`] a plan that may be encrypted ([`save_encrypted`]).
+pub fn load_encrypted(
+    path: &Path,
+    encryption: Option<&crate::state::Encryption>,
+) -> Result<Plan, Error> {
+    let mut bytes = std::fs::read(path).map_err(|source| Error::Io {
         action: "read",
         path: path.to_path_buf(),
         source,
+    })?;
+    if crate::state::encryption::is_encrypted(&bytes) {
+        let shown = path.display().to_string();
+        bytes = encryption
+            .cloned()
+            .unwrap_or_default()
+            .decrypt(&bytes, &shown)
+            .map_err(|source| Error::Encryption {
+                action: "decrypt",
+                path: path.to_path_buf(),
+                source,
+            })?;
+    }
+    let text = String::from_utf8(bytes).map_err(|_| Error::Format {
+        path: path.to_path_buf(),
+        reason: "not UTF-8 text".into(),
     })?;
     let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Format {
         path: path.to_path_buf(),

@@ -51,6 +51,41 @@ async fn a_first_plan_creates_everything_with_unknowns_marked() {
 }
 
 #[tokio::test]
+async fn provider_validation_rejects_every_bad_resource_before_any_refresh() {
+    let rig = Rig::new();
+    rig.mock.fail(
+        Op::Validate,
+        "dev/w/mock_thing.vm",
+        "memory must be a multiple of 1024",
+    );
+    rig.mock
+        .fail(Op::Validate, "dev/w/mock_thing.config", "unknown role");
+    let error = plan(
+        resources(),
+        &rig.state(),
+        &rig.registry,
+        &PlanOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    let text = error.to_string();
+    assert!(
+        matches!(&error, Error::Invalid(list) if list.len() == 2),
+        "{text}"
+    );
+    assert!(
+        text.contains("dev/w/mock_thing.vm `value`: memory must be a multiple of 1024"),
+        "{text}"
+    );
+    assert!(text.contains("unknown role"), "{text}");
+    assert!(
+        rig.mock.calls().is_empty(),
+        "nothing is read or planned: {:?}",
+        rig.mock.calls()
+    );
+}
+
+#[tokio::test]
 async fn changes_are_shown_attribute_by_attribute() {
     let rig = Rig::new();
     rig.apply(&resources()).await;
@@ -448,4 +483,79 @@ async fn a_resource_removed_from_the_configuration_keeps_its_clusters_protection
         .await
         .unwrap();
     assert!(plan.changes.iter().any(|c| c.action == Action::Delete));
+}
+
+#[tokio::test]
+async fn attributes_secret_by_origin_are_masked_and_so_are_their_copies() {
+    let rig = Rig::new();
+    let mut resources = resources();
+    resources[0]
+        .attributes
+        .insert("value".into(), json!("pass-from-age-1234"));
+    resources[0].secrets = crate::graph::SecretAttributes {
+        names: vec!["value".into()],
+        values: vec![crate::model::Sensitive::new("pass-from-age-1234".into())],
+    };
+    let plan = rig.plan(&resources).await;
+    let image = plan.change(&addr("image")).unwrap();
+    assert!(image.sensitive.contains(&"value".to_string()));
+    assert!(!image.sensitive.contains(&"zone".to_string()));
+    let human = human_text(&plan);
+    let json = render::json(&plan).to_string();
+    for text in [&human, &json] {
+        assert!(!text.contains("pass-from-age-1234"), "{text}");
+    }
+    assert!(human.contains("+ value  = (sensitive)"), "{human}");
+
+    // A provider that carries the value into another planned attribute.
+    let mut planned = infraflux_provider::Attributes::new();
+    planned.insert("value".into(), json!("pass-from-age-1234"));
+    planned.insert("url".into(), json!("https://u:pass-from-age-1234@h"));
+    planned.insert("zone".into(), json!("pve1"));
+    let mut sensitive = vec!["value".to_string()];
+    mark_derived_secrets(&resources[0], &planned, &mut sensitive);
+    assert_eq!(sensitive, ["value", "url"]);
+}
+
+#[tokio::test]
+async fn saved_plans_are_encrypted_like_the_state() {
+    use age::secrecy::ExposeSecret;
+    let rig = Rig::new();
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("plan.age");
+    let mut resources = resources();
+    resources[0]
+        .attributes
+        .insert("value".into(), json!("plan-file-secret-77"));
+    let made = plan(
+        resources,
+        &rig.state(),
+        &rig.registry,
+        &PlanOptions::default(),
+    )
+    .await
+    .unwrap();
+    let identity = age::x25519::Identity::generate();
+    let encryption = crate::state::Encryption {
+        identities: vec![crate::state::IdentitySource::Key(
+            crate::model::Sensitive::new(identity.to_string().expose_secret().to_string()),
+        )],
+        ..Default::default()
+    };
+    saved::save_encrypted(&made, &path, Some(&encryption)).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(crate::state::encryption::is_encrypted(&bytes));
+    assert!(!String::from_utf8_lossy(&bytes).contains("plan-file-secret-77"));
+    assert_eq!(
+        saved::load_encrypted(&path, Some(&encryption)).unwrap(),
+        made
+    );
+    let error = saved::load(&path).unwrap_err();
+    assert!(matches!(error, saved::Error::Encryption { .. }), "{error}");
+    assert!(
+        error
+            .help()
+            .unwrap()
+            .contains("INFRAFLUX_STATE_IDENTITY_FILE")
+    );
 }

@@ -57,6 +57,24 @@ pub fn is_encrypted(bytes: &[u8]) -> bool {
     bytes.starts_with(ARMOR_HEADER.as_bytes()) || bytes.starts_with(BINARY_HEADER.as_bytes())
 }
 
+/// Stored bytes as plaintext: decrypted with `encryption` when they are an age file,
+/// as they are otherwise (a plaintext document still loads). Without `encryption`, an
+/// encrypted file is a [`Error::NoKey`] naming `shown`.
+pub fn open(
+    encryption: Option<&Encryption>,
+    bytes: Vec<u8>,
+    shown: &str,
+) -> Result<Vec<u8>, Error> {
+    if !is_encrypted(&bytes) {
+        return Ok(bytes);
+    }
+    match encryption {
+        Some(encryption) => encryption.decrypt(&bytes, shown),
+        // The header says whether it needs a passphrase or an identity.
+        None => Encryption::default().decrypt(&bytes, shown),
+    }
+}
+
 fn config_error(reason: impl Into<String>) -> Error {
     Error::EncryptionConfig {
         reason: reason.into(),

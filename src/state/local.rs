@@ -40,8 +40,8 @@ use serde::Deserialize;
 
 use super::encryption::{self, Encryption};
 use super::{
-    Error, FORMAT_VERSION, LockGuard, LockInfo, StateDocument, StateStore, check_environment_name,
-    format,
+    Error, FORMAT_VERSION, LockGuard, LockInfo, StateDocument, StateStore, check_document,
+    check_environment_name, format,
 };
 
 /// Where the local backend keeps state, relative to a project directory.
@@ -206,6 +206,7 @@ impl LocalStore {
         }
         if header.serial > document.serial || (header.serial == document.serial && !same_serial) {
             return Err(Error::SerialMismatch {
+                environment: document.environment.clone(),
                 expected: document.serial.saturating_sub(1),
                 found: header.serial,
             });
@@ -278,17 +279,12 @@ impl LocalStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_error("read", path, e)),
         };
-        if !encryption::is_encrypted(&bytes) {
-            return Ok(Some(bytes));
-        }
-        let shown = path.display().to_string();
-        match &self.encryption {
-            Some(encryption) => encryption.decrypt(&bytes, &shown).map(Some),
-            None => {
-                // The header says whether it needs a passphrase or an identity.
-                Encryption::default().decrypt(&bytes, &shown).map(Some)
-            }
-        }
+        encryption::open(
+            self.encryption.as_deref(),
+            bytes,
+            &path.display().to_string(),
+        )
+        .map(Some)
     }
 
     /// Replace `target` with `bytes` atomically: a temporary file named `<prefix>…tmp`,
@@ -362,18 +358,8 @@ impl StateStore for LocalStore {
     }
 
     fn persist(&self, document: &StateDocument) -> Result<(), Error> {
+        check_document(document)?;
         let environment = document.environment.as_str();
-        check_environment_name(environment)?;
-        if let Some(address) = document
-            .resources
-            .keys()
-            .find(|a| a.environment != environment)
-        {
-            return Err(Error::ForeignResource {
-                environment: environment.to_string(),
-                address: address.clone(),
-            });
-        }
         let mut bytes = format::encode(document)?;
         match &self.encryption {
             Some(encryption) => bytes = encryption.encrypt(&bytes)?,
@@ -431,6 +417,7 @@ impl StateStore for LocalStore {
                             environment: environment.to_string(),
                             holder: Box::new(holder),
                             stale,
+                            expires_in: None,
                         });
                     }
                 }
@@ -441,6 +428,26 @@ impl StateStore for LocalStore {
             "lock file `{}` keeps appearing and disappearing",
             path.display()
         )))
+    }
+
+    fn location(&self) -> String {
+        format!("`{}`", self.directory.display())
+    }
+
+    fn environments(&self) -> Result<Vec<String>, Error> {
+        LocalStore::environments(self)
+    }
+
+    fn locks(&self) -> Result<Vec<(String, LockInfo)>, Error> {
+        LocalStore::locks(self)
+    }
+
+    fn encryption(&self) -> Option<&Encryption> {
+        LocalStore::encryption(self)
+    }
+
+    fn rekey(&self, environment: &str) -> Result<bool, Error> {
+        LocalStore::rekey(self, environment)
     }
 
     fn force_unlock(&self, environment: &str, id: &str) -> Result<LockInfo, Error> {
@@ -670,7 +677,8 @@ mod tests {
                 error,
                 Error::SerialMismatch {
                     expected: 0,
-                    found: 1
+                    found: 1,
+                    ..
                 }
             ),
             "{error}"
@@ -758,11 +766,13 @@ mod tests {
             environment,
             holder,
             stale,
+            expires_in,
         } = &error
         else {
             panic!("{error}")
         };
         assert_eq!(environment, "dev");
+        assert_eq!(*expires_in, None, "a lock file has no lease");
         assert_eq!(**holder, *guard.info());
         assert!(!stale);
         let text = error.to_string();

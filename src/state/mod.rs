@@ -9,6 +9,9 @@
 //!   every backend that stores bytes;
 //! - [`lock`]: who holds a lock ([`LockInfo`]), whether its process is still alive;
 //! - [`local`]: the local backend, `.infraflux/state/<env>.json` plus `<env>.lock`;
+//! - [`postgres`]: the PostgreSQL backend, one row per environment, leases as locks;
+//! - [`select`]: which backend the user chose (`INFRAFLUX_STATE_BACKEND` and friends);
+//! - [`migrate`]: copying documents between backends (`infraflux state migrate`);
 //! - [`StateStore`]: where documents live and how they are locked (backends implement it).
 
 pub mod document;
@@ -17,6 +20,9 @@ pub mod encryption;
 pub mod format;
 pub mod local;
 pub mod lock;
+pub mod migrate;
+pub mod postgres;
+pub mod select;
 pub mod sensitive;
 
 use std::time::{Duration, Instant};
@@ -24,18 +30,26 @@ use std::time::{Duration, Instant};
 pub use document::{FORMAT_VERSION, PromotionRecord, ResourceState, ResourceStatus, StateDocument};
 pub use encryption::{Encryption, IdentitySource};
 pub use local::LocalStore;
+pub use postgres::PostgresStore;
 
 use crate::model::address::ResourceAddr;
 
 /// Errors of the state layer.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("state for environment `{environment}` is locked by {holder}{}", if *stale { "; the lock is STALE: its process is gone" } else { "" })]
+    #[error(
+        "state for environment `{environment}` is locked by {holder}{}{}",
+        if *stale { "; the lock is STALE: its process is gone" } else { "" },
+        expires_in.map(|left| format!("; its lease expires in {} unless renewed", lock::format_age(left))).unwrap_or_default()
+    )]
     Locked {
         environment: String,
         holder: Box<LockInfo>,
         /// The holder ran on this host and its process no longer exists.
         stale: bool,
+        /// A lease-based lock (PostgreSQL): how long until it frees itself if its holder
+        /// stops renewing it.
+        expires_in: Option<Duration>,
     },
     #[error("state file `{path}` is corrupt: {reason}")]
     Corrupt {
@@ -52,8 +66,14 @@ pub enum Error {
         found: u64,
         supported: u32,
     },
-    #[error("state changed underneath this run (expected serial {expected}, found {found})")]
-    SerialMismatch { expected: u64, found: u64 },
+    #[error(
+        "state of `{environment}` changed underneath you: stored serial {found}, expected {expected}"
+    )]
+    SerialMismatch {
+        environment: String,
+        expected: u64,
+        found: u64,
+    },
     #[error(
         "state file `{path}` holds another history of environment `{environment}` (lineage {found}, this document has {expected})"
     )]
@@ -119,6 +139,26 @@ pub enum Error {
     WrongKey { path: String, passphrase: bool },
     #[error("state encryption is misconfigured: {reason}")]
     EncryptionConfig { reason: String },
+    #[error("PostgreSQL state database {location}: cannot {action}")]
+    Database {
+        action: String,
+        /// The connection string without its password.
+        location: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("cannot copy the state of `{environment}` to {target}: {reason}")]
+    MigrateConflict {
+        environment: String,
+        target: String,
+        reason: String,
+    },
+    #[error("the state backend is misconfigured: {reason}")]
+    BackendConfig { reason: String },
+    #[error(
+        "the lock on environment `{environment}` (lock ID {id}) was lost while this run held it: it expired or was broken with `state unlock`"
+    )]
+    LeaseLost { environment: String, id: String },
     #[error("{0}")]
     Other(String),
 }
@@ -144,6 +184,10 @@ impl Error {
             Error::NoKey { .. } => "state::no-key",
             Error::WrongKey { .. } => "state::wrong-key",
             Error::EncryptionConfig { .. } => "state::encryption-config",
+            Error::Database { .. } => "state::database",
+            Error::BackendConfig { .. } => "state::backend-config",
+            Error::MigrateConflict { .. } => "state::migrate-conflict",
+            Error::LeaseLost { .. } => "state::lease-lost",
             Error::Other(_) => "state::other",
         }
     }
@@ -154,7 +198,18 @@ impl Error {
             Error::Locked {
                 environment,
                 holder,
+                expires_in: Some(left),
+                ..
+            } => format!(
+                "wait for that run to finish, or wait for it with --lock-timeout (e.g. --lock-timeout {}); if it was killed, its lock expires by itself; only if it is gone and you cannot wait, break the lock with `infraflux state unlock {} --env {environment}`",
+                lock::format_age(*left + Duration::from_secs(1)),
+                holder.id
+            ),
+            Error::Locked {
+                environment,
+                holder,
                 stale: true,
+                ..
             } => format!(
                 "process {} on {} no longer runs; if no other infraflux run is active, break the lock with `infraflux state unlock {} --env {environment}`",
                 holder.pid, holder.host, holder.id
@@ -163,6 +218,7 @@ impl Error {
                 environment,
                 holder,
                 stale: false,
+                ..
             } => format!(
                 "wait for that run to finish, or wait for it with --lock-timeout (e.g. --lock-timeout 5m); only if it is gone, break the lock with `infraflux state unlock {} --env {environment}`",
                 holder.id
@@ -174,7 +230,7 @@ impl Error {
                 "a newer infraflux wrote this state: upgrade infraflux (older versions cannot read it)".to_string()
             }
             Error::SerialMismatch { .. } => {
-                "another run changed the state since it was read; run the command again so it starts from the current state".to_string()
+                "another run changed the state since this one read it; re-run plan (or the command) so it starts from the current state".to_string()
             }
             Error::LineageMismatch { .. } => {
                 "the document was read from another state file (or the file was replaced); check --state-dir, then run the command again".to_string()
@@ -220,6 +276,22 @@ impl Error {
             Error::EncryptionConfig { .. } => {
                 "check INFRAFLUX_STATE_RECIPIENTS (comma-separated `age1…` keys), INFRAFLUX_STATE_IDENTITY_FILE, INFRAFLUX_STATE_IDENTITY and INFRAFLUX_STATE_PASSPHRASE".to_string()
             }
+            Error::Database { .. } => format!(
+                "check {} (host, port, user, database, sslmode) and that the server is reachable; run again with -v for details",
+                select::POSTGRES_URL_VAR
+            ),
+            Error::BackendConfig { .. } => format!(
+                "{} is `local` (the default) or `postgres`; postgres needs {} (postgres://user@host:5432/database?sslmode=verify-full) and takes {} (e.g. 2m)",
+                select::BACKEND_VAR,
+                select::POSTGRES_URL_VAR,
+                select::LEASE_VAR
+            ),
+            Error::MigrateConflict { environment, .. } => format!(
+                "compare both copies (`infraflux state list --env {environment}` with each backend selected); the target's copy is kept, remove it there first only if the source is the one to keep"
+            ),
+            Error::LeaseLost { .. } => {
+                "another run may have taken the lock and changed the state; run plan again, and raise INFRAFLUX_STATE_LEASE if the connection to the database is slow or flaky".to_string()
+            }
             Error::Other(_) => "run again with -v for details".to_string(),
         }
     }
@@ -260,6 +332,12 @@ pub trait StateStore: Send + Sync {
         }
     }
 
+    /// How documents are encrypted at rest (`None`: plaintext). Saved plans hold the same
+    /// secrets as state and are encrypted with it too.
+    fn encryption(&self) -> Option<&Encryption> {
+        None
+    }
+
     /// Break the environment's lock, only when it is the one with this ID; returns who
     /// held it.
     fn force_unlock(&self, environment: &str, id: &str) -> Result<LockInfo, Error> {
@@ -268,11 +346,65 @@ pub trait StateStore: Send + Sync {
             "this state backend cannot break the lock of environment `{environment}`"
         )))
     }
+
+    /// Where the documents live, for messages (a directory, a database without its
+    /// password).
+    fn location(&self) -> String {
+        "this state backend".to_string()
+    }
+
+    /// The environments that have a document, sorted.
+    fn environments(&self) -> Result<Vec<String>, Error> {
+        Err(Error::Other(format!(
+            "{} cannot list its environments",
+            self.location()
+        )))
+    }
+
+    /// The environments that are locked, with their holders, sorted by environment.
+    fn locks(&self) -> Result<Vec<(String, LockInfo)>, Error> {
+        Ok(Vec::new())
+    }
+
+    /// Re-encrypt the environment's document to the configured recipients, keeping the
+    /// document and its serial (the caller holds the lock). `false` when there is none.
+    fn rekey(&self, environment: &str) -> Result<bool, Error> {
+        let _ = environment;
+        Err(Error::EncryptionConfig {
+            reason: format!("{} cannot re-encrypt state", self.location()),
+        })
+    }
+
+    /// Store a document copied from another backend (`state migrate`) in place of the
+    /// stored one of the same lineage whose serial is `replacing` (`None`: there is none).
+    /// The caller holds the lock and has checked lineage and serials.
+    fn import(&self, document: &StateDocument, replacing: Option<u64>) -> Result<(), Error> {
+        let _ = replacing;
+        self.persist(document)
+    }
 }
 
 /// Held while a lock is taken; dropping it releases the lock.
 pub trait LockGuard: Send {
     fn info(&self) -> &LockInfo;
+}
+
+/// What every backend checks before storing a document: a valid environment name, and
+/// only resources of that environment.
+pub(crate) fn check_document(document: &StateDocument) -> Result<(), Error> {
+    let environment = document.environment.as_str();
+    check_environment_name(environment)?;
+    match document
+        .resources
+        .keys()
+        .find(|a| a.environment != environment)
+    {
+        Some(address) => Err(Error::ForeignResource {
+            environment: environment.to_string(),
+            address: address.clone(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Environment names become file names: letters, digits, `-` and `_` only.

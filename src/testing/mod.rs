@@ -38,6 +38,7 @@ pub fn desired(name: &str, attributes: Value, depends_on: &[&str]) -> DesiredRes
         depends_on: depends_on.iter().map(|d| self::addr(d)).collect(),
         prevent_destroy: false,
         origin: "test".into(),
+        secrets: Default::default(),
     }
 }
 

@@ -7,6 +7,8 @@
 //!   [`client`]: its implementation over the `kube` client;
 //! - [`readiness`]: the kstatus rules as pure functions over JSON;
 //! - [`wait`]: polling until objects are Current, with a caller-chosen timeout;
+//! - [`signal`]: the ready signal of a bootstrapped cluster (API, nodes, platform,
+//!   RBAC and network policies, namespaces, handoff) as a structured report;
 //! - [`inputs`]: resource attributes → typed inputs; [`render`]: inputs → manifests;
 //! - [`apply`]: phase-ordered server-side apply that writes only what differs;
 //! - [`provider`]: the `Provider` implementation (`kubernetes_platform`,
@@ -22,6 +24,7 @@ pub mod object;
 pub mod provider;
 pub mod readiness;
 pub mod render;
+pub mod signal;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod wait;

@@ -16,16 +16,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use infraflux_provider::{
-    Attributes, ConcurrencyKey, CreateRequest, CreateResponse, DeleteRequest, ErrorKind,
-    ImportRequest, ImportResponse, Operation, PlanRequest, PlanResponse, Provider, ProviderError,
-    ReadOutcome, ReadRequest, ReadResponse, ReadResult, ResourceRef, ResourceSchema, UpdateRequest,
-    UpdateResponse,
+    Attributes, ConcurrencyKey, CreateRequest, CreateResponse, DeleteRequest, Diagnostic,
+    ErrorKind, ImportRequest, ImportResponse, Operation, PlanRequest, PlanResponse, Provider,
+    ProviderError, ReadOutcome, ReadRequest, ReadResponse, ReadResult, ResourceRef, ResourceSchema,
+    Severity, UpdateRequest, UpdateResponse, ValidateRequest, ValidateResponse,
 };
 use serde_json::{Value, json};
 
 /// The provider operations, as recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Op {
+    /// Only through [`MockProvider::fail`]: validation is not recorded as a call.
+    Validate,
     Read,
     Plan,
     Create,
@@ -341,6 +343,7 @@ fn op_name(op: Op) -> &'static str {
         Op::Update => "update",
         Op::Delete => "delete",
         Op::Import => "import",
+        Op::Validate => "validate",
     }
 }
 
@@ -366,6 +369,26 @@ impl Provider for MockProvider {
 
     fn schemas(&self) -> Vec<ResourceSchema> {
         self.schemas.clone()
+    }
+
+    async fn validate(&self, request: ValidateRequest) -> ValidateResponse {
+        let failure = self
+            .failures
+            .lock()
+            .expect("mock lock")
+            .get(&(Op::Validate, request.resource.address.clone()))
+            .cloned();
+        ValidateResponse {
+            diagnostics: failure
+                .map(|summary| Diagnostic {
+                    severity: Severity::Error,
+                    attribute: Some("value".into()),
+                    summary,
+                    detail: Some("fix the value in the configuration".into()),
+                })
+                .into_iter()
+                .collect(),
+        }
     }
 
     async fn read(&self, request: ReadRequest) -> Result<ReadResponse, ProviderError> {

@@ -53,6 +53,23 @@ pub fn parse_reference(value: &Value) -> Option<Reference> {
     })
 }
 
+/// A value as providers see it before apply (in `validate`): every reference replaced by
+/// an unknown, since its target may not exist yet.
+pub fn references_as_unknown(value: &Value) -> Value {
+    if parse_reference(value).is_some() {
+        return unknown();
+    }
+    match value {
+        Value::Array(items) => Value::Array(items.iter().map(references_as_unknown).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), references_as_unknown(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

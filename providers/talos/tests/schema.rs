@@ -4,7 +4,8 @@
 //! Schemas come from `shared/schemas/` next to the repository clone (skipped, with the
 //! reason printed, when that folder is absent).
 
-use std::path::PathBuf;
+mod support;
+
 use std::sync::OnceLock;
 
 use infraflux_talos::config::{
@@ -12,16 +13,7 @@ use infraflux_talos::config::{
 };
 use infraflux_talos::secrets::ClusterSecrets;
 use serde_json::Value;
-
-fn schemas_dir() -> Option<PathBuf> {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    [
-        manifest.join("../../../shared/schemas"),
-        PathBuf::from("/work/shared/schemas"),
-    ]
-    .into_iter()
-    .find(|dir| dir.join("talos-config.v1.13.9.schema.json").is_file())
-}
+use support::schema::{Schema, errors, schema};
 
 fn secrets() -> &'static ClusterSecrets {
     static SECRETS: OnceLock<ClusterSecrets> = OnceLock::new();
@@ -83,41 +75,6 @@ fn dev_cluster() -> Vec<NodeSettings> {
     vec![dev]
 }
 
-struct Schema {
-    validator: jsonschema::Validator,
-    version: &'static str,
-}
-
-fn schema(file: &str, version: &'static str) -> Option<Schema> {
-    let Some(dir) = schemas_dir() else {
-        println!("skipping: no shared/schemas folder next to the repository");
-        return None;
-    };
-    let text = std::fs::read_to_string(dir.join(file)).unwrap();
-    let schema: Value = serde_json::from_str(&text).unwrap();
-    Some(Schema {
-        validator: jsonschema::validator_for(&schema).unwrap(),
-        version,
-    })
-}
-
-/// Known slips of the 1.14.0-rc.1 schema (shared/schemas/SOURCES.md): it names
-/// `UnattendedInstallConfig` `UnattendedInstall` and `KubeSpanEndpointsConfig`
-/// `KubeSpanEndpoints`. We emit the kinds Talos parses, and rename for validation only.
-fn adjust_for_schema_slips(version: &str, mut document: Value) -> Value {
-    if version.starts_with("v1.14") {
-        let renamed = match document.get("kind").and_then(Value::as_str) {
-            Some("UnattendedInstallConfig") => Some("UnattendedInstall"),
-            Some("KubeSpanEndpointsConfig") => Some("KubeSpanEndpoints"),
-            _ => None,
-        };
-        if let Some(kind) = renamed {
-            document["kind"] = Value::String(kind.into());
-        }
-    }
-    document
-}
-
 fn assert_valid(schema: &Schema, nodes: &[NodeSettings]) -> usize {
     let renderer = Renderer::new(cluster(schema.version), secrets()).unwrap();
     let mut validated = 0;
@@ -135,12 +92,7 @@ fn assert_valid(schema: &Schema, nodes: &[NodeSettings]) -> usize {
                 .and_then(Value::as_str)
                 .unwrap_or("v1alpha1")
                 .to_string();
-            let document = adjust_for_schema_slips(schema.version, document);
-            let errors: Vec<String> = schema
-                .validator
-                .iter_errors(&document)
-                .map(|e| format!("{} at {}", e, e.instance_path()))
-                .collect();
+            let errors = errors(schema, document);
             assert!(
                 errors.is_empty(),
                 "{} {} document {kind} is invalid:\n{}",

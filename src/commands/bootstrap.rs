@@ -1,0 +1,462 @@
+//! `infraflux bootstrap [--env E] [--cluster C]`: for each environment in promotion order
+//! (by `sync_wave`: dev → staging → prod), plan and apply it exactly as `apply` does
+//! (promotion gate included), then wait for each of its clusters' ready signal
+//! ([`infraflux_kubernetes::signal`]) with the kubeconfig from state. The first
+//! environment that fails to apply or to become ready stops the run: the next one is
+//! promoted only onto a ready predecessor. Re-running is safe: an applied environment
+//! plans no changes and its signal is checked again.
+//!
+//! `--render DIR` touches no cluster: it writes every Kubernetes manifest the clusters'
+//! resources render, one file per object, and every node's machine config (when the
+//! cluster's Talos secrets are in state), for review or a GitOps repository.
+//!
+//! Exit codes: 0 every selected cluster is ready (or rendered); 1 an apply failed, a
+//! signal was not ready in time or failed; 130 interrupted.
+
+mod report;
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use infraflux_kubernetes::api::KubeApi;
+use infraflux_kubernetes::client::Kubeconfig;
+use infraflux_kubernetes::provider::{Connector, KubeConnector};
+use infraflux_kubernetes::signal::{self, Expectations, ReadyReport};
+use infraflux_kubernetes::wait::WaitOptions;
+
+use super::apply::{RunOptions, apply_environment};
+use super::engine::{Context, Sink, diagnostic_text, load_desired_for};
+use crate::cli::{BootstrapArgs, GlobalArgs};
+use crate::config::Selection;
+use crate::diag::ProblemsReport;
+use crate::graph::DesiredResource;
+use crate::model::address::ResourceAddr;
+use crate::model::{Cluster, Model, load_model};
+use crate::state::StateDocument;
+
+use report::{ApplyOutcome, BootstrapReport, ClusterReport, Rendered};
+
+/// Opens a cluster's API from the kubeconfig recorded in state (`talos_kubeconfig`), for
+/// the ready signal. Tests put a fake API server behind it.
+#[async_trait]
+pub trait ClusterApi: Send + Sync {
+    /// The error says what failed without quoting the kubeconfig (it holds a key).
+    async fn open(&self, kubeconfig: &str) -> Result<Arc<dyn KubeApi>, String>;
+}
+
+/// The real clusters, through the `kube` client.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KubeconfigApi {
+    pub connector: KubeConnector,
+}
+
+#[async_trait]
+impl ClusterApi for KubeconfigApi {
+    async fn open(&self, kubeconfig: &str) -> Result<Arc<dyn KubeApi>, String> {
+        let kubeconfig = Kubeconfig::new(kubeconfig.to_string())
+            .map_err(|e| format!("the kubeconfig in state {e}"))?;
+        self.connector
+            .connect(&kubeconfig)
+            .await
+            .map_err(|e| format!("cannot connect to the cluster API: {e}"))
+    }
+}
+
+/// Bootstrap with the real Kubernetes client for the ready signal.
+pub fn run(
+    global: &GlobalArgs,
+    args: &BootstrapArgs,
+    context: &Context,
+) -> miette::Result<ExitCode> {
+    run_with(global, args, context, &KubeconfigApi::default())
+}
+
+/// Bootstrap with `clusters` opening the clusters' APIs for the ready signal (tests and
+/// the lab may pass their own).
+pub fn run_with(
+    global: &GlobalArgs,
+    args: &BootstrapArgs,
+    context: &Context,
+    clusters: &dyn ClusterApi,
+) -> miette::Result<ExitCode> {
+    let model = load_selection(global, args, context)?;
+    let progress = Progress {
+        err: context.err.clone(),
+        fancy: fancy_symbols(global, context),
+    };
+    if let Some(dir) = &args.render {
+        return render(&model, dir, args.json, &progress, context);
+    }
+    // With --json, standard output carries the JSON document only.
+    let out = if args.json {
+        context.err.clone()
+    } else {
+        context.out.clone()
+    };
+    let mut result = BootstrapReport::new(&model);
+    let mut failure: Option<miette::Report> = None;
+    let mut code = 0u8;
+    for (index, environment) in model.environments.iter().enumerate() {
+        let name = &environment.name;
+        let step = progress.start(format!("{name}: plan and apply"));
+        let applied = load_desired_for(
+            global,
+            Some(name),
+            args.selection.cluster.as_deref(),
+            context,
+        )
+        .and_then(|(_, desired)| {
+            let run = RunOptions {
+                auto_approve: args.auto_approve,
+                parallelism: args.parallelism,
+                lock_timeout: args.lock.lock_timeout,
+                promotion: None,
+            };
+            apply_environment(
+                global,
+                name,
+                desired,
+                args.selection.cluster.as_deref(),
+                false,
+                run,
+                &out,
+                context,
+            )
+        });
+        let entry = &mut result.environments[index];
+        match applied {
+            Ok(exit) if exit == ExitCode::SUCCESS => {
+                step.done("");
+                entry.apply = ApplyOutcome::Succeeded;
+            }
+            Ok(exit) if exit == ExitCode::from(130) => {
+                step.failed("interrupted");
+                entry.apply = ApplyOutcome::Interrupted;
+                code = 130;
+                break;
+            }
+            Ok(_) => {
+                step.failed("apply did not complete (see above)");
+                entry.apply = ApplyOutcome::Failed;
+                code = 1;
+                break;
+            }
+            Err(report) => {
+                step.failed(&first_line(&report));
+                entry.apply = ApplyOutcome::Failed;
+                entry.error = Some(first_line(&report));
+                failure = Some(report);
+                code = 1;
+                break;
+            }
+        }
+        let state = context
+            .store
+            .load(name)
+            .map_err(|e| super::engine::diagnostic(&e, None))?
+            .unwrap_or_else(|| StateDocument::new(name));
+        let desired = crate::graph::build_desired(&model);
+        for cluster in &environment.clusters {
+            let step = progress.start(format!("{}: ready signal", cluster.id()));
+            let signal = ready_signal(cluster, &desired, &state, args.timeout, clusters, context);
+            let cluster_report = match signal {
+                Ok(Some(ready)) => {
+                    if ready.is_ready() {
+                        step.done("");
+                    } else {
+                        step.failed(&report::not_ready_reason(&ready));
+                    }
+                    ClusterReport::signal(cluster, ready)
+                }
+                Ok(None) => {
+                    step.failed("interrupted");
+                    code = 130;
+                    ClusterReport::error(cluster, "interrupted".into())
+                }
+                Err(reason) => {
+                    step.failed(&reason);
+                    ClusterReport::error(cluster, reason)
+                }
+            };
+            if !args.json {
+                out.write(&report::human(&cluster_report, progress.fancy));
+            }
+            let ready = cluster_report.ready;
+            result.environments[index].clusters.push(cluster_report);
+            if code == 130 {
+                break;
+            }
+            if !ready {
+                code = 1;
+            }
+        }
+        if code != 0 {
+            break;
+        }
+    }
+    result.finish(code);
+    if args.json {
+        context.out.write(&result.json());
+    }
+    match failure {
+        Some(report) => Err(report),
+        None => Ok(ExitCode::from(code)),
+    }
+}
+
+/// The model of the selection, environments in promotion order; the configuration's
+/// problems when it has errors.
+fn load_selection(
+    global: &GlobalArgs,
+    args: &BootstrapArgs,
+    context: &Context,
+) -> miette::Result<Model> {
+    let selection = Selection {
+        environment: args.selection.environment.clone(),
+        cluster: args.selection.cluster.clone(),
+    };
+    let (config, model, problems) = load_model(
+        global.config_paths(),
+        &selection,
+        context.variables.as_ref(),
+        false,
+    );
+    match model {
+        Some(model) if !problems.has_errors() => {
+            if model.environments.iter().all(|e| e.clusters.is_empty()) {
+                return Err(diagnostic_text(
+                    "the selection has no cluster to bootstrap".into(),
+                    Some("check --env and --cluster against `infraflux validate`".into()),
+                ));
+            }
+            Ok(model)
+        }
+        _ => {
+            context.err.write(&crate::diag::render_problems(
+                &problems,
+                config.sources(),
+                context.color,
+            ));
+            Err(ProblemsReport::new(&problems, "the configuration").into())
+        }
+    }
+}
+
+fn first_line(report: &miette::Report) -> String {
+    report.to_string().lines().next().unwrap_or("").to_string()
+}
+
+/// The Kubernetes resources of one cluster, as (type, attributes).
+fn kubernetes_resources<'a>(
+    cluster: &'a Cluster,
+    desired: &'a [DesiredResource],
+) -> impl Iterator<Item = &'a DesiredResource> {
+    desired.iter().filter(move |d| {
+        d.provider == crate::graph::build::KUBERNETES
+            && d.addr.environment == cluster.environment
+            && d.addr.cluster == cluster.name
+    })
+}
+
+/// Wait for one cluster's ready signal. `Ok(None)`: interrupted; `Err`: no signal could
+/// be taken (no kubeconfig in state, or no connection).
+fn ready_signal(
+    cluster: &Cluster,
+    desired: &[DesiredResource],
+    state: &StateDocument,
+    timeout: Duration,
+    clusters: &dyn ClusterApi,
+    context: &Context,
+) -> Result<Option<ReadyReport>, String> {
+    let addr = ResourceAddr::new(
+        &cluster.environment,
+        &cluster.name,
+        "talos_kubeconfig",
+        "cluster",
+    );
+    let kubeconfig = state
+        .resources
+        .get(&addr)
+        .and_then(|r| r.attributes.get("kubeconfig"))
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| format!("no kubeconfig in state (`{addr}`)"))?;
+    let expectations = Expectations::from_resources(
+        cluster.nodes.len(),
+        kubernetes_resources(cluster, desired).map(|d| (d.kind.as_str(), &d.attributes)),
+    )
+    .map_err(|e| format!("cannot tell what ready means: {e}"))?;
+    let options = WaitOptions {
+        timeout,
+        // Often enough to notice readiness soon, rarely enough not to load the API.
+        interval: (timeout / 20).clamp(Duration::from_millis(100), Duration::from_secs(5)),
+    };
+    let runtime = context.runtime().map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        if context.handle_signals {
+            super::engine::watch_interrupts(context.cancel.clone(), context.err.clone());
+        }
+        let api = clusters.open(kubeconfig).await?;
+        tokio::select! {
+            report = signal::wait(api.as_ref(), &expectations, options) => Ok(Some(report)),
+            () = context.cancel.cancelled() => Ok(None),
+        }
+    })
+}
+
+/// `--render DIR`: manifests and machine configs, per cluster, without a cluster.
+fn render(
+    model: &Model,
+    dir: &Path,
+    json: bool,
+    progress: &Progress,
+    context: &Context,
+) -> miette::Result<ExitCode> {
+    let desired = crate::graph::build_desired(model);
+    let mut result = BootstrapReport::new(model);
+    for (index, environment) in model.environments.iter().enumerate() {
+        let state = context
+            .store
+            .load(&environment.name)
+            .map_err(|e| super::engine::diagnostic(&e, None))?
+            .unwrap_or_else(|| StateDocument::new(&environment.name));
+        for cluster in &environment.clusters {
+            let step = progress.start(format!("{}: render", cluster.id()));
+            let base = dir.join(&cluster.environment).join(&cluster.name);
+            let mut manifests = Vec::new();
+            for resource in kubernetes_resources(cluster, &desired) {
+                let rendered = infraflux_kubernetes::provider::render_resource(
+                    &resource.kind,
+                    &resource.attributes,
+                )
+                .map_err(|e| {
+                    diagnostic_text(
+                        format!("cannot render {}: {e}", resource.addr),
+                        Some("fix the value in the configuration".into()),
+                    )
+                })?;
+                let written = infraflux_kubernetes::render::write_manifests(
+                    &base.join("kubernetes"),
+                    manifests.len(),
+                    &rendered.manifests,
+                )
+                .map_err(|e| {
+                    diagnostic_text(
+                        format!("cannot write into `{}`: {e}", base.display()),
+                        Some("pick another --render directory".into()),
+                    )
+                })?;
+                manifests.extend(written);
+            }
+            // Machine configs need the cluster's secrets, which only apply creates.
+            let secrets = ResourceAddr::new(
+                &cluster.environment,
+                &cluster.name,
+                "talos_secrets",
+                "cluster",
+            );
+            let machine_configs = if state.resources.contains_key(&secrets) {
+                let configs = super::talos::machine_configs(
+                    model,
+                    &cluster.environment,
+                    &cluster.name,
+                    &state,
+                    context,
+                )?;
+                Some(super::talos::write_machine_configs(
+                    &base.join("talos"),
+                    &configs,
+                )?)
+            } else {
+                None
+            };
+            let note = match &machine_configs {
+                Some(files) => format!(
+                    "{} manifests, {} machine configs",
+                    manifests.len(),
+                    files.len()
+                ),
+                None => format!(
+                    "{} manifests; no machine configs: no Talos secrets in state yet (they are created by `infraflux bootstrap --env {}`)",
+                    manifests.len(),
+                    cluster.environment
+                ),
+            };
+            step.done(&note);
+            let rendered = Rendered {
+                manifests,
+                machine_configs: machine_configs.unwrap_or_default(),
+            };
+            if !json {
+                for path in rendered.manifests.iter().chain(&rendered.machine_configs) {
+                    context.out.write(&format!("{}\n", path.display()));
+                }
+            }
+            result.environments[index]
+                .clusters
+                .push(ClusterReport::rendered(cluster, rendered));
+        }
+    }
+    result.finish_rendered();
+    if json {
+        context.out.write(&result.json());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// ▸ ✔ ✗ for a person at a terminal; ASCII for logs and pipes.
+fn fancy_symbols(global: &GlobalArgs, context: &Context) -> bool {
+    context.color
+        || (context.handle_signals
+            && super::output::use_color(
+                global.color,
+                std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            ))
+}
+
+/// Progress lines on standard error: started, done with the time it took, failed.
+struct Progress {
+    err: Sink,
+    fancy: bool,
+}
+
+struct Step<'a> {
+    progress: &'a Progress,
+    name: String,
+    started: Instant,
+}
+
+impl Progress {
+    fn start(&self, name: String) -> Step<'_> {
+        let symbol = if self.fancy { "▸" } else { ">" };
+        self.err.write(&format!("{symbol} {name}\n"));
+        Step {
+            progress: self,
+            name,
+            started: Instant::now(),
+        }
+    }
+}
+
+impl Step<'_> {
+    fn done(self, what: &str) {
+        let symbol = if self.progress.fancy { "✔" } else { "OK" };
+        self.finish(symbol, what);
+    }
+
+    fn failed(self, why: &str) {
+        let symbol = if self.progress.fancy { "✗" } else { "FAIL" };
+        self.finish(symbol, why);
+    }
+
+    fn finish(self, symbol: &str, text: &str) {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let separator = if text.is_empty() { "" } else { ": " };
+        self.progress.err.write(&format!(
+            "{symbol} {}{separator}{text} ({elapsed:.1}s)\n",
+            self.name
+        ));
+    }
+}

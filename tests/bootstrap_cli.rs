@@ -1,0 +1,447 @@
+//! `infraflux bootstrap` over the shipped configuration (`config/`): mock providers
+//! stand in for proxmox, talos and kubernetes, and the ready signal reads a fake
+//! Kubernetes API server that holds what the kubernetes resources render, made ready
+//! by the server's reactor.
+//!
+//! What is proven: environments run in promotion order (dev → staging → prod), the first
+//! failure (of an apply or of a ready signal) stops the run, a second run changes
+//! nothing and checks the signal again, `--json` has the documented shape, `--render`
+//! writes files and touches nothing.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use clap::Parser;
+use serde_json::{Value, json};
+
+use infraflux::apply::CancellationToken;
+use infraflux::cli::{Cli, Command};
+use infraflux::commands::bootstrap::{self, ClusterApi};
+use infraflux::commands::engine::{Context, Sink};
+use infraflux::config::Selection;
+use infraflux::registry::ProviderRegistry;
+use infraflux::testing::MemoryStore;
+use infraflux_kubernetes::api::{ApplyOptions, KubeApi};
+use infraflux_kubernetes::apply::apply_manifests;
+use infraflux_kubernetes::client::{ClientOptions, KubeClient, Kubeconfig};
+use infraflux_kubernetes::testing::{FakeApiServer, ready_reactor};
+use infraflux_kubernetes::wait::WaitOptions;
+use infraflux_provider::Provider;
+use infraflux_provider_mock::{MockProvider, Op};
+
+struct Variables;
+impl infraflux::config::Environment for Variables {
+    fn var(&self, name: &str) -> Option<String> {
+        (name == "PROXMOX_TOKEN").then(|| "root@pam!ci=secret".to_string())
+    }
+}
+
+fn config_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config")
+}
+
+/// Every cluster's API is the one fake server (the clusters' objects have distinct
+/// names: namespaces and handoffs are per environment).
+struct FakeClusters {
+    kubeconfig: Kubeconfig,
+    opened: Mutex<usize>,
+}
+
+#[async_trait]
+impl ClusterApi for FakeClusters {
+    async fn open(&self, _kubeconfig: &str) -> Result<Arc<dyn KubeApi>, String> {
+        *self.opened.lock().unwrap() += 1;
+        let client = KubeClient::new(&self.kubeconfig, ClientOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Arc::new(client))
+    }
+}
+
+struct Run {
+    code: ExitCode,
+    out: String,
+    err: String,
+}
+
+struct Harness {
+    registry: ProviderRegistry,
+    mocks: Vec<Arc<MockProvider>>,
+    store: MemoryStore,
+    clusters: FakeClusters,
+    server: FakeApiServer,
+    // Keeps the fake server's task running while the command blocks the test thread.
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Harness {
+    /// Mock providers with the real providers' schemas, and a fake API server holding
+    /// every kubernetes resource of every environment, ready, with 20 Ready nodes.
+    fn new() -> Self {
+        let real = infraflux::commands::engine::providers();
+        let mocks: Vec<Arc<MockProvider>> = ["proxmox", "talos", "kubernetes"]
+            .into_iter()
+            .map(|name| Arc::new(MockProvider::new(name, real.get(name).unwrap().schemas())))
+            .collect();
+        let mut registry = ProviderRegistry::new();
+        for mock in &mocks {
+            registry.register(mock.clone());
+        }
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let server = runtime.block_on(FakeApiServer::start()).unwrap();
+        server.set_reactor(ready_reactor());
+        for index in 0..20 {
+            server.insert(json!({"apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": format!("node-{index}")},
+                "status": {"conditions": [{"type": "Ready", "status": "True"}]}}));
+        }
+        let kubeconfig = Kubeconfig::new(server.kubeconfig()).unwrap();
+        runtime.block_on(populate(&kubeconfig));
+        Harness {
+            registry,
+            mocks,
+            store: MemoryStore::new(),
+            clusters: FakeClusters {
+                kubeconfig,
+                opened: Mutex::new(0),
+            },
+            server,
+            _runtime: runtime,
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        let config = config_dir();
+        let mut argv = vec![
+            "infraflux",
+            "--config",
+            config.to_str().unwrap(),
+            "--color",
+            "never",
+        ];
+        argv.extend_from_slice(args);
+        let cli = Cli::parse_from(argv);
+        let (out, out_buffer) = Sink::buffer();
+        let (err, err_buffer) = Sink::buffer();
+        let context = Context {
+            providers: self.registry.clone(),
+            store: Arc::new(self.store.clone()),
+            variables: Box::new(Variables),
+            prompt: None,
+            out,
+            err,
+            color: false,
+            cancel: CancellationToken::new(),
+            handle_signals: false,
+        };
+        let Command::Bootstrap(args) = &cli.command else {
+            panic!("not bootstrap: {:?}", cli.command)
+        };
+        let result = bootstrap::run_with(&cli.global, args, &context, &self.clusters);
+        let text = |b: &Arc<Mutex<Vec<u8>>>| String::from_utf8(b.lock().unwrap().clone()).unwrap();
+        match result {
+            Ok(code) => Run {
+                code,
+                out: text(&out_buffer),
+                err: text(&err_buffer),
+            },
+            Err(report) => Run {
+                code: ExitCode::from(1),
+                out: text(&out_buffer),
+                err: format!("{}{report:?}", text(&err_buffer)),
+            },
+        }
+    }
+
+    /// Addresses created, in the order the creates started.
+    fn created(&self) -> Vec<String> {
+        self.mocks
+            .iter()
+            .flat_map(|m| m.finished(Op::Create))
+            .collect()
+    }
+
+    fn count(&self, op: Op) -> usize {
+        self.mocks.iter().map(|m| m.count(op)).sum()
+    }
+
+    fn mock(&self, name: &str) -> &MockProvider {
+        self.mocks.iter().find(|m| m.name() == name).unwrap()
+    }
+}
+
+/// Apply what every kubernetes resource of the configuration renders, as the real
+/// provider would have.
+async fn populate(kubeconfig: &Kubeconfig) {
+    let (_, model, problems) =
+        infraflux::model::load_model(&config_dir(), &Selection::default(), &Variables, false);
+    assert!(!problems.has_errors());
+    let client = KubeClient::new(kubeconfig, ClientOptions::default())
+        .await
+        .unwrap();
+    let wait = WaitOptions {
+        timeout: std::time::Duration::from_secs(5),
+        interval: std::time::Duration::from_millis(20),
+    };
+    for resource in infraflux::graph::build_desired(&model.unwrap()) {
+        if resource.provider != "kubernetes" {
+            continue;
+        }
+        let rendered =
+            infraflux_kubernetes::provider::render_resource(&resource.kind, &resource.attributes)
+                .unwrap();
+        apply_manifests(&client, &rendered.manifests, ApplyOptions::default(), wait)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", resource.addr));
+    }
+}
+
+fn environment_of(address: &str) -> &str {
+    address.split('/').next().unwrap()
+}
+
+/// Position of the first line containing `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no line with `{needle}` in:\n{text}"))
+}
+
+#[test]
+fn environments_are_applied_and_signalled_in_promotion_order() {
+    let harness = Harness::new();
+    let run = harness.run(&["bootstrap", "--auto-approve", "--timeout", "5s"]);
+    assert_eq!(run.code, ExitCode::SUCCESS, "{}{}", run.out, run.err);
+
+    // Every create of dev before any of staging, every one of staging before prod.
+    assert!(harness.created().len() > 30);
+    let mut environments: Vec<&str> = run
+        .err
+        .lines()
+        .filter(|l| l.contains(": Creation complete"))
+        .map(environment_of)
+        .collect();
+    environments.dedup();
+    assert_eq!(environments, ["dev", "staging", "prod"]);
+
+    // Progress: each environment applied, then its clusters signalled, in order.
+    let err = &run.err;
+    let dev_ready = line_of(err, "OK dev/workload: ready signal (");
+    assert!(line_of(err, "> dev: plan and apply") < line_of(err, "OK dev: plan and apply ("));
+    assert!(line_of(err, "OK dev: plan and apply (") < dev_ready);
+    assert!(dev_ready < line_of(err, "> staging: plan and apply"));
+    assert!(
+        line_of(err, "OK staging/workload: ready signal (")
+            < line_of(err, "> prod: plan and apply")
+    );
+    for cluster in ["workload", "edge", "management"] {
+        line_of(err, &format!("OK prod/{cluster}: ready signal ("));
+    }
+    assert!(
+        !err.contains('▸') && !err.contains('✔'),
+        "ASCII off a terminal"
+    );
+
+    // The signal per cluster on standard output.
+    assert!(run.out.contains("Ready signal for dev/workload: ready"));
+    assert!(
+        run.out
+            .contains("  ok handoff dev-workload: 2/2 objects current")
+    );
+    assert!(run.out.contains("  ok rbac and network policies: "));
+    assert_eq!(*harness.clusters.opened.lock().unwrap(), 5);
+}
+
+#[test]
+fn a_second_run_changes_nothing_and_checks_the_signal_again() {
+    let harness = Harness::new();
+    let first = harness.run(&["bootstrap", "--auto-approve", "--timeout", "5s"]);
+    assert_eq!(first.code, ExitCode::SUCCESS, "{}{}", first.out, first.err);
+    let (creates, updates, deletes) = (
+        harness.count(Op::Create),
+        harness.count(Op::Update),
+        harness.count(Op::Delete),
+    );
+    // No --auto-approve: a run with changes would have to ask, and cannot here.
+    let second = harness.run(&["bootstrap", "--timeout", "5s"]);
+    assert_eq!(
+        second.code,
+        ExitCode::SUCCESS,
+        "{}{}",
+        second.out,
+        second.err
+    );
+    assert_eq!(harness.count(Op::Create), creates);
+    assert_eq!(harness.count(Op::Update), updates);
+    assert_eq!(harness.count(Op::Delete), deletes);
+    assert!(second.out.contains("No changes."), "{}", second.out);
+    assert!(second.out.contains("Ready signal for prod/edge: ready"));
+    assert_eq!(*harness.clusters.opened.lock().unwrap(), 10);
+}
+
+#[test]
+fn a_failed_apply_stops_before_the_next_environment() {
+    let harness = Harness::new();
+    harness.mock("talos").fail(
+        Op::Create,
+        "dev/workload/talos_bootstrap.cluster",
+        "etcd did not start",
+    );
+    let run = harness.run(&["bootstrap", "--auto-approve", "--timeout", "5s"]);
+    assert_eq!(run.code, ExitCode::from(1), "{}{}", run.out, run.err);
+    assert!(
+        run.err
+            .contains("FAIL dev: plan and apply: apply did not complete"),
+        "{}",
+        run.err
+    );
+    assert!(run.out.contains("etcd did not start"), "{}", run.out);
+    assert!(!run.err.contains("staging"), "{}", run.err);
+    assert!(
+        harness.created().iter().all(|a| environment_of(a) == "dev"),
+        "nothing outside dev is created"
+    );
+    assert_eq!(*harness.clusters.opened.lock().unwrap(), 0);
+}
+
+#[test]
+fn a_degraded_handoff_fails_the_signal_and_stops_promotion() {
+    let harness = Harness::new();
+    assert!(harness.server.set_status(
+        "argoproj.io/v1alpha1",
+        "Application",
+        Some("argocd"),
+        "dev-workload",
+        json!({"sync": {"status": "Synced"},
+            "health": {"status": "Degraded", "message": "Deployment web: CrashLoopBackOff"},
+            "operationState": {"phase": "Succeeded"}}),
+    ));
+    let run = harness.run(&["bootstrap", "--auto-approve", "--timeout", "5s"]);
+    assert_eq!(run.code, ExitCode::from(1), "{}{}", run.out, run.err);
+    assert!(
+        run.err
+            .contains("FAIL dev/workload: ready signal: failed: handoff dev-workload"),
+        "{}",
+        run.err
+    );
+    assert!(run.out.contains("Ready signal for dev/workload: FAILED"));
+    assert!(
+        run.out
+            .contains("  FAIL handoff dev-workload: 1/2 objects current")
+    );
+    assert!(run.out.contains(
+        "      Application argocd/dev-workload: failed: Degraded: Deployment web: CrashLoopBackOff"
+    ));
+    assert!(!run.err.contains("staging"), "{}", run.err);
+}
+
+#[test]
+fn a_signal_not_ready_in_time_names_what_is_missing() {
+    let harness = Harness::new();
+    assert!(harness.server.set_status(
+        "apps/v1",
+        "Deployment",
+        Some("argocd"),
+        "argocd-server",
+        json!({"observedGeneration": 1, "replicas": 1, "availableReplicas": 0,
+            "conditions": [{"type": "Available", "status": "False",
+                "reason": "MinimumReplicasUnavailable"}]}),
+    ));
+    let run = harness.run(&[
+        "bootstrap",
+        "--env",
+        "dev",
+        "--auto-approve",
+        "--timeout",
+        "1s",
+    ]);
+    assert_eq!(run.code, ExitCode::from(1), "{}{}", run.out, run.err);
+    assert!(
+        run.out
+            .contains("Ready signal for dev/workload: NOT READY after 1s"),
+        "{}",
+        run.out
+    );
+    assert!(
+        run.out
+            .contains("      Deployment argocd/argocd-server: in progress")
+    );
+    assert!(
+        run.out
+            .contains("        Available=False MinimumReplicasUnavailable")
+    );
+    assert!(!run.out.contains("deadline"));
+}
+
+#[test]
+fn json_reports_every_environment_and_check() {
+    let harness = Harness::new();
+    let run = harness.run(&["bootstrap", "--auto-approve", "--timeout", "5s", "--json"]);
+    assert_eq!(run.code, ExitCode::SUCCESS, "{}", run.err);
+    let report: Value = serde_json::from_str(&run.out).expect("stdout is one JSON document");
+    assert_eq!(report["ready"], true);
+    assert_eq!(report["outcome"], "ready");
+    let environments: Vec<&str> = report["environments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["environment"].as_str().unwrap())
+        .collect();
+    assert_eq!(environments, ["dev", "staging", "prod"]);
+    let dev = &report["environments"][0];
+    assert_eq!(dev["apply"], "succeeded");
+    let cluster = &dev["clusters"][0];
+    assert_eq!(cluster["cluster"], "workload");
+    assert_eq!(cluster["environment"], "dev");
+    assert_eq!(cluster["ready"], true);
+    assert_eq!(cluster["signal"]["outcome"], "ready");
+    let check = &cluster["signal"]["checks"][1];
+    assert_eq!(check["name"], "nodes");
+    assert_eq!(check["state"], "ready");
+    assert!(check["summary"].is_string());
+    assert!(check["not_ready"].as_array().unwrap().is_empty());
+    // The plans went to standard error.
+    assert!(run.err.contains("Plan:"), "{}", run.err);
+}
+
+#[test]
+fn render_writes_manifests_and_applies_nothing() {
+    let harness = Harness::new();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("rendered");
+    let run = harness.run(&[
+        "bootstrap",
+        "--env",
+        "dev",
+        "--render",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, ExitCode::SUCCESS, "{}{}", run.out, run.err);
+    assert_eq!(harness.count(Op::Create), 0);
+    assert_eq!(*harness.clusters.opened.lock().unwrap(), 0);
+    let manifests = out.join("dev/workload/kubernetes");
+    let files: Vec<PathBuf> = std::fs::read_dir(&manifests)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(files.len() > 20, "one file per object: {files:?}");
+    assert!(
+        files.iter().any(|f| f
+            .to_string_lossy()
+            .ends_with("-argoproj.io-application-argocd-dev-workload.yaml")),
+        "{files:?}"
+    );
+    for file in &files {
+        assert!(run.out.contains(&file.display().to_string()));
+    }
+    // No secrets in state yet: no machine configs, and the reason.
+    assert!(!out.join("dev/workload/talos").exists());
+    assert!(
+        run.err
+            .contains("no machine configs: no Talos secrets in state yet"),
+        "{}",
+        run.err
+    );
+}

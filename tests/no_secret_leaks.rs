@@ -1,0 +1,503 @@
+//! The grep test: the example configuration with distinctive secrets in every form a
+//! secret can take (a `${env:}` Proxmox token, `${age:}` values in attributes the
+//! providers do not call sensitive, an encrypted `*.age.yaml` layer, the Talos PKI and
+//! kubeconfig the providers generate) goes through validate, config show, plan (human,
+//! JSON, saved), apply against the mock providers, plan again, state list and state show,
+//! with trace logging and state encryption on. None of the secrets may appear in stdout,
+//! stderr, the logs, the saved plan or the state files; and they must appear where they
+//! have to (decrypted, in what the providers received and in the decrypted state), so
+//! the test fails if the secrets never went anywhere.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use assert_cmd::cargo::cargo_bin_cmd;
+use clap::Parser;
+use infraflux::apply::CancellationToken;
+use infraflux::cli::{Cli, Command};
+use infraflux::commands::engine::{Context, Sink};
+use infraflux::commands::{apply, plan};
+use infraflux::registry::ProviderRegistry;
+use infraflux::state::{Encryption, IdentitySource, LocalStore, StateStore};
+use infraflux_provider_mock::MockProvider;
+
+/// The Proxmox token's secret part, from `${env:PROXMOX_TOKEN}`.
+const ENV_TOKEN: &str = "Env-Token-Secret-3e8d";
+/// From `${age:secrets/dev.yaml#grafana.admin_password}`, into Helm values.
+const AGE_VALUE: &str = "Grafana-Age-Secret-7f3a9c";
+/// From `${age:secrets/dev.yaml#git.token}`, inside the GitOps repository URL.
+const AGE_IN_URL: &str = "ghp-Age-Secret-5b1e2d";
+/// From the encrypted layer `environments/dev.age.yaml`.
+const AGE_LAYER: &str = "Layer-Age-Secret-91c4e0";
+
+const SECRETS: [&str; 4] = [ENV_TOKEN, AGE_VALUE, AGE_IN_URL, AGE_LAYER];
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/secrets")
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// The shipped example, the fixture's encrypted files, and `dev.yaml` referring to them.
+fn project(dir: &Path) -> PathBuf {
+    let config = dir.join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("config"),
+        &config,
+    );
+    copy_tree(&fixtures().join("config"), &config);
+    let dev = config.join("environments/dev.yaml");
+    let text = std::fs::read_to_string(&dev).unwrap().replace(
+        "  revision: dev\n",
+        "  revision: dev\n  repository: https://ci:${age:secrets/dev.yaml#git.token}@git.example.internal/platform/apps.git\n",
+    ) + "platform:\n  monitoring:\n    values:\n      grafana:\n        adminPassword: ${age:secrets/dev.yaml#grafana.admin_password}\n";
+    assert!(text.contains("git.token"), "dev.yaml changed shape: {text}");
+    std::fs::write(dev, text).unwrap();
+    config
+}
+
+/// Every variable a run reads: the token, the configuration key, the state key.
+struct Variables {
+    state_key: PathBuf,
+}
+
+impl Variables {
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("PROXMOX_TOKEN", format!("root@pam!ci={ENV_TOKEN}")),
+            (
+                "INFRAFLUX_AGE_IDENTITY_FILE",
+                fixtures()
+                    .join("TEST-ONLY-age-identity.txt")
+                    .display()
+                    .to_string(),
+            ),
+            (
+                "INFRAFLUX_STATE_IDENTITY_FILE",
+                self.state_key.display().to_string(),
+            ),
+        ]
+    }
+}
+
+impl infraflux::config::Environment for Variables {
+    fn var(&self, name: &str) -> Option<String> {
+        self.pairs()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v)
+    }
+}
+
+/// What the library logs (tracing, every level), for the in-process runs.
+fn capture_logs() -> Arc<Mutex<Vec<u8>>> {
+    #[derive(Clone)]
+    struct Writer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Writer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Arc::new(Mutex::new(Vec::new()));
+    let writer = Writer(buffer.clone());
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).expect("one subscriber per test binary");
+    buffer
+}
+
+struct Run {
+    code: ExitCode,
+    out: String,
+    err: String,
+}
+
+/// Everything the test saw, to grep at the end.
+#[derive(Default)]
+struct Seen {
+    texts: Vec<(String, String)>,
+}
+
+impl Seen {
+    fn add(&mut self, what: impl Into<String>, text: impl Into<String>) {
+        self.texts.push((what.into(), text.into()));
+    }
+
+    /// None of [`SECRETS`] nor `generated` in anything seen.
+    fn assert_clean(&self, generated: &[String]) {
+        let secrets = SECRETS
+            .iter()
+            .map(|s| s.to_string())
+            .chain(generated.iter().cloned());
+        let secrets: Vec<String> = secrets.collect();
+        for (what, text) in &self.texts {
+            for secret in &secrets {
+                assert!(
+                    !text.contains(secret),
+                    "secret `{secret}` leaked into {what}:\n{text}"
+                );
+            }
+        }
+    }
+}
+
+/// The engine commands in process, with mock providers that have the real providers'
+/// schemas, and the real local state store with encryption.
+fn run_engine(
+    config: &Path,
+    registry: &ProviderRegistry,
+    store: &Arc<LocalStore>,
+    variables: &Variables,
+    args: &[&str],
+) -> Run {
+    let mut argv = vec![
+        "infraflux",
+        "--config",
+        config.to_str().unwrap(),
+        "--color",
+        "never",
+        "-vv",
+    ];
+    argv.extend_from_slice(args);
+    let cli = Cli::parse_from(argv);
+    let (out, out_buffer) = Sink::buffer();
+    let (err, err_buffer) = Sink::buffer();
+    let context = Context {
+        providers: registry.clone(),
+        store: store.clone(),
+        variables: Box::new(Variables {
+            state_key: variables.state_key.clone(),
+        }),
+        prompt: None,
+        out,
+        err,
+        color: false,
+        cancel: CancellationToken::new(),
+        handle_signals: false,
+    };
+    let result = match &cli.command {
+        Command::Plan(args) => plan::run(&cli.global, args, &context),
+        Command::Apply(args) => apply::run(&cli.global, args, &context),
+        other => panic!("not an engine command: {other:?}"),
+    };
+    let text = |b: &Arc<Mutex<Vec<u8>>>| String::from_utf8(b.lock().unwrap().clone()).unwrap();
+    let (code, report) = match result {
+        Ok(code) => (code, String::new()),
+        Err(report) => (ExitCode::from(1), format!("{report:?}")),
+    };
+    Run {
+        code,
+        out: text(&out_buffer),
+        err: text(&err_buffer) + &report,
+    }
+}
+
+fn run_binary(dir: &Path, variables: &Variables, args: &[&str]) -> Run {
+    let mut command = cargo_bin_cmd!("infraflux");
+    command
+        .current_dir(dir)
+        .env_remove("INFRAFLUX_LOG")
+        .args(["--color", "never", "-vv"])
+        .args(args);
+    for (name, value) in variables.pairs() {
+        command.env(name, value);
+    }
+    let output = command.output().unwrap();
+    Run {
+        code: ExitCode::from(output.status.code().unwrap_or(1) as u8),
+        out: String::from_utf8(output.stdout).unwrap(),
+        err: String::from_utf8(output.stderr).unwrap(),
+    }
+}
+
+#[test]
+fn no_secret_reaches_output_logs_plan_files_or_state() {
+    let logs = capture_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let config = project(work);
+
+    // State encryption with a key of the test's own.
+    let state_identity = age::x25519::Identity::generate();
+    let state_key = work.join("state-key.txt");
+    {
+        use age::secrecy::ExposeSecret;
+        std::fs::write(&state_key, state_identity.to_string().expose_secret()).unwrap();
+    }
+    let variables = Variables {
+        state_key: state_key.clone(),
+    };
+    let encryption = Encryption {
+        identities: vec![IdentitySource::File(state_key.clone())],
+        ..Encryption::default()
+    };
+    let store = Arc::new(LocalStore::in_project(work).with_encryption(Some(encryption.clone())));
+
+    let real = infraflux::commands::engine::providers();
+    let mut registry = ProviderRegistry::new();
+    let mocks: Vec<Arc<MockProvider>> = ["proxmox", "talos", "kubernetes"]
+        .into_iter()
+        .map(|name| Arc::new(MockProvider::new(name, real.get(name).unwrap().schemas())))
+        .collect();
+    for mock in &mocks {
+        registry.register(mock.clone());
+    }
+
+    let mut seen = Seen::default();
+    let expect_ok = |what: &str, run: Run, seen: &mut Seen| -> Run {
+        assert_eq!(
+            run.code,
+            ExitCode::SUCCESS,
+            "{what}:\n{}\n{}",
+            run.out,
+            run.err
+        );
+        seen.add(format!("stdout of {what}"), run.out.clone());
+        seen.add(format!("stderr of {what}"), run.err.clone());
+        run
+    };
+
+    // Loading: validate and config show, through the binary (its own -vv logging).
+    expect_ok(
+        "validate",
+        run_binary(work, &variables, &["validate", "--env", "dev"]),
+        &mut seen,
+    );
+    for provenance in [false, true] {
+        let mut args = vec!["config", "show", "--env", "dev", "--cluster", "workload"];
+        if provenance {
+            args.push("--provenance");
+        }
+        let run = expect_ok(
+            "config show",
+            run_binary(work, &variables, &args),
+            &mut seen,
+        );
+        assert!(
+            run.out.contains("adminPassword: (sensitive)"),
+            "{}",
+            run.out
+        );
+        assert!(run.out.contains("sharedSecret: (sensitive)"), "{}", run.out);
+        assert!(run.out.contains("token: (sensitive)"), "{}", run.out);
+    }
+
+    // Planning: human, JSON, and a saved plan.
+    let run = expect_ok(
+        "plan",
+        run_engine(
+            &config,
+            &registry,
+            &store,
+            &variables,
+            &["plan", "--env", "dev"],
+        ),
+        &mut seen,
+    );
+    assert!(run.out.contains("(sensitive)"), "{}", run.out);
+    assert!(
+        run.out.contains("+ repository") && run.out.contains("+ values"),
+        "the attributes holding secrets are in the plan: {}",
+        run.out
+    );
+    let run = expect_ok(
+        "plan --json",
+        run_engine(
+            &config,
+            &registry,
+            &store,
+            &variables,
+            &["plan", "--env", "dev", "--json"],
+        ),
+        &mut seen,
+    );
+    let json: serde_json::Value = serde_json::from_str(&run.out).unwrap();
+    let handoff = json["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| {
+            c["address"]
+                .as_str()
+                .unwrap()
+                .contains("kubernetes_handoff")
+        })
+        .expect("a handoff change");
+    assert!(
+        handoff["sensitive"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == "repository"),
+        "{handoff}"
+    );
+    let plan_file = work.join("dev.plan");
+    expect_ok(
+        "plan --out",
+        run_engine(
+            &config,
+            &registry,
+            &store,
+            &variables,
+            &["plan", "--env", "dev", "--out", plan_file.to_str().unwrap()],
+        ),
+        &mut seen,
+    );
+    let plan_bytes = std::fs::read(&plan_file).unwrap();
+    seen.add("the saved plan", String::from_utf8_lossy(&plan_bytes));
+    assert!(
+        infraflux::state::encryption::is_encrypted(&plan_bytes),
+        "the saved plan is encrypted like the state"
+    );
+    let plan_plain = String::from_utf8(encryption.decrypt(&plan_bytes, "plan").unwrap()).unwrap();
+    assert!(
+        plan_plain.contains(AGE_VALUE),
+        "decrypted, the saved plan holds what apply needs"
+    );
+
+    // Applying the saved plan against the mocks, then planning again (refresh reads).
+    let run = expect_ok(
+        "apply",
+        run_engine(
+            &config,
+            &registry,
+            &store,
+            &variables,
+            &["apply", plan_file.to_str().unwrap()],
+        ),
+        &mut seen,
+    );
+    assert!(run.out.contains("Apply complete!"), "{}", run.out);
+    let run = expect_ok(
+        "plan after apply",
+        run_engine(
+            &config,
+            &registry,
+            &store,
+            &variables,
+            &["plan", "--env", "dev"],
+        ),
+        &mut seen,
+    );
+    assert!(run.out.contains("No changes."), "{}", run.out);
+
+    // Every secret reached a provider, decrypted.
+    let received: String = mocks
+        .iter()
+        .flat_map(|m| m.objects())
+        .map(|o| serde_json::Value::Object(o.attributes).to_string())
+        .collect();
+    for secret in [ENV_TOKEN, AGE_VALUE, AGE_IN_URL, AGE_LAYER] {
+        assert!(
+            received.contains(secret),
+            "`{secret}` never reached a provider"
+        );
+    }
+
+    // State: encrypted on disk, the secrets in it when decrypted, masked in every view.
+    let state_dir = work.join(".infraflux/state");
+    let mut state_files = 0;
+    for entry in std::fs::read_dir(&state_dir).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        seen.add(
+            format!("state file {}", path.display()),
+            String::from_utf8_lossy(&bytes),
+        );
+        if path.extension().is_some_and(|e| e == "json") {
+            state_files += 1;
+            assert!(infraflux::state::encryption::is_encrypted(&bytes));
+        }
+    }
+    assert_eq!(state_files, 1);
+    let document = store.load("dev").unwrap().unwrap();
+    let plain_state = serde_json::to_string(&document).unwrap();
+    assert!(plain_state.contains(AGE_VALUE) && plain_state.contains(ENV_TOKEN));
+    // What the providers generated and call sensitive (the Talos PKI, the kubeconfig):
+    // the same rules hold for them.
+    let mut generated = Vec::new();
+    for resource in document.resources.values() {
+        for name in &resource.sensitive {
+            if let Some(value) = resource.attributes.get(name) {
+                strings(value, &mut generated);
+            }
+        }
+    }
+    generated.retain(|s| s.len() >= 6 && s != "(sensitive)");
+    assert!(
+        document.resources.keys().any(|a| a.kind == "talos_secrets") && !generated.is_empty(),
+        "the Talos secrets are in state"
+    );
+
+    let run = expect_ok(
+        "state list",
+        run_binary(
+            work,
+            &variables,
+            &[
+                "--state-dir",
+                work.to_str().unwrap(),
+                "state",
+                "list",
+                "--env",
+                "dev",
+            ],
+        ),
+        &mut seen,
+    );
+    let addresses: Vec<String> = run.out.lines().map(str::to_string).collect();
+    assert!(addresses.len() > 10, "{}", run.out);
+    let mut masked = 0;
+    for address in &addresses {
+        for json in [false, true] {
+            let mut args = vec![
+                "--state-dir",
+                work.to_str().unwrap(),
+                "state",
+                "show",
+                address,
+            ];
+            if json {
+                args.push("--json");
+            }
+            let run = expect_ok("state show", run_binary(work, &variables, &args), &mut seen);
+            masked += run.out.matches("(sensitive)").count();
+        }
+    }
+    assert!(masked > 0);
+
+    // The library's own trace logs of the in-process runs.
+    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    assert!(!logs.is_empty(), "trace logging captured nothing");
+    seen.add("the trace logs", logs);
+    seen.assert_clean(&generated);
+}
+
+fn strings(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::String(text) => out.push(text.clone()),
+        serde_json::Value::Array(items) => items.iter().for_each(|i| strings(i, out)),
+        serde_json::Value::Object(map) => map.values().for_each(|v| strings(v, out)),
+        _ => {}
+    }
+}
