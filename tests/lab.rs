@@ -1,5 +1,5 @@
 //! The local lab end to end, as a user runs it: the README's `infraflux lab run --env
-//! dev` in a directory with the bundled configuration and no PROXMOX_TOKEN, and `lab
+//! dev` (plan, bootstrap, second plan) in a directory with the bundled configuration and no PROXMOX_TOKEN, and `lab
 //! up` → `plan --overlay` → `lab down` as a CI job would. Loopback only, each run
 //! bounded in time.
 
@@ -80,7 +80,7 @@ fn running(pid: u64) -> bool {
 }
 
 #[test]
-fn lab_run_takes_dev_through_plan_and_apply_to_an_empty_second_plan() {
+fn lab_run_takes_dev_through_plan_bootstrap_and_ready_to_an_empty_second_plan() {
     let project = project();
     let output = infraflux(project.path())
         .args(["lab", "run", "--env", "dev"])
@@ -120,6 +120,12 @@ fn lab_run_takes_dev_through_plan_and_apply_to_an_empty_second_plan() {
             "no {kind} created:\n{stderr}"
         );
     }
+    // The ready signal, through the kubeconfig Talos handed out, to the cluster's API.
+    assert!(
+        stdout.contains("Ready signal for dev/workload: ready"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("nodes: 2/2 Ready"), "{stdout}");
     // The second plan, the last thing printed, is empty.
     assert!(
         stdout
