@@ -5,6 +5,10 @@
 //! kubeconfig Talos hands out works unchanged. The API has a Node (Ready) per
 //! configured machine of its cluster, and plays the controllers (`ready_reactor`): what
 //! the platform and the handoff apply becomes Current, Synced and Healthy.
+//!
+//! Limits: a reboot keeps the node as it is, but a VM stopped and started again comes
+//! back in maintenance mode (its fake node is new), as if its disk had been wiped; and
+//! nothing restarts a node that was never stopped by PVE.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
