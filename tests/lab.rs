@@ -43,6 +43,7 @@ fn infraflux(project: &Path) -> Command {
         .env_remove("INFRAFLUX_CONFIG")
         .env_remove("INFRAFLUX_OVERLAY")
         .env_remove("INFRAFLUX_STATE_DIR")
+        .env_remove("INFRAFLUX_STATE_BACKEND")
         .env("NO_COLOR", "1")
         .timeout(RUN_LIMIT);
     command

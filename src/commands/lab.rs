@@ -174,6 +174,8 @@ fn run_lab(global: &GlobalArgs, args: &LabRunArgs, output: &Output) -> miette::R
     let mut lab_global = global.clone();
     lab_global.overlay = vec![paths.overlay()];
     lab_global.state_dir = Some(paths.state_dir());
+    // Whatever backend the environment names, the lab's state stays in its directory.
+    lab_global.state_backend = Some(crate::cli::StateBackend::Local);
     // Each environment before it in promotion order first, as a real promotion goes.
     let outcome = environments
         .iter()
@@ -352,7 +354,7 @@ fn up(global: &GlobalArgs, args: &LabUpArgs) -> miette::Result<ExitCode> {
         )
     );
     println!(
-        "Lab running in the background (pid {}). Use it with the overlay and the lab's own state:\n\n    infraflux --overlay {overlay} --state-dir {state} plan --env {environment}\n    infraflux --overlay {overlay} --state-dir {state} apply --env {environment} --auto-approve\n\nor export INFRAFLUX_OVERLAY={overlay} INFRAFLUX_STATE_DIR={state}. Stop it with `infraflux lab down`.",
+        "Lab running in the background (pid {}). Use it with the overlay and the lab's own state:\n\n    infraflux --overlay {overlay} --state-dir {state} plan --env {environment}\n    infraflux --overlay {overlay} --state-dir {state} apply --env {environment} --auto-approve\n\nor export INFRAFLUX_OVERLAY={overlay} INFRAFLUX_STATE_DIR={state} INFRAFLUX_STATE_BACKEND=local\n(the lab's state must stay apart from the real one: add --state-backend local where\nINFRAFLUX_STATE_BACKEND=postgres is set). Stop it with `infraflux lab down`.",
         record.pid
     );
     Ok(ExitCode::SUCCESS)
