@@ -51,6 +51,7 @@ fn synthetic(clusters: usize) -> Vec<DesiredResource> {
                 prevent_destroy: false,
                 origin: "bench".into(),
                 secrets: Default::default(),
+                placement: None,
             }
         };
         let at = |name: &str| format!("bench/{cluster}/mock_thing.{name}");

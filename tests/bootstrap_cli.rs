@@ -72,6 +72,8 @@ struct Harness {
     store: MemoryStore,
     clusters: FakeClusters,
     server: FakeApiServer,
+    /// The run's Ctrl-C: cancel it to interrupt.
+    cancel: CancellationToken,
     // Keeps the fake server's task running while the command blocks the test thread.
     _runtime: tokio::runtime::Runtime,
 }
@@ -108,6 +110,7 @@ impl Harness {
                 opened: Mutex::new(0),
             },
             server,
+            cancel: CancellationToken::new(),
             _runtime: runtime,
         }
     }
@@ -133,13 +136,16 @@ impl Harness {
             out,
             err,
             color: false,
-            cancel: CancellationToken::new(),
+            cancel: self.cancel.clone(),
             handle_signals: false,
         };
-        let Command::Bootstrap(args) = &cli.command else {
-            panic!("not bootstrap: {:?}", cli.command)
+        let result = match &cli.command {
+            Command::Bootstrap(args) => {
+                bootstrap::run_with(&cli.global, args, &context, &self.clusters)
+            }
+            Command::Apply(args) => infraflux::commands::apply::run(&cli.global, args, &context),
+            other => panic!("not bootstrap or apply: {other:?}"),
         };
-        let result = bootstrap::run_with(&cli.global, args, &context, &self.clusters);
         let text = |b: &Arc<Mutex<Vec<u8>>>| String::from_utf8(b.lock().unwrap().clone()).unwrap();
         match result {
             Ok(code) => Run {
@@ -435,6 +441,13 @@ fn render_writes_manifests_and_applies_nothing() {
     );
     for file in &files {
         assert!(run.out.contains(&file.display().to_string()));
+        // Helm values may carry secrets from the configuration.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+        }
     }
     // No secrets in state yet: no machine configs, and the reason.
     assert!(!out.join("dev/workload/talos").exists());
@@ -444,4 +457,58 @@ fn render_writes_manifests_and_applies_nothing() {
         "{}",
         run.err
     );
+}
+
+#[test]
+fn apply_ends_with_the_signal_and_keeps_its_exit_code() {
+    let harness = Harness::new();
+    let run = harness.run(&["apply", "--env", "dev", "--auto-approve"]);
+    assert_eq!(run.code, ExitCode::SUCCESS, "{}{}", run.out, run.err);
+    // Apply takes the signal with the kubeconfig from state; the mock's is not a real
+    // kubeconfig, and the report says so without quoting it.
+    let tail = &run.out[run.out.find("Apply complete!").expect("a summary")..];
+    assert!(
+        tail.contains(
+            "Ready signal for dev/workload: not taken: the kubeconfig in state is not a kubeconfig document"
+        ),
+        "{tail}"
+    );
+    assert!(!tail.contains("kubeconfig-"), "{tail}");
+}
+
+#[test]
+fn an_interrupt_exits_130_and_promotes_nothing_further() {
+    let harness = Harness::new();
+    // Ctrl-C before the first apply starts anything.
+    harness.cancel.cancel();
+    let run = harness.run(&["bootstrap", "--auto-approve", "--json"]);
+    assert_eq!(run.code, ExitCode::from(130), "{}{}", run.out, run.err);
+    let report: Value = serde_json::from_str(&run.out).unwrap();
+    assert_eq!(report["outcome"], "interrupted");
+    assert_eq!(report["ready"], false);
+    assert_eq!(report["environments"][0]["apply"], "interrupted");
+    assert_eq!(report["environments"][1]["apply"], "not_run");
+    assert_eq!(report["environments"][2]["apply"], "not_run");
+    assert_eq!(harness.count(Op::Create), 0);
+    assert!(
+        run.err.contains("FAIL dev: plan and apply: interrupted"),
+        "{}",
+        run.err
+    );
+}
+
+#[test]
+fn one_cluster_runs_only_where_it_exists_and_keeps_the_promotion_guard() {
+    let harness = Harness::new();
+    // edge runs in prod only; prod is guarded until staging ran the same configuration.
+    let run = harness.run(&["bootstrap", "--cluster", "edge", "--auto-approve", "--json"]);
+    assert_eq!(run.code, ExitCode::from(1), "{}{}", run.out, run.err);
+    let report: Value = serde_json::from_str(&run.out).unwrap();
+    assert_eq!(report["environments"].as_array().unwrap().len(), 1);
+    assert_eq!(report["environments"][0]["environment"], "prod");
+    assert_eq!(report["environments"][0]["apply"], "failed");
+    let error = report["environments"][0]["error"].as_str().unwrap();
+    assert!(error.starts_with("refusing to apply `prod`"), "{error}");
+    assert!(run.err.contains("to `staging` first"), "{}", run.err);
+    assert_eq!(harness.count(Op::Create), 0);
 }

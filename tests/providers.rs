@@ -37,10 +37,17 @@ fn desired(environment: &str) -> Vec<DesiredResource> {
     assert!(!problems.has_errors(), "{problems:?}");
     let (model, problems) = resolve_model(&config);
     assert!(!problems.has_errors(), "{problems:?}");
-    build_desired(&model.unwrap())
+    let desired = build_desired(&model.unwrap())
         .into_iter()
         .filter(|d| d.addr.environment == environment)
-        .collect()
+        .collect();
+    // As a plan without refresh places them: images only where a VM goes.
+    infraflux::graph::placement::solve(
+        desired,
+        &infraflux::state::StateDocument::new(environment),
+        &Default::default(),
+    )
+    .expect("the example places offline")
 }
 
 const DEV_TYPES: [&str; 9] = [

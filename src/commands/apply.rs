@@ -18,8 +18,9 @@ use crate::promotion;
 use crate::state::{PromotionRecord, StateDocument};
 
 pub fn run(global: &GlobalArgs, args: &ApplyArgs, context: &Context) -> miette::Result<ExitCode> {
-    match &args.plan_file {
-        Some(path) => apply_saved(global, args, path, context),
+    let cluster = args.selection.cluster.as_deref();
+    let (environment, code) = match &args.plan_file {
+        Some(path) => apply_saved(global, args, path, context)?,
         None => {
             let (environment, desired) = load_desired(global, &args.selection, context)?;
             let run = RunOptions {
@@ -28,18 +29,23 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs, context: &Context) -> miette::
                 lock_timeout: args.lock.lock_timeout,
                 promotion: None,
             };
-            apply_environment(
+            let code = apply_environment(
                 global,
                 &environment,
                 desired,
-                args.selection.cluster.as_deref(),
+                cluster,
                 args.skip_promotion_check,
                 run,
                 &context.out,
                 context,
-            )
+            )?;
+            (environment, code)
         }
+    };
+    if code == ExitCode::SUCCESS {
+        super::bootstrap::apply_tail(global, &environment, cluster, context);
     }
+    Ok(code)
 }
 
 /// `apply` of one environment, as `apply` and `bootstrap` run it: the promotion gate,
@@ -69,12 +75,13 @@ pub(super) fn apply_environment(
     plan_and_apply_to(environment, desired, &options, run, out, context)
 }
 
+/// Apply a saved plan; returns its environment with the exit code.
 fn apply_saved(
     global: &GlobalArgs,
     args: &ApplyArgs,
     path: &std::path::Path,
     context: &Context,
-) -> miette::Result<ExitCode> {
+) -> miette::Result<(String, ExitCode)> {
     let plan = saved::load_encrypted(path, context.store.encryption()).map_err(|e| {
         let help = e.help().map(str::to_string);
         diagnostic(&e, help)
@@ -111,14 +118,15 @@ fn apply_saved(
         let help = e.help().map(str::to_string);
         diagnostic(&e, help)
     })?;
-    execute(
+    let code = execute(
         &plan,
         state,
         args.parallelism,
         Some(promotion),
         &context.out,
         context,
-    )
+    )?;
+    Ok((plan.environment, code))
 }
 
 /// How `plan_and_apply` runs: the flags `apply` and `destroy` share.

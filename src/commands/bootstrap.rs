@@ -37,7 +37,7 @@ use crate::model::address::ResourceAddr;
 use crate::model::{Cluster, Model, load_model};
 use crate::state::StateDocument;
 
-use report::{ApplyOutcome, BootstrapReport, ClusterReport, Rendered};
+use report::{ApplyOutcome, BootstrapReport, ClusterReport, EnvironmentReport, Rendered};
 
 /// Opens a cluster's API from the kubeconfig recorded in state (`talos_kubeconfig`), for
 /// the ready signal. Tests put a fake API server behind it.
@@ -99,70 +99,30 @@ pub fn run_with(
     let mut result = BootstrapReport::new(&model);
     let mut failure: Option<miette::Report> = None;
     let mut code = 0u8;
-    for (index, environment) in model.environments.iter().enumerate() {
-        let name = &environment.name;
-        let step = progress.start(format!("{name}: plan and apply"));
-        let applied = load_desired_for(
-            global,
-            Some(name),
-            args.selection.cluster.as_deref(),
-            context,
-        )
-        .and_then(|(_, desired)| {
-            let run = RunOptions {
-                auto_approve: args.auto_approve,
-                parallelism: args.parallelism,
-                lock_timeout: args.lock.lock_timeout,
-                promotion: None,
-            };
-            apply_environment(
-                global,
-                name,
-                desired,
-                args.selection.cluster.as_deref(),
-                false,
-                run,
-                &out,
-                context,
-            )
-        });
+    for (index, environment) in selected(&model).enumerate() {
         let entry = &mut result.environments[index];
-        match applied {
-            Ok(exit) if exit == ExitCode::SUCCESS => {
-                step.done("");
-                entry.apply = ApplyOutcome::Succeeded;
-            }
-            Ok(exit) if exit == ExitCode::from(130) => {
-                step.failed("interrupted");
-                entry.apply = ApplyOutcome::Interrupted;
-                code = 130;
-                break;
-            }
-            Ok(_) => {
-                step.failed("apply did not complete (see above)");
-                entry.apply = ApplyOutcome::Failed;
-                code = 1;
-                break;
-            }
-            Err(report) => {
-                step.failed(&first_line(&report));
-                entry.apply = ApplyOutcome::Failed;
-                entry.error = Some(first_line(&report));
-                failure = Some(report);
-                code = 1;
-                break;
-            }
+        (code, failure) = apply_one(
+            global,
+            args,
+            &environment.name,
+            &out,
+            &progress,
+            entry,
+            context,
+        );
+        if code != 0 {
+            break;
         }
         let state = context
             .store
-            .load(name)
+            .load(&environment.name)
             .map_err(|e| super::engine::diagnostic(&e, None))?
-            .unwrap_or_else(|| StateDocument::new(name));
+            .unwrap_or_else(|| StateDocument::new(&environment.name));
         let desired = crate::graph::build_desired(&model);
         for cluster in &environment.clusters {
             let step = progress.start(format!("{}: ready signal", cluster.id()));
             let signal = ready_signal(cluster, &desired, &state, args.timeout, clusters, context);
-            let cluster_report = match signal {
+            let report = match signal {
                 Ok(Some(ready)) => {
                     if ready.is_ready() {
                         step.done("");
@@ -182,15 +142,14 @@ pub fn run_with(
                 }
             };
             if !args.json {
-                out.write(&report::human(&cluster_report, progress.fancy));
+                out.write(&report::human(&report, progress.fancy));
             }
-            let ready = cluster_report.ready;
-            result.environments[index].clusters.push(cluster_report);
+            if code == 0 && !report.ready {
+                code = 1;
+            }
+            result.environments[index].clusters.push(report);
             if code == 130 {
                 break;
-            }
-            if !ready {
-                code = 1;
             }
         }
         if code != 0 {
@@ -204,6 +163,121 @@ pub fn run_with(
     match failure {
         Some(report) => Err(report),
         None => Ok(ExitCode::from(code)),
+    }
+}
+
+/// Plan and apply one environment as `apply` does, plans and summary to `out`. Returns
+/// the run's exit code so far (0: go on to the signal) and the diagnostic of an apply
+/// that was refused or could not start.
+fn apply_one(
+    global: &GlobalArgs,
+    args: &BootstrapArgs,
+    environment: &str,
+    out: &Sink,
+    progress: &Progress,
+    entry: &mut EnvironmentReport,
+    context: &Context,
+) -> (u8, Option<miette::Report>) {
+    let step = progress.start(format!("{environment}: plan and apply"));
+    let cluster = args.selection.cluster.as_deref();
+    let applied =
+        load_desired_for(global, Some(environment), cluster, context).and_then(|(_, desired)| {
+            let run = RunOptions {
+                auto_approve: args.auto_approve,
+                parallelism: args.parallelism,
+                lock_timeout: args.lock.lock_timeout,
+                promotion: None,
+            };
+            apply_environment(
+                global,
+                environment,
+                desired,
+                cluster,
+                false,
+                run,
+                out,
+                context,
+            )
+        });
+    match applied {
+        Ok(exit) if exit == ExitCode::SUCCESS => {
+            step.done("");
+            entry.apply = ApplyOutcome::Succeeded;
+            (0, None)
+        }
+        Ok(exit) if exit == ExitCode::from(130) => {
+            step.failed("interrupted");
+            entry.apply = ApplyOutcome::Interrupted;
+            (130, None)
+        }
+        Ok(_) => {
+            step.failed("apply did not complete (see above)");
+            entry.apply = ApplyOutcome::Failed;
+            (1, None)
+        }
+        Err(report) => {
+            step.failed(&first_line(&report));
+            entry.apply = ApplyOutcome::Failed;
+            entry.error = Some(first_line(&report));
+            (1, Some(report))
+        }
+    }
+}
+
+/// The environments with a selected cluster, in promotion order (`--cluster edge` skips
+/// the environments that do not run `edge`).
+fn selected(model: &Model) -> impl Iterator<Item = &crate::model::Environment> {
+    model.environments.iter().filter(|e| !e.clusters.is_empty())
+}
+
+/// The tail of a successful `apply`: one look (no waiting) at the ready signal of each
+/// applied cluster that has a handoff, printed after the apply summary. It informs and
+/// does not change apply's exit code: the provider already waited for every resource it
+/// applied, and `bootstrap` is the command whose exit code is the signal.
+pub(super) fn apply_tail(
+    global: &GlobalArgs,
+    environment: &str,
+    cluster: Option<&str>,
+    context: &Context,
+) {
+    let selection = Selection {
+        environment: Some(environment.to_string()),
+        cluster: cluster.map(str::to_string),
+    };
+    let (_, model, problems) = load_model(
+        global.config_paths(),
+        &selection,
+        context.variables.as_ref(),
+        false,
+    );
+    let Some(model) = model.filter(|_| !problems.has_errors()) else {
+        return;
+    };
+    let desired = crate::graph::build_desired(&model);
+    let has_handoff = |cluster: &Cluster| {
+        kubernetes_resources(cluster, &desired)
+            .any(|d| d.kind == infraflux_kubernetes::provider::HANDOFF)
+    };
+    let Ok(Some(state)) = context.store.load(environment) else {
+        return;
+    };
+    let fancy = fancy_symbols(global, context);
+    for cluster in model.clusters().filter(|c| has_handoff(c)) {
+        let report = match ready_signal(
+            cluster,
+            &desired,
+            &state,
+            Duration::ZERO,
+            &KubeconfigApi::default(),
+            context,
+        ) {
+            Ok(Some(ready)) => ClusterReport::signal(cluster, ready),
+            Ok(None) => return,
+            Err(reason) => ClusterReport::error(cluster, reason),
+        };
+        context
+            .out
+            .write(&format!("\n{}", report::human(&report, fancy)));
     }
 }
 
@@ -316,7 +390,7 @@ fn render(
 ) -> miette::Result<ExitCode> {
     let desired = crate::graph::build_desired(model);
     let mut result = BootstrapReport::new(model);
-    for (index, environment) in model.environments.iter().enumerate() {
+    for (index, environment) in selected(model).enumerate() {
         let state = context
             .store
             .load(&environment.name)
@@ -325,31 +399,7 @@ fn render(
         for cluster in &environment.clusters {
             let step = progress.start(format!("{}: render", cluster.id()));
             let base = dir.join(&cluster.environment).join(&cluster.name);
-            let mut manifests = Vec::new();
-            for resource in kubernetes_resources(cluster, &desired) {
-                let rendered = infraflux_kubernetes::provider::render_resource(
-                    &resource.kind,
-                    &resource.attributes,
-                )
-                .map_err(|e| {
-                    diagnostic_text(
-                        format!("cannot render {}: {e}", resource.addr),
-                        Some("fix the value in the configuration".into()),
-                    )
-                })?;
-                let written = infraflux_kubernetes::render::write_manifests(
-                    &base.join("kubernetes"),
-                    manifests.len(),
-                    &rendered.manifests,
-                )
-                .map_err(|e| {
-                    diagnostic_text(
-                        format!("cannot write into `{}`: {e}", base.display()),
-                        Some("pick another --render directory".into()),
-                    )
-                })?;
-                manifests.extend(written);
-            }
+            let manifests = write_cluster_manifests(cluster, &desired, &base)?;
             // Machine configs need the cluster's secrets, which only apply creates.
             let secrets = ResourceAddr::new(
                 &cluster.environment,
@@ -406,6 +456,58 @@ fn render(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Every manifest of one cluster's Kubernetes resources, one file per object in apply
+/// order, under `base/kubernetes`. Values may hold secrets from the configuration (a
+/// Helm value from `${age:…}`), so the directory is created 0700 and the files are 0600.
+fn write_cluster_manifests(
+    cluster: &Cluster,
+    desired: &[DesiredResource],
+    base: &Path,
+) -> miette::Result<Vec<std::path::PathBuf>> {
+    let cannot = |e: std::io::Error| {
+        diagnostic_text(
+            format!("cannot write into `{}`: {e}", base.display()),
+            Some("pick another --render directory".into()),
+        )
+    };
+    let dir = base.join("kubernetes");
+    super::talos::create_private_dir(&dir).map_err(cannot)?;
+    let mut manifests = Vec::new();
+    for resource in kubernetes_resources(cluster, desired) {
+        let rendered =
+            infraflux_kubernetes::provider::render_resource(&resource.kind, &resource.attributes)
+                .map_err(|e| {
+                diagnostic_text(
+                    format!("cannot render {}: {e}", resource.addr),
+                    Some("fix the value in the configuration".into()),
+                )
+            })?;
+        let written = infraflux_kubernetes::render::write_manifests(
+            &dir,
+            manifests.len(),
+            &rendered.manifests,
+        )
+        .map_err(cannot)?;
+        for path in &written {
+            make_private(path).map_err(cannot)?;
+        }
+        manifests.extend(written);
+    }
+    Ok(manifests)
+}
+
+/// Readable by the owner only.
+fn make_private(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 /// ▸ ✔ ✗ for a person at a terminal; ASCII for logs and pipes.
 fn fancy_symbols(global: &GlobalArgs, context: &Context) -> bool {
     context.color
@@ -458,5 +560,42 @@ impl Step<'_> {
             "{symbol} {}{separator}{text} ({elapsed:.1}s)\n",
             self.name
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn progress(fancy: bool) -> (Progress, Arc<std::sync::Mutex<Vec<u8>>>) {
+        let (err, buffer) = Sink::buffer();
+        (Progress { err, fancy }, buffer)
+    }
+
+    fn text(buffer: &Arc<std::sync::Mutex<Vec<u8>>>) -> String {
+        String::from_utf8(buffer.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn progress_lines_use_symbols_on_a_terminal_and_ascii_elsewhere() {
+        for (fancy, started, done, failed) in [(true, "▸", "✔", "✗"), (false, ">", "OK", "FAIL")]
+        {
+            let (progress, buffer) = progress(fancy);
+            progress.start("dev: plan and apply".into()).done("");
+            progress
+                .start("dev/workload: ready signal".into())
+                .failed("not ready after 600s: nodes");
+            let output = text(&buffer);
+            let lines: Vec<&str> = output.lines().collect();
+            assert_eq!(lines.len(), 4, "{output}");
+            assert_eq!(lines[0], format!("{started} dev: plan and apply"));
+            // Done and failed lines end with the time the step took.
+            assert!(lines[1].starts_with(&format!("{done} dev: plan and apply (")));
+            assert!(lines[1].ends_with("s)"), "{}", lines[1]);
+            assert!(lines[3].starts_with(&format!(
+                "{failed} dev/workload: ready signal: not ready after 600s: nodes ("
+            )));
+            assert!(output.is_ascii() != fancy, "{output}");
+        }
     }
 }

@@ -15,6 +15,10 @@ pub fn run(global: &GlobalArgs, args: &GraphArgs, context: &Context) -> miette::
         .load(&environment)
         .map_err(|e| diagnostic(&e, None))?
         .unwrap_or_else(|| StateDocument::new(&environment));
+    // The offline placement a plan without refresh would make.
+    let desired = crate::graph::placement::solve(desired, &state, &Default::default()).map_err(
+        |problems| diagnostic(&crate::graph::placement::Error::Problems(problems), None),
+    )?;
     let options = GraphOptions {
         cluster: args.selection.cluster.clone(),
         ..GraphOptions::default()

@@ -80,6 +80,42 @@ pub struct RawProxmox {
     pub allow_colocation: Option<bool>,
     /// How the API's TLS certificate is trusted.
     pub tls: Option<RawTls>,
+    /// How the Talos image reaches the nodes. Unset: each node downloads it itself
+    /// (`download-url`, PVE 8.4+). `method: ssh` uploads it over SFTP instead, for older
+    /// PVE or nodes that cannot reach the Image Factory.
+    pub image_upload: Option<RawImageUpload>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawImageUpload {
+    /// `download` (PVE fetches the image, the default) or `ssh` (upload over SFTP).
+    pub method: Option<RawUploadMethod>,
+    /// SSH user on the nodes (default `root`).
+    pub user: Option<String>,
+    /// SSH port (default 22).
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i64>,
+    /// Private key to log in with (no passphrase).
+    pub private_key_file: Option<String>,
+    /// OpenSSH known_hosts file listing every node's host key; unknown keys are refused.
+    pub known_hosts: Option<String>,
+    /// Alternative to `known_hosts`: the nodes' host key fingerprint, `SHA256:<base64>`.
+    pub host_key_fingerprint: Option<String>,
+    /// Address to reach each node at, by node name (default: the node name).
+    pub hosts: Option<IndexMap<String, String>>,
+    /// Local directory holding the image files to upload (default `images`).
+    pub source_dir: Option<String>,
+    /// Directory of the image storage's `import` content on the nodes (default: the
+    /// storage's path + `/import`, e.g. `/var/lib/vz/import`).
+    pub import_dir: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RawUploadMethod {
+    Download,
+    Ssh,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]

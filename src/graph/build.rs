@@ -7,15 +7,16 @@
 //! `kubernetes_platform` (cilium, then argocd, then the others) →
 //! `kubernetes_namespace` → `kubernetes_handoff`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use infraflux_provider::{Attributes, reference};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::DesiredResource;
+use super::placement::{Rule, Spread};
 use crate::model::address::ResourceAddr;
-use crate::model::{Cluster, Machine, Model, NodeRole, ServiceKind, Tls};
+use crate::model::{Cluster, HostKey, Machine, Model, NodeRole, ServiceKind, Tls};
 
 pub const PROXMOX: &str = "proxmox";
 pub const TALOS: &str = "talos";
@@ -64,7 +65,7 @@ fn mark_secret_attributes(
 
 fn build_cluster(cluster: &Cluster, out: &mut Vec<DesiredResource>) {
     let placement = place_machines(cluster);
-    let images = images(cluster, &placement, out);
+    let images = images(cluster, out);
     vms(cluster, &placement, &images, out);
     let secrets = talos_secrets(cluster, out);
     let configs = machine_configs(cluster, &secrets, out);
@@ -104,6 +105,7 @@ fn resource(
         prevent_destroy: cluster.lifecycle.prevent_destroy,
         origin,
         secrets: Default::default(),
+        placement: None,
     }
 }
 
@@ -140,8 +142,11 @@ pub fn schematic(extensions: &[String]) -> (String, String) {
     (yaml, id)
 }
 
-/// Proxmox node of every machine: round-robin over `proxmox.nodes`, control planes first
-/// so they land on distinct nodes (as long as there are enough nodes).
+/// A proposed Proxmox node for every machine: the offline placement of
+/// [`placement`](super::placement) (control planes first, each on its own node while
+/// there are enough, then workers spread), which reduces to round-robin over
+/// `proxmox.nodes`. The plan re-places new machines from the cluster's free memory and
+/// keeps existing ones where they are.
 fn place_machines(cluster: &Cluster) -> Vec<(&Machine, &str)> {
     let nodes = &cluster.proxmox.nodes;
     cluster
@@ -152,18 +157,42 @@ fn place_machines(cluster: &Cluster) -> Vec<(&Machine, &str)> {
         .collect()
 }
 
-/// One image per Proxmox node used; returns (node, address).
-fn images(
-    cluster: &Cluster,
-    placement: &[(&Machine, &str)],
-    out: &mut Vec<DesiredResource>,
-) -> Vec<(String, ResourceAddr)> {
+/// The image's name on a node.
+fn image_name(cluster: &Cluster, node: &str) -> String {
+    let (_, schematic) = schematic(&cluster.talos.extensions);
+    format!("v{}-{}-{node}", cluster.talos.version, &schematic[..8])
+}
+
+/// `proxmox.image_upload` as the `upload` attribute of `proxmox_image` (the provider's
+/// `image_upload` module documents the shape).
+fn image_upload(cluster: &Cluster) -> Value {
+    let Some(upload) = &cluster.proxmox.image_upload else {
+        return Value::Null;
+    };
+    let (known_hosts, fingerprint) = match &upload.host_key {
+        HostKey::KnownHosts(path) => (json!(path), Value::Null),
+        HostKey::Fingerprint(fingerprint) => (Value::Null, json!(fingerprint)),
+    };
+    json!({
+        "method": "ssh",
+        "user": upload.user,
+        "port": upload.port,
+        "private_key_file": upload.private_key_file,
+        "known_hosts": known_hosts,
+        "host_key_fingerprint": fingerprint,
+        "hosts": upload.hosts,
+        "source_dir": upload.source_dir,
+        "import_dir": upload.import_dir,
+    })
+}
+
+/// One image per node VMs may be placed on (`proxmox.nodes`); placement keeps those on
+/// nodes that get a VM (and those that exist). Returns (node, address).
+fn images(cluster: &Cluster, out: &mut Vec<DesiredResource>) -> Vec<(String, ResourceAddr)> {
     let (_, schematic) = schematic(&cluster.talos.extensions);
     let version = format!("v{}", cluster.talos.version);
-    let used: BTreeSet<&str> = placement.iter().map(|(_, node)| *node).collect();
     let mut images = Vec::new();
-    for node in used {
-        let name = format!("{version}-{}-{node}", &schematic[..8]);
+    for node in &cluster.proxmox.nodes {
         let filename = format!("talos-{version}-{}-nocloud-amd64.raw", &schematic[..8]);
         let mut image_attributes = attributes(json!({
                 "node": node,
@@ -173,12 +202,16 @@ fn images(
                 "url": format!("https://factory.talos.dev/image/{schematic}/{version}/nocloud-amd64.raw.xz"),
                 "filename": filename,
         }));
+        let upload = image_upload(cluster);
+        if !upload.is_null() {
+            image_attributes.insert("upload".into(), upload);
+        }
         proxmox_connection(cluster, &mut image_attributes);
-        let image = resource(
+        let mut image = resource(
             cluster,
             PROXMOX,
             "proxmox_image",
-            &name,
+            &image_name(cluster, node),
             image_attributes,
             Vec::new(),
             format!(
@@ -186,7 +219,11 @@ fn images(
                 cluster.id()
             ),
         );
-        images.push((node.to_string(), image.addr.clone()));
+        image.placement = Some(Rule::PerHost {
+            group: cluster.id(),
+            host: node.clone(),
+        });
+        images.push((node.clone(), image.addr.clone()));
         out.push(image);
     }
     images
@@ -237,7 +274,7 @@ fn vms(
                 "guest_agent": guest_agent,
         }));
         proxmox_connection(cluster, &mut vm_attributes);
-        let vm = resource(
+        let mut vm = resource(
             cluster,
             PROXMOX,
             "proxmox_vm",
@@ -246,6 +283,24 @@ fn vms(
             Vec::new(),
             format!("cluster {}, node pool {}", cluster.id(), machine.pool),
         );
+        vm.placement = Some(Rule::Machine {
+            group: cluster.id(),
+            hosts: cluster.proxmox.nodes.clone(),
+            spread: match machine.role {
+                NodeRole::ControlPlane => Spread::Distinct,
+                NodeRole::Worker => Spread::Even,
+            },
+            allow_colocation: cluster.proxmox.allow_colocation,
+            memory: machine.memory.0,
+            // Each VM imports its disk from the image on its own node.
+            per_host: BTreeMap::from([(
+                "image".to_string(),
+                images
+                    .iter()
+                    .map(|(node, image)| (node.clone(), reference(image.to_string(), "volume")))
+                    .collect(),
+            )]),
+        });
         out.push(vm);
     }
 }

@@ -19,6 +19,7 @@
 //! None of the current resource types needs that order.
 
 pub mod build;
+pub mod placement;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::{self, Write as _};
@@ -54,6 +55,10 @@ pub struct DesiredResource {
     /// whatever the provider's schema says; plans and state mask them.
     #[serde(default, skip_serializing_if = "SecretAttributes::is_empty")]
     pub secrets: SecretAttributes,
+    /// How plan-time placement may move it between hosts ([`placement`]); `None` for
+    /// everything that is not placed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<placement::Rule>,
 }
 
 /// Which attributes of a resource hold a secret of the configuration, and the secrets

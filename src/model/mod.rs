@@ -130,6 +130,27 @@ pub struct Proxmox {
     pub vmid_end: u32,
     pub allow_colocation: bool,
     pub tls: Tls,
+    /// `None`: nodes download the image themselves.
+    pub image_upload: Option<SshImageUpload>,
+}
+
+/// `proxmox.image_upload` with `method: ssh`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SshImageUpload {
+    pub user: String,
+    pub port: u16,
+    pub private_key_file: String,
+    pub host_key: HostKey,
+    pub hosts: std::collections::BTreeMap<String, String>,
+    pub source_dir: String,
+    pub import_dir: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostKey {
+    KnownHosts(String),
+    Fingerprint(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -506,6 +506,7 @@ fn resolve_proxmox(r: &mut Resolver, raw: &RawSettings) -> Option<Proxmox> {
         }
         (false, None, None) => Tls::System,
     };
+    let image_upload = resolve_image_upload(r, p);
     let token = token.filter(|t| is_api_token(t))?;
     Some(Proxmox {
         endpoint: endpoint?,
@@ -519,7 +520,79 @@ fn resolve_proxmox(r: &mut Resolver, raw: &RawSettings) -> Option<Proxmox> {
         vmid_end: u32::try_from(vmid_end).ok()?,
         allow_colocation: p.allow_colocation.unwrap_or(false),
         tls,
+        image_upload: image_upload?,
     })
+}
+
+/// `proxmox.image_upload`: `Some(None)` for the default (nodes download the image),
+/// `None` when it is invalid (problems recorded).
+fn resolve_image_upload(
+    r: &mut Resolver,
+    p: &crate::config::raw::RawProxmox,
+) -> Option<Option<SshImageUpload>> {
+    use crate::config::raw::RawUploadMethod;
+    let Some(upload) = &p.image_upload else {
+        return Some(None);
+    };
+    if upload.method != Some(RawUploadMethod::Ssh) {
+        return Some(None);
+    }
+    let key = r.require(
+        upload.private_key_file.clone(),
+        "proxmox.image_upload.private_key_file",
+        "/home/ops/.ssh/infraflux_pve",
+    );
+    let host_key = match (&upload.known_hosts, &upload.host_key_fingerprint) {
+        (Some(path), None) => Some(HostKey::KnownHosts(path.clone())),
+        (None, Some(fingerprint)) if fingerprint.starts_with("SHA256:") => {
+            Some(HostKey::Fingerprint(fingerprint.clone()))
+        }
+        (None, Some(_)) => {
+            r.invalid(
+                "proxmox.image_upload.host_key_fingerprint",
+                "malformed host key fingerprint in `proxmox.image_upload.host_key_fingerprint`"
+                    .into(),
+                "not SHA256:<base64>",
+                "copy it from `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the node, e.g. `SHA256:47DEQpj8…`",
+            );
+            None
+        }
+        (Some(_), Some(_)) => {
+            r.invalid(
+                "proxmox.image_upload",
+                "`proxmox.image_upload` sets both `known_hosts` and `host_key_fingerprint`".into(),
+                "two ways to trust the nodes",
+                "keep one of them",
+            );
+            None
+        }
+        (None, None) => {
+            r.invalid(
+                "proxmox.image_upload",
+                "`proxmox.image_upload.method: ssh` needs a way to verify the nodes' host keys"
+                    .into(),
+                "no known_hosts or host_key_fingerprint",
+                "set `known_hosts` to a file listing every node (`ssh-keyscan pve1 pve2 pve3 > known_hosts`, checked against the consoles) or `host_key_fingerprint`; unknown keys are never accepted",
+            );
+            None
+        }
+    };
+    let port = u16::try_from(upload.port.unwrap_or(22))
+        .ok()
+        .filter(|p| *p > 0);
+    Some(Some(SshImageUpload {
+        user: upload.user.clone().unwrap_or_else(|| "root".into()),
+        port: port?,
+        private_key_file: key?,
+        host_key: host_key?,
+        hosts: upload
+            .hosts
+            .as_ref()
+            .map(|hosts| hosts.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default(),
+        source_dir: upload.source_dir.clone().unwrap_or_else(|| "images".into()),
+        import_dir: upload.import_dir.clone(),
+    }))
 }
 
 /// `USER@REALM!TOKENID=SECRET`.
@@ -1175,6 +1248,60 @@ workloads: {replicas: 1, image_tag: '1', resources: {requests: {cpu: 1, memory: 
         // At `proxmox:` (line 1, column 1 of defaults/all.yaml), not at its first value.
         let origin = problems[0].origin.unwrap();
         assert_eq!((origin.line, origin.column), (1, 1));
+    }
+
+    #[test]
+    fn an_ssh_image_upload_resolves_with_its_defaults() {
+        let (model, problems) = resolve_with(
+            "environments: {dev: {proxmox: {image_upload: {method: ssh, private_key_file: /keys/pve, known_hosts: /keys/known_hosts, hosts: {pve1: 192.0.2.11}}}}}\n",
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        let model = model.unwrap();
+        let upload = model
+            .clusters()
+            .next()
+            .unwrap()
+            .proxmox
+            .image_upload
+            .clone();
+        assert_eq!(
+            upload,
+            Some(SshImageUpload {
+                user: "root".into(),
+                port: 22,
+                private_key_file: "/keys/pve".into(),
+                host_key: HostKey::KnownHosts("/keys/known_hosts".into()),
+                hosts: [("pve1".to_string(), "192.0.2.11".to_string())].into(),
+                source_dir: "images".into(),
+                import_dir: None,
+            })
+        );
+        let (model, _) = resolve_with("");
+        assert_eq!(
+            model
+                .unwrap()
+                .clusters()
+                .next()
+                .unwrap()
+                .proxmox
+                .image_upload,
+            None
+        );
+    }
+
+    #[test]
+    fn an_ssh_image_upload_without_host_key_verification_is_refused() {
+        let (model, problems) = resolve_with(
+            "environments: {dev: {proxmox: {image_upload: {method: ssh, private_key_file: /keys/pve}}}}\n",
+        );
+        assert!(model.is_none());
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0]
+                .message
+                .contains("needs a way to verify the nodes' host keys"),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -86,6 +86,8 @@ pub enum Error {
     WrongEnvironment { expected: String, found: String },
     #[error(transparent)]
     Saved(#[from] saved::Error),
+    #[error(transparent)]
+    Placement(#[from] graph::placement::Error),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -106,6 +108,7 @@ impl Error {
             ),
             Error::Saved(error) => error.help().map(str::to_string),
             Error::Refresh(_) => Some("check that the endpoints are reachable and the credentials valid, or plan with --refresh=false".into()),
+            Error::Placement(graph::placement::Error::Inventory { .. }) => Some("placement lists the Proxmox nodes' free memory: check that the endpoint is reachable and the token may audit the cluster (Sys.Audit), or plan with --refresh=false for the offline placement".into()),
             _ => None,
         }
     }
@@ -323,6 +326,14 @@ pub async fn plan(
     let drift = refresh::refresh(state, &in_scope, providers, read_all).await?;
     let mut current = state.clone();
     apply_drift(&mut current, &drift);
+    // New machines are placed from the providers' inventories (with a refresh only);
+    // existing ones stay where state has them.
+    let desired = match options.mode {
+        PlanMode::Normal => {
+            graph::placement::place(desired, &current, providers, read_all, &in_scope).await?
+        }
+        PlanMode::Destroy | PlanMode::RefreshOnly => desired,
+    };
 
     let graph_options = GraphOptions {
         mode: match options.mode {

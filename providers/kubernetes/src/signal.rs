@@ -180,7 +180,7 @@ impl ReadyReport {
     }
 }
 
-/// Look once.
+/// Look once (a wait with no time: a signal still pending is reported as timed out).
 pub async fn check(api: &dyn KubeApi, expectations: &Expectations) -> ReadyReport {
     let checks = check_all(api, expectations).await;
     let outcome = outcome(&checks).unwrap_or(Outcome::TimedOut);

@@ -14,7 +14,8 @@
 //! - `read`: refresh many resources at once (a provider lists an endpoint once, not per
 //!   resource);
 //! - `plan`: prior + desired → planned attributes, which changes force replacement;
-//! - `create`, `update`, `delete`: change the world; `import`: adopt an existing object.
+//! - `create`, `update`, `delete`: change the world; `import`: adopt an existing object;
+//! - `inventory`: hosts and their free capacity, for placement at plan time (optional).
 
 mod error;
 mod schema;
@@ -186,6 +187,43 @@ pub struct ImportResponse {
     pub attributes: Attributes,
 }
 
+// ---- inventory (placement at plan time) ----------------------------------------------
+
+/// What the engine is about to place or create, so a provider can report the hosts they
+/// may go on and what stands in their way (a storage that cannot hold them).
+#[derive(Debug, Clone)]
+pub struct InventoryRequest {
+    /// Resources of one group (e.g. one cluster's VMs and images) not yet in state, with
+    /// their desired attributes (references resolved to values or left out).
+    pub resources: Vec<InventoryItem>,
+}
+
+#[derive(Debug, Clone)]
+pub struct InventoryItem {
+    pub resource: ResourceRef,
+    pub desired: Attributes,
+}
+
+/// Hosts that can run the resources, as the infrastructure sees them now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inventory {
+    /// Names the pool of hosts (e.g. the PVE API URL, never a credential), so several
+    /// groups placed on the same hosts share one account of what the plan uses.
+    pub scope: String,
+    pub hosts: Vec<Host>,
+    /// Problems found before anything is changed (preflight), per resource address.
+    pub problems: Vec<(String, Diagnostic)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    pub name: String,
+    pub online: bool,
+    /// Bytes not in use now.
+    pub memory_free: u64,
+    pub memory_total: u64,
+}
+
 /// A limit on how many operations may run at once for one key (e.g. one create per
 /// Proxmox storage, to avoid "can't lock file … got timeout").
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -242,6 +280,17 @@ pub trait Provider: Send + Sync {
     async fn delete(&self, request: DeleteRequest) -> Result<(), ProviderError>;
 
     async fn import(&self, request: ImportRequest) -> Result<ImportResponse, ProviderError>;
+
+    /// The hosts the given resources may be placed on, and preflight problems; `None`
+    /// when this provider places nothing (the default). Called at plan time with a
+    /// refresh only; planning without one stays offline.
+    async fn inventory(
+        &self,
+        request: InventoryRequest,
+    ) -> Result<Option<Inventory>, ProviderError> {
+        let _ = request;
+        Ok(None)
+    }
 
     /// The per-key concurrency limit an operation falls under, if any.
     fn concurrency_key(

@@ -77,6 +77,8 @@ pub struct ClusterResource {
     pub name: Option<String>,
     pub status: Option<String>,
     pub maxmem: Option<u64>,
+    /// Memory in use (a node's: by everything on it).
+    pub mem: Option<u64>,
     pub maxcpu: Option<u64>,
     pub maxdisk: Option<u64>,
     pub tags: Option<String>,
@@ -96,6 +98,7 @@ impl ClusterResource {
             name: string(item.get("name")),
             status: string(item.get("status")),
             maxmem: lenient_u64(item.get("maxmem")),
+            mem: lenient_u64(item.get("mem")),
             maxcpu: lenient_u64(item.get("maxcpu")),
             maxdisk: lenient_u64(item.get("maxdisk")),
             tags: string(item.get("tags")).filter(|t| !t.is_empty()),
@@ -227,6 +230,19 @@ impl Client {
             .call(Call::get(&["cluster", "resources"]).query("type", kind.as_str()))
             .await?;
         Ok(array(data).iter().map(ClusterResource::from_json).collect())
+    }
+
+    /// `GET /cluster/resources` with no type: VMs, nodes and storages in one call (what
+    /// placement needs: each node's memory and each storage's content types).
+    pub async fn cluster_resources_all(&self) -> Result<Vec<ClusterResource>, ApiError> {
+        let data = self.call(Call::get(&["cluster", "resources"])).await?;
+        Ok(array(data).iter().map(ClusterResource::from_json).collect())
+    }
+
+    /// `GET /storage/{storage}`: the storage's directory (`path`), for file-based ones.
+    pub async fn storage_path(&self, storage: &str) -> Result<Option<String>, ApiError> {
+        let data = self.call(Call::get(&["storage", storage])).await?;
+        Ok(string(data.get("path")))
     }
 
     /// `GET /cluster/nextid` (with `vmid`: is this one free? a 400 if not).

@@ -9,6 +9,8 @@
 //! - [`property`]: typed property strings (`netN`, `scsiN`, `ipconfigN`, `agent`,
 //!   tags), compared with PVE's defaults filled in.
 //!
+//! - [`upload`]: the opt-in SSH/SFTP image upload (host key verified, checksum
+//!   checked, renamed into place only when complete);
 //! - [`provider`]: the `Provider` implementation for `proxmox_image` and `proxmox_vm`.
 //!
 //! The resource types and their attributes are described in this crate's README.
@@ -19,6 +21,7 @@ pub mod error;
 pub mod property;
 pub mod task;
 mod tls;
+pub mod upload;
 
 pub use client::{
     Client, ClientConfig, Credentials, RetryPolicy, Secret, SetupError, TlsVerification,

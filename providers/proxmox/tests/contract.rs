@@ -1081,3 +1081,59 @@ async fn a_same_named_vm_not_made_for_this_resource_is_a_conflict() {
         .count();
     assert_eq!(posts, 0, "nothing may be created next to it");
 }
+
+/// Placement's inventory: one `GET /cluster/resources` without a type filter, read into
+/// hosts (free memory = maxmem - mem, offline nodes have none) and preflight problems.
+#[tokio::test]
+async fn inventory_is_one_untyped_cluster_listing() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api2/json/cluster/resources"))
+        .and(wiremock::matchers::query_param_is_missing("type"))
+        .and(header("authorization", AUTH))
+        .respond_with(ok(json!([
+            {"id": "node/pve1", "type": "node", "node": "pve1", "status": "online",
+             "maxmem": 8589934592u64, "mem": 2147483648u64},
+            {"id": "node/pve2", "type": "node", "node": "pve2", "status": "offline"},
+            {"id": "storage/pve1/local", "type": "storage", "node": "pve1",
+             "storage": "local", "content": "iso,vztmpl,backup"},
+            {"id": "qemu/100", "type": "qemu", "node": "pve1", "vmid": 100, "name": "x"},
+        ])))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let p = provider(token_client(&server));
+    let image = infraflux_provider::InventoryItem {
+        resource: ResourceRef {
+            address: "dev/w/proxmox_image.talos-pve1".into(),
+            kind: "proxmox_image".into(),
+        },
+        desired: json!({"node": "pve1", "storage": "local"})
+            .as_object()
+            .unwrap()
+            .clone(),
+    };
+    let inventory = p
+        .inventory(infraflux_provider::InventoryRequest {
+            resources: vec![image],
+        })
+        .await
+        .unwrap()
+        .expect("proxmox has an inventory");
+    assert_eq!(inventory.scope, format!("{}/api2/json", server.uri()));
+    let hosts: Vec<(&str, bool, u64)> = inventory
+        .hosts
+        .iter()
+        .map(|h| (h.name.as_str(), h.online, h.memory_free))
+        .collect();
+    assert_eq!(hosts, [("pve1", true, 6 << 30), ("pve2", false, 0)]);
+    assert_eq!(inventory.problems.len(), 1);
+    assert!(
+        inventory.problems[0]
+            .1
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("pvesm set local --content iso,vztmpl,backup,import")
+    );
+}

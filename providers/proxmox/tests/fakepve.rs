@@ -587,3 +587,57 @@ async fn tls_modes_and_ticket_login() {
     );
     fake.stop().await;
 }
+
+/// A create interrupted before its ID reached state is read with an empty ID: the VM
+/// is found by name and adopted only when its marker names this resource.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_create_is_adopted_by_name_and_marker() {
+    let python = python_or_skip!();
+    let fake = FakePve::start(
+        &python,
+        Options {
+            nodes: 2,
+            import_content: true,
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    let p = provider(client(&fake, Duration::from_secs(30)));
+    let image = create(&p, &reference("proxmox_image", "talos"), &image_desired())
+        .await
+        .unwrap();
+    let vm_ref = reference("proxmox_vm", "cp-1");
+    let desired = vm_desired("cp-1", "pve1", &image.attributes["volume"]);
+    let created = create(&p, &vm_ref, &desired).await.unwrap();
+
+    let adopted = found(read_one(&p, &vm_ref, "", &desired, false).await);
+    assert_eq!(adopted["id"], json!(created.id));
+    assert_eq!(adopted["vmid"], json!(created.id.parse::<u32>().unwrap()));
+
+    // Same name, another resource's address: not ours.
+    let other = reference("proxmox_vm", "someone-else");
+    assert!(matches!(
+        read_one(&p, &other, "", &desired, false).await,
+        ReadOutcome::Gone
+    ));
+    // No VM of that name: the create never happened.
+    let missing = vm_desired("cp-9", "pve1", &image.attributes["volume"]);
+    assert!(matches!(
+        read_one(&p, &vm_ref, "", &missing, false).await,
+        ReadOutcome::Gone
+    ));
+    // An image read with an empty ID gets its ID too.
+    let image_adopted = found(
+        read_one(
+            &p,
+            &reference("proxmox_image", "talos"),
+            "",
+            &image.attributes,
+            false,
+        )
+        .await,
+    );
+    assert_eq!(image_adopted["id"], json!(image.id));
+    fake.stop().await;
+}

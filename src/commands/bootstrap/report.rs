@@ -65,9 +65,7 @@ impl BootstrapReport {
         BootstrapReport {
             ready: false,
             outcome: "not_ready",
-            environments: model
-                .environments
-                .iter()
+            environments: super::selected(model)
                 .map(|e| EnvironmentReport {
                     environment: e.name.clone(),
                     apply: ApplyOutcome::NotRun,

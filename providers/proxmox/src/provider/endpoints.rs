@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use infraflux_provider::{
     AttributeSchema, Attributes, ConcurrencyKey, CreateRequest, CreateResponse, DeleteRequest,
-    Diagnostic, ErrorKind, ImportRequest, ImportResponse, Operation, PlanRequest, PlanResponse,
-    Provider, ProviderError, ReadItem, ReadOutcome, ReadRequest, ReadResponse, ReadResult,
-    ResourceRef, ResourceSchema, Severity, UpdateRequest, UpdateResponse, ValidateRequest,
-    ValidateResponse, is_unknown,
+    Diagnostic, ErrorKind, ImportRequest, ImportResponse, Inventory, InventoryItem,
+    InventoryRequest, Operation, PlanRequest, PlanResponse, Provider, ProviderError, ReadItem,
+    ReadOutcome, ReadRequest, ReadResponse, ReadResult, ResourceRef, ResourceSchema, Severity,
+    UpdateRequest, UpdateResponse, ValidateRequest, ValidateResponse, is_unknown,
 };
 use serde_json::Value;
 
@@ -365,6 +365,29 @@ impl Provider for ProxmoxEndpoints {
             }
         };
         provider.import(request).await
+    }
+
+    /// The inventory of the PVE cluster the resources name (the first one's connection:
+    /// the engine asks per cluster, and a cluster has one).
+    async fn inventory(
+        &self,
+        request: InventoryRequest,
+    ) -> Result<Option<Inventory>, ProviderError> {
+        let Some(first) = request.resources.first() else {
+            return Ok(None);
+        };
+        let provider = self.provider("inventory", &first.resource.address, &first.desired)?;
+        let items: Vec<InventoryItem> = request
+            .resources
+            .iter()
+            .map(|item| InventoryItem {
+                resource: item.resource.clone(),
+                desired: strip(&item.desired),
+            })
+            .collect();
+        provider
+            .inventory(InventoryRequest { resources: items })
+            .await
     }
 
     fn concurrency_key(

@@ -11,8 +11,9 @@ use serde_json::{Value, json};
 
 use super::ProxmoxProvider;
 use super::attributes::{Problems, Reader, text};
+use super::image_upload::{self, SshUploadSpec};
 use crate::api::Download;
-use crate::task;
+use crate::{task, upload};
 
 pub const KIND: &str = "proxmox_image";
 
@@ -29,6 +30,9 @@ pub fn schema() -> ResourceSchema {
             input("url"),
             input("filename"),
             input("checksum"),
+            // How the image gets there is not part of what it is: changing the method
+            // never replaces an image.
+            AttributeSchema::input(image_upload::ATTRIBUTE),
             AttributeSchema::computed("volume"),
         ],
     )
@@ -44,6 +48,8 @@ pub struct ImageSpec {
     pub filename: String,
     /// `(algorithm, hex)`; `sha256` when given as plain hex.
     pub checksum: Option<(String, String)>,
+    /// The opt-in SSH upload; `None`: PVE downloads `url` itself.
+    pub upload: Option<SshUploadSpec>,
 }
 
 /// `storage:import/filename`.
@@ -124,12 +130,25 @@ impl ImageSpec {
                 None
             }
         });
+        let upload = image_upload::read(attributes.get(image_upload::ATTRIBUTE), &mut r.problems);
+        if upload.is_some()
+            && checksum
+                .as_ref()
+                .is_some_and(|(algorithm, _)| algorithm != "sha256")
+        {
+            r.problems.add(
+                "checksum",
+                "an SSH upload is checked with SHA-256 only",
+                "give the image's SHA-256 (`sha256:<hex>`) or none",
+            );
+        }
         let problems = r.problems;
         if !problems.0.is_empty() {
             return (None, problems);
         }
         let spec = (|| {
             Some(ImageSpec {
+                upload,
                 node: node?,
                 storage: storage?,
                 talos_version: talos_version?,
@@ -193,25 +212,16 @@ impl ProxmoxProvider {
             .await
             .map_err(|e| e.into_provider("create", address))?;
         if !status.content.iter().any(|c| c == "import") {
-            let mut content = status.content.clone();
-            content.push("import".into());
+            let (summary, help) = super::inventory::import_content_problem(
+                &spec.storage,
+                &spec.node,
+                &status.content,
+            );
             return Err(ProviderError::new(
                 ErrorKind::InvalidInput,
                 "create",
                 address,
-                format!(
-                    "storage `{}` on node `{}` does not allow the content type `import` (it allows: {})\n  help: enable it with `pvesm set {} --content {}` (or Datacenter → Storage → {} → Content: Import), or choose a file-based storage that has it",
-                    spec.storage,
-                    spec.node,
-                    if status.content.is_empty() {
-                        "nothing".to_string()
-                    } else {
-                        status.content.join(", ")
-                    },
-                    spec.storage,
-                    content.join(","),
-                    spec.storage,
-                ),
+                format!("{summary}\n  help: {help}"),
             ));
         }
         let volume = spec.volume();
@@ -222,6 +232,10 @@ impl ProxmoxProvider {
             .map_err(|e| e.into_provider("create", address))?;
         if existing.iter().any(|v| v.volid == volume) {
             tracing::info!(%address, %volume, "image already on the storage; adopting it");
+            return Ok((spec.id(), attributes(planned, &volume)));
+        }
+        if let Some(ssh) = &spec.upload {
+            self.upload_image(address, &spec, ssh).await?;
             return Ok((spec.id(), attributes(planned, &volume)));
         }
         let download = Download {
@@ -238,6 +252,77 @@ impl ProxmoxProvider {
             .await
             .map_err(|e| e.into_provider("create", address))?;
         Ok((spec.id(), attributes(planned, &volume)))
+    }
+
+    /// The SSH fallback: upload the local file into the storage's import directory,
+    /// then check that PVE lists it as the volume VMs will import from.
+    async fn upload_image(
+        &self,
+        address: &str,
+        spec: &ImageSpec,
+        ssh: &SshUploadSpec,
+    ) -> Result<(), ProviderError> {
+        let path = image_upload::source_file(ssh, &spec.filename, &spec.url, address)?;
+        let directory = match &ssh.import_dir {
+            Some(directory) => directory.clone(),
+            None => match self
+                .client
+                .storage_path(&spec.storage)
+                .await
+                .map_err(|e| e.into_provider("create", address))?
+            {
+                Some(path) => format!("{}/import", path.trim_end_matches('/')),
+                None => {
+                    return Err(ProviderError::new(
+                        ErrorKind::InvalidInput,
+                        "create",
+                        address,
+                        format!(
+                            "storage `{}` has no directory the SSH upload could write to\n  help: set `proxmox.image_upload.import_dir` to the directory PVE lists `import` volumes of this storage from",
+                            spec.storage
+                        ),
+                    ));
+                }
+            },
+        };
+        let source = std::fs::File::open(&path).map_err(|e| {
+            ProviderError::new(
+                ErrorKind::InvalidInput,
+                "create",
+                address,
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        let uploaded = upload::upload(
+            ssh.target(&spec.node),
+            upload::Upload {
+                source: Box::new(source),
+                directory: directory.clone(),
+                filename: spec.filename.clone(),
+                expected_sha256: spec.checksum.as_ref().map(|(_, hex)| hex.clone()),
+            },
+        )
+        .await
+        .map_err(|e| upload_error(e, address))?;
+        tracing::info!(%address, path = %uploaded.path, bytes = uploaded.bytes, "image uploaded over SSH");
+        let volume = spec.volume();
+        let listed = self
+            .client
+            .storage_content(&spec.node, &spec.storage, Some("import"))
+            .await
+            .map_err(|e| e.into_provider("create", address))?;
+        if !listed.iter().any(|v| v.volid == volume) {
+            return Err(ProviderError::new(
+                ErrorKind::Other,
+                "create",
+                address,
+                format!(
+                    "uploaded {} but PVE does not list the volume `{volume}` on node `{}`\n  help: set `proxmox.image_upload.import_dir` to the import directory of storage `{}`",
+                    uploaded.path, spec.node, spec.storage
+                ),
+            ));
+        }
+        Ok(())
     }
 
     pub(super) async fn delete_image(
@@ -302,7 +387,14 @@ impl ProxmoxProvider {
                     .unwrap_or_default();
                 let outcome = match &listing {
                     Ok(volumes) => match volumes.iter().find(|v| v.volid == volume) {
-                        Some(_) => ReadOutcome::Found(attributes(&item.prior, &volume)),
+                        Some(_) => {
+                            let mut found = attributes(&item.prior, &volume);
+                            // An interrupted create: its ID was never recorded.
+                            if item.id.is_empty() {
+                                found.insert("id".into(), json!(format!("{node}/{volume}")));
+                            }
+                            ReadOutcome::Found(found)
+                        }
                         None => ReadOutcome::Gone,
                     },
                     // The storage itself is gone: so is the image.
@@ -358,6 +450,32 @@ impl ProxmoxProvider {
         }
         Ok(attributes)
     }
+}
+
+/// An upload failure as a provider error, with its causes (host key problems and
+/// refused logins are not worth retrying; a dropped connection is).
+fn upload_error(error: upload::UploadError, address: &str) -> ProviderError {
+    use upload::UploadError as E;
+    let kind = match &error {
+        E::Connect { .. } | E::Handshake { .. } | E::Sftp { .. } | E::Remote { .. } => {
+            ErrorKind::Transient
+        }
+        E::Authentication { .. } => ErrorKind::Permission,
+        E::UnknownHostKey { .. }
+        | E::HostKeyMismatch { .. }
+        | E::KnownHosts { .. }
+        | E::Checksum { .. }
+        | E::Source { .. } => ErrorKind::InvalidInput,
+        E::Internal(_) => ErrorKind::Other,
+    };
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    ProviderError::new(kind, "create", address, message)
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@
 mod attributes;
 mod endpoints;
 pub mod image;
+mod image_upload;
+mod inventory;
 
 pub use endpoints::ProxmoxEndpoints;
 pub mod vm;
@@ -18,9 +20,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use infraflux_provider::{
     Attributes, ConcurrencyKey, CreateRequest, CreateResponse, DeleteRequest, ErrorKind,
-    ImportRequest, ImportResponse, Operation, PlanRequest, PlanResponse, Provider, ProviderError,
-    ReadRequest, ReadResponse, ResourceRef, ResourceSchema, UpdateRequest, UpdateResponse,
-    ValidateRequest, ValidateResponse, is_unknown,
+    ImportRequest, ImportResponse, Inventory, InventoryRequest, Operation, PlanRequest,
+    PlanResponse, Provider, ProviderError, ReadRequest, ReadResponse, ResourceRef, ResourceSchema,
+    UpdateRequest, UpdateResponse, ValidateRequest, ValidateResponse, is_unknown,
 };
 use serde_json::Value;
 use tracing::instrument;
@@ -120,8 +122,11 @@ pub(crate) fn validate_desired(request: &ValidateRequest) -> ValidateResponse {
 pub(crate) fn plan_desired(request: &PlanRequest) -> Result<PlanResponse, ProviderError> {
     match request.resource.kind.as_str() {
         image::KIND => {
-            let mut response =
-                image::schema().default_plan(request.prior.as_ref(), &request.desired);
+            // Created images record `checksum: null` when none was given: an absent
+            // checksum is that same null, not a change that forces a new image.
+            let mut desired = request.desired.clone();
+            desired.entry("checksum").or_insert(Value::Null);
+            let mut response = image::schema().default_plan(request.prior.as_ref(), &desired);
             image::plan_volume(&mut response.planned);
             Ok(response)
         }
@@ -232,6 +237,16 @@ impl Provider for ProxmoxProvider {
         Ok(ImportResponse { attributes })
     }
 
+    async fn inventory(
+        &self,
+        request: InventoryRequest,
+    ) -> Result<Option<Inventory>, ProviderError> {
+        self.list_inventory(&request.resources)
+            .await
+            .map(Some)
+            .map_err(|e| e.into_provider("inventory", "/cluster/resources"))
+    }
+
     /// Creates and deletes on one node's storage run one at a time: PVE serialises
     /// them on a storage lock anyway, and parallel ones fail with "can't lock file …
     /// got timeout".
@@ -323,6 +338,34 @@ mod tests {
                 .key,
             "proxmox:pve1/local"
         );
+    }
+
+    #[test]
+    fn an_image_without_a_checksum_plans_no_change_after_create() {
+        let desired = json!({
+            "node": "pve1", "storage": "local", "talos_version": "v1.13.9",
+            "schematic": "a".repeat(64), "url": "https://factory.talos.dev/x.raw",
+            "filename": "talos.raw",
+        })
+        .as_object()
+        .unwrap()
+        .clone();
+        // What create records: the inputs, `checksum: null` and the volume.
+        let mut prior = desired.clone();
+        prior.insert("checksum".into(), Value::Null);
+        prior.insert("volume".into(), json!("local:import/talos.raw"));
+        let response = plan_desired(&PlanRequest {
+            resource: resource(image::KIND),
+            prior: Some(prior.clone()),
+            desired,
+        })
+        .unwrap();
+        assert!(
+            response.requires_replace.is_empty(),
+            "{:?}",
+            response.requires_replace
+        );
+        assert_eq!(response.planned, prior);
     }
 
     #[tokio::test]

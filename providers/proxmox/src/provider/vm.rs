@@ -430,6 +430,22 @@ pub fn plan(prior: Option<&Attributes>, desired: &Attributes) -> PlanResponse {
     }
 }
 
+/// (VMID, node) of a VM named like `prior`'s in its VMID range.
+fn interrupted_create(inventory: &[ClusterResource], prior: &Attributes) -> Option<(u32, String)> {
+    let name = text(prior, "name")?;
+    let range = prior
+        .get("vmid_range")
+        .and_then(Value::as_array)
+        .and_then(|r| Some((r.first()?.as_u64()?, r.get(1)?.as_u64()?)));
+    inventory
+        .iter()
+        .filter(|r| r.kind == "qemu" && r.name.as_deref() == Some(name))
+        .filter_map(|r| Some((r.vmid?, r.node.clone()?)))
+        .find(|(vmid, _)| {
+            range.is_none_or(|(start, end)| (start..=end).contains(&u64::from(*vmid)))
+        })
+}
+
 fn vmid_of(id: &str, operation: &str, address: &str) -> Result<u32, ProviderError> {
     id.parse().map_err(|_| {
         ProviderError::new(
@@ -802,8 +818,21 @@ impl ProxmoxProvider {
         let mut results = Vec::new();
         // (item, vmid, node, listed in the inventory)
         let mut to_read: Vec<(&ReadItem, u32, String, bool)> = Vec::new();
+        let mut to_adopt: Vec<(&ReadItem, u32, String)> = Vec::new();
         for item in items {
             let address = &item.resource.address;
+            // A create interrupted before its VMID was recorded: look for the VM by name
+            // (in the VMID range); whether it is ours is decided by its marker below.
+            if item.id.is_empty() {
+                match interrupted_create(&inventory, &item.prior) {
+                    Some((vmid, node)) => to_adopt.push((item, vmid, node)),
+                    None => results.push(ReadResult {
+                        address: address.clone(),
+                        outcome: ReadOutcome::Gone,
+                    }),
+                }
+                continue;
+            }
             let vmid = match vmid_of(&item.id, "read", address) {
                 Ok(vmid) => vmid,
                 Err(e) => {
@@ -844,7 +873,32 @@ impl ProxmoxProvider {
             .collect::<Vec<_>>()
             .await;
         results.extend(reads);
+        for (item, vmid, node) in to_adopt {
+            results.push(self.adopt(item, vmid, &node).await);
+        }
         results
+    }
+
+    /// The VM an interrupted create left, if its description carries this resource's
+    /// marker: `Found` with its `id`; a VM of the same name made by someone else is not
+    /// ours (`Gone`: the create that follows reports the conflict).
+    async fn adopt(&self, item: &ReadItem, vmid: u32, node: &str) -> ReadResult {
+        let address = item.resource.address.clone();
+        let outcome = match self.client.vm_config(node, vmid).await {
+            Ok(config)
+                if config
+                    .get("description")
+                    .is_some_and(|d| d.contains(&marker(&address))) =>
+            {
+                let mut attributes = attributes_from_config(vmid, node, &config, &item.prior);
+                attributes.insert("id".into(), json!(vmid.to_string()));
+                ReadOutcome::Found(attributes)
+            }
+            Ok(_) => ReadOutcome::Gone,
+            Err(e) if e.is_not_found() => ReadOutcome::Gone,
+            Err(e) => ReadOutcome::Failed(e.into_provider("read", &address)),
+        };
+        ReadResult { address, outcome }
     }
 
     async fn read_vm_config(

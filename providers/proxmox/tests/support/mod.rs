@@ -56,6 +56,15 @@ impl FakePve {
             env!("CARGO_MANIFEST_DIR"),
             "/tests/support/fakepve_launcher.py"
         );
+        Self::start_with(python, launcher, options).await
+    }
+
+    /// With the launcher at `launcher` (for crates that include this file by path).
+    pub async fn start_with(
+        python: &str,
+        launcher: &str,
+        options: Options,
+    ) -> Result<FakePve, String> {
         // Each instance on its own loopback address (port 0: any free port).
         let n = NEXT_HOST.fetch_add(1, Ordering::Relaxed) % 250 + 2;
         let host = format!("127.0.{}.{n}", std::process::id() % 200 + 20);

@@ -1,0 +1,528 @@
+//! The real `infraflux` binary with the real providers against fakepve (a fake PVE 9
+//! API on a loopback address): the shipped example configuration, its Proxmox endpoint
+//! pointed at the fake, planned and applied for the Proxmox resources of dev/workload
+//! (`--target` the VMs, which brings their images along; Talos and Kubernetes have no
+//! fake here).
+//!
+//! Life cycle: plan → apply → plan is empty → memory changed in the configuration →
+//! an in-place update → apply → a VM retagged behind InfraFlux's back → the plan reports
+//! the drift and corrects it → HA moves a VM: drift only, nothing moves it back →
+//! destroy leaves nothing. Faults: a locked VM fails its own update with a clear error
+//! while the other VM's update succeeds, and the next run converges; so does a create
+//! whose PVE task fails; a storage without `import` content is refused at plan time
+//! with the fix.
+//!
+//! Needs `INFRAFLUX_FAKEPVE_PYTHON` (see providers/proxmox/tests/support); without it
+//! each test prints why it is skipped.
+
+#[path = "../providers/proxmox/tests/support/mod.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use infraflux_proxmox::{Client, ClientConfig, Credentials, TlsVerification};
+use serde_json::{Value, json};
+use support::{FakePve, Options};
+
+const LAUNCHER: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/providers/proxmox/tests/support/fakepve_launcher.py"
+);
+const CP: &str = "dev/workload/proxmox_vm.cp-1";
+const WORKER: &str = "dev/workload/proxmox_vm.general-1";
+
+macro_rules! python_or_skip {
+    () => {
+        match support::python() {
+            Ok(python) => python,
+            Err(reason) => {
+                eprintln!("{reason}");
+                return;
+            }
+        }
+    };
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// The example configuration in a temporary directory, its Proxmox endpoint the fake.
+struct Workspace {
+    dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    fn new(fake: &FakePve) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        copy_tree(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("config"),
+            &dir.path().join("config"),
+        );
+        let workspace = Workspace { dir };
+        workspace.write(
+            "defaults/proxmox.yaml",
+            &format!(
+                "proxmox:\n  endpoint: {}\n  token: ${{env:PROXMOX_TOKEN}}\n  nodes: [pve1, pve2, pve3]\n  storage: local-lvm\n  image_storage: local\n  bridge: vmbr0\n  vmid_range: {{start: 1000, end: 1999}}\n  tls:\n    fingerprint: \"{}\"\n",
+                fake.url, fake.fingerprint
+            ),
+        );
+        workspace
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("config")
+    }
+
+    fn write(&self, file: &str, text: &str) {
+        std::fs::write(self.config().join(file), text).unwrap();
+    }
+
+    /// Memory of the small template's control plane and worker pool.
+    fn set_memory(&self, control_plane: &str, worker: &str) {
+        self.write(
+            "templates/small.yaml",
+            &format!(
+                "control_plane: {{count: 1, cpu: 2, memory: {control_plane}, disk: 40Gi}}\nworkers:\n  - {{name: general, count: 1, cpu: 2, memory: {worker}, disk: 60Gi}}\n"
+            ),
+        );
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        let output: Output = std::process::Command::new(env!("CARGO_BIN_EXE_infraflux"))
+            .arg("--config")
+            .arg(self.config())
+            .arg("--state-dir")
+            .arg(self.dir.path().join("state"))
+            .args(["--color", "never"])
+            .args(args)
+            .env("PROXMOX_TOKEN", support::TOKEN)
+            .env_remove("INFRAFLUX_STATE_DIR")
+            .output()
+            .expect("infraflux runs");
+        let run = Run {
+            code: output.status.code().unwrap_or(-1),
+            out: String::from_utf8_lossy(&output.stdout).into_owned(),
+            err: String::from_utf8_lossy(&output.stderr).into_owned(),
+        };
+        // Whatever happens, the token's secret is never printed.
+        let secret = support::TOKEN.split_once('=').unwrap().1;
+        assert!(
+            !run.out.contains(secret) && !run.err.contains(secret),
+            "the token was printed: {run}"
+        );
+        run
+    }
+
+    /// `plan` restricted to the two VMs (and so their images), with extra arguments.
+    fn plan(&self, extra: &[&str]) -> Run {
+        let mut args = vec![
+            "plan",
+            "--env",
+            "dev",
+            "--cluster",
+            "workload",
+            "--target",
+            CP,
+            "--target",
+            WORKER,
+            "--detailed-exitcode",
+        ];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
+    /// Plan the VMs into a file and apply exactly that plan.
+    fn apply(&self) -> (Run, Run) {
+        let file = self.dir.path().join("plan.json");
+        let plan = self.plan(&["--out", file.to_str().unwrap()]);
+        let apply = self.run(&["apply", file.to_str().unwrap()]);
+        (plan, apply)
+    }
+
+    /// The state document (wherever the local backend keeps it under `--state-dir`).
+    fn state(&self) -> Value {
+        let files = walk(&self.dir.path().join("state"));
+        let path = files
+            .iter()
+            .find(|f| f.file_name().is_some_and(|n| n == "dev.json"))
+            .unwrap_or_else(|| panic!("no dev.json among {files:?}"));
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.path().is_dir() {
+            files.extend(walk(&entry.path()));
+        } else {
+            files.push(entry.path());
+        }
+    }
+    files
+}
+
+struct Run {
+    code: i32,
+    out: String,
+    err: String,
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.out, self.err
+        )
+    }
+}
+
+async fn fake(python: &str, import_content: bool) -> FakePve {
+    FakePve::start_with(
+        python,
+        LAUNCHER,
+        Options {
+            nodes: 3,
+            vms: 0,
+            import_content,
+            time_scale: 0.0,
+        },
+    )
+    .await
+    .expect("fakepve starts")
+}
+
+/// The fake's VMs as (name, node, memory, cores).
+async fn vms(fake: &mut FakePve) -> Vec<(String, String, String, String)> {
+    let mut vms: Vec<_> = fake
+        .expect(json!({"op": "vms"}))
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|vm| {
+            let config = &vm["config"];
+            let text = |v: &Value| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (
+                text(&vm["name"]),
+                text(&vm["node"]),
+                text(&config["memory"]),
+                text(&config["cores"]),
+            )
+        })
+        .collect();
+    vms.sort();
+    vms
+}
+
+fn vmid_of(workspace: &Workspace, address: &str) -> u32 {
+    workspace.state()["resources"][address]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id for {address} in {}", workspace.state()))
+        .parse()
+        .unwrap()
+}
+
+fn client(fake: &FakePve) -> Client {
+    Client::new(ClientConfig::new(
+        fake.url.parse().unwrap(),
+        Credentials::api_token(support::TOKEN).unwrap(),
+        TlsVerification::Fingerprint(fake.fingerprint.clone()),
+    ))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_apply_update_drift_and_destroy_through_the_engine() {
+    let python = python_or_skip!();
+    let mut fake = fake(&python, true).await;
+    let workspace = Workspace::new(&fake);
+
+    // First plan: two images (only on the nodes the VMs are placed on) and two VMs.
+    let plan = workspace.plan(&[]);
+    assert_eq!(plan.code, 2, "{plan}");
+    assert!(
+        plan.out.contains(&format!("# {CP} will be created")),
+        "{plan}"
+    );
+    assert!(
+        plan.out.contains(&format!("# {WORKER} will be created")),
+        "{plan}"
+    );
+    assert_eq!(plan.out.matches("proxmox_image.").count(), 2, "{plan}");
+    assert!(
+        plan.out
+            .contains("Plan: 4 to add, 0 to change, 0 to destroy."),
+        "{plan}"
+    );
+
+    let (plan, apply) = workspace.apply();
+    assert_eq!(plan.code, 2, "{plan}");
+    assert_eq!(apply.code, 0, "{apply}");
+    let created = vms(&mut fake).await;
+    assert_eq!(created.len(), 2, "{created:?}");
+    // The control plane and the worker on different nodes (placed from the inventory).
+    assert_ne!(created[0].1, created[1].1, "{created:?}");
+    assert!(created.iter().all(|vm| vm.2 == "4096"), "{created:?}");
+    let images: Vec<String> = workspace.state()["resources"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|a| a.contains("proxmox_image."))
+        .cloned()
+        .collect();
+    assert_eq!(images.len(), 2, "{images:?}");
+    let volumes = fake
+        .expect(json!({"op": "volumes", "storage": "local"}))
+        .await;
+    assert!(
+        volumes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v.as_str().is_some_and(|v| v.starts_with("import/talos-v"))),
+        "{volumes}"
+    );
+
+    // Nothing changed: the next plan is empty.
+    let plan = workspace.plan(&[]);
+    assert_eq!(plan.code, 0, "{plan}");
+    assert!(plan.out.contains("No changes."), "{plan}");
+
+    // More memory for the control plane: an in-place update of that VM only.
+    workspace.set_memory("5Gi", "4Gi");
+    let plan = workspace.plan(&[]);
+    assert_eq!(plan.code, 2, "{plan}");
+    assert!(
+        plan.out
+            .contains(&format!("# {CP} will be updated in-place")),
+        "{plan}"
+    );
+    assert!(plan.out.contains("memory_mib"), "{plan}");
+    assert!(
+        plan.out
+            .contains("Plan: 0 to add, 1 to change, 0 to destroy."),
+        "{plan}"
+    );
+    let (_, apply) = workspace.apply();
+    assert_eq!(apply.code, 0, "{apply}");
+    let updated = vms(&mut fake).await;
+    assert!(
+        updated
+            .iter()
+            .any(|vm| vm.0.ends_with("cp-1") && vm.2 == "5120"),
+        "{updated:?}"
+    );
+    // The VMs stayed where they were.
+    assert_eq!(
+        updated.iter().map(|vm| &vm.1).collect::<Vec<_>>(),
+        created.iter().map(|vm| &vm.1).collect::<Vec<_>>()
+    );
+    assert_eq!(workspace.plan(&[]).code, 0);
+
+    // Drift: someone retags the worker through the API (tags apply at once; CPU or
+    // memory changes on a running VM would only be pending).
+    let worker = vmid_of(&workspace, WORKER);
+    let node = created
+        .iter()
+        .find(|vm| vm.0.ends_with("general-1"))
+        .unwrap()
+        .1
+        .clone();
+    client(&fake)
+        .set_vm_config(&node, worker, &[("tags".into(), "hand-made".into())], &[])
+        .await
+        .expect("the fake takes the change");
+    let plan = workspace.plan(&[]);
+    assert_eq!(plan.code, 2, "{plan}");
+    assert!(plan.out.contains("changed outside InfraFlux"), "{plan}");
+    assert!(
+        plan.out.contains(&format!("{WORKER} has changed")),
+        "{plan}"
+    );
+    assert!(
+        plan.out
+            .contains(&format!("# {WORKER} will be updated in-place")),
+        "{plan}"
+    );
+    assert!(plan.out.contains("hand-made"), "{plan}");
+    let (_, apply) = workspace.apply();
+    assert_eq!(apply.code, 0, "{apply}");
+    let tags = client(&fake)
+        .vm_config(&node, worker)
+        .await
+        .unwrap()
+        .get("tags")
+        .map(str::to_string);
+    assert_eq!(tags.as_deref(), Some("dev;infraflux;worker;workload"));
+    assert_eq!(workspace.plan(&[]).code, 0);
+
+    // HA moves the worker to pve3 (which has no image): reported as drift, never moved
+    // back, and no image is planned for it.
+    fake.expect(json!({"op": "migrate", "vmid": worker, "target": "pve3"}))
+        .await;
+    let plan = workspace.plan(&[]);
+    assert_eq!(plan.code, 0, "{plan}");
+    assert!(
+        plan.out.contains(&format!("{WORKER} has changed")),
+        "{plan}"
+    );
+    assert!(plan.out.contains("\"pve3\""), "{plan}");
+    assert!(plan.out.contains("No changes."), "{plan}");
+
+    // Destroy leaves nothing.
+    let destroy = workspace.run(&[
+        "destroy",
+        "--env",
+        "dev",
+        "--cluster",
+        "workload",
+        "--auto-approve",
+    ]);
+    assert_eq!(destroy.code, 0, "{destroy}");
+    assert!(vms(&mut fake).await.is_empty());
+    let volumes = fake
+        .expect(json!({"op": "volumes", "storage": "local"}))
+        .await;
+    assert_eq!(volumes, json!([]));
+    assert_eq!(workspace.state()["resources"], json!({}));
+    fake.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_vm_fails_alone_and_the_next_run_converges() {
+    let python = python_or_skip!();
+    let mut fake = fake(&python, true).await;
+    let workspace = Workspace::new(&fake);
+    let (_, apply) = workspace.apply();
+    assert_eq!(apply.code, 0, "{apply}");
+
+    // A backup holds the worker's lock while both VMs get more memory.
+    let worker = vmid_of(&workspace, WORKER);
+    fake.expect(json!({"op": "lock", "vmid": worker, "lock": "backup"}))
+        .await;
+    workspace.set_memory("5Gi", "5Gi");
+    let (plan, apply) = workspace.apply();
+    assert_eq!(plan.code, 2, "{plan}");
+    assert_eq!(apply.code, 1, "{apply}");
+    assert!(
+        apply.err.contains(&format!("{WORKER}: update failed")),
+        "{apply}"
+    );
+    assert!(apply.err.contains("locked"), "{apply}");
+    assert!(apply.err.contains("qm unlock"), "{apply}");
+    assert!(
+        apply.err.contains(&format!("{CP}: Modifications complete")),
+        "{apply}"
+    );
+    let memory: Vec<(String, String)> = vms(&mut fake)
+        .await
+        .into_iter()
+        .map(|vm| (vm.0, vm.2))
+        .collect();
+    assert!(
+        memory
+            .iter()
+            .any(|(name, m)| name.ends_with("cp-1") && m == "5120"),
+        "{memory:?}"
+    );
+    assert!(
+        memory
+            .iter()
+            .any(|(name, m)| name.ends_with("general-1") && m == "4096"),
+        "{memory:?}"
+    );
+
+    // State tells the truth: the next plan still wants the worker's update only.
+    let plan = workspace.plan(&[]);
+    assert_eq!(plan.code, 2, "{plan}");
+    assert!(
+        plan.out
+            .contains("Plan: 0 to add, 1 to change, 0 to destroy."),
+        "{plan}"
+    );
+    fake.expect(json!({"op": "unlock", "vmid": worker})).await;
+    let (_, apply) = workspace.apply();
+    assert_eq!(apply.code, 0, "{apply}");
+    assert_eq!(workspace.plan(&[]).code, 0);
+    fake.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_without_import_content_is_refused_before_anything_starts() {
+    let python = python_or_skip!();
+    // Storage `local` as on a fresh PVE: iso, vztmpl, backup; no import.
+    let mut fake = fake(&python, false).await;
+    let workspace = Workspace::new(&fake);
+    let plan = workspace.plan(&[]);
+    assert_eq!(plan.code, 1, "{plan}");
+    assert!(
+        plan.err
+            .contains("does not allow the content type `import`"),
+        "{plan}"
+    );
+    assert!(
+        plan.err
+            .contains("pvesm set local --content iso,vztmpl,backup,import"),
+        "{plan}"
+    );
+    assert!(vms(&mut fake).await.is_empty());
+    // Offline planning cannot know and does not ask.
+    let offline = workspace.plan(&["--refresh=false"]);
+    assert_eq!(offline.code, 2, "{offline}");
+    fake.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_create_task_fails_alone_and_the_next_run_converges() {
+    let python = python_or_skip!();
+    let mut fake = fake(&python, true).await;
+    let workspace = Workspace::new(&fake);
+    // The control plane goes to pve1 and the worker to pve2 (spread, configured order):
+    // PVE's create worker on pve2 fails once.
+    fake.expect(json!({
+        "op": "fail", "method": "POST", "suffix": "/nodes/pve2/qemu",
+        "error": "live_restore_failed", "times": 1,
+    }))
+    .await;
+    let (plan, apply) = workspace.apply();
+    assert_eq!(plan.code, 2, "{plan}");
+    assert_eq!(apply.code, 1, "{apply}");
+    assert!(
+        apply.err.contains(&format!("{WORKER}: create failed")),
+        "{apply}"
+    );
+    assert!(apply.err.contains("live-restore failed"), "{apply}");
+    assert!(
+        apply.err.contains(&format!("{CP}: Creation complete")),
+        "{apply}"
+    );
+
+    // The next run creates only what is missing, and then there is nothing to do.
+    let (plan, apply) = workspace.apply();
+    assert_eq!(plan.code, 2, "{plan}");
+    assert!(
+        !plan.out.contains(&format!("# {CP} will be created")),
+        "{plan}"
+    );
+    assert_eq!(apply.code, 0, "{apply}");
+    let names: Vec<String> = vms(&mut fake).await.into_iter().map(|vm| vm.0).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(workspace.plan(&[]).code, 0);
+    fake.stop().await;
+}
