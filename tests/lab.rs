@@ -154,6 +154,43 @@ fn lab_run_takes_dev_through_plan_bootstrap_and_ready_to_an_empty_second_plan() 
 }
 
 #[test]
+fn lab_run_of_prod_promotes_through_dev_and_staging_first() {
+    let project = project();
+    let output = infraflux(project.path())
+        .args(["lab", "run", "--env", "prod"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    // In promotion order, each ready before the next is planned.
+    let ready: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("Ready signal for "))
+        .collect();
+    assert_eq!(
+        ready,
+        [
+            "dev/workload: ready",
+            "staging/workload: ready",
+            "prod/management: ready",
+            "prod/workload: ready",
+            "prod/edge: ready",
+        ]
+    );
+    assert_eq!(
+        stdout
+            .matches("No changes. The infrastructure matches the configuration.")
+            .count(),
+        3,
+        "{stdout}"
+    );
+}
+
+#[test]
 fn lab_run_fails_on_a_configuration_problem() {
     let project = project();
     let output = infraflux(project.path())
