@@ -1,5 +1,5 @@
 //! The local lab end to end, as a user runs it: the README's `infraflux lab run --env
-//! dev` in a directory with the bundled configuration and no PROXMOX_TOKEN, and `lab
+//! dev` (plan, bootstrap, second plan) in a directory with the bundled configuration and no PROXMOX_TOKEN, and `lab
 //! up` → `plan --overlay` → `lab down` as a CI job would. Loopback only, each run
 //! bounded in time.
 
@@ -43,6 +43,7 @@ fn infraflux(project: &Path) -> Command {
         .env_remove("INFRAFLUX_CONFIG")
         .env_remove("INFRAFLUX_OVERLAY")
         .env_remove("INFRAFLUX_STATE_DIR")
+        .env_remove("INFRAFLUX_STATE_BACKEND")
         .env("NO_COLOR", "1")
         .timeout(RUN_LIMIT);
     command
@@ -80,7 +81,7 @@ fn running(pid: u64) -> bool {
 }
 
 #[test]
-fn lab_run_takes_dev_through_plan_and_apply_to_an_empty_second_plan() {
+fn lab_run_takes_dev_through_plan_bootstrap_and_ready_to_an_empty_second_plan() {
     let project = project();
     let output = infraflux(project.path())
         .args(["lab", "run", "--env", "dev"])
@@ -120,6 +121,12 @@ fn lab_run_takes_dev_through_plan_and_apply_to_an_empty_second_plan() {
             "no {kind} created:\n{stderr}"
         );
     }
+    // The ready signal, through the kubeconfig Talos handed out, to the cluster's API.
+    assert!(
+        stdout.contains("Ready signal for dev/workload: ready"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("nodes: 2/2 Ready"), "{stdout}");
     // The second plan, the last thing printed, is empty.
     assert!(
         stdout
@@ -144,6 +151,43 @@ fn lab_run_takes_dev_through_plan_and_apply_to_an_empty_second_plan() {
     assert!(lab.join(".infraflux/state/dev.json").is_file());
     assert!(!project.path().join(".infraflux/state").exists());
     assert!(!lab.join("overlay").exists());
+}
+
+#[test]
+fn lab_run_of_prod_promotes_through_dev_and_staging_first() {
+    let project = project();
+    let output = infraflux(project.path())
+        .args(["lab", "run", "--env", "prod"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    // In promotion order, each ready before the next is planned.
+    let ready: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("Ready signal for "))
+        .collect();
+    assert_eq!(
+        ready,
+        [
+            "dev/workload: ready",
+            "staging/workload: ready",
+            "prod/management: ready",
+            "prod/workload: ready",
+            "prod/edge: ready",
+        ]
+    );
+    assert_eq!(
+        stdout
+            .matches("No changes. The infrastructure matches the configuration.")
+            .count(),
+        3,
+        "{stdout}"
+    );
 }
 
 #[test]

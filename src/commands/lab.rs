@@ -1,8 +1,8 @@
 //! `infraflux lab run|up|down|status`: the pipeline against a local lab.
 //!
-//! `run` is the README's one command: a lab in this process, then the same `plan` and
-//! `apply` a real run makes (through the overlay and a state directory of the lab's
-//! own), the ready signal, and a second plan that must be empty. `up` runs the lab in
+//! `run` is the README's one command: a lab in this process, then what a real run does
+//! (through the overlay and a state directory of the lab's own): `plan`, `bootstrap`
+//! (the apply, then the ready signal), and a second plan that must be empty. `up` runs the lab in
 //! the background (`lab serve`, re-executing this binary) for plan/apply from a CI job;
 //! `down` stops it.
 
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use super::engine::{Context, diagnostic, diagnostic_text};
 use super::output::Output;
 use crate::cli::{
-    ApplyArgs, GlobalArgs, LabCommand, LabRunArgs, LabUpArgs, LockArgs, PlanArgs, SelectionArgs,
+    BootstrapArgs, GlobalArgs, LabCommand, LabRunArgs, LabUpArgs, LockArgs, PlanArgs, SelectionArgs,
 };
 use crate::lab::Lab;
 use crate::lab::overlay::{self, LabLayout};
@@ -21,6 +21,9 @@ use crate::lab::process::{self, LabPaths, LabRecord, Stopped};
 
 /// How long `lab up` waits for the background lab to answer.
 const UP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the ready signal may take: the lab's API plays every controller at once, so
+/// a cluster that is not ready by then never will be.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long `lab down` waits after SIGTERM before SIGKILL.
 const DOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -171,6 +174,8 @@ fn run_lab(global: &GlobalArgs, args: &LabRunArgs, output: &Output) -> miette::R
     let mut lab_global = global.clone();
     lab_global.overlay = vec![paths.overlay()];
     lab_global.state_dir = Some(paths.state_dir());
+    // Whatever backend the environment names, the lab's state stays in its directory.
+    lab_global.state_backend = Some(crate::cli::StateBackend::Local);
     // Each environment before it in promotion order first, as a real promotion goes.
     let outcome = environments
         .iter()
@@ -234,30 +239,32 @@ fn steps(
     phases.time(format!("plan {environment}"), || {
         super::plan::run(global, &plan_args(false), &context)
     })?;
-    eprintln!("\n== apply ({environment}) ==");
-    let applied = phases.time(format!("apply {environment}"), || {
-        super::apply::run(
+    // `infraflux bootstrap --env E --auto-approve`: the same plan and apply as `apply`
+    // (promotion gate included), then the ready signal through the kubeconfig in state.
+    eprintln!("\n== bootstrap ({environment}): apply, then the ready signal ==");
+    let bootstrapped = phases.time(format!("bootstrap {environment}"), || {
+        super::bootstrap::run(
             global,
-            &ApplyArgs {
+            &BootstrapArgs {
                 selection: selection(),
                 lock: LockArgs {
                     lock_timeout: Duration::ZERO,
                 },
-                plan_file: None,
+                render: None,
+                timeout: READY_TIMEOUT,
                 auto_approve: true,
                 parallelism: crate::apply::DEFAULT_PARALLELISM,
-                skip_promotion_check: false,
+                json: false,
             },
             &context,
         )
     })?;
-    if applied != ExitCode::SUCCESS {
+    if bootstrapped != ExitCode::SUCCESS {
         return Err(diagnostic_text(
-            "the apply did not complete".into(),
+            format!("`{environment}` was not applied, or is not ready"),
             Some("see the failures above; the lab's state is in .infraflux/lab".into()),
         ));
     }
-    // The ready signal (`infraflux bootstrap`) joins here as one call once it lands.
     eprintln!("\n== second plan ({environment}): must be empty ==");
     let second = phases.time(format!("second plan {environment}"), || {
         super::plan::run(global, &plan_args(true), &context)
@@ -347,7 +354,7 @@ fn up(global: &GlobalArgs, args: &LabUpArgs) -> miette::Result<ExitCode> {
         )
     );
     println!(
-        "Lab running in the background (pid {}). Use it with the overlay and the lab's own state:\n\n    infraflux --overlay {overlay} --state-dir {state} plan --env {environment}\n    infraflux --overlay {overlay} --state-dir {state} apply --env {environment} --auto-approve\n\nor export INFRAFLUX_OVERLAY={overlay} INFRAFLUX_STATE_DIR={state}. Stop it with `infraflux lab down`.",
+        "Lab running in the background (pid {}). Use it with the overlay and the lab's own state:\n\n    infraflux --overlay {overlay} --state-dir {state} plan --env {environment}\n    infraflux --overlay {overlay} --state-dir {state} apply --env {environment} --auto-approve\n\nor export INFRAFLUX_OVERLAY={overlay} INFRAFLUX_STATE_DIR={state} INFRAFLUX_STATE_BACKEND=local\n(the lab's state must stay apart from the real one: add --state-backend local where\nINFRAFLUX_STATE_BACKEND=postgres is set). Stop it with `infraflux lab down`.",
         record.pid
     );
     Ok(ExitCode::SUCCESS)

@@ -5,6 +5,10 @@
 //! kubeconfig Talos hands out works unchanged. The API has a Node (Ready) per
 //! configured machine of its cluster, and plays the controllers (`ready_reactor`): what
 //! the platform and the handoff apply becomes Current, Synced and Healthy.
+//!
+//! Limits: a reboot keeps the node as it is, but a VM stopped and started again comes
+//! back in maintenance mode (its fake node is new), as if its disk had been wiped; and
+//! nothing restarts a node that was never stopped by PVE.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -204,6 +208,42 @@ impl Machines for LabMachines {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn booted(ipv4: Option<&str>) -> Booted {
+        Booted {
+            vmid: 1000,
+            name: "dev-workload-cp-1".into(),
+            node: "pve1".into(),
+            ipv4: ipv4.map(|ip| ip.parse().unwrap()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_vm_runs_a_talos_node_on_its_address_until_it_stops() {
+        let machines = LabMachines::new();
+        // An address of this process's own, so parallel tests do not meet.
+        let ip = format!("127.{}.0.10", 1 + std::process::id() % 250);
+        machines.started(booted(Some(&ip))).await.unwrap();
+        let address: SocketAddr = format!("{ip}:{TALOS_PORT}").parse().unwrap();
+        assert_eq!(machines.listeners(), [address]);
+        assert!(tokio::net::TcpStream::connect(address).await.is_ok());
+        machines.stopped(1000).await;
+        assert!(machines.listeners().is_empty());
+        assert!(tokio::net::TcpStream::connect(address).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_vm_without_a_loopback_address_does_not_start() {
+        let machines = LabMachines::new();
+        let error = machines
+            .started(booted(Some("10.0.0.10")))
+            .await
+            .unwrap_err();
+        assert!(error.contains("loopback"), "{error}");
+        let error = machines.started(booted(None)).await.unwrap_err();
+        assert!(error.contains("no ipconfig0 address"), "{error}");
+        assert!(machines.listeners().is_empty());
+    }
 
     #[test]
     fn endpoints_are_read_as_socket_addresses() {

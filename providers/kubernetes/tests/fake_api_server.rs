@@ -172,3 +172,95 @@ async fn raw_apply(server: &FakeApiServer, manager: &str, force: bool, body: &Va
         .unwrap();
     response[9..12].parse().unwrap()
 }
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, all PEM.
+fn tls_material() -> (String, (String, String), (String, String)) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::from_ca_cert_pem(&ca, ca_key).unwrap();
+    let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(names).unwrap();
+        params.extended_key_usages = vec![usage];
+        let certificate = params.signed_by(&key, &issuer).unwrap();
+        (certificate.pem(), key.serialize_pem())
+    };
+    let server = leaf(
+        vec!["127.0.0.1".into()],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let client = leaf(Vec::new(), ExtendedKeyUsagePurpose::ClientAuth);
+    (ca, server, client)
+}
+
+fn tls_kubeconfig(server: &FakeApiServer, ca: &str, client: Option<&(String, String)>) -> String {
+    use base64::Engine as _;
+    let encode = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    let user = match client {
+        Some((crt, key)) => {
+            json!({"client-certificate-data": encode(crt), "client-key-data": encode(key)})
+        }
+        None => json!({"token": "no-certificate"}),
+    };
+    serde_json::to_string(&json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "lab", "cluster": {
+            "server": format!("https://{}", server.address()),
+            "certificate-authority-data": encode(ca)}}],
+        "users": [{"name": "admin", "user": user}],
+        "contexts": [{"name": "admin", "context": {"cluster": "lab", "user": "admin"}}],
+        "current-context": "admin",
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn tls_serves_clients_with_a_certificate_from_the_ca_and_refuses_others() {
+    let (ca, (server_crt, server_key), client) = tls_material();
+    let server = FakeApiServer::start_tls(
+        "127.0.0.1:0".parse().unwrap(),
+        &server_crt,
+        &server_key,
+        Some(&ca),
+    )
+    .await
+    .unwrap();
+    let admin = KubeClient::new(
+        &Kubeconfig::new(tls_kubeconfig(&server, &ca, Some(&client))).unwrap(),
+        ClientOptions::default(),
+    )
+    .await
+    .unwrap();
+    let namespaces = admin.list("v1", "Namespace", None).await.unwrap();
+    assert!(
+        namespaces
+            .iter()
+            .any(|n| n["metadata"]["name"] == "kube-system")
+    );
+    // Without a client certificate the handshake fails: nothing is served.
+    let anonymous = KubeClient::new(
+        &Kubeconfig::new(tls_kubeconfig(&server, &ca, None)).unwrap(),
+        ClientOptions::default(),
+    )
+    .await;
+    let refused = match anonymous {
+        Err(_) => true,
+        Ok(client) => client.list("v1", "Namespace", None).await.is_err(),
+    };
+    assert!(refused);
+    assert!(
+        FakeApiServer::start_tls(
+            "10.0.0.1:6443".parse().unwrap(),
+            &server_crt,
+            &server_key,
+            None
+        )
+        .await
+        .is_err()
+    );
+}

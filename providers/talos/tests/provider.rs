@@ -445,3 +445,87 @@ async fn secrets_survive_updates_and_import_reads_talosctl_secrets_yaml() {
     );
     assert_eq!(imported["bootstrap_token"], prior["bootstrap_token"]);
 }
+
+#[tokio::test]
+async fn lab_nodes_share_trustd_and_report_configuration_and_bootstrap() {
+    use infraflux_talos::api::{Credentials, NodeClient};
+    use infraflux_talos::testing::{NodeEvent, Trustd};
+    use std::sync::{Arc, Mutex};
+
+    let provider = provider();
+    let trustd = Trustd::new();
+    let events: Arc<Mutex<Vec<NodeEvent>>> = Arc::default();
+    let cp = FakeNode::start().await.unwrap();
+    let worker = FakeNode::start().await.unwrap();
+    for node in [&cp, &worker] {
+        node.use_trustd(&trustd);
+        let events = events.clone();
+        node.on_event(Arc::new(move |event| {
+            events.lock().unwrap().push(event);
+            Box::pin(async {})
+        }));
+    }
+    let mutual = Credentials::Mutual(identity());
+    // A worker configured before any control plane: applied, but its API waits for
+    // trustd, as a real worker's does.
+    plan_and_create(
+        &provider,
+        "worker-1",
+        machine_config("worker-1", "10.0.0.21/24", "worker", &worker),
+    )
+    .await;
+    assert_eq!(worker.stage(), Stage::Configured);
+    assert!(
+        NodeClient::connect(&worker.endpoint(), &mutual, &connect())
+            .await
+            .is_err()
+    );
+    plan_and_create(
+        &provider,
+        "cp-1",
+        machine_config("cp-1", "10.0.0.11/24", "controlplane", &cp),
+    )
+    .await;
+    let mut client = NodeClient::connect(&worker.endpoint(), &mutual, &connect())
+        .await
+        .unwrap();
+    client.version().await.unwrap();
+    assert_eq!(
+        worker.identity().map(|i| (i.hostname, i.role)),
+        Some(("worker-1".into(), "worker".into()))
+    );
+
+    provider
+        .create(CreateRequest {
+            resource: resource("talos_bootstrap", "lab"),
+            planned: object(
+                json!({"endpoint": cp.endpoint(), "secrets": secrets_reference_values()}),
+            ),
+        })
+        .await
+        .unwrap();
+    let events = events.lock().unwrap();
+    let configured: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            NodeEvent::Configured(identity) => Some(identity.hostname.clone()),
+            NodeEvent::Bootstrapped(_) => None,
+        })
+        .collect();
+    assert_eq!(configured, ["worker-1", "cp-1"]);
+    let Some(NodeEvent::Bootstrapped(bootstrapped)) = events.last() else {
+        panic!("no bootstrap event");
+    };
+    assert_eq!(bootstrapped.node.endpoint, "https://10.0.0.10:6443");
+    let secrets = ClusterSecrets::from_attributes(secrets_attributes()).unwrap();
+    assert_eq!(bootstrapped.kubernetes_ca_crt, secrets.kubernetes_ca.crt);
+    // The API server certificate names the endpoint's address.
+    let (_, pem) =
+        x509_parser::pem::parse_x509_pem(bootstrapped.api_server.crt.as_bytes()).unwrap();
+    let certificate = pem.parse_x509().unwrap();
+    let names = certificate.subject_alternative_name().unwrap().unwrap();
+    assert!(names.value.general_names.iter().any(|name| matches!(
+        name,
+        x509_parser::extensions::GeneralName::IPAddress(ip) if *ip == [10, 0, 0, 10]
+    )));
+}

@@ -118,12 +118,30 @@ impl Request {
     }
 }
 
-/// Percent-decoding of one path segment or form value.
+/// Percent-decoding of one path segment (`local:import%2Ftalos.raw`); a `%` not
+/// followed by two hex digits stays as it is.
 fn decode(text: &str) -> String {
-    url::form_urlencoded::parse(format!("x={}", text.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(high), Some(low)) => {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            (byte, _, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl Simulator {
@@ -143,21 +161,6 @@ impl Simulator {
 
     fn cluster(&self) -> MutexGuard<'_, Cluster> {
         self.cluster.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Every VM's `(vmid, name, running)`, for the lab's status.
-    pub fn vms(&self) -> Vec<(u32, String, bool)> {
-        self.cluster()
-            .vms
-            .values()
-            .map(|vm| {
-                (
-                    vm.vmid,
-                    vm.config.get("name").cloned().unwrap_or_default(),
-                    vm.running,
-                )
-            })
-            .collect()
     }
 
     /// Answer one HTTP request. `body` is the form-encoded body of writes.
@@ -182,19 +185,16 @@ impl Simulator {
             .filter(|s| !s.is_empty())
             .map(decode)
             .collect();
-        let mut route = None;
-        let mut path_matches = false;
-        for (endpoint_method, pattern, params) in ENDPOINTS {
-            if let Some(bound) = match_path(pattern, &segments) {
-                path_matches = true;
-                if *endpoint_method == method {
-                    route = Some((*pattern, *params, bound));
-                    break;
-                }
-            }
-        }
+        // PVE answers 501 both for an unknown path and for a method a path lacks.
+        let route = ENDPOINTS
+            .iter()
+            .find_map(|(endpoint_method, pattern, params)| {
+                (*endpoint_method == method)
+                    .then(|| match_path(pattern, &segments))
+                    .flatten()
+                    .map(|bound| (*pattern, *params, bound))
+            });
         let Some((pattern, schema, bound)) = route else {
-            let _ = path_matches;
             return Answer::error(not_implemented(method, path));
         };
         let mut values: Values = bound.clone();
@@ -1230,6 +1230,7 @@ mod tests {
         assert_eq!(bound["vmid"], "1000");
         assert!(match_path("/nodes/{node}/qemu/{vmid}/pending", &segments).is_none());
         assert_eq!(decode("local:import%2Ftalos.raw"), "local:import/talos.raw");
+        assert_eq!(decode("a+b%2Bc%zz%"), "a+b+c%zz%");
     }
 
     #[test]

@@ -33,7 +33,9 @@ impl Default for ClusterOptions {
             nodes: vec!["pve1".into(), "pve2".into(), "pve3".into()],
             disk_storages: vec!["local-lvm".into()],
             image_storages: vec!["local".into()],
-            node_memory: 128 * GIB,
+            // Enough for the bundled configuration: every environment, prod included
+            // (placement checks free memory at plan time).
+            node_memory: 256 * GIB,
             node_cpus: 32,
             image_size: GIB,
         }
