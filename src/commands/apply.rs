@@ -248,10 +248,11 @@ fn execute(
         })
         .map_err(|e| diagnostic(&e, None))?;
     out.write(&summary_text(plan, &summary));
-    if summary.is_success() && plan.mode != PlanMode::Destroy {
-        if let Some(promotion) = promotion {
-            record_promotion(summary.state.clone(), promotion, context)?;
-        }
+    if summary.is_success()
+        && plan.mode != PlanMode::Destroy
+        && let Some(promotion) = promotion
+    {
+        record_promotion(summary.state.clone(), promotion, context)?;
     }
     Ok(if summary.cancelled {
         ExitCode::from(130)

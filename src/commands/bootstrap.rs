@@ -488,24 +488,9 @@ fn write_cluster_manifests(
             &rendered.manifests,
         )
         .map_err(cannot)?;
-        for path in &written {
-            make_private(path).map_err(cannot)?;
-        }
         manifests.extend(written);
     }
     Ok(manifests)
-}
-
-/// Readable by the owner only.
-fn make_private(path: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-    Ok(())
 }
 
 /// ▸ ✔ ✗ for a person at a terminal; ASCII for logs and pipes.

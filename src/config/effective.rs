@@ -108,20 +108,19 @@ pub fn compose(
 }
 
 fn check_selection(config: &LoadedConfig, selection: &Selection, problems: &mut Problems) {
-    if let Some(env) = &selection.environment {
-        if !config.environments.contains_key(env)
-            && !config.environments.is_empty()
-            && !config.is_broken(LayerKind::Environment, env)
-        {
-            let known: Vec<&str> = config.environments.keys().map(String::as_str).collect();
-            problems.push(
-                Problem::error(
-                    "config::unknown-environment",
-                    format!("unknown environment `{env}`"),
-                )
-                .help(suggest(env, &known, "environments/<name>.yaml")),
-            );
-        }
+    if let Some(env) = &selection.environment
+        && !config.environments.contains_key(env)
+        && !config.environments.is_empty()
+        && !config.is_broken(LayerKind::Environment, env)
+    {
+        let known: Vec<&str> = config.environments.keys().map(String::as_str).collect();
+        problems.push(
+            Problem::error(
+                "config::unknown-environment",
+                format!("unknown environment `{env}`"),
+            )
+            .help(suggest(env, &known, "environments/<name>.yaml")),
+        );
     }
     if let Some(cluster) = &selection.cluster {
         if config.is_broken(LayerKind::Cluster, cluster) {

@@ -199,10 +199,12 @@ pub fn load_layers_with(
         );
         add_layer(&mut config, layer);
     }
+    // Encrypted parts belong to their main layer: they merge before any overlay, so an
+    // overlay (the lab's, say) always has the last word over endpoints and tokens.
+    load_encrypted_layers(&mut config, env, &mut secrets, problems);
     for overlay in overlays {
         add_layer(&mut config, overlay);
     }
-    load_encrypted_layers(&mut config, env, &mut secrets, problems);
     config.secrets = secrets.found;
     if config.environments.is_empty() && !problems.has_errors() {
         problems.push(
@@ -481,16 +483,16 @@ pub(super) fn check_duplicate_names(node: &Node, problems: &mut Problems) {
         Value::List(items) => {
             let mut seen: IndexMap<&str, &Node> = IndexMap::new();
             for item in items {
-                if let Some(name) = item_name(item) {
-                    if let Some(first) = seen.insert(name, item) {
-                        let name_origin = item.get("name").map_or(item.origin, |n| n.origin);
-                        problems.push(
+                if let Some(name) = item_name(item)
+                    && let Some(first) = seen.insert(name, item)
+                {
+                    let name_origin = item.get("name").map_or(item.origin, |n| n.origin);
+                    problems.push(
                             Problem::error("config::duplicate-name", format!("duplicate name `{name}`"))
                                 .at(name_origin)
                                 .label(format!("`{name}` is already used on line {}", first.origin.line))
                                 .help("give each item its own name; items with the same name merge across layers, not within one list"),
                         );
-                    }
                 }
                 check_duplicate_names(item, problems);
             }
@@ -620,6 +622,42 @@ mod tests {
             std::fs::write(path, text).unwrap();
         }
         dir
+    }
+
+    #[test]
+    fn an_overlay_has_the_last_word_over_an_encrypted_part() {
+        let (key, encryption) = age_key();
+        let main = tree(&[(
+            "environments/dev.yaml",
+            "clusters: []\ngitops: {revision: dev, path: x}\n",
+        )]);
+        let sealed = encryption
+            .encrypt(b"gitops:\n  revision: from-the-secret-part\n")
+            .unwrap();
+        std::fs::write(main.path().join("environments/dev.age.yaml"), &sealed).unwrap();
+        let overlay = tree(&[("environments/dev.yaml", "gitops: {revision: lab}\n")]);
+        let overlays = [overlay.path().to_path_buf()];
+        let mut problems = Problems::new();
+        let config = load_layers_with(
+            ConfigPaths {
+                dir: main.path(),
+                overlays: &overlays,
+            },
+            &Key(key),
+            &mut problems,
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        let revision = config.environments["dev"]
+            .node
+            .lookup(&KeyPath::parse("gitops.revision"))
+            .unwrap();
+        assert_eq!(revision.as_str(), Some("lab"));
+        assert!(
+            config
+                .sources
+                .path(revision.origin.file)
+                .starts_with(overlay.path())
+        );
     }
 
     #[test]

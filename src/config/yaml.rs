@@ -249,10 +249,10 @@ fn resolve_scalar(text: &str, style: ScalarStyle, tag: Option<&Tag>) -> Value {
     if let Some(int) = parse_int(text) {
         return Value::Int(int);
     }
-    if looks_like_float(text) {
-        if let Ok(float) = text.parse::<f64>() {
-            return Value::Float(float);
-        }
+    if looks_like_float(text)
+        && let Ok(float) = text.parse::<f64>()
+    {
+        return Value::Float(float);
     }
     Value::String(text.to_string())
 }

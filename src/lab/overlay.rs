@@ -52,14 +52,16 @@ pub struct LabLayout {
 }
 
 /// Where the configuration's `${env:…}` references have no value, a stand-in: reading
-/// the layout needs no secret (the overlay replaces the token anyway).
+/// the layout needs no secret (the overlay replaces the token anyway). InfraFlux's own
+/// settings (the age identity that opens `${age:…}` values, say) are never made up:
+/// a stand-in there would hide the fallback to the state's identity.
 struct Placeholders;
 
 impl crate::config::Environment for Placeholders {
     fn var(&self, name: &str) -> Option<String> {
-        std::env::var(name)
-            .ok()
-            .or_else(|| Some("lab@pve!placeholder=unset".to_string()))
+        std::env::var(name).ok().or_else(|| {
+            (!name.starts_with("INFRAFLUX_")).then(|| "lab@pve!placeholder=unset".to_string())
+        })
     }
 }
 

@@ -42,10 +42,8 @@ pub fn load_model<'a>(
     }
     let (model, more) = resolve_model(&config);
     problems.extend(more);
-    if with_policy {
-        if let Some(model) = &model {
-            problems.extend(crate::policy::check_policy(model, &config));
-        }
+    if with_policy && let Some(model) = &model {
+        problems.extend(crate::policy::check_policy(model, &config));
     }
     // A check may quote a value; values from age files are masked wherever quoted.
     config.layers.secrets.redact_problems(&mut problems);

@@ -438,16 +438,16 @@ fn resolve_proxmox(r: &mut Resolver, raw: &RawSettings) -> Option<Proxmox> {
         },
     );
     let token = r.require(p.token.as_ref(), "proxmox.token", "${env:PROXMOX_TOKEN}");
-    if let Some(token) = token {
-        if !is_api_token(token) {
-            // Never echo the token: it is a secret even when malformed.
-            r.invalid(
+    if let Some(token) = token
+        && !is_api_token(token)
+    {
+        // Never echo the token: it is a secret even when malformed.
+        r.invalid(
                 "proxmox.token",
                 "malformed Proxmox API token in `proxmox.token`".into(),
                 "not USER@REALM!TOKENID=SECRET",
                 "create a token under Datacenter → Permissions → API Tokens and set it as `USER@REALM!TOKENID=SECRET`, e.g. `root@pam!infraflux=…`",
             );
-        }
     }
     let nodes = r.require(p.nodes.clone(), "proxmox.nodes", "[pve1, pve2, pve3]");
     if let Some(list) = &nodes {
@@ -781,19 +781,19 @@ fn resolve_network(
             ("network.nodes.start", start),
             ("network.vip", vip),
         ] {
-            if let Some(address) = address {
-                if !usable_in(&cidr, address) {
-                    r.invalid(
-                        path,
-                        format!("`{address}` in `{path}` is outside the node network {cidr}"),
-                        &format!("not a usable address of {cidr}"),
-                        &format!(
-                            "pick an address between {} and {}",
-                            first_host(&cidr),
-                            last_host(&cidr)
-                        ),
-                    );
-                }
+            if let Some(address) = address
+                && !usable_in(&cidr, address)
+            {
+                r.invalid(
+                    path,
+                    format!("`{address}` in `{path}` is outside the node network {cidr}"),
+                    &format!("not a usable address of {cidr}"),
+                    &format!(
+                        "pick an address between {} and {}",
+                        first_host(&cidr),
+                        last_host(&cidr)
+                    ),
+                );
             }
         }
     }
@@ -953,15 +953,15 @@ fn resolve_gitops(r: &mut Resolver, raw: &RawSettings, env: &str) -> Option<GitO
     );
     let revision = r.require(g.revision.clone(), "gitops.revision", "main");
     let path = r.require(g.path.clone(), "gitops.path", "environments/{environment}");
-    if let Some(path) = &path {
-        if path.starts_with('/') || path.split('/').any(|part| part == "..") {
-            r.invalid(
-                "gitops.path",
-                format!("`gitops.path` must be relative to the repository root, got `{path}`"),
-                "not a relative path",
-                "write a path such as `environments/{environment}`",
-            );
-        }
+    if let Some(path) = &path
+        && (path.starts_with('/') || path.split('/').any(|part| part == ".."))
+    {
+        r.invalid(
+            "gitops.path",
+            format!("`gitops.path` must be relative to the repository root, got `{path}`"),
+            "not a relative path",
+            "write a path such as `environments/{environment}`",
+        );
     }
     Some(GitOps {
         repository: repository?,
@@ -1012,25 +1012,25 @@ fn resolve_workloads(r: &mut Resolver, raw: &RawSettings) -> Option<Workloads> {
         "1Gi",
     );
     let image_tag = r.require(w.image_tag.clone(), "workloads.image_tag", "1.4.2");
-    if let (Some(request), Some(limit)) = (request_cpu, limit_cpu) {
-        if request > limit {
-            r.invalid(
-                "workloads.resources.requests.cpu",
-                format!("CPU request {request} is above the limit {limit}"),
-                "above the limit",
-                "make the request at most the limit",
-            );
-        }
+    if let (Some(request), Some(limit)) = (request_cpu, limit_cpu)
+        && request > limit
+    {
+        r.invalid(
+            "workloads.resources.requests.cpu",
+            format!("CPU request {request} is above the limit {limit}"),
+            "above the limit",
+            "make the request at most the limit",
+        );
     }
-    if let (Some(request), Some(limit)) = (request_memory, limit_memory) {
-        if request > limit {
-            r.invalid(
-                "workloads.resources.requests.memory",
-                format!("memory request {request} is above the limit {limit}"),
-                "above the limit",
-                "make the request at most the limit",
-            );
-        }
+    if let (Some(request), Some(limit)) = (request_memory, limit_memory)
+        && request > limit
+    {
+        r.invalid(
+            "workloads.resources.requests.memory",
+            format!("memory request {request} is above the limit {limit}"),
+            "above the limit",
+            "make the request at most the limit",
+        );
     }
     Some(Workloads {
         replicas: replicas?,

@@ -41,7 +41,7 @@ pub(crate) fn check<'a>(cluster: &'a Cluster, findings: &mut Vec<Finding<'a>>) {
         });
     }
     let count = cluster.control_plane.count;
-    if ha && (count < 3 || count % 2 == 0) {
+    if ha && (count < 3 || count.is_multiple_of(2)) {
         findings.push(Finding {
             rule: "etcd-quorum",
             severity: Severity::Error,
@@ -53,7 +53,7 @@ pub(crate) fn check<'a>(cluster: &'a Cluster, findings: &mut Vec<Finding<'a>>) {
             label: "needs an odd count ≥ 3".into(),
             help: "set `control_plane.count: 3` (or 5)".into(),
         });
-    } else if !ha && count > 1 && count % 2 == 0 {
+    } else if !ha && count > 1 && count.is_multiple_of(2) {
         findings.push(Finding {
             rule: "etcd-quorum",
             severity: Severity::Warning,

@@ -128,7 +128,7 @@ impl DiskSize {
 impl fmt::Display for DiskSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (unit, size) in [('T', GIB * KIB), ('G', GIB), ('M', KIB * KIB), ('K', KIB)] {
-            if self.0 != 0 && self.0 % size == 0 {
+            if self.0 != 0 && self.0.is_multiple_of(size) {
                 return write!(f, "{}{unit}", self.0 / size);
             }
         }

@@ -77,7 +77,7 @@ pub fn parse_size(text: &str) -> Option<u64> {
 /// Bytes as PVE prints a size: the largest unit that divides it (`40G`, `4M`).
 pub fn format_size(bytes: u64) -> String {
     for (unit, factor) in [('T', GIB * 1024), ('G', GIB), ('M', MIB), ('K', KIB)] {
-        if bytes >= factor && bytes % factor == 0 {
+        if bytes >= factor && bytes.is_multiple_of(factor) {
             return format!("{}{unit}", bytes / factor);
         }
     }

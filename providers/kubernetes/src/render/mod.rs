@@ -75,7 +75,9 @@ pub fn handoff(inputs: &HandoffInputs) -> Vec<Value> {
 
 /// Write manifests to `dir`, one YAML file per object, numbered in apply order
 /// (`000-apiextensions.k8s.io-customresourcedefinition-applications.argoproj.io.yaml`).
-/// `start` is the first number, so several resources can share a directory.
+/// `start` is the first number, so several resources can share a directory. Files are
+/// created readable by their owner only: Helm values may carry secrets of the
+/// configuration.
 pub fn write_manifests(
     dir: &Path,
     start: usize,
@@ -89,7 +91,11 @@ pub fn write_manifests(
             .unwrap_or_else(|| "object".into());
         let path = dir.join(format!("{:03}-{stem}.yaml", start + index));
         let text = serde_yaml::to_string(manifest).map_err(std::io::Error::other)?;
-        std::fs::write(&path, text)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        std::io::Write::write_all(&mut options.open(&path)?, text.as_bytes())?;
         written.push(path);
     }
     Ok(written)

@@ -403,10 +403,9 @@ pub fn plan(prior: Option<&Attributes>, desired: &Attributes) -> PlanResponse {
         }
         if let (Some(before), Some(after)) =
             (number(prior, "disk_gib"), number(desired, "disk_gib"))
+            && after < before
         {
-            if after < before {
-                requires_replace.push("disk_gib".into());
-            }
+            requires_replace.push("disk_gib".into());
         }
     }
     let keep = prior.filter(|_| requires_replace.is_empty());

@@ -147,14 +147,14 @@ impl std::fmt::Debug for NodeClient {
 
 /// `host`, `host:port`, `[v6]:port` → host and port (default 50000).
 pub fn split_endpoint(endpoint: &str) -> (String, u16) {
-    if let Some(rest) = endpoint.strip_prefix('[') {
-        if let Some((host, tail)) = rest.split_once(']') {
-            let port = tail
-                .strip_prefix(':')
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(DEFAULT_PORT);
-            return (host.to_string(), port);
-        }
+    if let Some(rest) = endpoint.strip_prefix('[')
+        && let Some((host, tail)) = rest.split_once(']')
+    {
+        let port = tail
+            .strip_prefix(':')
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(DEFAULT_PORT);
+        return (host.to_string(), port);
     }
     match endpoint.rsplit_once(':') {
         Some((host, port)) if !host.contains(':') => match port.parse() {

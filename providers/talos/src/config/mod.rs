@@ -766,13 +766,13 @@ fn validate_node(node: &NodeSettings) -> Result<()> {
             format!("`{}` must be in CIDR form, e.g. 10.0.0.11/24", node.address),
         ));
     }
-    if let Some(gateway) = &node.gateway {
-        if gateway.parse::<IpAddr>().is_err() {
-            return Err(Error::input(
-                "gateway",
-                format!("`{gateway}` is not an IP address"),
-            ));
-        }
+    if let Some(gateway) = &node.gateway
+        && gateway.parse::<IpAddr>().is_err()
+    {
+        return Err(Error::input(
+            "gateway",
+            format!("`{gateway}` is not an IP address"),
+        ));
     }
     for dns in &node.dns {
         if dns.parse::<IpAddr>().is_err() {
