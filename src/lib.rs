@@ -58,6 +58,7 @@ pub mod lab;
 pub mod model;
 pub mod plan;
 pub mod policy;
+pub mod private_file;
 pub mod promotion;
 pub mod registry;
 pub mod state;

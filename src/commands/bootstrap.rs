@@ -471,7 +471,7 @@ fn write_cluster_manifests(
         )
     };
     let dir = base.join("kubernetes");
-    super::talos::create_private_dir(&dir).map_err(cannot)?;
+    crate::private_file::create_dir(&dir).map_err(cannot)?;
     let mut manifests = Vec::new();
     for resource in kubernetes_resources(cluster, desired) {
         let rendered =

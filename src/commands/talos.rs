@@ -7,7 +7,6 @@
 //! provider's own planning from the configuration and the secrets in state (never new
 //! secrets: those would lock the cluster out), written 0600 into a 0700 directory.
 
-use std::io::Write;
 use std::process::ExitCode;
 
 use base64::Engine;
@@ -22,6 +21,7 @@ use crate::graph::{DesiredResource, build_desired};
 use crate::model::address::ResourceAddr;
 use crate::model::{Cluster, Model, NodeRole, load_model};
 use crate::plan::resolve::{Lookup, resolve_references};
+use crate::private_file;
 use crate::state::{ResourceState, StateDocument};
 
 pub fn config(
@@ -69,7 +69,7 @@ pub fn config(
         context.out.write(&text);
         return Ok(ExitCode::SUCCESS);
     }
-    write_private(&args.out, &text).map_err(|e| {
+    private_file::write(&args.out, text.as_bytes()).map_err(|e| {
         diagnostic_text(
             format!("cannot write `{}`: {e}", args.out.display()),
             Some("pick another --out path".into()),
@@ -82,25 +82,6 @@ pub fn config(
         args.out.display()
     ));
     Ok(ExitCode::SUCCESS)
-}
-
-/// Create or replace a file readable by its owner only.
-pub(crate) fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    }
-    file.write_all(text.as_bytes())?;
-    file.sync_all()
 }
 
 /// The model of one (environment, cluster) pair, or the configuration's problems.
@@ -313,25 +294,12 @@ pub(crate) fn write_machine_configs(
             Some("pick another output directory".into()),
         )
     };
-    create_private_dir(dir).map_err(|e| cannot(dir, e))?;
+    private_file::create_dir(dir).map_err(|e| cannot(dir, e))?;
     let mut written = Vec::new();
     for config in configs {
         let path = dir.join(format!("{}.yaml", config.node));
-        write_private(&path, &config.yaml).map_err(|e| cannot(&path, e))?;
+        private_file::write(&path, config.yaml.as_bytes()).map_err(|e| cannot(&path, e))?;
         written.push(path);
     }
     Ok(written)
-}
-
-/// Create a directory (and its parents) readable by its owner only; an existing one is
-/// left as it is.
-pub(crate) fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(dir)
 }

@@ -168,7 +168,7 @@ pub fn write_overlay(
     }
     std::fs::create_dir_all(dir.join("clusters"))?;
     std::fs::create_dir_all(dir.join("defaults"))?;
-    write_private(&dir.join(TOKEN_FILE), connection.token)?;
+    crate::private_file::write(&dir.join(TOKEN_FILE), connection.token.as_bytes())?;
     let proxmox = json!({
         "endpoint": connection.endpoint,
         "token": format!("${{file:../{TOKEN_FILE}}}"),
@@ -215,15 +215,6 @@ pub fn write_overlay(
         written.push(path);
     }
     Ok(written)
-}
-
-/// Write a secret readable by its owner only.
-pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    std::io::Write::write_all(&mut options.open(path)?, text.as_bytes())
 }
 
 #[cfg(test)]

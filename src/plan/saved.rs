@@ -103,22 +103,8 @@ pub fn save_encrypted(
         ".{}.tmp",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("plan")
     ));
-    write_private(&temporary, &text).map_err(|e| io("write", e))?;
+    crate::private_file::write(&temporary, &text).map_err(|e| io("write", e))?;
     std::fs::rename(&temporary, path).map_err(|e| io("write", e))
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }
 
 pub fn load(path: &Path) -> Result<Plan, Error> {
