@@ -64,6 +64,15 @@ fn edit(project: &Path, file: &str, from: &str, to: &str) {
     std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
 }
 
+/// The lab's recorded attributes of a node's `talos_machine_config` in dev/workload.
+fn machine_config_state(project: &Path, node: &str) -> Value {
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(project.join(".infraflux/lab/.infraflux/state/dev.json")).unwrap(),
+    )
+    .unwrap();
+    state["resources"][format!("dev/workload/talos_machine_config.{node}")]["attributes"].clone()
+}
+
 /// The regression terraform-provider-talos #195 has: a machine-config patch added after
 /// the nodes are configured must reach them, as an in-place update of each node's
 /// machine config (not ignored, and not a new VM).
@@ -103,12 +112,47 @@ fn a_talos_patch_added_later_updates_the_machine_configs_in_place() {
         human.stdout
     );
 
+    // The plan shows what the nodes will get (secrets masked).
+    assert!(
+        human.stdout.contains("net.core.somaxconn: '65535'"),
+        "{}",
+        human.stdout
+    );
+
     let second = lab.run(&BOOTSTRAP).success();
     assert!(
         second
             .output()
             .contains("Apply complete! Resources: 0 added, 2 changed, 0 destroyed."),
         "{second:?}"
+    );
+    for node in ["cp-1", "general-1"] {
+        assert!(
+            second.stderr.contains(&format!(
+                "dev/workload/talos_machine_config.{node}: Modifications complete"
+            )),
+            "{}",
+            second.stderr
+        );
+        // What the node answered to this apply (a configured node takes a patch like
+        // this one without rebooting), recorded with the config it was sent.
+        let attributes = machine_config_state(project.path(), node);
+        assert_eq!(attributes["apply_mode"], "no_reboot", "{node}");
+        assert_eq!(
+            attributes["apply_details"], "Applied configuration without a reboot",
+            "{node}"
+        );
+        assert!(
+            attributes["machine_config_masked"]
+                .as_str()
+                .unwrap()
+                .contains("net.core.somaxconn"),
+            "{node}"
+        );
+    }
+    assert!(
+        !second.output().contains("proxmox_vm"),
+        "the VMs are not touched: {second:?}"
     );
     assert!(
         second
