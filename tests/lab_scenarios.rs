@@ -64,13 +64,18 @@ fn edit(project: &Path, file: &str, from: &str, to: &str) {
     std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
 }
 
-/// The lab's recorded attributes of a node's `talos_machine_config` in dev/workload.
-fn machine_config_state(project: &Path, node: &str) -> Value {
+/// The lab's record of a node's `talos_machine_config` in dev/workload (`null` if none).
+fn machine_config_record(project: &Path, node: &str) -> Value {
     let state: Value = serde_json::from_str(
         &std::fs::read_to_string(project.join(".infraflux/lab/.infraflux/state/dev.json")).unwrap(),
     )
     .unwrap();
-    state["resources"][format!("dev/workload/talos_machine_config.{node}")]["attributes"].clone()
+    state["resources"][format!("dev/workload/talos_machine_config.{node}")].clone()
+}
+
+/// The recorded attributes of a node's `talos_machine_config` in dev/workload.
+fn machine_config_state(project: &Path, node: &str) -> Value {
+    machine_config_record(project, node)["attributes"].clone()
 }
 
 /// The regression terraform-provider-talos #195 has: a machine-config patch added after
@@ -194,6 +199,79 @@ fn a_platform_change_is_applied_on_the_next_bootstrap() {
             changes.len()
         )),
         "{second:?}"
+    );
+    assert!(
+        second
+            .stdout
+            .contains("Ready signal for dev/workload: ready"),
+        "{}",
+        second.stdout
+    );
+    assert_eq!(planned(&lab), []);
+}
+
+/// The network to one node goes mid-apply (its Talos node cuts the connection instead of
+/// answering): that node's apply fails and the run fails, what succeeded is recorded,
+/// the failed config is not, and the next run converges.
+#[test]
+fn a_connection_lost_mid_apply_leaves_truthful_state_and_the_next_run_converges() {
+    let project = project();
+    let lab = LabUp::start_with(
+        project.path(),
+        "dev",
+        &[("INFRAFLUX_LAB_DROP_FIRST_APPLY", "dev-workload-general-1")],
+    );
+
+    let first = lab.run(&BOOTSTRAP);
+    assert_ne!(first.code, Some(0), "{first:?}");
+    assert!(
+        first
+            .output()
+            .contains("Apply failed: 14 done, 1 failed, 0 skipped."),
+        "{first:?}"
+    );
+    let output = first.output();
+    let failed: Vec<&str> = output
+        .lines()
+        .filter(|l| l.contains("talos_machine_config") && l.contains("failed"))
+        .collect();
+    assert!(!failed.is_empty(), "{first:?}");
+    assert!(
+        failed.iter().all(|l| l.contains("general-1")),
+        "only general-1 fails: {failed:?}"
+    );
+    // Recorded: the control plane's config, which its node acknowledged, as applied;
+    // the worker's, whose outcome is unknown, as a create still pending (no ID), not
+    // as applied.
+    let cp = machine_config_record(project.path(), "cp-1");
+    assert_eq!(cp["status"], "ready", "{}", cp["status"]);
+    assert_eq!(cp["attributes"]["apply_mode"], "reboot");
+    let worker = machine_config_record(project.path(), "general-1");
+    assert_eq!(worker["status"], "pending_create", "{}", worker["status"]);
+    assert!(worker["id"].is_null(), "{}", worker["id"]);
+    // No answer from the node is recorded (it is still unknown).
+    assert!(
+        !worker["attributes"]["apply_details"].is_string(),
+        "{}",
+        worker["attributes"]["apply_details"]
+    );
+    let remaining = planned(&lab);
+    assert!(
+        remaining.contains(&("talos_machine_config".to_string(), "create".to_string())),
+        "{remaining:?}"
+    );
+    assert!(
+        remaining.iter().all(|(kind, _)| kind != "proxmox_vm"),
+        "{remaining:?}"
+    );
+
+    let second = lab.run(&BOOTSTRAP).success();
+    assert!(
+        second
+            .stderr
+            .contains("dev/workload/talos_machine_config.general-1: Creation complete"),
+        "{}",
+        second.stderr
     );
     assert!(
         second

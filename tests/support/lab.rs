@@ -100,7 +100,18 @@ pub struct LabUp {
 impl LabUp {
     /// `infraflux lab up --env <env>` in `project`; panics if it fails.
     pub fn start(project: &Path, env: &str) -> LabUp {
-        let up = Run::of(infraflux(project).args(["lab", "up", "--env", env])).success();
+        LabUp::start_with(project, env, &[])
+    }
+
+    /// [`LabUp::start`] with extra environment variables for the lab process (its
+    /// fault injection).
+    pub fn start_with(project: &Path, env: &str, vars: &[(&str, &str)]) -> LabUp {
+        let mut command = infraflux(project);
+        command.args(["lab", "up", "--env", env]);
+        for (name, value) in vars {
+            command.env(name, value);
+        }
+        let up = Run::of(&mut command).success();
         LabUp {
             project: project.to_path_buf(),
             up,
