@@ -3,89 +3,28 @@
 //! nodes, the cluster's Kubernetes API over TLS with the kubeconfig Talos handed out),
 //! then `bootstrap` again, then `lab down`. Loopback only, each command bounded in time.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+mod support {
+    pub mod lab;
+}
 
-use assert_cmd::Command;
 use serde_json::Value;
-
-/// A generous bound for a debug build on a busy 2-core machine (a run takes seconds).
-const RUN_LIMIT: Duration = Duration::from_secs(180);
-
-/// The bundled configuration, with the lab's files and state under `project`.
-fn infraflux(project: &Path) -> Command {
-    let mut command = Command::cargo_bin("infraflux").unwrap();
-    command
-        .current_dir(project)
-        .arg("--config")
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config"))
-        .env_remove("PROXMOX_TOKEN")
-        .env_remove("INFRAFLUX_CONFIG")
-        .env_remove("INFRAFLUX_OVERLAY")
-        .env_remove("INFRAFLUX_STATE_DIR")
-        .env("NO_COLOR", "1")
-        .timeout(RUN_LIMIT);
-    command
-}
-
-/// `bootstrap` over the lab's overlay and state.
-fn bootstrap(project: &Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let output = infraflux(project)
-        .args([
-            "--overlay",
-            ".infraflux/lab/overlay",
-            "--state-dir",
-            ".infraflux/lab",
-        ])
-        .arg("bootstrap")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
+use support::lab::{LabUp, project};
 
 #[test]
 fn bootstrap_in_the_lab_is_ready_and_a_second_run_changes_nothing() {
-    let project = tempfile::tempdir().unwrap();
-    let up = infraflux(project.path())
-        .arg("--state-dir")
-        .arg(project.path())
-        .args(["lab", "up", "--env", "dev"])
-        .output()
-        .unwrap();
-    assert!(
-        up.status.success(),
-        "{}",
-        String::from_utf8_lossy(&up.stderr)
-    );
-    // Stop the background lab whatever happens below.
-    struct Down<'a>(&'a Path);
-    impl Drop for Down<'_> {
-        fn drop(&mut self) {
-            let _ = infraflux(self.0)
-                .arg("--state-dir")
-                .arg(self.0)
-                .args(["lab", "down"])
-                .output();
-        }
-    }
-    let _down = Down(project.path());
+    let project = project();
+    let lab = LabUp::start(project.path(), "dev");
 
-    let (code, stdout, stderr) = bootstrap(
-        project.path(),
-        &[
-            "--env",
-            "dev",
-            "--auto-approve",
-            "--timeout",
-            "60s",
-            "--json",
-        ],
-    );
+    let run = lab.run(&[
+        "bootstrap",
+        "--env",
+        "dev",
+        "--auto-approve",
+        "--timeout",
+        "60s",
+        "--json",
+    ]);
+    let (code, stdout, stderr) = (run.code, run.stdout, run.stderr);
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     let report: Value = serde_json::from_str(&stdout).expect("one JSON document");
     assert_eq!(report["outcome"], "ready");
@@ -106,7 +45,8 @@ fn bootstrap_in_the_lab_is_ready_and_a_second_run_changes_nothing() {
     );
 
     // Again, without --auto-approve: it would have to ask if there were changes.
-    let (code, stdout, stderr) = bootstrap(project.path(), &["--env", "dev", "--timeout", "60s"]);
+    let run = lab.run(&["bootstrap", "--env", "dev", "--timeout", "60s"]);
+    let (code, stdout, stderr) = (run.code, run.stdout, run.stderr);
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("No changes."), "{stdout}");
     assert!(

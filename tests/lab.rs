@@ -3,51 +3,15 @@
 //! up` → `plan --overlay` → `lab down` as a CI job would. Loopback only, each run
 //! bounded in time.
 
+mod support {
+    pub mod lab;
+}
+
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
-use assert_cmd::Command;
-
-/// A generous bound for a debug build on a busy 2-core machine (a run takes seconds).
-const RUN_LIMIT: Duration = Duration::from_secs(180);
-
-/// A project directory with a copy of the bundled `config/`.
-fn project() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("config"),
-        &dir.path().join("config"),
-    );
-    dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-fn infraflux(project: &Path) -> Command {
-    let mut command = Command::cargo_bin("infraflux").unwrap();
-    command
-        .current_dir(project)
-        .env_remove("PROXMOX_TOKEN")
-        .env_remove("INFRAFLUX_CONFIG")
-        .env_remove("INFRAFLUX_OVERLAY")
-        .env_remove("INFRAFLUX_STATE_DIR")
-        .env_remove("INFRAFLUX_STATE_BACKEND")
-        .env("NO_COLOR", "1")
-        .timeout(RUN_LIMIT);
-    command
-}
+use support::lab::{infraflux, project};
 
 /// `(PVE port, second octet)` from the lab's description lines.
 fn lab_addresses(stderr: &str) -> (u16, u8) {

@@ -6,11 +6,15 @@
 //! configured machine of its cluster, and plays the controllers (`ready_reactor`): what
 //! the platform and the handoff apply becomes Current, Synced and Healthy.
 //!
+//! Fault injection for tests: [`DROP_FIRST_APPLY_VAR`] names VMs (comma-separated) whose
+//! Talos node cuts the network on its first `ApplyConfiguration` instead of answering,
+//! as a link lost mid-apply does. Read once, when the lab starts.
+//!
 //! Limits: a reboot keeps the node as it is, but a VM stopped and started again comes
 //! back in maintenance mode (its fake node is new), as if its disk had been wiped; and
 //! nothing restarts a node that was never stopped by PVE.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -24,12 +28,18 @@ use super::pve::{Booted, Machines};
 /// The Talos API port of every lab VM.
 pub const TALOS_PORT: u16 = 50000;
 
+/// VM names (`dev-workload-general-1,…`) whose Talos node drops its first apply.
+pub const DROP_FIRST_APPLY_VAR: &str = "INFRAFLUX_LAB_DROP_FIRST_APPLY";
+
 #[derive(Default)]
 struct Inner {
     /// Fake Talos nodes by VMID.
     nodes: HashMap<u32, FakeNode>,
     /// Fake Kubernetes APIs by cluster endpoint (`https://127.N.0.5:6443`).
     apis: HashMap<String, FakeApiServer>,
+    /// VMs whose node has yet to drop its first apply ([`DROP_FIRST_APPLY_VAR`]); a name
+    /// leaves the set when its node is armed, so a restarted VM answers normally.
+    drop_first_apply: HashSet<String>,
 }
 
 /// The lab's [`Machines`]. Cheap to clone.
@@ -40,8 +50,18 @@ pub struct LabMachines {
 }
 
 impl LabMachines {
+    /// Machines with the faults [`DROP_FIRST_APPLY_VAR`] asks for.
     pub fn new() -> Self {
-        LabMachines::default()
+        let machines = LabMachines::default();
+        if let Ok(names) = std::env::var(DROP_FIRST_APPLY_VAR) {
+            machines.inner().drop_first_apply = names
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+                .collect();
+        }
+        machines
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
@@ -170,6 +190,10 @@ impl Machines for LabMachines {
             .await
             .map_err(|e| format!("cannot start the Talos node on {ip}:{TALOS_PORT}: {e}"))?;
         node.use_trustd(&self.trustd);
+        if self.inner().drop_first_apply.remove(&vm.name) {
+            tracing::info!(vm = %vm.name, "this node drops its first apply ({DROP_FIRST_APPLY_VAR})");
+            node.drop_connection_on_next_apply();
+        }
         let machines = self.clone();
         node.on_event(Arc::new(move |event| {
             let machines = machines.clone();

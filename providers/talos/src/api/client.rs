@@ -216,7 +216,8 @@ pub(crate) fn status_error(call: &'static str, node: &str, status: &Status) -> E
     if let Some(source) = std::error::Error::source(status) {
         let causes = chain(source);
         if !message.contains(&causes) {
-            message = if message.is_empty() {
+            // tonic's "transport error" message is also the head of its cause chain.
+            message = if message.is_empty() || causes.starts_with(&message) {
                 causes
             } else {
                 format!("{message}: {causes}")
@@ -588,6 +589,37 @@ mod tests {
         assert_eq!(split_endpoint("[fd00::1]:5"), ("fd00::1".into(), 5));
         assert_eq!(split_endpoint("fd00::1"), ("fd00::1".into(), 50000));
         assert_eq!(split_endpoint("node-1"), ("node-1".into(), 50000));
+    }
+
+    /// An error whose cause is another error, as tonic's transport errors are.
+    #[derive(Debug)]
+    struct Layered(&'static str, Option<Box<Layered>>);
+
+    impl std::fmt::Display for Layered {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layered {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn a_status_message_repeated_by_its_causes_is_said_once() {
+        let cause = Layered(
+            "transport error",
+            Some(Box::new(Layered("connection error: peer closed", None))),
+        );
+        let status = Status::from_error(Box::new(cause));
+        let error = status_error("ApplyConfiguration", "n", &status).to_string();
+        assert!(
+            error.contains("transport error: connection error: peer closed"),
+            "{error}"
+        );
+        assert_eq!(error.matches("transport error").count(), 1, "{error}");
     }
 
     #[test]

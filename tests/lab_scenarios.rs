@@ -1,0 +1,291 @@
+//! Day-2 scenarios in the local lab, end to end through the real providers: after a first
+//! `bootstrap`, a user edits the configuration and the next run carries the edit to the
+//! (simulated) machines and cluster — and nothing else. Loopback only, each command
+//! bounded in time, the lab stopped by a drop guard.
+//!
+//! A second `bootstrap` that changes nothing is covered by tests/bootstrap_lab.rs.
+
+mod support {
+    pub mod lab;
+}
+
+use std::path::Path;
+
+use serde_json::Value;
+use support::lab::{LabUp, project};
+
+/// `bootstrap --env dev` without asking, bounded, as a user runs it after an edit.
+const BOOTSTRAP: [&str; 6] = [
+    "bootstrap",
+    "--env",
+    "dev",
+    "--auto-approve",
+    "--timeout",
+    "60s",
+];
+
+/// The plan's changes other than no-ops, as `(type, action)`.
+fn planned(lab: &LabUp) -> Vec<(String, String)> {
+    let run = lab.run(&["plan", "--env", "dev", "--json"]).success();
+    let plan: Value = serde_json::from_str(&run.stdout).expect("one JSON plan");
+    plan["changes"]
+        .as_array()
+        .expect("a list of changes")
+        .iter()
+        .filter(|c| c["action"] != "no-op")
+        .map(|c| {
+            (
+                c["type"].as_str().unwrap().to_string(),
+                c["action"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A lab with `dev` bootstrapped to ready.
+fn bootstrapped(project: &Path) -> LabUp {
+    let lab = LabUp::start(project, "dev");
+    let first = lab.run(&BOOTSTRAP).success();
+    assert!(
+        first
+            .output()
+            .contains("Apply complete! Resources: 15 added"),
+        "{first:?}"
+    );
+    assert_eq!(planned(&lab), [], "a fresh bootstrap leaves nothing to do");
+    lab
+}
+
+/// Replace `from` by `to` in the project's `config/<file>`, which must contain it.
+fn edit(project: &Path, file: &str, from: &str, to: &str) {
+    let path = project.join("config").join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(from), "{file} has no `{from}`:\n{text}");
+    std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+}
+
+/// The lab's record of a node's `talos_machine_config` in dev/workload (`null` if none).
+fn machine_config_record(project: &Path, node: &str) -> Value {
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(project.join(".infraflux/lab/.infraflux/state/dev.json")).unwrap(),
+    )
+    .unwrap();
+    state["resources"][format!("dev/workload/talos_machine_config.{node}")].clone()
+}
+
+/// The recorded attributes of a node's `talos_machine_config` in dev/workload.
+fn machine_config_state(project: &Path, node: &str) -> Value {
+    machine_config_record(project, node)["attributes"].clone()
+}
+
+/// The regression terraform-provider-talos #195 has: a machine-config patch added after
+/// the nodes are configured must reach them, as an in-place update of each node's
+/// machine config (not ignored, and not a new VM).
+#[test]
+fn a_talos_patch_added_later_updates_the_machine_configs_in_place() {
+    let project = project();
+    let lab = bootstrapped(project.path());
+
+    edit(
+        project.path(),
+        "defaults/cluster.yaml",
+        "  install_disk: /dev/sda\n",
+        "  install_disk: /dev/sda\n  patches:\n    - machine:\n        sysctls:\n          net.core.somaxconn: \"65535\"\n",
+    );
+    let changes = planned(&lab);
+    assert!(!changes.is_empty(), "the patch was ignored");
+    assert!(
+        changes
+            .iter()
+            .all(|(kind, action)| kind == "talos_machine_config" && action == "update"),
+        "only the machine configs change, in place: {changes:?}"
+    );
+    // One per node of dev/workload (a control-plane node and a worker).
+    assert_eq!(changes.len(), 2, "{changes:?}");
+
+    let human = lab.run(&["plan", "--env", "dev"]).success();
+    assert!(
+        human
+            .stdout
+            .contains("Plan: 0 to add, 2 to change, 0 to destroy."),
+        "{}",
+        human.stdout
+    );
+    assert!(
+        human.stdout.contains("will be updated in-place"),
+        "{}",
+        human.stdout
+    );
+
+    // The plan shows what the nodes will get (secrets masked).
+    assert!(
+        human.stdout.contains("net.core.somaxconn: '65535'"),
+        "{}",
+        human.stdout
+    );
+
+    let second = lab.run(&BOOTSTRAP).success();
+    assert!(
+        second
+            .output()
+            .contains("Apply complete! Resources: 0 added, 2 changed, 0 destroyed."),
+        "{second:?}"
+    );
+    for node in ["cp-1", "general-1"] {
+        assert!(
+            second.stderr.contains(&format!(
+                "dev/workload/talos_machine_config.{node}: Modifications complete"
+            )),
+            "{}",
+            second.stderr
+        );
+        // What the node answered to this apply (a configured node takes a patch like
+        // this one without rebooting), recorded with the config it was sent.
+        let attributes = machine_config_state(project.path(), node);
+        assert_eq!(attributes["apply_mode"], "no_reboot", "{node}");
+        assert_eq!(
+            attributes["apply_details"], "Applied configuration without a reboot",
+            "{node}"
+        );
+        assert!(
+            attributes["machine_config_masked"]
+                .as_str()
+                .unwrap()
+                .contains("net.core.somaxconn"),
+            "{node}"
+        );
+    }
+    assert!(
+        !second.output().contains("proxmox_vm"),
+        "the VMs are not touched: {second:?}"
+    );
+    assert!(
+        second
+            .stdout
+            .contains("Ready signal for dev/workload: ready"),
+        "{}",
+        second.stdout
+    );
+    // The nodes hold what the configuration says: nothing left to apply.
+    assert_eq!(planned(&lab), []);
+}
+
+/// A platform edit (the dev namespaces' quota) is applied on the next run: only the
+/// namespace objects change, bootstrap applies them and the cluster is ready again.
+#[test]
+fn a_platform_change_is_applied_on_the_next_bootstrap() {
+    let project = project();
+    let lab = bootstrapped(project.path());
+
+    edit(
+        project.path(),
+        "environments/dev.yaml",
+        "quota: {cpu: \"4\", memory: 8Gi, pods: 30}",
+        "quota: {cpu: \"6\", memory: 8Gi, pods: 40}",
+    );
+    let changes = planned(&lab);
+    assert!(!changes.is_empty(), "the quota change was ignored");
+    assert!(
+        changes
+            .iter()
+            .all(|(kind, action)| kind == "kubernetes_namespace" && action == "update"),
+        "only the namespaces change, in place: {changes:?}"
+    );
+
+    let second = lab.run(&BOOTSTRAP).success();
+    assert!(
+        second.output().contains(&format!(
+            "Apply complete! Resources: 0 added, {} changed, 0 destroyed.",
+            changes.len()
+        )),
+        "{second:?}"
+    );
+    assert!(
+        second
+            .stdout
+            .contains("Ready signal for dev/workload: ready"),
+        "{}",
+        second.stdout
+    );
+    assert_eq!(planned(&lab), []);
+}
+
+/// The network to one node goes mid-apply (its Talos node cuts the connection instead of
+/// answering): that node's apply fails and the run fails, what succeeded is recorded,
+/// the failed config is not, and the next run converges.
+#[test]
+fn a_connection_lost_mid_apply_leaves_truthful_state_and_the_next_run_converges() {
+    let project = project();
+    let lab = LabUp::start_with(
+        project.path(),
+        "dev",
+        &[("INFRAFLUX_LAB_DROP_FIRST_APPLY", "dev-workload-general-1")],
+    );
+
+    let first = lab.run(&BOOTSTRAP);
+    assert_ne!(first.code, Some(0), "{first:?}");
+    assert!(
+        first
+            .output()
+            .contains("Apply failed: 14 done, 1 failed, 0 skipped."),
+        "{first:?}"
+    );
+    let output = first.output();
+    let failed: Vec<&str> = output
+        .lines()
+        .filter(|l| l.contains("talos_machine_config") && l.contains("failed"))
+        .collect();
+    assert!(!failed.is_empty(), "{first:?}");
+    assert!(
+        failed.iter().all(|l| l.contains("general-1")),
+        "only general-1 fails: {failed:?}"
+    );
+    // Said as it is: the node may or may not have taken the config.
+    assert!(
+        failed
+            .iter()
+            .any(|l| l.contains("connection lost mid-call (outcome unknown)")),
+        "{failed:?}"
+    );
+    // Recorded: the control plane's config, which its node acknowledged, as applied;
+    // the worker's, whose outcome is unknown, as a create still pending (no ID), not
+    // as applied.
+    let cp = machine_config_record(project.path(), "cp-1");
+    assert_eq!(cp["status"], "ready", "{}", cp["status"]);
+    assert_eq!(cp["attributes"]["apply_mode"], "reboot");
+    let worker = machine_config_record(project.path(), "general-1");
+    assert_eq!(worker["status"], "pending_create", "{}", worker["status"]);
+    assert!(worker["id"].is_null(), "{}", worker["id"]);
+    // No answer from the node is recorded (it is still unknown).
+    assert!(
+        !worker["attributes"]["apply_details"].is_string(),
+        "{}",
+        worker["attributes"]["apply_details"]
+    );
+    let remaining = planned(&lab);
+    assert!(
+        remaining.contains(&("talos_machine_config".to_string(), "create".to_string())),
+        "{remaining:?}"
+    );
+    assert!(
+        remaining.iter().all(|(kind, _)| kind != "proxmox_vm"),
+        "{remaining:?}"
+    );
+
+    let second = lab.run(&BOOTSTRAP).success();
+    assert!(
+        second
+            .stderr
+            .contains("dev/workload/talos_machine_config.general-1: Creation complete"),
+        "{}",
+        second.stderr
+    );
+    assert!(
+        second
+            .stdout
+            .contains("Ready signal for dev/workload: ready"),
+        "{}",
+        second.stdout
+    );
+    assert_eq!(planned(&lab), []);
+}
