@@ -129,21 +129,37 @@ fn layout_of(model: &Model, mut octets: impl Iterator<Item = u8>) -> LabLayout {
     }
 }
 
-/// Second octets whose VIP and first node ports are free now, starting at a point that
-/// depends on the process, so two labs on one machine rarely pick the same.
+/// Second octets whose VIP and first node ports are free now, each reserved for as long
+/// as this process runs: a listener on `127.N.255.254` (an address no lab machine gets)
+/// that a second lab starting at the same instant cannot bind. Checking for free ports
+/// alone was not enough: machines bind their addresses only when their VMs start, so
+/// two labs could both find a network free and then collide.
 fn free_octets() -> impl Iterator<Item = u8> {
-    let start = 100 + (std::process::id() % 100) as u16;
+    static RESERVED: std::sync::Mutex<Vec<TcpListener>> = std::sync::Mutex::new(Vec::new());
+    // Start somewhere that depends on the process, so labs rarely probe the same octets.
+    let start = (std::process::id().wrapping_mul(2_654_435_761) % 150) as u16;
     (0..150u16)
-        .map(move |i| (100 + (start - 100 + i) % 150) as u8)
+        .map(move |i| (100 + (start + i) % 150) as u8)
         .filter(|octet| {
             let free = |address: Ipv4Addr, port: u16| {
                 TcpListener::bind(SocketAddrV4::new(address, port)).is_ok()
             };
-            free(Ipv4Addr::new(127, *octet, 0, 5), 6443)
+            let reservation = TcpListener::bind(SocketAddrV4::new(
+                Ipv4Addr::new(127, *octet, 255, 254),
+                super::machines::TALOS_PORT,
+            ));
+            let Ok(reservation) = reservation else {
+                return false;
+            };
+            let usable = free(Ipv4Addr::new(127, *octet, 0, 5), 6443)
                 && free(
                     Ipv4Addr::new(127, *octet, 0, 10),
                     super::machines::TALOS_PORT,
-                )
+                );
+            if usable && let Ok(mut reserved) = RESERVED.lock() {
+                reserved.push(reservation);
+            }
+            usable
         })
 }
 
