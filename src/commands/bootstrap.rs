@@ -31,7 +31,6 @@ use super::apply::{RunOptions, apply_environment};
 use super::engine::{Context, Sink, diagnostic_text, load_desired_for};
 use crate::cli::{BootstrapArgs, GlobalArgs};
 use crate::config::Selection;
-use crate::diag::ProblemsReport;
 use crate::graph::DesiredResource;
 use crate::model::address::ResourceAddr;
 use crate::model::{Cluster, Model, load_model};
@@ -292,31 +291,14 @@ fn load_selection(
         environment: args.selection.environment.clone(),
         cluster: args.selection.cluster.clone(),
     };
-    let (config, model, problems) = load_model(
-        global.config_paths(),
-        &selection,
-        context.variables.as_ref(),
-        false,
-    );
-    match model {
-        Some(model) if !problems.has_errors() => {
-            if model.environments.iter().all(|e| e.clusters.is_empty()) {
-                return Err(diagnostic_text(
-                    "the selection has no cluster to bootstrap".into(),
-                    Some("check --env and --cluster against `infraflux validate`".into()),
-                ));
-            }
-            Ok(model)
-        }
-        _ => {
-            context.err.write(&crate::diag::render_problems(
-                &problems,
-                config.sources(),
-                context.color,
-            ));
-            Err(ProblemsReport::new(&problems, "the configuration").into())
-        }
+    let model = super::engine::load_checked_model(global, &selection, context, false)?;
+    if model.environments.iter().all(|e| e.clusters.is_empty()) {
+        return Err(diagnostic_text(
+            "the selection has no cluster to bootstrap".into(),
+            Some("check --env and --cluster against `infraflux validate`".into()),
+        ));
     }
+    Ok(model)
 }
 
 fn first_line(report: &miette::Report) -> String {

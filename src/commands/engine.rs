@@ -162,6 +162,33 @@ pub fn load_desired(
     )
 }
 
+/// The model of a selection, every problem (warnings too) shown on stderr; an error when
+/// the configuration has errors. `with_policy` runs the environment policy as well.
+pub fn load_checked_model(
+    global: &GlobalArgs,
+    selection: &Selection,
+    context: &Context,
+    with_policy: bool,
+) -> miette::Result<crate::model::Model> {
+    let (config, model, problems) = load_model(
+        global.config_paths(),
+        selection,
+        context.variables.as_ref(),
+        with_policy,
+    );
+    if !problems.is_empty() {
+        context.err.write(&crate::diag::render_problems(
+            &problems,
+            config.sources(),
+            context.color,
+        ));
+    }
+    match model {
+        Some(model) if !problems.has_errors() => Ok(model),
+        _ => Err(ProblemsReport::new(&problems, "the configuration").into()),
+    }
+}
+
 pub fn load_desired_for(
     global: &GlobalArgs,
     environment: Option<&str>,
@@ -174,23 +201,7 @@ pub fn load_desired_for(
     };
     // Policy runs on every plan and apply, not only `validate`: a waived rule is shown
     // (as a warning with its reason) each time.
-    let (config, model, problems) = load_model(
-        global.config_paths(),
-        &selection,
-        context.variables.as_ref(),
-        true,
-    );
-    if !problems.is_empty() {
-        context.err.write(&crate::diag::render_problems(
-            &problems,
-            config.sources(),
-            context.color,
-        ));
-    }
-    let model = match model {
-        Some(model) if !problems.has_errors() => model,
-        _ => return Err(ProblemsReport::new(&problems, "the configuration").into()),
-    };
+    let model = load_checked_model(global, &selection, context, true)?;
     let environment = match (environment, model.environments.as_slice()) {
         (Some(name), _) => name.to_string(),
         (None, [only]) => only.name.clone(),

@@ -16,10 +16,9 @@ use infraflux_provider::{PlanRequest, ResourceRef};
 use super::engine::{Context, diagnostic, diagnostic_text};
 use crate::cli::{GlobalArgs, TalosConfigArgs, TalosRenderArgs};
 use crate::config::Selection;
-use crate::diag::ProblemsReport;
 use crate::graph::{DesiredResource, build_desired};
 use crate::model::address::ResourceAddr;
-use crate::model::{Cluster, Model, NodeRole, load_model};
+use crate::model::{Cluster, Model, NodeRole};
 use crate::plan::resolve::{Lookup, resolve_references};
 use crate::private_file;
 use crate::state::{ResourceState, StateDocument};
@@ -95,33 +94,14 @@ fn load_cluster(
         environment: Some(environment.to_string()),
         cluster: Some(cluster.to_string()),
     };
-    let (config, model, problems) = load_model(
-        global.config_paths(),
-        &selection,
-        context.variables.as_ref(),
-        false,
-    );
-    match model {
-        Some(model) if !problems.has_errors() => {
-            let found = model.clusters().next().cloned();
-            match found {
-                Some(found) => Ok((model, found)),
-                None => Err(diagnostic_text(
-                    format!(
-                        "the configuration has no cluster `{cluster}` in environment `{environment}`"
-                    ),
-                    Some("check --env and --cluster against `infraflux validate`".into()),
-                )),
-            }
-        }
-        _ => {
-            context.err.write(&crate::diag::render_problems(
-                &problems,
-                config.sources(),
-                context.color,
-            ));
-            Err(ProblemsReport::new(&problems, "the configuration").into())
-        }
+    let model = super::engine::load_checked_model(global, &selection, context, false)?;
+    let found = model.clusters().next().cloned();
+    match found {
+        Some(found) => Ok((model, found)),
+        None => Err(diagnostic_text(
+            format!("the configuration has no cluster `{cluster}` in environment `{environment}`"),
+            Some("check --env and --cluster against `infraflux validate`".into()),
+        )),
     }
 }
 
