@@ -104,14 +104,11 @@ fn pid_of(pid: u32) -> Option<rustix::process::Pid> {
 
 #[cfg(unix)]
 pub fn is_alive(pid: u32) -> bool {
-    let Some(pid) = pid_of(pid) else {
-        return false;
-    };
-    if rustix::process::test_kill_process(pid).is_err() {
+    if crate::state::lock::process_alive(pid) != Some(true) {
         return false;
     }
     // A zombie (exited, not yet reaped by its parent) is not a running lab.
-    std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw_nonzero()))
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|stat| {
             stat.rsplit_once(')')
                 .and_then(|(_, rest)| rest.split_whitespace().next())
