@@ -597,6 +597,43 @@ fn infraflux(url: &str, state_dir: &Path, args: &[&str]) -> std::process::Output
 }
 
 #[test]
+fn the_configurations_state_section_selects_the_backend_and_a_flag_overrides_it() {
+    let Some((_, url)) = database() else { return };
+    store(&url).persist(&document("qa", 1, &["cp-9"])).unwrap();
+    let project = tempfile::tempdir().unwrap();
+    let config = project.path().join("config");
+    std::fs::create_dir_all(config.join("defaults")).unwrap();
+    std::fs::write(
+        config.join("defaults/state.yaml"),
+        "state:\n  backend: postgres\n  lease: 30s\n",
+    )
+    .unwrap();
+    let list = |extra: &[&str]| {
+        let mut args = vec!["--config", config.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["state", "list", "--env", "qa"]);
+        infraflux(&url, project.path(), &args)
+    };
+    let output = list(&[]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "qa/workload/proxmox_vm.cp-9\n"
+    );
+    // --state-backend local wins over the file: the project has no local state for `qa`.
+    let output = list(&["--state-backend", "local"]);
+    assert!(
+        !String::from_utf8_lossy(&output.stdout).contains("cp-9"),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
+
+#[test]
 fn state_migrate_round_trips_byte_identical_documents() {
     let Some((_, url)) = database() else { return };
     let (from, back) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

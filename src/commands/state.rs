@@ -73,12 +73,63 @@ fn warn_plaintext_once() {
 }
 
 /// The store every command uses: the backend `--state-backend` (INFRAFLUX_STATE_BACKEND)
-/// selects, local by default.
+/// selects, else `state.backend` of the configuration's defaults files, else local.
 pub(crate) fn open_store(global: &GlobalArgs) -> Result<Arc<dyn StateStore>, state::Error> {
-    Ok(match global.state_backend.unwrap_or(StateBackend::Local) {
+    let configured = configured_state(global);
+    let backend = match (global.state_backend, configured.backend.as_deref()) {
+        (Some(backend), _) => backend,
+        (None, Some("postgres")) => StateBackend::Postgres,
+        (None, Some("local") | None) => StateBackend::Local,
+        (None, Some(other)) => {
+            return Err(state::Error::BackendConfig {
+                reason: format!(
+                    "state.backend `{other}` in the configuration is neither `local` nor `postgres`"
+                ),
+            });
+        }
+    };
+    Ok(match backend {
         StateBackend::Local => Arc::new(local_store(global)),
-        StateBackend::Postgres => Arc::new(postgres_store(global)?),
+        StateBackend::Postgres => {
+            let lease = match (global.state_lease, configured.lease.as_deref()) {
+                (Some(lease), _) => Some(lease),
+                (None, Some(text)) => Some(crate::cli::parse_duration(text).map_err(|reason| {
+                    state::Error::BackendConfig {
+                        reason: format!("state.lease in the configuration: {reason}"),
+                    }
+                })?),
+                (None, None) => None,
+            };
+            Arc::new(postgres_store(lease)?)
+        }
     })
+}
+
+/// `state.backend` and `state.lease` of the configuration's defaults files. Only the
+/// layer files are read (no composition); their problems are the command's to report
+/// when it loads the configuration, so they are ignored here.
+struct ConfiguredState {
+    backend: Option<String>,
+    lease: Option<String>,
+}
+
+fn configured_state(global: &GlobalArgs) -> ConfiguredState {
+    if global.state_backend.is_some() && global.state_lease.is_some() {
+        return ConfiguredState {
+            backend: None,
+            lease: None,
+        };
+    }
+    let mut problems = crate::diag::Problems::new();
+    let config = crate::config::layers::load_layers_with(
+        global.config_paths(),
+        &crate::config::ProcessEnvironment,
+        &mut problems,
+    );
+    ConfiguredState {
+        backend: config.state_setting("backend"),
+        lease: config.state_setting("lease"),
+    }
 }
 
 /// The local backend: `--state-dir`, or else the project the configuration belongs to:
@@ -95,10 +146,11 @@ fn local_store(global: &GlobalArgs) -> LocalStore {
     }
 }
 
-/// The PostgreSQL backend: INFRAFLUX_STATE_POSTGRES_URL, `--state-lease`.
-fn postgres_store(global: &GlobalArgs) -> Result<PostgresStore, state::Error> {
+/// The PostgreSQL backend: INFRAFLUX_STATE_POSTGRES_URL, `--state-lease` (or the
+/// configuration's `state.lease`).
+fn postgres_store(lease: Option<std::time::Duration>) -> Result<PostgresStore, state::Error> {
     let variable = |name: &str| std::env::var(name).ok();
-    let store = select::postgres_from(variable, global.state_lease)?;
+    let store = select::postgres_from(variable, lease)?;
     Ok(match encryption_from(variable) {
         Some(encryption) => store.with_encryption(Some(encryption)),
         None => store.on_plaintext_write(warn_plaintext_once),
@@ -404,7 +456,7 @@ pub fn rekey(global: &GlobalArgs, args: &StateRekeyArgs) -> miette::Result<ExitC
 /// `state migrate --to <backend>`: copy every environment (or one) from the other backend.
 pub fn migrate(global: &GlobalArgs, args: &StateMigrateArgs) -> miette::Result<ExitCode> {
     let local = local_store(global);
-    let postgres = postgres_store(global).map_err(report)?;
+    let postgres = postgres_store(global.state_lease).map_err(report)?;
     let (source, target): (&dyn StateStore, &dyn StateStore) = match args.to {
         StateBackend::Postgres => (&local, &postgres),
         StateBackend::Local => (&postgres, &local),

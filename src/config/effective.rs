@@ -36,7 +36,13 @@ pub fn compose(
 ) -> Vec<EffectiveConfig> {
     check_selection(config, selection, problems);
     check_cluster_overrides(config, problems);
-    let defaults: Vec<&Node> = config.defaults.iter().map(|l| &l.node).collect();
+    // `state:` is project-wide (see `LoadedConfig::state_setting`), not a pair's setting.
+    let defaults: Vec<Node> = config
+        .defaults
+        .iter()
+        .map(|l| without_key(&l.node, "state"))
+        .collect();
+    let defaults: Vec<&Node> = defaults.iter().collect();
     // Each cluster's settings without its per-environment overrides, copied once per
     // cluster rather than once per pair.
     let mut cluster_settings: HashMap<&str, Node> = HashMap::new();

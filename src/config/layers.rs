@@ -107,6 +107,18 @@ pub struct LoadedConfig {
 }
 
 impl LoadedConfig {
+    /// `state.<key>` of the defaults files (the last file that sets it wins), as text.
+    pub fn state_setting(&self, key: &str) -> Option<String> {
+        self.defaults.iter().rev().find_map(|layer| {
+            layer
+                .node
+                .get("state")?
+                .get(key)?
+                .as_str()
+                .map(str::to_string)
+        })
+    }
+
     /// Whether `name` is a layer file of `kind` that was found but left out.
     pub fn is_broken(&self, kind: LayerKind, name: &str) -> bool {
         self.broken.iter().any(|(k, n)| *k == kind && n == name)

@@ -40,10 +40,35 @@ pub fn layer_schema(kind: LayerKind) -> Json {
                 }),
             );
         }
-        LayerKind::Defaults | LayerKind::Template => {}
+        LayerKind::Defaults => {
+            properties.insert("state".into(), state_schema());
+        }
+        LayerKind::Template => {}
     }
     schema["title"] = json!(format!("InfraFlux {} file", kind.noun()));
     schema
+}
+
+/// `state:` (defaults files only): where state lives for the whole project. The
+/// PostgreSQL connection string holds a password, so it only ever comes from the
+/// environment (INFRAFLUX_STATE_POSTGRES_URL), never from a file.
+fn state_schema() -> Json {
+    json!({
+        "description": "Where state lives (defaults files only); --state-backend and INFRAFLUX_STATE_BACKEND override it. The PostgreSQL connection string comes from INFRAFLUX_STATE_POSTGRES_URL.",
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "backend": {
+                "description": "`local` (.infraflux/state/, the default) or `postgres`",
+                "enum": ["local", "postgres"],
+            },
+            "lease": {
+                "description": "PostgreSQL: how long a lock lasts unless its run renews it, e.g. 2m",
+                "type": "string",
+                "pattern": "^([0-9]+(ms|s|m|h))+$",
+            },
+        },
+    })
 }
 
 /// Every kind accepted, for editors that map one schema to the whole `config/` folder.
@@ -51,6 +76,7 @@ pub fn any_layer_schema() -> Json {
     let mut schema = layer_schema(LayerKind::Cluster);
     let environment = layer_schema(LayerKind::Environment);
     schema["properties"]["clusters"] = environment["properties"]["clusters"].clone();
+    schema["properties"]["state"] = state_schema();
     schema["title"] = json!("InfraFlux configuration file");
     schema
 }
@@ -377,6 +403,22 @@ mod tests {
         let mut problems = Problems::new();
         check_layer(kind, &node, text, &mut problems);
         problems.into_iter().collect()
+    }
+
+    #[test]
+    fn the_state_section_belongs_to_defaults_files_only() {
+        assert!(
+            check(
+                LayerKind::Defaults,
+                "state: {backend: postgres, lease: 90s}\n"
+            )
+            .is_empty()
+        );
+        let problems = check(LayerKind::Defaults, "state: {backend: etcd}\n");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let problems = check(LayerKind::Environment, "state: {backend: postgres}\n");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].message.contains("state"), "{problems:?}");
     }
 
     #[test]
