@@ -26,14 +26,9 @@ use crate::state::{
     StateDocument, StateStore, select,
 };
 
-/// Comma-separated age X25519 recipients (`age1…`) state is encrypted to.
-pub const RECIPIENTS_VAR: &str = "INFRAFLUX_STATE_RECIPIENTS";
-/// A file of age identities (`AGE-SECRET-KEY-1…`, as `age-keygen` writes) that decrypt state.
-pub const IDENTITY_FILE_VAR: &str = "INFRAFLUX_STATE_IDENTITY_FILE";
-/// An age identity itself (`AGE-SECRET-KEY-1…`).
-pub const IDENTITY_VAR: &str = "INFRAFLUX_STATE_IDENTITY";
-/// Passphrase mode (scrypt): encrypt and decrypt with this passphrase.
-pub const PASSPHRASE_VAR: &str = "INFRAFLUX_STATE_PASSPHRASE";
+pub use crate::state::encryption::{
+    IDENTITY_FILE_VAR, IDENTITY_VAR, PASSPHRASE_VAR, RECIPIENTS_VAR,
+};
 
 /// The encryption the user configured through the environment variables above (empty
 /// values count as unset); `None` when none is.

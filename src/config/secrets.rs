@@ -42,11 +42,12 @@ pub const RECIPIENTS_VAR: &str = "INFRAFLUX_AGE_RECIPIENTS";
 pub const RECIPIENTS_FILE: &str = ".age-recipients";
 
 /// What a secret prints as.
-pub const MASK: &str = "(sensitive)";
+pub const MASK: &str = crate::model::sensitive::MASK;
 
 /// The state's identity variables, the fallback key source.
-const STATE_IDENTITY_FILE_VAR: &str = "INFRAFLUX_STATE_IDENTITY_FILE";
-const STATE_IDENTITY_VAR: &str = "INFRAFLUX_STATE_IDENTITY";
+use crate::state::encryption::{
+    IDENTITY_FILE_VAR as STATE_IDENTITY_FILE_VAR, IDENTITY_VAR as STATE_IDENTITY_VAR,
+};
 
 /// Whether a layer file is an encrypted layer (`prod.age.yaml`, `prod.age.yml`).
 pub fn is_encrypted_layer(path: &Path) -> bool {

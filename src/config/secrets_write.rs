@@ -16,7 +16,7 @@ use super::interpolate::Environment;
 use super::secrets::{Failure, RECIPIENTS_FILE, RECIPIENTS_VAR, decryption_keys};
 use crate::state::Encryption;
 
-const STATE_RECIPIENTS_VAR: &str = "INFRAFLUX_STATE_RECIPIENTS";
+use crate::state::encryption::RECIPIENTS_VAR as STATE_RECIPIENTS_VAR;
 
 /// The encryption for writing `file`, and where its recipients came from (for the
 /// message after a write).

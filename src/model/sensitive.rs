@@ -4,6 +4,10 @@
 
 use std::fmt;
 
+/// What every output (plans, state views, `config show`, logs) prints in place of a
+/// secret. One constant, so a reader or a grep test looks for one string.
+pub const MASK: &str = "(sensitive)";
+
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Sensitive<T>(T);
 
@@ -21,19 +25,19 @@ impl<T> Sensitive<T> {
 
 impl<T> fmt::Debug for Sensitive<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("(sensitive)")
+        f.write_str(MASK)
     }
 }
 
 impl<T> fmt::Display for Sensitive<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("(sensitive)")
+        f.write_str(MASK)
     }
 }
 
 impl<T> serde::Serialize for Sensitive<T> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str("(sensitive)")
+        serializer.serialize_str(MASK)
     }
 }
 

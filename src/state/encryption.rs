@@ -21,6 +21,15 @@ use age::secrecy::SecretString;
 use super::Error;
 use crate::model::Sensitive;
 
+/// Comma-separated age X25519 recipients (`age1…`) state is encrypted to.
+pub const RECIPIENTS_VAR: &str = "INFRAFLUX_STATE_RECIPIENTS";
+/// A file of age identities (`AGE-SECRET-KEY-1…`, as `age-keygen` writes) that decrypt state.
+pub const IDENTITY_FILE_VAR: &str = "INFRAFLUX_STATE_IDENTITY_FILE";
+/// An age identity itself (`AGE-SECRET-KEY-1…`).
+pub const IDENTITY_VAR: &str = "INFRAFLUX_STATE_IDENTITY";
+/// Passphrase mode (scrypt): encrypt and decrypt with this passphrase.
+pub const PASSPHRASE_VAR: &str = "INFRAFLUX_STATE_PASSPHRASE";
+
 /// The first line of an ASCII-armored age file.
 pub const ARMOR_HEADER: &str = "-----BEGIN AGE ENCRYPTED FILE-----";
 /// The start of a binary age file.
