@@ -198,7 +198,7 @@ async fn run(python: &str) {
     )
     .await
     .expect("fakepve starts");
-    let providers = infraflux::commands::engine::providers();
+    let providers = infraflux::commands::providers();
     let proxmox = providers.get("proxmox").unwrap().clone();
     let connection = connection(&fake);
 

@@ -56,6 +56,7 @@ pub mod graph;
 #[cfg(feature = "lab")]
 pub mod lab;
 pub mod model;
+pub mod operation;
 pub mod plan;
 pub mod policy;
 pub mod private_file;

@@ -5,10 +5,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use infraflux_provider::Provider;
+use infraflux_provider::signal::ClusterSignal;
 
 #[derive(Clone, Default)]
 pub struct ProviderRegistry {
     providers: BTreeMap<String, Arc<dyn Provider>>,
+    /// The ready signal and manifest rendering (`bootstrap`), when a provider offers them.
+    signal: Option<Arc<dyn ClusterSignal>>,
 }
 
 impl ProviderRegistry {
@@ -29,6 +32,21 @@ impl ProviderRegistry {
 
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Provider>> {
         self.providers.get(name)
+    }
+
+    /// Take the ready signal and manifest rendering from `signal`.
+    pub fn with_signal(mut self, signal: Arc<dyn ClusterSignal>) -> Self {
+        self.signal = Some(signal);
+        self
+    }
+
+    pub fn set_signal(&mut self, signal: Arc<dyn ClusterSignal>) -> &mut Self {
+        self.signal = Some(signal);
+        self
+    }
+
+    pub fn signal(&self) -> Option<&Arc<dyn ClusterSignal>> {
+        self.signal.as_ref()
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {

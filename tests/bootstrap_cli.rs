@@ -18,14 +18,15 @@ use serde_json::{Value, json};
 
 use infraflux::apply::CancellationToken;
 use infraflux::cli::{Cli, Command};
-use infraflux::commands::bootstrap::{self, ClusterApi};
-use infraflux::commands::engine::{Context, Sink};
 use infraflux::config::Selection;
+use infraflux::operation::{Context, Sink};
 use infraflux::registry::ProviderRegistry;
 use infraflux::testing::MemoryStore;
+use infraflux_kubernetes::api::ApiError;
 use infraflux_kubernetes::api::{ApplyOptions, KubeApi};
 use infraflux_kubernetes::apply::apply_manifests;
 use infraflux_kubernetes::client::{ClientOptions, KubeClient, Kubeconfig};
+use infraflux_kubernetes::provider::{Connector, KubernetesProvider, ProviderOptions};
 use infraflux_kubernetes::testing::{FakeApiServer, ready_reactor};
 use infraflux_kubernetes::wait::WaitOptions;
 use infraflux_provider::Provider;
@@ -50,13 +51,19 @@ struct FakeClusters {
 }
 
 #[async_trait]
-impl ClusterApi for FakeClusters {
+impl Connector for FakeClusters {
+    async fn connect(&self, _kubeconfig: &Kubeconfig) -> Result<Arc<dyn KubeApi>, ApiError> {
+        Ok(Arc::new(
+            KubeClient::new(&self.kubeconfig, ClientOptions::default()).await?,
+        ))
+    }
+
+    /// The mock's kubeconfig in state names no cluster: every cluster is the fake server.
     async fn open(&self, _kubeconfig: &str) -> Result<Arc<dyn KubeApi>, String> {
         *self.opened.lock().unwrap() += 1;
-        let client = KubeClient::new(&self.kubeconfig, ClientOptions::default())
+        self.connect(&self.kubeconfig)
             .await
-            .map_err(|e| e.to_string())?;
-        Ok(Arc::new(client))
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -70,7 +77,7 @@ struct Harness {
     registry: ProviderRegistry,
     mocks: Vec<Arc<MockProvider>>,
     store: MemoryStore,
-    clusters: FakeClusters,
+    clusters: Arc<FakeClusters>,
     server: FakeApiServer,
     /// The run's Ctrl-C: cancel it to interrupt.
     cancel: CancellationToken,
@@ -82,7 +89,7 @@ impl Harness {
     /// Mock providers with the real providers' schemas, and a fake API server holding
     /// every kubernetes resource of every environment, ready, with 20 Ready nodes.
     fn new() -> Self {
-        let real = infraflux::commands::engine::providers();
+        let real = infraflux::commands::providers();
         let mocks: Vec<Arc<MockProvider>> = ["proxmox", "talos", "kubernetes"]
             .into_iter()
             .map(|name| Arc::new(MockProvider::new(name, real.get(name).unwrap().schemas())))
@@ -101,14 +108,21 @@ impl Harness {
         }
         let kubeconfig = Kubeconfig::new(server.kubeconfig()).unwrap();
         runtime.block_on(populate(&kubeconfig));
+        // The ready signal: the real Kubernetes provider, its connections opened on the
+        // fake server.
+        let clusters = Arc::new(FakeClusters {
+            kubeconfig,
+            opened: Mutex::new(0),
+        });
+        registry.set_signal(Arc::new(KubernetesProvider::with_connector(
+            clusters.clone(),
+            ProviderOptions::default(),
+        )));
         Harness {
             registry,
             mocks,
             store: MemoryStore::new(),
-            clusters: FakeClusters {
-                kubeconfig,
-                opened: Mutex::new(0),
-            },
+            clusters,
             server,
             cancel: CancellationToken::new(),
             _runtime: runtime,
@@ -140,10 +154,9 @@ impl Harness {
             handle_signals: false,
         };
         let result = match &cli.command {
-            Command::Bootstrap(args) => {
-                bootstrap::run_with(&cli.global, args, &context, &self.clusters)
+            Command::Bootstrap(_) | Command::Apply(_) => {
+                infraflux::commands::run_in(&cli, &context)
             }
-            Command::Apply(args) => infraflux::commands::apply::run(&cli.global, args, &context),
             other => panic!("not bootstrap or apply: {other:?}"),
         };
         let text = |b: &Arc<Mutex<Vec<u8>>>| String::from_utf8(b.lock().unwrap().clone()).unwrap();
@@ -181,8 +194,12 @@ impl Harness {
 /// Apply what every kubernetes resource of the configuration renders, as the real
 /// provider would have.
 async fn populate(kubeconfig: &Kubeconfig) {
-    let (_, model, problems) =
-        infraflux::model::load_model(&config_dir(), &Selection::default(), &Variables, false);
+    let (_, model, problems) = infraflux::operation::load::load_model(
+        &config_dir(),
+        &Selection::default(),
+        &Variables,
+        false,
+    );
     assert!(!problems.has_errors());
     let client = KubeClient::new(kubeconfig, ClientOptions::default())
         .await
@@ -461,7 +478,10 @@ fn render_writes_manifests_and_applies_nothing() {
 
 #[test]
 fn apply_ends_with_the_signal_and_keeps_its_exit_code() {
-    let harness = Harness::new();
+    let mut harness = Harness::new();
+    // The real provider's signal, which opens the kubeconfig in state.
+    let real = infraflux::commands::providers();
+    harness.registry.set_signal(real.signal().unwrap().clone());
     let run = harness.run(&["apply", "--env", "dev", "--auto-approve"]);
     assert_eq!(run.code, ExitCode::SUCCESS, "{}{}", run.out, run.err);
     // Apply takes the signal with the kubeconfig from state; the mock's is not a real

@@ -8,8 +8,7 @@ use std::sync::{Arc, Mutex};
 use clap::Parser;
 use infraflux::apply::CancellationToken;
 use infraflux::cli::{Cli, Command};
-use infraflux::commands::engine::{Context, Sink};
-use infraflux::commands::{apply, destroy, graph, import, plan};
+use infraflux::operation::{Context, Sink};
 use infraflux::registry::ProviderRegistry;
 use infraflux::testing::MemoryStore;
 use infraflux_provider_mock::{MockProvider, Op};
@@ -24,7 +23,7 @@ impl infraflux::config::Environment for Variables {
 /// Mock providers with the real providers' schemas (which attributes are computed,
 /// sensitive, force a replacement), standing in for proxmox, talos and kubernetes.
 fn providers() -> (ProviderRegistry, Vec<Arc<MockProvider>>) {
-    let real = infraflux::commands::engine::providers();
+    let real = infraflux::commands::providers();
     let mocks: Vec<Arc<MockProvider>> = ["proxmox", "talos", "kubernetes"]
         .into_iter()
         .map(|name| {
@@ -80,7 +79,7 @@ impl Harness {
         let (err, err_buffer) = Sink::buffer();
         let prompt = self.answers.clone().map(|answers| {
             Box::new(move |_: &str| answers.lock().unwrap().remove(0))
-                as infraflux::commands::engine::Prompt
+                as infraflux::operation::Prompt
         });
         let context = Context {
             providers: self.registry.clone(),
@@ -94,11 +93,11 @@ impl Harness {
             handle_signals: false,
         };
         let result = match &cli.command {
-            Command::Plan(args) => plan::run(&cli.global, args, &context),
-            Command::Apply(args) => apply::run(&cli.global, args, &context),
-            Command::Destroy(args) => destroy::run(&cli.global, args, &context),
-            Command::Graph(args) => graph::run(&cli.global, args, &context),
-            Command::Import(args) => import::run(&cli.global, args, &context),
+            Command::Plan(_)
+            | Command::Apply(_)
+            | Command::Destroy(_)
+            | Command::Graph(_)
+            | Command::Import(_) => infraflux::commands::run_in(&cli, &context),
             other => panic!("not an engine command: {other:?}"),
         };
         let text = |b: &Arc<Mutex<Vec<u8>>>| String::from_utf8(b.lock().unwrap().clone()).unwrap();

@@ -16,8 +16,7 @@ use assert_cmd::cargo::cargo_bin_cmd;
 use clap::Parser;
 use infraflux::apply::CancellationToken;
 use infraflux::cli::{Cli, Command};
-use infraflux::commands::engine::{Context, Sink};
-use infraflux::commands::{apply, plan};
+use infraflux::operation::{Context, Sink};
 use infraflux::registry::ProviderRegistry;
 use infraflux::state::{Encryption, IdentitySource, LocalStore, StateStore};
 use infraflux_provider_mock::MockProvider;
@@ -196,8 +195,7 @@ fn run_engine(
         handle_signals: false,
     };
     let result = match &cli.command {
-        Command::Plan(args) => plan::run(&cli.global, args, &context),
-        Command::Apply(args) => apply::run(&cli.global, args, &context),
+        Command::Plan(_) | Command::Apply(_) => infraflux::commands::run_in(&cli, &context),
         other => panic!("not an engine command: {other:?}"),
     };
     let text = |b: &Arc<Mutex<Vec<u8>>>| String::from_utf8(b.lock().unwrap().clone()).unwrap();
@@ -253,7 +251,7 @@ fn no_secret_reaches_output_logs_plan_files_or_state() {
     };
     let store = Arc::new(LocalStore::in_project(work).with_encryption(Some(encryption.clone())));
 
-    let real = infraflux::commands::engine::providers();
+    let real = infraflux::commands::providers();
     let mut registry = ProviderRegistry::new();
     let mocks: Vec<Arc<MockProvider>> = ["proxmox", "talos", "kubernetes"]
         .into_iter()

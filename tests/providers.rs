@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use assert_cmd::cargo::cargo_bin_cmd;
-use infraflux::commands::engine::providers;
+use infraflux::commands::providers;
 use infraflux::config::{Selection, load_config};
 use infraflux::graph::{DesiredResource, build_desired};
 use infraflux::model::resolve_model;

@@ -14,10 +14,9 @@ use std::time::Duration;
 use clap::Parser;
 use infraflux::apply::CancellationToken;
 use infraflux::cli::{Cli, Command};
-use infraflux::commands::apply;
-use infraflux::commands::engine::{Context, Sink};
 use infraflux::model::Sensitive;
 use infraflux::model::address::ResourceAddr;
+use infraflux::operation::{Context, Sink};
 use infraflux::registry::ProviderRegistry;
 use infraflux::state::postgres::ConnectionString;
 use infraflux::state::{
@@ -477,7 +476,7 @@ fn a_killed_holders_lease_expires_by_itself() {
 
 /// The mock providers of tests/commands.rs, with the real providers' schemas.
 fn mock_providers() -> (ProviderRegistry, Vec<Arc<MockProvider>>) {
-    let real = infraflux::commands::engine::providers();
+    let real = infraflux::commands::providers();
     let mocks: Vec<Arc<MockProvider>> = ["proxmox", "talos", "kubernetes"]
         .into_iter()
         .map(|name| Arc::new(MockProvider::new(name, real.get(name).unwrap().schemas())))
@@ -516,10 +515,8 @@ fn apply(registry: &ProviderRegistry, url: &str, args: &[&str]) -> (ExitCode, St
         cancel: CancellationToken::new(),
         handle_signals: false,
     };
-    let Command::Apply(args) = &cli.command else {
-        unreachable!()
-    };
-    let result = apply::run(&cli.global, args, &context);
+    assert!(matches!(cli.command, Command::Apply(_)), "not an apply");
+    let result = infraflux::commands::run_in(&cli, &context);
     let err = String::from_utf8(err_buffer.lock().unwrap().clone()).unwrap();
     match result {
         Ok(code) => (code, err),

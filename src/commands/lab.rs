@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use super::engine::{Context, diagnostic, diagnostic_text};
 use super::output::Output;
 use crate::cli::{
     BootstrapArgs, GlobalArgs, LabCommand, LabRunArgs, LabUpArgs, LockArgs, PlanArgs, SelectionArgs,
@@ -18,6 +17,7 @@ use crate::cli::{
 use crate::lab::Lab;
 use crate::lab::overlay::{self, LabLayout};
 use crate::lab::process::{self, LabPaths, LabRecord, Stopped};
+use crate::operation::{Workspace, diagnostic, diagnostic_text};
 
 /// How long `lab up` waits for the background lab to answer.
 const UP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -212,7 +212,9 @@ fn steps(
     output: &Output,
     phases: &mut Phases,
 ) -> miette::Result<()> {
-    let mut context = Context::from_process(global, output);
+    // One read of the configuration (with the lab's overlay) for the whole run.
+    let workspace = Workspace::read(global.config_paths(), &crate::config::ProcessEnvironment);
+    let mut context = super::wiring::process_context(global, output, &workspace);
     // The lab's secrets are its own throwaway PKI for loopback fakes: its state needs no
     // encryption keys, and a plaintext warning about it would only be noise.
     if let Some(dir) = &global.state_dir {
@@ -237,7 +239,7 @@ fn steps(
     };
     eprintln!("\n== plan ({environment}) ==");
     phases.time(format!("plan {environment}"), || {
-        super::plan::run(global, &plan_args(false), &context)
+        super::plan::run(&plan_args(false), &workspace, &context)
     })?;
     // `infraflux bootstrap --env E --auto-approve`: the same plan and apply as `apply`
     // (promotion gate included), then the ready signal through the kubeconfig in state.
@@ -256,6 +258,7 @@ fn steps(
                 parallelism: crate::apply::DEFAULT_PARALLELISM,
                 json: false,
             },
+            &workspace,
             &context,
         )
     })?;
@@ -267,7 +270,7 @@ fn steps(
     }
     eprintln!("\n== second plan ({environment}): must be empty ==");
     let second = phases.time(format!("second plan {environment}"), || {
-        super::plan::run(global, &plan_args(true), &context)
+        super::plan::run(&plan_args(true), &workspace, &context)
     })?;
     if second != ExitCode::SUCCESS {
         return Err(diagnostic_text(

@@ -1,11 +1,12 @@
-//! One file per command: arguments → options → a pipeline call → output.
+//! The command layer: one small file per command, clap arguments → a request → an
+//! operation ([`crate::operation`]) → output. [`run`] wires the real process;
+//! [`run_in`] runs an engine command in a context of the caller's (tests, the lab).
 
 pub mod apply;
 pub mod bootstrap;
 mod config;
 pub mod destroy;
 mod diff_env;
-pub mod engine;
 pub mod graph;
 pub mod import;
 #[cfg(feature = "lab")]
@@ -16,10 +17,17 @@ pub mod secrets;
 pub(crate) mod state;
 pub mod talos;
 mod validate;
+pub mod wiring;
 
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command, ConfigCommand, SecretsCommand, StateCommand, TalosCommand};
+use crate::cli::{
+    Cli, Command, ConfigCommand, GlobalArgs, SecretsCommand, StateCommand, TalosCommand,
+};
+use crate::config::ProcessEnvironment;
+use crate::operation::{Context, Workspace};
+
+pub use wiring::providers;
 
 pub fn run(cli: Cli) -> miette::Result<ExitCode> {
     let output = output::Output::new(cli.global.color);
@@ -37,36 +45,6 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
             StateCommand::Rekey(args) => state::rekey(&cli.global, &args),
             StateCommand::Migrate(args) => state::migrate(&cli.global, &args),
         },
-        Command::Plan(args) => plan::run(
-            &cli.global,
-            &args,
-            &engine::Context::from_process(&cli.global, &output),
-        ),
-        Command::Apply(args) => apply::run(
-            &cli.global,
-            &args,
-            &engine::Context::from_process(&cli.global, &output),
-        ),
-        Command::Destroy(args) => destroy::run(
-            &cli.global,
-            &args,
-            &engine::Context::from_process(&cli.global, &output),
-        ),
-        Command::Graph(args) => graph::run(
-            &cli.global,
-            &args,
-            &engine::Context::from_process(&cli.global, &output),
-        ),
-        Command::Import(args) => import::run(
-            &cli.global,
-            &args,
-            &engine::Context::from_process(&cli.global, &output),
-        ),
-        Command::Talos(TalosCommand::Config(args)) => talos::config(
-            &cli.global,
-            &args,
-            &engine::Context::from_process(&cli.global, &output),
-        ),
         Command::Secrets(command) => match command {
             SecretsCommand::Edit(args) => secrets::edit(&args),
             SecretsCommand::Encrypt(args) => secrets::encrypt(&args),
@@ -74,15 +52,38 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
         },
         #[cfg(feature = "lab")]
         Command::Lab(command) => lab::run(&cli.global, command, &output),
-        Command::Bootstrap(args) => bootstrap::run(
-            &cli.global,
-            &args,
-            &engine::Context::from_process(&cli.global, &output),
-        ),
-        Command::Talos(TalosCommand::Render(args)) => talos::render(
-            &cli.global,
-            &args,
-            &engine::Context::from_process(&cli.global, &output),
-        ),
+        engine => {
+            // The configuration is read here, once: the state backend setting and every
+            // stage of the operation are taken from this one read.
+            let workspace = Workspace::read(cli.global.config_paths(), &ProcessEnvironment);
+            let context = wiring::process_context(&cli.global, &output, &workspace);
+            run_engine(&cli.global, &engine, &workspace, &context)
+        }
+    }
+}
+
+/// Run an engine command (plan, apply, destroy, graph, import, bootstrap, talos) in
+/// `context`, reading the configuration once with the context's variables.
+pub fn run_in(cli: &Cli, context: &Context) -> miette::Result<ExitCode> {
+    let workspace = Workspace::read(cli.global.config_paths(), context.variables.as_ref());
+    run_engine(&cli.global, &cli.command, &workspace, context)
+}
+
+fn run_engine(
+    global: &GlobalArgs,
+    command: &Command,
+    workspace: &Workspace,
+    context: &Context,
+) -> miette::Result<ExitCode> {
+    match command {
+        Command::Plan(args) => plan::run(args, workspace, context),
+        Command::Apply(args) => apply::run(global, args, workspace, context),
+        Command::Destroy(args) => destroy::run(args, workspace, context),
+        Command::Graph(args) => graph::run(args, workspace, context),
+        Command::Import(args) => import::run(args, workspace, context),
+        Command::Bootstrap(args) => bootstrap::run(global, args, workspace, context),
+        Command::Talos(TalosCommand::Config(args)) => talos::config(args, workspace, context),
+        Command::Talos(TalosCommand::Render(args)) => talos::render(args, workspace, context),
+        other => Err(miette::miette!("not an engine command: {other:?}")),
     }
 }

@@ -39,3 +39,9 @@ impl Output {
         }
     }
 }
+
+/// ▸ ✔ ✗ for a person at a terminal; ASCII for logs and pipes.
+pub fn fancy_symbols(global: &crate::cli::GlobalArgs, context: &crate::operation::Context) -> bool {
+    context.color
+        || (context.handle_signals && use_color(global.color, std::io::stderr().is_terminal()))
+}

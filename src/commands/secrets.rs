@@ -11,7 +11,6 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use super::engine::diagnostic_text;
 use crate::cli::SecretsFileArgs;
 use crate::config::LayerKind;
 use crate::config::node::{Node, Value};
@@ -22,6 +21,7 @@ use crate::config::secrets::{
 use crate::config::secrets_write::{recipients_for, write_encrypted};
 use crate::config::{Environment, ProcessEnvironment};
 use crate::diag::{Problems, Severity};
+use crate::operation::diagnostic_text;
 use crate::state::encryption::is_encrypted;
 
 /// What a new secret file starts as.

@@ -69,8 +69,13 @@ fn warn_plaintext_once() {
 
 /// The store every command uses: the backend `--state-backend` (INFRAFLUX_STATE_BACKEND)
 /// selects, else `state.backend` of the configuration's defaults files, else local.
-pub(crate) fn open_store(global: &GlobalArgs) -> Result<Arc<dyn StateStore>, state::Error> {
-    let configured = configured_state(global);
+/// `layers`: the configuration as the command already read it (`None`: read the defaults
+/// files here, when the flags leave a setting open).
+pub(crate) fn open_store(
+    global: &GlobalArgs,
+    layers: Option<&crate::config::LoadedConfig>,
+) -> Result<Arc<dyn StateStore>, state::Error> {
+    let configured = configured_state(global, layers);
     let backend = match (global.state_backend, configured.backend.as_deref()) {
         (Some(backend), _) => backend,
         (None, Some("postgres")) => StateBackend::Postgres,
@@ -108,19 +113,27 @@ struct ConfiguredState {
     lease: Option<String>,
 }
 
-fn configured_state(global: &GlobalArgs) -> ConfiguredState {
+fn configured_state(
+    global: &GlobalArgs,
+    layers: Option<&crate::config::LoadedConfig>,
+) -> ConfiguredState {
     if global.state_backend.is_some() && global.state_lease.is_some() {
         return ConfiguredState {
             backend: None,
             lease: None,
         };
     }
-    let mut problems = crate::diag::Problems::new();
-    let config = crate::config::layers::load_layers_with(
-        global.config_paths(),
-        &crate::config::ProcessEnvironment,
-        &mut problems,
-    );
+    let read;
+    let config = match layers {
+        Some(layers) => layers,
+        None => {
+            read = crate::operation::Workspace::read(
+                global.config_paths(),
+                &crate::config::ProcessEnvironment,
+            );
+            read.layers()
+        }
+    };
     ConfiguredState {
         backend: config.state_setting("backend"),
         lease: config.state_setting("lease"),
@@ -227,7 +240,7 @@ struct ListedResource<'a> {
 }
 
 pub fn list(global: &GlobalArgs, args: &StateListArgs) -> miette::Result<ExitCode> {
-    let store = open_store(global).map_err(report)?;
+    let store = open_store(global, None).map_err(report)?;
     let store = store.as_ref();
     let environments = match &args.environment {
         Some(environment) => vec![environment.clone()],
@@ -282,7 +295,7 @@ struct ShownResource<'a> {
 
 pub fn show(global: &GlobalArgs, args: &StateShowArgs) -> miette::Result<ExitCode> {
     let address = parse_address(&args.address)?;
-    let store = open_store(global).map_err(report)?;
+    let store = open_store(global, None).map_err(report)?;
     let store = store.as_ref();
     let document = load_existing(store, &address.environment)?;
     let resource = document.resources.get(&address).ok_or_else(|| {
@@ -324,7 +337,7 @@ pub fn rm(global: &GlobalArgs, args: &StateRmArgs) -> miette::Result<ExitCode> {
             addresses.push(address);
         }
     }
-    let store = open_store(global).map_err(report)?;
+    let store = open_store(global, None).map_err(report)?;
     let store = store.as_ref();
     for (environment, addresses) in by_environment {
         let _guard = store
@@ -348,7 +361,7 @@ pub fn rm(global: &GlobalArgs, args: &StateRmArgs) -> miette::Result<ExitCode> {
 pub fn mv(global: &GlobalArgs, args: &StateMvArgs) -> miette::Result<ExitCode> {
     let from = parse_address(&args.from)?;
     let to = parse_address(&args.to)?;
-    let store = open_store(global).map_err(report)?;
+    let store = open_store(global, None).map_err(report)?;
     let store = store.as_ref();
     let _guard = store
         .lock_with_timeout(
@@ -366,7 +379,7 @@ pub fn mv(global: &GlobalArgs, args: &StateMvArgs) -> miette::Result<ExitCode> {
 }
 
 pub fn unlock(global: &GlobalArgs, args: &StateUnlockArgs) -> miette::Result<ExitCode> {
-    let store = open_store(global).map_err(report)?;
+    let store = open_store(global, None).map_err(report)?;
     let store = store.as_ref();
     let environment = match &args.environment {
         Some(environment) => environment.clone(),
@@ -410,7 +423,7 @@ pub fn unlock(global: &GlobalArgs, args: &StateUnlockArgs) -> miette::Result<Exi
 }
 
 pub fn rekey(global: &GlobalArgs, args: &StateRekeyArgs) -> miette::Result<ExitCode> {
-    let store = open_store(global).map_err(report)?;
+    let store = open_store(global, None).map_err(report)?;
     let store = store.as_ref();
     if store.encryption().is_none() {
         return Err(miette!(

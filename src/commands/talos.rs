@@ -1,150 +1,54 @@
-//! `infraflux talos config`: a talosconfig for `talosctl`, built from the cluster's Talos
-//! secrets in state (the Talos API CA and the `os:admin` client certificate) and the
-//! control-plane addresses from the configuration. Written 0600; never printed unless
-//! asked for with `--out -`.
+//! `infraflux talos config`: a talosconfig for `talosctl` ([`operation::talos`]),
+//! written 0600; never printed unless asked for with `--out -`.
 //!
-//! `infraflux talos render`: every node's machine config, rendered by the Talos
-//! provider's own planning from the configuration and the secrets in state (never new
-//! secrets: those would lock the cluster out), written 0600 into a 0700 directory.
+//! `infraflux talos render`: every node's machine config, written 0600 into a 0700
+//! directory.
 
 use std::process::ExitCode;
 
-use base64::Engine;
-
-use infraflux_provider::{PlanRequest, ResourceRef};
-
-use super::engine::{Context, diagnostic, diagnostic_text};
-use crate::cli::{GlobalArgs, TalosConfigArgs, TalosRenderArgs};
-use crate::config::Selection;
-use crate::graph::{DesiredResource, build_desired};
-use crate::model::address::ResourceAddr;
-use crate::model::{Cluster, Model, NodeRole};
-use crate::plan::resolve::{Lookup, resolve_references};
+use crate::cli::{TalosConfigArgs, TalosRenderArgs};
+use crate::operation::{self, Context, Workspace, diagnostic_text};
 use crate::private_file;
-use crate::state::{ResourceState, StateDocument};
 
 pub fn config(
-    global: &GlobalArgs,
     args: &TalosConfigArgs,
+    workspace: &Workspace,
     context: &Context,
 ) -> miette::Result<ExitCode> {
-    let (_, cluster) = load_cluster(global, &args.environment, &args.cluster, context)?;
-    let (addr, secrets) = secrets_in_state(&args.environment, &args.cluster, context)?;
-    let pem = |name: &str| {
-        secrets
-            .attributes
-            .get(name)
-            .and_then(|v| v.as_str())
-            .map(|text| base64::engine::general_purpose::STANDARD.encode(text))
-            .ok_or_else(|| {
-                diagnostic_text(
-                    format!("`{addr}` has no `{name}` in state"),
-                    Some("re-create or re-import the cluster's secrets".into()),
-                )
-            })
-    };
-    let control_planes: Vec<String> = cluster
-        .nodes
-        .iter()
-        .filter(|n| n.role == NodeRole::ControlPlane)
-        .map(|n| n.address.to_string())
-        .collect();
-    let context_name = format!("{}-{}", args.environment, args.cluster);
-    let talosconfig = serde_json::json!({
-        "context": context_name,
-        "contexts": {
-            context_name.clone(): {
-                "endpoints": control_planes,
-                "nodes": control_planes.first().into_iter().collect::<Vec<_>>(),
-                "ca": pem("os_ca_crt")?,
-                "crt": pem("admin_crt")?,
-                "key": pem("admin_key")?,
-            }
-        }
-    });
-    let text = serde_yaml::to_string(&talosconfig)
-        .map_err(|e| diagnostic_text(format!("cannot render the talosconfig: {e}"), None))?;
+    let talosconfig =
+        operation::talos::talosconfig(workspace, &args.environment, &args.cluster, context)?;
     if args.out.as_os_str() == "-" {
-        context.out.write(&text);
+        context.out.write(&talosconfig.text);
         return Ok(ExitCode::SUCCESS);
     }
-    private_file::write(&args.out, text.as_bytes()).map_err(|e| {
+    private_file::write(&args.out, talosconfig.text.as_bytes()).map_err(|e| {
         diagnostic_text(
             format!("cannot write `{}`: {e}", args.out.display()),
             Some("pick another --out path".into()),
         )
     })?;
     context.err.write(&format!(
-        "Wrote {} (context `{context_name}`, endpoints {}). Use it with `talosctl --talosconfig {} …`.\n",
+        "Wrote {} (context `{}`, endpoints {}). Use it with `talosctl --talosconfig {} …`.\n",
         args.out.display(),
-        control_planes.join(", "),
+        talosconfig.context_name,
+        talosconfig.endpoints.join(", "),
         args.out.display()
     ));
     Ok(ExitCode::SUCCESS)
 }
 
-/// The model of one (environment, cluster) pair, or the configuration's problems.
-fn load_cluster(
-    global: &GlobalArgs,
-    environment: &str,
-    cluster: &str,
-    context: &Context,
-) -> miette::Result<(Model, Cluster)> {
-    let selection = Selection {
-        environment: Some(environment.to_string()),
-        cluster: Some(cluster.to_string()),
-    };
-    let model = super::engine::load_checked_model(global, &selection, context, false)?;
-    let found = model.clusters().next().cloned();
-    match found {
-        Some(found) => Ok((model, found)),
-        None => Err(diagnostic_text(
-            format!("the configuration has no cluster `{cluster}` in environment `{environment}`"),
-            Some("check --env and --cluster against `infraflux validate`".into()),
-        )),
-    }
-}
-
-/// The cluster's `talos_secrets` as recorded in state; an error that says how to get
-/// them when they are not there (never generated here).
-fn secrets_in_state(
-    environment: &str,
-    cluster: &str,
-    context: &Context,
-) -> miette::Result<(ResourceAddr, ResourceState)> {
-    let state = context
-        .store
-        .load(environment)
-        .map_err(|e| super::engine::diagnostic(&e, None))?;
-    let addr = ResourceAddr::new(environment, cluster, "talos_secrets", "cluster");
-    match state.and_then(|mut s| s.resources.remove(&addr)) {
-        Some(secrets) => Ok((addr, secrets)),
-        None => Err(missing_secrets(environment, cluster, &addr)),
-    }
-}
-
-fn missing_secrets(environment: &str, cluster: &str, addr: &ResourceAddr) -> miette::Report {
-    diagnostic_text(
-        format!("no Talos secrets for {environment}/{cluster} in state"),
-        Some(format!(
-            "run `infraflux apply --env {environment}` first, or import existing secrets with `infraflux import {addr} <secrets.yaml>`"
-        )),
-    )
-}
-
 pub fn render(
-    global: &GlobalArgs,
     args: &TalosRenderArgs,
+    workspace: &Workspace,
     context: &Context,
 ) -> miette::Result<ExitCode> {
-    let (model, _) = load_cluster(global, &args.environment, &args.cluster, context)?;
-    let state = context
-        .store
-        .load(&args.environment)
-        .map_err(|e| super::engine::diagnostic(&e, None))?
-        .unwrap_or_else(|| StateDocument::new(&args.environment));
-    let configs = machine_configs(&model, &args.environment, &args.cluster, &state, context)?;
-    let written = write_machine_configs(&args.out, &configs)?;
+    let written = operation::talos::render(
+        workspace,
+        &args.environment,
+        &args.cluster,
+        &args.out,
+        context,
+    )?;
     for path in &written {
         context.out.write(&format!("{}\n", path.display()));
     }
@@ -157,129 +61,4 @@ pub fn render(
         args.out.display()
     ));
     Ok(ExitCode::SUCCESS)
-}
-
-/// One node's rendered machine config (contains secrets: never print it).
-pub(crate) struct MachineConfig {
-    /// The node's name in the configuration (`cp-1`).
-    pub node: String,
-    pub yaml: String,
-}
-
-/// Every node's machine config of one cluster, rendered by the Talos provider's plan
-/// (the same code that renders what apply sends to the nodes) from the desired
-/// `talos_machine_config` resources with their secret references resolved from state.
-pub(crate) fn machine_configs(
-    model: &Model,
-    environment: &str,
-    cluster: &str,
-    state: &StateDocument,
-    context: &Context,
-) -> miette::Result<Vec<MachineConfig>> {
-    let secrets_addr = ResourceAddr::new(environment, cluster, "talos_secrets", "cluster");
-    if !state.resources.contains_key(&secrets_addr) {
-        return Err(missing_secrets(environment, cluster, &secrets_addr));
-    }
-    let desired: Vec<DesiredResource> = build_desired(model)
-        .into_iter()
-        .filter(|d| {
-            d.kind == "talos_machine_config"
-                && d.addr.environment == environment
-                && d.addr.cluster == cluster
-        })
-        .collect();
-    let provider = context.providers.get(&desired.first().map_or_else(
-        || crate::graph::build::TALOS.to_string(),
-        |d| d.provider.clone(),
-    ));
-    let Some(provider) = provider else {
-        return Err(diagnostic_text(
-            "no Talos provider in this build".into(),
-            None,
-        ));
-    };
-    let runtime = context.runtime()?;
-    let mut configs = Vec::new();
-    for resource in desired {
-        let resolved = resolve_references(&resource.attributes, &mut |reference| {
-            let found = reference
-                .address
-                .parse::<ResourceAddr>()
-                .ok()
-                .and_then(|addr| state.resources.get(&addr))
-                .and_then(|r| {
-                    r.attributes
-                        .get(&reference.attribute)
-                        .map(|v| (v.clone(), r.sensitive.contains(&reference.attribute)))
-                });
-            match found {
-                Some((value, sensitive)) => Lookup::Value(value, sensitive),
-                None => Lookup::Missing,
-            }
-        })
-        .map_err(|(attribute, reference)| {
-            diagnostic_text(
-                format!(
-                    "cannot render {}: `{attribute}` refers to `{}` of `{}`, which state does not have",
-                    resource.addr, reference.attribute, reference.address
-                ),
-                Some(format!(
-                    "run `infraflux apply --env {environment}` first, or re-import the cluster's secrets"
-                )),
-            )
-        })?;
-        let request = PlanRequest {
-            resource: ResourceRef {
-                address: resource.addr.to_string(),
-                kind: resource.kind.clone(),
-            },
-            prior: None,
-            desired: resolved.attributes,
-        };
-        let planned = runtime
-            .block_on(provider.plan(request))
-            .map_err(|e| {
-                diagnostic(
-                    &e,
-                    Some("fix the node's settings in the configuration".into()),
-                )
-            })?
-            .planned;
-        let Some(yaml) = planned.get("machine_config").and_then(|v| v.as_str()) else {
-            return Err(diagnostic_text(
-                format!(
-                    "the Talos provider rendered no machine config for {}",
-                    resource.addr
-                ),
-                None,
-            ));
-        };
-        configs.push(MachineConfig {
-            node: resource.addr.name.clone(),
-            yaml: yaml.to_string(),
-        });
-    }
-    Ok(configs)
-}
-
-/// Write `<node>.yaml` per config into `dir` (created 0700 when missing), each 0600;
-/// returns the paths written.
-pub(crate) fn write_machine_configs(
-    dir: &std::path::Path,
-    configs: &[MachineConfig],
-) -> miette::Result<Vec<std::path::PathBuf>> {
-    let cannot = |path: &std::path::Path, e: std::io::Error| {
-        diagnostic_text(
-            format!("cannot write `{}`: {e}", path.display()),
-            Some("pick another output directory".into()),
-        )
-    };
-    private_file::create_dir(dir).map_err(|e| cannot(dir, e))?;
-    let mut written = Vec::new();
-    for config in configs {
-        let path = dir.join(format!("{}.yaml", config.node));
-        private_file::write(&path, config.yaml.as_bytes()).map_err(|e| cannot(&path, e))?;
-        written.push(path);
-    }
-    Ok(written)
 }

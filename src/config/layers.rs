@@ -157,6 +157,8 @@ pub fn load_layers_with(
     env: &dyn Environment,
     problems: &mut Problems,
 ) -> LoadedConfig {
+    #[cfg(any(test, feature = "testing"))]
+    reads::count();
     let root = paths.dir;
     let mut config = LoadedConfig {
         root: root.to_path_buf(),
@@ -810,5 +812,25 @@ mod tests {
         );
         assert_eq!((origin.line, origin.column), (1, 1));
         assert!(config.is_broken(LayerKind::Template, "small"));
+    }
+}
+
+/// How many times this thread read a configuration directory: tests prove that a
+/// command reads its configuration once (commands run on the calling thread).
+#[cfg(any(test, feature = "testing"))]
+pub mod reads {
+    use std::cell::Cell;
+
+    thread_local! {
+        static READS: Cell<usize> = const { Cell::new(0) };
+    }
+
+    pub(super) fn count() {
+        READS.with(|reads| reads.set(reads.get() + 1));
+    }
+
+    /// Reads on this thread so far.
+    pub fn so_far() -> usize {
+        READS.with(Cell::get)
     }
 }

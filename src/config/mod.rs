@@ -27,10 +27,11 @@ pub use node::{KeyPath, Node};
 
 use crate::diag::Problems;
 
-/// Everything read from a configuration directory for one selection.
+/// Everything read from a configuration directory for one selection. The layers are
+/// shared: one read of the files serves every selection composed from them.
 #[derive(Debug)]
 pub struct Configuration {
-    pub layers: LoadedConfig,
+    pub layers: std::sync::Arc<LoadedConfig>,
     pub effective: Vec<EffectiveConfig>,
 }
 
@@ -49,7 +50,18 @@ pub fn load_config<'a>(
 ) -> (Configuration, Problems) {
     let mut problems = Problems::new();
     let layers = layers::load_layers_with(paths.into(), env, &mut problems);
-    let effective = effective::compose(&layers, selection, &mut problems);
-    layers.secrets.redact_problems(&mut problems);
-    (Configuration { layers, effective }, problems)
+    let configuration = compose_config(std::sync::Arc::new(layers), selection, &mut problems);
+    (configuration, problems)
+}
+
+/// Compose `selection` from layers already read (no file is read again); the problems
+/// found are added to `problems`, values from age files masked in all of them.
+pub fn compose_config(
+    layers: std::sync::Arc<LoadedConfig>,
+    selection: &Selection,
+    problems: &mut Problems,
+) -> Configuration {
+    let effective = effective::compose(&layers, selection, problems);
+    layers.secrets.redact_problems(problems);
+    Configuration { layers, effective }
 }

@@ -22,35 +22,6 @@ pub use resolve::resolve_model;
 pub use sensitive::Sensitive;
 pub use units::{Bytes, MilliCpu};
 
-/// Stages 1 and 2 together, as every command runs them: load the configuration, and
-/// when it loaded without errors resolve the model (and, with `with_policy`, run the
-/// environment policy). Problems of all stages are returned together; the model only
-/// when none of them is an error.
-pub fn load_model<'a>(
-    paths: impl Into<crate::config::ConfigPaths<'a>>,
-    selection: &crate::config::Selection,
-    env: &dyn crate::config::Environment,
-    with_policy: bool,
-) -> (
-    crate::config::Configuration,
-    Option<Model>,
-    crate::diag::Problems,
-) {
-    let (config, mut problems) = crate::config::load_config(paths, selection, env);
-    if problems.has_errors() {
-        return (config, None, problems);
-    }
-    let (model, more) = resolve_model(&config);
-    problems.extend(more);
-    if with_policy && let Some(model) = &model {
-        problems.extend(crate::policy::check_policy(model, &config));
-    }
-    // A check may quote a value; values from age files are masked wherever quoted.
-    config.layers.secrets.redact_problems(&mut problems);
-    let model = model.filter(|_| !problems.has_errors());
-    (config, model, problems)
-}
-
 /// Everything a run works on: the selected environments, each with its clusters.
 #[derive(Debug, Clone, Serialize)]
 pub struct Model {

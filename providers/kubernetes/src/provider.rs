@@ -37,6 +37,16 @@ pub const HANDOFF: &str = "kubernetes_handoff";
 #[async_trait]
 pub trait Connector: Send + Sync {
     async fn connect(&self, kubeconfig: &Kubeconfig) -> Result<Arc<dyn KubeApi>, ApiError>;
+
+    /// Open the API a kubeconfig document names (the ready signal's comes from state as
+    /// text). The error says what failed without quoting the document (it holds a key).
+    async fn open(&self, kubeconfig: &str) -> Result<Arc<dyn KubeApi>, String> {
+        let kubeconfig = Kubeconfig::new(kubeconfig.to_string())
+            .map_err(|e| format!("the kubeconfig in state {e}"))?;
+        self.connect(&kubeconfig)
+            .await
+            .map_err(|e| format!("cannot connect to the cluster API: {e}"))
+    }
 }
 
 /// Connects with the `kube` client.
@@ -563,5 +573,53 @@ impl KubernetesProvider {
         let mut attributes = prior.clone();
         attributes.insert("drift".into(), Value::Array(drift));
         ReadOutcome::Found(attributes)
+    }
+}
+
+// ---- the ready signal and rendering, for the engine's bootstrap ---------------------------
+
+#[async_trait]
+impl infraflux_provider::signal::ClusterSignal for KubernetesProvider {
+    async fn ready_signal(
+        &self,
+        request: infraflux_provider::signal::ReadyRequest,
+    ) -> Result<crate::signal::ReadyReport, String> {
+        let expectations = crate::signal::Expectations::from_resources(
+            request.nodes,
+            request
+                .resources
+                .iter()
+                .map(|r| (r.kind.as_str(), &r.attributes)),
+        )
+        .map_err(|e| format!("cannot tell what ready means: {e}"))?;
+        let api = self.connector.open(&request.kubeconfig).await?;
+        let options = WaitOptions {
+            timeout: request.timeout,
+            interval: request.interval,
+        };
+        Ok(crate::signal::wait(api.as_ref(), &expectations, options).await)
+    }
+
+    fn is_handoff(&self, kind: &str) -> bool {
+        kind == HANDOFF
+    }
+
+    fn render_manifests(
+        &self,
+        kind: &str,
+        attributes: &Attributes,
+    ) -> Result<Vec<infraflux_provider::signal::RenderedManifest>, String> {
+        let rendered = render_resource(kind, attributes).map_err(|e| e.to_string())?;
+        rendered
+            .manifests
+            .iter()
+            .map(|manifest| {
+                let file_stem = ObjectRef::from_manifest(manifest)
+                    .map(|o| o.file_stem())
+                    .unwrap_or_else(|| "object".into());
+                let yaml = serde_yaml::to_string(manifest).map_err(|e| e.to_string())?;
+                Ok(infraflux_provider::signal::RenderedManifest { file_stem, yaml })
+            })
+            .collect()
     }
 }

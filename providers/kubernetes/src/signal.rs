@@ -19,7 +19,6 @@
 //! then reports every object that is not ready with its status and conditions.
 
 use infraflux_provider::Attributes;
-use serde::Serialize;
 use serde_json::Value;
 
 use crate::api::KubeApi;
@@ -118,67 +117,8 @@ fn string<'a>(attributes: &'a Attributes, name: &str) -> &'a str {
     attributes.get(name).and_then(Value::as_str).unwrap_or("?")
 }
 
-/// Where a check stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CheckState {
-    Ready,
-    /// Not yet; waiting may help.
-    Pending,
-    /// Waiting will not help (a Degraded Application, a failed sync).
-    Failed,
-}
-
-/// An object that is not ready, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct NotReady {
-    /// `Deployment argocd/argocd-server`.
-    pub object: String,
-    /// `in progress: available: 0/1`, `not found`, `failed: Degraded: …`.
-    pub status: String,
-    /// The live object's conditions, one line each (`Available=False Reason: message`).
-    pub conditions: Vec<String>,
-}
-
-/// One line of the report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CheckReport {
-    pub name: String,
-    pub state: CheckState,
-    /// `3/3 objects current`, `2/3 nodes Ready`.
-    pub summary: String,
-    pub not_ready: Vec<NotReady>,
-}
-
-/// How a wait ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Ready,
-    /// Something failed; waiting longer would not help.
-    Failed,
-    /// Still pending when the caller's timeout ran out.
-    TimedOut,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ReadyReport {
-    pub outcome: Outcome,
-    /// Seconds spent waiting.
-    pub waited_seconds: u64,
-    pub checks: Vec<CheckReport>,
-}
-
-impl ReadyReport {
-    pub fn is_ready(&self) -> bool {
-        self.outcome == Outcome::Ready
-    }
-
-    /// The checks that are not ready.
-    pub fn not_ready(&self) -> impl Iterator<Item = &CheckReport> {
-        self.checks.iter().filter(|c| c.state != CheckState::Ready)
-    }
-}
+// The report types are the contract's: the engine prints and serialises them.
+pub use infraflux_provider::signal::{CheckReport, CheckState, NotReady, Outcome, ReadyReport};
 
 /// Look once (a wait with no time: a signal still pending is reported as timed out).
 pub async fn check(api: &dyn KubeApi, expectations: &Expectations) -> ReadyReport {

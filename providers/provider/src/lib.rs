@@ -16,9 +16,14 @@
 //! - `plan`: prior + desired → planned attributes, which changes force replacement;
 //! - `create`, `update`, `delete`: change the world; `import`: adopt an existing object;
 //! - `inventory`: hosts and their free capacity, for placement at plan time (optional).
+//!
+//! ## Clusters
+//! [`signal::ClusterSignal`]: a cluster's ready signal and rendered manifests, for
+//! `bootstrap`.
 
 mod error;
 mod schema;
+pub mod signal;
 mod value;
 
 use async_trait::async_trait;

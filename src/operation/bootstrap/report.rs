@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use infraflux_kubernetes::signal::{CheckState, Outcome, ReadyReport};
+use infraflux_provider::signal::{CheckState, Outcome, ReadyReport};
 use serde::Serialize;
 
 use crate::model::{Cluster, Model};

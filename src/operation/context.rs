@@ -1,0 +1,106 @@
+//! Where an operation runs: the providers, the state store, the variables for
+//! `${env:…}`, the terminal (data to `out`, progress to `err`, a prompt when there is
+//! someone to ask) and the run's cancellation. The command layer builds it for the real
+//! process; tests build their own.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use crate::apply::CancellationToken;
+use crate::config;
+use crate::registry::ProviderRegistry;
+use crate::state::{LockGuard, LockInfo, StateDocument, StateStore};
+
+use super::diagnostic::diagnostic;
+
+/// A writer several places can hold (data goes to `out`, progress to `err`).
+#[derive(Clone)]
+pub struct Sink(Arc<Mutex<Box<dyn Write + Send>>>);
+
+impl Sink {
+    pub fn new(writer: impl Write + Send + 'static) -> Self {
+        Sink(Arc::new(Mutex::new(Box::new(writer))))
+    }
+
+    /// A sink that keeps what is written, and a handle to read it.
+    pub fn buffer() -> (Sink, Arc<Mutex<Vec<u8>>>) {
+        #[derive(Clone)]
+        struct Shared(Arc<Mutex<Vec<u8>>>);
+        impl Write for Shared {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        (Sink::new(Shared(buffer.clone())), buffer)
+    }
+
+    pub fn write(&self, text: &str) {
+        let mut writer = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Output that cannot be written (a closed pipe) is not worth failing an apply for.
+        let _ = writer.write_all(text.as_bytes());
+        let _ = writer.flush();
+    }
+}
+
+/// Asks the user a question and returns the answer.
+pub type Prompt = Box<dyn Fn(&str) -> String + Send + Sync>;
+
+/// Where the operations run.
+pub struct Context {
+    pub providers: ProviderRegistry,
+    pub store: Arc<dyn StateStore>,
+    /// Environment variables for `${env:…}` in the configuration.
+    pub variables: Box<dyn config::Environment + Send + Sync>,
+    /// `None` when there is no terminal to ask (approval then needs --auto-approve).
+    pub prompt: Option<Prompt>,
+    pub out: Sink,
+    pub err: Sink,
+    pub color: bool,
+    /// Cancelled by the first Ctrl-C (when `handle_signals`).
+    pub cancel: CancellationToken,
+    /// Listen for Ctrl-C during apply.
+    pub handle_signals: bool,
+}
+
+impl Context {
+    pub fn runtime(&self) -> miette::Result<tokio::runtime::Runtime> {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| miette::miette!("cannot start the async runtime: {e}"))
+    }
+
+    /// Take the environment's state lock and load its document (a new one if none).
+    pub fn lock_and_load(
+        &self,
+        environment: &str,
+        operation: &str,
+        timeout: std::time::Duration,
+    ) -> miette::Result<(Box<dyn LockGuard>, StateDocument)> {
+        let info = LockInfo::new(operation);
+        let guard = self
+            .store
+            .lock_with_timeout(environment, info, timeout)
+            .map_err(|e| diagnostic(&e, Some(e.help())))?;
+        let state = self.load_state(environment)?;
+        Ok((guard, state))
+    }
+
+    /// The environment's state without the lock (a new document if none): for views,
+    /// where a stale read is harmless.
+    pub fn load_state(&self, environment: &str) -> miette::Result<StateDocument> {
+        Ok(self
+            .store
+            .load(environment)
+            .map_err(|e| diagnostic(&e, Some(e.help())))?
+            .unwrap_or_else(|| StateDocument::new(environment)))
+    }
+}
