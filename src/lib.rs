@@ -52,10 +52,12 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod diag;
+pub mod encryption;
 pub mod graph;
 #[cfg(feature = "lab")]
 pub mod lab;
 pub mod model;
+pub mod operation;
 pub mod plan;
 pub mod policy;
 pub mod private_file;
@@ -64,3 +66,4 @@ pub mod registry;
 pub mod state;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod vocabulary;

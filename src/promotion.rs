@@ -230,7 +230,7 @@ mod tests {
         );
         assert_eq!(
             workload["proxmox.token"],
-            Value::String(crate::model::sensitive::MASK.into())
+            Value::String(crate::vocabulary::MASK.into())
         );
         // From environments/dev.yaml, a template, or the cluster's dev block: not promotable.
         for key in [

@@ -181,8 +181,12 @@ impl Harness {
 /// Apply what every kubernetes resource of the configuration renders, as the real
 /// provider would have.
 async fn populate(kubeconfig: &Kubeconfig) {
-    let (_, model, problems) =
-        infraflux::model::load_model(&config_dir(), &Selection::default(), &Variables, false);
+    let (_, model, problems) = infraflux::operation::load::load_model(
+        &config_dir(),
+        &Selection::default(),
+        &Variables,
+        false,
+    );
     assert!(!problems.has_errors());
     let client = KubeClient::new(kubeconfig, ClientOptions::default())
         .await

@@ -325,8 +325,7 @@ fn import_adopts_an_existing_object_and_the_next_plan_is_empty() {
     let harness = Harness::new();
     let run = harness.run(&["apply", "--env", "dev", "--auto-approve"]);
     assert_eq!(run.code, ExitCode::SUCCESS, "{}", run.err);
-    let addr: infraflux::model::address::ResourceAddr =
-        "dev/workload/proxmox_vm.cp-1".parse().unwrap();
+    let addr: infraflux::vocabulary::ResourceAddr = "dev/workload/proxmox_vm.cp-1".parse().unwrap();
 
     // Forget the VM (as `state rm` would); the object itself still exists.
     let mut state = harness.store.load("dev").unwrap().unwrap();

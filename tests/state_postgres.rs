@@ -16,14 +16,14 @@ use infraflux::apply::CancellationToken;
 use infraflux::cli::{Cli, Command};
 use infraflux::commands::apply;
 use infraflux::commands::engine::{Context, Sink};
-use infraflux::model::Sensitive;
-use infraflux::model::address::ResourceAddr;
 use infraflux::registry::ProviderRegistry;
 use infraflux::state::postgres::ConnectionString;
 use infraflux::state::{
     Encryption, Error, IdentitySource, LocalStore, LockInfo, PostgresStore, PromotionRecord,
     ResourceState, ResourceStatus, StateDocument, StateStore,
 };
+use infraflux::vocabulary::ResourceAddr;
+use infraflux::vocabulary::Sensitive;
 use infraflux_provider_mock::{MockProvider, Op};
 use postgres_server::{PASSWORD, Server, Session};
 use serde_json::json;

@@ -32,9 +32,10 @@ use super::engine::{Context, Sink, diagnostic_text, load_desired_for};
 use crate::cli::{BootstrapArgs, GlobalArgs};
 use crate::config::Selection;
 use crate::graph::DesiredResource;
-use crate::model::address::ResourceAddr;
-use crate::model::{Cluster, Model, load_model};
+use crate::model::{Cluster, Model};
+use crate::operation::load::load_model;
 use crate::state::StateDocument;
+use crate::vocabulary::ResourceAddr;
 
 use report::{ApplyOutcome, BootstrapReport, ClusterReport, EnvironmentReport, Rendered};
 

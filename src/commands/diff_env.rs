@@ -6,7 +6,7 @@ use super::output::Output;
 use crate::cli::{DiffEnvArgs, GlobalArgs};
 use crate::config::{ProcessEnvironment, Selection};
 use crate::diag::ProblemsReport;
-use crate::model::load_model;
+use crate::operation::load::load_model;
 use crate::policy::{clusters_in_one_only, parity_report};
 
 pub fn run(global: &GlobalArgs, args: &DiffEnvArgs, output: &Output) -> miette::Result<ExitCode> {

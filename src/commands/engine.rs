@@ -11,11 +11,11 @@ use crate::cli::{GlobalArgs, SelectionArgs};
 use crate::config::{self, ProcessEnvironment, Selection};
 use crate::diag::ProblemsReport;
 use crate::graph::{DesiredResource, build_desired};
-use crate::model::address::ResourceAddr;
-use crate::model::load_model;
+use crate::operation::load::load_model;
 use crate::plan::Action;
 use crate::registry::ProviderRegistry;
 use crate::state::{LockGuard, LockInfo, StateDocument, StateStore};
+use crate::vocabulary::ResourceAddr;
 
 use super::output::Output;
 

@@ -9,8 +9,8 @@ use infraflux_provider::{ImportRequest, ResourceRef};
 
 use super::engine::{Context, diagnostic_text, load_desired_for};
 use crate::cli::{GlobalArgs, ImportArgs};
-use crate::model::address::ResourceAddr;
 use crate::state::{ResourceState, ResourceStatus};
+use crate::vocabulary::ResourceAddr;
 
 pub fn run(global: &GlobalArgs, args: &ImportArgs, context: &Context) -> miette::Result<ExitCode> {
     let addr: ResourceAddr = args

@@ -22,7 +22,7 @@ use crate::config::secrets::{
 use crate::config::secrets_write::{recipients_for, write_encrypted};
 use crate::config::{Environment, ProcessEnvironment};
 use crate::diag::{Problems, Severity};
-use crate::state::encryption::is_encrypted;
+use crate::encryption::is_encrypted;
 
 /// What a new secret file starts as.
 const TEMPLATE: &str = "# Secrets for InfraFlux, encrypted with age when you close the editor.\n# Refer to a value from a layer file as ${age:<this file, relative to the config directory>#key.path}\n# e.g.\n# proxmox:\n#   token: root@pam!infraflux=...\n";

@@ -17,11 +17,11 @@ use super::engine::{Context, diagnostic, diagnostic_text};
 use crate::cli::{GlobalArgs, TalosConfigArgs, TalosRenderArgs};
 use crate::config::Selection;
 use crate::graph::{DesiredResource, build_desired};
-use crate::model::address::ResourceAddr;
 use crate::model::{Cluster, Model, NodeRole};
 use crate::plan::resolve::{Lookup, resolve_references};
 use crate::private_file;
 use crate::state::{ResourceState, StateDocument};
+use crate::vocabulary::ResourceAddr;
 
 pub fn config(
     global: &GlobalArgs,

@@ -8,7 +8,7 @@ use super::output::Output;
 use crate::cli::{GlobalArgs, ValidateArgs};
 use crate::config::{ProcessEnvironment, Selection};
 use crate::diag::{Problems, ProblemsReport, Severity, SourceMap};
-use crate::model::load_model;
+use crate::operation::load::load_model;
 
 pub fn run(global: &GlobalArgs, args: &ValidateArgs, output: &Output) -> miette::Result<ExitCode> {
     let selection = Selection {

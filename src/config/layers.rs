@@ -546,10 +546,10 @@ mod tests {
     }
 
     /// A fresh identity's key text and an encryption to its public key.
-    fn age_key() -> (String, crate::state::Encryption) {
+    fn age_key() -> (String, crate::encryption::Encryption) {
         use age::secrecy::ExposeSecret;
         let identity = age::x25519::Identity::generate();
-        let encryption = crate::state::Encryption {
+        let encryption = crate::encryption::Encryption {
             recipients: vec![identity.to_public().to_string()],
             ..Default::default()
         };

@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 
 use super::interpolate::Environment;
 use super::secrets::{Failure, RECIPIENTS_FILE, RECIPIENTS_VAR, decryption_keys};
-use crate::state::Encryption;
+use crate::encryption::Encryption;
 
-use crate::state::encryption::RECIPIENTS_VAR as STATE_RECIPIENTS_VAR;
+use crate::encryption::RECIPIENTS_VAR as STATE_RECIPIENTS_VAR;
 
 /// The encryption for writing `file`, and where its recipients came from (for the
 /// message after a write).

@@ -15,8 +15,8 @@ use sha2::{Digest, Sha256};
 
 use super::DesiredResource;
 use super::placement::{Rule, Spread};
-use crate::model::address::ResourceAddr;
 use crate::model::{Cluster, HostKey, Machine, Model, NodeRole, ServiceKind, Tls};
+use crate::vocabulary::ResourceAddr;
 
 pub const PROXMOX: &str = "proxmox";
 pub const TALOS: &str = "talos";
@@ -37,7 +37,7 @@ pub fn build_desired(model: &Model) -> Vec<DesiredResource> {
 /// repository URL): found by value, so it does not matter which model field carried it.
 fn mark_secret_attributes(
     resources: &mut [DesiredResource],
-    secrets: &crate::config::secrets::SecretValues,
+    secrets: &crate::vocabulary::SecretStrings,
 ) {
     if secrets.is_empty() {
         return;
@@ -57,7 +57,7 @@ fn mark_secret_attributes(
             names,
             values: values
                 .into_iter()
-                .map(crate::model::Sensitive::new)
+                .map(crate::vocabulary::Sensitive::new)
                 .collect(),
         };
     }

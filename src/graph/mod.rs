@@ -30,8 +30,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::model::address::ResourceAddr;
-use crate::state::{ResourceState, StateDocument};
+use crate::vocabulary::{Recorded, ResourceAddr};
 
 pub use build::build_desired;
 
@@ -68,7 +67,7 @@ pub struct DesiredResource {
 pub struct SecretAttributes {
     pub names: Vec<String>,
     #[serde(skip)]
-    pub values: Vec<crate::model::Sensitive<String>>,
+    pub values: Vec<crate::vocabulary::Sensitive<String>>,
 }
 
 impl SecretAttributes {
@@ -111,15 +110,13 @@ impl fmt::Display for EdgeReason {
 pub enum Vertex {
     /// Named by the configuration (state may or may not know it).
     Configured(DesiredResource),
-    /// Known to state only: to be deleted.
-    Orphan {
-        addr: ResourceAddr,
-        state: ResourceState,
-    },
-    /// Under `destroy`: to be deleted; `desired` when the configuration still names it.
+    /// Known to state only: to be deleted (what state records of it is the plan's to
+    /// look up).
+    Orphan { addr: ResourceAddr },
+    /// Under `destroy`, and recorded in state: to be deleted; `desired` when the
+    /// configuration still names it.
     Destroy {
         addr: ResourceAddr,
-        state: ResourceState,
         desired: Option<DesiredResource>,
     },
 }
@@ -247,7 +244,7 @@ pub const STEPS: &[Step] = &[
 
 struct Builder<'a> {
     desired: Vec<DesiredResource>,
-    state: &'a StateDocument,
+    state: &'a dyn Recorded,
     options: &'a GraphOptions,
     graph: DiGraph<Vertex, EdgeReason>,
     index: HashMap<ResourceAddr, NodeIndex>,
@@ -255,7 +252,7 @@ struct Builder<'a> {
 
 impl Builder<'_> {
     fn in_scope(&self, addr: &ResourceAddr) -> bool {
-        addr.environment == self.state.environment
+        addr.environment == self.state.environment()
             && self
                 .options
                 .cluster
@@ -297,15 +294,12 @@ fn add_configured(builder: &mut Builder<'_>) -> Result<(), Error> {
         }
         let vertex = match builder.options.mode {
             Mode::Normal => Vertex::Configured(resource),
-            Mode::Destroy => match builder.state.resources.get(&resource.addr) {
-                Some(state) => Vertex::Destroy {
-                    addr: resource.addr.clone(),
-                    state: state.clone(),
-                    desired: Some(resource),
-                },
-                // Nothing to destroy, but its edges still order what is.
-                None => Vertex::Configured(resource),
+            Mode::Destroy if builder.state.contains(&resource.addr) => Vertex::Destroy {
+                addr: resource.addr.clone(),
+                desired: Some(resource),
             },
+            // Nothing to destroy, but its edges still order what is.
+            Mode::Destroy => Vertex::Configured(resource),
         };
         builder.add_vertex(vertex)?;
     }
@@ -314,18 +308,14 @@ fn add_configured(builder: &mut Builder<'_>) -> Result<(), Error> {
 
 fn add_orphans(builder: &mut Builder<'_>) -> Result<(), Error> {
     let state = builder.state;
-    for (addr, resource) in &state.resources {
+    for addr in state.addresses() {
         if !builder.in_scope(addr) || builder.index.contains_key(addr) {
             continue;
         }
         let vertex = match builder.options.mode {
-            Mode::Normal => Vertex::Orphan {
-                addr: addr.clone(),
-                state: resource.clone(),
-            },
+            Mode::Normal => Vertex::Orphan { addr: addr.clone() },
             Mode::Destroy => Vertex::Destroy {
                 addr: addr.clone(),
-                state: resource.clone(),
                 desired: None,
             },
         };
@@ -413,16 +403,15 @@ fn add_configured_edges(builder: &mut Builder<'_>) -> Result<(), Error> {
 fn add_orphan_edges(builder: &mut Builder<'_>) -> Result<(), Error> {
     let mut edges = Vec::new();
     for node in builder.graph.node_indices() {
-        let state = match &builder.graph[node] {
-            Vertex::Orphan { state, .. }
+        let addr = match &builder.graph[node] {
+            Vertex::Orphan { addr }
             | Vertex::Destroy {
-                state,
+                addr,
                 desired: None,
-                ..
-            } => state,
+            } => addr,
             _ => continue,
         };
-        for dependency in &state.dependencies {
+        for dependency in builder.state.dependencies(addr) {
             // A dependency that is gone from state needs no ordering.
             if let Some(&target) = builder.index.get(dependency) {
                 edges.push((node, target));
@@ -491,7 +480,7 @@ impl ResourceGraph {
     /// Build the graph of `desired` and of what `state` knows, by [`STEPS`].
     pub fn build(
         desired: Vec<DesiredResource>,
-        state: &StateDocument,
+        state: &dyn Recorded,
         options: &GraphOptions,
     ) -> Result<ResourceGraph, Error> {
         let mut builder = Builder {

@@ -3,7 +3,7 @@ use proptest::prelude::*;
 use serde_json::json;
 
 use super::*;
-use crate::state::ResourceStatus;
+use crate::state::{ResourceState, ResourceStatus, StateDocument};
 use crate::testing::{addr, desired};
 
 fn state_resource(dependencies: &[&str]) -> ResourceState {

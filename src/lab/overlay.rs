@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use crate::config::Selection;
-use crate::model::{Model, load_model};
+use crate::model::Model;
+use crate::operation::load::load_model;
 
 /// One (environment, cluster) pair and its lab network.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

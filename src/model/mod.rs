@@ -6,10 +6,8 @@
 //! wrong, `resolve` looks its origin up by key path in the effective YAML tree, so the
 //! diagnostic points at the layer that supplied it.
 
-pub mod address;
 mod network;
 mod resolve;
-pub mod sensitive;
 pub mod units;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -19,37 +17,9 @@ use serde::Serialize;
 
 pub use network::NodeRange;
 pub use resolve::resolve_model;
-pub use sensitive::Sensitive;
 pub use units::{Bytes, MilliCpu};
 
-/// Stages 1 and 2 together, as every command runs them: load the configuration, and
-/// when it loaded without errors resolve the model (and, with `with_policy`, run the
-/// environment policy). Problems of all stages are returned together; the model only
-/// when none of them is an error.
-pub fn load_model<'a>(
-    paths: impl Into<crate::config::ConfigPaths<'a>>,
-    selection: &crate::config::Selection,
-    env: &dyn crate::config::Environment,
-    with_policy: bool,
-) -> (
-    crate::config::Configuration,
-    Option<Model>,
-    crate::diag::Problems,
-) {
-    let (config, mut problems) = crate::config::load_config(paths, selection, env);
-    if problems.has_errors() {
-        return (config, None, problems);
-    }
-    let (model, more) = resolve_model(&config);
-    problems.extend(more);
-    if with_policy && let Some(model) = &model {
-        problems.extend(crate::policy::check_policy(model, &config));
-    }
-    // A check may quote a value; values from age files are masked wherever quoted.
-    config.layers.secrets.redact_problems(&mut problems);
-    let model = model.filter(|_| !problems.has_errors());
-    (config, model, problems)
-}
+use crate::vocabulary::{SecretStrings, Sensitive};
 
 /// Everything a run works on: the selected environments, each with its clusters.
 #[derive(Debug, Clone, Serialize)]
@@ -59,7 +29,7 @@ pub struct Model {
     /// Values read from age-encrypted files: the graph marks every attribute holding one
     /// sensitive (`config::secrets`).
     #[serde(skip)]
-    pub secrets: crate::config::secrets::SecretValues,
+    pub secrets: SecretStrings,
 }
 
 impl Model {

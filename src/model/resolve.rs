@@ -51,7 +51,7 @@ pub fn resolve_model(config: &Configuration) -> (Option<Model>, Problems) {
         }
     }
     environments.sort_by(|a, b| (a.sync_wave, &a.name).cmp(&(b.sync_wave, &b.name)));
-    let secrets = config.layers.secrets.clone();
+    let secrets = config.layers.secrets.strings().clone();
     (
         Some(Model {
             environments,

@@ -39,9 +39,9 @@ pub(crate) use refresh::apply_drift;
 use resolve::{Lookup, resolve_references};
 
 use crate::graph::{self, DesiredResource, GraphOptions, ResourceGraph, Vertex};
-use crate::model::address::ResourceAddr;
 use crate::registry::ProviderRegistry;
 use crate::state::{ResourceStatus, StateDocument};
+use crate::vocabulary::ResourceAddr;
 
 /// Version of the plan format (saved plans and `plan --json`, docs/plan-json.md).
 pub const FORMAT_VERSION: u32 = 1;
@@ -329,9 +329,7 @@ pub async fn plan(
     // New machines are placed from the providers' inventories (with a refresh only);
     // existing ones stay where state has them.
     let desired = match options.mode {
-        PlanMode::Normal => {
-            graph::placement::place(desired, &current, providers, read_all, &in_scope).await?
-        }
+        PlanMode::Normal => place(desired, &current, providers, read_all, &in_scope).await?,
         PlanMode::Destroy | PlanMode::RefreshOnly => desired,
     };
 
@@ -385,6 +383,39 @@ pub async fn plan(
         },
         changes,
     })
+}
+
+/// Placement ([`graph::placement`]) with the inventories it asks for fetched from the
+/// providers; `online` false places offline (no inventory). The graph builds the requests
+/// and solves; the I/O is here.
+async fn place(
+    desired: Vec<DesiredResource>,
+    state: &StateDocument,
+    providers: &ProviderRegistry,
+    online: bool,
+    in_scope: &dyn Fn(&ResourceAddr) -> bool,
+) -> Result<Vec<DesiredResource>, graph::placement::Error> {
+    let mut inventories = HashMap::new();
+    if online {
+        for query in graph::placement::inventory_requests(&desired, state, in_scope) {
+            let Some(provider) = providers.get(&query.provider) else {
+                continue;
+            };
+            match provider.inventory(query.request).await {
+                Ok(Some(inventory)) => {
+                    inventories.insert(query.group, inventory);
+                }
+                Ok(None) => {}
+                Err(source) => {
+                    return Err(graph::placement::Error::Inventory {
+                        address: query.address,
+                        source: Box::new(source),
+                    });
+                }
+            }
+        }
+    }
+    graph::placement::solve(desired, state, &inventories).map_err(graph::placement::Error::Problems)
 }
 
 /// Every in-scope resource's desired attributes through its provider's `validate` (no
@@ -525,7 +556,12 @@ async fn plan_changes(
                 change.dependencies = graph.dependencies(addr);
                 change
             }
-            Vertex::Orphan { state, .. } | Vertex::Destroy { state, .. } => {
+            Vertex::Orphan { .. } | Vertex::Destroy { .. } => {
+                // The graph made these vertices from `current`'s resources.
+                let state = current
+                    .resources
+                    .get(addr)
+                    .expect("a vertex that deletes is recorded in state");
                 let prevent_destroy = match vertex {
                     Vertex::Destroy {
                         desired: Some(d), ..
@@ -735,7 +771,7 @@ fn mark_derived_secrets(
     planned: &infraflux_provider::Attributes,
     sensitive: &mut Vec<String>,
 ) {
-    let mut values = crate::config::secrets::SecretValues::default();
+    let mut values = crate::vocabulary::SecretStrings::default();
     for secret in &desired.secrets.values {
         values.add_value(secret.expose());
     }

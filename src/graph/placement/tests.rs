@@ -2,7 +2,7 @@ use infraflux_provider::{Diagnostic, Host, Severity, reference};
 use serde_json::json;
 
 use super::*;
-use crate::state::{ResourceState, ResourceStatus};
+use crate::state::{ResourceState, ResourceStatus, StateDocument};
 
 const GIB: u64 = 1 << 30;
 const HOSTS: [&str; 3] = ["pve1", "pve2", "pve3"];
