@@ -193,7 +193,7 @@ mod tests {
     use crate::model::resolve_model;
 
     struct Token;
-    impl crate::config::Environment for Token {
+    impl crate::config::Variables for Token {
         fn var(&self, name: &str) -> Option<String> {
             (name == "PROXMOX_TOKEN").then(|| "root@pam!ci=very-secret".to_string())
         }

@@ -15,7 +15,7 @@ use infraflux::testing::MemoryStore;
 use infraflux_provider_mock::{MockProvider, Op};
 
 struct Variables;
-impl infraflux::config::Environment for Variables {
+impl infraflux::config::Variables for Variables {
     fn var(&self, name: &str) -> Option<String> {
         (name == "PROXMOX_TOKEN").then(|| "root@pam!ci=secret".to_string())
     }

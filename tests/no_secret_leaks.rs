@@ -93,7 +93,7 @@ impl Variables {
     }
 }
 
-impl infraflux::config::Environment for Variables {
+impl infraflux::config::Variables for Variables {
     fn var(&self, name: &str) -> Option<String> {
         self.pairs()
             .into_iter()

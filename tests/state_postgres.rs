@@ -490,7 +490,7 @@ fn mock_providers() -> (ProviderRegistry, Vec<Arc<MockProvider>>) {
 }
 
 struct Variables;
-impl infraflux::config::Environment for Variables {
+impl infraflux::config::Variables for Variables {
     fn var(&self, name: &str) -> Option<String> {
         (name == "PROXMOX_TOKEN").then(|| "root@pam!ci=secret".to_string())
     }

@@ -312,9 +312,9 @@ fn kubernetes_resources<'a>(
     desired: &'a [DesiredResource],
 ) -> impl Iterator<Item = &'a DesiredResource> {
     desired.iter().filter(move |d| {
-        d.provider == crate::graph::build::KUBERNETES
-            && d.addr.environment == cluster.environment
-            && d.addr.cluster == cluster.name
+        d.provider == crate::graph::desired::KUBERNETES
+            && d.address.environment == cluster.environment
+            && d.address.cluster == cluster.name
     })
 }
 
@@ -461,7 +461,7 @@ fn write_cluster_manifests(
             infraflux_kubernetes::provider::render_resource(&resource.kind, &resource.attributes)
                 .map_err(|e| {
                 diagnostic_text(
-                    format!("cannot render {}: {e}", resource.addr),
+                    format!("cannot render {}: {e}", resource.address),
                     Some("fix the value in the configuration".into()),
                 )
             })?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::apply::{CancellationToken, Reporter};
 use crate::cli::{GlobalArgs, SelectionArgs};
-use crate::config::{self, ProcessEnvironment, Selection};
+use crate::config::{self, ProcessVariables, Selection};
 use crate::diag::ProblemsReport;
 use crate::graph::{DesiredResource, build_desired};
 use crate::operation::load::load_model;
@@ -61,7 +61,7 @@ pub struct Context {
     pub providers: ProviderRegistry,
     pub store: Arc<dyn StateStore>,
     /// Environment variables for `${env:…}` in the configuration.
-    pub variables: Box<dyn config::Environment + Send + Sync>,
+    pub variables: Box<dyn config::Variables + Send + Sync>,
     /// `None` when there is no terminal to ask (approval then needs --auto-approve).
     pub prompt: Option<Prompt>,
     pub out: Sink,
@@ -110,7 +110,7 @@ impl Context {
             // (commands lock state before they change anything).
             store: super::state::open_store(global)
                 .unwrap_or_else(|e| Arc::new(crate::state::select::Misconfigured::new(e))),
-            variables: Box::new(ProcessEnvironment),
+            variables: Box::new(ProcessVariables),
             prompt,
             out: Sink::new(std::io::stdout()),
             err: Sink::new(std::io::stderr()),
@@ -218,7 +218,7 @@ pub fn load_desired_for(
     };
     let desired = build_desired(&model)
         .into_iter()
-        .filter(|d| d.addr.environment == environment)
+        .filter(|d| d.address.environment == environment)
         .collect();
     Ok((environment, desired))
 }

@@ -23,7 +23,7 @@ pub fn run(global: &GlobalArgs, args: &ImportArgs, context: &Context) -> miette:
         Some(&addr.cluster),
         context,
     )?;
-    let Some(resource) = desired.into_iter().find(|d| d.addr == addr) else {
+    let Some(resource) = desired.into_iter().find(|d| d.address == addr) else {
         return Err(diagnostic_text(
             format!("`{addr}` is not in the configuration"),
             Some("import adopts objects the configuration describes: check the address with `infraflux graph`, or add the resource to the configuration first".into()),

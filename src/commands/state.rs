@@ -116,7 +116,7 @@ fn configured_state(global: &GlobalArgs) -> ConfiguredState {
     let mut problems = crate::diag::Problems::new();
     let config = crate::config::layers::load_layers_with(
         global.config_paths(),
-        &crate::config::ProcessEnvironment,
+        &crate::config::ProcessVariables,
         &mut problems,
     );
     ConfiguredState {

@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::interpolate::Environment;
+use super::interpolate::Variables;
 use super::node::{KeyPath, Node, Value};
 use super::yaml::parse_file;
 use crate::diag::{FileId, Origin, Problem, SourceMap};
@@ -67,7 +67,7 @@ pub fn encrypted_layer_name(path: &Path) -> String {
 
 /// The identities that decrypt configuration secrets: this feature's variables, else the
 /// state's. Empty when none is set.
-pub fn decryption_keys(env: &dyn Environment) -> Encryption {
+pub fn decryption_keys(env: &dyn Variables) -> Encryption {
     let get = |name: &str| env.var(name).filter(|v| !v.trim().is_empty());
     let sources = |file_var: &str, key_var: &str| {
         let mut identities = Vec::new();
@@ -305,7 +305,7 @@ impl SecretValues {
 /// Decrypts the secret files one load needs, each once, and collects what it read.
 pub struct SecretFiles<'a> {
     root: PathBuf,
-    env: &'a dyn Environment,
+    env: &'a dyn Variables,
     keys: Option<Encryption>,
     /// Parsed `${age:}` files by path.
     documents: HashMap<PathBuf, Result<Node, Failure>>,
@@ -314,7 +314,7 @@ pub struct SecretFiles<'a> {
 
 impl<'a> SecretFiles<'a> {
     /// `root`: the configuration directory `${age:}` paths are relative to.
-    pub fn new(root: &Path, env: &'a dyn Environment) -> Self {
+    pub fn new(root: &Path, env: &'a dyn Variables) -> Self {
         SecretFiles {
             root: root.to_path_buf(),
             env,
@@ -400,7 +400,7 @@ mod tests {
     use std::collections::HashMap;
 
     struct Vars(HashMap<&'static str, String>);
-    impl Environment for Vars {
+    impl Variables for Vars {
         fn var(&self, name: &str) -> Option<String> {
             self.0.get(name).cloned()
         }

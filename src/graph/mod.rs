@@ -1,9 +1,10 @@
 //! Stage 3: the resource graph.
 //!
-//! [`build_desired`] turns the model into [`DesiredResource`]s (one function per resource
-//! family, attribute layout in `docs/resources.md`); [`ResourceGraph::build`] puts them,
-//! and the resources state knows but the configuration no longer names, into a graph
-//! whose edges say what must happen first.
+//! [`build_desired`] (in [`desired`]) turns the model into [`DesiredResource`]s (one
+//! function per resource family, attribute layout in `docs/resources.md`);
+//! [`ResourceGraph::build`] puts them, and the resources state knows but the
+//! configuration no longer names (read through [`Recorded`]), into a graph whose edges
+//! say what must happen first.
 //!
 //! The graph is built by an ordered list of named steps ([`STEPS`]), as OpenTofu's
 //! transformers: each step does one thing and a reader can follow them in order.
@@ -18,7 +19,7 @@
 //! the resource it depends on; OpenTofu splits the two halves into separate vertices.
 //! None of the current resource types needs that order.
 
-pub mod build;
+pub mod desired;
 pub mod placement;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -32,15 +33,18 @@ use serde_json::Value;
 
 use crate::vocabulary::{Recorded, ResourceAddr};
 
-pub use build::build_desired;
+pub use desired::build_desired;
 
 /// One resource the configuration asks for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DesiredResource {
-    pub addr: ResourceAddr,
+    /// Serialized as `addr`, its old name: the configuration digest of saved plans
+    /// (`plan::config_digest`) hashes this JSON and must not change with a rename.
+    #[serde(rename = "addr")]
+    pub address: ResourceAddr,
     /// The provider that manages it, e.g. `proxmox`.
     pub provider: String,
-    /// Resource type, e.g. `proxmox_vm` (the same as `addr.kind`).
+    /// Resource type, e.g. `proxmox_vm` (the same as `address.kind`).
     pub kind: String,
     /// Attributes; values may be reference markers (`infraflux_provider::reference`).
     pub attributes: Attributes,
@@ -112,20 +116,20 @@ pub enum Vertex {
     Configured(DesiredResource),
     /// Known to state only: to be deleted (what state records of it is the plan's to
     /// look up).
-    Orphan { addr: ResourceAddr },
+    Orphan { address: ResourceAddr },
     /// Under `destroy`, and recorded in state: to be deleted; `desired` when the
     /// configuration still names it.
     Destroy {
-        addr: ResourceAddr,
+        address: ResourceAddr,
         desired: Option<DesiredResource>,
     },
 }
 
 impl Vertex {
-    pub fn addr(&self) -> &ResourceAddr {
+    pub fn address(&self) -> &ResourceAddr {
         match self {
-            Vertex::Configured(d) => &d.addr,
-            Vertex::Orphan { addr, .. } | Vertex::Destroy { addr, .. } => addr,
+            Vertex::Configured(d) => &d.address,
+            Vertex::Orphan { address } | Vertex::Destroy { address, .. } => address,
         }
     }
 
@@ -261,7 +265,7 @@ impl Builder<'_> {
     }
 
     fn add_vertex(&mut self, vertex: Vertex) -> Result<(), Error> {
-        let addr = vertex.addr().clone();
+        let addr = vertex.address().clone();
         if self.index.contains_key(&addr) {
             return Err(Error::Duplicate(addr));
         }
@@ -289,13 +293,13 @@ impl Builder<'_> {
 fn add_configured(builder: &mut Builder<'_>) -> Result<(), Error> {
     let desired = std::mem::take(&mut builder.desired);
     for resource in desired {
-        if !builder.in_scope(&resource.addr) {
+        if !builder.in_scope(&resource.address) {
             continue;
         }
         let vertex = match builder.options.mode {
             Mode::Normal => Vertex::Configured(resource),
-            Mode::Destroy if builder.state.contains(&resource.addr) => Vertex::Destroy {
-                addr: resource.addr.clone(),
+            Mode::Destroy if builder.state.contains(&resource.address) => Vertex::Destroy {
+                address: resource.address.clone(),
                 desired: Some(resource),
             },
             // Nothing to destroy, but its edges still order what is.
@@ -313,9 +317,11 @@ fn add_orphans(builder: &mut Builder<'_>) -> Result<(), Error> {
             continue;
         }
         let vertex = match builder.options.mode {
-            Mode::Normal => Vertex::Orphan { addr: addr.clone() },
+            Mode::Normal => Vertex::Orphan {
+                address: addr.clone(),
+            },
             Mode::Destroy => Vertex::Destroy {
-                addr: addr.clone(),
+                address: addr.clone(),
                 desired: None,
             },
         };
@@ -386,7 +392,7 @@ fn add_configured_edges(builder: &mut Builder<'_>) -> Result<(), Error> {
                 Some(target) => edges.push((node, target, reason)),
                 None => {
                     return Err(Error::MissingDependency {
-                        from: desired.addr.clone(),
+                        from: desired.address.clone(),
                         to,
                         reason,
                     });
@@ -403,15 +409,15 @@ fn add_configured_edges(builder: &mut Builder<'_>) -> Result<(), Error> {
 fn add_orphan_edges(builder: &mut Builder<'_>) -> Result<(), Error> {
     let mut edges = Vec::new();
     for node in builder.graph.node_indices() {
-        let addr = match &builder.graph[node] {
-            Vertex::Orphan { addr }
+        let address = match &builder.graph[node] {
+            Vertex::Orphan { address }
             | Vertex::Destroy {
-                addr,
+                address,
                 desired: None,
-            } => addr,
+            } => address,
             _ => continue,
         };
-        for dependency in builder.state.dependencies(addr) {
+        for dependency in builder.state.dependencies(address) {
             // A dependency that is gone from state needs no ordering.
             if let Some(&target) = builder.index.get(dependency) {
                 edges.push((node, target));
@@ -437,8 +443,8 @@ fn check_acyclic(builder: &mut Builder<'_>) -> Result<(), Error> {
             .filter_map(|e| {
                 let (from, to) = graph.edge_endpoints(e)?;
                 (members.contains(&from) && members.contains(&to)).then(|| CycleEdge {
-                    from: graph[from].addr().clone(),
-                    to: graph[to].addr().clone(),
+                    from: graph[from].address().clone(),
+                    to: graph[to].address().clone(),
                     reason: graph[e].clone(),
                 })
             })
@@ -471,7 +477,7 @@ fn select_targets(builder: &mut Builder<'_>) -> Result<(), Error> {
     builder.index = builder
         .graph
         .node_indices()
-        .map(|n| (builder.graph[n].addr().clone(), n))
+        .map(|n| (builder.graph[n].address().clone(), n))
         .collect();
     Ok(())
 }
@@ -527,7 +533,7 @@ impl ResourceGraph {
             self.graph
                 .node_indices()
                 .filter(|n| remaining[n.index()] == 0)
-                .map(|n| std::cmp::Reverse((self.graph[n].addr(), n.index())))
+                .map(|n| std::cmp::Reverse((self.graph[n].address(), n.index())))
                 .collect();
         let mut order = Vec::with_capacity(self.graph.node_count());
         while let Some(std::cmp::Reverse((_, index))) = ready.pop() {
@@ -536,7 +542,10 @@ impl ResourceGraph {
             for next in self.graph.neighbors_directed(node, Direction::Outgoing) {
                 remaining[next.index()] -= 1;
                 if remaining[next.index()] == 0 {
-                    ready.push(std::cmp::Reverse((self.graph[next].addr(), next.index())));
+                    ready.push(std::cmp::Reverse((
+                        self.graph[next].address(),
+                        next.index(),
+                    )));
                 }
             }
         }
@@ -560,7 +569,7 @@ impl ResourceGraph {
         let mut found: Vec<&ResourceAddr> = self
             .graph
             .neighbors_directed(node, direction)
-            .map(|n| self.graph[n].addr())
+            .map(|n| self.graph[n].address())
             .collect();
         found.sort();
         found.dedup();
@@ -587,7 +596,7 @@ impl ResourceGraph {
     /// Graphviz DOT, deterministic (sorted by address). Deleting vertices are dashed.
     pub fn to_dot(&self) -> String {
         let mut nodes: Vec<NodeIndex> = self.graph.node_indices().collect();
-        nodes.sort_by_key(|&n| self.graph[n].addr());
+        nodes.sort_by_key(|&n| self.graph[n].address());
         let mut text =
             String::from("digraph infraflux {\n  rankdir = \"LR\";\n  node [shape = \"box\"];\n");
         for &node in &nodes {
@@ -597,7 +606,12 @@ impl ResourceGraph {
             } else {
                 " [label = \""
             };
-            let _ = writeln!(text, "  \"{}\"{style}{}\"];", vertex.addr(), vertex.addr());
+            let _ = writeln!(
+                text,
+                "  \"{}\"{style}{}\"];",
+                vertex.address(),
+                vertex.address()
+            );
         }
         let mut edges: BTreeMap<(&ResourceAddr, &ResourceAddr), Vec<String>> = BTreeMap::new();
         for edge in self.graph.edge_indices() {
@@ -611,7 +625,7 @@ impl ResourceGraph {
                 EdgeReason::Recorded => "recorded".to_string(),
             };
             edges
-                .entry((self.graph[from].addr(), self.graph[to].addr()))
+                .entry((self.graph[from].address(), self.graph[to].address()))
                 .or_default()
                 .push(label);
         }

@@ -1,6 +1,6 @@
 //! Placement at plan time: which host each new machine goes on.
 //!
-//! [`build`](super::build) proposes a host for every machine and marks what may move with
+//! [`desired`](super::desired) proposes a host for every machine and marks what may move with
 //! a [`Rule`]: a [`Rule::Machine`] may go on any of its candidate hosts; a
 //! [`Rule::PerHost`] resource (a node's copy of the Talos image) is needed only where a
 //! machine of its group ends up. This step decides, in order:
@@ -125,13 +125,13 @@ pub fn inventory_requests(
             InventoryQuery {
                 group,
                 provider: first.provider.clone(),
-                address: first.addr.clone(),
+                address: first.address.clone(),
                 request: InventoryRequest {
                     resources: members
                         .iter()
                         .map(|&i| InventoryItem {
                             resource: ResourceRef {
-                                address: desired[i].addr.to_string(),
+                                address: desired[i].address.to_string(),
                                 kind: desired[i].kind.clone(),
                             },
                             desired: without_references(&desired[i].attributes),
@@ -167,8 +167,8 @@ fn new_members(
     let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, resource) in desired.iter().enumerate() {
         if let Some(group) = group_of(resource)
-            && in_scope(&resource.addr)
-            && !state.contains(&resource.addr)
+            && in_scope(&resource.address)
+            && !state.contains(&resource.address)
         {
             groups.entry(group.to_string()).or_default().push(i);
         }
@@ -211,7 +211,7 @@ pub fn solve(
             continue;
         };
         let existing = state
-            .attributes(&resource.addr)
+            .attributes(&resource.address)
             .and_then(|attributes| attributes.get(HOST_ATTRIBUTE))
             .and_then(Value::as_str);
         match existing {
@@ -305,7 +305,7 @@ pub fn solve(
             .map(|(_, v)| *v);
         let chosen = match best {
             None => {
-                problems.push(no_room(&desired[i].addr, memory, &views, inventory));
+                problems.push(no_room(&desired[i].address, memory, &views, inventory));
                 continue;
             }
             Some(view)
@@ -313,7 +313,7 @@ pub fn solve(
                     && count(&control_planes, view.name) > 0
                     && !allow_colocation =>
             {
-                problems.push(colocation(&desired[i].addr, &group, &views, memory));
+                problems.push(colocation(&desired[i].address, &group, &views, memory));
                 continue;
             }
             Some(view) => view.name.to_string(),
@@ -336,7 +336,7 @@ pub fn solve(
     // 4. Per-host resources where no machine is, unless they exist.
     desired.retain(|resource| match &resource.placement {
         Some(Rule::PerHost { group, host }) => {
-            needed.contains(&(group.clone(), host.clone())) || state.contains(&resource.addr)
+            needed.contains(&(group.clone(), host.clone())) || state.contains(&resource.address)
         }
         _ => true,
     });
@@ -347,7 +347,7 @@ pub fn solve(
             let Ok(addr) = address.parse::<ResourceAddr>() else {
                 continue;
             };
-            if desired.iter().any(|d| d.addr == addr) && !state.contains(&addr) {
+            if desired.iter().any(|d| d.address == addr) && !state.contains(&addr) {
                 problems.push(Problem {
                     address: addr,
                     summary: diagnostic.summary.clone(),

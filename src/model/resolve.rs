@@ -1157,7 +1157,7 @@ workloads: {replicas: 1, image_tag: '1', resources: {requests: {cpu: 1, memory: 
     /// Load files written to a temporary directory (which must load cleanly) and resolve.
     fn resolve_files(files: &[(&str, &str)]) -> (Option<Model>, Vec<Problem>) {
         struct NoVariables;
-        impl crate::config::Environment for NoVariables {
+        impl crate::config::Variables for NoVariables {
             fn var(&self, _: &str) -> Option<String> {
                 None
             }

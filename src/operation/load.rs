@@ -2,7 +2,7 @@
 //! It lives above the stages, so none of them has to import another for it (`model`
 //! does not import `policy`).
 
-use crate::config::{ConfigPaths, Configuration, Environment, Selection, load_config};
+use crate::config::{ConfigPaths, Configuration, Selection, Variables, load_config};
 use crate::diag::Problems;
 use crate::model::{Model, resolve_model};
 use crate::policy::check_policy;
@@ -14,7 +14,7 @@ use crate::policy::check_policy;
 pub fn load_model<'a>(
     paths: impl Into<ConfigPaths<'a>>,
     selection: &Selection,
-    env: &dyn Environment,
+    env: &dyn Variables,
     with_policy: bool,
 ) -> (Configuration, Option<Model>, Problems) {
     let (config, mut problems) = load_config(paths, selection, env);

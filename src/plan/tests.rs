@@ -456,7 +456,7 @@ async fn a_resource_removed_from_the_configuration_keeps_its_clusters_protection
     // Dropping one resource from a protected cluster: its deletion is refused.
     let remaining: Vec<DesiredResource> = protected
         .iter()
-        .filter(|d| d.addr.name != "config")
+        .filter(|d| d.address.name != "config")
         .cloned()
         .collect();
     assert!(remaining.len() < protected.len());

@@ -30,7 +30,7 @@ pub fn desired(name: &str, attributes: Value, depends_on: &[&str]) -> DesiredRes
     DesiredResource {
         provider: "mock".into(),
         kind: addr.kind.clone(),
-        addr,
+        address: addr,
         attributes: match attributes {
             Value::Object(map) => map,
             _ => Attributes::new(),
