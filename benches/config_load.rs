@@ -11,12 +11,12 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use infraflux::config::{Environment, Selection, load_config};
+use infraflux::config::{Selection, Variables, load_config};
 use infraflux::model::resolve_model;
 
 struct FakeEnvironment;
 
-impl Environment for FakeEnvironment {
+impl Variables for FakeEnvironment {
     fn var(&self, name: &str) -> Option<String> {
         (name == "PROXMOX_TOKEN").then(|| "root@pam!infraflux=bench".to_string())
     }

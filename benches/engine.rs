@@ -31,21 +31,16 @@ fn synthetic(clusters: usize) -> Vec<DesiredResource> {
         let cluster = format!("c{c}");
         let make = |name: &str, attributes: serde_json::Value, depends_on: Vec<String>| {
             let addr =
-                infraflux::model::address::ResourceAddr::new("bench", &cluster, "mock_thing", name);
+                infraflux::vocabulary::ResourceAddr::new("bench", &cluster, "mock_thing", name);
             DesiredResource {
                 provider: "mock".into(),
                 kind: "mock_thing".into(),
-                addr,
+                address: addr,
                 attributes: attributes.as_object().unwrap().clone(),
                 depends_on: depends_on
                     .iter()
                     .map(|n| {
-                        infraflux::model::address::ResourceAddr::new(
-                            "bench",
-                            &cluster,
-                            "mock_thing",
-                            n,
-                        )
+                        infraflux::vocabulary::ResourceAddr::new("bench", &cluster, "mock_thing", n)
                     })
                     .collect(),
                 prevent_destroy: false,

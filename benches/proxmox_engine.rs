@@ -26,10 +26,10 @@ use std::time::{Duration, Instant};
 use infraflux::apply::{ApplyOptions, NoReporter, apply};
 use infraflux::graph::DesiredResource;
 use infraflux::graph::placement::{Rule, Spread};
-use infraflux::model::address::ResourceAddr;
 use infraflux::plan::{Action, PlanOptions, plan};
 use infraflux::state::{ResourceState, ResourceStatus, StateDocument, StateStore};
 use infraflux::testing::MemoryStore;
+use infraflux::vocabulary::ResourceAddr;
 use infraflux_provider::{Attributes, ReadItem, ReadOutcome, ReadRequest, ResourceRef, reference};
 use serde_json::{Value, json};
 
@@ -77,7 +77,7 @@ fn images_of(connection: &Attributes) -> Vec<DesiredResource> {
             .clone();
             attributes.extend(connection.clone());
             DesiredResource {
-                addr: addr("proxmox_image", &format!("talos-{node}")),
+                address: addr("proxmox_image", &format!("talos-{node}")),
                 provider: "proxmox".into(),
                 kind: "proxmox_image".into(),
                 attributes,
@@ -123,7 +123,7 @@ fn vm(
         attributes.insert("image".into(), per_host[&node].clone());
     }
     DesiredResource {
-        addr: addr("proxmox_vm", name),
+        address: addr("proxmox_vm", name),
         provider: "proxmox".into(),
         kind: "proxmox_vm".into(),
         attributes,
@@ -254,7 +254,7 @@ async fn run(python: &str) {
             },
         );
     }
-    desired.sort_by(|a, b| a.addr.cmp(&b.addr));
+    desired.sort_by(|a, b| a.address.cmp(&b.address));
 
     // 1. Nothing changed: plan (refresh + placement + provider plans).
     let before = requests(&mut fake).await;

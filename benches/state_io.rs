@@ -13,12 +13,12 @@ mod postgres_server;
 
 use std::time::{Duration, Instant};
 
-use infraflux::model::address::ResourceAddr;
 use infraflux::state::format;
 use infraflux::state::postgres::{ConnectionString, DEFAULT_LEASE};
 use infraflux::state::{
     LocalStore, PostgresStore, ResourceState, ResourceStatus, StateDocument, StateStore,
 };
+use infraflux::vocabulary::ResourceAddr;
 use serde_json::json;
 
 const RESOURCES: usize = 10_000;

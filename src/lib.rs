@@ -9,21 +9,46 @@
 //!        ─build_graph─▶ ResourceGraph ─refresh─▶ State ─plan─▶ Plan ─apply─▶ State
 //! ```
 //!
-//! Each stage is a folder:
+//! Each stage is a folder, and every top-level module has one line here. The modules on
+//! top may use any other; the rest form no import cycle and never import those on top
+//! (`tests/architecture.rs` checks both).
+//!
+//! On top:
+//! - `main.rs` (the binary): arguments, logging, the exit code;
+//! - [`cli`]: clap types only;
+//! - [`commands`]: one thin file per CLI command, from arguments to an operation;
+//! - [`operation`]: what a command runs, over the stages (`operation::load::load_model`:
+//!   configuration, model and policy together);
+//! - `lab` (feature `lab`): the whole pipeline on loopback against simulators;
+//! - `testing` (tests, feature `testing`): an in-memory state store, a recording
+//!   reporter, short constructors.
+//!
+//! The stages, in pipeline order:
 //! - [`config`]: layer files with positions, interpolation, schema checks, deep merge
-//!   with provenance, the effective configuration per (environment, cluster);
+//!   with provenance, age-encrypted secrets, the effective configuration per
+//!   (environment, cluster);
 //! - [`model`]: resolved, validated types (sizes, networks, versions), node addresses;
-//! - [`diag`]: problems with file, line, column, label and help, rendered by miette;
-//! - [`graph`]: model → desired resources (`graph::build`, docs/resources.md) → the
-//!   resource graph, built by named steps; orphans from state; DOT output;
-//! - [`plan`]: refresh (batched reads), reference resolution, provider plans → `Plan`
-//!   of `Change`s with `Action`s; human and JSON renderers; saved plans;
+//! - [`policy`]: environment rules (pinning, HA, quorum, isolation, parity) with waivers;
+//! - [`graph`]: model → desired resources ([`graph::desired`], docs/resources.md) →
+//!   the resource graph, built by named steps; orphans from state; plan-time placement
+//!   (no I/O); DOT output;
+//! - [`plan`]: refresh (batched reads), placement inventories, reference resolution,
+//!   provider plans → `Plan` of `Change`s with `Action`s; human and JSON renderers;
+//!   saved plans;
 //! - [`apply`]: the parallel walk (global and per-key limits), state persisted after
 //!   every resource, upstream-failure skips, cancellation, `Reporter`;
+//! - [`state`]: one checksummed document per environment, backends, atomic writes, locks;
+//! - [`promotion`]: the promotion guard (prod runs only what staging ran).
+//!
+//! Shared by the stages (the leaves):
+//! - [`vocabulary`]: the words every stage uses ([`vocabulary::ResourceAddr`],
+//!   [`vocabulary::Sensitive`] and its mask, secret strings, the view of recorded
+//!   state); it imports nothing from the crate;
+//! - [`encryption`]: age encryption at rest, for state, saved plans and configuration
+//!   secrets;
+//! - [`diag`]: problems with file, line, column, label and help, rendered by miette;
 //! - [`registry`]: providers by name (the binary fills it);
-//! - [`policy`]: environment rules (pinning, HA, quorum, isolation, parity) with waivers;
-//! - [`state`]: one checksummed document per environment, atomic writes, locks;
-//! - [`commands`]: one thin file per CLI command, from arguments to a stage call.
+//! - [`private_file`]: files readable by their owner only (secrets on disk).
 //!
 //! ## Files a user touches
 //! - `config/defaults/*.yaml`, `config/templates/<size>.yaml`,
@@ -52,6 +77,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod diag;
+pub mod encryption;
 pub mod graph;
 #[cfg(feature = "lab")]
 pub mod lab;
@@ -65,3 +91,4 @@ pub mod registry;
 pub mod state;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod vocabulary;

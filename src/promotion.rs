@@ -193,7 +193,7 @@ mod tests {
     use crate::model::resolve_model;
 
     struct Token;
-    impl crate::config::Environment for Token {
+    impl crate::config::Variables for Token {
         fn var(&self, name: &str) -> Option<String> {
             (name == "PROXMOX_TOKEN").then(|| "root@pam!ci=very-secret".to_string())
         }
@@ -230,7 +230,7 @@ mod tests {
         );
         assert_eq!(
             workload["proxmox.token"],
-            Value::String(crate::model::sensitive::MASK.into())
+            Value::String(crate::vocabulary::MASK.into())
         );
         // From environments/dev.yaml, a template, or the cluster's dev block: not promotable.
         for key in [

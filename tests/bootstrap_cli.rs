@@ -33,7 +33,7 @@ use infraflux_provider::Provider;
 use infraflux_provider_mock::{MockProvider, Op};
 
 struct Variables;
-impl infraflux::config::Environment for Variables {
+impl infraflux::config::Variables for Variables {
     fn var(&self, name: &str) -> Option<String> {
         (name == "PROXMOX_TOKEN").then(|| "root@pam!ci=secret".to_string())
     }
@@ -217,7 +217,7 @@ async fn populate(kubeconfig: &Kubeconfig) {
                 .unwrap();
         apply_manifests(&client, &rendered.manifests, ApplyOptions::default(), wait)
             .await
-            .unwrap_or_else(|e| panic!("{}: {e}", resource.addr));
+            .unwrap_or_else(|e| panic!("{}: {e}", resource.address));
     }
 }
 

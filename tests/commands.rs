@@ -14,7 +14,7 @@ use infraflux::testing::MemoryStore;
 use infraflux_provider_mock::{MockProvider, Op};
 
 struct Variables;
-impl infraflux::config::Environment for Variables {
+impl infraflux::config::Variables for Variables {
     fn var(&self, name: &str) -> Option<String> {
         (name == "PROXMOX_TOKEN").then(|| "root@pam!ci=secret".to_string())
     }
@@ -324,8 +324,7 @@ fn import_adopts_an_existing_object_and_the_next_plan_is_empty() {
     let harness = Harness::new();
     let run = harness.run(&["apply", "--env", "dev", "--auto-approve"]);
     assert_eq!(run.code, ExitCode::SUCCESS, "{}", run.err);
-    let addr: infraflux::model::address::ResourceAddr =
-        "dev/workload/proxmox_vm.cp-1".parse().unwrap();
+    let addr: infraflux::vocabulary::ResourceAddr = "dev/workload/proxmox_vm.cp-1".parse().unwrap();
 
     // Forget the VM (as `state rm` would); the object itself still exists.
     let mut state = harness.store.load("dev").unwrap().unwrap();

@@ -22,7 +22,7 @@ use infraflux_provider::signal::{
 use infraflux_provider_mock::MockProvider;
 
 struct Variables;
-impl infraflux::config::Environment for Variables {
+impl infraflux::config::Variables for Variables {
     fn var(&self, name: &str) -> Option<String> {
         (name == "PROXMOX_TOKEN").then(|| "root@pam!ci=secret".to_string())
     }

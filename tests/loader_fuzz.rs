@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use infraflux::config::show::render_yaml;
-use infraflux::config::{Environment, Selection, load_config};
+use infraflux::config::{Selection, Variables, load_config};
 use infraflux::diag::{Problems, render_problems};
 use infraflux::model::resolve_model;
 use proptest::prelude::*;
@@ -22,7 +22,7 @@ const DEFAULT_CASES: u32 = 48;
 /// `PROXMOX_TOKEN` is set (so the example can get far); anything else is not.
 struct FakeEnvironment;
 
-impl Environment for FakeEnvironment {
+impl Variables for FakeEnvironment {
     fn var(&self, name: &str) -> Option<String> {
         (name == "PROXMOX_TOKEN").then(|| "root@pam!infraflux=example".to_string())
     }

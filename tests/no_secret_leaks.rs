@@ -92,7 +92,7 @@ impl Variables {
     }
 }
 
-impl infraflux::config::Environment for Variables {
+impl infraflux::config::Variables for Variables {
     fn var(&self, name: &str) -> Option<String> {
         self.pairs()
             .into_iter()
@@ -364,7 +364,7 @@ fn no_secret_reaches_output_logs_plan_files_or_state() {
     let plan_bytes = std::fs::read(&plan_file).unwrap();
     seen.add("the saved plan", String::from_utf8_lossy(&plan_bytes));
     assert!(
-        infraflux::state::encryption::is_encrypted(&plan_bytes),
+        infraflux::encryption::is_encrypted(&plan_bytes),
         "the saved plan is encrypted like the state"
     );
     let plan_plain = String::from_utf8(encryption.decrypt(&plan_bytes, "plan").unwrap()).unwrap();
@@ -424,7 +424,7 @@ fn no_secret_reaches_output_logs_plan_files_or_state() {
         );
         if path.extension().is_some_and(|e| e == "json") {
             state_files += 1;
-            assert!(infraflux::state::encryption::is_encrypted(&bytes));
+            assert!(infraflux::encryption::is_encrypted(&bytes));
         }
     }
     assert_eq!(state_files, 1);

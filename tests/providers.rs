@@ -18,7 +18,7 @@ use serde_json::Value;
 const TOKEN: &str = "root@pam!infraflux=0000";
 
 struct Variables;
-impl infraflux::config::Environment for Variables {
+impl infraflux::config::Variables for Variables {
     fn var(&self, name: &str) -> Option<String> {
         (name == "PROXMOX_TOKEN").then(|| TOKEN.to_string())
     }
@@ -39,7 +39,7 @@ fn desired(environment: &str) -> Vec<DesiredResource> {
     assert!(!problems.has_errors(), "{problems:?}");
     let desired = build_desired(&model.unwrap())
         .into_iter()
-        .filter(|d| d.addr.environment == environment)
+        .filter(|d| d.address.environment == environment)
         .collect();
     // As a plan without refresh places them: images only where a VM goes.
     infraflux::graph::placement::solve(
@@ -83,7 +83,7 @@ async fn check_environment(environment: &str) -> BTreeSet<String> {
                 Some(attribute) if !attribute.computed => {}
                 _ => failures.push(format!(
                     "{}: `{name}` is not an input of {}",
-                    resource.addr, resource.kind
+                    resource.address, resource.kind
                 )),
             }
         }
@@ -95,7 +95,7 @@ async fn check_environment(environment: &str) -> BTreeSet<String> {
         let response = provider
             .validate(ValidateRequest {
                 resource: ResourceRef {
-                    address: resource.addr.to_string(),
+                    address: resource.address.to_string(),
                     kind: resource.kind.clone(),
                 },
                 desired,
@@ -103,7 +103,7 @@ async fn check_environment(environment: &str) -> BTreeSet<String> {
             .await;
         for diagnostic in response.diagnostics {
             if diagnostic.severity == Severity::Error {
-                failures.push(format!("{}: {diagnostic:?}", resource.addr));
+                failures.push(format!("{}: {diagnostic:?}", resource.address));
             }
         }
     }
@@ -137,7 +137,7 @@ fn a_wrong_attribute_fails_the_provider_validation() {
     let response = runtime.block_on(registry.get("kubernetes").unwrap().validate(
         ValidateRequest {
             resource: ResourceRef {
-                address: namespace.addr.to_string(),
+                address: namespace.address.to_string(),
                 kind: namespace.kind.clone(),
             },
             desired: attributes,

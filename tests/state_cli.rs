@@ -5,12 +5,12 @@ use std::path::Path;
 
 use assert_cmd::Command;
 use assert_cmd::cargo::cargo_bin_cmd;
-use infraflux::model::Sensitive;
-use infraflux::model::address::ResourceAddr;
 use infraflux::state::{
     Encryption, IdentitySource, LocalStore, LockInfo, ResourceState, ResourceStatus, StateDocument,
     StateStore,
 };
+use infraflux::vocabulary::ResourceAddr;
+use infraflux::vocabulary::Sensitive;
 use predicates::prelude::*;
 use serde_json::{Value, json};
 

@@ -11,11 +11,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use infraflux::model::address::ResourceAddr;
 use infraflux::state::format;
 use infraflux::state::{
     Error, LocalStore, LockInfo, ResourceState, ResourceStatus, StateDocument, StateStore,
 };
+use infraflux::vocabulary::ResourceAddr;
 use serde_json::json;
 
 const ENVIRONMENT: &str = "dev";

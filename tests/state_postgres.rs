@@ -14,8 +14,6 @@ use std::time::Duration;
 use clap::Parser;
 use infraflux::apply::CancellationToken;
 use infraflux::cli::{Cli, Command};
-use infraflux::model::Sensitive;
-use infraflux::model::address::ResourceAddr;
 use infraflux::operation::{Context, Sink};
 use infraflux::registry::ProviderRegistry;
 use infraflux::state::postgres::ConnectionString;
@@ -23,6 +21,8 @@ use infraflux::state::{
     Encryption, Error, IdentitySource, LocalStore, LockInfo, PostgresStore, PromotionRecord,
     ResourceState, ResourceStatus, StateDocument, StateStore,
 };
+use infraflux::vocabulary::ResourceAddr;
+use infraflux::vocabulary::Sensitive;
 use infraflux_provider_mock::{MockProvider, Op};
 use postgres_server::{PASSWORD, Server, Session};
 use serde_json::json;
@@ -489,7 +489,7 @@ fn mock_providers() -> (ProviderRegistry, Vec<Arc<MockProvider>>) {
 }
 
 struct Variables;
-impl infraflux::config::Environment for Variables {
+impl infraflux::config::Variables for Variables {
     fn var(&self, name: &str) -> Option<String> {
         (name == "PROXMOX_TOKEN").then(|| "root@pam!ci=secret".to_string())
     }

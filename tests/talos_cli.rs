@@ -6,8 +6,8 @@
 mod talos_schema;
 
 use assert_cmd::Command;
-use infraflux::model::address::ResourceAddr;
 use infraflux::state::{LocalStore, ResourceState, ResourceStatus, StateDocument, StateStore};
+use infraflux::vocabulary::ResourceAddr;
 
 const CA: &str = "-----BEGIN CERTIFICATE-----\nTALOS-CA\n-----END CERTIFICATE-----\n";
 const KEY: &str =

@@ -119,7 +119,7 @@ async fn final_plan(
             if response.planned.get(key) != Some(value) {
                 let shown = |v: Option<&serde_json::Value>| {
                     if change.is_sensitive(key) {
-                        crate::model::sensitive::MASK.to_string()
+                        crate::vocabulary::MASK.to_string()
                     } else {
                         v.map_or("null".into(), |v| v.to_string())
                     }

@@ -31,11 +31,11 @@ use infraflux_provider::{ConcurrencyKey, Operation, ResourceRef, lookup};
 use tokio::task::JoinSet;
 pub use tokio_util::sync::CancellationToken;
 
-use crate::model::address::ResourceAddr;
 use crate::plan::resolve::{Lookup, resolve_references};
 use crate::plan::{Action, Plan, apply_drift};
 use crate::registry::ProviderRegistry;
 use crate::state::{self, StateDocument, StateStore};
+use crate::vocabulary::ResourceAddr;
 
 /// Default number of operations in flight.
 pub const DEFAULT_PARALLELISM: usize = 10;

@@ -8,7 +8,7 @@ use super::output::Output;
 use crate::cli::{GlobalArgs, SchemaArgs, ShowArgs};
 use crate::config::schema::{any_layer_schema, layer_schema};
 use crate::config::show::render_yaml_masked;
-use crate::config::{LayerKind, ProcessEnvironment, Selection, load_config};
+use crate::config::{LayerKind, ProcessVariables, Selection, load_config};
 use crate::diag::ProblemsReport;
 
 pub fn show(global: &GlobalArgs, args: &ShowArgs, output: &Output) -> miette::Result<ExitCode> {
@@ -16,7 +16,7 @@ pub fn show(global: &GlobalArgs, args: &ShowArgs, output: &Output) -> miette::Re
         environment: Some(args.environment.clone()),
         cluster: Some(args.cluster.clone()),
     };
-    let (config, problems) = load_config(global.config_paths(), &selection, &ProcessEnvironment);
+    let (config, problems) = load_config(global.config_paths(), &selection, &ProcessVariables);
     output.problems(&problems, &config);
     if problems.has_errors() {
         return Err(ProblemsReport::new(&problems, "the configuration").into());

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use super::output::Output;
 use crate::cli::{DiffEnvArgs, GlobalArgs};
-use crate::config::{ProcessEnvironment, Selection};
+use crate::config::{ProcessVariables, Selection};
 use crate::diag::ProblemsReport;
 use crate::operation::load::load_model;
 use crate::policy::{clusters_in_one_only, parity_report};
@@ -13,7 +13,7 @@ pub fn run(global: &GlobalArgs, args: &DiffEnvArgs, output: &Output) -> miette::
     let (config, model, mut problems) = load_model(
         global.config_paths(),
         &Selection::default(),
-        &ProcessEnvironment,
+        &ProcessVariables,
         false,
     );
     for env in [&args.left, &args.right] {

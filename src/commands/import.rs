@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use crate::cli::ImportArgs;
-use crate::model::address::ResourceAddr;
 use crate::operation::{self, Context, Workspace, diagnostic};
+use crate::vocabulary::ResourceAddr;
 
 pub fn run(
     args: &ImportArgs,

@@ -213,7 +213,7 @@ fn steps(
     phases: &mut Phases,
 ) -> miette::Result<()> {
     // One read of the configuration (with the lab's overlay) for the whole run.
-    let workspace = Workspace::read(global.config_paths(), &crate::config::ProcessEnvironment);
+    let workspace = Workspace::read(global.config_paths(), &crate::config::ProcessVariables);
     let mut context = super::wiring::process_context(global, output, &workspace);
     // The lab's secrets are its own throwaway PKI for loopback fakes: its state needs no
     // encryption keys, and a plaintext warning about it would only be noise.

@@ -24,7 +24,7 @@ use std::process::ExitCode;
 use crate::cli::{
     Cli, Command, ConfigCommand, GlobalArgs, SecretsCommand, StateCommand, TalosCommand,
 };
-use crate::config::ProcessEnvironment;
+use crate::config::ProcessVariables;
 use crate::operation::{Context, Workspace};
 
 pub use wiring::providers;
@@ -55,7 +55,7 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
         engine => {
             // The configuration is read here, once: the state backend setting and every
             // stage of the operation are taken from this one read.
-            let workspace = Workspace::read(cli.global.config_paths(), &ProcessEnvironment);
+            let workspace = Workspace::read(cli.global.config_paths(), &ProcessVariables);
             let context = wiring::process_context(&cli.global, &output, &workspace);
             run_engine(&cli.global, &engine, &workspace, &context)
         }

@@ -19,10 +19,10 @@ use crate::config::secrets::{
     Failure, SecretValues, decrypt_file, decryption_keys, is_encrypted_layer, parse_secret_yaml,
 };
 use crate::config::secrets_write::{recipients_for, write_encrypted};
-use crate::config::{Environment, ProcessEnvironment};
+use crate::config::{ProcessVariables, Variables};
 use crate::diag::{Problems, Severity};
+use crate::encryption::is_encrypted;
 use crate::operation::diagnostic_text;
-use crate::state::encryption::is_encrypted;
 
 /// What a new secret file starts as.
 const TEMPLATE: &str = "# Secrets for InfraFlux, encrypted with age when you close the editor.\n# Refer to a value from a layer file as ${age:<this file, relative to the config directory>#key.path}\n# e.g.\n# proxmox:\n#   token: root@pam!infraflux=...\n";
@@ -33,13 +33,13 @@ fn report(failure: Failure) -> miette::Report {
 
 pub fn edit(args: &SecretsFileArgs) -> miette::Result<ExitCode> {
     let mut stdin = std::io::stdin().lock();
-    edit_with(&args.file, &ProcessEnvironment, &mut stdin)
+    edit_with(&args.file, &ProcessVariables, &mut stdin)
 }
 
 /// `edit`, with the environment and the answers to "open the editor again?" given.
 pub fn edit_with(
     path: &Path,
-    env: &dyn Environment,
+    env: &dyn Variables,
     answers: &mut dyn BufRead,
 ) -> miette::Result<ExitCode> {
     let existing = path.exists();
@@ -127,7 +127,7 @@ pub fn encrypt(args: &SecretsFileArgs) -> miette::Result<ExitCode> {
         )
     })?;
     check(&text, path).map_err(report)?;
-    let (encryption, source) = recipients_for(path, &ProcessEnvironment).map_err(report)?;
+    let (encryption, source) = recipients_for(path, &ProcessVariables).map_err(report)?;
     write_encrypted(path, text.as_bytes(), &encryption).map_err(report)?;
     eprintln!(
         "encrypted `{}` to the recipients of {source}",
@@ -137,7 +137,7 @@ pub fn encrypt(args: &SecretsFileArgs) -> miette::Result<ExitCode> {
 }
 
 pub fn decrypt(args: &SecretsFileArgs) -> miette::Result<ExitCode> {
-    let plain = decrypt_file(&args.file, &decryption_keys(&ProcessEnvironment)).map_err(report)?;
+    let plain = decrypt_file(&args.file, &decryption_keys(&ProcessVariables)).map_err(report)?;
     // Asked for explicitly: the one place plaintext goes to stdout.
     print!("{}", plain.expose());
     Ok(ExitCode::SUCCESS)

@@ -17,18 +17,16 @@ use crate::cli::{
     GlobalArgs, StateBackend, StateListArgs, StateMigrateArgs, StateMvArgs, StateRekeyArgs,
     StateRmArgs, StateShowArgs, StateUnlockArgs,
 };
-use crate::model::Sensitive;
-use crate::model::address::ResourceAddr;
 use crate::state::lock::{hostname, process_alive};
 use crate::state::migrate::{Copied, copy_environment};
 use crate::state::{
     self, Encryption, IdentitySource, LocalStore, LockInfo, PostgresStore, ResourceStatus,
     StateDocument, StateStore, select,
 };
+use crate::vocabulary::ResourceAddr;
+use crate::vocabulary::Sensitive;
 
-pub use crate::state::encryption::{
-    IDENTITY_FILE_VAR, IDENTITY_VAR, PASSPHRASE_VAR, RECIPIENTS_VAR,
-};
+pub use crate::encryption::{IDENTITY_FILE_VAR, IDENTITY_VAR, PASSPHRASE_VAR, RECIPIENTS_VAR};
 
 /// The encryption the user configured through the environment variables above (empty
 /// values count as unset); `None` when none is.
@@ -129,7 +127,7 @@ fn configured_state(
         None => {
             read = crate::operation::Workspace::read(
                 global.config_paths(),
-                &crate::config::ProcessEnvironment,
+                &crate::config::ProcessVariables,
             );
             read.layers()
         }

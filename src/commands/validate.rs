@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::output::Output;
 use crate::cli::{GlobalArgs, ValidateArgs};
-use crate::config::{ProcessEnvironment, Selection};
+use crate::config::{ProcessVariables, Selection};
 use crate::diag::{Problems, ProblemsReport, Severity, SourceMap};
 use crate::operation::load::load_model;
 
@@ -16,7 +16,7 @@ pub fn run(global: &GlobalArgs, args: &ValidateArgs, output: &Output) -> miette:
         cluster: args.selection.cluster.clone(),
     };
     let (config, model, problems) =
-        load_model(global.config_paths(), &selection, &ProcessEnvironment, true);
+        load_model(global.config_paths(), &selection, &ProcessVariables, true);
     if args.json {
         let report = JsonReport::new(&problems, config.sources(), model.as_ref());
         println!(

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use crate::apply::CancellationToken;
 use crate::cli::GlobalArgs;
-use crate::config::ProcessEnvironment;
-use crate::model::address::ResourceAddr;
+use crate::config::ProcessVariables;
 use crate::operation::{Context, Prompt, Sink, Workspace, diagnostic};
 use crate::registry::ProviderRegistry;
+use crate::vocabulary::ResourceAddr;
 
 use super::output::Output;
 
@@ -51,7 +51,7 @@ pub fn process_context(global: &GlobalArgs, output: &Output, workspace: &Workspa
         // (commands lock state before they change anything).
         store: super::state::open_store(global, Some(workspace.layers()))
             .unwrap_or_else(|e| Arc::new(crate::state::select::Misconfigured::new(e))),
-        variables: Box::new(ProcessEnvironment),
+        variables: Box::new(ProcessVariables),
         prompt,
         out: Sink::new(std::io::stdout()),
         err: Sink::new(std::io::stderr()),

@@ -298,7 +298,7 @@ mod tests {
     use crate::config::layers::load_layers;
 
     struct NoVariables;
-    impl crate::config::Environment for NoVariables {
+    impl crate::config::Variables for NoVariables {
         fn var(&self, _: &str) -> Option<String> {
             None
         }

@@ -14,14 +14,15 @@ use super::node::{Node, Value};
 use super::secrets::SecretFiles;
 use crate::diag::{Problem, Problems};
 
-/// Where interpolation reads from; tests substitute their own environment.
-pub trait Environment {
+/// The environment variables `${env:…}` reads (not an `Environment` of the model: dev,
+/// staging, prod); tests substitute their own.
+pub trait Variables {
     fn var(&self, name: &str) -> Option<String>;
 }
 
-pub struct ProcessEnvironment;
+pub struct ProcessVariables;
 
-impl Environment for ProcessEnvironment {
+impl Variables for ProcessVariables {
     fn var(&self, name: &str) -> Option<String> {
         std::env::var(name).ok()
     }
@@ -30,12 +31,7 @@ impl Environment for ProcessEnvironment {
 /// Interpolate every string in a tree in place; `base_dir` is the directory of its file.
 /// `${age:…}` is refused here (nothing would remember its value as a secret): the layer
 /// loader uses [`interpolate_with_secrets`].
-pub fn interpolate(
-    node: &mut Node,
-    base_dir: &Path,
-    env: &dyn Environment,
-    problems: &mut Problems,
-) {
+pub fn interpolate(node: &mut Node, base_dir: &Path, env: &dyn Variables, problems: &mut Problems) {
     interpolate_node(node, base_dir, env, &mut None, problems);
 }
 
@@ -44,7 +40,7 @@ pub fn interpolate(
 pub fn interpolate_with_secrets(
     node: &mut Node,
     base_dir: &Path,
-    env: &dyn Environment,
+    env: &dyn Variables,
     secrets: &mut SecretFiles<'_>,
     problems: &mut Problems,
 ) {
@@ -54,7 +50,7 @@ pub fn interpolate_with_secrets(
 fn interpolate_node(
     node: &mut Node,
     base_dir: &Path,
-    env: &dyn Environment,
+    env: &dyn Variables,
     secrets: &mut Option<&mut SecretFiles<'_>>,
     problems: &mut Problems,
 ) {
@@ -90,7 +86,7 @@ fn interpolate_node(
 }
 
 #[cfg(test)]
-fn expand(text: &str, base_dir: &Path, env: &dyn Environment) -> Result<String, Problem> {
+fn expand(text: &str, base_dir: &Path, env: &dyn Variables) -> Result<String, Problem> {
     expand_with(text, base_dir, env, &mut None, &mut Vec::new())
 }
 
@@ -98,7 +94,7 @@ fn expand(text: &str, base_dir: &Path, env: &dyn Environment) -> Result<String, 
 fn expand_with(
     text: &str,
     base_dir: &Path,
-    env: &dyn Environment,
+    env: &dyn Variables,
     secrets: &mut Option<&mut SecretFiles<'_>>,
     references: &mut Vec<String>,
 ) -> Result<String, Problem> {
@@ -146,7 +142,7 @@ fn expand_with(
     Ok(out)
 }
 
-fn resolve(body: &str, base_dir: &Path, env: &dyn Environment) -> Result<String, Problem> {
+fn resolve(body: &str, base_dir: &Path, env: &dyn Variables) -> Result<String, Problem> {
     match body.split_once(':') {
         Some(("env", name)) => env.var(name).ok_or_else(|| {
             Problem::error(
@@ -186,7 +182,7 @@ mod tests {
     use std::collections::HashMap;
 
     struct Fake(HashMap<&'static str, &'static str>);
-    impl Environment for Fake {
+    impl Variables for Fake {
         fn var(&self, name: &str) -> Option<String> {
             self.0.get(name).map(|v| v.to_string())
         }

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 
-use super::interpolate::{Environment, interpolate_with_secrets};
+use super::interpolate::{Variables, interpolate_with_secrets};
 use super::merge::{is_named_list, item_name, merge};
 use super::node::{Node, Value};
 use super::schema::check_layer;
@@ -147,14 +147,14 @@ impl<'a> From<&'a PathBuf> for ConfigPaths<'a> {
 
 /// Read every layer under `root`. Problems are collected; layers with errors that make
 /// them unusable (syntax, unreadable) are left out.
-pub fn load_layers(root: &Path, env: &dyn Environment, problems: &mut Problems) -> LoadedConfig {
+pub fn load_layers(root: &Path, env: &dyn Variables, problems: &mut Problems) -> LoadedConfig {
     load_layers_with(ConfigPaths::from(root), env, problems)
 }
 
 /// [`load_layers`] with overlays merged after the main directory's layers.
 pub fn load_layers_with(
     paths: ConfigPaths<'_>,
-    env: &dyn Environment,
+    env: &dyn Variables,
     problems: &mut Problems,
 ) -> LoadedConfig {
     #[cfg(any(test, feature = "testing"))]
@@ -299,7 +299,7 @@ fn add_layer(config: &mut LoadedConfig, layer: Layer) {
 fn load_overlays(
     overlays: &[PathBuf],
     sources: &mut SourceMap,
-    env: &dyn Environment,
+    env: &dyn Variables,
     secrets: &mut SecretFiles<'_>,
     problems: &mut Problems,
 ) -> Vec<Layer> {
@@ -368,7 +368,7 @@ fn finish_layer(
     layer: &mut Layer,
     path: &Path,
     sources: &SourceMap,
-    env: &dyn Environment,
+    env: &dyn Variables,
     secrets: &mut SecretFiles<'_>,
     shadows: &[&Node],
     problems: &mut Problems,
@@ -526,7 +526,7 @@ mod tests {
     use crate::config::KeyPath;
 
     struct NoVariables;
-    impl Environment for NoVariables {
+    impl Variables for NoVariables {
         fn var(&self, _: &str) -> Option<String> {
             None
         }
@@ -548,10 +548,10 @@ mod tests {
     }
 
     /// A fresh identity's key text and an encryption to its public key.
-    fn age_key() -> (String, crate::state::Encryption) {
+    fn age_key() -> (String, crate::encryption::Encryption) {
         use age::secrecy::ExposeSecret;
         let identity = age::x25519::Identity::generate();
-        let encryption = crate::state::Encryption {
+        let encryption = crate::encryption::Encryption {
             recipients: vec![identity.to_public().to_string()],
             ..Default::default()
         };
@@ -559,7 +559,7 @@ mod tests {
     }
 
     struct Key(String);
-    impl Environment for Key {
+    impl Variables for Key {
         fn var(&self, name: &str) -> Option<String> {
             (name == crate::config::secrets::IDENTITY_VAR).then(|| self.0.clone())
         }

@@ -21,7 +21,7 @@ pub mod show;
 pub mod yaml;
 
 pub use effective::{EffectiveConfig, Selection};
-pub use interpolate::{Environment, ProcessEnvironment};
+pub use interpolate::{ProcessVariables, Variables};
 pub use layers::{ConfigPaths, LayerKind, LoadedConfig};
 pub use node::{KeyPath, Node};
 
@@ -46,7 +46,7 @@ impl Configuration {
 pub fn load_config<'a>(
     paths: impl Into<ConfigPaths<'a>>,
     selection: &Selection,
-    env: &dyn Environment,
+    env: &dyn Variables,
 ) -> (Configuration, Problems) {
     let mut problems = Problems::new();
     let layers = layers::load_layers_with(paths.into(), env, &mut problems);

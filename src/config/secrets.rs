@@ -11,7 +11,7 @@
 //! Decryption happens in memory at load time with the identities of
 //! [`IDENTITY_FILE_VAR`] / [`IDENTITY_VAR`], or, when neither is set, the state's
 //! (`INFRAFLUX_STATE_IDENTITY_FILE` / `INFRAFLUX_STATE_IDENTITY`); the key loading is the
-//! state encryption's ([`crate::state::Encryption`]).
+//! state encryption's ([`crate::encryption::Encryption`]).
 //!
 //! Every value read from an age file is a secret ([`SecretValues`]): `config show` masks
 //! it, the graph marks the attributes it reaches sensitive, so plans, saved plans' views
@@ -20,16 +20,16 @@
 //! file and line for a value of an encrypted layer. Diagnostics about an encrypted layer
 //! name its lines but quote its text masked ([`crate::diag::SourceMap::add_secret`]).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::interpolate::Environment;
+use super::interpolate::Variables;
 use super::node::{KeyPath, Node, Value};
 use super::yaml::parse_file;
 use crate::diag::{FileId, Origin, Problem, SourceMap};
-use crate::model::Sensitive;
-use crate::state::{self, Encryption, IdentitySource, encryption::is_encrypted};
+use crate::encryption::{self, Encryption, IdentitySource, is_encrypted};
+use crate::vocabulary::{SecretStrings, Sensitive};
 
 /// A file of age identities (`AGE-SECRET-KEY-1…`) that decrypt configuration secrets.
 pub const IDENTITY_FILE_VAR: &str = "INFRAFLUX_AGE_IDENTITY_FILE";
@@ -42,10 +42,10 @@ pub const RECIPIENTS_VAR: &str = "INFRAFLUX_AGE_RECIPIENTS";
 pub const RECIPIENTS_FILE: &str = ".age-recipients";
 
 /// What a secret prints as.
-pub const MASK: &str = crate::model::sensitive::MASK;
+pub const MASK: &str = crate::vocabulary::MASK;
 
 /// The state's identity variables, the fallback key source.
-use crate::state::encryption::{
+use crate::encryption::{
     IDENTITY_FILE_VAR as STATE_IDENTITY_FILE_VAR, IDENTITY_VAR as STATE_IDENTITY_VAR,
 };
 
@@ -67,7 +67,7 @@ pub fn encrypted_layer_name(path: &Path) -> String {
 
 /// The identities that decrypt configuration secrets: this feature's variables, else the
 /// state's. Empty when none is set.
-pub fn decryption_keys(env: &dyn Environment) -> Encryption {
+pub fn decryption_keys(env: &dyn Variables) -> Encryption {
     let get = |name: &str| env.var(name).filter(|v| !v.trim().is_empty());
     let sources = |file_var: &str, key_var: &str| {
         let mut identities = Vec::new();
@@ -135,10 +135,10 @@ pub fn decrypt_file(path: &Path, keys: &Encryption) -> Result<Sensitive<String>,
         });
     }
     let plain = keys.decrypt(&bytes, &shown).map_err(|error| match error {
-        state::Error::NoKey {
+        encryption::Error::NoKey {
             passphrase: true, ..
         }
-        | state::Error::WrongKey {
+        | encryption::Error::WrongKey {
             passphrase: true, ..
         } => Failure {
             code: "config::secret-wrong-key",
@@ -149,24 +149,24 @@ pub fn decrypt_file(path: &Path, keys: &Encryption) -> Result<Sensitive<String>,
                 "encrypt it to age keys instead: `age -d` it with the passphrase, then `infraflux secrets encrypt {shown}`"
             ),
         },
-        state::Error::NoKey { .. } => Failure {
+        encryption::Error::NoKey { .. } => Failure {
             code: "config::secret-no-key",
             message: format!("cannot decrypt `{shown}`: no age identity is set"),
             help: KEY_HELP.into(),
         },
-        state::Error::WrongKey { .. } => Failure {
+        encryption::Error::WrongKey { .. } => Failure {
             code: "config::secret-wrong-key",
             message: format!(
                 "cannot decrypt `{shown}`: none of the configured age identities is one of its recipients"
             ),
             help: "use an identity whose public key (`age-keygen -y key.txt`) the file was encrypted to; whoever can decrypt it can add yours to .age-recipients and run `infraflux secrets edit` to re-encrypt it".into(),
         },
-        state::Error::EncryptionConfig { reason } => Failure {
+        encryption::Error::Config { reason } => Failure {
             code: "config::secret-key-invalid",
             message: format!("cannot decrypt `{shown}`: {reason}"),
             help: KEY_HELP.into(),
         },
-        state::Error::Corrupt { reason, .. } => Failure {
+        encryption::Error::Corrupt { reason, .. } => Failure {
             code: "config::secret-file-corrupt",
             message: format!("secret file `{shown}` is damaged: {reason}"),
             help: "restore it from version control; `infraflux secrets edit` writes a new one".into(),
@@ -212,7 +212,7 @@ pub fn parse_secret_yaml(text: &str, shown: &str) -> Result<Node, Failure> {
 #[derive(Clone, Default)]
 pub struct SecretValues {
     /// The plaintext strings (never empty): an attribute value containing one is secret.
-    values: BTreeSet<String>,
+    values: SecretStrings,
     /// Encrypted layer files: every value they hold is secret.
     files: HashSet<FileId>,
     /// Values interpolated from `${age:…}`, by their origin: the references they used.
@@ -234,11 +234,14 @@ impl SecretValues {
         self.values.is_empty() && self.files.is_empty()
     }
 
+    /// The plaintext secrets alone, as later stages need them (the model carries them).
+    pub fn strings(&self) -> &SecretStrings {
+        &self.values
+    }
+
     /// Remember a plaintext secret (empty strings protect nothing and are skipped).
     pub fn add_value(&mut self, value: &str) {
-        if !value.is_empty() {
-            self.values.insert(value.to_string());
-        }
+        self.values.add_value(value);
     }
 
     /// Remember an encrypted layer and every string it holds.
@@ -273,16 +276,7 @@ impl SecretValues {
 
     /// `text` with every secret in it replaced by `(sensitive)`.
     pub fn redact(&self, text: &str) -> String {
-        let mut text = text.to_string();
-        // Longest first: a secret that contains another is masked whole.
-        let mut secrets: Vec<&String> = self.values.iter().collect();
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        for secret in secrets {
-            if text.contains(secret.as_str()) {
-                text = text.replace(secret.as_str(), MASK);
-            }
-        }
-        text
+        self.values.redact(text)
     }
 
     /// Mask secrets a check quoted in a problem.
@@ -294,42 +288,24 @@ impl SecretValues {
 
     /// Whether `text` holds any secret.
     pub fn contains_secret(&self, text: &str) -> bool {
-        self.values
-            .iter()
-            .any(|secret| text.contains(secret.as_str()))
+        self.values.contains_secret(text)
     }
 
     /// The secrets that occur in a JSON value.
     pub fn values_in(&self, value: &serde_json::Value) -> Vec<String> {
-        let text = value.to_string();
-        self.values
-            .iter()
-            .filter(|secret| {
-                // Compare against the JSON text of the secret, escapes included.
-                let quoted = serde_json::Value::String((*secret).clone()).to_string();
-                text.contains(&quoted[1..quoted.len() - 1])
-            })
-            .cloned()
-            .collect()
+        self.values.values_in(value)
     }
 
     /// Whether any string (or object key) in a JSON value holds a secret.
     pub fn json_contains_secret(&self, value: &serde_json::Value) -> bool {
-        match value {
-            serde_json::Value::String(text) => self.contains_secret(text),
-            serde_json::Value::Array(items) => items.iter().any(|i| self.json_contains_secret(i)),
-            serde_json::Value::Object(map) => map
-                .iter()
-                .any(|(k, v)| self.contains_secret(k) || self.json_contains_secret(v)),
-            _ => false,
-        }
+        self.values.json_contains_secret(value)
     }
 }
 
 /// Decrypts the secret files one load needs, each once, and collects what it read.
 pub struct SecretFiles<'a> {
     root: PathBuf,
-    env: &'a dyn Environment,
+    env: &'a dyn Variables,
     keys: Option<Encryption>,
     /// Parsed `${age:}` files by path.
     documents: HashMap<PathBuf, Result<Node, Failure>>,
@@ -338,7 +314,7 @@ pub struct SecretFiles<'a> {
 
 impl<'a> SecretFiles<'a> {
     /// `root`: the configuration directory `${age:}` paths are relative to.
-    pub fn new(root: &Path, env: &'a dyn Environment) -> Self {
+    pub fn new(root: &Path, env: &'a dyn Variables) -> Self {
         SecretFiles {
             root: root.to_path_buf(),
             env,
@@ -424,7 +400,7 @@ mod tests {
     use std::collections::HashMap;
 
     struct Vars(HashMap<&'static str, String>);
-    impl Environment for Vars {
+    impl Variables for Vars {
         fn var(&self, name: &str) -> Option<String> {
             self.0.get(name).cloned()
         }

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use super::interpolate::{Environment, interpolate_with_secrets};
+use super::interpolate::{Variables, interpolate_with_secrets};
 use super::layers::{Layer, LayerKind, LoadedConfig, check_duplicate_names, yaml_files_where};
 use super::merge::merge;
 use super::schema::check_layer;
@@ -17,7 +17,7 @@ use crate::diag::Problems;
 /// Load every encrypted part under the configuration's root and merge it in.
 pub(super) fn load_encrypted_layers(
     config: &mut LoadedConfig,
-    env: &dyn Environment,
+    env: &dyn Variables,
     secrets: &mut SecretFiles<'_>,
     problems: &mut Problems,
 ) {
@@ -36,7 +36,7 @@ fn load_encrypted_layer(
     kind: LayerKind,
     path: &Path,
     config: &mut LoadedConfig,
-    env: &dyn Environment,
+    env: &dyn Variables,
     secrets: &mut SecretFiles<'_>,
     problems: &mut Problems,
 ) -> Option<Layer> {

@@ -12,15 +12,15 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::interpolate::Environment;
+use super::interpolate::Variables;
 use super::secrets::{Failure, RECIPIENTS_FILE, RECIPIENTS_VAR, decryption_keys};
-use crate::state::Encryption;
+use crate::encryption::Encryption;
 
-use crate::state::encryption::RECIPIENTS_VAR as STATE_RECIPIENTS_VAR;
+use crate::encryption::RECIPIENTS_VAR as STATE_RECIPIENTS_VAR;
 
 /// The encryption for writing `file`, and where its recipients came from (for the
 /// message after a write).
-pub fn recipients_for(file: &Path, env: &dyn Environment) -> Result<(Encryption, String), Failure> {
+pub fn recipients_for(file: &Path, env: &dyn Variables) -> Result<(Encryption, String), Failure> {
     let list = |text: &str, separator: char| -> Vec<String> {
         text.split(separator)
             .map(|line| line.split('#').next().unwrap_or_default().trim())
@@ -128,7 +128,7 @@ mod tests {
     use std::collections::HashMap;
 
     struct Vars(HashMap<&'static str, String>);
-    impl Environment for Vars {
+    impl Variables for Vars {
         fn var(&self, name: &str) -> Option<String> {
             self.0.get(name).cloned()
         }

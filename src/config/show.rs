@@ -17,7 +17,7 @@ pub fn is_sensitive_key(key: &str) -> bool {
         .any(|s| key == *s || key.ends_with(&format!("_{s}")))
 }
 
-pub const SENSITIVE_PLACEHOLDER: &str = crate::model::sensitive::MASK;
+pub const SENSITIVE_PLACEHOLDER: &str = crate::vocabulary::MASK;
 
 pub fn render_yaml(node: &Node, sources: Option<&SourceMap>) -> String {
     render_yaml_masked(node, sources, &SecretValues::default())

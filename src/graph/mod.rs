@@ -1,9 +1,10 @@
 //! Stage 3: the resource graph.
 //!
-//! [`build_desired`] turns the model into [`DesiredResource`]s (one function per resource
-//! family, attribute layout in `docs/resources.md`); [`ResourceGraph::build`] puts them,
-//! and the resources state knows but the configuration no longer names, into a graph
-//! whose edges say what must happen first.
+//! [`build_desired`] (in [`desired`]) turns the model into [`DesiredResource`]s (one
+//! function per resource family, attribute layout in `docs/resources.md`);
+//! [`ResourceGraph::build`] puts them, and the resources state knows but the
+//! configuration no longer names (read through [`Recorded`]), into a graph whose edges
+//! say what must happen first.
 //!
 //! The graph is built by an ordered list of named steps ([`STEPS`]), as OpenTofu's
 //! transformers: each step does one thing and a reader can follow them in order.
@@ -18,7 +19,7 @@
 //! the resource it depends on; OpenTofu splits the two halves into separate vertices.
 //! None of the current resource types needs that order.
 
-pub mod build;
+pub mod desired;
 pub mod placement;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -30,18 +31,20 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::model::address::ResourceAddr;
-use crate::state::{ResourceState, StateDocument};
+use crate::vocabulary::{Recorded, ResourceAddr};
 
-pub use build::build_desired;
+pub use desired::build_desired;
 
 /// One resource the configuration asks for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DesiredResource {
-    pub addr: ResourceAddr,
+    /// Serialized as `addr`, its old name: the configuration digest of saved plans
+    /// (`plan::config_digest`) hashes this JSON and must not change with a rename.
+    #[serde(rename = "addr")]
+    pub address: ResourceAddr,
     /// The provider that manages it, e.g. `proxmox`.
     pub provider: String,
-    /// Resource type, e.g. `proxmox_vm` (the same as `addr.kind`).
+    /// Resource type, e.g. `proxmox_vm` (the same as `address.kind`).
     pub kind: String,
     /// Attributes; values may be reference markers (`infraflux_provider::reference`).
     pub attributes: Attributes,
@@ -68,7 +71,7 @@ pub struct DesiredResource {
 pub struct SecretAttributes {
     pub names: Vec<String>,
     #[serde(skip)]
-    pub values: Vec<crate::model::Sensitive<String>>,
+    pub values: Vec<crate::vocabulary::Sensitive<String>>,
 }
 
 impl SecretAttributes {
@@ -111,24 +114,22 @@ impl fmt::Display for EdgeReason {
 pub enum Vertex {
     /// Named by the configuration (state may or may not know it).
     Configured(DesiredResource),
-    /// Known to state only: to be deleted.
-    Orphan {
-        addr: ResourceAddr,
-        state: ResourceState,
-    },
-    /// Under `destroy`: to be deleted; `desired` when the configuration still names it.
+    /// Known to state only: to be deleted (what state records of it is the plan's to
+    /// look up).
+    Orphan { address: ResourceAddr },
+    /// Under `destroy`, and recorded in state: to be deleted; `desired` when the
+    /// configuration still names it.
     Destroy {
-        addr: ResourceAddr,
-        state: ResourceState,
+        address: ResourceAddr,
         desired: Option<DesiredResource>,
     },
 }
 
 impl Vertex {
-    pub fn addr(&self) -> &ResourceAddr {
+    pub fn address(&self) -> &ResourceAddr {
         match self {
-            Vertex::Configured(d) => &d.addr,
-            Vertex::Orphan { addr, .. } | Vertex::Destroy { addr, .. } => addr,
+            Vertex::Configured(d) => &d.address,
+            Vertex::Orphan { address } | Vertex::Destroy { address, .. } => address,
         }
     }
 
@@ -247,7 +248,7 @@ pub const STEPS: &[Step] = &[
 
 struct Builder<'a> {
     desired: Vec<DesiredResource>,
-    state: &'a StateDocument,
+    state: &'a dyn Recorded,
     options: &'a GraphOptions,
     graph: DiGraph<Vertex, EdgeReason>,
     index: HashMap<ResourceAddr, NodeIndex>,
@@ -255,7 +256,7 @@ struct Builder<'a> {
 
 impl Builder<'_> {
     fn in_scope(&self, addr: &ResourceAddr) -> bool {
-        addr.environment == self.state.environment
+        addr.environment == self.state.environment()
             && self
                 .options
                 .cluster
@@ -264,7 +265,7 @@ impl Builder<'_> {
     }
 
     fn add_vertex(&mut self, vertex: Vertex) -> Result<(), Error> {
-        let addr = vertex.addr().clone();
+        let addr = vertex.address().clone();
         if self.index.contains_key(&addr) {
             return Err(Error::Duplicate(addr));
         }
@@ -292,20 +293,17 @@ impl Builder<'_> {
 fn add_configured(builder: &mut Builder<'_>) -> Result<(), Error> {
     let desired = std::mem::take(&mut builder.desired);
     for resource in desired {
-        if !builder.in_scope(&resource.addr) {
+        if !builder.in_scope(&resource.address) {
             continue;
         }
         let vertex = match builder.options.mode {
             Mode::Normal => Vertex::Configured(resource),
-            Mode::Destroy => match builder.state.resources.get(&resource.addr) {
-                Some(state) => Vertex::Destroy {
-                    addr: resource.addr.clone(),
-                    state: state.clone(),
-                    desired: Some(resource),
-                },
-                // Nothing to destroy, but its edges still order what is.
-                None => Vertex::Configured(resource),
+            Mode::Destroy if builder.state.contains(&resource.address) => Vertex::Destroy {
+                address: resource.address.clone(),
+                desired: Some(resource),
             },
+            // Nothing to destroy, but its edges still order what is.
+            Mode::Destroy => Vertex::Configured(resource),
         };
         builder.add_vertex(vertex)?;
     }
@@ -314,18 +312,16 @@ fn add_configured(builder: &mut Builder<'_>) -> Result<(), Error> {
 
 fn add_orphans(builder: &mut Builder<'_>) -> Result<(), Error> {
     let state = builder.state;
-    for (addr, resource) in &state.resources {
+    for addr in state.addresses() {
         if !builder.in_scope(addr) || builder.index.contains_key(addr) {
             continue;
         }
         let vertex = match builder.options.mode {
             Mode::Normal => Vertex::Orphan {
-                addr: addr.clone(),
-                state: resource.clone(),
+                address: addr.clone(),
             },
             Mode::Destroy => Vertex::Destroy {
-                addr: addr.clone(),
-                state: resource.clone(),
+                address: addr.clone(),
                 desired: None,
             },
         };
@@ -396,7 +392,7 @@ fn add_configured_edges(builder: &mut Builder<'_>) -> Result<(), Error> {
                 Some(target) => edges.push((node, target, reason)),
                 None => {
                     return Err(Error::MissingDependency {
-                        from: desired.addr.clone(),
+                        from: desired.address.clone(),
                         to,
                         reason,
                     });
@@ -413,16 +409,15 @@ fn add_configured_edges(builder: &mut Builder<'_>) -> Result<(), Error> {
 fn add_orphan_edges(builder: &mut Builder<'_>) -> Result<(), Error> {
     let mut edges = Vec::new();
     for node in builder.graph.node_indices() {
-        let state = match &builder.graph[node] {
-            Vertex::Orphan { state, .. }
+        let address = match &builder.graph[node] {
+            Vertex::Orphan { address }
             | Vertex::Destroy {
-                state,
+                address,
                 desired: None,
-                ..
-            } => state,
+            } => address,
             _ => continue,
         };
-        for dependency in &state.dependencies {
+        for dependency in builder.state.dependencies(address) {
             // A dependency that is gone from state needs no ordering.
             if let Some(&target) = builder.index.get(dependency) {
                 edges.push((node, target));
@@ -448,8 +443,8 @@ fn check_acyclic(builder: &mut Builder<'_>) -> Result<(), Error> {
             .filter_map(|e| {
                 let (from, to) = graph.edge_endpoints(e)?;
                 (members.contains(&from) && members.contains(&to)).then(|| CycleEdge {
-                    from: graph[from].addr().clone(),
-                    to: graph[to].addr().clone(),
+                    from: graph[from].address().clone(),
+                    to: graph[to].address().clone(),
                     reason: graph[e].clone(),
                 })
             })
@@ -482,7 +477,7 @@ fn select_targets(builder: &mut Builder<'_>) -> Result<(), Error> {
     builder.index = builder
         .graph
         .node_indices()
-        .map(|n| (builder.graph[n].addr().clone(), n))
+        .map(|n| (builder.graph[n].address().clone(), n))
         .collect();
     Ok(())
 }
@@ -491,7 +486,7 @@ impl ResourceGraph {
     /// Build the graph of `desired` and of what `state` knows, by [`STEPS`].
     pub fn build(
         desired: Vec<DesiredResource>,
-        state: &StateDocument,
+        state: &dyn Recorded,
         options: &GraphOptions,
     ) -> Result<ResourceGraph, Error> {
         let mut builder = Builder {
@@ -538,7 +533,7 @@ impl ResourceGraph {
             self.graph
                 .node_indices()
                 .filter(|n| remaining[n.index()] == 0)
-                .map(|n| std::cmp::Reverse((self.graph[n].addr(), n.index())))
+                .map(|n| std::cmp::Reverse((self.graph[n].address(), n.index())))
                 .collect();
         let mut order = Vec::with_capacity(self.graph.node_count());
         while let Some(std::cmp::Reverse((_, index))) = ready.pop() {
@@ -547,7 +542,10 @@ impl ResourceGraph {
             for next in self.graph.neighbors_directed(node, Direction::Outgoing) {
                 remaining[next.index()] -= 1;
                 if remaining[next.index()] == 0 {
-                    ready.push(std::cmp::Reverse((self.graph[next].addr(), next.index())));
+                    ready.push(std::cmp::Reverse((
+                        self.graph[next].address(),
+                        next.index(),
+                    )));
                 }
             }
         }
@@ -571,7 +569,7 @@ impl ResourceGraph {
         let mut found: Vec<&ResourceAddr> = self
             .graph
             .neighbors_directed(node, direction)
-            .map(|n| self.graph[n].addr())
+            .map(|n| self.graph[n].address())
             .collect();
         found.sort();
         found.dedup();
@@ -598,7 +596,7 @@ impl ResourceGraph {
     /// Graphviz DOT, deterministic (sorted by address). Deleting vertices are dashed.
     pub fn to_dot(&self) -> String {
         let mut nodes: Vec<NodeIndex> = self.graph.node_indices().collect();
-        nodes.sort_by_key(|&n| self.graph[n].addr());
+        nodes.sort_by_key(|&n| self.graph[n].address());
         let mut text =
             String::from("digraph infraflux {\n  rankdir = \"LR\";\n  node [shape = \"box\"];\n");
         for &node in &nodes {
@@ -608,7 +606,12 @@ impl ResourceGraph {
             } else {
                 " [label = \""
             };
-            let _ = writeln!(text, "  \"{}\"{style}{}\"];", vertex.addr(), vertex.addr());
+            let _ = writeln!(
+                text,
+                "  \"{}\"{style}{}\"];",
+                vertex.address(),
+                vertex.address()
+            );
         }
         let mut edges: BTreeMap<(&ResourceAddr, &ResourceAddr), Vec<String>> = BTreeMap::new();
         for edge in self.graph.edge_indices() {
@@ -622,7 +625,7 @@ impl ResourceGraph {
                 EdgeReason::Recorded => "recorded".to_string(),
             };
             edges
-                .entry((self.graph[from].addr(), self.graph[to].addr()))
+                .entry((self.graph[from].address(), self.graph[to].address()))
                 .or_default()
                 .push(label);
         }

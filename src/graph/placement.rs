@@ -1,6 +1,6 @@
 //! Placement at plan time: which host each new machine goes on.
 //!
-//! [`build`](super::build) proposes a host for every machine and marks what may move with
+//! [`desired`](super::desired) proposes a host for every machine and marks what may move with
 //! a [`Rule`]: a [`Rule::Machine`] may go on any of its candidate hosts; a
 //! [`Rule::PerHost`] resource (a node's copy of the Talos image) is needed only where a
 //! machine of its group ends up. This step decides, in order:
@@ -12,7 +12,8 @@
 //!    otherwise a problem), workers on the host with the fewest machines of their group;
 //!    ties go to the host with the most free memory, then to the configured order;
 //! 3. free memory comes from the provider's [`Inventory`] (one call per group, and only
-//!    when the group has something new to place) minus what this plan already placed on
+//!    when the group has something new to place: [`inventory_requests`] says which; the
+//!    plan makes the calls, so this module does no I/O) minus what this plan already placed on
 //!    the same hosts, for every group sharing them; a host that is offline or lacks the
 //!    memory is not a candidate;
 //! 4. `PerHost` resources no machine needs are dropped, unless they exist already. A
@@ -33,9 +34,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::DesiredResource;
-use crate::model::address::ResourceAddr;
-use crate::registry::ProviderRegistry;
-use crate::state::StateDocument;
+use crate::vocabulary::{Recorded, ResourceAddr};
 
 /// The attribute holding a placed resource's host.
 pub const HOST_ATTRIBUTE: &str = "node";
@@ -101,49 +100,47 @@ pub enum Error {
     },
 }
 
-/// Place with inventories fetched from the providers (see the module docs); `online`
-/// false places offline. `in_scope` limits the groups asked about.
-pub async fn place(
-    desired: Vec<DesiredResource>,
-    state: &StateDocument,
-    providers: &ProviderRegistry,
-    online: bool,
+/// One inventory call to make before placing: the provider to ask, the group's first
+/// new resource (named when the call fails), and the request.
+#[derive(Debug, Clone)]
+pub struct InventoryQuery {
+    pub group: String,
+    pub provider: String,
+    pub address: ResourceAddr,
+    pub request: InventoryRequest,
+}
+
+/// The inventories [`solve`] needs: one per group with something new to place (see the
+/// module docs). `in_scope` limits the groups asked about. The caller asks the
+/// providers and passes the answers, by group, to [`solve`].
+pub fn inventory_requests(
+    desired: &[DesiredResource],
+    state: &dyn Recorded,
     in_scope: &dyn Fn(&ResourceAddr) -> bool,
-) -> Result<Vec<DesiredResource>, Error> {
-    let mut inventories = HashMap::new();
-    if online {
-        for (group, members) in new_members(&desired, state, in_scope) {
+) -> Vec<InventoryQuery> {
+    new_members(desired, state, in_scope)
+        .into_iter()
+        .map(|(group, members)| {
             let first = &desired[members[0]];
-            let Some(provider) = providers.get(&first.provider) else {
-                continue;
-            };
-            let request = InventoryRequest {
-                resources: members
-                    .iter()
-                    .map(|&i| InventoryItem {
-                        resource: ResourceRef {
-                            address: desired[i].addr.to_string(),
-                            kind: desired[i].kind.clone(),
-                        },
-                        desired: without_references(&desired[i].attributes),
-                    })
-                    .collect(),
-            };
-            match provider.inventory(request).await {
-                Ok(Some(inventory)) => {
-                    inventories.insert(group, inventory);
-                }
-                Ok(None) => {}
-                Err(source) => {
-                    return Err(Error::Inventory {
-                        address: first.addr.clone(),
-                        source: Box::new(source),
-                    });
-                }
+            InventoryQuery {
+                group,
+                provider: first.provider.clone(),
+                address: first.address.clone(),
+                request: InventoryRequest {
+                    resources: members
+                        .iter()
+                        .map(|&i| InventoryItem {
+                            resource: ResourceRef {
+                                address: desired[i].address.to_string(),
+                                kind: desired[i].kind.clone(),
+                            },
+                            desired: without_references(&desired[i].attributes),
+                        })
+                        .collect(),
+                },
             }
-        }
-    }
-    solve(desired, state, &inventories).map_err(Error::Problems)
+        })
+        .collect()
 }
 
 fn without_references(attributes: &Attributes) -> Attributes {
@@ -164,14 +161,14 @@ fn group_of(resource: &DesiredResource) -> Option<&str> {
 /// to place and per-host resources to create, for the provider's preflight).
 fn new_members(
     desired: &[DesiredResource],
-    state: &StateDocument,
+    state: &dyn Recorded,
     in_scope: &dyn Fn(&ResourceAddr) -> bool,
 ) -> BTreeMap<String, Vec<usize>> {
     let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, resource) in desired.iter().enumerate() {
         if let Some(group) = group_of(resource)
-            && in_scope(&resource.addr)
-            && !state.resources.contains_key(&resource.addr)
+            && in_scope(&resource.address)
+            && !state.contains(&resource.address)
         {
             groups.entry(group.to_string()).or_default().push(i);
         }
@@ -196,7 +193,7 @@ struct HostView<'a> {
 /// Place `desired` against `state` and the inventories by group (none: offline).
 pub fn solve(
     mut desired: Vec<DesiredResource>,
-    state: &StateDocument,
+    state: &dyn Recorded,
     inventories: &HashMap<String, Inventory>,
 ) -> Result<Vec<DesiredResource>, Vec<Problem>> {
     let mut problems = Vec::new();
@@ -214,9 +211,8 @@ pub fn solve(
             continue;
         };
         let existing = state
-            .resources
-            .get(&resource.addr)
-            .and_then(|r| r.attributes.get(HOST_ATTRIBUTE))
+            .attributes(&resource.address)
+            .and_then(|attributes| attributes.get(HOST_ATTRIBUTE))
             .and_then(Value::as_str);
         match existing {
             Some(host) => {
@@ -309,7 +305,7 @@ pub fn solve(
             .map(|(_, v)| *v);
         let chosen = match best {
             None => {
-                problems.push(no_room(&desired[i].addr, memory, &views, inventory));
+                problems.push(no_room(&desired[i].address, memory, &views, inventory));
                 continue;
             }
             Some(view)
@@ -317,7 +313,7 @@ pub fn solve(
                     && count(&control_planes, view.name) > 0
                     && !allow_colocation =>
             {
-                problems.push(colocation(&desired[i].addr, &group, &views, memory));
+                problems.push(colocation(&desired[i].address, &group, &views, memory));
                 continue;
             }
             Some(view) => view.name.to_string(),
@@ -340,8 +336,7 @@ pub fn solve(
     // 4. Per-host resources where no machine is, unless they exist.
     desired.retain(|resource| match &resource.placement {
         Some(Rule::PerHost { group, host }) => {
-            needed.contains(&(group.clone(), host.clone()))
-                || state.resources.contains_key(&resource.addr)
+            needed.contains(&(group.clone(), host.clone())) || state.contains(&resource.address)
         }
         _ => true,
     });
@@ -352,7 +347,7 @@ pub fn solve(
             let Ok(addr) = address.parse::<ResourceAddr>() else {
                 continue;
             };
-            if desired.iter().any(|d| d.addr == addr) && !state.resources.contains_key(&addr) {
+            if desired.iter().any(|d| d.address == addr) && !state.contains(&addr) {
                 problems.push(Problem {
                     address: addr,
                     summary: diagnostic.summary.clone(),
@@ -383,17 +378,17 @@ fn set_host(resource: &mut DesiredResource, host: &str) {
 }
 
 /// Whether `value` refers to a resource state has.
-fn refers_to_existing(value: &Value, state: &StateDocument) -> bool {
+fn refers_to_existing(value: &Value, state: &dyn Recorded) -> bool {
     parse_reference(value)
         .and_then(|r| r.address.parse::<ResourceAddr>().ok())
-        .is_some_and(|addr| state.resources.contains_key(&addr))
+        .is_some_and(|addr| state.contains(&addr))
 }
 
 /// Keep an existing machine on `host`. Its per-host attributes follow the host when what
 /// they refer to there exists, else keep referring to what exists (a VM moved by HA does
 /// not need a new image on its new node: its disk was imported long ago). Returns
 /// whether the host's per-host resources must be created for it.
-fn pin(resource: &mut DesiredResource, host: &str, state: &StateDocument) -> bool {
+fn pin(resource: &mut DesiredResource, host: &str, state: &dyn Recorded) -> bool {
     resource
         .attributes
         .insert(HOST_ATTRIBUTE.into(), Value::String(host.into()));

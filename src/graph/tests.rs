@@ -3,7 +3,7 @@ use proptest::prelude::*;
 use serde_json::json;
 
 use super::*;
-use crate::state::ResourceStatus;
+use crate::state::{ResourceState, ResourceStatus, StateDocument};
 use crate::testing::{addr, desired};
 
 fn state_resource(dependencies: &[&str]) -> ResourceState {
@@ -22,7 +22,7 @@ fn order(graph: &ResourceGraph) -> Vec<String> {
     graph
         .execution_order()
         .iter()
-        .map(|v| v.addr().name.clone())
+        .map(|v| v.address().name.clone())
         .collect()
 }
 
@@ -156,7 +156,7 @@ fn targets_keep_their_transitive_dependencies_only() {
 #[test]
 fn cluster_scope_leaves_other_clusters_out() {
     let mut other = desired("x", json!({}), &[]);
-    other.addr.cluster = "other".into();
+    other.address.cluster = "other".into();
     let options = GraphOptions {
         cluster: Some("w".into()),
         ..GraphOptions::default()

@@ -58,7 +58,7 @@ pub struct LabLayout {
 /// a stand-in there would hide the fallback to the state's identity.
 struct Placeholders;
 
-impl crate::config::Environment for Placeholders {
+impl crate::config::Variables for Placeholders {
     fn var(&self, name: &str) -> Option<String> {
         std::env::var(name).ok().or_else(|| {
             (!name.starts_with("INFRAFLUX_")).then(|| "lab@pve!placeholder=unset".to_string())
@@ -301,7 +301,7 @@ mod tests {
         let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
         let overlays = [overlay.clone()];
         struct NoVariables;
-        impl crate::config::Environment for NoVariables {
+        impl crate::config::Variables for NoVariables {
             fn var(&self, _: &str) -> Option<String> {
                 None
             }

@@ -6,10 +6,8 @@
 //! wrong, `resolve` looks its origin up by key path in the effective YAML tree, so the
 //! diagnostic points at the layer that supplied it.
 
-pub mod address;
 mod network;
 mod resolve;
-pub mod sensitive;
 pub mod units;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -19,8 +17,9 @@ use serde::Serialize;
 
 pub use network::NodeRange;
 pub use resolve::resolve_model;
-pub use sensitive::Sensitive;
 pub use units::{Bytes, MilliCpu};
+
+use crate::vocabulary::{SecretStrings, Sensitive};
 
 /// Everything a run works on: the selected environments, each with its clusters.
 #[derive(Debug, Clone, Serialize)]
@@ -30,7 +29,7 @@ pub struct Model {
     /// Values read from age-encrypted files: the graph marks every attribute holding one
     /// sensitive (`config::secrets`).
     #[serde(skip)]
-    pub secrets: crate::config::secrets::SecretValues,
+    pub secrets: SecretStrings,
 }
 
 impl Model {

@@ -51,7 +51,7 @@ pub fn resolve_model(config: &Configuration) -> (Option<Model>, Problems) {
         }
     }
     environments.sort_by(|a, b| (a.sync_wave, &a.name).cmp(&(b.sync_wave, &b.name)));
-    let secrets = config.layers.secrets.clone();
+    let secrets = config.layers.secrets.strings().clone();
     (
         Some(Model {
             environments,
@@ -1157,7 +1157,7 @@ workloads: {replicas: 1, image_tag: '1', resources: {requests: {cpu: 1, memory: 
     /// Load files written to a temporary directory (which must load cleanly) and resolve.
     fn resolve_files(files: &[(&str, &str)]) -> (Option<Model>, Vec<Problem>) {
         struct NoVariables;
-        impl crate::config::Environment for NoVariables {
+        impl crate::config::Variables for NoVariables {
             fn var(&self, _: &str) -> Option<String> {
                 None
             }

@@ -58,7 +58,7 @@ pub struct Context {
     pub providers: ProviderRegistry,
     pub store: Arc<dyn StateStore>,
     /// Environment variables for `${env:…}` in the configuration.
-    pub variables: Box<dyn config::Environment + Send + Sync>,
+    pub variables: Box<dyn config::Variables + Send + Sync>,
     /// `None` when there is no terminal to ask (approval then needs --auto-approve).
     pub prompt: Option<Prompt>,
     pub out: Sink,

@@ -3,8 +3,8 @@
 
 use std::process::ExitCode;
 
-use crate::model::address::ResourceAddr;
 use crate::plan::{PlanMode, PlanOptions};
+use crate::vocabulary::ResourceAddr;
 
 use super::apply::{RunOptions, plan_and_apply};
 use super::context::Context;

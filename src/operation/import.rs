@@ -5,8 +5,8 @@
 
 use infraflux_provider::{ImportRequest, ResourceRef};
 
-use crate::model::address::ResourceAddr;
 use crate::state::{ResourceState, ResourceStatus};
+use crate::vocabulary::ResourceAddr;
 
 use super::context::Context;
 use super::diagnostic::{diagnostic, diagnostic_text};
@@ -26,7 +26,7 @@ pub fn run(
         context,
     )?;
     let environment = loaded.environment;
-    let Some(resource) = loaded.desired.into_iter().find(|d| d.addr == *address) else {
+    let Some(resource) = loaded.desired.into_iter().find(|d| d.address == *address) else {
         return Err(diagnostic_text(
             format!("`{address}` is not in the configuration"),
             Some("import adopts objects the configuration describes: check the address with `infraflux graph`, or add the resource to the configuration first".into()),

@@ -24,10 +24,7 @@ pub struct Workspace {
 
 impl Workspace {
     /// Read every layer file (the only place a command run reads them).
-    pub fn read<'a>(
-        paths: impl Into<ConfigPaths<'a>>,
-        variables: &dyn config::Environment,
-    ) -> Self {
+    pub fn read<'a>(paths: impl Into<ConfigPaths<'a>>, variables: &dyn config::Variables) -> Self {
         let mut problems = Problems::new();
         let layers = load_layers_with(paths.into(), variables, &mut problems);
         Workspace {
@@ -64,7 +61,7 @@ impl Workspace {
 pub fn load_model<'a>(
     paths: impl Into<ConfigPaths<'a>>,
     selection: &Selection,
-    variables: &dyn config::Environment,
+    variables: &dyn config::Variables,
     with_policy: bool,
 ) -> (Configuration, Option<Model>, Problems) {
     Workspace::read(paths, variables).load_model(selection, with_policy)
@@ -161,6 +158,6 @@ pub fn load_environment(
 pub fn desired_of(model: &Model, environment: &str) -> Vec<DesiredResource> {
     build_desired(model)
         .into_iter()
-        .filter(|d| d.addr.environment == environment)
+        .filter(|d| d.address.environment == environment)
         .collect()
 }

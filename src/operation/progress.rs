@@ -6,8 +6,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::apply::{CancellationToken, Reporter};
-use crate::model::address::ResourceAddr;
 use crate::plan::Action;
+use crate::vocabulary::ResourceAddr;
 
 use super::context::Sink;
 

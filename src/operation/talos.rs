@@ -15,11 +15,11 @@ use infraflux_provider::{PlanRequest, ResourceRef};
 
 use crate::config::Selection;
 use crate::graph::{DesiredResource, build_desired};
-use crate::model::address::ResourceAddr;
 use crate::model::{Cluster, Model, NodeRole};
 use crate::plan::resolve::{Lookup, resolve_references};
 use crate::private_file;
 use crate::state::{ResourceState, StateDocument};
+use crate::vocabulary::ResourceAddr;
 
 use super::context::Context;
 use super::diagnostic::{diagnostic, diagnostic_text};
@@ -176,12 +176,12 @@ pub(crate) fn machine_configs(
         .into_iter()
         .filter(|d| {
             d.kind == "talos_machine_config"
-                && d.addr.environment == environment
-                && d.addr.cluster == cluster
+                && d.address.environment == environment
+                && d.address.cluster == cluster
         })
         .collect();
     let provider = context.providers.get(&desired.first().map_or_else(
-        || crate::graph::build::TALOS.to_string(),
+        || crate::graph::desired::TALOS.to_string(),
         |d| d.provider.clone(),
     ));
     let Some(provider) = provider else {
@@ -213,7 +213,7 @@ pub(crate) fn machine_configs(
             diagnostic_text(
                 format!(
                     "cannot render {}: `{attribute}` refers to `{}` of `{}`, which state does not have",
-                    resource.addr, reference.attribute, reference.address
+                    resource.address, reference.attribute, reference.address
                 ),
                 Some(format!(
                     "run `infraflux apply --env {environment}` first, or re-import the cluster's secrets"
@@ -222,7 +222,7 @@ pub(crate) fn machine_configs(
         })?;
         let request = PlanRequest {
             resource: ResourceRef {
-                address: resource.addr.to_string(),
+                address: resource.address.to_string(),
                 kind: resource.kind.clone(),
             },
             prior: None,
@@ -241,13 +241,13 @@ pub(crate) fn machine_configs(
             return Err(diagnostic_text(
                 format!(
                     "the Talos provider rendered no machine config for {}",
-                    resource.addr
+                    resource.address
                 ),
                 None,
             ));
         };
         configs.push(MachineConfig {
-            node: resource.addr.name.clone(),
+            node: resource.address.name.clone(),
             yaml: yaml.to_string(),
         });
     }

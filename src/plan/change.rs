@@ -6,8 +6,8 @@ use infraflux_provider::{Attributes, is_unknown};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::model::address::ResourceAddr;
 use crate::state::ResourceState;
+use crate::vocabulary::ResourceAddr;
 
 /// What happens to one resource. A closed set, as OpenTofu's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -39,9 +39,9 @@ pub(crate) use refresh::apply_drift;
 use resolve::{Lookup, resolve_references};
 
 use crate::graph::{self, DesiredResource, GraphOptions, ResourceGraph, Vertex};
-use crate::model::address::ResourceAddr;
 use crate::registry::ProviderRegistry;
 use crate::state::{ResourceStatus, StateDocument};
+use crate::vocabulary::ResourceAddr;
 
 /// Version of the plan format (saved plans and `plan --json`, docs/plan-json.md).
 pub const FORMAT_VERSION: u32 = 1;
@@ -245,7 +245,7 @@ pub fn detailed_exit_code(plan: &Result<Plan, Error>) -> u8 {
 /// reaches a resource does.
 pub fn config_digest(desired: &[DesiredResource]) -> String {
     let mut sorted: Vec<&DesiredResource> = desired.iter().collect();
-    sorted.sort_by(|a, b| a.addr.cmp(&b.addr));
+    sorted.sort_by(|a, b| a.address.cmp(&b.address));
     let mut hasher = Sha256::new();
     for resource in sorted {
         hasher.update(serde_json::to_vec(resource).expect("desired resources serialize"));
@@ -307,17 +307,17 @@ pub async fn plan(
         addr.environment == environment
             && options.cluster.as_ref().is_none_or(|c| *c == addr.cluster)
     };
-    for resource in desired.iter().filter(|d| in_scope(&d.addr)) {
+    for resource in desired.iter().filter(|d| in_scope(&d.address)) {
         if providers.get(&resource.provider).is_none() {
             return Err(Error::NoProvider {
                 provider: resource.provider.clone(),
-                address: resource.addr.clone(),
+                address: resource.address.clone(),
             });
         }
     }
     validate(&desired, &in_scope, providers).await?;
     for replace in &options.replace {
-        if !desired.iter().any(|d| &d.addr == replace) {
+        if !desired.iter().any(|d| &d.address == replace) {
             return Err(Error::UnknownReplace(replace.clone()));
         }
     }
@@ -329,9 +329,7 @@ pub async fn plan(
     // New machines are placed from the providers' inventories (with a refresh only);
     // existing ones stay where state has them.
     let desired = match options.mode {
-        PlanMode::Normal => {
-            graph::placement::place(desired, &current, providers, read_all, &in_scope).await?
-        }
+        PlanMode::Normal => place(desired, &current, providers, read_all, &in_scope).await?,
         PlanMode::Destroy | PlanMode::RefreshOnly => desired,
     };
 
@@ -387,6 +385,39 @@ pub async fn plan(
     })
 }
 
+/// Placement ([`graph::placement`]) with the inventories it asks for fetched from the
+/// providers; `online` false places offline (no inventory). The graph builds the requests
+/// and solves; the I/O is here.
+async fn place(
+    desired: Vec<DesiredResource>,
+    state: &StateDocument,
+    providers: &ProviderRegistry,
+    online: bool,
+    in_scope: &dyn Fn(&ResourceAddr) -> bool,
+) -> Result<Vec<DesiredResource>, graph::placement::Error> {
+    let mut inventories = HashMap::new();
+    if online {
+        for query in graph::placement::inventory_requests(&desired, state, in_scope) {
+            let Some(provider) = providers.get(&query.provider) else {
+                continue;
+            };
+            match provider.inventory(query.request).await {
+                Ok(Some(inventory)) => {
+                    inventories.insert(query.group, inventory);
+                }
+                Ok(None) => {}
+                Err(source) => {
+                    return Err(graph::placement::Error::Inventory {
+                        address: query.address,
+                        source: Box::new(source),
+                    });
+                }
+            }
+        }
+    }
+    graph::placement::solve(desired, state, &inventories).map_err(graph::placement::Error::Problems)
+}
+
 /// Every in-scope resource's desired attributes through its provider's `validate` (no
 /// I/O), before anything is refreshed: a bad value is reported for all resources at once,
 /// not as the first failure halfway through an apply. References to other resources are
@@ -397,14 +428,14 @@ async fn validate(
     providers: &ProviderRegistry,
 ) -> Result<(), Error> {
     let mut invalid = Vec::new();
-    for resource in desired.iter().filter(|d| in_scope(&d.addr)) {
+    for resource in desired.iter().filter(|d| in_scope(&d.address)) {
         let Some(provider) = providers.get(&resource.provider) else {
             continue;
         };
         let response = provider
             .validate(ValidateRequest {
                 resource: ResourceRef {
-                    address: resource.addr.to_string(),
+                    address: resource.address.to_string(),
                     kind: resource.kind.clone(),
                 },
                 desired: resource
@@ -419,11 +450,11 @@ async fn validate(
             .into_iter()
             .partition(|d| d.severity == Severity::Error);
         for warning in warnings {
-            tracing::warn!(address = %resource.addr, attribute = ?warning.attribute, "{}", warning.summary);
+            tracing::warn!(address = %resource.address, attribute = ?warning.attribute, "{}", warning.summary);
         }
         if !errors.is_empty() {
             invalid.push(InvalidResource {
-                address: resource.addr.clone(),
+                address: resource.address.clone(),
                 diagnostics: errors,
             });
         }
@@ -451,8 +482,13 @@ impl OrphanProtection {
     fn new(desired: &[DesiredResource], environment: &str) -> Self {
         let mut clusters: BTreeMap<String, bool> = BTreeMap::new();
         let mut any_in_environment = None;
-        for resource in desired.iter().filter(|d| d.addr.environment == environment) {
-            *clusters.entry(resource.addr.cluster.clone()).or_default() |= resource.prevent_destroy;
+        for resource in desired
+            .iter()
+            .filter(|d| d.address.environment == environment)
+        {
+            *clusters
+                .entry(resource.address.cluster.clone())
+                .or_default() |= resource.prevent_destroy;
             *any_in_environment.get_or_insert(false) |= resource.prevent_destroy;
         }
         OrphanProtection {
@@ -501,7 +537,7 @@ async fn plan_changes(
     let mut planned: HashMap<ResourceAddr, usize> = HashMap::new();
     let mut changes: Vec<Change> = Vec::with_capacity(graph.len());
     for vertex in graph.execution_order() {
-        let addr = vertex.addr();
+        let addr = vertex.address();
         let wait_for: Vec<ResourceAddr> = graph.predecessors(addr).into_iter().cloned().collect();
         let change = match vertex {
             Vertex::Configured(desired) if options.mode == PlanMode::Destroy => {
@@ -525,7 +561,12 @@ async fn plan_changes(
                 change.dependencies = graph.dependencies(addr);
                 change
             }
-            Vertex::Orphan { state, .. } | Vertex::Destroy { state, .. } => {
+            Vertex::Orphan { .. } | Vertex::Destroy { .. } => {
+                // The graph made these vertices from `current`'s resources.
+                let state = current
+                    .resources
+                    .get(addr)
+                    .expect("a vertex that deletes is recorded in state");
                 let prevent_destroy = match vertex {
                     Vertex::Destroy {
                         desired: Some(d), ..
@@ -562,7 +603,7 @@ async fn plan_changes(
 
 fn no_op(desired: &DesiredResource, wait_for: Vec<ResourceAddr>) -> Change {
     Change {
-        address: desired.addr.clone(),
+        address: desired.address.clone(),
         provider: desired.provider.clone(),
         action: Action::NoOp,
         reason: None,
@@ -626,7 +667,7 @@ fn resolve_for_plan(
     };
     resolve_references(&desired.attributes, &mut lookup_reference).map_err(
         |(attribute, reference)| Error::UnresolvedReference {
-            from: desired.addr.clone(),
+            from: desired.address.clone(),
             attribute,
             target: reference.address,
             target_attribute: reference.attribute,
@@ -643,7 +684,7 @@ async fn plan_configured(
     options: &PlanOptions,
     schemas: &mut Schemas,
 ) -> Result<Change, Error> {
-    let addr = &desired.addr;
+    let addr = &desired.address;
     let provider = providers.get(&desired.provider).expect("checked in plan");
     let prior = current.resources.get(addr);
     let forced = match prior.map(|p| p.status) {
@@ -735,7 +776,7 @@ fn mark_derived_secrets(
     planned: &infraflux_provider::Attributes,
     sensitive: &mut Vec<String>,
 ) {
-    let mut values = crate::config::secrets::SecretValues::default();
+    let mut values = crate::vocabulary::SecretStrings::default();
     for secret in &desired.secrets.values {
         values.add_value(secret.expose());
     }

@@ -15,9 +15,9 @@ use infraflux_provider::{ReadItem, ReadOutcome, ReadRequest, ResourceRef};
 use tokio::task::JoinSet;
 
 use super::{Drift, Error};
-use crate::model::address::ResourceAddr;
 use crate::registry::ProviderRegistry;
 use crate::state::{ResourceState, ResourceStatus, StateDocument};
+use crate::vocabulary::ResourceAddr;
 
 /// Read the resources of `state` that `in_scope` selects (all of them when `read_all`,
 /// only pending ones otherwise) and return what differs, sorted by address.

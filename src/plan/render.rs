@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::{Action, AttributeDiff, Change, Drift, Plan, PlanMode};
 
-const SENSITIVE: &str = crate::model::sensitive::MASK;
+const SENSITIVE: &str = crate::vocabulary::MASK;
 const UNKNOWN: &str = "(known after apply)";
 
 struct Style {

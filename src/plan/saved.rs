@@ -44,7 +44,7 @@ pub enum Error {
         action: &'static str,
         path: PathBuf,
         #[source]
-        source: crate::state::Error,
+        source: crate::encryption::Error,
     },
 }
 
@@ -76,7 +76,7 @@ pub fn save(plan: &Plan, path: &Path) -> Result<(), Error> {
 pub fn save_encrypted(
     plan: &Plan,
     path: &Path,
-    encryption: Option<&crate::state::Encryption>,
+    encryption: Option<&crate::encryption::Encryption>,
 ) -> Result<(), Error> {
     let io = |action, source| Error::Io {
         action,
@@ -114,14 +114,14 @@ pub fn load(path: &Path) -> Result<Plan, Error> {
 /// [`load`] a plan that may be encrypted ([`save_encrypted`]).
 pub fn load_encrypted(
     path: &Path,
-    encryption: Option<&crate::state::Encryption>,
+    encryption: Option<&crate::encryption::Encryption>,
 ) -> Result<Plan, Error> {
     let mut bytes = std::fs::read(path).map_err(|source| Error::Io {
         action: "read",
         path: path.to_path_buf(),
         source,
     })?;
-    if crate::state::encryption::is_encrypted(&bytes) {
+    if crate::encryption::is_encrypted(&bytes) {
         let shown = path.display().to_string();
         bytes = encryption
             .cloned()

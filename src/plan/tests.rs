@@ -456,7 +456,7 @@ async fn a_resource_removed_from_the_configuration_keeps_its_clusters_protection
     // Dropping one resource from a protected cluster: its deletion is refused.
     let remaining: Vec<DesiredResource> = protected
         .iter()
-        .filter(|d| d.addr.name != "config")
+        .filter(|d| d.address.name != "config")
         .cloned()
         .collect();
     assert!(remaining.len() < protected.len());
@@ -494,7 +494,9 @@ async fn attributes_secret_by_origin_are_masked_and_so_are_their_copies() {
         .insert("value".into(), json!("pass-from-age-1234"));
     resources[0].secrets = crate::graph::SecretAttributes {
         names: vec!["value".into()],
-        values: vec![crate::model::Sensitive::new("pass-from-age-1234".into())],
+        values: vec![crate::vocabulary::Sensitive::new(
+            "pass-from-age-1234".into(),
+        )],
     };
     let plan = rig.plan(&resources).await;
     let image = plan.change(&addr("image")).unwrap();
@@ -538,13 +540,13 @@ async fn saved_plans_are_encrypted_like_the_state() {
     let identity = age::x25519::Identity::generate();
     let encryption = crate::state::Encryption {
         identities: vec![crate::state::IdentitySource::Key(
-            crate::model::Sensitive::new(identity.to_string().expose_secret().to_string()),
+            crate::vocabulary::Sensitive::new(identity.to_string().expose_secret().to_string()),
         )],
         ..Default::default()
     };
     saved::save_encrypted(&made, &path, Some(&encryption)).unwrap();
     let bytes = std::fs::read(&path).unwrap();
-    assert!(crate::state::encryption::is_encrypted(&bytes));
+    assert!(crate::encryption::is_encrypted(&bytes));
     assert!(!String::from_utf8_lossy(&bytes).contains("plan-file-secret-77"));
     assert_eq!(
         saved::load_encrypted(&path, Some(&encryption)).unwrap(),

@@ -187,14 +187,14 @@ fn check_waiver_rules(cluster: &Cluster, config: &Configuration, problems: &mut 
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use crate::config::interpolate::Environment;
+    use crate::config::interpolate::Variables;
     use crate::config::{Configuration, Selection, load_config};
     use crate::diag::Problems;
     use crate::model::resolve_model;
     use std::path::Path;
 
     struct Token;
-    impl Environment for Token {
+    impl Variables for Token {
         fn var(&self, name: &str) -> Option<String> {
             (name == "PROXMOX_TOKEN").then(|| "root@pam!ci=secret".to_string())
         }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use infraflux_provider::Attributes;
 use serde::{Deserialize, Serialize};
 
-use crate::model::address::ResourceAddr;
+use crate::vocabulary::{Recorded, ResourceAddr};
 
 /// Bumped when the document's layout changes; older documents are migrated on load.
 pub const FORMAT_VERSION: u32 = 1;
@@ -49,6 +49,31 @@ impl StateDocument {
             resources: BTreeMap::new(),
             promotion: None,
         }
+    }
+}
+
+/// How the graph and placement read the document.
+impl Recorded for StateDocument {
+    fn environment(&self) -> &str {
+        &self.environment
+    }
+
+    fn addresses(&self) -> Vec<&ResourceAddr> {
+        self.resources.keys().collect()
+    }
+
+    fn contains(&self, address: &ResourceAddr) -> bool {
+        self.resources.contains_key(address)
+    }
+
+    fn attributes(&self, address: &ResourceAddr) -> Option<&Attributes> {
+        self.resources.get(address).map(|r| &r.attributes)
+    }
+
+    fn dependencies(&self, address: &ResourceAddr) -> &[ResourceAddr] {
+        self.resources
+            .get(address)
+            .map_or(&[], |r| r.dependencies.as_slice())
     }
 }
 

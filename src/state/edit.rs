@@ -2,7 +2,7 @@
 //! change the document only; the caller bumps the serial and persists under the lock.
 
 use super::{Error, ResourceState, StateDocument};
-use crate::model::address::ResourceAddr;
+use crate::vocabulary::ResourceAddr;
 
 impl StateDocument {
     /// Forget these resources (they keep running; InfraFlux stops managing them). Every

@@ -188,8 +188,8 @@ fn migrate_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::address::ResourceAddr;
     use crate::state::{ResourceState, ResourceStatus};
+    use crate::vocabulary::ResourceAddr;
     use serde_json::json;
 
     fn document() -> StateDocument {

@@ -9,7 +9,7 @@
 //!
 //! ## Encryption
 //! With an [`Encryption`] set, `<env>.json` and `<env>.json.backup` are ASCII-armored age
-//! files around the same checksummed JSON ([`super::encryption`]). A plaintext file still
+//! files around the same checksummed JSON ([`crate::encryption`]). A plaintext file still
 //! loads and is encrypted by the next write; that write also stores its backup (the
 //! plaintext version) encrypted, so no plaintext copy is left behind.
 //!
@@ -38,11 +38,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::encryption::{self, Encryption};
 use super::{
     Error, FORMAT_VERSION, LockGuard, LockInfo, StateDocument, StateStore, check_document,
     check_environment_name, format,
 };
+use crate::encryption::{self, Encryption};
 
 /// Where the local backend keeps state, relative to a project directory.
 pub const STATE_SUBDIRECTORY: &str = ".infraflux/state";
@@ -285,6 +285,7 @@ impl LocalStore {
             &path.display().to_string(),
         )
         .map(Some)
+        .map_err(Error::from)
     }
 
     /// Replace `target` with `bytes` atomically: a temporary file named `<prefix>…tmp`,
@@ -559,8 +560,8 @@ fn io_error(action: &'static str, path: &Path, source: io::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::address::ResourceAddr;
     use crate::state::{ResourceState, ResourceStatus};
+    use crate::vocabulary::ResourceAddr;
     use proptest::prelude::*;
     use serde_json::{Value, json};
 
@@ -1039,10 +1040,10 @@ mod tests {
 #[cfg(test)]
 mod encryption_tests {
     use super::*;
-    use crate::model::Sensitive;
-    use crate::state::encryption::tests::{keypair, with_key};
-    use crate::state::encryption::{ARMOR_HEADER, IdentitySource};
+    use crate::encryption::tests::{keypair, with_key};
+    use crate::encryption::{ARMOR_HEADER, IdentitySource};
     use crate::state::{ResourceState, ResourceStatus};
+    use crate::vocabulary::Sensitive;
     use serde_json::{Value, json};
 
     const SECRET: &str = "talos-ca-key-do-not-leak";
@@ -1283,7 +1284,7 @@ mod encryption_tests {
         assert!(matches!(store.load("dev"), Err(Error::WrongKey { .. })));
         assert!(matches!(
             with_key(&old).decrypt(&backup, "backup"),
-            Err(Error::WrongKey { .. })
+            Err(crate::encryption::Error::WrongKey { .. })
         ));
         // Rekey needs something to encrypt to.
         assert!(matches!(

@@ -4,7 +4,8 @@
 //! - [`document`]: the document (format version, lineage, serial, resources);
 //! - [`edit`]: the edits `infraflux state rm` and `state mv` make to a document;
 //! - [`sensitive`]: masking secret attributes for display;
-//! - [`encryption`]: age encryption of state files at rest;
+//! - encryption at rest is [`crate::encryption`]'s ([`Encryption`], re-exported here as
+//!   the type of [`StateStore::encryption`] and the backends' `with_encryption`);
 //! - [`format`](mod@format): the file envelope (checksum, format version, migrations), shared by
 //!   every backend that stores bytes;
 //! - [`lock`]: who holds a lock ([`LockInfo`]), whether its process is still alive;
@@ -16,7 +17,6 @@
 
 pub mod document;
 pub mod edit;
-pub mod encryption;
 pub mod format;
 pub mod local;
 pub mod lock;
@@ -27,12 +27,12 @@ pub mod sensitive;
 
 use std::time::{Duration, Instant};
 
+pub use crate::encryption::{Encryption, IdentitySource};
 pub use document::{FORMAT_VERSION, PromotionRecord, ResourceState, ResourceStatus, StateDocument};
-pub use encryption::{Encryption, IdentitySource};
 pub use local::LocalStore;
 pub use postgres::PostgresStore;
 
-use crate::model::address::ResourceAddr;
+use crate::vocabulary::ResourceAddr;
 
 /// Errors of the state layer.
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +161,24 @@ pub enum Error {
     LeaseLost { environment: String, id: String },
     #[error("{0}")]
     Other(String),
+}
+
+/// Encryption errors are state errors with the same messages, codes and help.
+impl From<crate::encryption::Error> for Error {
+    fn from(error: crate::encryption::Error) -> Self {
+        use crate::encryption::Error as E;
+        match error {
+            E::NoKey { path, passphrase } => Error::NoKey { path, passphrase },
+            E::WrongKey { path, passphrase } => Error::WrongKey { path, passphrase },
+            E::Config { reason } => Error::EncryptionConfig { reason },
+            E::Corrupt { path, reason } => Error::Corrupt {
+                path,
+                reason,
+                source: None,
+            },
+            E::Other(message) => Error::Other(message),
+        }
+    }
 }
 
 impl Error {

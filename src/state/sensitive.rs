@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::ResourceState;
 
 /// What a secret value prints as.
-pub const MASK: &str = crate::model::sensitive::MASK;
+pub const MASK: &str = crate::vocabulary::MASK;
 
 impl ResourceState {
     /// The attributes with every sensitive one replaced by [`MASK`]: the only form of

@@ -12,8 +12,8 @@ use infraflux_provider::Attributes;
 use serde_json::Value;
 
 use crate::graph::DesiredResource;
-use crate::model::address::ResourceAddr;
 use crate::state::{self, LockGuard, LockInfo, StateDocument, StateStore};
+use crate::vocabulary::ResourceAddr;
 
 /// `name` → `dev/w/mock_thing.<name>`; a full address is parsed as it is.
 pub fn addr(name: &str) -> ResourceAddr {
@@ -30,7 +30,7 @@ pub fn desired(name: &str, attributes: Value, depends_on: &[&str]) -> DesiredRes
     DesiredResource {
         provider: "mock".into(),
         kind: addr.kind.clone(),
-        addr,
+        address: addr,
         attributes: match attributes {
             Value::Object(map) => map,
             _ => Attributes::new(),

@@ -2,7 +2,7 @@ use infraflux_provider::{Diagnostic, Host, Severity, reference};
 use serde_json::json;
 
 use super::*;
-use crate::state::{ResourceState, ResourceStatus};
+use crate::state::{ResourceState, ResourceStatus, StateDocument};
 
 const GIB: u64 = 1 << 30;
 const HOSTS: [&str; 3] = ["pve1", "pve2", "pve3"];
@@ -22,7 +22,7 @@ fn machine(group: &str, name: &str, spread: Spread, memory: u64, allow: bool) ->
             .collect(),
     )]);
     DesiredResource {
-        addr: ResourceAddr::new(environment, cluster, "proxmox_vm", name),
+        address: ResourceAddr::new(environment, cluster, "proxmox_vm", name),
         provider: "proxmox".into(),
         kind: "proxmox_vm".into(),
         attributes: json!({"node": "pve1", "memory_mib": memory / (1 << 20)})
@@ -47,7 +47,7 @@ fn machine(group: &str, name: &str, spread: Spread, memory: u64, allow: bool) ->
 fn image(group: &str, host: &str) -> DesiredResource {
     let (environment, cluster) = group.split_once('/').unwrap();
     DesiredResource {
-        addr: ResourceAddr::new(
+        address: ResourceAddr::new(
             environment,
             cluster,
             "proxmox_image",
@@ -101,7 +101,7 @@ fn placed(resources: &[DesiredResource]) -> Vec<(String, String)> {
         .iter()
         .map(|r| {
             (
-                r.addr.name.clone(),
+                r.address.name.clone(),
                 r.attributes["node"].as_str().unwrap().to_string(),
             )
         })
@@ -135,7 +135,7 @@ fn existing(state: &mut StateDocument, resource: &DesiredResource, host: &str) {
     let mut attributes = resource.attributes.clone();
     attributes.insert("node".into(), json!(host));
     state.resources.insert(
-        resource.addr.clone(),
+        resource.address.clone(),
         ResourceState {
             kind: resource.kind.clone(),
             provider: "proxmox".into(),

@@ -24,9 +24,9 @@ use infraflux_provider::signal::{ClusterSignal, ReadyReport, ReadyRequest, Signa
 
 use crate::config::Selection;
 use crate::graph::DesiredResource;
-use crate::model::address::ResourceAddr;
 use crate::model::{Cluster, Model};
 use crate::state::StateDocument;
+use crate::vocabulary::ResourceAddr;
 
 use super::apply::{RunOptions, apply_environment};
 use super::context::{Context, Sink};
@@ -285,9 +285,9 @@ fn kubernetes_resources<'a>(
     desired: &'a [DesiredResource],
 ) -> impl Iterator<Item = &'a DesiredResource> {
     desired.iter().filter(move |d| {
-        d.provider == crate::graph::build::KUBERNETES
-            && d.addr.environment == cluster.environment
-            && d.addr.cluster == cluster.name
+        d.provider == crate::graph::desired::KUBERNETES
+            && d.address.environment == cluster.environment
+            && d.address.cluster == cluster.name
     })
 }
 
@@ -439,7 +439,7 @@ fn write_cluster_manifests(
             .render_manifests(&resource.kind, &resource.attributes)
             .map_err(|e| {
                 diagnostic_text(
-                    format!("cannot render {}: {e}", resource.addr),
+                    format!("cannot render {}: {e}", resource.address),
                     Some("fix the value in the configuration".into()),
                 )
             })?;

@@ -39,11 +39,11 @@ pub use connection::ConnectionString;
 use driver::Driver;
 use lease::{Attempt, LeaseGuard};
 
-use super::encryption::{self, Encryption};
 use super::{
     Error, LockGuard, LockInfo, StateDocument, StateStore, check_document, check_environment_name,
     format,
 };
+use crate::encryption::{self, Encryption};
 
 /// How long a lease lasts without renewal, unless configured (`INFRAFLUX_STATE_LEASE`).
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(120);
@@ -105,6 +105,12 @@ impl From<tokio_postgres::Error> for Failure {
 impl From<Error> for Failure {
     fn from(error: Error) -> Self {
         Failure::State(error)
+    }
+}
+
+impl From<crate::encryption::Error> for Failure {
+    fn from(error: crate::encryption::Error) -> Self {
+        Failure::State(error.into())
     }
 }
 
@@ -316,7 +322,7 @@ impl PostgresStore {
     fn seal(&self, document: &StateDocument) -> Result<Vec<u8>, Error> {
         let bytes = format::encode(document)?;
         match &self.encryption {
-            Some(encryption) => encryption.encrypt(&bytes),
+            Some(encryption) => Ok(encryption.encrypt(&bytes)?),
             None => {
                 if let Some(hook) = self.plaintext_hook {
                     hook();

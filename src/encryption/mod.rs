@@ -1,7 +1,9 @@
-//! State encryption at rest with [age](https://age-encryption.org).
+//! Encryption at rest with [age](https://age-encryption.org), for state, saved plans and
+//! configuration secrets (`config::secrets`), as OpenTofu's `internal/encryption`: its own
+//! module, not inside state, so that each of them can use it without the others.
 //!
 //! An encrypted state file is an ASCII-armored age file whose plaintext is the normal
-//! checksummed JSON envelope of [`super::format`], so `age -d -i key.txt prod.json`
+//! checksummed JSON envelope of `state::format`, so `age -d -i key.txt prod.json`
 //! prints the plain state. Files are encrypted either to X25519 recipients (`age1…`,
 //! any number: each one's identity decrypts) or to a passphrase (scrypt); age does not
 //! mix the two in one file.
@@ -18,8 +20,7 @@ use std::str::FromStr;
 
 use age::secrecy::SecretString;
 
-use super::Error;
-use crate::model::Sensitive;
+use crate::vocabulary::Sensitive;
 
 /// Comma-separated age X25519 recipients (`age1…`) state is encrypted to.
 pub const RECIPIENTS_VAR: &str = "INFRAFLUX_STATE_RECIPIENTS";
@@ -34,6 +35,33 @@ pub const PASSPHRASE_VAR: &str = "INFRAFLUX_STATE_PASSPHRASE";
 pub const ARMOR_HEADER: &str = "-----BEGIN AGE ENCRYPTED FILE-----";
 /// The start of a binary age file.
 pub const BINARY_HEADER: &str = "age-encryption.org/";
+
+/// Why something cannot be encrypted or decrypted. The messages are those of the state
+/// errors they become (`state::Error` converts each), naming the file and the setting,
+/// never the key.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "state file `{path}` is encrypted, and no {} is configured to decrypt it",
+        if *passphrase { "passphrase" } else { "age identity" }
+    )]
+    NoKey {
+        path: String,
+        /// The file is encrypted to a passphrase (else to X25519 recipients).
+        passphrase: bool,
+    },
+    #[error(
+        "state file `{path}` cannot be decrypted: {}",
+        if *passphrase { "the configured passphrase is wrong" } else { "it is encrypted to other keys than the configured identities" }
+    )]
+    WrongKey { path: String, passphrase: bool },
+    #[error("state encryption is misconfigured: {reason}")]
+    Config { reason: String },
+    #[error("state file `{path}` is corrupt: {reason}")]
+    Corrupt { path: String, reason: String },
+    #[error("{0}")]
+    Other(String),
+}
 
 /// Where an age identity (`AGE-SECRET-KEY-1…`) comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +113,7 @@ pub fn open(
 }
 
 fn config_error(reason: impl Into<String>) -> Error {
-    Error::EncryptionConfig {
+    Error::Config {
         reason: reason.into(),
     }
 }
@@ -182,7 +210,6 @@ impl Encryption {
         let damaged = |reason: String| Error::Corrupt {
             path: path.to_string(),
             reason,
-            source: None,
         };
         let reader = age::armor::ArmoredReader::new(bytes);
         let decryptor = age::Decryptor::new_buffered(reader)
@@ -305,7 +332,7 @@ pub(crate) mod tests {
             ..Encryption::default()
         };
         let error = encryption.encrypt(b"x").unwrap_err();
-        assert!(matches!(error, Error::EncryptionConfig { .. }), "{error}");
+        assert!(matches!(error, Error::Config { .. }), "{error}");
         assert!(error.to_string().contains("`age1bogus`"), "{error}");
         let (secret_key, _) = keypair();
         let encryption = Encryption {
@@ -323,7 +350,7 @@ pub(crate) mod tests {
         };
         assert!(matches!(
             encryption.encrypt(b"x"),
-            Err(Error::EncryptionConfig { .. })
+            Err(Error::Config { .. })
         ));
     }
 }

@@ -15,8 +15,8 @@ use sha2::{Digest, Sha256};
 
 use super::DesiredResource;
 use super::placement::{Rule, Spread};
-use crate::model::address::ResourceAddr;
 use crate::model::{Cluster, HostKey, Machine, Model, NodeRole, ServiceKind, Tls};
+use crate::vocabulary::ResourceAddr;
 
 pub const PROXMOX: &str = "proxmox";
 pub const TALOS: &str = "talos";
@@ -37,7 +37,7 @@ pub fn build_desired(model: &Model) -> Vec<DesiredResource> {
 /// repository URL): found by value, so it does not matter which model field carried it.
 fn mark_secret_attributes(
     resources: &mut [DesiredResource],
-    secrets: &crate::config::secrets::SecretValues,
+    secrets: &crate::vocabulary::SecretStrings,
 ) {
     if secrets.is_empty() {
         return;
@@ -57,7 +57,7 @@ fn mark_secret_attributes(
             names,
             values: values
                 .into_iter()
-                .map(crate::model::Sensitive::new)
+                .map(crate::vocabulary::Sensitive::new)
                 .collect(),
         };
     }
@@ -97,7 +97,7 @@ fn resource(
     origin: String,
 ) -> DesiredResource {
     DesiredResource {
-        addr: addr(cluster, kind, name),
+        address: addr(cluster, kind, name),
         provider: provider.to_string(),
         kind: kind.to_string(),
         attributes,
@@ -223,7 +223,7 @@ fn images(cluster: &Cluster, out: &mut Vec<DesiredResource>) -> Vec<(String, Res
             group: cluster.id(),
             host: node.clone(),
         });
-        images.push((node.clone(), image.addr.clone()));
+        images.push((node.clone(), image.address.clone()));
         out.push(image);
     }
     images
@@ -363,7 +363,7 @@ fn talos_secrets(cluster: &Cluster, out: &mut Vec<DesiredResource>) -> ResourceA
         Vec::new(),
         format!("cluster {}", cluster.id()),
     );
-    let addr = secrets.addr.clone();
+    let addr = secrets.address.clone();
     out.push(secrets);
     addr
 }
@@ -405,7 +405,7 @@ fn machine_configs(
             vec![addr(cluster, "proxmox_vm", &machine.name)],
             format!("cluster {}, node pool {}", cluster.id(), machine.pool),
         );
-        configs.push(config.addr.clone());
+        configs.push(config.address.clone());
         out.push(config);
     }
     configs
@@ -439,7 +439,7 @@ fn talos_bootstrap(
         configs.get(first).cloned().into_iter().collect(),
         format!("cluster {}, first control plane", cluster.id()),
     );
-    let addr = bootstrap.addr.clone();
+    let addr = bootstrap.address.clone();
     out.push(bootstrap);
     addr
 }
@@ -468,7 +468,7 @@ fn talos_kubeconfig(
         vec![bootstrap.clone()],
         format!("cluster {}", cluster.id()),
     );
-    let addr = kubeconfig.addr.clone();
+    let addr = kubeconfig.address.clone();
     out.push(kubeconfig);
     addr
 }
@@ -543,11 +543,11 @@ fn platform_services(
             format!("cluster {}, platform.{}", cluster.id(), service.kind.key()),
         );
         match service.kind {
-            ServiceKind::Cilium => cilium = Some(platform.addr.clone()),
-            ServiceKind::Argocd => argocd = Some(platform.addr.clone()),
+            ServiceKind::Cilium => cilium = Some(platform.address.clone()),
+            ServiceKind::Argocd => argocd = Some(platform.address.clone()),
             _ => {}
         }
-        addresses.push(platform.addr.clone());
+        addresses.push(platform.address.clone());
         out.push(platform);
     }
     addresses
@@ -585,7 +585,7 @@ fn namespaces(
             cluster.environment
         ),
     );
-    let addr = namespace.addr.clone();
+    let addr = namespace.address.clone();
     out.push(namespace);
     vec![addr]
 }
@@ -629,7 +629,7 @@ fn handoff(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Environment as EnvLookup, Selection, load_config};
+    use crate::config::{Selection, Variables as EnvLookup, load_config};
     use crate::graph::{GraphOptions, ResourceGraph};
     use crate::model::resolve_model;
     use crate::state::StateDocument;
@@ -724,7 +724,7 @@ mod tests {
         let order: Vec<String> = graph
             .execution_order()
             .iter()
-            .map(|v| v.addr().to_string())
+            .map(|v| v.address().to_string())
             .collect();
         let position = |suffix: &str| {
             order

@@ -1,0 +1,27 @@
+//! What state records, as the stages before it (the graph, placement) ask for it: they
+//! read recorded resources through [`Recorded`] and never depend on the state module,
+//! whose document implements it (`state::StateDocument`).
+
+use infraflux_provider::Attributes;
+
+use super::address::ResourceAddr;
+
+/// One environment's recorded resources.
+pub trait Recorded {
+    /// The environment the record is of.
+    fn environment(&self) -> &str;
+
+    /// Every recorded resource's address, in address order.
+    fn addresses(&self) -> Vec<&ResourceAddr>;
+
+    /// Whether `address` is recorded.
+    fn contains(&self, address: &ResourceAddr) -> bool {
+        self.attributes(address).is_some()
+    }
+
+    /// The recorded attributes of `address` (`None`: not recorded).
+    fn attributes(&self, address: &ResourceAddr) -> Option<&Attributes>;
+
+    /// What `address` depended on when it was last applied (empty when not recorded).
+    fn dependencies(&self, address: &ResourceAddr) -> &[ResourceAddr];
+}
