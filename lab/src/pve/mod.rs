@@ -134,7 +134,7 @@ fn tls_config(address: SocketAddr) -> std::io::Result<(rustls::ServerConfig, Str
         .push(rcgen::DnType::CommonName, "infraflux-lab PVE");
     let certificate = params.self_signed(&key).map_err(std::io::Error::other)?;
     let der = certificate.der().clone();
-    let fingerprint = infraflux_proxmox::fingerprint_of(der.as_ref());
+    let fingerprint = fingerprint_of(der.as_ref());
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -146,6 +146,17 @@ fn tls_config(address: SocketAddr) -> std::io::Result<(rustls::ServerConfig, Str
     .map_err(std::io::Error::other)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok((config, fingerprint))
+}
+
+/// `AB:CD:…`: the SHA-256 of a DER certificate as `proxmox.tls.fingerprint` takes it
+/// (the format of `infraflux_proxmox::fingerprint_of`; the tests pin it with that client).
+fn fingerprint_of(certificate: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(certificate)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 async fn serve(
