@@ -9,7 +9,8 @@
 //! allocated volumes and generated MACs, tags sorted, a `digest` on config reads, node
 //! entries with `maxmem`/`mem` in `/cluster/resources`. It simulates, it does not
 //! emulate: disks are entries in a list, downloads fetch nothing, and what runs in a VM
-//! is whatever the lab's [`Machines`] starts when the VM starts.
+//! is whatever the caller's [`Machines`] starts when the VM starts (in `infraflux lab`,
+//! its `src/lab/machines.rs`).
 
 pub mod api;
 pub mod model;
