@@ -27,8 +27,8 @@ use infraflux_kubernetes::api::{ApplyOptions, KubeApi};
 use infraflux_kubernetes::apply::apply_manifests;
 use infraflux_kubernetes::client::{ClientOptions, KubeClient, Kubeconfig};
 use infraflux_kubernetes::provider::{Connector, KubernetesProvider, ProviderOptions};
-use infraflux_kubernetes::testing::{FakeApiServer, ready_reactor};
 use infraflux_kubernetes::wait::WaitOptions;
+use infraflux_lab::kubernetes::{FakeApiServer, ready_reactor};
 use infraflux_provider::Provider;
 use infraflux_provider_mock::{MockProvider, Op};
 

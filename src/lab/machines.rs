@@ -19,11 +19,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use infraflux_kubernetes::testing::{FakeApiServer, ready_reactor};
-use infraflux_talos::testing::{ClusterBootstrapped, FakeNode, NodeEvent, NodeIdentity, Trustd};
+use infraflux_lab::kubernetes::{FakeApiServer, ready_reactor};
+use infraflux_lab::pve::{Booted, Machines};
+use infraflux_lab::talos::{ClusterBootstrapped, FakeNode, NodeEvent, NodeIdentity, Trustd};
 use serde_json::json;
-
-use super::pve::{Booted, Machines};
 
 /// The Talos API port of every lab VM.
 pub const TALOS_PORT: u16 = 50000;

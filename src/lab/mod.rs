@@ -1,7 +1,9 @@
 //! The local lab (feature `lab`): the whole pipeline on loopback, with the real
 //! providers. Only the endpoints differ from a real run.
 //!
-//! - [`pve`]: a Proxmox VE API simulator (HTTPS, token auth, PVE's shapes);
+//! The simulators themselves live in the `infraflux-lab` crate; this module wires them:
+//!
+//! - `infraflux_lab::pve`: a Proxmox VE API simulator (HTTPS, token auth, PVE's shapes);
 //! - [`machines`]: what runs in the simulated VMs: a fake Talos node on each VM's
 //!   address (`127.N.0.x:50000`) while it runs, and a fake Kubernetes API on the
 //!   cluster's VIP (`127.N.0.5:6443`, TLS from the cluster's own CA) once bootstrapped;
@@ -11,15 +13,14 @@
 pub mod machines;
 pub mod overlay;
 pub mod process;
-pub mod pve;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use infraflux_lab::pve::{ClusterOptions, PveSimulator};
 use machines::LabMachines;
 use overlay::{Connection, LabLayout};
-use pve::{ClusterOptions, PveSimulator};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

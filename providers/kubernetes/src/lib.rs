@@ -13,8 +13,10 @@
 //! - [`apply`]: phase-ordered server-side apply that writes only what differs;
 //! - [`provider`]: the `Provider` implementation (`kubernetes_platform`,
 //!   `kubernetes_namespace`, `kubernetes_handoff`) and [`provider::render_resource`],
-//!   which the `infraflux-kubernetes --render DIR` helper uses;
-//! - `testing` (feature): a fake API server on 127.0.0.1 for tests.
+//!   which the `infraflux-kubernetes --render DIR` helper uses.
+//!
+//! The fake API server its tests run against lives in `infraflux-lab`
+//! (`infraflux_lab::kubernetes`), not here.
 
 pub mod api;
 pub mod apply;
@@ -25,6 +27,4 @@ pub mod provider;
 pub mod readiness;
 pub mod render;
 pub mod signal;
-#[cfg(feature = "testing")]
-pub mod testing;
 pub mod wait;

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use infraflux_kubernetes::api::{ApiError, ApplyOptions, KubeApi};
 use infraflux_kubernetes::client::{ClientOptions, KubeClient, Kubeconfig};
 use infraflux_kubernetes::object::ObjectRef;
-use infraflux_kubernetes::testing::FakeApiServer;
+use infraflux_lab::kubernetes::FakeApiServer;
 
 async fn client(server: &FakeApiServer) -> KubeClient {
     KubeClient::new(

@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use infraflux_kubernetes::provider::{
     HANDOFF, KubernetesProvider, NAMESPACE, PLATFORM, ProviderOptions,
 };
-use infraflux_kubernetes::testing::{FakeApiServer, ready_reactor};
 use infraflux_kubernetes::wait::WaitOptions;
+use infraflux_lab::kubernetes::{FakeApiServer, ready_reactor};
 use infraflux_provider::{
     Attributes, CreateRequest, PlanRequest, Provider, ReadItem, ReadOutcome, ReadRequest,
     ResourceRef, UpdateRequest,
@@ -231,7 +231,7 @@ async fn bootstrap_then_rerun_writes_nothing() {
 async fn a_degraded_application_fails_with_its_message() {
     let server = FakeApiServer::start().await.unwrap();
     server.set_reactor(std::sync::Arc::new(|object: &mut Value| {
-        infraflux_kubernetes::testing::make_ready(object);
+        infraflux_lab::kubernetes::make_ready(object);
         if object["kind"] == "Application" && object["metadata"]["name"] == "prod-workload" {
             object["status"]["health"] = json!({"status": "Degraded"});
             object["status"]["resources"] = json!([{"kind": "Deployment", "namespace": "prod",

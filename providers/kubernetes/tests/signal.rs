@@ -11,8 +11,8 @@ use infraflux_kubernetes::apply::apply_manifests;
 use infraflux_kubernetes::client::{ClientOptions, KubeClient, Kubeconfig};
 use infraflux_kubernetes::provider::{HANDOFF, NAMESPACE, PLATFORM, render_resource};
 use infraflux_kubernetes::signal::{self, CheckState, Expectations, Outcome};
-use infraflux_kubernetes::testing::{FakeApiServer, ready_reactor};
 use infraflux_kubernetes::wait::WaitOptions;
+use infraflux_lab::kubernetes::{FakeApiServer, ready_reactor};
 use infraflux_provider::Attributes;
 
 fn attrs(value: Value) -> Attributes {

@@ -8,9 +8,9 @@
 //! - [`provider`]: the `Provider` implementation for `talos_secrets`,
 //!   `talos_machine_config`, `talos_bootstrap` and `talos_kubeconfig`;
 //! - [`ready`]: waiting for API, etcd and kubelet, with a caller-chosen deadline;
-//! - [`testing`] (feature `testing`): an in-process fake Talos node.
 //!
-//! Providers depend on `infraflux-provider` only, never on the engine.
+//! Providers depend on `infraflux-provider` only, never on the engine. The fake Talos
+//! node its tests run against lives in `infraflux-lab` (`infraflux_lab::talos`), not here.
 
 pub mod api;
 pub mod config;
@@ -18,8 +18,6 @@ mod error;
 pub mod provider;
 pub mod ready;
 pub mod secrets;
-#[cfg(feature = "testing")]
-pub mod testing;
 
 pub use error::{ApiErrorKind, Error, Result};
 pub use provider::TalosProvider;

@@ -3,6 +3,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use infraflux_lab::talos::{FakeNode, Stage};
 use infraflux_talos::ApiErrorKind;
 use infraflux_talos::api::{
     ApplyMode, BootstrapOutcome, ClientIdentity, ConnectOptions, Credentials, NodeClient, NodeMode,
@@ -10,7 +11,6 @@ use infraflux_talos::api::{
 };
 use infraflux_talos::config::{ClusterSettings, NodeSettings, Renderer, Role, installer_image};
 use infraflux_talos::secrets::ClusterSecrets;
-use infraflux_talos::testing::{FakeNode, Stage};
 
 fn secrets() -> &'static ClusterSecrets {
     static SECRETS: OnceLock<ClusterSecrets> = OnceLock::new();

@@ -3,6 +3,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use infraflux_lab::talos::{FakeNode, Stage};
 use infraflux_provider::{
     Attributes, CreateRequest, ErrorKind, ImportRequest, PlanRequest, Provider, ReadItem,
     ReadOutcome, ReadRequest, ResourceRef, UpdateRequest, is_unknown,
@@ -12,7 +13,6 @@ use infraflux_talos::api::{ClientIdentity, ConnectOptions};
 use infraflux_talos::config::Role;
 use infraflux_talos::ready::{ReadyTarget, WaitOptions, wait_ready};
 use infraflux_talos::secrets::ClusterSecrets;
-use infraflux_talos::testing::{FakeNode, Stage};
 use serde_json::{Value, json};
 
 fn connect() -> ConnectOptions {
@@ -448,8 +448,8 @@ async fn secrets_survive_updates_and_import_reads_talosctl_secrets_yaml() {
 
 #[tokio::test]
 async fn lab_nodes_share_trustd_and_report_configuration_and_bootstrap() {
+    use infraflux_lab::talos::{NodeEvent, Trustd};
     use infraflux_talos::api::{Credentials, NodeClient};
-    use infraflux_talos::testing::{NodeEvent, Trustd};
     use std::sync::{Arc, Mutex};
 
     let provider = provider();

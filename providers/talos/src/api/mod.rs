@@ -25,8 +25,9 @@ pub use client::{
 };
 pub use tls::{ClientIdentity, Credentials};
 
-#[cfg(feature = "testing")]
-pub(crate) use tls::{certificates, private_key, provider as crypto_provider};
+/// PEM → rustls helpers, public for servers that speak this API (the fake node of
+/// `infraflux-lab`), so that both sides read Talos's PEM the same way.
+pub use tls::{certificates, private_key, provider as crypto_provider};
 
 /// Pack a kubeconfig the way Talos streams it: a gzip-compressed tar holding one file
 /// named `kubeconfig`.

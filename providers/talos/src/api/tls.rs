@@ -49,11 +49,13 @@ impl ClientIdentity {
     }
 }
 
-pub(crate) fn provider() -> Arc<CryptoProvider> {
+/// The rustls crypto provider of every Talos connection (ring).
+pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-pub(crate) fn certificates(pem_text: &str, node: &str) -> Result<Vec<CertificateDer<'static>>> {
+/// Every `CERTIFICATE` block of `pem_text` (an error names `node` when there is none).
+pub fn certificates(pem_text: &str, node: &str) -> Result<Vec<CertificateDer<'static>>> {
     let blocks = pem::parse_many(pem_text).map_err(|_| Error::Tls {
         node: node.to_string(),
         message: "a certificate is not PEM".into(),
@@ -72,8 +74,9 @@ pub(crate) fn certificates(pem_text: &str, node: &str) -> Result<Vec<Certificate
     Ok(certificates)
 }
 
-/// Talos writes Ed25519 keys as PKCS#8 under the label `ED25519 PRIVATE KEY`.
-pub(crate) fn private_key(pem_text: &str, node: &str) -> Result<PrivateKeyDer<'static>> {
+/// The private key of `pem_text`. Talos writes Ed25519 keys as PKCS#8 under the label
+/// `ED25519 PRIVATE KEY`.
+pub fn private_key(pem_text: &str, node: &str) -> Result<PrivateKeyDer<'static>> {
     let bad = |message: &str| Error::Tls {
         node: node.to_string(),
         message: message.to_string(),

@@ -1,7 +1,8 @@
 //! The endpoints: authentication, routing by the schema's path patterns, parameter
 //! checks, and one handler per endpoint. Writes that PVE runs as workers answer a UPID
-//! and run as [`Task`](super::model::Task)s; starting a VM calls the lab's
-//! [`Machines`] (the fake Talos node on the VM's address) before the task ends.
+//! and run as [`Task`](super::model::Task)s; starting a VM calls the caller's
+//! [`Machines`] (in `infraflux lab`: a fake Talos node on the VM's address) before the
+//! task ends.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

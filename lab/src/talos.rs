@@ -1,4 +1,4 @@
-//! A fake Talos node for tests (feature `testing`): an in-process tonic server on a
+//! A fake Talos node: an in-process tonic server on a
 //! loopback address that speaks the same `machine.MachineService` subset as a real node
 //! and keeps the state a provisioner cares about.
 //!
@@ -40,20 +40,20 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::Connected;
 use tonic::{Request, Response, Status};
 
-use crate::api::generated::common::Data;
-use crate::api::generated::machine::apply_configuration_request::Mode;
-use crate::api::generated::machine::machine_service_server::{
+use infraflux_talos::api::generated::common::Data;
+use infraflux_talos::api::generated::machine::apply_configuration_request::Mode;
+use infraflux_talos::api::generated::machine::machine_service_server::{
     MachineService, MachineServiceServer,
 };
-use crate::api::generated::machine::{
+use infraflux_talos::api::generated::machine::{
     ApplyConfiguration, ApplyConfigurationRequest, ApplyConfigurationResponse, Bootstrap,
     BootstrapRequest, BootstrapResponse, EtcdMember, EtcdMemberListRequest, EtcdMemberListResponse,
     EtcdMembers, PlatformInfo, ServiceHealth, ServiceInfo, ServiceList, ServiceListResponse,
     Version, VersionInfo, VersionResponse,
 };
-use crate::api::{certificates, crypto_provider, pack_kubeconfig, private_key};
-use crate::config::parse_documents;
-use crate::secrets::{
+use infraflux_talos::api::{certificates, crypto_provider, pack_kubeconfig, private_key};
+use infraflux_talos::config::parse_documents;
+use infraflux_talos::secrets::{
     CertificateAndKey, issue_kubernetes_client_certificate, issue_kubernetes_server_certificate,
     issue_server_certificate,
 };

@@ -9,7 +9,8 @@
 //! allocated volumes and generated MACs, tags sorted, a `digest` on config reads, node
 //! entries with `maxmem`/`mem` in `/cluster/resources`. It simulates, it does not
 //! emulate: disks are entries in a list, downloads fetch nothing, and what runs in a VM
-//! is whatever the lab's [`Machines`] starts when the VM starts.
+//! is whatever the caller's [`Machines`] starts when the VM starts (in `infraflux lab`,
+//! its `src/lab/machines.rs`).
 
 pub mod api;
 pub mod model;
@@ -134,7 +135,7 @@ fn tls_config(address: SocketAddr) -> std::io::Result<(rustls::ServerConfig, Str
         .push(rcgen::DnType::CommonName, "infraflux-lab PVE");
     let certificate = params.self_signed(&key).map_err(std::io::Error::other)?;
     let der = certificate.der().clone();
-    let fingerprint = infraflux_proxmox::fingerprint_of(der.as_ref());
+    let fingerprint = fingerprint_of(der.as_ref());
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -146,6 +147,17 @@ fn tls_config(address: SocketAddr) -> std::io::Result<(rustls::ServerConfig, Str
     .map_err(std::io::Error::other)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok((config, fingerprint))
+}
+
+/// `AB:CD:…`: the SHA-256 of a DER certificate as `proxmox.tls.fingerprint` takes it
+/// (the format of `infraflux_proxmox::fingerprint_of`; the tests pin it with that client).
+fn fingerprint_of(certificate: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(certificate)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 async fn serve(

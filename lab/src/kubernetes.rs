@@ -1,4 +1,4 @@
-//! A fake Kubernetes API server for tests (feature `testing`), here and in the engine's
+//! A fake Kubernetes API server, for the Kubernetes provider's tests and the engine's
 //! lab: plain HTTP on 127.0.0.1 ([`FakeApiServer::start`]), or HTTPS on a given loopback
 //! address with a server certificate and, optionally, client certificates verified
 //! against a CA, as a cluster's real endpoint serves ([`FakeApiServer::start_tls`]);
