@@ -1,10 +1,10 @@
 //! `infraflux state …` over a temporary directory holding state written through the
 //! library.
 
+mod support;
+
 use std::path::Path;
 
-use assert_cmd::Command;
-use assert_cmd::cargo::cargo_bin_cmd;
 use infraflux::model::Sensitive;
 use infraflux::model::address::ResourceAddr;
 use infraflux::state::{
@@ -13,6 +13,7 @@ use infraflux::state::{
 };
 use predicates::prelude::*;
 use serde_json::{Value, json};
+use support::TestContext;
 
 const SECRET: &str = "hunter2-do-not-print";
 
@@ -71,19 +72,10 @@ fn write_state(project: &Path) -> LocalStore {
     store
 }
 
-fn infraflux(project: &Path) -> Command {
-    let mut command = cargo_bin_cmd!("infraflux");
-    command
-        .current_dir(project)
-        .env_remove("INFRAFLUX_STATE_DIR")
-        .env_remove("INFRAFLUX_STATE_RECIPIENTS")
-        .env_remove("INFRAFLUX_STATE_IDENTITY_FILE")
-        .env_remove("INFRAFLUX_STATE_IDENTITY")
-        .env_remove("INFRAFLUX_STATE_PASSPHRASE")
-        .env("NO_COLOR", "1")
-        // Plain diagnostics: no box drawing and no wrapping at 80 columns.
-        .env("NO_GRAPHICS", "1");
-    command
+/// A project directory for state; plain diagnostics (no box drawing and no wrapping at
+/// 80 columns).
+fn context() -> TestContext {
+    TestContext::new().env("NO_GRAPHICS", "1")
 }
 
 fn stdout(output: &std::process::Output) -> String {
@@ -96,9 +88,10 @@ fn stderr(output: &std::process::Output) -> String {
 
 #[test]
 fn list_prints_addresses_one_per_line() {
-    let project = tempfile::tempdir().unwrap();
+    let project = context();
     write_state(project.path());
-    infraflux(project.path())
+    project
+        .command()
         .args(["state", "list"])
         .assert()
         .success()
@@ -108,13 +101,15 @@ fn list_prints_addresses_one_per_line() {
              dev/workload/talos_machine_config.cp-1\n\
              prod/edge/proxmox_vm.w-1\n",
         );
-    infraflux(project.path())
+    project
+        .command()
         .args(["state", "list", "--env", "prod"])
         .assert()
         .success()
         .stdout("prod/edge/proxmox_vm.w-1\n");
     // An environment without state lists nothing and says so on stderr.
-    infraflux(project.path())
+    project
+        .command()
         .args(["state", "list", "--env", "staging"])
         .assert()
         .success()
@@ -126,9 +121,10 @@ fn list_prints_addresses_one_per_line() {
 
 #[test]
 fn list_json_describes_each_resource() {
-    let project = tempfile::tempdir().unwrap();
+    let project = context();
     write_state(project.path());
-    let output = infraflux(project.path())
+    let output = project
+        .command()
         .args(["state", "list", "--env", "dev", "--json"])
         .output()
         .unwrap();
@@ -149,22 +145,25 @@ fn list_json_describes_each_resource() {
 
 #[test]
 fn the_state_directory_comes_from_the_flag_or_the_environment() {
-    let project = tempfile::tempdir().unwrap();
+    let project = context();
     write_state(project.path());
-    let elsewhere = tempfile::tempdir().unwrap();
-    infraflux(elsewhere.path())
+    let elsewhere = context();
+    elsewhere
+        .command()
         .args(["state", "list", "--env", "prod", "--state-dir"])
         .arg(project.path())
         .assert()
         .success()
         .stdout("prod/edge/proxmox_vm.w-1\n");
-    infraflux(elsewhere.path())
+    elsewhere
+        .command()
         .args(["state", "list", "--env", "prod"])
         .env("INFRAFLUX_STATE_DIR", project.path())
         .assert()
         .success()
         .stdout("prod/edge/proxmox_vm.w-1\n");
-    infraflux(elsewhere.path())
+    elsewhere
+        .command()
         .args(["state", "list"])
         .assert()
         .success()
@@ -173,9 +172,10 @@ fn the_state_directory_comes_from_the_flag_or_the_environment() {
 
 #[test]
 fn show_masks_sensitive_attributes() {
-    let project = tempfile::tempdir().unwrap();
+    let project = context();
     write_state(project.path());
-    let output = infraflux(project.path())
+    let output = project
+        .command()
         .args(["state", "show", "dev/workload/proxmox_vm.cp-1"])
         .output()
         .unwrap();
@@ -190,7 +190,8 @@ fn show_masks_sensitive_attributes() {
         json!({"name": "cp-1", "cores": 4, "password": "(sensitive)", "tls": {"key": "(sensitive)", "cert": "PUBLIC"}})
     );
 
-    let output = infraflux(project.path())
+    let output = project
+        .command()
         .args([
             "state",
             "show",
@@ -210,15 +211,17 @@ fn show_masks_sensitive_attributes() {
 
 #[test]
 fn show_explains_bad_addresses_and_missing_resources() {
-    let project = tempfile::tempdir().unwrap();
+    let project = context();
     write_state(project.path());
-    infraflux(project.path())
+    project
+        .command()
         .args(["state", "show", "dev/proxmox_vm.cp-1"])
         .assert()
         .code(1)
         .stderr(predicate::str::contains("invalid resource address"))
         .stderr(predicate::str::contains("help"));
-    infraflux(project.path())
+    project
+        .command()
         .args(["state", "show", "dev/workload/proxmox_vm.nope"])
         .assert()
         .code(1)
@@ -226,7 +229,8 @@ fn show_explains_bad_addresses_and_missing_resources() {
             "no resource `dev/workload/proxmox_vm.nope` in the state of environment `dev`",
         ))
         .stderr(predicate::str::contains("infraflux state list --env dev"));
-    infraflux(project.path())
+    project
+        .command()
         .args(["state", "show", "staging/workload/proxmox_vm.cp-1"])
         .assert()
         .code(1)
@@ -238,9 +242,10 @@ fn show_explains_bad_addresses_and_missing_resources() {
 
 #[test]
 fn rm_removes_under_the_lock_and_bumps_the_serial() {
-    let project = tempfile::tempdir().unwrap();
+    let project = context();
     let store = write_state(project.path());
-    infraflux(project.path())
+    project
+        .command()
         .args([
             "state",
             "rm",
@@ -262,10 +267,11 @@ fn rm_removes_under_the_lock_and_bumps_the_serial() {
 
 #[test]
 fn rm_of_a_missing_resource_changes_nothing() {
-    let project = tempfile::tempdir().unwrap();
+    let project = context();
     let store = write_state(project.path());
     let before = store.load("dev").unwrap();
-    infraflux(project.path())
+    project
+        .command()
         .args([
             "state",
             "rm",
@@ -282,9 +288,10 @@ fn rm_of_a_missing_resource_changes_nothing() {
 
 #[test]
 fn mv_renames_and_refuses_conflicts() {
-    let project = tempfile::tempdir().unwrap();
+    let project = context();
     let store = write_state(project.path());
-    infraflux(project.path())
+    project
+        .command()
         .args([
             "state",
             "mv",
@@ -312,7 +319,8 @@ fn mv_renames_and_refuses_conflicts() {
         ),
         ("prod/workload/proxmox_vm.cp-9", "different environments"),
     ] {
-        infraflux(project.path())
+        project
+            .command()
             .args(["state", "mv", "dev/workload/proxmox_vm.cp-9", to])
             .assert()
             .code(1)
@@ -324,10 +332,11 @@ fn mv_renames_and_refuses_conflicts() {
 
 #[test]
 fn a_held_lock_names_its_holder_and_blocks_edits() {
-    let project = tempfile::tempdir().unwrap();
+    let project = context();
     let store = write_state(project.path());
     let guard = store.lock("dev", LockInfo::new("apply")).unwrap();
-    let output = infraflux(project.path())
+    let output = project
+        .command()
         .args(["state", "rm", "dev/workload/proxmox_vm.cp-2"])
         .output()
         .unwrap();
@@ -346,7 +355,8 @@ fn a_held_lock_names_its_holder_and_blocks_edits() {
     }
     assert!(!text.contains("STALE"), "{text}");
     // With a timeout it waits, then fails the same way.
-    infraflux(project.path())
+    project
+        .command()
         .args([
             "state",
             "mv",
@@ -364,13 +374,11 @@ fn a_held_lock_names_its_holder_and_blocks_edits() {
 
 #[test]
 fn a_lock_released_while_waiting_lets_the_edit_through() {
-    let project = tempfile::tempdir().unwrap();
+    let project = context();
     let store = write_state(project.path());
     let guard = store.lock("dev", LockInfo::new("apply")).unwrap();
-    let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin!("infraflux"));
-    let child = command
-        .current_dir(project.path())
-        .env_remove("INFRAFLUX_STATE_DIR")
+    let child = project
+        .std_command()
         .args([
             "state",
             "rm",
@@ -392,7 +400,7 @@ fn a_lock_released_while_waiting_lets_the_edit_through() {
 
 #[test]
 fn a_stale_lock_says_so_and_how_to_break_it() {
-    let project = tempfile::tempdir().unwrap();
+    let project = context();
     let store = write_state(project.path());
     let mut child = std::process::Command::new("sh")
         .args(["-c", "exit 0"])
@@ -403,7 +411,8 @@ fn a_stale_lock_says_so_and_how_to_break_it() {
     child.wait().unwrap();
     std::fs::write(store.lock_path("dev"), serde_json::to_vec(&info).unwrap()).unwrap();
 
-    let output = infraflux(project.path())
+    let output = project
+        .command()
         .args(["state", "rm", "dev/workload/proxmox_vm.cp-2"])
         .output()
         .unwrap();
@@ -416,14 +425,16 @@ fn a_stale_lock_says_so_and_how_to_break_it() {
     );
 
     // The wrong ID is refused and the lock stays.
-    infraflux(project.path())
+    project
+        .command()
         .args(["state", "unlock", "not-the-id", "--env", "dev"])
         .assert()
         .code(1)
         .stderr(predicate::str::contains(
             "lock ID `not-the-id` does not match the lock on environment `dev`",
         ));
-    infraflux(project.path())
+    project
+        .command()
         .args(["state", "unlock", "not-the-id"])
         .assert()
         .code(1)
@@ -432,17 +443,20 @@ fn a_stale_lock_says_so_and_how_to_break_it() {
     assert!(store.lock_path("dev").exists());
 
     // The right ID breaks it (the environment is found from the ID).
-    infraflux(project.path())
+    project
+        .command()
         .args(["state", "unlock", &info.id])
         .assert()
         .success()
         .stdout(predicate::str::contains("unlocked environment `dev`"));
     assert!(!store.lock_path("dev").exists());
-    infraflux(project.path())
+    project
+        .command()
         .args(["state", "rm", "dev/workload/proxmox_vm.cp-2"])
         .assert()
         .success();
-    infraflux(project.path())
+    project
+        .command()
         .args(["state", "unlock", &info.id, "--env", "dev"])
         .assert()
         .code(1)
@@ -451,19 +465,21 @@ fn a_stale_lock_says_so_and_how_to_break_it() {
 
 #[test]
 fn a_corrupt_state_file_points_at_the_backup() {
-    let project = tempfile::tempdir().unwrap();
+    let project = context();
     let store = write_state(project.path());
     let path = store.state_path("dev");
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, text.replace("\"cores\": 4", "\"cores\": 40")).unwrap();
-    infraflux(project.path())
+    project
+        .command()
         .args(["state", "list", "--env", "dev"])
         .assert()
         .code(1)
         .stderr(predicate::str::contains("is corrupt: checksum mismatch"))
         .stderr(predicate::str::contains("dev.json.backup"));
     std::fs::write(&path, &text[..text.len() / 3]).unwrap();
-    infraflux(project.path())
+    project
+        .command()
         .args(["state", "show", "dev/workload/proxmox_vm.cp-1"])
         .assert()
         .code(1)
@@ -473,8 +489,9 @@ fn a_corrupt_state_file_points_at_the_backup() {
 
 #[test]
 fn a_bad_lock_timeout_is_a_usage_error() {
-    let project = tempfile::tempdir().unwrap();
-    infraflux(project.path())
+    let project = context();
+    project
+        .command()
         .args([
             "state",
             "rm",
@@ -506,9 +523,10 @@ fn key_encryption(key: &str) -> Encryption {
 
 #[test]
 fn writes_without_a_key_warn_once_that_state_is_plaintext() {
-    let project = tempfile::tempdir().unwrap();
+    let project = context();
     write_state(project.path());
-    let output = infraflux(project.path())
+    let output = project
+        .command()
         .args([
             "state",
             "rm",
@@ -528,17 +546,15 @@ fn writes_without_a_key_warn_once_that_state_is_plaintext() {
         stderr(&output)
     );
     // Reads do not warn; writes with a key do not either.
-    let output = infraflux(project.path())
-        .args(["state", "list"])
-        .output()
-        .unwrap();
+    let output = project.command().args(["state", "list"]).output().unwrap();
     assert!(
         !stderr(&output).contains("unencrypted"),
         "{}",
         stderr(&output)
     );
     let (key, _) = keypair();
-    let output = infraflux(project.path())
+    let output = project
+        .command()
         .env("INFRAFLUX_STATE_IDENTITY", &key)
         .args([
             "state",
@@ -560,12 +576,13 @@ fn writes_without_a_key_warn_once_that_state_is_plaintext() {
 
 #[test]
 fn rekey_rotates_every_environment_to_the_new_recipients() {
-    let project = tempfile::tempdir().unwrap();
+    let project = context();
     let (old, _) = keypair();
     let (new, new_public) = keypair();
     // Plaintext state, moved to the old key by a write, then rotated.
     write_state(project.path());
-    infraflux(project.path())
+    project
+        .command()
         .env("INFRAFLUX_STATE_IDENTITY", &old)
         .args(["state", "rekey"])
         .assert()
@@ -578,7 +595,8 @@ fn rekey_rotates_every_environment_to_the_new_recipients() {
         ));
     let store = LocalStore::in_project(project.path()).with_encryption(Some(key_encryption(&old)));
     assert_eq!(store.load("dev").unwrap().unwrap().serial, 4);
-    let output = infraflux(project.path())
+    let output = project
+        .command()
         .env("INFRAFLUX_STATE_IDENTITY", &old)
         .env("INFRAFLUX_STATE_RECIPIENTS", &new_public)
         .args(["state", "rekey", "--env", "prod"])
@@ -586,20 +604,23 @@ fn rekey_rotates_every_environment_to_the_new_recipients() {
         .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(stdout(&output).contains("`prod`") && !stdout(&output).contains("`dev`"));
-    infraflux(project.path())
+    project
+        .command()
         .env("INFRAFLUX_STATE_IDENTITY", &old)
         .env("INFRAFLUX_STATE_RECIPIENTS", &new_public)
         .args(["state", "rekey", "--env", "dev"])
         .assert()
         .success();
     // The new key reads every environment; the old one none.
-    infraflux(project.path())
+    project
+        .command()
         .env("INFRAFLUX_STATE_IDENTITY", &new)
         .args(["state", "list"])
         .assert()
         .success()
         .stdout(predicate::str::contains("prod/edge/proxmox_vm.w-1"));
-    let output = infraflux(project.path())
+    let output = project
+        .command()
         .env("INFRAFLUX_STATE_IDENTITY", &old)
         .args(["state", "list", "--env", "dev"])
         .output()
@@ -610,20 +631,14 @@ fn rekey_rotates_every_environment_to_the_new_recipients() {
     assert!(text.contains("state::wrong-key"), "{text}");
     assert!(!text.contains("AGE-SECRET-KEY"), "{text}");
     // Without any key: told what to set.
-    let output = infraflux(project.path())
-        .args(["state", "list"])
-        .output()
-        .unwrap();
+    let output = project.command().args(["state", "list"]).output().unwrap();
     assert!(!output.status.success());
     assert!(
         stderr(&output).contains("INFRAFLUX_STATE_IDENTITY_FILE"),
         "{}",
         stderr(&output)
     );
-    let output = infraflux(project.path())
-        .args(["state", "rekey"])
-        .output()
-        .unwrap();
+    let output = project.command().args(["state", "rekey"]).output().unwrap();
     assert!(!output.status.success());
     assert!(
         stderr(&output).contains("no state encryption is configured"),
