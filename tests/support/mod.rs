@@ -411,6 +411,9 @@ pub fn filter_list() -> Vec<(String, String)> {
             "$1:[PORT]",
         ),
         (r"\bpid \d+", "pid [PID]"),
+        (r"\bprocess \d+\b", "process [PID]"),
+        // Who holds a lock: `$USER` on this host.
+        (r"\bby \S+ on \S+ \(pid", "by [USER] on [HOST] (pid"),
         // The mock providers number their objects in the order creates finish.
         (r"\bmock-\d+\b", "mock-[ID]"),
         // Elapsed times: "after 0s", "(0.3s)", "in 12ms", "3s ago".
