@@ -8,20 +8,15 @@
 //! nothing and checks the signal again, `--json` has the documented shape, `--render`
 //! writes files and touches nothing.
 
+mod support;
+
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use clap::Parser;
 use serde_json::{Value, json};
 
-use infraflux::apply::CancellationToken;
-use infraflux::cli::{Cli, Command};
 use infraflux::config::Selection;
-use infraflux::operation::{Context, Sink};
-use infraflux::registry::ProviderRegistry;
-use infraflux::testing::MemoryStore;
 use infraflux_kubernetes::api::ApiError;
 use infraflux_kubernetes::api::{ApplyOptions, KubeApi};
 use infraflux_kubernetes::apply::apply_manifests;
@@ -29,19 +24,8 @@ use infraflux_kubernetes::client::{ClientOptions, KubeClient, Kubeconfig};
 use infraflux_kubernetes::provider::{Connector, KubernetesProvider, ProviderOptions};
 use infraflux_kubernetes::wait::WaitOptions;
 use infraflux_lab::kubernetes::{FakeApiServer, ready_reactor};
-use infraflux_provider::Provider;
-use infraflux_provider_mock::{MockProvider, Op};
-
-struct Variables;
-impl infraflux::config::Variables for Variables {
-    fn var(&self, name: &str) -> Option<String> {
-        (name == "PROXMOX_TOKEN").then(|| "root@pam!ci=secret".to_string())
-    }
-}
-
-fn config_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config")
-}
+use infraflux_provider_mock::Op;
+use support::engine::{Engine, Variables};
 
 /// Every cluster's API is the one fake server (the clusters' objects have distinct
 /// names: namespaces and handoffs are per environment).
@@ -67,37 +51,25 @@ impl Connector for FakeClusters {
     }
 }
 
-struct Run {
-    code: ExitCode,
-    out: String,
-    err: String,
-}
-
+/// The engine with mock providers, and a fake API server holding every kubernetes
+/// resource of every environment, ready, with 20 Ready nodes, for the ready signals.
 struct Harness {
-    registry: ProviderRegistry,
-    mocks: Vec<Arc<MockProvider>>,
-    store: MemoryStore,
+    engine: Engine,
     clusters: Arc<FakeClusters>,
     server: FakeApiServer,
-    /// The run's Ctrl-C: cancel it to interrupt.
-    cancel: CancellationToken,
     // Keeps the fake server's task running while the command blocks the test thread.
     _runtime: tokio::runtime::Runtime,
 }
 
+impl std::ops::Deref for Harness {
+    type Target = Engine;
+    fn deref(&self) -> &Engine {
+        &self.engine
+    }
+}
+
 impl Harness {
-    /// Mock providers with the real providers' schemas, and a fake API server holding
-    /// every kubernetes resource of every environment, ready, with 20 Ready nodes.
     fn new() -> Self {
-        let real = infraflux::commands::providers();
-        let mocks: Vec<Arc<MockProvider>> = ["proxmox", "talos", "kubernetes"]
-            .into_iter()
-            .map(|name| Arc::new(MockProvider::new(name, real.get(name).unwrap().schemas())))
-            .collect();
-        let mut registry = ProviderRegistry::new();
-        for mock in &mocks {
-            registry.register(mock.clone());
-        }
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let server = runtime.block_on(FakeApiServer::start()).unwrap();
         server.set_reactor(ready_reactor());
@@ -108,86 +80,22 @@ impl Harness {
         }
         let kubeconfig = Kubeconfig::new(server.kubeconfig()).unwrap();
         runtime.block_on(populate(&kubeconfig));
-        // The ready signal: the real Kubernetes provider, its connections opened on the
-        // fake server.
         let clusters = Arc::new(FakeClusters {
             kubeconfig,
             opened: Mutex::new(0),
         });
-        registry.set_signal(Arc::new(KubernetesProvider::with_connector(
+        // The ready signal: the real Kubernetes provider, its connections opened on the
+        // fake server.
+        let signal = Arc::new(KubernetesProvider::with_connector(
             clusters.clone(),
             ProviderOptions::default(),
-        )));
+        ));
         Harness {
-            registry,
-            mocks,
-            store: MemoryStore::new(),
+            engine: Engine::new().clusters(signal),
             clusters,
             server,
-            cancel: CancellationToken::new(),
             _runtime: runtime,
         }
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        let config = config_dir();
-        let mut argv = vec![
-            "infraflux",
-            "--config",
-            config.to_str().unwrap(),
-            "--color",
-            "never",
-        ];
-        argv.extend_from_slice(args);
-        let cli = Cli::parse_from(argv);
-        let (out, out_buffer) = Sink::buffer();
-        let (err, err_buffer) = Sink::buffer();
-        let context = Context {
-            providers: self.registry.clone(),
-            store: Arc::new(self.store.clone()),
-            variables: Box::new(Variables),
-            prompt: None,
-            out,
-            err,
-            color: false,
-            cancel: self.cancel.clone(),
-            handle_signals: false,
-        };
-        let result = match &cli.command {
-            Command::Bootstrap(_) | Command::Apply(_) => {
-                infraflux::commands::run_in(&cli, &context)
-            }
-            other => panic!("not bootstrap or apply: {other:?}"),
-        };
-        let text = |b: &Arc<Mutex<Vec<u8>>>| String::from_utf8(b.lock().unwrap().clone()).unwrap();
-        match result {
-            Ok(code) => Run {
-                code,
-                out: text(&out_buffer),
-                err: text(&err_buffer),
-            },
-            Err(report) => Run {
-                code: ExitCode::from(1),
-                out: text(&out_buffer),
-                err: format!("{}{report:?}", text(&err_buffer)),
-            },
-        }
-    }
-
-    /// Addresses created, in the order the creates started.
-    fn created(&self) -> Vec<String> {
-        self.mocks
-            .iter()
-            .flat_map(|m| m.finished(Op::Create))
-            .collect()
-    }
-
-    fn count(&self, op: Op) -> usize {
-        self.mocks.iter().map(|m| m.count(op)).sum()
-    }
-
-    fn mock(&self, name: &str) -> &MockProvider {
-        self.mocks.iter().find(|m| m.name() == name).unwrap()
     }
 }
 
@@ -195,9 +103,9 @@ impl Harness {
 /// provider would have.
 async fn populate(kubeconfig: &Kubeconfig) {
     let (_, model, problems) = infraflux::operation::load::load_model(
-        &config_dir(),
+        &support::example_config(),
         &Selection::default(),
-        &Variables,
+        &Variables::example(),
         false,
     );
     assert!(!problems.has_errors());
@@ -225,6 +133,27 @@ fn environment_of(address: &str) -> &str {
     address.split('/').next().unwrap()
 }
 
+/// The ready-signal reports in a run's standard output (without the plans before them).
+fn signals(stdout: &str) -> String {
+    let mut report = Vec::new();
+    let mut inside = false;
+    for line in stdout.lines() {
+        inside = line.starts_with("Ready signal for ") || (inside && line.starts_with(' '));
+        if inside {
+            report.push(line);
+        }
+    }
+    report.join("\n")
+}
+
+/// `text` from the first occurrence of `start` on.
+fn from<'a>(text: &'a str, start: &str) -> &'a str {
+    let at = text
+        .find(start)
+        .unwrap_or_else(|| panic!("no `{start}` in:\n{text}"));
+    &text[at..]
+}
+
 /// Position of the first line containing `needle`.
 fn line_of(text: &str, needle: &str) -> usize {
     text.lines()
@@ -234,14 +163,15 @@ fn line_of(text: &str, needle: &str) -> usize {
 
 #[test]
 fn environments_are_applied_and_signalled_in_promotion_order() {
+    let _filters = support::filters();
     let harness = Harness::new();
     let run = harness.run(&["bootstrap", "--auto-approve", "--timeout", "5s"]);
-    assert_eq!(run.code, ExitCode::SUCCESS, "{}{}", run.out, run.err);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
 
     // Every create of dev before any of staging, every one of staging before prod.
     assert!(harness.created().len() > 30);
     let mut environments: Vec<&str> = run
-        .err
+        .stderr
         .lines()
         .filter(|l| l.contains(": Creation complete"))
         .map(environment_of)
@@ -250,7 +180,7 @@ fn environments_are_applied_and_signalled_in_promotion_order() {
     assert_eq!(environments, ["dev", "staging", "prod"]);
 
     // Progress: each environment applied, then its clusters signalled, in order.
-    let err = &run.err;
+    let err = &run.stderr;
     let dev_ready = line_of(err, "OK dev/workload: ready signal (");
     assert!(line_of(err, "> dev: plan and apply") < line_of(err, "OK dev: plan and apply ("));
     assert!(line_of(err, "OK dev: plan and apply (") < dev_ready);
@@ -268,20 +198,16 @@ fn environments_are_applied_and_signalled_in_promotion_order() {
     );
 
     // The signal per cluster on standard output.
-    assert!(run.out.contains("Ready signal for dev/workload: ready"));
-    assert!(
-        run.out
-            .contains("  ok handoff dev-workload: 2/2 objects current")
-    );
-    assert!(run.out.contains("  ok rbac and network policies: "));
+    insta::assert_snapshot!("bootstrap_all_signals", signals(&run.stdout));
     assert_eq!(*harness.clusters.opened.lock().unwrap(), 5);
 }
 
 #[test]
 fn a_second_run_changes_nothing_and_checks_the_signal_again() {
+    let _filters = support::filters();
     let harness = Harness::new();
     let first = harness.run(&["bootstrap", "--auto-approve", "--timeout", "5s"]);
-    assert_eq!(first.code, ExitCode::SUCCESS, "{}{}", first.out, first.err);
+    assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
     let (creates, updates, deletes) = (
         harness.count(Op::Create),
         harness.count(Op::Update),
@@ -289,23 +215,17 @@ fn a_second_run_changes_nothing_and_checks_the_signal_again() {
     );
     // No --auto-approve: a run with changes would have to ask, and cannot here.
     let second = harness.run(&["bootstrap", "--timeout", "5s"]);
-    assert_eq!(
-        second.code,
-        ExitCode::SUCCESS,
-        "{}{}",
-        second.out,
-        second.err
-    );
+    assert_eq!(second.code, 0, "{}{}", second.stdout, second.stderr);
     assert_eq!(harness.count(Op::Create), creates);
     assert_eq!(harness.count(Op::Update), updates);
     assert_eq!(harness.count(Op::Delete), deletes);
-    assert!(second.out.contains("No changes."), "{}", second.out);
-    assert!(second.out.contains("Ready signal for prod/edge: ready"));
+    insta::assert_snapshot!("bootstrap_again_stdout", second.stdout);
     assert_eq!(*harness.clusters.opened.lock().unwrap(), 10);
 }
 
 #[test]
 fn a_failed_apply_stops_before_the_next_environment() {
+    let _filters = support::filters();
     let harness = Harness::new();
     harness.mock("talos").fail(
         Op::Create,
@@ -313,15 +233,18 @@ fn a_failed_apply_stops_before_the_next_environment() {
         "etcd did not start",
     );
     let run = harness.run(&["bootstrap", "--auto-approve", "--timeout", "5s"]);
-    assert_eq!(run.code, ExitCode::from(1), "{}{}", run.out, run.err);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
     assert!(
-        run.err
+        run.stderr
             .contains("FAIL dev: plan and apply: apply did not complete"),
         "{}",
-        run.err
+        run.stderr
     );
-    assert!(run.out.contains("etcd did not start"), "{}", run.out);
-    assert!(!run.err.contains("staging"), "{}", run.err);
+    insta::assert_snapshot!(
+        "bootstrap_failed_apply_summary",
+        from(&run.stdout, "Apply failed")
+    );
+    assert!(!run.stderr.contains("staging"), "{}", run.stderr);
     assert!(
         harness.created().iter().all(|a| environment_of(a) == "dev"),
         "nothing outside dev is created"
@@ -331,6 +254,7 @@ fn a_failed_apply_stops_before_the_next_environment() {
 
 #[test]
 fn a_degraded_handoff_fails_the_signal_and_stops_promotion() {
+    let _filters = support::filters();
     let harness = Harness::new();
     assert!(harness.server.set_status(
         "argoproj.io/v1alpha1",
@@ -342,26 +266,20 @@ fn a_degraded_handoff_fails_the_signal_and_stops_promotion() {
             "operationState": {"phase": "Succeeded"}}),
     ));
     let run = harness.run(&["bootstrap", "--auto-approve", "--timeout", "5s"]);
-    assert_eq!(run.code, ExitCode::from(1), "{}{}", run.out, run.err);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
     assert!(
-        run.err
+        run.stderr
             .contains("FAIL dev/workload: ready signal: failed: handoff dev-workload"),
         "{}",
-        run.err
+        run.stderr
     );
-    assert!(run.out.contains("Ready signal for dev/workload: FAILED"));
-    assert!(
-        run.out
-            .contains("  FAIL handoff dev-workload: 1/2 objects current")
-    );
-    assert!(run.out.contains(
-        "      Application argocd/dev-workload: failed: Degraded: Deployment web: CrashLoopBackOff"
-    ));
-    assert!(!run.err.contains("staging"), "{}", run.err);
+    insta::assert_snapshot!("bootstrap_degraded_handoff_signal", signals(&run.stdout));
+    assert!(!run.stderr.contains("staging"), "{}", run.stderr);
 }
 
 #[test]
 fn a_signal_not_ready_in_time_names_what_is_missing() {
+    let _filters = support::filters();
     let harness = Harness::new();
     assert!(harness.server.set_status(
         "apps/v1",
@@ -380,30 +298,23 @@ fn a_signal_not_ready_in_time_names_what_is_missing() {
         "--timeout",
         "1s",
     ]);
-    assert_eq!(run.code, ExitCode::from(1), "{}{}", run.out, run.err);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
     assert!(
-        run.out
+        run.stdout
             .contains("Ready signal for dev/workload: NOT READY after 1s"),
         "{}",
-        run.out
+        run.stdout
     );
-    assert!(
-        run.out
-            .contains("      Deployment argocd/argocd-server: in progress")
-    );
-    assert!(
-        run.out
-            .contains("        Available=False MinimumReplicasUnavailable")
-    );
-    assert!(!run.out.contains("deadline"));
+    insta::assert_snapshot!("bootstrap_not_ready_in_time_signal", signals(&run.stdout));
+    assert!(!run.stdout.contains("deadline"));
 }
 
 #[test]
 fn json_reports_every_environment_and_check() {
     let harness = Harness::new();
     let run = harness.run(&["bootstrap", "--auto-approve", "--timeout", "5s", "--json"]);
-    assert_eq!(run.code, ExitCode::SUCCESS, "{}", run.err);
-    let report: Value = serde_json::from_str(&run.out).expect("stdout is one JSON document");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let report: Value = serde_json::from_str(&run.stdout).expect("stdout is one JSON document");
     assert_eq!(report["ready"], true);
     assert_eq!(report["outcome"], "ready");
     let environments: Vec<&str> = report["environments"]
@@ -426,11 +337,12 @@ fn json_reports_every_environment_and_check() {
     assert!(check["summary"].is_string());
     assert!(check["not_ready"].as_array().unwrap().is_empty());
     // The plans went to standard error.
-    assert!(run.err.contains("Plan:"), "{}", run.err);
+    assert!(run.stderr.contains("Plan:"), "{}", run.stderr);
 }
 
 #[test]
 fn render_writes_manifests_and_applies_nothing() {
+    let _filters = support::filters();
     let harness = Harness::new();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("rendered");
@@ -441,7 +353,7 @@ fn render_writes_manifests_and_applies_nothing() {
         "--render",
         out.to_str().unwrap(),
     ]);
-    assert_eq!(run.code, ExitCode::SUCCESS, "{}{}", run.out, run.err);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert_eq!(harness.count(Op::Create), 0);
     assert_eq!(*harness.clusters.opened.lock().unwrap(), 0);
     let manifests = out.join("dev/workload/kubernetes");
@@ -457,7 +369,7 @@ fn render_writes_manifests_and_applies_nothing() {
         "{files:?}"
     );
     for file in &files {
-        assert!(run.out.contains(&file.display().to_string()));
+        assert!(run.stdout.contains(&file.display().to_string()));
         // Helm values may carry secrets from the configuration.
         #[cfg(unix)]
         {
@@ -466,69 +378,60 @@ fn render_writes_manifests_and_applies_nothing() {
             assert_eq!(mode & 0o777, 0o600, "{}", file.display());
         }
     }
+    insta::assert_snapshot!("bootstrap_render_stdout", run.stdout);
     // No secrets in state yet: no machine configs, and the reason.
     assert!(!out.join("dev/workload/talos").exists());
-    assert!(
-        run.err
-            .contains("no machine configs: no Talos secrets in state yet"),
-        "{}",
-        run.err
-    );
+    insta::assert_snapshot!("bootstrap_render_stderr", run.stderr);
 }
 
 #[test]
 fn apply_ends_with_the_signal_and_keeps_its_exit_code() {
-    let mut harness = Harness::new();
-    // The real provider's signal, which opens the kubeconfig in state.
-    let real = infraflux::commands::providers();
-    harness.registry.set_signal(real.signal().unwrap().clone());
+    let _filters = support::filters();
+    // The real provider's signal (as wired by default), which opens the kubeconfig in state.
+    let harness = Engine::new();
     let run = harness.run(&["apply", "--env", "dev", "--auto-approve"]);
-    assert_eq!(run.code, ExitCode::SUCCESS, "{}{}", run.out, run.err);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     // Apply takes the signal with the kubeconfig from state; the mock's is not a real
     // kubeconfig, and the report says so without quoting it.
-    let tail = &run.out[run.out.find("Apply complete!").expect("a summary")..];
-    assert!(
-        tail.contains(
-            "Ready signal for dev/workload: not taken: the kubeconfig in state is not a kubeconfig document"
-        ),
-        "{tail}"
-    );
+    let tail = &run.stdout[run.stdout.find("Apply complete!").expect("a summary")..];
+    insta::assert_snapshot!("apply_tail", tail);
     assert!(!tail.contains("kubeconfig-"), "{tail}");
 }
 
 #[test]
 fn an_interrupt_exits_130_and_promotes_nothing_further() {
+    let _filters = support::filters();
     let harness = Harness::new();
     // Ctrl-C before the first apply starts anything.
     harness.cancel.cancel();
     let run = harness.run(&["bootstrap", "--auto-approve", "--json"]);
-    assert_eq!(run.code, ExitCode::from(130), "{}{}", run.out, run.err);
-    let report: Value = serde_json::from_str(&run.out).unwrap();
+    assert_eq!(run.code, 130, "{}{}", run.stdout, run.stderr);
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(report["outcome"], "interrupted");
     assert_eq!(report["ready"], false);
     assert_eq!(report["environments"][0]["apply"], "interrupted");
     assert_eq!(report["environments"][1]["apply"], "not_run");
     assert_eq!(report["environments"][2]["apply"], "not_run");
     assert_eq!(harness.count(Op::Create), 0);
-    assert!(
-        run.err.contains("FAIL dev: plan and apply: interrupted"),
-        "{}",
-        run.err
+    insta::assert_snapshot!(
+        "bootstrap_interrupted_summary",
+        from(&run.stderr, "Apply interrupted")
     );
 }
 
 #[test]
 fn one_cluster_runs_only_where_it_exists_and_keeps_the_promotion_guard() {
+    let _filters = support::filters();
     let harness = Harness::new();
     // edge runs in prod only; prod is guarded until staging ran the same configuration.
     let run = harness.run(&["bootstrap", "--cluster", "edge", "--auto-approve", "--json"]);
-    assert_eq!(run.code, ExitCode::from(1), "{}{}", run.out, run.err);
-    let report: Value = serde_json::from_str(&run.out).unwrap();
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(report["environments"].as_array().unwrap().len(), 1);
     assert_eq!(report["environments"][0]["environment"], "prod");
     assert_eq!(report["environments"][0]["apply"], "failed");
     let error = report["environments"][0]["error"].as_str().unwrap();
     assert!(error.starts_with("refusing to apply `prod`"), "{error}");
-    assert!(run.err.contains("to `staging` first"), "{}", run.err);
+    insta::assert_snapshot!("bootstrap_edge_before_staging_stderr", run.stderr);
     assert_eq!(harness.count(Op::Create), 0);
 }

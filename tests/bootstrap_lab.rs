@@ -3,9 +3,7 @@
 //! nodes, the cluster's Kubernetes API over TLS with the kubeconfig Talos handed out),
 //! then `bootstrap` again, then `lab down`. Loopback only, each command bounded in time.
 
-mod support {
-    pub mod lab;
-}
+mod support;
 
 use serde_json::Value;
 use support::lab::{LabUp, project};
@@ -13,7 +11,7 @@ use support::lab::{LabUp, project};
 #[test]
 fn bootstrap_in_the_lab_is_ready_and_a_second_run_changes_nothing() {
     let project = project();
-    let lab = LabUp::start(project.path(), "dev");
+    let lab = LabUp::start(&project, "dev");
 
     let run = lab.run(&[
         "bootstrap",
@@ -25,7 +23,7 @@ fn bootstrap_in_the_lab_is_ready_and_a_second_run_changes_nothing() {
         "--json",
     ]);
     let (code, stdout, stderr) = (run.code, run.stdout, run.stderr);
-    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
     let report: Value = serde_json::from_str(&stdout).expect("one JSON document");
     assert_eq!(report["outcome"], "ready");
     let cluster = &report["environments"][0]["clusters"][0];
@@ -47,7 +45,7 @@ fn bootstrap_in_the_lab_is_ready_and_a_second_run_changes_nothing() {
     // Again, without --auto-approve: it would have to ask if there were changes.
     let run = lab.run(&["bootstrap", "--env", "dev", "--timeout", "60s"]);
     let (code, stdout, stderr) = (run.code, run.stdout, run.stderr);
-    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(stdout.contains("No changes."), "{stdout}");
     assert!(
         stdout.contains("Ready signal for dev/workload: ready"),

@@ -1,170 +1,49 @@
 //! The engine commands over the shipped example configuration (`config/`), driven through
 //! the library with mock providers standing in for proxmox, talos and kubernetes.
 
-use std::path::PathBuf;
-use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+mod support;
 
-use clap::Parser;
-use infraflux::apply::CancellationToken;
-use infraflux::cli::{Cli, Command};
-use infraflux::operation::{Context, Sink};
 use infraflux::registry::ProviderRegistry;
-use infraflux::testing::MemoryStore;
-use infraflux_provider_mock::{MockProvider, Op};
+use infraflux_provider_mock::Op;
+use support::engine::Engine;
 
-struct Variables;
-impl infraflux::config::Variables for Variables {
-    fn var(&self, name: &str) -> Option<String> {
-        (name == "PROXMOX_TOKEN").then(|| "root@pam!ci=secret".to_string())
-    }
-}
-
-/// Mock providers with the real providers' schemas (which attributes are computed,
-/// sensitive, force a replacement), standing in for proxmox, talos and kubernetes.
-fn providers() -> (ProviderRegistry, Vec<Arc<MockProvider>>) {
-    let real = infraflux::commands::providers();
-    let mocks: Vec<Arc<MockProvider>> = ["proxmox", "talos", "kubernetes"]
-        .into_iter()
-        .map(|name| {
-            Arc::new(MockProvider::new(
-                name,
-                real.get(name).expect("a real provider").schemas(),
-            ))
-        })
-        .collect();
-    let mut registry = ProviderRegistry::new();
-    for mock in &mocks {
-        registry.register(mock.clone());
-    }
-    (registry, mocks)
-}
-
-struct Run {
-    code: ExitCode,
-    out: String,
-    err: String,
-}
-
-struct Harness {
-    registry: ProviderRegistry,
-    mocks: Vec<Arc<MockProvider>>,
-    store: MemoryStore,
-    answers: Option<Arc<Mutex<Vec<String>>>>,
-}
-
-impl Harness {
-    fn new() -> Self {
-        let (registry, mocks) = providers();
-        Harness {
-            registry,
-            mocks,
-            store: MemoryStore::new(),
-            answers: None,
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config");
-        let mut argv = vec![
-            "infraflux",
-            "--config",
-            config.to_str().unwrap(),
-            "--color",
-            "never",
-        ];
-        argv.extend_from_slice(args);
-        let cli = Cli::parse_from(argv);
-        let (out, out_buffer) = Sink::buffer();
-        let (err, err_buffer) = Sink::buffer();
-        let prompt = self.answers.clone().map(|answers| {
-            Box::new(move |_: &str| answers.lock().unwrap().remove(0))
-                as infraflux::operation::Prompt
-        });
-        let context = Context {
-            providers: self.registry.clone(),
-            store: Arc::new(self.store.clone()),
-            variables: Box::new(Variables),
-            prompt,
-            out,
-            err,
-            color: false,
-            cancel: CancellationToken::new(),
-            handle_signals: false,
-        };
-        let result = match &cli.command {
-            Command::Plan(_)
-            | Command::Apply(_)
-            | Command::Destroy(_)
-            | Command::Graph(_)
-            | Command::Import(_) => infraflux::commands::run_in(&cli, &context),
-            other => panic!("not an engine command: {other:?}"),
-        };
-        let text = |b: &Arc<Mutex<Vec<u8>>>| String::from_utf8(b.lock().unwrap().clone()).unwrap();
-        match result {
-            Ok(code) => Run {
-                code,
-                out: text(&out_buffer),
-                err: text(&err_buffer),
-            },
-            Err(report) => Run {
-                code: ExitCode::from(1),
-                out: text(&out_buffer),
-                err: format!("{}{report:?}", text(&err_buffer)),
-            },
-        }
-    }
-
-    fn creates(&self) -> usize {
-        self.mocks.iter().map(|m| m.count(Op::Create)).sum()
-    }
+/// Creates all mock providers were asked for.
+fn creates(engine: &Engine) -> usize {
+    engine.count(Op::Create)
 }
 
 #[test]
 fn plan_apply_plan_over_the_example_configuration() {
-    let harness = Harness::new();
+    let _filters = support::filters();
+    let harness = Engine::new();
     let run = harness.run(&["plan", "--env", "dev", "--detailed-exitcode"]);
-    assert_eq!(run.code, ExitCode::from(2), "{}", run.err);
-    let planned = run.out.matches(" will be created").count();
-    insta::assert_snapshot!("plan_dev_first", run.out);
-    assert!(
-        run.out
-            .contains("# dev/workload/proxmox_vm.cp-1 will be created"),
-        "{}",
-        run.out
-    );
-    assert!(
-        run.out.contains("+ vmid        = (known after apply)"),
-        "{}",
-        run.out
-    );
-    assert!(run.out.contains("Plan: "));
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let planned = run.stdout.matches(" will be created").count();
+    insta::assert_snapshot!("plan_dev_first", run.stdout);
 
     // No terminal and no --auto-approve: refuse, change nothing.
     let run = harness.run(&["apply", "--env", "dev"]);
-    assert_eq!(run.code, ExitCode::from(1));
-    assert!(run.err.contains("cannot ask for approval"), "{}", run.err);
-    assert_eq!(harness.creates(), 0);
+    assert_eq!(run.code, 1);
+    insta::assert_snapshot!("apply_without_a_terminal_stderr", run.stderr);
+    assert_eq!(creates(&harness), 0);
 
     let run = harness.run(&["apply", "--env", "dev", "--auto-approve"]);
-    assert_eq!(run.code, ExitCode::SUCCESS, "{}\n{}", run.out, run.err);
-    assert!(
-        run.out.contains("Apply complete! Resources:"),
-        "{}",
-        run.out
-    );
-    assert!(
-        run.err
-            .contains("dev/workload/talos_bootstrap.cluster: Creation complete after")
-    );
-    assert_eq!(harness.creates(), planned);
-    assert!(run.out.contains(&format!(
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    // The summary counts what the plan above created.
+    assert!(run.stdout.contains(&format!(
         "Resources: {planned} added, 0 changed, 0 destroyed."
     )));
+    insta::assert_snapshot!("apply_dev", run.stdout);
+    // Progress lines come in the order resources finish: sorted.
+    insta::assert_snapshot!(
+        "apply_dev_progress_sorted",
+        support::sorted_lines(&run.stderr)
+    );
+    assert_eq!(creates(&harness), planned);
 
     let run = harness.run(&["plan", "--env", "dev", "--detailed-exitcode"]);
-    assert_eq!(run.code, ExitCode::SUCCESS, "{}", run.out);
-    assert!(run.out.contains("No changes."));
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    insta::assert_snapshot!("plan_dev_after_apply", run.stdout);
 
     // Secrets never reach the output.
     let run = harness.run(&[
@@ -175,28 +54,28 @@ fn plan_apply_plan_over_the_example_configuration() {
         "--replace",
         "dev/workload/talos_secrets.cluster",
     ]);
-    assert_eq!(run.code, ExitCode::SUCCESS, "{}", run.err);
-    assert!(!run.out.contains("bundle-mock"), "{}", run.out);
-    let json: serde_json::Value = serde_json::from_str(&run.out).unwrap();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!run.stdout.contains("bundle-mock"), "{}", run.stdout);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(json["format_version"], 1);
 }
 
 #[test]
 fn an_answer_other_than_yes_changes_nothing() {
-    let mut harness = Harness::new();
-    harness.answers = Some(Arc::new(Mutex::new(vec!["y".into(), "yes".into()])));
+    let _filters = support::filters();
+    let harness = Engine::new().answers(&["y", "yes"]);
     let run = harness.run(&["apply", "--env", "dev", "--cluster", "workload"]);
-    assert_eq!(run.code, ExitCode::from(1));
-    assert!(run.err.contains("Apply cancelled"));
-    assert_eq!(harness.creates(), 0);
+    assert_eq!(run.code, 1);
+    insta::assert_snapshot!("apply_answered_y_stderr", run.stderr);
+    assert_eq!(creates(&harness), 0);
     let run = harness.run(&["apply", "--env", "dev", "--cluster", "workload"]);
-    assert_eq!(run.code, ExitCode::SUCCESS, "{}", run.err);
-    assert!(harness.creates() > 0);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(creates(&harness) > 0);
 }
 
 #[test]
 fn saved_plans_apply_once_and_are_refused_after_the_state_moved() {
-    let harness = Harness::new();
+    let harness = Engine::new();
     let directory = tempfile::tempdir().unwrap();
     let file = directory.path().join("dev.plan");
     let file = file.to_str().unwrap();
@@ -209,45 +88,39 @@ fn saved_plans_apply_once_and_are_refused_after_the_state_moved() {
         "--out",
         file,
     ]);
-    assert_eq!(run.code, ExitCode::SUCCESS, "{}", run.err);
-    assert!(run.out.contains("infraflux apply"));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let _filters = support::filters();
+    insta::assert_snapshot!("plan_out_dev_workload", run.stdout);
     let run = harness.run(&["apply", file]);
-    assert_eq!(run.code, ExitCode::SUCCESS, "{}\n{}", run.out, run.err);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let run = harness.run(&["apply", file]);
-    assert_eq!(run.code, ExitCode::from(1));
-    assert!(
-        run.err
-            .contains("the saved plan is stale: the state changed since it was made"),
-        "{}",
-        run.err
-    );
-    assert!(run.err.contains("plan --out"), "{}", run.err);
+    assert_eq!(run.code, 1);
+    insta::assert_snapshot!("apply_stale_plan_stderr", run.stderr);
 }
 
 #[test]
 fn several_environments_need_a_choice() {
-    let harness = Harness::new();
+    let _filters = support::filters();
+    let harness = Engine::new();
     let run = harness.run(&["plan"]);
-    assert_eq!(run.code, ExitCode::from(1));
-    assert!(run.err.contains("choose an environment"), "{}", run.err);
+    assert_eq!(run.code, 1);
+    insta::assert_snapshot!("plan_without_an_environment_stderr", run.stderr);
 }
 
 #[test]
 fn missing_providers_are_a_clear_error() {
-    let mut harness = Harness::new();
+    let _filters = support::filters();
+    let mut harness = Engine::new();
     harness.registry = ProviderRegistry::new();
     let run = harness.run(&["plan", "--env", "dev"]);
-    assert_eq!(run.code, ExitCode::from(1));
-    assert!(
-        run.err.contains("no provider registered for `proxmox`"),
-        "{}",
-        run.err
-    );
+    assert_eq!(run.code, 1);
+    insta::assert_snapshot!("plan_without_providers_stderr", run.stderr);
 }
 
 #[test]
 fn prod_is_protected_from_destroy() {
-    let harness = Harness::new();
+    let _filters = support::filters();
+    let harness = Engine::new();
     let run = harness.run(&[
         "apply",
         "--env",
@@ -257,7 +130,7 @@ fn prod_is_protected_from_destroy() {
         "--auto-approve",
         "--skip-promotion-check",
     ]);
-    assert_eq!(run.code, ExitCode::SUCCESS, "{}", run.err);
+    assert_eq!(run.code, 0, "{}", run.stderr);
     let run = harness.run(&[
         "destroy",
         "--env",
@@ -266,19 +139,16 @@ fn prod_is_protected_from_destroy() {
         "edge",
         "--auto-approve",
     ]);
-    assert_eq!(run.code, ExitCode::from(1));
-    assert!(
-        run.err.contains("protected by lifecycle.prevent_destroy"),
-        "{}",
-        run.err
-    );
-    let deletes: usize = harness.mocks.iter().map(|m| m.count(Op::Delete)).sum();
+    assert_eq!(run.code, 1);
+    insta::assert_snapshot!("destroy_protected_prod_stderr", run.stderr);
+    let deletes = harness.count(Op::Delete);
     assert_eq!(deletes, 0);
 }
 
 #[test]
 fn destroy_deletes_dependants_first() {
-    let harness = Harness::new();
+    let _filters = support::filters();
+    let harness = Engine::new();
     harness.run(&[
         "apply",
         "--env",
@@ -295,94 +165,82 @@ fn destroy_deletes_dependants_first() {
         "workload",
         "--auto-approve",
     ]);
-    assert_eq!(run.code, ExitCode::SUCCESS, "{}\n{}", run.out, run.err);
-    assert!(run.out.contains("Destroy complete!"), "{}", run.out);
-    let proxmox = harness.mocks[0].finished(Op::Delete);
-    let talos = harness.mocks[1].finished(Op::Delete);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    insta::assert_snapshot!("destroy_dev_workload", run.stdout);
+    let proxmox = harness.mock("proxmox").finished(Op::Delete);
+    let talos = harness.mock("talos").finished(Op::Delete);
     assert!(
         proxmox.last().unwrap().contains("proxmox_image"),
         "{proxmox:?}"
     );
     assert!(talos.last().unwrap().contains("talos_secrets"), "{talos:?}");
-    assert!(harness.store.document("dev").unwrap().resources.is_empty());
+    assert!(harness.memory.document("dev").unwrap().resources.is_empty());
 }
 
 #[test]
 fn graph_prints_dot() {
-    let harness = Harness::new();
+    let _filters = support::filters();
+    let harness = Engine::new();
     let run = harness.run(&["graph", "--env", "dev", "--cluster", "workload"]);
-    assert_eq!(run.code, ExitCode::SUCCESS, "{}", run.err);
-    assert!(run.out.starts_with("digraph infraflux {"));
-    assert!(run.out.contains(
-        "\"dev/workload/talos_bootstrap.cluster\" -> \"dev/workload/talos_kubeconfig.cluster\" [label = \"depends_on\"];"
-    ), "{}", run.out);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    insta::assert_snapshot!("graph_dev_workload", run.stdout);
 }
 
 #[test]
 fn import_adopts_an_existing_object_and_the_next_plan_is_empty() {
+    let _filters = support::filters();
     use infraflux::state::StateStore;
-    let harness = Harness::new();
+    let harness = Engine::new();
     let run = harness.run(&["apply", "--env", "dev", "--auto-approve"]);
-    assert_eq!(run.code, ExitCode::SUCCESS, "{}", run.err);
+    assert_eq!(run.code, 0, "{}", run.stderr);
     let addr: infraflux::vocabulary::ResourceAddr = "dev/workload/proxmox_vm.cp-1".parse().unwrap();
 
     // Forget the VM (as `state rm` would); the object itself still exists.
-    let mut state = harness.store.load("dev").unwrap().unwrap();
+    let mut state = harness.memory.load("dev").unwrap().unwrap();
     let id = state.resources.remove(&addr).unwrap().id.unwrap();
     state.serial += 1;
-    harness.store.persist(&state).unwrap();
+    harness.memory.persist(&state).unwrap();
 
     let run = harness.run(&["import", "dev/workload/proxmox_vm.cp-1", &id]);
-    assert_eq!(run.code, ExitCode::SUCCESS, "{}", run.err);
+    assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(
-        run.out.starts_with("Imported dev/workload/proxmox_vm.cp-1"),
+        run.stdout
+            .starts_with("Imported dev/workload/proxmox_vm.cp-1"),
         "{}",
-        run.out
+        run.stdout
     );
-    let state = harness.store.load("dev").unwrap().unwrap();
+    let state = harness.memory.load("dev").unwrap().unwrap();
     assert_eq!(state.resources[&addr].id.as_deref(), Some(id.as_str()));
 
     let run = harness.run(&["plan", "--env", "dev", "--detailed-exitcode"]);
-    assert_eq!(run.code, ExitCode::SUCCESS, "{}{}", run.out, run.err);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
 
     // Importing it again, or importing an address the configuration lacks, is refused.
     let run = harness.run(&["import", "dev/workload/proxmox_vm.cp-1", &id]);
-    assert!(run.err.contains("is already managed"), "{}", run.err);
+    insta::assert_snapshot!("import_twice_stderr", run.stderr);
     let run = harness.run(&["import", "dev/workload/proxmox_vm.cp-9", "42"]);
-    assert!(
-        run.err.contains("is not in the configuration"),
-        "{}",
-        run.err
-    );
+    insta::assert_snapshot!("import_unknown_address_stderr", run.stderr);
 }
 
 #[test]
 fn prod_is_refused_until_staging_ran_the_same_configuration() {
-    let harness = Harness::new();
+    let _filters = support::filters();
+    let harness = Engine::new();
     let run = harness.run(&["apply", "--env", "prod", "--auto-approve"]);
-    assert_eq!(run.code, ExitCode::from(1));
-    assert!(
-        run.err
-            .contains("refusing to apply `prod`: `staging` has no successful apply on record"),
-        "{}",
-        run.err
-    );
-    assert_eq!(harness.creates(), 0);
+    assert_eq!(run.code, 1);
+    insta::assert_snapshot!("apply_prod_before_staging_stderr", run.stderr);
+    assert_eq!(creates(&harness), 0);
 
     // Staging in turn needs dev.
     let run = harness.run(&["apply", "--env", "staging", "--auto-approve"]);
-    assert!(
-        run.err.contains("`dev` has no successful apply on record"),
-        "{}",
-        run.err
-    );
+    insta::assert_snapshot!("apply_staging_before_dev_stderr", run.stderr);
 
     for env in ["dev", "staging", "prod"] {
         let run = harness.run(&["apply", "--env", env, "--auto-approve"]);
-        assert_eq!(run.code, ExitCode::SUCCESS, "{env}: {}", run.err);
+        assert_eq!(run.code, 0, "{env}: {}", run.stderr);
     }
     use infraflux::state::StateStore;
-    let prod = harness.store.load("prod").unwrap().unwrap();
+    let prod = harness.memory.load("prod").unwrap().unwrap();
     let record = prod
         .promotion
         .expect("a successful apply records the promotable configuration");
@@ -392,7 +250,7 @@ fn prod_is_refused_until_staging_ran_the_same_configuration() {
 
 #[test]
 fn skipping_the_promotion_check_is_recorded_in_state() {
-    let harness = Harness::new();
+    let harness = Engine::new();
     let run = harness.run(&[
         "apply",
         "--env",
@@ -400,15 +258,15 @@ fn skipping_the_promotion_check_is_recorded_in_state() {
         "--auto-approve",
         "--skip-promotion-check",
     ]);
-    assert_eq!(run.code, ExitCode::SUCCESS, "{}", run.err);
+    assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(
-        run.err
+        run.stderr
             .contains("Warning: skipping the promotion check for `staging`"),
         "{}",
-        run.err
+        run.stderr
     );
     use infraflux::state::StateStore;
-    let staging = harness.store.load("staging").unwrap().unwrap();
+    let staging = harness.memory.load("staging").unwrap().unwrap();
     let skipped = staging.promotion.unwrap().skipped_check.unwrap();
     assert!(
         skipped.contains("`dev` has no successful apply on record"),

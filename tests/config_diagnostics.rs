@@ -9,128 +9,79 @@
 //! `--config config`, so reported paths are `config/<layer>/<file>.yaml`, the way a user
 //! running from the project root sees them.
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+mod support;
 
-use assert_cmd::Command;
+use std::path::PathBuf;
+
 use serde_json::Value;
+use support::{Run, TestContext};
 
 /// The token the bundled example reads from `PROXMOX_TOKEN`.
-const TOKEN: &str = "root@pam!infraflux=example";
+const TOKEN: &str = support::TOKEN;
 
 /// A copy of the bundled example configuration, edited by the test.
-struct Case {
-    dir: tempfile::TempDir,
-    token: Option<String>,
-}
+struct Case(TestContext);
 
 impl Case {
     fn new() -> Self {
-        let dir = tempfile::tempdir().expect("create a temporary directory");
-        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-        copy_dir(&example, &dir.path().join("config"));
-        Case {
-            dir,
-            token: Some(TOKEN.to_string()),
-        }
+        Case(TestContext::with_example().token(Some(TOKEN)))
     }
 
     fn path(&self, file: &str) -> PathBuf {
-        self.dir.path().join("config").join(file)
+        self.0.config_file(file)
     }
 
     /// Replace `from` by `to` in `file`; `from` must occur exactly once, so a case whose
     /// edit no longer applies (the example changed) fails instead of testing nothing.
     fn edit(self, file: &str, from: &str, to: &str) -> Self {
-        let path = self.path(file);
-        let text = std::fs::read_to_string(&path).expect("read the example file");
-        assert_eq!(
-            text.matches(from).count(),
-            1,
-            "`{from}` must occur exactly once in {file}:\n{text}"
-        );
-        std::fs::write(&path, text.replacen(from, to, 1)).expect("write the edited file");
+        self.0.edit(file, from, to);
         self
     }
 
     fn write(self, file: &str, bytes: impl AsRef<[u8]>) -> Self {
-        let path = self.path(file);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, bytes).expect("write the file");
+        self.0.write(file, bytes);
         self
     }
 
-    fn token(mut self, token: Option<&str>) -> Self {
-        self.token = token.map(str::to_string);
-        self
+    fn token(self, token: Option<&str>) -> Self {
+        Case(self.0.token(token))
     }
 
-    fn command(&self, args: &[&str]) -> Output {
-        let mut command = Command::cargo_bin("infraflux").expect("the binary is built");
-        command
-            .current_dir(self.dir.path())
-            .env_remove("INFRAFLUX_CONFIG")
-            .env_remove("INFRAFLUX_LOG")
-            .env("NO_COLOR", "1")
-            .args(["--config", "config", "--color", "never"])
-            .args(args);
-        match &self.token {
-            Some(token) => command.env("PROXMOX_TOKEN", token),
-            None => command.env_remove("PROXMOX_TOKEN"),
-        };
-        command.output().expect("run infraflux")
+    fn command(&self, args: &[&str]) -> Run {
+        self.0.run(args)
     }
 
     /// `infraflux validate --json`, which must fail cleanly.
     fn validate(&self) -> Report {
-        let output = self.command(&["validate", "--json"]);
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        assert_fails_cleanly(&output, &stdout, &stderr);
-        let json: Value = serde_json::from_str(&stdout)
-            .unwrap_or_else(|e| panic!("validate --json prints JSON ({e}):\n{stdout}"));
+        let run = self.command(&["validate", "--json"]);
+        assert_fails_cleanly(&run);
+        let json: Value = serde_json::from_str(&run.stdout)
+            .unwrap_or_else(|e| panic!("validate --json prints JSON ({e}):\n{}", run.stdout));
         assert_eq!(json["format_version"], 1);
-        assert_eq!(json["valid"], false, "{stdout}");
+        assert_eq!(json["valid"], false, "{}", run.stdout);
         Report {
             json,
-            stdout,
-            stderr,
+            stdout: run.stdout,
+            stderr: run.stderr,
         }
     }
 
     /// `infraflux validate` (human output on stderr), which must fail cleanly.
     fn validate_human(&self) -> String {
-        let output = self.command(&["validate"]);
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        assert_fails_cleanly(&output, &stdout, &stderr);
-        stderr
+        let run = self.command(&["validate"]);
+        assert_fails_cleanly(&run);
+        run.stderr
     }
 }
 
-fn assert_fails_cleanly(output: &Output, stdout: &str, stderr: &str) {
+/// Exit code 1 — never 0, and never a panic.
+fn assert_fails_cleanly(run: &Run) {
     assert!(
-        !stderr.contains("panicked"),
-        "infraflux panicked:\n{stderr}"
+        !run.stderr.contains("panicked"),
+        "infraflux panicked:\n{}",
+        run.stderr
     );
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "expected exit code 1\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
+    assert_eq!(run.code, 1, "expected exit code 1\n{run}");
 }
 
 /// The parsed output of `validate --json`.
@@ -657,10 +608,9 @@ fn override_naming_an_unknown_environment() {
 
 #[test]
 fn selecting_an_unknown_environment_suggests_one() {
-    let output = Case::new().command(&["validate", "--json", "--env", "prdo"]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_fails_cleanly(&output, &stdout, &String::from_utf8_lossy(&output.stderr));
-    let json: Value = serde_json::from_str(&stdout).unwrap();
+    let run = Case::new().command(&["validate", "--json", "--env", "prdo"]);
+    assert_fails_cleanly(&run);
+    let json: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(json["problems"][0]["message"], "unknown environment `prdo`");
     assert_eq!(json["problems"][0]["help"], "did you mean `prod`?");
     // It belongs to no file.
@@ -937,11 +887,9 @@ fn problems_in_several_files_are_all_reported_in_one_run() {
 // ---------------------------------------------------------------------------------------
 // Rendered (human) output
 
-/// The human report with temporary paths replaced, for snapshots.
+/// The human report (snapshot it with the case's filters bound: temporary paths).
 fn human(case: &Case) -> String {
-    let stderr = case.validate_human();
-    let root = case.dir.path().display().to_string();
-    stderr.replace(&root, "[TMP]")
+    case.validate_human()
 }
 
 #[test]
@@ -949,6 +897,7 @@ fn rendered_unknown_key_and_wrong_type() {
     let case = Case::new()
         .edit("defaults/proxmox.yaml", "  endpoint:", "  endpiont:")
         .edit("defaults/platform.yaml", "version: 1.18.4", "version: 1.18");
+    let _filters = case.0.filters();
     insta::assert_snapshot!(human(&case));
 }
 
@@ -961,5 +910,6 @@ fn rendered_network_problems_from_two_layers() {
             "services: 10.96.0.0/12",
             "services: 10.244.0.0/20",
         );
+    let _filters = case.0.filters();
     insta::assert_snapshot!(human(&case));
 }

@@ -4,29 +4,17 @@
 //! compose everything else from that read. Counted per thread by the `testing`
 //! feature's `config::layers::reads`.
 
-use std::process::ExitCode;
+mod support;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use clap::Parser;
-use infraflux::apply::CancellationToken;
-use infraflux::cli::Cli;
 use infraflux::config::layers::reads;
-use infraflux::operation::{Context, Sink};
-use infraflux::registry::ProviderRegistry;
-use infraflux::testing::MemoryStore;
 use infraflux_provider::Attributes;
 use infraflux_provider::signal::{
     ClusterSignal, Outcome, ReadyReport, ReadyRequest, RenderedManifest,
 };
-use infraflux_provider_mock::MockProvider;
-
-struct Variables;
-impl infraflux::config::Variables for Variables {
-    fn var(&self, name: &str) -> Option<String> {
-        (name == "PROXMOX_TOKEN").then(|| "root@pam!ci=secret".to_string())
-    }
-}
+use support::engine::Engine;
 
 /// A cluster that is ready as soon as it is asked.
 struct ReadyAtOnce;
@@ -54,50 +42,9 @@ impl ClusterSignal for ReadyAtOnce {
     }
 }
 
-fn registry() -> ProviderRegistry {
-    let real = infraflux::commands::providers();
-    let mut registry = ProviderRegistry::new();
-    for name in ["proxmox", "talos", "kubernetes"] {
-        registry.register(Arc::new(MockProvider::new(
-            name,
-            real.get(name).expect("a real provider").schemas(),
-        )));
-    }
-    registry.set_signal(Arc::new(ReadyAtOnce));
-    registry
-}
-
-/// Run one command; returns its exit code and how many times it read the configuration.
-fn reads_of(args: &[&str], registry: &ProviderRegistry, store: &MemoryStore) -> (ExitCode, usize) {
-    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config");
-    let mut argv = vec!["infraflux", "--config", config, "--color", "never"];
-    argv.extend_from_slice(args);
-    let cli = Cli::parse_from(argv);
-    let (out, _) = Sink::buffer();
-    let (err, err_buffer) = Sink::buffer();
-    let context = Context {
-        providers: registry.clone(),
-        store: Arc::new(store.clone()),
-        variables: Box::new(Variables),
-        prompt: None,
-        out,
-        err,
-        color: false,
-        cancel: CancellationToken::new(),
-        handle_signals: false,
-    };
-    let before = reads::so_far();
-    let code = infraflux::commands::run_in(&cli, &context).unwrap_or_else(|report| {
-        let err = String::from_utf8_lossy(&err_buffer.lock().unwrap()).to_string();
-        panic!("{args:?} failed: {err}{report:?}")
-    });
-    (code, reads::so_far() - before)
-}
-
 #[test]
 fn plan_apply_and_bootstrap_each_read_the_configuration_once() {
-    let registry = registry();
-    let store = MemoryStore::new();
+    let engine = Engine::new().clusters(Arc::new(ReadyAtOnce));
     for args in [
         &["plan", "--env", "dev"][..],
         &["apply", "--env", "dev", "--auto-approve"],
@@ -107,8 +54,10 @@ fn plan_apply_and_bootstrap_each_read_the_configuration_once() {
         // dev and staging plan no changes, prod is applied; each signal is taken.
         &["bootstrap", "--auto-approve"],
     ] {
-        let (code, reads) = reads_of(args, &registry, &store);
-        assert_eq!(code, ExitCode::SUCCESS, "{args:?}");
+        let before = reads::so_far();
+        let run = engine.run(args);
+        let reads = reads::so_far() - before;
+        assert_eq!(run.code, 0, "{args:?}: {run}");
         assert_eq!(reads, 1, "{args:?} read the configuration {reads} times");
     }
 }

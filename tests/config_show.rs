@@ -3,36 +3,20 @@
 //! layers, and the committed `config/infraflux.schema.json` is exactly what
 //! `config schema` prints, is valid JSON Schema, and accepts every example file.
 
-use std::path::{Path, PathBuf};
+mod support;
 
-use assert_cmd::Command;
+use std::path::PathBuf;
+
 use serde_json::Value;
+use support::{TestContext, root};
 
-const TOKEN: &str = "root@pam!infraflux=example";
+const TOKEN: &str = support::TOKEN;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Run infraflux in the project root on the bundled example; it must succeed.
+/// Run infraflux in a project with a copy of the bundled example; it must succeed.
 fn infraflux(args: &[&str]) -> String {
-    let output = Command::cargo_bin("infraflux")
-        .expect("the binary is built")
-        .current_dir(root())
-        .env_remove("INFRAFLUX_CONFIG")
-        .env("PROXMOX_TOKEN", TOKEN)
-        .env("NO_COLOR", "1")
-        .args(["--config", "config", "--color", "never"])
-        .args(args)
-        .output()
-        .expect("run infraflux");
-    let stdout = String::from_utf8(output.stdout).expect("UTF-8 output");
-    assert!(
-        output.status.success(),
-        "infraflux {args:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
+    let run = TestContext::with_example().token(Some(TOKEN)).run(args);
+    assert!(run.code == 0, "infraflux {args:?} failed:\n{run}");
+    run.stdout
 }
 
 /// The provenance comment of the line that is exactly `line` (indentation included)

@@ -1,12 +1,16 @@
 //! Every shipped configuration (the bundled `config/` and each folder of `examples/`)
 //! validates cleanly, so the README and the examples never lie.
 
-use std::path::{Path, PathBuf};
+mod support;
 
-use assert_cmd::Command;
+use std::path::PathBuf;
+
+use support::TestContext;
+
+const TOKEN: &str = "root@pam!infraflux=0000";
 
 fn configurations() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = support::root();
     let mut dirs = vec![root.join("config")];
     for entry in std::fs::read_dir(root.join("examples")).expect("examples/ exists") {
         let path = entry.expect("readable examples/").path();
@@ -25,21 +29,12 @@ fn every_shipped_configuration_validates() {
         "expected config/ and at least one example, found {dirs:?}"
     );
     for dir in dirs {
-        let output = Command::cargo_bin("infraflux")
-            .unwrap()
-            .arg("--config")
-            .arg(&dir)
-            .args(["validate", "--color", "never"])
-            .env("PROXMOX_TOKEN", "root@pam!infraflux=0000")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            output.status.success(),
-            "{}: {stdout}{stderr}",
-            dir.display()
-        );
+        let run = TestContext::new()
+            .config(&dir)
+            .token(Some(TOKEN))
+            .run(&["validate"]);
+        let (stdout, stderr) = (&run.stdout, &run.stderr);
+        assert!(run.code == 0, "{}: {stdout}{stderr}", dir.display());
         assert!(
             stdout.starts_with("configuration valid:"),
             "{}: {stdout}",
@@ -55,14 +50,11 @@ fn every_shipped_configuration_validates() {
 
 #[test]
 fn the_bundled_example_has_the_environments_the_readme_describes() {
-    let output = Command::cargo_bin("infraflux")
-        .unwrap()
-        .args(["validate", "--json"])
-        .env("PROXMOX_TOKEN", "root@pam!infraflux=0000")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    // In the project root, where the binary finds `config/` by itself.
+    let run = TestContext::with_example()
+        .token(Some(TOKEN))
+        .run(&["validate", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(
         report["environments"],
         serde_json::json!([

@@ -3,15 +3,13 @@
 //! up` → `plan --overlay` → `lab down` as a CI job would. Loopback only, each run
 //! bounded in time.
 
-mod support {
-    pub mod lab;
-}
+mod support;
 
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::time::Duration;
 
-use support::lab::{infraflux, project};
+use support::TestContext;
+use support::lab::project;
 
 /// `(PVE port, second octet)` from the lab's description lines.
 fn lab_addresses(stderr: &str) -> (u16, u8) {
@@ -47,7 +45,8 @@ fn running(pid: u64) -> bool {
 #[test]
 fn lab_run_takes_dev_through_plan_bootstrap_and_ready_to_an_empty_second_plan() {
     let project = project();
-    let output = infraflux(project.path())
+    let output = project
+        .command()
         .args(["lab", "run", "--env", "dev"])
         .output()
         .unwrap();
@@ -120,7 +119,8 @@ fn lab_run_takes_dev_through_plan_bootstrap_and_ready_to_an_empty_second_plan() 
 #[test]
 fn lab_run_of_prod_promotes_through_dev_and_staging_first() {
     let project = project();
-    let output = infraflux(project.path())
+    let output = project
+        .command()
         .args(["lab", "run", "--env", "prod"])
         .output()
         .unwrap();
@@ -157,7 +157,8 @@ fn lab_run_of_prod_promotes_through_dev_and_staging_first() {
 #[test]
 fn lab_run_fails_on_a_configuration_problem() {
     let project = project();
-    let output = infraflux(project.path())
+    let output = project
+        .command()
         .args(["lab", "run", "--env", "qa"])
         .output()
         .unwrap();
@@ -169,7 +170,8 @@ fn lab_run_fails_on_a_configuration_problem() {
 #[test]
 fn lab_up_serves_plans_through_the_overlay_until_lab_down() {
     let project = project();
-    let up = infraflux(project.path())
+    let up = project
+        .command()
         .args(["lab", "up", "--env", "dev"])
         .output()
         .unwrap();
@@ -189,19 +191,17 @@ fn lab_up_serves_plans_through_the_overlay_until_lab_down() {
     let pid = record["pid"].as_u64().unwrap();
     let (port, _) = lab_addresses(&stderr);
     // Stop the background lab whatever happens below.
-    struct Down<'a>(&'a Path);
+    struct Down<'a>(&'a TestContext);
     impl Drop for Down<'_> {
         fn drop(&mut self) {
-            let _ = infraflux(self.0).args(["lab", "down"]).output();
+            let _ = self.0.command().args(["lab", "down"]).output();
         }
     }
-    let down_guard = Down(project.path());
+    let down_guard = Down(&project);
 
-    infraflux(project.path())
-        .args(["lab", "status"])
-        .assert()
-        .success();
-    let plan = infraflux(project.path())
+    project.command().args(["lab", "status"]).assert().success();
+    let plan = project
+        .command()
         .args([
             "--overlay",
             ".infraflux/lab/overlay",
@@ -225,10 +225,7 @@ fn lab_up_serves_plans_through_the_overlay_until_lab_down() {
     );
     assert!(listening(&format!("127.0.0.1:{port}")));
 
-    let down = infraflux(project.path())
-        .args(["lab", "down"])
-        .output()
-        .unwrap();
+    let down = project.command().args(["lab", "down"]).output().unwrap();
     let down_out = String::from_utf8_lossy(&down.stdout);
     assert!(down.status.success(), "{down_out}");
     assert!(
@@ -239,8 +236,5 @@ fn lab_up_serves_plans_through_the_overlay_until_lab_down() {
     assert!(!running(pid), "the lab process {pid} is still there");
     assert!(!listening(&format!("127.0.0.1:{port}")));
     assert!(!project.path().join(".infraflux/lab").exists());
-    infraflux(project.path())
-        .args(["lab", "status"])
-        .assert()
-        .code(1);
+    project.command().args(["lab", "status"]).assert().code(1);
 }

@@ -5,13 +5,12 @@
 //!
 //! A second `bootstrap` that changes nothing is covered by tests/bootstrap_lab.rs.
 
-mod support {
-    pub mod lab;
-}
+mod support;
 
 use std::path::Path;
 
 use serde_json::Value;
+use support::TestContext;
 use support::lab::{LabUp, project};
 
 /// `bootstrap --env dev` without asking, bounded, as a user runs it after an edit.
@@ -25,7 +24,7 @@ const BOOTSTRAP: [&str; 6] = [
 ];
 
 /// The plan's changes other than no-ops, as `(type, action)`.
-fn planned(lab: &LabUp) -> Vec<(String, String)> {
+fn planned(lab: &LabUp<'_>) -> Vec<(String, String)> {
     let run = lab.run(&["plan", "--env", "dev", "--json"]).success();
     let plan: Value = serde_json::from_str(&run.stdout).expect("one JSON plan");
     plan["changes"]
@@ -43,7 +42,7 @@ fn planned(lab: &LabUp) -> Vec<(String, String)> {
 }
 
 /// A lab with `dev` bootstrapped to ready.
-fn bootstrapped(project: &Path) -> LabUp {
+fn bootstrapped(project: &TestContext) -> LabUp<'_> {
     let lab = LabUp::start(project, "dev");
     let first = lab.run(&BOOTSTRAP).success();
     assert!(
@@ -84,7 +83,7 @@ fn machine_config_state(project: &Path, node: &str) -> Value {
 #[test]
 fn a_talos_patch_added_later_updates_the_machine_configs_in_place() {
     let project = project();
-    let lab = bootstrapped(project.path());
+    let lab = bootstrapped(&project);
 
     edit(
         project.path(),
@@ -175,7 +174,7 @@ fn a_talos_patch_added_later_updates_the_machine_configs_in_place() {
 #[test]
 fn a_platform_change_is_applied_on_the_next_bootstrap() {
     let project = project();
-    let lab = bootstrapped(project.path());
+    let lab = bootstrapped(&project);
 
     edit(
         project.path(),
@@ -217,13 +216,13 @@ fn a_platform_change_is_applied_on_the_next_bootstrap() {
 fn a_connection_lost_mid_apply_leaves_truthful_state_and_the_next_run_converges() {
     let project = project();
     let lab = LabUp::start_with(
-        project.path(),
+        &project,
         "dev",
         &[("INFRAFLUX_LAB_DROP_FIRST_APPLY", "dev-workload-general-1")],
     );
 
     let first = lab.run(&BOOTSTRAP);
-    assert_ne!(first.code, Some(0), "{first:?}");
+    assert_ne!(first.code, 0, "{first:?}");
     assert!(
         first
             .output()

@@ -8,18 +8,14 @@
 //! have to (decrypted, in what the providers received and in the decrypted state), so
 //! the test fails if the secrets never went anywhere.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
-use assert_cmd::cargo::cargo_bin_cmd;
-use clap::Parser;
-use infraflux::apply::CancellationToken;
-use infraflux::cli::{Cli, Command};
-use infraflux::operation::{Context, Sink};
-use infraflux::registry::ProviderRegistry;
 use infraflux::state::{Encryption, IdentitySource, LocalStore, StateStore};
-use infraflux_provider_mock::MockProvider;
+use support::engine::Engine;
+use support::{Run, RunExt, TestContext, copy_dir};
 
 /// The Proxmox token's secret part, from `${env:PROXMOX_TOKEN}`.
 const ENV_TOKEN: &str = "Env-Token-Secret-3e8d";
@@ -33,31 +29,14 @@ const AGE_LAYER: &str = "Layer-Age-Secret-91c4e0";
 const SECRETS: [&str; 4] = [ENV_TOKEN, AGE_VALUE, AGE_IN_URL, AGE_LAYER];
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/secrets")
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
+    support::fixtures().join("secrets")
 }
 
 /// The shipped example, the fixture's encrypted files, and `dev.yaml` referring to them.
 fn project(dir: &Path) -> PathBuf {
     let config = dir.join("config");
-    std::fs::create_dir_all(&config).unwrap();
-    copy_tree(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("config"),
-        &config,
-    );
-    copy_tree(&fixtures().join("config"), &config);
+    copy_dir(&support::example_config(), &config);
+    copy_dir(&fixtures().join("config"), &config);
     let dev = config.join("environments/dev.yaml");
     let text = std::fs::read_to_string(&dev).unwrap().replace(
         "  revision: dev\n",
@@ -92,12 +71,15 @@ impl Variables {
     }
 }
 
-impl infraflux::config::Variables for Variables {
-    fn var(&self, name: &str) -> Option<String> {
-        self.pairs()
-            .into_iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v)
+impl Variables {
+    /// The same variables for the in-process runs.
+    fn engine(&self) -> support::engine::Variables {
+        support::engine::Variables(
+            self.pairs()
+                .into_iter()
+                .map(|(n, v)| (n.to_string(), v))
+                .collect(),
+        )
     }
 }
 
@@ -123,12 +105,6 @@ fn capture_logs() -> Arc<Mutex<Vec<u8>>> {
         .finish();
     tracing::subscriber::set_global_default(subscriber).expect("one subscriber per test binary");
     buffer
-}
-
-struct Run {
-    code: ExitCode,
-    out: String,
-    err: String,
 }
 
 /// Everything the test saw, to grep at the end.
@@ -160,79 +136,12 @@ impl Seen {
     }
 }
 
-/// The engine commands in process, with mock providers that have the real providers'
-/// schemas, and the real local state store with encryption.
-fn run_engine(
-    config: &Path,
-    registry: &ProviderRegistry,
-    store: &Arc<LocalStore>,
-    variables: &Variables,
-    args: &[&str],
-) -> Run {
-    let mut argv = vec![
-        "infraflux",
-        "--config",
-        config.to_str().unwrap(),
-        "--color",
-        "never",
-        "-vv",
-    ];
-    argv.extend_from_slice(args);
-    let cli = Cli::parse_from(argv);
-    let (out, out_buffer) = Sink::buffer();
-    let (err, err_buffer) = Sink::buffer();
-    let context = Context {
-        providers: registry.clone(),
-        store: store.clone(),
-        variables: Box::new(Variables {
-            state_key: variables.state_key.clone(),
-        }),
-        prompt: None,
-        out,
-        err,
-        color: false,
-        cancel: CancellationToken::new(),
-        handle_signals: false,
-    };
-    let result = match &cli.command {
-        Command::Plan(_) | Command::Apply(_) => infraflux::commands::run_in(&cli, &context),
-        other => panic!("not an engine command: {other:?}"),
-    };
-    let text = |b: &Arc<Mutex<Vec<u8>>>| String::from_utf8(b.lock().unwrap().clone()).unwrap();
-    let (code, report) = match result {
-        Ok(code) => (code, String::new()),
-        Err(report) => (ExitCode::from(1), format!("{report:?}")),
-    };
-    Run {
-        code,
-        out: text(&out_buffer),
-        err: text(&err_buffer) + &report,
-    }
-}
-
-fn run_binary(dir: &Path, variables: &Variables, args: &[&str]) -> Run {
-    let mut command = cargo_bin_cmd!("infraflux");
-    command
-        .current_dir(dir)
-        .env_remove("INFRAFLUX_LOG")
-        .args(["--color", "never", "-vv"])
-        .args(args);
-    for (name, value) in variables.pairs() {
-        command.env(name, value);
-    }
-    let output = command.output().unwrap();
-    Run {
-        code: ExitCode::from(output.status.code().unwrap_or(1) as u8),
-        out: String::from_utf8(output.stdout).unwrap(),
-        err: String::from_utf8(output.stderr).unwrap(),
-    }
-}
-
 #[test]
 fn no_secret_reaches_output_logs_plan_files_or_state() {
     let logs = capture_logs();
-    let dir = tempfile::tempdir().unwrap();
-    let work = dir.path();
+    let context = TestContext::new();
+    let work = context.path().to_path_buf();
+    let work = work.as_path();
     let config = project(work);
 
     // State encryption with a key of the test's own.
@@ -251,34 +160,33 @@ fn no_secret_reaches_output_logs_plan_files_or_state() {
     };
     let store = Arc::new(LocalStore::in_project(work).with_encryption(Some(encryption.clone())));
 
-    let real = infraflux::commands::providers();
-    let mut registry = ProviderRegistry::new();
-    let mocks: Vec<Arc<MockProvider>> = ["proxmox", "talos", "kubernetes"]
+    // The engine commands in process, with mock providers that have the real providers'
+    // schemas, and the real local state store with encryption.
+    let engine = Engine::new()
+        .config(&config)
+        .store(store.clone())
+        .variables(variables.engine())
+        .global("-vv");
+    let mocks = &engine.mocks;
+    // The binary in the project, with the same variables and its own -vv logging.
+    let context = variables
+        .pairs()
         .into_iter()
-        .map(|name| Arc::new(MockProvider::new(name, real.get(name).unwrap().schemas())))
-        .collect();
-    for mock in &mocks {
-        registry.register(mock.clone());
-    }
+        .fold(context, |context, (name, value)| context.env(name, value));
+    let run_binary = |args: &[&str]| context.command().arg("-vv").args(args).run();
 
     let mut seen = Seen::default();
     let expect_ok = |what: &str, run: Run, seen: &mut Seen| -> Run {
-        assert_eq!(
-            run.code,
-            ExitCode::SUCCESS,
-            "{what}:\n{}\n{}",
-            run.out,
-            run.err
-        );
-        seen.add(format!("stdout of {what}"), run.out.clone());
-        seen.add(format!("stderr of {what}"), run.err.clone());
+        assert_eq!(run.code, 0, "{what}:\n{}\n{}", run.stdout, run.stderr);
+        seen.add(format!("stdout of {what}"), run.stdout.clone());
+        seen.add(format!("stderr of {what}"), run.stderr.clone());
         run
     };
 
     // Loading: validate and config show, through the binary (its own -vv logging).
     expect_ok(
         "validate",
-        run_binary(work, &variables, &["validate", "--env", "dev"]),
+        run_binary(&["validate", "--env", "dev"]),
         &mut seen,
     );
     for provenance in [false, true] {
@@ -286,50 +194,34 @@ fn no_secret_reaches_output_logs_plan_files_or_state() {
         if provenance {
             args.push("--provenance");
         }
-        let run = expect_ok(
-            "config show",
-            run_binary(work, &variables, &args),
-            &mut seen,
+        let run = expect_ok("config show", run_binary(&args), &mut seen);
+        assert!(
+            run.stdout.contains("adminPassword: (sensitive)"),
+            "{}",
+            run.stdout
         );
         assert!(
-            run.out.contains("adminPassword: (sensitive)"),
+            run.stdout.contains("sharedSecret: (sensitive)"),
             "{}",
-            run.out
+            run.stdout
         );
-        assert!(run.out.contains("sharedSecret: (sensitive)"), "{}", run.out);
-        assert!(run.out.contains("token: (sensitive)"), "{}", run.out);
+        assert!(run.stdout.contains("token: (sensitive)"), "{}", run.stdout);
     }
 
     // Planning: human, JSON, and a saved plan.
-    let run = expect_ok(
-        "plan",
-        run_engine(
-            &config,
-            &registry,
-            &store,
-            &variables,
-            &["plan", "--env", "dev"],
-        ),
-        &mut seen,
-    );
-    assert!(run.out.contains("(sensitive)"), "{}", run.out);
+    let run = expect_ok("plan", engine.run(&["plan", "--env", "dev"]), &mut seen);
+    assert!(run.stdout.contains("(sensitive)"), "{}", run.stdout);
     assert!(
-        run.out.contains("+ repository") && run.out.contains("+ values"),
+        run.stdout.contains("+ repository") && run.stdout.contains("+ values"),
         "the attributes holding secrets are in the plan: {}",
-        run.out
+        run.stdout
     );
     let run = expect_ok(
         "plan --json",
-        run_engine(
-            &config,
-            &registry,
-            &store,
-            &variables,
-            &["plan", "--env", "dev", "--json"],
-        ),
+        engine.run(&["plan", "--env", "dev", "--json"]),
         &mut seen,
     );
-    let json: serde_json::Value = serde_json::from_str(&run.out).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     let handoff = json["changes"]
         .as_array()
         .unwrap()
@@ -352,13 +244,7 @@ fn no_secret_reaches_output_logs_plan_files_or_state() {
     let plan_file = work.join("dev.plan");
     expect_ok(
         "plan --out",
-        run_engine(
-            &config,
-            &registry,
-            &store,
-            &variables,
-            &["plan", "--env", "dev", "--out", plan_file.to_str().unwrap()],
-        ),
+        engine.run(&["plan", "--env", "dev", "--out", plan_file.to_str().unwrap()]),
         &mut seen,
     );
     let plan_bytes = std::fs::read(&plan_file).unwrap();
@@ -376,28 +262,16 @@ fn no_secret_reaches_output_logs_plan_files_or_state() {
     // Applying the saved plan against the mocks, then planning again (refresh reads).
     let run = expect_ok(
         "apply",
-        run_engine(
-            &config,
-            &registry,
-            &store,
-            &variables,
-            &["apply", plan_file.to_str().unwrap()],
-        ),
+        engine.run(&["apply", plan_file.to_str().unwrap()]),
         &mut seen,
     );
-    assert!(run.out.contains("Apply complete!"), "{}", run.out);
+    assert!(run.stdout.contains("Apply complete!"), "{}", run.stdout);
     let run = expect_ok(
         "plan after apply",
-        run_engine(
-            &config,
-            &registry,
-            &store,
-            &variables,
-            &["plan", "--env", "dev"],
-        ),
+        engine.run(&["plan", "--env", "dev"]),
         &mut seen,
     );
-    assert!(run.out.contains("No changes."), "{}", run.out);
+    assert!(run.stdout.contains("No changes."), "{}", run.stdout);
 
     // Every secret reached a provider, decrypted.
     let received: String = mocks
@@ -449,22 +323,18 @@ fn no_secret_reaches_output_logs_plan_files_or_state() {
 
     let run = expect_ok(
         "state list",
-        run_binary(
-            work,
-            &variables,
-            &[
-                "--state-dir",
-                work.to_str().unwrap(),
-                "state",
-                "list",
-                "--env",
-                "dev",
-            ],
-        ),
+        run_binary(&[
+            "--state-dir",
+            work.to_str().unwrap(),
+            "state",
+            "list",
+            "--env",
+            "dev",
+        ]),
         &mut seen,
     );
-    let addresses: Vec<String> = run.out.lines().map(str::to_string).collect();
-    assert!(addresses.len() > 10, "{}", run.out);
+    let addresses: Vec<String> = run.stdout.lines().map(str::to_string).collect();
+    assert!(addresses.len() > 10, "{}", run.stdout);
     let mut masked = 0;
     for address in &addresses {
         for json in [false, true] {
@@ -478,8 +348,8 @@ fn no_secret_reaches_output_logs_plan_files_or_state() {
             if json {
                 args.push("--json");
             }
-            let run = expect_ok("state show", run_binary(work, &variables, &args), &mut seen);
-            masked += run.out.matches("(sensitive)").count();
+            let run = expect_ok("state show", run_binary(&args), &mut seen);
+            masked += run.stdout.matches("(sensitive)").count();
         }
     }
     assert!(masked > 0);

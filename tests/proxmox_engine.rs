@@ -16,14 +16,15 @@
 //! each test prints why it is skipped.
 
 #[path = "../providers/proxmox/tests/support/mod.rs"]
+mod fakepve;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
+use fakepve::{FakePve, Options};
 use infraflux_proxmox::{Client, ClientConfig, Credentials, TlsVerification};
 use serde_json::{Value, json};
-use support::{FakePve, Options};
+use support::{Run, TestContext};
 
 const LAUNCHER: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -34,7 +35,7 @@ const WORKER: &str = "dev/workload/proxmox_vm.general-1";
 
 macro_rules! python_or_skip {
     () => {
-        match support::python() {
+        match fakepve::python() {
             Ok(python) => python,
             Err(reason) => {
                 eprintln!("{reason}");
@@ -44,32 +45,18 @@ macro_rules! python_or_skip {
     };
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 /// The example configuration in a temporary directory, its Proxmox endpoint the fake.
 struct Workspace {
-    dir: tempfile::TempDir,
+    context: TestContext,
 }
 
 impl Workspace {
     fn new(fake: &FakePve) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        copy_tree(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("config"),
-            &dir.path().join("config"),
-        );
-        let workspace = Workspace { dir };
+        let context = TestContext::with_example().token(Some(fakepve::TOKEN));
+        let (config, state) = (context.config_dir(), context.path().join("state"));
+        let workspace = Workspace {
+            context: context.config(config).state_dir(state),
+        };
         workspace.write(
             "defaults/proxmox.yaml",
             &format!(
@@ -80,12 +67,8 @@ impl Workspace {
         workspace
     }
 
-    fn config(&self) -> PathBuf {
-        self.dir.path().join("config")
-    }
-
     fn write(&self, file: &str, text: &str) {
-        std::fs::write(self.config().join(file), text).unwrap();
+        self.context.write(file, text);
     }
 
     /// Memory of the small template's control plane and worker pool.
@@ -99,26 +82,11 @@ impl Workspace {
     }
 
     fn run(&self, args: &[&str]) -> Run {
-        let output: Output = std::process::Command::new(env!("CARGO_BIN_EXE_infraflux"))
-            .arg("--config")
-            .arg(self.config())
-            .arg("--state-dir")
-            .arg(self.dir.path().join("state"))
-            .args(["--color", "never"])
-            .args(args)
-            .env("PROXMOX_TOKEN", support::TOKEN)
-            .env_remove("INFRAFLUX_STATE_DIR")
-            .output()
-            .expect("infraflux runs");
-        let run = Run {
-            code: output.status.code().unwrap_or(-1),
-            out: String::from_utf8_lossy(&output.stdout).into_owned(),
-            err: String::from_utf8_lossy(&output.stderr).into_owned(),
-        };
+        let run = self.context.run(args);
         // Whatever happens, the token's secret is never printed.
-        let secret = support::TOKEN.split_once('=').unwrap().1;
+        let secret = fakepve::TOKEN.split_once('=').unwrap().1;
         assert!(
-            !run.out.contains(secret) && !run.err.contains(secret),
+            !run.stdout.contains(secret) && !run.stderr.contains(secret),
             "the token was printed: {run}"
         );
         run
@@ -144,7 +112,7 @@ impl Workspace {
 
     /// Plan the VMs into a file and apply exactly that plan.
     fn apply(&self) -> (Run, Run) {
-        let file = self.dir.path().join("plan.json");
+        let file = self.context.path().join("plan.json");
         let plan = self.plan(&["--out", file.to_str().unwrap()]);
         let apply = self.run(&["apply", file.to_str().unwrap()]);
         (plan, apply)
@@ -152,7 +120,7 @@ impl Workspace {
 
     /// The state document (wherever the local backend keeps it under `--state-dir`).
     fn state(&self) -> Value {
-        let files = walk(&self.dir.path().join("state"));
+        let files = walk(&self.context.path().join("state"));
         let path = files
             .iter()
             .find(|f| f.file_name().is_some_and(|n| n == "dev.json"))
@@ -171,22 +139,6 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     files
-}
-
-struct Run {
-    code: i32,
-    out: String,
-    err: String,
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.out, self.err
-        )
-    }
 }
 
 async fn fake(python: &str, import_content: bool) -> FakePve {
@@ -249,7 +201,7 @@ async fn requests(fake: &mut FakePve) -> u64 {
 fn client(fake: &FakePve) -> Client {
     Client::new(ClientConfig::new(
         fake.url.parse().unwrap(),
-        Credentials::api_token(support::TOKEN).unwrap(),
+        Credentials::api_token(fakepve::TOKEN).unwrap(),
         TlsVerification::Fingerprint(fake.fingerprint.clone()),
     ))
     .unwrap()
@@ -265,16 +217,16 @@ async fn plan_apply_update_drift_and_destroy_through_the_engine() {
     let plan = workspace.plan(&[]);
     assert_eq!(plan.code, 2, "{plan}");
     assert!(
-        plan.out.contains(&format!("# {CP} will be created")),
+        plan.stdout.contains(&format!("# {CP} will be created")),
         "{plan}"
     );
     assert!(
-        plan.out.contains(&format!("# {WORKER} will be created")),
+        plan.stdout.contains(&format!("# {WORKER} will be created")),
         "{plan}"
     );
-    assert_eq!(plan.out.matches("proxmox_image.").count(), 2, "{plan}");
+    assert_eq!(plan.stdout.matches("proxmox_image.").count(), 2, "{plan}");
     assert!(
-        plan.out
+        plan.stdout
             .contains("Plan: 4 to add, 0 to change, 0 to destroy."),
         "{plan}"
     );
@@ -312,8 +264,8 @@ async fn plan_apply_update_drift_and_destroy_through_the_engine() {
     let before = requests(&mut fake).await;
     let plan = workspace.plan(&[]);
     assert_eq!(plan.code, 0, "{plan}");
-    assert!(plan.out.contains("No changes."), "{plan}");
-    assert!(!plan.out.contains("changed outside InfraFlux"), "{plan}");
+    assert!(plan.stdout.contains("No changes."), "{plan}");
+    assert!(!plan.stdout.contains("changed outside InfraFlux"), "{plan}");
     assert_eq!(requests(&mut fake).await - before, 1);
 
     // More memory for the control plane: an in-place update of that VM only.
@@ -321,13 +273,13 @@ async fn plan_apply_update_drift_and_destroy_through_the_engine() {
     let plan = workspace.plan(&[]);
     assert_eq!(plan.code, 2, "{plan}");
     assert!(
-        plan.out
+        plan.stdout
             .contains(&format!("# {CP} will be updated in-place")),
         "{plan}"
     );
-    assert!(plan.out.contains("memory_mib"), "{plan}");
+    assert!(plan.stdout.contains("memory_mib"), "{plan}");
     assert!(
-        plan.out
+        plan.stdout
             .contains("Plan: 0 to add, 1 to change, 0 to destroy."),
         "{plan}"
     );
@@ -362,17 +314,17 @@ async fn plan_apply_update_drift_and_destroy_through_the_engine() {
         .expect("the fake takes the change");
     let plan = workspace.plan(&[]);
     assert_eq!(plan.code, 2, "{plan}");
-    assert!(plan.out.contains("changed outside InfraFlux"), "{plan}");
+    assert!(plan.stdout.contains("changed outside InfraFlux"), "{plan}");
     assert!(
-        plan.out.contains(&format!("{WORKER} has changed")),
+        plan.stdout.contains(&format!("{WORKER} has changed")),
         "{plan}"
     );
     assert!(
-        plan.out
+        plan.stdout
             .contains(&format!("# {WORKER} will be updated in-place")),
         "{plan}"
     );
-    assert!(plan.out.contains("hand-made"), "{plan}");
+    assert!(plan.stdout.contains("hand-made"), "{plan}");
     let (_, apply) = workspace.apply();
     assert_eq!(apply.code, 0, "{apply}");
     let tags = client(&fake)
@@ -412,8 +364,8 @@ async fn plan_apply_update_drift_and_destroy_through_the_engine() {
     .expect("the removal finishes");
     let plan = workspace.plan(&[]);
     assert_eq!(plan.code, 2, "{plan}");
-    assert!(plan.out.contains("has been deleted"), "{plan}");
-    assert!(plan.out.contains("proxmox_image."), "{plan}");
+    assert!(plan.stdout.contains("has been deleted"), "{plan}");
+    assert!(plan.stdout.contains("proxmox_image."), "{plan}");
     let (_, apply) = workspace.apply();
     assert_eq!(apply.code, 0, "{apply}");
     assert_eq!(workspace.plan(&[]).code, 0);
@@ -425,11 +377,11 @@ async fn plan_apply_update_drift_and_destroy_through_the_engine() {
     let plan = workspace.plan(&[]);
     assert_eq!(plan.code, 0, "{plan}");
     assert!(
-        plan.out.contains(&format!("{WORKER} has changed")),
+        plan.stdout.contains(&format!("{WORKER} has changed")),
         "{plan}"
     );
-    assert!(plan.out.contains("\"pve3\""), "{plan}");
-    assert!(plan.out.contains("No changes."), "{plan}");
+    assert!(plan.stdout.contains("\"pve3\""), "{plan}");
+    assert!(plan.stdout.contains("No changes."), "{plan}");
 
     // Destroy leaves nothing.
     let destroy = workspace.run(&[
@@ -467,13 +419,15 @@ async fn a_locked_vm_fails_alone_and_the_next_run_converges() {
     assert_eq!(plan.code, 2, "{plan}");
     assert_eq!(apply.code, 1, "{apply}");
     assert!(
-        apply.err.contains(&format!("{WORKER}: update failed")),
+        apply.stderr.contains(&format!("{WORKER}: update failed")),
         "{apply}"
     );
-    assert!(apply.err.contains("locked"), "{apply}");
-    assert!(apply.err.contains("qm unlock"), "{apply}");
+    assert!(apply.stderr.contains("locked"), "{apply}");
+    assert!(apply.stderr.contains("qm unlock"), "{apply}");
     assert!(
-        apply.err.contains(&format!("{CP}: Modifications complete")),
+        apply
+            .stderr
+            .contains(&format!("{CP}: Modifications complete")),
         "{apply}"
     );
     let memory: Vec<(String, String)> = vms(&mut fake)
@@ -498,7 +452,7 @@ async fn a_locked_vm_fails_alone_and_the_next_run_converges() {
     let plan = workspace.plan(&[]);
     assert_eq!(plan.code, 2, "{plan}");
     assert!(
-        plan.out
+        plan.stdout
             .contains("Plan: 0 to add, 1 to change, 0 to destroy."),
         "{plan}"
     );
@@ -518,12 +472,12 @@ async fn a_storage_without_import_content_is_refused_before_anything_starts() {
     let plan = workspace.plan(&[]);
     assert_eq!(plan.code, 1, "{plan}");
     assert!(
-        plan.err
+        plan.stderr
             .contains("does not allow the content type `import`"),
         "{plan}"
     );
     assert!(
-        plan.err
+        plan.stderr
             .contains("pvesm set local --content iso,vztmpl,backup,import"),
         "{plan}"
     );
@@ -550,12 +504,12 @@ async fn a_failed_create_task_fails_alone_and_the_next_run_converges() {
     assert_eq!(plan.code, 2, "{plan}");
     assert_eq!(apply.code, 1, "{apply}");
     assert!(
-        apply.err.contains(&format!("{WORKER}: create failed")),
+        apply.stderr.contains(&format!("{WORKER}: create failed")),
         "{apply}"
     );
-    assert!(apply.err.contains("live-restore failed"), "{apply}");
+    assert!(apply.stderr.contains("live-restore failed"), "{apply}");
     assert!(
-        apply.err.contains(&format!("{CP}: Creation complete")),
+        apply.stderr.contains(&format!("{CP}: Creation complete")),
         "{apply}"
     );
 
@@ -563,7 +517,7 @@ async fn a_failed_create_task_fails_alone_and_the_next_run_converges() {
     let (plan, apply) = workspace.apply();
     assert_eq!(plan.code, 2, "{plan}");
     assert!(
-        !plan.out.contains(&format!("# {CP} will be created")),
+        !plan.stdout.contains(&format!("# {CP} will be created")),
         "{plan}"
     );
     assert_eq!(apply.code, 0, "{apply}");

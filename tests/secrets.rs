@@ -5,93 +5,38 @@
 //! The fixtures under tests/fixtures/secrets are encrypted to a TEST-ONLY identity that
 //! is committed on purpose (tests/fixtures/secrets/TEST-ONLY-age-identity.txt).
 
+mod support;
+
 use std::path::{Path, PathBuf};
 
-use assert_cmd::cargo::cargo_bin_cmd;
+use support::{Run, RunExt, TestContext, copy_dir};
 
 const GRAFANA: &str = "Grafana-Age-Secret-7f3a9c";
 const LAYER: &str = "Layer-Age-Secret-91c4e0";
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/secrets")
+    support::fixtures().join("secrets")
 }
 
 fn identity() -> PathBuf {
     fixtures().join("TEST-ONLY-age-identity.txt")
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 /// The shipped example plus the fixture's encrypted files, with `dev.yaml` referring to
-/// a secret.
-fn project() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config");
-    std::fs::create_dir_all(&config).unwrap();
-    copy_tree(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("config"),
-        &config,
-    );
-    copy_tree(&fixtures().join("config"), &config);
-    let dev = config.join("environments/dev.yaml");
+/// a secret; none of the caller's key variables.
+fn project() -> TestContext {
+    let project = TestContext::with_example().token(Some("root@pam!ci=x"));
+    copy_dir(&fixtures().join("config"), &project.config_dir());
+    let dev = project.config_file("environments/dev.yaml");
     let mut text = std::fs::read_to_string(&dev).unwrap();
     text.push_str(
         "platform:\n  monitoring:\n    values:\n      grafana:\n        adminPassword: ${age:secrets/dev.yaml#grafana.admin_password}\n",
     );
     std::fs::write(dev, text).unwrap();
-    dir
+    project
 }
 
-/// The binary in `dir`, with none of the caller's key variables.
-fn infraflux(dir: &Path) -> assert_cmd::Command {
-    let mut command = cargo_bin_cmd!("infraflux");
-    command
-        .current_dir(dir)
-        .env("PROXMOX_TOKEN", "root@pam!ci=x");
-    for name in [
-        "INFRAFLUX_AGE_IDENTITY_FILE",
-        "INFRAFLUX_AGE_IDENTITY",
-        "INFRAFLUX_AGE_RECIPIENTS",
-        "INFRAFLUX_STATE_IDENTITY_FILE",
-        "INFRAFLUX_STATE_IDENTITY",
-        "INFRAFLUX_STATE_RECIPIENTS",
-        "INFRAFLUX_STATE_PASSPHRASE",
-        "INFRAFLUX_CONFIG",
-        "VISUAL",
-        "EDITOR",
-    ] {
-        command.env_remove(name);
-    }
-    command
-}
-
-struct Output {
-    success: bool,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(command: &mut assert_cmd::Command) -> Output {
-    let output = command.output().unwrap();
-    Output {
-        success: output.status.success(),
-        stdout: String::from_utf8(output.stdout).unwrap(),
-        stderr: String::from_utf8(output.stderr).unwrap(),
-    }
-}
-
-fn assert_no_plaintext(output: &Output) {
+fn assert_no_plaintext(output: &Run) {
     for secret in [GRAFANA, LAYER] {
         assert!(
             !output.stdout.contains(secret) && !output.stderr.contains(secret),
@@ -105,11 +50,14 @@ fn assert_no_plaintext(output: &Output) {
 #[test]
 fn secrets_load_with_the_key_and_show_masked_with_their_provenance() {
     let dir = project();
-    let output = run(infraflux(dir.path())
+    let output = dir
+        .command()
         .env("INFRAFLUX_AGE_IDENTITY_FILE", identity())
-        .args(["validate", "--env", "dev"]));
-    assert!(output.success, "{}", output.stderr);
-    let output = run(infraflux(dir.path())
+        .args(["validate", "--env", "dev"])
+        .run();
+    assert!(output.code == 0, "{}", output.stderr);
+    let output = dir
+        .command()
         .env("INFRAFLUX_AGE_IDENTITY_FILE", identity())
         .args([
             "config",
@@ -119,8 +67,9 @@ fn secrets_load_with_the_key_and_show_masked_with_their_provenance() {
             "--cluster",
             "workload",
             "--provenance",
-        ]));
-    assert!(output.success, "{}", output.stderr);
+        ])
+        .run();
+    assert!(output.code == 0, "{}", output.stderr);
     assert_no_plaintext(&output);
     let line = |key: &str| {
         output
@@ -131,48 +80,32 @@ fn secrets_load_with_the_key_and_show_masked_with_their_provenance() {
             .to_string()
     };
     let password = line("adminPassword:");
-    assert!(
-        password.contains("adminPassword: (sensitive)"),
-        "{password}"
-    );
-    assert!(
-        password.contains("environments/dev.yaml:")
-            && password.contains("(age: secrets/dev.yaml#grafana.admin_password)"),
-        "{password}"
-    );
     let shared = line("sharedSecret:");
-    assert!(shared.contains("sharedSecret: (sensitive)"), "{shared}");
-    assert!(shared.contains("environments/dev.age.yaml:6"), "{shared}");
+    let _filters = dir.filters();
+    insta::assert_snapshot!("show_secret_lines", format!("{password}\n{shared}"));
 }
 
 #[test]
 fn the_state_identity_is_the_fallback_key() {
     let dir = project();
-    let output = run(infraflux(dir.path())
+    let output = dir
+        .command()
         .env("INFRAFLUX_STATE_IDENTITY_FILE", identity())
-        .args(["validate", "--env", "dev"]));
-    assert!(output.success, "{}", output.stderr);
+        .args(["validate", "--env", "dev"])
+        .run();
+    assert!(output.code == 0, "{}", output.stderr);
 }
 
 #[test]
 fn without_a_key_each_encrypted_file_is_a_diagnostic_naming_it() {
     let dir = project();
-    let output = run(infraflux(dir.path()).args(["validate", "--env", "dev"]));
-    assert!(!output.success);
+    let output = dir.command().args(["validate", "--env", "dev"]).run();
+    assert!(output.code != 0);
     assert_no_plaintext(&output);
     let err = &output.stderr;
-    assert!(err.contains("config::secret-no-key"), "{err}");
-    assert!(
-        err.contains("cannot decrypt `config/secrets/dev.yaml`: no age identity is set"),
-        "{err}"
-    );
-    // The referencing file and line, and the layer file itself.
-    assert!(err.contains("environments/dev.yaml:"), "{err}");
-    assert!(
-        err.contains("cannot decrypt `config/environments/dev.age.yaml`"),
-        "{err}"
-    );
-    assert!(err.contains("INFRAFLUX_AGE_IDENTITY_FILE"), "{err}");
+    // The referencing file and line, the layer file itself, and the variable to set.
+    let _filters = dir.filters();
+    insta::assert_snapshot!("validate_without_a_key_stderr", err);
     assert!(!err.contains("panicked"), "{err}");
 }
 
@@ -190,22 +123,14 @@ fn a_wrong_key_is_a_diagnostic_with_the_way_out() {
         let identity = age::x25519::Identity::generate();
         std::fs::write(&other, identity.to_string().expose_secret()).unwrap();
     }
-    let output = run(infraflux(dir.path())
+    let output = dir
+        .command()
         .env("INFRAFLUX_AGE_IDENTITY_FILE", &other)
-        .args(["validate", "--env", "dev"]));
-    assert!(!output.success);
-    assert!(
-        output.stderr.contains("config::secret-wrong-key"),
-        "{}",
-        output.stderr
-    );
-    assert!(
-        output
-            .stderr
-            .contains("none of the configured age identities"),
-        "{}",
-        output.stderr
-    );
+        .args(["validate", "--env", "dev"])
+        .run();
+    assert!(output.code != 0);
+    let _filters = dir.filters();
+    insta::assert_snapshot!("validate_with_a_wrong_key_stderr", output.stderr);
     assert_no_plaintext(&output);
 }
 
@@ -224,25 +149,15 @@ fn a_missing_file_a_missing_key_and_a_damaged_file_are_diagnostics() {
         "-----BEGIN AGE ENCRYPTED FILE-----\nnot base64 at all\n-----END AGE ENCRYPTED FILE-----\n",
     )
     .unwrap();
-    let output = run(infraflux(dir.path())
+    let output = dir
+        .command()
         .env("INFRAFLUX_AGE_IDENTITY_FILE", identity())
-        .args(["validate", "--env", "dev"]));
-    assert!(!output.success);
+        .args(["validate", "--env", "dev"])
+        .run();
+    assert!(output.code != 0);
     let err = &output.stderr;
-    assert!(
-        err.contains("secret file `config/secrets/dev.yaml` has no key `grafana.no_such_key`"),
-        "{err}"
-    );
-    assert!(
-        err.contains("secret file `config/secrets/missing.yaml` not found"),
-        "{err}"
-    );
-    assert!(
-        err.contains("infraflux secrets edit config/secrets/missing.yaml"),
-        "{err}"
-    );
-    assert!(err.contains("config::secret-file-corrupt"), "{err}");
-    assert!(err.contains("config/secrets/damaged.yaml"), "{err}");
+    let _filters = dir.filters();
+    insta::assert_snapshot!("validate_missing_and_damaged_secrets_stderr", err);
     assert_no_plaintext(&output);
 }
 
@@ -258,20 +173,15 @@ fn a_problem_inside_an_encrypted_layer_names_its_line_but_never_quotes_it() {
         ..Default::default()
     };
     std::fs::write(&layer, encryption.encrypt(plain.as_bytes()).unwrap()).unwrap();
-    let output = run(infraflux(dir.path())
+    let output = dir
+        .command()
         .env("INFRAFLUX_AGE_IDENTITY_FILE", identity())
-        .args(["validate", "--env", "dev"]));
-    assert!(!output.success);
-    assert!(
-        output.stderr.contains("unknown key `verison`"),
-        "{}",
-        output.stderr
-    );
-    assert!(
-        output
-            .stderr
-            .contains("config/environments/dev.age.yaml:3:5"),
-        "{}",
+        .args(["validate", "--env", "dev"])
+        .run();
+    assert!(output.code != 0);
+    let _filters = dir.filters();
+    insta::assert_snapshot!(
+        "validate_problem_in_an_encrypted_layer_stderr",
         output.stderr
     );
     assert_no_plaintext(&output);
@@ -303,16 +213,15 @@ fn secrets_edit_creates_reencrypts_and_wipes_its_temporary_file() {
             seen = work.join("seen.txt").display()
         ),
     );
-    let output = run(infraflux(work)
+    let output = dir
+        .command()
         .env("EDITOR", &script)
         .env("INFRAFLUX_AGE_IDENTITY_FILE", identity())
-        .args(["secrets", "edit", "config/secrets/new.yaml"]));
-    assert!(output.success, "{}", output.stderr);
-    assert!(
-        output.stderr.contains(".age-recipients"),
-        "{}",
-        output.stderr
-    );
+        .args(["secrets", "edit", "config/secrets/new.yaml"])
+        .run();
+    assert!(output.code == 0, "{}", output.stderr);
+    let _filters = dir.filters();
+    insta::assert_snapshot!("edit_new_file_stderr", output.stderr);
     let sealed = std::fs::read_to_string(&file).unwrap();
     assert!(sealed.starts_with("-----BEGIN AGE ENCRYPTED FILE-----"));
     assert!(!sealed.contains("Edited-Secret-0a1b"));
@@ -325,10 +234,12 @@ fn secrets_edit_creates_reencrypts_and_wipes_its_temporary_file() {
     assert!(!temporary.parent().unwrap().exists());
 
     // The round trip: decrypt prints what the editor wrote; the edit sees it.
-    let output = run(infraflux(work)
+    let output = dir
+        .command()
         .env("INFRAFLUX_AGE_IDENTITY_FILE", identity())
-        .args(["secrets", "decrypt", "config/secrets/new.yaml"]));
-    assert!(output.success, "{}", output.stderr);
+        .args(["secrets", "decrypt", "config/secrets/new.yaml"])
+        .run();
+    assert!(output.code == 0, "{}", output.stderr);
     assert_eq!(output.stdout, "db:\n  password: Edited-Secret-0a1b\n");
     // Interop: the `age` tool reads what `secrets edit` wrote (the fixtures themselves
     // were written by it).
@@ -348,14 +259,18 @@ fn secrets_edit_creates_reencrypts_and_wipes_its_temporary_file() {
         Err(error) => eprintln!("skipping the age CLI check: cannot run `age`: {error}"),
     }
     let script = editor(work, "append.sh", "printf 'extra: 1\\n' >> \"$1\"");
-    let output = run(infraflux(work)
+    let output = dir
+        .command()
         .env("VISUAL", &script)
         .env("INFRAFLUX_AGE_IDENTITY_FILE", identity())
-        .args(["secrets", "edit", "config/secrets/new.yaml"]));
-    assert!(output.success, "{}", output.stderr);
-    let output = run(infraflux(work)
+        .args(["secrets", "edit", "config/secrets/new.yaml"])
+        .run();
+    assert!(output.code == 0, "{}", output.stderr);
+    let output = dir
+        .command()
         .env("INFRAFLUX_AGE_IDENTITY_FILE", identity())
-        .args(["secrets", "decrypt", "config/secrets/new.yaml"]));
+        .args(["secrets", "decrypt", "config/secrets/new.yaml"])
+        .run();
     assert_eq!(
         output.stdout,
         "db:\n  password: Edited-Secret-0a1b\nextra: 1\n"
@@ -370,22 +285,16 @@ fn secrets_edit_reopens_on_invalid_yaml_or_leaves_the_file_unchanged() {
     let before = std::fs::read(&file).unwrap();
     let broken = editor(work, "broken.sh", "printf 'a: [unclosed\\n' > \"$1\"");
     // No answer (end of input): abort, file untouched.
-    let output = run(infraflux(work)
+    let output = dir
+        .command()
         .env("EDITOR", &broken)
         .env("INFRAFLUX_AGE_IDENTITY_FILE", identity())
         .args(["secrets", "edit", "config/secrets/dev.yaml"])
-        .write_stdin(""));
-    assert!(!output.success);
-    assert!(
-        output.stderr.contains("is not valid YAML at line"),
-        "{}",
-        output.stderr
-    );
-    assert!(
-        output.stderr.contains("was left unchanged"),
-        "{}",
-        output.stderr
-    );
+        .write_stdin("")
+        .run();
+    assert!(output.code != 0);
+    let _filters = dir.filters();
+    insta::assert_snapshot!("edit_invalid_yaml_unanswered_stderr", output.stderr);
     assert_eq!(std::fs::read(&file).unwrap(), before);
     assert_no_plaintext(&output);
 
@@ -399,31 +308,33 @@ fn secrets_edit_reopens_on_invalid_yaml_or_leaves_the_file_unchanged() {
             count = count.display()
         ),
     );
-    let output = run(infraflux(work)
+    let output = dir
+        .command()
         .env("EDITOR", &twice)
         .env("INFRAFLUX_AGE_IDENTITY_FILE", identity())
         .args(["secrets", "edit", "config/secrets/dev.yaml"])
-        .write_stdin("y\n"));
-    assert!(output.success, "{}", output.stderr);
-    assert!(output.stderr.contains("Open the editor again?"));
-    let output = run(infraflux(work)
+        .write_stdin("y\n")
+        .run();
+    assert!(output.code == 0, "{}", output.stderr);
+    insta::assert_snapshot!("edit_invalid_yaml_then_fixed_stderr", output.stderr);
+    let output = dir
+        .command()
         .env("INFRAFLUX_AGE_IDENTITY_FILE", identity())
-        .args(["secrets", "decrypt", "config/secrets/dev.yaml"]));
+        .args(["secrets", "decrypt", "config/secrets/dev.yaml"])
+        .run();
     assert_eq!(output.stdout, "fixed: true\n");
 
     // An editor that fails changes nothing.
     let after = std::fs::read(&file).unwrap();
     let failing = editor(work, "fail.sh", "printf 'x: 1\\n' > \"$1\"\nexit 3");
-    let output = run(infraflux(work)
+    let output = dir
+        .command()
         .env("EDITOR", &failing)
         .env("INFRAFLUX_AGE_IDENTITY_FILE", identity())
-        .args(["secrets", "edit", "config/secrets/dev.yaml"]));
-    assert!(!output.success);
-    assert!(
-        output.stderr.contains("nothing was changed"),
-        "{}",
-        output.stderr
-    );
+        .args(["secrets", "edit", "config/secrets/dev.yaml"])
+        .run();
+    assert!(output.code != 0);
+    insta::assert_snapshot!("edit_failing_editor_stderr", output.stderr);
     assert_eq!(std::fs::read(&file).unwrap(), after);
 }
 
@@ -438,18 +349,15 @@ fn secrets_edit_checks_an_encrypted_layer_against_its_format() {
         "typo.sh",
         "printf 'platform:\n  cert_manager:\n    verison: Typo-Secret-44\n' > \"$1\"",
     );
-    let output = run(infraflux(work)
+    let output = dir
+        .command()
         .env("EDITOR", &typo)
         .env("INFRAFLUX_AGE_IDENTITY_FILE", identity())
-        .args(["secrets", "edit", "config/environments/dev.age.yaml"]));
-    assert!(!output.success);
-    assert!(
-        output
-            .stderr
-            .contains("is not a valid environment layer: line 3, column 5: unknown key `verison`"),
-        "{}",
-        output.stderr
-    );
+        .args(["secrets", "edit", "config/environments/dev.age.yaml"])
+        .run();
+    assert!(output.code != 0);
+    let _filters = dir.filters();
+    insta::assert_snapshot!("edit_encrypted_layer_typo_stderr", output.stderr);
     assert!(
         !output.stderr.contains("Typo-Secret-44"),
         "{}",
@@ -474,11 +382,13 @@ fn an_interrupt_during_the_edit_still_wipes_the_plaintext_copy() {
     );
     let file = work.join("config/secrets/dev.yaml");
     let before = std::fs::read(&file).unwrap();
-    let output = run(infraflux(work)
+    let output = dir
+        .command()
         .env("EDITOR", &script)
         .env("INFRAFLUX_AGE_IDENTITY_FILE", identity())
-        .args(["secrets", "edit", "config/secrets/dev.yaml"]));
-    assert!(!output.success);
+        .args(["secrets", "edit", "config/secrets/dev.yaml"])
+        .run();
+    assert!(output.code != 0);
     assert!(
         output.stderr.contains("nothing was changed"),
         "{}",
@@ -496,16 +406,19 @@ fn secrets_encrypt_seals_a_plaintext_file_in_place() {
     let work = dir.path();
     let file = work.join("config/secrets/plain.yaml");
     std::fs::write(&file, "token: Plain-Then-Sealed-22\n").unwrap();
-    let output = run(infraflux(work).args(["secrets", "encrypt", "config/secrets/plain.yaml"]));
-    assert!(output.success, "{}", output.stderr);
+    let output = dir
+        .command()
+        .args(["secrets", "encrypt", "config/secrets/plain.yaml"])
+        .run();
+    assert!(output.code == 0, "{}", output.stderr);
     let sealed = std::fs::read_to_string(&file).unwrap();
     assert!(sealed.starts_with("-----BEGIN AGE ENCRYPTED FILE-----"));
     assert!(!sealed.contains("Plain-Then-Sealed-22"));
-    let output = run(infraflux(work).args(["secrets", "encrypt", "config/secrets/plain.yaml"]));
-    assert!(!output.success);
-    assert!(
-        output.stderr.contains("is already encrypted"),
-        "{}",
-        output.stderr
-    );
+    let output = dir
+        .command()
+        .args(["secrets", "encrypt", "config/secrets/plain.yaml"])
+        .run();
+    assert!(output.code != 0);
+    let _filters = dir.filters();
+    insta::assert_snapshot!("encrypt_twice_stderr", output.stderr);
 }

@@ -2,19 +2,14 @@
 //! (tests/support/postgres.rs): documents, compare-and-swap writes, leases, the CLI
 //! (`--state-backend postgres`, `state migrate`), TLS, and that the password never shows.
 
-#[path = "support/postgres.rs"]
-mod postgres_server;
+mod support;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use clap::Parser;
-use infraflux::apply::CancellationToken;
-use infraflux::cli::{Cli, Command};
-use infraflux::operation::{Context, Sink};
 use infraflux::registry::ProviderRegistry;
 use infraflux::state::postgres::ConnectionString;
 use infraflux::state::{
@@ -23,9 +18,11 @@ use infraflux::state::{
 };
 use infraflux::vocabulary::ResourceAddr;
 use infraflux::vocabulary::Sensitive;
-use infraflux_provider_mock::{MockProvider, Op};
-use postgres_server::{PASSWORD, Server, Session};
+use infraflux_provider_mock::Op;
 use serde_json::json;
+use support::TestContext;
+use support::engine::{Engine, mock_providers};
+use support::postgres::{self as postgres_server, PASSWORD, Server, Session};
 
 const BACKEND: &str = "INFRAFLUX_STATE_BACKEND";
 const URL: &str = "INFRAFLUX_STATE_POSTGRES_URL";
@@ -167,8 +164,8 @@ fn encrypted_documents_hold_no_secret_in_the_database() {
 #[test]
 fn a_misconfigured_backend_is_reported_before_anything_runs() {
     // No server needed: the settings are wrong before any connection.
-    let output = assert_cmd::Command::cargo_bin("infraflux")
-        .unwrap()
+    let output = TestContext::with_example()
+        .command()
         .env(BACKEND, "postgres")
         .env_remove(URL)
         .env("PROXMOX_TOKEN", "root@pam!ci=secret")
@@ -182,8 +179,8 @@ fn a_misconfigured_backend_is_reported_before_anything_runs() {
         stderr.contains("the postgres backend needs INFRAFLUX_STATE_POSTGRES_URL"),
         "{stderr}"
     );
-    let output = assert_cmd::Command::cargo_bin("infraflux")
-        .unwrap()
+    let output = TestContext::with_example()
+        .command()
         .env(BACKEND, "mysql")
         .args(["state", "list"])
         .output()
@@ -449,8 +446,8 @@ fn a_killed_holders_lease_expires_by_itself() {
     );
     assert_eq!(store.locks().unwrap()[0].1.id, id);
     // The next run waits for it to expire (2 s) and proceeds.
-    let output = assert_cmd::Command::cargo_bin("infraflux")
-        .unwrap()
+    let output = TestContext::with_example()
+        .command()
         .env(BACKEND, "postgres")
         .env(URL, &url)
         .args([
@@ -474,54 +471,15 @@ fn a_killed_holders_lease_expires_by_itself() {
     assert!(store.locks().unwrap().is_empty());
 }
 
-/// The mock providers of tests/commands.rs, with the real providers' schemas.
-fn mock_providers() -> (ProviderRegistry, Vec<Arc<MockProvider>>) {
-    let real = infraflux::commands::providers();
-    let mocks: Vec<Arc<MockProvider>> = ["proxmox", "talos", "kubernetes"]
-        .into_iter()
-        .map(|name| Arc::new(MockProvider::new(name, real.get(name).unwrap().schemas())))
-        .collect();
-    let mut registry = ProviderRegistry::new();
-    for mock in &mocks {
-        registry.register(mock.clone());
-    }
-    (registry, mocks)
-}
-
-struct Variables;
-impl infraflux::config::Variables for Variables {
-    fn var(&self, name: &str) -> Option<String> {
-        (name == "PROXMOX_TOKEN").then(|| "root@pam!ci=secret".to_string())
-    }
-}
-
 /// `infraflux apply …` over the example configuration, in this process, with the mocks
 /// and its own PostgreSQL store (as a separate run would have).
-fn apply(registry: &ProviderRegistry, url: &str, args: &[&str]) -> (ExitCode, String) {
-    let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config");
-    let mut argv = vec!["infraflux", "--config", config.to_str().unwrap(), "apply"];
+fn apply(registry: &ProviderRegistry, url: &str, args: &[&str]) -> (i32, String) {
+    let mut engine = Engine::new().store(Arc::new(store(url)));
+    engine.registry = registry.clone();
+    let mut argv = vec!["apply"];
     argv.extend_from_slice(args);
-    let cli = Cli::parse_from(argv);
-    let (out, _) = Sink::buffer();
-    let (err, err_buffer) = Sink::buffer();
-    let context = Context {
-        providers: registry.clone(),
-        store: Arc::new(store(url)),
-        variables: Box::new(Variables),
-        prompt: None,
-        out,
-        err,
-        color: false,
-        cancel: CancellationToken::new(),
-        handle_signals: false,
-    };
-    assert!(matches!(cli.command, Command::Apply(_)), "not an apply");
-    let result = infraflux::commands::run_in(&cli, &context);
-    let err = String::from_utf8(err_buffer.lock().unwrap().clone()).unwrap();
-    match result {
-        Ok(code) => (code, err),
-        Err(report) => (ExitCode::FAILURE, format!("{err}{report:?}")),
-    }
+    let run = engine.run(&argv);
+    (run.code, run.stderr)
 }
 
 #[test]
@@ -556,7 +514,7 @@ fn of_two_concurrent_applies_one_waits_or_fails_fast() {
     }
     assert!(held, "the first apply never took the lock");
     let (code, err) = apply(&registry, &url, &["--env", "dev", "--auto-approve"]);
-    assert_eq!(code, ExitCode::FAILURE);
+    assert_eq!(code, 1);
     // The diagnostic is wrapped to the terminal's width: compare its words.
     let words = err
         .split_whitespace()
@@ -572,9 +530,9 @@ fn of_two_concurrent_applies_one_waits_or_fails_fast() {
         &url,
         &["--env", "dev", "--auto-approve", "--lock-timeout", "5m"],
     );
-    assert_eq!(code, ExitCode::SUCCESS, "{err}");
+    assert_eq!(code, 0, "{err}");
     let (code, err) = first.join().unwrap();
-    assert_eq!(code, ExitCode::SUCCESS, "{err}");
+    assert_eq!(code, 0, "{err}");
     // The waiting run planned against the first run's state: nothing was created twice.
     let creates: usize = mocks.iter().map(|m| m.count(Op::Create)).sum();
     let stored = store(&url).load("dev").unwrap().unwrap();
@@ -582,12 +540,10 @@ fn of_two_concurrent_applies_one_waits_or_fails_fast() {
 }
 
 fn infraflux(url: &str, state_dir: &Path, args: &[&str]) -> std::process::Output {
-    assert_cmd::Command::cargo_bin("infraflux")
-        .unwrap()
+    TestContext::with_example()
         .env(URL, url)
-        .env_remove(BACKEND)
-        .arg("--state-dir")
-        .arg(state_dir)
+        .state_dir(state_dir)
+        .command()
         .args(args)
         .output()
         .unwrap()
@@ -750,8 +706,8 @@ fn the_password_never_appears_in_error_output() {
             &["state", "list"][..],
             &["-vv", "state", "unlock", "some-id", "--env", "dev"],
         ] {
-            let output = assert_cmd::Command::cargo_bin("infraflux")
-                .unwrap()
+            let output = TestContext::with_example()
+                .command()
                 .env(BACKEND, "postgres")
                 .env(URL, bad)
                 .arg("--state-dir")

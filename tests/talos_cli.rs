@@ -5,28 +5,28 @@
 #[path = "../providers/talos/tests/support/schema.rs"]
 mod talos_schema;
 
-use assert_cmd::Command;
+mod support;
+
 use infraflux::state::{LocalStore, ResourceState, ResourceStatus, StateDocument, StateStore};
 use infraflux::vocabulary::ResourceAddr;
+use support::{RunExt, TestContext};
 
 const CA: &str = "-----BEGIN CERTIFICATE-----\nTALOS-CA\n-----END CERTIFICATE-----\n";
 const KEY: &str =
     "-----BEGIN ED25519 PRIVATE KEY-----\nADMIN-KEY-SECRET\n-----END ED25519 PRIVATE KEY-----\n";
 
-fn infraflux(state_dir: &std::path::Path) -> Command {
-    let mut command = Command::cargo_bin("infraflux").unwrap();
-    command
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("PROXMOX_TOKEN", "root@pam!infraflux=0000")
-        .arg("--state-dir")
-        .arg(state_dir)
-        .args(["--color", "never"]);
-    command
+/// The bundled example, with state in the project directory (`--state-dir`).
+fn project() -> TestContext {
+    let project = TestContext::new()
+        .config(support::example_config())
+        .token(Some("root@pam!infraflux=0000"));
+    let state_dir = project.path().to_path_buf();
+    project.state_dir(state_dir)
 }
 
 #[test]
 fn talos_config_writes_a_private_talosconfig_from_state() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = project();
     let store = LocalStore::in_project(dir.path());
     let mut document = StateDocument::new("dev");
     let attributes = serde_json::json!({"os_ca_crt": CA, "admin_crt": CA, "admin_key": KEY});
@@ -46,7 +46,8 @@ fn talos_config_writes_a_private_talosconfig_from_state() {
     store.persist(&document).unwrap();
 
     let out = dir.path().join("talosconfig");
-    let output = infraflux(dir.path())
+    let output = dir
+        .command()
         .args([
             "talos",
             "config",
@@ -57,15 +58,12 @@ fn talos_config_writes_a_private_talosconfig_from_state() {
             "--out",
         ])
         .arg(&out)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}{stderr}");
-    assert!(
-        stderr.contains("context `dev-workload`, endpoints 10.10.0.10"),
-        "{stderr}"
-    );
+        .run();
+    let stdout = &output.stdout;
+    let stderr = &output.stderr;
+    assert!(output.code == 0, "{stdout}{stderr}");
+    let _filters = dir.filters();
+    insta::assert_snapshot!("talos_config_stderr", stderr);
     assert!(!stdout.contains("ADMIN-KEY") && !stderr.contains("ADMIN-KEY"));
 
     let text = std::fs::read_to_string(&out).unwrap();
@@ -90,8 +88,9 @@ fn talos_config_writes_a_private_talosconfig_from_state() {
 
 #[test]
 fn talos_config_without_secrets_in_state_says_how_to_get_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let output = infraflux(dir.path())
+    let dir = project();
+    let output = dir
+        .command()
         .args([
             "talos",
             "config",
@@ -102,15 +101,11 @@ fn talos_config_without_secrets_in_state_says_how_to_get_them() {
             "--out",
             "-",
         ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("no Talos secrets for dev/workload in state"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("infraflux apply --env dev"), "{stderr}");
+        .run();
+    let stderr = &output.stderr;
+    assert_eq!(output.code, 1, "{stderr}");
+    let _filters = dir.filters();
+    insta::assert_snapshot!("talos_config_without_secrets_stderr", stderr);
 }
 
 /// Real secrets for dev/workload, recorded in state as apply would.
@@ -146,10 +141,11 @@ fn mode(path: &std::path::Path) -> u32 {
 
 #[test]
 fn talos_render_writes_every_nodes_config_privately_and_valid_for_its_version() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = project();
     let secrets = store_generated_secrets(dir.path());
     let out = dir.path().join("rendered/dev-workload");
-    let output = infraflux(dir.path())
+    let output = dir
+        .command()
         .args([
             "talos",
             "render",
@@ -160,11 +156,10 @@ fn talos_render_writes_every_nodes_config_privately_and_valid_for_its_version() 
             "--out",
         ])
         .arg(&out)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}{stderr}");
+        .run();
+    let stdout = &output.stdout;
+    let stderr = &output.stderr;
+    assert!(output.code == 0, "{stdout}{stderr}");
 
     // The output names every file it wrote, and nothing secret.
     let listed: Vec<std::path::PathBuf> = stdout.lines().map(Into::into).collect();
@@ -177,13 +172,9 @@ fn talos_render_writes_every_nodes_config_privately_and_valid_for_its_version() 
     sorted.sort();
     assert_eq!(sorted, on_disk);
     assert!(listed.iter().any(|p| p.ends_with("cp-1.yaml")), "{stdout}");
-    assert!(
-        stderr.contains(&format!(
-            "Wrote {} machine configs for dev/workload",
-            listed.len()
-        )),
-        "{stderr}"
-    );
+    let _filters = dir.filters();
+    insta::assert_snapshot!("talos_render_stdout", stdout);
+    insta::assert_snapshot!("talos_render_stderr", stderr);
     for secret in [
         secrets.cluster_secret.as_str(),
         secrets.bootstrap_token.as_str(),
@@ -224,9 +215,10 @@ fn talos_render_writes_every_nodes_config_privately_and_valid_for_its_version() 
 
 #[test]
 fn talos_render_without_secrets_in_state_never_generates_new_ones() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = project();
     let out = dir.path().join("rendered");
-    let output = infraflux(dir.path())
+    let output = dir
+        .command()
         .args([
             "talos",
             "render",
@@ -237,15 +229,11 @@ fn talos_render_without_secrets_in_state_never_generates_new_ones() {
             "--out",
         ])
         .arg(&out)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("no Talos secrets for dev/workload in state"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("infraflux apply --env dev"), "{stderr}");
+        .run();
+    let stderr = &output.stderr;
+    assert_eq!(output.code, 1, "{stderr}");
+    let _filters = dir.filters();
+    insta::assert_snapshot!("talos_render_without_secrets_stderr", stderr);
     assert!(!out.exists(), "nothing is written without secrets");
     assert!(
         LocalStore::in_project(dir.path())
@@ -258,10 +246,11 @@ fn talos_render_without_secrets_in_state_never_generates_new_ones() {
 
 #[test]
 fn bootstrap_render_writes_machine_configs_and_manifests_and_changes_no_state() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = project();
     let secrets = store_generated_secrets(dir.path());
     let out = dir.path().join("review");
-    let output = infraflux(dir.path())
+    let output = dir
+        .command()
         .args([
             "bootstrap",
             "--env",
@@ -271,15 +260,15 @@ fn bootstrap_render_writes_machine_configs_and_manifests_and_changes_no_state() 
             "--render",
         ])
         .arg(&out)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}{stderr}");
+        .run();
+    let stdout = &output.stdout;
+    let stderr = &output.stderr;
+    assert!(output.code == 0, "{stdout}{stderr}");
     assert!(!stdout.contains(&secrets.cluster_secret) && !stderr.contains(&secrets.cluster_secret));
 
     let config = out.join("dev/workload/talos/cp-1.yaml");
-    assert!(stdout.contains(&config.display().to_string()), "{stdout}");
+    let _filters = dir.filters();
+    insta::assert_snapshot!("bootstrap_render_stdout", stdout);
     #[cfg(unix)]
     assert_eq!(mode(&config), 0o600);
     assert!(

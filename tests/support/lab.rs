@@ -1,14 +1,12 @@
 //! Driving the local lab from tests, as a user or a CI job does: a project directory with
-//! a copy of the bundled `config/`, `infraflux lab up` in it, commands through the lab's
-//! overlay and state, and `lab down` whatever happens (a drop guard). Each command is
-//! bounded in time.
+//! a copy of the bundled `config/` (a [`TestContext`]), `infraflux lab up` in it, commands
+//! through the lab's overlay and state, and `lab down` whatever happens (a drop guard).
+//! Each command is bounded in time.
 
-#![allow(dead_code)]
-
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use assert_cmd::Command;
+use super::{Run, RunExt, TestContext};
 
 /// A generous bound for a debug build on a busy 2-core machine (a run takes seconds).
 pub const RUN_LIMIT: Duration = Duration::from_secs(180);
@@ -21,116 +19,55 @@ pub const OVERLAY_ARGS: [&str; 4] = [
     ".infraflux/lab",
 ];
 
-/// A project directory with a copy of the bundled `config/`.
-pub fn project() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("config"),
-        &dir.path().join("config"),
-    );
-    dir
-}
-
-pub fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-/// `infraflux` in `project`, with nothing from the caller's environment pointing it
-/// elsewhere.
-pub fn infraflux(project: &Path) -> Command {
-    let mut command = Command::cargo_bin("infraflux").unwrap();
-    command
-        .current_dir(project)
-        .env_remove("PROXMOX_TOKEN")
-        .env_remove("INFRAFLUX_CONFIG")
-        .env_remove("INFRAFLUX_OVERLAY")
-        .env_remove("INFRAFLUX_STATE_DIR")
-        .env_remove("INFRAFLUX_STATE_BACKEND")
-        .env("NO_COLOR", "1")
-        .timeout(RUN_LIMIT);
-    command
-}
-
-/// What a command did: exit code, stdout, stderr.
-#[derive(Debug)]
-pub struct Run {
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Run {
-    fn of(command: &mut Command) -> Run {
-        let output = command.output().unwrap();
-        Run {
-            code: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    }
-
-    /// Both streams, stdout first (progress goes to stderr, results to stdout).
-    pub fn output(&self) -> String {
-        format!("{}\n{}", self.stdout, self.stderr)
-    }
-
-    /// Panics with both streams unless the command exited 0.
-    pub fn success(self) -> Run {
-        assert_eq!(self.code, Some(0), "{}\n{}", self.stdout, self.stderr);
-        self
-    }
+/// A project directory with a copy of the bundled `config/`, no `PROXMOX_TOKEN` (the lab
+/// needs none), each command bounded by [`RUN_LIMIT`].
+pub fn project() -> TestContext {
+    TestContext::with_example().token(None).timeout(RUN_LIMIT)
 }
 
 /// A lab started with `lab up` in a project directory; `lab down` when dropped.
-pub struct LabUp {
-    project: PathBuf,
+pub struct LabUp<'a> {
+    project: &'a TestContext,
     /// `lab up`'s own output (the addresses it describes are on stderr).
     pub up: Run,
 }
 
-impl LabUp {
+impl<'a> LabUp<'a> {
     /// `infraflux lab up --env <env>` in `project`; panics if it fails.
-    pub fn start(project: &Path, env: &str) -> LabUp {
+    pub fn start(project: &'a TestContext, env: &str) -> LabUp<'a> {
         LabUp::start_with(project, env, &[])
     }
 
     /// [`LabUp::start`] with extra environment variables for the lab process (its
     /// fault injection).
-    pub fn start_with(project: &Path, env: &str, vars: &[(&str, &str)]) -> LabUp {
-        let mut command = infraflux(project);
+    pub fn start_with(project: &'a TestContext, env: &str, vars: &[(&str, &str)]) -> LabUp<'a> {
+        let mut command = project.command();
         command.args(["lab", "up", "--env", env]);
         for (name, value) in vars {
             command.env(name, value);
         }
-        let up = Run::of(&mut command).success();
-        LabUp {
-            project: project.to_path_buf(),
-            up,
-        }
+        let up = command.run().success();
+        LabUp { project, up }
+    }
+
+    /// The project directory.
+    pub fn path(&self) -> &Path {
+        self.project.path()
     }
 
     /// `infraflux <overlay args> <args>`: a command against this lab.
     pub fn run(&self, args: &[&str]) -> Run {
-        Run::of(infraflux(&self.project).args(OVERLAY_ARGS).args(args))
+        self.project.command().args(OVERLAY_ARGS).args(args).run()
     }
 
     /// `infraflux <args>` in the project, without the overlay (`lab down`, `lab status`).
     pub fn run_plain(&self, args: &[&str]) -> Run {
-        Run::of(infraflux(&self.project).args(args))
+        self.project.run(args)
     }
 }
 
-impl Drop for LabUp {
+impl Drop for LabUp<'_> {
     fn drop(&mut self) {
-        let _ = infraflux(&self.project).args(["lab", "down"]).output();
+        let _ = self.project.command().args(["lab", "down"]).output();
     }
 }
