@@ -1,4 +1,5 @@
-// Wrapper module: builds kube-apiserver and kube-controller-manager from k8s.io/kubernetes.
+// Wrapper module: builds kube-apiserver, kube-controller-manager and kube-scheduler from
+// k8s.io/kubernetes.
 // k8s.io/kubernetes cannot be `go install`ed (its go.mod replaces every staging module with
 // ./staging/src/...), so this module points each staging module at its published v0.34.4.
 // The list is the replace block of k8s.io/kubernetes v1.34.4 go.mod. Built by .ci/counterparts.
@@ -9,6 +10,7 @@ go 1.24.0
 tool (
 	k8s.io/kubernetes/cmd/kube-apiserver
 	k8s.io/kubernetes/cmd/kube-controller-manager
+	k8s.io/kubernetes/cmd/kube-scheduler
 )
 
 require (
