@@ -137,7 +137,9 @@ fn every_rendered_machine_config_passes_talos_validation() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    eprintln!("rendered: {}\n{stdout}{stderr}", rendered.join(", "));
+    // Past the test harness's capture, so that the CI log shows it.
+    let summary = format!("rendered {}; {stdout}{stderr}", rendered.join(", "));
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), summary.as_bytes());
     assert!(
         output.status.success(),
         "Talos's validation refused rendered machine configs:\n{stdout}{stderr}"

@@ -68,12 +68,14 @@ pub fn find(name: &str, files: &[&str]) -> Result<Vec<PathBuf>, String> {
     }
 }
 
-/// `None` after printing `skipped: <why>`, or a panic when counterparts are required.
+/// `None` after printing `skipped: <why>` (past the test harness's capture, so that a
+/// plain `cargo test` shows it), or a panic when counterparts are required.
 pub fn skip<T>(why: &str) -> Option<T> {
     if required() {
         panic!("{why}, and {REQUIRE_VAR} is set");
     }
-    eprintln!("skipped: {why}");
+    let line = format!("skipped: {why}\n");
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
     None
 }
 
