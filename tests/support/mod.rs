@@ -17,6 +17,8 @@
 
 #![allow(dead_code)]
 
+pub mod control_plane;
+pub mod counterparts;
 pub mod engine;
 pub mod lab;
 pub mod postgres;
@@ -65,6 +67,20 @@ pub fn example_config() -> PathBuf {
 }
 
 /// The fixtures of the tests (`tests/fixtures/`).
+/// The configuration folders the project ships: `config/` and every `examples/*` that
+/// has environments.
+pub fn bundled_configurations() -> Vec<PathBuf> {
+    let mut folders = vec![example_config()];
+    let mut examples: Vec<PathBuf> = std::fs::read_dir(root().join("examples"))
+        .expect("examples/ is readable")
+        .map(|entry| entry.expect("an examples/ entry").path())
+        .filter(|path| path.join("environments").is_dir())
+        .collect();
+    examples.sort();
+    folders.extend(examples);
+    folders
+}
+
 pub fn fixtures() -> PathBuf {
     root().join("tests/fixtures")
 }

@@ -617,7 +617,8 @@ impl infraflux_provider::signal::ClusterSignal for KubernetesProvider {
                 let file_stem = ObjectRef::from_manifest(manifest)
                     .map(|o| o.file_stem())
                     .unwrap_or_else(|| "object".into());
-                let yaml = serde_yaml::to_string(manifest).map_err(|e| e.to_string())?;
+                // Written so that Kubernetes (YAML 1.1) reads back what was rendered.
+                let yaml = crate::render::kubernetes_yaml::to_string(manifest);
                 Ok(infraflux_provider::signal::RenderedManifest { file_stem, yaml })
             })
             .collect()

@@ -3,6 +3,7 @@
 //! writes the same manifests to files.
 
 pub mod argocd;
+pub(crate) mod kubernetes_yaml;
 mod namespace;
 pub mod vendor;
 
@@ -90,7 +91,8 @@ pub fn write_manifests(
             .map(|o| o.file_stem())
             .unwrap_or_else(|| "object".into());
         let path = dir.join(format!("{:03}-{stem}.yaml", start + index));
-        let text = serde_yaml::to_string(manifest).map_err(std::io::Error::other)?;
+        // Read by kubectl and ArgoCD as YAML 1.1: strings such as `no` are quoted.
+        let text = kubernetes_yaml::to_string(manifest);
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create(true).truncate(true);
         #[cfg(unix)]

@@ -20,17 +20,15 @@ const ARGOCD: [&str; 3] = [
     include_str!("../../vendor/argocd-v3.5.1/workloads.yaml"),
 ];
 
-/// Every document of the vendored YAML files, in order.
+/// Every document of the vendored YAML files, in order, read as Kubernetes reads them
+/// (YAML 1.1 scalars: `defaultMode: 0400` is 256, not the string serde_yaml makes of it).
 fn documents(files: &[&str]) -> Vec<Value> {
     files
         .iter()
-        .flat_map(|text| serde_yaml::Deserializer::from_str(text))
-        .map(|document| {
-            let value: Value = serde::Deserialize::deserialize(document)
-                .expect("vendored manifests are valid YAML (tested)");
-            value
+        .flat_map(|text| {
+            super::kubernetes_yaml::documents(text)
+                .expect("vendored manifests are valid YAML (tested)")
         })
-        .filter(|value| !value.is_null())
         .collect()
 }
 
@@ -245,6 +243,28 @@ mod tests {
                 crate::object::ObjectRef::from_manifest(manifest).is_some(),
                 "{manifest}"
             );
+        }
+    }
+
+    #[test]
+    fn vendored_manifests_read_as_kubernetes_reads_them_and_write_back_the_same() {
+        use crate::render::kubernetes_yaml;
+        let all: Vec<Value> = documents(&CILIUM)
+            .into_iter()
+            .chain(documents(&ARGOCD))
+            .collect();
+        // Cilium's `defaultMode: 0400` is the octal 256 to Kubernetes, not a string.
+        let projected = serde_json::to_string(&all).unwrap();
+        assert!(projected.contains(r#""defaultMode":256"#));
+        for document in &all {
+            let written = kubernetes_yaml::to_string(document);
+            assert_eq!(
+                kubernetes_yaml::documents(&written).unwrap(),
+                vec![document.clone()],
+                "{written}"
+            );
+            let yaml_1_2: Value = serde_yaml::from_str(&written).unwrap();
+            assert_eq!(&yaml_1_2, document, "{written}");
         }
     }
 
