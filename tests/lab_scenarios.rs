@@ -251,7 +251,7 @@ fn a_connection_lost_mid_apply_leaves_truthful_state_and_the_next_run_converges(
     // as applied.
     let cp = machine_config_record(project.path(), "cp-1");
     assert_eq!(cp["status"], "ready", "{}", cp["status"]);
-    assert_eq!(cp["attributes"]["apply_mode"], "reboot");
+    assert_eq!(cp["attributes"]["apply_mode"], "no_reboot");
     let worker = machine_config_record(project.path(), "general-1");
     assert_eq!(worker["status"], "pending_create", "{}", worker["status"]);
     assert!(worker["id"].is_null(), "{}", worker["id"]);

@@ -4,7 +4,10 @@
 //!   answers) that the real `proxmox` provider runs against unchanged;
 //! - [`talos`]: a fake Talos node (a tonic server speaking the provider's
 //!   `machine.MachineService` subset, maintenance → configured → bootstrapped, mTLS from
-//!   the applied PKI) and [`talos::Trustd`], which issues API certificates across nodes;
+//!   the applied PKI required in the handshake, not-ready windows after a config and
+//!   after reboots, Upgrade and Reset through a reboot), [`talos::Trustd`], which issues
+//!   API certificates across nodes, and [`talos::Etcd`], each cluster's etcd members
+//!   with etcd's quorum rules;
 //! - [`kubernetes`]: a fake Kubernetes API server (discovery, server-side apply, GET,
 //!   LIST, DELETE; plain HTTP or TLS), with [`kubernetes::ready_reactor`] playing the
 //!   controllers.

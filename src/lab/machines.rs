@@ -10,6 +10,10 @@
 //! Talos node cuts the network on its first `ApplyConfiguration` instead of answering,
 //! as a link lost mid-apply does. Read once, when the lab starts.
 //!
+//! The nodes behave as real ones do where the engine must cope: not ready for a moment
+//! after a config is applied (`Bootstrap` answers "not available yet"), mutual TLS
+//! enforced in the handshake once configured (see `infraflux_lab::talos`).
+//!
 //! Limits: a reboot keeps the node as it is, but a VM stopped and started again comes
 //! back in maintenance mode (its fake node is new), as if its disk had been wiped; and
 //! nothing restarts a node that was never stopped by PVE.
@@ -21,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use infraflux_lab::kubernetes::{FakeApiServer, ready_reactor};
 use infraflux_lab::pve::{Booted, Machines};
-use infraflux_lab::talos::{ClusterBootstrapped, FakeNode, NodeEvent, NodeIdentity, Trustd};
+use infraflux_lab::talos::{ClusterBootstrapped, Etcd, FakeNode, NodeEvent, NodeIdentity, Trustd};
 use serde_json::json;
 
 /// The Talos API port of every lab VM.
@@ -46,6 +50,8 @@ struct Inner {
 pub struct LabMachines {
     inner: Arc<Mutex<Inner>>,
     trustd: Trustd,
+    /// Each cluster's etcd members across its control planes.
+    etcd: Etcd,
 }
 
 impl LabMachines {
@@ -189,6 +195,7 @@ impl Machines for LabMachines {
             .await
             .map_err(|e| format!("cannot start the Talos node on {ip}:{TALOS_PORT}: {e}"))?;
         node.use_trustd(&self.trustd);
+        node.use_etcd(&self.etcd);
         if self.inner().drop_first_apply.remove(&vm.name) {
             tracing::info!(vm = %vm.name, "this node drops its first apply ({DROP_FIRST_APPLY_VAR})");
             node.drop_connection_on_next_apply();

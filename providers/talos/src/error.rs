@@ -36,6 +36,18 @@ pub enum Error {
     /// The kubeconfig stream could not be unpacked.
     #[error("kubeconfig from {node} cannot be read: {message}")]
     Kubeconfig { node: String, message: String },
+    /// `Bootstrap` kept being refused as not available yet (or the node stayed
+    /// unreachable) until the caller's deadline.
+    #[error(
+        "bootstrap on {node} did not become available within {waited}s ({attempts} attempts); last answer: {last}"
+    )]
+    BootstrapUnavailable {
+        node: String,
+        /// Seconds waited, with a decimal (deadlines in tests are sub-second).
+        waited: String,
+        attempts: usize,
+        last: String,
+    },
     /// A wait did not reach its condition in time.
     #[error("timed out after {seconds}s waiting for {condition}; last observation: {last}")]
     Timeout {
@@ -57,8 +69,15 @@ pub enum ApiErrorKind {
     Timeout,
     /// The node refused our credentials (or their absence).
     Unauthenticated,
-    /// The node rejected the request (invalid config, wrong node role…).
+    /// The node rejected the request (invalid config, wrong node role…); asking again
+    /// will not help.
     Rejected,
+    /// The node cannot do this in its current state yet (gRPC `FailedPrecondition`):
+    /// its services are still starting (e.g. `bootstrap is not available yet`), or it is
+    /// about to reboot. Asking again later may succeed.
+    NotReady,
+    /// The thing named does not exist (e.g. an etcd member id).
+    NotFound,
     /// The thing exists already (e.g. etcd is bootstrapped).
     AlreadyExists,
     /// Anything else the node reported.
@@ -73,6 +92,8 @@ impl fmt::Display for ApiErrorKind {
             ApiErrorKind::Timeout => "deadline exceeded",
             ApiErrorKind::Unauthenticated => "unauthenticated",
             ApiErrorKind::Rejected => "rejected",
+            ApiErrorKind::NotReady => "not ready yet",
+            ApiErrorKind::NotFound => "not found",
             ApiErrorKind::AlreadyExists => "already exists",
             ApiErrorKind::Other => "error",
         })

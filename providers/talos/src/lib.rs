@@ -7,12 +7,15 @@
 //!   with the admin certificate afterwards), one connection per node;
 //! - [`provider`]: the `Provider` implementation for `talos_secrets`,
 //!   `talos_machine_config`, `talos_bootstrap` and `talos_kubeconfig`;
+//! - [`bootstrap`]: bootstrapping etcd, retried with backoff while the node answers
+//!   "not available yet", until a caller-chosen deadline;
 //! - [`ready`]: waiting for API, etcd and kubelet, with a caller-chosen deadline;
 //!
 //! Providers depend on `infraflux-provider` only, never on the engine. The fake Talos
 //! node its tests run against lives in `infraflux-lab` (`infraflux_lab::talos`), not here.
 
 pub mod api;
+pub mod bootstrap;
 pub mod config;
 mod error;
 pub mod provider;

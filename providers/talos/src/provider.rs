@@ -13,12 +13,13 @@ use infraflux_provider::{
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tracing::{info, instrument, warn};
+use tracing::{info, instrument};
 
 use crate::api::{
     ApplyMode, BootstrapOutcome, ClientIdentity, ConnectOptions, Credentials, DEFAULT_PORT,
     NodeClient, NodeMode, detect_mode,
 };
+use crate::bootstrap::{Backoff, BootstrapOptions, bootstrap};
 use crate::config::{
     ClusterSettings, NodeSettings, Renderer, Role, address_ip, installer_image, masked_yaml,
     to_yaml,
@@ -34,8 +35,9 @@ pub const KUBECONFIG: &str = "talos_kubeconfig";
 const DEFAULT_POD_CIDR: &str = "10.244.0.0/16";
 const DEFAULT_SERVICE_CIDR: &str = "10.96.0.0/12";
 const DEFAULT_INTERFACE: &str = "eth0";
-const DEFAULT_BOOTSTRAP_TIMEOUT: u64 = 600;
-const BOOTSTRAP_RETRY_INTERVAL: Duration = Duration::from_secs(5);
+/// How long `talos_bootstrap` waits for a node to accept `Bootstrap`: a real node
+/// installs, reboots and starts its container runtime first.
+const DEFAULT_BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The Talos provider. Holds no connections between operations: each operation
 /// connects to the node it is about, once.
@@ -58,6 +60,8 @@ fn provider_error(operation: &str, address: &str, error: Error) -> ProviderError
             }
             ApiErrorKind::Unauthenticated => ErrorKind::Permission,
             ApiErrorKind::Rejected => ErrorKind::InvalidInput,
+            ApiErrorKind::NotReady => ErrorKind::Transient,
+            ApiErrorKind::NotFound => ErrorKind::NotFound,
             ApiErrorKind::AlreadyExists => ErrorKind::Conflict,
             ApiErrorKind::Other => ErrorKind::Other,
         },
@@ -65,7 +69,7 @@ fn provider_error(operation: &str, address: &str, error: Error) -> ProviderError
             ErrorKind::InvalidInput
         }
         Error::Tls { .. } => ErrorKind::Permission,
-        Error::Timeout { .. } => ErrorKind::Transient,
+        Error::Timeout { .. } | Error::BootstrapUnavailable { .. } => ErrorKind::Transient,
         Error::Generate { .. } | Error::Kubeconfig { .. } => ErrorKind::Other,
     };
     ProviderError::new(kind, operation, address, error.to_string())
@@ -561,37 +565,29 @@ impl TalosProvider {
         let r = Reader::new(&request.planned, "create", address);
         let endpoint = r.string("endpoint")?;
         let identity = r.identity()?;
-        let timeout = Duration::from_secs(
-            request
-                .planned
-                .get("timeout_seconds")
-                .and_then(Value::as_u64)
-                .unwrap_or(DEFAULT_BOOTSTRAP_TIMEOUT),
-        );
-        let credentials = Credentials::Mutual(identity);
-        let started = tokio::time::Instant::now();
-        let outcome = loop {
-            let attempt = async {
-                let mut client =
-                    NodeClient::connect(&endpoint, &credentials, &self.connect).await?;
-                client.bootstrap().await
-            };
-            match attempt.await {
-                Ok(outcome) => break outcome,
-                Err(error)
-                    if matches!(
-                        error.api_kind(),
-                        Some(ApiErrorKind::Unreachable | ApiErrorKind::Timeout)
-                    ) && started.elapsed() + BOOTSTRAP_RETRY_INTERVAL < timeout =>
-                {
-                    // Not reachable yet (installing, rebooting): the request never
-                    // reached the node, so retrying cannot bootstrap twice.
-                    warn!(%error, "node not reachable yet; retrying bootstrap");
-                    tokio::time::sleep(BOOTSTRAP_RETRY_INTERVAL).await;
-                }
-                Err(error) => return Err(provider_error("create", address, error)),
-            }
+        let timeout = match request.planned.get("timeout_seconds") {
+            None | Some(Value::Null) => DEFAULT_BOOTSTRAP_TIMEOUT,
+            Some(value) => value
+                .as_f64()
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(Duration::from_secs_f64)
+                .ok_or_else(|| {
+                    invalid(
+                        "create",
+                        address,
+                        "`timeout_seconds` must be a non-negative number of seconds",
+                    )
+                })?,
         };
+        let options = BootstrapOptions {
+            timeout,
+            backoff: Backoff::default(),
+            connect: self.connect,
+        };
+        let report = bootstrap(&endpoint, &identity, &options)
+            .await
+            .map_err(|e| provider_error("create", address, e))?;
+        let outcome = report.outcome;
         let mut attributes = request.planned.clone();
         attributes.insert("bootstrapped_node".into(), json!(endpoint));
         attributes.insert(

@@ -1,69 +1,15 @@
 //! The Talos API client against the in-process fake node (127.0.0.1, ephemeral ports).
 
-use std::sync::OnceLock;
-use std::time::Duration;
+mod support;
 
 use infraflux_lab::talos::{FakeNode, Stage};
 use infraflux_talos::ApiErrorKind;
 use infraflux_talos::api::{
-    ApplyMode, BootstrapOutcome, ClientIdentity, ConnectOptions, Credentials, NodeClient, NodeMode,
-    detect_mode,
+    ApplyMode, BootstrapOutcome, ClientIdentity, Credentials, NodeClient, NodeMode, detect_mode,
 };
-use infraflux_talos::config::{ClusterSettings, NodeSettings, Renderer, Role, installer_image};
+use infraflux_talos::config::Role;
 use infraflux_talos::secrets::ClusterSecrets;
-
-fn secrets() -> &'static ClusterSecrets {
-    static SECRETS: OnceLock<ClusterSecrets> = OnceLock::new();
-    SECRETS.get_or_init(|| ClusterSecrets::generate().unwrap())
-}
-
-fn options() -> ConnectOptions {
-    ConnectOptions {
-        connect_timeout: Duration::from_secs(5),
-        call_timeout: Duration::from_secs(10),
-    }
-}
-
-fn identity() -> ClientIdentity {
-    ClientIdentity::from_secrets(secrets())
-}
-
-fn config(role: Role, version: &str) -> String {
-    let cluster = ClusterSettings {
-        cluster_name: "lab".into(),
-        endpoint: "https://10.0.0.10:6443".into(),
-        talos_version: version.into(),
-        kubernetes_version: "1.33.1".into(),
-        installer_image: installer_image("abc", version),
-        pod_cidr: "10.244.0.0/16".into(),
-        service_cidr: "10.96.0.0/12".into(),
-        vip: None,
-    };
-    let node = NodeSettings {
-        hostname: "cp-1".into(),
-        address: "10.0.0.11/24".into(),
-        gateway: Some("10.0.0.1".into()),
-        dns: vec!["1.1.1.1".into()],
-        role,
-        install_disk: "/dev/sda".into(),
-        interface: "eth0".into(),
-        patches: Vec::new(),
-    };
-    Renderer::new(cluster, secrets())
-        .unwrap()
-        .render(&node)
-        .unwrap()
-}
-
-async fn mutual(node: &FakeNode) -> NodeClient {
-    NodeClient::connect(
-        &node.endpoint(),
-        &Credentials::Mutual(identity()),
-        &options(),
-    )
-    .await
-    .unwrap()
-}
+use support::nodes::{config, config_for, identity, insecure, mutual, options, secrets};
 
 #[tokio::test]
 async fn apply_bootstrap_kubeconfig_over_insecure_then_mutual_tls() {
@@ -87,8 +33,12 @@ async fn apply_bootstrap_kubeconfig_over_insecure_then_mutual_tls() {
             )
             .await
             .unwrap();
-        assert_eq!(outcome.mode, ApplyMode::Reboot);
+        // machined answers NO_REBOOT to an apply in maintenance mode.
+        assert_eq!(outcome.mode, ApplyMode::NoReboot);
+        assert_eq!(outcome.details, "Applied configuration without a reboot");
         assert_eq!(node.stage(), Stage::Configured);
+        // It runs the version its config installed.
+        assert_eq!(node.version(), version);
 
         // Configured: mTLS works, calls without a client certificate are refused.
         assert_eq!(
@@ -97,15 +47,22 @@ async fn apply_bootstrap_kubeconfig_over_insecure_then_mutual_tls() {
                 .unwrap(),
             NodeMode::Configured
         );
-        let mut fresh_insecure = NodeClient::connect(&endpoint, &Credentials::Insecure, &options())
-            .await
-            .unwrap();
-        let refused = fresh_insecure.version().await.unwrap_err();
+        let refused = async {
+            NodeClient::connect(&endpoint, &Credentials::Insecure, &options())
+                .await?
+                .version()
+                .await
+        }
+        .await
+        .unwrap_err();
         assert_eq!(refused.api_kind(), Some(ApiErrorKind::Unauthenticated));
         let error = detect_mode(&endpoint, None, &options()).await.unwrap_err();
         assert!(error.to_string().contains("another cluster"), "{error}");
 
         let mut client = mutual(&node).await;
+        assert_eq!(client.version().await.unwrap().tag, version);
+        // Its services start first (see tests/lifecycle.rs for the not-ready window).
+        node.become_ready();
         assert_eq!(
             client.bootstrap().await.unwrap(),
             BootstrapOutcome::Bootstrapped
@@ -138,10 +95,8 @@ async fn apply_bootstrap_kubeconfig_over_insecure_then_mutual_tls() {
 async fn a_different_cluster_admin_certificate_is_refused() {
     let node = FakeNode::start().await.unwrap();
     node.emulate_trustd(&secrets().os_ca);
-    let mut insecure = NodeClient::connect(&node.endpoint(), &Credentials::Insecure, &options())
+    insecure(&node)
         .await
-        .unwrap();
-    insecure
         .apply_configuration(config(Role::Worker, "v1.13.9").as_bytes(), ApplyMode::Auto)
         .await
         .unwrap();
@@ -220,31 +175,53 @@ async fn an_unreachable_node_is_reported_as_unreachable() {
 }
 
 #[tokio::test]
-async fn no_reboot_is_refused_for_install_changes_and_auto_reboots() {
+async fn changes_talos_cannot_make_in_place_are_refused_without_reboot_and_reboot_in_auto() {
     let node = FakeNode::start().await.unwrap();
     let first = config(Role::ControlPlane, "v1.13.9");
-    NodeClient::connect(&node.endpoint(), &Credentials::Insecure, &options())
-        .await
-        .unwrap()
-        .apply_configuration(first.as_bytes(), ApplyMode::Auto)
-        .await
-        .unwrap();
+    support::nodes::configure(&node, &first).await;
     let mut client = mutual(&node).await;
     let same = client
         .apply_configuration(first.as_bytes(), ApplyMode::NoReboot)
         .await
         .unwrap();
     assert_eq!(same.mode, ApplyMode::NoReboot);
+    // Install settings change in place on Talos 1.13 (they matter at the next upgrade).
     let changed_install = first.replace("/dev/sda", "/dev/sdb");
-    let error = client
+    let install = client
         .apply_configuration(changed_install.as_bytes(), ApplyMode::NoReboot)
+        .await
+        .unwrap();
+    assert_eq!(install.mode, ApplyMode::NoReboot);
+    // Environment variables do not: refused in no-reboot mode, a reboot in auto mode.
+    let with_env = config_for(
+        "cp-1",
+        Role::ControlPlane,
+        "v1.13.9",
+        &["machine:\n  env:\n    HTTP_PROXY: http://proxy:3128\n"],
+    );
+    let error = client
+        .apply_configuration(with_env.as_bytes(), ApplyMode::NoReboot)
         .await
         .unwrap_err();
     assert_eq!(error.api_kind(), Some(ApiErrorKind::Rejected), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("can't be applied in immediate mode"),
+        "{error}"
+    );
+    assert!(error.to_string().contains("machine.env"), "{error}");
     let auto = client
-        .apply_configuration(changed_install.as_bytes(), ApplyMode::Auto)
+        .apply_configuration(with_env.as_bytes(), ApplyMode::Auto)
         .await
         .unwrap();
     assert_eq!(auto.mode, ApplyMode::Reboot);
+    // Until it has rebooted, the node takes no further config.
+    let again = client
+        .apply_configuration(with_env.as_bytes(), ApplyMode::Auto)
+        .await
+        .unwrap_err();
+    assert_eq!(again.api_kind(), Some(ApiErrorKind::NotReady), "{again}");
+    assert!(again.to_string().contains("node is rebooting"), "{again}");
     node.stop().await;
 }

@@ -128,7 +128,8 @@ async fn apply_then_bootstrap_then_kubeconfig_end_to_end() {
         machine_config("cp-1", "10.0.0.11/24", "controlplane", &cp),
     )
     .await;
-    assert_eq!(cp_state["apply_mode"], "reboot");
+    // What the real node answers in maintenance mode.
+    assert_eq!(cp_state["apply_mode"], "no_reboot");
     assert_eq!(cp.stage(), Stage::Configured);
     assert!(
         !cp_state["machine_config_masked"]
@@ -145,7 +146,8 @@ async fn apply_then_bootstrap_then_kubeconfig_end_to_end() {
     assert_eq!(worker.stage(), Stage::Configured);
     assert_eq!(worker_state["config_sha256"].as_str().unwrap().len(), 64);
 
-    // Bootstrap exactly one control plane.
+    // Bootstrap exactly one control plane: right after its config the node answers
+    // "bootstrap is not available yet", which the provider waits out.
     let bootstrap = provider
         .create(CreateRequest {
             resource: resource("talos_bootstrap", "lab"),
@@ -528,4 +530,63 @@ async fn lab_nodes_share_trustd_and_report_configuration_and_bootstrap() {
         name,
         x509_parser::extensions::GeneralName::IPAddress(ip) if *ip == [10, 0, 0, 10]
     )));
+}
+
+#[tokio::test]
+async fn a_bootstrap_that_never_becomes_available_fails_plainly_after_the_timeout() {
+    let provider = provider();
+    let cp = FakeNode::start().await.unwrap();
+    // Its container runtime never comes up.
+    cp.set_not_ready_window(Duration::from_secs(3600));
+    plan_and_create(
+        &provider,
+        "cp-1",
+        machine_config("cp-1", "10.0.0.11/24", "controlplane", &cp),
+    )
+    .await;
+    let error = provider
+        .create(CreateRequest {
+            resource: resource("talos_bootstrap", "lab"),
+            planned: object(json!({
+                "endpoint": cp.endpoint(),
+                "timeout_seconds": 0.5,
+                "secrets": secrets_reference_values(),
+            })),
+        })
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert_eq!(error.kind, ErrorKind::Transient, "{message}");
+    assert!(
+        message.contains(&format!(
+            "bootstrap on {} did not become available within",
+            cp.endpoint()
+        )),
+        "{message}"
+    );
+    assert!(
+        message.contains("not ready yet: bootstrap is not available yet"),
+        "{message}"
+    );
+    // It kept asking (a bounded backoff), and never bootstrapped.
+    assert!(cp.bootstrap_calls() >= 2, "{}", cp.bootstrap_calls());
+    assert_eq!(cp.stage(), Stage::Configured);
+    assert!(!message.contains("PRIVATE KEY"), "{message}");
+}
+
+#[tokio::test]
+async fn a_bad_bootstrap_timeout_is_reported_as_invalid_input() {
+    let error = provider()
+        .create(CreateRequest {
+            resource: resource("talos_bootstrap", "lab"),
+            planned: object(json!({
+                "endpoint": "127.0.0.1:1",
+                "timeout_seconds": "soon",
+                "secrets": secrets_reference_values(),
+            })),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::InvalidInput, "{error}");
+    assert!(error.to_string().contains("timeout_seconds"), "{error}");
 }

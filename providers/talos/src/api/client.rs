@@ -16,8 +16,10 @@ use tracing::{debug, instrument};
 use super::generated::common::Metadata;
 use super::generated::machine::apply_configuration_request::Mode;
 use super::generated::machine::machine_service_client::MachineServiceClient;
+use super::generated::machine::reset_request::WipeMode as WireWipeMode;
 use super::generated::machine::{
-    ApplyConfigurationRequest, BootstrapRequest, EtcdMemberListRequest,
+    ApplyConfigurationRequest, BootstrapRequest, EtcdLeaveClusterRequest, EtcdMemberListRequest,
+    EtcdRemoveMemberByIdRequest, ResetRequest, UpgradeRequest,
 };
 use super::tls::{self, ClientIdentity, Credentials};
 use crate::error::{ApiErrorKind, Error, Result};
@@ -122,6 +124,72 @@ pub struct EtcdMemberInfo {
     pub is_learner: bool,
 }
 
+/// What to upgrade a node to (Talos `UpgradeRequest`). `preserve` is always sent as
+/// false: on a control plane it would also skip the node's etcd safety checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpgradeOptions {
+    /// The installer image, `factory.talos.dev/installer/<schematic>:v1.13.9`; its tag
+    /// is the Talos version the node comes back on.
+    pub image: String,
+    /// Stage the upgrade for the next reboot instead of rebooting now.
+    pub stage: bool,
+    /// Skip the etcd checks a control plane makes first (talosctl `--force`): every
+    /// member started and healthy, and not a two-member cluster.
+    pub force: bool,
+}
+
+impl UpgradeOptions {
+    /// Upgrade now, with the etcd checks.
+    pub fn new(image: impl Into<String>) -> Self {
+        UpgradeOptions {
+            image: image.into(),
+            stage: false,
+            force: false,
+        }
+    }
+}
+
+/// The node's acknowledgement: the upgrade runs after the answer (the node reboots).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpgradeAck {
+    pub ack: String,
+    pub actor_id: String,
+}
+
+/// Which disks a reset wipes (Talos `ResetRequest.WipeMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WipeMode {
+    /// System disk and user disks: the node comes back in maintenance mode.
+    All,
+    /// The system disk only: the node comes back in maintenance mode.
+    SystemDisk,
+    /// User disks only: the node keeps its config.
+    UserDisks,
+}
+
+/// How to reset a node (Talos `ResetRequest`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResetOptions {
+    /// Drain, and on a control plane leave etcd first (refused, and the reset
+    /// abandoned, when leaving would break quorum).
+    pub graceful: bool,
+    /// Reboot after wiping (back to maintenance mode); halt otherwise.
+    pub reboot: bool,
+    pub mode: WipeMode,
+}
+
+impl Default for ResetOptions {
+    /// talosctl's defaults: graceful, wipe everything; plus reboot, so the node comes
+    /// back in maintenance mode rather than powered off.
+    fn default() -> Self {
+        ResetOptions {
+            graceful: true,
+            reboot: true,
+            mode: WipeMode::All,
+        }
+    }
+}
+
 /// Whether a node runs without a config (maintenance) or with one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodeMode {
@@ -197,17 +265,40 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-fn is_tls_auth_failure(text: &str) -> bool {
-    [
-        "CertificateRequired",
+/// A TLS alert from the node that means it refused our credentials, said plainly; the
+/// raw cause still follows in the message. A configured node (apid) requires and
+/// verifies a client certificate in the handshake itself, so a missing or foreign one
+/// never reaches a call.
+fn tls_refusal(text: &str) -> Option<&'static str> {
+    let any = |needles: &[&str]| needles.iter().any(|needle| text.contains(needle));
+    if any(&["CertificateRequired", "certificate required"]) {
+        Some(
+            "the node refused the TLS handshake because no client certificate was sent: a configured node accepts only mutual TLS with an admin certificate of its cluster",
+        )
+    } else if any(&[
         "BadCertificate",
         "UnknownCA",
-        "certificate required",
         "bad certificate",
         "unknown ca",
-    ]
-    .iter()
-    .any(|needle| text.contains(needle))
+    ]) {
+        Some(
+            "the node refused the TLS handshake because it does not trust this client certificate: it was not issued by this node's Talos API CA (another cluster's secrets?)",
+        )
+    } else {
+        None
+    }
+}
+
+fn is_tls_auth_failure(text: &str) -> bool {
+    tls_refusal(text).is_some()
+}
+
+/// Put the plain explanation of a TLS refusal in front of the raw cause.
+fn explain_tls_refusal(message: String) -> String {
+    match tls_refusal(&message) {
+        Some(plain) if !message.starts_with(plain) => format!("{plain} ({message})"),
+        _ => message,
+    }
 }
 
 /// Map a gRPC status from a call that was sent to the node.
@@ -225,13 +316,22 @@ pub(crate) fn status_error(call: &'static str, node: &str, status: &Status) -> E
         }
     }
     let kind = match status.code() {
-        _ if is_tls_auth_failure(&message) => ApiErrorKind::Unauthenticated,
+        _ if is_tls_auth_failure(&message) => {
+            message = explain_tls_refusal(message);
+            ApiErrorKind::Unauthenticated
+        }
         Code::Unauthenticated | Code::PermissionDenied => ApiErrorKind::Unauthenticated,
         Code::AlreadyExists => ApiErrorKind::AlreadyExists,
         Code::DeadlineExceeded => ApiErrorKind::Timeout,
-        Code::InvalidArgument | Code::FailedPrecondition | Code::Unimplemented => {
-            ApiErrorKind::Rejected
-        }
+        Code::InvalidArgument | Code::Unimplemented => ApiErrorKind::Rejected,
+        // Talos answers FailedPrecondition while the services a call needs are not up
+        // yet (`bootstrap is not available yet`) or while it is about to reboot.
+        Code::FailedPrecondition => ApiErrorKind::NotReady,
+        Code::NotFound => ApiErrorKind::NotFound,
+        // machined returns plain Go errors (etcd's refusals among them) as Unknown: an
+        // answer from the node, not a broken connection. Transport failures carry
+        // their cause as the status's source.
+        Code::Unknown if std::error::Error::source(status).is_none() => ApiErrorKind::Other,
         // The request left us and the connection broke: the node may or may not have
         // acted on it.
         Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Aborted => {
@@ -295,7 +395,7 @@ impl NodeClient {
             } else {
                 ApiErrorKind::Unreachable
             },
-            message,
+            message: explain_tls_refusal(message),
         };
         let channel = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|e| unreachable(e.to_string()))?
@@ -343,16 +443,7 @@ impl NodeClient {
             .await
             .map_err(|s| status_error(CALL, &self.node, &s))?
             .into_inner();
-        let message = response
-            .messages
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::Api {
-                call: CALL,
-                node: self.node.clone(),
-                kind: ApiErrorKind::Other,
-                message: "empty response".into(),
-            })?;
+        let message = self.first_message(CALL, response.messages)?;
         metadata_error(CALL, &self.node, message.metadata.as_ref())?;
         Ok(VersionInfo {
             tag: message.version.map(|v| v.tag).unwrap_or_default(),
@@ -380,16 +471,7 @@ impl NodeClient {
             .await
             .map_err(|s| status_error(CALL, &self.node, &s))?
             .into_inner();
-        let message = response
-            .messages
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::Api {
-                call: CALL,
-                node: self.node.clone(),
-                kind: ApiErrorKind::Other,
-                message: "empty response".into(),
-            })?;
+        let message = self.first_message(CALL, response.messages)?;
         metadata_error(CALL, &self.node, message.metadata.as_ref())?;
         Ok(ApplyOutcome {
             mode: ApplyMode::from_wire(message.mode),
@@ -493,6 +575,113 @@ impl NodeClient {
     }
 }
 
+impl NodeClient {
+    /// Upgrade the node to the installer image's version. The node answers first, then
+    /// reboots (connections reset, then refused) and comes back on the new version;
+    /// wait for that with [`NodeClient::version`] on a new connection. A control plane
+    /// refuses unless every etcd member is started and healthy (and never in a
+    /// two-member cluster), unless `force`.
+    #[instrument(skip_all, fields(node = %self.node, image = %options.image))]
+    pub async fn upgrade(&mut self, options: &UpgradeOptions) -> Result<UpgradeAck> {
+        const CALL: &str = "Upgrade";
+        let request = UpgradeRequest {
+            image: options.image.clone(),
+            preserve: false,
+            stage: options.stage,
+            force: options.force,
+            reboot_mode: 0,
+        };
+        let response = self
+            .inner
+            .upgrade(self.request(request))
+            .await
+            .map_err(|s| status_error(CALL, &self.node, &s))?
+            .into_inner();
+        let message = self.first_message(CALL, response.messages)?;
+        metadata_error(CALL, &self.node, message.metadata.as_ref())?;
+        Ok(UpgradeAck {
+            ack: message.ack,
+            actor_id: message.actor_id,
+        })
+    }
+
+    /// Reset the node; returns the actor id. The reset runs after the answer: a
+    /// graceful reset of a control plane leaves etcd first, and if etcd refuses (quorum)
+    /// the node stays as it was, still answering. Otherwise it goes down and, with
+    /// `reboot`, comes back in maintenance mode (unless only user disks were wiped).
+    #[instrument(skip_all, fields(node = %self.node, graceful = options.graceful))]
+    pub async fn reset(&mut self, options: &ResetOptions) -> Result<String> {
+        const CALL: &str = "Reset";
+        let mode = match options.mode {
+            WipeMode::All => WireWipeMode::All,
+            WipeMode::SystemDisk => WireWipeMode::SystemDisk,
+            WipeMode::UserDisks => WireWipeMode::UserDisks,
+        };
+        let request = ResetRequest {
+            graceful: options.graceful,
+            reboot: options.reboot,
+            system_partitions_to_wipe: Vec::new(),
+            user_disks_to_wipe: Vec::new(),
+            mode: mode as i32,
+        };
+        let response = self
+            .inner
+            .reset(self.request(request))
+            .await
+            .map_err(|s| status_error(CALL, &self.node, &s))?
+            .into_inner();
+        let message = self.first_message(CALL, response.messages)?;
+        metadata_error(CALL, &self.node, message.metadata.as_ref())?;
+        Ok(message.actor_id)
+    }
+
+    /// Take this control plane out of etcd (its etcd stops and its data is removed).
+    /// Refused when the remaining members would not keep quorum.
+    #[instrument(skip_all, fields(node = %self.node))]
+    pub async fn etcd_leave_cluster(&mut self) -> Result<()> {
+        const CALL: &str = "EtcdLeaveCluster";
+        let response = self
+            .inner
+            .etcd_leave_cluster(self.request(EtcdLeaveClusterRequest {}))
+            .await
+            .map_err(|s| status_error(CALL, &self.node, &s))?
+            .into_inner();
+        for message in &response.messages {
+            metadata_error(CALL, &self.node, message.metadata.as_ref())?;
+        }
+        Ok(())
+    }
+
+    /// Remove an etcd member by id (see [`NodeClient::etcd_members`]), asked of this
+    /// control plane: how a member whose node is gone for good is cleaned up. An
+    /// unknown id is [`ApiErrorKind::NotFound`]; removing a member whose loss would
+    /// break quorum is refused.
+    #[instrument(skip_all, fields(node = %self.node, member = %format!("{member_id:016x}")))]
+    pub async fn etcd_remove_member(&mut self, member_id: u64) -> Result<()> {
+        const CALL: &str = "EtcdRemoveMemberByID";
+        let response = self
+            .inner
+            .etcd_remove_member_by_id(self.request(EtcdRemoveMemberByIdRequest { member_id }))
+            .await
+            .map_err(|s| status_error(CALL, &self.node, &s))?
+            .into_inner();
+        for message in &response.messages {
+            metadata_error(CALL, &self.node, message.metadata.as_ref())?;
+        }
+        Ok(())
+    }
+
+    /// The first message of a reply (Talos replies carry one per node answering).
+    fn first_message<M>(&self, call: &'static str, messages: Vec<M>) -> Result<M> {
+        messages.into_iter().next().ok_or_else(|| Error::Api {
+            call,
+            node: self.node.clone(),
+            kind: ApiErrorKind::Other,
+            message: "empty response".into(),
+        })
+    }
+}
+
 /// Gunzip and untar the Kubeconfig stream; the archive holds a file named `kubeconfig`.
 pub fn unpack_kubeconfig(node: &str, archive: &[u8]) -> Result<String> {
     let error = |message: String| Error::Kubeconfig {
@@ -559,8 +748,13 @@ pub async fn detect_mode(
             }
         }
     }
-    let mut client = NodeClient::connect(endpoint, &Credentials::Insecure, options).await?;
-    match client.version().await {
+    // A configured node refuses a connection without a client certificate in the TLS
+    // handshake: with TLS 1.3 that surfaces at connect or at the first call.
+    let attempt = async {
+        let mut client = NodeClient::connect(endpoint, &Credentials::Insecure, options).await?;
+        client.version().await
+    };
+    match attempt.await {
         Ok(_) => Ok(NodeMode::Maintenance),
         Err(error) if error.api_kind() == Some(ApiErrorKind::Unauthenticated) => Err(Error::Api {
             call: "Version",
@@ -642,12 +836,49 @@ mod tests {
             ApiErrorKind::Unauthenticated
         );
         assert_eq!(
-            kind(Status::failed_precondition("reboot")),
+            kind(Status::unknown(
+                "failed to leave cluster: etcdserver: re-configuration failed due to not enough started members"
+            )),
+            ApiErrorKind::Other
+        );
+        let transport = Status::from_error(Box::new(Layered("transport error", None)));
+        assert_eq!(kind(transport), ApiErrorKind::ConnectionLost);
+        assert_eq!(
+            kind(Status::failed_precondition(
+                "bootstrap is not available yet"
+            )),
+            ApiErrorKind::NotReady
+        );
+        assert_eq!(
+            kind(Status::invalid_argument(
+                "this config change can't be applied in immediate mode"
+            )),
             ApiErrorKind::Rejected
+        );
+        assert_eq!(
+            kind(Status::not_found("etcdserver: member not found")),
+            ApiErrorKind::NotFound
         );
         assert_eq!(
             kind(Status::deadline_exceeded("slow")),
             ApiErrorKind::Timeout
+        );
+    }
+
+    #[test]
+    fn tls_refusals_are_said_plainly() {
+        let error = status_error(
+            "Version",
+            "n",
+            &Status::unknown("transport error: received fatal alert: CertificateRequired"),
+        )
+        .to_string();
+        assert!(error.contains("no client certificate was sent"), "{error}");
+        assert!(error.contains("CertificateRequired"), "{error}");
+        let error = status_error("Version", "n", &Status::unknown("alert: UnknownCA")).to_string();
+        assert!(
+            error.contains("does not trust this client certificate"),
+            "{error}"
         );
     }
 

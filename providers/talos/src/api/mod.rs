@@ -20,8 +20,8 @@ pub mod generated {
 
 pub use client::{
     ApplyMode, ApplyOutcome, BootstrapOutcome, ConnectOptions, DEFAULT_PORT, EtcdMemberInfo,
-    NodeClient, NodeMode, ServiceStatus, VersionInfo, detect_mode, split_endpoint,
-    unpack_kubeconfig,
+    NodeClient, NodeMode, ResetOptions, ServiceStatus, UpgradeAck, UpgradeOptions, VersionInfo,
+    WipeMode, detect_mode, split_endpoint, unpack_kubeconfig,
 };
 pub use tls::{ClientIdentity, Credentials};
 

@@ -136,6 +136,191 @@ pub struct EtcdMemberListResponse {
     pub messages: ::prost::alloc::vec::Vec<EtcdMembers>,
 }
 #[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct EtcdRemoveMemberByIdRequest {
+    #[prost(uint64, tag = "1")]
+    pub member_id: u64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct EtcdRemoveMemberById {
+    #[prost(message, optional, tag = "1")]
+    pub metadata: ::core::option::Option<super::common::Metadata>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct EtcdRemoveMemberByIdResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub messages: ::prost::alloc::vec::Vec<EtcdRemoveMemberById>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct EtcdLeaveClusterRequest {}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct EtcdLeaveCluster {
+    #[prost(message, optional, tag = "1")]
+    pub metadata: ::core::option::Option<super::common::Metadata>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct EtcdLeaveClusterResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub messages: ::prost::alloc::vec::Vec<EtcdLeaveCluster>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ResetPartitionSpec {
+    #[prost(string, tag = "1")]
+    pub label: ::prost::alloc::string::String,
+    #[prost(bool, tag = "2")]
+    pub wipe: bool,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ResetRequest {
+    /// Leave etcd (control planes) and drain before wiping.
+    #[prost(bool, tag = "1")]
+    pub graceful: bool,
+    /// Reboot after the reset; halt otherwise.
+    #[prost(bool, tag = "2")]
+    pub reboot: bool,
+    /// Empty: every system partition is wiped.
+    #[prost(message, repeated, tag = "3")]
+    pub system_partitions_to_wipe: ::prost::alloc::vec::Vec<ResetPartitionSpec>,
+    #[prost(string, repeated, tag = "4")]
+    pub user_disks_to_wipe: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(enumeration = "reset_request::WipeMode", tag = "5")]
+    pub mode: i32,
+}
+/// Nested message and enum types in `ResetRequest`.
+pub mod reset_request {
+    #[allow(clippy::all)]
+    #[derive(
+        Clone,
+        Copy,
+        Debug,
+        PartialEq,
+        Eq,
+        Hash,
+        PartialOrd,
+        Ord,
+        ::prost::Enumeration
+    )]
+    #[repr(i32)]
+    pub enum WipeMode {
+        All = 0,
+        SystemDisk = 1,
+        UserDisks = 2,
+    }
+    impl WipeMode {
+        /// String value of the enum field names used in the ProtoBuf definition.
+        ///
+        /// The values are not transformed in any way and thus are considered stable
+        /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+        pub fn as_str_name(&self) -> &'static str {
+            match self {
+                Self::All => "ALL",
+                Self::SystemDisk => "SYSTEM_DISK",
+                Self::UserDisks => "USER_DISKS",
+            }
+        }
+        /// Creates an enum from field names used in the ProtoBuf definition.
+        pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+            match value {
+                "ALL" => Some(Self::All),
+                "SYSTEM_DISK" => Some(Self::SystemDisk),
+                "USER_DISKS" => Some(Self::UserDisks),
+                _ => None,
+            }
+        }
+    }
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Reset {
+    #[prost(message, optional, tag = "1")]
+    pub metadata: ::core::option::Option<super::common::Metadata>,
+    #[prost(string, tag = "2")]
+    pub actor_id: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ResetResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub messages: ::prost::alloc::vec::Vec<Reset>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct UpgradeRequest {
+    #[prost(string, tag = "1")]
+    pub image: ::prost::alloc::string::String,
+    #[prost(bool, tag = "2")]
+    pub preserve: bool,
+    #[prost(bool, tag = "3")]
+    pub stage: bool,
+    #[prost(bool, tag = "4")]
+    pub force: bool,
+    #[prost(enumeration = "upgrade_request::RebootMode", tag = "5")]
+    pub reboot_mode: i32,
+}
+/// Nested message and enum types in `UpgradeRequest`.
+pub mod upgrade_request {
+    #[allow(clippy::all)]
+    #[derive(
+        Clone,
+        Copy,
+        Debug,
+        PartialEq,
+        Eq,
+        Hash,
+        PartialOrd,
+        Ord,
+        ::prost::Enumeration
+    )]
+    #[repr(i32)]
+    pub enum RebootMode {
+        Default = 0,
+        Powercycle = 1,
+    }
+    impl RebootMode {
+        /// String value of the enum field names used in the ProtoBuf definition.
+        ///
+        /// The values are not transformed in any way and thus are considered stable
+        /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+        pub fn as_str_name(&self) -> &'static str {
+            match self {
+                Self::Default => "DEFAULT",
+                Self::Powercycle => "POWERCYCLE",
+            }
+        }
+        /// Creates an enum from field names used in the ProtoBuf definition.
+        pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+            match value {
+                "DEFAULT" => Some(Self::Default),
+                "POWERCYCLE" => Some(Self::Powercycle),
+                _ => None,
+            }
+        }
+    }
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Upgrade {
+    #[prost(message, optional, tag = "1")]
+    pub metadata: ::core::option::Option<super::common::Metadata>,
+    #[prost(string, tag = "2")]
+    pub ack: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub actor_id: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct UpgradeResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub messages: ::prost::alloc::vec::Vec<Upgrade>,
+}
+#[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ServiceList {
     #[prost(message, optional, tag = "1")]
@@ -400,6 +585,56 @@ pub mod machine_service_client {
                 .insert(GrpcMethod::new("machine.MachineService", "EtcdMemberList"));
             self.inner.unary(req, path, codec).await
         }
+        pub async fn etcd_remove_member_by_id(
+            &mut self,
+            request: impl tonic::IntoRequest<super::EtcdRemoveMemberByIdRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::EtcdRemoveMemberByIdResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/machine.MachineService/EtcdRemoveMemberByID",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("machine.MachineService", "EtcdRemoveMemberByID"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn etcd_leave_cluster(
+            &mut self,
+            request: impl tonic::IntoRequest<super::EtcdLeaveClusterRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::EtcdLeaveClusterResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/machine.MachineService/EtcdLeaveCluster",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("machine.MachineService", "EtcdLeaveCluster"));
+            self.inner.unary(req, path, codec).await
+        }
         pub async fn kubeconfig(
             &mut self,
             request: impl tonic::IntoRequest<()>,
@@ -424,6 +659,27 @@ pub mod machine_service_client {
                 .insert(GrpcMethod::new("machine.MachineService", "Kubeconfig"));
             self.inner.server_streaming(req, path, codec).await
         }
+        pub async fn reset(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ResetRequest>,
+        ) -> std::result::Result<tonic::Response<super::ResetResponse>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/machine.MachineService/Reset",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("machine.MachineService", "Reset"));
+            self.inner.unary(req, path, codec).await
+        }
         pub async fn service_list(
             &mut self,
             request: impl tonic::IntoRequest<()>,
@@ -446,6 +702,32 @@ pub mod machine_service_client {
             let mut req = request.into_request();
             req.extensions_mut()
                 .insert(GrpcMethod::new("machine.MachineService", "ServiceList"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Deprecated upstream in favour of LifecycleService.Upgrade (removal planned for
+        /// v1.18); still served by Talos 1.13 and 1.14.
+        pub async fn upgrade(
+            &mut self,
+            request: impl tonic::IntoRequest<super::UpgradeRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::UpgradeResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/machine.MachineService/Upgrade",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("machine.MachineService", "Upgrade"));
             self.inner.unary(req, path, codec).await
         }
         pub async fn version(
@@ -508,6 +790,20 @@ pub mod machine_service_server {
             tonic::Response<super::EtcdMemberListResponse>,
             tonic::Status,
         >;
+        async fn etcd_remove_member_by_id(
+            &self,
+            request: tonic::Request<super::EtcdRemoveMemberByIdRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::EtcdRemoveMemberByIdResponse>,
+            tonic::Status,
+        >;
+        async fn etcd_leave_cluster(
+            &self,
+            request: tonic::Request<super::EtcdLeaveClusterRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::EtcdLeaveClusterResponse>,
+            tonic::Status,
+        >;
         /// Server streaming response type for the Kubeconfig method.
         type KubeconfigStream: tonic::codegen::tokio_stream::Stream<
                 Item = std::result::Result<super::super::common::Data, tonic::Status>,
@@ -518,6 +814,10 @@ pub mod machine_service_server {
             &self,
             request: tonic::Request<()>,
         ) -> std::result::Result<tonic::Response<Self::KubeconfigStream>, tonic::Status>;
+        async fn reset(
+            &self,
+            request: tonic::Request<super::ResetRequest>,
+        ) -> std::result::Result<tonic::Response<super::ResetResponse>, tonic::Status>;
         async fn service_list(
             &self,
             request: tonic::Request<()>,
@@ -525,6 +825,12 @@ pub mod machine_service_server {
             tonic::Response<super::ServiceListResponse>,
             tonic::Status,
         >;
+        /// Deprecated upstream in favour of LifecycleService.Upgrade (removal planned for
+        /// v1.18); still served by Talos 1.13 and 1.14.
+        async fn upgrade(
+            &self,
+            request: tonic::Request<super::UpgradeRequest>,
+        ) -> std::result::Result<tonic::Response<super::UpgradeResponse>, tonic::Status>;
         async fn version(
             &self,
             request: tonic::Request<()>,
@@ -743,6 +1049,101 @@ pub mod machine_service_server {
                     };
                     Box::pin(fut)
                 }
+                "/machine.MachineService/EtcdRemoveMemberByID" => {
+                    #[allow(non_camel_case_types)]
+                    struct EtcdRemoveMemberByIDSvc<T: MachineService>(pub Arc<T>);
+                    impl<
+                        T: MachineService,
+                    > tonic::server::UnaryService<super::EtcdRemoveMemberByIdRequest>
+                    for EtcdRemoveMemberByIDSvc<T> {
+                        type Response = super::EtcdRemoveMemberByIdResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::EtcdRemoveMemberByIdRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as MachineService>::etcd_remove_member_by_id(
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = EtcdRemoveMemberByIDSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/machine.MachineService/EtcdLeaveCluster" => {
+                    #[allow(non_camel_case_types)]
+                    struct EtcdLeaveClusterSvc<T: MachineService>(pub Arc<T>);
+                    impl<
+                        T: MachineService,
+                    > tonic::server::UnaryService<super::EtcdLeaveClusterRequest>
+                    for EtcdLeaveClusterSvc<T> {
+                        type Response = super::EtcdLeaveClusterResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::EtcdLeaveClusterRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as MachineService>::etcd_leave_cluster(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = EtcdLeaveClusterSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
                 "/machine.MachineService/Kubeconfig" => {
                     #[allow(non_camel_case_types)]
                     struct KubeconfigSvc<T: MachineService>(pub Arc<T>);
@@ -784,6 +1185,50 @@ pub mod machine_service_server {
                     };
                     Box::pin(fut)
                 }
+                "/machine.MachineService/Reset" => {
+                    #[allow(non_camel_case_types)]
+                    struct ResetSvc<T: MachineService>(pub Arc<T>);
+                    impl<
+                        T: MachineService,
+                    > tonic::server::UnaryService<super::ResetRequest> for ResetSvc<T> {
+                        type Response = super::ResetResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ResetRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as MachineService>::reset(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ResetSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
                 "/machine.MachineService/ServiceList" => {
                     #[allow(non_camel_case_types)]
                     struct ServiceListSvc<T: MachineService>(pub Arc<T>);
@@ -809,6 +1254,51 @@ pub mod machine_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ServiceListSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/machine.MachineService/Upgrade" => {
+                    #[allow(non_camel_case_types)]
+                    struct UpgradeSvc<T: MachineService>(pub Arc<T>);
+                    impl<
+                        T: MachineService,
+                    > tonic::server::UnaryService<super::UpgradeRequest>
+                    for UpgradeSvc<T> {
+                        type Response = super::UpgradeResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::UpgradeRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as MachineService>::upgrade(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = UpgradeSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
