@@ -9,13 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::apply::{ApplyOptions, ApplySummary, apply};
-use crate::graph::DesiredResource;
 use crate::plan::{Action, Plan, PlanMode, PlanOptions, config_digest, plan, render, saved};
 use crate::state::{PromotionRecord, StateDocument};
 
 use super::context::{Context, Sink};
 use super::diagnostic::{diagnostic, diagnostic_text};
-use super::load::{Loaded, Workspace, load_environment};
+use super::load::{Loaded, Workspace, check_machines_unchanged, load_environment};
 use super::progress::{ProgressReporter, watch_interrupts};
 use super::{bootstrap, promotion_gate};
 
@@ -90,15 +89,7 @@ pub(super) fn apply_environment(
         cluster: cluster.map(str::to_string),
         ..PlanOptions::default()
     };
-    plan_and_apply(
-        &loaded.environment,
-        loaded.desired.clone(),
-        &options,
-        run,
-        Some(promotion),
-        out,
-        context,
-    )
+    plan_and_apply(loaded, &options, run, Some(promotion), out, context)
 }
 
 /// Apply a saved plan; returns its environment's model with the exit code.
@@ -159,18 +150,24 @@ fn apply_saved(
 /// the summary go to `out` (`bootstrap --json` keeps them off standard output);
 /// `promotion` is recorded in state after a successful apply (`None` for destroy).
 pub(super) fn plan_and_apply(
-    environment: &str,
-    desired: Vec<DesiredResource>,
+    loaded: &Loaded,
     options: &PlanOptions,
     run: &RunOptions,
     promotion: Option<PromotionRecord>,
     out: &Sink,
     context: &Context,
 ) -> miette::Result<ExitCode> {
+    let environment = loaded.environment.as_str();
     let (_lock, state) = context.lock_and_load(environment, "apply", run.lock_timeout)?;
+    check_machines_unchanged(&loaded.machines, &state)?;
     let runtime = context.runtime()?;
     let plan = runtime
-        .block_on(plan(desired, &state, &context.providers, options))
+        .block_on(plan(
+            loaded.desired.clone(),
+            &state,
+            &context.providers,
+            options,
+        ))
         .map_err(|e| {
             let help = e.help();
             diagnostic(&e, help)
@@ -271,6 +268,8 @@ fn record_promotion(
     context: &Context,
 ) -> miette::Result<()> {
     state.promotion = Some(promotion);
+    // An apply with nothing to change records the identities adopted from older state.
+    state.machines = crate::graph::machines::recorded_machines(&state);
     state.serial += 1;
     context
         .store

@@ -36,13 +36,5 @@ pub fn run(
         targets: request.targets.clone(),
         ..PlanOptions::default()
     };
-    plan_and_apply(
-        &loaded.environment,
-        loaded.desired,
-        &options,
-        &request.run,
-        None,
-        &context.out,
-        context,
-    )
+    plan_and_apply(&loaded, &options, &request.run, None, &context.out, context)
 }

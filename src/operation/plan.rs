@@ -8,7 +8,7 @@ use crate::plan::{Plan, PlanOptions, plan, saved};
 
 use super::context::Context;
 use super::diagnostic::diagnostic;
-use super::load::{Workspace, load_environment};
+use super::load::{Workspace, check_machines_unchanged, load_environment};
 
 /// What to plan.
 #[derive(Debug, Clone, Default)]
@@ -34,6 +34,7 @@ pub fn run(
     )?;
     let (_lock, state) =
         context.lock_and_load(&loaded.environment, "plan", request.lock_timeout)?;
+    check_machines_unchanged(&loaded.machines, &state)?;
     let runtime = context.runtime()?;
     runtime
         .block_on(plan(
