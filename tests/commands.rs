@@ -1,124 +1,16 @@
 //! The engine commands over the shipped example configuration (`config/`), driven through
 //! the library with mock providers standing in for proxmox, talos and kubernetes.
 
-use std::path::PathBuf;
+mod support {
+    pub mod engine;
+}
+
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
-use clap::Parser;
-use infraflux::apply::CancellationToken;
-use infraflux::cli::{Cli, Command};
-use infraflux::operation::{Context, Sink};
 use infraflux::registry::ProviderRegistry;
-use infraflux::testing::MemoryStore;
-use infraflux_provider_mock::{MockProvider, Op};
-
-struct Variables;
-impl infraflux::config::Variables for Variables {
-    fn var(&self, name: &str) -> Option<String> {
-        (name == "PROXMOX_TOKEN").then(|| "root@pam!ci=secret".to_string())
-    }
-}
-
-/// Mock providers with the real providers' schemas (which attributes are computed,
-/// sensitive, force a replacement), standing in for proxmox, talos and kubernetes.
-fn providers() -> (ProviderRegistry, Vec<Arc<MockProvider>>) {
-    let real = infraflux::commands::providers();
-    let mocks: Vec<Arc<MockProvider>> = ["proxmox", "talos", "kubernetes"]
-        .into_iter()
-        .map(|name| {
-            Arc::new(MockProvider::new(
-                name,
-                real.get(name).expect("a real provider").schemas(),
-            ))
-        })
-        .collect();
-    let mut registry = ProviderRegistry::new();
-    for mock in &mocks {
-        registry.register(mock.clone());
-    }
-    (registry, mocks)
-}
-
-struct Run {
-    code: ExitCode,
-    out: String,
-    err: String,
-}
-
-struct Harness {
-    registry: ProviderRegistry,
-    mocks: Vec<Arc<MockProvider>>,
-    store: MemoryStore,
-    answers: Option<Arc<Mutex<Vec<String>>>>,
-}
-
-impl Harness {
-    fn new() -> Self {
-        let (registry, mocks) = providers();
-        Harness {
-            registry,
-            mocks,
-            store: MemoryStore::new(),
-            answers: None,
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config");
-        let mut argv = vec![
-            "infraflux",
-            "--config",
-            config.to_str().unwrap(),
-            "--color",
-            "never",
-        ];
-        argv.extend_from_slice(args);
-        let cli = Cli::parse_from(argv);
-        let (out, out_buffer) = Sink::buffer();
-        let (err, err_buffer) = Sink::buffer();
-        let prompt = self.answers.clone().map(|answers| {
-            Box::new(move |_: &str| answers.lock().unwrap().remove(0))
-                as infraflux::operation::Prompt
-        });
-        let context = Context {
-            providers: self.registry.clone(),
-            store: Arc::new(self.store.clone()),
-            variables: Box::new(Variables),
-            prompt,
-            out,
-            err,
-            color: false,
-            cancel: CancellationToken::new(),
-            handle_signals: false,
-        };
-        let result = match &cli.command {
-            Command::Plan(_)
-            | Command::Apply(_)
-            | Command::Destroy(_)
-            | Command::Graph(_)
-            | Command::Import(_) => infraflux::commands::run_in(&cli, &context),
-            other => panic!("not an engine command: {other:?}"),
-        };
-        let text = |b: &Arc<Mutex<Vec<u8>>>| String::from_utf8(b.lock().unwrap().clone()).unwrap();
-        match result {
-            Ok(code) => Run {
-                code,
-                out: text(&out_buffer),
-                err: text(&err_buffer),
-            },
-            Err(report) => Run {
-                code: ExitCode::from(1),
-                out: text(&out_buffer),
-                err: format!("{}{report:?}", text(&err_buffer)),
-            },
-        }
-    }
-
-    fn creates(&self) -> usize {
-        self.mocks.iter().map(|m| m.count(Op::Create)).sum()
-    }
-}
+use infraflux_provider_mock::Op;
+use support::engine::Harness;
 
 #[test]
 fn plan_apply_plan_over_the_example_configuration() {

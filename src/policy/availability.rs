@@ -114,7 +114,7 @@ fn scale_in<'a>(cluster: &'a Cluster, findings: &mut Vec<Finding<'a>>) {
     let names: Vec<&str> = leaving.iter().map(|m| m.name.as_str()).collect();
     let help = if spare == 0 {
         format!(
-            "etcd with {members} members has none to spare: take `{}` out of etcd first (`talosctl -n {} etcd leave`), then waive this rule for that apply",
+            "etcd with {members} members has none to spare: take `{}` out of etcd first (`talosctl -n {} etcd leave`), and only then remove its machine, waiving this rule for that apply",
             leaving[0].name, leaving[0].address
         )
     } else {
@@ -140,6 +140,18 @@ fn scale_in<'a>(cluster: &'a Cluster, findings: &mut Vec<Finding<'a>>) {
 #[cfg(test)]
 mod tests {
     use crate::policy::tests::{described, policy_of};
+
+    #[test]
+    fn etcd_tolerates_losing_fewer_than_half_of_its_members() {
+        use super::removable_at_once;
+        // (members, how many may go at once with a majority left)
+        for (members, spare) in [(1, 0), (2, 0), (3, 1), (4, 1), (5, 2), (6, 2), (7, 3)] {
+            assert_eq!(removable_at_once(members), spare, "{members}");
+            let quorum = members / 2 + 1;
+            assert!(members - spare >= quorum, "{members}");
+            assert!(members - (spare + 1) < quorum, "{members}");
+        }
+    }
 
     #[test]
     fn staging_with_one_replica_and_no_spread_fails() {

@@ -31,6 +31,15 @@ pub fn project() -> tempfile::TempDir {
     dir
 }
 
+/// Replace the first `from` by `to` in the project's `config/<file>`, which must contain
+/// it: an edit as a user makes it.
+pub fn edit(project: &Path, file: &str, from: &str, to: &str) {
+    let path = project.join("config").join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(from), "{file} has no `{from}`:\n{text}");
+    std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+}
+
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
