@@ -481,3 +481,37 @@ fn a_pinned_address_and_node_are_kept() {
     assert_eq!(machines["cp-1"].address, "10.10.0.10/24");
     assert_eq!(planned(&harness), changes(&[]));
 }
+
+/// Pinning a running machine to a new address replaces its VM there, and the machine
+/// keeps that address when the pin is taken out again.
+#[test]
+fn a_pinned_address_becomes_the_machines_own() {
+    let project = project();
+    let harness = Harness::with_config(&project.path().join("config"));
+    apply(&harness);
+    let first = machines(&harness);
+    let pinned = format!(
+        "{DEV}    workers:\n      - name: general\n        machines:\n          general-1: {{address: 10.10.0.40}}\n"
+    );
+    edit(project.path(), "clusters/workload.yaml", DEV, &pinned);
+    let plan = planned(&harness);
+    assert!(
+        plan.contains(&(
+            "proxmox_vm".into(),
+            "general-1".into(),
+            "delete-then-create".into()
+        )),
+        "{plan:?}"
+    );
+    assert!(
+        plan.iter().all(|(_, name, _)| name == "general-1"),
+        "only general-1 changes: {plan:?}"
+    );
+    apply(&harness);
+    let moved = machines(&harness);
+    assert_eq!(moved["general-1"].address, "10.10.0.40/24");
+    untouched(&first, &moved, &["cp-1"]);
+
+    edit(project.path(), "clusters/workload.yaml", &pinned, DEV);
+    assert_eq!(planned(&harness), changes(&[]));
+}

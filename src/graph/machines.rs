@@ -1,9 +1,9 @@
-//! Machine identities in step with state: a machine's identity is recorded with its first
-//! resource (the VM's pending create carries the address and node the plan chose) and
-//! kept while state holds any of its resources ([`desired`](super::desired) names a
-//! machine's `proxmox_vm` and `talos_machine_config` after it). Recorded values are never
-//! overwritten from a resource's attributes: a VM re-addressed outside InfraFlux is drift
-//! to report against its identity, not a new identity.
+//! Machine identities in step with state: a machine's identity is set where InfraFlux
+//! creates its VM ([`record_created`]: the address and node the plan chose, a pinned
+//! address included) and kept while state holds any of its resources
+//! ([`desired`](super::desired) names a machine's `proxmox_vm` and `talos_machine_config`
+//! after it). Nothing else overwrites it: a VM re-addressed or moved outside InfraFlux is
+//! drift to report against its identity, not a new identity.
 //!
 //! State written before identities were recorded (format version 1), or a VM brought in
 //! by `import`, has resources but no identity: it is adopted from what the resources
@@ -61,6 +61,28 @@ pub fn recorded_machines(state: &dyn Recorded) -> MachineRecords {
         }
     }
     records
+}
+
+/// Record where InfraFlux creates a machine's VM (`attributes`: the planned ones of
+/// the `proxmox_vm` at `resource`): the address and node the plan chose, a pinned
+/// address included, become the machine's identity. Other resources leave it alone.
+pub fn record_created(
+    machines: &mut MachineRecords,
+    resource: &crate::vocabulary::ResourceAddr,
+    attributes: &Attributes,
+) {
+    if resource.kind != VM {
+        return;
+    }
+    let held = Held {
+        vm: Some(attributes),
+        config: None,
+    };
+    if let Some(mut identity) = adopt(&resource.name, &held) {
+        // Known once created (`complete` fills it in then).
+        identity.vmid = None;
+        machines.insert(&resource.cluster, &resource.name, identity);
+    }
 }
 
 /// Fill in what the record could not know when it was made.
@@ -182,6 +204,30 @@ mod tests {
             Some(&identity("general", "10.10.0.11", None, None))
         );
         assert_eq!(records.iter().count(), 2);
+    }
+
+    #[test]
+    fn a_vm_infraflux_creates_sets_its_machines_identity() {
+        let mut machines = MachineRecords::default();
+        machines.insert(
+            "workload",
+            "general-1",
+            identity("general", "10.10.0.11", Some("pve2"), Some(1001)),
+        );
+        let Value::Object(planned) =
+            json!({"ipv4": "10.10.0.40/24", "node": "pve3", "vmid": "(known after apply)"})
+        else {
+            unreachable!()
+        };
+        let vm = ResourceAddr::new("dev", "workload", VM, "general-1");
+        record_created(&mut machines, &vm, &planned);
+        assert_eq!(
+            machines.get("workload", "general-1"),
+            Some(&identity("general", "10.10.0.40", Some("pve3"), None))
+        );
+        let config = ResourceAddr::new("dev", "workload", MACHINE_CONFIG, "cp-1");
+        record_created(&mut machines, &config, &planned);
+        assert_eq!(machines.get("workload", "cp-1"), None);
     }
 
     #[test]
