@@ -14,7 +14,7 @@ use crate::state::{PromotionRecord, StateDocument};
 
 use super::context::{Context, Sink};
 use super::diagnostic::{diagnostic, diagnostic_text};
-use super::load::{Loaded, Workspace, check_machines_unchanged, load_environment};
+use super::load::{Loaded, Workspace, load_environment, reload_if_changed};
 use super::progress::{ProgressReporter, watch_interrupts};
 use super::{bootstrap, promotion_gate};
 
@@ -89,7 +89,15 @@ pub(super) fn apply_environment(
         cluster: cluster.map(str::to_string),
         ..PlanOptions::default()
     };
-    plan_and_apply(loaded, &options, run, Some(promotion), out, context)
+    plan_and_apply(
+        workspace,
+        loaded,
+        &options,
+        run,
+        Some(promotion),
+        out,
+        context,
+    )
 }
 
 /// Apply a saved plan; returns its environment's model with the exit code.
@@ -150,6 +158,7 @@ fn apply_saved(
 /// the summary go to `out` (`bootstrap --json` keeps them off standard output);
 /// `promotion` is recorded in state after a successful apply (`None` for destroy).
 pub(super) fn plan_and_apply(
+    workspace: &Workspace,
     loaded: &Loaded,
     options: &PlanOptions,
     run: &RunOptions,
@@ -159,7 +168,8 @@ pub(super) fn plan_and_apply(
 ) -> miette::Result<ExitCode> {
     let environment = loaded.environment.as_str();
     let (_lock, state) = context.lock_and_load(environment, "apply", run.lock_timeout)?;
-    check_machines_unchanged(&loaded.machines, &state)?;
+    let reloaded = reload_if_changed(workspace, loaded, &state, context)?;
+    let loaded = reloaded.as_ref().unwrap_or(loaded);
     let runtime = context.runtime()?;
     let plan = runtime
         .block_on(plan(

@@ -36,5 +36,13 @@ pub fn run(
         targets: request.targets.clone(),
         ..PlanOptions::default()
     };
-    plan_and_apply(&loaded, &options, &request.run, None, &context.out, context)
+    plan_and_apply(
+        workspace,
+        &loaded,
+        &options,
+        &request.run,
+        None,
+        &context.out,
+        context,
+    )
 }

@@ -172,6 +172,8 @@ pub struct Loaded {
     pub desired: Vec<DesiredResource>,
     /// The machine identities the model was resolved with, as read from state.
     pub machines: MachineRecords,
+    /// The cluster selected (`None`: all of the environment's).
+    pub cluster: Option<String>,
 }
 
 /// The selected environment (the only one when `environment` is `None`) as desired
@@ -193,14 +195,27 @@ pub fn load_environment(
         cluster: cluster.map(str::to_string),
     };
     let recorded = recorded_for(workspace, &selection, context)?;
-    let model = checked_model_with(workspace, &selection, context, true, &recorded)?;
     let machines = recorded.get(&environment).cloned().unwrap_or_default();
+    resolve_environment(workspace, selection, environment, machines, context)
+}
+
+fn resolve_environment(
+    workspace: &Workspace,
+    selection: Selection,
+    environment: String,
+    machines: MachineRecords,
+    context: &Context,
+) -> miette::Result<Loaded> {
+    let recorded = RecordedMachines::from([(environment.clone(), machines)]);
+    let model = checked_model_with(workspace, &selection, context, true, &recorded)?;
+    let machines = recorded.into_values().next().unwrap_or_default();
     let desired = desired_of(&model, &environment);
     Ok(Loaded {
         environment,
         model,
         desired,
         machines,
+        cluster: selection.cluster,
     })
 }
 
@@ -242,24 +257,33 @@ fn sole_environment(
     }
 }
 
-/// The machine identities in `state` (read under the lock) are the ones the model was
-/// resolved with (`loaded_with`): another run may have applied between the unlocked
-/// read and the lock, and a plan made from other identities could hand out an address
-/// twice.
-pub fn check_machines_unchanged(
-    loaded_with: &MachineRecords,
+/// `loaded` again when `state`, read under the lock, records other machine identities
+/// than those it was resolved with (`None`: it holds, the usual case). Another run
+/// applied between the unlocked read and the lock (a run that waited for the lock with
+/// `--lock-timeout`): planning with the identities it recorded keeps an address from
+/// being handed out twice.
+pub fn reload_if_changed(
+    workspace: &Workspace,
+    loaded: &Loaded,
     state: &StateDocument,
-) -> miette::Result<()> {
-    if recorded_machines(state) == *loaded_with {
-        return Ok(());
+    context: &Context,
+) -> miette::Result<Option<Loaded>> {
+    let machines = recorded_machines(state);
+    if machines == loaded.machines {
+        return Ok(None);
     }
-    Err(diagnostic_text(
-        format!(
-            "the state of `{}` changed while this run was reading it",
-            state.environment
-        ),
-        Some("another run applied meanwhile; run the command again".into()),
-    ))
+    let selection = Selection {
+        environment: Some(loaded.environment.clone()),
+        cluster: loaded.cluster.clone(),
+    };
+    resolve_environment(
+        workspace,
+        selection,
+        loaded.environment.clone(),
+        machines,
+        context,
+    )
+    .map(Some)
 }
 
 /// The desired resources of one environment of `model`.
