@@ -362,6 +362,22 @@ fn resolve_cluster(
     );
     let (control_plane, workers) = resolve_pools(&mut r, &raw);
     let network = resolve_network(&mut r, &raw);
+    // Allocated whatever else is wrong, so that its problems show in the same run.
+    let allocation = match (&control_plane, &workers, &network) {
+        (Some(control_plane), Some(workers), Some(network)) => allocate::allocate(
+            &mut r,
+            &allocate::Request {
+                environment: env,
+                cluster: &effective.cluster,
+                control_plane,
+                workers,
+                network,
+                proxmox_nodes: proxmox.as_ref().map(|p| p.nodes.as_slice()),
+                recorded,
+            },
+        ),
+        _ => None,
+    };
     let platform = resolve_platform(&mut r, &raw);
     let gitops = resolve_gitops(&mut r, &raw, env);
     let workloads = resolve_workloads(&mut r, &raw);
@@ -411,18 +427,7 @@ fn resolve_cluster(
         workloads?,
         sync_wave?,
     );
-    let allocation = allocate::allocate(
-        &mut r,
-        &allocate::Request {
-            environment: env,
-            cluster: &effective.cluster,
-            control_plane: &control_plane,
-            workers: &workers,
-            network: &network,
-            proxmox_nodes: &proxmox.nodes,
-            recorded,
-        },
-    )?;
+    let allocation = allocation?;
     network.node_range = allocation.range;
     Some(Cluster {
         environment: env.to_string(),
@@ -1487,6 +1492,26 @@ workloads: {replicas: 1, image_tag: '1', resources: {requests: {cpu: 1, memory: 
                 .unwrap()
                 .contains("`control_plane.machines.cp-1.address`"),
             "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn node_range_problems_show_with_the_others() {
+        let defaults = DEFAULTS.replace("token: 'root@pam!ci=s', ", "");
+        let (model, problems) = resolve_files(&[
+            ("defaults/all.yaml", defaults.as_str()),
+            ("environments/dev.yaml", "clusters: [c]\n"),
+            ("clusters/c.yaml", "network: {vip: 10.0.0.10}\n"),
+        ]);
+        assert!(model.is_none());
+        let messages: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+        assert!(
+            messages.contains(&"the VIP 10.0.0.10 is inside the node range 10.0.0.10"),
+            "{messages:?}"
+        );
+        assert!(
+            messages.iter().any(|m| m.contains("proxmox.token")),
+            "{messages:?}"
         );
     }
 

@@ -113,7 +113,7 @@ fn check_model(
 }
 
 /// What the state of each environment of `selection` records of its machines (read
-/// without the lock: runs that take it compare with [`check_machines_unchanged`]).
+/// without the lock: a run that takes it checks with [`reload_if_changed`]).
 pub fn recorded_for(
     workspace: &Workspace,
     selection: &Selection,

@@ -34,7 +34,8 @@ pub(super) struct Request<'a> {
     pub control_plane: &'a NodePool,
     pub workers: &'a [NodePool],
     pub network: &'a Network,
-    pub proxmox_nodes: &'a [String],
+    /// `None` when `proxmox.nodes` is invalid (pinned nodes are then not checked).
+    pub proxmox_nodes: Option<&'a [String]>,
     /// What state records of this cluster's machines, by name.
     pub recorded: &'a BTreeMap<String, MachineIdentity>,
 }
@@ -174,7 +175,7 @@ pub(super) fn allocate(r: &mut Resolver, request: &Request) -> Option<Allocation
             member
                 .recorded
                 .and_then(|identity| identity.node.clone())
-                .filter(|node| proxmox_nodes.contains(node))
+                .filter(|node| proxmox_nodes.is_some_and(|nodes| nodes.contains(node)))
         });
         machines.push(Machine {
             hostname: format!("{environment}-{cluster}-{}", member.name),
@@ -292,8 +293,8 @@ fn check_pins(
                 ok = false;
                 continue;
             }
-            if let Some(node) = &pin.node
-                && !request.proxmox_nodes.contains(node)
+            if let (Some(node), Some(nodes)) = (&pin.node, request.proxmox_nodes)
+                && !nodes.contains(node)
             {
                 r.invalid(
                     &format!("{at}.node"),
@@ -301,7 +302,7 @@ fn check_pins(
                     "not one of `proxmox.nodes`",
                     &format!(
                         "pin one of {}, or add `{node}` to `proxmox.nodes`",
-                        request.proxmox_nodes.join(", ")
+                        nodes.join(", ")
                     ),
                 );
                 ok = false;
