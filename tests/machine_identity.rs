@@ -209,6 +209,9 @@ fn the_control_plane_grows_and_shrinks_without_touching_other_machines() {
         "{}",
         refused.err
     );
+    insta::with_settings!({filters => vec![(r"[^\s\[]*/config/", "[CONFIG]/")]}, {
+        insta::assert_snapshot!("three_to_one_refused", refused.err);
+    });
     let refused = harness.run(&["apply", "--env", "dev", "--auto-approve"]);
     assert_eq!(refused.code, ExitCode::from(1));
     assert_eq!(deletes(&harness), 0, "nothing was removed");
