@@ -28,19 +28,9 @@ const BOOTSTRAP: [&str; 6] = [
 
 /// The plan's changes other than no-ops, as `(type, action)`.
 fn planned(lab: &LabUp) -> Vec<(String, String)> {
-    let run = lab.run(&["plan", "--env", "dev", "--json"]).success();
-    let plan: Value = serde_json::from_str(&run.stdout).expect("one JSON plan");
-    plan["changes"]
-        .as_array()
-        .expect("a list of changes")
-        .iter()
-        .filter(|c| c["action"] != "no-op")
-        .map(|c| {
-            (
-                c["type"].as_str().unwrap().to_string(),
-                c["action"].as_str().unwrap().to_string(),
-            )
-        })
+    planned_names(lab)
+        .into_iter()
+        .map(|(kind, _, action)| (kind, action))
         .collect()
 }
 
