@@ -10,6 +10,9 @@ mod support;
 use std::path::Path;
 
 use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
 use support::TestContext;
 use support::lab::{LabUp, project};
 
@@ -25,19 +28,9 @@ const BOOTSTRAP: [&str; 6] = [
 
 /// The plan's changes other than no-ops, as `(type, action)`.
 fn planned(lab: &LabUp<'_>) -> Vec<(String, String)> {
-    let run = lab.run(&["plan", "--env", "dev", "--json"]).success();
-    let plan: Value = serde_json::from_str(&run.stdout).expect("one JSON plan");
-    plan["changes"]
-        .as_array()
-        .expect("a list of changes")
-        .iter()
-        .filter(|c| c["action"] != "no-op")
-        .map(|c| {
-            (
-                c["type"].as_str().unwrap().to_string(),
-                c["action"].as_str().unwrap().to_string(),
-            )
-        })
+    planned_names(lab)
+        .into_iter()
+        .map(|(kind, _, action)| (kind, action))
         .collect()
 }
 
@@ -286,5 +279,239 @@ fn a_connection_lost_mid_apply_leaves_truthful_state_and_the_next_run_converges(
         "{}",
         second.stdout
     );
+    assert_eq!(planned(&lab), []);
+}
+
+/// The lab's state of dev.
+fn state(project: &Path) -> Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(project.join(".infraflux/lab/.infraflux/state/dev.json")).unwrap(),
+    )
+    .unwrap()
+}
+
+/// What identifies a machine of dev/workload and what it was told: its address, its VM
+/// (VMID and Proxmox node) and its machine config as recorded (the config sent and the
+/// node's answer).
+#[derive(Debug, Clone, PartialEq)]
+struct Machine {
+    address: Ipv4Addr,
+    vmid: Value,
+    node: Value,
+    config: Value,
+}
+
+/// Every machine of dev/workload, by name.
+fn machines(project: &Path) -> BTreeMap<String, Machine> {
+    let state = state(project);
+    let resources = state["resources"].as_object().unwrap();
+    let prefix = "dev/workload/proxmox_vm.";
+    resources
+        .iter()
+        .filter_map(|(address, vm)| Some((address.strip_prefix(prefix)?, vm)))
+        .map(|(name, vm)| {
+            let attributes = &vm["attributes"];
+            let ipv4 = attributes["ipv4"].as_str().unwrap();
+            let config = &resources[&format!("dev/workload/talos_machine_config.{name}")];
+            (
+                name.to_string(),
+                Machine {
+                    address: ipv4.split('/').next().unwrap().parse().unwrap(),
+                    vmid: attributes["vmid"].clone(),
+                    node: attributes["node"].clone(),
+                    config: config["attributes"].clone(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// `address` + `n`.
+fn after(address: Ipv4Addr, n: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(address) + n)
+}
+
+/// The machines named are in both, unchanged.
+fn untouched(before: &BTreeMap<String, Machine>, now: &BTreeMap<String, Machine>, names: &[&str]) {
+    for name in names {
+        assert_eq!(before.get(*name), now.get(*name), "`{name}` was touched");
+    }
+}
+
+/// `(type, action)` of the plan's changes to these machines, and whether anything else
+/// changes (new Talos images aside: a machine on a new Proxmox node needs one).
+fn machine_changes(lab: &LabUp<'_>) -> BTreeSet<(String, String)> {
+    let changes = planned_names(lab);
+    for (kind, name, action) in &changes {
+        assert!(
+            matches!(kind.as_str(), "proxmox_vm" | "talos_machine_config")
+                || (kind == "proxmox_image" && action == "create"),
+            "{kind}.{name} {action}: only machines added or removed may change"
+        );
+    }
+    changes
+        .into_iter()
+        .filter(|(kind, _, _)| kind != "proxmox_image")
+        .map(|(kind, name, action)| (format!("{kind}.{name}"), action))
+        .collect()
+}
+
+/// The plan's changes other than no-ops, as `(type, name, action)`.
+fn planned_names(lab: &LabUp<'_>) -> Vec<(String, String, String)> {
+    let run = lab.run(&["plan", "--env", "dev", "--json"]).success();
+    let plan: Value = serde_json::from_str(&run.stdout).expect("one JSON plan");
+    plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] != "no-op")
+        .map(|c| {
+            let text = |key: &str| c[key].as_str().unwrap().to_string();
+            (text("type"), text("name"), text("action"))
+        })
+        .collect()
+}
+
+fn expect(items: &[(&str, &str)]) -> BTreeSet<(String, String)> {
+    items
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+/// Issue 13, as a user tried it on the lab: growing the dev control plane from 1 to 3
+/// used to move `general-1` to another address (its VM replaced, its machine config
+/// rewritten, the apply failing). Now each step touches only the machines it adds or
+/// removes: 1 → 3, 3 → 1 refused (two of three etcd members at once), 3 → 2 with a
+/// warning for the even count, and a worker pool 1 → 2 → 1.
+#[test]
+fn scaling_pools_touches_only_the_machines_added_or_removed() {
+    let project = project();
+    let lab = bootstrapped(&project);
+    let first = machines(project.path());
+    let start = first["cp-1"].address;
+    assert_eq!(first["general-1"].address, after(start, 1));
+
+    // The control plane 1 → 3.
+    edit(
+        project.path(),
+        "clusters/workload.yaml",
+        "  dev:\n    template: small\n",
+        "  dev:\n    template: small\n    control_plane:\n      count: 3\n",
+    );
+    assert_eq!(
+        machine_changes(&lab),
+        expect(&[
+            ("proxmox_vm.cp-2", "create"),
+            ("proxmox_vm.cp-3", "create"),
+            ("talos_machine_config.cp-2", "create"),
+            ("talos_machine_config.cp-3", "create"),
+        ])
+    );
+    let grow = lab.run(&BOOTSTRAP).success();
+    assert!(
+        grow.stdout.contains("Ready signal for dev/workload: ready"),
+        "{}",
+        grow.stdout
+    );
+    let grown = machines(project.path());
+    untouched(&first, &grown, &["cp-1", "general-1"]);
+    assert_eq!(grown["cp-2"].address, after(start, 2));
+    assert_eq!(grown["cp-3"].address, after(start, 3));
+    assert_eq!(planned(&lab), []);
+
+    // 3 → 1 in one step: refused at the count, nothing touched.
+    edit(
+        project.path(),
+        "clusters/workload.yaml",
+        "count: 3\n",
+        "count: 1\n",
+    );
+    let refused = lab.run(&["plan", "--env", "dev"]);
+    assert_eq!(refused.code, 1, "{refused}");
+    assert!(
+        refused
+            .stderr
+            .contains("removing 2 of 3 control planes at once (cp-2, cp-3) loses etcd quorum"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused
+            .stderr
+            .contains("config/clusters/workload.yaml:8:14]"),
+        "{}",
+        refused.stderr
+    );
+    let refused = lab.run(&BOOTSTRAP);
+    assert_eq!(refused.code, 1, "{refused}");
+    assert_eq!(machines(project.path()), grown);
+
+    // 3 → 2 keeps a majority: only cp-3 goes; the even count is warned about.
+    edit(
+        project.path(),
+        "clusters/workload.yaml",
+        "count: 1\n",
+        "count: 2\n",
+    );
+    assert_eq!(
+        machine_changes(&lab),
+        expect(&[
+            ("proxmox_vm.cp-3", "delete"),
+            ("talos_machine_config.cp-3", "delete"),
+        ])
+    );
+    let shrink = lab.run(&BOOTSTRAP).success();
+    assert!(
+        shrink
+            .stderr
+            .contains("2 control planes tolerate no more failures than 1"),
+        "{}",
+        shrink.stderr
+    );
+    let shrunk = machines(project.path());
+    untouched(&grown, &shrunk, &["cp-1", "cp-2", "general-1"]);
+    assert!(!shrunk.contains_key("cp-3"));
+
+    // A worker pool 1 → 2: the new worker takes the lowest free address, cp-3's.
+    edit(
+        project.path(),
+        "clusters/workload.yaml",
+        "      count: 2\n",
+        "      count: 2\n    workers:\n      - {name: general, count: 2}\n",
+    );
+    assert_eq!(
+        machine_changes(&lab),
+        expect(&[
+            ("proxmox_vm.general-2", "create"),
+            ("talos_machine_config.general-2", "create"),
+        ])
+    );
+    lab.run(&BOOTSTRAP).success();
+    let workers = machines(project.path());
+    untouched(&shrunk, &workers, &["cp-1", "cp-2", "general-1"]);
+    assert_eq!(workers["general-2"].address, after(start, 3));
+
+    // … and back to 1.
+    edit(
+        project.path(),
+        "clusters/workload.yaml",
+        "{name: general, count: 2}",
+        "{name: general, count: 1}",
+    );
+    assert_eq!(
+        machine_changes(&lab),
+        expect(&[
+            ("proxmox_vm.general-2", "delete"),
+            ("talos_machine_config.general-2", "delete"),
+        ])
+    );
+    let last = lab.run(&BOOTSTRAP).success();
+    assert!(
+        last.stdout.contains("Ready signal for dev/workload: ready"),
+        "{}",
+        last.stdout
+    );
+    assert_eq!(machines(project.path()), shrunk);
     assert_eq!(planned(&lab), []);
 }

@@ -145,6 +145,8 @@ async fn create(
     journal
         .write(|state| {
             state.resources.insert(change.address.clone(), pending);
+            // Where InfraFlux creates a machine's VM is the machine's identity from now on.
+            crate::graph::machines::record_created(&mut state.machines, &change.address, &planned);
         })
         .map_err(Failed::persist)?;
     // On failure the pending record stays: the next plan reads it and adopts an object

@@ -138,6 +138,9 @@ impl Journal {
     ) -> Result<(), state::Error> {
         let mut state = self.state.lock().expect("state lock");
         change(&mut state);
+        // A machine's identity is recorded with its first resource (the VM's pending
+        // create) and dropped with its last.
+        state.machines = crate::graph::machines::recorded_machines(&*state);
         state.serial += 1;
         let persist = || self.store.persist(&state);
         // Stores write files: keep a multi-threaded runtime's other work going meanwhile.

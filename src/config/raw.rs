@@ -170,6 +170,22 @@ pub struct RawControlPlane {
     pub memory: Option<RawQuantity>,
     /// System disk per node, e.g. `40Gi`.
     pub disk: Option<RawQuantity>,
+    /// Pins for individual machines, by name (`cp-1`): an address and/or a Proxmox node.
+    /// Unpinned machines keep the address and node they were first given.
+    pub machines: Option<IndexMap<String, RawMachine>>,
+}
+
+/// What one machine is pinned to. Each machine otherwise takes the lowest free address
+/// of the node range when it is first created, and keeps it.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawMachine {
+    /// Its node address (IPv4, inside `network.nodes.cidr`). Changing it replaces the
+    /// machine's VM.
+    pub address: Option<String>,
+    /// The Proxmox node (one of `proxmox.nodes`) its VM is created on; an existing VM
+    /// stays where it is.
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
@@ -183,6 +199,9 @@ pub struct RawWorkerPool {
     pub cpu: Option<i64>,
     pub memory: Option<RawQuantity>,
     pub disk: Option<RawQuantity>,
+    /// Pins for individual machines, by name (`general-1`): an address and/or a Proxmox
+    /// node. Unpinned machines keep the address and node they were first given.
+    pub machines: Option<IndexMap<String, RawMachine>>,
 }
 
 /// A Kubernetes-style quantity: `512Mi`, `4Gi`, `500m`, or a plain number.

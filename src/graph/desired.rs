@@ -142,18 +142,23 @@ pub fn schematic(extensions: &[String]) -> (String, String) {
     (yaml, id)
 }
 
-/// A proposed Proxmox node for every machine: the offline placement of
-/// [`placement`](super::placement) (control planes first, each on its own node while
-/// there are enough, then workers spread), which reduces to round-robin over
-/// `proxmox.nodes`. The plan re-places new machines from the cluster's free memory and
-/// keeps existing ones where they are.
+/// A proposed Proxmox node for every machine: the one it is pinned to or was first
+/// placed on, else round-robin over `proxmox.nodes` (the offline placement of
+/// [`placement`](super::placement) for a fresh cluster). The plan re-places new
+/// machines from the cluster's free memory and keeps existing ones where they are.
 fn place_machines(cluster: &Cluster) -> Vec<(&Machine, &str)> {
     let nodes = &cluster.proxmox.nodes;
     cluster
         .nodes
         .iter()
         .enumerate()
-        .map(|(i, machine)| (machine, nodes[i % nodes.len()].as_str()))
+        .map(|(i, machine)| {
+            let node = machine
+                .node
+                .as_deref()
+                .unwrap_or(nodes[i % nodes.len()].as_str());
+            (machine, node)
+        })
         .collect()
 }
 
@@ -285,7 +290,12 @@ fn vms(
         );
         vm.placement = Some(Rule::Machine {
             group: cluster.id(),
-            hosts: cluster.proxmox.nodes.clone(),
+            // A machine pinned to a node, or recreated after it was first placed, goes
+            // there (an existing VM stays where it is, whatever this says).
+            hosts: match &machine.node {
+                Some(node) => vec![node.clone()],
+                None => cluster.proxmox.nodes.clone(),
+            },
             spread: match machine.role {
                 NodeRole::ControlPlane => Spread::Distinct,
                 NodeRole::Worker => Spread::Even,

@@ -6,6 +6,9 @@
 //! configuration no longer names (read through [`Recorded`]), into a graph whose edges
 //! say what must happen first.
 //!
+//! [`machines`] keeps state's record of each machine's identity in step with the
+//! resources state holds of it.
+//!
 //! The graph is built by an ordered list of named steps ([`STEPS`]), as OpenTofu's
 //! transformers: each step does one thing and a reader can follow them in order.
 //!
@@ -20,6 +23,7 @@
 //! None of the current resource types needs that order.
 
 pub mod desired;
+pub mod machines;
 pub mod placement;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

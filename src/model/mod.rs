@@ -2,7 +2,9 @@
 //!
 //! `resolve_model` turns each effective configuration (`config::EffectiveConfig`) into a
 //! typed [`Cluster`]: sizes parsed, addresses checked against their networks, versions
-//! and URLs parsed, node addresses allocated. The model carries no spans: when a value is
+//! and URLs parsed, node addresses allocated. Machines state already records keep the
+//! identity recorded for them ([`resolve_model_with`]: the operation layer reads it from
+//! state), so the model of a configuration depends on what was applied before. The model carries no spans: when a value is
 //! wrong, `resolve` looks its origin up by key path in the effective YAML tree, so the
 //! diagnostic points at the layer that supplied it.
 
@@ -16,7 +18,7 @@ use ipnet::{IpNet, Ipv4Net};
 use serde::Serialize;
 
 pub use network::NodeRange;
-pub use resolve::resolve_model;
+pub use resolve::{RecordedMachines, resolve_model, resolve_model_with};
 pub use units::{Bytes, MilliCpu};
 
 use crate::vocabulary::{SecretStrings, Sensitive};
@@ -68,6 +70,10 @@ pub struct Cluster {
     pub waivers: Vec<Waiver>,
     /// Every machine, control planes first, with its address.
     pub nodes: Vec<Machine>,
+    /// Machines state still holds that the configuration no longer has (a lowered
+    /// `count`, a removed pool): the plan removes them, and until then they keep their
+    /// addresses.
+    pub leaving: Vec<LeavingMachine>,
 }
 
 impl Cluster {
@@ -151,6 +157,9 @@ pub enum NodeRole {
     Worker,
 }
 
+/// The pool name of the control planes (worker pools may not use it).
+pub const CONTROL_PLANE_POOL: &str = "cp";
+
 #[derive(Debug, Clone, Serialize)]
 pub struct NodePool {
     pub name: String,
@@ -159,21 +168,47 @@ pub struct NodePool {
     pub cpu: u32,
     pub memory: Bytes,
     pub disk: Bytes,
+    /// Pins by machine name (`machines:` of the pool).
+    pub machines: std::collections::BTreeMap<String, MachinePin>,
+}
+
+/// What the configuration pins one machine to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MachinePin {
+    pub address: Option<Ipv4Addr>,
+    /// A Proxmox node (one of `proxmox.nodes`).
+    pub node: Option<String>,
 }
 
 /// One VM / Talos node.
 #[derive(Debug, Clone, Serialize)]
 pub struct Machine {
-    /// Unique within the cluster: `cp-1`, `general-2`.
+    /// Unique within the cluster: `cp-1`, `general-2`; `<pool>-<n>`, the lowest `n`
+    /// free when it was first allocated.
     pub name: String,
     /// `dev-workload-cp-1`.
     pub hostname: String,
     pub role: NodeRole,
     pub pool: String,
+    /// Pinned, or as recorded in state, or (a new machine) the lowest free address of
+    /// the node range.
     pub address: Ipv4Addr,
+    /// The Proxmox node it is pinned to or was first placed on (`None`: placement picks).
+    pub node: Option<String>,
+    /// State records it (else it is new in this plan).
+    pub recorded: bool,
     pub cpu: u32,
     pub memory: Bytes,
     pub disk: Bytes,
+}
+
+/// A machine state still holds that the configuration no longer has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeavingMachine {
+    pub name: String,
+    pub pool: String,
+    pub role: NodeRole,
+    pub address: Ipv4Addr,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -181,7 +216,8 @@ pub struct Network {
     pub cidr: Ipv4Net,
     pub gateway: Ipv4Addr,
     pub dns: Vec<IpAddr>,
-    /// The addresses nodes take: `start` and the following ones.
+    /// Where machines take their addresses: from `start` (the lowest free one first) up
+    /// to the highest address a machine of the range holds.
     pub node_range: NodeRange,
     pub vip: Ipv4Addr,
     pub pods: IpNet,

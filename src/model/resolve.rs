@@ -13,18 +13,40 @@ use super::*;
 use crate::config::raw::{RawPodSecurity, RawQuantity, RawRole, RawService, RawSettings};
 use crate::config::{Configuration, EffectiveConfig, KeyPath};
 use crate::diag::{Origin, Problem, Problems};
+use crate::vocabulary::{MachineIdentity, MachineRecords};
+
+mod allocate;
 
 /// Kubernetes' documented scalability limit; also bounds the node range and allocation.
 pub const MAX_NODES_PER_CLUSTER: u32 = 5000;
 
-/// Resolve every selected pair. Returns the model when there are no errors; problems
-/// (warnings included) are always returned.
+/// What state records of each environment's machines, by environment (an environment
+/// missing: nothing recorded, every machine is new).
+pub type RecordedMachines = std::collections::BTreeMap<String, MachineRecords>;
+
+/// Resolve every selected pair as if nothing were applied yet: every machine is new.
+/// Returns the model when there are no errors; problems (warnings included) are always
+/// returned.
 pub fn resolve_model(config: &Configuration) -> (Option<Model>, Problems) {
+    resolve_model_with(config, &RecordedMachines::new())
+}
+
+/// Resolve every selected pair; machines `recorded` holds keep their identity (see
+/// `allocate`).
+pub fn resolve_model_with(
+    config: &Configuration,
+    recorded: &RecordedMachines,
+) -> (Option<Model>, Problems) {
     let mut problems = Problems::new();
     let mut missing = MissingKeys::default();
     let mut clusters = Vec::new();
+    let none = std::collections::BTreeMap::new();
     for effective in &config.effective {
-        if let Some(cluster) = resolve_cluster(effective, &mut problems, &mut missing) {
+        let machines = recorded
+            .get(&effective.environment)
+            .and_then(|records| records.cluster(&effective.cluster))
+            .unwrap_or(&none);
+        if let Some(cluster) = resolve_cluster(effective, machines, &mut problems, &mut missing) {
             clusters.push((cluster, effective));
         }
     }
@@ -291,6 +313,7 @@ fn parse_version(text: &str) -> Result<semver::Version, semver::Error> {
 
 fn resolve_cluster(
     effective: &EffectiveConfig,
+    recorded: &std::collections::BTreeMap<String, MachineIdentity>,
     problems: &mut Problems,
     missing: &mut MissingKeys,
 ) -> Option<Cluster> {
@@ -338,7 +361,23 @@ fn resolve_cluster(
         parse_version,
     );
     let (control_plane, workers) = resolve_pools(&mut r, &raw);
-    let network = resolve_network(&mut r, &raw, &control_plane, &workers);
+    let network = resolve_network(&mut r, &raw);
+    // Allocated whatever else is wrong, so that its problems show in the same run.
+    let allocation = match (&control_plane, &workers, &network) {
+        (Some(control_plane), Some(workers), Some(network)) => allocate::allocate(
+            &mut r,
+            &allocate::Request {
+                environment: env,
+                cluster: &effective.cluster,
+                control_plane,
+                workers,
+                network,
+                proxmox_nodes: proxmox.as_ref().map(|p| p.nodes.as_slice()),
+                recorded,
+            },
+        ),
+        _ => None,
+    };
     let platform = resolve_platform(&mut r, &raw);
     let gitops = resolve_gitops(&mut r, &raw, env);
     let workloads = resolve_workloads(&mut r, &raw);
@@ -371,7 +410,7 @@ fn resolve_cluster(
         kubernetes,
         control_plane,
         workers,
-        network,
+        mut network,
         platform,
         gitops,
         workloads,
@@ -388,13 +427,8 @@ fn resolve_cluster(
         workloads?,
         sync_wave?,
     );
-    let nodes = allocate_machines(
-        env,
-        &effective.cluster,
-        &control_plane,
-        &workers,
-        &network.node_range,
-    );
+    let allocation = allocation?;
+    network.node_range = allocation.range;
     Some(Cluster {
         environment: env.to_string(),
         name: effective.cluster.clone(),
@@ -415,7 +449,8 @@ fn resolve_cluster(
         lifecycle,
         namespaces,
         waivers,
-        nodes,
+        nodes: allocation.nodes,
+        leaving: allocation.leaving,
     })
 }
 
@@ -650,14 +685,16 @@ fn resolve_pools(r: &mut Resolver, raw: &RawSettings) -> (Option<NodePool>, Opti
             "set `control_plane.count` to 1 (dev) or 3",
         );
     }
+    let pins = resolve_pins(r, cp.machines.as_ref(), "control_plane");
     let control_plane = (|| {
         Some(NodePool {
-            name: "cp".into(),
+            name: CONTROL_PLANE_POOL.into(),
             role: NodeRole::ControlPlane,
             count: count.filter(|c| *c > 0)?,
             cpu: cpu?,
             memory: memory?,
             disk: disk?,
+            machines: pins?,
         })
     })();
     let mut workers = Some(Vec::new());
@@ -667,7 +704,8 @@ fn resolve_pools(r: &mut Resolver, raw: &RawSettings) -> (Option<NodePool>, Opti
         let cpu = r.count(pool.cpu, &at("cpu"), "4");
         let memory = r.bytes(pool.memory.as_ref(), &at("memory"), "16Gi");
         let disk = r.bytes(pool.disk.as_ref(), &at("disk"), "100Gi");
-        if pool.name == "cp" || !valid_dns_label(&pool.name) {
+        let pins = resolve_pins(r, pool.machines.as_ref(), &format!("workers[{i}]"));
+        if pool.name == CONTROL_PLANE_POOL || !valid_dns_label(&pool.name) {
             r.invalid(
                 &at("name"),
                 format!("invalid worker pool name `{}`", pool.name),
@@ -675,19 +713,56 @@ fn resolve_pools(r: &mut Resolver, raw: &RawSettings) -> (Option<NodePool>, Opti
                 "use lower-case letters, digits and '-' (not `cp`, which control planes use)",
             );
         }
-        match (count, cpu, memory, disk, workers.as_mut()) {
-            (Some(count), Some(cpu), Some(memory), Some(disk), Some(list)) => list.push(NodePool {
-                name: pool.name.clone(),
-                role: NodeRole::Worker,
-                count,
-                cpu,
-                memory,
-                disk,
-            }),
+        match (count, cpu, memory, disk, pins, workers.as_mut()) {
+            (Some(count), Some(cpu), Some(memory), Some(disk), Some(pins), Some(list)) => list
+                .push(NodePool {
+                    name: pool.name.clone(),
+                    role: NodeRole::Worker,
+                    count,
+                    cpu,
+                    memory,
+                    disk,
+                    machines: pins,
+                }),
             _ => workers = None,
         }
     }
     (control_plane, workers)
+}
+
+/// A pool's `machines:` pins, parsed (`path` is the pool's key path). Whether each names
+/// a machine of the pool, a free address and a known node is `allocate`'s to check.
+fn resolve_pins(
+    r: &mut Resolver,
+    raw: Option<&indexmap::IndexMap<String, crate::config::raw::RawMachine>>,
+    path: &str,
+) -> Option<std::collections::BTreeMap<String, MachinePin>> {
+    let mut pins = std::collections::BTreeMap::new();
+    let mut ok = true;
+    for (name, raw) in raw.into_iter().flatten() {
+        let address = match &raw.address {
+            None => None,
+            Some(text) => {
+                let parsed = r.parse(
+                    Some(text),
+                    &format!("{path}.machines.{name}.address"),
+                    "10.10.0.20",
+                    "IPv4 address",
+                    Ipv4Addr::from_str,
+                );
+                ok &= parsed.is_some();
+                parsed
+            }
+        };
+        pins.insert(
+            name.clone(),
+            MachinePin {
+                address,
+                node: raw.node.clone(),
+            },
+        );
+    }
+    ok.then_some(pins)
 }
 
 fn valid_dns_label(name: &str) -> bool {
@@ -700,12 +775,9 @@ fn valid_dns_label(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
-fn resolve_network(
-    r: &mut Resolver,
-    raw: &RawSettings,
-    control_plane: &Option<NodePool>,
-    workers: &Option<Vec<NodePool>>,
-) -> Option<Network> {
+/// The networks, each address checked against the node network. The node range is
+/// `allocate`'s: here it is only its start.
+fn resolve_network(r: &mut Resolver, raw: &RawSettings) -> Option<Network> {
     let default = Default::default();
     let n = raw.network.as_ref().unwrap_or(&default);
     let default_nodes = Default::default();
@@ -797,50 +869,8 @@ fn resolve_network(
             }
         }
     }
-    // Each pool is bounded (`node_count`), but there may be many pools: add without
-    // overflowing; an absurd total is caught by the "do not fit" check below.
-    let node_count = std::iter::once(control_plane.as_ref().map_or(0, |c| c.count))
-        .chain(workers.iter().flatten().map(|w| w.count))
-        .fold(0u32, u32::saturating_add);
-    let range = start.map(|first| NodeRange {
-        first,
-        count: node_count.max(1),
-    });
-    if let (Some(range), Some(cidr)) = (range, cidr) {
-        let last = range.last();
-        if usable_in(&cidr, range.first) && !last.is_some_and(|l| usable_in(&cidr, l)) {
-            r.invalid(
-                "network.nodes.start",
-                format!(
-                    "{node_count} nodes starting at {} do not fit in {cidr}",
-                    range.first
-                ),
-                "the node range runs past the network",
-                &format!(
-                    "start lower (the last usable address is {}) or use a larger network",
-                    last_host(&cidr)
-                ),
-            );
-        }
-    }
-    if let Some(range) = range {
-        if let Some(vip) = vip.filter(|v| range.contains(*v)) {
-            r.invalid(
-                "network.vip",
-                format!("the VIP {vip} is inside the node range {range}"),
-                "a node will be given this address",
-                &format!("move the VIP out of {range}, e.g. below `network.nodes.start`"),
-            );
-        }
-        if let Some(gateway) = gateway.filter(|g| range.contains(*g)) {
-            r.invalid(
-                "network.nodes.gateway",
-                format!("the gateway {gateway} is inside the node range {range}"),
-                "a node will be given this address",
-                "start the node range after the gateway",
-            );
-        }
-    }
+    // Only its start: `allocate` extends it to the machines' addresses.
+    let range = start.map(|first| NodeRange { first, count: 1 });
     if let (Some(pods), Some(services)) = (pods, services) {
         if pods.contains(&services.network()) || services.contains(&pods.network()) {
             r.invalid(
@@ -1076,56 +1106,44 @@ fn resolve_namespaces(r: &mut Resolver, raw: &RawSettings) -> Option<Namespaces>
     })
 }
 
-fn allocate_machines(
-    env: &str,
-    cluster: &str,
-    control_plane: &NodePool,
-    workers: &[NodePool],
-    range: &NodeRange,
-) -> Vec<Machine> {
-    let mut machines = Vec::new();
-    let mut index = 0u32;
-    for pool in std::iter::once(control_plane).chain(workers) {
-        for i in 1..=pool.count {
-            let name = format!("{}-{i}", pool.name);
-            let Some(address) = range.nth(index) else {
-                break;
-            };
-            machines.push(Machine {
-                hostname: format!("{env}-{cluster}-{name}"),
-                name,
-                role: pool.role,
-                pool: pool.name.clone(),
-                address,
-                cpu: pool.cpu,
-                memory: pool.memory,
-                disk: pool.disk,
-            });
-            index += 1;
-        }
-    }
-    machines
-}
-
 /// Two pairs whose node ranges overlap would hand the same address to two VMs. Each
 /// overlap is reported at the pair configured later. A sort and sweep
 /// (`overlapping_ranges`), not a check of every two pairs: hierarchies of thousands of
 /// pairs are expected.
 fn check_overlapping_ranges(clusters: &[(Cluster, &EffectiveConfig)], problems: &mut Problems) {
-    let ranges: Vec<NodeRange> = clusters.iter().map(|(c, _)| c.network.node_range).collect();
+    // Each pair's node range, and each address of its machines outside it (a pinned
+    // one, or one recorded before `network.nodes.start` moved) as a range of its own,
+    // with the pair it belongs to and where to report it.
+    let mut spans: Vec<(NodeRange, usize, String)> = Vec::new();
+    for (index, (cluster, _)) in clusters.iter().enumerate() {
+        let range = cluster.network.node_range;
+        spans.push((range, index, "network.nodes.start".into()));
+        for (address, path) in allocate::addresses_outside(cluster) {
+            spans.push((
+                NodeRange {
+                    first: address,
+                    count: 1,
+                },
+                index,
+                path,
+            ));
+        }
+    }
+    let ranges: Vec<NodeRange> = spans.iter().map(|(range, _, _)| *range).collect();
     for (later, earlier) in super::network::overlapping_ranges(&ranges) {
-        let ((a, _), (b, b_effective)) = (&clusters[earlier], &clusters[later]);
-        let origin = b_effective
-            .node
-            .origin_of(&KeyPath::parse("network.nodes.start"));
+        let (a_range, a_index, _) = &spans[earlier];
+        let (b_range, b_index, b_path) = &spans[later];
+        if a_index == b_index {
+            continue;
+        }
+        let ((a, _), (b, b_effective)) = (&clusters[*a_index], &clusters[*b_index]);
+        let origin = b_effective.node.origin_of(&KeyPath::parse(b_path));
         problems.push(
             Problem::error(
                 "config::overlapping-ranges",
                 format!(
-                    "node range {} of {} overlaps {} of {}",
-                    b.network.node_range,
+                    "node range {b_range} of {} overlaps {a_range} of {}",
                     b.id(),
-                    a.network.node_range,
                     a.id()
                 ),
             )
@@ -1156,6 +1174,14 @@ workloads: {replicas: 1, image_tag: '1', resources: {requests: {cpu: 1, memory: 
 
     /// Load files written to a temporary directory (which must load cleanly) and resolve.
     fn resolve_files(files: &[(&str, &str)]) -> (Option<Model>, Vec<Problem>) {
+        resolve_files_recorded(files, &RecordedMachines::new())
+    }
+
+    /// [`resolve_files`] with machines recorded in state.
+    fn resolve_files_recorded(
+        files: &[(&str, &str)],
+        recorded: &RecordedMachines,
+    ) -> (Option<Model>, Vec<Problem>) {
         struct NoVariables;
         impl crate::config::Variables for NoVariables {
             fn var(&self, _: &str) -> Option<String> {
@@ -1170,7 +1196,7 @@ workloads: {replicas: 1, image_tag: '1', resources: {requests: {cpu: 1, memory: 
         }
         let (config, problems) = load_config(dir.path(), &Selection::default(), &NoVariables);
         assert!(problems.is_empty(), "{problems:?}");
-        let (model, problems) = resolve_model(&config);
+        let (model, problems) = resolve_model_with(&config, recorded);
         (model, problems.into_iter().collect())
     }
 
@@ -1180,6 +1206,313 @@ workloads: {replicas: 1, image_tag: '1', resources: {requests: {cpu: 1, memory: 
             ("environments/dev.yaml", "clusters: [c]\n"),
             ("clusters/c.yaml", cluster),
         ])
+    }
+
+    /// dev/c resolved with `cluster` as its cluster file and `machines` (name, pool,
+    /// address, node) recorded in state.
+    fn resolve_recorded(
+        cluster: &str,
+        machines: &[(&str, &str, &str, Option<&str>)],
+    ) -> (Option<Model>, Vec<Problem>) {
+        let mut records = MachineRecords::default();
+        for (name, pool, address, node) in machines {
+            records.insert(
+                "c",
+                name,
+                MachineIdentity {
+                    pool: pool.to_string(),
+                    address: address.parse().unwrap(),
+                    node: node.map(str::to_string),
+                    vmid: None,
+                },
+            );
+        }
+        let defaults = DEFAULTS.replace("nodes: [pve1]", "nodes: [pve1, pve2, pve3]");
+        resolve_files_recorded(
+            &[
+                ("defaults/all.yaml", defaults.as_str()),
+                ("environments/dev.yaml", "clusters: [c]\n"),
+                ("clusters/c.yaml", cluster),
+            ],
+            &RecordedMachines::from([("dev".to_string(), records)]),
+        )
+    }
+
+    /// (name, address) pairs.
+    type Named = Vec<(String, String)>;
+
+    /// (name, address) of every machine, and of every leaving one.
+    fn addresses(model: &Model) -> (Named, Named) {
+        let cluster = model.clusters().next().unwrap();
+        let pairs = |items: Vec<(&String, Ipv4Addr)>| {
+            items
+                .into_iter()
+                .map(|(name, address)| (name.clone(), address.to_string()))
+                .collect()
+        };
+        (
+            pairs(cluster.nodes.iter().map(|m| (&m.name, m.address)).collect()),
+            pairs(
+                cluster
+                    .leaving
+                    .iter()
+                    .map(|m| (&m.name, m.address))
+                    .collect(),
+            ),
+        )
+    }
+
+    fn named(pairs: &[(&str, &str)]) -> Named {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    const WORKERS: &str = "workers: [{name: general, count: 1, cpu: 1, memory: 1Gi, disk: 1Gi}]\n";
+
+    #[test]
+    fn without_records_machines_take_consecutive_addresses_control_planes_first() {
+        let (model, problems) = resolve_recorded(
+            "control_plane: {count: 3}\nworkers: [{name: general, count: 2, cpu: 1, memory: 1Gi, disk: 1Gi}]\n",
+            &[],
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        let model = model.unwrap();
+        let (nodes, leaving) = addresses(&model);
+        assert_eq!(
+            nodes,
+            named(&[
+                ("cp-1", "10.0.0.10"),
+                ("cp-2", "10.0.0.11"),
+                ("cp-3", "10.0.0.12"),
+                ("general-1", "10.0.0.13"),
+                ("general-2", "10.0.0.14"),
+            ])
+        );
+        assert!(leaving.is_empty());
+        let cluster = model.clusters().next().unwrap();
+        assert_eq!(
+            cluster.network.node_range.to_string(),
+            "10.0.0.10–10.0.0.14"
+        );
+        assert!(
+            cluster
+                .nodes
+                .iter()
+                .all(|m| !m.recorded && m.node.is_none())
+        );
+    }
+
+    /// The lab's report: growing the control plane from 1 to 3 moved `general-1`.
+    #[test]
+    fn growing_one_pool_never_moves_another_pools_machines() {
+        let recorded = [
+            ("cp-1", "cp", "10.0.0.10", Some("pve1")),
+            ("general-1", "general", "10.0.0.11", Some("pve2")),
+        ];
+        let (model, problems) = resolve_recorded(
+            &format!("control_plane: {{count: 3}}\n{WORKERS}"),
+            &recorded,
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        let model = model.unwrap();
+        assert_eq!(
+            addresses(&model).0,
+            named(&[
+                ("cp-1", "10.0.0.10"),
+                ("cp-2", "10.0.0.12"),
+                ("cp-3", "10.0.0.13"),
+                ("general-1", "10.0.0.11"),
+            ])
+        );
+        let cluster = model.clusters().next().unwrap();
+        let general = cluster
+            .nodes
+            .iter()
+            .find(|m| m.name == "general-1")
+            .unwrap();
+        assert!(general.recorded);
+        assert_eq!(general.node.as_deref(), Some("pve2"));
+        assert!(
+            !cluster
+                .nodes
+                .iter()
+                .find(|m| m.name == "cp-2")
+                .unwrap()
+                .recorded
+        );
+    }
+
+    #[test]
+    fn a_removed_machine_keeps_its_address_until_it_is_gone_and_new_ones_take_the_lowest_free() {
+        // general-2 leaves while a control plane is added: the new one may not take
+        // general-2's address, which its VM holds until the removal is applied.
+        let recorded = [
+            ("cp-1", "cp", "10.0.0.10", None),
+            ("general-1", "general", "10.0.0.11", None),
+            ("general-2", "general", "10.0.0.12", None),
+        ];
+        let (model, problems) = resolve_recorded(
+            &format!("control_plane: {{count: 2}}\n{WORKERS}"),
+            &recorded,
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        let (nodes, leaving) = addresses(&model.unwrap());
+        assert_eq!(
+            nodes,
+            named(&[
+                ("cp-1", "10.0.0.10"),
+                ("cp-2", "10.0.0.13"),
+                ("general-1", "10.0.0.11"),
+            ])
+        );
+        assert_eq!(leaving, named(&[("general-2", "10.0.0.12")]));
+
+        // Once general-2 is gone its address is the lowest free one again.
+        let (model, problems) = resolve_recorded(
+            &format!("control_plane: {{count: 2}}\n{WORKERS}"),
+            &recorded[..2],
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            addresses(&model.unwrap()).0,
+            named(&[
+                ("cp-1", "10.0.0.10"),
+                ("cp-2", "10.0.0.12"),
+                ("general-1", "10.0.0.11"),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_lowered_count_removes_the_highest_names_and_a_removed_pool_leaves_whole() {
+        let recorded = [
+            ("cp-1", "cp", "10.0.0.10", None),
+            ("cp-2", "cp", "10.0.0.11", None),
+            ("cp-3", "cp", "10.0.0.12", None),
+            ("gpu-1", "gpu", "10.0.0.13", None),
+        ];
+        let (model, problems) = resolve_recorded(
+            &format!("control_plane: {{count: 2}}\n{WORKERS}"),
+            &recorded,
+        );
+        assert!(
+            problems
+                .iter()
+                .all(|p| p.severity != crate::diag::Severity::Error),
+            "{problems:?}"
+        );
+        let (nodes, leaving) = addresses(&model.unwrap());
+        assert_eq!(
+            nodes,
+            named(&[
+                ("cp-1", "10.0.0.10"),
+                ("cp-2", "10.0.0.11"),
+                ("general-1", "10.0.0.14"),
+            ])
+        );
+        assert_eq!(
+            leaving,
+            named(&[("cp-3", "10.0.0.12"), ("gpu-1", "10.0.0.13")])
+        );
+    }
+
+    #[test]
+    fn pins_set_a_machines_address_and_node_and_new_machines_go_around_them() {
+        let (model, problems) = resolve_recorded(
+            "control_plane: {count: 2, machines: {cp-1: {address: 10.0.0.11}, cp-2: {node: pve3}}}\n",
+            &[],
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        let model = model.unwrap();
+        assert_eq!(
+            addresses(&model).0,
+            named(&[("cp-1", "10.0.0.11"), ("cp-2", "10.0.0.10")])
+        );
+        let cluster = model.clusters().next().unwrap();
+        assert_eq!(cluster.nodes[1].node.as_deref(), Some("pve3"));
+        assert_eq!(cluster.nodes[0].node, None);
+    }
+
+    #[test]
+    fn bad_pins_are_reported_at_the_pin() {
+        let recorded = [("cp-1", "cp", "10.0.0.10", None)];
+        for (pins, message, line) in [
+            (
+                "cp-3: {address: 10.0.0.20}",
+                "`cp-3` is not a machine of pool `cp`, which has 2 (cp-1, cp-2)",
+                "cp-3",
+            ),
+            (
+                "cp-2: {address: 10.0.0.10}",
+                "`10.0.0.10` pinned for `cp-2` is the address of `cp-1`",
+                "cp-2",
+            ),
+            (
+                "cp-2: {address: 10.0.0.5}",
+                "`10.0.0.5` pinned for `cp-2` is the VIP",
+                "cp-2",
+            ),
+            (
+                "cp-2: {address: 10.0.1.5}",
+                "`10.0.1.5` pinned for `cp-2` is outside the node network 10.0.0.0/24",
+                "cp-2",
+            ),
+            (
+                "cp-2: {node: pve9}",
+                "`cp-2` is pinned to Proxmox node `pve9`, which is not in `proxmox.nodes`",
+                "cp-2",
+            ),
+        ] {
+            let cluster = format!("control_plane:\n  count: 2\n  machines:\n    {pins}\n");
+            let (model, problems) = resolve_recorded(&cluster, &recorded);
+            assert!(model.is_none(), "{pins}");
+            assert_eq!(problems.len(), 1, "{pins}: {problems:?}");
+            assert_eq!(problems[0].message, message);
+            // Reported in the cluster file, on the pin's line.
+            let origin = problems[0].origin.unwrap();
+            assert_eq!(origin.line, 4, "{pins}: {line}");
+        }
+    }
+
+    #[test]
+    fn a_recorded_address_the_network_no_longer_holds_is_an_error_with_the_way_out() {
+        let (model, problems) = resolve_recorded("", &[("cp-1", "cp", "10.9.0.10", None)]);
+        assert!(model.is_none());
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(
+            problems[0].message,
+            "machine `cp-1` has the address 10.9.0.10 (recorded in state), outside the node network 10.0.0.0/24"
+        );
+        assert!(
+            problems[0]
+                .help
+                .as_deref()
+                .unwrap()
+                .contains("`control_plane.machines.cp-1.address`"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn node_range_problems_show_with_the_others() {
+        let defaults = DEFAULTS.replace("token: 'root@pam!ci=s', ", "");
+        let (model, problems) = resolve_files(&[
+            ("defaults/all.yaml", defaults.as_str()),
+            ("environments/dev.yaml", "clusters: [c]\n"),
+            ("clusters/c.yaml", "network: {vip: 10.0.0.10}\n"),
+        ]);
+        assert!(model.is_none());
+        let messages: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+        assert!(
+            messages.contains(&"the VIP 10.0.0.10 is inside the node range 10.0.0.10"),
+            "{messages:?}"
+        );
+        assert!(
+            messages.iter().any(|m| m.contains("proxmox.token")),
+            "{messages:?}"
+        );
     }
 
     #[test]

@@ -9,13 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::apply::{ApplyOptions, ApplySummary, apply};
-use crate::graph::DesiredResource;
 use crate::plan::{Action, Plan, PlanMode, PlanOptions, config_digest, plan, render, saved};
 use crate::state::{PromotionRecord, StateDocument};
 
 use super::context::{Context, Sink};
 use super::diagnostic::{diagnostic, diagnostic_text};
-use super::load::{Loaded, Workspace, load_environment};
+use super::load::{Loaded, Workspace, load_environment, reload_if_changed};
 use super::progress::{ProgressReporter, watch_interrupts};
 use super::{bootstrap, promotion_gate};
 
@@ -91,8 +90,8 @@ pub(super) fn apply_environment(
         ..PlanOptions::default()
     };
     plan_and_apply(
-        &loaded.environment,
-        loaded.desired.clone(),
+        workspace,
+        loaded,
         &options,
         run,
         Some(promotion),
@@ -159,18 +158,26 @@ fn apply_saved(
 /// the summary go to `out` (`bootstrap --json` keeps them off standard output);
 /// `promotion` is recorded in state after a successful apply (`None` for destroy).
 pub(super) fn plan_and_apply(
-    environment: &str,
-    desired: Vec<DesiredResource>,
+    workspace: &Workspace,
+    loaded: &Loaded,
     options: &PlanOptions,
     run: &RunOptions,
     promotion: Option<PromotionRecord>,
     out: &Sink,
     context: &Context,
 ) -> miette::Result<ExitCode> {
+    let environment = loaded.environment.as_str();
     let (_lock, state) = context.lock_and_load(environment, "apply", run.lock_timeout)?;
+    let reloaded = reload_if_changed(workspace, loaded, &state, context)?;
+    let loaded = reloaded.as_ref().unwrap_or(loaded);
     let runtime = context.runtime()?;
     let plan = runtime
-        .block_on(plan(desired, &state, &context.providers, options))
+        .block_on(plan(
+            loaded.desired.clone(),
+            &state,
+            &context.providers,
+            options,
+        ))
         .map_err(|e| {
             let help = e.help();
             diagnostic(&e, help)
@@ -271,6 +278,8 @@ fn record_promotion(
     context: &Context,
 ) -> miette::Result<()> {
     state.promotion = Some(promotion);
+    // An apply with nothing to change records the identities adopted from older state.
+    state.machines = crate::graph::machines::recorded_machines(&state);
     state.serial += 1;
     context
         .store

@@ -37,8 +37,8 @@ pub fn run(
         ..PlanOptions::default()
     };
     plan_and_apply(
-        &loaded.environment,
-        loaded.desired,
+        workspace,
+        &loaded,
         &options,
         &request.run,
         None,

@@ -8,8 +8,11 @@ use std::sync::Arc;
 use crate::config::layers::{LoadedConfig, load_layers_with};
 use crate::config::{self, ConfigPaths, Configuration, Selection};
 use crate::diag::{Problems, ProblemsReport};
+use crate::graph::machines::recorded_machines;
 use crate::graph::{DesiredResource, build_desired};
-use crate::model::{Model, resolve_model};
+use crate::model::{Model, RecordedMachines, resolve_model_with};
+use crate::state::StateDocument;
+use crate::vocabulary::MachineRecords;
 
 use super::context::Context;
 use super::diagnostic::diagnostic_text;
@@ -45,14 +48,35 @@ impl Workspace {
     }
 
     /// The model of `selection`: composed, resolved and (`with_policy`) checked against
-    /// the environment policy. `None` when there are errors.
+    /// the environment policy, every machine new. `None` when there are errors.
     pub fn load_model(
         &self,
         selection: &Selection,
         with_policy: bool,
     ) -> (Configuration, Option<Model>, Problems) {
+        self.load_model_with(selection, with_policy, &RecordedMachines::new())
+    }
+
+    /// [`Workspace::load_model`] with the machines state records (they keep their
+    /// identities).
+    pub fn load_model_with(
+        &self,
+        selection: &Selection,
+        with_policy: bool,
+        recorded: &RecordedMachines,
+    ) -> (Configuration, Option<Model>, Problems) {
         let (config, problems) = self.configuration(selection);
-        check_model(config, problems, with_policy)
+        check_model(config, problems, with_policy, recorded)
+    }
+
+    /// The environments `selection` names that have a layer file.
+    fn environments(&self, selection: &Selection) -> Vec<String> {
+        self.layers
+            .environments
+            .keys()
+            .filter(|name| selection.environment.as_ref().is_none_or(|e| e == *name))
+            .cloned()
+            .collect()
     }
 }
 
@@ -72,11 +96,12 @@ fn check_model(
     config: Configuration,
     mut problems: Problems,
     with_policy: bool,
+    recorded: &RecordedMachines,
 ) -> (Configuration, Option<Model>, Problems) {
     if problems.has_errors() {
         return (config, None, problems);
     }
-    let (model, more) = resolve_model(&config);
+    let (model, more) = resolve_model_with(&config, recorded);
     problems.extend(more);
     if with_policy && let Some(model) = &model {
         problems.extend(crate::policy::check_policy(model, &config));
@@ -87,15 +112,44 @@ fn check_model(
     (config, model, problems)
 }
 
-/// The model of a selection, every problem (warnings too) shown on the context's
-/// stderr; an error when the configuration has errors.
+/// What the state of each environment of `selection` records of its machines (read
+/// without the lock: a run that takes it checks with [`reload_if_changed`]).
+pub fn recorded_for(
+    workspace: &Workspace,
+    selection: &Selection,
+    context: &Context,
+) -> miette::Result<RecordedMachines> {
+    workspace
+        .environments(selection)
+        .into_iter()
+        .map(|environment| {
+            let state = context.load_state(&environment)?;
+            Ok((environment, recorded_machines(&state)))
+        })
+        .collect()
+}
+
+/// The model of a selection, its machines keeping the identities their environments'
+/// states record, every problem (warnings too) shown on the context's stderr; an error
+/// when the configuration has errors.
 pub fn checked_model(
     workspace: &Workspace,
     selection: &Selection,
     context: &Context,
     with_policy: bool,
 ) -> miette::Result<Model> {
-    let (config, model, problems) = workspace.load_model(selection, with_policy);
+    let recorded = recorded_for(workspace, selection, context)?;
+    checked_model_with(workspace, selection, context, with_policy, &recorded)
+}
+
+fn checked_model_with(
+    workspace: &Workspace,
+    selection: &Selection,
+    context: &Context,
+    with_policy: bool,
+    recorded: &RecordedMachines,
+) -> miette::Result<Model> {
+    let (config, model, problems) = workspace.load_model_with(selection, with_policy, recorded);
     if !problems.is_empty() {
         context.err.write(&crate::diag::render_problems(
             &problems,
@@ -116,42 +170,120 @@ pub struct Loaded {
     /// The environment's resources (all of its clusters; a `--cluster` selection is the
     /// plan's to apply).
     pub desired: Vec<DesiredResource>,
+    /// The machine identities the model was resolved with, as read from state.
+    pub machines: MachineRecords,
+    /// The cluster selected (`None`: all of the environment's).
+    pub cluster: Option<String>,
 }
 
 /// The selected environment (the only one when `environment` is `None`) as desired
-/// resources. Policy runs on every plan and apply, not only `validate`: a waived rule is
-/// shown (as a warning with its reason) each time.
+/// resources, its machines keeping the identities its state records. Policy runs on
+/// every plan and apply, not only `validate`: a waived rule is shown (as a warning with
+/// its reason) each time.
 pub fn load_environment(
     workspace: &Workspace,
     environment: Option<&str>,
     cluster: Option<&str>,
     context: &Context,
 ) -> miette::Result<Loaded> {
+    let environment = match environment {
+        Some(name) => name.to_string(),
+        None => sole_environment(workspace, cluster, context)?,
+    };
     let selection = Selection {
-        environment: environment.map(str::to_string),
+        environment: Some(environment.clone()),
         cluster: cluster.map(str::to_string),
     };
-    let model = checked_model(workspace, &selection, context, true)?;
-    let environment = match (environment, model.environments.as_slice()) {
-        (Some(name), _) => name.to_string(),
-        (None, [only]) => only.name.clone(),
-        (None, environments) => {
-            let names: Vec<&str> = environments.iter().map(|e| e.name.as_str()).collect();
-            return Err(diagnostic_text(
-                format!(
-                    "choose an environment: the configuration has {}",
-                    names.join(", ")
-                ),
-                Some("pass --env, e.g. `--env dev`: each environment has its own state and is planned and applied on its own".into()),
-            ));
-        }
-    };
+    let recorded = recorded_for(workspace, &selection, context)?;
+    let machines = recorded.get(&environment).cloned().unwrap_or_default();
+    resolve_environment(workspace, selection, environment, machines, context)
+}
+
+fn resolve_environment(
+    workspace: &Workspace,
+    selection: Selection,
+    environment: String,
+    machines: MachineRecords,
+    context: &Context,
+) -> miette::Result<Loaded> {
+    let recorded = RecordedMachines::from([(environment.clone(), machines)]);
+    let model = checked_model_with(workspace, &selection, context, true, &recorded)?;
+    let machines = recorded.into_values().next().unwrap_or_default();
     let desired = desired_of(&model, &environment);
     Ok(Loaded {
         environment,
         model,
         desired,
+        machines,
+        cluster: selection.cluster,
     })
+}
+
+/// The configuration's only environment; an error that asks for `--env` when there are
+/// several (or the configuration's problems when it has errors).
+fn sole_environment(
+    workspace: &Workspace,
+    cluster: Option<&str>,
+    context: &Context,
+) -> miette::Result<String> {
+    let selection = Selection {
+        environment: None,
+        cluster: cluster.map(str::to_string),
+    };
+    if let [only] = workspace.environments(&selection).as_slice() {
+        return Ok(only.clone());
+    }
+    // Several environments, or none: resolved as written, for the configuration's
+    // problems and the names to choose from.
+    let model = checked_model_with(
+        workspace,
+        &selection,
+        context,
+        true,
+        &RecordedMachines::new(),
+    )?;
+    match model.environments.as_slice() {
+        [only] => Ok(only.name.clone()),
+        environments => {
+            let names: Vec<&str> = environments.iter().map(|e| e.name.as_str()).collect();
+            Err(diagnostic_text(
+                format!(
+                    "choose an environment: the configuration has {}",
+                    names.join(", ")
+                ),
+                Some("pass --env, e.g. `--env dev`: each environment has its own state and is planned and applied on its own".into()),
+            ))
+        }
+    }
+}
+
+/// `loaded` again when `state`, read under the lock, records other machine identities
+/// than those it was resolved with (`None`: it holds, the usual case). Another run
+/// applied between the unlocked read and the lock (a run that waited for the lock with
+/// `--lock-timeout`): planning with the identities it recorded keeps an address from
+/// being handed out twice.
+pub fn reload_if_changed(
+    workspace: &Workspace,
+    loaded: &Loaded,
+    state: &StateDocument,
+    context: &Context,
+) -> miette::Result<Option<Loaded>> {
+    let machines = recorded_machines(state);
+    if machines == loaded.machines {
+        return Ok(None);
+    }
+    let selection = Selection {
+        environment: Some(loaded.environment.clone()),
+        cluster: loaded.cluster.clone(),
+    };
+    resolve_environment(
+        workspace,
+        selection,
+        loaded.environment.clone(),
+        machines,
+        context,
+    )
+    .map(Some)
 }
 
 /// The desired resources of one environment of `model`.

@@ -8,7 +8,7 @@ use crate::plan::{Plan, PlanOptions, plan, saved};
 
 use super::context::Context;
 use super::diagnostic::diagnostic;
-use super::load::{Workspace, load_environment};
+use super::load::{Workspace, load_environment, reload_if_changed};
 
 /// What to plan.
 #[derive(Debug, Clone, Default)]
@@ -34,6 +34,8 @@ pub fn run(
     )?;
     let (_lock, state) =
         context.lock_and_load(&loaded.environment, "plan", request.lock_timeout)?;
+    let reloaded = reload_if_changed(workspace, &loaded, &state, context)?;
+    let loaded = reloaded.unwrap_or(loaded);
     let runtime = context.runtime()?;
     runtime
         .block_on(plan(

@@ -1,9 +1,10 @@
 //! `ha-workloads`, `etcd-quorum`, `control-plane-spread`: staging and prod survive the
-//! loss of a node.
+//! loss of a node. `control-plane-scale-in`: no plan removes so many control planes at
+//! once that etcd loses quorum.
 
 use super::Finding;
 use crate::diag::Severity;
-use crate::model::Cluster;
+use crate::model::{Cluster, NodeRole};
 
 fn is_ha_environment(environment: &str) -> bool {
     matches!(environment, "staging" | "prod")
@@ -67,6 +68,7 @@ pub(crate) fn check<'a>(cluster: &'a Cluster, findings: &mut Vec<Finding<'a>>) {
             help: "use an odd count".into(),
         });
     }
+    scale_in(cluster, findings);
     let nodes = cluster.proxmox.nodes.len() as u32;
     if count > nodes && !cluster.proxmox.allow_colocation {
         findings.push(Finding {
@@ -81,9 +83,75 @@ pub(crate) fn check<'a>(cluster: &'a Cluster, findings: &mut Vec<Finding<'a>>) {
     }
 }
 
+/// How many of `members` etcd members may go at once with a majority left: a cluster
+/// of n keeps quorum (⌊n/2⌋ + 1) through ⌊(n − 1)/2⌋ losses.
+pub(crate) fn removable_at_once(members: u32) -> u32 {
+    members.saturating_sub(1) / 2
+}
+
+/// Control planes state holds that the configuration drops: their VMs go in one apply,
+/// all at once for what etcd can tell, while they are still members. Removing more than
+/// the cluster tolerates (half of them or more: 3 → 1, 2 → 1) leaves the rest without
+/// quorum, and the Kubernetes API with it. (A count of 0, no control plane at all, is
+/// refused when the configuration is resolved.)
+fn scale_in<'a>(cluster: &'a Cluster, findings: &mut Vec<Finding<'a>>) {
+    let kept = cluster
+        .nodes
+        .iter()
+        .filter(|m| m.role == NodeRole::ControlPlane && m.recorded)
+        .count() as u32;
+    let leaving: Vec<_> = cluster
+        .leaving
+        .iter()
+        .filter(|m| m.role == NodeRole::ControlPlane)
+        .collect();
+    let removed = leaving.len() as u32;
+    let members = kept + removed;
+    let spare = removable_at_once(members);
+    if removed <= spare {
+        return;
+    }
+    let names: Vec<&str> = leaving.iter().map(|m| m.name.as_str()).collect();
+    let help = if spare == 0 {
+        format!(
+            "etcd with {members} members has none to spare: take `{}` out of etcd first (`talosctl -n {} etcd leave`), and only then remove its machine, waiving this rule for that apply",
+            leaving[0].name, leaving[0].address
+        )
+    } else {
+        format!(
+            "etcd keeps quorum while a majority of its {members} members remain: remove at most {spare} at a time — set `control_plane.count: {}`, apply, then lower it again",
+            members - spare
+        )
+    };
+    findings.push(Finding {
+        rule: "control-plane-scale-in",
+        severity: Severity::Error,
+        cluster,
+        path: "control_plane.count",
+        message: format!(
+            "removing {removed} of {members} control planes at once ({}) loses etcd quorum",
+            names.join(", ")
+        ),
+        label: format!("{members} → {kept} control planes"),
+        help,
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use crate::policy::tests::{described, policy_of};
+
+    #[test]
+    fn etcd_tolerates_losing_fewer_than_half_of_its_members() {
+        use super::removable_at_once;
+        // (members, how many may go at once with a majority left)
+        for (members, spare) in [(1, 0), (2, 0), (3, 1), (4, 1), (5, 2), (6, 2), (7, 3)] {
+            assert_eq!(removable_at_once(members), spare, "{members}");
+            let quorum = members / 2 + 1;
+            assert!(members - spare >= quorum, "{members}");
+            assert!(members - (spare + 1) < quorum, "{members}");
+        }
+    }
 
     #[test]
     fn staging_with_one_replica_and_no_spread_fails() {

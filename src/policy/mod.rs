@@ -51,6 +51,10 @@ pub const RULES: &[(&str, &str)] = &[
         "control-plane-spread",
         "control planes of one cluster on distinct Proxmox nodes",
     ),
+    (
+        "control-plane-scale-in",
+        "a plan never removes half or more of a cluster's control planes at once (etcd quorum)",
+    ),
 ];
 
 /// A rule violation before waivers are applied.
@@ -137,6 +141,7 @@ fn rule_code(rule: &str) -> &'static str {
         "network-isolation" => "policy::network-isolation",
         "platform-parity" => "policy::platform-parity",
         "control-plane-spread" => "policy::control-plane-spread",
+        "control-plane-scale-in" => "policy::control-plane-scale-in",
         _ => "policy::unknown-rule",
     }
 }

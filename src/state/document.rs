@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use infraflux_provider::Attributes;
 use serde::{Deserialize, Serialize};
 
-use crate::vocabulary::{Recorded, ResourceAddr};
+use crate::vocabulary::{MachineRecords, Recorded, ResourceAddr};
 
-/// Bumped when the document's layout changes; older documents are migrated on load.
-pub const FORMAT_VERSION: u32 = 1;
+/// Bumped when the document's layout changes; older documents are migrated on load
+/// (`format`). 2: `machines`.
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StateDocument {
@@ -19,6 +20,11 @@ pub struct StateDocument {
     pub serial: u64,
     pub environment: String,
     pub resources: BTreeMap<ResourceAddr, ResourceState>,
+    /// Every machine's identity (address, Proxmox node, VM ID), recorded when its first
+    /// resource is and kept while state holds any of its resources, so that adding or
+    /// removing machines never re-addresses another (`graph::machines`).
+    #[serde(default, skip_serializing_if = "MachineRecords::is_empty")]
+    pub machines: MachineRecords,
     /// What the last successful apply deployed of the promotable configuration (see
     /// `crate::promotion`); the next environment's apply compares against it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -47,6 +53,7 @@ impl StateDocument {
             serial: 0,
             environment: environment.into(),
             resources: BTreeMap::new(),
+            machines: MachineRecords::default(),
             promotion: None,
         }
     }
@@ -74,6 +81,10 @@ impl Recorded for StateDocument {
         self.resources
             .get(address)
             .map_or(&[], |r| r.dependencies.as_slice())
+    }
+
+    fn machines(&self) -> &MachineRecords {
+        &self.machines
     }
 }
 

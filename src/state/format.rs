@@ -26,17 +26,26 @@ const CHECKSUM_PREFIX: &str = "sha256:";
 type Envelope = Map<String, Value>;
 
 /// One migration step: turns a document of version `from` into version `from + 1`.
-// Constructed once the format changes (and by the tests of the migration loop).
-#[cfg_attr(not(test), allow(dead_code))]
 struct Migration {
     from: u32,
     migrate: fn(Envelope) -> Result<Envelope, String>,
 }
 
-/// Every migration step, oldest first. Version 1 is the first format, so there are none
-/// yet; when the layout changes, bump [`FORMAT_VERSION`] and add the step here, e.g.
-/// `Migration { from: 1, migrate: v1_to_v2 }`.
-const MIGRATIONS: &[Migration] = &[];
+/// Every migration step, oldest first. When the layout changes, bump [`FORMAT_VERSION`]
+/// and add the step here.
+const MIGRATIONS: &[Migration] = &[Migration {
+    from: 1,
+    migrate: v1_to_v2,
+}];
+
+/// Version 2 adds `machines`, the identity (address, Proxmox node, VM ID) of every
+/// machine. A version-1 document has none recorded: they are adopted from its VMs' and
+/// machine configs' attributes on the first run (`graph::machines`), so nothing changes
+/// here. The version is bumped anyway so that an older infraflux refuses the document
+/// rather than reading it and writing it back without the identities.
+fn v1_to_v2(envelope: Envelope) -> Result<Envelope, String> {
+    Ok(envelope)
+}
 
 /// The file contents for a document: pretty JSON (readable, diffable) with its checksum.
 /// Always written in the current [`FORMAT_VERSION`].
@@ -240,14 +249,14 @@ mod tests {
 
     #[test]
     fn newer_versions_are_refused_before_the_checksum_is_read() {
-        let text = r#"{"format_version": 2, "checksum": "blake3:whatever"}"#;
+        let text = r#"{"format_version": 3, "checksum": "blake3:whatever"}"#;
         let error = decode(text.as_bytes(), "s.json").unwrap_err();
         assert!(
             matches!(
                 error,
                 Error::UnsupportedVersion {
-                    found: 2,
-                    supported: 1,
+                    found: 3,
+                    supported: 2,
                     ..
                 }
             ),
@@ -284,10 +293,16 @@ mod tests {
             envelope.insert("serial".into(), generation);
             Ok(envelope)
         }
-        let steps = [Migration {
-            from: 0,
-            migrate: rename_generation,
-        }];
+        let steps = [
+            Migration {
+                from: 0,
+                migrate: rename_generation,
+            },
+            Migration {
+                from: 1,
+                migrate: v1_to_v2,
+            },
+        ];
         let mut v0 = Map::new();
         v0.insert("format_version".into(), json!(0));
         v0.insert("generation".into(), json!(7));
@@ -307,6 +322,29 @@ mod tests {
             migrate_with(current.clone(), FORMAT_VERSION, &[]).unwrap(),
             current
         );
+    }
+
+    #[test]
+    fn a_version_1_document_loads_with_no_identities_recorded() {
+        let original = document();
+        let mut envelope = match serde_json::to_value(&original).unwrap() {
+            Value::Object(map) => map,
+            _ => unreachable!(),
+        };
+        envelope.remove("machines");
+        envelope.insert("format_version".into(), json!(1));
+        let sum = checksum(&envelope);
+        envelope.insert(CHECKSUM_KEY.into(), json!(sum));
+        let loaded = decode(
+            serde_json::to_string(&envelope).unwrap().as_bytes(),
+            "s.json",
+        )
+        .unwrap();
+        assert_eq!(loaded, original);
+        assert!(loaded.machines.is_empty());
+        // Written back in the current version.
+        let written: Value = serde_json::from_slice(&encode(&loaded).unwrap()).unwrap();
+        assert_eq!(written["format_version"], json!(FORMAT_VERSION));
     }
 
     #[test]

@@ -1013,6 +1013,7 @@ mod tests {
                 serial,
                 environment: "dev".to_string(),
                 resources,
+                machines: Default::default(),
                 promotion: None,
             })
     }

@@ -8,14 +8,18 @@
 //! - [`secrets`]: [`SecretStrings`], the plaintext secrets of a configuration, to find
 //!   them in values and mask them in text;
 //! - [`recorded`]: [`Recorded`], what earlier stages may ask of recorded state without
-//!   depending on the state module.
+//!   depending on the state module;
+//! - [`machines`]: [`MachineRecords`], each machine's identity (address, Proxmox node,
+//!   VM ID) as state records it and resolution reads it back.
 
 pub mod address;
+pub mod machines;
 pub mod recorded;
 pub mod secrets;
 pub mod sensitive;
 
 pub use address::{AddrParseError, ResourceAddr};
+pub use machines::{MachineIdentity, MachineRecords, split_machine_name};
 pub use recorded::Recorded;
 pub use secrets::SecretStrings;
 pub use sensitive::{MASK, Sensitive};

@@ -5,6 +5,7 @@
 use infraflux_provider::Attributes;
 
 use super::address::ResourceAddr;
+use super::machines::MachineRecords;
 
 /// One environment's recorded resources.
 pub trait Recorded {
@@ -24,4 +25,8 @@ pub trait Recorded {
 
     /// What `address` depended on when it was last applied (empty when not recorded).
     fn dependencies(&self, address: &ResourceAddr) -> &[ResourceAddr];
+
+    /// The machine identities recorded so far (`graph::machines` completes them from
+    /// the resources for state written before identities were recorded).
+    fn machines(&self) -> &MachineRecords;
 }

@@ -130,6 +130,11 @@ impl Engine {
         self
     }
 
+    /// The state store the runs use.
+    pub fn state(&self) -> &Arc<dyn StateStore> {
+        &self.store
+    }
+
     /// Answer approval prompts with `answers`, in order.
     pub fn answers(mut self, answers: &[&str]) -> Self {
         self.answers = Some(Arc::new(Mutex::new(
