@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use super::wiring::parse_addresses;
-use crate::cli::PlanArgs;
+use crate::cli::{PlanArgs, Refresh};
 use crate::operation::plan::PlanRequest;
 use crate::operation::{self, Context, Workspace};
 use crate::plan::{PlanMode, PlanOptions, render};
@@ -21,7 +21,8 @@ pub fn run(args: &PlanArgs, workspace: &Workspace, context: &Context) -> miette:
             cluster: args.selection.cluster.clone(),
             targets: parse_addresses(&args.targets)?,
             replace: parse_addresses(&args.replace)?,
-            refresh: args.refresh,
+            refresh: args.refresh != Refresh::False,
+            deep_refresh: args.refresh == Refresh::Deep,
         },
         lock_timeout: args.lock.lock_timeout,
     };

@@ -163,6 +163,9 @@ pub struct PlanOptions {
     pub replace: Vec<ResourceAddr>,
     /// `--refresh=false` turns this off (pending records are read regardless).
     pub refresh: bool,
+    /// `--refresh=deep`: providers read every resource in full, not only what their
+    /// listings show changed.
+    pub deep_refresh: bool,
 }
 
 impl Default for PlanOptions {
@@ -173,6 +176,7 @@ impl Default for PlanOptions {
             targets: Vec::new(),
             replace: Vec::new(),
             refresh: true,
+            deep_refresh: false,
         }
     }
 }
@@ -323,7 +327,8 @@ pub async fn plan(
     }
 
     let read_all = options.refresh || options.mode == PlanMode::RefreshOnly;
-    let drift = refresh::refresh(state, &in_scope, providers, read_all).await?;
+    let deep = read_all && options.deep_refresh;
+    let drift = refresh::refresh(state, &in_scope, providers, read_all, deep).await?;
     let mut current = state.clone();
     apply_drift(&mut current, &drift);
     // New machines are placed from the providers' inventories (with a refresh only);

@@ -20,12 +20,14 @@ use crate::state::{ResourceState, ResourceStatus, StateDocument};
 use crate::vocabulary::ResourceAddr;
 
 /// Read the resources of `state` that `in_scope` selects (all of them when `read_all`,
-/// only pending ones otherwise) and return what differs, sorted by address.
+/// only pending ones otherwise; in full when `deep`) and return what differs, sorted by
+/// address.
 pub(crate) async fn refresh(
     state: &StateDocument,
     in_scope: &dyn Fn(&ResourceAddr) -> bool,
     providers: &ProviderRegistry,
     read_all: bool,
+    deep: bool,
 ) -> Result<Vec<Drift>, Error> {
     let mut batches: BTreeMap<&str, Vec<ReadItem>> = BTreeMap::new();
     for (addr, resource) in &state.resources {
@@ -63,7 +65,7 @@ pub(crate) async fn refresh(
             let response = provider
                 .read(ReadRequest {
                     resources: items,
-                    deep: false,
+                    deep,
                 })
                 .await;
             (expected, response)

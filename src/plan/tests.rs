@@ -220,6 +220,28 @@ async fn tainted_and_requested_replacements() {
     ));
 }
 
+/// Issue 14: `--refresh=deep` reaches the providers' read requests.
+#[tokio::test]
+async fn a_deep_refresh_asks_the_providers_for_full_reads() {
+    let rig = Rig::new();
+    rig.apply(&resources()).await;
+    let before = rig.mock.read_depths().len();
+    rig.plan(&resources()).await;
+    let deep = PlanOptions {
+        deep_refresh: true,
+        ..PlanOptions::default()
+    };
+    rig.plan_with(&resources(), &deep).await.unwrap();
+    // Without a refresh nothing is read, deep or not.
+    let none = PlanOptions {
+        refresh: false,
+        deep_refresh: true,
+        ..PlanOptions::default()
+    };
+    rig.plan_with(&resources(), &none).await.unwrap();
+    assert_eq!(rig.mock.read_depths()[before..], [false, true]);
+}
+
 fn pending(state: &mut StateDocument, name: &str, status: ResourceStatus) {
     let record: &mut ResourceState = state.resources.get_mut(&addr(name)).unwrap();
     record.status = status;

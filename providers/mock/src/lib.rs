@@ -59,6 +59,8 @@ struct Inner {
     objects: BTreeMap<String, Object>,
     next_id: u64,
     calls: Vec<Call>,
+    /// `deep` of each read request, in order.
+    read_depths: Vec<bool>,
     in_flight: usize,
     max_in_flight: usize,
     in_flight_by_key: HashMap<String, usize>,
@@ -162,6 +164,11 @@ impl MockProvider {
 
     pub fn clear_calls(&self) {
         self.lock().calls.clear();
+    }
+
+    /// `deep` of each read request so far, in order.
+    pub fn read_depths(&self) -> Vec<bool> {
+        self.lock().read_depths.clone()
     }
 
     /// The order in which `op` finished, by address.
@@ -393,6 +400,7 @@ impl Provider for MockProvider {
 
     async fn read(&self, request: ReadRequest) -> Result<ReadResponse, ProviderError> {
         let mut inner = self.lock();
+        inner.read_depths.push(request.deep);
         let mut results = Vec::new();
         for item in request.resources {
             inner
