@@ -980,6 +980,87 @@ async fn an_unreachable_node_is_retried_then_reported_as_transient() {
     assert!(error.detail().contains("unreachable"), "{}", error.detail());
 }
 
+/// Issue 14: a 5xx PVE does not explain is sent again for a read (bounded), never for a
+/// create; an explained one (a missing VM) is not retried at all.
+#[tokio::test]
+async fn an_unexplained_server_error_is_retried_for_reads_only() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api2/json/cluster/resources"))
+        .respond_with(pve_error(500, "internal error"))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api2/json/cluster/resources"))
+        .respond_with(ok(json!([])))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api2/json/nodes/pve1/qemu"))
+        .respond_with(pve_error(500, "internal error"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api2/json/nodes/pve1/qemu/1000/pending"))
+        .respond_with(pve_error(
+            500,
+            "Configuration file 'nodes/pve1/qemu-server/1000.conf' does not exist",
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = token_client(&server);
+    let listing = client
+        .cluster_resources(infraflux_proxmox::api::ResourceType::Vm)
+        .await
+        .unwrap();
+    assert!(listing.is_empty());
+    assert_eq!(client.request_count(), 3);
+    let error = client
+        .create_vm("pve1", &[("vmid".into(), "1000".into())])
+        .await
+        .unwrap_err();
+    assert_eq!(error.status, Some(500));
+    let error = client.vm_pending("pve1", 1000).await.unwrap_err();
+    assert!(error.is_not_found(), "{error}");
+    assert_eq!(client.request_count(), 5);
+}
+
+/// Issue 14: a task-status poll that meets a server error PVE does not explain is sent
+/// again; the wait goes on.
+#[tokio::test]
+async fn a_task_poll_survives_a_server_error() {
+    let server = MockServer::start().await;
+    let start = upid("pve1", "qmstart", "1000");
+    Mock::given(method("GET"))
+        .and(path(format!("/api2/json/nodes/pve1/tasks/{start}/status")))
+        .respond_with(
+            ResponseTemplate::new(500).set_body_string("<html>Internal Server Error</html>"),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    task_ok(&server, &start).await;
+    let client = token_client(&server);
+    let upid = Upid::parse(&start).unwrap();
+    let outcome = task::wait(
+        &client,
+        &upid,
+        task::WaitOptions::with_timeout(Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.exit_status, "OK");
+    assert_eq!(client.request_count(), 2);
+}
+
 #[tokio::test]
 async fn a_lock_timeout_on_a_create_is_retried_because_pve_rejected_it() {
     let server = MockServer::start().await;
