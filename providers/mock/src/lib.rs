@@ -73,7 +73,8 @@ pub struct MockProvider {
     schemas: Vec<ResourceSchema>,
     inner: Mutex<Inner>,
     latency: Mutex<(Duration, HashMap<String, Duration>)>,
-    failures: Mutex<HashMap<(Op, String), String>>,
+    /// (operation, address) → (message, kind of the error).
+    failures: Mutex<HashMap<(Op, String), (String, ErrorKind)>>,
     world_file: Option<PathBuf>,
     concurrency_key: Option<Box<KeyFn>>,
 }
@@ -147,10 +148,16 @@ impl MockProvider {
 
     /// Make `op` fail for `address` (after its latency) until cleared.
     pub fn fail(&self, op: Op, address: &str, message: &str) {
+        self.fail_with(op, address, message, ErrorKind::Other);
+    }
+
+    /// [`MockProvider::fail`] with an error of `kind` (e.g. `Transient`: an unreachable
+    /// API).
+    pub fn fail_with(&self, op: Op, address: &str, message: &str, kind: ErrorKind) {
         self.failures
             .lock()
             .expect("mock lock")
-            .insert((op, address.to_string()), message.to_string());
+            .insert((op, address.to_string()), (message.to_string(), kind));
     }
 
     pub fn clear_failures(&self) {
@@ -299,10 +306,10 @@ impl MockProvider {
             .expect("mock lock")
             .get(&(op, resource.address.clone()))
             .cloned();
-        if let Some(message) = failure {
+        if let Some((message, kind)) = failure {
             self.end(op, resource, key.as_deref());
             return Err(ProviderError::new(
-                ErrorKind::Other,
+                kind,
                 op_name(op),
                 &resource.address,
                 message,
@@ -384,7 +391,7 @@ impl Provider for MockProvider {
             .lock()
             .expect("mock lock")
             .get(&(Op::Validate, request.resource.address.clone()))
-            .cloned();
+            .map(|(message, _)| message.clone());
         ValidateResponse {
             diagnostics: failure
                 .map(|summary| Diagnostic {
@@ -432,8 +439,8 @@ impl Provider for MockProvider {
                     .get(&(Op::Read, item.resource.address.clone())),
                 found,
             ) {
-                (Some(message), _) => ReadOutcome::Failed(ProviderError::new(
-                    ErrorKind::Other,
+                (Some((message, kind)), _) => ReadOutcome::Failed(ProviderError::new(
+                    *kind,
                     "read",
                     &item.resource.address,
                     message,
@@ -458,7 +465,7 @@ impl Provider for MockProvider {
                 format!("unknown resource type `{}`", request.resource.kind),
             )
         })?;
-        if let Some(message) = self
+        if let Some((message, _)) = self
             .failures
             .lock()
             .expect("mock lock")
