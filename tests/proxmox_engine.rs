@@ -729,7 +729,7 @@ async fn a_failed_start_is_recorded_and_the_next_plan_retries_it() {
     let python = python_or_skip!();
     let mut fake = fake(&python, true).await;
     let workspace = Workspace::new(&fake);
-    // The worker goes to pve2 (spread in configured order): its start fails once.
+    // The first start (of whichever VM is created first) fails.
     fake.expect(json!({
         "op": "fail", "method": "POST", "suffix": "/status/start",
         "error": "qemu_exited_code", "times": 1,
