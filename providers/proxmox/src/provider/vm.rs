@@ -771,7 +771,7 @@ impl ProxmoxProvider {
         ))
     }
 
-    /// Start the VM and wait for it; one that already runs is started.
+    /// Start the VM and wait for it; one that already runs counts as started.
     async fn start(
         &self,
         address: &str,
