@@ -382,6 +382,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// `plan --refresh`: how much of what exists a plan reads first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Refresh {
+    /// What each provider's listings show, and in full what they show changed.
+    True,
+    /// Every resource in full (see each provider's README for the cost in API calls).
+    Deep,
+    /// Nothing but records an interrupted apply left pending.
+    False,
+}
+
 #[derive(Debug, Args)]
 pub struct PlanArgs {
     #[command(flatten)]
@@ -394,9 +405,10 @@ pub struct PlanArgs {
     /// Replace this resource even if nothing changed (repeatable)
     #[arg(long = "replace", value_name = "ADDR")]
     pub replace: Vec<String>,
-    /// Read the current state of every resource first (`--refresh=false` to skip)
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
-    pub refresh: bool,
+    /// Read the current state of every resource first: `true` (the cheap read, from
+    /// listings), `deep` (every resource read in full; more API calls), `false` (skip)
+    #[arg(long, value_enum, default_value_t = Refresh::True, num_args = 0..=1, default_missing_value = "true", value_name = "true|deep|false")]
+    pub refresh: Refresh,
     /// Only record changes made outside InfraFlux; change nothing
     #[arg(long, conflicts_with_all = ["targets", "replace"])]
     pub refresh_only: bool,
@@ -511,5 +523,27 @@ mod tests {
         for bad in ["", "5", "s", "5x", "1.5s", "-1s", "5m3"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Issue 14: `--refresh=deep` is documented, so it is accepted.
+    #[test]
+    fn refresh_takes_true_deep_or_false() {
+        let refresh = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["infraflux", "plan"].iter().chain(args))
+                .map_err(|e| e.to_string())?;
+            match cli.command {
+                Command::Plan(plan) => Ok(plan.refresh),
+                other => Err(format!("{other:?}")),
+            }
+        };
+        assert_eq!(refresh(&[]), Ok(Refresh::True));
+        assert_eq!(refresh(&["--refresh"]), Ok(Refresh::True));
+        assert_eq!(refresh(&["--refresh=deep"]), Ok(Refresh::Deep));
+        assert_eq!(refresh(&["--refresh", "false"]), Ok(Refresh::False));
+        let error = refresh(&["--refresh=shallow"]).unwrap_err();
+        assert!(
+            error.contains("possible values: true, deep, false"),
+            "{error}"
+        );
     }
 }

@@ -73,10 +73,16 @@ impl Workspace {
 
     /// Memory of the small template's control plane and worker pool.
     fn set_memory(&self, control_plane: &str, worker: &str) {
+        self.set_template(control_plane, worker, "40Gi");
+    }
+
+    /// The small template: memory of the control plane and the worker, the control
+    /// plane's disk.
+    fn set_template(&self, control_plane: &str, worker: &str, control_plane_disk: &str) {
         self.write(
             "templates/small.yaml",
             &format!(
-                "control_plane: {{count: 1, cpu: 2, memory: {control_plane}, disk: 40Gi}}\nworkers:\n  - {{name: general, count: 1, cpu: 2, memory: {worker}, disk: 60Gi}}\n"
+                "control_plane: {{count: 1, cpu: 2, memory: {control_plane}, disk: {control_plane_disk}}}\nworkers:\n  - {{name: general, count: 1, cpu: 2, memory: {worker}, disk: 60Gi}}\n"
             ),
         );
     }
@@ -112,8 +118,15 @@ impl Workspace {
 
     /// Plan the VMs into a file and apply exactly that plan.
     fn apply(&self) -> (Run, Run) {
+        self.apply_with(&[])
+    }
+
+    /// [`Workspace::apply`] with extra plan arguments (`--refresh=deep`).
+    fn apply_with(&self, extra: &[&str]) -> (Run, Run) {
         let file = self.context.path().join("plan.json");
-        let plan = self.plan(&["--out", file.to_str().unwrap()]);
+        let mut args = vec!["--out", file.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let plan = self.plan(&args);
         let apply = self.run(&["apply", file.to_str().unwrap()]);
         (plan, apply)
     }
@@ -524,5 +537,324 @@ async fn a_failed_create_task_fails_alone_and_the_next_run_converges() {
     let names: Vec<String> = vms(&mut fake).await.into_iter().map(|vm| vm.0).collect();
     assert_eq!(names.len(), 2, "{names:?}");
     assert_eq!(workspace.plan(&[]).code, 0);
+    fake.stop().await;
+}
+
+// ---- Issue 14: an honest plan ----------------------------------------------------------
+
+/// A started workspace: the fake, the example configuration pointed at it, both VMs
+/// applied and running.
+async fn applied(python: &str) -> (FakePve, Workspace) {
+    let fake = fake(python, true).await;
+    let workspace = Workspace::new(&fake);
+    let (plan, apply) = workspace.apply();
+    assert_eq!(plan.code, 2, "{plan}");
+    assert_eq!(apply.code, 0, "{apply}");
+    (fake, workspace)
+}
+
+/// The fake's VMs by VMID, as the launcher reports them.
+async fn fake_vms(fake: &mut FakePve) -> std::collections::BTreeMap<u64, Value> {
+    fake.expect(json!({"op": "vms"}))
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|vm| (vm["vmid"].as_u64().unwrap(), vm.clone()))
+        .collect()
+}
+
+/// How every scenario ends: each VM in state is in the fake as state records it (node,
+/// CPUs, memory, disk, tags, no change waiting for a restart) and running, and the next
+/// plan — plain and deep — has nothing to do.
+async fn converged(fake: &mut FakePve, workspace: &Workspace) {
+    let vms = fake_vms(fake).await;
+    let state = workspace.state();
+    let recorded: Vec<(&String, &Value)> = state["resources"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(address, _)| address.contains("proxmox_vm."))
+        .collect();
+    assert_eq!(recorded.len(), 2, "{state}");
+    assert_eq!(vms.len(), 2, "{vms:?}");
+    for (address, record) in recorded {
+        assert_eq!(record["status"], json!("ready"), "{address}");
+        let attributes = &record["attributes"];
+        let vmid: u64 = record["id"].as_str().unwrap().parse().unwrap();
+        let vm = &vms[&vmid];
+        let config = &vm["config"];
+        let text = |v: &Value| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        assert_eq!(vm["status"], json!("running"), "{address}: {vm}");
+        assert_eq!(attributes["power"], json!("running"), "{address}");
+        assert_eq!(attributes["pending"], json!({}), "{address}");
+        assert_eq!(vm["node"], attributes["node"], "{address}");
+        assert_eq!(
+            text(&config["memory"]),
+            attributes["memory_mib"].to_string(),
+            "{address}"
+        );
+        assert_eq!(
+            text(&config["cores"]),
+            attributes["cores"].to_string(),
+            "{address}"
+        );
+        assert!(
+            text(&config["scsi0"]).contains(&format!("size={}G", attributes["disk_gib"])),
+            "{address}: {config}"
+        );
+        // Pending values equal to the current ones change nothing (PVE drops them).
+        for (key, value) in vm["pending"].as_object().unwrap() {
+            assert_eq!(
+                &config[key], value,
+                "{address}: `{key}` waits for a restart"
+            );
+        }
+    }
+    for refresh in [&[][..], &["--refresh=deep"][..]] {
+        let plan = workspace.plan(refresh);
+        assert_eq!(plan.code, 0, "{plan}");
+        assert!(plan.stdout.contains("No changes."), "{plan}");
+        assert!(!plan.stdout.contains("changed outside InfraFlux"), "{plan}");
+    }
+}
+
+/// The worker's (VMID, node).
+fn worker_of(workspace: &Workspace) -> (u32, String) {
+    let state = workspace.state();
+    let record = &state["resources"][WORKER];
+    (
+        record["id"].as_str().unwrap().parse().unwrap(),
+        record["attributes"]["node"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn wait_for(fake: &FakePve, upid: infraflux_proxmox::task::Upid) {
+    infraflux_proxmox::task::wait(
+        &client(fake),
+        &upid,
+        infraflux_proxmox::task::WaitOptions::with_timeout(std::time::Duration::from_secs(30)),
+    )
+    .await
+    .expect("the task finishes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_stopped_by_hand_is_reported_and_started() {
+    let python = python_or_skip!();
+    let (mut fake, workspace) = applied(&python).await;
+    let (worker, node) = worker_of(&workspace);
+    wait_for(&fake, client(&fake).stop_vm(&node, worker).await.unwrap()).await;
+
+    let plan = workspace.plan(&[]);
+    assert_eq!(plan.code, 2, "{plan}");
+    assert!(
+        plan.stdout.contains(&format!("{WORKER} has changed")),
+        "{plan}"
+    );
+    assert!(
+        plan.stdout
+            .contains(&format!("# {WORKER} will be updated in-place")),
+        "{plan}"
+    );
+    assert!(
+        plan.stdout.contains(r#"power = "stopped" -> "running""#),
+        "{plan}"
+    );
+    assert!(
+        plan.stdout
+            .contains("Plan: 0 to add, 1 to change, 0 to destroy."),
+        "{plan}"
+    );
+    let (_, apply) = workspace.apply();
+    assert_eq!(apply.code, 0, "{apply}");
+    converged(&mut fake, &workspace).await;
+    fake.stop().await;
+}
+
+/// A create whose start task fails: the apply fails for that VM, its record stays
+/// pending; the next plan adopts the stopped VM and plans its start; the apply after it
+/// starts it (one VM, never two).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_start_is_recorded_and_the_next_plan_retries_it() {
+    let python = python_or_skip!();
+    let mut fake = fake(&python, true).await;
+    let workspace = Workspace::new(&fake);
+    // The first start (of whichever VM is created first) fails.
+    fake.expect(json!({
+        "op": "fail", "method": "POST", "suffix": "/status/start",
+        "error": "qemu_exited_code", "times": 1,
+    }))
+    .await;
+    let (_, apply) = workspace.apply();
+    assert_eq!(apply.code, 1, "{apply}");
+    assert!(apply.stderr.contains("QEMU exited with code 1"), "{apply}");
+    let stopped: Vec<Value> = fake_vms(&mut fake)
+        .await
+        .into_values()
+        .filter(|vm| vm["status"] == json!("stopped"))
+        .collect();
+    assert_eq!(stopped.len(), 1, "{stopped:?}");
+    let name = stopped[0]["name"].as_str().unwrap().to_string();
+    let address = if name.ends_with("cp-1") { CP } else { WORKER };
+
+    let plan = workspace.plan(&[]);
+    assert_eq!(plan.code, 2, "{plan}");
+    assert!(
+        plan.stdout
+            .contains(&format!("# {address} will be updated in-place")),
+        "{plan}"
+    );
+    assert!(
+        plan.stdout.contains(r#"power = "stopped" -> "running""#),
+        "{plan}"
+    );
+    assert!(!plan.stdout.contains("will be created"), "{plan}");
+    let (_, apply) = workspace.apply();
+    assert_eq!(apply.code, 0, "{apply}");
+    assert_eq!(fake_vms(&mut fake).await.len(), 2);
+    converged(&mut fake, &workspace).await;
+    fake.stop().await;
+}
+
+/// The control plane's boot disk grown 40G → 50G outside InfraFlux: a plain plan reports
+/// it (disks cannot shrink: it would replace the VM); once the configuration takes the new
+/// size, there is nothing to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_resized_outside_infraflux_is_reported() {
+    let python = python_or_skip!();
+    let (mut fake, workspace) = applied(&python).await;
+    let state = workspace.state();
+    let record = &state["resources"][CP];
+    let vmid: u32 = record["id"].as_str().unwrap().parse().unwrap();
+    let node = record["attributes"]["node"].as_str().unwrap().to_string();
+    let resized = client(&fake)
+        .resize_disk(&node, vmid, "scsi0", "50G")
+        .await
+        .unwrap();
+    if let Some(upid) = resized {
+        wait_for(&fake, upid).await;
+    }
+
+    let plan = workspace.plan(&[]);
+    assert!(plan.stdout.contains(&format!("{CP} has changed")), "{plan}");
+    assert!(plan.stdout.contains("disk_gib = 40 -> 50"), "{plan}");
+    assert!(
+        plan.stdout.contains(&format!("# {CP} must be replaced")),
+        "{plan}"
+    );
+    // The configuration takes the new size: the drift is recorded, nothing changes.
+    workspace.set_template("4Gi", "4Gi", "50Gi");
+    let (plan, apply) = workspace.apply();
+    assert_eq!(plan.code, 0, "{plan}");
+    assert!(plan.stdout.contains(&format!("{CP} has changed")), "{plan}");
+    assert!(plan.stdout.contains("No changes."), "{plan}");
+    assert_eq!(apply.code, 0, "{apply}");
+    assert_eq!(
+        workspace.state()["resources"][CP]["attributes"]["disk_gib"],
+        json!(50)
+    );
+    converged(&mut fake, &workspace).await;
+    fake.stop().await;
+}
+
+/// Memory raised by hand on the running worker waits for a restart: the listing (and a
+/// plain plan) cannot see it; `--refresh=deep` reports it, and its apply sets the
+/// configured value again so nothing is left waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_memory_change_is_reported_by_a_deep_refresh() {
+    let python = python_or_skip!();
+    let (mut fake, workspace) = applied(&python).await;
+    let (worker, node) = worker_of(&workspace);
+    client(&fake)
+        .set_vm_config(&node, worker, &[("memory".into(), "8192".into())], &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        fake_vms(&mut fake).await[&u64::from(worker)]["pending"]["memory"],
+        json!("8192")
+    );
+
+    let plain = workspace.plan(&[]);
+    assert_eq!(plain.code, 0, "a plain refresh cannot see it: {plain}");
+    let before = requests(&mut fake).await;
+    let deep = workspace.plan(&["--refresh=deep"]);
+    // One listing, one full read per VM, one content listing per image's storage.
+    assert_eq!(requests(&mut fake).await - before, 1 + 2 + 2);
+    assert_eq!(deep.code, 2, "{deep}");
+    assert!(
+        deep.stdout.contains(&format!("{WORKER} has changed")),
+        "{deep}"
+    );
+    assert!(
+        deep.stdout.contains(r#"+ pending.memory = "8192""#),
+        "{deep}"
+    );
+    assert!(
+        deep.stdout.contains(r#"- pending.memory = "8192" -> null"#),
+        "{deep}"
+    );
+    assert!(
+        deep.stdout
+            .contains(&format!("# {WORKER} will be updated in-place")),
+        "{deep}"
+    );
+    let (_, apply) = workspace.apply_with(&["--refresh=deep"]);
+    assert_eq!(apply.code, 0, "{apply}");
+    converged(&mut fake, &workspace).await;
+    fake.stop().await;
+}
+
+/// The worker's node goes offline while the control plane was stopped by hand: the plan
+/// is partial (the worker and its image unknown, exit 3) and still starts the control
+/// plane; once the node is back, everything converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_node_gives_a_partial_plan_that_still_fixes_the_healthy_node() {
+    let python = python_or_skip!();
+    let (mut fake, workspace) = applied(&python).await;
+    let state = workspace.state();
+    let record = &state["resources"][CP];
+    let cp: u32 = record["id"].as_str().unwrap().parse().unwrap();
+    let cp_node = record["attributes"]["node"].as_str().unwrap().to_string();
+    let (_, worker_node) = worker_of(&workspace);
+    assert_ne!(cp_node, worker_node);
+    wait_for(&fake, client(&fake).stop_vm(&cp_node, cp).await.unwrap()).await;
+    fake.expect(json!({"op": "node_offline", "node": worker_node}))
+        .await;
+
+    let plan = workspace.plan(&[]);
+    assert_eq!(plan.code, 3, "{plan}");
+    assert!(
+        plan.stdout.contains("Warning: this plan is partial"),
+        "{plan}"
+    );
+    assert!(
+        plan.stdout.contains(&format!("? {WORKER}: unreachable: ")),
+        "{plan}"
+    );
+    // It names the request that failed: the node's 595.
+    assert!(plan.stdout.contains("→ 595)"), "{plan}");
+    assert!(
+        plan.stdout
+            .contains(&format!("# {CP} will be updated in-place")),
+        "{plan}"
+    );
+    assert!(plan.stdout.contains("This plan is partial: "), "{plan}");
+    let (plan, apply) = workspace.apply();
+    assert_eq!(plan.code, 3, "{plan}");
+    assert_eq!(apply.code, 3, "{apply}");
+    assert!(apply.stdout.contains("Apply complete!"), "{apply}");
+    assert!(apply.stdout.contains("Partial: "), "{apply}");
+    assert_eq!(
+        fake_vms(&mut fake).await[&u64::from(cp)]["status"],
+        json!("running")
+    );
+
+    fake.expect(json!({"op": "node_offline", "node": worker_node, "offline": false}))
+        .await;
+    converged(&mut fake, &workspace).await;
     fake.stop().await;
 }

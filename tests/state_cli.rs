@@ -390,8 +390,9 @@ fn a_lock_released_while_waiting_lets_the_edit_through() {
     assert_eq!(store.load("dev").unwrap().unwrap().serial, 5);
 }
 
+/// Issue 14: a killed run's lock on this host is broken by the next run, which says so.
 #[test]
-fn a_stale_lock_says_so_and_how_to_break_it() {
+fn a_stale_lock_is_broken_and_the_run_says_so() {
     let project = context();
     let _filters = project.filters();
     let store = write_state(project.path());
@@ -409,8 +410,39 @@ fn a_stale_lock_says_so_and_how_to_break_it() {
         .args(["state", "rm", "dev/workload/proxmox_vm.cp-2"])
         .output()
         .unwrap();
+    let text = stderr(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "warning: broke the stale lock of environment `dev`: it was held by {} on {} (pid {}",
+            info.owner, info.host, info.pid
+        )),
+        "{text}"
+    );
+    assert!(text.contains(&info.id), "{text}");
+    assert!(text.contains("that process no longer runs"), "{text}");
+    assert!(!store.lock_path("dev").exists());
+    assert_eq!(store.load("dev").unwrap().unwrap().serial, 5);
+}
+
+/// A lock taken on another host cannot be checked: it is broken only by `state unlock`.
+#[test]
+fn a_lock_of_another_host_takes_unlock_with_its_id() {
+    let project = context();
+    let _filters = project.filters();
+    let store = write_state(project.path());
+    let mut info = LockInfo::new("apply");
+    info.host = format!("{}-elsewhere", info.host);
+    std::fs::write(store.lock_path("dev"), serde_json::to_vec(&info).unwrap()).unwrap();
+
+    let output = project
+        .command()
+        .args(["state", "rm", "dev/workload/proxmox_vm.cp-2"])
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(1));
     let text = stderr(&output);
+    assert!(!text.contains("STALE"), "{text}");
     assert!(
         text.contains(&format!("infraflux state unlock {} --env dev", info.id)),
         "{text}"

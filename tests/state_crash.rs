@@ -1,7 +1,7 @@
 //! Crash safety of the local backend: a writer process that persists state in a loop is
 //! killed with SIGKILL at varying moments; afterwards the state file loads (its checksum
 //! is valid) and is exactly one of the documents the writer wrote, never a mix; the
-//! backup loads too; the writer's lock is reported stale and can be broken.
+//! backup loads too; the writer's lock is stale and the next run breaks it.
 //!
 //! This test has its own `main` (harness = false): run with `--writer DIR` it is the
 //! writer, otherwise it is the test, which re-executes itself as the writer.
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use infraflux::state::format;
 use infraflux::state::{
-    Error, LocalStore, LockInfo, ResourceState, ResourceStatus, StateDocument, StateStore,
+    LocalStore, LockInfo, ResourceState, ResourceStatus, StateDocument, StateStore,
 };
 use infraflux::vocabulary::ResourceAddr;
 use serde_json::json;
@@ -91,19 +91,17 @@ fn check(store: &LocalStore, previous_serial: u64) -> u64 {
         // Equal when the kill came between the backup's rename and the state's.
         assert!(backup.serial <= document.serial);
     }
-    match store.lock(ENVIRONMENT, LockInfo::new("check")) {
-        Err(Error::Locked {
-            holder,
-            stale: true,
-            ..
-        }) => {
-            store
-                .force_unlock(ENVIRONMENT, &holder.id)
-                .expect("the stale lock can be broken");
-        }
-        Err(error) => panic!("expected a stale lock, got: {error}"),
-        Ok(_) => panic!("expected the killed writer's lock to remain"),
-    }
+    // The killed writer's lock is still there (no destructor ran) and its holder is
+    // gone: the next run breaks it.
+    let holder = store
+        .current_lock(ENVIRONMENT)
+        .expect("the lock file reads")
+        .expect("the killed writer's lock remains");
+    assert!(holder.is_stale(), "{holder}");
+    let guard = store
+        .lock(ENVIRONMENT, LockInfo::new("check"))
+        .expect("the stale lock is broken");
+    assert_ne!(guard.info().id, holder.id);
     document.serial
 }
 

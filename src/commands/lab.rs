@@ -231,7 +231,7 @@ fn steps(
         },
         targets: Vec::new(),
         replace: Vec::new(),
-        refresh: true,
+        refresh: crate::cli::Refresh::True,
         refresh_only: false,
         detailed_exitcode,
         json: false,

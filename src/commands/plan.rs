@@ -4,10 +4,10 @@
 use std::process::ExitCode;
 
 use super::wiring::parse_addresses;
-use crate::cli::PlanArgs;
+use crate::cli::{PlanArgs, Refresh};
 use crate::operation::plan::PlanRequest;
 use crate::operation::{self, Context, Workspace};
-use crate::plan::{PlanMode, PlanOptions, render};
+use crate::plan::{PARTIAL_EXIT_CODE, PlanMode, PlanOptions, render};
 
 pub fn run(args: &PlanArgs, workspace: &Workspace, context: &Context) -> miette::Result<ExitCode> {
     let request = PlanRequest {
@@ -21,7 +21,8 @@ pub fn run(args: &PlanArgs, workspace: &Workspace, context: &Context) -> miette:
             cluster: args.selection.cluster.clone(),
             targets: parse_addresses(&args.targets)?,
             replace: parse_addresses(&args.replace)?,
-            refresh: args.refresh,
+            refresh: args.refresh != Refresh::False,
+            deep_refresh: args.refresh == Refresh::Deep,
         },
         lock_timeout: args.lock.lock_timeout,
     };
@@ -43,7 +44,10 @@ pub fn run(args: &PlanArgs, workspace: &Workspace, context: &Context) -> miette:
             ));
         }
     }
-    Ok(if args.detailed_exitcode && plan.has_changes() {
+    // A partial plan says so whatever the flags: some resources could not be read.
+    Ok(if plan.is_partial() {
+        ExitCode::from(PARTIAL_EXIT_CODE)
+    } else if args.detailed_exitcode && plan.has_changes() {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS

@@ -65,6 +65,13 @@ fn warn_plaintext_once() {
     });
 }
 
+/// After the local backend broke a lock whose holder is gone (a killed run on this host).
+fn say_stale_lock_broken(environment: &str, holder: &LockInfo) {
+    eprintln!(
+        "warning: broke the stale lock of environment `{environment}`: it was held by {holder}, and that process no longer runs"
+    );
+}
+
 /// The store every command uses: the backend `--state-backend` (INFRAFLUX_STATE_BACKEND)
 /// selects, else `state.backend` of the configuration's defaults files, else local.
 /// `layers`: the configuration as the command already read it (`None`: read the defaults
@@ -145,7 +152,7 @@ fn local_store(global: &GlobalArgs) -> LocalStore {
         Some(dir) => dir,
         None => global.config.parent().unwrap_or(Path::new("")),
     };
-    let store = LocalStore::in_project(project);
+    let store = LocalStore::in_project(project).on_stale_lock_broken(say_stale_lock_broken);
     match encryption_from(|name| std::env::var(name).ok()) {
         Some(encryption) => store.with_encryption(Some(encryption)),
         None => store.on_plaintext_write(warn_plaintext_once),
@@ -411,7 +418,7 @@ pub fn unlock(global: &GlobalArgs, args: &StateUnlockArgs) -> miette::Result<Exi
     };
     let holder = store.force_unlock(&environment, &args.id).map_err(report)?;
     println!("unlocked environment `{environment}` (held by {holder})");
-    if holder.host == hostname() && process_alive(holder.pid) == Some(true) {
+    if holder.host == hostname() && process_alive(holder.pid) == Some(true) && !holder.is_stale() {
         eprintln!(
             "warning: process {} that took the lock still runs; it may still write this state",
             holder.pid

@@ -1,7 +1,8 @@
 //! `apply [PLANFILE]`: the promotion gate, then plan and ask (or a saved plan as it is),
 //! then the parallel walk of the changes with progress, then one look at the ready
 //! signal of the applied clusters. Exit 0 when everything was applied, 1 when something
-//! failed, 130 when interrupted.
+//! failed, 3 when everything planned was applied but the plan was partial (some
+//! resources could not be read and were left out), 130 when interrupted.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::apply::{ApplyOptions, ApplySummary, apply};
-use crate::plan::{Action, Plan, PlanMode, PlanOptions, config_digest, plan, render, saved};
+use crate::plan::{
+    Action, PARTIAL_EXIT_CODE, Plan, PlanMode, PlanOptions, config_digest, plan, render, saved,
+};
 use crate::state::{PromotionRecord, StateDocument};
 
 use super::context::{Context, Sink};
@@ -184,6 +187,10 @@ pub(super) fn plan_and_apply(
         })?;
     out.write(&render::human(&plan, context.color));
     if !plan.has_changes() && plan.drift.is_empty() {
+        if plan.is_partial() {
+            // Not known to match: nothing is recorded as applied.
+            return Ok(ExitCode::from(PARTIAL_EXIT_CODE));
+        }
         // Nothing to change is a successful apply of this configuration too.
         if let Some(promotion) = promotion {
             record_promotion(state, promotion, context)?;
@@ -257,7 +264,9 @@ fn execute(
         })
         .map_err(|e| diagnostic(&e, None))?;
     out.write(&summary_text(plan, &summary));
+    // A partial apply is not an apply of the whole configuration: no promotion.
     if summary.is_success()
+        && !plan.is_partial()
         && plan.mode != PlanMode::Destroy
         && let Some(promotion) = promotion
     {
@@ -265,10 +274,12 @@ fn execute(
     }
     Ok(if summary.cancelled {
         ExitCode::from(130)
-    } else if summary.is_success() {
-        ExitCode::SUCCESS
-    } else {
+    } else if !summary.is_success() {
         ExitCode::from(1)
+    } else if plan.is_partial() {
+        ExitCode::from(PARTIAL_EXIT_CODE)
+    } else {
+        ExitCode::SUCCESS
     })
 }
 
@@ -299,12 +310,26 @@ fn summary_text(plan: &Plan, summary: &ApplySummary) -> String {
     } else {
         "Apply"
     };
+    let left_out = if plan.is_partial() {
+        format!(
+            "Partial: {} resource{} unknown and left out (could not be read); plan again once they can be reached.\n",
+            plan.unknown.len(),
+            if plan.unknown.len() == 1 {
+                " was"
+            } else {
+                "s were"
+            }
+        )
+    } else {
+        String::new()
+    };
     if summary.is_success() {
         text.push_str(&format!(
-            "{verb} complete! Resources: {added} added, {changed} changed, {destroyed} destroyed.\n"
+            "{verb} complete! Resources: {added} added, {changed} changed, {destroyed} destroyed.\n{left_out}"
         ));
         return text;
     }
+    text.push_str(&left_out);
     text.push_str(&format!(
         "{verb} {}: {} done, {} failed, {} skipped{}.\n",
         if summary.cancelled {

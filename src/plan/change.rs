@@ -169,6 +169,15 @@ impl Change {
     }
 }
 
+/// A resource a partial plan leaves out, and so its apply: its provider could not read
+/// it (an unreachable endpoint or node), or it waits for one that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unknown {
+    pub address: ResourceAddr,
+    /// `unreachable: <the provider's error>`, or `waits for <address>, which is unknown`.
+    pub reason: String,
+}
+
 /// What refresh found different from state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Drift {

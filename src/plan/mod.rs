@@ -14,6 +14,10 @@
 //! | in state, not configured (or `destroy`)            | Delete                          |
 //! | `--refresh-only`: refresh found a difference       | Read                            |
 //!
+//! A resource the refresh could not reach (its endpoint or node is down) is *unknown*:
+//! the plan leaves it and everything that waits for it out ([`Plan::unknown`]), plans
+//! the rest, and says it is partial ([`Plan::is_partial`]; `plan` and `apply` exit 3).
+//!
 //! A plan is bound to the state it was made from (lineage, serial) and to the
 //! configuration (a sha256 digest of the desired resources); a saved plan whose state or
 //! configuration changed since is refused ([`saved`]).
@@ -34,7 +38,7 @@ use infraflux_provider::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use change::{Action, AttributeDiff, Change, Drift, Reason, diff};
+pub use change::{Action, AttributeDiff, Change, Drift, Reason, Unknown, diff};
 pub(crate) use refresh::apply_drift;
 use resolve::{Lookup, resolve_references};
 
@@ -163,6 +167,9 @@ pub struct PlanOptions {
     pub replace: Vec<ResourceAddr>,
     /// `--refresh=false` turns this off (pending records are read regardless).
     pub refresh: bool,
+    /// `--refresh=deep`: providers read every resource in full, not only what their
+    /// listings show changed.
+    pub deep_refresh: bool,
 }
 
 impl Default for PlanOptions {
@@ -173,6 +180,7 @@ impl Default for PlanOptions {
             targets: Vec::new(),
             replace: Vec::new(),
             refresh: true,
+            deep_refresh: false,
         }
     }
 }
@@ -188,8 +196,13 @@ pub struct Plan {
     pub mode: PlanMode,
     /// What refresh found changed outside InfraFlux; apply records it first.
     pub drift: Vec<Drift>,
-    /// Every resource in scope, in an execution order (no-ops included).
+    /// Every resource in scope, in an execution order (no-ops included), but the
+    /// unknown ones.
     pub changes: Vec<Change>,
+    /// Resources left out because they could not be read (or wait for one that could
+    /// not): the plan is partial. In execution order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unknown: Vec<Unknown>,
 }
 
 /// Counts for the summary line.
@@ -199,6 +212,8 @@ pub struct Summary {
     pub change: usize,
     pub destroy: usize,
     pub read: usize,
+    /// Left out: could not be read, or wait for one that could not.
+    pub unknown: usize,
 }
 
 impl Plan {
@@ -208,8 +223,16 @@ impl Plan {
         self.changes.iter().any(|c| c.action != Action::NoOp)
     }
 
+    /// Whether some resources were left out because they could not be read.
+    pub fn is_partial(&self) -> bool {
+        !self.unknown.is_empty()
+    }
+
     pub fn summary(&self) -> Summary {
-        let mut summary = Summary::default();
+        let mut summary = Summary {
+            unknown: self.unknown.len(),
+            ..Summary::default()
+        };
         for change in &self.changes {
             match change.action {
                 Action::NoOp => {}
@@ -231,9 +254,15 @@ impl Plan {
     }
 }
 
-/// `--detailed-exitcode`: 0 no changes, 1 error, 2 changes present.
+/// The exit code of a partial plan (and of the apply of one), with or without
+/// `--detailed-exitcode`: some resources could not be read; the rest was planned.
+pub const PARTIAL_EXIT_CODE: u8 = 3;
+
+/// `--detailed-exitcode`: 0 no changes, 1 error, 2 changes present, 3 partial (some
+/// resources unknown, whatever the rest holds).
 pub fn detailed_exit_code(plan: &Result<Plan, Error>) -> u8 {
     match plan {
+        Ok(plan) if plan.is_partial() => PARTIAL_EXIT_CODE,
         Ok(plan) if plan.has_changes() => 2,
         Ok(_) => 0,
         Err(_) => 1,
@@ -323,7 +352,9 @@ pub async fn plan(
     }
 
     let read_all = options.refresh || options.mode == PlanMode::RefreshOnly;
-    let drift = refresh::refresh(state, &in_scope, providers, read_all).await?;
+    let deep = read_all && options.deep_refresh;
+    let refresh::Refreshed { drift, unreachable } =
+        refresh::refresh(state, &in_scope, providers, read_all, deep).await?;
     let mut current = state.clone();
     apply_drift(&mut current, &drift);
     // New machines are placed from the providers' inventories (with a refresh only);
@@ -344,14 +375,22 @@ pub async fn plan(
     let protection = OrphanProtection::new(&desired, &state.environment);
     let graph = ResourceGraph::build(desired, &current, &graph_options)?;
 
-    let mut changes = if options.mode == PlanMode::RefreshOnly {
-        drift
+    let (mut changes, unknown) = if options.mode == PlanMode::RefreshOnly {
+        let changes = drift
             .iter()
             .filter(|d| graph.get(&d.address).is_some() || options.targets.is_empty())
             .map(read_change)
-            .collect()
+            .collect();
+        let unknown = unreachable
+            .iter()
+            .map(|(address, reason)| Unknown {
+                address: address.clone(),
+                reason: format!("unreachable: {reason}"),
+            })
+            .collect();
+        (changes, unknown)
     } else {
-        plan_changes(&graph, &current, state, providers, options).await?
+        plan_changes(&graph, &current, state, providers, options, &unreachable).await?
     };
 
     for change in changes
@@ -382,6 +421,7 @@ pub async fn plan(
             drift
         },
         changes,
+        unknown,
     })
 }
 
@@ -526,19 +566,40 @@ fn read_change(drift: &Drift) -> Change {
     }
 }
 
+/// The changes of every vertex, in execution order, but those left unknown: a resource
+/// in `unreachable`, and one that waits for an unknown one (so it never runs on values
+/// nobody could read).
 async fn plan_changes(
     graph: &ResourceGraph,
     current: &StateDocument,
     recorded: &StateDocument,
     providers: &ProviderRegistry,
     options: &PlanOptions,
-) -> Result<Vec<Change>, Error> {
+    unreachable: &BTreeMap<ResourceAddr, String>,
+) -> Result<(Vec<Change>, Vec<Unknown>), Error> {
     let mut schemas = Schemas::default();
     let mut planned: HashMap<ResourceAddr, usize> = HashMap::new();
     let mut changes: Vec<Change> = Vec::with_capacity(graph.len());
+    let mut unknown: Vec<Unknown> = Vec::new();
+    let mut left_out: HashSet<ResourceAddr> = HashSet::new();
     for vertex in graph.execution_order() {
         let addr = vertex.address();
         let wait_for: Vec<ResourceAddr> = graph.predecessors(addr).into_iter().cloned().collect();
+        let reason = match unreachable.get(addr) {
+            Some(reason) => Some(format!("unreachable: {reason}")),
+            None => wait_for
+                .iter()
+                .find(|before| left_out.contains(*before))
+                .map(|before| format!("waits for `{before}`, which is unknown")),
+        };
+        if let Some(reason) = reason {
+            left_out.insert(addr.clone());
+            unknown.push(Unknown {
+                address: addr.clone(),
+                reason,
+            });
+            continue;
+        }
         let change = match vertex {
             Vertex::Configured(desired) if options.mode == PlanMode::Destroy => {
                 // Never created: nothing to destroy, kept for ordering only.
@@ -598,7 +659,7 @@ async fn plan_changes(
         planned.insert(addr.clone(), changes.len());
         changes.push(change);
     }
-    Ok(changes)
+    Ok((changes, unknown))
 }
 
 fn no_op(desired: &DesiredResource, wait_for: Vec<ResourceAddr>) -> Change {

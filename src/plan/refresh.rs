@@ -8,6 +8,11 @@
 //!   attribute. Found → adopted (Ready); gone → forgotten (created again if configured).
 //! - `PendingDelete` found → stays pending (deleted again, or replaced if configured);
 //!   gone → forgotten.
+//!
+//! A resource whose read failed as transient (its endpoint or node unreachable, a time-out)
+//! is not an error of the whole plan: it is returned as unreachable, and the plan leaves
+//! it and what waits for it out (a partial plan). Any other failure (a permission, a bad
+//! answer) fails the plan as before.
 
 use std::collections::BTreeMap;
 
@@ -19,14 +24,38 @@ use crate::registry::ProviderRegistry;
 use crate::state::{ResourceState, ResourceStatus, StateDocument};
 use crate::vocabulary::ResourceAddr;
 
+/// What a refresh found.
+pub(crate) struct Refreshed {
+    /// What differs from state, sorted by address.
+    pub drift: Vec<Drift>,
+    /// Resources that could not be read because they could not be reached, with why.
+    pub unreachable: BTreeMap<ResourceAddr, String>,
+}
+
+/// Why a transient read failure leaves a resource unknown: the first line of the
+/// provider's message (the rest is detail and help for an error report) and, for HTTP,
+/// the request that failed (its URL carries no secret).
+fn unreachable_reason(error: &infraflux_provider::ProviderError) -> String {
+    let first = error.message.lines().next().unwrap_or_default();
+    match &error.http {
+        Some(http) => {
+            let status = http.status.map(|s| format!(" → {s}")).unwrap_or_default();
+            format!("{first} ({} {}{status})", http.method, http.url)
+        }
+        None => first.to_string(),
+    }
+}
+
 /// Read the resources of `state` that `in_scope` selects (all of them when `read_all`,
-/// only pending ones otherwise) and return what differs, sorted by address.
+/// only pending ones otherwise; in full when `deep`) and return what differs and what
+/// could not be reached.
 pub(crate) async fn refresh(
     state: &StateDocument,
     in_scope: &dyn Fn(&ResourceAddr) -> bool,
     providers: &ProviderRegistry,
     read_all: bool,
-) -> Result<Vec<Drift>, Error> {
+    deep: bool,
+) -> Result<Refreshed, Error> {
     let mut batches: BTreeMap<&str, Vec<ReadItem>> = BTreeMap::new();
     for (addr, resource) in &state.resources {
         let pending = matches!(
@@ -63,7 +92,7 @@ pub(crate) async fn refresh(
             let response = provider
                 .read(ReadRequest {
                     resources: items,
-                    deep: false,
+                    deep,
                 })
                 .await;
             (expected, response)
@@ -72,10 +101,24 @@ pub(crate) async fn refresh(
 
     let mut failures = Vec::new();
     let mut drift = Vec::new();
+    let mut unreachable = BTreeMap::new();
+    let parse = |address: &str| {
+        address
+            .parse::<ResourceAddr>()
+            .map_err(|_| Error::Internal(address.to_string()))
+    };
     while let Some(joined) = reads.join_next().await {
         let (expected, response) = joined.map_err(|e| Error::Internal(e.to_string()))?;
         let response = match response {
             Ok(response) => response,
+            // The provider could not read anything (e.g. its API is down): every one of
+            // its resources is unknown.
+            Err(error) if error.kind.is_retryable() => {
+                for address in &expected {
+                    unreachable.insert(parse(address)?, unreachable_reason(&error));
+                }
+                continue;
+            }
             Err(error) => {
                 failures.push(error);
                 continue;
@@ -87,13 +130,15 @@ pub(crate) async fn refresh(
             .map(|r| (r.address, r.outcome))
             .collect();
         for address in expected {
-            let addr: ResourceAddr = address
-                .parse()
-                .map_err(|_| Error::Internal(address.clone()))?;
+            let addr = parse(&address)?;
             let before = &state.resources[&addr];
             let after = match outcomes.remove(&address) {
                 Some(ReadOutcome::Found(attributes)) => Some(found(&addr, before, attributes)?),
                 Some(ReadOutcome::Gone) => None,
+                Some(ReadOutcome::Failed(error)) if error.kind.is_retryable() => {
+                    unreachable.insert(addr, unreachable_reason(&error));
+                    continue;
+                }
                 Some(ReadOutcome::Failed(error)) => {
                     failures.push(error);
                     continue;
@@ -122,7 +167,7 @@ pub(crate) async fn refresh(
         return Err(Error::Refresh(failures));
     }
     drift.sort_by(|a, b| a.address.cmp(&b.address));
-    Ok(drift)
+    Ok(Refreshed { drift, unreachable })
 }
 
 fn found(

@@ -217,16 +217,25 @@ pub fn human(plan: &Plan, color: bool) -> String {
         }
     }
 
+    unknown_section(&mut text, &style, plan);
+
     let visible: Vec<&Change> = plan
         .changes
         .iter()
         .filter(|c| c.action != Action::NoOp)
         .collect();
     if visible.is_empty() {
-        text.push_str(&style.bold(match plan.mode {
-            PlanMode::RefreshOnly => "No changes. Nothing changed outside InfraFlux.",
-            _ => "No changes. The infrastructure matches the configuration.",
-        }));
+        let line = match (plan.mode, plan.is_partial()) {
+            (_, true) => format!(
+                "No changes to what could be read. {}",
+                partial_note(plan.unknown.len())
+            ),
+            (PlanMode::RefreshOnly, false) => {
+                "No changes. Nothing changed outside InfraFlux.".to_string()
+            }
+            (_, false) => "No changes. The infrastructure matches the configuration.".to_string(),
+        };
+        text.push_str(&style.bold(&line));
         text.push('\n');
         return text;
     }
@@ -270,9 +279,41 @@ pub fn human(plan: &Plan, color: bool) -> String {
             summary.add, summary.change, summary.destroy
         ),
     };
+    let line = if plan.is_partial() {
+        format!("{line} {}", partial_note(summary.unknown))
+    } else {
+        line
+    };
     text.push_str(&style.bold(&line));
     text.push('\n');
     text
+}
+
+/// `This plan is partial: 2 resources unknown (left out).`
+fn partial_note(unknown: usize) -> String {
+    format!(
+        "This plan is partial: {unknown} resource{} unknown (left out).",
+        if unknown == 1 { "" } else { "s" }
+    )
+}
+
+/// The resources a partial plan leaves out, each with why.
+fn unknown_section(text: &mut String, style: &Style, plan: &Plan) {
+    if !plan.is_partial() {
+        return;
+    }
+    text.push_str(&style.bold("Warning: this plan is partial"));
+    text.push_str("\n\nThese resources could not be read, or wait for one that could not; they are left out of this plan and of its apply:\n\n");
+    for unknown in &plan.unknown {
+        let _ = writeln!(
+            text,
+            "  {} {}: {}",
+            style.paint("33", "?"),
+            unknown.address,
+            unknown.reason
+        );
+    }
+    text.push_str("\nEverything else is planned below. Plan again once they can be reached.\n\n");
 }
 
 fn legend_rank(action: Action) -> u8 {
@@ -389,8 +430,14 @@ pub fn json(plan: &Plan) -> Value {
         "config_digest": plan.config_digest,
         "mode": plan.mode,
         "has_changes": plan.has_changes(),
+        "partial": plan.is_partial(),
         "summary": summary,
         "drift": drift,
         "changes": changes,
+        "unknown": plan
+            .unknown
+            .iter()
+            .map(|u| json!({"address": u.address.to_string(), "reason": u.reason}))
+            .collect::<Vec<_>>(),
     })
 }

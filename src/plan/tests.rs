@@ -220,6 +220,28 @@ async fn tainted_and_requested_replacements() {
     ));
 }
 
+/// Issue 14: `--refresh=deep` reaches the providers' read requests.
+#[tokio::test]
+async fn a_deep_refresh_asks_the_providers_for_full_reads() {
+    let rig = Rig::new();
+    rig.apply(&resources()).await;
+    let before = rig.mock.read_depths().len();
+    rig.plan(&resources()).await;
+    let deep = PlanOptions {
+        deep_refresh: true,
+        ..PlanOptions::default()
+    };
+    rig.plan_with(&resources(), &deep).await.unwrap();
+    // Without a refresh nothing is read, deep or not.
+    let none = PlanOptions {
+        refresh: false,
+        deep_refresh: true,
+        ..PlanOptions::default()
+    };
+    rig.plan_with(&resources(), &none).await.unwrap();
+    assert_eq!(rig.mock.read_depths()[before..], [false, true]);
+}
+
 fn pending(state: &mut StateDocument, name: &str, status: ResourceStatus) {
     let record: &mut ResourceState = state.resources.get_mut(&addr(name)).unwrap();
     record.status = status;
@@ -560,4 +582,110 @@ async fn saved_plans_are_encrypted_like_the_state() {
             .unwrap()
             .contains("INFRAFLUX_STATE_IDENTITY_FILE")
     );
+}
+
+/// Issue 14: a resource whose provider cannot be reached is unknown; it and what waits
+/// for it are left out, everything else is planned and applied, and the plan says it is
+/// partial. Once reachable again, the next plan picks up what was left.
+#[tokio::test]
+async fn an_unreachable_resource_and_its_dependants_are_left_out_of_a_partial_plan() {
+    let rig = Rig::new();
+    rig.apply(&resources()).await;
+    rig.mock.fail_with(
+        Op::Read,
+        "dev/w/mock_thing.vm",
+        "cannot connect: No route to host\n  help: check the node",
+        infraflux_provider::ErrorKind::Transient,
+    );
+    let mut changed = resources();
+    changed[0]
+        .attributes
+        .insert("value".into(), json!("talos-2"));
+    changed[1].attributes.insert("value".into(), json!(8192));
+    let plan = rig.plan(&changed).await;
+    assert!(plan.is_partial());
+    let unknown: Vec<(String, String)> = plan
+        .unknown
+        .iter()
+        .map(|u| (u.address.to_string(), u.reason.clone()))
+        .collect();
+    assert_eq!(
+        unknown,
+        [
+            (
+                "dev/w/mock_thing.vm".to_string(),
+                "unreachable: cannot connect: No route to host".to_string()
+            ),
+            (
+                "dev/w/mock_thing.config".to_string(),
+                "waits for `dev/w/mock_thing.vm`, which is unknown".to_string()
+            ),
+        ]
+    );
+    // The image is planned; neither the VM nor what waits for it is.
+    assert_eq!(plan.change(&addr("image")).unwrap().action, Action::Update);
+    assert!(plan.change(&addr("vm")).is_none());
+    assert!(plan.change(&addr("config")).is_none());
+    assert_eq!(plan.summary().unknown, 2);
+    assert_eq!(detailed_exit_code(&Ok(plan.clone())), PARTIAL_EXIT_CODE);
+    let text = human_text(&plan);
+    assert!(text.contains("Warning: this plan is partial"), "{text}");
+    assert!(
+        text.contains("? dev/w/mock_thing.vm: unreachable: cannot connect: No route to host"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "Plan: 0 to add, 1 to change, 0 to destroy. This plan is partial: 2 resources unknown (left out)."
+        ),
+        "{text}"
+    );
+    let json = render::json(&plan);
+    assert_eq!(json["partial"], json!(true));
+    assert_eq!(json["summary"]["unknown"], json!(2));
+    assert_eq!(json["unknown"][0]["address"], json!("dev/w/mock_thing.vm"));
+
+    // Applying it changes the image only; the VM's record is as it was.
+    let vm_before = rig.state().resources[&addr("vm")].clone();
+    let summary = rig.apply(&changed).await;
+    assert!(summary.is_success(), "{summary:?}");
+    assert_eq!(
+        summary.done,
+        vec![(addr("image"), Action::Update)],
+        "{summary:?}"
+    );
+    assert_eq!(rig.state().resources[&addr("vm")], vm_before);
+
+    // A failure that is not about reaching the provider still fails the plan.
+    rig.mock
+        .fail(Op::Read, "dev/w/mock_thing.vm", "permission denied");
+    let error = rig
+        .plan_with(&changed, &PlanOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Refresh(_)), "{error}");
+
+    // Reachable again: the rest is planned, and the plan is whole.
+    rig.mock.clear_failures();
+    let plan = rig.plan(&changed).await;
+    assert!(!plan.is_partial());
+    assert_eq!(plan.change(&addr("vm")).unwrap().action, Action::Update);
+    assert_eq!(detailed_exit_code(&Ok(plan)), 2);
+    // With nothing else to do, a partial plan does not claim the infrastructure matches.
+    rig.apply(&changed).await;
+    rig.mock.fail_with(
+        Op::Read,
+        "dev/w/mock_thing.config",
+        "request timed out",
+        infraflux_provider::ErrorKind::Transient,
+    );
+    let plan = rig.plan(&changed).await;
+    let text = human_text(&plan);
+    assert!(
+        text.contains(
+            "No changes to what could be read. This plan is partial: 1 resource unknown (left out)."
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("matches the configuration"), "{text}");
 }

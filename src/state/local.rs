@@ -29,6 +29,15 @@
 //! whether the holder is gone (stale). Releasing removes the file only while it still
 //! holds our lock ID, so a lock broken with `infraflux state unlock` and taken by another
 //! run is left alone.
+//!
+//! A lock whose holder is provably gone is broken by the next run that wants it, which
+//! says so on stderr: the holder ran on this host and its pid no longer exists, or the
+//! process under that pid started at another time than the one the lock records (the
+//! pid was reused; [`LockInfo::is_stale`]). A holder on another host, or one that cannot
+//! be checked, is never broken: that still takes `infraflux state unlock`. Two runs that
+//! find the same stale lock break it one at a time, each under an exclusive `flock` of
+//! the state directory, and each removes the file only if it still holds the stale
+//! holder's ID: the second finds the first's fresh lock and waits or reports it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -54,6 +63,8 @@ pub struct LocalStore {
     encryption: Option<Arc<Encryption>>,
     /// Called before each write of a plaintext document (no encryption set).
     plaintext_hook: Option<fn()>,
+    /// Called after a lock whose holder is gone was broken (environment, that holder).
+    stale_lock_hook: fn(&str, &LockInfo),
 }
 
 impl LocalStore {
@@ -63,6 +74,7 @@ impl LocalStore {
             directory: directory.into(),
             encryption: None,
             plaintext_hook: None,
+            stale_lock_hook: log_stale_lock_broken,
         }
     }
 
@@ -78,8 +90,51 @@ impl LocalStore {
         self
     }
 
+    /// Call `hook` after breaking a lock whose holder is gone, to tell the user (by
+    /// default a warning in the log).
+    pub fn on_stale_lock_broken(mut self, hook: fn(&str, &LockInfo)) -> Self {
+        self.stale_lock_hook = hook;
+        self
+    }
+
     pub fn encryption(&self) -> Option<&Encryption> {
         self.encryption.as_deref()
+    }
+
+    /// Remove the lock file of `environment` if it still holds `holder`, a holder that is
+    /// gone. Serialized with every other breaker by an exclusive `flock` of the state
+    /// directory (released when the descriptor closes, also when a breaker is killed), so
+    /// a lock just taken by another breaker is never removed.
+    #[cfg(unix)]
+    fn break_stale_lock(
+        &self,
+        environment: &str,
+        path: &Path,
+        holder: &LockInfo,
+    ) -> Result<(), Error> {
+        use rustix::fs::{FlockOperation, flock};
+        let directory = File::open(&self.directory)
+            .map_err(|e| io_error("open directory", &self.directory, e))?;
+        flock(&directory, FlockOperation::LockExclusive)
+            .map_err(|e| io_error("lock directory", &self.directory, e.into()))?;
+        match read_lock(path)? {
+            Some(current) if current.id == holder.id => {}
+            // Released, or already broken and taken by another run.
+            _ => return Ok(()),
+        }
+        match fs::remove_file(path) {
+            Ok(()) => (self.stale_lock_hook)(environment, holder),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error("remove", path, e)),
+        }
+        Ok(())
+    }
+
+    /// Elsewhere no holder is ever found stale ([`super::lock::process_alive`] cannot
+    /// tell), so there is nothing to break.
+    #[cfg(not(unix))]
+    fn break_stale_lock(&self, _: &str, _: &Path, _: &LockInfo) -> Result<(), Error> {
+        Ok(())
     }
 
     /// Files in `<project>/.infraflux/state/`, what the CLI uses.
@@ -414,6 +469,11 @@ impl StateStore for LocalStore {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     if let Some(holder) = read_lock(&path)? {
                         let stale = holder.is_stale();
+                        if stale {
+                            // Broken by us or, first, by another run: look again.
+                            self.break_stale_lock(environment, &path, &holder)?;
+                            continue;
+                        }
                         return Err(Error::Locked {
                             environment: environment.to_string(),
                             holder: Box::new(holder),
@@ -531,6 +591,16 @@ fn read_lock(path: &Path) -> Result<Option<LockInfo>, Error> {
             }
         }
     }
+}
+
+/// The default report of a broken stale lock: a warning in the log (shown on stderr by
+/// default).
+fn log_stale_lock_broken(environment: &str, holder: &LockInfo) {
+    tracing::warn!(
+        environment,
+        id = %holder.id,
+        "broke the stale state lock of {holder}: its process no longer runs"
+    );
 }
 
 /// Make a rename in `directory` durable.
@@ -826,40 +896,117 @@ mod tests {
         pid
     }
 
+    /// The holders of stale locks broken by stores made with `recording_breaks`.
+    static BROKEN: std::sync::Mutex<Vec<LockInfo>> = std::sync::Mutex::new(Vec::new());
+
+    fn recording_breaks(directory: &Path) -> LocalStore {
+        LocalStore::new(directory).on_stale_lock_broken(|environment, holder| {
+            assert_eq!(environment, "dev");
+            BROKEN.lock().unwrap().push(holder.clone());
+        })
+    }
+
+    fn was_broken(holder: &LockInfo) -> bool {
+        BROKEN.lock().unwrap().iter().any(|h| h.id == holder.id)
+    }
+
     #[test]
-    fn a_lock_whose_process_is_gone_is_stale() {
+    fn a_lock_whose_process_is_gone_is_broken_and_reported() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::new(dir.path());
+        let store = recording_breaks(dir.path());
         let mut info = LockInfo::new("apply");
         info.pid = dead_pid();
         fs::write(store.lock_path("dev"), serde_json::to_vec(&info).unwrap()).unwrap();
-        let error = store.lock("dev", LockInfo::new("plan")).err().unwrap();
-        assert!(
-            matches!(error, Error::Locked { stale: true, .. }),
-            "{error}"
+        let guard = store.lock("dev", LockInfo::new("plan")).unwrap();
+        assert!(was_broken(&info));
+        assert_eq!(
+            store.current_lock("dev").unwrap().as_ref(),
+            Some(guard.info())
         );
-        assert!(error.to_string().contains("STALE"), "{error}");
-        let help = error.help();
-        assert!(
-            help.contains(&format!("infraflux state unlock {} --env dev", info.id)),
-            "{help}"
-        );
-        // Waiting does not help a stale lock: reported at once, whatever the timeout.
-        let error = store
-            .lock_with_timeout("dev", LockInfo::new("plan"), Duration::from_secs(3600))
-            .err()
-            .unwrap();
-        assert!(
-            matches!(error, Error::Locked { stale: true, .. }),
-            "{error}"
-        );
-        // A lock of another host is never called stale.
+        drop(guard);
+        // A pid now used by another process (here: ours) with another start time.
+        let mut reused = LockInfo::new("apply");
+        if let Some(started) = reused.process_started.as_mut() {
+            *started += 1;
+            fs::write(store.lock_path("dev"), serde_json::to_vec(&reused).unwrap()).unwrap();
+            drop(store.lock("dev", LockInfo::new("plan")).unwrap());
+            assert!(was_broken(&reused));
+        }
+        // A lock of another host is never broken: we cannot look at its process.
         info.host = format!("{}-elsewhere", info.host);
         fs::write(store.lock_path("dev"), serde_json::to_vec(&info).unwrap()).unwrap();
         let error = store.lock("dev", LockInfo::new("plan")).err().unwrap();
         assert!(
             matches!(error, Error::Locked { stale: false, .. }),
             "{error}"
+        );
+        assert_eq!(store.current_lock("dev").unwrap(), Some(info));
+    }
+
+    const HOLDER_DIRECTORY: &str = "INFRAFLUX_LOCK_HOLDER_DIR";
+
+    /// Run by `a_killed_holder_s_lock_is_broken_by_the_next_run` as a child process: takes
+    /// the lock, says so, and waits to be killed.
+    #[test]
+    #[ignore = "the child process of a_killed_holder_s_lock_is_broken_by_the_next_run"]
+    fn lock_holder_child() {
+        let directory = std::env::var(HOLDER_DIRECTORY).expect("run by its parent test only");
+        let store = LocalStore::new(directory);
+        let _guard = store.lock("dev", LockInfo::new("apply")).unwrap();
+        println!("lock holder: locked");
+        // Killed long before; a bound so a forgotten child still ends.
+        std::thread::sleep(Duration::from_secs(600));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_killed_holder_s_lock_is_broken_by_the_next_run() {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let store = recording_breaks(dir.path());
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "state::local::tests::lock_holder_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(HOLDER_DIRECTORY, dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let output = io::BufReader::new(child.stdout.take().unwrap());
+        let said_locked = output
+            .lines()
+            .map_while(Result::ok)
+            // libtest may print `test … ... ` before it on the same line.
+            .any(|line| line.ends_with("lock holder: locked"));
+        assert!(said_locked, "the child never took the lock");
+        let holder = store
+            .current_lock("dev")
+            .unwrap()
+            .expect("the child's lock");
+        assert_eq!(holder.pid, child.id());
+        // While it runs, its lock holds.
+        let error = store.lock("dev", LockInfo::new("plan")).err().unwrap();
+        assert!(
+            matches!(error, Error::Locked { stale: false, .. }),
+            "{error}"
+        );
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(9), "{status}");
+        // SIGKILL: no destructor ran, the lock file is still there.
+        assert_eq!(store.current_lock("dev").unwrap(), Some(holder.clone()));
+        let guard = store.lock("dev", LockInfo::new("plan")).unwrap();
+        assert!(was_broken(&holder));
+        assert_eq!(guard.info().operation, "plan");
+        assert_eq!(
+            store.current_lock("dev").unwrap().as_ref(),
+            Some(guard.info())
         );
     }
 

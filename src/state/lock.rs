@@ -13,6 +13,13 @@ pub struct LockInfo {
     pub host: String,
     pub pid: u32,
     pub created: chrono::DateTime<chrono::Utc>,
+    /// When the holder's process started, in the host's own clock (on Linux, field 22
+    /// `starttime` of `/proc/<pid>/stat`: clock ticks since boot). With the pid it names
+    /// one process: a pid reused by another process after the holder died has another
+    /// start time. Absent in locks written before it was recorded, and where it cannot be
+    /// read (then only the pid is checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_started: Option<u64>,
 }
 
 impl LockInfo {
@@ -26,6 +33,7 @@ impl LockInfo {
             host: hostname(),
             pid: std::process::id(),
             created: chrono::Utc::now(),
+            process_started: process_start_time(std::process::id()),
         }
     }
 
@@ -37,9 +45,26 @@ impl LockInfo {
     }
 
     /// Whether the holder is certainly gone: it ran on this host and its process no longer
-    /// exists. A holder on another host is never called stale: we cannot look.
+    /// exists, or the process now under its pid started at another time than the one
+    /// recorded (the pid was reused). A holder on another host is never called stale: we
+    /// cannot look. When nothing can be told for sure, the holder is taken as alive.
     pub fn is_stale(&self) -> bool {
-        self.host == hostname() && process_alive(self.pid) == Some(false)
+        if self.host != hostname() {
+            return false;
+        }
+        match process_alive(self.pid) {
+            Some(false) => true,
+            Some(true) => {
+                let reused = matches!(
+                    (self.process_started, process_start_time(self.pid)),
+                    (Some(recorded), Some(current)) if recorded != current
+                );
+                // A zombie (killed, not yet reaped by its parent) is gone too: it can
+                // never release the lock.
+                reused || is_zombie(self.pid)
+            }
+            None => false,
+        }
     }
 }
 
@@ -120,6 +145,26 @@ pub fn process_alive(pid: u32) -> Option<bool> {
     }
 }
 
+/// When process `pid` started, in clock ticks since boot (`starttime`, field 22 of
+/// `/proc/<pid>/stat`); `None` when it does not exist or this is not Linux.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    // Fields after the command name, which is in parentheses and may itself hold spaces
+    // and parentheses: the last `)` ends it. Field 3 (`state`) is the first after it.
+    stat_fields(pid)?.get(22 - 3)?.parse().ok()
+}
+
+/// Whether process `pid` is a zombie: it has exited and waits for its parent to reap it.
+fn is_zombie(pid: u32) -> bool {
+    stat_fields(pid).is_some_and(|fields| fields.first().map(String::as_str) == Some("Z"))
+}
+
+/// The fields of `/proc/<pid>/stat` from field 3 (`state`) on.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,12 +190,53 @@ mod tests {
         assert_eq!(process_alive(pid), Some(false));
     }
 
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_live_pid_with_another_start_time_is_a_reused_pid() {
+        let mut info = LockInfo::new("apply");
+        let started = info.process_started.expect("read on Linux");
+        assert!(!info.is_stale());
+        info.process_started = Some(started + 1);
+        assert!(info.is_stale(), "another process now has this pid");
+        // A lock written before start times were recorded: only the pid is checked.
+        info.process_started = None;
+        assert!(!info.is_stale());
+        let text = serde_json::to_string(&info).unwrap();
+        assert!(!text.contains("process_started"), "{text}");
+        let old: LockInfo = serde_json::from_str(&text).unwrap();
+        assert_eq!(old, info);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_killed_holder_not_yet_reaped_is_gone() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .unwrap();
+        let mut info = LockInfo::new("apply");
+        info.pid = child.id();
+        info.process_started = process_start_time(child.id());
+        assert!(info.process_started.is_some());
+        assert!(!info.is_stale());
+        child.kill().unwrap();
+        // Until it is reaped the child is a zombie: its pid still answers kill(pid, 0).
+        while !is_zombie(info.pid) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(info.is_stale());
+        child.wait().unwrap();
+        assert!(info.is_stale());
+    }
+
     #[test]
     fn a_new_lock_describes_this_process() {
         let info = LockInfo::new("apply");
         assert_eq!(info.pid, std::process::id());
         assert_eq!(info.host, hostname());
         assert!(!info.is_stale());
+        #[cfg(target_os = "linux")]
+        assert!(info.process_started.is_some());
         let text = info.to_string();
         assert!(text.contains("operation `apply`"), "{text}");
         assert!(text.contains(&info.id), "{text}");

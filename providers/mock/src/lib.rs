@@ -59,6 +59,8 @@ struct Inner {
     objects: BTreeMap<String, Object>,
     next_id: u64,
     calls: Vec<Call>,
+    /// `deep` of each read request, in order.
+    read_depths: Vec<bool>,
     in_flight: usize,
     max_in_flight: usize,
     in_flight_by_key: HashMap<String, usize>,
@@ -71,7 +73,8 @@ pub struct MockProvider {
     schemas: Vec<ResourceSchema>,
     inner: Mutex<Inner>,
     latency: Mutex<(Duration, HashMap<String, Duration>)>,
-    failures: Mutex<HashMap<(Op, String), String>>,
+    /// (operation, address) → (message, kind of the error).
+    failures: Mutex<HashMap<(Op, String), (String, ErrorKind)>>,
     world_file: Option<PathBuf>,
     concurrency_key: Option<Box<KeyFn>>,
 }
@@ -145,10 +148,16 @@ impl MockProvider {
 
     /// Make `op` fail for `address` (after its latency) until cleared.
     pub fn fail(&self, op: Op, address: &str, message: &str) {
+        self.fail_with(op, address, message, ErrorKind::Other);
+    }
+
+    /// [`MockProvider::fail`] with an error of `kind` (e.g. `Transient`: an unreachable
+    /// API).
+    pub fn fail_with(&self, op: Op, address: &str, message: &str, kind: ErrorKind) {
         self.failures
             .lock()
             .expect("mock lock")
-            .insert((op, address.to_string()), message.to_string());
+            .insert((op, address.to_string()), (message.to_string(), kind));
     }
 
     pub fn clear_failures(&self) {
@@ -162,6 +171,11 @@ impl MockProvider {
 
     pub fn clear_calls(&self) {
         self.lock().calls.clear();
+    }
+
+    /// `deep` of each read request so far, in order.
+    pub fn read_depths(&self) -> Vec<bool> {
+        self.lock().read_depths.clone()
     }
 
     /// The order in which `op` finished, by address.
@@ -292,10 +306,10 @@ impl MockProvider {
             .expect("mock lock")
             .get(&(op, resource.address.clone()))
             .cloned();
-        if let Some(message) = failure {
+        if let Some((message, kind)) = failure {
             self.end(op, resource, key.as_deref());
             return Err(ProviderError::new(
-                ErrorKind::Other,
+                kind,
                 op_name(op),
                 &resource.address,
                 message,
@@ -377,7 +391,7 @@ impl Provider for MockProvider {
             .lock()
             .expect("mock lock")
             .get(&(Op::Validate, request.resource.address.clone()))
-            .cloned();
+            .map(|(message, _)| message.clone());
         ValidateResponse {
             diagnostics: failure
                 .map(|summary| Diagnostic {
@@ -393,6 +407,7 @@ impl Provider for MockProvider {
 
     async fn read(&self, request: ReadRequest) -> Result<ReadResponse, ProviderError> {
         let mut inner = self.lock();
+        inner.read_depths.push(request.deep);
         let mut results = Vec::new();
         for item in request.resources {
             inner
@@ -424,8 +439,8 @@ impl Provider for MockProvider {
                     .get(&(Op::Read, item.resource.address.clone())),
                 found,
             ) {
-                (Some(message), _) => ReadOutcome::Failed(ProviderError::new(
-                    ErrorKind::Other,
+                (Some((message, kind)), _) => ReadOutcome::Failed(ProviderError::new(
+                    *kind,
                     "read",
                     &item.resource.address,
                     message,
@@ -450,7 +465,7 @@ impl Provider for MockProvider {
                 format!("unknown resource type `{}`", request.resource.kind),
             )
         })?;
-        if let Some(message) = self
+        if let Some((message, _)) = self
             .failures
             .lock()
             .expect("mock lock")

@@ -157,9 +157,49 @@ pub struct PendingValue {
 }
 
 impl PendingValue {
-    /// Whether the key waits for a restart.
+    /// Whether the key waits for a restart: a deletion, or a pending value other than
+    /// the current one (PVE drops a pending value equal to the current one, but not every
+    /// PVE-like API does).
     pub fn is_change(&self) -> bool {
-        self.pending.is_some() || self.delete
+        self.delete || (self.pending.is_some() && self.pending != self.value)
+    }
+}
+
+/// A VM's configuration as it runs now, and what waits for its next start: one
+/// `GET …/pending` answers both.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VmReading {
+    /// The current values (what the VM runs with).
+    pub config: VmConfig,
+    /// Keys whose value changes at the next start: the new value, or `None` for a
+    /// deletion.
+    pub pending: BTreeMap<String, Option<String>>,
+}
+
+impl VmReading {
+    pub fn from_pending(items: &[PendingValue]) -> Self {
+        let mut reading = VmReading::default();
+        for item in items {
+            if item.key == "digest" {
+                reading.config.digest = item.value.clone();
+                continue;
+            }
+            if let Some(value) = &item.value {
+                reading
+                    .config
+                    .values
+                    .insert(item.key.clone(), value.clone());
+            }
+            if item.is_change() {
+                let next = if item.delete {
+                    None
+                } else {
+                    item.pending.clone()
+                };
+                reading.pending.insert(item.key.clone(), next);
+            }
+        }
+        reading
     }
 }
 
@@ -366,16 +406,14 @@ impl Client {
         self.call_upid(call).await
     }
 
-    /// `GET /nodes/{node}/qemu/{vmid}/config` (the current config, not pending values).
+    /// `GET /nodes/{node}/qemu/{vmid}/config?current=1`: the current config (without
+    /// `current`, PVE answers with the pending changes applied).
     pub async fn vm_config(&self, node: &str, vmid: u32) -> Result<VmConfig, ApiError> {
         let data = self
-            .call(Call::get(&[
-                "nodes",
-                node,
-                "qemu",
-                &vmid.to_string(),
-                "config",
-            ]))
+            .call(
+                Call::get(&["nodes", node, "qemu", &vmid.to_string(), "config"])
+                    .query("current", 1),
+            )
             .await?;
         let mut config = VmConfig::default();
         if let Value::Object(map) = data {
@@ -459,6 +497,11 @@ impl Client {
                 delete: lenient_u64(item.get("delete")).unwrap_or(0) > 0,
             })
             .collect())
+    }
+
+    /// [`Client::vm_pending`] as the current config and its pending changes.
+    pub async fn vm_reading(&self, node: &str, vmid: u32) -> Result<VmReading, ApiError> {
+        Ok(VmReading::from_pending(&self.vm_pending(node, vmid).await?))
     }
 
     /// `GET /nodes/{node}/qemu/{vmid}/status/current`.
@@ -584,5 +627,49 @@ impl Client {
             })
             .collect();
         Ok(TaskLog { lines })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(key: &str, value: Option<&str>, pending: Option<&str>, delete: bool) -> PendingValue {
+        PendingValue {
+            key: key.into(),
+            value: value.map(str::to_string),
+            pending: pending.map(str::to_string),
+            delete,
+        }
+    }
+
+    #[test]
+    fn a_pending_read_is_the_current_config_and_what_waits_for_a_restart() {
+        let reading = VmReading::from_pending(&[
+            item("digest", Some("abc"), None, false),
+            item("memory", Some("4096"), Some("8192"), false),
+            item("cores", Some("2"), Some("2"), false),
+            item("net1", None, Some("virtio,bridge=vmbr1"), false),
+            item("tags", Some("a;b"), None, true),
+            item("name", Some("cp-1"), None, false),
+        ]);
+        assert_eq!(reading.config.digest.as_deref(), Some("abc"));
+        assert_eq!(reading.config.get("memory"), Some("4096"));
+        assert_eq!(reading.config.get("net1"), None);
+        assert_eq!(reading.config.get("tags"), Some("a;b"));
+        let pending: Vec<(&str, Option<&str>)> = reading
+            .pending
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_deref()))
+            .collect();
+        // A pending value equal to the current one changes nothing.
+        assert_eq!(
+            pending,
+            [
+                ("memory", Some("8192")),
+                ("net1", Some("virtio,bridge=vmbr1")),
+                ("tags", None)
+            ]
+        );
     }
 }

@@ -385,9 +385,7 @@ impl Client {
             match self.send_authenticated(&call).await {
                 Ok(data) => return Ok(data),
                 Err(failure) => {
-                    let retry = failure.error.kind == ErrorKind::Transient
-                        && attempt < policy.max_attempts
-                        && (call.idempotency == Idempotency::Idempotent || !failure.ambiguous);
+                    let retry = attempt < policy.max_attempts && worth_retrying(&call, &failure);
                     if !retry {
                         return Err(failure.error);
                     }
@@ -540,6 +538,24 @@ impl Client {
             issued: Instant::now(),
         });
         Ok((ticket, csrf))
+    }
+}
+
+/// Whether a failed attempt is sent again (while attempts are left):
+/// - a transient failure (no connection, a reset, a time-out, 502–504, 595/596, a lock
+///   time-out, no quorum) when the call may be repeated: it is idempotent, or PVE
+///   certainly did not act on it (no connection, or an answer that rejected it);
+/// - a server error PVE does not explain (a 5xx whose message names nothing known: a
+///   crashed worker, a proxy's error page) only for a GET, where reading twice does no
+///   harm. Anything else is sent once: a create whose outcome is unknown stays so, and
+///   the caller finds out what happened (a VM create is adopted by its description).
+fn worth_retrying(call: &Call, failure: &Failure) -> bool {
+    match failure.error.kind {
+        ErrorKind::Transient => call.idempotency == Idempotency::Idempotent || !failure.ambiguous,
+        ErrorKind::Other => {
+            call.method == Method::GET && failure.error.status.is_some_and(|s| s >= 500)
+        }
+        _ => false,
     }
 }
 

@@ -106,6 +106,14 @@ fn vm_attributes() -> Attributes {
     .clone()
 }
 
+/// A VM as a refresh records it: running, nothing pending.
+fn refreshed_vm_attributes() -> Attributes {
+    let mut attributes = vm_attributes();
+    attributes.insert("power".into(), json!("running"));
+    attributes.insert("pending".into(), json!({}));
+    attributes
+}
+
 fn image_attributes() -> Attributes {
     json!({
         "node": "pve1", "storage": "local", "talos_version": "v1.13.9",
@@ -669,7 +677,8 @@ async fn a_refresh_lists_only_the_image_storages_whose_usage_changed() {
         .and(path("/api2/json/cluster/resources"))
         .respond_with(ok(json!([
             { "id": "qemu/1001", "type": "qemu", "vmid": 1001, "node": "pve1", "name": "cp-2",
-              "maxmem": 4294967296u64, "maxcpu": 2, "tags": "infraflux;prod" },
+              "status": "running", "maxmem": 4294967296u64, "maxcpu": 2, "maxdisk": 42949672960u64,
+              "tags": "infraflux;prod" },
             { "id": "node/pve1", "type": "node", "node": "pve1", "status": "online" },
             { "id": "storage/pve1/local", "type": "storage", "node": "pve1", "storage": "local", "disk": 1000, "maxdisk": 9000 },
             { "id": "storage/pve2/local", "type": "storage", "node": "pve2", "storage": "local", "disk": 2000, "maxdisk": 9000 }
@@ -694,7 +703,7 @@ async fn a_refresh_lists_only_the_image_storages_whose_usage_changed() {
         .expect(1)
         .mount(&server)
         .await;
-    let mut vm = vm_attributes();
+    let mut vm = refreshed_vm_attributes();
     vm.insert("name".into(), json!("cp-2"));
     let items = vec![
         image_on("pve1", 1000),
@@ -971,6 +980,87 @@ async fn an_unreachable_node_is_retried_then_reported_as_transient() {
     assert!(error.detail().contains("unreachable"), "{}", error.detail());
 }
 
+/// Issue 14: a 5xx PVE does not explain is sent again for a read (bounded), never for a
+/// create; an explained one (a missing VM) is not retried at all.
+#[tokio::test]
+async fn an_unexplained_server_error_is_retried_for_reads_only() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api2/json/cluster/resources"))
+        .respond_with(pve_error(500, "internal error"))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api2/json/cluster/resources"))
+        .respond_with(ok(json!([])))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api2/json/nodes/pve1/qemu"))
+        .respond_with(pve_error(500, "internal error"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api2/json/nodes/pve1/qemu/1000/pending"))
+        .respond_with(pve_error(
+            500,
+            "Configuration file 'nodes/pve1/qemu-server/1000.conf' does not exist",
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = token_client(&server);
+    let listing = client
+        .cluster_resources(infraflux_proxmox::api::ResourceType::Vm)
+        .await
+        .unwrap();
+    assert!(listing.is_empty());
+    assert_eq!(client.request_count(), 3);
+    let error = client
+        .create_vm("pve1", &[("vmid".into(), "1000".into())])
+        .await
+        .unwrap_err();
+    assert_eq!(error.status, Some(500));
+    let error = client.vm_pending("pve1", 1000).await.unwrap_err();
+    assert!(error.is_not_found(), "{error}");
+    assert_eq!(client.request_count(), 5);
+}
+
+/// Issue 14: a task-status poll that meets a server error PVE does not explain is sent
+/// again; the wait goes on.
+#[tokio::test]
+async fn a_task_poll_survives_a_server_error() {
+    let server = MockServer::start().await;
+    let start = upid("pve1", "qmstart", "1000");
+    Mock::given(method("GET"))
+        .and(path(format!("/api2/json/nodes/pve1/tasks/{start}/status")))
+        .respond_with(
+            ResponseTemplate::new(500).set_body_string("<html>Internal Server Error</html>"),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    task_ok(&server, &start).await;
+    let client = token_client(&server);
+    let upid = Upid::parse(&start).unwrap();
+    let outcome = task::wait(
+        &client,
+        &upid,
+        task::WaitOptions::with_timeout(Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.exit_status, "OK");
+    assert_eq!(client.request_count(), 2);
+}
+
 #[tokio::test]
 async fn a_lock_timeout_on_a_create_is_retried_because_pve_rejected_it() {
     let server = MockServer::start().await;
@@ -992,19 +1082,20 @@ async fn a_lock_timeout_on_a_create_is_retried_because_pve_rejected_it() {
 
 #[tokio::test]
 async fn a_missing_vm_is_confirmed_gone_with_one_config_read() {
+    // The config is read through `…/pending` (current values and pending changes).
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path("/api2/json/cluster/resources"))
         .and(query_param("type", "vm"))
         .respond_with(ok(json!([
             { "id": "qemu/1001", "type": "qemu", "vmid": 1001, "node": "pve1", "name": "cp-2",
-              "maxmem": 4294967296u64, "maxcpu": 2, "tags": "infraflux;prod" }
+              "status": "running", "maxmem": 4294967296u64, "maxcpu": 2, "tags": "infraflux;prod" }
         ])))
         .expect(1)
         .mount(&server)
         .await;
     Mock::given(method("GET"))
-        .and(path("/api2/json/nodes/pve1/qemu/1000/config"))
+        .and(path("/api2/json/nodes/pve1/qemu/1000/pending"))
         .respond_with(pve_error(
             500,
             "Configuration file 'nodes/pve1/qemu-server/1000.conf' does not exist",
@@ -1012,9 +1103,9 @@ async fn a_missing_vm_is_confirmed_gone_with_one_config_read() {
         .expect(1)
         .mount(&server)
         .await;
-    let mut gone = vm_attributes();
+    let mut gone = refreshed_vm_attributes();
     gone.insert("vmid".into(), json!(1000));
-    let mut unchanged = vm_attributes();
+    let mut unchanged = refreshed_vm_attributes();
     unchanged.insert("name".into(), json!("cp-2"));
     let items = vec![
         ReadItem {
@@ -1062,11 +1153,30 @@ async fn update_sets_changed_keys_and_reboots_for_pending_ones() {
         .expect(1)
         .mount(&server)
         .await;
+    // Pending before the reboot; the whole config, applied, after it.
     Mock::given(method("GET"))
         .and(path("/api2/json/nodes/pve1/qemu/1000/pending"))
         .respond_with(ok(
             json!([{ "key": "memory", "value": "4096", "pending": "8192" }]),
         ))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api2/json/nodes/pve1/qemu/1000/pending"))
+        .respond_with(ok(json!([
+            { "key": "name", "value": "cp-1" }, { "key": "cores", "value": 2 },
+            { "key": "memory", "value": "8192" },
+            { "key": "scsi0", "value": "local-lvm:vm-1000-disk-1,discard=on,size=40G" },
+            { "key": "net0", "value": "virtio=BC:24:11:0A:0B:0C,bridge=vmbr0,tag=10" },
+            { "key": "ipconfig0", "value": "ip=10.0.0.10/24,gw=10.0.0.1" },
+            { "key": "nameserver", "value": "10.0.0.1" },
+            { "key": "tags", "value": "infraflux;prod" }, { "key": "agent", "value": "1" },
+            { "key": "digest", "value": "0123abcd" }
+        ])))
+        .expect(1)
         .mount(&server)
         .await;
     let reboot = upid("pve1", "qmreboot", "1000");
@@ -1077,18 +1187,7 @@ async fn update_sets_changed_keys_and_reboots_for_pending_ones() {
         .mount(&server)
         .await;
     task_ok(&server, &reboot).await;
-    Mock::given(method("GET"))
-        .and(path("/api2/json/nodes/pve1/qemu/1000/config"))
-        .respond_with(ok(json!({
-            "name": "cp-1", "cores": 2, "memory": "8192",
-            "scsi0": "local-lvm:vm-1000-disk-1,discard=on,size=40G",
-            "net0": "virtio=BC:24:11:0A:0B:0C,bridge=vmbr0,tag=10",
-            "ipconfig0": "ip=10.0.0.10/24,gw=10.0.0.1", "nameserver": "10.0.0.1",
-            "tags": "infraflux;prod", "agent": "1"
-        })))
-        .mount(&server)
-        .await;
-    let mut prior = vm_attributes();
+    let mut prior = refreshed_vm_attributes();
     prior.insert("vmid".into(), json!(1000));
     prior.insert("mac".into(), json!("BC:24:11:0A:0B:0C"));
     let mut planned = prior.clone();

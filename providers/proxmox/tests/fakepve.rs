@@ -642,3 +642,146 @@ async fn an_interrupted_create_is_adopted_by_name_and_marker() {
     assert_eq!(image_adopted["id"], json!(image.id));
     fake.stop().await;
 }
+
+/// Wait for a task the test started through the client.
+async fn finish(client: &Client, upid: infraflux_proxmox::task::Upid) {
+    infraflux_proxmox::task::wait(
+        client,
+        &upid,
+        infraflux_proxmox::task::WaitOptions::with_timeout(Duration::from_secs(30)),
+    )
+    .await
+    .expect("the task finishes");
+}
+
+/// Issue 14: what the refresh sees of changes made outside InfraFlux, and what it costs.
+/// A VM stopped by hand and a boot disk grown are in the cluster listing: a plain
+/// refresh reads that VM in full and the plan starts it. A memory change left pending on
+/// the running VM is not in the listing: a deep refresh sees it, and the update clears
+/// it. A start that fails fails the update; the VM stays stopped and the next plan starts
+/// it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_disk_and_pending_drift_are_refreshed_and_fixed() {
+    let python = python_or_skip!();
+    let mut fake = FakePve::start(
+        &python,
+        Options {
+            nodes: 2,
+            import_content: true,
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    let client = client(&fake, Duration::from_secs(30));
+    let p = provider(client.clone());
+    let image = create(&p, &reference("proxmox_image", "talos"), &image_desired())
+        .await
+        .unwrap();
+    let vm_ref = reference("proxmox_vm", "cp-1");
+    let desired = vm_desired("cp-1", "pve1", &image.attributes["volume"]);
+    let vm = create(&p, &vm_ref, &desired).await.unwrap();
+    assert_eq!(vm.attributes["power"], json!("running"));
+    assert_eq!(vm.attributes["pending"], json!({}));
+    let vmid: u32 = vm.id.parse().unwrap();
+
+    // Stopped by hand: the listing shows it; the node confirms it (listing, config,
+    // status: 3 calls); the plan starts it.
+    finish(&client, client.stop_vm("pve1", vmid).await.unwrap()).await;
+    let before = client.request_count();
+    let stopped = found(read_one(&p, &vm_ref, &vm.id, &vm.attributes, false).await);
+    assert_eq!(client.request_count() - before, 3);
+    assert_eq!(stopped["power"], json!("stopped"));
+    assert_eq!(changes(&p, &vm_ref, &stopped, &desired).await, ["power"]);
+
+    // Its start fails once: the update fails, the VM stays stopped, and the next plan
+    // wants the start again; the retry starts it.
+    fake.expect(json!({ "op": "fail", "method": "POST", "suffix": "/status/start", "error": "qemu_exited_code", "times": 1 }))
+        .await;
+    let error = update(&p, &vm_ref, &vm.id, &stopped, &desired)
+        .await
+        .unwrap_err();
+    assert!(
+        error.message.contains("QEMU exited with code 1"),
+        "{}",
+        error.message
+    );
+    let still = found(read_one(&p, &vm_ref, &vm.id, &stopped, false).await);
+    assert_eq!(still, stopped);
+    assert_eq!(changes(&p, &vm_ref, &still, &desired).await, ["power"]);
+    let started = update(&p, &vm_ref, &vm.id, &still, &desired).await.unwrap();
+    assert_eq!(started["power"], json!("running"));
+    assert_eq!(
+        vms_named(&mut fake, "cp-1").await[0]["status"],
+        json!("running")
+    );
+    let before = client.request_count();
+    assert_eq!(
+        found(read_one(&p, &vm_ref, &vm.id, &started, false).await),
+        started
+    );
+    assert_eq!(client.request_count() - before, 1, "one listing");
+
+    // The boot disk grown 40G → 50G outside InfraFlux: in the listing too.
+    let resized = client
+        .resize_disk("pve1", vmid, "scsi0", "50G")
+        .await
+        .unwrap();
+    if let Some(upid) = resized {
+        finish(&client, upid).await;
+    }
+    let grown = found(read_one(&p, &vm_ref, &vm.id, &started, false).await);
+    assert_eq!(grown["disk_gib"], json!(50));
+    // Shrinking is not possible in place: the plan says the VM must be replaced, unless
+    // the configuration takes the new size.
+    let plan = p
+        .plan(PlanRequest {
+            resource: vm_ref.clone(),
+            prior: Some(grown.clone()),
+            desired: desired.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(plan.requires_replace, ["disk_gib"]);
+    let mut desired = desired.clone();
+    desired.insert("disk_gib".into(), json!(50));
+    assert_eq!(
+        changes(&p, &vm_ref, &grown, &desired).await,
+        Vec::<String>::new()
+    );
+
+    // Memory raised by hand on the running VM: pending until a restart, so the listing
+    // (and the VM) still show 4096. A plain refresh cannot see it; a deep one can.
+    client
+        .set_vm_config("pve1", vmid, &[("memory".into(), "8192".into())], &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        found(read_one(&p, &vm_ref, &vm.id, &grown, false).await),
+        grown
+    );
+    let before = client.request_count();
+    let waiting = found(read_one(&p, &vm_ref, &vm.id, &grown, true).await);
+    assert_eq!(client.request_count() - before, 2, "listing + one config");
+    assert_eq!(waiting["memory_mib"], json!(4096));
+    assert_eq!(waiting["pending"], json!({"memory": "8192"}));
+    assert_eq!(changes(&p, &vm_ref, &waiting, &desired).await, ["pending"]);
+    let fixed = update(&p, &vm_ref, &vm.id, &waiting, &desired)
+        .await
+        .unwrap();
+    assert_eq!(fixed["pending"], json!({}));
+    assert_eq!(fixed["memory_mib"], json!(4096));
+    assert_eq!(
+        changes(&p, &vm_ref, &fixed, &desired).await,
+        Vec::<String>::new()
+    );
+    // What the fake holds is what was recorded: a deep read finds nothing new.
+    assert_eq!(
+        found(read_one(&p, &vm_ref, &vm.id, &fixed, true).await),
+        fixed
+    );
+    let ours = vms_named(&mut fake, "cp-1").await;
+    assert_eq!(ours[0]["status"], json!("running"));
+    assert_eq!(ours[0]["config"]["memory"], json!("4096"));
+    fake.stop().await;
+}

@@ -36,6 +36,8 @@ fn holder(row: &Row) -> (LockInfo, Duration) {
         pid: u32::try_from(pid).unwrap_or(0),
         operation: row.get(4),
         created: row.get(5),
+        // Not stored: a lease expires by itself, the holder's pid only informs the user.
+        process_started: None,
     };
     let left: f64 = row.get(6);
     (info, Duration::from_secs_f64(left.max(0.0)))

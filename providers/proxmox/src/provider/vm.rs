@@ -1,5 +1,11 @@
 //! `proxmox_vm`: a Talos VM (q35, OVMF, a boot disk imported from a `proxmox_image`,
-//! cloud-init network settings), started once created.
+//! cloud-init network settings), started once created and kept running.
+//!
+//! What a refresh reads (see the provider README for the cost in calls): the cluster
+//! listing shows each VM's node, name, CPUs, memory, tags, power state and boot disk
+//! size; a VM whose listing differs from state (or every VM with `deep`) is read in full
+//! with `GET …/pending`, which gives the current config (disks, network, cloud-init) and
+//! the changes waiting for a restart in one answer.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -13,7 +19,7 @@ use serde_json::{Value, json};
 
 use super::ProxmoxProvider;
 use super::attributes::{Problems, Reader, number, text};
-use crate::api::{ClusterResource, ResourceType, VmConfig};
+use crate::api::{ClusterResource, ResourceType, VmConfig, VmReading};
 use crate::error::ApiError;
 use crate::property::{Agent, DiskSize, Drive, GIB, IpConfig, NetDevice, Tags, parse_memory_mib};
 use crate::task;
@@ -49,6 +55,11 @@ pub fn schema() -> ResourceSchema {
             input("vmid_range"),
             AttributeSchema::computed("vmid"),
             AttributeSchema::computed("mac"),
+            // `running` is always planned: a VM found stopped (by hand, a failed start, an
+            // apply killed before its start) is started by an update.
+            AttributeSchema::computed("power"),
+            // Changes of the keys InfraFlux sets that wait for a restart; `{}` is planned.
+            AttributeSchema::computed("pending"),
         ],
     )
 }
@@ -270,6 +281,23 @@ impl VmSpec {
     }
 }
 
+/// The power state InfraFlux keeps every VM in.
+pub const RUNNING: &str = "running";
+
+/// The config keys InfraFlux sets after create, whose pending changes it reports (the
+/// `pending` attribute) and clears by setting them again: PVE drops a pending value equal
+/// to the current one.
+const MANAGED_KEYS: [&str; 8] = [
+    "name",
+    "cores",
+    "memory",
+    "tags",
+    "agent",
+    "ipconfig0",
+    "nameserver",
+    "net0",
+];
+
 /// The description that marks a VM as created for `address`: an interrupted create is
 /// recognised by it and finished instead of duplicated.
 pub fn marker(address: &str) -> String {
@@ -357,8 +385,37 @@ pub fn attributes_from_config(
     a
 }
 
+/// Attributes from a full read: the config's, the power state, and the pending changes
+/// of the keys InfraFlux sets.
+pub fn attributes_from_reading(
+    vmid: u32,
+    node: &str,
+    reading: &VmReading,
+    power: &str,
+    carried: &Attributes,
+) -> Attributes {
+    let mut attributes = attributes_from_config(vmid, node, &reading.config, carried);
+    attributes.insert("power".into(), json!(power));
+    attributes.insert("pending".into(), pending_attribute(&reading.pending));
+    attributes
+}
+
+/// `{"memory": "8192", "net0": null}`: managed keys waiting for a restart (null: to be
+/// deleted).
+fn pending_attribute(pending: &std::collections::BTreeMap<String, Option<String>>) -> Value {
+    Value::Object(
+        pending
+            .iter()
+            .filter(|(key, _)| MANAGED_KEYS.contains(&key.as_str()))
+            .map(|(key, value)| (key.clone(), json!(value)))
+            .collect(),
+    )
+}
+
 /// Whether the cluster inventory agrees with the prior attributes on everything it
-/// shows (node, name, CPUs, memory, tags): if so the config need not be read.
+/// shows (node, name, CPUs, memory, tags, power state, boot disk size): if so the config
+/// need not be read. A state recorded before the power state was (no `power`) is read
+/// once.
 pub fn inventory_matches(prior: &Attributes, resource: &ClusterResource) -> bool {
     let prior_tags = prior
         .get("tags")
@@ -375,6 +432,20 @@ pub fn inventory_matches(prior: &Attributes, resource: &ClusterResource) -> bool
             .map(Tags::parse)
             .unwrap_or_default()
             == prior_tags
+        && text(prior, "power").is_some_and(|power| resource.status.as_deref() == Some(power))
+        && boot_disk_matches(prior, resource)
+}
+
+/// The listing's `maxdisk` is the boot disk's size (PVE's `bootdisk_size`: the first disk
+/// of the boot order, `scsi0` for InfraFlux's VMs); 0 or absent says nothing.
+fn boot_disk_matches(prior: &Attributes, resource: &ClusterResource) -> bool {
+    match (
+        resource.maxdisk.filter(|bytes| *bytes > 0),
+        number(prior, "disk_gib"),
+    ) {
+        (Some(bytes), Some(gib)) => bytes == gib * GIB,
+        _ => true,
+    }
 }
 
 /// Plan: the schema's default, plus: tags normalised (order is not a change), the
@@ -408,6 +479,14 @@ pub fn plan(prior: Option<&Attributes>, desired: &Attributes) -> PlanResponse {
             requires_replace.push("disk_gib".into());
         }
     }
+    // A state recorded before these were refreshed does not have them: nothing to change
+    // until a refresh fills them in.
+    if prior.is_none_or(|p| p.contains_key("power")) {
+        planned.insert("power".into(), json!(RUNNING));
+    }
+    if prior.is_none_or(|p| p.contains_key("pending")) {
+        planned.insert("pending".into(), json!({}));
+    }
     let keep = prior.filter(|_| requires_replace.is_empty());
     for name in ["vmid", "mac"] {
         let value = keep
@@ -429,8 +508,11 @@ pub fn plan(prior: Option<&Attributes>, desired: &Attributes) -> PlanResponse {
     }
 }
 
-/// (VMID, node) of a VM named like `prior`'s in its VMID range.
-fn interrupted_create(inventory: &[ClusterResource], prior: &Attributes) -> Option<(u32, String)> {
+/// (VMID, node, listed power state) of a VM named like `prior`'s in its VMID range.
+fn interrupted_create(
+    inventory: &[ClusterResource],
+    prior: &Attributes,
+) -> Option<(u32, String, Option<String>)> {
     let name = text(prior, "name")?;
     let range = prior
         .get("vmid_range")
@@ -439,10 +521,18 @@ fn interrupted_create(inventory: &[ClusterResource], prior: &Attributes) -> Opti
     inventory
         .iter()
         .filter(|r| r.kind == "qemu" && r.name.as_deref() == Some(name))
-        .filter_map(|r| Some((r.vmid?, r.node.clone()?)))
-        .find(|(vmid, _)| {
+        .filter_map(|r| Some((r.vmid?, r.node.clone()?, r.status.clone())))
+        .find(|(vmid, _, _)| {
             range.is_none_or(|(start, end)| (start..=end).contains(&u64::from(*vmid)))
         })
+}
+
+/// Whether a VM read in full was in the cluster listing, with the power state it showed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Listed {
+    With(Option<String>),
+    /// Missing from the listing: read to confirm it is gone.
+    Missing,
 }
 
 fn vmid_of(id: &str, operation: &str, address: &str) -> Result<u32, ProviderError> {
@@ -630,7 +720,6 @@ impl ProxmoxProvider {
         vmid: u32,
         mut config: VmConfig,
     ) -> Result<Attributes, ProviderError> {
-        let fail = |e: ApiError| e.into_provider("create", address);
         let desired = DiskSize::from_gib(spec.disk_gib);
         let mut disk = config
             .get("scsi0")
@@ -662,25 +751,49 @@ impl ProxmoxProvider {
             disk.size = Some(desired);
             config.values.insert("scsi0".into(), disk.to_string());
         }
-        match self.client.start_vm(node, vmid).await {
-            Ok(upid) => {
-                match task::wait(&self.client, &upid, self.wait(self.options.task_timeout)).await {
-                    Ok(_) => {}
-                    Err(task::TaskError::Failed { exit_status, .. })
-                        if exit_status.contains("already running") => {}
-                    Err(e) => return Err(e.into_provider("create", address)),
-                }
-            }
-            Err(e) if e.message.contains("already running") => {}
-            Err(e) => return Err(fail(e)),
-        }
+        // A start that fails leaves the VM stopped: the create fails, its record stays
+        // pending, and the next refresh adopts the VM as `power: stopped`, which plans
+        // the start again.
+        self.start(address, "create", node, vmid).await?;
         let mut carried = Attributes::new();
         carried.insert("image".into(), json!(spec.image));
         carried.insert(
             "vmid_range".into(),
             json!([spec.vmid_range.0, spec.vmid_range.1]),
         );
-        Ok(attributes_from_config(vmid, node, &config, &carried))
+        // Read before the start, which applied whatever was pending: nothing is now.
+        let reading = VmReading {
+            config,
+            pending: Default::default(),
+        };
+        Ok(attributes_from_reading(
+            vmid, node, &reading, RUNNING, &carried,
+        ))
+    }
+
+    /// Start the VM and wait for it; one that already runs counts as started.
+    async fn start(
+        &self,
+        address: &str,
+        operation: &str,
+        node: &str,
+        vmid: u32,
+    ) -> Result<(), ProviderError> {
+        match self.client.start_vm(node, vmid).await {
+            Ok(upid) => {
+                match task::wait(&self.client, &upid, self.wait(self.options.task_timeout)).await {
+                    Ok(_) => Ok(()),
+                    Err(task::TaskError::Failed { exit_status, .. })
+                        if exit_status.contains("already running") =>
+                    {
+                        Ok(())
+                    }
+                    Err(e) => Err(e.into_provider(operation, address)),
+                }
+            }
+            Err(e) if e.message.contains("already running") => Ok(()),
+            Err(e) => Err(e.into_provider(operation, address)),
+        }
     }
 
     async fn resize(
@@ -720,37 +833,51 @@ impl ProxmoxProvider {
         let node = text(prior, "node").unwrap_or(&spec.node).to_string();
         let mut set: Vec<(String, String)> = Vec::new();
         let mut delete: Vec<String> = Vec::new();
-        let changed = |name: &str, value: Value| prior.get(name) != Some(&value);
-        if changed("name", json!(spec.name)) {
+        // A key with a pending change is set again to the planned value, so the change
+        // made outside InfraFlux does not wait for the next restart: PVE drops a pending
+        // value equal to the current one, or keeps ours pending (applied below).
+        let pending = prior
+            .get("pending")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let changed = |name: &str, value: Value, key: &str| {
+            prior.get(name) != Some(&value) || pending.contains_key(key)
+        };
+        if changed("name", json!(spec.name), "name") {
             set.push(("name".into(), spec.name.clone()));
         }
-        if changed("cores", json!(spec.cores)) {
+        if changed("cores", json!(spec.cores), "cores") {
             set.push(("cores".into(), spec.cores.to_string()));
         }
-        if changed("memory_mib", json!(spec.memory_mib)) {
+        if changed("memory_mib", json!(spec.memory_mib), "memory") {
             set.push(("memory".into(), spec.memory_mib.to_string()));
         }
-        if changed("tags", json!(spec.tags.as_slice())) {
+        if changed("tags", json!(spec.tags.as_slice()), "tags") {
             if spec.tags.is_empty() {
                 delete.push("tags".into());
             } else {
                 set.push(("tags".into(), spec.tags.to_string()));
             }
         }
-        if changed("guest_agent", json!(spec.guest_agent)) {
+        if changed("guest_agent", json!(spec.guest_agent), "agent") {
             set.push(("agent".into(), Agent::enabled(spec.guest_agent).to_string()));
         }
-        if changed("gateway", json!(spec.gateway)) || changed("ipv4", json!(spec.ipv4)) {
+        if changed("gateway", json!(spec.gateway), "ipconfig0")
+            || changed("ipv4", json!(spec.ipv4), "ipconfig0")
+        {
             set.push(("ipconfig0".into(), spec.ipconfig0().to_string()));
         }
-        if changed("dns", json!(spec.dns)) {
+        if changed("dns", json!(spec.dns), "nameserver") {
             if spec.dns.is_empty() {
                 delete.push("nameserver".into());
             } else {
                 set.push(("nameserver".into(), spec.dns.join(" ")));
             }
         }
-        if changed("bridge", json!(spec.bridge)) || changed("vlan", json!(spec.vlan)) {
+        if changed("bridge", json!(spec.bridge), "net0")
+            || changed("vlan", json!(spec.vlan), "net0")
+        {
             // Keep the MAC and any option set outside InfraFlux.
             let config = self.client.vm_config(&node, vmid).await.map_err(fail)?;
             let mut net = config
@@ -771,7 +898,14 @@ impl ProxmoxProvider {
             self.resize(address, "update", &node, vmid, spec.disk_gib)
                 .await?;
         }
-        if self.options.reboot_after_update && !set.is_empty() {
+        // A state recorded before the power state was tracked: the VM was taken as running.
+        let running = text(prior, "power").is_none_or(|power| power == RUNNING);
+        if !running {
+            // Stopped (by hand, a failed start, an apply killed before its start): the
+            // start applies whatever is pending.
+            tracing::info!(%address, vmid, "starting the stopped VM");
+            self.start(address, "update", &node, vmid).await?;
+        } else if self.options.reboot_after_update && (!set.is_empty() || !delete.is_empty()) {
             let pending = self.client.vm_pending(&node, vmid).await.map_err(fail)?;
             if pending.iter().any(|p| p.is_change()) {
                 tracing::info!(%address, vmid, "rebooting to apply pending changes");
@@ -781,8 +915,8 @@ impl ProxmoxProvider {
                     .map_err(|e| e.into_provider("update", address))?;
             }
         }
-        let config = self.client.vm_config(&node, vmid).await.map_err(fail)?;
-        let attributes = attributes_from_config(vmid, &node, &config, planned);
+        let reading = self.client.vm_reading(&node, vmid).await.map_err(fail)?;
+        let attributes = attributes_from_reading(vmid, &node, &reading, RUNNING, planned);
         if node != spec.node {
             return Err(ProviderError::new(
                 ErrorKind::Conflict,
@@ -860,16 +994,15 @@ impl ProxmoxProvider {
             }
         };
         let mut results = Vec::new();
-        // (item, vmid, node, listed in the inventory)
-        let mut to_read: Vec<(&ReadItem, u32, String, bool)> = Vec::new();
-        let mut to_adopt: Vec<(&ReadItem, u32, String)> = Vec::new();
+        let mut to_read: Vec<(&ReadItem, u32, String, Listed)> = Vec::new();
+        let mut to_adopt: Vec<(&ReadItem, u32, String, Option<String>)> = Vec::new();
         for item in items {
             let address = &item.resource.address;
             // A create interrupted before its VMID was recorded: look for the VM by name
             // (in the VMID range); whether it is ours is decided by its marker below.
             if item.id.is_empty() {
                 match interrupted_create(&inventory, &item.prior) {
-                    Some((vmid, node)) => to_adopt.push((item, vmid, node)),
+                    Some((vmid, node, power)) => to_adopt.push((item, vmid, node, power)),
                     None => results.push(ReadResult {
                         address: address.clone(),
                         outcome: ReadOutcome::Gone,
@@ -896,11 +1029,14 @@ impl ProxmoxProvider {
                         address: address.clone(),
                         outcome: ReadOutcome::Found(item.prior.clone()),
                     }),
-                Some(resource) => {
-                    to_read.push((item, vmid, resource.node.clone().unwrap_or_default(), true))
-                }
+                Some(resource) => to_read.push((
+                    item,
+                    vmid,
+                    resource.node.clone().unwrap_or_default(),
+                    Listed::With(resource.status.clone()),
+                )),
                 None => match text(&item.prior, "node") {
-                    Some(node) => to_read.push((item, vmid, node.to_string(), false)),
+                    Some(node) => to_read.push((item, vmid, node.to_string(), Listed::Missing)),
                     None => results.push(ReadResult {
                         address: address.clone(),
                         outcome: ReadOutcome::Gone,
@@ -917,26 +1053,59 @@ impl ProxmoxProvider {
             .collect::<Vec<_>>()
             .await;
         results.extend(reads);
-        for (item, vmid, node) in to_adopt {
-            results.push(self.adopt(item, vmid, &node).await);
+        for (item, vmid, node, power) in to_adopt {
+            results.push(self.adopt(item, vmid, &node, power).await);
         }
         results
+    }
+
+    /// The power state to record for a VM read in full: the listing's when it agrees
+    /// with state (or state has none to compare); otherwise (a change, or not listed) the
+    /// node's own answer, since the listing is pvestatd's last report (about every 10 s)
+    /// and a change seen there first is confirmed before it is reported.
+    async fn power_state(
+        &self,
+        item: &ReadItem,
+        vmid: u32,
+        node: &str,
+        listed: Option<String>,
+    ) -> Result<String, ApiError> {
+        let recorded = text(&item.prior, "power");
+        match listed {
+            Some(status) if recorded.is_none_or(|power| power == status) => Ok(status),
+            _ => Ok(self.client.vm_status(node, vmid).await?.status),
+        }
     }
 
     /// The VM an interrupted create left, if its description carries this resource's
     /// marker: `Found` with its `id`; a VM of the same name made by someone else is not
     /// ours (`Gone`: the create that follows reports the conflict).
-    async fn adopt(&self, item: &ReadItem, vmid: u32, node: &str) -> ReadResult {
+    async fn adopt(
+        &self,
+        item: &ReadItem,
+        vmid: u32,
+        node: &str,
+        listed_power: Option<String>,
+    ) -> ReadResult {
         let address = item.resource.address.clone();
-        let outcome = match self.client.vm_config(node, vmid).await {
-            Ok(config)
-                if config
+        let outcome = match self.client.vm_reading(node, vmid).await {
+            Ok(reading)
+                if reading
+                    .config
                     .get("description")
                     .is_some_and(|d| d.contains(&marker(&address))) =>
             {
-                let mut attributes = attributes_from_config(vmid, node, &config, &item.prior);
-                attributes.insert("id".into(), json!(vmid.to_string()));
-                ReadOutcome::Found(attributes)
+                // A create that failed or was killed before its start left it stopped:
+                // recorded as it is, so the plan starts it.
+                match self.power_state(item, vmid, node, listed_power).await {
+                    Ok(power) => {
+                        let mut attributes =
+                            attributes_from_reading(vmid, node, &reading, &power, &item.prior);
+                        attributes.insert("id".into(), json!(vmid.to_string()));
+                        ReadOutcome::Found(attributes)
+                    }
+                    Err(e) => ReadOutcome::Failed(e.into_provider("read", &address)),
+                }
             }
             Ok(_) => ReadOutcome::Gone,
             Err(e) if e.is_not_found() => ReadOutcome::Gone,
@@ -950,17 +1119,30 @@ impl ProxmoxProvider {
         item: &ReadItem,
         vmid: u32,
         node: String,
-        listed: bool,
+        listed: Listed,
     ) -> ReadResult {
         let address = item.resource.address.clone();
-        let outcome = match self.client.vm_config(&node, vmid).await {
-            Ok(config) => {
-                ReadOutcome::Found(attributes_from_config(vmid, &node, &config, &item.prior))
-            }
+        let reading = async {
+            let reading = self.client.vm_reading(&node, vmid).await?;
+            let power = match &listed {
+                Listed::With(status) => status.clone(),
+                Listed::Missing => None,
+            };
+            let power = self.power_state(item, vmid, &node, power).await?;
+            Ok::<_, ApiError>((reading, power))
+        };
+        let outcome = match reading.await {
+            Ok((reading, power)) => ReadOutcome::Found(attributes_from_reading(
+                vmid,
+                &node,
+                &reading,
+                &power,
+                &item.prior,
+            )),
             Err(e) if e.is_not_found() => ReadOutcome::Gone,
             Err(e) => {
                 let mut error = e.into_provider("read", &address);
-                if !listed {
+                if listed == Listed::Missing {
                     error.message.push_str(&format!(
                         "\n  VM {vmid} is missing from the cluster inventory and its node could not confirm it is gone"
                     ));
@@ -987,11 +1169,22 @@ impl ProxmoxProvider {
             ));
         };
         let node = resource.node.unwrap_or_default();
-        let config = self.client.vm_config(&node, vmid).await.map_err(fail)?;
-        Ok(attributes_from_config(
+        let reading = self.client.vm_reading(&node, vmid).await.map_err(fail)?;
+        let power = match resource.status {
+            Some(status) => status,
+            None => {
+                self.client
+                    .vm_status(&node, vmid)
+                    .await
+                    .map_err(fail)?
+                    .status
+            }
+        };
+        Ok(attributes_from_reading(
             vmid,
             &node,
-            &config,
+            &reading,
+            &power,
             &Attributes::new(),
         ))
     }
@@ -1093,7 +1286,11 @@ mod tests {
             ("tags", "infraflux;prod"),
             ("agent", "1"),
         ]);
-        let read = attributes_from_config(1000, "pve1", &config, &desired());
+        let reading = VmReading {
+            config,
+            pending: Default::default(),
+        };
+        let read = attributes_from_reading(1000, "pve1", &reading, RUNNING, &desired());
         let plan = plan(Some(&read), &desired());
         assert!(plan.requires_replace.is_empty());
         for (key, value) in &plan.planned {
@@ -1101,6 +1298,43 @@ mod tests {
         }
         assert_eq!(read["mac"], json!("BC:24:11:AA:BB:CC"));
         assert_eq!(read["vmid"], json!(1000));
+        assert_eq!(read["power"], json!("running"));
+        assert_eq!(read["pending"], json!({}));
+
+        // Stopped, with a memory change and a NIC removal waiting for a restart (and a
+        // pending key InfraFlux does not set): each is a change the plan makes.
+        let mut waiting = reading.clone();
+        waiting.pending.insert("memory".into(), Some("8192".into()));
+        waiting.pending.insert("net0".into(), None);
+        waiting.pending.insert("cpu".into(), Some("host".into()));
+        let drifted = attributes_from_reading(1000, "pve1", &waiting, "stopped", &desired());
+        assert_eq!(drifted["pending"], json!({"memory": "8192", "net0": null}));
+        assert_eq!(drifted["memory_mib"], json!(4096), "the value it runs with");
+        let plan = super::plan(Some(&drifted), &desired());
+        assert!(plan.requires_replace.is_empty());
+        let mut changed: Vec<&String> = plan
+            .planned
+            .iter()
+            .filter(|(key, value)| drifted.get(*key) != Some(value))
+            .map(|(key, _)| key)
+            .collect();
+        changed.sort();
+        assert_eq!(changed, ["pending", "power"]);
+        assert_eq!(plan.planned["power"], json!("running"));
+        assert_eq!(plan.planned["pending"], json!({}));
+    }
+
+    #[test]
+    fn a_state_without_power_or_pending_plans_no_change_for_them() {
+        let mut prior = desired();
+        prior.insert("vmid".into(), json!(1000));
+        prior.insert("mac".into(), json!("BC:24:11:AA:BB:CC"));
+        prior.insert("tags".into(), json!(["infraflux", "prod"]));
+        let response = plan(Some(&prior), &desired());
+        assert_eq!(response.planned, prior);
+        let created = plan(None, &desired());
+        assert_eq!(created.planned["power"], json!("running"));
+        assert_eq!(created.planned["pending"], json!({}));
     }
 
     #[test]
@@ -1130,18 +1364,42 @@ mod tests {
     fn the_inventory_decides_whether_the_config_is_read() {
         let mut prior = desired();
         prior.insert("tags".into(), json!(["infraflux", "prod"]));
+        prior.insert("power".into(), json!("running"));
         let resource = ClusterResource {
             id: "qemu/1000".into(),
             kind: "qemu".into(),
             node: Some("pve1".into()),
             vmid: Some(1000),
             name: Some("cp-1".into()),
+            status: Some("running".into()),
             maxmem: Some(4096 * MIB),
             maxcpu: Some(2),
+            maxdisk: Some(40 * GIB),
             tags: Some("infraflux;prod".into()),
             ..ClusterResource::default()
         };
         assert!(inventory_matches(&prior, &resource));
+        // Stopped by hand, or a boot disk grown outside InfraFlux: read in full.
+        let stopped = ClusterResource {
+            status: Some("stopped".into()),
+            ..resource.clone()
+        };
+        assert!(!inventory_matches(&prior, &stopped));
+        let resized = ClusterResource {
+            maxdisk: Some(50 * GIB),
+            ..resource.clone()
+        };
+        assert!(!inventory_matches(&prior, &resized));
+        // No boot disk size in the listing says nothing about the disk.
+        let no_size = ClusterResource {
+            maxdisk: Some(0),
+            ..resource.clone()
+        };
+        assert!(inventory_matches(&prior, &no_size));
+        // A state recorded before the power state was: read once to fill it in.
+        let mut old = prior.clone();
+        old.remove("power");
+        assert!(!inventory_matches(&old, &resource));
         let migrated = ClusterResource {
             node: Some("pve2".into()),
             ..resource.clone()

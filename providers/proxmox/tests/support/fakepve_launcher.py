@@ -12,10 +12,13 @@ that started it. Only loopback addresses are accepted.
 
 Besides what fakepve 0.5 does by itself, this launcher adds PVE's semantics for
 `PUT /nodes/{node}/qemu/{vmid}/resize` (grow only, absolute `40G` or relative `+2G`),
-which fakepve answers generically without changing the disk, and the used bytes of each
+which fakepve answers generically without changing the disk; the used bytes of each
 storage in `/cluster/resources` (`disk`), which fakepve reports as 0: here the sum of the
 sizes of the volumes on the storage, as PVE reports what the storage's volumes occupy;
-everything else is the fake's own.
+and a VM's `maxdisk` there, which fakepve takes from the first disk in key order (the
+EFI disk of an OVMF VM): PVE reports the boot disk's size (qemu-server's
+`bootdisk_size`: the first disk of `boot: order=…` that is not a CD-ROM, else the legacy
+`bootdisk` key, else nothing, 0). Everything else is the fake's own.
 """
 
 import argparse
@@ -61,6 +64,25 @@ class LauncherPve(FakePve):
             item['maxdisk'] = max(item['maxdisk'], used)
         return item
 
+    @staticmethod
+    def _vm_maxdisk(vm):
+        boot = str(vm.config.get('boot') or '')
+        if boot.startswith('order='):
+            disks = [d for d in re.split('[;, ]', boot[len('order='):]) if d]
+        elif vm.config.get('bootdisk'):
+            disks = [vm.config['bootdisk']]
+        else:
+            disks = []
+        for disk in disks:
+            value = str(vm.config.get(disk) or '')
+            if not value or 'media=cdrom' in value or value.split(',')[0] in ('none', 'cdrom'):
+                continue
+            for part in value.split(',')[1:]:
+                if part.startswith('size='):
+                    return size_bytes(part[5:])
+            return 0
+        return 0
+
     def _routes_infraflux(self):
         return [('PUT', '/nodes/{node}/qemu/{vmid}/resize', self._infraflux_resize)]
 
@@ -101,7 +123,7 @@ def add_vms(pve, count, nodes, first_vmid):
             'net0': 'virtio=BC:24:11:{0:02X}:{1:02X}:{2:02X},bridge=vmbr0'.format(
                 (vmid >> 16) & 255, (vmid >> 8) & 255, vmid & 255),
             'ipconfig0': 'ip=10.1.{0}.{1}/16,gw=10.1.0.1'.format(vmid // 250, vmid % 250 + 1),
-            'nameserver': '10.1.0.1', 'agent': '1',
+            'nameserver': '10.1.0.1', 'agent': '1', 'boot': 'order=scsi0',
         })
 
 
