@@ -56,6 +56,11 @@ pub struct GlobalArgs {
     /// lock expires after this) [default: 2m]
     #[arg(long, global = true, value_name = "DURATION", env = "INFRAFLUX_STATE_LEASE", value_parser = parse_duration)]
     pub state_lease: Option<Duration>,
+    /// Offline mirror of the upstream release files InfraFlux installs (ArgoCD's
+    /// `argo-cd-v3.5.1/install.yaml` and `ha-install.yaml`), read instead of the network
+    /// and the cache; every file is checked against its pinned sha256
+    #[arg(long, global = true, value_name = "DIR", env = "INFRAFLUX_MANIFESTS")]
+    pub manifests: Option<PathBuf>,
 }
 
 impl GlobalArgs {

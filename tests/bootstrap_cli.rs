@@ -21,7 +21,7 @@ use infraflux_kubernetes::api::ApiError;
 use infraflux_kubernetes::api::{ApplyOptions, KubeApi};
 use infraflux_kubernetes::apply::apply_manifests;
 use infraflux_kubernetes::client::{ClientOptions, KubeClient, Kubeconfig};
-use infraflux_kubernetes::provider::{Connector, KubernetesProvider, ProviderOptions};
+use infraflux_kubernetes::provider::{Connector, KubernetesProvider, ProviderOptions, Releases};
 use infraflux_kubernetes::wait::WaitOptions;
 use infraflux_lab::kubernetes::{FakeApiServer, ready_reactor};
 use infraflux_provider_mock::Op;
@@ -88,7 +88,10 @@ impl Harness {
         // fake server.
         let signal = Arc::new(KubernetesProvider::with_connector(
             clusters.clone(),
-            ProviderOptions::default(),
+            ProviderOptions {
+                upstream: support::upstream::sources(),
+                ..Default::default()
+            },
         ));
         Harness {
             engine: Engine::new().clusters(signal),
@@ -120,9 +123,19 @@ async fn populate(kubeconfig: &Kubeconfig) {
         if resource.provider != "kubernetes" {
             continue;
         }
-        let rendered =
-            infraflux_kubernetes::provider::render_resource(&resource.kind, &resource.attributes)
-                .unwrap();
+        let releases = Releases::load(
+            &support::upstream::sources(),
+            &resource.kind,
+            &resource.attributes,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", resource.address));
+        let rendered = infraflux_kubernetes::provider::render_resource(
+            &resource.kind,
+            &resource.attributes,
+            &releases,
+        )
+        .unwrap();
         apply_manifests(&client, &rendered.manifests, ApplyOptions::default(), wait)
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", resource.address));
@@ -281,12 +294,18 @@ fn a_degraded_handoff_fails_the_signal_and_stops_promotion() {
 fn a_signal_not_ready_in_time_names_what_is_missing() {
     let _filters = support::filters();
     let harness = Harness::new();
+    // Observed (every environment applied its ArgoCD to the one server), not available.
+    let generation = harness
+        .server
+        .object("apps/v1", "Deployment", Some("argocd"), "argocd-server")
+        .unwrap()["metadata"]["generation"]
+        .clone();
     assert!(harness.server.set_status(
         "apps/v1",
         "Deployment",
         Some("argocd"),
         "argocd-server",
-        json!({"observedGeneration": 1, "replicas": 1, "availableReplicas": 0,
+        json!({"observedGeneration": generation, "replicas": 1, "availableReplicas": 0,
             "conditions": [{"type": "Available", "status": "False",
                 "reason": "MinimumReplicasUnavailable"}]}),
     ));

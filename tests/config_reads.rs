@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use infraflux::config::layers::reads;
 use infraflux_provider::Attributes;
 use infraflux_provider::signal::{
-    ClusterSignal, Outcome, ReadyReport, ReadyRequest, RenderedManifest,
+    ClusterSignal, Outcome, ReadyReport, ReadyRequest, RenderError, RenderedManifest,
 };
 use support::engine::Engine;
 
@@ -33,11 +33,11 @@ impl ClusterSignal for ReadyAtOnce {
         kind == "kubernetes_handoff"
     }
 
-    fn render_manifests(
+    async fn render_manifests(
         &self,
         _kind: &str,
         _attributes: &Attributes,
-    ) -> Result<Vec<RenderedManifest>, String> {
+    ) -> Result<Vec<RenderedManifest>, RenderError> {
         Ok(Vec::new())
     }
 }

@@ -3,7 +3,10 @@
 //!
 //! - every object `infraflux bootstrap --render` writes for every bundled environment and
 //!   cluster (`config/`, `examples/*`) goes through the real API server's server-side
-//!   apply as a dry run, the file's bytes sent as they are (`application/apply-patch+yaml`:
+//!   apply as a dry run, ArgoCD's official install manifests whole among them (read
+//!   offline from the release files beside the repository, `../shared/upstream`: CRDs
+//!   with their full schemas, NetworkPolicies, redis-ha), the file's bytes sent as they
+//!   are (`application/apply-patch+yaml`:
 //!   the server reads the YAML as kubectl and ArgoCD do). Namespaces and
 //!   CustomResourceDefinitions are created for real first, since the objects in them and
 //!   the custom resources cannot be judged without them. Zero rejected.
@@ -222,11 +225,26 @@ fn every_rendered_object_is_accepted_by_the_real_api_server() {
     let Some(plane) = control_plane::shared() else {
         return;
     };
+    // ArgoCD's release files, read by the renders as their offline mirror.
+    if support::upstream::required_mirror().is_none() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut objects = Vec::new();
     for (index, config) in bundled_configurations().iter().enumerate() {
         let out = dir.path().join(index.to_string());
         objects.extend(render(config, &out).iter().map(|file| Object::read(file)));
+    }
+    // The upstream install is there whole: its CRDs, and the HA manifest's redis-ha.
+    for (kind, name) in [
+        ("CustomResourceDefinition", "applicationsets.argoproj.io"),
+        ("StatefulSet", "argocd-redis-ha-server"),
+        ("NetworkPolicy", "argocd-dex-server-network-policy"),
+    ] {
+        assert!(
+            objects.iter().any(|o| o.kind == kind && o.name == name),
+            "no {kind} {name} among the rendered objects"
+        );
     }
 
     let runtime = control_plane::runtime();

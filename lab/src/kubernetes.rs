@@ -15,7 +15,10 @@
 //! Nothing runs controllers: tests drive status with [`FakeApiServer::set_status`], or
 //! install a [`Reactor`] that is called on every applied object (e.g.
 //! [`ready_reactor`], which makes workloads available, CRDs Established and
-//! Applications Synced and Healthy).
+//! Applications Synced and Healthy). [`FakeApiServer::simulate_argocd`] serves ArgoCD's
+//! kinds without its CRDs, for a lab that has no copy of ArgoCD's release manifest.
+
+mod simulated_argocd;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

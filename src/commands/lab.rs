@@ -14,10 +14,11 @@ use super::output::Output;
 use crate::cli::{
     BootstrapArgs, GlobalArgs, LabCommand, LabRunArgs, LabUpArgs, LockArgs, PlanArgs, SelectionArgs,
 };
-use crate::lab::Lab;
 use crate::lab::overlay::{self, LabLayout};
 use crate::lab::process::{self, LabPaths, LabRecord, Stopped};
+use crate::lab::{Lab, LabOptions};
 use crate::operation::{Workspace, diagnostic, diagnostic_text};
+use infraflux_kubernetes::upstream::{Loaded, Sources, WhenUnavailable};
 
 /// How long `lab up` waits for the background lab to answer.
 const UP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -165,9 +166,16 @@ fn run_lab(global: &GlobalArgs, args: &LabRunArgs, output: &Output) -> miette::R
         std::fs::remove_dir_all(&paths.root).map_err(|e| diagnostic(&e, None))?;
     }
     let runtime = lab_runtime()?;
+    let (upstream, simulated) = phases.time("release files", || lab_upstream(global, &runtime))?;
+    if let Some(reason) = &simulated {
+        eprint!("{}", simulation_banner(reason));
+    }
+    let options = LabOptions {
+        simulate_argocd: simulated.is_some(),
+    };
     let lab = phases
         .time("lab start", || {
-            runtime.block_on(Lab::start(layout, &paths.overlay()))
+            runtime.block_on(Lab::start(layout, &paths.overlay(), options))
         })
         .map_err(start_error)?;
     eprint!("{}", describe(&lab.endpoint(), lab.layout()));
@@ -177,9 +185,9 @@ fn run_lab(global: &GlobalArgs, args: &LabRunArgs, output: &Output) -> miette::R
     // Whatever backend the environment names, the lab's state stays in its directory.
     lab_global.state_backend = Some(crate::cli::StateBackend::Local);
     // Each environment before it in promotion order first, as a real promotion goes.
-    let outcome = environments
-        .iter()
-        .try_for_each(|environment| steps(&lab_global, environment, output, &mut phases));
+    let outcome = environments.iter().try_for_each(|environment| {
+        steps(&lab_global, environment, output, &mut phases, &upstream)
+    });
     phases.time("lab stop", || runtime.block_on(lab.stop()));
     runtime.shutdown_timeout(Duration::from_secs(5));
     // The overlay points at a lab that is gone; the state stays for a look
@@ -192,6 +200,11 @@ fn run_lab(global: &GlobalArgs, args: &LabRunArgs, output: &Output) -> miette::R
                 args.environment,
                 phases.summary()
             );
+            if simulated.is_some() {
+                eprintln!(
+                    "Lab: ArgoCD was SIMULATED in this run (see the notice at the start): its release manifest was not installed"
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(report) => {
@@ -205,16 +218,61 @@ fn run_lab(global: &GlobalArgs, args: &LabRunArgs, output: &Output) -> miette::R
     }
 }
 
-/// plan → apply → ready signal → plan (empty), each as the real command runs it.
+/// Where the lab's ArgoCD comes from: the mirror (`--manifests`), the cache or the
+/// network, as for a real run; when none has a release file, a simulated install (the
+/// reason returned, to be said loudly). Every pinned file is read now, so that a
+/// download happens once, before the lab starts, and lands in the cache.
+fn lab_upstream(
+    global: &GlobalArgs,
+    runtime: &tokio::runtime::Runtime,
+) -> miette::Result<(Sources, Option<String>)> {
+    let mut sources = super::wiring::manifest_sources(global);
+    sources.when_unavailable = WhenUnavailable::Simulate;
+    let mut simulated = None;
+    for (install, ha_install) in infraflux_kubernetes::upstream::ARGOCD {
+        for file in [install, ha_install] {
+            match runtime.block_on(sources.load(file)) {
+                Ok(Loaded::Upstream(_)) => {}
+                Ok(Loaded::Simulated { reason }) => {
+                    simulated.get_or_insert(reason);
+                }
+                // A mirror without the file, or a file that is not the release: the
+                // user's setup is wrong, and simulating would hide it.
+                Err(error) => return Err(diagnostic(&error, Some(error.help()))),
+            }
+        }
+    }
+    Ok((sources, simulated))
+}
+
+/// The notice of a simulated ArgoCD install, framed so that nobody misses it.
+fn simulation_banner(reason: &str) -> String {
+    let rule = "Lab: ".to_string() + &"=".repeat(74) + "\n";
+    format!(
+        "{rule}Lab: SIMULATED ARGOCD: the lab has no copy of ArgoCD's release manifest\n\
+         Lab:   ({reason}).\n\
+         Lab: Its cluster APIs serve ArgoCD's kinds and play its controller, and InfraFlux\n\
+         Lab: applies only its own ArgoCD objects (the namespace, the AppProject, the\n\
+         Lab: Applications). This run does NOT show that the upstream manifest installs.\n\
+         Lab: For the real one: --manifests DIR (a mirror holding argo-cd-<version>/install.yaml\n\
+         Lab: and ha-install.yaml) or network access to raw.githubusercontent.com once.\n{rule}"
+    )
+}
+
+/// plan → apply → ready signal → plan (empty), each as the real command runs it, with
+/// upstream release files from `upstream`.
 fn steps(
     global: &GlobalArgs,
     environment: &str,
     output: &Output,
     phases: &mut Phases,
+    upstream: &Sources,
 ) -> miette::Result<()> {
     // One read of the configuration (with the lab's overlay) for the whole run.
     let workspace = Workspace::read(global.config_paths(), &crate::config::ProcessVariables);
     let mut context = super::wiring::process_context(global, output, &workspace);
+    // The Kubernetes provider may simulate ArgoCD's install here, and only here.
+    context.providers = super::wiring::providers_with(upstream.clone());
     // The lab's secrets are its own throwaway PKI for loopback fakes: its state needs no
     // encryption keys, and a plaintext warning about it would only be noise.
     if let Some(dir) = &global.state_dir {
@@ -376,7 +434,10 @@ fn serve(global: &GlobalArgs, args: &LabUpArgs) -> miette::Result<ExitCode> {
     let layout = read_layout(global, args.environment.as_deref())?;
     let runtime = lab_runtime()?;
     let lab = runtime
-        .block_on(Lab::start(layout, &paths.overlay()))
+        // Commands run against a background lab are ordinary runs: they install the
+        // real ArgoCD manifest (from a mirror, the cache or the network), never a
+        // simulation.
+        .block_on(Lab::start(layout, &paths.overlay(), LabOptions::default()))
         .map_err(start_error)?;
     let absolute = |path: PathBuf| std::path::absolute(&path).unwrap_or(path);
     let record = LabRecord {

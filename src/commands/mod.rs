@@ -27,7 +27,7 @@ use crate::cli::{
 use crate::config::ProcessVariables;
 use crate::operation::{Context, Workspace};
 
-pub use wiring::providers;
+pub use wiring::{providers, providers_with};
 
 pub fn run(cli: Cli) -> miette::Result<ExitCode> {
     let output = output::Output::new(cli.global.color);

@@ -10,17 +10,37 @@ use crate::config::ProcessVariables;
 use crate::operation::{Context, Prompt, Sink, Workspace, diagnostic};
 use crate::registry::ProviderRegistry;
 use crate::vocabulary::ResourceAddr;
+use infraflux_kubernetes::upstream::Sources;
 
 use super::output::Output;
+
+/// The providers this binary has, with the upstream release files read as the
+/// environment says (`INFRAFLUX_MANIFESTS`, `INFRAFLUX_MANIFESTS_URL`, the XDG cache).
+pub fn providers() -> ProviderRegistry {
+    providers_with(Sources::from_environment())
+}
+
+/// Where upstream release files come from for a run: `--manifests` (or its variable)
+/// over what the environment says.
+pub fn manifest_sources(global: &GlobalArgs) -> Sources {
+    let mut sources = Sources::from_environment();
+    if let Some(dir) = &global.manifests {
+        sources.mirror = Some(dir.clone());
+    }
+    sources
+}
 
 /// The providers this binary has: Proxmox (one client per PVE endpoint, taken from each
 /// resource's `endpoint`, `token` and `tls` attributes and made on first use), Talos and
 /// Kubernetes (which connect per operation, to the nodes and the kubeconfig their
-/// resources name; Kubernetes also gives the ready signal). Building the registry does
-/// no I/O.
-pub fn providers() -> ProviderRegistry {
+/// resources name, and read the upstream release files it installs from `upstream`;
+/// Kubernetes also gives the ready signal). Building the registry does no I/O.
+pub fn providers_with(upstream: Sources) -> ProviderRegistry {
     let kubernetes = Arc::new(infraflux_kubernetes::provider::KubernetesProvider::new(
-        infraflux_kubernetes::provider::ProviderOptions::default(),
+        infraflux_kubernetes::provider::ProviderOptions {
+            upstream,
+            ..Default::default()
+        },
     ));
     ProviderRegistry::new()
         .with(Arc::new(infraflux_proxmox::ProxmoxEndpoints::new(
@@ -46,7 +66,7 @@ pub fn process_context(global: &GlobalArgs, output: &Output, workspace: &Workspa
         }) as Prompt
     });
     Context {
-        providers: providers(),
+        providers: providers_with(manifest_sources(global)),
         // A misconfigured backend fails the first state operation with its reason
         // (commands lock state before they change anything).
         store: super::state::open_store(global, Some(workspace.layers()))

@@ -279,6 +279,10 @@ pub struct RawService {
     pub version: Option<String>,
     /// Helm values (merged across layers like any mapping).
     pub values: Option<IndexMap<String, serde_json::Value>>,
+    /// argocd only: install ArgoCD's HA manifest (`manifests/ha/install.yaml`: redis-ha,
+    /// several replicas; it needs three nodes). Default: when the environment's
+    /// `workloads.replicas` is more than 1 (staging and prod in the shipped example).
+    pub ha: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]

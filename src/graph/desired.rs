@@ -534,6 +534,12 @@ fn platform_services(
             "kubeconfig": reference(kubeconfig.to_string(), "kubeconfig"),
         }));
         if service.kind == ServiceKind::Argocd {
+            // ArgoCD's HA manifest where the environment is highly available, unless the
+            // configuration says otherwise.
+            platform_attributes.insert(
+                "ha".into(),
+                json!(service.ha.unwrap_or(cluster.workloads.replicas > 1)),
+            );
             // ArgoCD takes over what was installed before it, as it was installed.
             let adopt: Vec<Value> = cluster
                 .platform
@@ -681,6 +687,27 @@ mod tests {
         );
         assert_eq!(id, hex::encode(Sha256::digest(yaml.as_bytes())));
         assert_eq!(id.len(), 64);
+    }
+
+    #[test]
+    fn argocd_is_ha_where_the_environment_is() {
+        let ha = |environment: &str| {
+            build_desired(&model(environment, "workload"))
+                .into_iter()
+                .find(|d| {
+                    d.address
+                        .to_string()
+                        .ends_with("kubernetes_platform.argocd")
+                })
+                .unwrap()
+                .attributes["ha"]
+                .clone()
+        };
+        // dev runs one replica, staging and prod three.
+        assert_eq!(
+            [ha("dev"), ha("staging"), ha("prod")],
+            [json!(false), json!(true), json!(true)]
+        );
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //! configured machine of its cluster, and plays the controllers (`ready_reactor`): what
 //! the platform and the handoff apply becomes Current, Synced and Healthy.
 //!
+//! Without ArgoCD's release manifest, the lab simulates its install
+//! ([`LabMachines::simulating_argocd`]): the APIs serve ArgoCD's kinds from the start.
+//!
 //! Fault injection for tests: [`DROP_FIRST_APPLY_VAR`] names VMs (comma-separated) whose
 //! Talos node cuts the network on its first `ApplyConfiguration` instead of answering,
 //! as a link lost mid-apply does. Read once, when the lab starts.
@@ -52,6 +55,9 @@ pub struct LabMachines {
     trustd: Trustd,
     /// Each cluster's etcd members across its control planes.
     etcd: Etcd,
+    /// Each cluster's API serves ArgoCD's kinds from the start (the lab has no copy of
+    /// ArgoCD's release manifest and simulates its install: `lab run` says so loudly).
+    simulate_argocd: bool,
 }
 
 impl LabMachines {
@@ -67,6 +73,12 @@ impl LabMachines {
                 .collect();
         }
         machines
+    }
+
+    /// These machines, with every cluster API simulating ArgoCD's install.
+    pub fn simulating_argocd(mut self) -> Self {
+        self.simulate_argocd = true;
+        self
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
@@ -133,6 +145,9 @@ impl LabMachines {
         .await
         .map_err(|e| format!("cannot serve the Kubernetes API at {address}: {e}"))?;
         api.set_reactor(ready_reactor());
+        if self.simulate_argocd {
+            api.simulate_argocd();
+        }
         let mut inner = self.inner();
         for node in inner.nodes.values() {
             if let Some(identity) = node.identity().filter(|i| i.endpoint == endpoint) {

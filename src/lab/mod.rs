@@ -34,6 +34,13 @@ pub enum Error {
     },
 }
 
+/// How a lab behaves beyond its layout.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LabOptions {
+    /// The cluster APIs simulate ArgoCD's install (no release manifest at hand).
+    pub simulate_argocd: bool,
+}
+
 /// A running lab: the PVE simulator, what runs in its VMs, and the overlay that points
 /// the configuration at it.
 pub struct Lab {
@@ -47,8 +54,15 @@ impl Lab {
     /// Start the simulator for `layout` on 127.0.0.1 and write the overlay to
     /// `overlay_dir`. Needs a Tokio runtime that keeps running while the lab is used
     /// (the commands that use it run their own).
-    pub async fn start(layout: LabLayout, overlay_dir: &Path) -> Result<Lab, Error> {
-        let machines = LabMachines::new();
+    pub async fn start(
+        layout: LabLayout,
+        overlay_dir: &Path,
+        options: LabOptions,
+    ) -> Result<Lab, Error> {
+        let mut machines = LabMachines::new();
+        if options.simulate_argocd {
+            machines = machines.simulating_argocd();
+        }
         let options = ClusterOptions {
             nodes: layout.nodes.clone(),
             disk_storages: layout.disk_storages.clone(),

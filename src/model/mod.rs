@@ -264,6 +264,9 @@ pub struct PlatformService {
     /// The version exactly as written (`v1.19.1` keeps its `v` for chart and image tags).
     pub version_text: Option<String>,
     pub values: serde_json::Map<String, serde_json::Value>,
+    /// argocd only: the HA install, when the configuration says (else the workload
+    /// policy decides).
+    pub ha: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -954,12 +954,25 @@ fn resolve_platform(r: &mut Resolver, raw: &RawSettings) -> Option<Platform> {
                 .as_deref()
                 .and_then(|v| parse_version(v).ok())
         };
+        if service.ha.is_some() && kind != ServiceKind::Argocd {
+            r.invalid(
+                &format!("platform.{}.ha", kind.key()),
+                format!(
+                    "`platform.{}.ha` is set, but only argocd has an HA install",
+                    kind.key()
+                ),
+                "not an argocd setting",
+                "remove it: the other services take their replicas from `workloads`",
+            );
+            ok = false;
+        }
         services.push(PlatformService {
             kind,
             enabled,
             version,
             version_text: service.version.clone(),
             values: service.values.unwrap_or_default().into_iter().collect(),
+            ha: service.ha,
         });
     }
     ok.then_some(Platform { services })
@@ -1541,6 +1554,28 @@ workloads: {replicas: 1, image_tag: '1', resources: {requests: {cpu: 1, memory: 
         assert_eq!(
             problems[0].message,
             "`control_plane.count` is 4294967295, more nodes than a cluster can have"
+        );
+    }
+
+    #[test]
+    fn only_argocd_has_an_ha_setting() {
+        let (model, problems) = resolve_with(
+            "platform: {argocd: {enabled: true, version: v3.5.1, ha: true}, cilium: {ha: false}}\n",
+        );
+        assert!(model.is_none());
+        let messages: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            ["`platform.cilium.ha` is set, but only argocd has an HA install"]
+        );
+        let (model, problems) =
+            resolve_with("platform: {argocd: {enabled: true, version: v3.5.1, ha: true}}\n");
+        assert!(problems.is_empty(), "{problems:?}");
+        let model = model.unwrap();
+        let platform = &model.clusters().next().unwrap().platform;
+        assert_eq!(
+            platform.service(ServiceKind::Argocd).unwrap().ha,
+            Some(true)
         );
     }
 

@@ -111,7 +111,15 @@ impl Error {
                 "the provider rejected these attributes before anything was contacted; `infraflux config show --provenance` shows which file sets each value".into(),
             ),
             Error::Saved(error) => error.help().map(str::to_string),
-            Error::Refresh(_) => Some("check that the endpoints are reachable and the credentials valid, or plan with --refresh=false".into()),
+            Error::Provider { source, .. } => source.help.clone(),
+            // A provider that knows what to do says so (e.g. how to provide a release
+            // file); otherwise the usual suspects.
+            Error::Refresh(errors) => Some(
+                errors
+                    .iter()
+                    .find_map(|e| e.help.clone())
+                    .unwrap_or_else(|| "check that the endpoints are reachable and the credentials valid, or plan with --refresh=false".into()),
+            ),
             Error::Placement(graph::placement::Error::Inventory { .. }) => Some("placement lists the Proxmox nodes' free memory: check that the endpoint is reachable and the token may audit the cluster (Sys.Audit), or plan with --refresh=false for the offline placement".into()),
             _ => None,
         }

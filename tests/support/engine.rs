@@ -49,7 +49,8 @@ impl infraflux::config::Variables for Variables {
 
 /// Mock providers with the real providers' schemas, registered.
 pub fn mock_providers() -> (ProviderRegistry, Vec<Arc<MockProvider>>) {
-    let real = infraflux::commands::providers();
+    // The real providers read upstream release files from the shared mirror only.
+    let real = infraflux::commands::providers_with(super::upstream::sources());
     let mocks: Vec<Arc<MockProvider>> = ["proxmox", "talos", "kubernetes"]
         .into_iter()
         .map(|name| {

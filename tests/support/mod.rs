@@ -11,6 +11,8 @@
 //!   the real providers' schemas, for tests that count what the providers were asked.
 //! - [`lab`]: a lab started with `infraflux lab up` in a [`TestContext`].
 //! - [`postgres`]: a throwaway PostgreSQL server.
+//! - [`upstream`]: the upstream release files beside the repository, as the offline
+//!   mirror every run reads.
 //! - [`filters`] / [`TestContext::filters`]: insta filters that make snapshots of rendered
 //!   output stable (temporary paths, ports, durations, timestamps, UUIDs, pids, the host
 //!   name). Bind them for the rest of a test with `let _filters = context.filters();`.
@@ -22,6 +24,7 @@ pub mod counterparts;
 pub mod engine;
 pub mod lab;
 pub mod postgres;
+pub mod upstream;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -35,8 +38,11 @@ pub const TOKEN: &str = "root@pam!infraflux=example";
 
 /// The variables `infraflux` reads that would point a run somewhere else (or change its
 /// output) if they leaked in from the caller's environment.
-const CLEARED: [&str; 18] = [
+const CLEARED: [&str; 21] = [
     "PROXMOX_TOKEN",
+    "INFRAFLUX_MANIFESTS",
+    "INFRAFLUX_MANIFESTS_URL",
+    "XDG_CACHE_HOME",
     "INFRAFLUX_CONFIG",
     "INFRAFLUX_OVERLAY",
     "INFRAFLUX_LOG",
@@ -118,13 +124,30 @@ impl Default for TestContext {
 }
 
 impl TestContext {
-    /// An empty project directory; `PROXMOX_TOKEN` is [`TOKEN`].
+    /// An empty project directory; `PROXMOX_TOKEN` is [`TOKEN`]; upstream release files
+    /// come from the shared mirror ([`upstream::mirror`]), the cache is the project's
+    /// `.cache/`, and a download would go to a port where nothing listens.
     pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        let mut envs: Vec<(OsString, Option<OsString>)> = vec![
+            ("PROXMOX_TOKEN".into(), Some(TOKEN.into())),
+            (
+                "XDG_CACHE_HOME".into(),
+                Some(dir.path().join(".cache").into_os_string()),
+            ),
+            (
+                "INFRAFLUX_MANIFESTS_URL".into(),
+                Some(upstream::UNREACHABLE.into()),
+            ),
+        ];
+        if let Some(mirror) = upstream::mirror() {
+            envs.push(("INFRAFLUX_MANIFESTS".into(), Some(mirror.into_os_string())));
+        }
         TestContext {
-            dir: tempfile::tempdir().expect("create a temporary directory"),
+            dir,
             config: None,
             state_dir: None,
-            envs: vec![("PROXMOX_TOKEN".into(), Some(TOKEN.into()))],
+            envs,
             timeout: None,
         }
     }

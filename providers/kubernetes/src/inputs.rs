@@ -5,6 +5,8 @@ use serde_json::{Map, Value};
 
 use infraflux_provider::Attributes;
 
+use crate::upstream::ReleaseFile;
+
 /// What is wrong with one attribute.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("attribute `{attribute}`: {message}")]
@@ -462,6 +464,9 @@ pub struct PlatformInputs {
     /// Only on argocd: services it adopts (cilium), with their version and values.
     pub adopt: Vec<Adopted>,
     pub force_conflicts: bool,
+    /// Only on argocd: install the HA manifest (`manifests/ha/install.yaml`). Default:
+    /// when the workload policy is highly available (more than one replica).
+    pub ha: bool,
 }
 
 impl PlatformInputs {
@@ -509,6 +514,14 @@ impl PlatformInputs {
             }
             Some(_) => return Err(problem("adopt", "must be a list")),
         }
+        let workloads = WorkloadPolicy::parse(attributes)?.unwrap_or_default();
+        let ha = optional_bool(attributes, "ha")?;
+        if ha.is_some() && service != Service::Argocd {
+            return Err(problem(
+                "ha",
+                "only argocd has an HA install; the other services follow `workloads`",
+            ));
+        }
         Ok(PlatformInputs {
             service,
             version,
@@ -517,11 +530,33 @@ impl PlatformInputs {
                 .unwrap_or_default(),
             namespace,
             environment: optional_str(attributes, "environment")?.map(str::to_string),
-            workloads: WorkloadPolicy::parse(attributes)?.unwrap_or_default(),
+            ha: ha.unwrap_or(workloads.is_highly_available()),
+            workloads,
             argocd_namespace: argocd_namespace(attributes)?,
             adopt,
             force_conflicts: optional_bool(attributes, "force_conflicts")?.unwrap_or(false),
         })
+    }
+
+    /// The upstream release file this service is installed from (ArgoCD's install
+    /// manifest), or `None` when it needs none. A release InfraFlux has no digest of is
+    /// refused.
+    pub fn release_file(&self) -> Result<Option<&'static ReleaseFile>, InputError> {
+        if self.service != Service::Argocd {
+            return Ok(None);
+        }
+        match crate::upstream::argocd(&self.version, self.ha) {
+            Some(file) => Ok(Some(file)),
+            None => Err(problem(
+                "version",
+                format!(
+                    "argocd {} is not a release InfraFlux has pinned (by sha256); pinned: {}. \
+                     Set platform.argocd.version to a pinned release",
+                    self.version,
+                    crate::upstream::argocd_versions().join(", ")
+                ),
+            )),
+        }
     }
 }
 

@@ -10,6 +10,8 @@
 //! - [`signal`]: the ready signal of a bootstrapped cluster (API, nodes, platform,
 //!   RBAC and network policies, namespaces, handoff) as a structured report;
 //! - [`inputs`]: resource attributes → typed inputs; [`render`]: inputs → manifests;
+//! - [`upstream`]: the official release files (ArgoCD's install manifests), pinned by
+//!   sha256, read from an offline mirror, the cache or the network;
 //! - [`apply`]: phase-ordered server-side apply that writes only what differs;
 //! - [`provider`]: the `Provider` implementation (`kubernetes_platform`,
 //!   `kubernetes_namespace`, `kubernetes_handoff`) and [`provider::render_resource`],
@@ -27,4 +29,5 @@ pub mod provider;
 pub mod readiness;
 pub mod render;
 pub mod signal;
+pub mod upstream;
 pub mod wait;

@@ -7,12 +7,13 @@
 //! not. read reports drift (an object missing or changed) in the computed attribute
 //! `drift`, which planning clears, so a drifted resource plans as an update.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
+use infraflux_provider::signal::RenderError;
 use infraflux_provider::{
     AttributeSchema, Attributes, CreateRequest, CreateResponse, DeleteRequest, Diagnostic,
     ErrorKind, ImportRequest, ImportResponse, PlanRequest, PlanResponse, Provider, ProviderError,
@@ -27,6 +28,7 @@ use crate::inputs::{self, HandoffInputs, InputError, NamespaceInputs, PlatformIn
 use crate::object::ObjectRef;
 use crate::readiness::Expectation;
 use crate::render;
+use crate::upstream::{self, Loaded, ReleaseFile, Sources};
 use crate::wait::{WaitOptions, wait_for};
 
 pub const PLATFORM: &str = "kubernetes_platform";
@@ -62,13 +64,15 @@ impl Connector for KubeConnector {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderOptions {
     /// Waiting for CRDs to be Established.
     pub crd_wait: WaitOptions,
     /// Waiting for everything applied to become Current (Applications: Synced and
     /// Healthy at their revision).
     pub ready_wait: WaitOptions,
+    /// Where upstream release files (ArgoCD's install manifests) are read from.
+    pub upstream: Sources,
 }
 
 impl Default for ProviderOptions {
@@ -79,6 +83,7 @@ impl Default for ProviderOptions {
                 interval: std::time::Duration::from_secs(2),
             },
             ready_wait: WaitOptions::default(),
+            upstream: Sources::default(),
         }
     }
 }
@@ -110,13 +115,104 @@ pub struct Rendered {
     pub id: String,
 }
 
-/// Render a resource's manifests from its attributes, without a cluster.
-pub fn render_resource(kind: &str, attributes: &Attributes) -> Result<Rendered, InputError> {
+/// The upstream release files a resource installs (ArgoCD's install manifest), checked
+/// without reading them: a release with no pinned digest is refused here.
+pub fn release_files(
+    kind: &str,
+    attributes: &Attributes,
+) -> Result<Vec<&'static ReleaseFile>, InputError> {
+    match kind {
+        PLATFORM => Ok(PlatformInputs::parse(attributes)?
+            .release_file()?
+            .into_iter()
+            .collect()),
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// Release files as read, by file.
+#[derive(Debug, Clone, Default)]
+pub struct Releases(BTreeMap<&'static str, Loaded>);
+
+impl Releases {
+    pub fn insert(&mut self, file: &'static ReleaseFile, loaded: Loaded) {
+        self.0.insert(file.sha256, loaded);
+    }
+
+    pub fn get(&self, file: &ReleaseFile) -> Option<&Loaded> {
+        self.0.get(file.sha256)
+    }
+
+    /// These and `other`'s.
+    pub fn extend(&mut self, other: Releases) {
+        self.0.extend(other.0);
+    }
+
+    /// Read what `kind` with `attributes` installs from `sources`.
+    pub async fn load(
+        sources: &Sources,
+        kind: &str,
+        attributes: &Attributes,
+    ) -> Result<Releases, LoadError> {
+        let mut releases = Releases::default();
+        for file in release_files(kind, attributes)? {
+            releases.insert(file, sources.load(file).await?);
+        }
+        Ok(releases)
+    }
+
+    /// Whether one of them is simulated, and why.
+    pub fn simulated(&self) -> Option<&str> {
+        self.0.values().find_map(|loaded| match loaded {
+            Loaded::Simulated { reason } => Some(reason.as_str()),
+            Loaded::Upstream(_) => None,
+        })
+    }
+}
+
+/// Why a resource's release files could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error(transparent)]
+    Upstream(#[from] upstream::Error),
+}
+
+impl LoadError {
+    pub fn help(&self) -> Option<String> {
+        match self {
+            LoadError::Input(_) => None,
+            LoadError::Upstream(error) => Some(error.help()),
+        }
+    }
+
+    fn kind(&self) -> ErrorKind {
+        match self {
+            LoadError::Input(_) | LoadError::Upstream(upstream::Error::NotInMirror { .. }) => {
+                ErrorKind::InvalidInput
+            }
+            LoadError::Upstream(_) => ErrorKind::Other,
+        }
+    }
+}
+
+/// Render a resource's manifests from its attributes and the release files it installs
+/// (read with [`Releases::load`]), without a cluster.
+pub fn render_resource(
+    kind: &str,
+    attributes: &Attributes,
+    releases: &Releases,
+) -> Result<Rendered, InputError> {
     match kind {
         PLATFORM => {
             let inputs = PlatformInputs::parse(attributes)?;
+            let release = match inputs.release_file()? {
+                Some(file) => releases.get(file),
+                None => None,
+            };
             Ok(Rendered {
-                manifests: render::platform(&inputs)?,
+                manifests: render::platform(&inputs, release)?,
                 expectation: Expectation::default(),
                 force: inputs.force_conflicts,
                 id: format!("platform/{}", inputs.service.key()),
@@ -225,6 +321,15 @@ fn apply_error(operation: &str, resource: &ResourceRef, error: apply::Error) -> 
     ProviderError::new(kind, operation, &resource.address, chain(&error))
 }
 
+fn load_error(operation: &str, resource: &ResourceRef, error: LoadError) -> ProviderError {
+    let help = error.help();
+    let error = ProviderError::new(error.kind(), operation, &resource.address, chain(&error));
+    match help {
+        Some(help) => error.with_help(help),
+        None => error,
+    }
+}
+
 fn connect_error(operation: &str, resource: &ResourceRef, error: ApiError) -> ProviderError {
     ProviderError::new(
         api_kind(&error),
@@ -237,6 +342,30 @@ fn connect_error(operation: &str, resource: &ResourceRef, error: ApiError) -> Pr
 // ---- operations ----------------------------------------------------------------------------
 
 impl KubernetesProvider {
+    /// Read the release files a resource installs, saying loudly when one is simulated.
+    async fn releases(&self, kind: &str, attributes: &Attributes) -> Result<Releases, LoadError> {
+        let releases = Releases::load(&self.options.upstream, kind, attributes).await?;
+        if let Some(reason) = releases.simulated() {
+            warn_simulated(reason);
+        }
+        Ok(releases)
+    }
+
+    /// Render a resource, reading the release files it installs first.
+    async fn render(
+        &self,
+        operation: &str,
+        resource: &ResourceRef,
+        attributes: &Attributes,
+    ) -> Result<Rendered, ProviderError> {
+        let releases = self
+            .releases(&resource.kind, attributes)
+            .await
+            .map_err(|e| load_error(operation, resource, e))?;
+        render_resource(&resource.kind, attributes, &releases)
+            .map_err(|e| input_error(operation, resource, e))
+    }
+
     async fn connect(
         &self,
         operation: &str,
@@ -259,8 +388,7 @@ impl KubernetesProvider {
         planned: &Attributes,
         prior: Option<&Attributes>,
     ) -> Result<(String, Attributes), ProviderError> {
-        let rendered = render_resource(&resource.kind, planned)
-            .map_err(|e| input_error(operation, resource, e))?;
+        let rendered = self.render(operation, resource, planned).await?;
         let api = self.connect(operation, resource, planned).await?;
         let options = ApplyOptions {
             force: rendered.force,
@@ -348,6 +476,7 @@ impl Provider for KubernetesProvider {
                     "argocd_namespace",
                     "adopt",
                     "force_conflicts",
+                    "ha",
                 ],
                 &["service", "namespace"],
             ),
@@ -388,7 +517,21 @@ impl Provider for KubernetesProvider {
 
     async fn validate(&self, request: ValidateRequest) -> ValidateResponse {
         let mut diagnostics = Vec::new();
-        if let Err(error) = render_resource(&request.resource.kind, &request.desired) {
+        // No I/O here: the release files are only checked to be pinned (plan reads them);
+        // a resource that installs none is rendered whole.
+        let checked = release_files(&request.resource.kind, &request.desired).and_then(|files| {
+            if files.is_empty() {
+                render_resource(
+                    &request.resource.kind,
+                    &request.desired,
+                    &Releases::default(),
+                )
+                .map(drop)
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(error) = checked {
             diagnostics.push(Diagnostic {
                 severity: Severity::Error,
                 attribute: Some(error.attribute.clone()),
@@ -446,6 +589,12 @@ impl Provider for KubernetesProvider {
                     format!("unknown resource type `{}`", request.resource.kind),
                 )
             })?;
+        // The release files a resource installs are read (downloaded into the cache when
+        // needed) and checked against their digests now, so that a missing or altered
+        // file stops the plan, not the apply halfway.
+        self.releases(&request.resource.kind, &request.desired)
+            .await
+            .map_err(|e| load_error("plan", &request.resource, e))?;
         let mut plan = schema.default_plan(request.prior.as_ref(), &request.desired);
         // Drift found by read is repaired by applying: plan it away.
         if request.prior.as_ref().is_some_and(|p| {
@@ -498,7 +647,9 @@ impl Provider for KubernetesProvider {
             .await?;
         let mut objects = objects_of(&request.prior);
         if objects.is_empty()
-            && let Ok(rendered) = render_resource(&request.resource.kind, &request.prior)
+            && let Ok(rendered) = self
+                .render("delete", &request.resource, &request.prior)
+                .await
         {
             objects = rendered
                 .manifests
@@ -546,9 +697,9 @@ impl KubernetesProvider {
                 Err(error) => return ReadOutcome::Failed(connect_error("read", resource, error)),
             },
         };
-        let rendered = match render_resource(&resource.kind, prior) {
+        let rendered = match self.render("read", resource, prior).await {
             Ok(rendered) => rendered,
-            Err(error) => return ReadOutcome::Failed(input_error("read", resource, error)),
+            Err(error) => return ReadOutcome::Failed(error),
         };
         let mut drift = Vec::new();
         let mut found = 0;
@@ -578,18 +729,46 @@ impl KubernetesProvider {
 
 // ---- the ready signal and rendering, for the engine's bootstrap ---------------------------
 
+/// Said on stderr (through the log, at warning level: shown without `-v`) once per
+/// process and reason when a simulated install is rendered: the lab must never pass for
+/// a real install.
+fn warn_simulated(reason: &str) {
+    static WARNED: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
+    if !WARNED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(reason.to_string())
+    {
+        return;
+    }
+    tracing::warn!(
+        "SIMULATED INSTALL: {reason}. The lab renders only InfraFlux's own objects for it and \
+         its simulated cluster plays the rest; give the lab the real file with --manifests DIR \
+         (a mirror laid out as argo-cd-<version>/install.yaml) or network access"
+    );
+}
+
 #[async_trait]
 impl infraflux_provider::signal::ClusterSignal for KubernetesProvider {
     async fn ready_signal(
         &self,
         request: infraflux_provider::signal::ReadyRequest,
     ) -> Result<crate::signal::ReadyReport, String> {
+        let mut releases = Releases::default();
+        for resource in &request.resources {
+            let loaded = self
+                .releases(&resource.kind, &resource.attributes)
+                .await
+                .map_err(|e| format!("cannot tell what ready means: {e}"))?;
+            releases.extend(loaded);
+        }
         let expectations = crate::signal::Expectations::from_resources(
             request.nodes,
             request
                 .resources
                 .iter()
                 .map(|r| (r.kind.as_str(), &r.attributes)),
+            &releases,
         )
         .map_err(|e| format!("cannot tell what ready means: {e}"))?;
         let api = self.connector.open(&request.kubeconfig).await?;
@@ -604,13 +783,21 @@ impl infraflux_provider::signal::ClusterSignal for KubernetesProvider {
         kind == HANDOFF
     }
 
-    fn render_manifests(
+    async fn render_manifests(
         &self,
         kind: &str,
         attributes: &Attributes,
-    ) -> Result<Vec<infraflux_provider::signal::RenderedManifest>, String> {
-        let rendered = render_resource(kind, attributes).map_err(|e| e.to_string())?;
-        rendered
+    ) -> Result<Vec<infraflux_provider::signal::RenderedManifest>, RenderError> {
+        let releases = self
+            .releases(kind, attributes)
+            .await
+            .map_err(|e| RenderError {
+                message: e.to_string(),
+                help: e.help(),
+            })?;
+        let rendered = render_resource(kind, attributes, &releases)
+            .map_err(|e| RenderError::new(e.to_string()))?;
+        Ok(rendered
             .manifests
             .iter()
             .map(|manifest| {
@@ -619,8 +806,8 @@ impl infraflux_provider::signal::ClusterSignal for KubernetesProvider {
                     .unwrap_or_else(|| "object".into());
                 // Written so that Kubernetes (YAML 1.1) reads back what was rendered.
                 let yaml = crate::render::kubernetes_yaml::to_string(manifest);
-                Ok(infraflux_provider::signal::RenderedManifest { file_stem, yaml })
+                infraflux_provider::signal::RenderedManifest { file_stem, yaml }
             })
-            .collect()
+            .collect())
     }
 }

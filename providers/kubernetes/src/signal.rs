@@ -24,7 +24,7 @@ use serde_json::Value;
 use crate::api::KubeApi;
 use crate::inputs::InputError;
 use crate::object::ObjectRef;
-use crate::provider::{HANDOFF, NAMESPACE, PLATFORM, render_resource};
+use crate::provider::{HANDOFF, NAMESPACE, PLATFORM, Releases, render_resource};
 use crate::readiness::{self, Expectation, Status};
 use crate::wait::WaitOptions;
 
@@ -61,10 +61,12 @@ pub struct Expectations {
 impl Expectations {
     /// From a cluster's `kubernetes_platform`, `kubernetes_namespace` and
     /// `kubernetes_handoff` resources (type, attributes; other types are ignored),
-    /// rendered as the provider renders them. The `kubeconfig` attribute is not read.
+    /// rendered as the provider renders them, with the release files they install
+    /// already read. The `kubeconfig` attribute is not read.
     pub fn from_resources<'a>(
         nodes: usize,
         resources: impl IntoIterator<Item = (&'a str, &'a Attributes)>,
+        releases: &Releases,
     ) -> Result<Self, InputError> {
         let mut platform = Vec::new();
         let mut namespaces = Vec::new();
@@ -86,7 +88,7 @@ impl Expectations {
                 ),
                 _ => continue,
             };
-            let rendered = render_resource(kind, attributes)?;
+            let rendered = render_resource(kind, attributes, releases)?;
             let mut objects = Vec::new();
             for manifest in &rendered.manifests {
                 let Some(object) = ObjectRef::from_manifest(manifest) else {

@@ -17,17 +17,20 @@ use infraflux_provider::{
     ResourceRef, UpdateRequest,
 };
 
-fn options() -> ProviderOptions {
+/// `None` (a skip is printed) without the upstream release files beside the workspace.
+fn options() -> Option<ProviderOptions> {
     // Bounded, and short: the fake answers at once; the reactor makes objects ready
     // as they are applied.
     let wait = WaitOptions {
         timeout: Duration::from_secs(5),
         interval: Duration::from_millis(20),
     };
-    ProviderOptions {
+    Some(ProviderOptions {
         crd_wait: wait,
         ready_wait: wait,
-    }
+        // ArgoCD from the release files beside the workspace, as an offline mirror.
+        upstream: infraflux_kubernetes::upstream::testing::mirror_sources()?,
+    })
 }
 
 fn attrs(value: Value) -> Attributes {
@@ -130,7 +133,10 @@ async fn bootstrap(
 async fn bootstrap_then_rerun_writes_nothing() {
     let server = FakeApiServer::start().await.unwrap();
     server.set_reactor(ready_reactor());
-    let provider = KubernetesProvider::new(options());
+    let Some(options) = options() else {
+        return;
+    };
+    let provider = KubernetesProvider::new(options);
     let state = bootstrap(&provider, &server.kubeconfig()).await;
 
     // What a bootstrapped cluster has.
@@ -167,7 +173,25 @@ async fn bootstrap_then_rerun_writes_nothing() {
         namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
         "restricted"
     );
-    assert_eq!(server.objects_of("NetworkPolicy").len(), 4);
+    let policies = server.objects_of("NetworkPolicy");
+    let in_namespace = |namespace: &str| {
+        policies
+            .iter()
+            .filter(|p| p["metadata"]["namespace"] == namespace)
+            .count()
+    };
+    // The environment's four, and the eight of ArgoCD's HA manifest (prod is HA).
+    assert_eq!((in_namespace("prod"), in_namespace("argocd")), (4, 8));
+    assert!(
+        server
+            .object(
+                "apps/v1",
+                "StatefulSet",
+                Some("argocd"),
+                "argocd-redis-ha-server"
+            )
+            .is_some()
+    );
     let handoff = server
         .object(
             "argoproj.io/v1alpha1",
@@ -239,7 +263,10 @@ async fn a_degraded_application_fails_with_its_message() {
                     "message": "Deployment \"api\" exceeded its progress deadline"}}]);
         }
     }));
-    let provider = KubernetesProvider::new(options());
+    let Some(options) = options() else {
+        return;
+    };
+    let provider = KubernetesProvider::new(options);
     let resources = cluster(&server.kubeconfig());
     for (resource, desired) in &resources[..resources.len() - 1] {
         let planned = plan(&provider, resource, desired).await;
@@ -275,7 +302,10 @@ async fn a_degraded_application_fails_with_its_message() {
 async fn a_changed_manifest_is_applied_on_the_next_run() {
     let server = FakeApiServer::start().await.unwrap();
     server.set_reactor(ready_reactor());
-    let provider = KubernetesProvider::new(options());
+    let Some(options) = options() else {
+        return;
+    };
+    let provider = KubernetesProvider::new(options);
     let kubeconfig = server.kubeconfig();
     let (resource, desired) = cluster(&kubeconfig).remove(4);
     let planned = plan(&provider, &resource, &desired).await;
@@ -356,7 +386,9 @@ async fn crds_are_waited_for_until_established() {
     let server = FakeApiServer::start().await.unwrap();
     // No reactor: the CRDs stay un-Established, so applying ArgoCD must stop at them
     // and say which and why, and never try the Applications.
-    let mut options = options();
+    let Some(mut options) = options() else {
+        return;
+    };
     options.crd_wait.timeout = Duration::from_secs(1);
     let provider = KubernetesProvider::new(options);
     let (resource, desired) = cluster(&server.kubeconfig()).remove(1);
@@ -368,7 +400,7 @@ async fn crds_are_waited_for_until_established() {
     assert!(
         error
             .message
-            .starts_with("waiting for CRDs to be Established: 2 objects not ready after 1s"),
+            .starts_with("waiting for CRDs to be Established: 3 objects not ready after 1s"),
         "{}",
         error.message
     );
@@ -385,7 +417,10 @@ async fn crds_are_waited_for_until_established() {
 
 #[tokio::test]
 async fn validate_reports_attribute_problems_and_unapplied_values() {
-    let provider = KubernetesProvider::new(options());
+    let Some(options) = options() else {
+        return;
+    };
+    let provider = KubernetesProvider::new(options);
     let response = provider
         .validate(infraflux_provider::ValidateRequest {
             resource: resource(PLATFORM, "cilium"),
@@ -425,7 +460,10 @@ async fn an_unreachable_cluster_is_transient_and_keeps_the_kubeconfig_secret() {
          contexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\n\
          users:\n- name: u\n  user:\n    token: s3cret-token\n"
     );
-    let provider = KubernetesProvider::new(options());
+    let Some(options) = options() else {
+        return;
+    };
+    let provider = KubernetesProvider::new(options);
     let (resource, desired) = cluster(&kubeconfig).remove(4);
     let planned = plan(&provider, &resource, &desired).await;
     let error = provider
@@ -442,6 +480,9 @@ async fn an_unreachable_cluster_is_transient_and_keeps_the_kubeconfig_secret() {
 
 #[test]
 fn render_writes_every_manifest_without_a_cluster() {
+    let Some(mirror) = infraflux_kubernetes::upstream::testing::shared_mirror() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("resources.json");
     let resources: Vec<Value> = cluster("unused")
@@ -454,6 +495,7 @@ fn render_writes_every_manifest_without_a_cluster() {
         .arg("--render")
         .arg(&out)
         .arg(&input)
+        .env(infraflux_kubernetes::upstream::MIRROR_VAR, &mirror)
         .status()
         .unwrap();
     assert!(status.success());

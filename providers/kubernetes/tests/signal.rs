@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use infraflux_kubernetes::api::ApplyOptions;
 use infraflux_kubernetes::apply::apply_manifests;
 use infraflux_kubernetes::client::{ClientOptions, KubeClient, Kubeconfig};
-use infraflux_kubernetes::provider::{HANDOFF, NAMESPACE, PLATFORM, render_resource};
+use infraflux_kubernetes::provider::{HANDOFF, NAMESPACE, PLATFORM, Releases, render_resource};
 use infraflux_kubernetes::signal::{self, CheckState, Expectations, Outcome};
 use infraflux_kubernetes::wait::WaitOptions;
 use infraflux_lab::kubernetes::{FakeApiServer, ready_reactor};
@@ -70,8 +70,10 @@ fn options() -> WaitOptions {
     }
 }
 
-/// A fake cluster with everything applied (and made ready by the reactor).
-async fn bootstrapped() -> (FakeApiServer, KubeClient, Expectations) {
+/// A fake cluster with everything applied (and made ready by the reactor); `None` (a skip
+/// is printed) without ArgoCD's release files beside the workspace.
+async fn bootstrapped() -> Option<(FakeApiServer, KubeClient, Expectations)> {
+    let sources = infraflux_kubernetes::upstream::testing::mirror_sources()?;
     let server = FakeApiServer::start().await.unwrap();
     server.set_reactor(ready_reactor());
     let kubeconfig = Kubeconfig::new(server.kubeconfig()).unwrap();
@@ -79,8 +81,11 @@ async fn bootstrapped() -> (FakeApiServer, KubeClient, Expectations) {
         .await
         .unwrap();
     let resources = resources();
+    let mut releases = Releases::default();
     for (kind, attributes) in &resources {
-        let rendered = render_resource(kind, attributes).unwrap();
+        let loaded = Releases::load(&sources, kind, attributes).await.unwrap();
+        let rendered = render_resource(kind, attributes, &loaded).unwrap();
+        releases.extend(loaded);
         apply_manifests(
             &client,
             &rendered.manifests,
@@ -91,13 +96,15 @@ async fn bootstrapped() -> (FakeApiServer, KubeClient, Expectations) {
         .unwrap_or_else(|e| panic!("{e}"));
     }
     let expectations =
-        Expectations::from_resources(2, resources.iter().map(|(k, a)| (*k, a))).unwrap();
-    (server, client, expectations)
+        Expectations::from_resources(2, resources.iter().map(|(k, a)| (*k, a)), &releases).unwrap();
+    Some((server, client, expectations))
 }
 
 #[tokio::test]
 async fn ready_once_nodes_are_ready_and_everything_applied_is_current() {
-    let (server, client, expectations) = bootstrapped().await;
+    let Some((server, client, expectations)) = bootstrapped().await else {
+        return;
+    };
     server.insert(node("cp-1", true));
     server.insert(node("worker-1", false));
 
@@ -127,7 +134,9 @@ async fn ready_once_nodes_are_ready_and_everything_applied_is_current() {
 
 #[tokio::test]
 async fn a_degraded_handoff_fails_the_signal_with_its_message() {
-    let (server, client, expectations) = bootstrapped().await;
+    let Some((server, client, expectations)) = bootstrapped().await else {
+        return;
+    };
     server.insert(node("cp-1", true));
     server.insert(node("worker-1", true));
     assert!(server.set_status(

@@ -44,6 +44,9 @@ pub struct ProviderError {
     pub address: String,
     pub message: String,
     pub http: Option<HttpContext>,
+    /// What the user can do about it, when the provider knows better than the engine's
+    /// generic advice (shown as the diagnostic's `help:`).
+    pub help: Option<String>,
 }
 
 impl ProviderError {
@@ -59,7 +62,13 @@ impl ProviderError {
             address: address.into(),
             message: message.into(),
             http: None,
+            help: None,
         }
+    }
+
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
     }
 
     pub fn with_http(mut self, http: HttpContext) -> Self {

@@ -117,6 +117,24 @@ pub struct RenderedManifest {
     pub yaml: String,
 }
 
+/// Why a resource's manifests could not be rendered: one line without secrets, and what
+/// to do about it when the provider knows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RenderError {
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl RenderError {
+    pub fn new(message: impl Into<String>) -> Self {
+        RenderError {
+            message: message.into(),
+            help: None,
+        }
+    }
+}
+
 /// The ready signal and manifest rendering of the provider that manages what runs in a
 /// cluster. Errors are one line that says what failed, without secrets.
 #[async_trait]
@@ -128,10 +146,11 @@ pub trait ClusterSignal: Send + Sync {
     /// with one has a ready signal worth showing after `apply`).
     fn is_handoff(&self, kind: &str) -> bool;
 
-    /// The manifests one resource renders to, in apply order, without a cluster.
-    fn render_manifests(
+    /// The manifests one resource renders to, in apply order, without a cluster (upstream
+    /// release files it installs may be read from a mirror, a cache or the network).
+    async fn render_manifests(
         &self,
         kind: &str,
         attributes: &Attributes,
-    ) -> Result<Vec<RenderedManifest>, String>;
+    ) -> Result<Vec<RenderedManifest>, RenderError>;
 }

@@ -358,7 +358,8 @@ fn render(
         for cluster in &environment.clusters {
             let step = steps.start(format!("{}: render", cluster.id()));
             let base = dir.join(&cluster.environment).join(&cluster.name);
-            let manifests = write_cluster_manifests(cluster, &desired, &base, signal.as_ref())?;
+            let manifests =
+                write_cluster_manifests(cluster, &desired, &base, signal.as_ref(), context)?;
             // Machine configs need the cluster's secrets, which only apply creates.
             let secrets = ResourceAddr::new(
                 &cluster.environment,
@@ -424,6 +425,7 @@ fn write_cluster_manifests(
     desired: &[DesiredResource],
     base: &Path,
     signal: &dyn ClusterSignal,
+    context: &Context,
 ) -> miette::Result<Vec<PathBuf>> {
     let cannot = |path: &Path, e: std::io::Error| {
         diagnostic_text(
@@ -434,13 +436,18 @@ fn write_cluster_manifests(
     let dir = base.join("kubernetes");
     crate::private_file::create_dir(&dir).map_err(|e| cannot(base, e))?;
     let mut written = Vec::new();
+    // Upstream release files may be read from the cache or the network.
+    let runtime = context.runtime()?;
     for resource in kubernetes_resources(cluster, desired) {
-        let manifests = signal
-            .render_manifests(&resource.kind, &resource.attributes)
+        let manifests = runtime
+            .block_on(signal.render_manifests(&resource.kind, &resource.attributes))
             .map_err(|e| {
                 diagnostic_text(
                     format!("cannot render {}: {e}", resource.address),
-                    Some("fix the value in the configuration".into()),
+                    Some(
+                        e.help
+                            .unwrap_or_else(|| "fix the value in the configuration".into()),
+                    ),
                 )
             })?;
         for manifest in manifests {

@@ -3,6 +3,7 @@
 //! writes the same manifests to files.
 
 pub mod argocd;
+pub mod argocd_install;
 pub(crate) mod kubernetes_yaml;
 mod namespace;
 pub mod vendor;
@@ -13,6 +14,7 @@ use serde_json::{Map, Value, json};
 
 use crate::inputs::{HandoffInputs, InputError, NamespaceInputs, PlatformInputs, Service};
 use crate::object::{ObjectRef, sort_for_apply};
+use crate::upstream::Loaded;
 
 pub use namespace::namespace;
 
@@ -42,14 +44,23 @@ pub fn deep_merge(base: &mut Value, overlay: &Value) {
     }
 }
 
-/// A platform service: the vendored install for cilium and argocd (argocd also brings
-/// the `platform` AppProject and the Applications adopting services installed before
-/// it), an ArgoCD Application with the Helm chart for the others. In apply order.
-pub fn platform(inputs: &PlatformInputs) -> Result<Vec<Value>, InputError> {
+/// A platform service: the vendored install for cilium; ArgoCD's upstream install
+/// manifest (`release`, read by [`crate::upstream`]) with the `platform` AppProject and
+/// the Applications adopting services installed before it; an ArgoCD Application with
+/// the Helm chart for the others. In apply order.
+pub fn platform(
+    inputs: &PlatformInputs,
+    release: Option<&Loaded>,
+) -> Result<Vec<Value>, InputError> {
     let mut manifests = match inputs.service {
         Service::Cilium => vendor::cilium(inputs)?,
         Service::Argocd => {
-            let mut manifests = vendor::argocd(inputs)?;
+            let release = release.ok_or_else(|| InputError {
+                attribute: "version".into(),
+                message: "ArgoCD's release file was not read before rendering (a bug in InfraFlux)"
+                    .into(),
+            })?;
+            let mut manifests = argocd_install::install(inputs, release);
             manifests.push(argocd::platform_project(&inputs.argocd_namespace));
             for adopted in &inputs.adopt {
                 manifests.extend(argocd::adoption_application(inputs, adopted));

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::inputs::{HandoffInputs, NamespaceInputs, PlatformInputs};
+use crate::inputs::{HandoffInputs, InputError, NamespaceInputs, PlatformInputs};
+use crate::upstream::Loaded;
 
 fn attrs(value: Value) -> infraflux_provider::Attributes {
     value.as_object().unwrap().clone()
@@ -40,6 +41,27 @@ fn platform_inputs(environment: &str, service: &str, version: &str) -> PlatformI
             "values": {"kubeProxyReplacement": true}}]);
     }
     PlatformInputs::parse(&attrs(attributes)).unwrap()
+}
+
+/// ArgoCD's release file for `inputs`, from the shared mirror (`../shared/upstream`);
+/// without it (a skip is printed) a simulated install stands in.
+fn release(inputs: &PlatformInputs) -> Option<Loaded> {
+    let file = inputs.release_file().ok()??;
+    let loaded = crate::upstream::testing::mirror_sources().map(|sources| {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(sources.load(file))
+            .unwrap()
+    });
+    Some(loaded.unwrap_or(Loaded::Simulated {
+        reason: "no shared mirror in this test run".into(),
+    }))
+}
+
+/// A platform service as the provider renders it, its release file read.
+fn render_platform(inputs: &PlatformInputs) -> Result<Vec<Value>, InputError> {
+    platform(inputs, release(inputs).as_ref())
 }
 
 fn namespace_inputs(environment: &str) -> NamespaceInputs {
@@ -79,7 +101,8 @@ fn everything() -> Vec<Value> {
             ("monitoring", "79.5.0"),
             ("external_dns", "1.19.0"),
         ] {
-            manifests.extend(platform(&platform_inputs(environment, service, version)).unwrap());
+            manifests
+                .extend(render_platform(&platform_inputs(environment, service, version)).unwrap());
         }
         manifests.extend(environment_namespace(&namespace_inputs(environment)));
         manifests.extend(handoff(&handoff_inputs(environment, wave, revision)));
@@ -173,8 +196,8 @@ fn quota_and_limit_range_follow_the_workload_policy() {
 
 #[test]
 fn platform_applications_use_the_charts_and_environment_ha() {
-    let dev = platform(&platform_inputs("dev", "cert_manager", "v1.19.1")).unwrap();
-    let prod = platform(&platform_inputs("prod", "cert_manager", "v1.19.1")).unwrap();
+    let dev = render_platform(&platform_inputs("dev", "cert_manager", "v1.19.1")).unwrap();
+    let prod = render_platform(&platform_inputs("prod", "cert_manager", "v1.19.1")).unwrap();
     let source = &prod[0]["spec"]["source"];
     assert_eq!(source["repoURL"], "https://charts.jetstack.io");
     assert_eq!(source["chart"], "cert-manager");
@@ -194,7 +217,7 @@ fn platform_applications_use_the_charts_and_environment_ha() {
     assert_eq!(dev_values["replicaCount"], 1);
     assert!(dev_values.get("topologySpreadConstraints").is_none());
 
-    let monitoring = platform(&platform_inputs("staging", "monitoring", "79.5.0")).unwrap();
+    let monitoring = render_platform(&platform_inputs("staging", "monitoring", "79.5.0")).unwrap();
     let source = &monitoring[0]["spec"]["source"];
     assert_eq!(
         source["repoURL"],
@@ -205,7 +228,7 @@ fn platform_applications_use_the_charts_and_environment_ha() {
         source["helm"]["valuesObject"]["prometheus"]["prometheusSpec"]["replicas"],
         3
     );
-    let dns = platform(&platform_inputs("prod", "external_dns", "1.19.0")).unwrap();
+    let dns = render_platform(&platform_inputs("prod", "external_dns", "1.19.0")).unwrap();
     assert_eq!(dns[0]["spec"]["source"]["chart"], "external-dns");
 }
 
@@ -213,7 +236,7 @@ fn platform_applications_use_the_charts_and_environment_ha() {
 fn configured_values_win_over_policy_values() {
     let mut inputs = platform_inputs("prod", "cert_manager", "v1.19.1");
     inputs.values = attrs(json!({"replicaCount": 2, "prometheus": {"enabled": false}}));
-    let manifests = platform(&inputs).unwrap();
+    let manifests = render_platform(&inputs).unwrap();
     let values = &manifests[0]["spec"]["source"]["helm"]["valuesObject"];
     assert_eq!(values["replicaCount"], 2);
     assert_eq!(values["prometheus"]["enabled"], false);
@@ -223,7 +246,7 @@ fn configured_values_win_over_policy_values() {
 #[test]
 fn cilium_is_vendored_for_talos_and_adopted_with_the_same_values() {
     let inputs = platform_inputs("prod", "cilium", "1.18.4");
-    let manifests = platform(&inputs).unwrap();
+    let manifests = render_platform(&inputs).unwrap();
     let config = find(&manifests, "ConfigMap", "cilium-config");
     assert_eq!(config["data"]["kube-proxy-replacement"], "true");
     assert_eq!(config["data"]["cgroup-root"], "/sys/fs/cgroup");
@@ -251,13 +274,13 @@ fn cilium_is_vendored_for_talos_and_adopted_with_the_same_values() {
     );
     let operator = find(&manifests, "Deployment", "cilium-operator");
     assert_eq!(operator["spec"]["replicas"], 2);
-    let dev = platform(&platform_inputs("dev", "cilium", "1.18.4")).unwrap();
+    let dev = render_platform(&platform_inputs("dev", "cilium", "1.18.4")).unwrap();
     assert_eq!(
         find(&dev, "Deployment", "cilium-operator")["spec"]["replicas"],
         1
     );
 
-    let argocd = platform(&platform_inputs("prod", "argocd", "v3.5.1")).unwrap();
+    let argocd = render_platform(&platform_inputs("prod", "argocd", "v3.5.1")).unwrap();
     let adoption = find(&argocd, "Application", "cilium");
     let source = &adoption["spec"]["source"];
     assert_eq!(source["repoURL"], "https://helm.cilium.io/");
@@ -273,26 +296,18 @@ fn cilium_is_vendored_for_talos_and_adopted_with_the_same_values() {
 }
 
 #[test]
-fn versions_without_vendored_manifests_are_refused() {
-    let error = platform(&platform_inputs("dev", "cilium", "1.17.0")).unwrap_err();
+fn versions_without_vendored_or_pinned_manifests_are_refused() {
+    let error = render_platform(&platform_inputs("dev", "cilium", "1.17.0")).unwrap_err();
     assert_eq!(error.attribute, "version");
     assert!(error.message.contains("vendored: 1.18.4"));
-    assert!(platform(&platform_inputs("dev", "argocd", "v2.14.0")).is_err());
-}
-
-#[test]
-fn argocd_install_is_ordered_crds_first_and_namespaced() {
-    let manifests = platform(&platform_inputs("dev", "argocd", "v3.5.1")).unwrap();
-    assert_eq!(manifests[0]["kind"], "CustomResourceDefinition");
-    assert_eq!(manifests[2]["kind"], "Namespace");
-    let server = find(&manifests, "Deployment", "argocd-server");
-    assert_eq!(server["metadata"]["namespace"], "argocd");
-    let binding = find(&manifests, "ClusterRoleBinding", "argocd-server");
-    assert_eq!(binding["subjects"][0]["namespace"], "argocd");
+    let error = platform_inputs("dev", "argocd", "v2.14.0")
+        .release_file()
+        .unwrap_err();
+    assert_eq!(error.attribute, "version");
     assert!(
-        find(&manifests, "ClusterRole", "argocd-server")["metadata"]
-            .get("namespace")
-            .is_none()
+        error.message.contains("pinned: v3.5.1"),
+        "{}",
+        error.message
     );
 }
 
@@ -429,7 +444,7 @@ fn the_strict_schemas_reject_a_typo() {
     let validator = validator(&dir, schema_file("Application").unwrap());
     assert!(!validator.is_valid(&application));
     let mut deployment = find(
-        &platform(&platform_inputs("dev", "cilium", "1.18.4")).unwrap(),
+        &render_platform(&platform_inputs("dev", "cilium", "1.18.4")).unwrap(),
         "Deployment",
         "cilium-operator",
     )

@@ -1,6 +1,6 @@
-//! The vendored bootstrap manifests (`vendor/`): the subsets of Cilium and ArgoCD that
-//! InfraFlux applies itself, before ArgoCD can install anything. How they were written
-//! and how to regenerate the full manifests: `vendor/README.md`.
+//! The vendored bootstrap manifests of Cilium (`vendor/`): the subset InfraFlux applies
+//! itself, before ArgoCD can install anything. How they were written and how to
+//! regenerate the full manifests: `vendor/README.md`.
 
 use serde_json::{Map, Value, json};
 
@@ -8,16 +8,10 @@ use crate::inputs::{InputError, PlatformInputs, WorkloadPolicy};
 use crate::render::deep_merge;
 
 pub const CILIUM_VERSION: &str = "1.18.4";
-pub const ARGOCD_VERSION: &str = "v3.5.1";
 
 const CILIUM: [&str; 2] = [
     include_str!("../../vendor/cilium-1.18.4/rbac.yaml"),
     include_str!("../../vendor/cilium-1.18.4/workloads.yaml"),
-];
-const ARGOCD: [&str; 3] = [
-    include_str!("../../vendor/argocd-v3.5.1/crds.yaml"),
-    include_str!("../../vendor/argocd-v3.5.1/rbac.yaml"),
-    include_str!("../../vendor/argocd-v3.5.1/workloads.yaml"),
 ];
 
 /// Every document of the vendored YAML files, in order, read as Kubernetes reads them
@@ -201,44 +195,13 @@ pub fn cilium(inputs: &PlatformInputs) -> Result<Vec<Value>, InputError> {
     Ok(manifests)
 }
 
-/// Cluster-scoped kinds among the vendored manifests (all others get the namespace).
-fn cluster_scoped(kind: &str) -> bool {
-    matches!(
-        kind,
-        "CustomResourceDefinition" | "ClusterRole" | "ClusterRoleBinding" | "Namespace"
-    )
-}
-
-pub fn argocd(inputs: &PlatformInputs) -> Result<Vec<Value>, InputError> {
-    if inputs.version != ARGOCD_VERSION && format!("v{}", inputs.version) != ARGOCD_VERSION {
-        return Err(unsupported("argocd", &inputs.version, ARGOCD_VERSION));
-    }
-    let namespace = &inputs.namespace;
-    let mut variables = Map::new();
-    variables.insert("namespace".into(), json!(namespace));
-    let mut manifests = vec![json!({
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {"name": namespace, "labels": {"managed-by": crate::render::MANAGED_BY}},
-    })];
-    for mut manifest in documents(&ARGOCD) {
-        substitute(&mut manifest, &variables);
-        let kind = manifest["kind"].as_str().unwrap_or("").to_string();
-        if !cluster_scoped(&kind) {
-            manifest["metadata"]["namespace"] = json!(namespace);
-        }
-        manifests.push(manifest);
-    }
-    Ok(manifests)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn vendored_files_parse_and_have_identities() {
-        for manifest in documents(&CILIUM).iter().chain(&documents(&ARGOCD)) {
+        for manifest in &documents(&CILIUM) {
             assert!(
                 crate::object::ObjectRef::from_manifest(manifest).is_some(),
                 "{manifest}"
@@ -249,10 +212,7 @@ mod tests {
     #[test]
     fn vendored_manifests_read_as_kubernetes_reads_them_and_write_back_the_same() {
         use crate::render::kubernetes_yaml;
-        let all: Vec<Value> = documents(&CILIUM)
-            .into_iter()
-            .chain(documents(&ARGOCD))
-            .collect();
+        let all: Vec<Value> = documents(&CILIUM);
         // Cilium's `defaultMode: 0400` is the octal 256 to Kubernetes, not a string.
         let projected = serde_json::to_string(&all).unwrap();
         assert!(projected.contains(r#""defaultMode":256"#));

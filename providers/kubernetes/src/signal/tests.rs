@@ -348,8 +348,8 @@ fn attrs(value: Value) -> Attributes {
     value.as_object().unwrap().clone()
 }
 
-#[test]
-fn expectations_come_from_what_the_provider_renders() {
+#[tokio::test]
+async fn expectations_come_from_what_the_provider_renders() {
     let workloads = json!({"replicas": 1, "anti_affinity": false,
         "requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}});
     let argocd = attrs(
@@ -366,6 +366,12 @@ fn expectations_come_from_what_the_provider_renders() {
         "revision": "main", "path": "environments/dev",
         "destination_namespace": "dev", "automated": true, "sync_wave": 0}));
     let vm = attrs(json!({"name": "cp-1"}));
+    let Some(sources) = crate::upstream::testing::mirror_sources() else {
+        return;
+    };
+    let releases = crate::provider::Releases::load(&sources, "kubernetes_platform", &argocd)
+        .await
+        .unwrap();
     let expectations = Expectations::from_resources(
         3,
         [
@@ -374,6 +380,7 @@ fn expectations_come_from_what_the_provider_renders() {
             ("kubernetes_platform", &argocd),
             ("kubernetes_namespace", &namespace),
         ],
+        &releases,
     )
     .unwrap();
     assert_eq!(expectations.nodes, 3);
