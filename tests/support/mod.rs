@@ -11,14 +11,17 @@
 //!   the real providers' schemas, for tests that count what the providers were asked.
 //! - [`lab`]: a lab started with `infraflux lab up` in a [`TestContext`].
 //! - [`postgres`]: a throwaway PostgreSQL server.
+//! - [`control_plane`] and [`counterparts`] (from `infraflux-testkit`, shared with the
+//!   providers' tests): the real Kubernetes control plane, Talos's own validation.
 //! - [`filters`] / [`TestContext::filters`]: insta filters that make snapshots of rendered
 //!   output stable (temporary paths, ports, durations, timestamps, UUIDs, pids, the host
 //!   name). Bind them for the rest of a test with `let _filters = context.filters();`.
 
 #![allow(dead_code)]
 
-pub mod control_plane;
-pub mod counterparts;
+// The real counterparts live in their own crate, shared with the providers' tests.
+#[allow(unused_imports)]
+pub use infraflux_testkit::{control_plane, counterparts};
 pub mod engine;
 pub mod lab;
 pub mod postgres;
