@@ -13,14 +13,17 @@
 //! - [`postgres`]: a throwaway PostgreSQL server.
 //! - [`upstream`]: the upstream release files beside the repository, as the offline
 //!   mirror every run reads.
+//! - [`control_plane`] and [`counterparts`] (from `infraflux-testkit`, shared with the
+//!   providers' tests): the real Kubernetes control plane, Talos's own validation.
 //! - [`filters`] / [`TestContext::filters`]: insta filters that make snapshots of rendered
 //!   output stable (temporary paths, ports, durations, timestamps, UUIDs, pids, the host
 //!   name). Bind them for the rest of a test with `let _filters = context.filters();`.
 
 #![allow(dead_code)]
 
-pub mod control_plane;
-pub mod counterparts;
+// The real counterparts live in their own crate, shared with the providers' tests.
+#[allow(unused_imports)]
+pub use infraflux_testkit::{control_plane, counterparts};
 pub mod engine;
 pub mod lab;
 pub mod postgres;

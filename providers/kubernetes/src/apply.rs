@@ -95,15 +95,34 @@ pub fn annotated(manifest: &Value) -> Value {
 
 /// Whether every field of `desired` has the same value in `live` (the API server adds
 /// defaults and status, so live objects are supersets). Arrays must match item by item.
+/// A zero value (`0`, `false`, `""`, `[]`, `{}`, `null`) matches an absent field: the API
+/// server does not store the zero value of an `omitempty` field (a probe's
+/// `initialDelaySeconds: 0` is gone once stored), and seeing drift there would re-apply
+/// the object on every run.
 pub fn is_subset(desired: &Value, live: &Value) -> bool {
     match (desired, live) {
-        (Value::Object(desired), Value::Object(live)) => desired
-            .iter()
-            .all(|(key, value)| live.get(key).is_some_and(|l| is_subset(value, l))),
+        (Value::Object(desired), Value::Object(live)) => {
+            desired.iter().all(|(key, value)| match live.get(key) {
+                Some(live) => is_subset(value, live),
+                None => is_zero(value),
+            })
+        }
         (Value::Array(desired), Value::Array(live)) => {
             desired.len() == live.len() && desired.iter().zip(live).all(|(d, l)| is_subset(d, l))
         }
         (desired, live) => desired == live,
+    }
+}
+
+/// The zero value of its JSON type, which Go's `omitempty` leaves out.
+fn is_zero(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Bool(flag) => !flag,
+        Value::Number(number) => number.as_f64() == Some(0.0),
+        Value::String(text) => text.is_empty(),
+        Value::Array(items) => items.is_empty(),
+        Value::Object(map) => map.is_empty(),
     }
 }
 
@@ -312,6 +331,22 @@ mod tests {
         assert!(!is_subset(&changed, &live));
         let longer = json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}]}});
         assert!(!is_subset(&longer, &live));
+    }
+
+    #[test]
+    fn zero_values_the_server_leaves_out_are_no_drift() {
+        // As kube-apiserver v1.34 stores a Deployment whose probe says
+        // `initialDelaySeconds: 0` (tests/real_control_plane.rs found it).
+        let desired = json!({"readinessProbe": {"initialDelaySeconds": 0, "periodSeconds": 10,
+            "httpGet": {"path": "/healthz"}}, "args": [], "env": {}});
+        let live = json!({"readinessProbe": {"periodSeconds": 10,
+            "httpGet": {"path": "/healthz", "scheme": "HTTP"}}});
+        assert!(is_subset(&desired, &live));
+        // A value that is not zero must be there.
+        let desired = json!({"readinessProbe": {"initialDelaySeconds": 5}});
+        assert!(!is_subset(&desired, &live));
+        let desired = json!({"args": ["--debug"]});
+        assert!(!is_subset(&desired, &live));
     }
 
     #[tokio::test]

@@ -13,22 +13,24 @@
 //! them to the fake node [`FAKE_NODE`], and kwok makes them Running and Ready there, so
 //! `Available` means what it means on a real cluster.
 //!
-//! Part of the shared harness (`mod support;`), beside `support/counterparts.rs`.
+//! Every test binary that needs a cluster uses this one starter (the root crate's tests,
+//! the Kubernetes provider's, the lab's). Tests of one binary share the control plane:
+//! each works in namespaces and names of its own, or takes [`ControlPlane::exclusive`]
+//! when it changes what others would see (nodes, cluster-wide objects).
 //! Without the binaries: `skipped: <why>` and `None`, or a panic when
 //! `INFRAFLUX_REQUIRE_COUNTERPARTS` is set.
-
-#![allow(dead_code)]
 
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::counterparts;
+use crate::counterparts;
+use crate::endpoint::Endpoint;
 
 /// How long etcd + kube-apiserver may take to answer `/readyz` (2 cores, busy with builds).
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -50,6 +52,10 @@ pub struct ControlPlane {
     pub client_key_pem: String,
     /// `kube-apiserver`'s `gitVersion`, e.g. `v1.34.4`.
     pub version: String,
+    /// `etcd Version: 3.6.4`.
+    pub etcd_version: String,
+    /// `kwok version v0.7.0`.
+    pub kwok_version: String,
     directory: PathBuf,
     /// Dropping it closes the pipe: the watchdog stops the processes.
     watchdog: Mutex<Option<(Child, ChildStdin)>>,
@@ -73,7 +79,12 @@ pub fn shared() -> Option<&'static ControlPlane> {
             }
         };
         let started = Instant::now();
-        let plane = match ControlPlane::start(&binaries) {
+        // On a thread of its own: the start blocks on a runtime of its own, which a
+        // caller inside an async test (`#[tokio::test]`) could not do on its thread.
+        let plane = match std::thread::spawn(move || ControlPlane::start(&binaries))
+            .join()
+            .unwrap_or_else(|_| Err("the control plane's start panicked".into()))
+        {
             Ok(plane) => plane,
             Err(error) => return Some(Err(error)),
         };
@@ -81,8 +92,8 @@ pub fn shared() -> Option<&'static ControlPlane> {
         let line = format!(
             "control plane: kube-apiserver {} (+ controller-manager, scheduler), {}, {}, at {}, ready in {:.1}s\n",
             plane.version,
-            binaries.etcd_version(),
-            binaries.kwok_version(),
+            plane.etcd_version,
+            plane.kwok_version,
             plane.url,
             started.elapsed().as_secs_f64()
         );
@@ -282,6 +293,8 @@ impl ControlPlane {
             client_pem: String::new(),
             client_key_pem: String::new(),
             version: String::new(),
+            etcd_version: binaries.etcd_version(),
+            kwok_version: binaries.kwok_version(),
             directory: directory.clone(),
             watchdog: Mutex::new(Some((watchdog, pipe))),
             processes: Mutex::new(Vec::new()),
@@ -524,6 +537,38 @@ impl ControlPlane {
         }
     }
 
+    /// Raw requests as the admin ([`Endpoint`]).
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint::new(self.url.clone(), self.client())
+    }
+
+    /// The admin kubeconfig's text (it holds the client key: never print it).
+    pub fn kubeconfig_text(&self) -> String {
+        std::fs::read_to_string(&self.kubeconfig).expect("the control plane's kubeconfig")
+    }
+
+    /// Held by a test for as long as it changes what the other tests of its binary
+    /// would see (nodes, cluster-scoped objects, the platform everyone applies), so
+    /// that those tests run one after the other. A test that failed while holding it
+    /// does not stop the others.
+    pub fn exclusive(&self) -> MutexGuard<'static, ()> {
+        static LOCK: Mutex<()> = Mutex::new(());
+        LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Register another node that kwok runs (Ready within moments, pods on it Running).
+    pub async fn add_node(&self, name: &str) -> Result<(), String> {
+        let answer = self
+            .endpoint()
+            .post("/api/v1/nodes", &fake_node(name))
+            .await;
+        if answer.is_success() || answer.status == 409 {
+            Ok(())
+        } else {
+            Err(format!("POST /api/v1/nodes ({name}): {answer}"))
+        }
+    }
+
     /// An HTTP client that trusts the control plane's CA and presents the admin
     /// certificate.
     pub fn client(&self) -> reqwest::Client {
@@ -629,7 +674,7 @@ fn kubeconfig(url: &str, ca: &str, certificate: &str, key: &str) -> String {
 }
 
 /// A node kwok manages: its annotation, a kwok taint-free spec and room for pods.
-fn fake_node(name: &str) -> Value {
+pub fn fake_node(name: &str) -> Value {
     json!({
         "apiVersion": "v1",
         "kind": "Node",
