@@ -378,6 +378,15 @@ impl NamespaceInputs {
     }
 }
 
+/// Names of the Jobs among the recorded objects.
+fn recorded_jobs(attributes: &Attributes) -> Vec<String> {
+    crate::object::recorded_objects(attributes)
+        .into_iter()
+        .filter(|object| object.kind == "Job")
+        .map(|object| object.name)
+        .collect()
+}
+
 fn argocd_namespace(attributes: &Attributes) -> Result<String, InputError> {
     let namespace = optional_str(attributes, "argocd_namespace")?
         .unwrap_or(DEFAULT_ARGOCD_NAMESPACE)
@@ -467,6 +476,9 @@ pub struct PlatformInputs {
     /// Only on argocd: install the HA manifest (`manifests/ha/install.yaml`). Default:
     /// when the workload policy is highly available (more than one replica).
     pub ha: bool,
+    /// The Jobs among the objects a previous apply recorded (the computed `objects`):
+    /// which Cilium install Jobs have run.
+    pub recorded_jobs: Vec<String>,
 }
 
 impl PlatformInputs {
@@ -535,6 +547,7 @@ impl PlatformInputs {
             argocd_namespace: argocd_namespace(attributes)?,
             adopt,
             force_conflicts: optional_bool(attributes, "force_conflicts")?.unwrap_or(false),
+            recorded_jobs: recorded_jobs(attributes),
         })
     }
 

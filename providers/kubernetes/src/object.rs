@@ -5,6 +5,27 @@ use std::fmt;
 
 use serde_json::Value;
 
+/// The objects a resource recorded in its computed `objects` attribute
+/// (`[{apiVersion, kind, namespace, name}]`; absent or unknown before the first apply:
+/// none).
+pub fn recorded_objects(attributes: &serde_json::Map<String, Value>) -> Vec<ObjectRef> {
+    let object = |value: &Value| {
+        Some(ObjectRef {
+            api_version: value["apiVersion"].as_str()?.to_string(),
+            kind: value["kind"].as_str()?.to_string(),
+            namespace: value["namespace"].as_str().map(str::to_string),
+            name: value["name"].as_str()?.to_string(),
+        })
+    };
+    attributes
+        .get("objects")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(object)
+        .collect()
+}
+
 /// Which object: group/version, kind, namespace (none for cluster-scoped) and name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectRef {

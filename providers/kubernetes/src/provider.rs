@@ -25,7 +25,7 @@ use crate::api::{ApiError, ApplyOptions, KubeApi};
 use crate::apply::{self, apply_manifests, delete_objects, is_up_to_date};
 use crate::client::{ClientOptions, KubeClient, Kubeconfig};
 use crate::inputs::{self, HandoffInputs, InputError, NamespaceInputs, PlatformInputs, Service};
-use crate::object::ObjectRef;
+use crate::object::{ObjectRef, recorded_objects};
 use crate::readiness::Expectation;
 use crate::render;
 use crate::upstream::{self, Loaded, ReleaseFile, Sources};
@@ -250,23 +250,36 @@ fn object_json(object: &ObjectRef) -> Value {
         "namespace": object.namespace, "name": object.name})
 }
 
-fn object_from_json(value: &Value) -> Option<ObjectRef> {
-    Some(ObjectRef {
-        api_version: value["apiVersion"].as_str()?.to_string(),
-        kind: value["kind"].as_str()?.to_string(),
-        namespace: value["namespace"].as_str().map(str::to_string),
-        name: value["name"].as_str()?.to_string(),
-    })
+/// The Application through which ArgoCD takes over a service InfraFlux installs before
+/// it (cilium), for a `kubernetes_platform` resource; `None` for anything else.
+pub fn adoption_application(kind: &str, attributes: &Attributes) -> Option<ObjectRef> {
+    if kind != PLATFORM {
+        return None;
+    }
+    let inputs = PlatformInputs::parse(attributes).ok()?;
+    if inputs.service != Service::Cilium {
+        return None;
+    }
+    let chart = render::argocd::chart(inputs.service)?;
+    Some(ObjectRef::new(
+        render::argocd::API_VERSION,
+        "Application",
+        Some(&inputs.argocd_namespace),
+        chart.release,
+    ))
 }
 
-fn objects_of(attributes: &Attributes) -> Vec<ObjectRef> {
-    attributes
-        .get("objects")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(object_from_json)
-        .collect()
+/// The adoption Application, when it exists: ArgoCD owns the service, and InfraFlux
+/// neither applies nor refreshes what it installed of it.
+async fn owned_by_argocd(
+    api: &dyn KubeApi,
+    kind: &str,
+    attributes: &Attributes,
+) -> Result<Option<ObjectRef>, ApiError> {
+    let Some(application) = adoption_application(kind, attributes) else {
+        return Ok(None);
+    };
+    Ok(api.get(&application).await?.map(|_| application))
 }
 
 // ---- errors ---------------------------------------------------------------------------------
@@ -390,6 +403,33 @@ impl KubernetesProvider {
     ) -> Result<(String, Attributes), ProviderError> {
         let rendered = self.render(operation, resource, planned).await?;
         let api = self.connect(operation, resource, planned).await?;
+        if let Some(application) = owned_by_argocd(api.as_ref(), &resource.kind, planned)
+            .await
+            .map_err(|e| connect_error(operation, resource, e))?
+        {
+            tracing::info!(
+                address = %resource.address,
+                "ArgoCD owns this service ({application}): InfraFlux applies nothing of it; \
+                 a change reaches it through that Application"
+            );
+            // What InfraFlux applied before stays recorded (deleting the resource removes
+            // it); nothing new was applied.
+            let objects = match prior {
+                Some(prior) => recorded_objects(prior),
+                None => rendered
+                    .manifests
+                    .iter()
+                    .filter_map(ObjectRef::from_manifest)
+                    .collect(),
+            };
+            let mut attributes = planned.clone();
+            attributes.insert(
+                "objects".into(),
+                Value::Array(objects.iter().map(object_json).collect()),
+            );
+            attributes.insert("drift".into(), json!([]));
+            return Ok((rendered.id, attributes));
+        }
         let options = ApplyOptions {
             force: rendered.force,
         };
@@ -413,7 +453,7 @@ impl KubernetesProvider {
             .filter_map(ObjectRef::from_manifest)
             .collect();
         if let Some(prior) = prior {
-            let stale: Vec<ObjectRef> = objects_of(prior)
+            let stale: Vec<ObjectRef> = recorded_objects(prior)
                 .into_iter()
                 .filter(|o| !objects.contains(o))
                 .collect();
@@ -539,27 +579,6 @@ impl Provider for KubernetesProvider {
                 detail: None,
             });
         }
-        if request.resource.kind == PLATFORM
-            && request.desired.get("service") == Some(&json!(Service::Cilium.key()))
-            && let Some(values) = request.desired.get("values").and_then(Value::as_object)
-        {
-            let skipped = render::vendor::cilium_values_not_applied(values);
-            if !skipped.is_empty() {
-                diagnostics.push(Diagnostic {
-                    severity: Severity::Warning,
-                    attribute: Some("values".into()),
-                    summary: format!(
-                        "the bootstrap install of cilium does not apply {}",
-                        skipped.join(", ")
-                    ),
-                    detail: Some(
-                        "InfraFlux installs a vendored subset of the chart; these values take effect once \
-                         ArgoCD adopts cilium. Regenerate vendor/ (vendor/README.md) if they are needed at bootstrap."
-                            .into(),
-                    ),
-                });
-            }
-        }
         if inputs::kubeconfig(&request.desired).is_err()
             && !request
                 .desired
@@ -645,7 +664,7 @@ impl Provider for KubernetesProvider {
         let api = self
             .connect("delete", &request.resource, &request.prior)
             .await?;
-        let mut objects = objects_of(&request.prior);
+        let mut objects = recorded_objects(&request.prior);
         if objects.is_empty()
             && let Ok(rendered) = self
                 .render("delete", &request.resource, &request.prior)
@@ -697,6 +716,17 @@ impl KubernetesProvider {
                 Err(error) => return ReadOutcome::Failed(connect_error("read", resource, error)),
             },
         };
+        // A service ArgoCD has adopted is ArgoCD's to refresh: its objects changing (as
+        // ArgoCD syncs them) is no drift of InfraFlux's.
+        match owned_by_argocd(api.as_ref(), &resource.kind, prior).await {
+            Ok(Some(_)) => {
+                let mut attributes = prior.clone();
+                attributes.insert("drift".into(), json!([]));
+                return ReadOutcome::Found(attributes);
+            }
+            Ok(None) => {}
+            Err(error) => return ReadOutcome::Failed(connect_error("read", resource, error)),
+        }
         let rendered = match self.render("read", resource, prior).await {
             Ok(rendered) => rendered,
             Err(error) => return ReadOutcome::Failed(error),

@@ -139,11 +139,17 @@ async fn bootstrap_then_rerun_writes_nothing() {
     let provider = KubernetesProvider::new(options);
     let state = bootstrap(&provider, &server.kubeconfig()).await;
 
-    // What a bootstrapped cluster has.
+    // What a bootstrapped cluster has: Cilium's install Job (Cilium itself is what the
+    // Job installs), ArgoCD, the Applications.
+    let jobs = server.objects_of("Job");
     assert!(
-        server
-            .object("apps/v1", "DaemonSet", Some("kube-system"), "cilium")
-            .is_some()
+        jobs.iter()
+            .any(|job| job["metadata"]["namespace"] == "kube-system"
+                && job["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("cilium-install-")),
+        "{jobs:?}"
     );
     assert!(
         server
@@ -205,7 +211,8 @@ async fn bootstrap_then_rerun_writes_nothing() {
         "2"
     );
     assert_eq!(state[0].1, "platform/cilium");
-    assert!(state[0].2["objects"].as_array().unwrap().len() > 5);
+    // The installer's ServiceAccount, binding, values and Job.
+    assert_eq!(state[0].2["objects"].as_array().unwrap().len(), 4);
     assert!(server.patch_count() > 40);
 
     // A second run of every resource (an update with the same attributes) and a
@@ -416,16 +423,13 @@ async fn crds_are_waited_for_until_established() {
 }
 
 #[tokio::test]
-async fn validate_reports_attribute_problems_and_unapplied_values() {
-    let Some(options) = options() else {
-        return;
-    };
-    let provider = KubernetesProvider::new(options);
+async fn validate_reports_attribute_problems_without_reading_anything() {
+    // No mirror and nowhere to download from: validate reads no release file.
+    let provider = KubernetesProvider::new(ProviderOptions::default());
     let response = provider
         .validate(infraflux_provider::ValidateRequest {
-            resource: resource(PLATFORM, "cilium"),
-            desired: attrs(json!({"service": "cilium", "version": "1.18.4",
-                "values": {"kubeProxyReplacement": true, "hubble": {"enabled": true}}})),
+            resource: resource(PLATFORM, "argocd"),
+            desired: attrs(json!({"service": "argocd", "version": "v3.4.0", "ha": "yes"})),
         })
         .await;
     let summaries: Vec<(String, Option<String>)> = response
@@ -436,15 +440,27 @@ async fn validate_reports_attribute_problems_and_unapplied_values() {
     assert_eq!(
         summaries,
         [
-            (
-                "the bootstrap install of cilium does not apply hubble.enabled".to_string(),
-                Some("values".to_string())
-            ),
+            ("must be true or false".to_string(), Some("ha".to_string())),
             (
                 "a kubeconfig document is required".to_string(),
                 Some("kubeconfig".to_string())
             ),
         ]
+    );
+    let response = provider
+        .validate(infraflux_provider::ValidateRequest {
+            resource: resource(PLATFORM, "argocd"),
+            desired: attrs(json!({"service": "argocd", "version": "v3.4.0"})),
+        })
+        .await;
+    assert_eq!(
+        response.diagnostics[0].attribute.as_deref(),
+        Some("version")
+    );
+    assert!(
+        response.diagnostics[0].summary.contains("pinned: v3.5.1"),
+        "{:?}",
+        response.diagnostics
     );
 }
 
@@ -505,7 +521,10 @@ fn render_writes_every_manifest_without_a_cluster() {
         .collect();
     files.sort();
     assert!(files.len() > 40, "{files:?}");
-    assert_eq!(files[0], "000-core-serviceaccount-kube-system-cilium.yaml");
+    assert_eq!(
+        files[0],
+        "000-core-serviceaccount-kube-system-cilium-install.yaml"
+    );
     assert!(
         files
             .iter()

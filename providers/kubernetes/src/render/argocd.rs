@@ -5,7 +5,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::inputs::{Adopted, HandoffInputs, PlatformInputs, Service, WorkloadPolicy};
-use crate::render::{MANAGED_BY, deep_merge, vendor};
+use crate::render::{MANAGED_BY, cilium_install, deep_merge};
 
 pub const API_VERSION: &str = "argoproj.io/v1alpha1";
 /// The cluster ArgoCD runs in, as ArgoCD names it.
@@ -136,7 +136,7 @@ pub fn policy_values(service: Service, policy: &WorkloadPolicy) -> Value {
         // external-dns has no leader election: a second replica would fight the first
         // over DNS records, so only resources follow the policy.
         Service::ExternalDns => json!({"resources": resources}),
-        Service::Cilium => vendor::cilium_values(&Map::new(), policy),
+        Service::Cilium => cilium_install::values(&Map::new(), policy),
         Service::Argocd => json!({}),
     }
 }
@@ -195,7 +195,7 @@ pub fn platform_application(inputs: &PlatformInputs) -> Option<Value> {
 /// version and values it was installed with, so the first sync changes nothing.
 pub fn adoption_application(inputs: &PlatformInputs, adopted: &Adopted) -> Option<Value> {
     let chart = chart(adopted.service)?;
-    let values = vendor::cilium_values(&adopted.values, &inputs.workloads);
+    let values = cilium_install::values(&adopted.values, &inputs.workloads);
     Some(helm_application(
         inputs,
         chart,

@@ -6,7 +6,7 @@
 //! where a YAML 1.2 reader or writer such as serde_yaml takes them for strings. Both ways
 //! went wrong, and the real API server refused the results:
 //!
-//! - reading: the vendored Cilium manifest's `defaultMode: 0400` became the string
+//! - reading: a manifest's `defaultMode: 0400` (once in a hand-written Cilium subset) became the string
 //!   `"0400"`. [`documents`] reads with go-yaml v2's resolution of plain scalars (from
 //!   saphyr-parser's events); quoted and block scalars are strings, as everywhere.
 //! - writing: ArgoCD's redis `args: [..., "no", ...]` was written as a plain `no`, which

@@ -4,9 +4,9 @@
 
 pub mod argocd;
 pub mod argocd_install;
+pub mod cilium_install;
 pub(crate) mod kubernetes_yaml;
 mod namespace;
-pub mod vendor;
 
 use std::path::{Path, PathBuf};
 
@@ -44,16 +44,17 @@ pub fn deep_merge(base: &mut Value, overlay: &Value) {
     }
 }
 
-/// A platform service: the vendored install for cilium; ArgoCD's upstream install
-/// manifest (`release`, read by [`crate::upstream`]) with the `platform` AppProject and
-/// the Applications adopting services installed before it; an ArgoCD Application with
-/// the Helm chart for the others. In apply order.
+/// A platform service: for cilium, the Job that installs it with the Cilium CLI (as
+/// Talos documents); ArgoCD's upstream install manifest (`release`, read by
+/// [`crate::upstream`]) with the `platform` AppProject and the Applications adopting
+/// services installed before it; an ArgoCD Application with the Helm chart for the
+/// others. In apply order.
 pub fn platform(
     inputs: &PlatformInputs,
     release: Option<&Loaded>,
 ) -> Result<Vec<Value>, InputError> {
     let mut manifests = match inputs.service {
-        Service::Cilium => vendor::cilium(inputs)?,
+        Service::Cilium => cilium_install::install(inputs),
         Service::Argocd => {
             let release = release.ok_or_else(|| InputError {
                 attribute: "version".into(),

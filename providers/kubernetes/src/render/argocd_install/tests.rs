@@ -199,6 +199,29 @@ fn every_kind_of_the_release_files_has_a_known_scope() {
 }
 
 #[test]
+fn upstream_documents_are_written_so_that_kubernetes_reads_them_back_the_same() {
+    use crate::render::kubernetes_yaml;
+    let Some(_) = shared_mirror() else {
+        return;
+    };
+    let file = crate::upstream::argocd("v3.5.1", true).unwrap();
+    let Loaded::Upstream(documents) = load(file).unwrap() else {
+        unreachable!()
+    };
+    for document in documents.iter() {
+        let written = kubernetes_yaml::to_string(document);
+        // As the API server (YAML 1.1) and a YAML 1.2 reader read it.
+        assert_eq!(
+            kubernetes_yaml::documents(&written).unwrap(),
+            vec![document.clone()],
+            "{written}"
+        );
+        let yaml_1_2: Value = serde_yaml::from_str(&written).unwrap();
+        assert_eq!(&yaml_1_2, document, "{written}");
+    }
+}
+
+#[test]
 fn a_simulated_install_renders_only_infrafluxs_objects_and_says_so() {
     let simulated = Loaded::Simulated {
         reason: "no network".into(),
