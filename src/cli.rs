@@ -42,6 +42,16 @@ pub struct GlobalArgs {
     /// configuration's own (repeatable), e.g. the one `infraflux lab up` writes
     #[arg(long, global = true, value_name = "DIR", env = "INFRAFLUX_OVERLAY")]
     pub overlay: Vec<PathBuf>,
+    /// A directory `${file:…}` may read besides the configuration's own (repeatable),
+    /// e.g. /run/secrets; the configuration cannot allow this itself
+    #[arg(
+        long = "allow-file-dir",
+        global = true,
+        value_name = "DIR",
+        env = "INFRAFLUX_ALLOW_FILE_DIRS",
+        value_delimiter = ':'
+    )]
+    pub allow_file_dirs: Vec<PathBuf>,
     /// Where state lives: local files, or PostgreSQL (connection string in
     /// INFRAFLUX_STATE_POSTGRES_URL) [default: local]
     #[arg(
@@ -64,6 +74,7 @@ impl GlobalArgs {
         crate::config::ConfigPaths {
             dir: &self.config,
             overlays: &self.overlay,
+            file_dirs: &self.allow_file_dirs,
         }
     }
 }

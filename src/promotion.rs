@@ -47,12 +47,18 @@ pub fn promotable_values(config: &Configuration, environment: &str) -> Promotabl
         .iter()
         .filter(|e| e.environment == environment)
     {
-        let override_block = config
+        // The origins of the cluster's block for this environment, gathered once: a
+        // search of the block per value made large blocks quadratic.
+        let mut override_block = std::collections::HashSet::new();
+        if let Some(block) = config
             .layers
             .clusters
             .get(&effective.cluster)
             .and_then(|layer| layer.node.get("environments"))
-            .and_then(|envs| envs.get(environment));
+            .and_then(|envs| envs.get(environment))
+        {
+            origins(block, &mut override_block);
+        }
         let is_promotable = |origin: Origin| {
             let shared_layer = config
                 .layers
@@ -63,7 +69,7 @@ pub fn promotable_values(config: &Configuration, environment: &str) -> Promotabl
                     layer.file == origin.file
                         && matches!(layer.kind, LayerKind::Defaults | LayerKind::Cluster)
                 });
-            shared_layer && !override_block.is_some_and(|block| contains(block, origin))
+            shared_layer && !override_block.contains(&origin)
         };
         let mut values = BTreeMap::new();
         flatten(
@@ -93,13 +99,13 @@ pub fn promotable_values(config: &Configuration, environment: &str) -> Promotabl
     clusters
 }
 
-fn contains(tree: &Node, origin: Origin) -> bool {
-    tree.origin == origin
-        || match &tree.value {
-            NodeValue::Map(map) => map.values().any(|e| contains(&e.node, origin)),
-            NodeValue::List(items) => items.iter().any(|n| contains(n, origin)),
-            _ => false,
-        }
+fn origins(tree: &Node, out: &mut std::collections::HashSet<Origin>) {
+    out.insert(tree.origin);
+    match &tree.value {
+        NodeValue::Map(map) => map.values().for_each(|e| origins(&e.node, out)),
+        NodeValue::List(items) => items.iter().for_each(|n| origins(n, out)),
+        _ => {}
+    }
 }
 
 fn flatten(

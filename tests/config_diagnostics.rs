@@ -963,3 +963,115 @@ fn rendered_network_problems_from_two_layers() {
         );
     insta::assert_snapshot!(human(&case));
 }
+
+// ---------------------------------------------------------------------------------------
+// Hostile input (issue 16): reading outside the configuration, terminal escapes
+
+#[test]
+fn a_file_reference_outside_the_configuration_is_refused_and_never_printed() {
+    let case = Case::new().edit(
+        "defaults/proxmox.yaml",
+        "token: ${env:PROXMOX_TOKEN}",
+        "token: ${file:../../../../../../../../../../../../etc/passwd}",
+    );
+    let report = case.validate();
+    report
+        .only()
+        .is(
+            "config::file-outside",
+            "`${file:../../../../../../../../../../../../etc/passwd}` reads outside the configuration",
+            "config/defaults/proxmox.yaml:6:10",
+        )
+        .label("outside the configuration's directories");
+    let show = case.command(&["config", "show", "--env", "dev", "--cluster", "workload"]);
+    let plan = case.command(&["plan", "--env", "dev", "--refresh=false"]);
+    for output in [&show, &plan] {
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(output.status.code(), Some(1), "{text}");
+        assert!(text.contains("config::file-outside"), "{text}");
+        assert!(!text.contains("root:"), "{text}");
+    }
+}
+
+#[test]
+fn a_directory_allowed_on_the_command_line_is_read_and_its_contents_masked() {
+    let secrets = tempfile::tempdir().unwrap();
+    let url = "https://ci:hunter2-do-not-print@git.example.internal/platform/apps.git";
+    std::fs::write(secrets.path().join("repository"), format!("{url}\n")).unwrap();
+    std::fs::write(secrets.path().join("path"), "apps/{environment}\n").unwrap();
+    let reference =
+        |name: &str, kind: &str| format!("${{{kind}:{}}}", secrets.path().join(name).display());
+    let case = Case::new().edit(
+        "defaults/platform.yaml",
+        "  repository: https://git.example.internal/platform/apps.git\n  revision: main\n  path: environments/{environment}",
+        &format!(
+            "  repository: {}\n  revision: main\n  path: {}",
+            reference("repository", "file"),
+            reference("path", "plainfile")
+        ),
+    );
+    let show = [
+        "config",
+        "show",
+        "--env",
+        "dev",
+        "--cluster",
+        "workload",
+        "--provenance",
+    ];
+    // Not allowed: refused where it is written.
+    let refused = case.command(&show);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("config::file-outside"));
+    let dir = secrets.path().display().to_string();
+    let mut args = vec!["--allow-file-dir", dir.as_str()];
+    args.extend(show);
+    let output = case.command(&args);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("  repository: (sensitive)")
+                && l.ends_with(&format!("(file: {}/repository)", dir))),
+        "{stdout}"
+    );
+    // `plainfile` is shown as it is.
+    assert!(stdout.contains("  path: apps/{environment} "), "{stdout}");
+}
+
+#[test]
+fn terminal_escapes_in_values_are_shown_escaped() {
+    let case = Case::new().edit(
+        "clusters/edge.yaml",
+        "template: small",
+        "template: \"small\\e]0;owned\\a\\e[2J\\u202e\"",
+    );
+    let found = case.validate().only();
+    found.is(
+        "config::unknown-template",
+        "unknown template `small\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\u{202e}`",
+        "config/clusters/edge.yaml:4:11",
+    );
+    let human = case.validate_human();
+    assert!(
+        human.contains("unknown template `small\\u{1b}]0;owned"),
+        "{human}"
+    );
+    assert!(
+        !human
+            .chars()
+            .any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'),
+        "{human:?}"
+    );
+}

@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::output::Output;
 use crate::cli::{GlobalArgs, ValidateArgs};
 use crate::config::{ProcessVariables, Selection};
-use crate::diag::{Problems, ProblemsReport, Severity, SourceMap};
+use crate::diag::{Problems, ProblemsReport, Severity, SourceMap, printable};
 use crate::operation::load::load_model;
 
 pub fn run(global: &GlobalArgs, args: &ValidateArgs, output: &Output) -> miette::Result<ExitCode> {
@@ -94,15 +94,17 @@ impl JsonReport {
             problems: problems
                 .sorted()
                 .into_iter()
+                // Terminal escapes a value carried are written out visibly: the report
+                // is printed, and JSON leaves C1 controls and bidi marks as they are.
                 .map(|p| JsonProblem {
                     severity: p.severity,
                     code: p.code,
-                    message: p.message.clone(),
+                    message: printable(&p.message).into_owned(),
                     file: p.origin.map(|o| sources.path(o.file).display().to_string()),
                     line: p.origin.map(|o| o.line),
                     column: p.origin.map(|o| o.column),
-                    label: p.label.clone(),
-                    help: p.help.clone(),
+                    label: p.label.as_deref().map(|l| printable(l).into_owned()),
+                    help: p.help.as_deref().map(|h| printable(h).into_owned()),
                 })
                 .collect(),
             environments: model

@@ -8,7 +8,14 @@ use std::collections::{HashMap, HashSet};
 use super::layers::{Layer, LayerKind, LoadedConfig};
 use super::merge::merge_all;
 use super::node::{Node, Value};
+use super::yaml::MAX_VALUES;
 use crate::diag::{Problem, Problems, did_you_mean};
+
+/// The most values the selected pairs may hold together. Each pair is a copy of the
+/// layers it merges, so a large shared layer times many pairs would exhaust memory even
+/// with every file within its limits; a thousand clusters in three environments take
+/// about a tenth of this.
+pub const MAX_COMPOSED_VALUES: usize = 4 * MAX_VALUES;
 
 /// Which pairs a command works on.
 #[derive(Debug, Clone, Default)]
@@ -43,6 +50,8 @@ pub fn compose(
         .map(|l| without_key(&l.node, "state"))
         .collect();
     let defaults: Vec<&Node> = defaults.iter().collect();
+    let defaults_size: usize = defaults.iter().map(|d| d.count_values()).sum();
+    let mut composed = 0usize;
     // Each cluster's settings without its per-environment overrides, copied once per
     // cluster rather than once per pair.
     let mut cluster_settings: HashMap<&str, Node> = HashMap::new();
@@ -99,6 +108,28 @@ pub fn compose(
             let mut layers: Vec<&Node> = defaults.clone();
             layers.extend(template.map(|t| &t.node));
             layers.extend(specific.into_iter().flatten());
+            // The merge holds at most the values of its layers.
+            composed = composed.saturating_add(
+                defaults_size
+                    + layers[defaults.len()..]
+                        .iter()
+                        .map(|l| l.count_values())
+                        .sum::<usize>(),
+            );
+            if composed > MAX_COMPOSED_VALUES {
+                problems.push(
+                    Problem::error(
+                        "config::too-many-values",
+                        format!(
+                            "the selected (environment, cluster) pairs hold more than {MAX_COMPOSED_VALUES} values together"
+                        ),
+                    )
+                    .at(cluster_origin)
+                    .label(format!("`{env_name}/{cluster_name}` reaches the limit"))
+                    .help("select fewer pairs (--env, --cluster), or make the layers many pairs share (defaults/, templates/) smaller"),
+                );
+                return result;
+            }
             let node = merge_all(layers).unwrap_or_else(|| {
                 Node::new(Value::Map(Default::default()), cluster_layer.node.origin)
             });

@@ -1,15 +1,21 @@
-//! `${env:VAR}`, `${file:PATH}` and `${age:FILE#KEY.PATH}` in string values, resolved at
-//! load time.
+//! `${env:VAR}`, `${file:PATH}`, `${plainfile:PATH}` and `${age:FILE#KEY.PATH}` in string
+//! values, resolved at load time.
 //!
 //! A missing variable or unreadable file is a problem at the value that asked for it,
 //! never an empty string. `$${` writes a literal `${`. `${file:…}` paths are relative to
 //! the file that names them, and a trailing newline of the file is dropped (token files
-//! usually end with one). `${age:…}` reads a value from an age-encrypted YAML file
-//! relative to the configuration directory ([`super::secrets`]); the value is
-//! remembered as a secret, and its node's origin as one that holds a secret.
+//! usually end with one). A file is read only inside the configuration's directories
+//! (its own, its overlays') and the directories the user allows (`--allow-file-dir`,
+//! [`FileRoots`]): a configuration must not be able to print `/etc/passwd` or a
+//! neighbour's key into a plan. Its content is a secret (masked wherever shown) unless
+//! the reference says `plainfile` (a CA certificate, say). `${age:…}` reads a value
+//! from an age-encrypted YAML file relative to the configuration directory
+//! ([`super::secrets`]). Secret values are remembered as secrets, and their nodes'
+//! origins as ones that hold a secret.
 
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 
+use super::limits::{MAX_REFERENCED_FILE_BYTES, ReadError, read_bounded, size};
 use super::node::{Node, Value};
 use super::secrets::SecretFiles;
 use crate::diag::{Problem, Problems};
@@ -28,15 +34,81 @@ impl Variables for ProcessVariables {
     }
 }
 
-/// Interpolate every string in a tree in place; `base_dir` is the directory of its file.
-/// `${age:…}` is refused here (nothing would remember its value as a secret): the layer
-/// loader uses [`interpolate_with_secrets`].
-pub fn interpolate(node: &mut Node, base_dir: &Path, env: &dyn Variables, problems: &mut Problems) {
-    interpolate_node(node, base_dir, env, &mut None, problems);
+/// Where `${file:…}` may read: the configuration's directories and those the user
+/// allows, each as written (made absolute) and with its links resolved.
+#[derive(Debug, Clone, Default)]
+pub struct FileRoots {
+    roots: Vec<PathBuf>,
 }
 
-/// [`interpolate`], with `${age:…}` read through `secrets` (which records every value it
-/// hands out and the origin of every node that received one).
+impl FileRoots {
+    pub fn new<'a>(directories: impl IntoIterator<Item = &'a Path>) -> Self {
+        let mut roots = Vec::new();
+        for directory in directories {
+            let absolute = absolute(directory);
+            if let Ok(canonical) = absolute.canonicalize() {
+                roots.push(canonical);
+            }
+            roots.push(absolute);
+        }
+        FileRoots { roots }
+    }
+
+    fn contains(&self, path: &Path) -> bool {
+        self.roots.iter().any(|root| path.starts_with(root))
+    }
+
+    /// The file `${file:PATH}` names from a file in `base_dir`, if it may be read: the
+    /// path as written must be inside a root, and so must the file it reaches once
+    /// links are followed (a link inside pointing out is refused).
+    pub fn resolve(&self, base_dir: &Path, path: &str, written: &str) -> Result<PathBuf, Problem> {
+        let named = absolute(&base_dir.join(path));
+        let outside = || {
+            Problem::error(
+                "config::file-outside",
+                format!("`{written}` reads outside the configuration"),
+            )
+            .label("outside the configuration's directories")
+            .help("`${file:…}` reads files inside the configuration directory (relative to the YAML file that names them); to read from another directory, allow it with --allow-file-dir DIR (INFRAFLUX_ALLOW_FILE_DIRS, `:`-separated), e.g. /run/secrets")
+        };
+        if !self.contains(&named) {
+            return Err(outside());
+        }
+        match named.canonicalize() {
+            Ok(real) if self.contains(&real) => Ok(real),
+            Ok(_) => Err(outside()),
+            // Missing or unreadable: reported when it is read.
+            Err(_) => Ok(named),
+        }
+    }
+}
+
+/// `path` made absolute (against the working directory) with `.` and `..` resolved as
+/// written, without following links.
+fn absolute(path: &Path) -> PathBuf {
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .unwrap_or_else(|_| PathBuf::from("/"))
+            .join(path)
+    };
+    let mut out = PathBuf::new();
+    for component in joined.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Interpolate every string in a tree in place; `base_dir` is the directory of its
+/// file. `secrets` reads `${age:…}`, knows where `${file:…}` may read, and records every
+/// secret value it hands out and the origin of every node that received one.
 pub fn interpolate_with_secrets(
     node: &mut Node,
     base_dir: &Path,
@@ -44,14 +116,14 @@ pub fn interpolate_with_secrets(
     secrets: &mut SecretFiles<'_>,
     problems: &mut Problems,
 ) {
-    interpolate_node(node, base_dir, env, &mut Some(secrets), problems);
+    interpolate_node(node, base_dir, env, secrets, problems);
 }
 
 fn interpolate_node(
     node: &mut Node,
     base_dir: &Path,
     env: &dyn Variables,
-    secrets: &mut Option<&mut SecretFiles<'_>>,
+    secrets: &mut SecretFiles<'_>,
     problems: &mut Problems,
 ) {
     match &mut node.value {
@@ -60,9 +132,7 @@ fn interpolate_node(
             match expand_with(text, base_dir, env, secrets, &mut references) {
                 Ok(expanded) => {
                     *text = expanded;
-                    if let Some(secrets) = secrets.as_deref_mut()
-                        && !references.is_empty()
-                    {
+                    if !references.is_empty() {
                         secrets
                             .found
                             .add_reference(node.origin, references.join(", "));
@@ -87,15 +157,17 @@ fn interpolate_node(
 
 #[cfg(test)]
 fn expand(text: &str, base_dir: &Path, env: &dyn Variables) -> Result<String, Problem> {
-    expand_with(text, base_dir, env, &mut None, &mut Vec::new())
+    let mut secrets = SecretFiles::new(base_dir, env);
+    expand_with(text, base_dir, env, &mut secrets, &mut Vec::new())
 }
 
-/// `text` with every `${…}` replaced; the bodies of `${age:…}` used go to `references`.
+/// `text` with every `${…}` replaced; the secret references used (`age: FILE#KEY`,
+/// `file: PATH`) go to `references`.
 fn expand_with(
     text: &str,
     base_dir: &Path,
     env: &dyn Variables,
-    secrets: &mut Option<&mut SecretFiles<'_>>,
+    secrets: &mut SecretFiles<'_>,
     references: &mut Vec<String>,
 ) -> Result<String, Problem> {
     let mut out = String::with_capacity(text.len());
@@ -121,20 +193,22 @@ fn expand_with(
             );
         };
         let body = &body_start[..end];
-        match body.strip_prefix("age:") {
-            Some(reference) => {
-                let Some(secrets) = secrets.as_deref_mut() else {
-                    return Err(Problem::error(
-                        "config::interpolation",
-                        "`${age:…}` is not available in this file",
-                    )
-                    .label("encrypted values are read in layer files only")
-                    .help("move the reference into a layer file (defaults/, templates/, environments/, clusters/)"));
-                };
+        match body.split_once(':') {
+            Some(("age", reference)) => {
                 out.push_str(&secrets.lookup(reference)?);
-                references.push(reference.to_string());
+                references.push(format!("age: {reference}"));
             }
-            None => out.push_str(&resolve(body, base_dir, env)?),
+            Some((kind @ ("file" | "plainfile"), path)) => {
+                let written = format!("${{{body}}}");
+                let full = secrets.file_roots.resolve(base_dir, path, &written)?;
+                let content = read_referenced(&full, &base_dir.join(path), path)?;
+                if kind == "file" {
+                    secrets.found.add_value(&content);
+                    references.push(format!("file: {path}"));
+                }
+                out.push_str(&content);
+            }
+            _ => out.push_str(&resolve(body, env)?),
         }
         rest = &body_start[end + 1..];
     }
@@ -142,7 +216,29 @@ fn expand_with(
     Ok(out)
 }
 
-fn resolve(body: &str, base_dir: &Path, env: &dyn Variables) -> Result<String, Problem> {
+/// The content of a referenced file (`shown` as the user would write its path),
+/// without its trailing newline.
+fn read_referenced(full: &Path, shown: &Path, path: &str) -> Result<String, Problem> {
+    let failed = |reason: String| {
+        Problem::error(
+            "config::missing-file",
+            format!("cannot read `{}`: {reason}", shown.display()),
+        )
+        .label(format!("needs ${{file:{path}}}"))
+        .help("file paths are relative to the YAML file that names them")
+    };
+    let bytes = read_bounded(full, MAX_REFERENCED_FILE_BYTES).map_err(|error| match error {
+        ReadError::TooLarge(limit) => failed(format!(
+            "it is larger than {} (a referenced file holds a token, a key or a certificate)",
+            size(limit)
+        )),
+        other => failed(other.to_string()),
+    })?;
+    let content = String::from_utf8(bytes).map_err(|_| failed("it is not UTF-8 text".into()))?;
+    Ok(content.strip_suffix('\n').unwrap_or(&content).to_string())
+}
+
+fn resolve(body: &str, env: &dyn Variables) -> Result<String, Problem> {
     match body.split_once(':') {
         Some(("env", name)) => env.var(name).ok_or_else(|| {
             Problem::error(
@@ -154,24 +250,11 @@ fn resolve(body: &str, base_dir: &Path, env: &dyn Variables) -> Result<String, P
                 "export {name}=… before running infraflux, or replace the reference with a value"
             ))
         }),
-        Some(("file", path)) => {
-            let full = base_dir.join(path);
-            std::fs::read_to_string(&full)
-                .map(|content| content.strip_suffix('\n').unwrap_or(&content).to_string())
-                .map_err(|error| {
-                    Problem::error(
-                        "config::missing-file",
-                        format!("cannot read `{}`: {error}", full.display()),
-                    )
-                    .label(format!("needs ${{file:{path}}}"))
-                    .help("file paths are relative to the YAML file that names them")
-                })
-        }
         _ => Err(Problem::error(
             "config::interpolation",
             format!("unknown interpolation `${{{body}}}`"),
         )
-        .label("not `env:`, `file:` or `age:`")
+        .label("not `env:`, `file:`, `plainfile:` or `age:`")
         .help("write `${env:NAME}`, `${file:PATH}` or `${age:FILE#KEY}`; use `$${` for a literal `${`")),
     }
 }
@@ -230,14 +313,85 @@ mod tests {
         assert!(found.is_secret_origin(node.get("a").unwrap().origin));
         assert_eq!(
             found.reference(node.get("b").unwrap().origin),
-            Some("secrets/dev.yaml#port")
+            Some("age: secrets/dev.yaml#port")
         );
         assert!(!found.is_secret_origin(node.get("c").unwrap().origin));
         assert!(found.contains_secret("Grafana-Age-Secret-7f3a9c"));
+    }
 
-        // Without a place to remember the value, `${age:}` is refused, not read.
-        let error = expand("${age:secrets/dev.yaml#port}", Path::new("."), &env).unwrap_err();
-        assert!(error.message.contains("not available"), "{}", error.message);
+    #[test]
+    fn file_references_read_only_inside_the_allowed_directories() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("passwd"), "root:x:0:0\n").unwrap();
+        let config = tempfile::tempdir().unwrap();
+        let defaults = config.path().join("defaults");
+        std::fs::create_dir_all(&defaults).unwrap();
+        std::fs::write(config.path().join("token"), "s3cret\n").unwrap();
+        let roots = FileRoots::new([config.path()]);
+        // Inside, `..` included, is fine.
+        assert!(roots.resolve(&defaults, "../token", "x").is_ok());
+        // Out by `..`, by an absolute path, and by a link inside pointing out.
+        let escape = format!(
+            "{}/passwd",
+            "../".repeat(defaults.components().count())
+                + outside.path().to_str().unwrap().trim_start_matches('/')
+        );
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(outside.path().join("passwd"), config.path().join("link"))
+            .unwrap();
+        for path in [
+            escape.as_str(),
+            outside.path().join("passwd").to_str().unwrap(),
+            "../link",
+        ] {
+            let error = roots.resolve(&defaults, path, "${file:x}").unwrap_err();
+            assert_eq!(error.code, "config::file-outside", "{path}");
+            assert!(!error.message.contains("root:x"));
+        }
+        // Allowed explicitly, it reads.
+        let allowed = FileRoots::new([config.path(), outside.path()]);
+        assert!(
+            allowed
+                .resolve(
+                    &defaults,
+                    outside.path().join("passwd").to_str().unwrap(),
+                    "x"
+                )
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn file_contents_are_secret_unless_plain() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "s3cret-token\n").unwrap();
+        std::fs::write(dir.path().join("ca.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let env = Fake(HashMap::new());
+        let mut secrets = SecretFiles::new(dir.path(), &env);
+        let mut references = Vec::new();
+        let value = expand_with(
+            "${file:token}",
+            dir.path(),
+            &env,
+            &mut secrets,
+            &mut references,
+        )
+        .unwrap();
+        assert_eq!(value, "s3cret-token");
+        assert_eq!(references, ["file: token"]);
+        assert!(secrets.found.contains_secret("s3cret-token"));
+        let mut references = Vec::new();
+        let value = expand_with(
+            "${plainfile:ca.pem}",
+            dir.path(),
+            &env,
+            &mut secrets,
+            &mut references,
+        )
+        .unwrap();
+        assert_eq!(value, "-----BEGIN CERTIFICATE-----");
+        assert!(references.is_empty());
+        assert!(!secrets.found.contains_secret("CERTIFICATE"));
     }
 
     #[test]

@@ -29,13 +29,14 @@ use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 
-use super::interpolate::{Variables, interpolate_with_secrets};
+use super::interpolate::{FileRoots, Variables, interpolate_with_secrets};
+use super::limits::{MAX_FILE_BYTES, MAX_TOTAL_BYTES, ReadError, SizeBudget, read_bounded, size};
 use super::merge::{is_named_list, item_name, merge};
 use super::node::{Node, Value};
 use super::schema::check_layer;
 use super::secrets::{SecretFiles, SecretValues, is_encrypted_layer};
 use super::secrets_layers::load_encrypted_layers;
-use super::yaml::parse_file;
+use super::yaml::{Budget, parse_within};
 use crate::diag::{FileId, Problem, Problems, SourceMap};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -131,17 +132,68 @@ impl LoadedConfig {
 pub struct ConfigPaths<'a> {
     pub dir: &'a Path,
     pub overlays: &'a [PathBuf],
+    /// Directories besides the configuration's own that `${file:…}` may read
+    /// (`--allow-file-dir`).
+    pub file_dirs: &'a [PathBuf],
 }
 
 impl<'a> From<&'a Path> for ConfigPaths<'a> {
     fn from(dir: &'a Path) -> Self {
-        ConfigPaths { dir, overlays: &[] }
+        ConfigPaths {
+            dir,
+            overlays: &[],
+            file_dirs: &[],
+        }
     }
 }
 
 impl<'a> From<&'a PathBuf> for ConfigPaths<'a> {
     fn from(dir: &'a PathBuf) -> Self {
         ConfigPaths::from(dir.as_path())
+    }
+}
+
+/// What the files of one configuration may still take: bytes, and values once parsed
+/// (aliases expanded). One budget for every file, so spreading input over many files
+/// gains nothing.
+#[derive(Debug, Default)]
+pub(super) struct Limits {
+    pub bytes: SizeBudget,
+    pub values: Budget,
+    /// The total size was reached (and reported, once).
+    pub full: bool,
+}
+
+impl Limits {
+    /// Take a file's text from the byte budget; past the total, the file is reported
+    /// (the first time) and left out.
+    pub fn admit(
+        &mut self,
+        path: &Path,
+        bytes: u64,
+        sources: &mut SourceMap,
+        problems: &mut Problems,
+    ) -> bool {
+        if !self.full && self.bytes.take(bytes) {
+            return true;
+        }
+        if !self.full {
+            self.full = true;
+            let file = sources.add(path, String::new());
+            problems.push(
+                Problem::error(
+                    "config::configuration-too-large",
+                    format!(
+                        "the configuration is larger than {} in total",
+                        size(MAX_TOTAL_BYTES)
+                    ),
+                )
+                .at(sources.get(file).origin(file, 0, 0))
+                .label("this file and the ones read after it are left out")
+                .help("a configuration holds settings, not data: move large values (dashboards, certificates) out of it, or split it into several configurations"),
+            );
+        }
+        false
     }
 }
 
@@ -178,10 +230,16 @@ pub fn load_layers_with(
     // loaded next, and only then are the main files interpolated: a reference an overlay
     // replaces is never resolved.
     let mut secrets = SecretFiles::new(root, env);
+    secrets.file_roots = FileRoots::new(
+        std::iter::once(root)
+            .chain(paths.overlays.iter().map(PathBuf::as_path))
+            .chain(paths.file_dirs.iter().map(PathBuf::as_path)),
+    );
+    let mut limits = Limits::default();
     let mut parsed = Vec::new();
     for kind in LayerKind::ALL {
         for path in yaml_files(&root.join(kind.directory()), problems) {
-            match parse_layer(kind, &path, &mut config.sources, problems) {
+            match parse_layer(kind, &path, &mut config.sources, &mut limits, problems) {
                 Some(layer) => parsed.push((layer, path)),
                 None => config.broken.push((kind, file_stem(&path))),
             }
@@ -192,6 +250,7 @@ pub fn load_layers_with(
         &mut config.sources,
         env,
         &mut secrets,
+        &mut limits,
         problems,
     );
     for (mut layer, path) in parsed {
@@ -215,7 +274,7 @@ pub fn load_layers_with(
     }
     // Encrypted parts belong to their main layer: they merge before any overlay, so an
     // overlay (the lab's, say) always has the last word over endpoints and tokens.
-    load_encrypted_layers(&mut config, env, &mut secrets, problems);
+    load_encrypted_layers(&mut config, env, &mut secrets, &mut limits, problems);
     for overlay in overlays {
         add_layer(&mut config, overlay);
     }
@@ -301,6 +360,7 @@ fn load_overlays(
     sources: &mut SourceMap,
     env: &dyn Variables,
     secrets: &mut SecretFiles<'_>,
+    limits: &mut Limits,
     problems: &mut Problems,
 ) -> Vec<Layer> {
     let mut layers = Vec::new();
@@ -317,7 +377,7 @@ fn load_overlays(
         }
         for kind in LayerKind::ALL {
             for path in yaml_files(&dir.join(kind.directory()), problems) {
-                if let Some(mut layer) = parse_layer(kind, &path, sources, problems) {
+                if let Some(mut layer) = parse_layer(kind, &path, sources, limits, problems) {
                     finish_layer(&mut layer, &path, sources, env, secrets, &[], problems);
                     layers.push(layer);
                 }
@@ -399,26 +459,23 @@ fn parse_layer(
     kind: LayerKind,
     path: &Path,
     sources: &mut SourceMap,
+    limits: &mut Limits,
     problems: &mut Problems,
 ) -> Option<Layer> {
     let name = file_stem(path);
-    let bytes = match std::fs::read(path) {
+    let bytes = match read_bounded(path, MAX_FILE_BYTES) {
         Ok(bytes) => bytes,
         Err(error) => {
             // Keep the path in the source map (with no text) so the problem still names
             // its file in `validate --json` and in the rendered report.
             let file = sources.add(path, String::new());
-            problems.push(
-                Problem::error(
-                    "config::unreadable",
-                    format!("cannot read `{}`: {error}", path.display()),
-                )
-                .at(sources.get(file).origin(file, 0, 0))
-                .help("check that it is a readable file (permissions, not a directory)"),
-            );
+            problems.push(unreadable(path, &error).at(sources.get(file).origin(file, 0, 0)));
             return None;
         }
     };
+    if !limits.admit(path, bytes.len() as u64, sources, problems) {
+        return None;
+    }
     let text = match String::from_utf8(bytes) {
         Ok(text) => text,
         Err(error) => {
@@ -445,18 +502,36 @@ fn parse_layer(
         }
     };
     let file = sources.add(path, text);
-    parse_source(kind, name, file, sources, problems)
+    parse_source(kind, name, file, sources, &mut limits.values, problems)
+}
+
+/// Why a layer file could not be read, as a problem (to be placed at the file).
+pub(super) fn unreadable(path: &Path, error: &ReadError) -> Problem {
+    match error {
+        ReadError::TooLarge(limit) => Problem::error(
+            "config::file-too-large",
+            format!("`{}` is larger than {}", path.display(), size(*limit)),
+        )
+        .label("not read")
+        .help("a configuration file holds settings, not data: move large values (dashboards, certificates) out of it, or split it"),
+        ReadError::NotAFile(_) | ReadError::Io(_) => Problem::error(
+            "config::unreadable",
+            format!("cannot read `{}`: {error}", path.display()),
+        )
+        .help("check that it is a readable file (permissions, not a directory, a FIFO or a device)"),
+    }
 }
 
 /// Parse a file already in the source map; its top level must be a mapping.
-fn parse_source(
+pub(super) fn parse_source(
     kind: LayerKind,
     name: String,
     file: FileId,
     sources: &SourceMap,
+    values: &mut Budget,
     problems: &mut Problems,
 ) -> Option<Layer> {
-    let node = match parse_file(file, sources.get(file)) {
+    let node = match parse_within(file, sources.get(file), values) {
         Ok(node) => node,
         Err(problem) => {
             problems.push(problem);
@@ -656,6 +731,7 @@ mod tests {
             ConfigPaths {
                 dir: main.path(),
                 overlays: &overlays,
+                file_dirs: &[],
             },
             &Key(key),
             &mut problems,
@@ -705,6 +781,7 @@ mod tests {
             ConfigPaths {
                 dir: main.path(),
                 overlays: &overlays,
+                file_dirs: &[],
             },
             &NoVariables,
             &mut problems,
@@ -747,6 +824,7 @@ mod tests {
             ConfigPaths {
                 dir: main.path(),
                 overlays: &overlays,
+                file_dirs: &[],
             },
             &NoVariables,
             &mut problems,
@@ -765,6 +843,7 @@ mod tests {
             ConfigPaths {
                 dir: main.path(),
                 overlays: &overlays,
+                file_dirs: &[],
             },
             &NoVariables,
             &mut problems,

@@ -10,6 +10,7 @@ pub mod de;
 pub mod effective;
 pub mod interpolate;
 pub mod layers;
+pub mod limits;
 pub mod merge;
 pub mod node;
 pub mod raw;

@@ -207,6 +207,15 @@ impl Node {
         }
     }
 
+    /// How many values the tree holds, itself included.
+    pub fn count_values(&self) -> usize {
+        1 + match &self.value {
+            Value::List(items) => items.iter().map(Node::count_values).sum(),
+            Value::Map(map) => map.values().map(|e| e.node.count_values()).sum(),
+            _ => 0,
+        }
+    }
+
     /// A short description of the value's kind for "expected X, found Y" messages.
     pub fn kind_name(&self) -> &'static str {
         match self.value {

@@ -107,23 +107,26 @@ const KEY_HELP: &str = "set INFRAFLUX_AGE_IDENTITY_FILE to an age identity file 
 
 /// The plaintext of an age-encrypted configuration file. `shown` names it in messages.
 pub fn decrypt_file(path: &Path, keys: &Encryption) -> Result<Sensitive<String>, Failure> {
+    use super::limits::{MAX_ENCRYPTED_FILE_BYTES, ReadError, read_bounded, size};
     let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|error| {
-        if error.kind() == std::io::ErrorKind::NotFound {
-            Failure {
+    let bytes = read_bounded(path, MAX_ENCRYPTED_FILE_BYTES).map_err(|error| match error {
+        ReadError::Io(error) if error.kind() == std::io::ErrorKind::NotFound => Failure {
                 code: "config::secret-file-missing",
                 message: format!("secret file `{shown}` not found"),
                 help: format!(
                     "create it with `infraflux secrets edit {shown}` (encrypted to INFRAFLUX_AGE_RECIPIENTS or a .age-recipients file), or fix the path: it is relative to the configuration directory"
                 ),
-            }
-        } else {
-            Failure {
-                code: "config::secret-file-unreadable",
-                message: format!("cannot read secret file `{shown}`: {error}"),
-                help: "check that it is a readable file".into(),
-            }
-        }
+        },
+        ReadError::TooLarge(limit) => Failure {
+            code: "config::file-too-large",
+            message: format!("secret file `{shown}` is larger than {}", size(limit)),
+            help: "a secret file holds a few values; keep large data out of the configuration".into(),
+        },
+        other => Failure {
+            code: "config::secret-file-unreadable",
+            message: format!("cannot read secret file `{shown}`: {other}"),
+            help: "check that it is a readable file".into(),
+        },
     })?;
     if !is_encrypted(&bytes) {
         return Err(Failure {
@@ -306,6 +309,8 @@ impl SecretValues {
 pub struct SecretFiles<'a> {
     root: PathBuf,
     env: &'a dyn Variables,
+    /// Where `${file:…}` may read.
+    pub file_roots: super::interpolate::FileRoots,
     keys: Option<Encryption>,
     /// Parsed `${age:}` files by path.
     documents: HashMap<PathBuf, Result<Node, Failure>>,
@@ -318,6 +323,7 @@ impl<'a> SecretFiles<'a> {
         SecretFiles {
             root: root.to_path_buf(),
             env,
+            file_roots: super::interpolate::FileRoots::new([root]),
             keys: None,
             documents: HashMap::new(),
             found: SecretValues::default(),

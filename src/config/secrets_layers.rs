@@ -7,11 +7,13 @@
 use std::path::Path;
 
 use super::interpolate::{Variables, interpolate_with_secrets};
-use super::layers::{Layer, LayerKind, LoadedConfig, check_duplicate_names, yaml_files_where};
+use super::layers::{
+    Layer, LayerKind, Limits, LoadedConfig, check_duplicate_names, yaml_files_where,
+};
 use super::merge::merge;
 use super::schema::check_layer;
 use super::secrets::{SecretFiles, encrypted_layer_name, is_encrypted_layer};
-use super::yaml::parse_file;
+use super::yaml::parse_within;
 use crate::diag::Problems;
 
 /// Load every encrypted part under the configuration's root and merge it in.
@@ -19,12 +21,13 @@ pub(super) fn load_encrypted_layers(
     config: &mut LoadedConfig,
     env: &dyn Variables,
     secrets: &mut SecretFiles<'_>,
+    limits: &mut Limits,
     problems: &mut Problems,
 ) {
     let root = config.root.clone();
     for kind in LayerKind::ALL {
         for path in yaml_files_where(&root.join(kind.directory()), problems, is_encrypted_layer) {
-            match load_encrypted_layer(kind, &path, config, env, secrets, problems) {
+            match load_encrypted_layer(kind, &path, config, env, secrets, limits, problems) {
                 Some(part) => add_part(config, part),
                 None => config.broken.push((kind, encrypted_layer_name(&path))),
             }
@@ -38,6 +41,7 @@ fn load_encrypted_layer(
     config: &mut LoadedConfig,
     env: &dyn Variables,
     secrets: &mut SecretFiles<'_>,
+    limits: &mut Limits,
     problems: &mut Problems,
 ) -> Option<Layer> {
     let sources = &mut config.sources;
@@ -51,8 +55,11 @@ fn load_encrypted_layer(
             return None;
         }
     };
+    if !limits.admit(path, text.expose().len() as u64, sources, problems) {
+        return None;
+    }
     let file = sources.add_secret(path, text.expose().clone());
-    let mut node = match parse_file(file, sources.get(file)) {
+    let mut node = match parse_within(file, sources.get(file), &mut limits.values) {
         Ok(node) => node,
         Err(problem) => {
             problems.push(problem);

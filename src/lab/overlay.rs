@@ -314,6 +314,7 @@ mod tests {
             crate::config::ConfigPaths {
                 dir: &config,
                 overlays: &overlays,
+                file_dirs: &[],
             },
             &selection,
             &NoVariables,

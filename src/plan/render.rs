@@ -49,7 +49,10 @@ fn value_text(value: Option<&Value>, sensitive: bool) -> String {
         // An unknown value reveals nothing, secret or not.
         Some(v) if contains_unknown(v) => UNKNOWN.to_string(),
         Some(_) if sensitive => SENSITIVE.to_string(),
-        Some(v) => serde_json::to_string(v).expect("values serialize"),
+        // JSON escapes C0 controls; C1 controls and bidi marks from the configuration
+        // must not reach the terminal either.
+        Some(v) => crate::diag::printable(&serde_json::to_string(v).expect("values serialize"))
+            .into_owned(),
     }
 }
 
@@ -152,6 +155,7 @@ fn block(
     );
     let key_width = lines.iter().map(|(_, k, _)| k.len()).max().unwrap_or(0);
     for (line_action, key, value) in &lines {
+        let key = crate::diag::printable(key);
         let _ = writeln!(
             text,
             "      {} {key:<key_width$} = {value}",
