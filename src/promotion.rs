@@ -16,7 +16,6 @@ use crate::config::node::Value as NodeValue;
 use crate::config::show::{SENSITIVE_PLACEHOLDER, is_sensitive_key};
 use crate::config::{Configuration, KeyPath, LayerKind, Node};
 use crate::diag::Origin;
-use crate::model::Model;
 use crate::state::PromotionRecord;
 
 /// Per cluster: dotted key path → value. A key set by an environment-specific layer is
@@ -25,18 +24,26 @@ use crate::state::PromotionRecord;
 pub type PromotableValues = BTreeMap<String, BTreeMap<String, Value>>;
 
 /// The environment promoted from: the one with the highest sync wave below this one's.
-pub fn previous_environment(model: &Model, environment: &str) -> Option<String> {
-    let wave = model
-        .environments
-        .iter()
-        .find(|e| e.name == environment)?
-        .sync_wave;
-    model
-        .environments
-        .iter()
-        .filter(|e| e.sync_wave < wave)
-        .max_by_key(|e| e.sync_wave)
-        .map(|e| e.name.clone())
+/// An environment's wave is the lowest of its clusters' (as in the model); read from
+/// the composed values, so no environment needs resolving.
+pub fn previous_environment(config: &Configuration, environment: &str) -> Option<String> {
+    let mut waves: BTreeMap<&str, i64> = BTreeMap::new();
+    for effective in &config.effective {
+        let wave = match effective.node.get("sync_wave").map(|n| &n.value) {
+            Some(NodeValue::Int(wave)) => *wave,
+            _ => 0,
+        };
+        waves
+            .entry(effective.environment.as_str())
+            .and_modify(|w| *w = (*w).min(wave))
+            .or_insert(wave);
+    }
+    let wave = *waves.get(environment)?;
+    waves
+        .into_iter()
+        .filter(|(_, w)| *w < wave)
+        .max_by_key(|(_, w)| *w)
+        .map(|(name, _)| name.to_string())
 }
 
 /// The promotable values of every cluster of `environment`.
@@ -87,7 +94,7 @@ pub fn promotable_values(config: &Configuration, environment: &str) -> Promotabl
                 .node
                 .lookup(&KeyPath::parse(path))
                 .map(|n| n.origin);
-            let secrets = &config.layers.secrets;
+            let secrets = &config.secrets;
             if origin.is_some_and(|o| secrets.is_secret_origin(o))
                 || secrets.json_contains_secret(value)
             {
@@ -196,7 +203,6 @@ pub fn differences(current: &PromotableValues, previous: &PromotionRecord) -> Ve
 mod tests {
     use super::*;
     use crate::config::{Selection, load_config};
-    use crate::model::resolve_model;
 
     struct Token;
     impl crate::config::Variables for Token {
@@ -213,16 +219,15 @@ mod tests {
     #[test]
     fn environments_are_promoted_in_sync_wave_order() {
         let config = example();
-        let model = resolve_model(&config).0.unwrap();
         assert_eq!(
-            previous_environment(&model, "prod").as_deref(),
+            previous_environment(&config, "prod").as_deref(),
             Some("staging")
         );
         assert_eq!(
-            previous_environment(&model, "staging").as_deref(),
+            previous_environment(&config, "staging").as_deref(),
             Some("dev")
         );
-        assert_eq!(previous_environment(&model, "dev"), None);
+        assert_eq!(previous_environment(&config, "dev"), None);
     }
 
     #[test]

@@ -91,11 +91,7 @@ impl Case {
             .unwrap_or_else(|e| panic!("validate --json prints JSON ({e}):\n{stdout}"));
         assert_eq!(json["format_version"], 1);
         assert_eq!(json["valid"], false, "{stdout}");
-        Report {
-            json,
-            stdout,
-            stderr,
-        }
+        Report { json, stdout }
     }
 
     /// `infraflux validate` (human output on stderr), which must fail cleanly.
@@ -105,6 +101,25 @@ impl Case {
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         assert_fails_cleanly(&output, &stdout, &stderr);
         stderr
+    }
+}
+
+impl Case {
+    /// `infraflux plan --env ENV --refresh=false`, which must fail cleanly: the command
+    /// that resolves references (validate does not). Returns the human report.
+    fn plan_human(&self, environment: &str) -> String {
+        let output = self.command(&["plan", "--env", environment, "--refresh=false"]);
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert_fails_cleanly(&output, &stdout, &stderr);
+        stderr
+    }
+}
+
+/// The parts of one rendered problem: code, message and `[file:line:column]`.
+fn assert_reports(human: &str, code: &str, message: &str, at: &str) {
+    for part in [code, message, &format!("[{at}]")] {
+        assert!(human.contains(part), "`{part}` not in:\n{human}");
     }
 }
 
@@ -137,7 +152,6 @@ fn copy_dir(from: &Path, to: &Path) {
 struct Report {
     json: Value,
     stdout: String,
-    stderr: String,
 }
 
 #[derive(Debug, Clone)]
@@ -762,42 +776,82 @@ fn a_file_that_is_not_utf8() {
 
 #[test]
 fn missing_environment_variable() {
-    Case::new()
-        .token(None)
-        .validate()
-        .only()
-        .is(
-            "config::missing-env",
-            "environment variable `PROXMOX_TOKEN` is not set",
-            "config/defaults/proxmox.yaml:6:10",
+    let human = Case::new().token(None).plan_human("dev");
+    assert_reports(
+        &human,
+        "config::missing-env",
+        "environment variable `PROXMOX_TOKEN` is not set",
+        "config/defaults/proxmox.yaml:6:10",
+    );
+    assert!(human.contains("needs ${env:PROXMOX_TOKEN}"), "{human}");
+}
+
+#[test]
+fn validate_needs_no_secrets_and_a_dev_run_only_devs() {
+    // prod reads its own token; neither token is set.
+    let case = Case::new()
+        .edit(
+            "environments/prod.yaml",
+            "sync_wave: 2\n",
+            "sync_wave: 2\nproxmox:\n  token: ${env:PROD_PROXMOX_TOKEN}\n",
         )
-        .label("needs ${env:PROXMOX_TOKEN}");
+        .token(None);
+    let output = case.command(&["validate"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.starts_with("configuration valid: 3 environments, 5 clusters, 26 nodes"),
+        "{stdout}"
+    );
+    // A dev run needs dev's token only: set it, leave prod's unset.
+    let case = case.token(Some(TOKEN));
+    for args in [
+        ["graph", "--env", "dev"].as_slice(),
+        ["plan", "--env", "dev", "--refresh=false"].as_slice(),
+    ] {
+        let output = case.command(args);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    assert_reports(
+        &case.plan_human("prod"),
+        "config::missing-env",
+        "environment variable `PROD_PROXMOX_TOKEN` is not set",
+        "config/environments/prod.yaml:6:10",
+    );
 }
 
 #[test]
 fn missing_file_reference() {
-    let found = Case::new()
-        .edit(
-            "defaults/proxmox.yaml",
-            "ca_file: /etc/infraflux/pve-root-ca.pem",
-            "ca_file: ${file:certs/pve-root-ca.pem}",
-        )
-        .validate()
-        .only();
-    found
-        .is(
-            "config::missing-file",
-            &found.message,
-            "config/defaults/proxmox.yaml:15:14",
-        )
-        .label("needs ${file:certs/pve-root-ca.pem}")
-        .help("file paths are relative to the YAML file that names them");
+    let case = Case::new().edit(
+        "defaults/proxmox.yaml",
+        "ca_file: /etc/infraflux/pve-root-ca.pem",
+        "ca_file: ${file:certs/pve-root-ca.pem}",
+    );
+    let human = case.plan_human("dev");
     // Relative to the file that names it.
+    assert_reports(
+        &human,
+        "config::missing-file",
+        "cannot read `config/defaults/certs/pve-root-ca.pem`: ",
+        "config/defaults/proxmox.yaml:15:14",
+    );
     assert!(
-        found
-            .message
-            .starts_with("cannot read `config/defaults/certs/pve-root-ca.pem`: "),
-        "{found:#?}"
+        human.contains("needs ${file:certs/pve-root-ca.pem}"),
+        "{human}"
+    );
+    assert!(
+        human.contains("file paths are relative to the YAML file that names them"),
+        "{human}"
     );
 }
 
@@ -876,20 +930,19 @@ fn invalid_proxmox_token_is_reported_without_echoing_the_secret() {
     let secret = "7f3c9e1a-do-not-echo";
     let token = format!("root@pam-infraflux={secret}");
     let case = Case::new().token(Some(&token));
-    let report = case.validate();
-    report
-        .only()
-        .is(
-            "config::invalid-value",
-            "malformed Proxmox API token in `proxmox.token`",
-            "config/defaults/proxmox.yaml:6:10",
-        )
-        .label("not USER@REALM!TOKENID=SECRET");
-    assert!(!report.stdout.contains(secret), "{}", report.stdout);
-    assert!(!report.stderr.contains(secret), "{}", report.stderr);
-    let human = case.validate_human();
-    assert!(human.contains("malformed Proxmox API token"), "{human}");
+    let human = case.plan_human("dev");
+    assert_reports(
+        &human,
+        "config::invalid-value",
+        "malformed Proxmox API token in `proxmox.token`",
+        "config/defaults/proxmox.yaml:6:10",
+    );
+    assert!(human.contains("not USER@REALM!TOKENID=SECRET"), "{human}");
     assert!(!human.contains(secret), "{human}");
+    // validate does not read the token at all.
+    let output = case.command(&["validate", "--json"]);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&output.stdout).contains(secret));
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,4 +1,7 @@
-//! `infraflux validate`: load, merge and resolve; report every problem.
+//! `infraflux validate`: load, merge and resolve; report every problem. Like `terraform
+//! validate`, it needs no secret: references (`${env:…}`, `${file:…}`, `${age:…}`) are
+//! checked for form and place but not read, and checks of the values that wait on one
+//! are left to `plan`.
 
 use std::process::ExitCode;
 
@@ -8,7 +11,7 @@ use super::output::Output;
 use crate::cli::{GlobalArgs, ValidateArgs};
 use crate::config::{ProcessVariables, Selection};
 use crate::diag::{Problems, ProblemsReport, Severity, SourceMap, printable};
-use crate::operation::load::load_model;
+use crate::operation::load::load_model_unresolved;
 
 pub fn run(global: &GlobalArgs, args: &ValidateArgs, output: &Output) -> miette::Result<ExitCode> {
     let selection = Selection {
@@ -16,7 +19,7 @@ pub fn run(global: &GlobalArgs, args: &ValidateArgs, output: &Output) -> miette:
         cluster: args.selection.cluster.clone(),
     };
     let (config, model, problems) =
-        load_model(global.config_paths(), &selection, &ProcessVariables, true);
+        load_model_unresolved(global.config_paths(), &selection, &ProcessVariables, true);
     if args.json {
         let report = JsonReport::new(&problems, config.sources(), model.as_ref());
         println!(
@@ -41,6 +44,12 @@ pub fn run(global: &GlobalArgs, args: &ValidateArgs, output: &Output) -> miette:
                 plural(clusters),
                 plural(nodes),
             );
+            if !model.unresolved.is_empty() {
+                println!(
+                    "not fully checked: {} (a value they need comes from `${{env:…}}`, `${{file:…}}` or `${{age:…}}`, which validate does not read; plan checks it)",
+                    model.unresolved.join(", ")
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         _ => Err(ProblemsReport::new(&problems, "the configuration").into()),
@@ -60,6 +69,8 @@ struct JsonReport {
     warnings: usize,
     problems: Vec<JsonProblem>,
     environments: Vec<JsonEnvironment>,
+    /// Pairs (`env/cluster`) whose checks wait on a reference validate does not read.
+    unresolved: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -118,6 +129,7 @@ impl JsonReport {
                         .collect()
                 })
                 .unwrap_or_default(),
+            unresolved: model.map(|m| m.unresolved.clone()).unwrap_or_default(),
         }
     }
 }

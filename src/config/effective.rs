@@ -5,9 +5,11 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::interpolate::{References, resolve_references};
 use super::layers::{Layer, LayerKind, LoadedConfig};
 use super::merge::merge_all;
-use super::node::{Node, Value};
+use super::node::{KeyPath, Node, Value};
+use super::secrets::SecretValues;
 use super::yaml::MAX_VALUES;
 use crate::diag::{Problem, Problems, did_you_mean};
 
@@ -32,6 +34,21 @@ pub struct EffectiveConfig {
     /// Template name, when one applies.
     pub template: Option<String>,
     pub node: Node,
+    /// Values whose checks are skipped: they wait on a deferred reference, or a problem
+    /// about them is already reported (a reference that failed, a value the schema
+    /// refused). A path covers everything below it.
+    pub unchecked: Vec<KeyPath>,
+    /// A layer of this pair is missing (a broken file, an unknown template, an
+    /// encrypted part without its key): a key not set may be set there, so missing
+    /// keys are not reported.
+    pub incomplete: bool,
+}
+
+impl EffectiveConfig {
+    /// Whether checks of the value at `path` are skipped ([`Self::unchecked`]).
+    pub fn is_unchecked(&self, path: &KeyPath) -> bool {
+        self.unchecked.iter().any(|u| path.starts_with(u))
+    }
 }
 
 /// Compose every selected pair, reporting references to unknown environments, clusters
@@ -39,6 +56,8 @@ pub struct EffectiveConfig {
 pub fn compose(
     config: &LoadedConfig,
     selection: &Selection,
+    references: References,
+    secrets: &mut SecretValues,
     problems: &mut Problems,
 ) -> Vec<EffectiveConfig> {
     check_selection(config, selection, problems);
@@ -104,7 +123,8 @@ pub fn compose(
                 .get("environments")
                 .and_then(|e| e.get(env_name));
             let specific = [Some(&env_node), Some(cluster_node), override_node];
-            let template = template_layer(config, &defaults, &specific, problems);
+            let (template, template_missing) =
+                template_layer(config, &defaults, &specific, problems);
             let mut layers: Vec<&Node> = defaults.clone();
             layers.extend(template.map(|t| &t.node));
             layers.extend(specific.into_iter().flatten());
@@ -130,14 +150,46 @@ pub fn compose(
                 );
                 return result;
             }
-            let node = merge_all(layers).unwrap_or_else(|| {
+            let mut node = merge_all(layers).unwrap_or_else(|| {
                 Node::new(Value::Map(Default::default()), cluster_layer.node.origin)
             });
+            let unchecked = resolve_references(
+                &mut node,
+                &config.references,
+                &config.sources,
+                references,
+                secrets,
+                problems,
+            );
+            // A closed encrypted part of one of the pair's layers: an error when its
+            // values are needed, a gap in the checks when they are deferred.
+            let locked: Vec<&Problem> = [
+                config.locked(LayerKind::Defaults, ""),
+                template.and_then(|t| config.locked(LayerKind::Template, &t.name)),
+                config.locked(LayerKind::Environment, env_name),
+                config.locked(LayerKind::Cluster, &cluster_name),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            if references == References::Resolve {
+                for problem in &locked {
+                    problems.push((*problem).clone());
+                }
+            }
+            let incomplete = template_missing
+                || !locked.is_empty()
+                || config
+                    .broken
+                    .iter()
+                    .any(|(kind, _)| *kind == LayerKind::Defaults);
             result.push(EffectiveConfig {
                 environment: env_name.clone(),
                 cluster: cluster_name,
                 template: template.map(|t| t.name.clone()),
                 node,
+                unchecked,
+                incomplete,
             });
         }
     }
@@ -274,23 +326,29 @@ fn cluster_names(env_layer: &Layer, problems: &mut Problems) -> Vec<(String, cra
     names
 }
 
-/// The template named by the most specific layer that names one.
+/// The template named by the most specific layer that names one, and whether one is
+/// named but missing (unknown, or its file broken).
 fn template_layer<'a>(
     config: &'a LoadedConfig,
     defaults: &[&Node],
     specific: &[Option<&Node>],
     problems: &mut Problems,
-) -> Option<&'a Layer> {
-    let chosen = defaults
+) -> (Option<&'a Layer>, bool) {
+    let Some(chosen) = defaults
         .iter()
         .copied()
         .chain(specific.iter().copied().flatten())
         .filter_map(|layer| layer.get("template"))
-        .rfind(|t| !t.is_null())?;
-    let name = chosen.as_str()?;
+        .rfind(|t| !t.is_null())
+    else {
+        return (None, false);
+    };
+    let Some(name) = chosen.as_str() else {
+        return (None, true);
+    };
     match config.templates.get(name) {
-        Some(layer) => Some(layer),
-        None if config.is_broken(LayerKind::Template, name) => None,
+        Some(layer) => (Some(layer), false),
+        None if config.is_broken(LayerKind::Template, name) => (None, true),
         None => {
             let known: Vec<&str> = config.templates.keys().map(String::as_str).collect();
             problems.push(
@@ -302,7 +360,7 @@ fn template_layer<'a>(
                 .label("no such file in templates/")
                 .help(suggest(name, &known, "templates/<name>.yaml")),
             );
-            None
+            (None, true)
         }
     }
 }
@@ -344,7 +402,13 @@ mod tests {
         }
         let mut problems = Problems::new();
         let config = load_layers(dir.path(), &NoVariables, &mut problems);
-        compose(&config, selection, &mut problems);
+        compose(
+            &config,
+            selection,
+            References::Resolve,
+            &mut SecretValues::default(),
+            &mut problems,
+        );
         problems.into_iter().collect()
     }
 

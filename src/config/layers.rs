@@ -20,18 +20,21 @@
 //! `environments/dev.yaml` (template, cluster) is deep-merged into the main file of the
 //! same name, right after it (a cluster file's `environments:` overrides included), or
 //! stands alone when the main directory has none. Values keep the overlay file as their
-//! origin, so provenance and diagnostics point at it. A `${env:…}`/`${file:…}` reference
-//! of a main file whose value an overlay replaces is not resolved: the lab's overlay sets
-//! `proxmox.token`, so `PROXMOX_TOKEN` need not be set for a lab run.
+//! origin, so provenance and diagnostics point at it.
+//!
+//! References (`${env:…}`, `${file:…}`, `${age:…}`) are only checked here; they are
+//! resolved when a selection is composed, and only for its pairs
+//! ([`super::interpolate`]). A value an overlay replaces is never resolved (the lab's
+//! overlay sets `proxmox.token`, so `PROXMOX_TOKEN` need not be set for a lab run).
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 
-use super::interpolate::{FileRoots, Variables, interpolate_with_secrets};
+use super::interpolate::{FileRoots, ReferenceContext, Variables, check_references};
 use super::limits::{MAX_FILE_BYTES, MAX_TOTAL_BYTES, ReadError, SizeBudget, read_bounded, size};
-use super::merge::{is_named_list, item_name, merge};
+use super::merge::{item_name, merge};
 use super::node::{Node, Value};
 use super::schema::check_layer;
 use super::secrets::{SecretFiles, SecretValues, is_encrypted_layer};
@@ -103,8 +106,23 @@ pub struct LoadedConfig {
     /// YAML). Their problems are already reported; references to them by name are not
     /// reported again as unknown.
     pub broken: Vec<(LayerKind, String)>,
-    /// Every value read from an age source (`${age:…}`, `*.age.yaml`), and where.
+    /// Encrypted parts that could not be opened because no age identity is set: only
+    /// the pairs that use their layer need them ([`LoadedConfig::locked`]).
+    pub locked: Vec<LockedPart>,
+    /// Every value of the encrypted layers (`*.age.yaml`), and where. Values of
+    /// references are found when a selection is composed.
     pub secrets: SecretValues,
+    /// What resolving the references of a selection needs.
+    pub references: ReferenceContext,
+}
+
+/// An encrypted part of a layer left closed for want of an age identity, and the
+/// problem to report when a pair that uses the layer is resolved.
+#[derive(Debug, Clone)]
+pub struct LockedPart {
+    pub kind: LayerKind,
+    pub name: String,
+    pub problem: Problem,
 }
 
 impl LoadedConfig {
@@ -123,6 +141,15 @@ impl LoadedConfig {
     /// Whether `name` is a layer file of `kind` that was found but left out.
     pub fn is_broken(&self, kind: LayerKind, name: &str) -> bool {
         self.broken.iter().any(|(k, n)| *k == kind && n == name)
+    }
+
+    /// Why a layer of `kind` named `name` (any defaults file for
+    /// [`LayerKind::Defaults`]) is incomplete: its encrypted part is closed.
+    pub fn locked(&self, kind: LayerKind, name: &str) -> Option<&Problem> {
+        self.locked
+            .iter()
+            .find(|l| l.kind == kind && (kind == LayerKind::Defaults || l.name == name))
+            .map(|l| &l.problem)
     }
 }
 
@@ -151,6 +178,16 @@ impl<'a> From<&'a PathBuf> for ConfigPaths<'a> {
     fn from(dir: &'a PathBuf) -> Self {
         ConfigPaths::from(dir.as_path())
     }
+}
+
+/// What reading the files of one configuration carries from file to file.
+pub(super) struct Reading {
+    /// Where `${file:…}` may read.
+    pub roots: FileRoots,
+    /// The variables `${env:…}` references name.
+    pub names: BTreeSet<String>,
+    pub limits: Limits,
+    pub secrets: SecretFiles,
 }
 
 /// What the files of one configuration may still take: bytes, and values once parsed
@@ -226,59 +263,46 @@ pub fn load_layers_with(
         );
         return config;
     }
-    // Main files are parsed first (so they come first in the source map), overlays are
-    // loaded next, and only then are the main files interpolated: a reference an overlay
-    // replaces is never resolved.
-    let mut secrets = SecretFiles::new(root, env);
-    secrets.file_roots = FileRoots::new(
-        std::iter::once(root)
-            .chain(paths.overlays.iter().map(PathBuf::as_path))
-            .chain(paths.file_dirs.iter().map(PathBuf::as_path)),
-    );
-    let mut limits = Limits::default();
+    // Main files are parsed first (so they come first in the source map), then the
+    // overlays, then the encrypted parts.
+    let mut reading = Reading {
+        roots: FileRoots::new(
+            std::iter::once(root)
+                .chain(paths.overlays.iter().map(PathBuf::as_path))
+                .chain(paths.file_dirs.iter().map(PathBuf::as_path)),
+        ),
+        names: BTreeSet::new(),
+        limits: Limits::default(),
+        secrets: SecretFiles::new(root, env),
+    };
     let mut parsed = Vec::new();
     for kind in LayerKind::ALL {
         for path in yaml_files(&root.join(kind.directory()), problems) {
-            match parse_layer(kind, &path, &mut config.sources, &mut limits, problems) {
+            match parse_layer(
+                kind,
+                &path,
+                &mut config.sources,
+                &mut reading.limits,
+                problems,
+            ) {
                 Some(layer) => parsed.push((layer, path)),
                 None => config.broken.push((kind, file_stem(&path))),
             }
         }
     }
-    let overlays = load_overlays(
-        paths.overlays,
-        &mut config.sources,
-        env,
-        &mut secrets,
-        &mut limits,
-        problems,
-    );
+    let overlays = load_overlays(paths.overlays, &mut config.sources, &mut reading, problems);
     for (mut layer, path) in parsed {
-        let shadows: Vec<&Node> = overlays
-            .iter()
-            .filter(|o| {
-                o.kind == layer.kind && (o.kind == LayerKind::Defaults || o.name == layer.name)
-            })
-            .map(|o| &o.node)
-            .collect();
-        finish_layer(
-            &mut layer,
-            &path,
-            &config.sources,
-            env,
-            &mut secrets,
-            &shadows,
-            problems,
-        );
+        finish_layer(&mut layer, &path, &config.sources, &mut reading, problems);
         add_layer(&mut config, layer);
     }
     // Encrypted parts belong to their main layer: they merge before any overlay, so an
     // overlay (the lab's, say) always has the last word over endpoints and tokens.
-    load_encrypted_layers(&mut config, env, &mut secrets, &mut limits, problems);
+    load_encrypted_layers(&mut config, &mut reading, problems);
     for overlay in overlays {
         add_layer(&mut config, overlay);
     }
-    config.secrets = secrets.found;
+    config.secrets = std::mem::take(&mut reading.secrets.found);
+    config.references = ReferenceContext::new(reading.names, env, reading.roots, reading.secrets);
     if config.environments.is_empty() && !problems.has_errors() {
         problems.push(
             Problem::error(
@@ -358,9 +382,7 @@ fn add_layer(config: &mut LoadedConfig, layer: Layer) {
 fn load_overlays(
     overlays: &[PathBuf],
     sources: &mut SourceMap,
-    env: &dyn Variables,
-    secrets: &mut SecretFiles<'_>,
-    limits: &mut Limits,
+    reading: &mut Reading,
     problems: &mut Problems,
 ) -> Vec<Layer> {
     let mut layers = Vec::new();
@@ -377,8 +399,10 @@ fn load_overlays(
         }
         for kind in LayerKind::ALL {
             for path in yaml_files(&dir.join(kind.directory()), problems) {
-                if let Some(mut layer) = parse_layer(kind, &path, sources, limits, problems) {
-                    finish_layer(&mut layer, &path, sources, env, secrets, &[], problems);
+                if let Some(mut layer) =
+                    parse_layer(kind, &path, sources, &mut reading.limits, problems)
+                {
+                    finish_layer(&mut layer, &path, sources, reading, problems);
                     layers.push(layer);
                 }
             }
@@ -387,64 +411,22 @@ fn load_overlays(
     layers
 }
 
-/// The origins of every value of `base` that `overlay` replaces when merged onto it.
-fn shadowed_origins(base: &Node, overlay: &Node, out: &mut HashSet<crate::diag::Origin>) {
-    match (&base.value, &overlay.value) {
-        (Value::Map(base_map), Value::Map(overlay_map)) => {
-            for (key, entry) in overlay_map {
-                if let Some(existing) = base_map.get(key) {
-                    shadowed_origins(&existing.node, &entry.node, out);
-                }
-            }
-        }
-        (Value::List(base_items), Value::List(overlay_items))
-            if !overlay_items.is_empty()
-                && is_named_list(base_items)
-                && is_named_list(overlay_items) =>
-        {
-            for item in overlay_items {
-                let name = item_name(item);
-                if let Some(existing) = base_items.iter().find(|b| item_name(b) == name) {
-                    shadowed_origins(existing, item, out);
-                }
-            }
-        }
-        _ => all_origins(base, out),
-    }
-}
-
-fn all_origins(node: &Node, out: &mut HashSet<crate::diag::Origin>) {
-    out.insert(node.origin);
-    match &node.value {
-        Value::List(items) => items.iter().for_each(|i| all_origins(i, out)),
-        Value::Map(map) => map.values().for_each(|e| all_origins(&e.node, out)),
-        _ => {}
-    }
-}
-
-/// Interpolate and check a parsed layer. Interpolation problems at values one of
-/// `shadows` replaces are dropped: those values are never used.
-fn finish_layer(
+/// Check a parsed layer: its references (not resolved here), its format, its names.
+pub(super) fn finish_layer(
     layer: &mut Layer,
     path: &Path,
     sources: &SourceMap,
-    env: &dyn Variables,
-    secrets: &mut SecretFiles<'_>,
-    shadows: &[&Node],
+    reading: &mut Reading,
     problems: &mut Problems,
 ) {
     let base_dir = path.parent().unwrap_or(Path::new("."));
-    let mut found = Problems::new();
-    interpolate_with_secrets(&mut layer.node, base_dir, env, secrets, &mut found);
-    let mut unused = HashSet::new();
-    for shadow in shadows {
-        shadowed_origins(&layer.node, shadow, &mut unused);
-    }
-    for problem in found {
-        if !problem.origin.is_some_and(|o| unused.contains(&o)) {
-            problems.push(problem);
-        }
-    }
+    check_references(
+        &layer.node,
+        base_dir,
+        &reading.roots,
+        &mut reading.names,
+        problems,
+    );
     check_layer(
         layer.kind,
         &layer.node,
@@ -454,7 +436,7 @@ fn finish_layer(
     check_duplicate_names(&layer.node, problems);
 }
 
-/// Read and parse one file (no interpolation yet).
+/// Read and parse one file (nothing checked yet).
 fn parse_layer(
     kind: LayerKind,
     path: &Path,
@@ -808,6 +790,33 @@ mod tests {
         assert!(config.environments.contains_key("qa"));
     }
 
+    /// The messages of composing `selection` of a tree (with overlays), references
+    /// resolved or deferred.
+    fn compose_messages(
+        main: &Path,
+        overlays: &[PathBuf],
+        selection: &crate::config::Selection,
+        references: crate::config::References,
+    ) -> Vec<String> {
+        let mut problems = Problems::new();
+        let layers = load_layers_with(
+            ConfigPaths {
+                dir: main,
+                overlays,
+                file_dirs: &[],
+            },
+            &NoVariables,
+            &mut problems,
+        );
+        crate::config::compose_config(
+            std::sync::Arc::new(layers),
+            selection,
+            references,
+            &mut problems,
+        );
+        problems.into_iter().map(|p| p.message).collect()
+    }
+
     #[test]
     fn a_reference_an_overlay_replaces_is_never_resolved() {
         let main = tree(&[
@@ -815,23 +824,71 @@ mod tests {
                 "defaults/proxmox.yaml",
                 "proxmox: {token: '${env:PROXMOX_TOKEN}', storage: '${env:STORAGE}'}\n",
             ),
-            ("environments/dev.yaml", "clusters: []\n"),
+            ("environments/dev.yaml", "clusters: [c]\n"),
+            ("clusters/c.yaml", "role: edge\n"),
         ]);
         let overlay = tree(&[("defaults/lab.yaml", "proxmox: {token: 'root@pam!lab=x'}\n")]);
-        let overlays = [overlay.path().to_path_buf()];
-        let mut problems = Problems::new();
-        load_layers_with(
-            ConfigPaths {
-                dir: main.path(),
-                overlays: &overlays,
-                file_dirs: &[],
-            },
-            &NoVariables,
-            &mut problems,
+        let messages = compose_messages(
+            main.path(),
+            &[overlay.path().to_path_buf()],
+            &Default::default(),
+            crate::config::References::Resolve,
         );
         // The token is replaced: only the storage's variable is missing.
-        let messages: Vec<String> = problems.into_iter().map(|p| p.message).collect();
         assert_eq!(messages, ["environment variable `STORAGE` is not set"]);
+    }
+
+    #[test]
+    fn only_the_selected_environments_references_are_resolved() {
+        let main = tree(&[
+            ("environments/dev.yaml", "clusters: [c]\n"),
+            (
+                "environments/prod.yaml",
+                "clusters: [c]\nproxmox: {token: '${env:PROD_TOKEN}'}\n",
+            ),
+            ("clusters/c.yaml", "role: edge\n"),
+        ]);
+        let dev = crate::config::Selection {
+            environment: Some("dev".into()),
+            cluster: None,
+        };
+        let resolve = crate::config::References::Resolve;
+        assert!(compose_messages(main.path(), &[], &dev, resolve).is_empty());
+        assert_eq!(
+            compose_messages(main.path(), &[], &Default::default(), resolve),
+            ["environment variable `PROD_TOKEN` is not set"]
+        );
+        // Deferred (validate), nothing is read at all.
+        let defer = crate::config::References::Defer;
+        assert!(compose_messages(main.path(), &[], &Default::default(), defer).is_empty());
+    }
+
+    #[test]
+    fn an_encrypted_part_without_its_key_is_needed_only_by_the_pairs_that_use_it() {
+        let (_, encryption) = age_key();
+        let main = tree(&[
+            ("environments/dev.yaml", "clusters: [c]\n"),
+            ("environments/prod.yaml", "clusters: [c]\n"),
+            ("clusters/c.yaml", "role: edge\n"),
+        ]);
+        std::fs::write(
+            main.path().join("environments/prod.age.yaml"),
+            encryption
+                .encrypt(b"proxmox: {token: 'root@pam!x=y'}\n")
+                .unwrap(),
+        )
+        .unwrap();
+        let selection = |env: &str| crate::config::Selection {
+            environment: Some(env.into()),
+            cluster: None,
+        };
+        let resolve = crate::config::References::Resolve;
+        assert!(compose_messages(main.path(), &[], &selection("dev"), resolve).is_empty());
+        let prod = compose_messages(main.path(), &[], &selection("prod"), resolve);
+        assert_eq!(prod.len(), 1, "{prod:?}");
+        assert!(prod[0].contains("no age identity is set"), "{prod:?}");
+        let defer = crate::config::References::Defer;
+        assert!(compose_messages(main.path(), &[], &Default::default(), defer).is_empty());
     }
 
     #[test]

@@ -93,6 +93,27 @@ impl KeyPath {
         self.0.push(segment);
     }
 
+    pub fn pop(&mut self) -> Option<Segment> {
+        self.0.pop()
+    }
+
+    /// Whether `self` is `other` or lies below it.
+    pub fn starts_with(&self, other: &KeyPath) -> bool {
+        self.0.starts_with(&other.0)
+    }
+
+    /// The path cut before its first list index: a list's items are matched by name or
+    /// position only after merging, so a place inside one is known by its list.
+    pub fn up_to_first_index(&self) -> KeyPath {
+        KeyPath(
+            self.0
+                .iter()
+                .take_while(|s| matches!(s, Segment::Key(_)))
+                .cloned()
+                .collect(),
+        )
+    }
+
     pub fn is_root(&self) -> bool {
         self.0.is_empty()
     }

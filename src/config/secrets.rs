@@ -262,9 +262,18 @@ impl SecretValues {
         }
     }
 
-    /// Remember a value interpolated from `references` (`secrets/prod.yaml#a.b`).
+    /// Remember a value interpolated from `references` (`age: secrets/prod.yaml#a.b`,
+    /// `file: token`).
     pub fn add_reference(&mut self, origin: Origin, references: String) {
         self.references.insert(origin, references);
+    }
+
+    /// Add everything `other` knows.
+    pub fn extend(&mut self, other: &SecretValues) {
+        self.values.extend(&other.values);
+        self.files.extend(other.files.iter().copied());
+        self.references
+            .extend(other.references.iter().map(|(o, r)| (*o, r.clone())));
     }
 
     /// Whether the value at `origin` came from an age source.
@@ -305,42 +314,47 @@ impl SecretValues {
     }
 }
 
-/// Decrypts the secret files one load needs, each once, and collects what it read.
-pub struct SecretFiles<'a> {
+/// Decrypts the secret files a run needs, each once. The keys are taken from the
+/// variables when the configuration is read; nothing is decrypted until asked.
+#[derive(Debug)]
+pub struct SecretFiles {
     root: PathBuf,
-    env: &'a dyn Variables,
-    /// Where `${file:…}` may read.
-    pub file_roots: super::interpolate::FileRoots,
-    keys: Option<Encryption>,
+    keys: Encryption,
     /// Parsed `${age:}` files by path.
     documents: HashMap<PathBuf, Result<Node, Failure>>,
+    /// Values of the encrypted layers read so far.
     pub found: SecretValues,
 }
 
-impl<'a> SecretFiles<'a> {
+impl Default for SecretFiles {
+    fn default() -> Self {
+        SecretFiles {
+            root: PathBuf::from("."),
+            keys: Encryption::default(),
+            documents: HashMap::new(),
+            found: SecretValues::default(),
+        }
+    }
+}
+
+impl SecretFiles {
     /// `root`: the configuration directory `${age:}` paths are relative to.
-    pub fn new(root: &Path, env: &'a dyn Variables) -> Self {
+    pub fn new(root: &Path, env: &dyn Variables) -> Self {
         SecretFiles {
             root: root.to_path_buf(),
-            env,
-            file_roots: super::interpolate::FileRoots::new([root]),
-            keys: None,
+            keys: decryption_keys(env),
             documents: HashMap::new(),
             found: SecretValues::default(),
         }
     }
 
-    fn keys(&mut self) -> &Encryption {
-        let env = self.env;
-        self.keys.get_or_insert_with(|| decryption_keys(env))
-    }
-
     /// An encrypted layer's plaintext.
-    pub fn decrypt_layer(&mut self, path: &Path) -> Result<Sensitive<String>, Failure> {
-        decrypt_file(path, self.keys())
+    pub fn decrypt_layer(&self, path: &Path) -> Result<Sensitive<String>, Failure> {
+        decrypt_file(path, &self.keys)
     }
 
-    /// The value of `file#key.path` (the body of `${age:…}`), as text.
+    /// The value of `file#key.path` (the body of `${age:…}`), as text: a secret the
+    /// caller records.
     pub fn lookup(&mut self, reference: &str) -> Result<String, Problem> {
         let Some((file, key)) = reference
             .split_once('#')
@@ -395,7 +409,6 @@ impl<'a> SecretFiles<'a> {
                 .help("point the key path at a string, number or boolean"));
             }
         };
-        self.found.add_value(&text);
         Ok(text)
     }
 }

@@ -23,9 +23,14 @@ pub fn resolve_model(config: &Configuration) -> (Option<Model>, Problems) {
     let mut problems = Problems::new();
     let mut missing = MissingKeys::default();
     let mut clusters = Vec::new();
+    let mut unresolved = Vec::new();
     for effective in &config.effective {
-        if let Some(cluster) = resolve_cluster(effective, &mut problems, &mut missing) {
-            clusters.push((cluster, effective));
+        match resolve_cluster(effective, &mut problems, &mut missing) {
+            (Some(cluster), _) => clusters.push((cluster, effective)),
+            (None, true) => {
+                unresolved.push(format!("{}/{}", effective.environment, effective.cluster))
+            }
+            (None, false) => {}
         }
     }
     missing.report(&mut problems);
@@ -51,11 +56,12 @@ pub fn resolve_model(config: &Configuration) -> (Option<Model>, Problems) {
         }
     }
     environments.sort_by(|a, b| (a.sync_wave, &a.name).cmp(&(b.sync_wave, &b.name)));
-    let secrets = config.layers.secrets.strings().clone();
+    let secrets = config.secrets.strings().clone();
     (
         Some(Model {
             environments,
             secrets,
+            unresolved,
         }),
         problems,
     )
@@ -127,9 +133,24 @@ struct Resolver<'a> {
     effective: &'a EffectiveConfig,
     problems: &'a mut Problems,
     missing: &'a mut MissingKeys,
+    /// A value was left out because it waits on a deferred reference.
+    deferred: bool,
 }
 
 impl Resolver<'_> {
+    /// Whether checks of the value at `path` are skipped: it waits on a reference, or
+    /// a problem about it is already reported.
+    fn unchecked(&self, path: &str) -> bool {
+        self.effective.is_unchecked(&KeyPath::parse(path))
+    }
+
+    /// [`Self::unchecked`], noting that the pair cannot be resolved whole.
+    fn skip(&mut self, path: &str) -> bool {
+        let skip = self.unchecked(path);
+        self.deferred |= skip;
+        skip
+    }
+
     fn origin(&self, path: &str) -> Origin {
         self.effective.node.origin_of(&KeyPath::parse(path))
     }
@@ -151,7 +172,8 @@ impl Resolver<'_> {
     }
 
     fn require<T>(&mut self, value: Option<T>, path: &str, example: &str) -> Option<T> {
-        if value.is_none() {
+        // A key a missing layer may set, or whose value was refused, is not missing.
+        if value.is_none() && !self.effective.incomplete && !self.unchecked(path) {
             let origin = self.missing_origin(path);
             let pair = (
                 self.effective.environment.clone(),
@@ -171,6 +193,9 @@ impl Resolver<'_> {
     }
 
     fn invalid(&mut self, path: &str, message: String, label: &str, help: &str) {
+        if self.unchecked(path) {
+            return;
+        }
         let origin = self.origin(path);
         self.problems.push(
             Problem::error("config::invalid-value", message)
@@ -190,6 +215,9 @@ impl Resolver<'_> {
         parse: impl Fn(&str) -> Result<T, E>,
     ) -> Option<T> {
         let text = self.require(value, path, example)?;
+        if self.skip(path) {
+            return None;
+        }
         match parse(text) {
             Ok(v) => Some(v),
             Err(_) => {
@@ -241,6 +269,9 @@ impl Resolver<'_> {
 
     fn bytes(&mut self, value: Option<&RawQuantity>, path: &str, example: &str) -> Option<Bytes> {
         let value = self.require(value, path, example)?;
+        if self.skip(path) {
+            return None;
+        }
         let parsed = match value {
             RawQuantity::Number(n) => u64::try_from(*n).ok().map(Bytes),
             RawQuantity::Text(t) => parse_bytes(t).ok(),
@@ -263,6 +294,9 @@ impl Resolver<'_> {
 
     fn cpu(&mut self, value: Option<&RawQuantity>, path: &str, example: &str) -> Option<MilliCpu> {
         let value = self.require(value, path, example)?;
+        if self.skip(path) {
+            return None;
+        }
         let parsed = match value {
             RawQuantity::Number(n) => u64::try_from(*n)
                 .ok()
@@ -289,17 +323,32 @@ fn parse_version(text: &str) -> Result<semver::Version, semver::Error> {
     semver::Version::parse(text.strip_prefix('v').unwrap_or(text))
 }
 
+/// The cluster, or `None` with whether that is only because a value waits on a
+/// deferred reference (no problem).
 fn resolve_cluster(
     effective: &EffectiveConfig,
     problems: &mut Problems,
     missing: &mut MissingKeys,
-) -> Option<Cluster> {
+) -> (Option<Cluster>, bool) {
+    let mut r = Resolver {
+        effective,
+        problems,
+        missing,
+        deferred: false,
+    };
+    let cluster = resolve_settings(&mut r);
+    let deferred = r.deferred;
+    (cluster, deferred)
+}
+
+fn resolve_settings(r: &mut Resolver) -> Option<Cluster> {
+    let effective = r.effective;
     let raw: RawSettings = match crate::config::de::from_node(&effective.node) {
         Ok(raw) => raw,
         Err(error) => {
             // Every layer passed the schema, so this is a merge of valid layers into an
             // invalid whole; report it at the cluster.
-            problems.push(
+            r.problems.push(
                 Problem::error(
                     "config::invalid-value",
                     format!(
@@ -315,11 +364,6 @@ fn resolve_cluster(
             return None;
         }
     };
-    let mut r = Resolver {
-        effective,
-        problems,
-        missing,
-    };
     let env = effective.environment.as_str();
 
     let role = match raw.role {
@@ -327,8 +371,8 @@ fn resolve_cluster(
         Some(RawRole::Edge) => Role::Edge,
         Some(RawRole::Workload) | None => Role::Workload,
     };
-    let proxmox = resolve_proxmox(&mut r, &raw);
-    let talos = resolve_talos(&mut r, &raw);
+    let proxmox = resolve_proxmox(r, &raw);
+    let talos = resolve_talos(r, &raw);
     let kubernetes = raw.kubernetes.as_ref().and_then(|k| k.version.as_ref());
     let kubernetes = r.parse(
         kubernetes,
@@ -337,11 +381,11 @@ fn resolve_cluster(
         "version",
         parse_version,
     );
-    let (control_plane, workers) = resolve_pools(&mut r, &raw);
-    let network = resolve_network(&mut r, &raw, &control_plane, &workers);
-    let platform = resolve_platform(&mut r, &raw);
-    let gitops = resolve_gitops(&mut r, &raw, env);
-    let workloads = resolve_workloads(&mut r, &raw);
+    let (control_plane, workers) = resolve_pools(r, &raw);
+    let network = resolve_network(r, &raw, &control_plane, &workers);
+    let platform = resolve_platform(r, &raw);
+    let gitops = resolve_gitops(r, &raw, env);
+    let workloads = resolve_workloads(r, &raw);
     let sync_wave = r.count(raw.sync_wave.or(Some(0)), "sync_wave", "0");
     let lifecycle = Lifecycle {
         prevent_destroy: raw
@@ -351,7 +395,7 @@ fn resolve_cluster(
             .unwrap_or(env == "prod"),
     };
 
-    let namespaces = resolve_namespaces(&mut r, &raw);
+    let namespaces = resolve_namespaces(r, &raw);
     let waivers = raw
         .policy
         .as_ref()
@@ -438,7 +482,10 @@ fn resolve_proxmox(r: &mut Resolver, raw: &RawSettings) -> Option<Proxmox> {
         },
     );
     let token = r.require(p.token.as_ref(), "proxmox.token", "${env:PROXMOX_TOKEN}");
+    // A token that waits on a reference is checked when it is resolved.
+    let token_unchecked = r.unchecked("proxmox.token");
     if let Some(token) = token
+        && !token_unchecked
         && !is_api_token(token)
     {
         // Never echo the token: it is a secret even when malformed.
@@ -507,7 +554,7 @@ fn resolve_proxmox(r: &mut Resolver, raw: &RawSettings) -> Option<Proxmox> {
         (false, None, None) => Tls::System,
     };
     let image_upload = resolve_image_upload(r, p);
-    let token = token.filter(|t| is_api_token(t))?;
+    let token = token.filter(|t| token_unchecked || is_api_token(t))?;
     Some(Proxmox {
         endpoint: endpoint?,
         token: Sensitive::new(token.clone()),

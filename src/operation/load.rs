@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::config::layers::{LoadedConfig, load_layers_with};
-use crate::config::{self, ConfigPaths, Configuration, Selection};
+use crate::config::{self, ConfigPaths, Configuration, References, Selection};
 use crate::diag::{Problems, ProblemsReport};
 use crate::graph::{DesiredResource, build_desired};
 use crate::model::{Model, resolve_model};
@@ -37,10 +37,21 @@ impl Workspace {
         &self.layers
     }
 
-    /// The effective configuration of `selection`, with every problem found so far.
+    /// The effective configuration of `selection`, its references resolved, with
+    /// every problem found so far.
     pub fn configuration(&self, selection: &Selection) -> (Configuration, Problems) {
+        self.configuration_with(selection, References::Resolve)
+    }
+
+    /// [`Self::configuration`], references resolved or deferred.
+    pub fn configuration_with(
+        &self,
+        selection: &Selection,
+        references: References,
+    ) -> (Configuration, Problems) {
         let mut problems = self.problems.clone();
-        let config = config::compose_config(self.layers.clone(), selection, &mut problems);
+        let config =
+            config::compose_config(self.layers.clone(), selection, references, &mut problems);
         (config, problems)
     }
 
@@ -51,13 +62,23 @@ impl Workspace {
         selection: &Selection,
         with_policy: bool,
     ) -> (Configuration, Option<Model>, Problems) {
-        let (config, problems) = self.configuration(selection);
+        self.load_model_with(selection, with_policy, References::Resolve)
+    }
+
+    /// [`Self::load_model`], references resolved or deferred.
+    pub fn load_model_with(
+        &self,
+        selection: &Selection,
+        with_policy: bool,
+        references: References,
+    ) -> (Configuration, Option<Model>, Problems) {
+        let (config, problems) = self.configuration_with(selection, references);
         check_model(config, problems, with_policy)
     }
 }
 
-/// Read, compose and resolve in one call: for commands that need one model only
-/// (`validate`, `diff-env`, the lab's overlay).
+/// Read, compose and resolve in one call: for commands that need one model only (the
+/// lab's overlay).
 pub fn load_model<'a>(
     paths: impl Into<ConfigPaths<'a>>,
     selection: &Selection,
@@ -65,6 +86,18 @@ pub fn load_model<'a>(
     with_policy: bool,
 ) -> (Configuration, Option<Model>, Problems) {
     Workspace::read(paths, variables).load_model(selection, with_policy)
+}
+
+/// [`load_model`] with references deferred: no variable, referenced file or secret is
+/// read, and checks of the values that wait on one are skipped (`validate`,
+/// `diff-env`, like `terraform validate`).
+pub fn load_model_unresolved<'a>(
+    paths: impl Into<ConfigPaths<'a>>,
+    selection: &Selection,
+    variables: &dyn config::Variables,
+    with_policy: bool,
+) -> (Configuration, Option<Model>, Problems) {
+    Workspace::read(paths, variables).load_model_with(selection, with_policy, References::Defer)
 }
 
 /// Resolve the model of a composed configuration and run the policy on it.
@@ -81,8 +114,8 @@ fn check_model(
     if with_policy && let Some(model) = &model {
         problems.extend(crate::policy::check_policy(model, &config));
     }
-    // A check may quote a value; values from age files are masked wherever quoted.
-    config.layers.secrets.redact_problems(&mut problems);
+    // A check may quote a value; secret values are masked wherever quoted.
+    config.secrets.redact_problems(&mut problems);
     let model = model.filter(|_| !problems.has_errors());
     (config, model, problems)
 }
@@ -127,16 +160,19 @@ pub fn load_environment(
     cluster: Option<&str>,
     context: &Context,
 ) -> miette::Result<Loaded> {
-    let selection = Selection {
-        environment: environment.map(str::to_string),
-        cluster: cluster.map(str::to_string),
-    };
-    let model = checked_model(workspace, &selection, context, true)?;
-    let environment = match (environment, model.environments.as_slice()) {
-        (Some(name), _) => name.to_string(),
-        (None, [only]) => only.name.clone(),
-        (None, environments) => {
-            let names: Vec<&str> = environments.iter().map(|e| e.name.as_str()).collect();
+    // The environment is chosen before anything is composed: composing every
+    // environment would resolve (and need the secrets of) all of them.
+    let names: Vec<&str> = workspace
+        .layers()
+        .environments
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let chosen = match (environment, names.as_slice()) {
+        (Some(name), _) => Some(name),
+        (None, [only]) => Some(*only),
+        (None, []) => None,
+        (None, names) => {
             return Err(diagnostic_text(
                 format!(
                     "choose an environment: the configuration has {}",
@@ -145,6 +181,19 @@ pub fn load_environment(
                 Some("pass --env, e.g. `--env dev`: each environment has its own state and is planned and applied on its own".into()),
             ));
         }
+    };
+    let selection = Selection {
+        environment: chosen.map(str::to_string),
+        cluster: cluster.map(str::to_string),
+    };
+    let model = checked_model(workspace, &selection, context, true)?;
+    let environment = match chosen {
+        Some(name) => name.to_string(),
+        None => model
+            .environments
+            .first()
+            .map(|e| e.name.clone())
+            .unwrap_or_default(),
     };
     let desired = desired_of(&model, &environment);
     Ok(Loaded {
