@@ -1128,3 +1128,279 @@ fn terminal_escapes_in_values_are_shown_escaped() {
         "{human:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Silently accepted before (issue 16)
+
+#[test]
+fn an_empty_environment_file_is_an_error_not_an_environment_without_clusters() {
+    // Before, staging silently ran no clusters, and its next plan proposed destroying
+    // everything it had.
+    Case::new()
+        .write("environments/staging.yaml", "")
+        .validate()
+        .with_message("environment `staging` does not say which clusters it runs")
+        .is(
+            "config::no-clusters",
+            "environment `staging` does not say which clusters it runs",
+            "config/environments/staging.yaml:1:1",
+        )
+        .label("empty file");
+}
+
+#[test]
+fn a_vip_that_is_another_clusters_node_address() {
+    // prod/workload's nodes are 10.30.0.30–37; management's VIP moves onto one.
+    Case::new()
+        .edit("clusters/management.yaml", "vip: 10.30.0.5", "vip: 10.30.0.31")
+        .validate()
+        .only()
+        .is(
+            "config::shared-address",
+            "the VIP 10.30.0.31 of prod/management is a node address of prod/workload (10.30.0.30–10.30.0.37)",
+            "config/clusters/management.yaml:12:12",
+        );
+}
+
+#[test]
+fn a_vip_shared_by_two_clusters() {
+    Case::new()
+        .edit("clusters/workload.yaml", "vip: 10.30.0.6", "vip: 10.30.0.5")
+        .validate()
+        .only()
+        .is(
+            "config::shared-address",
+            "the VIP 10.30.0.5 of prod/workload is also the VIP of prod/management",
+            "config/clusters/workload.yaml:28:12",
+        );
+}
+
+#[test]
+fn a_vmid_range_smaller_than_the_vms_of_a_pair() {
+    // prod/workload has 8 VMs; the range now holds 5. Before, apply failed half-way.
+    Case::new()
+        .edit(
+            "clusters/workload.yaml",
+            "  prod:\n    template: large\n",
+            "  prod:\n    template: large\n    proxmox:\n      vmid_range: {start: 1000, end: 1004}\n",
+        )
+        .validate()
+        .only()
+        .is(
+            "config::invalid-value",
+            "`proxmox.vmid_range` 1000–1004 holds 5 VM IDs, fewer than the 8 VMs of `prod/workload`",
+            "config/clusters/workload.yaml:24:27",
+        );
+}
+
+#[test]
+fn pairs_sharing_a_vmid_range_too_small_for_all_of_them() {
+    // 26 VMs on one Proxmox cluster, 20 IDs: each pair fits alone, not all together.
+    Case::new()
+        .edit("defaults/proxmox.yaml", "    end: 1999", "    end: 1019")
+        .validate()
+        .only()
+        .is(
+            "config::vmid-range-too-small",
+            "26 VMs of dev/workload, prod/management, prod/workload, prod/edge, staging/workload share VM IDs 1000–1019 on https://pve1.lab.example.internal:8006/, which hold 20",
+            "config/defaults/proxmox.yaml:13:10",
+        );
+}
+
+#[test]
+fn a_vmid_range_reversed_in_an_environment_is_reported_there() {
+    // `end` is in defaults; the environment's `start` made the range empty.
+    Case::new()
+        .edit(
+            "environments/dev.yaml",
+            "sync_wave: 0\n",
+            "sync_wave: 0\nproxmox:\n  vmid_range: {start: 3000}\n",
+        )
+        .validate()
+        .only()
+        .is(
+            "config::invalid-value",
+            "`proxmox.vmid_range` is empty: start 3000 is after end 1999",
+            "config/environments/dev.yaml:6:23",
+        )
+        .label("`end` is set at line 13");
+}
+
+#[test]
+fn proxmox_node_names_must_be_node_names() {
+    let report = Case::new()
+        .edit(
+            "defaults/proxmox.yaml",
+            "[pve1, pve2, pve3]",
+            "[pve1, 'pve 2', 'a/b', '']",
+        )
+        .validate();
+    let found: Vec<String> = report
+        .problems()
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {}:{}",
+                p.message,
+                p.line.unwrap_or(0),
+                p.column.unwrap_or(0)
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            "`pve 2` is not a Proxmox node name 7:17",
+            "`a/b` is not a Proxmox node name 7:26",
+            "`` is not a Proxmox node name 7:33",
+        ],
+        "{}",
+        report.stdout
+    );
+}
+
+#[test]
+fn image_upload_hosts_must_name_known_nodes() {
+    Case::new()
+        .edit(
+            "defaults/proxmox.yaml",
+            "  bridge: vmbr0\n",
+            "  bridge: vmbr0\n  image_upload:\n    method: ssh\n    private_key_file: /keys/pve\n    known_hosts: /keys/known_hosts\n    hosts: {pve1: 192.0.2.11, pve4: 192.0.2.14}\n",
+        )
+        .validate()
+        .only()
+        .is(
+            "config::unknown-node",
+            "`proxmox.image_upload.hosts` names `pve4`, which is not in `proxmox.nodes`",
+            "config/defaults/proxmox.yaml:15:31",
+        )
+        .help("did you mean `pve3`? (`proxmox.nodes`: pve1, pve2, pve3)");
+}
+
+#[test]
+fn a_template_cannot_choose_a_template() {
+    Case::new()
+        .edit(
+            "templates/small.yaml",
+            "control_plane:\n",
+            "template: large\ncontrol_plane:\n",
+        )
+        .validate()
+        .only()
+        .is(
+            "config::template-in-template",
+            "template `small` cannot choose a template",
+            "config/templates/small.yaml:3:1",
+        )
+        .label("ignored: templates do not nest");
+}
+
+#[test]
+fn cluster_and_environment_names_are_dns_labels() {
+    let case = Case::new().edit(
+        "environments/prod.yaml",
+        "clusters: [management, workload, edge]",
+        "clusters: [management, workload, Edge_1]",
+    );
+    std::fs::rename(
+        case.path("clusters/edge.yaml"),
+        case.path("clusters/Edge_1.yaml"),
+    )
+    .unwrap();
+    std::fs::rename(
+        case.path("environments/staging.yaml"),
+        case.path("environments/Staging.yaml"),
+    )
+    .unwrap();
+    let report = case.validate();
+    let found: Vec<String> = report
+        .problems()
+        .iter()
+        .map(|p| format!("{} {}", p.message, p.file.as_deref().unwrap_or("?")))
+        .collect();
+    assert!(
+        found.contains(
+            &"cluster name `Edge_1` is not a DNS label config/clusters/Edge_1.yaml".to_string()
+        ) && found.contains(
+            &"environment name `Staging` is not a DNS label config/environments/Staging.yaml"
+                .to_string()
+        ),
+        "{}",
+        report.stdout
+    );
+}
+
+#[test]
+fn a_merge_key_in_helm_values_merges() {
+    let case = Case::new().edit(
+        "defaults/platform.yaml",
+        "      ipam:\n        mode: kubernetes\n",
+        "      ipam: &ipam\n        mode: kubernetes\n      operator:\n        <<: *ipam\n        replicas: 1\n",
+    );
+    let output = case.command(&["config", "show", "--env", "dev", "--cluster", "workload"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!stdout.contains("<<"), "{stdout}");
+    assert!(
+        stdout.contains("      operator:\n        replicas: 1\n        mode: kubernetes\n"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn an_integer_too_large_is_reported_at_the_value() {
+    // Before: at the first line of defaults/cluster.yaml, once per pair.
+    Case::new()
+        .edit(
+            "templates/small.yaml",
+            "  cpu: 2\n  memory: 4Gi",
+            "  cpu: 99999999999999999999\n  memory: 4Gi",
+        )
+        .validate()
+        .only()
+        .is(
+            "config::invalid-value",
+            "`99999999999999999999` in `control_plane.cpu` is too large for a whole number",
+            "config/templates/small.yaml:5:8",
+        );
+}
+
+#[test]
+fn value_problems_in_several_files_come_in_one_run() {
+    // A format problem in one file no longer hides the value problems of the others,
+    // and a misspelt key is not reported again as missing.
+    let report = Case::new()
+        .edit("defaults/proxmox.yaml", "  storage:", "  storge:")
+        .edit("environments/prod.yaml", "sync_wave: 2", "sync_wave: -2")
+        .edit("clusters/edge.yaml", "10.40.0.0/24", "10.40.0.0/33")
+        .edit("environments/staging.yaml", "memory: 512Mi", "memory: 2Gi")
+        .validate();
+    let positions: Vec<String> = report
+        .problems()
+        .iter()
+        .map(|p| {
+            format!(
+                "{}:{} {}",
+                p.file.as_deref().unwrap_or("?"),
+                p.line.unwrap_or(0),
+                p.code
+            )
+        })
+        .collect();
+    assert_eq!(
+        positions,
+        [
+            "config/defaults/proxmox.yaml:8 config::unknown-key",
+            "config/environments/prod.yaml:4 config::invalid-value",
+            "config/environments/staging.yaml:14 config::invalid-value",
+            "config/clusters/edge.yaml:11 config::invalid-value",
+        ],
+        "{}",
+        report.stdout
+    );
+}

@@ -61,7 +61,8 @@ pub fn compose(
     problems: &mut Problems,
 ) -> Vec<EffectiveConfig> {
     check_selection(config, selection, problems);
-    check_cluster_overrides(config, problems);
+    // (environment, cluster) pairs whose override block is probably the misspelt one.
+    let misnamed = check_cluster_overrides(config, problems);
     // `state:` is project-wide (see `LoadedConfig::state_setting`), not a pair's setting.
     let defaults: Vec<Node> = config
         .defaults
@@ -153,14 +154,16 @@ pub fn compose(
             let mut node = merge_all(layers).unwrap_or_else(|| {
                 Node::new(Value::Map(Default::default()), cluster_layer.node.origin)
             });
-            let unchecked = resolve_references(
+            let mut unchecked =
+                layers_unchecked(config, template, env_layer, cluster_layer, env_name);
+            unchecked.extend(resolve_references(
                 &mut node,
                 &config.references,
                 &config.sources,
                 references,
                 secrets,
                 problems,
-            );
+            ));
             // A closed encrypted part of one of the pair's layers: an error when its
             // values are needed, a gap in the checks when they are deferred.
             let locked: Vec<&Problem> = [
@@ -179,6 +182,7 @@ pub fn compose(
             }
             let incomplete = template_missing
                 || !locked.is_empty()
+                || misnamed.contains(&(env_name.as_str(), cluster_name.as_str()))
                 || config
                     .broken
                     .iter()
@@ -194,6 +198,42 @@ pub fn compose(
         }
     }
     result
+}
+
+/// The paths of a pair's layers whose checks are skipped ([`Layer::unchecked`]), as
+/// paths of the pair: a cluster's block for this environment (`environments.dev.x`)
+/// becomes `x`, the blocks for other environments do not apply.
+fn layers_unchecked(
+    config: &LoadedConfig,
+    template: Option<&Layer>,
+    env_layer: &Layer,
+    cluster_layer: &Layer,
+    env_name: &str,
+) -> Vec<KeyPath> {
+    let mut paths: Vec<KeyPath> = config
+        .defaults
+        .iter()
+        .chain(template)
+        .chain([env_layer])
+        .flat_map(|l| l.unchecked.iter().cloned())
+        .collect();
+    let environments = super::node::Segment::Key("environments".into());
+    let this = super::node::Segment::Key(env_name.to_string());
+    for path in &cluster_layer.unchecked {
+        match path.segments() {
+            [first] if *first == environments => paths.push(KeyPath::root()),
+            [first, env, rest @ ..] if *first == environments && *env == this => {
+                let mut inner = KeyPath::root();
+                for segment in rest {
+                    inner.push(segment.clone());
+                }
+                paths.push(inner);
+            }
+            [first, ..] if *first == environments => {}
+            _ => paths.push(path.clone()),
+        }
+    }
+    paths
 }
 
 fn check_selection(config: &LoadedConfig, selection: &Selection, problems: &mut Problems) {
@@ -243,8 +283,14 @@ fn check_selection(config: &LoadedConfig, selection: &Selection, problems: &mut 
     }
 }
 
-/// Per-environment overrides in a cluster file must name a known environment.
-fn check_cluster_overrides(config: &LoadedConfig, problems: &mut Problems) {
+/// Per-environment overrides in a cluster file must name a known environment. Returns
+/// the pairs an unknown name was probably meant for (`prdo` → prod): their settings
+/// are in the misnamed block, so keys missing there are not reported again.
+fn check_cluster_overrides<'a>(
+    config: &'a LoadedConfig,
+    problems: &mut Problems,
+) -> HashSet<(&'a str, &'a str)> {
+    let mut misnamed = HashSet::new();
     let known: Vec<&str> = config.environments.keys().map(String::as_str).collect();
     // Which clusters each environment runs, computed once (not per override).
     let runs: HashMap<&str, HashSet<String>> = config
@@ -265,7 +311,11 @@ fn check_cluster_overrides(config: &LoadedConfig, problems: &mut Problems) {
         for (env_name, entry) in overrides {
             match config.environments.get(env_name) {
                 None if config.is_broken(LayerKind::Environment, env_name) => {}
-                None => problems.push(
+                None => {
+                    if let Some(meant) = did_you_mean(env_name, known.iter().copied()) {
+                        misnamed.insert((meant, cluster_name.as_str()));
+                    }
+                    problems.push(
                     Problem::error(
                         "config::unknown-environment",
                         format!(
@@ -279,7 +329,8 @@ fn check_cluster_overrides(config: &LoadedConfig, problems: &mut Problems) {
                         &known,
                         "environments/<name>.yaml",
                     )),
-                ),
+                    )
+                }
                 Some(_) => {
                     if !runs[env_name.as_str()].contains(cluster_name) {
                         problems.push(
@@ -296,6 +347,7 @@ fn check_cluster_overrides(config: &LoadedConfig, problems: &mut Problems) {
             }
         }
     }
+    misnamed
 }
 
 /// The clusters an environment lists, with where each is written; duplicates reported.

@@ -35,7 +35,7 @@ use indexmap::IndexMap;
 use super::interpolate::{FileRoots, ReferenceContext, Variables, check_references};
 use super::limits::{MAX_FILE_BYTES, MAX_TOTAL_BYTES, ReadError, SizeBudget, read_bounded, size};
 use super::merge::{item_name, merge};
-use super::node::{Node, Value};
+use super::node::{KeyPath, Node, Value};
 use super::schema::check_layer;
 use super::secrets::{SecretFiles, SecretValues, is_encrypted_layer};
 use super::secrets_layers::load_encrypted_layers;
@@ -91,6 +91,10 @@ pub struct Layer {
     pub name: String,
     pub file: FileId,
     pub node: Node,
+    /// Paths (in this layer's tree) of values refused and left out, or whose checks
+    /// would only repeat a problem already reported: see
+    /// [`super::EffectiveConfig::unchecked`].
+    pub unchecked: Vec<KeyPath>,
 }
 
 /// Every layer of a configuration directory, with the sources they were read from.
@@ -303,6 +307,8 @@ pub fn load_layers_with(
     }
     config.secrets = std::mem::take(&mut reading.secrets.found);
     config.references = ReferenceContext::new(reading.names, env, reading.roots, reading.secrets);
+    check_names(&config, problems);
+    check_environments_list_clusters(&config, problems);
     if config.environments.is_empty() && !problems.has_errors() {
         problems.push(
             Problem::error(
@@ -313,6 +319,73 @@ pub fn load_layers_with(
         );
     }
     config
+}
+
+/// Environment and cluster names are file names, and become Kubernetes namespaces,
+/// hostnames and state files: each must be a DNS label (RFC 1123), or the plan fails
+/// later with no place to point at.
+fn check_names(config: &LoadedConfig, problems: &mut Problems) {
+    let named = config.environments.values().chain(config.clusters.values());
+    for layer in named {
+        if is_dns_label(&layer.name) {
+            continue;
+        }
+        let file = config.sources.path(layer.file).display().to_string();
+        problems.push(
+            Problem::error(
+                "config::invalid-name",
+                format!(
+                    "{} name `{}` is not a DNS label",
+                    layer.kind.noun(),
+                    layer.name
+                ),
+            )
+            .at(config.sources.get(layer.file).origin(layer.file, 0, 0))
+            .label("the file's name is the name")
+            .help(format!(
+                "rename `{file}`: lower-case letters, digits and '-', starting and ending with a letter or digit, at most 63 characters (it names Kubernetes namespaces, hostnames and state)"
+            )),
+        );
+    }
+}
+
+/// A DNS label (RFC 1123): `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
+pub fn is_dns_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+/// An environment file without `clusters:` (an empty file, say) ran no clusters, and
+/// the next plan proposed destroying everything it had. Running none must be said:
+/// `clusters: []`.
+fn check_environments_list_clusters(config: &LoadedConfig, problems: &mut Problems) {
+    for (name, layer) in &config.environments {
+        let refused = layer
+            .unchecked
+            .iter()
+            .any(|p| p.segments().first() == Some(&super::node::Segment::Key("clusters".into())));
+        if layer.node.get("clusters").is_some()
+            || refused
+            || config.locked(LayerKind::Environment, name).is_some()
+        {
+            continue;
+        }
+        let empty = layer.node.is_null();
+        problems.push(
+            Problem::error(
+                "config::no-clusters",
+                format!("environment `{name}` does not say which clusters it runs"),
+            )
+            .at(config.sources.get(layer.file).origin(layer.file, 0, 0))
+            .label(if empty { "empty file" } else { "no `clusters:`" })
+            .help("list them, e.g. `clusters: [workload]`; write `clusters: []` for an environment that runs none (the next apply destroys what it has)"),
+        );
+    }
 }
 
 /// The plain layer files of a directory (encrypted `*.age.yaml` parts are loaded apart).
@@ -369,8 +442,14 @@ fn add_layer(config: &mut LoadedConfig, layer: Layer) {
     match named.get_mut(&layer.name) {
         // An empty part (an encrypted file or overlay with no settings) changes nothing.
         Some(_) if layer.node.is_null() => {}
-        Some(existing) if existing.node.is_null() => existing.node = layer.node,
-        Some(existing) => merge(&mut existing.node, &layer.node),
+        Some(existing) => {
+            if existing.node.is_null() {
+                existing.node = layer.node;
+            } else {
+                merge(&mut existing.node, &layer.node);
+            }
+            existing.unchecked.extend(layer.unchecked);
+        }
         None => {
             named.insert(layer.name.clone(), layer);
         }
@@ -412,6 +491,8 @@ fn load_overlays(
 }
 
 /// Check a parsed layer: its references (not resolved here), its format, its names.
+/// Values the format refuses are reported and left out, so the rest of the layer is
+/// still checked (and composed, and resolved) in the same run.
 pub(super) fn finish_layer(
     layer: &mut Layer,
     path: &Path,
@@ -427,13 +508,35 @@ pub(super) fn finish_layer(
         &mut reading.names,
         problems,
     );
-    check_layer(
+    let mut refused = check_layer(
         layer.kind,
         &layer.node,
         &sources.get(layer.file).text,
         problems,
     );
-    check_duplicate_names(&layer.node, problems);
+    if layer.kind == LayerKind::Template
+        && let Some(entry) = layer.node.as_map().and_then(|m| m.get("template"))
+    {
+        // The template is chosen by defaults, environments and clusters; one named
+        // here was silently ignored.
+        problems.push(
+            Problem::error(
+                "config::template-in-template",
+                format!("template `{}` cannot choose a template", layer.name),
+            )
+            .at(entry.key_origin)
+            .label("ignored: templates do not nest")
+            .help("set `template:` in defaults/, an environment or a cluster file; copy the settings this template should share into it"),
+        );
+        refused.remove.push(KeyPath::root().key("template"));
+    }
+    // A second item of the same name would merge into the first; it is left out.
+    for duplicate in check_duplicate_names(&layer.node, problems) {
+        refused.unchecked.push(duplicate.up_to_first_index());
+        refused.remove.push(duplicate);
+    }
+    layer.node.remove_paths(&refused.remove);
+    layer.unchecked.extend(refused.unchecked);
 }
 
 /// Read and parse one file (nothing checked yet).
@@ -537,6 +640,7 @@ pub(super) fn parse_source(
         name,
         file,
         node,
+        unchecked: Vec::new(),
     })
 }
 
@@ -548,12 +652,24 @@ fn file_stem(path: &Path) -> String {
 }
 
 /// Two items with the same `name` in one list of one file would silently merge into one;
-/// say so instead.
-pub(super) fn check_duplicate_names(node: &Node, problems: &mut Problems) {
+/// say so instead. Returns the paths of the later items.
+pub(super) fn check_duplicate_names(node: &Node, problems: &mut Problems) -> Vec<KeyPath> {
+    let mut duplicates = Vec::new();
+    find_duplicate_names(node, &mut KeyPath::root(), &mut duplicates, problems);
+    duplicates
+}
+
+fn find_duplicate_names(
+    node: &Node,
+    path: &mut KeyPath,
+    duplicates: &mut Vec<KeyPath>,
+    problems: &mut Problems,
+) {
     match &node.value {
         Value::List(items) => {
             let mut seen: IndexMap<&str, &Node> = IndexMap::new();
-            for item in items {
+            for (i, item) in items.iter().enumerate() {
+                path.push(super::node::Segment::Index(i));
                 if let Some(name) = item_name(item)
                     && let Some(first) = seen.insert(name, item)
                 {
@@ -564,13 +680,17 @@ pub(super) fn check_duplicate_names(node: &Node, problems: &mut Problems) {
                                 .label(format!("`{name}` is already used on line {}", first.origin.line))
                                 .help("give each item its own name; items with the same name merge across layers, not within one list"),
                         );
+                    duplicates.push(path.clone());
                 }
-                check_duplicate_names(item, problems);
+                find_duplicate_names(item, path, duplicates, problems);
+                path.pop();
             }
         }
         Value::Map(map) => {
-            for entry in map.values() {
-                check_duplicate_names(&entry.node, problems);
+            for (key, entry) in map {
+                path.push(super::node::Segment::Key(key.clone()));
+                find_duplicate_names(&entry.node, path, duplicates, problems);
+                path.pop();
             }
         }
         _ => {}
@@ -637,7 +757,10 @@ mod tests {
             .encrypt(b"gitops:\n  revision: from-the-secret-part\n")
             .unwrap();
         std::fs::write(environments.join("dev.age.yaml"), &sealed).unwrap();
-        std::fs::write(environments.join("edge.age.yaml"), &sealed).unwrap();
+        let sealed_alone = encryption
+            .encrypt(b"clusters: []\ngitops:\n  revision: from-the-secret-part\n")
+            .unwrap();
+        std::fs::write(environments.join("edge.age.yaml"), &sealed_alone).unwrap();
         let mut problems = Problems::new();
         let config = load_layers(dir.path(), &Key(key), &mut problems);
         assert!(problems.is_empty(), "{problems:?}");

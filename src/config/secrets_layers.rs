@@ -99,6 +99,7 @@ fn load_encrypted_layer(
         name,
         file,
         node,
+        unchecked: Vec::new(),
     };
     // The schema also reports a file that is not a mapping.
     finish_layer(&mut layer, path, sources, reading, problems);
@@ -115,11 +116,13 @@ fn add_part(config: &mut LoadedConfig, part: Layer) {
         LayerKind::Cluster => config.clusters.get_mut(&part.name),
     };
     match plain {
-        Some(plain) if plain.node.is_null() => plain.node = part.node,
         Some(plain) => {
-            if !part.node.is_null() {
+            if plain.node.is_null() {
+                plain.node = part.node;
+            } else if !part.node.is_null() {
                 merge(&mut plain.node, &part.node);
             }
+            plain.unchecked.extend(part.unchecked);
         }
         None => match part.kind {
             LayerKind::Defaults => config.defaults.push(part),

@@ -35,6 +35,8 @@ pub fn resolve_model(config: &Configuration) -> (Option<Model>, Problems) {
     }
     missing.report(&mut problems);
     check_overlapping_ranges(&clusters, &mut problems);
+    check_shared_vips(&clusters, &mut problems);
+    check_shared_vmid_ranges(&clusters, &mut problems);
     if problems.has_errors() {
         return (None, problems);
     }
@@ -203,6 +205,26 @@ impl Resolver<'_> {
                 .label(label)
                 .help(help),
         );
+    }
+
+    /// Of several paths, the one whose value was set by the most specific layer (read
+    /// last: defaults, templates, environments, clusters, overlays): a conflict
+    /// between two values is reported where the later one was written.
+    /// Within one file, the first path given wins.
+    fn latest<'p>(&self, paths: &[&'p str]) -> &'p str {
+        let file = |path: &str| {
+            self.effective
+                .node
+                .lookup(&KeyPath::parse(path))
+                .map(|n| n.origin.file)
+        };
+        let mut best = paths[0];
+        for path in &paths[1..] {
+            if file(path) > file(best) {
+                best = path;
+            }
+        }
+        best
     }
 
     /// Parse a required string value with `parse`, reporting `what` and `help` when it fails.
@@ -439,6 +461,25 @@ fn resolve_settings(r: &mut Resolver) -> Option<Cluster> {
         &workers,
         &network.node_range,
     );
+    // VM IDs are claimed from the range one VM at a time during apply: a range too
+    // small failed half-way through, after creating the VMs that fit.
+    let vmids = u64::from(proxmox.vmid_end.saturating_sub(proxmox.vmid_start)) + 1;
+    if proxmox.vmid_end >= proxmox.vmid_start && (nodes.len() as u64) > vmids {
+        let at = r.latest(&["proxmox.vmid_range.start", "proxmox.vmid_range.end"]);
+        r.invalid(
+            at,
+            format!(
+                "`proxmox.vmid_range` {}–{} holds {vmids} VM IDs, fewer than the {} VMs of `{env}/{}`",
+                proxmox.vmid_start,
+                proxmox.vmid_end,
+                nodes.len(),
+                effective.cluster
+            ),
+            "too few VM IDs",
+            "widen the range: it needs one free ID per VM",
+        );
+        return None;
+    }
     Some(Cluster {
         environment: env.to_string(),
         name: effective.cluster.clone(),
@@ -508,6 +549,14 @@ fn resolve_proxmox(r: &mut Resolver, raw: &RawSettings) -> Option<Proxmox> {
         }
         let mut seen = std::collections::HashSet::new();
         for (i, name) in list.iter().enumerate() {
+            if !is_node_name(name) {
+                r.invalid(
+                    &format!("proxmox.nodes[{i}]"),
+                    format!("`{name}` is not a Proxmox node name"),
+                    "not a node name",
+                    "a Proxmox node is named by its host name: letters, digits and '-', starting and ending with a letter or digit (`pvecm nodes` lists them)",
+                );
+            }
             if !seen.insert(name) {
                 let path = format!("proxmox.nodes[{i}]");
                 r.problems.push(
@@ -528,10 +577,17 @@ fn resolve_proxmox(r: &mut Resolver, raw: &RawSettings) -> Option<Proxmox> {
     let range = p.vmid_range.clone().unwrap_or_default();
     let (vmid_start, vmid_end) = (range.start.unwrap_or(1000), range.end.unwrap_or(1999));
     if vmid_start > vmid_end {
+        let at = r.latest(&["proxmox.vmid_range.start", "proxmox.vmid_range.end"]);
+        let other = if at.ends_with("start") {
+            "end"
+        } else {
+            "start"
+        };
+        let other_origin = r.origin(&format!("proxmox.vmid_range.{other}"));
         r.invalid(
-            "proxmox.vmid_range",
+            at,
             format!("`proxmox.vmid_range` is empty: start {vmid_start} is after end {vmid_end}"),
-            "empty range",
+            &format!("`{other}` is set at line {}", other_origin.line),
             "make `start` smaller than `end`",
         );
     }
@@ -554,6 +610,41 @@ fn resolve_proxmox(r: &mut Resolver, raw: &RawSettings) -> Option<Proxmox> {
         (false, None, None) => Tls::System,
     };
     let image_upload = resolve_image_upload(r, p);
+    if let (Some(upload), Some(known)) = (&p.image_upload, &nodes) {
+        for host in upload.hosts.iter().flat_map(|h| h.keys()) {
+            if known.contains(host) {
+                continue;
+            }
+            let path = KeyPath::parse("proxmox.image_upload.hosts").key(host);
+            if r.effective.is_unchecked(&path) {
+                continue;
+            }
+            let origin = r
+                .effective
+                .node
+                .key_origin_of(&path)
+                .unwrap_or_else(|| r.origin("proxmox.image_upload.hosts"));
+            let help = match crate::diag::did_you_mean(host, known.iter().map(String::as_str)) {
+                Some(close) => format!(
+                    "did you mean `{close}`? (`proxmox.nodes`: {})",
+                    known.join(", ")
+                ),
+                None => format!(
+                    "`hosts` gives an address per node of `proxmox.nodes` ({})",
+                    known.join(", ")
+                ),
+            };
+            r.problems.push(
+                Problem::error(
+                    "config::unknown-node",
+                    format!("`proxmox.image_upload.hosts` names `{host}`, which is not in `proxmox.nodes`"),
+                )
+                .at(origin)
+                .label("unknown node")
+                .help(help),
+            );
+        }
+    }
     let token = token.filter(|t| token_unchecked || is_api_token(t))?;
     Some(Proxmox {
         endpoint: endpoint?,
@@ -640,6 +731,17 @@ fn resolve_image_upload(
         source_dir: upload.source_dir.clone().unwrap_or_else(|| "images".into()),
         import_dir: upload.import_dir.clone(),
     }))
+}
+
+/// A Proxmox node name, as PVE's `pve-node` format accepts it (pve-common,
+/// `pve_verify_node_name`): a host name label of letters, digits and `-`, starting and
+/// ending with a letter or digit; at most 63 characters, like any DNS label.
+fn is_node_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
 }
 
 /// `USER@REALM!TOKENID=SECRET`.
@@ -1059,23 +1161,40 @@ fn resolve_workloads(r: &mut Resolver, raw: &RawSettings) -> Option<Workloads> {
         "1Gi",
     );
     let image_tag = r.require(w.image_tag.clone(), "workloads.image_tag", "1.4.2");
+    // Reported at whichever of the two was written last (the layer that broke it).
     if let (Some(request), Some(limit)) = (request_cpu, limit_cpu)
         && request > limit
     {
-        r.invalid(
+        let at = r.latest(&[
             "workloads.resources.requests.cpu",
+            "workloads.resources.limits.cpu",
+        ]);
+        r.invalid(
+            at,
             format!("CPU request {request} is above the limit {limit}"),
-            "above the limit",
+            if at.contains("requests") {
+                "above the limit"
+            } else {
+                "below the request"
+            },
             "make the request at most the limit",
         );
     }
     if let (Some(request), Some(limit)) = (request_memory, limit_memory)
         && request > limit
     {
-        r.invalid(
+        let at = r.latest(&[
             "workloads.resources.requests.memory",
+            "workloads.resources.limits.memory",
+        ]);
+        r.invalid(
+            at,
             format!("memory request {request} is above the limit {limit}"),
-            "above the limit",
+            if at.contains("requests") {
+                "above the limit"
+            } else {
+                "below the request"
+            },
             "make the request at most the limit",
         );
     }
@@ -1180,6 +1299,129 @@ fn check_overlapping_ranges(clusters: &[(Cluster, &EffectiveConfig)], problems: 
             .label(format!("overlaps {}", a.id()))
             .help("give every (environment, cluster) pair its own addresses: move `network.nodes.start` or use another subnet"),
         );
+    }
+}
+
+/// A VIP answers for one cluster's API: shared by two pairs, or the address a node of
+/// another pair is given, both clusters break. Reported at the pair configured later.
+fn check_shared_vips(clusters: &[(Cluster, &EffectiveConfig)], problems: &mut Problems) {
+    let mut vips: std::collections::HashMap<Ipv4Addr, usize> = std::collections::HashMap::new();
+    // Node ranges by first address, to find the one that may hold a VIP.
+    let mut ranges: Vec<(u32, usize)> = clusters
+        .iter()
+        .enumerate()
+        .map(|(i, (c, _))| (u32::from(c.network.node_range.first), i))
+        .collect();
+    ranges.sort_unstable();
+    for (index, (cluster, effective)) in clusters.iter().enumerate() {
+        let vip = cluster.network.vip;
+        let path = KeyPath::parse("network.vip");
+        if effective.is_unchecked(&path) {
+            continue;
+        }
+        let origin = effective.node.origin_of(&path);
+        if let Some(&first) = vips.get(&vip) {
+            let other = &clusters[first].0;
+            problems.push(
+                Problem::error(
+                    "config::shared-address",
+                    format!(
+                        "the VIP {vip} of {} is also the VIP of {}",
+                        cluster.id(),
+                        other.id()
+                    ),
+                )
+                .at(origin)
+                .label(format!("used by {}", other.id()))
+                .help("give every (environment, cluster) pair its own VIP"),
+            );
+        } else {
+            vips.insert(vip, index);
+        }
+        // The range starting closest below the VIP (ranges that overlap each other are
+        // reported on their own).
+        let at = ranges.partition_point(|(first, _)| *first <= u32::from(vip));
+        if let Some(&(_, other)) = at.checked_sub(1).and_then(|i| ranges.get(i))
+            && other != index
+            && clusters[other].0.network.node_range.contains(vip)
+        {
+            let other = &clusters[other].0;
+            problems.push(
+                Problem::error(
+                    "config::shared-address",
+                    format!(
+                        "the VIP {vip} of {} is a node address of {} ({})",
+                        cluster.id(),
+                        other.id(),
+                        other.network.node_range
+                    ),
+                )
+                .at(origin)
+                .label(format!("a node of {} is given this address", other.id()))
+                .help("move the VIP out of every pair's node range"),
+            );
+        }
+    }
+}
+
+/// Pairs on one Proxmox cluster claim VM IDs from the same IDs: where their ranges
+/// overlap, the VMs of all of them must fit in the IDs those ranges cover together.
+/// Reported at the pair whose VMs no longer fit.
+fn check_shared_vmid_ranges(clusters: &[(Cluster, &EffectiveConfig)], problems: &mut Problems) {
+    let mut by_endpoint: indexmap::IndexMap<&str, Vec<usize>> = indexmap::IndexMap::new();
+    for (i, (cluster, _)) in clusters.iter().enumerate() {
+        by_endpoint
+            .entry(cluster.proxmox.endpoint.as_str())
+            .or_default()
+            .push(i);
+    }
+    for (endpoint, members) in by_endpoint {
+        let mut order = members;
+        order.sort_by_key(|&i| {
+            let p = &clusters[i].0.proxmox;
+            (p.vmid_start, p.vmid_end, i)
+        });
+        // Sweep: a group of overlapping ranges, its reach, its IDs and its VMs.
+        let mut group: Vec<usize> = Vec::new();
+        let (mut start, mut end, mut vms) = (0u32, 0u32, 0u64);
+        for i in order {
+            let (cluster, effective) = &clusters[i];
+            let p = &cluster.proxmox;
+            if p.vmid_start > p.vmid_end {
+                // An empty range: reported on its own.
+                continue;
+            }
+            if group.is_empty() || p.vmid_start > end {
+                group.clear();
+                (start, end, vms) = (p.vmid_start, p.vmid_end, 0);
+            }
+            end = end.max(p.vmid_end);
+            vms += cluster.nodes.len() as u64;
+            group.push(i);
+            let ids = u64::from(end - start) + 1;
+            if vms > ids && group.len() > 1 {
+                let names: Vec<String> = group.iter().map(|&g| clusters[g].0.id()).collect();
+                // At the end that bounds the range (the start, when only it is set).
+                let origin = effective
+                    .node
+                    .origin_of(&KeyPath::parse("proxmox.vmid_range.end"));
+                problems.push(
+                    Problem::error(
+                        "config::vmid-range-too-small",
+                        format!(
+                            "{vms} VMs of {} share VM IDs {start}–{end} on {endpoint}, which hold {ids}",
+                            names.join(", ")
+                        ),
+                    )
+                    .at(origin)
+                    .label(format!("{} no longer fits", cluster.id()))
+                    .help("widen the ranges, or give the pairs ranges of their own"),
+                );
+                // Reported once per group.
+                vms = 0;
+                group.clear();
+            }
+        }
     }
 }
 

@@ -106,12 +106,15 @@ fn check_model(
     mut problems: Problems,
     with_policy: bool,
 ) -> (Configuration, Option<Model>, Problems) {
-    if problems.has_errors() {
-        return (config, None, problems);
-    }
+    // Resolved even when reading found errors: values refused while reading are left
+    // out (and their checks skipped), so the problems of every file come in one run.
     let (model, more) = resolve_model(&config);
     problems.extend(more);
-    if with_policy && let Some(model) = &model {
+    // The policy judges a whole configuration only.
+    if with_policy
+        && !problems.has_errors()
+        && let Some(model) = &model
+    {
         problems.extend(crate::policy::check_policy(model, &config));
     }
     // A check may quote a value; secret values are masked wherever quoted.
