@@ -35,7 +35,8 @@ pub struct GlobalArgs {
     /// More log output (-v debug, -vv trace); logs go to stderr
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Directory whose .infraflux/state/ holds the state [default: the working directory]
+    /// Directory whose .infraflux/state/ holds the state [default: the directory that
+    /// holds the configuration directory, e.g. `.` for `--config config`]
     #[arg(long, global = true, value_name = "DIR", env = "INFRAFLUX_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
     /// A directory laid out like the configuration whose files merge after the
@@ -130,6 +131,16 @@ pub enum Command {
     /// Apply each environment in promotion order (dev → staging → prod) and wait for its
     /// ready signal (exit 0 ready, 1 failed or not ready, 130 interrupted)
     Bootstrap(BootstrapArgs),
+    /// Print a shell completion script, e.g. `infraflux completions bash >
+    /// /etc/bash_completion.d/infraflux`
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete in
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1187,10 +1187,11 @@ fn a_vmid_range_smaller_than_the_vms_of_a_pair() {
         .validate()
         .only()
         .is(
-            "config::invalid-value",
-            "`proxmox.vmid_range` 1000–1004 holds 5 VM IDs, fewer than the 8 VMs of `prod/workload`",
-            "config/clusters/workload.yaml:24:27",
-        );
+            "config::vmid-range-too-small",
+            "`proxmox.vmid_range` 1000–1004 holds 5 VM IDs, fewer than the VMs of prod/workload (8)",
+            "config/clusters/workload.yaml:24:38",
+        )
+        .label("too few VM IDs");
 }
 
 #[test]

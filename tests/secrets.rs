@@ -351,7 +351,10 @@ fn secrets_edit_creates_reencrypts_and_wipes_its_temporary_file() {
             "{}",
             String::from_utf8_lossy(&age.stderr)
         ),
-        Err(error) => eprintln!("skipping the age CLI check: cannot run `age`: {error}"),
+        Err(error) if std::env::var_os("INFRAFLUX_REQUIRE_AGE").is_some() => {
+            panic!("cannot run `age` ({error}), and INFRAFLUX_REQUIRE_AGE is set")
+        }
+        Err(error) => eprintln!("skipped: the age CLI check: cannot run `age`: {error}"),
     }
     let script = editor(work, "append.sh", "printf 'extra: 1\\n' >> \"$1\"");
     let output = run(infraflux(work)

@@ -84,6 +84,31 @@ pub fn compose(
         {
             continue;
         }
+        if let Some(overlay) = config.refusing_overlay(env_name) {
+            // Asked for by name: refused; among all environments: left out.
+            if selection.environment.is_some() {
+                problems.push(
+                    Problem::error(
+                        "config::environment-not-served",
+                        format!(
+                            "the overlay `{}` is for {} only, not `{env_name}`",
+                            overlay.overlay.display(),
+                            if overlay.environments.is_empty() {
+                                "no environment".to_string()
+                            } else {
+                                overlay.environments.join(", ")
+                            }
+                        ),
+                    )
+                    .at(overlay.origin)
+                    .label("the environments it serves")
+                    .help(format!(
+                        "`{env_name}` would run against it with its real addresses: serve it too (`infraflux lab up --env {env_name}`), or run without this overlay"
+                    )),
+                );
+            }
+            continue;
+        }
         // The environment's settings without its cluster list, once per environment.
         let env_node = without_key(&env_layer.node, "clusters");
         for (cluster_name, cluster_origin) in cluster_names(env_layer, problems) {
@@ -331,8 +356,11 @@ fn check_cluster_overrides<'a>(
                     )),
                     )
                 }
-                Some(_) => {
-                    if !runs[env_name.as_str()].contains(cluster_name) {
+                Some(environment) => {
+                    // An environment that does not say which clusters it runs is
+                    // reported on its own (`config::no-clusters`).
+                    let lists = environment.node.get("clusters").is_some();
+                    if lists && !runs[env_name.as_str()].contains(cluster_name) {
                         problems.push(
                             Problem::warning(
                                 "config::unused-override",

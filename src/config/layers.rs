@@ -118,7 +118,24 @@ pub struct LoadedConfig {
     pub secrets: SecretValues,
     /// What resolving the references of a selection needs.
     pub references: ReferenceContext,
+    /// Overlays that serve some environments only (their `overlay.yaml`).
+    pub served: Vec<Served>,
 }
+
+/// An overlay's `overlay.yaml` saying which environments it is for: the lab's overlay
+/// points the Proxmox connection at a simulator but gives its addresses to the
+/// environments it runs only; any other environment would reach the simulator with its
+/// real addresses, so composing one with this overlay is refused.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// The `environments:` key of the overlay file, where refusals point.
+    pub origin: crate::diag::Origin,
+    pub overlay: PathBuf,
+    pub environments: Vec<String>,
+}
+
+/// The file of an overlay directory that limits it to some environments.
+pub const OVERLAY_FILE: &str = "overlay.yaml";
 
 /// An encrypted part of a layer left closed for want of an age identity, and the
 /// problem to report when a pair that uses the layer is resolved.
@@ -145,6 +162,13 @@ impl LoadedConfig {
     /// Whether `name` is a layer file of `kind` that was found but left out.
     pub fn is_broken(&self, kind: LayerKind, name: &str) -> bool {
         self.broken.iter().any(|(k, n)| *k == kind && n == name)
+    }
+
+    /// The overlay that does not serve `environment`, if one does not.
+    pub fn refusing_overlay(&self, environment: &str) -> Option<&Served> {
+        self.served
+            .iter()
+            .find(|s| !s.environments.iter().any(|e| e == environment))
     }
 
     /// Why a layer of `kind` named `name` (any defaults file for
@@ -294,7 +318,13 @@ pub fn load_layers_with(
             }
         }
     }
-    let overlays = load_overlays(paths.overlays, &mut config.sources, &mut reading, problems);
+    let overlays = load_overlays(
+        paths.overlays,
+        &mut config.sources,
+        &mut config.served,
+        &mut reading,
+        problems,
+    );
     for (mut layer, path) in parsed {
         finish_layer(&mut layer, &path, &config.sources, &mut reading, problems);
         add_layer(&mut config, layer);
@@ -461,6 +491,7 @@ fn add_layer(config: &mut LoadedConfig, layer: Layer) {
 fn load_overlays(
     overlays: &[PathBuf],
     sources: &mut SourceMap,
+    served: &mut Vec<Served>,
     reading: &mut Reading,
     problems: &mut Problems,
 ) -> Vec<Layer> {
@@ -476,6 +507,9 @@ fn load_overlays(
             );
             continue;
         }
+        if let Some(limit) = read_served(dir, sources, reading, problems) {
+            served.push(limit);
+        }
         for kind in LayerKind::ALL {
             for path in yaml_files(&dir.join(kind.directory()), problems) {
                 if let Some(mut layer) =
@@ -488,6 +522,78 @@ fn load_overlays(
         }
     }
     layers
+}
+
+/// An overlay's [`OVERLAY_FILE`], when it has one: `environments: [names]`.
+fn read_served(
+    dir: &Path,
+    sources: &mut SourceMap,
+    reading: &mut Reading,
+    problems: &mut Problems,
+) -> Option<Served> {
+    let path = dir.join(OVERLAY_FILE);
+    if !path.exists() {
+        return None;
+    }
+    let bytes = match read_bounded(&path, MAX_FILE_BYTES) {
+        Ok(bytes)
+            if reading
+                .limits
+                .admit(&path, bytes.len() as u64, sources, problems) =>
+        {
+            bytes
+        }
+        Ok(_) => return None,
+        Err(error) => {
+            let file = sources.add(&path, String::new());
+            problems.push(unreadable(&path, &error).at(sources.get(file).origin(file, 0, 0)));
+            return None;
+        }
+    };
+    let file = sources.add(&path, String::from_utf8_lossy(&bytes).into_owned());
+    let node = match parse_within(file, sources.get(file), &mut reading.limits.values) {
+        Ok(node) => node,
+        Err(problem) => {
+            if reading.limits.values.worth_reporting(&problem) {
+                problems.push(problem);
+            }
+            return None;
+        }
+    };
+    let list = node.get("environments").and_then(Node::as_list);
+    let environments: Option<Vec<String>> = list.and_then(|items| {
+        items
+            .iter()
+            .map(|i| i.as_str().map(str::to_string))
+            .collect()
+    });
+    match environments {
+        Some(environments) if node.as_map().is_some_and(|m| m.len() == 1) => Some(Served {
+            origin: node
+                .as_map()
+                .and_then(|m| m.get("environments"))
+                .map_or(node.origin, |e| e.key_origin),
+            overlay: dir.to_path_buf(),
+            environments,
+        }),
+        _ => {
+            problems.push(
+                Problem::error(
+                    "config::invalid-overlay",
+                    format!("`{}` does not say which environments the overlay is for", path.display()),
+                )
+                .at(node.origin)
+                .label("expected `environments: [names]` only")
+                .help("write `environments: [dev]`, or remove the file to let the overlay apply to every environment"),
+            );
+            // Refuse every environment rather than apply to all by mistake.
+            Some(Served {
+                origin: node.origin,
+                overlay: dir.to_path_buf(),
+                environments: Vec::new(),
+            })
+        }
+    }
 }
 
 /// Check a parsed layer: its references (not resolved here), its format, its names.
@@ -619,7 +725,9 @@ pub(super) fn parse_source(
     let node = match parse_within(file, sources.get(file), values) {
         Ok(node) => node,
         Err(problem) => {
-            problems.push(problem);
+            if values.worth_reporting(&problem) {
+                problems.push(problem);
+            }
             return None;
         }
     };

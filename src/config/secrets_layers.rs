@@ -90,7 +90,9 @@ fn load_encrypted_layer(
     let node = match parse_within(file, sources.get(file), &mut reading.limits.values) {
         Ok(node) => node,
         Err(problem) => {
-            problems.push(problem);
+            if reading.limits.values.worth_reporting(&problem) {
+                problems.push(problem);
+            }
             return Part::Broken;
         }
     };

@@ -34,11 +34,26 @@ pub const MAX_DEPTH: usize = 64;
 #[derive(Debug, Clone)]
 pub struct Budget {
     left: usize,
+    /// The limit was reached and reported: every file after is left out, unreported.
+    reported: bool,
 }
 
 impl Budget {
     pub fn new() -> Self {
-        Budget { left: MAX_VALUES }
+        Budget {
+            left: MAX_VALUES,
+            reported: false,
+        }
+    }
+
+    /// Whether a problem of parsing a file is to be reported: the first time the
+    /// limit is reached, and any other problem; the files after the limit are only
+    /// left out (each would say the same).
+    pub fn worth_reporting(&mut self, problem: &Problem) -> bool {
+        if problem.code != "config::too-many-values" {
+            return true;
+        }
+        !std::mem::replace(&mut self.reported, true)
     }
 
     /// Take `count` values; false once the budget is spent.
@@ -253,7 +268,7 @@ impl Builder<'_> {
         };
         Err(Problem::error("config::too-many-values", message)
             .at(origin)
-            .label("the limit is reached here")
+            .label("the limit is reached here; later files are left out")
             .help(help))
     }
 

@@ -36,7 +36,7 @@ pub fn resolve_model(config: &Configuration) -> (Option<Model>, Problems) {
     missing.report(&mut problems);
     check_overlapping_ranges(&clusters, &mut problems);
     check_shared_vips(&clusters, &mut problems);
-    check_shared_vmid_ranges(&clusters, &mut problems);
+    check_vmid_ranges(&clusters, &mut problems);
     if problems.has_errors() {
         return (None, problems);
     }
@@ -461,25 +461,6 @@ fn resolve_settings(r: &mut Resolver) -> Option<Cluster> {
         &workers,
         &network.node_range,
     );
-    // VM IDs are claimed from the range one VM at a time during apply: a range too
-    // small failed half-way through, after creating the VMs that fit.
-    let vmids = u64::from(proxmox.vmid_end.saturating_sub(proxmox.vmid_start)) + 1;
-    if proxmox.vmid_end >= proxmox.vmid_start && (nodes.len() as u64) > vmids {
-        let at = r.latest(&["proxmox.vmid_range.start", "proxmox.vmid_range.end"]);
-        r.invalid(
-            at,
-            format!(
-                "`proxmox.vmid_range` {}–{} holds {vmids} VM IDs, fewer than the {} VMs of `{env}/{}`",
-                proxmox.vmid_start,
-                proxmox.vmid_end,
-                nodes.len(),
-                effective.cluster
-            ),
-            "too few VM IDs",
-            "widen the range: it needs one free ID per VM",
-        );
-        return None;
-    }
     Some(Cluster {
         environment: env.to_string(),
         name: effective.cluster.clone(),
@@ -1364,33 +1345,97 @@ fn check_shared_vips(clusters: &[(Cluster, &EffectiveConfig)], problems: &mut Pr
     }
 }
 
-/// Pairs on one Proxmox cluster claim VM IDs from the same IDs: where their ranges
-/// overlap, the VMs of all of them must fit in the IDs those ranges cover together.
-/// Reported at the pair whose VMs no longer fit.
-fn check_shared_vmid_ranges(clusters: &[(Cluster, &EffectiveConfig)], problems: &mut Problems) {
+/// The origin of whichever of `paths` was set by the most specific layer (read last);
+/// the first on a tie.
+fn latest_origin(effective: &EffectiveConfig, paths: &[&str]) -> Origin {
+    paths
+        .iter()
+        .filter_map(|p| effective.node.lookup(&KeyPath::parse(p)))
+        .map(|n| n.origin)
+        .reduce(|best, next| if next.file > best.file { next } else { best })
+        .unwrap_or(effective.node.origin)
+}
+
+/// VM IDs are claimed from `proxmox.vmid_range` one VM at a time during apply: a range
+/// too small failed half-way through, after creating the VMs that fit. A range must
+/// hold a pair's VMs, and pairs on one Proxmox cluster whose ranges overlap share
+/// their IDs: their VMs must fit in the IDs those ranges cover together. Each is
+/// reported once per place, naming the pairs.
+fn check_vmid_ranges(clusters: &[(Cluster, &EffectiveConfig)], problems: &mut Problems) {
+    let ids = |p: &Proxmox| u64::from(p.vmid_end.saturating_sub(p.vmid_start)) + 1;
+    // Alone: (place) → the range and the pairs it cannot hold, with their VMs.
+    let mut alone: indexmap::IndexMap<Origin, (u32, u32, Vec<String>)> = Default::default();
+    let mut fits = Vec::new();
+    for (i, (cluster, effective)) in clusters.iter().enumerate() {
+        let p = &cluster.proxmox;
+        if p.vmid_start > p.vmid_end {
+            // An empty range: reported on its own.
+            continue;
+        }
+        if cluster.nodes.len() as u64 > ids(p) {
+            let origin = latest_origin(
+                effective,
+                &["proxmox.vmid_range.end", "proxmox.vmid_range.start"],
+            );
+            alone
+                .entry(origin)
+                .or_insert_with(|| (p.vmid_start, p.vmid_end, Vec::new()))
+                .2
+                .push(format!("{} ({})", cluster.id(), cluster.nodes.len()));
+        } else {
+            fits.push(i);
+        }
+    }
+    // A range too small alone says it all: its pairs are not counted again together.
+    let reported: std::collections::HashSet<(&str, u32, u32)> = clusters
+        .iter()
+        .filter(|(c, _)| c.nodes.len() as u64 > ids(&c.proxmox))
+        .map(|(c, _)| {
+            (
+                c.proxmox.endpoint.as_str(),
+                c.proxmox.vmid_start,
+                c.proxmox.vmid_end,
+            )
+        })
+        .collect();
+    fits.retain(|&i| {
+        let p = &clusters[i].0.proxmox;
+        !reported.contains(&(p.endpoint.as_str(), p.vmid_start, p.vmid_end))
+    });
+    for (origin, (start, end, pairs)) in alone {
+        problems.push(
+            Problem::error(
+                "config::vmid-range-too-small",
+                format!(
+                    "`proxmox.vmid_range` {start}–{end} holds {} VM IDs, fewer than the VMs of {}",
+                    u64::from(end - start) + 1,
+                    pairs.join(", ")
+                ),
+            )
+            .at(origin)
+            .label("too few VM IDs")
+            .help("widen the range: it needs one free ID per VM"),
+        );
+    }
+    // Together: the pairs that fit alone, by Proxmox cluster, swept by range.
     let mut by_endpoint: indexmap::IndexMap<&str, Vec<usize>> = indexmap::IndexMap::new();
-    for (i, (cluster, _)) in clusters.iter().enumerate() {
+    for i in fits {
         by_endpoint
-            .entry(cluster.proxmox.endpoint.as_str())
+            .entry(clusters[i].0.proxmox.endpoint.as_str())
             .or_default()
             .push(i);
     }
-    for (endpoint, members) in by_endpoint {
-        let mut order = members;
+    for (endpoint, mut order) in by_endpoint {
         order.sort_by_key(|&i| {
             let p = &clusters[i].0.proxmox;
             (p.vmid_start, p.vmid_end, i)
         });
-        // Sweep: a group of overlapping ranges, its reach, its IDs and its VMs.
+        // A group of overlapping ranges, its reach, and its VMs.
         let mut group: Vec<usize> = Vec::new();
         let (mut start, mut end, mut vms) = (0u32, 0u32, 0u64);
         for i in order {
             let (cluster, effective) = &clusters[i];
             let p = &cluster.proxmox;
-            if p.vmid_start > p.vmid_end {
-                // An empty range: reported on its own.
-                continue;
-            }
             if group.is_empty() || p.vmid_start > end {
                 group.clear();
                 (start, end, vms) = (p.vmid_start, p.vmid_end, 0);
@@ -1399,12 +1444,8 @@ fn check_shared_vmid_ranges(clusters: &[(Cluster, &EffectiveConfig)], problems: 
             vms += cluster.nodes.len() as u64;
             group.push(i);
             let ids = u64::from(end - start) + 1;
-            if vms > ids && group.len() > 1 {
+            if vms > ids {
                 let names: Vec<String> = group.iter().map(|&g| clusters[g].0.id()).collect();
-                // At the end that bounds the range (the start, when only it is set).
-                let origin = effective
-                    .node
-                    .origin_of(&KeyPath::parse("proxmox.vmid_range.end"));
                 problems.push(
                     Problem::error(
                         "config::vmid-range-too-small",
@@ -1413,12 +1454,14 @@ fn check_shared_vmid_ranges(clusters: &[(Cluster, &EffectiveConfig)], problems: 
                             names.join(", ")
                         ),
                     )
-                    .at(origin)
+                    .at(latest_origin(
+                        effective,
+                        &["proxmox.vmid_range.end", "proxmox.vmid_range.start"],
+                    ))
                     .label(format!("{} no longer fits", cluster.id()))
                     .help("widen the ranges, or give the pairs ranges of their own"),
                 );
-                // Reported once per group.
-                vms = 0;
+                // Once per group.
                 group.clear();
             }
         }

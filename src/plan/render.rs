@@ -120,6 +120,17 @@ fn diff_line(diff: &AttributeDiff, sensitive: bool, requires_replace: &[String])
             diff.path.clone(),
             format!("{} -> null{forces}", value_text(before.as_ref(), sensitive)),
         ),
+        // Multi-line text (a machine config): the lines that changed, as a heredoc.
+        (Some(Value::String(before)), Some(Value::String(after)))
+            if !sensitive && (before.contains('\n') || after.contains('\n')) =>
+        {
+            let mut text = format!("<<-EOT{forces}");
+            for line in super::text_diff::line_diff(before, after) {
+                let _ = write!(text, "\n            {}", crate::diag::printable(&line));
+            }
+            text.push_str("\n        EOT");
+            (Action::Update, diff.path.clone(), text)
+        }
         (before, after) => (
             Action::Update,
             diff.path.clone(),
