@@ -315,8 +315,8 @@ impl SecretValues {
 }
 
 /// Decrypts the secret files a run needs, each once. The keys are taken from the
-/// variables when the configuration is read; nothing is decrypted until asked.
-#[derive(Debug)]
+/// variables when the configuration is read; nothing is decrypted until asked. Debug
+/// prints counts only (the documents are plaintext secrets).
 pub struct SecretFiles {
     root: PathBuf,
     keys: Encryption,
@@ -324,6 +324,16 @@ pub struct SecretFiles {
     documents: HashMap<PathBuf, Result<Node, Failure>>,
     /// Values of the encrypted layers read so far.
     pub found: SecretValues,
+}
+
+impl fmt::Debug for SecretFiles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretFiles")
+            .field("root", &self.root)
+            .field("documents", &self.documents.len())
+            .field("found", &self.found)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for SecretFiles {
