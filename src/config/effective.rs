@@ -473,6 +473,86 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_selected_pairs_are_bounded_together() {
+        // Each pair copies the layers it merges: a defaults file of 900,000 values is
+        // within the loader's limits, and five pairs of it are not.
+        let mut sources = crate::diag::SourceMap::new();
+        let file = sources.add("defaults/big.yaml", "x".to_string());
+        let origin = sources.get(file).origin(file, 0, 1);
+        let node = |value| Node::new(value, origin);
+        let map = |entries: Vec<(&str, Node)>| {
+            node(Value::Map(
+                entries
+                    .into_iter()
+                    .map(|(k, n)| {
+                        (
+                            k.to_string(),
+                            super::super::node::Entry {
+                                key_origin: origin,
+                                node: n,
+                            },
+                        )
+                    })
+                    .collect(),
+            ))
+        };
+        let big = node(Value::List(
+            (0..900_000).map(|i| node(Value::Int(i))).collect(),
+        ));
+        let layer = |kind, name: &str, node| Layer {
+            kind,
+            name: name.to_string(),
+            file,
+            node,
+            unchecked: Vec::new(),
+        };
+        let mut config = LoadedConfig {
+            sources,
+            ..Default::default()
+        };
+        config
+            .defaults
+            .push(layer(LayerKind::Defaults, "big", map(vec![("list", big)])));
+        let names: Vec<Node> = (0..5)
+            .map(|i| node(Value::String(format!("c{i}"))))
+            .collect();
+        config.environments.insert(
+            "dev".into(),
+            layer(
+                LayerKind::Environment,
+                "dev",
+                map(vec![("clusters", node(Value::List(names)))]),
+            ),
+        );
+        for i in 0..5 {
+            let name = format!("c{i}");
+            config
+                .clusters
+                .insert(name.clone(), layer(LayerKind::Cluster, &name, map(vec![])));
+        }
+        let mut problems = Problems::new();
+        let composed = compose(
+            &config,
+            &Selection::default(),
+            References::Resolve,
+            &mut SecretValues::default(),
+            &mut problems,
+        );
+        assert_eq!(
+            composed.len(),
+            4,
+            "the pair that reaches the limit is not composed"
+        );
+        let problems: Vec<Problem> = problems.into_iter().collect();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].code, "config::too-many-values");
+        assert_eq!(
+            problems[0].label.as_deref(),
+            Some("`dev/c4` reaches the limit")
+        );
+    }
+
     fn compose_files(files: &[(&str, &str)], selection: &Selection) -> Vec<Problem> {
         let dir = tempfile::tempdir().unwrap();
         for (path, text) in files {
