@@ -88,6 +88,14 @@ fn generate(dir: &Path) -> usize {
             files += 1;
         }
     }
+    // 16,000 VMs on the one Proxmox cluster: the example's 1,000 VM IDs would not hold
+    // them (validate says so), so the generated hierarchy widens the range.
+    std::fs::write(
+        dir.join("defaults").join("vmids.yaml"),
+        "proxmox:\n  vmid_range: {start: 1000, end: 99999}\n",
+    )
+    .unwrap();
+    files += 1;
     let names: Vec<String> = (0..CLUSTERS).map(|i| format!("cluster-{i:04}")).collect();
     std::fs::create_dir_all(dir.join("environments")).unwrap();
     for (wave, (environment, template)) in ENVIRONMENTS.iter().enumerate() {

@@ -10,7 +10,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "infraflux",
     version,
     about = "Declarative provisioning for Proxmox + Talos Kubernetes + GitOps",
-    propagate_version = true
+    propagate_version = true,
+    // A flag given twice takes its last value (an alias or wrapper that sets `--color`
+    // can still be overridden), as with git and cargo.
+    args_override_self = true
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -35,13 +38,24 @@ pub struct GlobalArgs {
     /// More log output (-v debug, -vv trace); logs go to stderr
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Directory whose .infraflux/state/ holds the state [default: the working directory]
+    /// Directory whose .infraflux/state/ holds the state [default: the directory that
+    /// holds the configuration directory, e.g. `.` for `--config config`]
     #[arg(long, global = true, value_name = "DIR", env = "INFRAFLUX_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
     /// A directory laid out like the configuration whose files merge after the
     /// configuration's own (repeatable), e.g. the one `infraflux lab up` writes
     #[arg(long, global = true, value_name = "DIR", env = "INFRAFLUX_OVERLAY")]
     pub overlay: Vec<PathBuf>,
+    /// A directory `${file:…}` may read besides the configuration's own (repeatable),
+    /// e.g. /run/secrets; the configuration cannot allow this itself
+    #[arg(
+        long = "allow-file-dir",
+        global = true,
+        value_name = "DIR",
+        env = "INFRAFLUX_ALLOW_FILE_DIRS",
+        value_delimiter = ':'
+    )]
+    pub allow_file_dirs: Vec<PathBuf>,
     /// Where state lives: local files, or PostgreSQL (connection string in
     /// INFRAFLUX_STATE_POSTGRES_URL) [default: local]
     #[arg(
@@ -69,6 +83,7 @@ impl GlobalArgs {
         crate::config::ConfigPaths {
             dir: &self.config,
             overlays: &self.overlay,
+            file_dirs: &self.allow_file_dirs,
         }
     }
 }
@@ -124,6 +139,16 @@ pub enum Command {
     /// Apply each environment in promotion order (dev → staging → prod) and wait for its
     /// ready signal (exit 0 ready, 1 failed or not ready, 130 interrupted)
     Bootstrap(BootstrapArgs),
+    /// Print a shell completion script, e.g. `infraflux completions bash >
+    /// /etc/bash_completion.d/infraflux`
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete in
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Subcommand)]

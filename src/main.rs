@@ -15,7 +15,7 @@ use infraflux::commands;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.global.verbose);
+    init_logging(cli.global.verbose, cli.global.color);
     init_reports(cli.global.color);
     match commands::run(cli) {
         Ok(code) => code,
@@ -42,7 +42,10 @@ fn init_reports(choice: ColorChoice) {
     }));
 }
 
-fn init_logging(verbose: u8) {
+/// Logs go to stderr, coloured as `--color` says (on a terminal by default): log lines
+/// must not carry escape codes into a file or CI log when colour is off.
+fn init_logging(verbose: u8, choice: ColorChoice) {
+    let color = infraflux::commands::output::use_color(choice, std::io::stderr().is_terminal());
     let default = match verbose {
         0 => "warn",
         1 => "infraflux=debug,info",
@@ -53,6 +56,7 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(color)
         .with_target(false)
         .init();
 }

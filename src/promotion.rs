@@ -16,7 +16,6 @@ use crate::config::node::Value as NodeValue;
 use crate::config::show::{SENSITIVE_PLACEHOLDER, is_sensitive_key};
 use crate::config::{Configuration, KeyPath, LayerKind, Node};
 use crate::diag::Origin;
-use crate::model::Model;
 use crate::state::PromotionRecord;
 
 /// Per cluster: dotted key path → value. A key set by an environment-specific layer is
@@ -25,18 +24,26 @@ use crate::state::PromotionRecord;
 pub type PromotableValues = BTreeMap<String, BTreeMap<String, Value>>;
 
 /// The environment promoted from: the one with the highest sync wave below this one's.
-pub fn previous_environment(model: &Model, environment: &str) -> Option<String> {
-    let wave = model
-        .environments
-        .iter()
-        .find(|e| e.name == environment)?
-        .sync_wave;
-    model
-        .environments
-        .iter()
-        .filter(|e| e.sync_wave < wave)
-        .max_by_key(|e| e.sync_wave)
-        .map(|e| e.name.clone())
+/// An environment's wave is the lowest of its clusters' (as in the model); read from
+/// the composed values, so no environment needs resolving.
+pub fn previous_environment(config: &Configuration, environment: &str) -> Option<String> {
+    let mut waves: BTreeMap<&str, i64> = BTreeMap::new();
+    for effective in &config.effective {
+        let wave = match effective.node.get("sync_wave").map(|n| &n.value) {
+            Some(NodeValue::Int(wave)) => *wave,
+            _ => 0,
+        };
+        waves
+            .entry(effective.environment.as_str())
+            .and_modify(|w| *w = (*w).min(wave))
+            .or_insert(wave);
+    }
+    let wave = *waves.get(environment)?;
+    waves
+        .into_iter()
+        .filter(|(_, w)| *w < wave)
+        .max_by_key(|(_, w)| *w)
+        .map(|(name, _)| name.to_string())
 }
 
 /// The promotable values of every cluster of `environment`.
@@ -47,12 +54,18 @@ pub fn promotable_values(config: &Configuration, environment: &str) -> Promotabl
         .iter()
         .filter(|e| e.environment == environment)
     {
-        let override_block = config
+        // The origins of the cluster's block for this environment, gathered once: a
+        // search of the block per value made large blocks quadratic.
+        let mut override_block = std::collections::HashSet::new();
+        if let Some(block) = config
             .layers
             .clusters
             .get(&effective.cluster)
             .and_then(|layer| layer.node.get("environments"))
-            .and_then(|envs| envs.get(environment));
+            .and_then(|envs| envs.get(environment))
+        {
+            origins(block, &mut override_block);
+        }
         let is_promotable = |origin: Origin| {
             let shared_layer = config
                 .layers
@@ -63,7 +76,7 @@ pub fn promotable_values(config: &Configuration, environment: &str) -> Promotabl
                     layer.file == origin.file
                         && matches!(layer.kind, LayerKind::Defaults | LayerKind::Cluster)
                 });
-            shared_layer && !override_block.is_some_and(|block| contains(block, origin))
+            shared_layer && !override_block.contains(&origin)
         };
         let mut values = BTreeMap::new();
         flatten(
@@ -81,7 +94,7 @@ pub fn promotable_values(config: &Configuration, environment: &str) -> Promotabl
                 .node
                 .lookup(&KeyPath::parse(path))
                 .map(|n| n.origin);
-            let secrets = &config.layers.secrets;
+            let secrets = &config.secrets;
             if origin.is_some_and(|o| secrets.is_secret_origin(o))
                 || secrets.json_contains_secret(value)
             {
@@ -93,13 +106,13 @@ pub fn promotable_values(config: &Configuration, environment: &str) -> Promotabl
     clusters
 }
 
-fn contains(tree: &Node, origin: Origin) -> bool {
-    tree.origin == origin
-        || match &tree.value {
-            NodeValue::Map(map) => map.values().any(|e| contains(&e.node, origin)),
-            NodeValue::List(items) => items.iter().any(|n| contains(n, origin)),
-            _ => false,
-        }
+fn origins(tree: &Node, out: &mut std::collections::HashSet<Origin>) {
+    out.insert(tree.origin);
+    match &tree.value {
+        NodeValue::Map(map) => map.values().for_each(|e| origins(&e.node, out)),
+        NodeValue::List(items) => items.iter().for_each(|n| origins(n, out)),
+        _ => {}
+    }
 }
 
 fn flatten(
@@ -190,7 +203,6 @@ pub fn differences(current: &PromotableValues, previous: &PromotionRecord) -> Ve
 mod tests {
     use super::*;
     use crate::config::{Selection, load_config};
-    use crate::model::resolve_model;
 
     struct Token;
     impl crate::config::Variables for Token {
@@ -207,16 +219,15 @@ mod tests {
     #[test]
     fn environments_are_promoted_in_sync_wave_order() {
         let config = example();
-        let model = resolve_model(&config).0.unwrap();
         assert_eq!(
-            previous_environment(&model, "prod").as_deref(),
+            previous_environment(&config, "prod").as_deref(),
             Some("staging")
         );
         assert_eq!(
-            previous_environment(&model, "staging").as_deref(),
+            previous_environment(&config, "staging").as_deref(),
             Some("dev")
         );
-        assert_eq!(previous_environment(&model, "dev"), None);
+        assert_eq!(previous_environment(&config, "dev"), None);
     }
 
     #[test]

@@ -62,7 +62,6 @@ impl Case {
         Report {
             json,
             stdout: run.stdout,
-            stderr: run.stderr,
         }
     }
 
@@ -71,6 +70,23 @@ impl Case {
         let run = self.command(&["validate"]);
         assert_fails_cleanly(&run);
         run.stderr
+    }
+}
+
+impl Case {
+    /// `infraflux plan --env ENV --refresh=false`, which must fail cleanly: the command
+    /// that resolves references (validate does not). Returns the human report.
+    fn plan_human(&self, environment: &str) -> String {
+        let run = self.command(&["plan", "--env", environment, "--refresh=false"]);
+        assert_fails_cleanly(&run);
+        run.stderr
+    }
+}
+
+/// The parts of one rendered problem: code, message and `[file:line:column]`.
+fn assert_reports(human: &str, code: &str, message: &str, at: &str) {
+    for part in [code, message, &format!("[{at}]")] {
+        assert!(human.contains(part), "`{part}` not in:\n{human}");
     }
 }
 
@@ -88,7 +104,6 @@ fn assert_fails_cleanly(run: &Run) {
 struct Report {
     json: Value,
     stdout: String,
-    stderr: String,
 }
 
 #[derive(Debug, Clone)]
@@ -712,42 +727,82 @@ fn a_file_that_is_not_utf8() {
 
 #[test]
 fn missing_environment_variable() {
-    Case::new()
-        .token(None)
-        .validate()
-        .only()
-        .is(
-            "config::missing-env",
-            "environment variable `PROXMOX_TOKEN` is not set",
-            "config/defaults/proxmox.yaml:6:10",
+    let human = Case::new().token(None).plan_human("dev");
+    assert_reports(
+        &human,
+        "config::missing-env",
+        "environment variable `PROXMOX_TOKEN` is not set",
+        "config/defaults/proxmox.yaml:6:10",
+    );
+    assert!(human.contains("needs ${env:PROXMOX_TOKEN}"), "{human}");
+}
+
+#[test]
+fn validate_needs_no_secrets_and_a_dev_run_only_devs() {
+    // prod reads its own token; neither token is set.
+    let case = Case::new()
+        .edit(
+            "environments/prod.yaml",
+            "sync_wave: 2\n",
+            "sync_wave: 2\nproxmox:\n  token: ${env:PROD_PROXMOX_TOKEN}\n",
         )
-        .label("needs ${env:PROXMOX_TOKEN}");
+        .token(None);
+    let output = case.command(&["validate"]);
+    let stdout = output.stdout.as_str();
+    assert_eq!(
+        Some(output.code),
+        Some(0),
+        "{stdout}{}",
+        output.stderr.as_str()
+    );
+    assert!(
+        stdout.starts_with("configuration valid: 3 environments, 5 clusters, 26 nodes"),
+        "{stdout}"
+    );
+    // A dev run needs dev's token only: set it, leave prod's unset.
+    let case = case.token(Some(TOKEN));
+    for args in [
+        ["graph", "--env", "dev"].as_slice(),
+        ["plan", "--env", "dev", "--refresh=false"].as_slice(),
+    ] {
+        let output = case.command(args);
+        assert_eq!(
+            Some(output.code),
+            Some(0),
+            "{args:?}: {}",
+            output.stderr.as_str()
+        );
+    }
+    assert_reports(
+        &case.plan_human("prod"),
+        "config::missing-env",
+        "environment variable `PROD_PROXMOX_TOKEN` is not set",
+        "config/environments/prod.yaml:6:10",
+    );
 }
 
 #[test]
 fn missing_file_reference() {
-    let found = Case::new()
-        .edit(
-            "defaults/proxmox.yaml",
-            "ca_file: /etc/infraflux/pve-root-ca.pem",
-            "ca_file: ${file:certs/pve-root-ca.pem}",
-        )
-        .validate()
-        .only();
-    found
-        .is(
-            "config::missing-file",
-            &found.message,
-            "config/defaults/proxmox.yaml:15:14",
-        )
-        .label("needs ${file:certs/pve-root-ca.pem}")
-        .help("file paths are relative to the YAML file that names them");
+    let case = Case::new().edit(
+        "defaults/proxmox.yaml",
+        "ca_file: /etc/infraflux/pve-root-ca.pem",
+        "ca_file: ${file:certs/pve-root-ca.pem}",
+    );
+    let human = case.plan_human("dev");
     // Relative to the file that names it.
+    assert_reports(
+        &human,
+        "config::missing-file",
+        "cannot read `config/defaults/certs/pve-root-ca.pem`: ",
+        "config/defaults/proxmox.yaml:15:14",
+    );
     assert!(
-        found
-            .message
-            .starts_with("cannot read `config/defaults/certs/pve-root-ca.pem`: "),
-        "{found:#?}"
+        human.contains("needs ${file:certs/pve-root-ca.pem}"),
+        "{human}"
+    );
+    assert!(
+        human.contains("file paths are relative to the YAML file that names them"),
+        "{human}"
     );
 }
 
@@ -826,20 +881,19 @@ fn invalid_proxmox_token_is_reported_without_echoing_the_secret() {
     let secret = "7f3c9e1a-do-not-echo";
     let token = format!("root@pam-infraflux={secret}");
     let case = Case::new().token(Some(&token));
-    let report = case.validate();
-    report
-        .only()
-        .is(
-            "config::invalid-value",
-            "malformed Proxmox API token in `proxmox.token`",
-            "config/defaults/proxmox.yaml:6:10",
-        )
-        .label("not USER@REALM!TOKENID=SECRET");
-    assert!(!report.stdout.contains(secret), "{}", report.stdout);
-    assert!(!report.stderr.contains(secret), "{}", report.stderr);
-    let human = case.validate_human();
-    assert!(human.contains("malformed Proxmox API token"), "{human}");
+    let human = case.plan_human("dev");
+    assert_reports(
+        &human,
+        "config::invalid-value",
+        "malformed Proxmox API token in `proxmox.token`",
+        "config/defaults/proxmox.yaml:6:10",
+    );
+    assert!(human.contains("not USER@REALM!TOKENID=SECRET"), "{human}");
     assert!(!human.contains(secret), "{human}");
+    // validate does not read the token at all.
+    let output = case.command(&["validate", "--json"]);
+    assert_eq!(output.code, 0, "{output}");
+    assert!(!output.stdout.contains(secret) && !output.stderr.contains(secret));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -912,4 +966,379 @@ fn rendered_network_problems_from_two_layers() {
         );
     let _filters = case.0.filters();
     insta::assert_snapshot!(human(&case));
+}
+
+// ---------------------------------------------------------------------------------------
+// Hostile input (issue 16): reading outside the configuration, terminal escapes
+
+#[test]
+fn a_file_reference_outside_the_configuration_is_refused_and_never_printed() {
+    let case = Case::new().edit(
+        "defaults/proxmox.yaml",
+        "token: ${env:PROXMOX_TOKEN}",
+        "token: ${file:../../../../../../../../../../../../etc/passwd}",
+    );
+    let report = case.validate();
+    report
+        .only()
+        .is(
+            "config::file-outside",
+            "`${file:../../../../../../../../../../../../etc/passwd}` reads outside the configuration",
+            "config/defaults/proxmox.yaml:6:10",
+        )
+        .label("outside the configuration's directories");
+    let show = case.command(&["config", "show", "--env", "dev", "--cluster", "workload"]);
+    let plan = case.command(&["plan", "--env", "dev", "--refresh=false"]);
+    for output in [&show, &plan] {
+        let text = format!("{}{}", output.stdout.as_str(), output.stderr.as_str());
+        assert_eq!(Some(output.code), Some(1), "{text}");
+        assert!(text.contains("config::file-outside"), "{text}");
+        assert!(!text.contains("root:"), "{text}");
+    }
+}
+
+#[test]
+fn a_directory_allowed_on_the_command_line_is_read_and_its_contents_masked() {
+    let secrets = tempfile::tempdir().unwrap();
+    let url = "https://ci:hunter2-do-not-print@git.example.internal/platform/apps.git";
+    std::fs::write(secrets.path().join("repository"), format!("{url}\n")).unwrap();
+    std::fs::write(secrets.path().join("path"), "apps/{environment}\n").unwrap();
+    let reference =
+        |name: &str, kind: &str| format!("${{{kind}:{}}}", secrets.path().join(name).display());
+    let case = Case::new().edit(
+        "defaults/platform.yaml",
+        "  repository: https://git.example.internal/platform/apps.git\n  revision: main\n  path: environments/{environment}",
+        &format!(
+            "  repository: {}\n  revision: main\n  path: {}",
+            reference("repository", "file"),
+            reference("path", "plainfile")
+        ),
+    );
+    let show = [
+        "config",
+        "show",
+        "--env",
+        "dev",
+        "--cluster",
+        "workload",
+        "--provenance",
+    ];
+    // Not allowed: refused where it is written.
+    let refused = case.command(&show);
+    assert_eq!(Some(refused.code), Some(1));
+    assert!(refused.stderr.as_str().contains("config::file-outside"));
+    let dir = secrets.path().display().to_string();
+    let mut args = vec!["--allow-file-dir", dir.as_str()];
+    args.extend(show);
+    let output = case.command(&args);
+    let stdout = output.stdout.as_str();
+    assert_eq!(Some(output.code), Some(0), "{}", output.stderr.as_str());
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("  repository: (sensitive)")
+                && l.ends_with(&format!("(file: {}/repository)", dir))),
+        "{stdout}"
+    );
+    // `plainfile` is shown as it is.
+    assert!(stdout.contains("  path: apps/{environment} "), "{stdout}");
+}
+
+#[test]
+fn terminal_escapes_in_values_are_shown_escaped() {
+    let case = Case::new().edit(
+        "clusters/edge.yaml",
+        "template: small",
+        "template: \"small\\e]0;owned\\a\\e[2J\\u202e\"",
+    );
+    let found = case.validate().only();
+    found.is(
+        "config::unknown-template",
+        "unknown template `small\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\u{202e}`",
+        "config/clusters/edge.yaml:4:11",
+    );
+    let human = case.validate_human();
+    assert!(
+        human.contains("unknown template `small\\u{1b}]0;owned"),
+        "{human}"
+    );
+    assert!(
+        !human
+            .chars()
+            .any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'),
+        "{human:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Silently accepted before (issue 16)
+
+#[test]
+fn an_empty_environment_file_is_an_error_not_an_environment_without_clusters() {
+    // Before, staging silently ran no clusters, and its next plan proposed destroying
+    // everything it had.
+    Case::new()
+        .write("environments/staging.yaml", "")
+        .validate()
+        .with_message("environment `staging` does not say which clusters it runs")
+        .is(
+            "config::no-clusters",
+            "environment `staging` does not say which clusters it runs",
+            "config/environments/staging.yaml:1:1",
+        )
+        .label("empty file");
+}
+
+#[test]
+fn a_vip_that_is_another_clusters_node_address() {
+    // prod/workload's nodes are 10.30.0.30–37; management's VIP moves onto one.
+    Case::new()
+        .edit("clusters/management.yaml", "vip: 10.30.0.5", "vip: 10.30.0.31")
+        .validate()
+        .only()
+        .is(
+            "config::shared-address",
+            "the VIP 10.30.0.31 of prod/management is a node address of prod/workload (10.30.0.30–10.30.0.37)",
+            "config/clusters/management.yaml:12:12",
+        );
+}
+
+#[test]
+fn a_vip_shared_by_two_clusters() {
+    Case::new()
+        .edit("clusters/workload.yaml", "vip: 10.30.0.6", "vip: 10.30.0.5")
+        .validate()
+        .only()
+        .is(
+            "config::shared-address",
+            "the VIP 10.30.0.5 of prod/workload is also the VIP of prod/management",
+            "config/clusters/workload.yaml:28:12",
+        );
+}
+
+#[test]
+fn a_vmid_range_smaller_than_the_vms_of_a_pair() {
+    // prod/workload has 8 VMs; the range now holds 5. Before, apply failed half-way.
+    Case::new()
+        .edit(
+            "clusters/workload.yaml",
+            "  prod:\n    template: large\n",
+            "  prod:\n    template: large\n    proxmox:\n      vmid_range: {start: 1000, end: 1004}\n",
+        )
+        .validate()
+        .only()
+        .is(
+            "config::vmid-range-too-small",
+            "`proxmox.vmid_range` 1000–1004 holds 5 VM IDs, fewer than the VMs of prod/workload (8)",
+            "config/clusters/workload.yaml:24:38",
+        )
+        .label("too few VM IDs");
+}
+
+#[test]
+fn pairs_sharing_a_vmid_range_too_small_for_all_of_them() {
+    // 26 VMs on one Proxmox cluster, 20 IDs: each pair fits alone, not all together.
+    Case::new()
+        .edit("defaults/proxmox.yaml", "    end: 1999", "    end: 1019")
+        .validate()
+        .only()
+        .is(
+            "config::vmid-range-too-small",
+            "26 VMs of dev/workload, prod/management, prod/workload, prod/edge, staging/workload share VM IDs 1000–1019 on https://pve1.lab.example.internal:8006/, which hold 20",
+            "config/defaults/proxmox.yaml:13:10",
+        );
+}
+
+#[test]
+fn a_vmid_range_reversed_in_an_environment_is_reported_there() {
+    // `end` is in defaults; the environment's `start` made the range empty.
+    Case::new()
+        .edit(
+            "environments/dev.yaml",
+            "sync_wave: 0\n",
+            "sync_wave: 0\nproxmox:\n  vmid_range: {start: 3000}\n",
+        )
+        .validate()
+        .only()
+        .is(
+            "config::invalid-value",
+            "`proxmox.vmid_range` is empty: start 3000 is after end 1999",
+            "config/environments/dev.yaml:6:23",
+        )
+        .label("`end` is set at line 13");
+}
+
+#[test]
+fn proxmox_node_names_must_be_node_names() {
+    let report = Case::new()
+        .edit(
+            "defaults/proxmox.yaml",
+            "[pve1, pve2, pve3]",
+            "[pve1, 'pve 2', 'a/b', '']",
+        )
+        .validate();
+    let found: Vec<String> = report
+        .problems()
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {}:{}",
+                p.message,
+                p.line.unwrap_or(0),
+                p.column.unwrap_or(0)
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            "`pve 2` is not a Proxmox node name 7:17",
+            "`a/b` is not a Proxmox node name 7:26",
+            "`` is not a Proxmox node name 7:33",
+        ],
+        "{}",
+        report.stdout
+    );
+}
+
+#[test]
+fn image_upload_hosts_must_name_known_nodes() {
+    Case::new()
+        .edit(
+            "defaults/proxmox.yaml",
+            "  bridge: vmbr0\n",
+            "  bridge: vmbr0\n  image_upload:\n    method: ssh\n    private_key_file: /keys/pve\n    known_hosts: /keys/known_hosts\n    hosts: {pve1: 192.0.2.11, pve4: 192.0.2.14}\n",
+        )
+        .validate()
+        .only()
+        .is(
+            "config::unknown-node",
+            "`proxmox.image_upload.hosts` names `pve4`, which is not in `proxmox.nodes`",
+            "config/defaults/proxmox.yaml:15:31",
+        )
+        .help("did you mean `pve3`? (`proxmox.nodes`: pve1, pve2, pve3)");
+}
+
+#[test]
+fn a_template_cannot_choose_a_template() {
+    Case::new()
+        .edit(
+            "templates/small.yaml",
+            "control_plane:\n",
+            "template: large\ncontrol_plane:\n",
+        )
+        .validate()
+        .only()
+        .is(
+            "config::template-in-template",
+            "template `small` cannot choose a template",
+            "config/templates/small.yaml:3:1",
+        )
+        .label("ignored: templates do not nest");
+}
+
+#[test]
+fn cluster_and_environment_names_are_dns_labels() {
+    let case = Case::new().edit(
+        "environments/prod.yaml",
+        "clusters: [management, workload, edge]",
+        "clusters: [management, workload, Edge_1]",
+    );
+    std::fs::rename(
+        case.path("clusters/edge.yaml"),
+        case.path("clusters/Edge_1.yaml"),
+    )
+    .unwrap();
+    std::fs::rename(
+        case.path("environments/staging.yaml"),
+        case.path("environments/Staging.yaml"),
+    )
+    .unwrap();
+    let report = case.validate();
+    let found: Vec<String> = report
+        .problems()
+        .iter()
+        .map(|p| format!("{} {}", p.message, p.file.as_deref().unwrap_or("?")))
+        .collect();
+    assert!(
+        found.contains(
+            &"cluster name `Edge_1` is not a DNS label config/clusters/Edge_1.yaml".to_string()
+        ) && found.contains(
+            &"environment name `Staging` is not a DNS label config/environments/Staging.yaml"
+                .to_string()
+        ),
+        "{}",
+        report.stdout
+    );
+}
+
+#[test]
+fn a_merge_key_in_helm_values_merges() {
+    let case = Case::new().edit(
+        "defaults/platform.yaml",
+        "      ipam:\n        mode: kubernetes\n",
+        "      ipam: &ipam\n        mode: kubernetes\n      operator:\n        <<: *ipam\n        replicas: 1\n",
+    );
+    let output = case.command(&["config", "show", "--env", "dev", "--cluster", "workload"]);
+    let stdout = output.stdout.as_str();
+    assert_eq!(Some(output.code), Some(0), "{}", output.stderr.as_str());
+    assert!(!stdout.contains("<<"), "{stdout}");
+    assert!(
+        stdout.contains("      operator:\n        replicas: 1\n        mode: kubernetes\n"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn an_integer_too_large_is_reported_at_the_value() {
+    // Before: at the first line of defaults/cluster.yaml, once per pair.
+    Case::new()
+        .edit(
+            "templates/small.yaml",
+            "  cpu: 2\n  memory: 4Gi",
+            "  cpu: 99999999999999999999\n  memory: 4Gi",
+        )
+        .validate()
+        .only()
+        .is(
+            "config::invalid-value",
+            "`99999999999999999999` in `control_plane.cpu` is too large for a whole number",
+            "config/templates/small.yaml:5:8",
+        );
+}
+
+#[test]
+fn value_problems_in_several_files_come_in_one_run() {
+    // A format problem in one file no longer hides the value problems of the others,
+    // and a misspelt key is not reported again as missing.
+    let report = Case::new()
+        .edit("defaults/proxmox.yaml", "  storage:", "  storge:")
+        .edit("environments/prod.yaml", "sync_wave: 2", "sync_wave: -2")
+        .edit("clusters/edge.yaml", "10.40.0.0/24", "10.40.0.0/33")
+        .edit("environments/staging.yaml", "memory: 512Mi", "memory: 2Gi")
+        .validate();
+    let positions: Vec<String> = report
+        .problems()
+        .iter()
+        .map(|p| {
+            format!(
+                "{}:{} {}",
+                p.file.as_deref().unwrap_or("?"),
+                p.line.unwrap_or(0),
+                p.code
+            )
+        })
+        .collect();
+    assert_eq!(
+        positions,
+        [
+            "config/defaults/proxmox.yaml:8 config::unknown-key",
+            "config/environments/prod.yaml:4 config::invalid-value",
+            "config/environments/staging.yaml:14 config::invalid-value",
+            "config/clusters/edge.yaml:11 config::invalid-value",
+        ],
+        "{}",
+        report.stdout
+    );
 }

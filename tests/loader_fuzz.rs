@@ -4,6 +4,12 @@
 //! `resolve_model`, the problem renderer and `config show`'s renderer. Whatever the
 //! input, nothing panics, and every problem points inside the file it names.
 //!
+//! A third property feeds the crash classes of hostile input (issue 16): block lists
+//! nested thousands deep, flow nesting past the parser's limit, alias bombs spread over
+//! several files, single lines of hundreds of thousands of values, files around the
+//! size limits, merge keys, terminal escapes, links to devices, `${file:}` reaching out
+//! of the configuration. Each must end (not hang), not crash, and be reported in place.
+//!
 //! The committed case count is small so `cargo test` stays fast; run longer with
 //! `PROPTEST_CASES=20000 cargo test --test loader_fuzz` (see README "Tests").
 
@@ -250,12 +256,21 @@ fn apply(text: &str, edit: &Edit) -> String {
 /// Write the damaged example to a fresh directory and run the pipeline on it.
 fn run(files: &[(String, Vec<u8>)], selection: &Selection) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
+    write_files(dir.path(), files);
+    run_in(dir.path(), selection)
+}
+
+fn write_files(root: &Path, files: &[(String, Vec<u8>)]) {
     for (name, bytes) in files {
-        let path = dir.path().join(name);
+        let path = root.join(name);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, bytes).unwrap();
     }
-    let (config, mut problems) = load_config(dir.path(), selection, &FakeEnvironment);
+}
+
+/// Run the pipeline on the configuration in `dir`.
+fn run_in(dir: &Path, selection: &Selection) -> Result<(), TestCaseError> {
+    let (config, mut problems) = load_config(dir, selection, &FakeEnvironment);
     // The library does not require a clean load before resolving: resolve anyway, to
     // reach as much of the model as the damage allows.
     let (model, resolve_problems) = resolve_model(&config);
@@ -297,6 +312,179 @@ fn check_origins(
         );
     }
     Ok(())
+}
+
+/// One crash class of hostile input, with its size.
+#[derive(Debug, Clone)]
+enum Hostile {
+    /// `- - - … v` (compact) or one more indent per line.
+    DeepBlock { depth: usize, compact: bool },
+    /// `[[[…]]]` / `{a: {a: …}}`.
+    DeepFlow { depth: usize, mapping: bool },
+    /// The same alias bomb in several files: each under any per-file bound.
+    AliasBombs {
+        files: usize,
+        width: usize,
+        levels: usize,
+    },
+    /// One line of `items` values, ASCII or not.
+    LongLine { items: usize, ascii: bool },
+    /// A file of about `bytes` bytes of ordinary values.
+    Large { bytes: usize },
+    /// Merge keys in odd places.
+    MergeKeys(Vec<String>),
+    /// Terminal escapes in keys and values.
+    Escapes(String),
+    /// A layer file that is a link to a device (or a directory).
+    LinkTo(&'static str),
+    /// `${file:…}` with a path out of the configuration.
+    FileOutside(&'static str),
+}
+
+fn hostile() -> impl Strategy<Value = Hostile> {
+    prop_oneof![
+        (40usize..6_000, any::<bool>())
+            .prop_map(|(depth, compact)| Hostile::DeepBlock { depth, compact }),
+        (200usize..400, any::<bool>())
+            .prop_map(|(depth, mapping)| Hostile::DeepFlow { depth, mapping }),
+        (1usize..6, 2usize..14, 2usize..8).prop_map(|(files, width, levels)| {
+            Hostile::AliasBombs {
+                files,
+                width,
+                levels,
+            }
+        }),
+        (1_000usize..150_000, any::<bool>())
+            .prop_map(|(items, ascii)| Hostile::LongLine { items, ascii }),
+        ((1usize << 20) - 64..(1usize << 20) + 64).prop_map(|bytes| Hostile::Large { bytes }),
+        prop::collection::vec(
+            prop::sample::select(
+                &[
+                    "<<: *a",
+                    "<<: [*a, *b]",
+                    "<<: 5",
+                    "<<: [1]",
+                    "'<<': 1",
+                    "<<: {x: 1}",
+                    "<<: *a\n  <<: *b",
+                    "a: &a {cpu: 1}",
+                    "b: &b [x]",
+                    "<<: null",
+                ][..],
+            )
+            .prop_map(str::to_string),
+            1..6,
+        )
+        .prop_map(Hostile::MergeKeys),
+        prop::sample::select(
+            &[
+                "\\e]0;owned\\a",
+                "\\e[2J\\e[H",
+                "\\x9b31m",
+                "\\u202e",
+                "\\0\\b\\r"
+            ][..],
+        )
+        .prop_map(|s| Hostile::Escapes(s.to_string())),
+        prop::sample::select(&["/dev/zero", "/dev/null", "/", "/proc/self/mem"][..])
+            .prop_map(Hostile::LinkTo),
+        prop::sample::select(
+            &[
+                "../../../../../../etc/passwd",
+                "/etc/hostname",
+                "../secrets/token",
+                "/dev/zero",
+                "..",
+            ][..],
+        )
+        .prop_map(Hostile::FileOutside),
+    ]
+}
+
+/// The hostile files a case adds to (or replaces in) the example.
+fn hostile_files(hostile: &Hostile) -> Vec<(String, Vec<u8>)> {
+    let one = |name: &str, text: String| vec![(name.to_string(), text.into_bytes())];
+    match hostile {
+        Hostile::DeepBlock { depth, compact } => {
+            let body = if *compact {
+                format!("  {}v\n", "- ".repeat(*depth))
+            } else {
+                (1..=*depth)
+                    .map(|i| format!("{}-\n", " ".repeat(i)))
+                    .collect::<String>()
+            };
+            one(
+                "environments/dev.yaml",
+                format!("clusters: [workload]\nworkloads:\n  image_tag:\n{body}"),
+            )
+        }
+        Hostile::DeepFlow { depth, mapping } => {
+            let value = if *mapping {
+                format!("{}1{}", "{a: ".repeat(*depth), "}".repeat(*depth))
+            } else {
+                format!("{}1{}", "[".repeat(*depth), "]".repeat(*depth))
+            };
+            one(
+                "defaults/deep.yaml",
+                format!("platform: {{cilium: {{values: {{x: {value}}}}}}}\n"),
+            )
+        }
+        Hostile::AliasBombs {
+            files,
+            width,
+            levels,
+        } => (0..*files)
+            .map(|f| {
+                let mut text = format!("x{f}: &a0 [{}]\n", vec!["x"; *width].join(", "));
+                for level in 1..*levels {
+                    let items = vec![format!("*a{}", level - 1); *width].join(", ");
+                    text.push_str(&format!("x{f}_{level}: &a{level} [{items}]\n"));
+                }
+                (format!("defaults/bomb{f}.yaml"), text.into_bytes())
+            })
+            .collect(),
+        Hostile::LongLine { items, ascii } => {
+            let item = if *ascii { "1, " } else { "é, " };
+            one(
+                "defaults/long.yaml",
+                format!("network:\n  nodes:\n    dns: [{}]\n", item.repeat(*items)),
+            )
+        }
+        Hostile::Large { bytes } => {
+            let mut text = String::from("platform:\n  monitoring:\n    values:\n");
+            let mut i = 0;
+            while text.len() < *bytes {
+                text.push_str(&format!("      key{i}: value-{i}\n"));
+                i += 1;
+            }
+            text.truncate(*bytes);
+            one("defaults/large.yaml", text)
+        }
+        Hostile::MergeKeys(lines) => one(
+            "defaults/merge.yaml",
+            format!(
+                "platform:\n  cilium:\n    values:\n      a: &a {{cpu: 1}}\n      b: &b {{x: 1}}\n      c:\n{}\n",
+                lines
+                    .iter()
+                    .map(|l| format!("        {}", l.replace('\n', "\n        ")))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
+        ),
+        Hostile::Escapes(escape) => one(
+            "clusters/edge.yaml",
+            format!(
+                "role: edge\ntemplate: \"small{escape}\"\n\"k{escape}\": 1\nenvironments:\n  prod:\n    network: {{vip: \"10.40.0.5{escape}\"}}\n"
+            ),
+        ),
+        Hostile::LinkTo(_) => Vec::new(),
+        Hostile::FileOutside(path) => one(
+            "defaults/proxmox.yaml",
+            format!(
+                "proxmox:\n  endpoint: https://pve1.lab.example.internal:8006\n  token: \"${{file:{path}}}\"\n  nodes: [pve1]\n  storage: local-lvm\n  bridge: vmbr0\n"
+            ),
+        ),
+    }
 }
 
 fn config() -> ProptestConfig {
@@ -354,6 +542,47 @@ proptest! {
             .map(|(name, bytes)| (name.to_string(), bytes))
             .collect();
         run(&files, &Selection::default())?;
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn hostile_input_ends_without_crashing_and_is_located(
+        attacks in prop::collection::vec(hostile(), 1..3),
+        selection in selection(),
+    ) {
+        // A case that kills the process (a stack overflow, the OOM killer) leaves proptest
+        // no chance to report it: FUZZ_TRACE=1 (with --nocapture) names each case first.
+        if std::env::var_os("FUZZ_TRACE").is_some() {
+            eprintln!("CASE {attacks:?} {selection:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let example: Vec<(String, Vec<u8>)> = example()
+            .into_iter()
+            .map(|(name, text)| (name, text.into_bytes()))
+            .collect();
+        write_files(dir.path(), &example);
+        for attack in &attacks {
+            write_files(dir.path(), &hostile_files(attack));
+            if let Hostile::LinkTo(target) = attack {
+                let link = dir.path().join("templates/linked.yaml");
+                let _ = std::fs::remove_file(&link);
+                std::os::unix::fs::symlink(target, link).unwrap();
+            }
+        }
+        run_in(dir.path(), &selection)?;
+        // Hostile input is reported in place: only a selection names no file.
+        let (config, problems) = load_config(dir.path(), &selection, &FakeEnvironment);
+        for problem in problems.iter().filter(|p| p.origin.is_none()) {
+            prop_assert!(
+                ["config::unknown-environment", "config::unknown-cluster", "config::no-environments"]
+                    .contains(&problem.code),
+                "not located: {problem:?}"
+            );
+        }
+        drop(config);
     }
 }
 

@@ -1,6 +1,7 @@
 //! Interoperability with the `age` command-line tool (Debian package `age`): state that
 //! InfraFlux encrypts decrypts with `age -d -i key.txt`, and a state file encrypted with
-//! `age -r age1… -a` loads in InfraFlux. Skipped, saying why, when `age` is not on PATH.
+//! `age -r age1… -a` loads in InfraFlux. Skipped, saying why, when `age` is not on PATH
+//! (a failure when INFRAFLUX_REQUIRE_AGE is set, as in CI).
 
 use std::path::Path;
 use std::process::Command;
@@ -14,13 +15,19 @@ use serde_json::{Value, json};
 
 const SECRET: &str = "kubeconfig-token-interop";
 
+/// Set (to anything) to fail instead of skipping when the `age` command is missing; CI
+/// sets it (`.ci/run`).
+const REQUIRE_VAR: &str = "INFRAFLUX_REQUIRE_AGE";
+
 fn age_available() -> bool {
     match Command::new("age").arg("--version").output() {
         Ok(output) if output.status.success() => true,
         _ => {
-            eprintln!(
-                "skipped: the `age` command is not on PATH (install the Debian package `age`)"
-            );
+            let reason = "the `age` command is not on PATH (install the Debian package `age`)";
+            if std::env::var_os(REQUIRE_VAR).is_some() {
+                panic!("{reason}, and {REQUIRE_VAR} is set");
+            }
+            eprintln!("skipped: {reason}");
             false
         }
     }

@@ -31,7 +31,7 @@ pub fn show(global: &GlobalArgs, args: &ShowArgs, output: &Output) -> miette::Re
     let sources = args.provenance.then(|| config.sources());
     print!(
         "{}",
-        render_yaml_masked(&effective.node, sources, &config.layers.secrets)
+        render_yaml_masked(&effective.node, sources, &config.secrets)
     );
     Ok(ExitCode::SUCCESS)
 }

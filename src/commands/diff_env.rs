@@ -6,11 +6,13 @@ use super::output::Output;
 use crate::cli::{DiffEnvArgs, GlobalArgs};
 use crate::config::{ProcessVariables, Selection};
 use crate::diag::ProblemsReport;
-use crate::operation::load::load_model;
+use crate::operation::load::load_model_unresolved;
 use crate::policy::{clusters_in_one_only, parity_report};
 
 pub fn run(global: &GlobalArgs, args: &DiffEnvArgs, output: &Output) -> miette::Result<ExitCode> {
-    let (config, model, mut problems) = load_model(
+    // References are not resolved: the report compares platform settings as written,
+    // and needs no environment's secrets.
+    let (config, model, mut problems) = load_model_unresolved(
         global.config_paths(),
         &Selection::default(),
         &ProcessVariables,

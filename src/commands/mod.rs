@@ -45,6 +45,15 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
             StateCommand::Rekey(args) => state::rekey(&cli.global, &args),
             StateCommand::Migrate(args) => state::migrate(&cli.global, &args),
         },
+        Command::Completions(args) => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            // Written whole at the end: clap_complete panics on a write error, and a
+            // reader that stops early (`| head`) is no reason to.
+            let mut script = Vec::new();
+            clap_complete::generate(args.shell, &mut command, "infraflux", &mut script);
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Secrets(command) => match command {
             SecretsCommand::Edit(args) => secrets::edit(&args),
             SecretsCommand::Encrypt(args) => secrets::encrypt(&args),

@@ -5,10 +5,19 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::interpolate::{References, resolve_references};
 use super::layers::{Layer, LayerKind, LoadedConfig};
 use super::merge::merge_all;
-use super::node::{Node, Value};
+use super::node::{KeyPath, Node, Value};
+use super::secrets::SecretValues;
+use super::yaml::MAX_VALUES;
 use crate::diag::{Problem, Problems, did_you_mean};
+
+/// The most values the selected pairs may hold together. Each pair is a copy of the
+/// layers it merges, so a large shared layer times many pairs would exhaust memory even
+/// with every file within its limits; a thousand clusters in three environments take
+/// about a tenth of this.
+pub const MAX_COMPOSED_VALUES: usize = 4 * MAX_VALUES;
 
 /// Which pairs a command works on.
 #[derive(Debug, Clone, Default)]
@@ -25,6 +34,21 @@ pub struct EffectiveConfig {
     /// Template name, when one applies.
     pub template: Option<String>,
     pub node: Node,
+    /// Values whose checks are skipped: they wait on a deferred reference, or a problem
+    /// about them is already reported (a reference that failed, a value the schema
+    /// refused). A path covers everything below it.
+    pub unchecked: Vec<KeyPath>,
+    /// A layer of this pair is missing (a broken file, an unknown template, an
+    /// encrypted part without its key): a key not set may be set there, so missing
+    /// keys are not reported.
+    pub incomplete: bool,
+}
+
+impl EffectiveConfig {
+    /// Whether checks of the value at `path` are skipped ([`Self::unchecked`]).
+    pub fn is_unchecked(&self, path: &KeyPath) -> bool {
+        self.unchecked.iter().any(|u| path.starts_with(u))
+    }
 }
 
 /// Compose every selected pair, reporting references to unknown environments, clusters
@@ -32,10 +56,13 @@ pub struct EffectiveConfig {
 pub fn compose(
     config: &LoadedConfig,
     selection: &Selection,
+    references: References,
+    secrets: &mut SecretValues,
     problems: &mut Problems,
 ) -> Vec<EffectiveConfig> {
     check_selection(config, selection, problems);
-    check_cluster_overrides(config, problems);
+    // (environment, cluster) pairs whose override block is probably the misspelt one.
+    let misnamed = check_cluster_overrides(config, problems);
     // `state:` is project-wide (see `LoadedConfig::state_setting`), not a pair's setting.
     let defaults: Vec<Node> = config
         .defaults
@@ -43,6 +70,8 @@ pub fn compose(
         .map(|l| without_key(&l.node, "state"))
         .collect();
     let defaults: Vec<&Node> = defaults.iter().collect();
+    let defaults_size: usize = defaults.iter().map(|d| d.count_values()).sum();
+    let mut composed = 0usize;
     // Each cluster's settings without its per-environment overrides, copied once per
     // cluster rather than once per pair.
     let mut cluster_settings: HashMap<&str, Node> = HashMap::new();
@@ -53,6 +82,31 @@ pub fn compose(
             .as_ref()
             .is_some_and(|e| e != env_name)
         {
+            continue;
+        }
+        if let Some(overlay) = config.refusing_overlay(env_name) {
+            // Asked for by name: refused; among all environments: left out.
+            if selection.environment.is_some() {
+                problems.push(
+                    Problem::error(
+                        "config::environment-not-served",
+                        format!(
+                            "the overlay `{}` is for {} only, not `{env_name}`",
+                            overlay.overlay.display(),
+                            if overlay.environments.is_empty() {
+                                "no environment".to_string()
+                            } else {
+                                overlay.environments.join(", ")
+                            }
+                        ),
+                    )
+                    .at(overlay.origin)
+                    .label("the environments it serves")
+                    .help(format!(
+                        "`{env_name}` would run against it with its real addresses: serve it too (`infraflux lab up --env {env_name}`), or run without this overlay"
+                    )),
+                );
+            }
             continue;
         }
         // The environment's settings without its cluster list, once per environment.
@@ -95,22 +149,116 @@ pub fn compose(
                 .get("environments")
                 .and_then(|e| e.get(env_name));
             let specific = [Some(&env_node), Some(cluster_node), override_node];
-            let template = template_layer(config, &defaults, &specific, problems);
+            let (template, template_missing) =
+                template_layer(config, &defaults, &specific, problems);
             let mut layers: Vec<&Node> = defaults.clone();
             layers.extend(template.map(|t| &t.node));
             layers.extend(specific.into_iter().flatten());
-            let node = merge_all(layers).unwrap_or_else(|| {
+            // The merge holds at most the values of its layers.
+            composed = composed.saturating_add(
+                defaults_size
+                    + layers[defaults.len()..]
+                        .iter()
+                        .map(|l| l.count_values())
+                        .sum::<usize>(),
+            );
+            if composed > MAX_COMPOSED_VALUES {
+                problems.push(
+                    Problem::error(
+                        "config::too-many-values",
+                        format!(
+                            "the selected (environment, cluster) pairs hold more than {MAX_COMPOSED_VALUES} values together"
+                        ),
+                    )
+                    .at(cluster_origin)
+                    .label(format!("`{env_name}/{cluster_name}` reaches the limit"))
+                    .help("select fewer pairs (--env, --cluster), or make the layers many pairs share (defaults/, templates/) smaller"),
+                );
+                return result;
+            }
+            let mut node = merge_all(layers).unwrap_or_else(|| {
                 Node::new(Value::Map(Default::default()), cluster_layer.node.origin)
             });
+            let mut unchecked =
+                layers_unchecked(config, template, env_layer, cluster_layer, env_name);
+            unchecked.extend(resolve_references(
+                &mut node,
+                &config.references,
+                &config.sources,
+                references,
+                secrets,
+                problems,
+            ));
+            // A closed encrypted part of one of the pair's layers: an error when its
+            // values are needed, a gap in the checks when they are deferred.
+            let locked: Vec<&Problem> = [
+                config.locked(LayerKind::Defaults, ""),
+                template.and_then(|t| config.locked(LayerKind::Template, &t.name)),
+                config.locked(LayerKind::Environment, env_name),
+                config.locked(LayerKind::Cluster, &cluster_name),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            if references == References::Resolve {
+                for problem in &locked {
+                    problems.push((*problem).clone());
+                }
+            }
+            let incomplete = template_missing
+                || !locked.is_empty()
+                || misnamed.contains(&(env_name.as_str(), cluster_name.as_str()))
+                || config
+                    .broken
+                    .iter()
+                    .any(|(kind, _)| *kind == LayerKind::Defaults);
             result.push(EffectiveConfig {
                 environment: env_name.clone(),
                 cluster: cluster_name,
                 template: template.map(|t| t.name.clone()),
                 node,
+                unchecked,
+                incomplete,
             });
         }
     }
     result
+}
+
+/// The paths of a pair's layers whose checks are skipped ([`Layer::unchecked`]), as
+/// paths of the pair: a cluster's block for this environment (`environments.dev.x`)
+/// becomes `x`, the blocks for other environments do not apply.
+fn layers_unchecked(
+    config: &LoadedConfig,
+    template: Option<&Layer>,
+    env_layer: &Layer,
+    cluster_layer: &Layer,
+    env_name: &str,
+) -> Vec<KeyPath> {
+    let mut paths: Vec<KeyPath> = config
+        .defaults
+        .iter()
+        .chain(template)
+        .chain([env_layer])
+        .flat_map(|l| l.unchecked.iter().cloned())
+        .collect();
+    let environments = super::node::Segment::Key("environments".into());
+    let this = super::node::Segment::Key(env_name.to_string());
+    for path in &cluster_layer.unchecked {
+        match path.segments() {
+            [first] if *first == environments => paths.push(KeyPath::root()),
+            [first, env, rest @ ..] if *first == environments && *env == this => {
+                let mut inner = KeyPath::root();
+                for segment in rest {
+                    inner.push(segment.clone());
+                }
+                paths.push(inner);
+            }
+            [first, ..] if *first == environments => {}
+            _ => paths.push(path.clone()),
+        }
+    }
+    paths
 }
 
 fn check_selection(config: &LoadedConfig, selection: &Selection, problems: &mut Problems) {
@@ -160,8 +308,14 @@ fn check_selection(config: &LoadedConfig, selection: &Selection, problems: &mut 
     }
 }
 
-/// Per-environment overrides in a cluster file must name a known environment.
-fn check_cluster_overrides(config: &LoadedConfig, problems: &mut Problems) {
+/// Per-environment overrides in a cluster file must name a known environment. Returns
+/// the pairs an unknown name was probably meant for (`prdo` → prod): their settings
+/// are in the misnamed block, so keys missing there are not reported again.
+fn check_cluster_overrides<'a>(
+    config: &'a LoadedConfig,
+    problems: &mut Problems,
+) -> HashSet<(&'a str, &'a str)> {
+    let mut misnamed = HashSet::new();
     let known: Vec<&str> = config.environments.keys().map(String::as_str).collect();
     // Which clusters each environment runs, computed once (not per override).
     let runs: HashMap<&str, HashSet<String>> = config
@@ -182,7 +336,11 @@ fn check_cluster_overrides(config: &LoadedConfig, problems: &mut Problems) {
         for (env_name, entry) in overrides {
             match config.environments.get(env_name) {
                 None if config.is_broken(LayerKind::Environment, env_name) => {}
-                None => problems.push(
+                None => {
+                    if let Some(meant) = did_you_mean(env_name, known.iter().copied()) {
+                        misnamed.insert((meant, cluster_name.as_str()));
+                    }
+                    problems.push(
                     Problem::error(
                         "config::unknown-environment",
                         format!(
@@ -196,9 +354,13 @@ fn check_cluster_overrides(config: &LoadedConfig, problems: &mut Problems) {
                         &known,
                         "environments/<name>.yaml",
                     )),
-                ),
-                Some(_) => {
-                    if !runs[env_name.as_str()].contains(cluster_name) {
+                    )
+                }
+                Some(environment) => {
+                    // An environment that does not say which clusters it runs is
+                    // reported on its own (`config::no-clusters`).
+                    let lists = environment.node.get("clusters").is_some();
+                    if lists && !runs[env_name.as_str()].contains(cluster_name) {
                         problems.push(
                             Problem::warning(
                                 "config::unused-override",
@@ -213,6 +375,7 @@ fn check_cluster_overrides(config: &LoadedConfig, problems: &mut Problems) {
             }
         }
     }
+    misnamed
 }
 
 /// The clusters an environment lists, with where each is written; duplicates reported.
@@ -243,23 +406,29 @@ fn cluster_names(env_layer: &Layer, problems: &mut Problems) -> Vec<(String, cra
     names
 }
 
-/// The template named by the most specific layer that names one.
+/// The template named by the most specific layer that names one, and whether one is
+/// named but missing (unknown, or its file broken).
 fn template_layer<'a>(
     config: &'a LoadedConfig,
     defaults: &[&Node],
     specific: &[Option<&Node>],
     problems: &mut Problems,
-) -> Option<&'a Layer> {
-    let chosen = defaults
+) -> (Option<&'a Layer>, bool) {
+    let Some(chosen) = defaults
         .iter()
         .copied()
         .chain(specific.iter().copied().flatten())
         .filter_map(|layer| layer.get("template"))
-        .rfind(|t| !t.is_null())?;
-    let name = chosen.as_str()?;
+        .rfind(|t| !t.is_null())
+    else {
+        return (None, false);
+    };
+    let Some(name) = chosen.as_str() else {
+        return (None, true);
+    };
     match config.templates.get(name) {
-        Some(layer) => Some(layer),
-        None if config.is_broken(LayerKind::Template, name) => None,
+        Some(layer) => (Some(layer), false),
+        None if config.is_broken(LayerKind::Template, name) => (None, true),
         None => {
             let known: Vec<&str> = config.templates.keys().map(String::as_str).collect();
             problems.push(
@@ -271,7 +440,7 @@ fn template_layer<'a>(
                 .label("no such file in templates/")
                 .help(suggest(name, &known, "templates/<name>.yaml")),
             );
-            None
+            (None, true)
         }
     }
 }
@@ -304,6 +473,86 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_selected_pairs_are_bounded_together() {
+        // Each pair copies the layers it merges: a defaults file of 900,000 values is
+        // within the loader's limits, and five pairs of it are not.
+        let mut sources = crate::diag::SourceMap::new();
+        let file = sources.add("defaults/big.yaml", "x".to_string());
+        let origin = sources.get(file).origin(file, 0, 1);
+        let node = |value| Node::new(value, origin);
+        let map = |entries: Vec<(&str, Node)>| {
+            node(Value::Map(
+                entries
+                    .into_iter()
+                    .map(|(k, n)| {
+                        (
+                            k.to_string(),
+                            super::super::node::Entry {
+                                key_origin: origin,
+                                node: n,
+                            },
+                        )
+                    })
+                    .collect(),
+            ))
+        };
+        let big = node(Value::List(
+            (0..900_000).map(|i| node(Value::Int(i))).collect(),
+        ));
+        let layer = |kind, name: &str, node| Layer {
+            kind,
+            name: name.to_string(),
+            file,
+            node,
+            unchecked: Vec::new(),
+        };
+        let mut config = LoadedConfig {
+            sources,
+            ..Default::default()
+        };
+        config
+            .defaults
+            .push(layer(LayerKind::Defaults, "big", map(vec![("list", big)])));
+        let names: Vec<Node> = (0..5)
+            .map(|i| node(Value::String(format!("c{i}"))))
+            .collect();
+        config.environments.insert(
+            "dev".into(),
+            layer(
+                LayerKind::Environment,
+                "dev",
+                map(vec![("clusters", node(Value::List(names)))]),
+            ),
+        );
+        for i in 0..5 {
+            let name = format!("c{i}");
+            config
+                .clusters
+                .insert(name.clone(), layer(LayerKind::Cluster, &name, map(vec![])));
+        }
+        let mut problems = Problems::new();
+        let composed = compose(
+            &config,
+            &Selection::default(),
+            References::Resolve,
+            &mut SecretValues::default(),
+            &mut problems,
+        );
+        assert_eq!(
+            composed.len(),
+            4,
+            "the pair that reaches the limit is not composed"
+        );
+        let problems: Vec<Problem> = problems.into_iter().collect();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].code, "config::too-many-values");
+        assert_eq!(
+            problems[0].label.as_deref(),
+            Some("`dev/c4` reaches the limit")
+        );
+    }
+
     fn compose_files(files: &[(&str, &str)], selection: &Selection) -> Vec<Problem> {
         let dir = tempfile::tempdir().unwrap();
         for (path, text) in files {
@@ -313,7 +562,13 @@ mod tests {
         }
         let mut problems = Problems::new();
         let config = load_layers(dir.path(), &NoVariables, &mut problems);
-        compose(&config, selection, &mut problems);
+        compose(
+            &config,
+            selection,
+            References::Resolve,
+            &mut SecretValues::default(),
+            &mut problems,
+        );
         problems.into_iter().collect()
     }
 

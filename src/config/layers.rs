@@ -20,22 +20,26 @@
 //! `environments/dev.yaml` (template, cluster) is deep-merged into the main file of the
 //! same name, right after it (a cluster file's `environments:` overrides included), or
 //! stands alone when the main directory has none. Values keep the overlay file as their
-//! origin, so provenance and diagnostics point at it. A `${env:…}`/`${file:…}` reference
-//! of a main file whose value an overlay replaces is not resolved: the lab's overlay sets
-//! `proxmox.token`, so `PROXMOX_TOKEN` need not be set for a lab run.
+//! origin, so provenance and diagnostics point at it.
+//!
+//! References (`${env:…}`, `${file:…}`, `${age:…}`) are only checked here; they are
+//! resolved when a selection is composed, and only for its pairs
+//! ([`super::interpolate`]). A value an overlay replaces is never resolved (the lab's
+//! overlay sets `proxmox.token`, so `PROXMOX_TOKEN` need not be set for a lab run).
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 
-use super::interpolate::{Variables, interpolate_with_secrets};
-use super::merge::{is_named_list, item_name, merge};
-use super::node::{Node, Value};
+use super::interpolate::{FileRoots, ReferenceContext, Variables, check_references};
+use super::limits::{MAX_FILE_BYTES, MAX_TOTAL_BYTES, ReadError, SizeBudget, read_bounded, size};
+use super::merge::{item_name, merge};
+use super::node::{KeyPath, Node, Value};
 use super::schema::check_layer;
 use super::secrets::{SecretFiles, SecretValues, is_encrypted_layer};
 use super::secrets_layers::load_encrypted_layers;
-use super::yaml::parse_file;
+use super::yaml::{Budget, parse_within};
 use crate::diag::{FileId, Problem, Problems, SourceMap};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -87,6 +91,10 @@ pub struct Layer {
     pub name: String,
     pub file: FileId,
     pub node: Node,
+    /// Paths (in this layer's tree) of values refused and left out, or whose checks
+    /// would only repeat a problem already reported: see
+    /// [`super::EffectiveConfig::unchecked`].
+    pub unchecked: Vec<KeyPath>,
 }
 
 /// Every layer of a configuration directory, with the sources they were read from.
@@ -102,8 +110,40 @@ pub struct LoadedConfig {
     /// YAML). Their problems are already reported; references to them by name are not
     /// reported again as unknown.
     pub broken: Vec<(LayerKind, String)>,
-    /// Every value read from an age source (`${age:…}`, `*.age.yaml`), and where.
+    /// Encrypted parts that could not be opened because no age identity is set: only
+    /// the pairs that use their layer need them ([`LoadedConfig::locked`]).
+    pub locked: Vec<LockedPart>,
+    /// Every value of the encrypted layers (`*.age.yaml`), and where. Values of
+    /// references are found when a selection is composed.
     pub secrets: SecretValues,
+    /// What resolving the references of a selection needs.
+    pub references: ReferenceContext,
+    /// Overlays that serve some environments only (their `overlay.yaml`).
+    pub served: Vec<Served>,
+}
+
+/// An overlay's `overlay.yaml` saying which environments it is for: the lab's overlay
+/// points the Proxmox connection at a simulator but gives its addresses to the
+/// environments it runs only; any other environment would reach the simulator with its
+/// real addresses, so composing one with this overlay is refused.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// The `environments:` key of the overlay file, where refusals point.
+    pub origin: crate::diag::Origin,
+    pub overlay: PathBuf,
+    pub environments: Vec<String>,
+}
+
+/// The file of an overlay directory that limits it to some environments.
+pub const OVERLAY_FILE: &str = "overlay.yaml";
+
+/// An encrypted part of a layer left closed for want of an age identity, and the
+/// problem to report when a pair that uses the layer is resolved.
+#[derive(Debug, Clone)]
+pub struct LockedPart {
+    pub kind: LayerKind,
+    pub name: String,
+    pub problem: Problem,
 }
 
 impl LoadedConfig {
@@ -123,6 +163,22 @@ impl LoadedConfig {
     pub fn is_broken(&self, kind: LayerKind, name: &str) -> bool {
         self.broken.iter().any(|(k, n)| *k == kind && n == name)
     }
+
+    /// The overlay that does not serve `environment`, if one does not.
+    pub fn refusing_overlay(&self, environment: &str) -> Option<&Served> {
+        self.served
+            .iter()
+            .find(|s| !s.environments.iter().any(|e| e == environment))
+    }
+
+    /// Why a layer of `kind` named `name` (any defaults file for
+    /// [`LayerKind::Defaults`]) is incomplete: its encrypted part is closed.
+    pub fn locked(&self, kind: LayerKind, name: &str) -> Option<&Problem> {
+        self.locked
+            .iter()
+            .find(|l| l.kind == kind && (kind == LayerKind::Defaults || l.name == name))
+            .map(|l| &l.problem)
+    }
 }
 
 /// Where a configuration is read from: its directory, then overlay directories of the
@@ -131,17 +187,78 @@ impl LoadedConfig {
 pub struct ConfigPaths<'a> {
     pub dir: &'a Path,
     pub overlays: &'a [PathBuf],
+    /// Directories besides the configuration's own that `${file:…}` may read
+    /// (`--allow-file-dir`).
+    pub file_dirs: &'a [PathBuf],
 }
 
 impl<'a> From<&'a Path> for ConfigPaths<'a> {
     fn from(dir: &'a Path) -> Self {
-        ConfigPaths { dir, overlays: &[] }
+        ConfigPaths {
+            dir,
+            overlays: &[],
+            file_dirs: &[],
+        }
     }
 }
 
 impl<'a> From<&'a PathBuf> for ConfigPaths<'a> {
     fn from(dir: &'a PathBuf) -> Self {
         ConfigPaths::from(dir.as_path())
+    }
+}
+
+/// What reading the files of one configuration carries from file to file.
+pub(super) struct Reading {
+    /// Where `${file:…}` may read.
+    pub roots: FileRoots,
+    /// The variables `${env:…}` references name.
+    pub names: BTreeSet<String>,
+    pub limits: Limits,
+    pub secrets: SecretFiles,
+}
+
+/// What the files of one configuration may still take: bytes, and values once parsed
+/// (aliases expanded). One budget for every file, so spreading input over many files
+/// gains nothing.
+#[derive(Debug, Default)]
+pub(super) struct Limits {
+    pub bytes: SizeBudget,
+    pub values: Budget,
+    /// The total size was reached (and reported, once).
+    pub full: bool,
+}
+
+impl Limits {
+    /// Take a file's text from the byte budget; past the total, the file is reported
+    /// (the first time) and left out.
+    pub fn admit(
+        &mut self,
+        path: &Path,
+        bytes: u64,
+        sources: &mut SourceMap,
+        problems: &mut Problems,
+    ) -> bool {
+        if !self.full && self.bytes.take(bytes) {
+            return true;
+        }
+        if !self.full {
+            self.full = true;
+            let file = sources.add(path, String::new());
+            problems.push(
+                Problem::error(
+                    "config::configuration-too-large",
+                    format!(
+                        "the configuration is larger than {} in total",
+                        size(MAX_TOTAL_BYTES)
+                    ),
+                )
+                .at(sources.get(file).origin(file, 0, 0))
+                .label("this file and the ones read after it are left out")
+                .help("a configuration holds settings, not data: move large values (dashboards, certificates) out of it, or split it into several configurations"),
+            );
+        }
+        false
     }
 }
 
@@ -174,14 +291,28 @@ pub fn load_layers_with(
         );
         return config;
     }
-    // Main files are parsed first (so they come first in the source map), overlays are
-    // loaded next, and only then are the main files interpolated: a reference an overlay
-    // replaces is never resolved.
-    let mut secrets = SecretFiles::new(root, env);
+    // Main files are parsed first (so they come first in the source map), then the
+    // overlays, then the encrypted parts.
+    let mut reading = Reading {
+        roots: FileRoots::new(
+            std::iter::once(root)
+                .chain(paths.overlays.iter().map(PathBuf::as_path))
+                .chain(paths.file_dirs.iter().map(PathBuf::as_path)),
+        ),
+        names: BTreeSet::new(),
+        limits: Limits::default(),
+        secrets: SecretFiles::new(root, env),
+    };
     let mut parsed = Vec::new();
     for kind in LayerKind::ALL {
         for path in yaml_files(&root.join(kind.directory()), problems) {
-            match parse_layer(kind, &path, &mut config.sources, problems) {
+            match parse_layer(
+                kind,
+                &path,
+                &mut config.sources,
+                &mut reading.limits,
+                problems,
+            ) {
                 Some(layer) => parsed.push((layer, path)),
                 None => config.broken.push((kind, file_stem(&path))),
             }
@@ -190,36 +321,24 @@ pub fn load_layers_with(
     let overlays = load_overlays(
         paths.overlays,
         &mut config.sources,
-        env,
-        &mut secrets,
+        &mut config.served,
+        &mut reading,
         problems,
     );
     for (mut layer, path) in parsed {
-        let shadows: Vec<&Node> = overlays
-            .iter()
-            .filter(|o| {
-                o.kind == layer.kind && (o.kind == LayerKind::Defaults || o.name == layer.name)
-            })
-            .map(|o| &o.node)
-            .collect();
-        finish_layer(
-            &mut layer,
-            &path,
-            &config.sources,
-            env,
-            &mut secrets,
-            &shadows,
-            problems,
-        );
+        finish_layer(&mut layer, &path, &config.sources, &mut reading, problems);
         add_layer(&mut config, layer);
     }
     // Encrypted parts belong to their main layer: they merge before any overlay, so an
     // overlay (the lab's, say) always has the last word over endpoints and tokens.
-    load_encrypted_layers(&mut config, env, &mut secrets, problems);
+    load_encrypted_layers(&mut config, &mut reading, problems);
     for overlay in overlays {
         add_layer(&mut config, overlay);
     }
-    config.secrets = secrets.found;
+    config.secrets = std::mem::take(&mut reading.secrets.found);
+    config.references = ReferenceContext::new(reading.names, env, reading.roots, reading.secrets);
+    check_names(&config, problems);
+    check_environments_list_clusters(&config, problems);
     if config.environments.is_empty() && !problems.has_errors() {
         problems.push(
             Problem::error(
@@ -230,6 +349,73 @@ pub fn load_layers_with(
         );
     }
     config
+}
+
+/// Environment and cluster names are file names, and become Kubernetes namespaces,
+/// hostnames and state files: each must be a DNS label (RFC 1123), or the plan fails
+/// later with no place to point at.
+fn check_names(config: &LoadedConfig, problems: &mut Problems) {
+    let named = config.environments.values().chain(config.clusters.values());
+    for layer in named {
+        if is_dns_label(&layer.name) {
+            continue;
+        }
+        let file = config.sources.path(layer.file).display().to_string();
+        problems.push(
+            Problem::error(
+                "config::invalid-name",
+                format!(
+                    "{} name `{}` is not a DNS label",
+                    layer.kind.noun(),
+                    layer.name
+                ),
+            )
+            .at(config.sources.get(layer.file).origin(layer.file, 0, 0))
+            .label("the file's name is the name")
+            .help(format!(
+                "rename `{file}`: lower-case letters, digits and '-', starting and ending with a letter or digit, at most 63 characters (it names Kubernetes namespaces, hostnames and state)"
+            )),
+        );
+    }
+}
+
+/// A DNS label (RFC 1123): `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
+pub fn is_dns_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+/// An environment file without `clusters:` (an empty file, say) ran no clusters, and
+/// the next plan proposed destroying everything it had. Running none must be said:
+/// `clusters: []`.
+fn check_environments_list_clusters(config: &LoadedConfig, problems: &mut Problems) {
+    for (name, layer) in &config.environments {
+        let refused = layer
+            .unchecked
+            .iter()
+            .any(|p| p.segments().first() == Some(&super::node::Segment::Key("clusters".into())));
+        if layer.node.get("clusters").is_some()
+            || refused
+            || config.locked(LayerKind::Environment, name).is_some()
+        {
+            continue;
+        }
+        let empty = layer.node.is_null();
+        problems.push(
+            Problem::error(
+                "config::no-clusters",
+                format!("environment `{name}` does not say which clusters it runs"),
+            )
+            .at(config.sources.get(layer.file).origin(layer.file, 0, 0))
+            .label(if empty { "empty file" } else { "no `clusters:`" })
+            .help("list them, e.g. `clusters: [workload]`; write `clusters: []` for an environment that runs none (the next apply destroys what it has)"),
+        );
+    }
 }
 
 /// The plain layer files of a directory (encrypted `*.age.yaml` parts are loaded apart).
@@ -286,8 +472,14 @@ fn add_layer(config: &mut LoadedConfig, layer: Layer) {
     match named.get_mut(&layer.name) {
         // An empty part (an encrypted file or overlay with no settings) changes nothing.
         Some(_) if layer.node.is_null() => {}
-        Some(existing) if existing.node.is_null() => existing.node = layer.node,
-        Some(existing) => merge(&mut existing.node, &layer.node),
+        Some(existing) => {
+            if existing.node.is_null() {
+                existing.node = layer.node;
+            } else {
+                merge(&mut existing.node, &layer.node);
+            }
+            existing.unchecked.extend(layer.unchecked);
+        }
         None => {
             named.insert(layer.name.clone(), layer);
         }
@@ -299,8 +491,8 @@ fn add_layer(config: &mut LoadedConfig, layer: Layer) {
 fn load_overlays(
     overlays: &[PathBuf],
     sources: &mut SourceMap,
-    env: &dyn Variables,
-    secrets: &mut SecretFiles<'_>,
+    served: &mut Vec<Served>,
+    reading: &mut Reading,
     problems: &mut Problems,
 ) -> Vec<Layer> {
     let mut layers = Vec::new();
@@ -315,10 +507,15 @@ fn load_overlays(
             );
             continue;
         }
+        if let Some(limit) = read_served(dir, sources, reading, problems) {
+            served.push(limit);
+        }
         for kind in LayerKind::ALL {
             for path in yaml_files(&dir.join(kind.directory()), problems) {
-                if let Some(mut layer) = parse_layer(kind, &path, sources, problems) {
-                    finish_layer(&mut layer, &path, sources, env, secrets, &[], problems);
+                if let Some(mut layer) =
+                    parse_layer(kind, &path, sources, &mut reading.limits, problems)
+                {
+                    finish_layer(&mut layer, &path, sources, reading, problems);
                     layers.push(layer);
                 }
             }
@@ -327,98 +524,149 @@ fn load_overlays(
     layers
 }
 
-/// The origins of every value of `base` that `overlay` replaces when merged onto it.
-fn shadowed_origins(base: &Node, overlay: &Node, out: &mut HashSet<crate::diag::Origin>) {
-    match (&base.value, &overlay.value) {
-        (Value::Map(base_map), Value::Map(overlay_map)) => {
-            for (key, entry) in overlay_map {
-                if let Some(existing) = base_map.get(key) {
-                    shadowed_origins(&existing.node, &entry.node, out);
-                }
-            }
-        }
-        (Value::List(base_items), Value::List(overlay_items))
-            if !overlay_items.is_empty()
-                && is_named_list(base_items)
-                && is_named_list(overlay_items) =>
+/// An overlay's [`OVERLAY_FILE`], when it has one: `environments: [names]`.
+fn read_served(
+    dir: &Path,
+    sources: &mut SourceMap,
+    reading: &mut Reading,
+    problems: &mut Problems,
+) -> Option<Served> {
+    let path = dir.join(OVERLAY_FILE);
+    if !path.exists() {
+        return None;
+    }
+    let bytes = match read_bounded(&path, MAX_FILE_BYTES) {
+        Ok(bytes)
+            if reading
+                .limits
+                .admit(&path, bytes.len() as u64, sources, problems) =>
         {
-            for item in overlay_items {
-                let name = item_name(item);
-                if let Some(existing) = base_items.iter().find(|b| item_name(b) == name) {
-                    shadowed_origins(existing, item, out);
-                }
-            }
+            bytes
         }
-        _ => all_origins(base, out),
+        Ok(_) => return None,
+        Err(error) => {
+            let file = sources.add(&path, String::new());
+            problems.push(unreadable(&path, &error).at(sources.get(file).origin(file, 0, 0)));
+            return None;
+        }
+    };
+    let file = sources.add(&path, String::from_utf8_lossy(&bytes).into_owned());
+    let node = match parse_within(file, sources.get(file), &mut reading.limits.values) {
+        Ok(node) => node,
+        Err(problem) => {
+            if reading.limits.values.worth_reporting(&problem) {
+                problems.push(problem);
+            }
+            return None;
+        }
+    };
+    let list = node.get("environments").and_then(Node::as_list);
+    let environments: Option<Vec<String>> = list.and_then(|items| {
+        items
+            .iter()
+            .map(|i| i.as_str().map(str::to_string))
+            .collect()
+    });
+    match environments {
+        Some(environments) if node.as_map().is_some_and(|m| m.len() == 1) => Some(Served {
+            origin: node
+                .as_map()
+                .and_then(|m| m.get("environments"))
+                .map_or(node.origin, |e| e.key_origin),
+            overlay: dir.to_path_buf(),
+            environments,
+        }),
+        _ => {
+            problems.push(
+                Problem::error(
+                    "config::invalid-overlay",
+                    format!("`{}` does not say which environments the overlay is for", path.display()),
+                )
+                .at(node.origin)
+                .label("expected `environments: [names]` only")
+                .help("write `environments: [dev]`, or remove the file to let the overlay apply to every environment"),
+            );
+            // Refuse every environment rather than apply to all by mistake.
+            Some(Served {
+                origin: node.origin,
+                overlay: dir.to_path_buf(),
+                environments: Vec::new(),
+            })
+        }
     }
 }
 
-fn all_origins(node: &Node, out: &mut HashSet<crate::diag::Origin>) {
-    out.insert(node.origin);
-    match &node.value {
-        Value::List(items) => items.iter().for_each(|i| all_origins(i, out)),
-        Value::Map(map) => map.values().for_each(|e| all_origins(&e.node, out)),
-        _ => {}
-    }
-}
-
-/// Interpolate and check a parsed layer. Interpolation problems at values one of
-/// `shadows` replaces are dropped: those values are never used.
-fn finish_layer(
+/// Check a parsed layer: its references (not resolved here), its format, its names.
+/// Values the format refuses are reported and left out, so the rest of the layer is
+/// still checked (and composed, and resolved) in the same run.
+pub(super) fn finish_layer(
     layer: &mut Layer,
     path: &Path,
     sources: &SourceMap,
-    env: &dyn Variables,
-    secrets: &mut SecretFiles<'_>,
-    shadows: &[&Node],
+    reading: &mut Reading,
     problems: &mut Problems,
 ) {
     let base_dir = path.parent().unwrap_or(Path::new("."));
-    let mut found = Problems::new();
-    interpolate_with_secrets(&mut layer.node, base_dir, env, secrets, &mut found);
-    let mut unused = HashSet::new();
-    for shadow in shadows {
-        shadowed_origins(&layer.node, shadow, &mut unused);
-    }
-    for problem in found {
-        if !problem.origin.is_some_and(|o| unused.contains(&o)) {
-            problems.push(problem);
-        }
-    }
-    check_layer(
+    check_references(
+        &layer.node,
+        base_dir,
+        &reading.roots,
+        &mut reading.names,
+        problems,
+    );
+    let mut refused = check_layer(
         layer.kind,
         &layer.node,
         &sources.get(layer.file).text,
         problems,
     );
-    check_duplicate_names(&layer.node, problems);
+    if layer.kind == LayerKind::Template
+        && let Some(entry) = layer.node.as_map().and_then(|m| m.get("template"))
+    {
+        // The template is chosen by defaults, environments and clusters; one named
+        // here was silently ignored.
+        problems.push(
+            Problem::error(
+                "config::template-in-template",
+                format!("template `{}` cannot choose a template", layer.name),
+            )
+            .at(entry.key_origin)
+            .label("ignored: templates do not nest")
+            .help("set `template:` in defaults/, an environment or a cluster file; copy the settings this template should share into it"),
+        );
+        refused.remove.push(KeyPath::root().key("template"));
+    }
+    // A second item of the same name would merge into the first; it is left out.
+    for duplicate in check_duplicate_names(&layer.node, problems) {
+        refused.unchecked.push(duplicate.up_to_first_index());
+        refused.remove.push(duplicate);
+    }
+    layer.node.remove_paths(&refused.remove);
+    layer.unchecked.extend(refused.unchecked);
 }
 
-/// Read and parse one file (no interpolation yet).
+/// Read and parse one file (nothing checked yet).
 fn parse_layer(
     kind: LayerKind,
     path: &Path,
     sources: &mut SourceMap,
+    limits: &mut Limits,
     problems: &mut Problems,
 ) -> Option<Layer> {
     let name = file_stem(path);
-    let bytes = match std::fs::read(path) {
+    let bytes = match read_bounded(path, MAX_FILE_BYTES) {
         Ok(bytes) => bytes,
         Err(error) => {
             // Keep the path in the source map (with no text) so the problem still names
             // its file in `validate --json` and in the rendered report.
             let file = sources.add(path, String::new());
-            problems.push(
-                Problem::error(
-                    "config::unreadable",
-                    format!("cannot read `{}`: {error}", path.display()),
-                )
-                .at(sources.get(file).origin(file, 0, 0))
-                .help("check that it is a readable file (permissions, not a directory)"),
-            );
+            problems.push(unreadable(path, &error).at(sources.get(file).origin(file, 0, 0)));
             return None;
         }
     };
+    if !limits.admit(path, bytes.len() as u64, sources, problems) {
+        return None;
+    }
     let text = match String::from_utf8(bytes) {
         Ok(text) => text,
         Err(error) => {
@@ -445,21 +693,41 @@ fn parse_layer(
         }
     };
     let file = sources.add(path, text);
-    parse_source(kind, name, file, sources, problems)
+    parse_source(kind, name, file, sources, &mut limits.values, problems)
+}
+
+/// Why a layer file could not be read, as a problem (to be placed at the file).
+pub(super) fn unreadable(path: &Path, error: &ReadError) -> Problem {
+    match error {
+        ReadError::TooLarge(limit) => Problem::error(
+            "config::file-too-large",
+            format!("`{}` is larger than {}", path.display(), size(*limit)),
+        )
+        .label("not read")
+        .help("a configuration file holds settings, not data: move large values (dashboards, certificates) out of it, or split it"),
+        ReadError::NotAFile(_) | ReadError::Io(_) => Problem::error(
+            "config::unreadable",
+            format!("cannot read `{}`: {error}", path.display()),
+        )
+        .help("check that it is a readable file (permissions, not a directory, a FIFO or a device)"),
+    }
 }
 
 /// Parse a file already in the source map; its top level must be a mapping.
-fn parse_source(
+pub(super) fn parse_source(
     kind: LayerKind,
     name: String,
     file: FileId,
     sources: &SourceMap,
+    values: &mut Budget,
     problems: &mut Problems,
 ) -> Option<Layer> {
-    let node = match parse_file(file, sources.get(file)) {
+    let node = match parse_within(file, sources.get(file), values) {
         Ok(node) => node,
         Err(problem) => {
-            problems.push(problem);
+            if values.worth_reporting(&problem) {
+                problems.push(problem);
+            }
             return None;
         }
     };
@@ -480,6 +748,7 @@ fn parse_source(
         name,
         file,
         node,
+        unchecked: Vec::new(),
     })
 }
 
@@ -491,12 +760,24 @@ fn file_stem(path: &Path) -> String {
 }
 
 /// Two items with the same `name` in one list of one file would silently merge into one;
-/// say so instead.
-pub(super) fn check_duplicate_names(node: &Node, problems: &mut Problems) {
+/// say so instead. Returns the paths of the later items.
+pub(super) fn check_duplicate_names(node: &Node, problems: &mut Problems) -> Vec<KeyPath> {
+    let mut duplicates = Vec::new();
+    find_duplicate_names(node, &mut KeyPath::root(), &mut duplicates, problems);
+    duplicates
+}
+
+fn find_duplicate_names(
+    node: &Node,
+    path: &mut KeyPath,
+    duplicates: &mut Vec<KeyPath>,
+    problems: &mut Problems,
+) {
     match &node.value {
         Value::List(items) => {
             let mut seen: IndexMap<&str, &Node> = IndexMap::new();
-            for item in items {
+            for (i, item) in items.iter().enumerate() {
+                path.push(super::node::Segment::Index(i));
                 if let Some(name) = item_name(item)
                     && let Some(first) = seen.insert(name, item)
                 {
@@ -507,13 +788,17 @@ pub(super) fn check_duplicate_names(node: &Node, problems: &mut Problems) {
                                 .label(format!("`{name}` is already used on line {}", first.origin.line))
                                 .help("give each item its own name; items with the same name merge across layers, not within one list"),
                         );
+                    duplicates.push(path.clone());
                 }
-                check_duplicate_names(item, problems);
+                find_duplicate_names(item, path, duplicates, problems);
+                path.pop();
             }
         }
         Value::Map(map) => {
-            for entry in map.values() {
-                check_duplicate_names(&entry.node, problems);
+            for (key, entry) in map {
+                path.push(super::node::Segment::Key(key.clone()));
+                find_duplicate_names(&entry.node, path, duplicates, problems);
+                path.pop();
             }
         }
         _ => {}
@@ -580,7 +865,10 @@ mod tests {
             .encrypt(b"gitops:\n  revision: from-the-secret-part\n")
             .unwrap();
         std::fs::write(environments.join("dev.age.yaml"), &sealed).unwrap();
-        std::fs::write(environments.join("edge.age.yaml"), &sealed).unwrap();
+        let sealed_alone = encryption
+            .encrypt(b"clusters: []\ngitops:\n  revision: from-the-secret-part\n")
+            .unwrap();
+        std::fs::write(environments.join("edge.age.yaml"), &sealed_alone).unwrap();
         let mut problems = Problems::new();
         let config = load_layers(dir.path(), &Key(key), &mut problems);
         assert!(problems.is_empty(), "{problems:?}");
@@ -656,6 +944,7 @@ mod tests {
             ConfigPaths {
                 dir: main.path(),
                 overlays: &overlays,
+                file_dirs: &[],
             },
             &Key(key),
             &mut problems,
@@ -705,6 +994,7 @@ mod tests {
             ConfigPaths {
                 dir: main.path(),
                 overlays: &overlays,
+                file_dirs: &[],
             },
             &NoVariables,
             &mut problems,
@@ -731,6 +1021,33 @@ mod tests {
         assert!(config.environments.contains_key("qa"));
     }
 
+    /// The messages of composing `selection` of a tree (with overlays), references
+    /// resolved or deferred.
+    fn compose_messages(
+        main: &Path,
+        overlays: &[PathBuf],
+        selection: &crate::config::Selection,
+        references: crate::config::References,
+    ) -> Vec<String> {
+        let mut problems = Problems::new();
+        let layers = load_layers_with(
+            ConfigPaths {
+                dir: main,
+                overlays,
+                file_dirs: &[],
+            },
+            &NoVariables,
+            &mut problems,
+        );
+        crate::config::compose_config(
+            std::sync::Arc::new(layers),
+            selection,
+            references,
+            &mut problems,
+        );
+        problems.into_iter().map(|p| p.message).collect()
+    }
+
     #[test]
     fn a_reference_an_overlay_replaces_is_never_resolved() {
         let main = tree(&[
@@ -738,22 +1055,71 @@ mod tests {
                 "defaults/proxmox.yaml",
                 "proxmox: {token: '${env:PROXMOX_TOKEN}', storage: '${env:STORAGE}'}\n",
             ),
-            ("environments/dev.yaml", "clusters: []\n"),
+            ("environments/dev.yaml", "clusters: [c]\n"),
+            ("clusters/c.yaml", "role: edge\n"),
         ]);
         let overlay = tree(&[("defaults/lab.yaml", "proxmox: {token: 'root@pam!lab=x'}\n")]);
-        let overlays = [overlay.path().to_path_buf()];
-        let mut problems = Problems::new();
-        load_layers_with(
-            ConfigPaths {
-                dir: main.path(),
-                overlays: &overlays,
-            },
-            &NoVariables,
-            &mut problems,
+        let messages = compose_messages(
+            main.path(),
+            &[overlay.path().to_path_buf()],
+            &Default::default(),
+            crate::config::References::Resolve,
         );
         // The token is replaced: only the storage's variable is missing.
-        let messages: Vec<String> = problems.into_iter().map(|p| p.message).collect();
         assert_eq!(messages, ["environment variable `STORAGE` is not set"]);
+    }
+
+    #[test]
+    fn only_the_selected_environments_references_are_resolved() {
+        let main = tree(&[
+            ("environments/dev.yaml", "clusters: [c]\n"),
+            (
+                "environments/prod.yaml",
+                "clusters: [c]\nproxmox: {token: '${env:PROD_TOKEN}'}\n",
+            ),
+            ("clusters/c.yaml", "role: edge\n"),
+        ]);
+        let dev = crate::config::Selection {
+            environment: Some("dev".into()),
+            cluster: None,
+        };
+        let resolve = crate::config::References::Resolve;
+        assert!(compose_messages(main.path(), &[], &dev, resolve).is_empty());
+        assert_eq!(
+            compose_messages(main.path(), &[], &Default::default(), resolve),
+            ["environment variable `PROD_TOKEN` is not set"]
+        );
+        // Deferred (validate), nothing is read at all.
+        let defer = crate::config::References::Defer;
+        assert!(compose_messages(main.path(), &[], &Default::default(), defer).is_empty());
+    }
+
+    #[test]
+    fn an_encrypted_part_without_its_key_is_needed_only_by_the_pairs_that_use_it() {
+        let (_, encryption) = age_key();
+        let main = tree(&[
+            ("environments/dev.yaml", "clusters: [c]\n"),
+            ("environments/prod.yaml", "clusters: [c]\n"),
+            ("clusters/c.yaml", "role: edge\n"),
+        ]);
+        std::fs::write(
+            main.path().join("environments/prod.age.yaml"),
+            encryption
+                .encrypt(b"proxmox: {token: 'root@pam!x=y'}\n")
+                .unwrap(),
+        )
+        .unwrap();
+        let selection = |env: &str| crate::config::Selection {
+            environment: Some(env.into()),
+            cluster: None,
+        };
+        let resolve = crate::config::References::Resolve;
+        assert!(compose_messages(main.path(), &[], &selection("dev"), resolve).is_empty());
+        let prod = compose_messages(main.path(), &[], &selection("prod"), resolve);
+        assert_eq!(prod.len(), 1, "{prod:?}");
+        assert!(prod[0].contains("no age identity is set"), "{prod:?}");
+        let defer = crate::config::References::Defer;
+        assert!(compose_messages(main.path(), &[], &Default::default(), defer).is_empty());
     }
 
     #[test]
@@ -765,6 +1131,7 @@ mod tests {
             ConfigPaths {
                 dir: main.path(),
                 overlays: &overlays,
+                file_dirs: &[],
             },
             &NoVariables,
             &mut problems,

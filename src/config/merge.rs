@@ -33,11 +33,22 @@ pub fn merge(base: &mut Node, overlay: &Node) {
                 && is_named_list(base_items)
                 && is_named_list(overlay_items) =>
         {
+            // Items by name, found once: a search per overlay item made merging two
+            // long lists quadratic.
+            let mut by_name: std::collections::HashMap<String, usize> = base_items
+                .iter()
+                .enumerate()
+                .rev()
+                .filter_map(|(i, b)| item_name(b).map(|name| (name.to_string(), i)))
+                .collect();
             for item in overlay_items {
-                let name = item_name(item);
-                match base_items.iter_mut().find(|b| item_name(b) == name) {
-                    Some(existing) => merge(existing, item),
-                    None => base_items.push(item.clone()),
+                let name = item_name(item).unwrap_or_default();
+                match by_name.get(name) {
+                    Some(&index) => merge(&mut base_items[index], item),
+                    None => {
+                        by_name.insert(name.to_string(), base_items.len());
+                        base_items.push(item.clone());
+                    }
                 }
             }
             base.origin = overlay.origin;

@@ -10,6 +10,7 @@ pub mod de;
 pub mod effective;
 pub mod interpolate;
 pub mod layers;
+pub mod limits;
 pub mod merge;
 pub mod node;
 pub mod raw;
@@ -21,7 +22,7 @@ pub mod show;
 pub mod yaml;
 
 pub use effective::{EffectiveConfig, Selection};
-pub use interpolate::{ProcessVariables, Variables};
+pub use interpolate::{ProcessVariables, References, Variables};
 pub use layers::{ConfigPaths, LayerKind, LoadedConfig};
 pub use node::{KeyPath, Node};
 
@@ -33,6 +34,9 @@ use crate::diag::Problems;
 pub struct Configuration {
     pub layers: std::sync::Arc<LoadedConfig>,
     pub effective: Vec<EffectiveConfig>,
+    /// Every secret value of this selection (encrypted layers and the references its
+    /// pairs resolved), and where it sits.
+    pub secrets: secrets::SecretValues,
 }
 
 impl Configuration {
@@ -41,8 +45,9 @@ impl Configuration {
     }
 }
 
-/// Load and compose. Problems (including warnings) are returned alongside whatever could
-/// be read, so a caller can report them all at once.
+/// Load and compose, resolving the selection's references. Problems (including
+/// warnings) are returned alongside whatever could be read, so a caller can report
+/// them all at once.
 pub fn load_config<'a>(
     paths: impl Into<ConfigPaths<'a>>,
     selection: &Selection,
@@ -50,18 +55,30 @@ pub fn load_config<'a>(
 ) -> (Configuration, Problems) {
     let mut problems = Problems::new();
     let layers = layers::load_layers_with(paths.into(), env, &mut problems);
-    let configuration = compose_config(std::sync::Arc::new(layers), selection, &mut problems);
+    let configuration = compose_config(
+        std::sync::Arc::new(layers),
+        selection,
+        References::Resolve,
+        &mut problems,
+    );
     (configuration, problems)
 }
 
-/// Compose `selection` from layers already read (no file is read again); the problems
-/// found are added to `problems`, values from age files masked in all of them.
+/// Compose `selection` from layers already read (no layer file is read again), its
+/// references resolved or deferred; the problems found are added to `problems`,
+/// secret values masked in all of them.
 pub fn compose_config(
     layers: std::sync::Arc<LoadedConfig>,
     selection: &Selection,
+    references: References,
     problems: &mut Problems,
 ) -> Configuration {
-    let effective = effective::compose(&layers, selection, problems);
-    layers.secrets.redact_problems(problems);
-    Configuration { layers, effective }
+    let mut secrets = layers.secrets.clone();
+    let effective = effective::compose(&layers, selection, references, &mut secrets, problems);
+    secrets.redact_problems(problems);
+    Configuration {
+        layers,
+        effective,
+        secrets,
+    }
 }

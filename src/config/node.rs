@@ -37,7 +37,7 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct KeyPath(Vec<Segment>);
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Segment {
     Key(String),
     Index(usize),
@@ -91,6 +91,27 @@ impl KeyPath {
 
     pub fn push(&mut self, segment: Segment) {
         self.0.push(segment);
+    }
+
+    pub fn pop(&mut self) -> Option<Segment> {
+        self.0.pop()
+    }
+
+    /// Whether `self` is `other` or lies below it.
+    pub fn starts_with(&self, other: &KeyPath) -> bool {
+        self.0.starts_with(&other.0)
+    }
+
+    /// The path cut before its first list index: a list's items are matched by name or
+    /// position only after merging, so a place inside one is known by its list.
+    pub fn up_to_first_index(&self) -> KeyPath {
+        KeyPath(
+            self.0
+                .iter()
+                .take_while(|s| matches!(s, Segment::Key(_)))
+                .cloned()
+                .collect(),
+        )
     }
 
     pub fn is_root(&self) -> bool {
@@ -207,6 +228,31 @@ impl Node {
         }
     }
 
+    /// How many values the tree holds, itself included.
+    pub fn count_values(&self) -> usize {
+        1 + match &self.value {
+            Value::List(items) => items.iter().map(Node::count_values).sum(),
+            Value::Map(map) => map.values().map(|e| e.node.count_values()).sum(),
+            _ => 0,
+        }
+    }
+
+    /// Remove the values at `paths` (paths into the tree as it is before any removal;
+    /// a later item of a list goes before an earlier one, so indices stay right). The
+    /// root path empties the tree.
+    pub fn remove_paths(&mut self, paths: &[KeyPath]) {
+        let mut paths: Vec<&KeyPath> = paths.iter().collect();
+        paths.sort_by(|a, b| b.0.cmp(&a.0));
+        paths.dedup();
+        for path in paths {
+            if path.is_root() {
+                self.value = Value::Map(Map::new());
+            } else {
+                remove_at(self, &path.0);
+            }
+        }
+    }
+
     /// A short description of the value's kind for "expected X, found Y" messages.
     pub fn kind_name(&self) -> &'static str {
         match self.value {
@@ -242,9 +288,52 @@ impl Node {
     }
 }
 
+fn remove_at(node: &mut Node, path: &[Segment]) {
+    match path {
+        [] => {}
+        [last] => match (last, &mut node.value) {
+            (Segment::Key(key), Value::Map(map)) => {
+                map.shift_remove(key);
+            }
+            (Segment::Index(i), Value::List(items)) if *i < items.len() => {
+                items.remove(*i);
+            }
+            _ => {}
+        },
+        [first, rest @ ..] => {
+            let next = match (first, &mut node.value) {
+                (Segment::Key(key), Value::Map(map)) => map.get_mut(key).map(|e| &mut e.node),
+                (Segment::Index(i), Value::List(items)) => items.get_mut(*i),
+                _ => None,
+            };
+            if let Some(next) = next {
+                remove_at(next, rest);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn removing_paths_keeps_the_other_indices_right() {
+        let mut sources = crate::diag::SourceMap::new();
+        let id = sources.add("f.yaml", "a: [0, 1, 2, 3]\nb: {c: 1, d: 2}\n".to_string());
+        let mut node = crate::config::yaml::parse_file(id, sources.get(id)).unwrap();
+        node.remove_paths(&[
+            KeyPath::parse("a[1]"),
+            KeyPath::parse("a[3]"),
+            KeyPath::parse("b.c"),
+            KeyPath::parse("b.missing"),
+            KeyPath::parse("a[9]"),
+        ]);
+        assert_eq!(
+            node.to_json(),
+            serde_json::json!({"a": [0, 2], "b": {"d": 2}})
+        );
+    }
 
     #[test]
     fn key_paths_parse_and_print_canonically() {

@@ -131,11 +131,28 @@ fn compiled(kind: LayerKind) -> &'static Compiled {
         .expect("every layer kind has a schema")
 }
 
+/// What the schema refused in one file: the values to leave out (each reported), and
+/// the paths whose checks to skip later (a value left out, the key a misspelt one
+/// meant), so one mistake is reported once.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Refused {
+    pub remove: Vec<KeyPath>,
+    pub unchecked: Vec<KeyPath>,
+}
+
+impl Refused {
+    fn value(&mut self, path: &KeyPath) {
+        self.remove.push(path.clone());
+        self.unchecked.push(path.up_to_first_index());
+    }
+}
+
 /// Check one file's tree against its kind's schema; every violation becomes a problem.
 /// `text` is the file's text, quoted in hints (`1.10` as written, not as the number 1.1).
-pub fn check_layer(kind: LayerKind, root: &Node, text: &str, problems: &mut Problems) {
+pub fn check_layer(kind: LayerKind, root: &Node, text: &str, problems: &mut Problems) -> Refused {
+    let mut refused = Refused::default();
     if root.is_null() {
-        return;
+        return refused;
     }
     let compiled = compiled(kind);
     let mut instance = root.to_json();
@@ -152,8 +169,15 @@ pub fn check_layer(kind: LayerKind, root: &Node, text: &str, problems: &mut Prob
                     .map(|p| p.keys().map(String::as_str).collect())
                     .unwrap_or_default();
                 for key in unexpected {
+                    refused.remove.push(path.key(key));
+                    // The key it was meant to be is reported as this key, not again
+                    // as missing.
+                    if let Some(meant) = did_you_mean(key, allowed.iter().copied()) {
+                        refused.unchecked.push(path.key(meant).up_to_first_index());
+                    }
                     problems.push(unknown_key(root, &path, key, &allowed));
                 }
+                continue;
             }
             ValidationErrorKind::Required { property } => {
                 let key = property.as_str().unwrap_or_default();
@@ -220,6 +244,94 @@ pub fn check_layer(kind: LayerKind, root: &Node, text: &str, problems: &mut Prob
                 );
             }
         }
+        refused.value(&path);
+    }
+    check_numbers(
+        root,
+        &mut KeyPath::root(),
+        compiled,
+        text,
+        &mut refused,
+        problems,
+    );
+    refused
+}
+
+/// Numbers JSON Schema cannot judge: the tree is validated as JSON, where a whole
+/// number too large for 64 bits is a float that still counts as an "integer" (so
+/// `count: 99999999999999999999` passed the schema and failed at the file's first line
+/// later), and infinity and NaN have no JSON form at all (they became null, silently).
+fn check_numbers(
+    node: &Node,
+    path: &mut KeyPath,
+    compiled: &Compiled,
+    text: &str,
+    refused: &mut Refused,
+    problems: &mut Problems,
+) {
+    match &node.value {
+        super::node::Value::Float(number) => {
+            let written = text
+                .get(node.origin.start..node.origin.start + node.origin.len)
+                .map(str::trim)
+                .filter(|w| !w.is_empty())
+                .map_or_else(|| number.to_string(), str::to_string);
+            let integer = schema_at(&compiled.schema, path).is_some_and(|schema| {
+                let types = describe_expected(schema);
+                types.contains("an integer") && !types.contains("a number")
+            });
+            let digits = written.strip_prefix(['-', '+']).unwrap_or(&written);
+            let problem = if !number.is_finite() {
+                Problem::error(
+                    "config::invalid-value",
+                    format!("`{written}` in `{path}` is not a finite number"),
+                )
+                .label("infinity or NaN")
+                .help("JSON, and so Kubernetes and Talos, has no infinity or NaN: write a number")
+            } else if integer && !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+                Problem::error(
+                    "config::invalid-value",
+                    format!("`{written}` in `{path}` is too large for a whole number"),
+                )
+                .label("out of range")
+                .help(format!("whole numbers go up to {}", i64::MAX))
+            } else if integer {
+                // Fractional numbers are the schema's; a whole one written as a float
+                // (`2.0`, `1e3`) is not.
+                Problem::error(
+                    "config::wrong-type",
+                    format!("wrong type for `{path}`: expected an integer, found a number"),
+                )
+                .label("expected an integer")
+                .help(format!(
+                    "write a whole number without a fraction or exponent, e.g. `{}`",
+                    if number.abs() < 1e15 {
+                        format!("{number:.0}")
+                    } else {
+                        "2".to_string()
+                    }
+                ))
+            } else {
+                return;
+            };
+            problems.push(problem.at(node.origin));
+            refused.value(path);
+        }
+        super::node::Value::List(items) => {
+            for (i, item) in items.iter().enumerate() {
+                path.push(Segment::Index(i));
+                check_numbers(item, path, compiled, text, refused, problems);
+                path.pop();
+            }
+        }
+        super::node::Value::Map(map) => {
+            for (key, entry) in map {
+                path.push(Segment::Key(key.clone()));
+                check_numbers(&entry.node, path, compiled, text, refused, problems);
+                path.pop();
+            }
+        }
+        _ => {}
     }
 }
 
@@ -403,6 +515,41 @@ mod tests {
         let mut problems = Problems::new();
         check_layer(kind, &node, text, &mut problems);
         problems.into_iter().collect()
+    }
+
+    #[test]
+    fn numbers_json_cannot_judge_are_reported_and_refused() {
+        let text = "control_plane: {count: 99999999999999999999, cpu: 2.0, memory: .inf}\nworkers: [{name: a, count: 1e3}]\nplatform: {cilium: {values: {x: 1.5, y: .nan}}}\n";
+        let mut sources = SourceMap::new();
+        let id = sources.add("f.yaml", text.to_string());
+        let node = crate::config::yaml::parse_file(id, sources.get(id)).unwrap();
+        let mut problems = Problems::new();
+        let refused = check_layer(LayerKind::Defaults, &node, text, &mut problems);
+        let messages: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "`99999999999999999999` in `control_plane.count` is too large for a whole number",
+                "wrong type for `control_plane.cpu`: expected an integer, found a number",
+                "`.inf` in `control_plane.memory` is not a finite number",
+                "wrong type for `workers[0].count`: expected an integer, found a number",
+                "`.nan` in `platform.cilium.values.y` is not a finite number",
+            ]
+        );
+        // Left out and skipped later; a list is known by its path, not an index.
+        assert!(refused.unchecked.contains(&KeyPath::parse("workers")));
+        assert!(refused.remove.contains(&KeyPath::parse("workers[0].count")));
+    }
+
+    #[test]
+    fn a_misspelt_key_leaves_out_the_key_it_meant() {
+        let mut sources = SourceMap::new();
+        let text = "proxmox:\n  storge: x\n";
+        let id = sources.add("f.yaml", text.to_string());
+        let node = crate::config::yaml::parse_file(id, sources.get(id)).unwrap();
+        let refused = check_layer(LayerKind::Defaults, &node, text, &mut Problems::new());
+        assert_eq!(refused.remove, [KeyPath::parse("proxmox.storge")]);
+        assert_eq!(refused.unchecked, [KeyPath::parse("proxmox.storage")]);
     }
 
     #[test]

@@ -107,23 +107,26 @@ const KEY_HELP: &str = "set INFRAFLUX_AGE_IDENTITY_FILE to an age identity file 
 
 /// The plaintext of an age-encrypted configuration file. `shown` names it in messages.
 pub fn decrypt_file(path: &Path, keys: &Encryption) -> Result<Sensitive<String>, Failure> {
+    use super::limits::{MAX_ENCRYPTED_FILE_BYTES, ReadError, read_bounded, size};
     let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|error| {
-        if error.kind() == std::io::ErrorKind::NotFound {
-            Failure {
+    let bytes = read_bounded(path, MAX_ENCRYPTED_FILE_BYTES).map_err(|error| match error {
+        ReadError::Io(error) if error.kind() == std::io::ErrorKind::NotFound => Failure {
                 code: "config::secret-file-missing",
                 message: format!("secret file `{shown}` not found"),
                 help: format!(
                     "create it with `infraflux secrets edit {shown}` (encrypted to INFRAFLUX_AGE_RECIPIENTS or a .age-recipients file), or fix the path: it is relative to the configuration directory"
                 ),
-            }
-        } else {
-            Failure {
-                code: "config::secret-file-unreadable",
-                message: format!("cannot read secret file `{shown}`: {error}"),
-                help: "check that it is a readable file".into(),
-            }
-        }
+        },
+        ReadError::TooLarge(limit) => Failure {
+            code: "config::file-too-large",
+            message: format!("secret file `{shown}` is larger than {}", size(limit)),
+            help: "a secret file holds a few values; keep large data out of the configuration".into(),
+        },
+        other => Failure {
+            code: "config::secret-file-unreadable",
+            message: format!("cannot read secret file `{shown}`: {other}"),
+            help: "check that it is a readable file".into(),
+        },
     })?;
     if !is_encrypted(&bytes) {
         return Err(Failure {
@@ -259,9 +262,18 @@ impl SecretValues {
         }
     }
 
-    /// Remember a value interpolated from `references` (`secrets/prod.yaml#a.b`).
+    /// Remember a value interpolated from `references` (`age: secrets/prod.yaml#a.b`,
+    /// `file: token`).
     pub fn add_reference(&mut self, origin: Origin, references: String) {
         self.references.insert(origin, references);
+    }
+
+    /// Add everything `other` knows.
+    pub fn extend(&mut self, other: &SecretValues) {
+        self.values.extend(&other.values);
+        self.files.extend(other.files.iter().copied());
+        self.references
+            .extend(other.references.iter().map(|(o, r)| (*o, r.clone())));
     }
 
     /// Whether the value at `origin` came from an age source.
@@ -302,39 +314,57 @@ impl SecretValues {
     }
 }
 
-/// Decrypts the secret files one load needs, each once, and collects what it read.
-pub struct SecretFiles<'a> {
+/// Decrypts the secret files a run needs, each once. The keys are taken from the
+/// variables when the configuration is read; nothing is decrypted until asked. Debug
+/// prints counts only (the documents are plaintext secrets).
+pub struct SecretFiles {
     root: PathBuf,
-    env: &'a dyn Variables,
-    keys: Option<Encryption>,
+    keys: Encryption,
     /// Parsed `${age:}` files by path.
     documents: HashMap<PathBuf, Result<Node, Failure>>,
+    /// Values of the encrypted layers read so far.
     pub found: SecretValues,
 }
 
-impl<'a> SecretFiles<'a> {
+impl fmt::Debug for SecretFiles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretFiles")
+            .field("root", &self.root)
+            .field("documents", &self.documents.len())
+            .field("found", &self.found)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for SecretFiles {
+    fn default() -> Self {
+        SecretFiles {
+            root: PathBuf::from("."),
+            keys: Encryption::default(),
+            documents: HashMap::new(),
+            found: SecretValues::default(),
+        }
+    }
+}
+
+impl SecretFiles {
     /// `root`: the configuration directory `${age:}` paths are relative to.
-    pub fn new(root: &Path, env: &'a dyn Variables) -> Self {
+    pub fn new(root: &Path, env: &dyn Variables) -> Self {
         SecretFiles {
             root: root.to_path_buf(),
-            env,
-            keys: None,
+            keys: decryption_keys(env),
             documents: HashMap::new(),
             found: SecretValues::default(),
         }
     }
 
-    fn keys(&mut self) -> &Encryption {
-        let env = self.env;
-        self.keys.get_or_insert_with(|| decryption_keys(env))
-    }
-
     /// An encrypted layer's plaintext.
-    pub fn decrypt_layer(&mut self, path: &Path) -> Result<Sensitive<String>, Failure> {
-        decrypt_file(path, self.keys())
+    pub fn decrypt_layer(&self, path: &Path) -> Result<Sensitive<String>, Failure> {
+        decrypt_file(path, &self.keys)
     }
 
-    /// The value of `file#key.path` (the body of `${age:…}`), as text.
+    /// The value of `file#key.path` (the body of `${age:…}`), as text: a secret the
+    /// caller records.
     pub fn lookup(&mut self, reference: &str) -> Result<String, Problem> {
         let Some((file, key)) = reference
             .split_once('#')
@@ -389,7 +419,6 @@ impl<'a> SecretFiles<'a> {
                 .help("point the key path at a string, number or boolean"));
             }
         };
-        self.found.add_value(&text);
         Ok(text)
     }
 }

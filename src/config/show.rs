@@ -32,7 +32,7 @@ pub fn render_yaml_masked(
     let mut lines: Vec<(String, Option<String>)> = Vec::new();
     let describe = |node: &Node| {
         sources.map(|s| match secrets.reference(node.origin) {
-            Some(reference) => format!("{} (age: {reference})", s.describe(node.origin)),
+            Some(reference) => format!("{} ({reference})", s.describe(node.origin)),
             None => s.describe(node.origin),
         })
     };
@@ -154,6 +154,10 @@ fn scalar(node: &Node) -> String {
 /// A string as YAML would need it written (quoted only when a plain scalar would be read
 /// back as something else).
 fn scalar_text(text: &str) -> String {
+    if crate::diag::printable(text) != text {
+        // Terminal escapes and bidi marks are written as YAML escapes, never raw.
+        return double_quoted(text);
+    }
     let rendered = serde_yaml::to_string(text).unwrap_or_else(|_| format!("{text:?}"));
     let rendered = rendered.trim_end();
     if rendered.contains('\n') {
@@ -164,10 +168,47 @@ fn scalar_text(text: &str) -> String {
     }
 }
 
+/// A YAML double-quoted scalar with every character a terminal would act on escaped
+/// (`\x1b` → `\u001B`); it reads back as the same string.
+fn double_quoted(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if crate::diag::printable(c.encode_utf8(&mut [0; 4])) != c.to_string() => {
+                out.push_str(&format!("\\u{:04X}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::yaml::parse_file;
+
+    #[test]
+    fn terminal_escapes_in_values_are_written_as_yaml_escapes() {
+        let text = "a: \"x\\e]0;owned\\ay\"\n\"k\\e[2J\": \"\\u202eb\\\"\\\\\"\n";
+        let mut sources = SourceMap::new();
+        let id = sources.add("t.yaml", text.to_string());
+        let node = parse_file(id, sources.get(id)).unwrap();
+        let rendered = render_yaml(&node, None);
+        assert!(
+            !rendered.chars().any(|c| c.is_control() && c != '\n'),
+            "{rendered:?}"
+        );
+        assert!(!rendered.contains('\u{202e}'), "{rendered:?}");
+        let id = sources.add("r.yaml", rendered.clone());
+        let reparsed = parse_file(id, sources.get(id)).unwrap();
+        assert_eq!(reparsed.to_json(), node.to_json(), "{rendered}");
+    }
 
     #[test]
     fn renders_block_yaml_that_reads_back_the_same() {
@@ -195,9 +236,12 @@ mod tests {
         let node = parse_file(id, sources.get(id)).unwrap();
         let mut secrets = SecretValues::default();
         let password = node.get("grafana").unwrap().get("adminPassword").unwrap();
-        secrets.add_reference(password.origin, "secrets/p.yaml#grafana.password".into());
+        secrets.add_reference(
+            password.origin,
+            "age: secrets/p.yaml#grafana.password".into(),
+        );
         let item = &node.get("list").unwrap().as_list().unwrap()[1];
-        secrets.add_reference(item.origin, "secrets/p.yaml#x".into());
+        secrets.add_reference(item.origin, "file: p.token".into());
         let rendered = render_yaml_masked(&node, Some(&sources), &secrets);
         assert!(!rendered.contains("s3cret"), "{rendered}");
         assert!(

@@ -5,9 +5,11 @@
 //! the files held by the [`SourceMap`]), so the model itself never carries spans: the
 //! loader keeps them on the YAML tree and stages look them up by key path when they report.
 
+mod printable;
 mod render;
 mod source;
 
+pub use printable::{printable, printable_same_length};
 pub use render::{ProblemsReport, render_problems};
 pub use source::{FileId, Origin, SourceFile, SourceMap};
 

@@ -23,6 +23,10 @@ pub struct SourceFile {
     pub path: PathBuf,
     pub text: Arc<str>,
     line_starts: Vec<usize>,
+    /// Where characters and bytes differ (text that is not ASCII), how to convert
+    /// between them without walking a line from its start: the parser reports a
+    /// position for every value, and a walk per value made long lines quadratic.
+    characters: Option<CharacterIndex>,
     /// Decrypted from an age file (`*.age.yaml`): diagnostics name its lines but never
     /// quote its text.
     pub secret: bool,
@@ -39,15 +43,70 @@ impl std::fmt::Debug for SourceFile {
     }
 }
 
+/// Character ↔ byte conversion for text that is not ASCII: the byte offset of every
+/// [`CharacterIndex::STEP`]th character, and the character index of every line start.
+struct CharacterIndex {
+    marks: Vec<usize>,
+    line_start_chars: Vec<usize>,
+}
+
+impl CharacterIndex {
+    const STEP: usize = 64;
+
+    fn new(text: &str) -> Self {
+        let mut marks = Vec::with_capacity(text.len() / Self::STEP + 1);
+        let mut line_start_chars = vec![0];
+        for (count, (byte, character)) in text.char_indices().enumerate() {
+            if count % Self::STEP == 0 {
+                marks.push(byte);
+            }
+            if character == '\n' {
+                line_start_chars.push(count + 1);
+            }
+        }
+        CharacterIndex {
+            marks,
+            line_start_chars,
+        }
+    }
+
+    /// The byte offset of the character at `index` (the text's length past its end).
+    fn byte_of(&self, text: &str, index: usize) -> usize {
+        let Some(&mark) = self.marks.get(index / Self::STEP) else {
+            return text.len();
+        };
+        text[mark..]
+            .char_indices()
+            .nth(index % Self::STEP)
+            .map_or(text.len(), |(i, _)| mark + i)
+    }
+
+    /// The index of the character that starts at or contains byte `offset`.
+    fn char_of(&self, text: &str, offset: usize) -> usize {
+        let block = self
+            .marks
+            .partition_point(|&b| b <= offset)
+            .saturating_sub(1);
+        let mark = self.marks.get(block).copied().unwrap_or(0);
+        let within = text[mark..]
+            .char_indices()
+            .take_while(|(i, _)| mark + i < offset)
+            .count();
+        block * Self::STEP + within
+    }
+}
+
 impl SourceFile {
     fn new(path: PathBuf, text: String) -> Self {
         let line_starts = std::iter::once(0)
             .chain(text.match_indices('\n').map(|(i, _)| i + 1))
             .collect();
+        let characters = (!text.is_ascii()).then(|| CharacterIndex::new(&text));
         SourceFile {
             path,
             text: text.into(),
             line_starts,
+            characters,
             secret: false,
         }
     }
@@ -56,25 +115,27 @@ impl SourceFile {
     /// file. YAML parsers count characters; miette wants bytes.
     pub fn byte_offset(&self, line: usize, char_column: usize) -> usize {
         let line_index = line.saturating_sub(1).min(self.line_starts.len() - 1);
-        let line_start = self.line_starts[line_index];
-        let rest = &self.text[line_start..];
-        rest.char_indices()
-            .nth(char_column)
-            .map(|(i, _)| line_start + i)
-            .unwrap_or(self.text.len())
+        match &self.characters {
+            None => (self.line_starts[line_index].saturating_add(char_column)).min(self.text.len()),
+            Some(index) => index.byte_of(
+                &self.text,
+                index.line_start_chars[line_index].saturating_add(char_column),
+            ),
+        }
     }
 
     /// 1-based line and column of a byte offset.
     pub fn line_column(&self, offset: usize) -> (u32, u32) {
+        let offset = offset.min(self.text.len());
         let line_index = match self.line_starts.binary_search(&offset) {
             Ok(i) => i,
             Err(i) => i - 1,
         };
         let line_start = self.line_starts[line_index];
-        let column = self.text[line_start..offset.min(self.text.len())]
-            .chars()
-            .count()
-            + 1;
+        let column = match &self.characters {
+            None => offset - line_start,
+            Some(index) => index.char_of(&self.text, offset) - index.line_start_chars[line_index],
+        } + 1;
         (line_index as u32 + 1, column as u32)
     }
 
@@ -86,6 +147,30 @@ impl SourceFile {
         }
         self.text
             .bytes()
+            .map(|b| if b == b'\n' { '\n' } else { '*' })
+            .collect()
+    }
+
+    /// The byte range of line `index` (0-based, clamped to the last line), its line
+    /// break included.
+    pub fn line_bounds(&self, index: usize) -> (usize, usize) {
+        let index = index.min(self.line_starts.len() - 1);
+        let start = self.line_starts[index];
+        let end = self
+            .line_starts
+            .get(index + 1)
+            .copied()
+            .unwrap_or(self.text.len());
+        (start, end)
+    }
+
+    /// [`Self::shown_text`] of a byte range only (on character boundaries).
+    pub fn shown_range(&self, start: usize, end: usize) -> String {
+        let text = &self.text[start..end];
+        if !self.secret {
+            return text.to_string();
+        }
+        text.bytes()
             .map(|b| if b == b'\n' { '\n' } else { '*' })
             .collect()
     }
@@ -179,6 +264,24 @@ mod tests {
             map.describe(file.origin(id, offset, offset + 1)),
             "a.yaml:2"
         );
+    }
+
+    proptest::proptest! {
+        /// The indexed conversions agree with walking each line from its start.
+        #[test]
+        fn positions_agree_with_a_walk_from_the_line_start(text in "(a|é|🦀|\n| ){0,300}", line in 1usize..12, column in 0usize..80) {
+            let mut map = SourceMap::new();
+            let id = map.add("p.yaml", text.clone());
+            let file = map.get(id);
+            let starts: Vec<usize> = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
+            let line_start = starts[(line - 1).min(starts.len() - 1)];
+            let walked = text[line_start..].char_indices().nth(column).map_or(text.len(), |(i, _)| line_start + i);
+            proptest::prop_assert_eq!(file.byte_offset(line, column), walked);
+            let (found_line, found_column) = file.line_column(walked);
+            let line_index = starts.partition_point(|&s| s <= walked) - 1;
+            let expected_column = text[starts[line_index]..walked].chars().count() + 1;
+            proptest::prop_assert_eq!((found_line, found_column), (line_index as u32 + 1, expected_column as u32));
+        }
     }
 
     #[test]

@@ -199,7 +199,18 @@ pub fn write_overlay(
             serde_yaml::to_string(&json!({ "proxmox": proxmox })).map_err(std::io::Error::other)?
         ),
     )?;
-    let mut written = vec![defaults];
+    // The environments it serves: any other would reach the simulator with its real
+    // addresses (config::layers::Served).
+    let served = dir.join(crate::config::layers::OVERLAY_FILE);
+    std::fs::write(
+        &served,
+        format!(
+            "# Written by `infraflux lab`: the environments this lab runs; others are refused.\n# Removed by `infraflux lab down`; do not edit.\n{}",
+            serde_yaml::to_string(&json!({ "environments": layout.environments }))
+                .map_err(std::io::Error::other)?
+        ),
+    )?;
+    let mut written = vec![defaults, served];
     let mut names: Vec<&str> = layout.clusters.iter().map(|c| c.cluster.as_str()).collect();
     names.sort_unstable();
     names.dedup();
@@ -314,6 +325,7 @@ mod tests {
             crate::config::ConfigPaths {
                 dir: &config,
                 overlays: &overlays,
+                file_dirs: &[],
             },
             &selection,
             &NoVariables,
@@ -339,6 +351,33 @@ mod tests {
                 .sources()
                 .path(origin.file)
                 .ends_with("overlay/clusters/workload.yaml")
+        );
+        // An environment the lab does not run is refused: it would reach the simulator
+        // with its real 10.x addresses.
+        let staging = Selection {
+            environment: Some("staging".into()),
+            cluster: None,
+        };
+        let (_, model, problems) = load_model(
+            crate::config::ConfigPaths {
+                dir: &config,
+                overlays: &overlays,
+                file_dirs: &[],
+            },
+            &staging,
+            &NoVariables,
+            false,
+        );
+        assert!(model.is_none());
+        let refused: Vec<&str> = problems
+            .iter()
+            .filter(|p| p.code == "config::environment-not-served")
+            .map(|p| p.message.as_str())
+            .collect();
+        assert_eq!(refused.len(), 1, "{problems:?}");
+        assert!(
+            refused[0].ends_with("is for dev only, not `staging`"),
+            "{refused:?}"
         );
     }
 }

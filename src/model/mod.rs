@@ -32,6 +32,10 @@ pub struct Model {
     /// sensitive (`config::secrets`).
     #[serde(skip)]
     pub secrets: SecretStrings,
+    /// Pairs (`env/cluster`) left out because a value they need waits on a reference
+    /// that was not resolved (`validate` resolves none): checked once resolved.
+    #[serde(skip)]
+    pub unresolved: Vec<String>,
 }
 
 impl Model {

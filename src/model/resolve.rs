@@ -40,18 +40,25 @@ pub fn resolve_model_with(
     let mut problems = Problems::new();
     let mut missing = MissingKeys::default();
     let mut clusters = Vec::new();
+    let mut unresolved = Vec::new();
     let none = std::collections::BTreeMap::new();
     for effective in &config.effective {
         let machines = recorded
             .get(&effective.environment)
             .and_then(|records| records.cluster(&effective.cluster))
             .unwrap_or(&none);
-        if let Some(cluster) = resolve_cluster(effective, machines, &mut problems, &mut missing) {
-            clusters.push((cluster, effective));
+        match resolve_cluster(effective, machines, &mut problems, &mut missing) {
+            (Some(cluster), _) => clusters.push((cluster, effective)),
+            (None, true) => {
+                unresolved.push(format!("{}/{}", effective.environment, effective.cluster))
+            }
+            (None, false) => {}
         }
     }
     missing.report(&mut problems);
     check_overlapping_ranges(&clusters, &mut problems);
+    check_shared_vips(&clusters, &mut problems);
+    check_vmid_ranges(&clusters, &mut problems);
     if problems.has_errors() {
         return (None, problems);
     }
@@ -73,11 +80,12 @@ pub fn resolve_model_with(
         }
     }
     environments.sort_by(|a, b| (a.sync_wave, &a.name).cmp(&(b.sync_wave, &b.name)));
-    let secrets = config.layers.secrets.strings().clone();
+    let secrets = config.secrets.strings().clone();
     (
         Some(Model {
             environments,
             secrets,
+            unresolved,
         }),
         problems,
     )
@@ -149,9 +157,24 @@ struct Resolver<'a> {
     effective: &'a EffectiveConfig,
     problems: &'a mut Problems,
     missing: &'a mut MissingKeys,
+    /// A value was left out because it waits on a deferred reference.
+    deferred: bool,
 }
 
 impl Resolver<'_> {
+    /// Whether checks of the value at `path` are skipped: it waits on a reference, or
+    /// a problem about it is already reported.
+    fn unchecked(&self, path: &str) -> bool {
+        self.effective.is_unchecked(&KeyPath::parse(path))
+    }
+
+    /// [`Self::unchecked`], noting that the pair cannot be resolved whole.
+    fn skip(&mut self, path: &str) -> bool {
+        let skip = self.unchecked(path);
+        self.deferred |= skip;
+        skip
+    }
+
     fn origin(&self, path: &str) -> Origin {
         self.effective.node.origin_of(&KeyPath::parse(path))
     }
@@ -173,7 +196,8 @@ impl Resolver<'_> {
     }
 
     fn require<T>(&mut self, value: Option<T>, path: &str, example: &str) -> Option<T> {
-        if value.is_none() {
+        // A key a missing layer may set, or whose value was refused, is not missing.
+        if value.is_none() && !self.effective.incomplete && !self.unchecked(path) {
             let origin = self.missing_origin(path);
             let pair = (
                 self.effective.environment.clone(),
@@ -193,6 +217,9 @@ impl Resolver<'_> {
     }
 
     fn invalid(&mut self, path: &str, message: String, label: &str, help: &str) {
+        if self.unchecked(path) {
+            return;
+        }
         let origin = self.origin(path);
         self.problems.push(
             Problem::error("config::invalid-value", message)
@@ -200,6 +227,26 @@ impl Resolver<'_> {
                 .label(label)
                 .help(help),
         );
+    }
+
+    /// Of several paths, the one whose value was set by the most specific layer (read
+    /// last: defaults, templates, environments, clusters, overlays): a conflict
+    /// between two values is reported where the later one was written.
+    /// Within one file, the first path given wins.
+    fn latest<'p>(&self, paths: &[&'p str]) -> &'p str {
+        let file = |path: &str| {
+            self.effective
+                .node
+                .lookup(&KeyPath::parse(path))
+                .map(|n| n.origin.file)
+        };
+        let mut best = paths[0];
+        for path in &paths[1..] {
+            if file(path) > file(best) {
+                best = path;
+            }
+        }
+        best
     }
 
     /// Parse a required string value with `parse`, reporting `what` and `help` when it fails.
@@ -212,6 +259,9 @@ impl Resolver<'_> {
         parse: impl Fn(&str) -> Result<T, E>,
     ) -> Option<T> {
         let text = self.require(value, path, example)?;
+        if self.skip(path) {
+            return None;
+        }
         match parse(text) {
             Ok(v) => Some(v),
             Err(_) => {
@@ -263,6 +313,9 @@ impl Resolver<'_> {
 
     fn bytes(&mut self, value: Option<&RawQuantity>, path: &str, example: &str) -> Option<Bytes> {
         let value = self.require(value, path, example)?;
+        if self.skip(path) {
+            return None;
+        }
         let parsed = match value {
             RawQuantity::Number(n) => u64::try_from(*n).ok().map(Bytes),
             RawQuantity::Text(t) => parse_bytes(t).ok(),
@@ -285,6 +338,9 @@ impl Resolver<'_> {
 
     fn cpu(&mut self, value: Option<&RawQuantity>, path: &str, example: &str) -> Option<MilliCpu> {
         let value = self.require(value, path, example)?;
+        if self.skip(path) {
+            return None;
+        }
         let parsed = match value {
             RawQuantity::Number(n) => u64::try_from(*n)
                 .ok()
@@ -311,18 +367,36 @@ fn parse_version(text: &str) -> Result<semver::Version, semver::Error> {
     semver::Version::parse(text.strip_prefix('v').unwrap_or(text))
 }
 
+/// The cluster, or `None` with whether that is only because a value waits on a
+/// deferred reference (no problem).
 fn resolve_cluster(
     effective: &EffectiveConfig,
     recorded: &std::collections::BTreeMap<String, MachineIdentity>,
     problems: &mut Problems,
     missing: &mut MissingKeys,
+) -> (Option<Cluster>, bool) {
+    let mut r = Resolver {
+        effective,
+        problems,
+        missing,
+        deferred: false,
+    };
+    let cluster = resolve_settings(&mut r, recorded);
+    let deferred = r.deferred;
+    (cluster, deferred)
+}
+
+fn resolve_settings(
+    r: &mut Resolver,
+    recorded: &std::collections::BTreeMap<String, MachineIdentity>,
 ) -> Option<Cluster> {
+    let effective = r.effective;
     let raw: RawSettings = match crate::config::de::from_node(&effective.node) {
         Ok(raw) => raw,
         Err(error) => {
             // Every layer passed the schema, so this is a merge of valid layers into an
             // invalid whole; report it at the cluster.
-            problems.push(
+            r.problems.push(
                 Problem::error(
                     "config::invalid-value",
                     format!(
@@ -338,11 +412,6 @@ fn resolve_cluster(
             return None;
         }
     };
-    let mut r = Resolver {
-        effective,
-        problems,
-        missing,
-    };
     let env = effective.environment.as_str();
 
     let role = match raw.role {
@@ -350,8 +419,8 @@ fn resolve_cluster(
         Some(RawRole::Edge) => Role::Edge,
         Some(RawRole::Workload) | None => Role::Workload,
     };
-    let proxmox = resolve_proxmox(&mut r, &raw);
-    let talos = resolve_talos(&mut r, &raw);
+    let proxmox = resolve_proxmox(r, &raw);
+    let talos = resolve_talos(r, &raw);
     let kubernetes = raw.kubernetes.as_ref().and_then(|k| k.version.as_ref());
     let kubernetes = r.parse(
         kubernetes,
@@ -360,12 +429,12 @@ fn resolve_cluster(
         "version",
         parse_version,
     );
-    let (control_plane, workers) = resolve_pools(&mut r, &raw);
-    let network = resolve_network(&mut r, &raw);
+    let (control_plane, workers) = resolve_pools(r, &raw);
+    let network = resolve_network(r, &raw);
     // Allocated whatever else is wrong, so that its problems show in the same run.
     let allocation = match (&control_plane, &workers, &network) {
         (Some(control_plane), Some(workers), Some(network)) => allocate::allocate(
-            &mut r,
+            r,
             &allocate::Request {
                 environment: env,
                 cluster: &effective.cluster,
@@ -378,9 +447,9 @@ fn resolve_cluster(
         ),
         _ => None,
     };
-    let platform = resolve_platform(&mut r, &raw);
-    let gitops = resolve_gitops(&mut r, &raw, env);
-    let workloads = resolve_workloads(&mut r, &raw);
+    let platform = resolve_platform(r, &raw);
+    let gitops = resolve_gitops(r, &raw, env);
+    let workloads = resolve_workloads(r, &raw);
     let sync_wave = r.count(raw.sync_wave.or(Some(0)), "sync_wave", "0");
     let lifecycle = Lifecycle {
         prevent_destroy: raw
@@ -390,7 +459,7 @@ fn resolve_cluster(
             .unwrap_or(env == "prod"),
     };
 
-    let namespaces = resolve_namespaces(&mut r, &raw);
+    let namespaces = resolve_namespaces(r, &raw);
     let waivers = raw
         .policy
         .as_ref()
@@ -473,7 +542,10 @@ fn resolve_proxmox(r: &mut Resolver, raw: &RawSettings) -> Option<Proxmox> {
         },
     );
     let token = r.require(p.token.as_ref(), "proxmox.token", "${env:PROXMOX_TOKEN}");
+    // A token that waits on a reference is checked when it is resolved.
+    let token_unchecked = r.unchecked("proxmox.token");
     if let Some(token) = token
+        && !token_unchecked
         && !is_api_token(token)
     {
         // Never echo the token: it is a secret even when malformed.
@@ -496,6 +568,14 @@ fn resolve_proxmox(r: &mut Resolver, raw: &RawSettings) -> Option<Proxmox> {
         }
         let mut seen = std::collections::HashSet::new();
         for (i, name) in list.iter().enumerate() {
+            if !is_node_name(name) {
+                r.invalid(
+                    &format!("proxmox.nodes[{i}]"),
+                    format!("`{name}` is not a Proxmox node name"),
+                    "not a node name",
+                    "a Proxmox node is named by its host name: letters, digits and '-', starting and ending with a letter or digit (`pvecm nodes` lists them)",
+                );
+            }
             if !seen.insert(name) {
                 let path = format!("proxmox.nodes[{i}]");
                 r.problems.push(
@@ -516,10 +596,17 @@ fn resolve_proxmox(r: &mut Resolver, raw: &RawSettings) -> Option<Proxmox> {
     let range = p.vmid_range.clone().unwrap_or_default();
     let (vmid_start, vmid_end) = (range.start.unwrap_or(1000), range.end.unwrap_or(1999));
     if vmid_start > vmid_end {
+        let at = r.latest(&["proxmox.vmid_range.start", "proxmox.vmid_range.end"]);
+        let other = if at.ends_with("start") {
+            "end"
+        } else {
+            "start"
+        };
+        let other_origin = r.origin(&format!("proxmox.vmid_range.{other}"));
         r.invalid(
-            "proxmox.vmid_range",
+            at,
             format!("`proxmox.vmid_range` is empty: start {vmid_start} is after end {vmid_end}"),
-            "empty range",
+            &format!("`{other}` is set at line {}", other_origin.line),
             "make `start` smaller than `end`",
         );
     }
@@ -542,7 +629,42 @@ fn resolve_proxmox(r: &mut Resolver, raw: &RawSettings) -> Option<Proxmox> {
         (false, None, None) => Tls::System,
     };
     let image_upload = resolve_image_upload(r, p);
-    let token = token.filter(|t| is_api_token(t))?;
+    if let (Some(upload), Some(known)) = (&p.image_upload, &nodes) {
+        for host in upload.hosts.iter().flat_map(|h| h.keys()) {
+            if known.contains(host) {
+                continue;
+            }
+            let path = KeyPath::parse("proxmox.image_upload.hosts").key(host);
+            if r.effective.is_unchecked(&path) {
+                continue;
+            }
+            let origin = r
+                .effective
+                .node
+                .key_origin_of(&path)
+                .unwrap_or_else(|| r.origin("proxmox.image_upload.hosts"));
+            let help = match crate::diag::did_you_mean(host, known.iter().map(String::as_str)) {
+                Some(close) => format!(
+                    "did you mean `{close}`? (`proxmox.nodes`: {})",
+                    known.join(", ")
+                ),
+                None => format!(
+                    "`hosts` gives an address per node of `proxmox.nodes` ({})",
+                    known.join(", ")
+                ),
+            };
+            r.problems.push(
+                Problem::error(
+                    "config::unknown-node",
+                    format!("`proxmox.image_upload.hosts` names `{host}`, which is not in `proxmox.nodes`"),
+                )
+                .at(origin)
+                .label("unknown node")
+                .help(help),
+            );
+        }
+    }
+    let token = token.filter(|t| token_unchecked || is_api_token(t))?;
     Some(Proxmox {
         endpoint: endpoint?,
         token: Sensitive::new(token.clone()),
@@ -628,6 +750,17 @@ fn resolve_image_upload(
         source_dir: upload.source_dir.clone().unwrap_or_else(|| "images".into()),
         import_dir: upload.import_dir.clone(),
     }))
+}
+
+/// A Proxmox node name, as PVE's `pve-node` format accepts it (pve-common,
+/// `pve_verify_node_name`): a host name label of letters, digits and `-`, starting and
+/// ending with a letter or digit; at most 63 characters, like any DNS label.
+fn is_node_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
 }
 
 /// `USER@REALM!TOKENID=SECRET`.
@@ -1055,23 +1188,40 @@ fn resolve_workloads(r: &mut Resolver, raw: &RawSettings) -> Option<Workloads> {
         "1Gi",
     );
     let image_tag = r.require(w.image_tag.clone(), "workloads.image_tag", "1.4.2");
+    // Reported at whichever of the two was written last (the layer that broke it).
     if let (Some(request), Some(limit)) = (request_cpu, limit_cpu)
         && request > limit
     {
-        r.invalid(
+        let at = r.latest(&[
             "workloads.resources.requests.cpu",
+            "workloads.resources.limits.cpu",
+        ]);
+        r.invalid(
+            at,
             format!("CPU request {request} is above the limit {limit}"),
-            "above the limit",
+            if at.contains("requests") {
+                "above the limit"
+            } else {
+                "below the request"
+            },
             "make the request at most the limit",
         );
     }
     if let (Some(request), Some(limit)) = (request_memory, limit_memory)
         && request > limit
     {
-        r.invalid(
+        let at = r.latest(&[
             "workloads.resources.requests.memory",
+            "workloads.resources.limits.memory",
+        ]);
+        r.invalid(
+            at,
             format!("memory request {request} is above the limit {limit}"),
-            "above the limit",
+            if at.contains("requests") {
+                "above the limit"
+            } else {
+                "below the request"
+            },
             "make the request at most the limit",
         );
     }
@@ -1164,6 +1314,191 @@ fn check_overlapping_ranges(clusters: &[(Cluster, &EffectiveConfig)], problems: 
             .label(format!("overlaps {}", a.id()))
             .help("give every (environment, cluster) pair its own addresses: move `network.nodes.start` or use another subnet"),
         );
+    }
+}
+
+/// A VIP answers for one cluster's API: shared by two pairs, or the address a node of
+/// another pair is given, both clusters break. Reported at the pair configured later.
+fn check_shared_vips(clusters: &[(Cluster, &EffectiveConfig)], problems: &mut Problems) {
+    let mut vips: std::collections::HashMap<Ipv4Addr, usize> = std::collections::HashMap::new();
+    // Node ranges by first address, to find the one that may hold a VIP.
+    let mut ranges: Vec<(u32, usize)> = clusters
+        .iter()
+        .enumerate()
+        .map(|(i, (c, _))| (u32::from(c.network.node_range.first), i))
+        .collect();
+    ranges.sort_unstable();
+    for (index, (cluster, effective)) in clusters.iter().enumerate() {
+        let vip = cluster.network.vip;
+        let path = KeyPath::parse("network.vip");
+        if effective.is_unchecked(&path) {
+            continue;
+        }
+        let origin = effective.node.origin_of(&path);
+        if let Some(&first) = vips.get(&vip) {
+            let other = &clusters[first].0;
+            problems.push(
+                Problem::error(
+                    "config::shared-address",
+                    format!(
+                        "the VIP {vip} of {} is also the VIP of {}",
+                        cluster.id(),
+                        other.id()
+                    ),
+                )
+                .at(origin)
+                .label(format!("used by {}", other.id()))
+                .help("give every (environment, cluster) pair its own VIP"),
+            );
+        } else {
+            vips.insert(vip, index);
+        }
+        // The range starting closest below the VIP (ranges that overlap each other are
+        // reported on their own).
+        let at = ranges.partition_point(|(first, _)| *first <= u32::from(vip));
+        if let Some(&(_, other)) = at.checked_sub(1).and_then(|i| ranges.get(i))
+            && other != index
+            && clusters[other].0.network.node_range.contains(vip)
+        {
+            let other = &clusters[other].0;
+            problems.push(
+                Problem::error(
+                    "config::shared-address",
+                    format!(
+                        "the VIP {vip} of {} is a node address of {} ({})",
+                        cluster.id(),
+                        other.id(),
+                        other.network.node_range
+                    ),
+                )
+                .at(origin)
+                .label(format!("a node of {} is given this address", other.id()))
+                .help("move the VIP out of every pair's node range"),
+            );
+        }
+    }
+}
+
+/// The origin of whichever of `paths` was set by the most specific layer (read last);
+/// the first on a tie.
+fn latest_origin(effective: &EffectiveConfig, paths: &[&str]) -> Origin {
+    paths
+        .iter()
+        .filter_map(|p| effective.node.lookup(&KeyPath::parse(p)))
+        .map(|n| n.origin)
+        .reduce(|best, next| if next.file > best.file { next } else { best })
+        .unwrap_or(effective.node.origin)
+}
+
+/// VM IDs are claimed from `proxmox.vmid_range` one VM at a time during apply: a range
+/// too small failed half-way through, after creating the VMs that fit. A range must
+/// hold a pair's VMs, and pairs on one Proxmox cluster whose ranges overlap share
+/// their IDs: their VMs must fit in the IDs those ranges cover together. Each is
+/// reported once per place, naming the pairs.
+fn check_vmid_ranges(clusters: &[(Cluster, &EffectiveConfig)], problems: &mut Problems) {
+    let ids = |p: &Proxmox| u64::from(p.vmid_end.saturating_sub(p.vmid_start)) + 1;
+    // Alone: (place) → the range and the pairs it cannot hold, with their VMs.
+    let mut alone: indexmap::IndexMap<Origin, (u32, u32, Vec<String>)> = Default::default();
+    let mut fits = Vec::new();
+    for (i, (cluster, effective)) in clusters.iter().enumerate() {
+        let p = &cluster.proxmox;
+        if p.vmid_start > p.vmid_end {
+            // An empty range: reported on its own.
+            continue;
+        }
+        if cluster.nodes.len() as u64 > ids(p) {
+            let origin = latest_origin(
+                effective,
+                &["proxmox.vmid_range.end", "proxmox.vmid_range.start"],
+            );
+            alone
+                .entry(origin)
+                .or_insert_with(|| (p.vmid_start, p.vmid_end, Vec::new()))
+                .2
+                .push(format!("{} ({})", cluster.id(), cluster.nodes.len()));
+        } else {
+            fits.push(i);
+        }
+    }
+    // A range too small alone says it all: its pairs are not counted again together.
+    let reported: std::collections::HashSet<(&str, u32, u32)> = clusters
+        .iter()
+        .filter(|(c, _)| c.nodes.len() as u64 > ids(&c.proxmox))
+        .map(|(c, _)| {
+            (
+                c.proxmox.endpoint.as_str(),
+                c.proxmox.vmid_start,
+                c.proxmox.vmid_end,
+            )
+        })
+        .collect();
+    fits.retain(|&i| {
+        let p = &clusters[i].0.proxmox;
+        !reported.contains(&(p.endpoint.as_str(), p.vmid_start, p.vmid_end))
+    });
+    for (origin, (start, end, pairs)) in alone {
+        problems.push(
+            Problem::error(
+                "config::vmid-range-too-small",
+                format!(
+                    "`proxmox.vmid_range` {start}–{end} holds {} VM IDs, fewer than the VMs of {}",
+                    u64::from(end - start) + 1,
+                    pairs.join(", ")
+                ),
+            )
+            .at(origin)
+            .label("too few VM IDs")
+            .help("widen the range: it needs one free ID per VM"),
+        );
+    }
+    // Together: the pairs that fit alone, by Proxmox cluster, swept by range.
+    let mut by_endpoint: indexmap::IndexMap<&str, Vec<usize>> = indexmap::IndexMap::new();
+    for i in fits {
+        by_endpoint
+            .entry(clusters[i].0.proxmox.endpoint.as_str())
+            .or_default()
+            .push(i);
+    }
+    for (endpoint, mut order) in by_endpoint {
+        order.sort_by_key(|&i| {
+            let p = &clusters[i].0.proxmox;
+            (p.vmid_start, p.vmid_end, i)
+        });
+        // A group of overlapping ranges, its reach, and its VMs.
+        let mut group: Vec<usize> = Vec::new();
+        let (mut start, mut end, mut vms) = (0u32, 0u32, 0u64);
+        for i in order {
+            let (cluster, effective) = &clusters[i];
+            let p = &cluster.proxmox;
+            if group.is_empty() || p.vmid_start > end {
+                group.clear();
+                (start, end, vms) = (p.vmid_start, p.vmid_end, 0);
+            }
+            end = end.max(p.vmid_end);
+            vms += cluster.nodes.len() as u64;
+            group.push(i);
+            let ids = u64::from(end - start) + 1;
+            if vms > ids {
+                let names: Vec<String> = group.iter().map(|&g| clusters[g].0.id()).collect();
+                problems.push(
+                    Problem::error(
+                        "config::vmid-range-too-small",
+                        format!(
+                            "{vms} VMs of {} share VM IDs {start}–{end} on {endpoint}, which hold {ids}",
+                            names.join(", ")
+                        ),
+                    )
+                    .at(latest_origin(
+                        effective,
+                        &["proxmox.vmid_range.end", "proxmox.vmid_range.start"],
+                    ))
+                    .label(format!("{} no longer fits", cluster.id()))
+                    .help("widen the ranges, or give the pairs ranges of their own"),
+                );
+                // Once per group.
+                group.clear();
+            }
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::config::layers::{LoadedConfig, load_layers_with};
-use crate::config::{self, ConfigPaths, Configuration, Selection};
+use crate::config::{self, ConfigPaths, Configuration, References, Selection};
 use crate::diag::{Problems, ProblemsReport};
 use crate::graph::machines::recorded_machines;
 use crate::graph::{DesiredResource, build_desired};
@@ -40,10 +40,21 @@ impl Workspace {
         &self.layers
     }
 
-    /// The effective configuration of `selection`, with every problem found so far.
+    /// The effective configuration of `selection`, its references resolved, with
+    /// every problem found so far.
     pub fn configuration(&self, selection: &Selection) -> (Configuration, Problems) {
+        self.configuration_with(selection, References::Resolve)
+    }
+
+    /// [`Self::configuration`], references resolved or deferred.
+    pub fn configuration_with(
+        &self,
+        selection: &Selection,
+        references: References,
+    ) -> (Configuration, Problems) {
         let mut problems = self.problems.clone();
-        let config = config::compose_config(self.layers.clone(), selection, &mut problems);
+        let config =
+            config::compose_config(self.layers.clone(), selection, references, &mut problems);
         (config, problems)
     }
 
@@ -54,18 +65,24 @@ impl Workspace {
         selection: &Selection,
         with_policy: bool,
     ) -> (Configuration, Option<Model>, Problems) {
-        self.load_model_with(selection, with_policy, &RecordedMachines::new())
+        self.load_model_with(
+            selection,
+            with_policy,
+            References::Resolve,
+            &RecordedMachines::new(),
+        )
     }
 
-    /// [`Workspace::load_model`] with the machines state records (they keep their
-    /// identities).
+    /// [`Self::load_model`], references resolved or deferred, the machines state
+    /// records keeping their identities.
     pub fn load_model_with(
         &self,
         selection: &Selection,
         with_policy: bool,
+        references: References,
         recorded: &RecordedMachines,
     ) -> (Configuration, Option<Model>, Problems) {
-        let (config, problems) = self.configuration(selection);
+        let (config, problems) = self.configuration_with(selection, references);
         check_model(config, problems, with_policy, recorded)
     }
 
@@ -80,8 +97,8 @@ impl Workspace {
     }
 }
 
-/// Read, compose and resolve in one call: for commands that need one model only
-/// (`validate`, `diff-env`, the lab's overlay).
+/// Read, compose and resolve in one call: for commands that need one model only (the
+/// lab's overlay).
 pub fn load_model<'a>(
     paths: impl Into<ConfigPaths<'a>>,
     selection: &Selection,
@@ -91,6 +108,23 @@ pub fn load_model<'a>(
     Workspace::read(paths, variables).load_model(selection, with_policy)
 }
 
+/// [`load_model`] with references deferred: no variable, referenced file or secret is
+/// read, and checks of the values that wait on one are skipped (`validate`,
+/// `diff-env`, like `terraform validate`).
+pub fn load_model_unresolved<'a>(
+    paths: impl Into<ConfigPaths<'a>>,
+    selection: &Selection,
+    variables: &dyn config::Variables,
+    with_policy: bool,
+) -> (Configuration, Option<Model>, Problems) {
+    Workspace::read(paths, variables).load_model_with(
+        selection,
+        with_policy,
+        References::Defer,
+        &RecordedMachines::new(),
+    )
+}
+
 /// Resolve the model of a composed configuration and run the policy on it.
 fn check_model(
     config: Configuration,
@@ -98,16 +132,19 @@ fn check_model(
     with_policy: bool,
     recorded: &RecordedMachines,
 ) -> (Configuration, Option<Model>, Problems) {
-    if problems.has_errors() {
-        return (config, None, problems);
-    }
+    // Resolved even when reading found errors: values refused while reading are left
+    // out (and their checks skipped), so the problems of every file come in one run.
     let (model, more) = resolve_model_with(&config, recorded);
     problems.extend(more);
-    if with_policy && let Some(model) = &model {
+    // The policy judges a whole configuration only.
+    if with_policy
+        && !problems.has_errors()
+        && let Some(model) = &model
+    {
         problems.extend(crate::policy::check_policy(model, &config));
     }
-    // A check may quote a value; values from age files are masked wherever quoted.
-    config.layers.secrets.redact_problems(&mut problems);
+    // A check may quote a value; secret values are masked wherever quoted.
+    config.secrets.redact_problems(&mut problems);
     let model = model.filter(|_| !problems.has_errors());
     (config, model, problems)
 }
@@ -149,7 +186,8 @@ fn checked_model_with(
     with_policy: bool,
     recorded: &RecordedMachines,
 ) -> miette::Result<Model> {
-    let (config, model, problems) = workspace.load_model_with(selection, with_policy, recorded);
+    let (config, model, problems) =
+        workspace.load_model_with(selection, with_policy, References::Resolve, recorded);
     if !problems.is_empty() {
         context.err.write(&crate::diag::render_problems(
             &problems,
@@ -220,7 +258,8 @@ fn resolve_environment(
 }
 
 /// The configuration's only environment; an error that asks for `--env` when there are
-/// several (or the configuration's problems when it has errors).
+/// several. Chosen from the layer files before anything is composed: composing every
+/// environment would resolve (and need the secrets of) all of them.
 fn sole_environment(
     workspace: &Workspace,
     cluster: Option<&str>,
@@ -230,30 +269,35 @@ fn sole_environment(
         environment: None,
         cluster: cluster.map(str::to_string),
     };
-    if let [only] = workspace.environments(&selection).as_slice() {
-        return Ok(only.clone());
-    }
-    // Several environments, or none: resolved as written, for the configuration's
-    // problems and the names to choose from.
-    let model = checked_model_with(
-        workspace,
-        &selection,
-        context,
-        true,
-        &RecordedMachines::new(),
-    )?;
-    match model.environments.as_slice() {
-        [only] => Ok(only.name.clone()),
-        environments => {
-            let names: Vec<&str> = environments.iter().map(|e| e.name.as_str()).collect();
-            Err(diagnostic_text(
-                format!(
-                    "choose an environment: the configuration has {}",
-                    names.join(", ")
-                ),
-                Some("pass --env, e.g. `--env dev`: each environment has its own state and is planned and applied on its own".into()),
-            ))
+    match workspace.environments(&selection).as_slice() {
+        [only] => Ok(only.clone()),
+        [] => {
+            // No environment file: the configuration's problems say why, if it has any.
+            let model = checked_model_with(
+                workspace,
+                &selection,
+                context,
+                true,
+                &RecordedMachines::new(),
+            )?;
+            model
+                .environments
+                .first()
+                .map(|e| e.name.clone())
+                .ok_or_else(|| {
+                    diagnostic_text(
+                        "the configuration has no environment".to_string(),
+                        Some("add an environment file, e.g. `environments/dev.yaml`".into()),
+                    )
+                })
         }
+        names => Err(diagnostic_text(
+            format!(
+                "choose an environment: the configuration has {}",
+                names.join(", ")
+            ),
+            Some("pass --env, e.g. `--env dev`: each environment has its own state and is planned and applied on its own".into()),
+        )),
     }
 }
 

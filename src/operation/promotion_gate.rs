@@ -1,8 +1,7 @@
 //! The promotion gate of `apply`: an environment is applied only with the promotable
 //! configuration its predecessor (by sync wave) last applied successfully.
 
-use crate::config::Selection;
-use crate::model::resolve_model;
+use crate::config::{References, Selection};
 use crate::promotion;
 use crate::state::PromotionRecord;
 
@@ -19,12 +18,16 @@ pub fn check(
     skip: bool,
     context: &Context,
 ) -> miette::Result<PromotionRecord> {
-    let (config, _) = workspace.configuration(&Selection::default());
+    // This environment's values as it is applied (resolved); the order of every
+    // environment from their sync waves alone (deferred: no other environment's
+    // secrets are needed).
+    let (config, _) = workspace.configuration(&Selection {
+        environment: Some(environment.to_string()),
+        cluster: None,
+    });
     let current = promotion::promotable_values(&config, environment);
-    let Some(model) = resolve_model(&config).0 else {
-        return Ok(promotion::record(current, None));
-    };
-    let Some(previous) = promotion::previous_environment(&model, environment) else {
+    let (every, _) = workspace.configuration_with(&Selection::default(), References::Defer);
+    let Some(previous) = promotion::previous_environment(&every, environment) else {
         return Ok(promotion::record(current, None));
     };
     let recorded = context

@@ -27,6 +27,7 @@ mod refresh;
 pub mod render;
 pub(crate) mod resolve;
 pub mod saved;
+mod text_diff;
 
 use std::collections::BTreeMap;
 use std::collections::{HashMap, HashSet};

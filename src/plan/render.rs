@@ -49,7 +49,10 @@ fn value_text(value: Option<&Value>, sensitive: bool) -> String {
         // An unknown value reveals nothing, secret or not.
         Some(v) if contains_unknown(v) => UNKNOWN.to_string(),
         Some(_) if sensitive => SENSITIVE.to_string(),
-        Some(v) => serde_json::to_string(v).expect("values serialize"),
+        // JSON escapes C0 controls; C1 controls and bidi marks from the configuration
+        // must not reach the terminal either.
+        Some(v) => crate::diag::printable(&serde_json::to_string(v).expect("values serialize"))
+            .into_owned(),
     }
 }
 
@@ -117,6 +120,17 @@ fn diff_line(diff: &AttributeDiff, sensitive: bool, requires_replace: &[String])
             diff.path.clone(),
             format!("{} -> null{forces}", value_text(before.as_ref(), sensitive)),
         ),
+        // Multi-line text (a machine config): the lines that changed, as a heredoc.
+        (Some(Value::String(before)), Some(Value::String(after)))
+            if !sensitive && (before.contains('\n') || after.contains('\n')) =>
+        {
+            let mut text = format!("<<-EOT{forces}");
+            for line in super::text_diff::line_diff(before, after) {
+                let _ = write!(text, "\n            {}", crate::diag::printable(&line));
+            }
+            text.push_str("\n        EOT");
+            (Action::Update, diff.path.clone(), text)
+        }
         (before, after) => (
             Action::Update,
             diff.path.clone(),
@@ -152,6 +166,7 @@ fn block(
     );
     let key_width = lines.iter().map(|(_, k, _)| k.len()).max().unwrap_or(0);
     for (line_action, key, value) in &lines {
+        let key = crate::diag::printable(key);
         let _ = writeln!(
             text,
             "      {} {key:<key_width$} = {value}",

@@ -113,6 +113,38 @@ async fn changes_are_shown_attribute_by_attribute() {
 }
 
 #[tokio::test]
+async fn a_changed_multi_line_value_shows_the_lines_that_changed() {
+    // A machine config is kilobytes of YAML: one JSON line said nothing.
+    let document: String = (1..=40).map(|i| format!("key{i}: value{i}\n")).collect();
+    let rig = Rig::new();
+    let mut before = resources();
+    before[1]
+        .attributes
+        .insert("document".into(), json!(document));
+    rig.apply(&before).await;
+    let mut after = resources();
+    after[1].attributes.insert(
+        "document".into(),
+        json!(document.replace("key20: value20\n", "key20: changed\n")),
+    );
+    let text = human_text(&rig.plan(&after).await);
+    let expected = "      ~ document = <<-EOT
+              # (16 unchanged lines hidden)
+              key17: value17
+              key18: value18
+              key19: value19
+            - key20: value20
+            + key20: changed
+              key21: value21
+              key22: value22
+              key23: value23
+              # (17 unchanged lines hidden)
+        EOT
+";
+    assert!(text.contains(expected), "{text}");
+}
+
+#[tokio::test]
 async fn colour_only_when_asked() {
     let rig = Rig::new();
     let plan = rig.plan(&resources()).await;

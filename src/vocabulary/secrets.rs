@@ -37,6 +37,11 @@ impl SecretStrings {
         }
     }
 
+    /// Add every secret of `other`.
+    pub fn extend(&mut self, other: &SecretStrings) {
+        self.values.extend(other.values.iter().cloned());
+    }
+
     /// `text` with every secret in it replaced by [`MASK`].
     pub fn redact(&self, text: &str) -> String {
         let mut text = text.to_string();

@@ -62,10 +62,18 @@ fn user() -> String {
     String::from_utf8(output.stdout).unwrap().trim().to_string()
 }
 
-/// Start sshd, or say why the test is skipped.
+/// Set (to anything) to fail instead of skipping when sshd is not installed; CI sets it
+/// (`.ci/run`).
+const REQUIRE_VAR: &str = "INFRAFLUX_REQUIRE_SSHD";
+
+/// Start sshd, or say why the test is skipped (a failure when [`REQUIRE_VAR`] is set).
 fn start() -> Option<Sshd> {
     if !Path::new(SSHD).exists() {
-        eprintln!("skipped: {SSHD} not found (apt-get install openssh-server; .ci/run does)");
+        let reason = format!("{SSHD} not found (apt-get install openssh-server; .ci/run does)");
+        if std::env::var_os(REQUIRE_VAR).is_some() {
+            panic!("sshd is required ({REQUIRE_VAR} is set): {reason}");
+        }
+        eprintln!("skipped: {reason}");
         return None;
     }
     // Debian's sshd insists on its privilege separation directory.

@@ -18,13 +18,24 @@ pub const TOKEN: &str = "root@pam!ci=f4k3-5ecr3t";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The Python to run fakepve with, or why the fakepve tests are skipped.
+/// Set (to anything) to fail instead of skipping when fakepve is not available; CI
+/// sets it (`.ci/run`), so a missing counterpart never passes silently there.
+pub const REQUIRE_VAR: &str = "INFRAFLUX_REQUIRE_FAKEPVE";
+
+/// The Python to run fakepve with, or why the fakepve tests are skipped (a panic when
+/// [`REQUIRE_VAR`] is set).
 pub fn python() -> Result<String, String> {
     match std::env::var(PYTHON_VAR) {
         Ok(python) if !python.is_empty() => Ok(python),
-        _ => Err(format!(
-            "skipped: set {PYTHON_VAR} to a Python with `fakepve[crypto]` installed (python3 -m venv /work/.venv-fakepve && /work/.venv-fakepve/bin/pip install 'fakepve[crypto]')"
-        )),
+        _ => {
+            let reason = format!(
+                "set {PYTHON_VAR} to a Python with `fakepve[crypto]` installed (python3 -m venv /work/.venv-fakepve && /work/.venv-fakepve/bin/pip install 'fakepve[crypto]')"
+            );
+            if std::env::var_os(REQUIRE_VAR).is_some() {
+                panic!("fakepve is required ({REQUIRE_VAR} is set): {reason}");
+            }
+            Err(format!("skipped: {reason}"))
+        }
     }
 }
 
