@@ -326,6 +326,39 @@ fn machines(project: &Path) -> BTreeMap<String, Machine> {
         .collect()
 }
 
+/// The hostnames of dev/workload's etcd members, as `machine` lists them through the
+/// Talos API (port 50000 of its address, the lab's), with the admin certificate of the
+/// cluster's secrets in state: what `talosctl -n <machine> etcd members` shows.
+fn etcd_members(project: &Path, machine: &str) -> Vec<String> {
+    use infraflux_talos::api::{ClientIdentity, ConnectOptions, Credentials, NodeClient};
+    use infraflux_talos::secrets::ClusterSecrets;
+    let state = state(project);
+    let secrets = state["resources"]["dev/workload/talos_secrets.cluster"]["attributes"]
+        .as_object()
+        .expect("the cluster's secrets in state");
+    let identity = ClientIdentity::from_secrets(&ClusterSecrets::from_attributes(secrets).unwrap());
+    let endpoint = format!("{}:50000", machines(project)[machine].address);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let members = runtime.block_on(async {
+        let credentials = Credentials::Mutual(identity);
+        let mut client = NodeClient::connect(&endpoint, &credentials, &ConnectOptions::default())
+            .await
+            .unwrap();
+        client.etcd_members().await.unwrap()
+    });
+    let mut names: Vec<String> = members.into_iter().map(|m| m.hostname).collect();
+    names.sort();
+    names
+}
+
+/// `dev-workload-<name>` for each name: the hostnames of dev/workload's machines.
+fn hostnames(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| format!("dev-workload-{n}")).collect()
+}
+
 /// `address` + `n`.
 fn after(address: Ipv4Addr, n: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(address) + n)
@@ -381,9 +414,11 @@ fn expect(items: &[(&str, &str)]) -> BTreeSet<(String, String)> {
 
 /// Issue 13, as a user tried it on the lab: growing the dev control plane from 1 to 3
 /// used to move `general-1` to another address (its VM replaced, its machine config
-/// rewritten, the apply failing). Now each step touches only the machines it adds or
-/// removes: 1 → 3, 3 → 1 refused (two of three etcd members at once), 3 → 2 with a
-/// warning for the even count, and a worker pool 1 → 2 → 1.
+/// rewritten, the apply failing), and shrinking it deleted VMs that were still etcd
+/// members. Now each step touches only the machines it adds or removes, and etcd's
+/// membership follows every step: 1 → 3 (both join), 3 → 1 refused (two of three
+/// members at once), 3 → 2 with a warning for the even count (cp-3 leaves etcd before
+/// its VM goes), 2 → 1 (cp-2 leaves), and a worker pool 1 → 2 → 1.
 #[test]
 fn scaling_pools_touches_only_the_machines_added_or_removed() {
     let project = project();
@@ -391,6 +426,7 @@ fn scaling_pools_touches_only_the_machines_added_or_removed() {
     let first = machines(project.path());
     let start = first["cp-1"].address;
     assert_eq!(first["general-1"].address, after(start, 1));
+    assert_eq!(etcd_members(project.path(), "cp-1"), hostnames(&["cp-1"]));
 
     // The control plane 1 → 3.
     edit(
@@ -419,6 +455,10 @@ fn scaling_pools_touches_only_the_machines_added_or_removed() {
     assert_eq!(grown["cp-2"].address, after(start, 2));
     assert_eq!(grown["cp-3"].address, after(start, 3));
     assert_eq!(planned(&lab), []);
+    assert_eq!(
+        etcd_members(project.path(), "cp-1"),
+        hostnames(&["cp-1", "cp-2", "cp-3"])
+    );
 
     // 3 → 1 in one step: refused at the count, nothing touched.
     edit(
@@ -472,6 +512,11 @@ fn scaling_pools_touches_only_the_machines_added_or_removed() {
     let shrunk = machines(project.path());
     untouched(&grown, &shrunk, &["cp-1", "cp-2", "general-1"]);
     assert!(!shrunk.contains_key("cp-3"));
+    // cp-3 left etcd on its way out: no dead member counts against quorum.
+    assert_eq!(
+        etcd_members(project.path(), "cp-1"),
+        hostnames(&["cp-1", "cp-2"])
+    );
 
     // A worker pool 1 → 2: the new worker takes the lowest free address, cp-3's.
     edit(
@@ -513,5 +558,33 @@ fn scaling_pools_touches_only_the_machines_added_or_removed() {
         last.stdout
     );
     assert_eq!(machines(project.path()), shrunk);
+    assert_eq!(planned(&lab), []);
+
+    // 2 → 1: one member at a time is allowed; cp-2 leaves etcd before its VM goes.
+    edit(
+        project.path(),
+        "clusters/workload.yaml",
+        "      count: 2\n",
+        "      count: 1\n",
+    );
+    assert_eq!(
+        machine_changes(&lab),
+        expect(&[
+            ("proxmox_vm.cp-2", "delete"),
+            ("talos_machine_config.cp-2", "delete"),
+        ])
+    );
+    let single = lab.run(&BOOTSTRAP).success();
+    assert!(
+        single
+            .stdout
+            .contains("Ready signal for dev/workload: ready"),
+        "{}",
+        single.stdout
+    );
+    let one = machines(project.path());
+    untouched(&shrunk, &one, &["cp-1", "general-1"]);
+    assert!(!one.contains_key("cp-2"));
+    assert_eq!(etcd_members(project.path(), "cp-1"), hostnames(&["cp-1"]));
     assert_eq!(planned(&lab), []);
 }

@@ -55,15 +55,23 @@ fn record(
     }
 }
 
+/// How a change is run: `teardown` when the plan deletes everything in scope
+/// (`destroy`), passed on to the provider's deletes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Run {
+    pub teardown: bool,
+}
+
 pub(crate) async fn execute(
     change: &Change,
     resolved: Option<Attributes>,
     provider: &dyn Provider,
     journal: &Journal,
+    run: Run,
 ) -> Result<(), Failed> {
     let prior = journal.read(|state| state.resources.get(&change.address).cloned());
     match change.action {
-        Action::Delete => delete(change, prior, provider, journal).await,
+        Action::Delete => delete(change, prior, provider, journal, run).await,
         Action::Create | Action::Update | Action::DeleteThenCreate | Action::CreateThenDelete => {
             let resolved = resolved.unwrap_or_default();
             let planned = final_plan(change, resolved, prior.as_ref(), provider).await?;
@@ -75,7 +83,7 @@ pub(crate) async fn execute(
                     update(change, prior, planned, provider, journal).await
                 }
                 Action::DeleteThenCreate => {
-                    delete(change, prior, provider, journal).await?;
+                    delete(change, prior, provider, journal, run).await?;
                     create(change, planned, provider, journal).await
                 }
                 _ => create_then_delete(change, prior, planned, provider, journal).await,
@@ -203,6 +211,7 @@ async fn delete(
     prior: Option<ResourceState>,
     provider: &dyn Provider,
     journal: &Journal,
+    run: Run,
 ) -> Result<(), Failed> {
     let Some(prior) = prior else {
         return Ok(());
@@ -221,6 +230,7 @@ async fn delete(
                 resource: resource(change),
                 id,
                 prior: prior.attributes,
+                teardown: run.teardown,
             })
             .await
             .map_err(Failed::provider)?;
@@ -253,6 +263,7 @@ async fn create_then_delete(
                 resource: resource(change),
                 id,
                 prior: prior.attributes,
+                teardown: false,
             })
             .await
             .map_err(Failed::provider)?;

@@ -443,9 +443,13 @@ impl<'a> Walk<'a> {
             self.reporter.started(&change.address, change.action);
             let journal = self.journal.clone();
             let change = change.clone();
+            let run = execute::Run {
+                teardown: self.plan.mode == crate::plan::PlanMode::Destroy,
+            };
             tasks.spawn(async move {
                 let started = Instant::now();
-                let result = execute::execute(&change, resolved, provider.as_ref(), &journal).await;
+                let result =
+                    execute::execute(&change, resolved, provider.as_ref(), &journal, run).await;
                 Outcome {
                     index,
                     key,

@@ -89,11 +89,13 @@ pub(crate) fn removable_at_once(members: u32) -> u32 {
     members.saturating_sub(1) / 2
 }
 
-/// Control planes state holds that the configuration drops: their VMs go in one apply,
-/// all at once for what etcd can tell, while they are still members. Removing more than
-/// the cluster tolerates (half of them or more: 3 → 1, 2 → 1) leaves the rest without
-/// quorum, and the Kubernetes API with it. (A count of 0, no control plane at all, is
-/// refused when the configuration is resolved.)
+/// Control planes state holds that the configuration drops. Each leaves etcd on its way
+/// out (the Talos provider resets it gracefully before its VM goes), so one at a time
+/// keeps quorum while the rest are up: 2 → 1 is fine. Several at once is refused when
+/// they are half of the members or more (3 → 1): should any of them fail to leave
+/// (down, unreachable), its dead member and the ones already gone leave the rest
+/// without quorum, and the Kubernetes API with it. (A count of 0, no control plane at
+/// all, is refused when the configuration is resolved.)
 fn scale_in<'a>(cluster: &'a Cluster, findings: &mut Vec<Finding<'a>>) {
     let kept = cluster
         .nodes
@@ -107,22 +109,15 @@ fn scale_in<'a>(cluster: &'a Cluster, findings: &mut Vec<Finding<'a>>) {
         .collect();
     let removed = leaving.len() as u32;
     let members = kept + removed;
-    let spare = removable_at_once(members);
+    let spare = removable_at_once(members).max(1);
     if removed <= spare {
         return;
     }
     let names: Vec<&str> = leaving.iter().map(|m| m.name.as_str()).collect();
-    let help = if spare == 0 {
-        format!(
-            "etcd with {members} members has none to spare: take `{}` out of etcd first (`talosctl -n {} etcd leave`), and only then remove its machine, waiving this rule for that apply",
-            leaving[0].name, leaving[0].address
-        )
-    } else {
-        format!(
-            "etcd keeps quorum while a majority of its {members} members remain: remove at most {spare} at a time — set `control_plane.count: {}`, apply, then lower it again",
-            members - spare
-        )
-    };
+    let help = format!(
+        "etcd keeps quorum while a majority of its {members} members remain: remove at most {spare} at a time — set `control_plane.count: {}`, apply, then lower it again",
+        members - spare
+    );
     findings.push(Finding {
         rule: "control-plane-scale-in",
         severity: Severity::Error,

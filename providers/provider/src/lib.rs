@@ -179,6 +179,9 @@ pub struct DeleteRequest {
     pub resource: ResourceRef,
     pub id: String,
     pub prior: Attributes,
+    /// Everything in scope goes in this run (`destroy`): steps that only matter to
+    /// what stays (a node leaving its cluster gracefully) can be skipped.
+    pub teardown: bool,
 }
 
 #[derive(Debug, Clone)]

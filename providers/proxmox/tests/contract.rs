@@ -1239,6 +1239,7 @@ async fn delete_stops_then_purges() {
             resource: vm_ref(),
             id: "1000".into(),
             prior,
+            teardown: false,
         })
         .await
         .unwrap();

@@ -366,6 +366,7 @@ async fn lifecycle_create_read_update_drift_delete() {
         resource: vm_ref.clone(),
         id: vm.id.clone(),
         prior: fixed.clone(),
+        teardown: false,
     })
     .await
     .unwrap();
@@ -377,6 +378,7 @@ async fn lifecycle_create_read_update_drift_delete() {
         resource: image_ref.clone(),
         id: image.id.clone(),
         prior: image.attributes.clone(),
+        teardown: false,
     })
     .await
     .unwrap();
@@ -513,6 +515,7 @@ async fn faults_end_truthfully_and_retries_converge() {
         resource: vm1_ref.clone(),
         id: vm1.id.clone(),
         prior: vm1.attributes.clone(),
+        teardown: false,
     })
     .await
     .unwrap();
@@ -520,6 +523,7 @@ async fn faults_end_truthfully_and_retries_converge() {
         resource: vm3_ref.clone(),
         id: vm3.id.clone(),
         prior: updated.clone(),
+        teardown: false,
     })
     .await
     .unwrap();

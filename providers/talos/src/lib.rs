@@ -20,6 +20,7 @@ pub mod config;
 mod error;
 pub mod provider;
 pub mod ready;
+pub mod removal;
 pub mod secrets;
 
 pub use error::{ApiErrorKind, Error, Result};

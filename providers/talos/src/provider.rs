@@ -13,7 +13,7 @@ use infraflux_provider::{
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tracing::{info, instrument};
+use tracing::{info, instrument, warn};
 
 use crate::api::{
     ApplyMode, BootstrapOutcome, ClientIdentity, ConnectOptions, Credentials, DEFAULT_PORT,
@@ -25,6 +25,7 @@ use crate::config::{
     to_yaml,
 };
 use crate::error::{ApiErrorKind, Error};
+use crate::removal::{Removal, RemovalOptions, remove_node};
 use crate::secrets::{ClusterSecrets, attribute as secret};
 
 pub const SECRETS: &str = "talos_secrets";
@@ -38,6 +39,8 @@ const DEFAULT_INTERFACE: &str = "eth0";
 /// How long `talos_bootstrap` waits for a node to accept `Bootstrap`: a real node
 /// installs, reboots and starts its container runtime first.
 const DEFAULT_BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(600);
+/// Draining honours PodDisruptionBudgets: minutes on a busy node.
+const DEFAULT_REMOVAL_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// The Talos provider. Holds no connections between operations: each operation
 /// connects to the node it is about, once.
@@ -109,6 +112,24 @@ impl<'a> Reader<'a> {
                 self.address,
                 format!("`{name}` must be a string"),
             )),
+        }
+    }
+
+    /// A duration given in seconds (fractions allowed: tests wait well under one).
+    fn optional_seconds(&self, name: &str) -> Result<Option<Duration>, ProviderError> {
+        match self.attributes.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => value
+                .as_f64()
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(|s| Some(Duration::from_secs_f64(s)))
+                .ok_or_else(|| {
+                    invalid(
+                        self.operation,
+                        self.address,
+                        format!("`{name}` must be a non-negative number of seconds"),
+                    )
+                }),
         }
     }
 
@@ -565,20 +586,9 @@ impl TalosProvider {
         let r = Reader::new(&request.planned, "create", address);
         let endpoint = r.string("endpoint")?;
         let identity = r.identity()?;
-        let timeout = match request.planned.get("timeout_seconds") {
-            None | Some(Value::Null) => DEFAULT_BOOTSTRAP_TIMEOUT,
-            Some(value) => value
-                .as_f64()
-                .filter(|s| s.is_finite() && *s >= 0.0)
-                .map(Duration::from_secs_f64)
-                .ok_or_else(|| {
-                    invalid(
-                        "create",
-                        address,
-                        "`timeout_seconds` must be a non-negative number of seconds",
-                    )
-                })?,
-        };
+        let timeout = r
+            .optional_seconds("timeout_seconds")?
+            .unwrap_or(DEFAULT_BOOTSTRAP_TIMEOUT);
         let options = BootstrapOptions {
             timeout,
             backoff: Backoff::default(),
@@ -802,11 +812,39 @@ impl Provider for TalosProvider {
         }
     }
 
-    /// Deleting forgets: the secrets live only in state, a node's config is removed by
-    /// resetting or destroying the machine (the VM's lifecycle, not this provider's),
-    /// etcd cannot be un-bootstrapped, and a kubeconfig has nothing remote to remove.
+    /// A machine config's delete takes its node out of the cluster before the machine
+    /// goes (see [`crate::removal`]): drained, out of etcd, wiped and powered off. In
+    /// a teardown (`destroy`) every node goes at once, so nothing is left to keep
+    /// healthy and it only forgets. Everything else only forgets: the secrets live only
+    /// in state, etcd cannot be un-bootstrapped, and a kubeconfig has nothing remote.
     async fn delete(&self, request: DeleteRequest) -> Result<(), ProviderError> {
-        info!(address = %request.resource.address, "forgetting (nothing to remove on the node)");
+        let address = request.resource.address.as_str();
+        if request.resource.kind != MACHINE_CONFIG || request.teardown {
+            info!(%address, "forgetting (nothing to remove on the node)");
+            return Ok(());
+        }
+        let inputs = machine_config_inputs(&request.prior, "delete", address)?;
+        let options = RemovalOptions {
+            timeout: DEFAULT_REMOVAL_TIMEOUT,
+            backoff: Backoff::default(),
+            connect: self.connect,
+        };
+        let removal = remove_node(
+            &inputs.talos_endpoint,
+            inputs.node.role,
+            &inputs.identity,
+            &options,
+        )
+        .await
+        .map_err(|e| provider_error("delete", address, e))?;
+        match removal {
+            Removal::Reset => {
+                info!(%address, "the node left its cluster: drained, out of etcd, wiped, powered off")
+            }
+            Removal::Unreachable(why) => {
+                warn!(%address, %why, "the worker did not answer; it is removed with its machine")
+            }
+        }
         Ok(())
     }
 

@@ -343,6 +343,7 @@ impl Provider for ProxmoxEndpoints {
                 resource: request.resource.clone(),
                 id: request.id.clone(),
                 prior: strip(&request.prior),
+                teardown: request.teardown,
             })
             .await
     }
@@ -489,6 +490,7 @@ mod tests {
                 resource: resource(super::super::image::KIND),
                 id: "pve1/local:import/talos.raw".into(),
                 prior: image(),
+                teardown: false,
             })
             .await
             .unwrap_err();
