@@ -326,10 +326,14 @@ fn machines(project: &Path) -> BTreeMap<String, Machine> {
         .collect()
 }
 
-/// The hostnames of dev/workload's etcd members, as `machine` lists them through the
-/// Talos API (port 50000 of its address, the lab's), with the admin certificate of the
-/// cluster's secrets in state: what `talosctl -n <machine> etcd members` shows.
-fn etcd_members(project: &Path, machine: &str) -> Vec<String> {
+/// `machine`'s Talos API (port 50000 of its address, the lab's) with the admin
+/// certificate of the cluster's secrets in state, as `talosctl -n <machine>` reaches it;
+/// `call` is run on it.
+fn on_node<T>(
+    project: &Path,
+    machine: &str,
+    call: impl AsyncFnOnce(&mut infraflux_talos::api::NodeClient) -> T,
+) -> T {
     use infraflux_talos::api::{ClientIdentity, ConnectOptions, Credentials, NodeClient};
     use infraflux_talos::secrets::ClusterSecrets;
     let state = state(project);
@@ -342,16 +346,31 @@ fn etcd_members(project: &Path, machine: &str) -> Vec<String> {
         .enable_all()
         .build()
         .unwrap();
-    let members = runtime.block_on(async {
+    runtime.block_on(async {
         let credentials = Credentials::Mutual(identity);
         let mut client = NodeClient::connect(&endpoint, &credentials, &ConnectOptions::default())
             .await
             .unwrap();
+        call(&mut client).await
+    })
+}
+
+/// The hostnames of dev/workload's etcd members as `machine` lists them: what
+/// `talosctl -n <machine> etcd members` shows.
+fn etcd_members(project: &Path, machine: &str) -> Vec<String> {
+    let members = on_node(project, machine, async |client| {
         client.etcd_members().await.unwrap()
     });
     let mut names: Vec<String> = members.into_iter().map(|m| m.hostname).collect();
     names.sort();
     names
+}
+
+/// The Talos version `machine` runs.
+fn talos_version(project: &Path, machine: &str) -> String {
+    on_node(project, machine, async |client| {
+        client.version().await.unwrap().tag
+    })
 }
 
 /// `dev-workload-<name>` for each name: the hostnames of dev/workload's machines.
@@ -586,5 +605,159 @@ fn scaling_pools_touches_only_the_machines_added_or_removed() {
     untouched(&shrunk, &one, &["cp-1", "general-1"]);
     assert!(!one.contains_key("cp-2"));
     assert_eq!(etcd_members(project.path(), "cp-1"), hostnames(&["cp-1"]));
+    assert_eq!(planned(&lab), []);
+}
+
+/// The machine configs of dev/workload in the order `stderr`'s progress lines started
+/// them (`…talos_machine_config.<name>: Modifying...`), each checked to start only after
+/// the one before it finished: one node at a time.
+fn rolled(stderr: &str) -> Vec<String> {
+    const PREFIX: &str = "dev/workload/talos_machine_config.";
+    let mut order = Vec::new();
+    let mut running: Option<String> = None;
+    for line in stderr.lines() {
+        let Some(rest) = line.split(PREFIX).nth(1) else {
+            continue;
+        };
+        let Some((name, event)) = rest.split_once(": ") else {
+            continue;
+        };
+        if event.starts_with("Modifying...") {
+            assert!(
+                running.is_none(),
+                "{name} started while {running:?} ran:\n{stderr}"
+            );
+            running = Some(name.to_string());
+            order.push(name.to_string());
+        } else if event.starts_with("Modifications complete") {
+            assert_eq!(running.as_deref(), Some(name), "{stderr}");
+            running = None;
+        }
+    }
+    order
+}
+
+/// Issue 13: a Talos upgrade of a cluster of 3 control planes and 2 workers rolls node
+/// by node, control planes first, each back on the new version and healthy before the
+/// next; a run killed (SIGKILL) midway leaves the nodes it had not reached untouched, and
+/// the next run resumes where it stopped.
+#[test]
+fn a_talos_upgrade_rolls_node_by_node_and_resumes_after_a_kill() {
+    let project = project();
+    edit(
+        project.path(),
+        "clusters/workload.yaml",
+        "  dev:\n    template: small\n",
+        "  dev:\n    template: small\n    control_plane:\n      count: 3\n    workers:\n      - {name: general, count: 2}\n",
+    );
+    let lab = LabUp::start(&project, "dev");
+    lab.run(&BOOTSTRAP).success();
+    assert_eq!(planned(&lab), []);
+    let nodes = ["cp-1", "cp-2", "cp-3", "general-1", "general-2"];
+    for node in nodes {
+        assert_eq!(talos_version(project.path(), node), "v1.13.9", "{node}");
+    }
+    let before = machines(project.path());
+
+    edit(
+        project.path(),
+        "defaults/cluster.yaml",
+        "version: v1.13.9",
+        "version: v1.13.10",
+    );
+    // The new version's image replaces the old one on Proxmox (the VMs keep their
+    // disks); every machine config changes, nothing else.
+    let (images, changes): (Vec<_>, Vec<_>) = planned_names(&lab)
+        .into_iter()
+        .partition(|(kind, _, _)| kind == "proxmox_image");
+    let images: BTreeSet<(String, String)> = images
+        .into_iter()
+        .map(|(_, name, action)| (name.split('-').next().unwrap().to_string(), action))
+        .collect();
+    assert_eq!(
+        images,
+        expect(&[("v1.13.10", "create"), ("v1.13.9", "delete")])
+    );
+    let changes: BTreeSet<(String, String)> = changes
+        .into_iter()
+        .map(|(kind, name, action)| (format!("{kind}.{name}"), action))
+        .collect();
+    let expected: BTreeSet<(String, String)> = nodes
+        .iter()
+        .map(|n| (format!("talos_machine_config.{n}"), "update".to_string()))
+        .collect();
+    assert_eq!(changes, expected, "only the machine configs change");
+
+    // Killed once two nodes are through.
+    let mut run = project
+        .std_command()
+        .args(support::lab::OVERLAY_ARGS)
+        .args(BOOTSTRAP)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let upgraded =
+        |name: &str| machine_config_state(project.path(), name)["talos_version"] == "v1.13.10";
+    let started = std::time::Instant::now();
+    while !upgraded("cp-2") {
+        assert!(
+            started.elapsed() < support::lab::RUN_LIMIT,
+            "cp-2 was never upgraded"
+        );
+        assert!(
+            run.try_wait().unwrap().is_none(),
+            "the run ended before the kill"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    run.kill().unwrap();
+    run.wait().unwrap();
+    assert!(upgraded("cp-1"));
+    assert_eq!(talos_version(project.path(), "cp-1"), "v1.13.10");
+    assert_eq!(talos_version(project.path(), "cp-2"), "v1.13.10");
+    for node in ["general-1", "general-2"] {
+        assert!(
+            !upgraded(node),
+            "{node} was reached before the control planes"
+        );
+        assert_eq!(talos_version(project.path(), node), "v1.13.9", "{node}");
+    }
+
+    // The next run resumes: what is left, one node at a time, control planes first.
+    let resumed = lab.run(&BOOTSTRAP).success();
+    let order = rolled(&resumed.stderr);
+    assert_eq!(
+        order.last().map(String::as_str),
+        Some("general-2"),
+        "{}",
+        resumed.stderr
+    );
+    assert!(
+        order.ends_with(&["cp-3".into(), "general-1".into(), "general-2".into()]),
+        "{order:?}"
+    );
+    assert!(
+        resumed
+            .stdout
+            .contains("Ready signal for dev/workload: ready"),
+        "{}",
+        resumed.stdout
+    );
+    for node in nodes {
+        assert_eq!(talos_version(project.path(), node), "v1.13.10", "{node}");
+    }
+    assert_eq!(
+        etcd_members(project.path(), "cp-1"),
+        hostnames(&["cp-1", "cp-2", "cp-3"])
+    );
+    let after = machines(project.path());
+    for node in nodes {
+        assert_eq!(after[node].address, before[node].address, "{node}");
+        assert_eq!(
+            after[node].vmid, before[node].vmid,
+            "{node}: the VM is kept"
+        );
+    }
     assert_eq!(planned(&lab), []);
 }

@@ -27,7 +27,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use infraflux_provider::{ConcurrencyKey, Operation, ResourceRef, lookup};
+use infraflux_provider::{ConcurrencyKey, Operation, ResourceRef, Rollout, lookup};
 use tokio::task::JoinSet;
 pub use tokio_util::sync::CancellationToken;
 
@@ -244,6 +244,10 @@ struct Walk<'a> {
     ready: BinaryHeap<(u32, std::cmp::Reverse<usize>)>,
     in_flight: usize,
     keys: HashMap<String, usize>,
+    /// Each change's rollout (see [`infraflux_provider::Rollout`]), and the change that
+    /// stopped each rollout that failed.
+    rollouts: Vec<Option<Rollout>>,
+    stopped: HashMap<String, ResourceAddr>,
     summary: ApplySummary,
 }
 
@@ -296,6 +300,22 @@ impl<'a> Walk<'a> {
             .filter(|&i| remaining[i] == 0)
             .map(|i| (priority[i], std::cmp::Reverse(i)))
             .collect();
+        let rollouts = plan
+            .changes
+            .iter()
+            .map(|change| {
+                let op = operation(change.action)?;
+                let attributes = change.desired.as_ref().or(change.before.as_ref())?;
+                providers.get(&change.provider)?.rollout(
+                    op,
+                    &ResourceRef {
+                        address: change.address.to_string(),
+                        kind: change.address.kind.clone(),
+                    },
+                    attributes,
+                )
+            })
+            .collect();
         Walk {
             plan,
             journal: journal.clone(),
@@ -309,6 +329,8 @@ impl<'a> Walk<'a> {
             ready,
             in_flight: 0,
             keys: HashMap::new(),
+            rollouts,
+            stopped: HashMap::new(),
             summary: ApplySummary {
                 done: Vec::new(),
                 failed: Vec::new(),
@@ -397,6 +419,16 @@ impl<'a> Walk<'a> {
                     continue;
                 }
                 _ => {}
+            }
+            if let Some(rollout) = &self.rollouts[index] {
+                if let Some(because) = self.stopped.get(&rollout.key).cloned() {
+                    self.skip(index, because);
+                    continue;
+                }
+                if self.rollout_waits(index, rollout) {
+                    deferred.push(entry);
+                    continue;
+                }
             }
             let provider = self
                 .providers
@@ -510,6 +542,11 @@ impl<'a> Walk<'a> {
             }
             Err(failed) => {
                 let message = failed.message;
+                if let Some(rollout) = &self.rollouts[outcome.index] {
+                    self.stopped
+                        .entry(rollout.key.clone())
+                        .or_insert_with(|| change.address.clone());
+                }
                 self.reporter
                     .failed(&change.address, change.action, &message, outcome.elapsed);
                 self.fail(outcome.index, change.action, message);
@@ -532,6 +569,32 @@ impl<'a> Walk<'a> {
         }
     }
 
+    /// Whether a change of `rollout` comes before `index` and has not finished: one at
+    /// a time, in order (rank, then plan order).
+    fn rollout_waits(&self, index: usize, rollout: &Rollout) -> bool {
+        self.rollouts.iter().enumerate().any(|(other, theirs)| {
+            other != index
+                && matches!(self.nodes[other], NodeState::Waiting | NodeState::Running)
+                && theirs.as_ref().is_some_and(|theirs| {
+                    theirs.key == rollout.key
+                        && (self.nodes[other] == NodeState::Running
+                            || (theirs.rank, other) < (rollout.rank, index))
+                })
+        })
+    }
+
+    /// Skip `index`, not started because `because` stopped its rollout, and everything
+    /// downstream of it.
+    fn skip(&mut self, index: usize, because: ResourceAddr) {
+        self.nodes[index] = NodeState::Skipped;
+        let skipped = &self.plan.changes[index];
+        self.reporter.skipped(&skipped.address, &because);
+        self.summary
+            .skipped
+            .push((skipped.address.clone(), because.clone()));
+        self.skip_downstream(index, &because);
+    }
+
     /// Mark `index` failed and everything downstream of it skipped (once each).
     fn fail(&mut self, index: usize, action: Action, message: String) {
         self.nodes[index] = NodeState::Failed;
@@ -541,6 +604,11 @@ impl<'a> Walk<'a> {
             action,
             message,
         });
+        self.skip_downstream(index, &because);
+    }
+
+    /// Everything downstream of `index` skipped (once each), because of `because`.
+    fn skip_downstream(&mut self, index: usize, because: &ResourceAddr) {
         let mut stack = self.dependants[index].clone();
         while let Some(next) = stack.pop() {
             if self.nodes[next] != NodeState::Waiting {
@@ -550,7 +618,7 @@ impl<'a> Walk<'a> {
             let skipped = &self.plan.changes[next];
             // A no-op has nothing to skip; reporting it would be noise.
             if skipped.action != Action::NoOp {
-                self.reporter.skipped(&skipped.address, &because);
+                self.reporter.skipped(&skipped.address, because);
                 self.summary
                     .skipped
                     .push((skipped.address.clone(), because.clone()));

@@ -1,7 +1,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use infraflux_provider::{ConcurrencyKey, reference};
+use infraflux_provider::{ConcurrencyKey, Operation, Rollout, reference};
 use infraflux_provider_mock::{Call, MockProvider, Op};
 use proptest::prelude::*;
 use serde_json::json;
@@ -304,6 +304,82 @@ async fn orphans_and_destroy_delete_dependants_first() {
     assert!(summary.is_success());
     assert!(rig.state().resources.is_empty());
     assert!(rig.mock.objects().is_empty());
+}
+
+/// Updates in one rollout run one at a time, by rank then plan order; the first failure
+/// stops the rest (skipped, their state kept), and a re-run resumes from there.
+#[tokio::test]
+async fn a_rollout_runs_one_at_a_time_in_order_and_stops_at_the_first_failure() {
+    let mock = MockProvider::new("mock", mock_schemas()).with_rollout(|op, _, attributes| {
+        let rank = attributes.get("rank")?.as_u64()? as u32;
+        (op == Operation::Update).then(|| Rollout {
+            key: "nodes".into(),
+            rank,
+        })
+    });
+    let rig = Rig::with_mock(mock);
+    rig.mock.set_default_latency(Duration::from_millis(5));
+    // n0..n5: n1, n3 and n5 rank first (control planes), the others after.
+    let nodes = |value: i64| -> Vec<DesiredResource> {
+        (0..6)
+            .map(|i| {
+                desired(
+                    &format!("n{i}"),
+                    json!({"value": value, "rank": u64::from(i % 2 == 0)}),
+                    &[],
+                )
+            })
+            .collect()
+    };
+    assert!(rig.apply(&nodes(1)).await.is_success());
+    rig.mock.clear_calls();
+    rig.mock
+        .fail(Op::Update, &full("n5"), "node n5 did not come back");
+    let options = ApplyOptions {
+        parallelism: 6,
+        ..ApplyOptions::default()
+    };
+    let summary = rig
+        .apply_with(
+            &nodes(2),
+            &PlanOptions::default(),
+            &options,
+            Arc::new(NoReporter),
+        )
+        .await;
+    assert_eq!(rig.mock.max_in_flight(), 1);
+    // Control planes first (n5's update is tried and fails), the others never.
+    assert_eq!(
+        rig.mock.finished(Op::Update),
+        [full("n1"), full("n3"), full("n5")]
+    );
+    assert_eq!(summary.failed.len(), 1);
+    assert_eq!(summary.failed[0].address, addr("n5"));
+    let skipped: BTreeSet<String> = summary.skipped.iter().map(|(a, _)| a.to_string()).collect();
+    assert_eq!(
+        skipped,
+        ["n0", "n2", "n4"]
+            .iter()
+            .map(|n| addr(n).to_string())
+            .collect()
+    );
+    assert!(
+        summary
+            .skipped
+            .iter()
+            .all(|(_, because)| *because == addr("n5"))
+    );
+    assert_eq!(rig.state().resources[&addr("n0")].attributes["value"], 1);
+
+    // Fixed, the next run resumes: n5, then the rest in order.
+    rig.mock.clear_failures();
+    rig.mock.clear_calls();
+    let summary = rig.apply(&nodes(2)).await;
+    assert!(summary.is_success(), "{summary:?}");
+    assert_eq!(
+        rig.mock.finished(Op::Update),
+        [full("n5"), full("n0"), full("n2"), full("n4")]
+    );
 }
 
 #[tokio::test]

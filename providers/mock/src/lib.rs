@@ -19,7 +19,7 @@ use infraflux_provider::{
     Attributes, ConcurrencyKey, CreateRequest, CreateResponse, DeleteRequest, Diagnostic,
     ErrorKind, ImportRequest, ImportResponse, Operation, PlanRequest, PlanResponse, Provider,
     ProviderError, ReadOutcome, ReadRequest, ReadResponse, ReadResult, ResourceRef, ResourceSchema,
-    Severity, UpdateRequest, UpdateResponse, ValidateRequest, ValidateResponse,
+    Rollout, Severity, UpdateRequest, UpdateResponse, ValidateRequest, ValidateResponse,
 };
 use serde_json::{Value, json};
 
@@ -52,6 +52,7 @@ pub struct Object {
 }
 
 type KeyFn = dyn Fn(Operation, &ResourceRef, &Attributes) -> Option<ConcurrencyKey> + Send + Sync;
+type RolloutFn = dyn Fn(Operation, &ResourceRef, &Attributes) -> Option<Rollout> + Send + Sync;
 
 #[derive(Default)]
 struct Inner {
@@ -77,6 +78,7 @@ pub struct MockProvider {
     failures: Mutex<HashMap<(Op, String), (String, ErrorKind)>>,
     world_file: Option<PathBuf>,
     concurrency_key: Option<Box<KeyFn>>,
+    rollout: Option<Box<RolloutFn>>,
 }
 
 impl MockProvider {
@@ -89,6 +91,7 @@ impl MockProvider {
             failures: Mutex::default(),
             world_file: None,
             concurrency_key: None,
+            rollout: None,
         }
     }
 
@@ -125,6 +128,18 @@ impl MockProvider {
         + 'static,
     ) -> Self {
         self.concurrency_key = Some(Box::new(key));
+        self
+    }
+
+    /// Derive the rollout each operation belongs to.
+    pub fn with_rollout(
+        mut self,
+        rollout: impl Fn(Operation, &ResourceRef, &Attributes) -> Option<Rollout>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.rollout = Some(Box::new(rollout));
         self
     }
 
@@ -169,8 +184,13 @@ impl MockProvider {
         self.lock().calls.clone()
     }
 
+    /// Forget the calls so far, and the most in flight at once (counted from here on).
     pub fn clear_calls(&self) {
-        self.lock().calls.clear();
+        let mut inner = self.lock();
+        inner.calls.clear();
+        inner.max_in_flight = inner.in_flight;
+        let in_flight = inner.in_flight_by_key.clone();
+        inner.max_in_flight_by_key = in_flight;
     }
 
     /// `deep` of each read request so far, in order.
@@ -584,6 +604,17 @@ impl Provider for MockProvider {
         self.concurrency_key
             .as_ref()
             .and_then(|key| key(operation, resource, attributes))
+    }
+
+    fn rollout(
+        &self,
+        operation: Operation,
+        resource: &ResourceRef,
+        attributes: &Attributes,
+    ) -> Option<Rollout> {
+        self.rollout
+            .as_ref()
+            .and_then(|rollout| rollout(operation, resource, attributes))
     }
 }
 

@@ -240,6 +240,17 @@ pub struct ConcurrencyKey {
     pub limit: usize,
 }
 
+/// Changes that run one at a time, in order, and stop at the first failure: a rolling
+/// change across the nodes of a cluster (an upgrade), where breaking two nodes at once
+/// could break the cluster. Ordered by `rank` (e.g. control planes before workers),
+/// then by the plan's order; once one fails, the rest are not started (reported as
+/// skipped) and keep their old state, so a re-run resumes where it stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Rollout {
+    pub key: String,
+    pub rank: u32,
+}
+
 /// Which operation is about to run, for [`Provider::concurrency_key`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
@@ -307,6 +318,18 @@ pub trait Provider: Send + Sync {
         resource: &ResourceRef,
         attributes: &Attributes,
     ) -> Option<ConcurrencyKey> {
+        let _ = (operation, resource, attributes);
+        None
+    }
+
+    /// The rollout an operation belongs to, if any (see [`Rollout`]). `attributes` are
+    /// the desired ones as planned, references not yet resolved.
+    fn rollout(
+        &self,
+        operation: Operation,
+        resource: &ResourceRef,
+        attributes: &Attributes,
+    ) -> Option<Rollout> {
         let _ = (operation, resource, attributes);
         None
     }

@@ -22,6 +22,7 @@ pub mod provider;
 pub mod ready;
 pub mod removal;
 pub mod secrets;
+pub mod upgrade;
 
 pub use error::{ApiErrorKind, Error, Result};
 pub use provider::TalosProvider;

@@ -7,9 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use infraflux_provider::{
     AttributeSchema, Attributes, CreateRequest, CreateResponse, DeleteRequest, ErrorKind,
-    ImportRequest, ImportResponse, PlanRequest, PlanResponse, Provider, ProviderError, ReadOutcome,
-    ReadRequest, ReadResponse, ReadResult, ResourceSchema, UpdateRequest, UpdateResponse,
-    contains_unknown, unknown,
+    ImportRequest, ImportResponse, Operation, PlanRequest, PlanResponse, Provider, ProviderError,
+    ReadOutcome, ReadRequest, ReadResponse, ReadResult, ResourceRef, ResourceSchema, Rollout,
+    UpdateRequest, UpdateResponse, contains_unknown, unknown,
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -27,6 +27,7 @@ use crate::config::{
 use crate::error::{ApiErrorKind, Error};
 use crate::removal::{Removal, RemovalOptions, remove_node};
 use crate::secrets::{ClusterSecrets, attribute as secret};
+use crate::upgrade::{RolloutOptions, upgrade_node};
 
 pub const SECRETS: &str = "talos_secrets";
 pub const MACHINE_CONFIG: &str = "talos_machine_config";
@@ -39,6 +40,8 @@ const DEFAULT_INTERFACE: &str = "eth0";
 /// How long `talos_bootstrap` waits for a node to accept `Bootstrap`: a real node
 /// installs, reboots and starts its container runtime first.
 const DEFAULT_BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(600);
+/// Installing and rebooting take minutes on real hardware.
+const DEFAULT_UPGRADE_TIMEOUT: Duration = Duration::from_secs(1200);
 /// Draining honours PodDisruptionBudgets: minutes on a busy node.
 const DEFAULT_REMOVAL_TIMEOUT: Duration = Duration::from_secs(900);
 
@@ -252,10 +255,7 @@ fn machine_config_inputs(
 ) -> Result<MachineConfigInputs, ProviderError> {
     let r = Reader::new(attributes, operation, address);
     let talos_version = r.string("talos_version")?;
-    let installer = match r.optional_string("installer_image")? {
-        Some(image) => image,
-        None => installer_image(&r.string("schematic")?, &talos_version),
-    };
+    let installer = installer_of(&r)?;
     let vip = match r.optional_string("vip")? {
         Some(vip) => Some(
             vip.parse()
@@ -315,6 +315,18 @@ fn machine_config_inputs(
         maintenance_endpoint,
         identity: ClientIdentity::from_secrets(&secrets),
     })
+}
+
+/// The installer image a machine config installs: given, or the Image Factory's for
+/// its schematic and Talos version.
+fn installer_of(r: &Reader) -> Result<String, ProviderError> {
+    match r.optional_string("installer_image")? {
+        Some(image) => Ok(image),
+        None => Ok(installer_image(
+            &r.string("schematic")?,
+            &r.string("talos_version")?,
+        )),
+    }
 }
 
 /// Rendering and its plan-readable twin.
@@ -530,9 +542,31 @@ impl TalosProvider {
             }
             return Ok(UpdateResponse { attributes });
         }
+        let image = installer_of(&Reader::new(&request.planned, "update", address))?;
+        let prior_image = installer_of(&Reader::new(&request.prior, "update", address)).ok();
+        let upgrading = prior_image.as_deref() != Some(image.as_str());
         let (mode, details) = self
             .apply_configured(&inputs, &rendered, "update", address)
             .await?;
+        if upgrading {
+            // A new installer image in the config changes nothing on the node by
+            // itself: the Upgrade call installs it (one node at a time: `rollout`).
+            let options = RolloutOptions {
+                timeout: DEFAULT_UPGRADE_TIMEOUT,
+                interval: Duration::from_millis(500),
+                connect: self.connect,
+            };
+            let upgraded = upgrade_node(
+                &inputs.talos_endpoint,
+                inputs.node.role,
+                &inputs.identity,
+                &image,
+                &options,
+            )
+            .await
+            .map_err(|e| provider_error("update", address, e))?;
+            info!(%address, ?upgraded, "upgraded");
+        }
         Ok(UpdateResponse {
             attributes: Self::machine_config_attributes(
                 &request.planned,
@@ -657,6 +691,30 @@ impl TalosProvider {
 impl Provider for TalosProvider {
     fn name(&self) -> &str {
         "talos"
+    }
+
+    /// A cluster's machine-config updates roll: one node at a time, control planes
+    /// first, stopping at the first failure. An update may upgrade Talos (a reboot,
+    /// etcd checks) or change what every node runs; one node at a time keeps etcd's
+    /// quorum and the API up, and a bad change stops at the first node it breaks.
+    fn rollout(
+        &self,
+        operation: Operation,
+        resource: &ResourceRef,
+        attributes: &Attributes,
+    ) -> Option<Rollout> {
+        if operation != Operation::Update || resource.kind != MACHINE_CONFIG {
+            return None;
+        }
+        let cluster = attributes.get("cluster_name")?.as_str()?;
+        let rank = match attributes.get("role").and_then(Value::as_str) {
+            Some("controlplane") => 0,
+            _ => 1,
+        };
+        Some(Rollout {
+            key: format!("talos:{cluster}"),
+            rank,
+        })
     }
 
     fn schemas(&self) -> Vec<ResourceSchema> {
