@@ -328,12 +328,12 @@ fn machines(project: &Path) -> BTreeMap<String, Machine> {
 
 /// `machine`'s Talos API (port 50000 of its address, the lab's) with the admin
 /// certificate of the cluster's secrets in state, as `talosctl -n <machine>` reaches it;
-/// `call` is run on it.
-fn on_node<T>(
+/// `call` is run on it. `None` when the node does not answer (e.g. rebooting).
+fn try_on_node<T>(
     project: &Path,
     machine: &str,
-    call: impl AsyncFnOnce(&mut infraflux_talos::api::NodeClient) -> T,
-) -> T {
+    call: impl AsyncFnOnce(&mut infraflux_talos::api::NodeClient) -> Option<T>,
+) -> Option<T> {
     use infraflux_talos::api::{ClientIdentity, ConnectOptions, Credentials, NodeClient};
     use infraflux_talos::secrets::ClusterSecrets;
     let state = state(project);
@@ -350,9 +350,19 @@ fn on_node<T>(
         let credentials = Credentials::Mutual(identity);
         let mut client = NodeClient::connect(&endpoint, &credentials, &ConnectOptions::default())
             .await
-            .unwrap();
+            .ok()?;
         call(&mut client).await
     })
+}
+
+/// [`try_on_node`] on a node that answers.
+fn on_node<T>(
+    project: &Path,
+    machine: &str,
+    call: impl AsyncFnOnce(&mut infraflux_talos::api::NodeClient) -> T,
+) -> T {
+    try_on_node(project, machine, async |client| Some(call(client).await))
+        .unwrap_or_else(|| panic!("{machine} does not answer"))
 }
 
 /// The hostnames of dev/workload's etcd members as `machine` lists them: what
@@ -759,5 +769,52 @@ fn a_talos_upgrade_rolls_node_by_node_and_resumes_after_a_kill() {
             "{node}: the VM is kept"
         );
     }
+    assert_eq!(planned(&lab), []);
+}
+
+/// Issue 14 (Talos drift): a node upgraded by hand, outside InfraFlux (`talosctl
+/// upgrade`), shows in the plan as drift of its Talos version (read back from the node),
+/// and the next run brings it back to the configured version, through the rollout.
+#[test]
+fn a_node_upgraded_by_hand_is_drift_and_is_brought_back() {
+    use infraflux_talos::api::UpgradeOptions;
+    let project = project();
+    let lab = bootstrapped(&project);
+    assert_eq!(talos_version(project.path(), "general-1"), "v1.13.9");
+    let schematic = machine_config_state(project.path(), "general-1")["schematic"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let image = format!("factory.talos.dev/installer/{schematic}:v1.13.10");
+    on_node(project.path(), "general-1", async |client| {
+        client.upgrade(&UpgradeOptions::new(image)).await.unwrap()
+    });
+    let started = std::time::Instant::now();
+    while try_on_node(project.path(), "general-1", async |client| {
+        client.version().await.ok().map(|v| v.tag)
+    })
+    .as_deref()
+        != Some("v1.13.10")
+    {
+        assert!(
+            started.elapsed() < support::lab::RUN_LIMIT,
+            "general-1 never came back on v1.13.10"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    let plan = lab.run(&["plan", "--env", "dev"]).success();
+    assert!(plan.stdout.contains("v1.13.10"), "{}", plan.stdout);
+    assert_eq!(
+        planned_names(&lab),
+        [(
+            "talos_machine_config".to_string(),
+            "general-1".to_string(),
+            "update".to_string()
+        )]
+    );
+    lab.run(&BOOTSTRAP).success();
+    assert_eq!(talos_version(project.path(), "general-1"), "v1.13.9");
+    assert_eq!(talos_version(project.path(), "cp-1"), "v1.13.9");
     assert_eq!(planned(&lab), []);
 }

@@ -17,7 +17,7 @@ use tracing::{info, instrument, warn};
 
 use crate::api::{
     ApplyMode, BootstrapOutcome, ClientIdentity, ConnectOptions, Credentials, DEFAULT_PORT,
-    NodeClient, NodeMode, detect_mode,
+    NodeClient, NodeMode, detect, detect_mode,
 };
 use crate::bootstrap::{Backoff, BootstrapOptions, bootstrap};
 use crate::config::{
@@ -532,50 +532,61 @@ impl TalosProvider {
         let (rendered, masked) = render(&inputs, "update", address)?;
         let unchanged = request.prior.get("config_sha256").and_then(Value::as_str)
             == Some(sha256_hex(rendered.as_bytes()).as_str());
-        if unchanged {
+        // The version the node runs, as refresh read it back, against the config's.
+        let on_version = request.prior.get("talos_version") == request.planned.get("talos_version");
+        if unchanged && on_version {
             // Inputs changed but the rendering did not (e.g. an equivalent patch form).
-            let mut attributes = request.prior.clone();
-            for (key, value) in &request.planned {
-                if !contains_unknown(value) {
-                    attributes.insert(key.clone(), value.clone());
-                }
-            }
-            return Ok(UpdateResponse { attributes });
+            return Ok(UpdateResponse {
+                attributes: Self::kept_attributes(&request.prior, &request.planned),
+            });
         }
-        let image = installer_of(&Reader::new(&request.planned, "update", address))?;
-        let prior_image = installer_of(&Reader::new(&request.prior, "update", address)).ok();
-        let upgrading = prior_image.as_deref() != Some(image.as_str());
-        let (mode, details) = self
-            .apply_configured(&inputs, &rendered, "update", address)
-            .await?;
-        if upgrading {
-            // A new installer image in the config changes nothing on the node by
-            // itself: the Upgrade call installs it (one node at a time: `rollout`).
-            let options = RolloutOptions {
-                timeout: DEFAULT_UPGRADE_TIMEOUT,
-                interval: Duration::from_millis(500),
-                connect: self.connect,
-            };
-            let upgraded = upgrade_node(
-                &inputs.talos_endpoint,
-                inputs.node.role,
-                &inputs.identity,
-                &image,
-                &options,
+        let applied = if unchanged {
+            None
+        } else {
+            Some(
+                self.apply_configured(&inputs, &rendered, "update", address)
+                    .await?,
             )
-            .await
-            .map_err(|e| provider_error("update", address, e))?;
-            info!(%address, ?upgraded, "upgraded");
+        };
+        // A new installer image in the config changes nothing on the node by itself:
+        // the Upgrade call installs it. Every update is gated (back on the version,
+        // healthy) before the rollout goes on to the next node; a node already on the
+        // version (a resumed rollout, a config change) is only gated.
+        let image = installer_of(&Reader::new(&request.planned, "update", address))?;
+        let options = RolloutOptions {
+            timeout: DEFAULT_UPGRADE_TIMEOUT,
+            interval: Duration::from_millis(500),
+            connect: self.connect,
+        };
+        let upgraded = upgrade_node(
+            &inputs.talos_endpoint,
+            inputs.node.role,
+            &inputs.identity,
+            &image,
+            &options,
+        )
+        .await
+        .map_err(|e| provider_error("update", address, e))?;
+        info!(%address, ?upgraded, "rolled");
+        let attributes = match applied {
+            Some((mode, details)) => {
+                Self::machine_config_attributes(&request.planned, &rendered, masked, mode, details)
+            }
+            None => Self::kept_attributes(&request.prior, &request.planned),
+        };
+        Ok(UpdateResponse { attributes })
+    }
+
+    /// The recorded attributes with the planned values that are known: the node kept
+    /// its config.
+    fn kept_attributes(prior: &Attributes, planned: &Attributes) -> Attributes {
+        let mut attributes = prior.clone();
+        for (key, value) in planned {
+            if !contains_unknown(value) {
+                attributes.insert(key.clone(), value.clone());
+            }
         }
-        Ok(UpdateResponse {
-            attributes: Self::machine_config_attributes(
-                &request.planned,
-                &rendered,
-                masked,
-                mode,
-                details,
-            ),
-        })
+        attributes
     }
 
     fn plan_machine_config(&self, request: &PlanRequest) -> Result<PlanResponse, ProviderError> {
@@ -673,15 +684,21 @@ impl TalosProvider {
             Ok(inputs) => inputs,
             Err(error) => return ReadOutcome::Failed(error),
         };
-        match detect_mode(
+        match detect(
             &inputs.talos_endpoint,
             Some(&inputs.identity),
             &self.connect,
         )
         .await
         {
-            Ok(NodeMode::Configured) => ReadOutcome::Found(prior.clone()),
-            Ok(NodeMode::Maintenance) => ReadOutcome::Gone,
+            // The version the node runs is read back: a node upgraded (or rolled back)
+            // by hand shows as drift, and the plan brings it back.
+            Ok((NodeMode::Configured, version)) => {
+                let mut found = prior.clone();
+                found.insert("talos_version".into(), json!(version.tag));
+                ReadOutcome::Found(found)
+            }
+            Ok((NodeMode::Maintenance, _)) => ReadOutcome::Gone,
             Err(error) => ReadOutcome::Failed(provider_error("read", address, error)),
         }
     }

@@ -3,9 +3,11 @@
 //! The node is sent `Upgrade` with the installer image of the new version; it checks
 //! etcd first (a control plane refuses while a member is unhealthy, or with two
 //! members), answers, installs and reboots. The node is then watched until it is back
-//! on the new version with kubelet (and, on a control plane, etcd) running healthy and
-//! etcd holding at least as many voting members as before: only then may the next
-//! node go (the engine runs a cluster's upgrades one at a time, control planes first).
+//! on the new version and as healthy as it was before: kubelet (and, on a control
+//! plane, etcd) running healthy again if they were, and etcd holding at least as many
+//! voting members as before. Only then may the next node go (the engine runs a
+//! cluster's updates one at a time, control planes first). What was not up before
+//! (etcd on a control plane not bootstrapped yet) is not waited for.
 //!
 //! Resumable: a node already on the new version is not sent `Upgrade` again, only
 //! gated, so a run that was killed midway picks up where it stopped.
@@ -75,10 +77,7 @@ pub async fn upgrade_node(
         }
     };
     let (ref mut node, ref version) = client;
-    let members_before = match role {
-        Role::ControlPlane => voting_members(node).await?,
-        Role::Worker => 0,
-    };
+    let before = Health::of(node, role).await;
     let outcome = if version.tag == target {
         info!(version = %version.tag, "already on the new version; gating only");
         Upgraded::AlreadyThere
@@ -90,15 +89,7 @@ pub async fn upgrade_node(
         }
     };
     loop {
-        let gated = gates(
-            endpoint,
-            &credentials,
-            role,
-            target,
-            members_before,
-            options,
-        )
-        .await;
+        let gated = gates(endpoint, &credentials, role, target, &before, options).await;
         let last = match gated {
             Ok(()) => {
                 info!(
@@ -112,18 +103,59 @@ pub async fn upgrade_node(
         if Instant::now() >= deadline {
             return Err(Error::Timeout {
                 condition: format!(
-                    "node {endpoint} to come back on Talos {target} with kubelet{} healthy",
-                    if role == Role::ControlPlane {
-                        ", etcd and every etcd member"
-                    } else {
-                        ""
-                    }
+                    "node {endpoint} to come back on Talos {target} as healthy as before ({before})"
                 ),
                 seconds: started.elapsed().as_secs(),
                 last,
             });
         }
         tokio::time::sleep(options.interval).await;
+    }
+}
+
+/// What of a node was healthy: what must be healthy again after its update.
+#[derive(Debug, Clone, Copy, Default)]
+struct Health {
+    kubelet: bool,
+    etcd: bool,
+    /// Voting etcd members, as the node lists them (0: it lists none).
+    members: usize,
+}
+
+impl Health {
+    async fn of(client: &mut NodeClient, role: Role) -> Health {
+        let services = client.services().await.unwrap_or_default();
+        let healthy = |id: &str| {
+            services
+                .iter()
+                .any(|s| s.id == id && s.state == "Running" && s.healthy)
+        };
+        let etcd = role == Role::ControlPlane && healthy("etcd");
+        Health {
+            kubelet: healthy("kubelet"),
+            etcd,
+            members: if etcd {
+                voting_members(client).await.unwrap_or(0)
+            } else {
+                0
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if self.kubelet {
+            parts.push("kubelet healthy".to_string());
+        }
+        if self.etcd {
+            parts.push(format!("etcd healthy with {} voting members", self.members));
+        }
+        if parts.is_empty() {
+            parts.push("answering".to_string());
+        }
+        write!(f, "{}", parts.join(", "))
     }
 }
 
@@ -143,7 +175,7 @@ async fn gates(
     credentials: &Credentials,
     role: Role,
     target: &str,
-    members_before: usize,
+    before: &Health,
     options: &RolloutOptions,
 ) -> std::result::Result<(), String> {
     let unmet = |e: Error| e.to_string();
@@ -154,25 +186,18 @@ async fn gates(
     if version.tag != target {
         return Err(format!("the node runs Talos {}", version.tag));
     }
-    let services = client.services().await.map_err(unmet)?;
-    let healthy = |id: &str| {
-        services
-            .iter()
-            .any(|s| s.id == id && s.state == "Running" && s.healthy)
-    };
-    if !healthy("kubelet") {
+    let now = Health::of(&mut client, role).await;
+    if before.kubelet && !now.kubelet {
         return Err("kubelet is not running healthy".into());
     }
-    if role == Role::ControlPlane {
-        if !healthy("etcd") {
-            return Err("etcd is not running healthy".into());
-        }
-        let members = voting_members(&mut client).await.map_err(unmet)?;
-        if members < members_before {
-            return Err(format!(
-                "etcd has {members} voting member(s), {members_before} before the upgrade"
-            ));
-        }
+    if before.etcd && !now.etcd {
+        return Err("etcd is not running healthy".into());
+    }
+    if now.members < before.members {
+        return Err(format!(
+            "etcd has {} voting member(s), {} before",
+            now.members, before.members
+        ));
     }
     Ok(())
 }

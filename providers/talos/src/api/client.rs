@@ -725,6 +725,17 @@ pub async fn detect_mode(
     identity: Option<&ClientIdentity>,
     options: &ConnectOptions,
 ) -> Result<NodeMode> {
+    detect(endpoint, identity, options)
+        .await
+        .map(|(mode, _)| mode)
+}
+
+/// [`detect_mode`], with the version the node answered.
+pub async fn detect(
+    endpoint: &str,
+    identity: Option<&ClientIdentity>,
+    options: &ConnectOptions,
+) -> Result<(NodeMode, VersionInfo)> {
     let mut mutual_error = None;
     if let Some(identity) = identity {
         let attempt = async {
@@ -734,7 +745,7 @@ pub async fn detect_mode(
             client.version().await
         };
         match attempt.await {
-            Ok(_) => return Ok(NodeMode::Configured),
+            Ok(version) => return Ok((NodeMode::Configured, version)),
             Err(error) => {
                 if matches!(
                     error.api_kind(),
@@ -755,7 +766,7 @@ pub async fn detect_mode(
         client.version().await
     };
     match attempt.await {
-        Ok(_) => Ok(NodeMode::Maintenance),
+        Ok(version) => Ok((NodeMode::Maintenance, version)),
         Err(error) if error.api_kind() == Some(ApiErrorKind::Unauthenticated) => Err(Error::Api {
             call: "Version",
             node: endpoint.to_string(),

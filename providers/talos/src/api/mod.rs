@@ -21,7 +21,7 @@ pub mod generated {
 pub use client::{
     ApplyMode, ApplyOutcome, BootstrapOutcome, ConnectOptions, DEFAULT_PORT, EtcdMemberInfo,
     NodeClient, NodeMode, ResetOptions, ServiceStatus, UpgradeAck, UpgradeOptions, VersionInfo,
-    WipeMode, detect_mode, split_endpoint, unpack_kubeconfig,
+    WipeMode, detect, detect_mode, split_endpoint, unpack_kubeconfig,
 };
 pub use tls::{ClientIdentity, Credentials};
 
