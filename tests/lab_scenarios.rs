@@ -697,6 +697,15 @@ fn a_talos_upgrade_rolls_node_by_node_and_resumes_after_a_kill() {
         .map(|n| (format!("talos_machine_config.{n}"), "update".to_string()))
         .collect();
     assert_eq!(changes, expected, "only the machine configs change");
+    // The plan shows the rollout: control planes first, one at a time, and its gates.
+    let plan = lab.run(&["plan", "--env", "dev"]).success();
+    let rollout = plan
+        .stdout
+        .split("Rollout ")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n").next())
+        .unwrap_or_else(|| panic!("no rollout in the plan:\n{}", plan.stdout));
+    insta::assert_snapshot!("talos_upgrade_rollout", rollout);
 
     // Killed once two nodes are through.
     let mut run = project

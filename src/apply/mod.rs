@@ -27,7 +27,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use infraflux_provider::{ConcurrencyKey, Operation, ResourceRef, Rollout, lookup};
+use infraflux_provider::{ConcurrencyKey, ResourceRef, lookup};
 use tokio::task::JoinSet;
 pub use tokio_util::sync::CancellationToken;
 
@@ -164,18 +164,6 @@ enum NodeState {
     Skipped,
 }
 
-/// The operation a change counts as for concurrency limits.
-fn operation(action: Action) -> Option<Operation> {
-    match action {
-        Action::Create | Action::DeleteThenCreate | Action::CreateThenDelete => {
-            Some(Operation::Create)
-        }
-        Action::Update => Some(Operation::Update),
-        Action::Delete => Some(Operation::Delete),
-        Action::NoOp | Action::Read => None,
-    }
-}
-
 /// Apply `plan` to `state` (the document the plan was made from), persisting through
 /// `store` after every resource.
 pub async fn apply(
@@ -201,7 +189,7 @@ pub async fn apply(
     for change in plan
         .changes
         .iter()
-        .filter(|c| operation(c.action).is_some())
+        .filter(|c| c.action.operation().is_some())
     {
         if providers.get(&change.provider).is_none() {
             return Err(Error::NoProvider {
@@ -246,7 +234,7 @@ struct Walk<'a> {
     keys: HashMap<String, usize>,
     /// Each change's rollout (see [`infraflux_provider::Rollout`]), and the change that
     /// stopped each rollout that failed.
-    rollouts: Vec<Option<Rollout>>,
+    rollouts: Vec<Option<(String, usize)>>,
     stopped: HashMap<String, ResourceAddr>,
     summary: ApplySummary,
 }
@@ -288,7 +276,7 @@ impl<'a> Walk<'a> {
         // execution order, so dependants come later).
         let mut priority = vec![0u32; count];
         for i in (0..count).rev() {
-            let weight = u32::from(operation(plan.changes[i].action).is_some());
+            let weight = u32::from(plan.changes[i].action.operation().is_some());
             let after = dependants[i]
                 .iter()
                 .map(|&d| priority[d])
@@ -300,20 +288,13 @@ impl<'a> Walk<'a> {
             .filter(|&i| remaining[i] == 0)
             .map(|i| (priority[i], std::cmp::Reverse(i)))
             .collect();
+        // Each change's rollout and its position in it.
         let rollouts = plan
             .changes
             .iter()
             .map(|change| {
-                let op = operation(change.action)?;
-                let attributes = change.desired.as_ref().or(change.before.as_ref())?;
-                providers.get(&change.provider)?.rollout(
-                    op,
-                    &ResourceRef {
-                        address: change.address.to_string(),
-                        kind: change.address.kind.clone(),
-                    },
-                    attributes,
-                )
+                plan.rollout_of(&change.address)
+                    .map(|(rollout, position)| (rollout.key.clone(), position))
             })
             .collect();
         Walk {
@@ -374,7 +355,7 @@ impl<'a> Walk<'a> {
             .iter()
             .enumerate()
             .filter(|(i, n)| {
-                **n == NodeState::Waiting && operation(self.plan.changes[*i].action).is_some()
+                **n == NodeState::Waiting && self.plan.changes[*i].action.operation().is_some()
             })
             .map(|(i, _)| self.plan.changes[i].address.clone())
             .collect();
@@ -420,12 +401,12 @@ impl<'a> Walk<'a> {
                 }
                 _ => {}
             }
-            if let Some(rollout) = &self.rollouts[index] {
-                if let Some(because) = self.stopped.get(&rollout.key).cloned() {
+            if let Some((rollout, position)) = &self.rollouts[index] {
+                if let Some(because) = self.stopped.get(rollout).cloned() {
                     self.skip(index, because);
                     continue;
                 }
-                if self.rollout_waits(index, rollout) {
+                if self.rollout_waits(rollout, *position) {
                     deferred.push(entry);
                     continue;
                 }
@@ -445,7 +426,7 @@ impl<'a> Walk<'a> {
                 Some(Ok(resolved)) => Some(resolved),
                 None => None,
             };
-            let key: Option<ConcurrencyKey> = operation(change.action).and_then(|op| {
+            let key: Option<ConcurrencyKey> = change.action.operation().and_then(|op| {
                 let attributes = resolved
                     .as_ref()
                     .or(change.before.as_ref())
@@ -542,9 +523,9 @@ impl<'a> Walk<'a> {
             }
             Err(failed) => {
                 let message = failed.message;
-                if let Some(rollout) = &self.rollouts[outcome.index] {
+                if let Some((rollout, _)) = &self.rollouts[outcome.index] {
                     self.stopped
-                        .entry(rollout.key.clone())
+                        .entry(rollout.clone())
                         .or_insert_with(|| change.address.clone());
                 }
                 self.reporter
@@ -569,18 +550,18 @@ impl<'a> Walk<'a> {
         }
     }
 
-    /// Whether a change of `rollout` comes before `index` and has not finished: one at
-    /// a time, in order (rank, then plan order).
-    fn rollout_waits(&self, index: usize, rollout: &Rollout) -> bool {
-        self.rollouts.iter().enumerate().any(|(other, theirs)| {
-            other != index
-                && matches!(self.nodes[other], NodeState::Waiting | NodeState::Running)
-                && theirs.as_ref().is_some_and(|theirs| {
-                    theirs.key == rollout.key
-                        && (self.nodes[other] == NodeState::Running
-                            || (theirs.rank, other) < (rollout.rank, index))
-                })
-        })
+    /// Whether a step of `rollout` before `position` has not finished: one at a time,
+    /// in order.
+    fn rollout_waits(&self, rollout: &str, position: usize) -> bool {
+        self.rollouts
+            .iter()
+            .zip(&self.nodes)
+            .any(|(theirs, state)| {
+                matches!(state, NodeState::Waiting | NodeState::Running)
+                    && theirs
+                        .as_ref()
+                        .is_some_and(|(key, at)| key == rollout && *at < position)
+            })
     }
 
     /// Skip `index`, not started because `because` stopped its rollout, and everything

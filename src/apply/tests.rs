@@ -315,6 +315,7 @@ async fn a_rollout_runs_one_at_a_time_in_order_and_stops_at_the_first_failure() 
         (op == Operation::Update).then(|| Rollout {
             key: "nodes".into(),
             rank,
+            gates: "healthy".into(),
         })
     });
     let rig = Rig::with_mock(mock);

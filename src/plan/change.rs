@@ -26,6 +26,20 @@ pub enum Action {
 }
 
 impl Action {
+    /// The provider operation this action starts with, for concurrency limits and
+    /// rollouts (`None`: no provider call).
+    pub fn operation(self) -> Option<infraflux_provider::Operation> {
+        use infraflux_provider::Operation;
+        match self {
+            Action::Create | Action::DeleteThenCreate | Action::CreateThenDelete => {
+                Some(Operation::Create)
+            }
+            Action::Update => Some(Operation::Update),
+            Action::Delete => Some(Operation::Delete),
+            Action::NoOp | Action::Read => None,
+        }
+    }
+
     /// The symbol in plan output, as Terraform's.
     pub fn symbol(self) -> &'static str {
         match self {

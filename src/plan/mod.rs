@@ -212,6 +212,67 @@ pub struct Plan {
     /// not): the plan is partial. In execution order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unknown: Vec<Unknown>,
+    /// Changes that run one at a time, in order, stopping at the first failure (see
+    /// [`infraflux_provider::Rollout`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollouts: Vec<PlannedRollout>,
+}
+
+/// One rollout of a plan: its steps in the order they run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedRollout {
+    pub key: String,
+    /// What each step waits for before the next one starts.
+    pub gates: String,
+    pub steps: Vec<ResourceAddr>,
+}
+
+impl Plan {
+    /// The rollout `address` is a step of, and its position in it.
+    pub fn rollout_of(&self, address: &ResourceAddr) -> Option<(&PlannedRollout, usize)> {
+        self.rollouts.iter().find_map(|rollout| {
+            let position = rollout.steps.iter().position(|s| s == address)?;
+            Some((rollout, position))
+        })
+    }
+}
+
+/// The rollouts the providers put `changes` in, each ordered by rank, then by the
+/// plan's order.
+fn rollouts(changes: &[Change], providers: &ProviderRegistry) -> Vec<PlannedRollout> {
+    let mut found: Vec<(infraflux_provider::Rollout, usize)> = Vec::new();
+    for (index, change) in changes.iter().enumerate() {
+        let Some(operation) = change.action.operation() else {
+            continue;
+        };
+        let Some(attributes) = change.desired.as_ref().or(change.before.as_ref()) else {
+            continue;
+        };
+        let Some(provider) = providers.get(&change.provider) else {
+            continue;
+        };
+        let resource = infraflux_provider::ResourceRef {
+            address: change.address.to_string(),
+            kind: change.address.kind.clone(),
+        };
+        if let Some(rollout) = provider.rollout(operation, &resource, attributes) {
+            found.push((rollout, index));
+        }
+    }
+    found.sort_by(|(a, i), (b, j)| (&a.key, a.rank, i).cmp(&(&b.key, b.rank, j)));
+    let mut planned: Vec<PlannedRollout> = Vec::new();
+    for (rollout, index) in found {
+        let address = changes[index].address.clone();
+        match planned.last_mut() {
+            Some(last) if last.key == rollout.key => last.steps.push(address),
+            _ => planned.push(PlannedRollout {
+                key: rollout.key,
+                gates: rollout.gates,
+                steps: vec![address],
+            }),
+        }
+    }
+    planned
 }
 
 /// Counts for the summary line.
@@ -429,6 +490,7 @@ pub async fn plan(
         } else {
             drift
         },
+        rollouts: rollouts(&changes, providers),
         changes,
         unknown,
     })

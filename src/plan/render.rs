@@ -282,6 +282,7 @@ pub fn human(plan: &Plan, color: bool) -> String {
         let note = change.reason.as_ref().map(|r| r.explain(&change.address));
         block(&mut text, &style, &header, note, change.action, change);
     }
+    rollout_section(&mut text, &style, plan);
     let summary = plan.summary();
     let line = match plan.mode {
         PlanMode::RefreshOnly => format!(
@@ -302,6 +303,23 @@ pub fn human(plan: &Plan, color: bool) -> String {
     text.push_str(&style.bold(&line));
     text.push('\n');
     text
+}
+
+/// Each rollout: its steps in the order they run, one at a time, and what each waits
+/// for before the next.
+fn rollout_section(text: &mut String, style: &Style, plan: &Plan) {
+    for rollout in &plan.rollouts {
+        text.push_str(&style.bold(&format!("Rollout {}", rollout.key)));
+        let _ = writeln!(
+            text,
+            ": one at a time, in this order; each step waits until {}; the first failure stops the rest (they are left as they are):",
+            rollout.gates
+        );
+        for (position, step) in rollout.steps.iter().enumerate() {
+            let _ = writeln!(text, "  {}. {step}", position + 1);
+        }
+        text.push('\n');
+    }
 }
 
 /// `This plan is partial: 2 resources unknown (left out).`
@@ -453,6 +471,15 @@ pub fn json(plan: &Plan) -> Value {
             .unknown
             .iter()
             .map(|u| json!({"address": u.address.to_string(), "reason": u.reason}))
+            .collect::<Vec<_>>(),
+        "rollouts": plan
+            .rollouts
+            .iter()
+            .map(|r| json!({
+                "key": r.key,
+                "gates": r.gates,
+                "steps": r.steps.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            }))
             .collect::<Vec<_>>(),
     })
 }

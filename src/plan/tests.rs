@@ -721,3 +721,41 @@ async fn an_unreachable_resource_and_its_dependants_are_left_out_of_a_partial_pl
     );
     assert!(!text.contains("matches the configuration"), "{text}");
 }
+
+/// A rollout is shown as its own ordered list (rank first, then plan order), in the
+/// human plan and in `--json`, with what each step waits for.
+#[tokio::test]
+async fn a_rollout_is_shown_in_order_with_its_gates() {
+    use infraflux_provider::{Operation, Rollout};
+    use infraflux_provider_mock::MockProvider;
+    let mock = MockProvider::new("mock", crate::testing::mock_schemas()).with_rollout(
+        |op, _, attributes| {
+            let rank = attributes.get("rank")?.as_u64()? as u32;
+            (op == Operation::Update).then(|| Rollout {
+                key: "talos:dev-w".into(),
+                rank,
+                gates: "back on its version and as healthy as before".into(),
+            })
+        },
+    );
+    let rig = Rig::with_mock(mock);
+    let nodes = |value: i64| -> Vec<DesiredResource> {
+        ["worker-1", "cp-1", "worker-2", "cp-2"]
+            .iter()
+            .map(|name| {
+                let rank = u64::from(name.starts_with("worker"));
+                desired(name, json!({"value": value, "rank": rank}), &[])
+            })
+            .collect()
+    };
+    rig.apply(&nodes(1)).await;
+    let plan = rig.plan(&nodes(2)).await;
+    assert_eq!(plan.rollouts.len(), 1);
+    let text = human_text(&plan);
+    let section = &text[text.find("Rollout").expect("a rollout section")..];
+    insta::assert_snapshot!("rollout_human", section);
+    insta::assert_snapshot!(
+        "rollout_json",
+        serde_json::to_string_pretty(&render::json(&plan)["rollouts"]).unwrap()
+    );
+}

@@ -249,6 +249,9 @@ pub struct ConcurrencyKey {
 pub struct Rollout {
     pub key: String,
     pub rank: u32,
+    /// What each step waits for before the next one starts, for the plan to show
+    /// (e.g. "back on its Talos version and as healthy as before").
+    pub gates: String,
 }
 
 /// Which operation is about to run, for [`Provider::concurrency_key`].

@@ -731,6 +731,7 @@ impl Provider for TalosProvider {
         Some(Rollout {
             key: format!("talos:{cluster}"),
             rank,
+            gates: "back on its Talos version and as healthy as before (kubelet; etcd and its members on a control plane)".into(),
         })
     }
 
