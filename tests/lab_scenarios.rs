@@ -827,3 +827,79 @@ fn a_node_upgraded_by_hand_is_drift_and_is_brought_back() {
     assert_eq!(talos_version(project.path(), "cp-1"), "v1.13.9");
     assert_eq!(planned(&lab), []);
 }
+
+/// Issue 13 (Kubernetes upgrade): a change of `kubernetes.version` that skips a minor
+/// version, or that the Talos release does not run, is refused at plan time with the way
+/// out; one minor version up rolls through the machine configs, one node at a time.
+#[test]
+fn a_kubernetes_upgrade_goes_one_minor_version_at_a_time() {
+    let project = project();
+    let lab = bootstrapped(&project);
+    edit(
+        project.path(),
+        "defaults/cluster.yaml",
+        "version: 1.32.2",
+        "version: 1.34.1",
+    );
+    let skipped = lab.run(&["plan", "--env", "dev"]);
+    assert_eq!(skipped.code, 1, "{skipped}");
+    assert!(
+        flat(&skipped.stderr).contains("Kubernetes 1.32.2 → 1.34.1 skips 1.33"),
+        "{}",
+        skipped.stderr
+    );
+    edit(
+        project.path(),
+        "defaults/cluster.yaml",
+        "version: 1.34.1",
+        "version: 1.37.0",
+    );
+    let unsupported = lab.run(&["plan", "--env", "dev"]);
+    assert_eq!(unsupported.code, 1, "{unsupported}");
+    assert!(
+        flat(&unsupported.stderr).contains("Talos 1.13 runs Kubernetes 1.31 to 1.36, not 1.37.0"),
+        "{}",
+        unsupported.stderr
+    );
+
+    edit(
+        project.path(),
+        "defaults/cluster.yaml",
+        "version: 1.37.0",
+        "version: 1.33.4",
+    );
+    assert_eq!(
+        planned_names(&lab)
+            .into_iter()
+            .filter(|(kind, _, _)| kind == "talos_machine_config")
+            .collect::<Vec<_>>(),
+        [
+            (
+                "talos_machine_config".to_string(),
+                "cp-1".to_string(),
+                "update".to_string()
+            ),
+            (
+                "talos_machine_config".to_string(),
+                "general-1".to_string(),
+                "update".to_string()
+            ),
+        ]
+    );
+    let upgraded = lab.run(&BOOTSTRAP).success();
+    assert_eq!(rolled(&upgraded.stderr), ["cp-1", "general-1"]);
+    assert_eq!(
+        machine_config_state(project.path(), "general-1")["kubernetes_version"],
+        "1.33.4"
+    );
+    assert_eq!(planned(&lab), []);
+}
+
+/// `text` with its line breaks (and the report's gutter) folded into spaces: a
+/// diagnostic wraps long messages.
+fn flat(text: &str) -> String {
+    text.split_whitespace()
+        .filter(|word| *word != "│")
+        .collect::<Vec<_>>()
+        .join(" ")
+}

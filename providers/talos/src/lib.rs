@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod bootstrap;
+pub mod compatibility;
 pub mod config;
 mod error;
 pub mod provider;

@@ -11,6 +11,7 @@ use infraflux_provider::{
     ReadOutcome, ReadRequest, ReadResponse, ReadResult, ResourceRef, ResourceSchema, Rollout,
     UpdateRequest, UpdateResponse, contains_unknown, unknown,
 };
+use infraflux_provider::{Diagnostic, Severity, ValidateRequest, ValidateResponse};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tracing::{info, instrument, warn};
@@ -20,6 +21,7 @@ use crate::api::{
     NodeClient, NodeMode, detect, detect_mode,
 };
 use crate::bootstrap::{Backoff, BootstrapOptions, bootstrap};
+use crate::compatibility;
 use crate::config::{
     ClusterSettings, NodeSettings, Renderer, Role, address_ip, installer_image, masked_yaml,
     to_yaml,
@@ -329,6 +331,30 @@ fn installer_of(r: &Reader) -> Result<String, ProviderError> {
     }
 }
 
+/// Whether the node can go from the versions it has (`prior`, as refresh read them) to
+/// the desired ones in one step (Talos's upgrade paths, one Kubernetes minor at a time).
+fn version_change(prior: &Attributes, desired: &Attributes) -> Result<(), String> {
+    let version = |attributes: &Attributes, name: &str| {
+        attributes
+            .get(name)
+            .and_then(Value::as_str)
+            .and_then(compatibility::parse)
+    };
+    if let (Some(from), Some(to)) = (
+        version(prior, "talos_version"),
+        version(desired, "talos_version"),
+    ) {
+        compatibility::check_talos_change(&from, &to)?;
+    }
+    if let (Some(from), Some(to)) = (
+        version(prior, "kubernetes_version"),
+        version(desired, "kubernetes_version"),
+    ) {
+        compatibility::check_kubernetes_change(&from, &to)?;
+    }
+    Ok(())
+}
+
 /// Rendering and its plan-readable twin.
 fn render(
     inputs: &MachineConfigInputs,
@@ -599,6 +625,10 @@ impl TalosProvider {
             }
             return Ok(response);
         }
+        if let Some(prior) = &request.prior {
+            version_change(prior, &request.desired)
+                .map_err(|problem| invalid("plan", address, problem))?;
+        }
         let inputs = machine_config_inputs(&request.desired, "plan", address)?;
         let (rendered, masked) = render(&inputs, "plan", address)?;
         let sha = sha256_hex(rendered.as_bytes());
@@ -733,6 +763,34 @@ impl Provider for TalosProvider {
             rank,
             gates: "back on its Talos version and as healthy as before (kubelet; etcd and its members on a control plane)".into(),
         })
+    }
+
+    /// A machine config's Talos and Kubernetes versions must go together (Talos's own
+    /// support matrix, [`crate::compatibility`]).
+    async fn validate(&self, request: ValidateRequest) -> ValidateResponse {
+        let mut response = ValidateResponse::default();
+        if request.resource.kind != MACHINE_CONFIG {
+            return response;
+        }
+        let version = |name: &str| {
+            request
+                .desired
+                .get(name)
+                .and_then(Value::as_str)
+                .and_then(compatibility::parse)
+        };
+        if let (Some(talos), Some(kubernetes)) =
+            (version("talos_version"), version("kubernetes_version"))
+            && let Err(problem) = compatibility::check_kubernetes(&talos, &kubernetes)
+        {
+            response.diagnostics.push(Diagnostic {
+                severity: Severity::Error,
+                attribute: Some("kubernetes_version".into()),
+                summary: format!("Kubernetes {kubernetes} does not run on Talos {talos}"),
+                detail: Some(problem),
+            });
+        }
+        response
     }
 
     fn schemas(&self) -> Vec<ResourceSchema> {
