@@ -41,6 +41,11 @@ const WORKING_TIMEOUT: Duration = Duration::from_secs(90);
 pub const FAKE_NODE: &str = "kwok-node-0";
 const KWOK_ANNOTATION: &str = "kwok.x-k8s.io/node";
 
+/// [`ControlPlane::exclusive`]'s hold, released when dropped. Async tests keep it across
+/// `.await`s on purpose: each test runs its own runtime on its own thread, so waiting
+/// for it blocks only the tests that want it too.
+pub struct Exclusive(#[allow(dead_code)] MutexGuard<'static, ()>);
+
 pub struct ControlPlane {
     /// `https://127.0.0.1:<port>`.
     pub url: String,
@@ -551,9 +556,9 @@ impl ControlPlane {
     /// would see (nodes, cluster-scoped objects, the platform everyone applies), so
     /// that those tests run one after the other. A test that failed while holding it
     /// does not stop the others.
-    pub fn exclusive(&self) -> MutexGuard<'static, ()> {
+    pub fn exclusive(&self) -> Exclusive {
         static LOCK: Mutex<()> = Mutex::new(());
-        LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        Exclusive(LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 
     /// Register another node that kwok runs (Ready within moments, pods on it Running).
