@@ -29,6 +29,8 @@ pub type Decide = dyn Fn(&Value) -> Option<Value> + Send + Sync;
 
 /// Runs until dropped.
 pub struct ApplicationController {
+    endpoint: Endpoint,
+    decide: Arc<Decide>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -50,6 +52,7 @@ impl ApplicationController {
         let decide: Arc<Decide> = Arc::new(decide);
         let thread = {
             let stop = stop.clone();
+            let (endpoint, decide) = (endpoint.clone(), decide.clone());
             std::thread::spawn(move || {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -64,8 +67,36 @@ impl ApplicationController {
             })
         };
         ApplicationController {
+            endpoint,
+            decide,
             stop,
             thread: Some(thread),
+        }
+    }
+
+    /// Wait until every Application there is has the status decided for it (a test
+    /// that just changed its mind must not race the controller's next round); `false`
+    /// after `timeout`.
+    pub async fn written(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let list = self.endpoint.get(APPLICATIONS).await;
+            let done = list.is_success()
+                && list.body["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .all(|application| {
+                        (self.decide)(application)
+                            .is_none_or(|status| contains(&application["status"], &status))
+                    });
+            if done {
+                return true;
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }
@@ -147,5 +178,13 @@ pub fn degraded(application: &Value, deployment: &str, message: &str) -> Value {
     status["resources"] = json!([{"group": "apps", "version": "v1", "kind": "Deployment",
         "namespace": namespace, "name": deployment,
         "health": {"status": "Degraded", "message": message}}]);
+    status
+}
+
+/// Healthy, but not synced to the target yet (ArgoCD has seen a change it has not
+/// applied).
+pub fn out_of_sync(application: &Value) -> Value {
+    let mut status = synced_and_healthy(application);
+    status["sync"]["status"] = json!("OutOfSync");
     status
 }

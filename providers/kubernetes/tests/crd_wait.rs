@@ -41,10 +41,8 @@ async fn a_crd_that_is_never_established_stops_the_apply_before_its_custom_resou
         .await;
     assert!(established.is_some(), "the squatter is not Established");
 
-    let provider = KubernetesProvider::with_connector(
-        std::sync::Arc::new(Counting::default()),
-        options(),
-    );
+    let provider =
+        KubernetesProvider::with_connector(std::sync::Arc::new(Counting::default()), options());
     let resource = ResourceRef {
         address: "dev/workload/kubernetes_platform.argocd".into(),
         kind: PLATFORM.into(),

@@ -84,12 +84,14 @@ fn cluster(kubeconfig: &str, environment: &str) -> Vec<(ResourceRef, Attributes)
         namespace(kubeconfig, environment),
         (
             resource(HANDOFF, environment),
-            attrs(json!({"environment": environment, "project": format!("{environment}-workload"),
+            attrs(
+                json!({"environment": environment, "project": format!("{environment}-workload"),
                 "application": format!("{environment}-workload"), "argocd_namespace": "argocd",
                 "repository": "https://git.example.internal/platform/apps.git",
                 "revision": "v1.4.2", "path": format!("environments/{environment}"),
                 "destination_namespace": environment, "automated": true, "sync_wave": 2,
-                "kubeconfig": kubeconfig})),
+                "kubeconfig": kubeconfig}),
+            ),
         ),
     ]
 }
@@ -218,7 +220,11 @@ async fn bootstrap_rolls_out_on_real_nodes_and_a_rerun_writes_nothing() {
                 .is_some_and(|node| node.starts_with("kwok-")),
             "{name}"
         );
-        assert_eq!(readiness::status(Some(pod)), readiness::Status::Current, "{name}");
+        assert_eq!(
+            readiness::status(Some(pod)),
+            readiness::Status::Current,
+            "{name}"
+        );
     }
 
     let namespace = client
