@@ -772,6 +772,30 @@ async fn wrong_places(test: &mut Differential) {
                 "metadata": {"name": "reader"}, "rules": []}),
         ),
         (
+            "a field the schema does not declare",
+            "/apis/apps/v1/namespaces/diff-owners/deployments/misspelt",
+            {
+                let mut object = deployment(Some("diff-owners"), "misspelt");
+                object["spec"]["replica"] = json!(2);
+                object
+            },
+        ),
+        (
+            "a field the schema does not declare, in a list element",
+            "/apis/apps/v1/namespaces/diff-owners/deployments/misspelt",
+            {
+                let mut object = deployment(Some("diff-owners"), "misspelt");
+                object["spec"]["template"]["spec"]["containers"][0]["imagee"] = json!("x");
+                object
+            },
+        ),
+        (
+            "a field the schema does not declare, cluster-scoped",
+            "/apis/rbac.authorization.k8s.io/v1/clusterroles/misspelt",
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                "metadata": {"name": "misspelt"}, "rules": [], "rulez": []}),
+        ),
+        (
             "a kind the server does not serve",
             "/apis/example.com/v1/namespaces/diff-owners/widgets/w",
             json!({"apiVersion": "example.com/v1", "kind": "Widget",

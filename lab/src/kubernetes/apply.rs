@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value, json};
 
 use super::kinds::Kind;
-use super::{Key, State, Stored, TIMESTAMP, crd_established, failure, lifecycle, respond};
+use super::{Key, State, Stored, TIMESTAMP, crd_established, failure, lifecycle, respond, schema};
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Response, StatusCode};
@@ -197,6 +197,18 @@ pub(super) fn apply(state: &mut State, request: Apply<'_>) -> Response<Full<Byte
     {
         return bad(
             "the namespace of the provided object does not match the namespace sent on the request",
+        );
+    }
+    if let Some(field) = schema::undeclared_field(kind, &manifest) {
+        return failure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "",
+            &format!(
+                "failed to create typed patch object ({}/{name}; {}, Kind={}): {field}: field not declared in schema",
+                namespace.as_deref().unwrap_or(""),
+                kind.api_version(),
+                kind.kind
+            ),
         );
     }
     let key: Key = (

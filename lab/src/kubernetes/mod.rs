@@ -14,8 +14,8 @@
 //! sends the same requests to this fake and to that control plane and fails where they
 //! answer differently.
 //!
-//! Modules: [`kinds`] (what is served), [`apply`] (server-side apply), [`lifecycle`]
-//! (namespaces, finalizers, deletion), [`tls`].
+//! Modules: [`kinds`] (what is served), [`apply`] (server-side apply), [`schema`]
+//! (undeclared fields refused), [`lifecycle`] (namespaces, finalizers, deletion), [`tls`].
 //!
 //! Nothing runs the workload controllers: tests drive status with
 //! [`FakeApiServer::set_status`], or install a [`Reactor`] that is called on every applied
@@ -27,6 +27,7 @@
 mod apply;
 mod kinds;
 mod lifecycle;
+mod schema;
 mod tls;
 
 use std::collections::BTreeMap;
@@ -416,12 +417,15 @@ fn respond(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
         .expect("a valid response")
 }
 
+/// A `Status` failure; `reason` left out when empty, as the API server leaves it out of
+/// errors it has no reason for.
 fn failure(status: StatusCode, reason: &str, message: &str) -> Response<Full<Bytes>> {
-    respond(
-        status,
-        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": message, "reason": reason, "code": status.as_u16()}),
-    )
+    let mut body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "message": message, "code": status.as_u16()});
+    if !reason.is_empty() {
+        body["reason"] = json!(reason);
+    }
+    respond(status, &body)
 }
 
 /// A path under a served group version that names no resource of it.
