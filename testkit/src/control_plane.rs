@@ -471,6 +471,12 @@ impl ControlPlane {
                 format!("--cluster-signing-key-file={ca_key}"),
                 // No HTTPS of its own: nothing here scrapes it, and no port to collide.
                 "--secure-port=0".into(),
+                // kwok renews its nodes' leases late when the machine is loaded (two
+                // cores shared by many test binaries): with the default 50 s grace the
+                // node lifecycle controller saw nodes vanish for a moment and marked every
+                // pod on them not Ready for good (kwok makes a pod Ready only once, when
+                // it gives it an IP). No test here is about a node going away.
+                "--node-monitor-grace-period=10m".into(),
                 "--v=1".into(),
             ],
         )?;
