@@ -1,17 +1,25 @@
-//! `infraflux bootstrap` over the shipped configuration (`config/`): mock providers
-//! stand in for proxmox, talos and kubernetes, and the ready signal reads a fake
-//! Kubernetes API server that holds what the kubernetes resources render, made ready
-//! by the server's reactor.
+//! `infraflux bootstrap` over the shipped configuration (`config/`), its ready signals
+//! read from a real Kubernetes control plane (kube-apiserver, controller manager,
+//! scheduler and kwok's fake nodes; infraflux-testkit).
 //!
-//! What is proven: environments run in promotion order (dev → staging → prod), the first
-//! failure (of an apply or of a ready signal) stops the run, a second run changes
-//! nothing and checks the signal again, `--json` has the documented shape, `--render`
-//! writes files and touches nothing.
+//! Most tests stand mock providers in for proxmox, talos and kubernetes, so that they
+//! count what the engine asked for; the control plane holds what the configuration's
+//! kubernetes resources render, applied as the provider applies them and really rolled
+//! out on kwok's nodes, with ArgoCD's application controller played by the test. What is
+//! proven: environments run in promotion order (dev → staging → prod), the first failure
+//! (of an apply or of a ready signal) stops the run, a second run changes nothing and
+//! checks the signal again, `--json` has the documented shape, `--render` writes files
+//! and touches nothing.
+//!
+//! And one bootstrap with the real Kubernetes provider: the kubeconfig Talos hands out
+//! (here: the control plane's) drives the apply of the platform, the namespace and the
+//! handoff, and the ready signal turns ready on what was applied.
 
 mod support;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
@@ -21,28 +29,35 @@ use infraflux_kubernetes::api::ApiError;
 use infraflux_kubernetes::api::{ApplyOptions, KubeApi};
 use infraflux_kubernetes::apply::apply_manifests;
 use infraflux_kubernetes::client::{ClientOptions, KubeClient, Kubeconfig};
+use infraflux_kubernetes::object::ObjectRef;
 use infraflux_kubernetes::provider::{Connector, KubernetesProvider, ProviderOptions, Releases};
-use infraflux_kubernetes::wait::WaitOptions;
-use infraflux_lab::kubernetes::{FakeApiServer, ready_reactor};
+use infraflux_kubernetes::wait::{WaitOptions, wait_for};
 use infraflux_provider_mock::Op;
+use infraflux_testkit::argocd::{self, ApplicationController};
+use infraflux_testkit::control_plane::{ControlPlane, Exclusive};
+use support::control_plane;
 use support::engine::{Engine, Variables};
 
-/// Every cluster's API is the one fake server (the clusters' objects have distinct
+/// Nodes of the control plane (kwok's `kwok-node-0` and more): as many as the largest
+/// cluster of the configuration has, so every cluster's node count is met.
+const NODES: usize = 20;
+
+/// Every cluster's API is the one control plane (the clusters' objects have distinct
 /// names: namespaces and handoffs are per environment).
-struct FakeClusters {
+struct OneCluster {
     kubeconfig: Kubeconfig,
     opened: Mutex<usize>,
 }
 
 #[async_trait]
-impl Connector for FakeClusters {
+impl Connector for OneCluster {
     async fn connect(&self, _kubeconfig: &Kubeconfig) -> Result<Arc<dyn KubeApi>, ApiError> {
         Ok(Arc::new(
             KubeClient::new(&self.kubeconfig, ClientOptions::default()).await?,
         ))
     }
 
-    /// The mock's kubeconfig in state names no cluster: every cluster is the fake server.
+    /// The mock's kubeconfig in state names no cluster: every cluster is the one plane.
     async fn open(&self, _kubeconfig: &str) -> Result<Arc<dyn KubeApi>, String> {
         *self.opened.lock().unwrap() += 1;
         self.connect(&self.kubeconfig)
@@ -51,14 +66,15 @@ impl Connector for FakeClusters {
     }
 }
 
-/// The engine with mock providers, and a fake API server holding every kubernetes
-/// resource of every environment, ready, with 20 Ready nodes, for the ready signals.
+/// The engine with mock providers; the control plane holding every kubernetes resource
+/// of every environment, rolled out and Current, with [`NODES`] Ready nodes.
 struct Harness {
     engine: Engine,
-    clusters: Arc<FakeClusters>,
-    server: FakeApiServer,
-    // Keeps the fake server's task running while the command blocks the test thread.
-    _runtime: tokio::runtime::Runtime,
+    clusters: Arc<OneCluster>,
+    plane: &'static ControlPlane,
+    argocd: Mutex<Option<ApplicationController>>,
+    // Tests of this binary change the one plane's Applications: one at a time.
+    _alone: Exclusive,
 }
 
 impl std::ops::Deref for Harness {
@@ -69,23 +85,19 @@ impl std::ops::Deref for Harness {
 }
 
 impl Harness {
-    fn new() -> Self {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let server = runtime.block_on(FakeApiServer::start()).unwrap();
-        server.set_reactor(ready_reactor());
-        for index in 0..20 {
-            server.insert(json!({"apiVersion": "v1", "kind": "Node",
-                "metadata": {"name": format!("node-{index}")},
-                "status": {"conditions": [{"type": "Ready", "status": "True"}]}}));
-        }
-        let kubeconfig = Kubeconfig::new(server.kubeconfig()).unwrap();
-        runtime.block_on(populate(&kubeconfig));
-        let clusters = Arc::new(FakeClusters {
+    /// `None` (skipped, reason printed) without the control plane's binaries.
+    fn new() -> Option<Self> {
+        let plane = control_plane::shared()?;
+        let alone = plane.exclusive();
+        let argocd = ApplicationController::healthy(plane.endpoint());
+        let kubeconfig = Kubeconfig::new(plane.kubeconfig_text()).unwrap();
+        control_plane::runtime().block_on(populate(plane, &kubeconfig));
+        let clusters = Arc::new(OneCluster {
             kubeconfig,
             opened: Mutex::new(0),
         });
         // The ready signal: the real Kubernetes provider, its connections opened on the
-        // fake server.
+        // control plane.
         let signal = Arc::new(KubernetesProvider::with_connector(
             clusters.clone(),
             ProviderOptions {
@@ -93,18 +105,31 @@ impl Harness {
                 ..Default::default()
             },
         ));
-        Harness {
+        Some(Harness {
             engine: Engine::new().clusters(signal),
             clusters,
-            server,
-            _runtime: runtime,
-        }
+            plane,
+            argocd: Mutex::new(Some(argocd)),
+            _alone: alone,
+        })
+    }
+
+    /// ArgoCD decides otherwise from now on: each Application gets `decide`'s status
+    /// (returned once the controller has written it).
+    fn argocd(&self, decide: impl Fn(&Value) -> Option<Value> + Send + Sync + 'static) {
+        let mut slot = self.argocd.lock().unwrap();
+        drop(slot.take());
+        let controller = ApplicationController::start(self.plane.endpoint(), decide);
+        assert!(
+            control_plane::runtime().block_on(controller.written(Duration::from_secs(30))),
+            "the application controller did not write the statuses"
+        );
+        *slot = Some(controller);
     }
 }
 
-/// Apply what every kubernetes resource of the configuration renders, as the real
-/// provider would have.
-async fn populate(kubeconfig: &Kubeconfig) {
+/// The configuration's kubernetes resources (every environment), as the model has them.
+fn kubernetes_resources() -> Vec<infraflux::graph::DesiredResource> {
     let (_, model, problems) = infraflux::operation::load::load_model(
         &support::example_config(),
         &Selection::default(),
@@ -112,17 +137,28 @@ async fn populate(kubeconfig: &Kubeconfig) {
         false,
     );
     assert!(!problems.has_errors());
+    infraflux::graph::build_desired(&model.unwrap())
+        .into_iter()
+        .filter(|resource| resource.provider == "kubernetes")
+        .collect()
+}
+
+/// Apply what every kubernetes resource of the configuration renders, as the real
+/// provider would have, and wait until all of it is Current: workloads rolled out on
+/// kwok's nodes, CRDs Established, Applications Synced and Healthy.
+async fn populate(plane: &ControlPlane, kubeconfig: &Kubeconfig) {
+    for index in 1..NODES {
+        plane.add_node(&format!("kwok-node-{index}")).await.unwrap();
+    }
     let client = KubeClient::new(kubeconfig, ClientOptions::default())
         .await
         .unwrap();
     let wait = WaitOptions {
-        timeout: std::time::Duration::from_secs(5),
-        interval: std::time::Duration::from_millis(20),
+        timeout: Duration::from_secs(180),
+        interval: Duration::from_millis(200),
     };
-    for resource in infraflux::graph::build_desired(&model.unwrap()) {
-        if resource.provider != "kubernetes" {
-            continue;
-        }
+    let mut targets = Vec::new();
+    for resource in kubernetes_resources() {
         let releases = Releases::load(
             &support::upstream::sources(),
             &resource.kind,
@@ -139,7 +175,18 @@ async fn populate(kubeconfig: &Kubeconfig) {
         apply_manifests(&client, &rendered.manifests, ApplyOptions::default(), wait)
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", resource.address));
+        targets.extend(
+            rendered
+                .manifests
+                .iter()
+                .filter_map(ObjectRef::from_manifest)
+                .map(|object| (object, rendered.expectation.clone())),
+        );
     }
+    targets.dedup();
+    wait_for(&client, &targets, wait)
+        .await
+        .unwrap_or_else(|e| panic!("the configuration did not become ready: {e}"));
 }
 
 fn environment_of(address: &str) -> &str {
@@ -177,7 +224,9 @@ fn line_of(text: &str, needle: &str) -> usize {
 #[test]
 fn environments_are_applied_and_signalled_in_promotion_order() {
     let _filters = support::filters();
-    let harness = Harness::new();
+    let Some(harness) = Harness::new() else {
+        return;
+    };
     let run = harness.run(&["bootstrap", "--auto-approve", "--timeout", "5s"]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
 
@@ -218,7 +267,9 @@ fn environments_are_applied_and_signalled_in_promotion_order() {
 #[test]
 fn a_second_run_changes_nothing_and_checks_the_signal_again() {
     let _filters = support::filters();
-    let harness = Harness::new();
+    let Some(harness) = Harness::new() else {
+        return;
+    };
     let first = harness.run(&["bootstrap", "--auto-approve", "--timeout", "5s"]);
     assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
     let (creates, updates, deletes) = (
@@ -239,7 +290,9 @@ fn a_second_run_changes_nothing_and_checks_the_signal_again() {
 #[test]
 fn a_failed_apply_stops_before_the_next_environment() {
     let _filters = support::filters();
-    let harness = Harness::new();
+    let Some(harness) = Harness::new() else {
+        return;
+    };
     harness.mock("talos").fail(
         Op::Create,
         "dev/workload/talos_bootstrap.cluster",
@@ -268,16 +321,16 @@ fn a_failed_apply_stops_before_the_next_environment() {
 #[test]
 fn a_degraded_handoff_fails_the_signal_and_stops_promotion() {
     let _filters = support::filters();
-    let harness = Harness::new();
-    assert!(harness.server.set_status(
-        "argoproj.io/v1alpha1",
-        "Application",
-        Some("argocd"),
-        "dev-workload",
-        json!({"sync": {"status": "Synced"},
-            "health": {"status": "Degraded", "message": "Deployment web: CrashLoopBackOff"},
-            "operationState": {"phase": "Succeeded"}}),
-    ));
+    let Some(harness) = Harness::new() else {
+        return;
+    };
+    harness.argocd(|application| {
+        Some(if application["metadata"]["name"] == "dev-workload" {
+            argocd::degraded(application, "web", "CrashLoopBackOff")
+        } else {
+            argocd::synced_and_healthy(application)
+        })
+    });
     let run = harness.run(&["bootstrap", "--auto-approve", "--timeout", "5s"]);
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
     assert!(
@@ -293,22 +346,17 @@ fn a_degraded_handoff_fails_the_signal_and_stops_promotion() {
 #[test]
 fn a_signal_not_ready_in_time_names_what_is_missing() {
     let _filters = support::filters();
-    let harness = Harness::new();
-    // Observed (every environment applied its ArgoCD to the one server), not available.
-    let generation = harness
-        .server
-        .object("apps/v1", "Deployment", Some("argocd"), "argocd-server")
-        .unwrap()["metadata"]["generation"]
-        .clone();
-    assert!(harness.server.set_status(
-        "apps/v1",
-        "Deployment",
-        Some("argocd"),
-        "argocd-server",
-        json!({"observedGeneration": generation, "replicas": 1, "availableReplicas": 0,
-            "conditions": [{"type": "Available", "status": "False",
-                "reason": "MinimumReplicasUnavailable"}]}),
-    ));
+    let Some(harness) = Harness::new() else {
+        return;
+    };
+    // ArgoCD has not synced dev's workloads yet.
+    harness.argocd(|application| {
+        Some(if application["metadata"]["name"] == "dev-workload" {
+            argocd::out_of_sync(application)
+        } else {
+            argocd::synced_and_healthy(application)
+        })
+    });
     let run = harness.run(&[
         "bootstrap",
         "--env",
@@ -330,7 +378,9 @@ fn a_signal_not_ready_in_time_names_what_is_missing() {
 
 #[test]
 fn json_reports_every_environment_and_check() {
-    let harness = Harness::new();
+    let Some(harness) = Harness::new() else {
+        return;
+    };
     let run = harness.run(&["bootstrap", "--auto-approve", "--timeout", "5s", "--json"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let report: Value = serde_json::from_str(&run.stdout).expect("stdout is one JSON document");
@@ -362,7 +412,9 @@ fn json_reports_every_environment_and_check() {
 #[test]
 fn render_writes_manifests_and_applies_nothing() {
     let _filters = support::filters();
-    let harness = Harness::new();
+    let Some(harness) = Harness::new() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("rendered");
     let run = harness.run(&[
@@ -420,7 +472,9 @@ fn apply_ends_with_the_signal_and_keeps_its_exit_code() {
 #[test]
 fn an_interrupt_exits_130_and_promotes_nothing_further() {
     let _filters = support::filters();
-    let harness = Harness::new();
+    let Some(harness) = Harness::new() else {
+        return;
+    };
     // Ctrl-C before the first apply starts anything.
     harness.cancel.cancel();
     let run = harness.run(&["bootstrap", "--auto-approve", "--json"]);
@@ -441,7 +495,9 @@ fn an_interrupt_exits_130_and_promotes_nothing_further() {
 #[test]
 fn one_cluster_runs_only_where_it_exists_and_keeps_the_promotion_guard() {
     let _filters = support::filters();
-    let harness = Harness::new();
+    let Some(harness) = Harness::new() else {
+        return;
+    };
     // edge runs in prod only; prod is guarded until staging ran the same configuration.
     let run = harness.run(&["bootstrap", "--cluster", "edge", "--auto-approve", "--json"]);
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
@@ -453,4 +509,216 @@ fn one_cluster_runs_only_where_it_exists_and_keeps_the_promotion_guard() {
     assert!(error.starts_with("refusing to apply `prod`"), "{error}");
     insta::assert_snapshot!("bootstrap_edge_before_staging_stderr", run.stderr);
     assert_eq!(harness.count(Op::Create), 0);
+}
+
+/// The talos mock, handing out the control plane's kubeconfig as `talos_kubeconfig`'s
+/// `kubeconfig` (what the real Talos provider fetches from the cluster it bootstrapped).
+struct TalosHandsOut {
+    mock: Arc<infraflux_provider_mock::MockProvider>,
+    kubeconfig: String,
+}
+
+impl TalosHandsOut {
+    fn hand_out(&self, address: &str, kind: &str, attributes: &mut infraflux_provider::Attributes) {
+        if kind == "talos_kubeconfig" {
+            attributes.insert("kubeconfig".into(), json!(self.kubeconfig));
+            // In the mock's world too, so that a refresh reads it back.
+            self.mock
+                .set_attribute(address, "kubeconfig", json!(self.kubeconfig));
+        }
+    }
+}
+
+#[async_trait]
+impl infraflux_provider::Provider for TalosHandsOut {
+    fn name(&self) -> &str {
+        self.mock.name()
+    }
+
+    fn schemas(&self) -> Vec<infraflux_provider::ResourceSchema> {
+        self.mock.schemas()
+    }
+
+    async fn validate(
+        &self,
+        request: infraflux_provider::ValidateRequest,
+    ) -> infraflux_provider::ValidateResponse {
+        self.mock.validate(request).await
+    }
+
+    async fn read(
+        &self,
+        request: infraflux_provider::ReadRequest,
+    ) -> Result<infraflux_provider::ReadResponse, infraflux_provider::ProviderError> {
+        self.mock.read(request).await
+    }
+
+    async fn plan(
+        &self,
+        request: infraflux_provider::PlanRequest,
+    ) -> Result<infraflux_provider::PlanResponse, infraflux_provider::ProviderError> {
+        self.mock.plan(request).await
+    }
+
+    async fn create(
+        &self,
+        request: infraflux_provider::CreateRequest,
+    ) -> Result<infraflux_provider::CreateResponse, infraflux_provider::ProviderError> {
+        let (address, kind) = (
+            request.resource.address.clone(),
+            request.resource.kind.clone(),
+        );
+        let mut created = self.mock.create(request).await?;
+        self.hand_out(&address, &kind, &mut created.attributes);
+        Ok(created)
+    }
+
+    async fn update(
+        &self,
+        request: infraflux_provider::UpdateRequest,
+    ) -> Result<infraflux_provider::UpdateResponse, infraflux_provider::ProviderError> {
+        let (address, kind) = (
+            request.resource.address.clone(),
+            request.resource.kind.clone(),
+        );
+        let mut updated = self.mock.update(request).await?;
+        self.hand_out(&address, &kind, &mut updated.attributes);
+        Ok(updated)
+    }
+
+    async fn delete(
+        &self,
+        request: infraflux_provider::DeleteRequest,
+    ) -> Result<(), infraflux_provider::ProviderError> {
+        self.mock.delete(request).await
+    }
+
+    async fn import(
+        &self,
+        request: infraflux_provider::ImportRequest,
+    ) -> Result<infraflux_provider::ImportResponse, infraflux_provider::ProviderError> {
+        self.mock.import(request).await
+    }
+}
+
+#[test]
+fn bootstrap_with_the_real_provider_applies_the_platform_and_turns_ready() {
+    let _filters = support::filters();
+    let Some(plane) = control_plane::shared() else {
+        return;
+    };
+    let _alone = plane.exclusive();
+    let runtime = control_plane::runtime();
+    runtime.block_on(async {
+        for index in 1..NODES {
+            plane.add_node(&format!("kwok-node-{index}")).await.unwrap();
+        }
+    });
+    let _argocd = ApplicationController::healthy(plane.endpoint());
+    // Proxmox and Talos mocked; Talos hands out the control plane's kubeconfig; the
+    // real Kubernetes provider applies with it and takes the ready signal (the binary's
+    // wiring, with waits polled more often than a real cluster needs).
+    let mut harness = Engine::new();
+    let talos = harness
+        .mocks
+        .iter()
+        .find(|m| infraflux_provider::Provider::name(m.as_ref()) == "talos")
+        .unwrap()
+        .clone();
+    harness.registry.register(Arc::new(TalosHandsOut {
+        mock: talos,
+        kubeconfig: plane.kubeconfig_text(),
+    }));
+    let poll = |seconds| WaitOptions {
+        timeout: Duration::from_secs(seconds),
+        interval: Duration::from_millis(250),
+    };
+    let kubernetes = Arc::new(KubernetesProvider::new(ProviderOptions {
+        crd_wait: poll(60),
+        ready_wait: poll(180),
+        upstream: support::upstream::sources(),
+    }));
+    harness.registry.register(kubernetes.clone());
+    let harness = harness.clusters(kubernetes);
+
+    let run = harness.run(&[
+        "bootstrap",
+        "--env",
+        "dev",
+        "--auto-approve",
+        "--timeout",
+        "120s",
+    ]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("Ready signal for dev/workload: ready"),
+        "{}",
+        run.stdout
+    );
+    // Applied by the real provider (its mock was asked for nothing).
+    assert!(
+        run.stderr
+            .contains("dev/workload/kubernetes_handoff.dev: Creation complete"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(harness.mock("kubernetes").count(Op::Create), 0);
+    let signal = signals(&run.stdout);
+    assert!(
+        !signal.contains("FAIL") && !signal.contains(".. "),
+        "{signal}"
+    );
+    // Every object dev's kubernetes resources render is on the control plane.
+    let endpoint = plane.endpoint();
+    let mut discovery = infraflux_testkit::endpoint::Discovery::default();
+    let mut count = 0;
+    runtime.block_on(async {
+        for resource in kubernetes_resources()
+            .iter()
+            .filter(|r| r.address.to_string().starts_with("dev/"))
+        {
+            let releases = Releases::load(
+                &support::upstream::sources(),
+                &resource.kind,
+                &resource.attributes,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", resource.address));
+            let rendered = infraflux_kubernetes::provider::render_resource(
+                &resource.kind,
+                &resource.attributes,
+                &releases,
+            )
+            .unwrap();
+            for manifest in &rendered.manifests {
+                let path = discovery.path_of(&endpoint, manifest).await.unwrap();
+                let answer = endpoint.get(&path).await;
+                assert!(answer.is_success(), "{path}: {answer}");
+                count += 1;
+            }
+        }
+    });
+    assert!(count > 0);
+
+    // A second run: nothing to change (without --auto-approve, a change would have to
+    // be approved, and cannot be here), and the signal is ready again.
+    let (creates, updates) = (harness.count(Op::Create), harness.count(Op::Update));
+    let again = harness.run(&["bootstrap", "--env", "dev", "--timeout", "120s"]);
+    assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
+    assert!(
+        again
+            .stdout
+            .contains("Ready signal for dev/workload: ready"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(
+        (harness.count(Op::Create), harness.count(Op::Update)),
+        (creates, updates)
+    );
+    assert!(
+        !again.stdout.contains("client-key-data"),
+        "{}",
+        again.stdout
+    );
 }

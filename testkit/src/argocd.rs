@@ -29,6 +29,8 @@ pub type Decide = dyn Fn(&Value) -> Option<Value> + Send + Sync;
 
 /// Runs until dropped.
 pub struct ApplicationController {
+    endpoint: Endpoint,
+    decide: Arc<Decide>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -50,6 +52,7 @@ impl ApplicationController {
         let decide: Arc<Decide> = Arc::new(decide);
         let thread = {
             let stop = stop.clone();
+            let (endpoint, decide) = (endpoint.clone(), decide.clone());
             std::thread::spawn(move || {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -64,8 +67,36 @@ impl ApplicationController {
             })
         };
         ApplicationController {
+            endpoint,
+            decide,
             stop,
             thread: Some(thread),
+        }
+    }
+
+    /// Wait until every Application there is has the status decided for it (a test
+    /// that just changed its mind must not race the controller's next round); `false`
+    /// after `timeout`.
+    pub async fn written(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let list = self.endpoint.get(APPLICATIONS).await;
+            let done = list.is_success()
+                && list.body["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .all(|application| {
+                        (self.decide)(application)
+                            .is_none_or(|status| contains(&application["status"], &status))
+                    });
+            if done {
+                return true;
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }
@@ -119,11 +150,17 @@ fn contains(live: &Value, wanted: &Value) -> bool {
     }
 }
 
+/// When the stand-in's sync operations started and finished.
+const SYNCED_AT: &str = "2025-01-01T00:00:00Z";
+
 /// What ArgoCD writes after a successful sync: Synced at the target revision (a
 /// commit SHA as it is, a branch or tag resolved to [`COMMIT`]), Healthy, the last
-/// operation Succeeded.
+/// operation Succeeded. Every field upstream's Application CRD requires is there
+/// (`comparedTo.destination`; the operation, `startedAt` and a source with its
+/// `repoURL` in `operationState`): the real API server refuses a status without them.
 pub fn synced_and_healthy(application: &Value) -> Value {
     let source = application["spec"]["source"].clone();
+    let destination = application["spec"]["destination"].clone();
     let target = source["targetRevision"].as_str().unwrap_or("HEAD");
     let revision =
         if (7..=40).contains(&target.len()) && target.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -132,10 +169,14 @@ pub fn synced_and_healthy(application: &Value) -> Value {
             COMMIT.to_string()
         };
     json!({
-        "sync": {"status": "Synced", "revision": revision, "comparedTo": {"source": source}},
+        "sync": {"status": "Synced", "revision": revision,
+            "comparedTo": {"source": source, "destination": destination}},
         "health": {"status": "Healthy"},
-        "operationState": {"phase": "Succeeded", "message": "successfully synced (all tasks run)",
-            "syncResult": {"revision": revision, "source": {"targetRevision": target}}},
+        "operationState": {
+            "operation": {"sync": {"revision": revision}, "initiatedBy": {"automated": true}},
+            "phase": "Succeeded", "message": "successfully synced (all tasks run)",
+            "startedAt": SYNCED_AT, "finishedAt": SYNCED_AT,
+            "syncResult": {"revision": revision, "source": source}},
     })
 }
 
@@ -147,5 +188,13 @@ pub fn degraded(application: &Value, deployment: &str, message: &str) -> Value {
     status["resources"] = json!([{"group": "apps", "version": "v1", "kind": "Deployment",
         "namespace": namespace, "name": deployment,
         "health": {"status": "Degraded", "message": message}}]);
+    status
+}
+
+/// Healthy, but not synced to the target yet (ArgoCD has seen a change it has not
+/// applied).
+pub fn out_of_sync(application: &Value) -> Value {
+    let mut status = synced_and_healthy(application);
+    status["sync"]["status"] = json!("OutOfSync");
     status
 }

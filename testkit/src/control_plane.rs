@@ -10,8 +10,9 @@
 //! and removes the directory.
 //!
 //! The controller manager turns Deployments into ReplicaSets and Pods, the scheduler binds
-//! them to the fake node [`FAKE_NODE`], and kwok makes them Running and Ready there, so
-//! `Available` means what it means on a real cluster.
+//! them to the fake node [`FAKE_NODE`] (in the control-plane role), and kwok makes them
+//! Running and Ready there, and Job pods complete, so `Available` and `Complete` mean what
+//! they mean on a real cluster.
 //!
 //! Every test binary that needs a cluster uses this one starter (the root crate's tests,
 //! the Kubernetes provider's, the lab's). Tests of one binary share the control plane:
@@ -40,6 +41,11 @@ const WORKING_TIMEOUT: Duration = Duration::from_secs(90);
 /// The fake node kwok manages (it carries kwok's annotation).
 pub const FAKE_NODE: &str = "kwok-node-0";
 const KWOK_ANNOTATION: &str = "kwok.x-k8s.io/node";
+
+/// [`ControlPlane::exclusive`]'s hold, released when dropped. Async tests keep it across
+/// `.await`s on purpose: each test runs its own runtime on its own thread, so waiting
+/// for it blocks only the tests that want it too.
+pub struct Exclusive(#[allow(dead_code)] MutexGuard<'static, ()>);
 
 pub struct ControlPlane {
     /// `https://127.0.0.1:<port>`.
@@ -465,6 +471,12 @@ impl ControlPlane {
                 format!("--cluster-signing-key-file={ca_key}"),
                 // No HTTPS of its own: nothing here scrapes it, and no port to collide.
                 "--secure-port=0".into(),
+                // kwok renews its nodes' leases late when the machine is loaded (two
+                // cores shared by many test binaries): with the default 50 s grace the
+                // node lifecycle controller saw nodes vanish for a moment and marked every
+                // pod on them not Ready for good (kwok makes a pod Ready only once, when
+                // it gives it an IP). No test here is about a node going away.
+                "--node-monitor-grace-period=10m".into(),
                 "--v=1".into(),
             ],
         )?;
@@ -498,7 +510,7 @@ impl ControlPlane {
 
         // Working: the controller manager made the `default` service account, and kwok
         // made the fake node Ready.
-        self.create(&runtime, "/api/v1/nodes", &fake_node(FAKE_NODE))?;
+        self.create(&runtime, "/api/v1/nodes", &control_plane_node(FAKE_NODE))?;
         let deadline = Instant::now() + WORKING_TIMEOUT;
         loop {
             let (account, node) = runtime.block_on(async {
@@ -551,9 +563,9 @@ impl ControlPlane {
     /// would see (nodes, cluster-scoped objects, the platform everyone applies), so
     /// that those tests run one after the other. A test that failed while holding it
     /// does not stop the others.
-    pub fn exclusive(&self) -> MutexGuard<'static, ()> {
+    pub fn exclusive(&self) -> Exclusive {
         static LOCK: Mutex<()> = Mutex::new(());
-        LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        Exclusive(LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 
     /// Register another node that kwok runs (Ready within moments, pods on it Running).
@@ -671,6 +683,15 @@ fn kubeconfig(url: &str, ca: &str, certificate: &str, key: &str) -> String {
         "current-context": "admin",
     }))
     .unwrap()
+}
+
+/// [`fake_node`] in the control-plane role (the label a Talos control-plane node
+/// carries, without its taint): what must run there (Cilium's install Job, which requires
+/// that label) is scheduled, and everything else too.
+pub fn control_plane_node(name: &str) -> Value {
+    let mut node = fake_node(name);
+    node["metadata"]["labels"]["node-role.kubernetes.io/control-plane"] = json!("");
+    node
 }
 
 /// A node kwok manages: its annotation, a kwok taint-free spec and room for pods.

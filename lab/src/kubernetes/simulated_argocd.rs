@@ -7,24 +7,31 @@
 
 use super::{FakeApiServer, Kind};
 
-/// The kinds ArgoCD's CRDs add: (kind, plural), all `argoproj.io/v1alpha1`, namespaced.
-const KINDS: [(&str, &str); 3] = [
-    ("Application", "applications"),
-    ("AppProject", "appprojects"),
-    ("ApplicationSet", "applicationsets"),
+/// The kinds ArgoCD's CRDs add: (kind, plural, status subresource), all
+/// `argoproj.io/v1alpha1`, namespaced, as upstream v3.5.1's CRDs declare them (only
+/// ApplicationSet has a `status` subresource).
+const KINDS: [(&str, &str, bool); 3] = [
+    ("Application", "applications", false),
+    ("AppProject", "appprojects", false),
+    ("ApplicationSet", "applicationsets", true),
 ];
 
 impl FakeApiServer {
     /// Serve ArgoCD's kinds without their CRDs: the simulated install.
     pub fn simulate_argocd(&self) {
         let mut state = self.state.lock().unwrap();
-        for (kind, plural) in KINDS {
+        for (kind, plural, status_subresource) in KINDS {
+            // As `kinds::of_crd` describes the kinds of an installed CRD.
             let kind = Kind {
                 group: "argoproj.io".into(),
                 version: "v1alpha1".into(),
                 kind: kind.into(),
                 plural: plural.into(),
                 namespaced: true,
+                generation: true,
+                returns_deleted: false,
+                status_subresource,
+                custom: true,
             };
             if !state.kinds.contains(&kind) {
                 state.kinds.push(kind);

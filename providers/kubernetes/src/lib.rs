@@ -11,7 +11,8 @@
 //!   RBAC and network policies, namespaces, handoff) as a structured report;
 //! - [`inputs`]: resource attributes → typed inputs; [`render`]: inputs → manifests;
 //! - [`upstream`]: the official release files (ArgoCD's install manifests), pinned by
-//!   sha256, read from an offline mirror, the cache or the network;
+//!   sha256, read from an offline mirror, the cache or the network; [`releases`]: the
+//!   ones a resource installs, as read for a render;
 //! - [`apply`]: phase-ordered server-side apply that writes only what differs;
 //! - [`provider`]: the `Provider` implementation (`kubernetes_platform`,
 //!   `kubernetes_namespace`, `kubernetes_handoff`) and [`provider::render_resource`],
@@ -27,6 +28,7 @@ pub mod inputs;
 pub mod object;
 pub mod provider;
 pub mod readiness;
+pub mod releases;
 pub mod render;
 pub mod signal;
 pub mod upstream;

@@ -1,6 +1,7 @@
-//! The fake API server through the real `kube` client: discovery of kinds registered
-//! at run time by CRDs, apply/get/list/delete, generations, and server-side apply
-//! conflicts named like the API server names them.
+//! The lab's fake API server through the provider's own `kube` client, with no real
+//! counterpart needed: kinds of CRDs served only once the lab establishes them,
+//! apply/get/list/delete, generations, conflicts, and TLS with client certificates.
+//! Whether its answers are a real API server's is tests/kubernetes_differential.rs's job.
 
 use std::time::Duration;
 
