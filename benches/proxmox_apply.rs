@@ -13,6 +13,8 @@
 //! Also counts the calls per VM (from fakepve's request log) and checks that every VM was
 //! made, with no failure. Needs `INFRAFLUX_FAKEPVE_PYTHON`; without it, says so and exits
 //! 0. Run with `cargo bench --bench proxmox_apply` (`harness = false`).
+//! `INFRAFLUX_BENCH_LATENCIES_MS=50,200` and `INFRAFLUX_BENCH_PARALLELISM=10,33` (empty:
+//! the CLI's default) choose the runs; `INFRAFLUX_BENCH_CALLS=1` prints the calls by kind.
 
 #[path = "fleet/mod.rs"]
 mod fleet;
@@ -44,6 +46,13 @@ async fn main() {
         Ok(text) => text.split(',').map(|p| p.trim().parse().ok()).collect(),
         Err(_) => vec![None, Some(VMS + 3)],
     };
+    let latencies: Vec<f64> = match std::env::var("INFRAFLUX_BENCH_LATENCIES_MS") {
+        Ok(text) => text
+            .split(',')
+            .filter_map(|l| l.trim().parse().ok())
+            .collect(),
+        Err(_) => LATENCIES_MS.to_vec(),
+    };
     println!(
         "fakepve, 3 nodes, {VMS} new VMs + 3 images, storage_concurrency {DEFAULT_STORAGE_CONCURRENCY} (default), tasks at {TIME_SCALE} × PVE's durations (download {:.2} s)",
         DOWNLOAD_SECONDS * TIME_SCALE
@@ -53,7 +62,7 @@ async fn main() {
     );
     println!("|---|---|---|---|---|---|---|---|");
     let mut failed = false;
-    for latency_ms in LATENCIES_MS {
+    for latency_ms in latencies {
         for parallelism in &parallelism {
             let outcome = tokio::time::timeout(
                 Duration::from_secs(300),

@@ -76,9 +76,17 @@ fn assert_fleet_made(vms: &Value) {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|vm| vm["vmid"].as_u64().is_some_and(|v| (7000..8000).contains(&v)))
+        .filter(|vm| {
+            vm["vmid"]
+                .as_u64()
+                .is_some_and(|v| (7000..8000).contains(&v))
+        })
         .collect();
-    assert_eq!(ours.len(), VMS, "one VM per resource, no duplicate or orphan");
+    assert_eq!(
+        ours.len(),
+        VMS,
+        "one VM per resource, no duplicate or orphan"
+    );
     let names: BTreeSet<&str> = ours.iter().filter_map(|vm| vm["name"].as_str()).collect();
     let expected: BTreeSet<String> = (0..VMS).map(|i| format!("vm-{i}")).collect();
     assert_eq!(

@@ -466,7 +466,11 @@ impl Provider for ProxmoxEndpoints {
         resource: &ResourceRef,
         attributes: &Attributes,
     ) -> Option<ConcurrencyKey> {
-        let mut key = super::concurrency_key(operation, resource, attributes)?;
+        let storage_limit = storage_concurrency(attributes)
+            .ok()
+            .flatten()
+            .unwrap_or(self.options.storage_concurrency);
+        let mut key = super::concurrency_key(operation, resource, attributes, storage_limit)?;
         // Storages of different PVE clusters do not share a lock.
         if let Some(endpoint) = attributes.get(ENDPOINT).and_then(Value::as_str) {
             key.key = format!("{}@{endpoint}", key.key);

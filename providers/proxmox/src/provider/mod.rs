@@ -283,26 +283,32 @@ impl Provider for ProxmoxProvider {
             .map_err(|e| e.into_provider("inventory", "/cluster/resources"))
     }
 
-    /// Image downloads and deletes on one node's storage run one at a time. VM creates
-    /// and deletes have no key: the provider limits only their storage-locking part
-    /// (the create, resize and destroy tasks) per node and storage ([`storage_slots`]),
-    /// so the rest of a create (config read, start, polls) pipelines.
+    /// See [`concurrency_key`].
     fn concurrency_key(
         &self,
         operation: Operation,
         resource: &ResourceRef,
         attributes: &Attributes,
     ) -> Option<ConcurrencyKey> {
-        concurrency_key(operation, resource, attributes)
+        concurrency_key(operation, resource, attributes, self.storage_slots.limit())
     }
 }
 
+/// Image downloads and deletes on one node's storage run one at a time. VM creates and
+/// deletes: the provider limits their storage-locking part (the create, resize and
+/// destroy tasks) to `storage_limit` per node and storage ([`storage_slots`]), and the
+/// rest of a create (config read, start, polls) runs outside; the engine is asked for at
+/// most half as many again in flight, enough to keep the slots busy while others start,
+/// so that `--parallelism` goes to nodes whose slots are free rather than waiting on a
+/// busy one.
 pub(crate) fn concurrency_key(
     operation: Operation,
     resource: &ResourceRef,
     attributes: &Attributes,
+    storage_limit: usize,
 ) -> Option<ConcurrencyKey> {
-    if operation == Operation::Update || resource.kind != image::KIND {
+    if operation == Operation::Update || (resource.kind != image::KIND && resource.kind != vm::KIND)
+    {
         return None;
     }
     let known = |name: &str| {
@@ -311,9 +317,14 @@ pub(crate) fn concurrency_key(
             .filter(|v| !is_unknown(v))
             .and_then(Value::as_str)
     };
+    let limit = if resource.kind == image::KIND {
+        1
+    } else {
+        (3 * storage_limit.max(1)).div_ceil(2)
+    };
     Some(ConcurrencyKey {
         key: format!("proxmox:{}/{}", known("node")?, known("storage")?),
-        limit: 1,
+        limit,
     })
 }
 
@@ -340,7 +351,7 @@ mod tests {
     }
 
     #[test]
-    fn image_writes_share_a_key_per_node_and_storage_and_vms_have_none() {
+    fn writes_share_a_key_per_node_and_storage() {
         let p = provider();
         let image = json!({"node": "pve1", "storage": "local"})
             .as_object()
@@ -360,15 +371,32 @@ mod tests {
             p.concurrency_key(Operation::Delete, &resource(image::KIND), &image),
             Some(key)
         );
-        // VM creates and deletes are limited inside the provider, around the tasks that
-        // take the storage lock only (see `storage_slots`).
+        // VM creates and deletes: the storage-locking part is limited inside the
+        // provider (see `storage_slots`); the engine keeps half as many again in flight.
         let vm = json!({"node": "pve1", "storage": "local-lvm"})
             .as_object()
             .unwrap()
             .clone();
-        for operation in [Operation::Create, Operation::Update, Operation::Delete] {
-            assert_eq!(p.concurrency_key(operation, &resource(vm::KIND), &vm), None);
+        for operation in [Operation::Create, Operation::Delete] {
+            assert_eq!(
+                p.concurrency_key(operation, &resource(vm::KIND), &vm),
+                Some(ConcurrencyKey {
+                    key: "proxmox:pve1/local-lvm".into(),
+                    limit: 6
+                })
+            );
         }
+        assert_eq!(
+            p.concurrency_key(Operation::Update, &resource(vm::KIND), &vm),
+            None
+        );
+        p.set_storage_concurrency(1);
+        assert_eq!(
+            p.concurrency_key(Operation::Create, &resource(vm::KIND), &vm)
+                .unwrap()
+                .limit,
+            2
+        );
     }
 
     #[test]

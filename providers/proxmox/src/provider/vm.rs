@@ -16,6 +16,7 @@ use infraflux_provider::{
     ReadResult, ResourceSchema, is_unknown, unknown,
 };
 use serde_json::{Value, json};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::ProxmoxProvider;
 use super::attributes::{Problems, Reader, number, text};
@@ -644,7 +645,7 @@ impl ProxmoxProvider {
         if let Some((vmid, node, config)) = self.leftover(address, &spec, &mut guests).await? {
             tracing::info!(%address, vmid, "finishing an earlier, interrupted create");
             let attributes = self
-                .finish_vm(address, &spec, &node, vmid, Some(config))
+                .finish_vm(address, &spec, &node, vmid, Some(config), None)
                 .await?;
             return Ok((vmid.to_string(), attributes));
         }
@@ -696,11 +697,13 @@ impl ProxmoxProvider {
         };
         // The VMID stays claimed: a listing shared with later creates may predate it.
         let finished = async {
-            let created =
-                task::wait(&self.client, &upid, self.wait(self.options.create_timeout)).await;
-            drop(slot);
-            created.map_err(|e| e.into_provider("create", address))?;
-            self.finish_vm(address, &spec, &spec.node, vmid, None).await
+            task::wait(&self.client, &upid, self.wait(self.options.create_timeout))
+                .await
+                .map_err(|e| e.into_provider("create", address))?;
+            // The slot goes on to the resize: given back and taken again, it would
+            // queue behind every create waiting for one.
+            self.finish_vm(address, &spec, &spec.node, vmid, None, Some(slot))
+                .await
         }
         .await;
         if finished.is_err() {
@@ -716,6 +719,7 @@ impl ProxmoxProvider {
     /// reads it while the disk grows, so the read adds no step to the create's chain of
     /// calls (resize to an absolute size is a no-op at that size, and PVE refuses to
     /// shrink: then the config read tells the user by how much the image is larger).
+    /// `slot`: the create's storage slot, for the resize (released once it ends).
     async fn finish_vm(
         &self,
         address: &str,
@@ -723,6 +727,7 @@ impl ProxmoxProvider {
         node: &str,
         vmid: u32,
         config: Option<VmConfig>,
+        slot: Option<OwnedSemaphorePermit>,
     ) -> Result<Attributes, ProviderError> {
         let fail = |e: ApiError| e.into_provider("create", address);
         let desired = DiskSize::from_gib(spec.disk_gib);
@@ -758,15 +763,31 @@ impl ProxmoxProvider {
                     return Err(too_large(current));
                 }
                 if current < desired {
-                    self.resize(address, "create", node, &spec.storage, vmid, spec.disk_gib)
-                        .await?;
+                    self.resize(
+                        address,
+                        "create",
+                        node,
+                        &spec.storage,
+                        vmid,
+                        spec.disk_gib,
+                        slot,
+                    )
+                    .await?;
                 }
                 config
             }
             None => {
                 let (config, resized) = tokio::join!(
                     self.client.vm_config(node, vmid),
-                    self.resize(address, "create", node, &spec.storage, vmid, spec.disk_gib)
+                    self.resize(
+                        address,
+                        "create",
+                        node,
+                        &spec.storage,
+                        vmid,
+                        spec.disk_gib,
+                        slot
+                    )
                 );
                 let config = config.map_err(fail)?;
                 if let Err(error) = resized {
@@ -830,7 +851,8 @@ impl ProxmoxProvider {
 
     /// Grow the boot disk to `gib` (absolute: PVE does nothing at that size already and
     /// refuses to shrink). On LVM it takes the storage lock (`LVMPlugin::volume_resize`),
-    /// so it runs in a storage slot.
+    /// so it runs in a storage slot: `slot` when the caller holds one, else one taken here.
+    #[allow(clippy::too_many_arguments)]
     async fn resize(
         &self,
         address: &str,
@@ -839,8 +861,12 @@ impl ProxmoxProvider {
         storage: &str,
         vmid: u32,
         gib: u64,
+        slot: Option<OwnedSemaphorePermit>,
     ) -> Result<(), ProviderError> {
-        let _slot = self.storage_slots.acquire(node, storage).await;
+        let _slot = match slot {
+            Some(slot) => slot,
+            None => self.storage_slots.acquire(node, storage).await,
+        };
         let upid = self
             .client
             .resize_disk(node, vmid, "scsi0", &format!("{gib}G"))
@@ -932,8 +958,16 @@ impl ProxmoxProvider {
                 .map_err(fail)?;
         }
         if number(prior, "disk_gib").is_none_or(|before| spec.disk_gib > before) {
-            self.resize(address, "update", &node, &spec.storage, vmid, spec.disk_gib)
-                .await?;
+            self.resize(
+                address,
+                "update",
+                &node,
+                &spec.storage,
+                vmid,
+                spec.disk_gib,
+                None,
+            )
+            .await?;
         }
         // A state recorded before the power state was tracked: the VM was taken as running.
         let running = text(prior, "power").is_none_or(|power| power == RUNNING);
