@@ -5,7 +5,8 @@
 //!   providers/proxmox/src/provider/storage_slots.rs) never run more at once on a node's
 //!   storage than `storage_concurrency` allows, and do reach it (so creates pipeline);
 //!   fakepve's tasks are given a duration so that overlapping ones are seen overlapping;
-//! - every VM is made once, as configured, and running.
+//! - every VM is made once, as configured, and running; deleting them all keeps to the
+//!   setting too and leaves none.
 //!
 //! Needs `INFRAFLUX_FAKEPVE_PYTHON` (see providers/proxmox/tests/support); without it
 //! each test prints why it is skipped.
@@ -35,8 +36,13 @@ macro_rules! python_or_skip {
 }
 
 /// Create the fleet with `storage_concurrency` (the default when `None`); returns the
-/// most storage-locking tasks seen at once per node, and fakepve's VMs.
-async fn create_fleet(python: &str, storage_concurrency: Option<usize>) -> (Value, Value) {
+/// most storage-locking tasks seen at once per node, and fakepve's VMs. With `destroy`,
+/// then deletes it all and returns the most seen then too.
+async fn create_fleet(
+    python: &str,
+    storage_concurrency: Option<usize>,
+    destroy: bool,
+) -> (Value, Value, Option<Value>) {
     let mut fake = fakepve::FakePve::start_with(
         python,
         fleet::LAUNCHER,
@@ -66,8 +72,24 @@ async fn create_fleet(python: &str, storage_concurrency: Option<usize>) -> (Valu
     assert!(failures.is_empty(), "{failures:#?}");
     let most = fake.expect(json!({"op": "storage_tasks_most"})).await;
     let vms = fake.expect(json!({"op": "vms"})).await;
+    let destroyed = if destroy {
+        fake.expect(json!({"op": "storage_tasks_reset"})).await;
+        let summary = fleet::destroy_all(applied.summary.state, VMS + 3).await;
+        let failures: Vec<String> = summary
+            .failed
+            .iter()
+            .map(|f| format!("{}: {}", f.address, f.message))
+            .collect();
+        assert!(failures.is_empty(), "{failures:#?}");
+        assert!(summary.state.resources.is_empty(), "everything deleted");
+        let left = fake.expect(json!({"op": "vms"})).await;
+        assert!(fleet::names(&left).is_empty(), "no VM left: {left}");
+        Some(fake.expect(json!({"op": "storage_tasks_most"})).await)
+    } else {
+        None
+    };
     fake.stop().await;
-    (most, vms)
+    (most, vms, destroyed)
 }
 
 /// Every VM once, 10 per node, running, as configured.
@@ -131,17 +153,20 @@ fn most_per_node(most: &Value) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_locking_tasks_stay_within_the_setting_and_every_vm_is_made() {
     let python = python_or_skip!();
-    let (most, vms) = create_fleet(&python, Some(2)).await;
+    let (most, vms, destroyed) = create_fleet(&python, Some(2), true).await;
     // At most 2 at once on each node's storage, and 2 reached: the 10 creates of a node
     // overlap, never beyond the setting.
     assert_eq!(most_per_node(&most), [2, 2, 2], "{most}");
     assert_fleet_made(&vms);
+    // The deletes too.
+    let destroyed = destroyed.unwrap();
+    assert_eq!(most_per_node(&destroyed), [2, 2, 2], "{destroyed}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_storage_concurrency_holds_at_a_parallelism_above_it() {
     let python = python_or_skip!();
-    let (most, vms) = create_fleet(&python, None).await;
+    let (most, vms, _) = create_fleet(&python, None, false).await;
     let most = most_per_node(&most);
     assert!(
         most.iter()
@@ -154,7 +179,7 @@ async fn the_default_storage_concurrency_holds_at_a_parallelism_above_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_at_a_time_when_the_setting_says_so() {
     let python = python_or_skip!();
-    let (most, vms) = create_fleet(&python, Some(1)).await;
+    let (most, vms, _) = create_fleet(&python, Some(1), false).await;
     assert_eq!(most_per_node(&most), [1, 1, 1], "{most}");
     assert_fleet_made(&vms);
 }

@@ -173,6 +173,28 @@ pub async fn plan_and_apply(desired: Vec<DesiredResource>, parallelism: Option<u
     }
 }
 
+/// Plan the deletion of everything in `state` (nothing desired) and apply it.
+pub async fn destroy_all(state: StateDocument, parallelism: usize) -> ApplySummary {
+    let providers = infraflux::commands::providers();
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    let planned = plan(Vec::new(), &state, &providers, &PlanOptions::default())
+        .await
+        .expect("plan");
+    apply(
+        &planned,
+        state,
+        store,
+        &providers,
+        Arc::new(NoReporter),
+        &ApplyOptions {
+            parallelism,
+            ..ApplyOptions::default()
+        },
+    )
+    .await
+    .expect("apply runs")
+}
+
 /// The requests of an apply, from fakepve's log, sorted out.
 #[derive(Debug, Default)]
 pub struct Calls {

@@ -194,6 +194,9 @@ async def command(pve, request):
     if op == 'storage_task_secs':
         pve.storage_task_secs = float(request['value'])
         return None
+    if op == 'storage_tasks_reset':
+        pve.storage_tasks_in_flight()['most'].clear()
+        return None
     if op == 'storage_tasks_most':
         # The most storage-locking tasks seen running at once, per node.
         return pve.storage_tasks_in_flight()['most']
