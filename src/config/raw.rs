@@ -78,6 +78,10 @@ pub struct RawProxmox {
     pub vmid_range: Option<RawVmidRange>,
     /// Allow several control planes of one cluster on the same Proxmox node.
     pub allow_colocation: Option<bool>,
+    /// How many operations that take PVE's storage lock (VM create, disk resize, VM
+    /// delete) run at once per node and storage: 1 to 16, default 4.
+    #[schemars(range(min = 1, max = 16))]
+    pub storage_concurrency: Option<i64>,
     /// How the API's TLS certificate is trusted.
     pub tls: Option<RawTls>,
     /// How the Talos image reaches the nodes. Unset: each node downloads it itself

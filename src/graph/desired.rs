@@ -112,7 +112,8 @@ fn resource(
 // ---- Proxmox --------------------------------------------------------------------------
 
 /// The PVE API every proxmox resource of the cluster talks to: `endpoint`, `token`
-/// (sensitive in the provider's schema, so plans print `(sensitive)`) and `tls`.
+/// (sensitive in the provider's schema, so plans print `(sensitive)`), `tls`, and
+/// `storage_concurrency` when the configuration sets it.
 fn proxmox_connection(cluster: &Cluster, attributes: &mut Attributes) {
     let p = &cluster.proxmox;
     let tls = match &p.tls {
@@ -124,6 +125,11 @@ fn proxmox_connection(cluster: &Cluster, attributes: &mut Attributes) {
     attributes.insert("endpoint".into(), json!(p.endpoint.as_str()));
     attributes.insert("token".into(), json!(p.token.expose()));
     attributes.insert("tls".into(), tls);
+    // A setting of the PVE cluster the provider reads with the connection (absent: its
+    // default); never a change of the resource.
+    if let Some(limit) = p.storage_concurrency {
+        attributes.insert("storage_concurrency".into(), json!(limit));
+    }
 }
 
 // ---- images ---------------------------------------------------------------------------
@@ -687,6 +693,28 @@ mod tests {
         );
         assert_eq!(id, hex::encode(Sha256::digest(yaml.as_bytes())));
         assert_eq!(id.len(), 64);
+    }
+
+    #[test]
+    fn storage_concurrency_reaches_every_proxmox_resource_only_when_set() {
+        let mut model = model("dev", "workload");
+        let proxmox = |desired: &[DesiredResource]| -> Vec<Option<Value>> {
+            desired
+                .iter()
+                .filter(|d| d.provider == "proxmox")
+                .map(|d| d.attributes.get("storage_concurrency").cloned())
+                .collect()
+        };
+        // Unset: the provider's default, and no attribute (so no resource changes).
+        let unset = proxmox(&build_desired(&model));
+        assert!(!unset.is_empty() && unset.iter().all(Option::is_none));
+        for environment in model.environments.iter_mut() {
+            for cluster in environment.clusters.iter_mut() {
+                cluster.proxmox.storage_concurrency = Some(2);
+            }
+        }
+        let set = proxmox(&build_desired(&model));
+        assert!(set.iter().all(|value| value == &Some(json!(2))), "{set:?}");
     }
 
     #[test]

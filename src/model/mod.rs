@@ -107,6 +107,8 @@ pub struct Proxmox {
     pub vmid_start: u32,
     pub vmid_end: u32,
     pub allow_colocation: bool,
+    /// `None`: the provider's default.
+    pub storage_concurrency: Option<u32>,
     pub tls: Tls,
     /// `None`: nodes download the image themselves.
     pub image_upload: Option<SshImageUpload>,

@@ -676,6 +676,7 @@ fn resolve_proxmox(r: &mut Resolver, raw: &RawSettings) -> Option<Proxmox> {
         vmid_start: u32::try_from(vmid_start).ok()?,
         vmid_end: u32::try_from(vmid_end).ok()?,
         allow_colocation: p.allow_colocation.unwrap_or(false),
+        storage_concurrency: p.storage_concurrency.and_then(|n| u32::try_from(n).ok()),
         tls,
         image_upload: image_upload?,
     })

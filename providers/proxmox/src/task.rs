@@ -2,9 +2,17 @@
 //!
 //! `UPID:node:pid:pstart:starttime:type:id:user:` (pid, pstart and starttime in hex).
 //! The task runs on `node`, so its status is asked of that node, whatever node the
-//! request went to. The waiter polls with a bounded backoff until the task stops or
-//! the caller's timeout passes: `OK` and `WARNINGS: n` succeed, any other exit status
-//! fails with the end of the task's log.
+//! request went to. The waiter polls until the task stops or the caller's timeout
+//! passes: `OK` and `WARNINGS: n` succeed, any other exit status fails with the end of
+//! the task's log.
+//!
+//! When to poll: at once (most tasks of a create end within the request's round trip),
+//! then after a pause of an eighth of the time waited so far, kept between the first
+//! and the longest interval. A task is so seen stopped at most about 1/8 of its run time
+//! (plus one round trip) late, where doubling pauses could add as much again as it ran —
+//! at 200 ms per answer, a 5 s download seen up to 3 s late — and a long task still
+//! costs few polls (about 8 in its first second after the first interval, then one per
+//! longest interval).
 
 use std::fmt;
 use std::time::Duration;
@@ -77,7 +85,7 @@ impl WaitOptions {
     pub fn with_timeout(timeout: Duration) -> Self {
         WaitOptions {
             timeout,
-            first_interval: Duration::from_millis(100),
+            first_interval: Duration::from_millis(50),
             max_interval: Duration::from_secs(2),
         }
     }
@@ -189,7 +197,6 @@ pub async fn wait(
 ) -> Result<TaskOutcome, TaskError> {
     let start = Instant::now();
     let deadline = start + options.timeout;
-    let mut interval = options.first_interval;
     loop {
         let status = client
             .task_status(upid)
@@ -225,9 +232,17 @@ pub async fn wait(
                 waited: now - start,
             });
         }
-        tokio::time::sleep(interval.min(deadline - now)).await;
-        interval = (interval * 2).min(options.max_interval);
+        tokio::time::sleep(pause(now - start, &options).min(deadline - now)).await;
     }
+}
+
+/// The pause before the next poll after `waited`: an eighth of it, within the
+/// options' first and longest interval (see the module docs).
+fn pause(waited: Duration, options: &WaitOptions) -> Duration {
+    (waited / 8).clamp(
+        options.first_interval,
+        options.max_interval.max(options.first_interval),
+    )
 }
 
 /// The last lines of a task's log, without `TASK ERROR:` (the exit status says it);
@@ -281,6 +296,34 @@ mod tests {
         ] {
             assert_eq!(Upid::parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn polls_late_by_at_most_an_eighth_of_the_time_waited() {
+        let options = WaitOptions::with_timeout(Duration::from_secs(60));
+        assert_eq!(pause(Duration::ZERO, &options), Duration::from_millis(50));
+        assert_eq!(
+            pause(Duration::from_secs(1), &options),
+            Duration::from_millis(125)
+        );
+        assert_eq!(
+            pause(Duration::from_secs(8), &options),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            pause(Duration::from_secs(600), &options),
+            Duration::from_secs(2)
+        );
+        // A longest interval below the first is the first.
+        let odd = WaitOptions {
+            first_interval: Duration::from_secs(1),
+            max_interval: Duration::from_millis(10),
+            ..options
+        };
+        assert_eq!(
+            pause(Duration::from_secs(600), &odd),
+            Duration::from_secs(1)
+        );
     }
 
     #[test]

@@ -804,6 +804,16 @@ async fn creates_share_one_cluster_listing_to_pick_vmids() {
         .mount(&server)
         .await;
     task_ok(&server, &start).await;
+    // The boot disk is grown to `disk_gib` while the config is read (a no-op at that
+    // size on PVE).
+    Mock::given(method("PUT"))
+        .and(wiremock::matchers::path_regex(
+            r"^/api2/json/nodes/pve1/qemu/\d+/resize$",
+        ))
+        .respond_with(ok(Value::Null))
+        .expect(2)
+        .mount(&server)
+        .await;
 
     let p = provider(token_client(&server));
     let first = p
@@ -1543,4 +1553,72 @@ async fn inventory_is_one_untyped_cluster_listing() {
             .unwrap()
             .contains("pvesm set local --content iso,vztmpl,backup,import")
     );
+}
+
+/// An image larger than `disk_gib`: PVE refuses to shrink the boot disk, the create
+/// fails with the sizes and the fix, and the VM is never started.
+#[tokio::test]
+async fn an_image_larger_than_the_disk_fails_the_create_and_is_not_started() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api2/json/cluster/resources"))
+        .respond_with(ok(json!([])))
+        .mount(&server)
+        .await;
+    let create = upid("pve1", "qmcreate", "1000");
+    Mock::given(method("POST"))
+        .and(path("/api2/json/nodes/pve1/qemu"))
+        .respond_with(ok(json!(create)))
+        .mount(&server)
+        .await;
+    task_ok(&server, &create).await;
+    Mock::given(method("GET"))
+        .and(path("/api2/json/nodes/pve1/qemu/1000/config"))
+        .respond_with(ok(json!({
+            "name": "cp-1", "cores": 2, "memory": "4096",
+            "scsi0": "local-lvm:vm-1000-disk-1,discard=on,size=60G",
+            "net0": "virtio=BC:24:11:0A:0B:0C,bridge=vmbr0,tag=10",
+        })))
+        .mount(&server)
+        .await;
+    let resize = upid("pve1", "resize", "1000");
+    Mock::given(method("PUT"))
+        .and(path("/api2/json/nodes/pve1/qemu/1000/resize"))
+        .respond_with(ok(json!(resize)))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("/api2/json/nodes/pve1/tasks/{resize}/status")))
+        .respond_with(ok(json!({
+            "status": "stopped", "exitstatus": "shrinking disks is not supported", "upid": resize
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("/api2/json/nodes/pve1/tasks/{resize}/log")))
+        .respond_with(ok(json!([])))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api2/json/nodes/pve1/qemu/1000/status/start"))
+        .respond_with(ok(json!(upid("pve1", "qmstart", "1000"))))
+        .expect(0)
+        .mount(&server)
+        .await;
+
+    let error = provider(token_client(&server))
+        .create(CreateRequest {
+            resource: vm_ref(),
+            planned: vm_attributes(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::InvalidInput, "{error}");
+    assert!(
+        error
+            .message
+            .contains("the imported image (60G) is larger than disk_gib (40G)"),
+        "{error}"
+    );
+    assert!(error.message.contains("left stopped"), "{error}");
 }

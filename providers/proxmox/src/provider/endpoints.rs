@@ -17,6 +17,7 @@ use infraflux_provider::{
 };
 use serde_json::Value;
 
+use super::storage_slots::{DEFAULT_STORAGE_CONCURRENCY, MAX_STORAGE_CONCURRENCY};
 use super::{ProviderOptions, ProxmoxProvider, plan_desired, validate_desired};
 use crate::client::{Client, ClientConfig, Credentials, TlsVerification};
 
@@ -26,7 +27,29 @@ pub const ENDPOINT: &str = "endpoint";
 pub const TOKEN: &str = "token";
 /// `"system"`, `"insecure"`, `{"ca_file": PATH}` or `{"fingerprint": "AB:CD:…"}`.
 pub const TLS: &str = "tls";
-const CONNECTION: [&str; 3] = [ENDPOINT, TOKEN, TLS];
+/// Optional: operations that take PVE's storage lock in flight at once per node and
+/// storage (the configuration's `proxmox.storage_concurrency`; see
+/// [`super::storage_slots`]). A setting of the cluster, not of the resource: a change
+/// never plans an update (plan keeps the recorded value) but applies to the whole run.
+pub const STORAGE_CONCURRENCY: &str = "storage_concurrency";
+const CONNECTION: [&str; 4] = [ENDPOINT, TOKEN, TLS, STORAGE_CONCURRENCY];
+
+/// The `storage_concurrency` of `attributes`: `Ok(None)` when absent or null.
+fn storage_concurrency(attributes: &Attributes) -> Result<Option<usize>, String> {
+    match attributes.get(STORAGE_CONCURRENCY) {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => value
+            .as_u64()
+            .map(|n| n as usize)
+            .filter(|n| (1..=MAX_STORAGE_CONCURRENCY).contains(n))
+            .map(Some)
+            .ok_or_else(|| {
+                format!(
+                    "not a whole number from 1 to {MAX_STORAGE_CONCURRENCY} (default {DEFAULT_STORAGE_CONCURRENCY})"
+                )
+            }),
+    }
+}
 
 /// One connection, parsed from a resource's attributes.
 struct Connection {
@@ -65,7 +88,7 @@ fn connection(
     allow_unknown: bool,
 ) -> Result<Option<Connection>, Vec<(&'static str, String)>> {
     let mut problems = Vec::new();
-    if CONNECTION
+    if [ENDPOINT, TOKEN, TLS]
         .iter()
         .any(|name| attributes.get(*name).is_some_and(is_unknown))
     {
@@ -150,6 +173,9 @@ fn restore(to: &mut Attributes, from: &Attributes) {
 pub struct ProxmoxEndpoints {
     options: ProviderOptions,
     providers: Mutex<BTreeMap<String, Arc<ProxmoxProvider>>>,
+    /// `storage_concurrency` per connection, as the configuration gave it to `plan`
+    /// (resources planned from state carry the value recorded at their create).
+    storage_concurrency: Mutex<BTreeMap<String, usize>>,
 }
 
 impl ProxmoxEndpoints {
@@ -157,6 +183,7 @@ impl ProxmoxEndpoints {
         ProxmoxEndpoints {
             options,
             providers: Mutex::new(BTreeMap::new()),
+            storage_concurrency: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -184,8 +211,18 @@ impl ProxmoxEndpoints {
                 ));
             }
         };
+        let limit = self
+            .storage_concurrency
+            .lock()
+            .expect("storage concurrency lock")
+            .get(&connection.key)
+            .copied()
+            .or(storage_concurrency(attributes).ok().flatten());
         let mut providers = self.providers.lock().expect("provider cache lock");
         if let Some(provider) = providers.get(&connection.key) {
+            if let Some(limit) = limit {
+                provider.set_storage_concurrency(limit);
+            }
             return Ok(provider.clone());
         }
         let credentials = Credentials::api_token(&connection.token).map_err(|e| {
@@ -207,6 +244,9 @@ impl ProxmoxEndpoints {
             ProviderError::new(ErrorKind::InvalidInput, operation, address, message)
         })?;
         let provider = Arc::new(ProxmoxProvider::new(client, self.options.clone()));
+        if let Some(limit) = limit {
+            provider.set_storage_concurrency(limit);
+        }
         providers.insert(connection.key, provider.clone());
         Ok(provider)
     }
@@ -217,6 +257,7 @@ fn with_connection(mut schema: ResourceSchema) -> ResourceSchema {
         AttributeSchema::input(ENDPOINT),
         AttributeSchema::input(TOKEN).sensitive(),
         AttributeSchema::input(TLS),
+        AttributeSchema::input(STORAGE_CONCURRENCY),
     ]);
     schema
 }
@@ -239,6 +280,16 @@ impl Provider for ProxmoxEndpoints {
             resource: request.resource.clone(),
             desired: strip(&request.desired),
         });
+        if let Err(problem) = storage_concurrency(&request.desired) {
+            response.diagnostics.push(Diagnostic {
+                severity: Severity::Error,
+                attribute: Some(STORAGE_CONCURRENCY.to_string()),
+                summary: problem,
+                detail: Some(
+                    "operations that take PVE's storage lock (VM create, disk resize, VM delete) run at most this many at once per node and storage".into(),
+                ),
+            });
+        }
         if let Err(problems) = connection(&request.desired, true) {
             response
                 .diagnostics
@@ -307,6 +358,25 @@ impl Provider for ProxmoxEndpoints {
             desired: strip(&request.desired),
         })?;
         restore(&mut response.planned, &request.desired);
+        // The setting applies to the run, whatever each resource recorded; a changed
+        // value is not a change of the resource.
+        if let (Ok(Some(connection)), Ok(Some(limit))) = (
+            connection(&request.desired, false),
+            storage_concurrency(&request.desired),
+        ) {
+            self.storage_concurrency
+                .lock()
+                .expect("storage concurrency lock")
+                .insert(connection.key, limit);
+        }
+        if let Some(prior) = &request.prior {
+            match prior.get(STORAGE_CONCURRENCY) {
+                Some(value) => response
+                    .planned
+                    .insert(STORAGE_CONCURRENCY.into(), value.clone()),
+                None => response.planned.remove(STORAGE_CONCURRENCY),
+            };
+        }
         Ok(response)
     }
 
@@ -397,7 +467,11 @@ impl Provider for ProxmoxEndpoints {
         resource: &ResourceRef,
         attributes: &Attributes,
     ) -> Option<ConcurrencyKey> {
-        let mut key = super::concurrency_key(operation, resource, attributes)?;
+        let storage_limit = storage_concurrency(attributes)
+            .ok()
+            .flatten()
+            .unwrap_or(self.options.storage_concurrency);
+        let mut key = super::concurrency_key(operation, resource, attributes, storage_limit)?;
         // Storages of different PVE clusters do not share a lock.
         if let Some(endpoint) = attributes.get(ENDPOINT).and_then(Value::as_str) {
             key.key = format!("{}@{endpoint}", key.key);
@@ -497,5 +571,56 @@ mod tests {
         let text = error.to_string();
         assert!(text.contains("/nonexistent/ca.pem"), "{text}");
         assert!(!text.contains("very-secret"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn storage_concurrency_is_checked_and_never_plans_a_change() {
+        let p = ProxmoxEndpoints::new(ProviderOptions::default());
+        let mut desired = image();
+        desired.insert(STORAGE_CONCURRENCY.into(), json!(0));
+        let response = p
+            .validate(ValidateRequest {
+                resource: resource(super::super::image::KIND),
+                desired: desired.clone(),
+            })
+            .await;
+        assert_eq!(
+            response.diagnostics[0].attribute.as_deref(),
+            Some(STORAGE_CONCURRENCY)
+        );
+        // A resource created before the setting (or with another value) keeps what it
+        // recorded: no update is planned for a setting of the cluster.
+        desired.insert(STORAGE_CONCURRENCY.into(), json!(2));
+        let mut prior = image();
+        prior.insert("checksum".into(), Value::Null);
+        prior.insert("volume".into(), json!("local:import/talos.raw"));
+        let response = p
+            .plan(PlanRequest {
+                resource: resource(super::super::image::KIND),
+                prior: Some(prior.clone()),
+                desired: desired.clone(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(response.planned, prior);
+        // A new one records it, and the run uses it.
+        let response = p
+            .plan(PlanRequest {
+                resource: resource(super::super::image::KIND),
+                prior: None,
+                desired,
+            })
+            .await
+            .unwrap();
+        assert_eq!(response.planned[STORAGE_CONCURRENCY], 2);
+        assert_eq!(
+            p.storage_concurrency
+                .lock()
+                .unwrap()
+                .values()
+                .copied()
+                .collect::<Vec<_>>(),
+            [2]
+        );
     }
 }

@@ -251,10 +251,14 @@ impl ProxmoxProvider {
             return Err(problems.into_error("create", address));
         };
         let client = &self.client;
-        let status = client
-            .storage_status(&spec.node, &spec.storage)
-            .await
-            .map_err(|e| e.into_provider("create", address))?;
+        let volume = spec.volume();
+        // The preflight and the look for an image an earlier attempt may have finished
+        // downloading after we lost track of it, side by side (one round trip).
+        let (status, existing) = tokio::join!(
+            client.storage_status(&spec.node, &spec.storage),
+            client.storage_content(&spec.node, &spec.storage, Some("import"))
+        );
+        let status = status.map_err(|e| e.into_provider("create", address))?;
         if !status.content.iter().any(|c| c == "import") {
             let (summary, help) = super::inventory::import_content_problem(
                 &spec.storage,
@@ -268,12 +272,7 @@ impl ProxmoxProvider {
                 format!("{summary}\n  help: {help}"),
             ));
         }
-        let volume = spec.volume();
-        // An earlier attempt may have finished the download after we lost track of it.
-        let existing = client
-            .storage_content(&spec.node, &spec.storage, Some("import"))
-            .await
-            .map_err(|e| e.into_provider("create", address))?;
+        let existing = existing.map_err(|e| e.into_provider("create", address))?;
         if existing.iter().any(|v| v.volid == volume) {
             tracing::info!(%address, %volume, "image already on the storage; adopting it");
             return Ok(self.created(&spec, planned).await);

@@ -10,6 +10,7 @@ mod endpoints;
 pub mod image;
 mod image_upload;
 mod inventory;
+pub mod storage_slots;
 mod vmids;
 
 pub use endpoints::ProxmoxEndpoints;
@@ -30,6 +31,7 @@ use tracing::instrument;
 use crate::api::ResourceType;
 use crate::client::Client;
 use crate::task::WaitOptions;
+use storage_slots::StorageSlots;
 use vmids::VmidAllocator;
 
 #[derive(Debug, Clone)]
@@ -53,6 +55,9 @@ pub struct ProviderOptions {
     /// First and longest interval between task status polls.
     pub poll_first: Duration,
     pub poll_max: Duration,
+    /// Operations that take PVE's storage lock (VM create, disk resize, VM delete) in
+    /// flight at once per node and storage; see [`storage_slots`].
+    pub storage_concurrency: usize,
 }
 
 impl Default for ProviderOptions {
@@ -65,8 +70,9 @@ impl Default for ProviderOptions {
             read_concurrency: 8,
             vmid_attempts: 5,
             vm_listing_max_age: Duration::from_secs(60),
-            poll_first: Duration::from_millis(100),
+            poll_first: Duration::from_millis(50),
             poll_max: Duration::from_secs(2),
+            storage_concurrency: storage_slots::DEFAULT_STORAGE_CONCURRENCY,
         }
     }
 }
@@ -76,15 +82,24 @@ pub struct ProxmoxProvider {
     options: ProviderOptions,
     /// The cluster listing creates share, and the VMIDs they claimed.
     vmids: VmidAllocator,
+    /// Slots for the operations that take PVE's storage lock.
+    storage_slots: StorageSlots,
 }
 
 impl ProxmoxProvider {
     pub fn new(client: Client, options: ProviderOptions) -> Self {
         ProxmoxProvider {
             client,
+            storage_slots: StorageSlots::new(options.storage_concurrency),
             options,
             vmids: VmidAllocator::default(),
         }
+    }
+
+    /// Set the per-(node, storage) limit of storage-locking operations (the
+    /// configuration's `storage_concurrency`); see [`storage_slots`].
+    pub fn set_storage_concurrency(&self, limit: usize) {
+        self.storage_slots.set_limit(limit);
     }
 
     pub fn client(&self) -> &Client {
@@ -268,23 +283,29 @@ impl Provider for ProxmoxProvider {
             .map_err(|e| e.into_provider("inventory", "/cluster/resources"))
     }
 
-    /// Creates and deletes on one node's storage run one at a time: PVE serialises
-    /// them on a storage lock anyway, and parallel ones fail with "can't lock file …
-    /// got timeout".
+    /// See [`concurrency_key`].
     fn concurrency_key(
         &self,
         operation: Operation,
         resource: &ResourceRef,
         attributes: &Attributes,
     ) -> Option<ConcurrencyKey> {
-        concurrency_key(operation, resource, attributes)
+        concurrency_key(operation, resource, attributes, self.storage_slots.limit())
     }
 }
 
+/// Image downloads and deletes on one node's storage run one at a time. VM creates and
+/// deletes: the provider limits their storage-locking part (the create, resize and
+/// destroy tasks) to `storage_limit` per node and storage ([`storage_slots`]), and the
+/// rest of a create (config read, start, polls) runs outside; the engine is asked for at
+/// most half as many again in flight, enough to keep the slots busy while others start,
+/// so that `--parallelism` goes to nodes whose slots are free rather than waiting on a
+/// busy one.
 pub(crate) fn concurrency_key(
     operation: Operation,
     resource: &ResourceRef,
     attributes: &Attributes,
+    storage_limit: usize,
 ) -> Option<ConcurrencyKey> {
     if operation == Operation::Update || (resource.kind != image::KIND && resource.kind != vm::KIND)
     {
@@ -296,9 +317,14 @@ pub(crate) fn concurrency_key(
             .filter(|v| !is_unknown(v))
             .and_then(Value::as_str)
     };
+    let limit = if resource.kind == image::KIND {
+        1
+    } else {
+        (3 * storage_limit.max(1)).div_ceil(2)
+    };
     Some(ConcurrencyKey {
         key: format!("proxmox:{}/{}", known("node")?, known("storage")?),
-        limit: 1,
+        limit,
     })
 }
 
@@ -325,39 +351,51 @@ mod tests {
     }
 
     #[test]
-    fn creates_and_deletes_share_a_key_per_node_and_storage() {
+    fn writes_share_a_key_per_node_and_storage() {
         let p = provider();
-        let attributes = json!({"node": "pve1", "storage": "local-lvm"})
-            .as_object()
-            .unwrap()
-            .clone();
-        let key = p
-            .concurrency_key(Operation::Create, &resource(vm::KIND), &attributes)
-            .unwrap();
-        assert_eq!(
-            key,
-            ConcurrencyKey {
-                key: "proxmox:pve1/local-lvm".into(),
-                limit: 1
-            }
-        );
-        assert_eq!(
-            p.concurrency_key(Operation::Delete, &resource(vm::KIND), &attributes),
-            Some(key)
-        );
-        assert_eq!(
-            p.concurrency_key(Operation::Update, &resource(vm::KIND), &attributes),
-            None
-        );
         let image = json!({"node": "pve1", "storage": "local"})
             .as_object()
             .unwrap()
             .clone();
+        let key = p
+            .concurrency_key(Operation::Create, &resource(image::KIND), &image)
+            .unwrap();
         assert_eq!(
-            p.concurrency_key(Operation::Create, &resource(image::KIND), &image)
+            key,
+            ConcurrencyKey {
+                key: "proxmox:pve1/local".into(),
+                limit: 1
+            }
+        );
+        assert_eq!(
+            p.concurrency_key(Operation::Delete, &resource(image::KIND), &image),
+            Some(key)
+        );
+        // VM creates and deletes: the storage-locking part is limited inside the
+        // provider (see `storage_slots`); the engine keeps half as many again in flight.
+        let vm = json!({"node": "pve1", "storage": "local-lvm"})
+            .as_object()
+            .unwrap()
+            .clone();
+        for operation in [Operation::Create, Operation::Delete] {
+            assert_eq!(
+                p.concurrency_key(operation, &resource(vm::KIND), &vm),
+                Some(ConcurrencyKey {
+                    key: "proxmox:pve1/local-lvm".into(),
+                    limit: 6
+                })
+            );
+        }
+        assert_eq!(
+            p.concurrency_key(Operation::Update, &resource(vm::KIND), &vm),
+            None
+        );
+        p.set_storage_concurrency(1);
+        assert_eq!(
+            p.concurrency_key(Operation::Create, &resource(vm::KIND), &vm)
                 .unwrap()
-                .key,
-            "proxmox:pve1/local"
+                .limit,
+            2
         );
     }
 

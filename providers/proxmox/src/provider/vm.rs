@@ -16,6 +16,7 @@ use infraflux_provider::{
     ReadResult, ResourceSchema, is_unknown, unknown,
 };
 use serde_json::{Value, json};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::ProxmoxProvider;
 use super::attributes::{Problems, Reader, number, text};
@@ -643,11 +644,16 @@ impl ProxmoxProvider {
         // An earlier create of this resource may have been interrupted: finish it.
         if let Some((vmid, node, config)) = self.leftover(address, &spec, &mut guests).await? {
             tracing::info!(%address, vmid, "finishing an earlier, interrupted create");
-            let attributes = self.finish_vm(address, &spec, &node, vmid, config).await?;
+            let attributes = self
+                .finish_vm(address, &spec, &node, vmid, Some(config), None)
+                .await?;
             return Ok((vmid.to_string(), attributes));
         }
         let (start, end) = spec.vmid_range;
         let description = marker(address);
+        // The create task takes the storage lock (for each disk it allocates): it runs
+        // in one of the node's storage slots, released when the task ends.
+        let slot = self.storage_slots.acquire(&spec.node, &spec.storage).await;
         let mut attempts = 0;
         let (vmid, upid) = loop {
             attempts += 1;
@@ -694,12 +700,9 @@ impl ProxmoxProvider {
             task::wait(&self.client, &upid, self.wait(self.options.create_timeout))
                 .await
                 .map_err(|e| e.into_provider("create", address))?;
-            let config = self
-                .client
-                .vm_config(&spec.node, vmid)
-                .await
-                .map_err(fail)?;
-            self.finish_vm(address, &spec, &spec.node, vmid, config)
+            // The slot goes on to the resize: given back and taken again, it would
+            // queue behind every create waiting for one.
+            self.finish_vm(address, &spec, &spec.node, vmid, None, Some(slot))
                 .await
         }
         .await;
@@ -711,30 +714,25 @@ impl ProxmoxProvider {
         Ok((vmid.to_string(), finished?))
     }
 
-    /// After create: grow the boot disk to `disk_gib`, start the VM.
+    /// After create: grow the boot disk to `disk_gib`, start the VM. `config`: the VM's
+    /// config when already read (an interrupted create being finished); a fresh create
+    /// reads it while the disk grows, so the read adds no step to the create's chain of
+    /// calls (resize to an absolute size is a no-op at that size, and PVE refuses to
+    /// shrink: then the config read tells the user by how much the image is larger).
+    /// `slot`: the create's storage slot, for the resize (released once it ends).
     async fn finish_vm(
         &self,
         address: &str,
         spec: &VmSpec,
         node: &str,
         vmid: u32,
-        mut config: VmConfig,
+        config: Option<VmConfig>,
+        slot: Option<OwnedSemaphorePermit>,
     ) -> Result<Attributes, ProviderError> {
+        let fail = |e: ApiError| e.into_provider("create", address);
         let desired = DiskSize::from_gib(spec.disk_gib);
-        let mut disk = config
-            .get("scsi0")
-            .and_then(|d| Drive::parse(d).ok())
-            .ok_or_else(|| {
-                ProviderError::new(
-                    ErrorKind::Other,
-                    "create",
-                    address,
-                    format!("VM {vmid} has no scsi0 disk after create"),
-                )
-            })?;
-        let current = disk.size.unwrap_or(DiskSize(0));
-        if current > desired {
-            return Err(ProviderError::new(
+        let too_large = |current: DiskSize| {
+            ProviderError::new(
                 ErrorKind::InvalidInput,
                 "create",
                 address,
@@ -743,14 +741,69 @@ impl ProxmoxProvider {
                     spec.disk_gib,
                     current.gib_ceil()
                 ),
-            ));
-        }
-        if current < desired {
-            self.resize(address, "create", node, vmid, spec.disk_gib)
-                .await?;
-            disk.size = Some(desired);
-            config.values.insert("scsi0".into(), disk.to_string());
-        }
+            )
+        };
+        let boot_disk = |config: &VmConfig| {
+            config
+                .get("scsi0")
+                .and_then(|d| Drive::parse(d).ok())
+                .ok_or_else(|| {
+                    ProviderError::new(
+                        ErrorKind::Other,
+                        "create",
+                        address,
+                        format!("VM {vmid} has no scsi0 disk after create"),
+                    )
+                })
+        };
+        let mut config = match config {
+            Some(config) => {
+                let current = boot_disk(&config)?.size.unwrap_or(DiskSize(0));
+                if current > desired {
+                    return Err(too_large(current));
+                }
+                if current < desired {
+                    self.resize(
+                        address,
+                        "create",
+                        node,
+                        &spec.storage,
+                        vmid,
+                        spec.disk_gib,
+                        slot,
+                    )
+                    .await?;
+                }
+                config
+            }
+            None => {
+                let (config, resized) = tokio::join!(
+                    self.client.vm_config(node, vmid),
+                    self.resize(
+                        address,
+                        "create",
+                        node,
+                        &spec.storage,
+                        vmid,
+                        spec.disk_gib,
+                        slot
+                    )
+                );
+                let config = config.map_err(fail)?;
+                if let Err(error) = resized {
+                    let current = boot_disk(&config)?.size.unwrap_or(DiskSize(0));
+                    return Err(if current > desired {
+                        too_large(current)
+                    } else {
+                        error
+                    });
+                }
+                config
+            }
+        };
+        let mut disk = boot_disk(&config)?;
+        disk.size = Some(desired);
+        config.values.insert("scsi0".into(), disk.to_string());
         // A start that fails leaves the VM stopped: the create fails, its record stays
         // pending, and the next refresh adopts the VM as `power: stopped`, which plans
         // the start again.
@@ -796,14 +849,24 @@ impl ProxmoxProvider {
         }
     }
 
+    /// Grow the boot disk to `gib` (absolute: PVE does nothing at that size already and
+    /// refuses to shrink). On LVM it takes the storage lock (`LVMPlugin::volume_resize`),
+    /// so it runs in a storage slot: `slot` when the caller holds one, else one taken here.
+    #[allow(clippy::too_many_arguments)]
     async fn resize(
         &self,
         address: &str,
         operation: &str,
         node: &str,
+        storage: &str,
         vmid: u32,
         gib: u64,
+        slot: Option<OwnedSemaphorePermit>,
     ) -> Result<(), ProviderError> {
+        let _slot = match slot {
+            Some(slot) => slot,
+            None => self.storage_slots.acquire(node, storage).await,
+        };
         let upid = self
             .client
             .resize_disk(node, vmid, "scsi0", &format!("{gib}G"))
@@ -895,8 +958,16 @@ impl ProxmoxProvider {
                 .map_err(fail)?;
         }
         if number(prior, "disk_gib").is_none_or(|before| spec.disk_gib > before) {
-            self.resize(address, "update", &node, vmid, spec.disk_gib)
-                .await?;
+            self.resize(
+                address,
+                "update",
+                &node,
+                &spec.storage,
+                vmid,
+                spec.disk_gib,
+                None,
+            )
+            .await?;
         }
         // A state recorded before the power state was tracked: the VM was taken as running.
         let running = text(prior, "power").is_none_or(|power| power == RUNNING);
@@ -960,6 +1031,9 @@ impl ProxmoxProvider {
                 .await
                 .map_err(|e| e.into_provider("delete", address))?;
         }
+        // Destroying frees the disks under the storage lock (`vdisk_free`).
+        let storage = text(prior, "storage").unwrap_or_default();
+        let _slot = self.storage_slots.acquire(&node, storage).await;
         match self.client.delete_vm(&node, vmid).await {
             Ok(upid) => task::wait(&self.client, &upid, self.wait(self.options.task_timeout))
                 .await

@@ -53,8 +53,38 @@ def size_text(size):
     return str(size)
 
 
+# Tasks that take PVE's storage lock for a disk allocation, resize or free (pve-storage
+# `cluster_lock_storage` around `vdisk_alloc`, LVM `volume_resize`, `vdisk_free`).
+STORAGE_TASKS = ('qmcreate', 'resize', 'qmdestroy')
+
+
 class LauncherPve(FakePve):
     """FakePve plus a resize that changes the disk and storages that report their usage."""
+
+    # PVE seconds each storage-locking task takes (fakepve's own take none): a
+    # measurement, so that tasks that overlap are seen overlapping.
+    storage_task_secs = 0.0
+
+    def storage_tasks_in_flight(self):
+        if not hasattr(self, '_storage_tasks'):
+            self._storage_tasks = {'now': {}, 'most': {}}
+        return self._storage_tasks
+
+    async def task(self, node, ttype, tid, user, body, vm=None, lock=True, log=()):
+        if ttype not in STORAGE_TASKS:
+            return await super().task(node, ttype, tid, user, body, vm=vm, lock=lock, log=log)
+        counts = self.storage_tasks_in_flight()
+
+        async def counted():
+            # Per node: InfraFlux's tests put every VM disk of a node on one storage.
+            counts['now'][node] = counts['now'].get(node, 0) + 1
+            counts['most'][node] = max(counts['most'].get(node, 0), counts['now'][node])
+            try:
+                await self.pause(self.storage_task_secs)
+                return await body()
+            finally:
+                counts['now'][node] -= 1
+        return await super().task(node, ttype, tid, user, counted, vm=vm, lock=lock, log=log)
 
     def _storage_resource(self, node, name):
         item = super()._storage_resource(node, name)
@@ -158,6 +188,18 @@ async def command(pve, request):
         return None
     if op == 'requests':
         return len(pve.requests)
+    if op == 'request_log':
+        # (method, path) of the requests from index `since` on.
+        return [[method, path] for method, path, _ in pve.requests[int(request.get('since', 0)):]]
+    if op == 'storage_task_secs':
+        pve.storage_task_secs = float(request['value'])
+        return None
+    if op == 'storage_tasks_reset':
+        pve.storage_tasks_in_flight()['most'].clear()
+        return None
+    if op == 'storage_tasks_most':
+        # The most storage-locking tasks seen running at once, per node.
+        return pve.storage_tasks_in_flight()['most']
     if op == 'vms':
         return [{'vmid': vm.vmid, 'name': vm.name, 'node': vm.node, 'status': vm.status, 'config': vm.config,
                  'pending': vm.pending} for vm in pve.vms]
@@ -172,6 +214,8 @@ async def serve(args):
     pve = LauncherPve(user='root@pam', password=os.environ.get('INFRAFLUX_FAKEPVE_PASSWORD', 'secret'),
                       host=args.host, port=args.port)
     pve.time_scale = args.time_scale
+    # The bench reads the log of a whole apply (`request_log`).
+    pve.max_requests = 1000000
     nodes = ['pve{0}'.format(n) for n in range(1, args.nodes + 1)]
     for node in nodes:
         pve.add_node(node)
