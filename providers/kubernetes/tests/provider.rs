@@ -545,6 +545,7 @@ async fn delete_removes_every_object_and_the_namespace_goes() {
             resource: resource.clone(),
             id: id.clone(),
             prior: created.clone(),
+            teardown: false,
         })
         .await
         .unwrap_or_else(|e| panic!("{e}"));
