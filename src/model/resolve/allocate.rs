@@ -20,6 +20,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
+/// A host name label's limit (RFC 1123); Kubernetes node names and Talos hostnames are
+/// held to it.
+const MAX_HOSTNAME: usize = 63;
+
 use super::{Resolver, last_host, usable_in};
 use crate::model::{
     CONTROL_PLANE_POOL, Cluster, LeavingMachine, Machine, MachinePin, Network, NodePool, NodeRange,
@@ -189,6 +193,28 @@ pub(super) fn allocate(r: &mut Resolver, request: &Request) -> Option<Allocation
             memory: member.pool.memory,
             disk: member.pool.disk,
         });
+    }
+    // A machine's hostname is its node's name in Kubernetes and Talos: a DNS label.
+    let mut reported = BTreeSet::new();
+    for member in &members {
+        let hostname = format!("{environment}-{cluster}-{}", member.name);
+        if hostname.len() > MAX_HOSTNAME && reported.insert(member.path.clone()) {
+            // A worker pool's name; the control plane's is fixed (`cp`).
+            let at = match member.pool.role {
+                NodeRole::Worker => format!("{}.name", member.path),
+                NodeRole::ControlPlane => member.path.clone(),
+            };
+            r.invalid(
+                &at,
+                format!(
+                    "the hostname `{hostname}` is {} characters: a host name is at most {MAX_HOSTNAME}",
+                    hostname.len()
+                ),
+                "too long a hostname",
+                "hostnames are `<environment>-<cluster>-<pool>-<n>`: shorten the pool, cluster or environment name",
+            );
+            ok = false;
+        }
     }
     for machine in &leaving {
         if machine.address >= start && usable_in(&cidr, machine.address) {
