@@ -383,6 +383,59 @@ fn talos_version(project: &Path, machine: &str) -> String {
     })
 }
 
+/// The names of dev/workload's Node objects, as its Kubernetes API lists them (with the
+/// admin kubeconfig in state).
+fn node_objects(project: &Path) -> Vec<String> {
+    use base64::Engine;
+    let state = state(project);
+    let kubeconfig =
+        state["resources"]["dev/workload/talos_kubeconfig.cluster"]["attributes"]["kubeconfig"]
+            .as_str()
+            .expect("the kubeconfig in state");
+    let kubeconfig: serde_yaml::Value = serde_yaml::from_str(kubeconfig).unwrap();
+    let data = |value: &serde_yaml::Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(value.as_str().unwrap())
+            .unwrap()
+    };
+    let cluster = &kubeconfig["clusters"][0]["cluster"];
+    let user = &kubeconfig["users"][0]["user"];
+    let server = cluster["server"].as_str().unwrap().to_string();
+    let mut pem = data(&user["client-certificate-data"]);
+    pem.extend(data(&user["client-key-data"]));
+    let client = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&data(&cluster["certificate-authority-data"])).unwrap(),
+        )
+        .identity(reqwest::Identity::from_pem(&pem).unwrap())
+        .build()
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let list = runtime.block_on(async {
+        client
+            .get(format!("{server}/api/v1/nodes"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    let list: Value = serde_json::from_str(&list).expect("a NodeList");
+    let mut names: Vec<String> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
 /// `dev-workload-<name>` for each name: the hostnames of dev/workload's machines.
 fn hostnames(names: &[&str]) -> Vec<String> {
     names.iter().map(|n| format!("dev-workload-{n}")).collect()
@@ -481,6 +534,10 @@ fn scaling_pools_touches_only_the_machines_added_or_removed() {
     );
     let grown = machines(project.path());
     untouched(&first, &grown, &["cp-1", "general-1"]);
+    assert_eq!(
+        node_objects(project.path()),
+        hostnames(&["cp-1", "cp-2", "cp-3", "general-1"])
+    );
     assert_eq!(grown["cp-2"].address, after(start, 2));
     assert_eq!(grown["cp-3"].address, after(start, 3));
     assert_eq!(planned(&lab), []);
@@ -545,6 +602,11 @@ fn scaling_pools_touches_only_the_machines_added_or_removed() {
     assert_eq!(
         etcd_members(project.path(), "cp-1"),
         hostnames(&["cp-1", "cp-2"])
+    );
+    // … and its Node object is gone with it (no NotReady node left behind).
+    assert_eq!(
+        node_objects(project.path()),
+        hostnames(&["cp-1", "cp-2", "general-1"])
     );
 
     // A worker pool 1 → 2: the new worker takes the lowest free address, cp-3's.

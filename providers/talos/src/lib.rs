@@ -19,6 +19,7 @@ pub mod bootstrap;
 pub mod compatibility;
 pub mod config;
 mod error;
+pub mod node_object;
 pub mod provider;
 pub mod ready;
 pub mod removal;

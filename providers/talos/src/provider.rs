@@ -27,6 +27,7 @@ use crate::config::{
     to_yaml,
 };
 use crate::error::{ApiErrorKind, Error};
+use crate::node_object::{ClusterApi, delete_node_object};
 use crate::removal::{Removal, RemovalOptions, remove_node};
 use crate::secrets::{ClusterSecrets, attribute as secret};
 use crate::upgrade::{RolloutOptions, upgrade_node};
@@ -353,6 +354,32 @@ fn version_change(prior: &Attributes, desired: &Attributes) -> Result<(), String
         compatibility::check_kubernetes_change(&from, &to)?;
     }
     Ok(())
+}
+
+/// Delete the machine's Node object (see [`crate::node_object`]). The node has left
+/// already, so a failure is a warning with the command that finishes the job, not
+/// a failed removal.
+async fn remove_node_object(prior: &Attributes, hostname: &str, address: &str) {
+    let r = Reader::new(prior, "delete", address);
+    let deleted = async {
+        let secrets = r.secrets()?;
+        let url = r.string("endpoint")?;
+        let api = ClusterApi::as_admin(&url, &secrets.kubernetes_ca)
+            .map_err(|e| provider_error("delete", address, e))?;
+        delete_node_object(&api, hostname)
+            .await
+            .map_err(|e| provider_error("delete", address, e))
+    }
+    .await;
+    match deleted {
+        Ok(true) => info!(%address, %hostname, "deleted its Node object"),
+        Ok(false) => info!(%address, %hostname, "it had no Node object"),
+        Err(error) => warn!(
+            %address,
+            %error,
+            "its Node object may remain (NotReady): `kubectl delete node {hostname}`"
+        ),
+    }
 }
 
 /// Rendering and its plan-readable twin.
@@ -979,6 +1006,7 @@ impl Provider for TalosProvider {
                 warn!(%address, %why, "the worker did not answer; it is removed with its machine")
             }
         }
+        remove_node_object(&request.prior, &inputs.node.hostname, address).await;
         Ok(())
     }
 
