@@ -568,6 +568,11 @@ async fn fake_vms(fake: &mut FakePve) -> std::collections::BTreeMap<u64, Value> 
 /// CPUs, memory, disk, tags, no change waiting for a restart) and running, and the next
 /// plan — plain and deep — has nothing to do.
 async fn converged(fake: &mut FakePve, workspace: &Workspace) {
+    converged_with(fake, workspace, 2, &[]).await;
+}
+
+/// [`converged`] for `count` VMs, the plans with `extra` arguments (more `--target`s).
+async fn converged_with(fake: &mut FakePve, workspace: &Workspace, count: usize, extra: &[&str]) {
     let vms = fake_vms(fake).await;
     let state = workspace.state();
     let recorded: Vec<(&String, &Value)> = state["resources"]
@@ -576,8 +581,9 @@ async fn converged(fake: &mut FakePve, workspace: &Workspace) {
         .iter()
         .filter(|(address, _)| address.contains("proxmox_vm."))
         .collect();
-    assert_eq!(recorded.len(), 2, "{state}");
-    assert_eq!(vms.len(), 2, "{vms:?}");
+    assert_eq!(recorded.len(), count, "{state}");
+    // No VM outside state (orphan or duplicate).
+    assert_eq!(vms.len(), count, "{vms:?}");
     for (address, record) in recorded {
         assert_eq!(record["status"], json!("ready"), "{address}");
         let attributes = &record["attributes"];
@@ -614,8 +620,10 @@ async fn converged(fake: &mut FakePve, workspace: &Workspace) {
             );
         }
     }
-    for refresh in [&[][..], &["--refresh=deep"][..]] {
-        let plan = workspace.plan(refresh);
+    for refresh in ["--refresh=true", "--refresh=deep"] {
+        let mut args = extra.to_vec();
+        args.push(refresh);
+        let plan = workspace.plan(&args);
         assert_eq!(plan.code, 0, "{plan}");
         assert!(plan.stdout.contains("No changes."), "{plan}");
         assert!(!plan.stdout.contains("changed outside InfraFlux"), "{plan}");
@@ -856,5 +864,99 @@ async fn an_offline_node_gives_a_partial_plan_that_still_fixes_the_healthy_node(
     fake.expect(json!({"op": "node_offline", "node": worker_node, "offline": false}))
         .await;
     converged(&mut fake, &workspace).await;
+    fake.stop().await;
+}
+
+// ---- Issue 14: the fault matrix -------------------------------------------------------
+
+/// The small template with `workers` in its worker pool, and the `--target`s that bring
+/// the workers beyond the first into the plans (the control plane and `general-1` are
+/// always there).
+fn with_workers(workspace: &Workspace, workers: usize) -> Vec<String> {
+    workspace.write(
+        "templates/small.yaml",
+        &format!(
+            "control_plane: {{count: 1, cpu: 2, memory: 1Gi, disk: 40Gi}}\nworkers:\n  - {{name: general, count: {workers}, cpu: 2, memory: 1Gi, disk: 20Gi}}\n"
+        ),
+    );
+    (2..=workers)
+        .flat_map(|n| {
+            [
+                "--target".to_string(),
+                format!("dev/workload/proxmox_vm.general-{n}"),
+            ]
+        })
+        .collect()
+}
+
+/// Every VM in the fake is known to state: by its VMID, or — a create whose outcome the
+/// apply could not learn — by the name of a record left `pending_create`, which the next
+/// refresh adopts by the VM's description. Never an orphan.
+async fn fake_vms_are_in_state(fake: &mut FakePve, workspace: &Workspace) {
+    let state = workspace.state();
+    let records: Vec<&Value> = state["resources"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(address, _)| address.contains("proxmox_vm."))
+        .map(|(_, record)| record)
+        .collect();
+    for (vmid, vm) in fake_vms(fake).await {
+        let known = records.iter().any(|record| {
+            record["id"].as_str() == Some(vmid.to_string().as_str())
+                || record["status"] == json!("pending_create")
+                    && record["attributes"]["name"] == vm["name"]
+        });
+        assert!(known, "VM {vmid} ({}) is not in state: {state}", vm["name"]);
+    }
+}
+
+/// The API token is deleted by an administrator once the first VM create has been
+/// accepted: the apply fails with a credentials error (naming the token's kind of
+/// failure, never its secret), state keeps every VM that was created, and once the token
+/// is back the next apply converges without a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_mid_apply_fails_cleanly_and_the_next_run_converges() {
+    let python = python_or_skip!();
+    let mut fake = fake(&python, true).await;
+    let workspace = Workspace::new(&fake);
+    let targets = with_workers(&workspace, 3);
+    let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
+    fake.expect(json!({"op": "revoke_tokens", "after_creates": 1}))
+        .await;
+
+    let (plan, apply) = workspace.apply_with(&targets);
+    assert_eq!(plan.code, 2, "{plan}");
+    assert!(
+        plan.stdout
+            .contains("Plan: 7 to add, 0 to change, 0 to destroy."),
+        "{plan}"
+    );
+    assert_eq!(apply.code, 1, "{apply}");
+    assert!(apply.stderr.contains("authentication failure"), "{apply}");
+    assert!(
+        apply
+            .stderr
+            .contains("PVE refused the API token `root@pam!ci`"),
+        "{apply}"
+    );
+    let created = fake_vms(&mut fake).await;
+    assert!(!created.is_empty() && created.len() < 4, "{created:?}");
+    fake_vms_are_in_state(&mut fake, &workspace).await;
+
+    // Planning without the token fails the same way, and changes nothing.
+    let plan = workspace.plan(&targets);
+    assert_eq!(plan.code, 1, "{plan}");
+    assert!(
+        plan.stderr
+            .contains("PVE refused the API token `root@pam!ci`"),
+        "{plan}"
+    );
+
+    fake.expect(json!({"op": "restore_tokens"})).await;
+    let (plan, apply) = workspace.apply_with(&targets);
+    assert_eq!(plan.code, 2, "{plan}");
+    assert_eq!(apply.code, 0, "{apply}");
+    converged_with(&mut fake, &workspace, 4, &targets).await;
     fake.stop().await;
 }
