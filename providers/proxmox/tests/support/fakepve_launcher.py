@@ -206,6 +206,13 @@ async def command(pve, request):
         pve.apitokens.update(pve.revoked_tokens)
         pve.revoked_tokens.clear()
         return None
+    if op == 'flaky_network':
+        # A share of requests dropped (connection reset before PVE reads them).
+        pve.flaky_network(drop_rate=float(request.get('drop_rate', 0)), seed=request.get('seed'))
+        if request.get('seed') is not None:
+            # fakepve seeds its randomness when it starts only.
+            pve._random.seed(request['seed'])
+        return None
     if op == 'time_scale':
         pve.time_scale = float(request['value'])
         return None
