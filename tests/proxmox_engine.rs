@@ -1080,3 +1080,34 @@ async fn sigkill_at_several_points_of_an_apply_loses_and_duplicates_nothing() {
     converged_with(&mut fake, &workspace, 6, &targets).await;
     fake.stop().await;
 }
+
+/// A node is offline before the first apply: placement leaves it out (the worker goes
+/// to the next node, with its image), the apply converges without it, and once the node
+/// is back nothing moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_offline_before_the_first_apply_is_left_out_and_nothing_moves_when_it_returns() {
+    let python = python_or_skip!();
+    let mut fake = fake(&python, true).await;
+    let workspace = Workspace::new(&fake);
+    // The worker would go to pve2 (spread, configured order).
+    fake.expect(json!({"op": "node_offline", "node": "pve2"}))
+        .await;
+    let (plan, apply) = workspace.apply();
+    assert_eq!(plan.code, 2, "{plan}");
+    assert!(!plan.stdout.contains("pve2"), "{plan}");
+    assert!(
+        plan.stdout
+            .contains("Plan: 4 to add, 0 to change, 0 to destroy."),
+        "{plan}"
+    );
+    assert_eq!(apply.code, 0, "{apply}");
+    let (_, node) = worker_of(&workspace);
+    assert_eq!(node, "pve3");
+    converged(&mut fake, &workspace).await;
+
+    fake.expect(json!({"op": "node_offline", "node": "pve2", "offline": false}))
+        .await;
+    converged(&mut fake, &workspace).await;
+    assert_eq!(worker_of(&workspace).1, "pve3");
+    fake.stop().await;
+}
