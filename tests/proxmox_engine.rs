@@ -940,8 +940,10 @@ async fn a_token_revoked_mid_apply_fails_cleanly_and_the_next_run_converges() {
             .contains("PVE refused the API token `root@pam!ci`"),
         "{apply}"
     );
+    // Creates already past PVE's authentication when the token went still happen (up to
+    // all four): each is in state all the same.
     let created = fake_vms(&mut fake).await;
-    assert!(!created.is_empty() && created.len() < 4, "{created:?}");
+    assert!(!created.is_empty(), "{created:?}");
     fake_vms_are_in_state(&mut fake, &workspace).await;
 
     // Planning without the token fails the same way, and changes nothing.
