@@ -443,8 +443,23 @@ impl Client {
         if !call.form.is_empty() {
             request = request.form(&call.form);
         }
-        self.exchange(call.method.as_str(), &url, request, true)
-            .await
+        let answer = self
+            .exchange(call.method.as_str(), &url, request, true)
+            .await;
+        match (answer, &self.inner.credentials) {
+            // Name the token PVE refused (its id, never its secret): it may have been
+            // deleted or expired since the last call succeeded.
+            (Err(mut failure), Credentials::ApiToken { token_id, .. })
+                if failure.error.status == Some(401) =>
+            {
+                failure.error.hint = Some(format!(
+                    "PVE refused the API token `{token_id}`: it must exist, not be expired, and have this secret (Datacenter → Permissions → API Tokens, `pveum user token list {}`)",
+                    token_id.split('!').next().unwrap_or(token_id)
+                ));
+                Err(failure)
+            }
+            (answer, _) => answer,
+        }
     }
 
     /// Send a built request and read its answer.

@@ -255,7 +255,12 @@ async fn a_wrong_token_is_a_permission_error_without_the_secret() {
         error.clone().into_provider("read", "x")
     );
     assert!(!shown.contains("5ecr3t-70k3n"), "{shown}");
-    assert!(shown.contains("check the API token"), "{shown}");
+    // It names the token PVE refused, by its id.
+    let token_id = TOKEN.split_once('=').unwrap().0;
+    assert!(
+        shown.contains(&format!("PVE refused the API token `{token_id}`")),
+        "{shown}"
+    );
 }
 
 #[tokio::test]

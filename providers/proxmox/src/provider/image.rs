@@ -451,6 +451,15 @@ impl ProxmoxProvider {
                 .client
                 .storage_content(&node, &storage, Some("import"))
                 .await;
+            // An image adopted from an interrupted create may have been finished by its
+            // download task after the listing above was read (a killed apply's task goes
+            // on): its usage is read again, now that the image is seen, or the next plan
+            // would report the storage as changed outside InfraFlux.
+            let adopted_used = if volumes.is_ok() && to_list.iter().any(|item| item.id.is_empty()) {
+                self.current_storage_used(&node, &storage).await
+            } else {
+                None
+            };
             for item in to_list {
                 let address = item.resource.address.clone();
                 let volume = text(&item.prior, "volume")
@@ -471,6 +480,7 @@ impl ProxmoxProvider {
                             // unrelated writes change it all the time on a busy storage,
                             // and recording each change would report the image as
                             // changed outside InfraFlux at every plan.
+                            let used = if adopted { adopted_used } else { used };
                             if (deep || adopted)
                                 && let Some(used) = used
                             {

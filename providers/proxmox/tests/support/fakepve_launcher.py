@@ -70,7 +70,25 @@ class LauncherPve(FakePve):
             self._storage_tasks = {'now': {}, 'most': {}}
         return self._storage_tasks
 
+    # Creates left before the API tokens are revoked (None: never), as an administrator
+    # would delete them in the middle of an apply; the revoked ones, for `restore_tokens`.
+    revoke_tokens_after_creates = None
+    revoked_tokens = {}
+
+    def revoke_tokens(self):
+        self.revoked_tokens = {**self.revoked_tokens, **self.apitokens}
+        self.apitokens.clear()
+
     async def task(self, node, ttype, tid, user, body, vm=None, lock=True, log=()):
+        upid = await self._storage_counted_task(node, ttype, tid, user, body, vm=vm, lock=lock, log=log)
+        if ttype == 'qmcreate' and self.revoke_tokens_after_creates is not None:
+            self.revoke_tokens_after_creates -= 1
+            if self.revoke_tokens_after_creates <= 0:
+                self.revoke_tokens_after_creates = None
+                self.revoke_tokens()
+        return upid
+
+    async def _storage_counted_task(self, node, ttype, tid, user, body, vm=None, lock=True, log=()):
         if ttype not in STORAGE_TASKS:
             return await super().task(node, ttype, tid, user, body, vm=vm, lock=lock, log=log)
         counts = self.storage_tasks_in_flight()
@@ -174,6 +192,26 @@ async def command(pve, request):
         return None
     if op == 'unlock':
         pve.unlock(request['vmid'])
+        return None
+    if op == 'revoke_tokens':
+        # Every API token deleted (`pveum user token remove`), at once or after that many
+        # more VM creates have been accepted.
+        after = request.get('after_creates')
+        if after:
+            pve.revoke_tokens_after_creates = int(after)
+        else:
+            pve.revoke_tokens()
+        return None
+    if op == 'restore_tokens':
+        pve.apitokens.update(pve.revoked_tokens)
+        pve.revoked_tokens.clear()
+        return None
+    if op == 'flaky_network':
+        # A share of requests dropped (connection reset before PVE reads them).
+        pve.flaky_network(drop_rate=float(request.get('drop_rate', 0)), seed=request.get('seed'))
+        if request.get('seed') is not None:
+            # fakepve seeds its randomness when it starts only.
+            pve._random.seed(request['seed'])
         return None
     if op == 'time_scale':
         pve.time_scale = float(request['value'])
