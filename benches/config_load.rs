@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 use infraflux::config::{Selection, Variables, load_config};
 use infraflux::model::resolve_model;
 
+#[path = "support/hierarchy.rs"]
+mod hierarchy;
+
 struct FakeEnvironment;
 
 impl Variables for FakeEnvironment {
@@ -74,61 +77,9 @@ const CLUSTERS: usize = 1000;
 const ENVIRONMENTS: [(&str, &str); 3] =
     [("dev", "small"), ("staging", "medium"), ("prod", "large")];
 
-/// Write the generated hierarchy: the example's defaults and templates, three
-/// environments listing every cluster, and one file per cluster with an override per
-/// environment giving it its own /24 (so no two of the 3,000 node ranges overlap).
-fn generate(dir: &Path) -> usize {
-    let mut files = 0;
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-    for directory in ["defaults", "templates"] {
-        std::fs::create_dir_all(dir.join(directory)).unwrap();
-        for entry in std::fs::read_dir(example.join(directory)).unwrap() {
-            let entry = entry.unwrap();
-            std::fs::copy(entry.path(), dir.join(directory).join(entry.file_name())).unwrap();
-            files += 1;
-        }
-    }
-    // 16,000 VMs on the one Proxmox cluster: the example's 1,000 VM IDs would not hold
-    // them (validate says so), so the generated hierarchy widens the range.
-    std::fs::write(
-        dir.join("defaults").join("vmids.yaml"),
-        "proxmox:\n  vmid_range: {start: 1000, end: 99999}\n",
-    )
-    .unwrap();
-    files += 1;
-    let names: Vec<String> = (0..CLUSTERS).map(|i| format!("cluster-{i:04}")).collect();
-    std::fs::create_dir_all(dir.join("environments")).unwrap();
-    for (wave, (environment, template)) in ENVIRONMENTS.iter().enumerate() {
-        let mut text = format!("sync_wave: {wave}\ntemplate: {template}\nclusters:\n");
-        for name in &names {
-            text.push_str(&format!("  - {name}\n"));
-        }
-        std::fs::write(
-            dir.join("environments").join(format!("{environment}.yaml")),
-            text,
-        )
-        .unwrap();
-        files += 1;
-    }
-    std::fs::create_dir_all(dir.join("clusters")).unwrap();
-    for (i, name) in names.iter().enumerate() {
-        let mut text = String::from("role: workload\nenvironments:\n");
-        for (e, (environment, _)) in ENVIRONMENTS.iter().enumerate() {
-            // 10.<e*4 + i/256>.<i%256>.0/24: distinct for every (environment, cluster).
-            let prefix = format!("10.{}.{}", e * 4 + i / 256, i % 256);
-            text.push_str(&format!(
-                "  {environment}:\n    network:\n      nodes:\n        cidr: {prefix}.0/24\n        gateway: {prefix}.1\n        start: {prefix}.10\n      vip: {prefix}.5\n"
-            ));
-        }
-        std::fs::write(dir.join("clusters").join(format!("{name}.yaml")), text).unwrap();
-        files += 1;
-    }
-    files
-}
-
 fn generated_hierarchy() {
     let dir = tempfile::tempdir().unwrap();
-    let files = generate(dir.path());
+    let files = hierarchy::generate(dir.path(), CLUSTERS, &ENVIRONMENTS);
     const RUNS: usize = 5;
     let mut loads = Vec::with_capacity(RUNS);
     let mut totals = Vec::with_capacity(RUNS);

@@ -32,7 +32,7 @@ pub fn run(args: &PlanArgs, workspace: &Workspace, context: &Context) -> miette:
             .map_err(|e| miette::miette!("cannot render the plan as JSON: {e}"))?;
         context.out.write(&format!("{json}\n"));
     } else {
-        context.out.write(&render::human(&plan, context.color));
+        render::human_to(&plan, context.color, &mut |piece| context.out.write(piece));
     }
     if let Some(path) = &args.out {
         operation::plan::save(&plan, path, context)?;

@@ -346,9 +346,15 @@ pub fn config_digest(desired: &[DesiredResource]) -> String {
     let mut sorted: Vec<&DesiredResource> = desired.iter().collect();
     sorted.sort_by(|a, b| a.address.cmp(&b.address));
     let mut hasher = Sha256::new();
-    for resource in sorted {
-        hasher.update(serde_json::to_vec(resource).expect("desired resources serialize"));
-        hasher.update(b"\n");
+    {
+        // Serialized into the hash as it is written, not into a buffer per resource.
+        use std::io::Write as _;
+        let mut writer = std::io::BufWriter::with_capacity(64 * 1024, &mut hasher);
+        for resource in sorted {
+            serde_json::to_writer(&mut writer, resource).expect("desired resources serialize");
+            writer.write_all(b"\n").expect("hashing never fails");
+        }
+        writer.flush().expect("hashing never fails");
     }
     hex::encode(hasher.finalize())
 }
@@ -425,8 +431,15 @@ pub async fn plan(
     let deep = read_all && options.deep_refresh;
     let refresh::Refreshed { drift, unreachable } =
         refresh::refresh(state, &in_scope, providers, read_all, deep).await?;
-    let mut current = state.clone();
-    apply_drift(&mut current, &drift);
+    // What exists now: state with the drift applied, copied only when there is drift
+    // (a copy of a 100,000-resource state costs as much as reading it).
+    let current: std::borrow::Cow<'_, StateDocument> = if drift.is_empty() {
+        std::borrow::Cow::Borrowed(state)
+    } else {
+        let mut current = state.clone();
+        apply_drift(&mut current, &drift);
+        std::borrow::Cow::Owned(current)
+    };
     // New machines are placed from the providers' inventories (with a refresh only);
     // existing ones stay where state has them.
     let desired = match options.mode {
@@ -443,7 +456,7 @@ pub async fn plan(
         targets: options.targets.clone(),
     };
     let protection = OrphanProtection::new(&desired, &state.environment);
-    let graph = ResourceGraph::build(desired, &current, &graph_options)?;
+    let graph = ResourceGraph::build(desired, &*current, &graph_options)?;
 
     let (mut changes, unknown) = if options.mode == PlanMode::RefreshOnly {
         let changes = drift
@@ -460,7 +473,7 @@ pub async fn plan(
             .collect();
         (changes, unknown)
     } else {
-        plan_changes(&graph, &current, state, providers, options, &unreachable).await?
+        plan_changes(graph, &current, state, providers, options, &unreachable).await?
     };
 
     for change in changes
@@ -641,7 +654,7 @@ fn read_change(drift: &Drift) -> Change {
 /// in `unreachable`, and one that waits for an unknown one (so it never runs on values
 /// nobody could read).
 async fn plan_changes(
-    graph: &ResourceGraph,
+    graph: ResourceGraph,
     current: &StateDocument,
     recorded: &StateDocument,
     providers: &ProviderRegistry,
@@ -649,13 +662,20 @@ async fn plan_changes(
     unreachable: &BTreeMap<ResourceAddr, String>,
 ) -> Result<(Vec<Change>, Vec<Unknown>), Error> {
     let mut schemas = Schemas::default();
-    let mut planned: HashMap<ResourceAddr, usize> = HashMap::new();
+    // By the address's canonical text, the form references carry: looked up without
+    // parsing an address per reference.
+    let mut planned: HashMap<String, usize> = HashMap::new();
     let mut changes: Vec<Change> = Vec::with_capacity(graph.len());
     let mut unknown: Vec<Unknown> = Vec::new();
     let mut left_out: HashSet<ResourceAddr> = HashSet::new();
-    for vertex in graph.execution_order() {
-        let addr = vertex.address();
-        let wait_for: Vec<ResourceAddr> = graph.predecessors(addr).into_iter().cloned().collect();
+    for ordered in graph.into_execution_order() {
+        let graph::OrderedVertex {
+            vertex,
+            wait_for,
+            dependencies,
+        } = ordered;
+        let addr = vertex.address().clone();
+        let addr = &addr;
         let reason = match unreachable.get(addr) {
             Some(reason) => Some(format!("unreachable: {reason}")),
             None => wait_for
@@ -674,11 +694,11 @@ async fn plan_changes(
         let change = match vertex {
             Vertex::Configured(desired) if options.mode == PlanMode::Destroy => {
                 // Never created: nothing to destroy, kept for ordering only.
-                no_op(desired, wait_for)
+                no_op(&desired, wait_for)
             }
             Vertex::Configured(desired) => {
                 let resolved =
-                    resolve_for_plan(desired, &changes, &planned, &mut schemas, providers)?;
+                    resolve_for_plan(&desired, &changes, &planned, &mut schemas, providers)?;
                 let mut change = plan_configured(
                     desired,
                     resolved,
@@ -690,7 +710,7 @@ async fn plan_changes(
                 )
                 .await?;
                 change.wait_for = wait_for;
-                change.dependencies = graph.dependencies(addr);
+                change.dependencies = dependencies;
                 change
             }
             Vertex::Orphan { .. } | Vertex::Destroy { .. } => {
@@ -699,7 +719,7 @@ async fn plan_changes(
                     .resources
                     .get(addr)
                     .expect("a vertex that deletes is recorded in state");
-                let prevent_destroy = match vertex {
+                let prevent_destroy = match &vertex {
                     Vertex::Destroy {
                         desired: Some(d), ..
                     } => d.prevent_destroy,
@@ -727,7 +747,7 @@ async fn plan_changes(
                 }
             }
         };
-        planned.insert(addr.clone(), changes.len());
+        planned.insert(addr.to_string(), changes.len());
         changes.push(change);
     }
     Ok((changes, unknown))
@@ -756,16 +776,18 @@ fn no_op(desired: &DesiredResource, wait_for: Vec<ResourceAddr>) -> Change {
 fn resolve_for_plan(
     desired: &DesiredResource,
     changes: &[Change],
-    planned: &HashMap<ResourceAddr, usize>,
+    planned: &HashMap<String, usize>,
     schemas: &mut Schemas,
     providers: &ProviderRegistry,
 ) -> Result<resolve::Resolved, Error> {
     let mut lookup_reference = |reference: &infraflux_provider::Reference| {
-        let Some(target) = reference
-            .address
-            .parse::<ResourceAddr>()
-            .ok()
-            .and_then(|a| planned.get(&a))
+        let Some(target) = planned
+            .get(reference.address.as_str())
+            .or_else(|| {
+                // Not in canonical form: as its address says.
+                let address = reference.address.parse::<ResourceAddr>().ok()?;
+                planned.get(&address.to_string())
+            })
             .map(|&i| &changes[i])
         else {
             return Lookup::Missing;
@@ -808,7 +830,7 @@ fn resolve_for_plan(
 }
 
 async fn plan_configured(
-    desired: &DesiredResource,
+    desired: DesiredResource,
     resolved: resolve::Resolved,
     current: &StateDocument,
     recorded: &StateDocument,
@@ -849,7 +871,7 @@ async fn plan_configured(
         .unwrap_or_default();
     sensitive.extend(resolved.sensitive);
     sensitive.extend(desired.secrets.names.iter().cloned());
-    mark_derived_secrets(desired, &response.planned, &mut sensitive);
+    mark_derived_secrets(&desired, &response.planned, &mut sensitive);
     sensitive.sort();
     sensitive.dedup();
 
@@ -890,7 +912,7 @@ async fn plan_configured(
         id: prior.and_then(|p| p.id.clone()),
         before: prior.map(|p| p.attributes.clone()),
         after: Some(after),
-        desired: Some(desired.attributes.clone()),
+        desired: Some(desired.attributes),
         requires_replace: response.requires_replace,
         sensitive,
         wait_for: Vec::new(),

@@ -3,6 +3,7 @@
 //! Secrets print as `(sensitive)` and values known only after apply as
 //! `(known after apply)`, in both.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use infraflux_provider::{Attributes, contains_unknown};
@@ -18,15 +19,16 @@ struct Style {
 }
 
 impl Style {
-    fn paint(&self, code: &str, text: &str) -> String {
+    /// `text` in colour, or as it is (borrowed: a plan paints a symbol on every line).
+    fn paint<'a>(&self, code: &str, text: &'a str) -> Cow<'a, str> {
         if self.color {
-            format!("\x1b[{code}m{text}\x1b[0m")
+            Cow::Owned(format!("\x1b[{code}m{text}\x1b[0m"))
         } else {
-            text.to_string()
+            Cow::Borrowed(text)
         }
     }
 
-    fn symbol(&self, action: Action) -> String {
+    fn symbol(&self, action: Action) -> Cow<'static, str> {
         let code = match action {
             Action::Create => "32",
             Action::Update => "33",
@@ -38,7 +40,7 @@ impl Style {
         self.paint(code, action.symbol())
     }
 
-    fn bold(&self, text: &str) -> String {
+    fn bold<'a>(&self, text: &'a str) -> Cow<'a, str> {
         self.paint("1", text)
     }
 }
@@ -204,6 +206,25 @@ fn drift_change(drift: &Drift) -> Change {
 
 /// The plan for a person, in Terraform's layout.
 pub fn human(plan: &Plan, color: bool) -> String {
+    let mut all = String::new();
+    human_to(plan, color, &mut |piece| all.push_str(piece));
+    all
+}
+
+/// How much text [`human_to`] gathers before handing it on.
+const PIECE: usize = 64 * 1024;
+
+/// Hand `text` on once it holds a piece's worth.
+fn hand_on(text: &mut String, emit: &mut dyn FnMut(&str)) {
+    if text.len() >= PIECE {
+        emit(text);
+        text.clear();
+    }
+}
+
+/// [`human`] handed to `emit` in pieces as it is rendered: the plan of 100,000 resources
+/// is about 100 MB of text, which is then never held whole.
+pub fn human_to(plan: &Plan, color: bool, emit: &mut dyn FnMut(&str)) {
     let style = Style { color };
     let mut text = String::new();
 
@@ -252,7 +273,8 @@ pub fn human(plan: &Plan, color: bool) -> String {
         };
         text.push_str(&style.bold(&line));
         text.push('\n');
-        return text;
+        emit(&text);
+        return;
     }
 
     let mut used: Vec<Action> = visible.iter().map(|c| c.action).collect();
@@ -281,6 +303,7 @@ pub fn human(plan: &Plan, color: bool) -> String {
         };
         let note = change.reason.as_ref().map(|r| r.explain(&change.address));
         block(&mut text, &style, &header, note, change.action, change);
+        hand_on(&mut text, emit);
     }
     rollout_section(&mut text, &style, plan);
     let summary = plan.summary();
@@ -302,7 +325,7 @@ pub fn human(plan: &Plan, color: bool) -> String {
     };
     text.push_str(&style.bold(&line));
     text.push('\n');
-    text
+    emit(&text);
 }
 
 /// Each rollout: its steps in the order they run, one at a time, and what each waits

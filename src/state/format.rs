@@ -130,44 +130,77 @@ pub fn decode(bytes: &[u8], path: &str) -> Result<StateDocument, Error> {
 /// `sha256:<hex>` of the canonical serialization of `envelope` (which must not hold the
 /// checksum itself).
 pub fn checksum(envelope: &Map<String, Value>) -> String {
-    let mut canonical = Vec::with_capacity(4096);
+    let mut canonical = Hashing::default();
     write_canonical_object(envelope, &mut canonical);
-    format!(
-        "{CHECKSUM_PREFIX}{}",
-        hex::encode(Sha256::digest(&canonical))
-    )
+    format!("{CHECKSUM_PREFIX}{}", hex::encode(canonical.finish()))
 }
 
-fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+/// The canonical serialization hashed as it is written, never held whole (the state
+/// of 100,000 resources serializes to about 100 MB).
+#[derive(Default)]
+struct Hashing {
+    hasher: Sha256,
+    pending: Vec<u8>,
+}
+
+impl Hashing {
+    const PIECE: usize = 64 * 1024;
+
+    fn push(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+        if self.pending.len() >= Self::PIECE {
+            self.hasher.update(&self.pending);
+            self.pending.clear();
+        }
+    }
+
+    fn finish(mut self) -> impl AsRef<[u8]> {
+        self.hasher.update(&self.pending);
+        self.hasher.finalize()
+    }
+}
+
+impl std::io::Write for Hashing {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.push(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn write_canonical(value: &Value, out: &mut Hashing) {
     match value {
         Value::Object(map) => write_canonical_object(map, out),
         Value::Array(items) => {
-            out.push(b'[');
+            out.push(b"[");
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(b',');
+                    out.push(b",");
                 }
                 write_canonical(item, out);
             }
-            out.push(b']');
+            out.push(b"]");
         }
-        scalar => serde_json::to_writer(&mut *out, scalar).expect("writing to a Vec never fails"),
+        scalar => serde_json::to_writer(&mut *out, scalar).expect("hashing never fails"),
     }
 }
 
-fn write_canonical_object(map: &Map<String, Value>, out: &mut Vec<u8>) {
+fn write_canonical_object(map: &Map<String, Value>, out: &mut Hashing) {
     let mut entries: Vec<(&String, &Value)> = map.iter().collect();
     entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    out.push(b'{');
+    out.push(b"{");
     for (i, (key, value)) in entries.into_iter().enumerate() {
         if i > 0 {
-            out.push(b',');
+            out.push(b",");
         }
-        serde_json::to_writer(&mut *out, key).expect("writing to a Vec never fails");
-        out.push(b':');
+        serde_json::to_writer(&mut *out, key).expect("hashing never fails");
+        out.push(b":");
         write_canonical(value, out);
     }
-    out.push(b'}');
+    out.push(b"}");
 }
 
 /// Bring an envelope of version `from` to [`FORMAT_VERSION`].

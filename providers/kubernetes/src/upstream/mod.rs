@@ -237,6 +237,55 @@ fn parsed() -> &'static Mutex<Parsed> {
     PARSED.get_or_init(Default::default)
 }
 
+/// A file as it was when its digest was checked: path, length and modification time.
+type Stamp = (PathBuf, u64, std::time::SystemTime);
+
+/// Mirror and cache files whose digest this process checked, with the digest they
+/// matched: a plan of 3,000 clusters asks for ArgoCD's 2 MB manifest 3,000 times, and
+/// reading and hashing it each time cost seconds. A file changed since (another length or
+/// modification time) is read and checked again.
+fn verified() -> &'static Mutex<HashMap<Stamp, &'static str>> {
+    static VERIFIED: OnceLock<Mutex<HashMap<Stamp, &'static str>>> = OnceLock::new();
+    VERIFIED.get_or_init(Default::default)
+}
+
+/// `path`'s stamp, when it is a file whose metadata can be read.
+async fn stamp(path: &Path) -> Option<Stamp> {
+    let metadata = tokio::fs::metadata(path).await.ok()?;
+    Some((
+        path.to_path_buf(),
+        metadata.len(),
+        metadata.modified().ok()?,
+    ))
+}
+
+/// The documents of `file` when `stamp` is a file already checked against its digest
+/// and parsed in this process.
+fn already_verified(file: &ReleaseFile, stamp: &Option<Stamp>) -> Option<Arc<Vec<Value>>> {
+    let stamp = stamp.as_ref()?;
+    let matched = *verified()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(stamp)?;
+    if matched != file.sha256 {
+        return None;
+    }
+    parsed()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(file.sha256)
+        .cloned()
+}
+
+fn remember_verified(file: &ReleaseFile, stamp: Option<Stamp>) {
+    if let Some(stamp) = stamp {
+        verified()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(stamp, file.sha256);
+    }
+}
+
 /// Downloads that failed in this process, by URL, with why (only where a simulation
 /// stands in: elsewhere the failure ends the run).
 fn unreachable() -> &'static Mutex<HashMap<String, String>> {
@@ -296,6 +345,10 @@ impl Sources {
     pub async fn load(&self, file: &ReleaseFile) -> Result<Loaded, Error> {
         if let Some(mirror) = &self.mirror {
             let path = mirror.join(file.relative_path());
+            let stamp = stamp(&path).await;
+            if let Some(documents) = already_verified(file, &stamp) {
+                return Ok(Loaded::Upstream(documents));
+            }
             let bytes = match tokio::fs::read(&path).await {
                 Ok(bytes) => bytes,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -304,14 +357,25 @@ impl Sources {
                 Err(source) => return Err(Error::Read { path, source }),
             };
             check(file, &bytes, path.display().to_string(), true)?;
-            return Ok(Loaded::Upstream(documents(file, &bytes)?));
+            let documents = documents(file, &bytes)?;
+            remember_verified(file, stamp);
+            return Ok(Loaded::Upstream(documents));
         }
         let cached = self.cache.as_ref().map(|c| c.join(file.relative_path()));
+        let cached_stamp = match &cached {
+            Some(path) => stamp(path).await,
+            None => None,
+        };
+        if let Some(documents) = already_verified(file, &cached_stamp) {
+            return Ok(Loaded::Upstream(documents));
+        }
         if let Some(path) = &cached
             && let Ok(bytes) = tokio::fs::read(path).await
         {
             if sha256(&bytes) == file.sha256 {
-                return Ok(Loaded::Upstream(documents(file, &bytes)?));
+                let documents = documents(file, &bytes)?;
+                remember_verified(file, cached_stamp);
+                return Ok(Loaded::Upstream(documents));
             }
             tracing::warn!(
                 path = %path.display(),
