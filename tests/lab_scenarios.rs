@@ -890,6 +890,54 @@ fn a_node_upgraded_by_hand_is_drift_and_is_brought_back() {
     assert_eq!(planned(&lab), []);
 }
 
+/// Issue 14 (Talos drift): the machine config a node runs is read back (`talosctl read
+/// /system/state/config.yaml`). One changed on the node by hand, here its kubelet moved
+/// to another patch release as `talosctl apply-config --mode no-reboot` would, is drift:
+/// the plan shows that node's config and its Kubernetes version, and apply puts back
+/// the config InfraFlux rendered, byte for byte.
+#[test]
+fn a_machine_config_changed_on_the_node_is_drift_and_is_put_back() {
+    use infraflux_talos::api::ApplyMode;
+    use infraflux_talos::drift::{APPLIED_CONFIG_PATH, sha256_hex};
+    let project = project();
+    let lab = bootstrapped(&project);
+    let recorded = machine_config_state(project.path(), "general-1");
+    let applied = on_node(project.path(), "general-1", async |client| {
+        client.read_file(APPLIED_CONFIG_PATH, 1 << 20).await.unwrap()
+    });
+    assert_eq!(
+        recorded["config_sha256"].as_str().unwrap(),
+        sha256_hex(&applied),
+        "the node holds the bytes InfraFlux applied"
+    );
+    let text = String::from_utf8(applied).unwrap();
+    assert!(text.contains("kubelet:v1.32.2"), "{text}");
+    let by_hand = text.replace("kubelet:v1.32.2", "kubelet:v1.32.3");
+    on_node(project.path(), "general-1", async |client| {
+        client
+            .apply_configuration(by_hand.as_bytes(), ApplyMode::NoReboot)
+            .await
+            .unwrap()
+    });
+
+    let plan = lab.run(&["plan", "--env", "dev"]).success();
+    assert!(plan.stdout.contains("1.32.3"), "{}", plan.stdout);
+    assert_eq!(
+        planned_names(&lab),
+        [(
+            "talos_machine_config".to_string(),
+            "general-1".to_string(),
+            "update".to_string()
+        )]
+    );
+    lab.run(&BOOTSTRAP).success();
+    let back = on_node(project.path(), "general-1", async |client| {
+        client.read_file(APPLIED_CONFIG_PATH, 1 << 20).await.unwrap()
+    });
+    assert_eq!(String::from_utf8(back).unwrap(), text);
+    assert_eq!(planned(&lab), []);
+}
+
 /// Issue 13 (Kubernetes upgrade): a change of `kubernetes.version` that skips a minor
 /// version, or that the Talos release does not run, is refused at plan time with the way
 /// out; one minor version up rolls through the machine configs, one node at a time.

@@ -15,7 +15,7 @@ use infraflux_talos::api::generated::machine::{
     BootstrapRequest, BootstrapResponse, EtcdLeaveCluster, EtcdLeaveClusterRequest,
     EtcdLeaveClusterResponse, EtcdMember, EtcdMemberListRequest, EtcdMemberListResponse,
     EtcdMembers, EtcdRemoveMemberById, EtcdRemoveMemberByIdRequest, EtcdRemoveMemberByIdResponse,
-    PlatformInfo, Reset, ResetRequest, ResetResponse, ServiceHealth, ServiceInfo, ServiceList,
+    PlatformInfo, ReadRequest, Reset, ResetRequest, ResetResponse, ServiceHealth, ServiceInfo, ServiceList,
     ServiceListResponse, Upgrade, UpgradeRequest, UpgradeResponse, Version, VersionInfo,
     VersionResponse,
 };
@@ -438,6 +438,38 @@ impl MachineService for FakeService {
         let archive =
             pack_kubeconfig(yaml.as_bytes()).map_err(|e| Status::internal(e.to_string()))?;
         let chunks: Vec<Result<Data, Status>> = archive
+            .chunks(CHUNK)
+            .map(|chunk| {
+                Ok(Data {
+                    metadata: None,
+                    bytes: chunk.to_vec(),
+                })
+            })
+            .collect();
+        Ok(Response::new(tokio_stream::iter(chunks)))
+    }
+
+    type ReadStream = tokio_stream::Iter<std::vec::IntoIter<Result<Data, Status>>>;
+
+    /// `talosctl read`: only the file a provisioner reads, the machine config as it was
+    /// applied (Talos persists the bytes it was given, unchanged). Any other path is
+    /// answered as the real node answers a file it does not have.
+    async fn read(
+        &self,
+        request: Request<ReadRequest>,
+    ) -> Result<Response<Self::ReadStream>, Status> {
+        self.require_configured(&request)?;
+        let path = request.into_inner().path;
+        let config = self.shared.state().config.clone();
+        let bytes = match config {
+            Some(bytes) if path == infraflux_talos::drift::APPLIED_CONFIG_PATH => bytes,
+            _ => {
+                return Err(Status::unknown(format!(
+                    "open {path}: no such file or directory"
+                )));
+            }
+        };
+        let chunks: Vec<Result<Data, Status>> = bytes
             .chunks(CHUNK)
             .map(|chunk| {
                 Ok(Data {

@@ -18,6 +18,7 @@ pub mod api;
 pub mod bootstrap;
 pub mod compatibility;
 pub mod config;
+pub mod drift;
 mod error;
 pub mod node_object;
 pub mod provider;

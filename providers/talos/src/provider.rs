@@ -13,7 +13,6 @@ use infraflux_provider::{
 };
 use infraflux_provider::{Diagnostic, Severity, ValidateRequest, ValidateResponse};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use tracing::{info, instrument, warn};
 
 use crate::api::{
@@ -26,6 +25,7 @@ use crate::config::{
     ClusterSettings, NodeSettings, Renderer, Role, address_ip, installer_image, masked_yaml,
     to_yaml,
 };
+use crate::drift::{read_applied_config, recorded_kubelet_version, sha256_hex};
 use crate::error::{ApiErrorKind, Error};
 use crate::node_object::{ClusterApi, delete_node_object};
 use crate::removal::{Removal, RemovalOptions, remove_node};
@@ -86,10 +86,6 @@ fn provider_error(operation: &str, address: &str, error: Error) -> ProviderError
 
 fn invalid(operation: &str, address: &str, message: impl Into<String>) -> ProviderError {
     ProviderError::new(ErrorKind::InvalidInput, operation, address, message)
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
 }
 
 // ---- attribute access ----------------------------------------------------------------
@@ -753,6 +749,30 @@ impl TalosProvider {
             Ok((NodeMode::Configured, version)) => {
                 let mut found = prior.clone();
                 found.insert("talos_version".into(), json!(version.tag));
+                // And the config it runs: one changed on the node by hand shows as
+                // drift (its digest), with what changed (masked) and the Kubernetes
+                // version it runs.
+                match read_applied_config(&inputs.talos_endpoint, &inputs.identity, &self.connect)
+                    .await
+                {
+                    Ok(applied) if !applied.differs_from(prior) => {}
+                    Ok(applied) => {
+                        found.insert("config_sha256".into(), json!(applied.sha256));
+                        if let Some(masked) = applied.masked {
+                            found.insert("machine_config_masked".into(), json!(masked));
+                        }
+                        // Only a kubelet changed on the node is Kubernetes version drift
+                        // (a patch may pin the kubelet image on purpose).
+                        if applied.kubernetes_version != recorded_kubelet_version(prior) {
+                            if let Some(version) = applied.kubernetes_version {
+                                found.insert("kubernetes_version".into(), json!(version));
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        return ReadOutcome::Failed(provider_error("read", address, error));
+                    }
+                }
                 ReadOutcome::Found(found)
             }
             Ok((NodeMode::Maintenance, _)) => ReadOutcome::Gone,

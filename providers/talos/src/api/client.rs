@@ -19,7 +19,7 @@ use super::generated::machine::machine_service_client::MachineServiceClient;
 use super::generated::machine::reset_request::WipeMode as WireWipeMode;
 use super::generated::machine::{
     ApplyConfigurationRequest, BootstrapRequest, EtcdLeaveClusterRequest, EtcdMemberListRequest,
-    EtcdRemoveMemberByIdRequest, ResetRequest, UpgradeRequest,
+    EtcdRemoveMemberByIdRequest, ReadRequest, ResetRequest, UpgradeRequest,
 };
 use super::tls::{self, ClientIdentity, Credentials};
 use crate::error::{ApiErrorKind, Error, Result};
@@ -526,6 +526,34 @@ impl NodeClient {
             }
         }
         unpack_kubeconfig(&self.node, &archive)
+    }
+
+    /// A file on the node, whole (`talosctl read`): the stream of its bytes, refused
+    /// past `limit` bytes.
+    #[instrument(skip_all, fields(node = %self.node, path))]
+    pub async fn read_file(&mut self, path: &str, limit: usize) -> Result<Vec<u8>> {
+        const CALL: &str = "Read";
+        let mut stream = self
+            .inner
+            .read(self.request(ReadRequest { path: path.into() }))
+            .await
+            .map_err(|s| status_error(CALL, &self.node, &s))?
+            .into_inner();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|s| status_error(CALL, &self.node, &s))?;
+            metadata_error(CALL, &self.node, chunk.metadata.as_ref())?;
+            bytes.extend_from_slice(&chunk.bytes);
+            if bytes.len() > limit {
+                return Err(Error::Api {
+                    call: CALL,
+                    node: self.node.clone(),
+                    kind: ApiErrorKind::Other,
+                    message: format!("{path} is larger than {limit} bytes"),
+                });
+            }
+        }
+        Ok(bytes)
     }
 
     #[instrument(skip_all, fields(node = %self.node))]
