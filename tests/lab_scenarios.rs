@@ -709,6 +709,68 @@ fn rolled(stderr: &str) -> Vec<String> {
     order
 }
 
+/// The rollout of a 3 control planes + 2 workers cluster, run by `bootstrap` and killed
+/// (SIGKILL) once `upgraded` holds for cp-2: cp-1 and cp-2 are through, neither worker
+/// was reached. The next run resumes: what is left, one node at a time, control planes
+/// first, and the cluster is ready again.
+/// `untouched` asks a worker itself, after the kill, whether it still runs as before.
+fn killed_and_resumed(
+    project: &TestContext,
+    lab: &LabUp<'_>,
+    upgraded: &dyn Fn(&str) -> bool,
+    untouched: &dyn Fn(&str) -> bool,
+) {
+    let mut run = project
+        .std_command()
+        .args(support::lab::OVERLAY_ARGS)
+        .args(BOOTSTRAP)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !upgraded("cp-2") {
+        assert!(
+            started.elapsed() < support::lab::RUN_LIMIT,
+            "cp-2 was never upgraded"
+        );
+        assert!(
+            run.try_wait().unwrap().is_none(),
+            "the run ended before the kill"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    run.kill().unwrap();
+    run.wait().unwrap();
+    assert!(upgraded("cp-1"));
+    for node in ["general-1", "general-2"] {
+        assert!(
+            !upgraded(node) && untouched(node),
+            "{node} was reached before the control planes"
+        );
+    }
+
+    let resumed = lab.run(&BOOTSTRAP).success();
+    let order = rolled(&resumed.stderr);
+    assert_eq!(
+        order.last().map(String::as_str),
+        Some("general-2"),
+        "{}",
+        resumed.stderr
+    );
+    assert!(
+        order.ends_with(&["cp-3".into(), "general-1".into(), "general-2".into()]),
+        "{order:?}"
+    );
+    assert!(
+        resumed
+            .stdout
+            .contains("Ready signal for dev/workload: ready"),
+        "{}",
+        resumed.stdout
+    );
+}
+
 /// Issue 13: a Talos upgrade of a cluster of 3 control planes and 2 workers rolls node
 /// by node, control planes first, each back on the new version and healthy before the
 /// next; a run killed (SIGKILL) midway leaves the nodes it had not reached untouched, and
@@ -769,62 +831,11 @@ fn a_talos_upgrade_rolls_node_by_node_and_resumes_after_a_kill() {
         .unwrap_or_else(|| panic!("no rollout in the plan:\n{}", plan.stdout));
     insta::assert_snapshot!("talos_upgrade_rollout", rollout);
 
-    // Killed once two nodes are through.
-    let mut run = project
-        .std_command()
-        .args(support::lab::OVERLAY_ARGS)
-        .args(BOOTSTRAP)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    // Killed once two nodes are through; the next run resumes.
     let upgraded =
         |name: &str| machine_config_state(project.path(), name)["talos_version"] == "v1.13.10";
-    let started = std::time::Instant::now();
-    while !upgraded("cp-2") {
-        assert!(
-            started.elapsed() < support::lab::RUN_LIMIT,
-            "cp-2 was never upgraded"
-        );
-        assert!(
-            run.try_wait().unwrap().is_none(),
-            "the run ended before the kill"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    run.kill().unwrap();
-    run.wait().unwrap();
-    assert!(upgraded("cp-1"));
-    assert_eq!(talos_version(project.path(), "cp-1"), "v1.13.10");
-    assert_eq!(talos_version(project.path(), "cp-2"), "v1.13.10");
-    for node in ["general-1", "general-2"] {
-        assert!(
-            !upgraded(node),
-            "{node} was reached before the control planes"
-        );
-        assert_eq!(talos_version(project.path(), node), "v1.13.9", "{node}");
-    }
-
-    // The next run resumes: what is left, one node at a time, control planes first.
-    let resumed = lab.run(&BOOTSTRAP).success();
-    let order = rolled(&resumed.stderr);
-    assert_eq!(
-        order.last().map(String::as_str),
-        Some("general-2"),
-        "{}",
-        resumed.stderr
-    );
-    assert!(
-        order.ends_with(&["cp-3".into(), "general-1".into(), "general-2".into()]),
-        "{order:?}"
-    );
-    assert!(
-        resumed
-            .stdout
-            .contains("Ready signal for dev/workload: ready"),
-        "{}",
-        resumed.stdout
-    );
+    let untouched = |name: &str| talos_version(project.path(), name) == "v1.13.9";
+    killed_and_resumed(&project, &lab, &upgraded, &untouched);
     for node in nodes {
         assert_eq!(talos_version(project.path(), node), "v1.13.10", "{node}");
     }
@@ -903,7 +914,10 @@ fn a_machine_config_changed_on_the_node_is_drift_and_is_put_back() {
     let lab = bootstrapped(&project);
     let recorded = machine_config_state(project.path(), "general-1");
     let applied = on_node(project.path(), "general-1", async |client| {
-        client.read_file(APPLIED_CONFIG_PATH, 1 << 20).await.unwrap()
+        client
+            .read_file(APPLIED_CONFIG_PATH, 1 << 20)
+            .await
+            .unwrap()
     });
     assert_eq!(
         recorded["config_sha256"].as_str().unwrap(),
@@ -932,7 +946,10 @@ fn a_machine_config_changed_on_the_node_is_drift_and_is_put_back() {
     );
     lab.run(&BOOTSTRAP).success();
     let back = on_node(project.path(), "general-1", async |client| {
-        client.read_file(APPLIED_CONFIG_PATH, 1 << 20).await.unwrap()
+        client
+            .read_file(APPLIED_CONFIG_PATH, 1 << 20)
+            .await
+            .unwrap()
     });
     assert_eq!(String::from_utf8(back).unwrap(), text);
     assert_eq!(planned(&lab), []);
@@ -1001,6 +1018,85 @@ fn a_kubernetes_upgrade_goes_one_minor_version_at_a_time() {
     assert_eq!(
         machine_config_state(project.path(), "general-1")["kubernetes_version"],
         "1.33.4"
+    );
+    assert_eq!(planned(&lab), []);
+}
+
+/// The Kubernetes version a machine's kubelet runs, as the node's applied config says
+/// (read from the node).
+fn kubelet_version(project: &Path, machine: &str) -> Option<String> {
+    use infraflux_talos::drift::{APPLIED_CONFIG_PATH, applied_config};
+    let bytes = on_node(project, machine, async |client| {
+        client
+            .read_file(APPLIED_CONFIG_PATH, 1 << 20)
+            .await
+            .unwrap()
+    });
+    applied_config(&bytes).kubernetes_version
+}
+
+/// Issue 13: a Kubernetes minor upgrade of a cluster of 3 control planes and 2 workers
+/// rolls node by node like a Talos upgrade: each node's kubelet restarts on the new
+/// version and is healthy again before the next node; killed midway, the next run
+/// resumes. The plan shows the rollout (snapshot).
+#[test]
+fn a_kubernetes_upgrade_rolls_node_by_node_and_resumes_after_a_kill() {
+    let project = project();
+    edit(
+        project.path(),
+        "clusters/workload.yaml",
+        "  dev:\n    template: small\n",
+        "  dev:\n    template: small\n    control_plane:\n      count: 3\n    workers:\n      - {name: general, count: 2}\n",
+    );
+    let lab = LabUp::start(&project, "dev");
+    lab.run(&BOOTSTRAP).success();
+    assert_eq!(planned(&lab), []);
+    let nodes = ["cp-1", "cp-2", "cp-3", "general-1", "general-2"];
+    for node in nodes {
+        assert_eq!(
+            kubelet_version(project.path(), node).as_deref(),
+            Some("1.32.2")
+        );
+    }
+
+    edit(
+        project.path(),
+        "defaults/cluster.yaml",
+        "version: 1.32.2",
+        "version: 1.33.4",
+    );
+    let changes: BTreeSet<(String, String)> = planned_names(&lab)
+        .into_iter()
+        .map(|(kind, name, action)| (format!("{kind}.{name}"), action))
+        .collect();
+    let expected: BTreeSet<(String, String)> = nodes
+        .iter()
+        .map(|n| (format!("talos_machine_config.{n}"), "update".to_string()))
+        .collect();
+    assert_eq!(changes, expected, "only the machine configs change");
+    let plan = lab.run(&["plan", "--env", "dev"]).success();
+    let rollout = plan
+        .stdout
+        .split("Rollout ")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n").next())
+        .unwrap_or_else(|| panic!("no rollout in the plan:\n{}", plan.stdout));
+    insta::assert_snapshot!("kubernetes_upgrade_rollout", rollout);
+
+    let upgraded =
+        |name: &str| machine_config_state(project.path(), name)["kubernetes_version"] == "1.33.4";
+    let untouched = |name: &str| kubelet_version(project.path(), name).as_deref() == Some("1.32.2");
+    killed_and_resumed(&project, &lab, &upgraded, &untouched);
+    for node in nodes {
+        assert_eq!(
+            kubelet_version(project.path(), node).as_deref(),
+            Some("1.33.4"),
+            "{node}"
+        );
+    }
+    assert_eq!(
+        etcd_members(project.path(), "cp-1"),
+        hostnames(&["cp-1", "cp-2", "cp-3"])
     );
     assert_eq!(planned(&lab), []);
 }

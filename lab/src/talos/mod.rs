@@ -15,6 +15,9 @@
 //!   (container runtime and etcd still starting), `Bootstrap` answers
 //!   `FailedPrecondition: bootstrap is not available yet` and kubelet/etcd are not
 //!   healthy. [`DEFAULT_NOT_READY_WINDOW`], [`FakeNode::set_not_ready_window`].
+//! - **kubelet restart**: a config applied in place that changes `machine.kubelet`
+//!   (its image: a Kubernetes upgrade) restarts the kubelet, as Talos's kubelet
+//!   controller does: not healthy for the not-ready window, etcd untouched.
 //! - **rebooting**: shortly after answering a call that reboots it (an apply needing a
 //!   reboot, `Upgrade`, `Reset`), the node resets every connection and refuses new
 //!   ones for [`DEFAULT_REBOOT_WINDOW`] ([`FakeNode::set_reboot_window`]), then comes
@@ -216,6 +219,9 @@ struct State {
     version: String,
     power: Power,
     ready_at: Instant,
+    /// Until then the kubelet restarts (an in-place change of its config: a new
+    /// Kubernetes version, extra args): not healthy, while etcd runs on.
+    kubelet_ready_at: Instant,
     not_ready_window: Duration,
     reboot_window: Duration,
     /// A config was applied with a reboot: further applies wait for it.
@@ -282,6 +288,10 @@ impl State {
     /// Up, not about to go down, and past the not-ready window.
     fn is_ready(&self, now: Instant) -> bool {
         matches!(self.power, Power::Running) && now >= self.ready_at
+    }
+
+    fn kubelet_is_ready(&self, now: Instant) -> bool {
+        self.is_ready(now) && now >= self.kubelet_ready_at
     }
 }
 
@@ -480,6 +490,7 @@ impl FakeNode {
                 version: DEFAULT_VERSION.to_string(),
                 power: Power::Running,
                 ready_at: Instant::now(),
+                kubelet_ready_at: Instant::now(),
                 not_ready_window: DEFAULT_NOT_READY_WINDOW,
                 reboot_window: DEFAULT_REBOOT_WINDOW,
                 reboot_pending: false,

@@ -15,9 +15,9 @@ use infraflux_talos::api::generated::machine::{
     BootstrapRequest, BootstrapResponse, EtcdLeaveCluster, EtcdLeaveClusterRequest,
     EtcdLeaveClusterResponse, EtcdMember, EtcdMemberListRequest, EtcdMemberListResponse,
     EtcdMembers, EtcdRemoveMemberById, EtcdRemoveMemberByIdRequest, EtcdRemoveMemberByIdResponse,
-    PlatformInfo, ReadRequest, Reset, ResetRequest, ResetResponse, ServiceHealth, ServiceInfo, ServiceList,
-    ServiceListResponse, Upgrade, UpgradeRequest, UpgradeResponse, Version, VersionInfo,
-    VersionResponse,
+    PlatformInfo, ReadRequest, Reset, ResetRequest, ResetResponse, ServiceHealth, ServiceInfo,
+    ServiceList, ServiceListResponse, Upgrade, UpgradeRequest, UpgradeResponse, Version,
+    VersionInfo, VersionResponse,
 };
 use infraflux_talos::api::pack_kubeconfig;
 
@@ -170,6 +170,9 @@ impl FakeService {
                 false,
             ),
         };
+        if !outcome.2 && kubelet_of(state.config.as_deref()) != kubelet_of(Some(data)) {
+            state.kubelet_ready_at = Instant::now() + state.not_ready_window;
+        }
         state.pki = Some(pki);
         state.config = Some(data.to_vec());
         state.reboot_pending = outcome.2;
@@ -518,9 +521,14 @@ impl MachineService for FakeService {
             let (etcd, cluster) = self.etcd(&pki);
             etcd.members(&cluster);
         }
-        let (ready, local) = {
+        let (ready, kubelet, local) = {
             let state = self.shared.state();
-            (state.is_ready(Instant::now()), state.local_etcd)
+            let now = Instant::now();
+            (
+                state.is_ready(now),
+                state.kubelet_is_ready(now),
+                state.local_etcd,
+            )
         };
         let service = |id: &str, running: bool| ServiceInfo {
             id: id.to_string(),
@@ -533,7 +541,7 @@ impl MachineService for FakeService {
                 last_change: None,
             }),
         };
-        let mut services = vec![service("apid", true), service("kubelet", ready)];
+        let mut services = vec![service("apid", true), service("kubelet", kubelet)];
         if pki.is_control_plane() {
             let member = matches!(local, LocalEtcd::Member(_));
             services.push(service("etcd", ready && member));
@@ -621,4 +629,13 @@ impl MachineService for FakeService {
             }],
         }))
     }
+}
+
+/// The `machine.kubelet` section of a config (what restarts the kubelet when it changes).
+fn kubelet_of(config: Option<&[u8]>) -> Option<serde_json::Value> {
+    let text = std::str::from_utf8(config?).ok()?;
+    infraflux_talos::config::parse_documents(text)
+        .ok()?
+        .iter()
+        .find_map(|d| d.get("machine")?.get("kubelet").cloned())
 }

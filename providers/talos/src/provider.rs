@@ -30,7 +30,7 @@ use crate::error::{ApiErrorKind, Error};
 use crate::node_object::{ClusterApi, delete_node_object};
 use crate::removal::{Removal, RemovalOptions, remove_node};
 use crate::secrets::{ClusterSecrets, attribute as secret};
-use crate::upgrade::{RolloutOptions, upgrade_node};
+use crate::upgrade::{RolloutOptions, node_health, upgrade_node};
 
 pub const SECRETS: &str = "talos_secrets";
 pub const MACHINE_CONFIG: &str = "talos_machine_config";
@@ -589,6 +589,22 @@ impl TalosProvider {
                 attributes: Self::kept_attributes(&request.prior, &request.planned),
             });
         }
+        // What must be healthy again, sampled before the config changes anything: a
+        // config applied in place restarts the kubelet when its section changed (a
+        // Kubernetes upgrade), and the gate must wait for it. A node that does not
+        // answer yet (a killed run's reboot) is sampled by the gate once it does.
+        let before = if unchanged {
+            None
+        } else {
+            node_health(
+                &inputs.talos_endpoint,
+                inputs.node.role,
+                &inputs.identity,
+                &self.connect,
+            )
+            .await
+            .ok()
+        };
         let applied = if unchanged {
             None
         } else {
@@ -612,6 +628,7 @@ impl TalosProvider {
             inputs.node.role,
             &inputs.identity,
             &image,
+            before,
             &options,
         )
         .await

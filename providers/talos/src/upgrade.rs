@@ -48,11 +48,16 @@ pub fn image_version(image: &str) -> Option<&str> {
 
 /// Upgrade the node at `endpoint` to `image` and wait for its gates (module docs).
 #[instrument(skip_all, fields(node = %endpoint, image = %image))]
+///
+/// `before` is what must be healthy again; `None` samples it now. A caller that
+/// changes the node first (a config applied in place restarts the kubelet) samples it
+/// before that change, with [`node_health`], or the gate would accept the restart.
 pub async fn upgrade_node(
     endpoint: &str,
     role: Role,
     identity: &ClientIdentity,
     image: &str,
+    before: Option<Health>,
     options: &RolloutOptions,
 ) -> Result<Upgraded> {
     let target = image_version(image).ok_or_else(|| Error::InvalidInput {
@@ -77,7 +82,10 @@ pub async fn upgrade_node(
         }
     };
     let (ref mut node, ref version) = client;
-    let before = Health::of(node, role).await;
+    let before = match before {
+        Some(before) => before,
+        None => Health::of(node, role).await,
+    };
     let outcome = if version.tag == target {
         info!(version = %version.tag, "already on the new version; gating only");
         Upgraded::AlreadyThere
@@ -113,13 +121,26 @@ pub async fn upgrade_node(
     }
 }
 
+/// What is healthy on the node at `endpoint` now (kubelet; etcd and its voting members
+/// on a control plane), for [`upgrade_node`]'s gates.
+pub async fn node_health(
+    endpoint: &str,
+    role: Role,
+    identity: &ClientIdentity,
+    connect: &ConnectOptions,
+) -> Result<Health> {
+    let credentials = Credentials::Mutual(identity.clone());
+    let mut client = NodeClient::connect(endpoint, &credentials, connect).await?;
+    Ok(Health::of(&mut client, role).await)
+}
+
 /// What of a node was healthy: what must be healthy again after its update.
 #[derive(Debug, Clone, Copy, Default)]
-struct Health {
-    kubelet: bool,
-    etcd: bool,
+pub struct Health {
+    pub kubelet: bool,
+    pub etcd: bool,
     /// Voting etcd members, as the node lists them (0: it lists none).
-    members: usize,
+    pub members: usize,
 }
 
 impl Health {
