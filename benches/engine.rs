@@ -46,6 +46,7 @@ fn synthetic(clusters: usize) -> Vec<DesiredResource> {
                 prevent_destroy: false,
                 origin: "bench".into(),
                 secrets: Default::default(),
+                replace_with: Vec::new(),
                 placement: None,
             }
         };

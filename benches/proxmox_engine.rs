@@ -85,6 +85,7 @@ fn images_of(connection: &Attributes) -> Vec<DesiredResource> {
                 prevent_destroy: false,
                 origin: "bench".into(),
                 secrets: Default::default(),
+                replace_with: Vec::new(),
                 placement: Some(Rule::PerHost {
                     group: "bench/scale".into(),
                     host: node.to_string(),
@@ -131,6 +132,7 @@ fn vm(
         prevent_destroy: false,
         origin: "bench".into(),
         secrets: Default::default(),
+        replace_with: Vec::new(),
         placement: Some(Rule::Machine {
             group: "bench/scale".into(),
             hosts: NODES.iter().map(|n| n.to_string()).collect(),

@@ -854,6 +854,123 @@ fn a_talos_upgrade_rolls_node_by_node_and_resumes_after_a_kill() {
     assert_eq!(planned(&lab), []);
 }
 
+/// Issue 13: `--replace` of control planes' VMs cascades through their nodes: the plan
+/// replaces each machine config with its VM, in a rollout; apply has each node leave
+/// first (drain, etcd leave, reset) while its VM still exists, then replaces the VM,
+/// then applies a fresh config to the new one, which joins etcd, before the next node
+/// leaves (two of three at once would break quorum). No dead member is left, nothing
+/// else moves, and the next plan is empty.
+#[test]
+fn replacing_control_planes_vms_cascades_through_their_nodes_one_at_a_time() {
+    let project = project();
+    edit(
+        project.path(),
+        "clusters/workload.yaml",
+        "  dev:\n    template: small\n",
+        "  dev:\n    template: small\n    control_plane:\n      count: 3\n",
+    );
+    let lab = LabUp::start(&project, "dev");
+    lab.run(&BOOTSTRAP).success();
+    assert_eq!(planned(&lab), []);
+    let before = machines(project.path());
+    let members_before = on_node(project.path(), "cp-1", async |client| {
+        client.etcd_members().await.unwrap()
+    });
+    let old_ids: Vec<u64> = members_before
+        .iter()
+        .filter(|m| m.hostname != "dev-workload-cp-1")
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(old_ids.len(), 2);
+
+    let saved = project.path().join("replace.plan");
+    let saved = saved.to_str().unwrap();
+    let plan = lab
+        .run(&[
+            "plan",
+            "--env",
+            "dev",
+            "--replace",
+            "dev/workload/proxmox_vm.cp-2",
+            "--replace",
+            "dev/workload/proxmox_vm.cp-3",
+            "--out",
+            saved,
+        ])
+        .success();
+    for name in ["cp-2", "cp-3"] {
+        assert!(
+            plan.stdout
+                .contains(&format!("talos_machine_config.{name} must be replaced")),
+            "{}",
+            plan.stdout
+        );
+    }
+    assert!(
+        flat(&plan.stdout).contains("because what it runs on is replaced"),
+        "{}",
+        plan.stdout
+    );
+    let rollout = plan
+        .stdout
+        .split("Rollout ")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n").next())
+        .unwrap_or_else(|| panic!("no rollout in the plan:\n{}", plan.stdout));
+    insta::assert_snapshot!("control_plane_replacement_rollout", rollout);
+
+    let applied = lab.run(&["apply", saved]).success();
+    let at = |line: &str| {
+        applied
+            .stderr
+            .find(line)
+            .unwrap_or_else(|| panic!("no `{line}`:\n{}", applied.stderr))
+    };
+    // Each node left before its VM was replaced and came back on the new one, and
+    // cp-2 was back before cp-3 left.
+    let steps = [
+        at("talos_machine_config.cp-2: Destroying..."),
+        at("talos_machine_config.cp-2: Destruction complete"),
+        at("proxmox_vm.cp-2: Replacement complete"),
+        at("talos_machine_config.cp-2: Replacement complete"),
+        at("talos_machine_config.cp-3: Destroying..."),
+        at("talos_machine_config.cp-3: Destruction complete"),
+        at("proxmox_vm.cp-3: Replacement complete"),
+        at("talos_machine_config.cp-3: Replacement complete"),
+    ];
+    assert!(steps.is_sorted(), "{steps:?}\n{}", applied.stderr);
+
+    let after = machines(project.path());
+    for name in ["cp-2", "cp-3"] {
+        // A new VM under the machine's recorded identity: same VM id, same address.
+        assert_eq!(after[name].vmid, before[name].vmid, "{name}");
+        assert_eq!(after[name].address, before[name].address, "{name}");
+    }
+    for name in ["cp-1", "general-1"] {
+        assert_eq!(after[name].vmid, before[name].vmid, "{name}");
+        assert_eq!(after[name].config, before[name].config, "{name}");
+    }
+    let members_after = on_node(project.path(), "cp-1", async |client| {
+        client.etcd_members().await.unwrap()
+    });
+    let mut names: Vec<&str> = members_after.iter().map(|m| m.hostname.as_str()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "dev-workload-cp-1",
+            "dev-workload-cp-2",
+            "dev-workload-cp-3"
+        ]
+    );
+    assert!(
+        members_after.iter().all(|m| !old_ids.contains(&m.id)),
+        "the old members are gone: {members_after:?}"
+    );
+    lab.run(&BOOTSTRAP).success();
+    assert_eq!(planned(&lab), []);
+}
+
 /// Issue 14 (Talos drift): a node upgraded by hand, outside InfraFlux (`talosctl
 /// upgrade`), shows in the plan as drift of its Talos version (read back from the node),
 /// and the next run brings it back to the configured version, through the rollout.

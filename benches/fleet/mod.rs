@@ -73,6 +73,7 @@ pub fn images(connection: &Attributes) -> Vec<DesiredResource> {
                 prevent_destroy: false,
                 origin: "fleet".into(),
                 secrets: Default::default(),
+                replace_with: Vec::new(),
                 placement: Some(Rule::PerHost {
                     group: "fleet/apply".into(),
                     host: node.to_string(),
@@ -116,6 +117,7 @@ pub fn vm(i: usize, connection: &Attributes) -> DesiredResource {
         prevent_destroy: false,
         origin: "fleet".into(),
         secrets: Default::default(),
+        replace_with: Vec::new(),
         placement: Some(Rule::Machine {
             group: "fleet/apply".into(),
             hosts: NODES.iter().map(|n| n.to_string()).collect(),

@@ -93,6 +93,43 @@ pub(crate) async fn execute(
     }
 }
 
+/// A replaced resource's dependants that are replaced with it (`Reason::HostReplaced`)
+/// leave first: their delete runs before the host's, while the host still exists (a
+/// node drains and leaves etcd before its VM goes). Their own vertex, later, finds
+/// nothing left to delete and creates them on the new host.
+pub(crate) struct LeavingFirst {
+    pub change: Change,
+    pub provider: std::sync::Arc<dyn Provider>,
+}
+
+pub(crate) async fn leave_first(
+    leaving: &[LeavingFirst],
+    journal: &Journal,
+    reporter: &dyn super::Reporter,
+    run: Run,
+) -> Result<(), Failed> {
+    for LeavingFirst { change, provider } in leaving {
+        let prior = journal.read(|state| state.resources.get(&change.address).cloned());
+        let started = std::time::Instant::now();
+        reporter.started(&change.address, Action::Delete);
+        match delete(change, prior, provider.as_ref(), journal, run).await {
+            Ok(()) => reporter.finished(&change.address, Action::Delete, started.elapsed()),
+            Err(failed) => {
+                let message = format!(
+                    "{} could not leave first, so nothing was replaced: {}",
+                    change.address, failed.message
+                );
+                reporter.failed(&change.address, Action::Delete, &message, started.elapsed());
+                return Err(Failed {
+                    message,
+                    persist: failed.persist,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Ask the provider to plan again with the values known now, and check the result
 /// against the reviewed plan.
 async fn final_plan(
@@ -163,6 +200,7 @@ async fn create(
         .create(CreateRequest {
             resource: resource(change),
             planned,
+            replacing: change.action.is_replace(),
         })
         .await
         .map_err(Failed::provider)?;

@@ -32,7 +32,7 @@ use tokio::task::JoinSet;
 pub use tokio_util::sync::CancellationToken;
 
 use crate::plan::resolve::{Lookup, resolve_references};
-use crate::plan::{Action, Plan, apply_drift};
+use crate::plan::{Action, Change, Plan, Reason, apply_drift};
 use crate::registry::ProviderRegistry;
 use crate::state::{self, StateDocument, StateStore};
 use crate::vocabulary::ResourceAddr;
@@ -459,14 +459,22 @@ impl<'a> Walk<'a> {
             self.in_flight += 1;
             self.reporter.started(&change.address, change.action);
             let journal = self.journal.clone();
+            let leaving = self.leaving_first(change);
+            let reporter = self.reporter.clone();
             let change = change.clone();
             let run = execute::Run {
                 teardown: self.plan.mode == crate::plan::PlanMode::Destroy,
             };
             tasks.spawn(async move {
                 let started = Instant::now();
-                let result =
-                    execute::execute(&change, resolved, provider.as_ref(), &journal, run).await;
+                let result = match execute::leave_first(&leaving, &journal, reporter.as_ref(), run)
+                    .await
+                {
+                    Ok(()) => {
+                        execute::execute(&change, resolved, provider.as_ref(), &journal, run).await
+                    }
+                    Err(failed) => Err(failed),
+                };
                 Outcome {
                     index,
                     key,
@@ -480,6 +488,27 @@ impl<'a> Walk<'a> {
     }
 
     /// Resolve the change's references from state (its dependencies are applied).
+    /// The dependants replaced with `change` (its host), which leave before it goes
+    /// ([`execute::leave_first`]).
+    fn leaving_first(&self, change: &Change) -> Vec<execute::LeavingFirst> {
+        if !change.action.is_replace() {
+            return Vec::new();
+        }
+        self.plan
+            .changes
+            .iter()
+            .filter(|d| {
+                d.reason == Some(Reason::HostReplaced) && d.wait_for.contains(&change.address)
+            })
+            .filter_map(|d| {
+                Some(execute::LeavingFirst {
+                    change: d.clone(),
+                    provider: self.providers.get(&d.provider)?.clone(),
+                })
+            })
+            .collect()
+    }
+
     fn resolve(
         &self,
         desired: &infraflux_provider::Attributes,

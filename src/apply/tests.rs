@@ -383,6 +383,126 @@ async fn a_rollout_runs_one_at_a_time_in_order_and_stops_at_the_first_failure() 
     );
 }
 
+/// Issue 13 (`--replace` cascade): what is replaced with its host (`replace_with`)
+/// leaves before the host goes and comes back after the new host is created; `--replace`
+/// of the dependant replaces its host too; hosts and dependants roll one pair at a
+/// time; a dependant that cannot leave stops its host's replacement before anything is
+/// deleted.
+#[tokio::test]
+async fn a_dependant_replaced_with_its_host_leaves_first_and_returns_last() {
+    let mock = MockProvider::new("mock", mock_schemas()).with_rollout(|op, _, attributes| {
+        (op == Operation::Update && attributes.contains_key("node")).then(|| Rollout {
+            key: "cluster".into(),
+            rank: 0,
+            gates: "healthy".into(),
+        })
+    });
+    let rig = Rig::with_mock(mock);
+    let world = || -> Vec<DesiredResource> {
+        let mut all = vec![
+            desired("h1", json!({"value": 1}), &[]),
+            desired("h2", json!({"value": 1}), &[]),
+        ];
+        for (node, host) in [("c1", "h1"), ("c2", "h2")] {
+            let mut node = desired(node, json!({"value": 1, "node": true}), &[host]);
+            node.replace_with = vec![addr(host)];
+            all.push(node);
+        }
+        all
+    };
+    assert!(rig.apply(&world()).await.is_success());
+    rig.mock.clear_calls();
+
+    // c1 asked for (its host goes with it), h2 asked for (c2 goes with it).
+    let options = PlanOptions {
+        replace: vec![addr("c1"), addr("h2")],
+        ..PlanOptions::default()
+    };
+    let plan = rig.plan_with(&world(), &options).await.unwrap();
+    for name in ["h1", "c1", "h2", "c2"] {
+        assert!(
+            plan.change(&addr(name)).unwrap().action.is_replace(),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        plan.change(&addr("c1")).unwrap().reason,
+        Some(crate::plan::Reason::HostReplaced)
+    );
+    assert_eq!(names(&plan.rollouts[0].steps), ["h1", "c1", "h2", "c2"]);
+    let summary = rig
+        .apply_with(
+            &world(),
+            &options,
+            &ApplyOptions::default(),
+            Arc::new(NoReporter),
+        )
+        .await;
+    assert!(summary.is_success(), "{summary:?}");
+    let finished: Vec<(Op, String)> = rig
+        .mock
+        .calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            Call::Finished(op, name) if op != Op::Read => Some((op, name)),
+            _ => None,
+        })
+        .collect();
+    let expected: Vec<(Op, String)> = [
+        (Op::Delete, "c1"),
+        (Op::Delete, "h1"),
+        (Op::Create, "h1"),
+        (Op::Create, "c1"),
+        (Op::Delete, "c2"),
+        (Op::Delete, "h2"),
+        (Op::Create, "h2"),
+        (Op::Create, "c2"),
+    ]
+    .into_iter()
+    .map(|(op, name)| (op, full(name)))
+    .collect();
+    assert_eq!(finished, expected);
+    assert!(
+        rig.plan(&world())
+            .await
+            .changes
+            .iter()
+            .all(|c| c.action == Action::NoOp)
+    );
+
+    // c2 cannot leave: h2 is not touched, c2 is skipped, h1 and c1 go through.
+    rig.mock.clear_calls();
+    rig.mock
+        .fail(Op::Delete, &full("c2"), "etcd refused: quorum");
+    let options = PlanOptions {
+        replace: vec![addr("h2"), addr("h1")],
+        ..PlanOptions::default()
+    };
+    let summary = rig
+        .apply_with(
+            &world(),
+            &options,
+            &ApplyOptions::default(),
+            Arc::new(NoReporter),
+        )
+        .await;
+    assert_eq!(summary.failed.len(), 1, "{summary:?}");
+    assert_eq!(summary.failed[0].address, addr("h2"));
+    assert!(
+        summary.failed[0].message.contains("could not leave first"),
+        "{summary:?}"
+    );
+    assert!(
+        rig.mock
+            .finished(Op::Delete)
+            .iter()
+            .all(|n| *n != full("h2"))
+    );
+    assert!(summary.skipped.iter().any(|(a, _)| *a == addr("c2")));
+    assert!(rig.state().resources.contains_key(&addr("h2")));
+    assert!(rig.state().resources.contains_key(&addr("c2")));
+}
+
 #[tokio::test]
 async fn parallelism_and_per_key_limits_hold() {
     let mock =

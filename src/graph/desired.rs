@@ -105,6 +105,7 @@ fn resource(
         prevent_destroy: cluster.lifecycle.prevent_destroy,
         origin,
         secrets: Default::default(),
+        replace_with: Vec::new(),
         placement: None,
     }
 }
@@ -394,7 +395,8 @@ fn machine_configs(
     let prefix = cluster.network.cidr.prefix_len();
     let mut configs = Vec::new();
     for machine in &cluster.nodes {
-        let config = resource(
+        let vm = addr(cluster, "proxmox_vm", &machine.name);
+        let mut config = resource(
             cluster,
             TALOS,
             "talos_machine_config",
@@ -418,9 +420,11 @@ fn machine_configs(
                 "patches": cluster.talos.patches,
                 "secrets": secrets_object(secrets, &SECRET_ATTRIBUTES),
             })),
-            vec![addr(cluster, "proxmox_vm", &machine.name)],
+            vec![vm.clone()],
             format!("cluster {}, node pool {}", cluster.id(), machine.pool),
         );
+        // A new VM is a new node: its config goes and comes with it.
+        config.replace_with = vec![vm];
         configs.push(config.address.clone());
         out.push(config);
     }

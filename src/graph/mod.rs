@@ -20,7 +20,10 @@
 //! One vertex per resource: a replacement (delete then create) happens inside its
 //! vertex. A dependant that is itself replaced is therefore deleted after, not before,
 //! the resource it depends on; OpenTofu splits the two halves into separate vertices.
-//! None of the current resource types needs that order.
+//! The one dependant that needs the other order, a machine config whose VM is replaced
+//! (the node must leave its cluster while its VM exists), says so with
+//! [`DesiredResource::replace_with`]: the apply runs its delete at the start of its
+//! host's vertex (`apply::execute::leave_first`).
 
 pub mod desired;
 pub mod machines;
@@ -66,6 +69,12 @@ pub struct DesiredResource {
     /// everything that is not placed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<placement::Rule>,
+    /// Replaced whenever one of these is (Terraform's `replace_triggered_by`): a machine
+    /// config with its VM, since a new VM is a new node. Its delete then runs before
+    /// the host's (the node leaves its cluster while its VM still exists), its create
+    /// after the host's (see `apply`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replace_with: Vec<ResourceAddr>,
 }
 
 /// Which attributes of a resource hold a secret of the configuration, and the secrets

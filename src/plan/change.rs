@@ -112,6 +112,9 @@ pub enum Reason {
     Destroy,
     /// Deleted outside InfraFlux; created again.
     DeletedOutside,
+    /// What it runs on is replaced (`replace_with`): a machine config whose VM is
+    /// replaced leaves the cluster before the VM goes and is applied to the new one.
+    HostReplaced,
 }
 
 impl Reason {
@@ -131,6 +134,10 @@ impl Reason {
             }
             Reason::Destroy => "(because of destroy)".to_string(),
             Reason::DeletedOutside => "(because it was deleted outside InfraFlux)".to_string(),
+            Reason::HostReplaced => {
+                "(because what it runs on is replaced: it leaves first, and is created on the new one)"
+                    .to_string()
+            }
         }
     }
 }

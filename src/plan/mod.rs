@@ -240,7 +240,8 @@ impl Plan {
 /// The rollouts the providers put `changes` in, each ordered by rank, then by the
 /// plan's order.
 fn rollouts(changes: &[Change], providers: &ProviderRegistry) -> Vec<PlannedRollout> {
-    let mut found: Vec<(infraflux_provider::Rollout, usize)> = Vec::new();
+    // (rollout, the change it orders by, host first, the change itself)
+    let mut found: Vec<(infraflux_provider::Rollout, usize, u8, usize)> = Vec::new();
     for (index, change) in changes.iter().enumerate() {
         let Some(operation) = change.action.operation() else {
             continue;
@@ -255,13 +256,32 @@ fn rollouts(changes: &[Change], providers: &ProviderRegistry) -> Vec<PlannedRoll
             address: change.address.to_string(),
             kind: change.address.kind.clone(),
         };
+        // A resource replaced with its host is, to its provider, that node changing: it
+        // rolls like an update, and its host's replacement joins the rollout just
+        // before it, so hosts are replaced one at a time too (a control plane has
+        // rejoined etcd before the next one leaves).
+        let host_replaced = change.reason == Some(Reason::HostReplaced);
+        let operation = if host_replaced {
+            infraflux_provider::Operation::Update
+        } else {
+            operation
+        };
         if let Some(rollout) = provider.rollout(operation, &resource, attributes) {
-            found.push((rollout, index));
+            if host_replaced {
+                for (host, _) in changes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, h)| h.action.is_replace() && change.wait_for.contains(&h.address))
+                {
+                    found.push((rollout.clone(), index, 0, host));
+                }
+            }
+            found.push((rollout, index, 1, index));
         }
     }
-    found.sort_by(|(a, i), (b, j)| (&a.key, a.rank, i).cmp(&(&b.key, b.rank, j)));
+    found.sort_by(|(a, i, h, _), (b, j, g, _)| (&a.key, a.rank, i, h).cmp(&(&b.key, b.rank, j, g)));
     let mut planned: Vec<PlannedRollout> = Vec::new();
-    for (rollout, index) in found {
+    for (rollout, _, _, index) in found {
         let address = changes[index].address.clone();
         match planned.last_mut() {
             Some(last) if last.key == rollout.key => last.steps.push(address),
@@ -426,6 +446,24 @@ pub async fn plan(
             return Err(Error::UnknownReplace(replace.clone()));
         }
     }
+    // `--replace` of what is replaced with its host (a machine config: a fresh config is
+    // a fresh node) replaces the host, and it with it.
+    let hosts: Vec<ResourceAddr> = desired
+        .iter()
+        .filter(|d| options.replace.contains(&d.address))
+        .flat_map(|d| d.replace_with.iter().cloned())
+        .filter(|host| !options.replace.contains(host))
+        .collect();
+    let with_hosts;
+    let options = if hosts.is_empty() {
+        options
+    } else {
+        with_hosts = PlanOptions {
+            replace: options.replace.iter().cloned().chain(hosts).collect(),
+            ..options.clone()
+        };
+        &with_hosts
+    };
 
     let read_all = options.refresh || options.mode == PlanMode::RefreshOnly;
     let deep = read_all && options.deep_refresh;
@@ -699,13 +737,27 @@ async fn plan_changes(
             Vertex::Configured(desired) => {
                 let resolved =
                     resolve_for_plan(&desired, &changes, &planned, &mut schemas, providers)?;
+                // Hosts come first in execution order: their changes are planned.
+                let host_replaced = desired.replace_with.iter().any(|host| {
+                    planned
+                        .get(&host.to_string())
+                        .is_some_and(|&i| changes[i].action.is_replace())
+                });
+                let replacement = if host_replaced {
+                    Some(Reason::HostReplaced)
+                } else {
+                    options
+                        .replace
+                        .contains(&desired.address)
+                        .then_some(Reason::ReplaceRequested)
+                };
                 let mut change = plan_configured(
                     desired,
                     resolved,
                     current,
                     recorded,
                     providers,
-                    options,
+                    replacement,
                     &mut schemas,
                 )
                 .await?;
@@ -835,7 +887,7 @@ async fn plan_configured(
     current: &StateDocument,
     recorded: &StateDocument,
     providers: &ProviderRegistry,
-    options: &PlanOptions,
+    replacement: Option<Reason>,
     schemas: &mut Schemas,
 ) -> Result<Change, Error> {
     let addr = &desired.address;
@@ -844,7 +896,8 @@ async fn plan_configured(
     let forced = match prior.map(|p| p.status) {
         Some(ResourceStatus::Tainted) => Some(Reason::Tainted),
         Some(ResourceStatus::PendingDelete) => Some(Reason::InterruptedDelete),
-        Some(_) if options.replace.contains(addr) => Some(Reason::ReplaceRequested),
+        // Asked for (`--replace`), or its host is replaced.
+        Some(_) => replacement,
         _ => None,
     };
     let resource = ResourceRef {

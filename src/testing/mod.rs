@@ -39,6 +39,7 @@ pub fn desired(name: &str, attributes: Value, depends_on: &[&str]) -> DesiredRes
         prevent_destroy: false,
         origin: "test".into(),
         secrets: Default::default(),
+        replace_with: Vec::new(),
         placement: None,
     }
 }

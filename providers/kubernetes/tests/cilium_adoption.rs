@@ -59,6 +59,7 @@ async fn create(provider: &KubernetesProvider, service: &str, desired: &Attribut
         .create(CreateRequest {
             resource: resource(service),
             planned,
+            replacing: false,
         })
         .await
         .unwrap_or_else(|e| panic!("{e}"))

@@ -65,7 +65,11 @@ async fn a_crd_that_is_never_established_stops_the_apply_before_its_custom_resou
         .unwrap()
         .planned;
     let error = provider
-        .create(CreateRequest { resource, planned })
+        .create(CreateRequest {
+            resource,
+            planned,
+            replacing: false,
+        })
         .await
         .unwrap_err();
     assert!(

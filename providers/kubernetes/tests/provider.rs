@@ -123,6 +123,7 @@ async fn create(
         .create(CreateRequest {
             resource: resource.clone(),
             planned,
+            replacing: false,
         })
         .await
         .map(|created| (created.id, created.attributes))
@@ -627,7 +628,11 @@ async fn an_unreachable_cluster_is_transient_and_keeps_the_kubeconfig_secret() {
     let (resource, desired) = cluster(&kubeconfig, "prod").remove(4);
     let planned = plan(&provider, &resource, &desired).await;
     let error = provider
-        .create(CreateRequest { resource, planned })
+        .create(CreateRequest {
+            resource,
+            planned,
+            replacing: false,
+        })
         .await
         .unwrap_err();
     assert_eq!(

@@ -653,6 +653,7 @@ mod tests {
                     .as_object()
                     .unwrap()
                     .clone(),
+                replacing: false,
             })
             .await
             .unwrap();
@@ -688,6 +689,7 @@ mod tests {
             .create(CreateRequest {
                 resource: resource("a"),
                 planned: Attributes::new(),
+                replacing: false,
             })
             .await
             .unwrap_err();
@@ -713,6 +715,7 @@ mod tests {
             .create(CreateRequest {
                 resource: resource("a"),
                 planned: Attributes::new(),
+                replacing: false,
             })
             .await
             .unwrap();
@@ -722,6 +725,7 @@ mod tests {
             .create(CreateRequest {
                 resource: resource("b"),
                 planned: Attributes::new(),
+                replacing: false,
             })
             .await
             .unwrap();

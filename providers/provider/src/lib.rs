@@ -152,6 +152,10 @@ pub struct CreateRequest {
     pub resource: ResourceRef,
     /// Planned attributes with every input known (computed ones may be unknown).
     pub planned: Attributes,
+    /// The object replaces another one in this run (`--replace`, a forced replacement,
+    /// a dependant replaced with its host): what replaces a member of something running
+    /// (a node of a cluster) must be back in it before the run goes on.
+    pub replacing: bool,
 }
 
 #[derive(Debug, Clone)]

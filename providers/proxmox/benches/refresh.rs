@@ -169,6 +169,7 @@ async fn run(python: &str) {
         .create(CreateRequest {
             resource: image_ref,
             planned: image.as_object().unwrap().clone(),
+            replacing: false,
         })
         .await
         .unwrap();
@@ -206,7 +207,7 @@ async fn run(python: &str) {
                     Some(semaphore) => Some(semaphore.acquire().await.unwrap()),
                     None => None,
                 };
-                provider.create(CreateRequest { resource, planned: plan.planned }).await
+                provider.create(CreateRequest { resource, planned: plan.planned, replacing: false }).await
             }
         })
         .buffer_unordered(PARALLEL)

@@ -304,6 +304,7 @@ async fn a_forbidden_call_names_the_missing_privilege() {
         .create(CreateRequest {
             resource: vm_ref(),
             planned: vm_attributes(),
+            replacing: false,
         })
         .await
         .unwrap_err();
@@ -377,6 +378,7 @@ async fn create_vm_sends_the_parameters_pve_expects() {
         .create(CreateRequest {
             resource: vm_ref(),
             planned: vm_attributes(),
+            replacing: false,
         })
         .await
         .unwrap();
@@ -466,6 +468,7 @@ async fn a_vmid_taken_meanwhile_is_picked_again() {
         .create(CreateRequest {
             resource: vm_ref(),
             planned: vm_attributes(),
+            replacing: false,
         })
         .await
         .unwrap_err();
@@ -515,6 +518,7 @@ async fn a_failed_create_lists_again_on_retry() {
     let request = CreateRequest {
         resource: vm_ref(),
         planned: vm_attributes(),
+        replacing: false,
     };
     let error = p.create(request.clone()).await.unwrap_err();
     assert_eq!(error.message, "proxy loop detected");
@@ -572,6 +576,7 @@ async fn a_listed_vm_that_is_gone_renews_the_listing_once() {
         .create(CreateRequest {
             resource: vm_ref(),
             planned: vm_attributes(),
+            replacing: false,
         })
         .await
         .unwrap_err();
@@ -594,6 +599,7 @@ async fn download_url_checks_the_storage_first_and_sends_the_checksum() {
         .create(CreateRequest {
             resource: image_ref(),
             planned: image_attributes(),
+            replacing: false,
         })
         .await
         .unwrap_err();
@@ -646,6 +652,7 @@ async fn download_url_checks_the_storage_first_and_sends_the_checksum() {
         .create(CreateRequest {
             resource: image_ref(),
             planned: image_attributes(),
+            replacing: false,
         })
         .await
         .unwrap();
@@ -825,6 +832,7 @@ async fn creates_share_one_cluster_listing_to_pick_vmids() {
         .create(CreateRequest {
             resource: vm_ref(),
             planned: vm_attributes(),
+            replacing: false,
         })
         .await
         .unwrap();
@@ -837,6 +845,7 @@ async fn creates_share_one_cluster_listing_to_pick_vmids() {
                 kind: "proxmox_vm".into(),
             },
             planned: second,
+            replacing: false,
         })
         .await
         .unwrap();
@@ -904,6 +913,7 @@ async fn a_failed_task_reports_its_exit_status_and_log_tail() {
         .create(CreateRequest {
             resource: image_ref(),
             planned: image_attributes(),
+            replacing: false,
         })
         .await
         .unwrap_err();
@@ -1485,6 +1495,7 @@ async fn a_same_named_vm_not_made_for_this_resource_is_a_conflict() {
         .create(CreateRequest {
             resource: vm_ref(),
             planned: vm_attributes(),
+            replacing: false,
         })
         .await
         .unwrap_err();
@@ -1615,6 +1626,7 @@ async fn an_image_larger_than_the_disk_fails_the_create_and_is_not_started() {
         .create(CreateRequest {
             resource: vm_ref(),
             planned: vm_attributes(),
+            replacing: false,
         })
         .await
         .unwrap_err();

@@ -169,6 +169,7 @@ async fn create(
         .create(CreateRequest {
             resource: resource.clone(),
             planned: plan.planned,
+            replacing: false,
         })
         .await
 }

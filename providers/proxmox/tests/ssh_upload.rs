@@ -418,6 +418,7 @@ async fn the_provider_uploads_the_image_over_ssh_instead_of_downloading() {
                 kind: "proxmox_image".into(),
             },
             planned: planned.as_object().unwrap().clone(),
+            replacing: false,
         })
         .await
         .expect("the image is uploaded");
@@ -441,6 +442,7 @@ async fn the_provider_uploads_the_image_over_ssh_instead_of_downloading() {
                 kind: "proxmox_image".into(),
             },
             planned: other.as_object().unwrap().clone(),
+            replacing: false,
         })
         .await
         .unwrap_err();

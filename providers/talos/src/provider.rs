@@ -30,7 +30,7 @@ use crate::error::{ApiErrorKind, Error};
 use crate::node_object::{ClusterApi, delete_node_object};
 use crate::removal::{Removal, RemovalOptions, remove_node};
 use crate::secrets::{ClusterSecrets, attribute as secret};
-use crate::upgrade::{RolloutOptions, node_health, upgrade_node};
+use crate::upgrade::{Health, RolloutOptions, node_health, upgrade_node};
 
 pub const SECRETS: &str = "talos_secrets";
 pub const MACHINE_CONFIG: &str = "talos_machine_config";
@@ -559,6 +559,12 @@ impl TalosProvider {
                     .await?
             }
         };
+        if request.replacing {
+            // A node replacing another (its VM replaced) is back in the cluster before
+            // the run goes on: the next one may leave only then.
+            self.gate_replacement(&inputs, &request.planned, address)
+                .await?;
+        }
         Ok(CreateResponse {
             id: inputs.node.hostname.clone(),
             attributes: Self::machine_config_attributes(
@@ -641,6 +647,39 @@ impl TalosProvider {
             None => Self::kept_attributes(&request.prior, &request.planned),
         };
         Ok(UpdateResponse { attributes })
+    }
+
+    /// Wait until a replacing node is installed, on its Talos version, its kubelet
+    /// healthy and, on a control plane, etcd healthy on it (it joined).
+    async fn gate_replacement(
+        &self,
+        inputs: &MachineConfigInputs,
+        planned: &Attributes,
+        address: &str,
+    ) -> Result<(), ProviderError> {
+        let image = installer_of(&Reader::new(planned, "create", address))?;
+        let expected = Health {
+            kubelet: true,
+            etcd: inputs.node.role == Role::ControlPlane,
+            members: 0,
+        };
+        let options = RolloutOptions {
+            timeout: DEFAULT_UPGRADE_TIMEOUT,
+            interval: Duration::from_millis(500),
+            connect: self.connect,
+        };
+        let joined = upgrade_node(
+            &inputs.talos_endpoint,
+            inputs.node.role,
+            &inputs.identity,
+            &image,
+            Some(expected),
+            &options,
+        )
+        .await
+        .map_err(|e| provider_error("create", address, e))?;
+        info!(%address, ?joined, "the replacing node is back in its cluster");
+        Ok(())
     }
 
     /// The recorded attributes with the planned values that are known: the node kept
@@ -780,10 +819,10 @@ impl TalosProvider {
                         }
                         // Only a kubelet changed on the node is Kubernetes version drift
                         // (a patch may pin the kubelet image on purpose).
-                        if applied.kubernetes_version != recorded_kubelet_version(prior) {
-                            if let Some(version) = applied.kubernetes_version {
-                                found.insert("kubernetes_version".into(), json!(version));
-                            }
+                        if applied.kubernetes_version != recorded_kubelet_version(prior)
+                            && let Some(version) = applied.kubernetes_version
+                        {
+                            found.insert("kubernetes_version".into(), json!(version));
                         }
                     }
                     Err(error) => {

@@ -52,6 +52,7 @@ fn secrets_attributes() -> &'static Attributes {
                     .create(CreateRequest {
                         resource: resource("talos_secrets", "lab"),
                         planned: object(json!({"cluster_name": "lab"})),
+                        replacing: false,
                     })
                     .await
                     .unwrap();
@@ -104,6 +105,7 @@ async fn plan_and_create(provider: &TalosProvider, name: &str, desired: Attribut
         .create(CreateRequest {
             resource: resource("talos_machine_config", name),
             planned,
+            replacing: false,
         })
         .await
         .unwrap()
@@ -154,6 +156,7 @@ async fn apply_then_bootstrap_then_kubeconfig_end_to_end() {
             planned: object(
                 json!({"endpoint": cp.endpoint(), "secrets": secrets_reference_values()}),
             ),
+            replacing: false,
         })
         .await
         .unwrap()
@@ -183,6 +186,7 @@ async fn apply_then_bootstrap_then_kubeconfig_end_to_end() {
             planned: object(
                 json!({"endpoint": cp.endpoint(), "secrets": secrets_reference_values()}),
             ),
+            replacing: false,
         })
         .await
         .unwrap()
@@ -196,6 +200,7 @@ async fn apply_then_bootstrap_then_kubeconfig_end_to_end() {
             planned: object(
                 json!({"endpoint": cp.endpoint(), "secrets": secrets_reference_values()}),
             ),
+            replacing: false,
         })
         .await
         .unwrap()
@@ -351,6 +356,7 @@ async fn losing_the_connection_mid_create_is_a_transient_error_saying_so() {
         .create(CreateRequest {
             resource: resource("talos_machine_config", "cp-1"),
             planned,
+            replacing: false,
         })
         .await
         .unwrap_err();
@@ -503,6 +509,7 @@ async fn lab_nodes_share_trustd_and_report_configuration_and_bootstrap() {
             planned: object(
                 json!({"endpoint": cp.endpoint(), "secrets": secrets_reference_values()}),
             ),
+            replacing: false,
         })
         .await
         .unwrap();
@@ -552,6 +559,7 @@ async fn a_bootstrap_that_never_becomes_available_fails_plainly_after_the_timeou
                 "timeout_seconds": 0.5,
                 "secrets": secrets_reference_values(),
             })),
+            replacing: false,
         })
         .await
         .unwrap_err();
@@ -584,6 +592,7 @@ async fn a_bad_bootstrap_timeout_is_reported_as_invalid_input() {
                 "timeout_seconds": "soon",
                 "secrets": secrets_reference_values(),
             })),
+            replacing: false,
         })
         .await
         .unwrap_err();

@@ -33,6 +33,7 @@ fn machine(group: &str, name: &str, spread: Spread, memory: u64, allow: bool) ->
         prevent_destroy: false,
         origin: "test".into(),
         secrets: Default::default(),
+        replace_with: Vec::new(),
         placement: Some(Rule::Machine {
             group: group.into(),
             hosts: HOSTS.iter().map(|h| h.to_string()).collect(),
@@ -60,6 +61,7 @@ fn image(group: &str, host: &str) -> DesiredResource {
         prevent_destroy: false,
         origin: "test".into(),
         secrets: Default::default(),
+        replace_with: Vec::new(),
         placement: Some(Rule::PerHost {
             group: group.into(),
             host: host.into(),

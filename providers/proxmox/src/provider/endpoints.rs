@@ -386,6 +386,7 @@ impl Provider for ProxmoxEndpoints {
             .create(CreateRequest {
                 resource: request.resource.clone(),
                 planned: strip(&request.planned),
+                replacing: request.replacing,
             })
             .await?;
         restore(&mut response.attributes, &request.planned);
