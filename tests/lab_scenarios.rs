@@ -386,6 +386,32 @@ fn talos_version(project: &Path, machine: &str) -> String {
 /// The names of dev/workload's Node objects, as its Kubernetes API lists them (with the
 /// admin kubeconfig in state).
 fn node_objects(project: &Path) -> Vec<String> {
+    let mut names: Vec<String> = nodes(project)
+        .iter()
+        .map(|n| n["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Each Node's name and the kubelet version it reports.
+fn node_kubelets(project: &Path) -> BTreeMap<String, String> {
+    nodes(project)
+        .iter()
+        .map(|n| {
+            (
+                n["metadata"]["name"].as_str().unwrap().to_string(),
+                n["status"]["nodeInfo"]["kubeletVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+/// dev/workload's Node objects.
+fn nodes(project: &Path) -> Vec<Value> {
     use base64::Engine;
     let state = state(project);
     let kubeconfig =
@@ -426,14 +452,7 @@ fn node_objects(project: &Path) -> Vec<String> {
             .unwrap()
     });
     let list: Value = serde_json::from_str(&list).expect("a NodeList");
-    let mut names: Vec<String> = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["metadata"]["name"].as_str().unwrap().to_string())
-        .collect();
-    names.sort();
-    names
+    list["items"].as_array().unwrap().clone()
 }
 
 /// `dev-workload-<name>` for each name: the hostnames of dev/workload's machines.
@@ -1211,6 +1230,14 @@ fn a_kubernetes_upgrade_rolls_node_by_node_and_resumes_after_a_kill() {
             "{node}"
         );
     }
+    // Every Node reports the new kubelet (the rollout waited for each).
+    assert!(
+        node_kubelets(project.path())
+            .values()
+            .all(|version| version == "v1.33.4"),
+        "{:?}",
+        node_kubelets(project.path())
+    );
     assert_eq!(
         etcd_members(project.path(), "cp-1"),
         hostnames(&["cp-1", "cp-2", "cp-3"])

@@ -166,7 +166,8 @@ fn endpoint_address(endpoint: &str) -> Option<SocketAddr> {
     host_port.parse().ok()
 }
 
-/// A Ready Node, as the kubelet of a healthy Talos machine registers it.
+/// A Ready Node, as the kubelet of a healthy Talos machine registers it (again after
+/// each config: a new kubelet version is reported once it runs).
 fn node_object(identity: &NodeIdentity) -> serde_json::Value {
     let mut labels = json!({
         "kubernetes.io/hostname": identity.hostname,
@@ -186,7 +187,7 @@ fn node_object(identity: &NodeIdentity) -> serde_json::Value {
                 {"type": "Hostname", "address": identity.hostname},
             ],
             "nodeInfo": {"osImage": "Talos (InfraFlux lab)", "operatingSystem": "linux",
-                "architecture": "amd64"},
+                "architecture": "amd64", "kubeletVersion": identity.kubelet_version},
         },
     })
 }

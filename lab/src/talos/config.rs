@@ -33,6 +33,8 @@ pub(super) struct NodePki {
     pub(super) needs_reboot: Value,
     /// `machine.install.image` (1.13) or `UnattendedInstallConfig.installer.image` (1.14).
     pub(super) installer_image: Option<String>,
+    /// The tag of `machine.kubelet.image` (`v1.34.1`): the version its kubelet reports.
+    pub(super) kubelet_version: Option<String>,
 }
 
 impl NodePki {
@@ -172,6 +174,7 @@ pub(super) fn identity(pki: &NodePki, address: SocketAddr) -> NodeIdentity {
         role: pki.role.clone(),
         cluster_name: pki.cluster_name.clone(),
         endpoint: pki.endpoint.clone(),
+        kubelet_version: pki.kubelet_version.clone(),
     }
 }
 
@@ -280,6 +283,12 @@ pub(super) fn read_config(
         })
         .and_then(Value::as_str)
         .map(str::to_string);
+    let kubelet_version = v1alpha1
+        .and_then(|d| d.pointer("/machine/kubelet/image"))
+        .and_then(Value::as_str)
+        .and_then(|image| image.rsplit_once(':'))
+        .filter(|(_, tag)| !tag.contains('/'))
+        .map(|(_, tag)| tag.to_string());
     let needs_reboot = v1alpha1.map(reboot_relevant).unwrap_or(Value::Null);
     let issuer = match trustd_ca {
         _ if !os_ca.key.is_empty() => Some(&os_ca),
@@ -308,6 +317,7 @@ pub(super) fn read_config(
         server,
         needs_reboot,
         installer_image,
+        kubelet_version,
     })
 }
 

@@ -121,6 +121,8 @@ pub struct NodeIdentity {
     pub cluster_name: String,
     /// The cluster's Kubernetes endpoint, `https://<vip>:6443`.
     pub endpoint: String,
+    /// The version its kubelet runs (`v1.34.1`, the kubelet image's tag).
+    pub kubelet_version: Option<String>,
 }
 
 /// A cluster bootstrapped on a node: what it takes to serve its Kubernetes API.

@@ -46,8 +46,12 @@ impl AppliedConfig {
 
 /// The kubelet version of the config InfraFlux applied (recorded `machine_config`).
 pub fn recorded_kubelet_version(prior: &serde_json::Map<String, Value>) -> Option<String> {
-    let text = prior.get("machine_config")?.as_str()?;
-    kubelet_version(&parse_documents(text).ok()?)
+    kubelet_version_of(prior.get("machine_config")?.as_str()?)
+}
+
+/// The Kubernetes version a machine config's kubelet runs (`1.34.1`).
+pub fn kubelet_version_of(config: &str) -> Option<String> {
+    kubelet_version(&parse_documents(config).ok()?)
 }
 
 /// Read the applied config of the node at `endpoint`, as its admin.

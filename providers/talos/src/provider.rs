@@ -25,9 +25,9 @@ use crate::config::{
     ClusterSettings, NodeSettings, Renderer, Role, address_ip, installer_image, masked_yaml,
     to_yaml,
 };
-use crate::drift::{read_applied_config, recorded_kubelet_version, sha256_hex};
+use crate::drift::{kubelet_version_of, read_applied_config, recorded_kubelet_version, sha256_hex};
 use crate::error::{ApiErrorKind, Error};
-use crate::node_object::{ClusterApi, delete_node_object};
+use crate::node_object::{ClusterApi, delete_node_object, node_status, wait_for_node};
 use crate::removal::{Removal, RemovalOptions, remove_node};
 use crate::secrets::{ClusterSecrets, attribute as secret};
 use crate::upgrade::{Health, RolloutOptions, node_health, upgrade_node};
@@ -45,6 +45,9 @@ const DEFAULT_INTERFACE: &str = "eth0";
 const DEFAULT_BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(600);
 /// Installing and rebooting take minutes on real hardware.
 const DEFAULT_UPGRADE_TIMEOUT: Duration = Duration::from_secs(1200);
+/// From a node passing its Talos gates to its Node object being Ready on the expected
+/// kubelet (the kubelet registers and posts its status within seconds to a minute).
+const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Draining honours PodDisruptionBudgets: minutes on a busy node.
 const DEFAULT_REMOVAL_TIMEOUT: Duration = Duration::from_secs(900);
 
@@ -352,16 +355,29 @@ fn version_change(prior: &Attributes, desired: &Attributes) -> Result<(), String
     Ok(())
 }
 
+/// The cluster's Kubernetes API as its admin, from a machine config's attributes.
+fn cluster_api(
+    attributes: &Attributes,
+    operation: &str,
+    address: &str,
+) -> Result<ClusterApi, ProviderError> {
+    let r = Reader::new(attributes, operation, address);
+    let secrets = r.secrets()?;
+    ClusterApi::as_admin(&r.string("endpoint")?, &secrets.kubernetes_ca)
+        .map_err(|e| provider_error(operation, address, e))
+}
+
+/// The kubelet version a rendered config runs, as its Node reports it (`v1.34.1`).
+fn expected_kubelet(rendered: &str) -> Option<String> {
+    kubelet_version_of(rendered).map(|v| format!("v{v}"))
+}
+
 /// Delete the machine's Node object (see [`crate::node_object`]). The node has left
 /// already, so a failure is a warning with the command that finishes the job, not
 /// a failed removal.
 async fn remove_node_object(prior: &Attributes, hostname: &str, address: &str) {
-    let r = Reader::new(prior, "delete", address);
     let deleted = async {
-        let secrets = r.secrets()?;
-        let url = r.string("endpoint")?;
-        let api = ClusterApi::as_admin(&url, &secrets.kubernetes_ca)
-            .map_err(|e| provider_error("delete", address, e))?;
+        let api = cluster_api(prior, "delete", address)?;
         delete_node_object(&api, hostname)
             .await
             .map_err(|e| provider_error("delete", address, e))
@@ -562,7 +578,7 @@ impl TalosProvider {
         if request.replacing {
             // A node replacing another (its VM replaced) is back in the cluster before
             // the run goes on: the next one may leave only then.
-            self.gate_replacement(&inputs, &request.planned, address)
+            self.gate_replacement(&inputs, &request.planned, &rendered, address)
                 .await?;
         }
         Ok(CreateResponse {
@@ -599,6 +615,14 @@ impl TalosProvider {
         // config applied in place restarts the kubelet when its section changed (a
         // Kubernetes upgrade), and the gate must wait for it. A node that does not
         // answer yet (a killed run's reboot) is sampled by the gate once it does.
+        // Its Node, as the cluster's API shows it before the update: a Node that was
+        // Ready must be Ready again, on the new kubelet, before the rollout goes on (an
+        // API that does not answer, a cluster not bootstrapped yet: no Node gate).
+        let api = cluster_api(&request.planned, "update", address)?;
+        let node_was_ready = matches!(
+            node_status(&api, &inputs.node.hostname).await,
+            Ok(Some(status)) if status.ready
+        );
         let before = if unchanged {
             None
         } else {
@@ -639,6 +663,17 @@ impl TalosProvider {
         )
         .await
         .map_err(|e| provider_error("update", address, e))?;
+        if node_was_ready {
+            wait_for_node(
+                &api,
+                &inputs.node.hostname,
+                expected_kubelet(&rendered).as_deref(),
+                DEFAULT_NODE_TIMEOUT,
+                Duration::from_millis(500),
+            )
+            .await
+            .map_err(|e| provider_error("update", address, e))?;
+        }
         info!(%address, ?upgraded, "rolled");
         let attributes = match applied {
             Some((mode, details)) => {
@@ -655,6 +690,7 @@ impl TalosProvider {
         &self,
         inputs: &MachineConfigInputs,
         planned: &Attributes,
+        rendered: &str,
         address: &str,
     ) -> Result<(), ProviderError> {
         let image = installer_of(&Reader::new(planned, "create", address))?;
@@ -678,6 +714,23 @@ impl TalosProvider {
         )
         .await
         .map_err(|e| provider_error("create", address, e))?;
+        // And its Node registered and Ready on its kubelet, when the API answers (the
+        // cluster runs: it is a replacement).
+        let api = cluster_api(planned, "create", address)?;
+        match node_status(&api, &inputs.node.hostname).await {
+            Err(error) => {
+                warn!(%address, %error, "the cluster's API does not answer: its Node is not waited for")
+            }
+            Ok(_) => wait_for_node(
+                &api,
+                &inputs.node.hostname,
+                expected_kubelet(rendered).as_deref(),
+                DEFAULT_NODE_TIMEOUT,
+                Duration::from_millis(500),
+            )
+            .await
+            .map_err(|e| provider_error("create", address, e))?,
+        }
         info!(%address, ?joined, "the replacing node is back in its cluster");
         Ok(())
     }
@@ -864,7 +917,7 @@ impl Provider for TalosProvider {
         Some(Rollout {
             key: format!("talos:{cluster}"),
             rank,
-            gates: "back on its Talos version and as healthy as before (kubelet; etcd and its members on a control plane)".into(),
+            gates: "back on its Talos version and as healthy as before (kubelet; etcd and its members on a control plane), its Node Ready on its kubelet".into(),
         })
     }
 
