@@ -1114,13 +1114,21 @@ impl Provider for TalosProvider {
             return Ok(());
         }
         let inputs = machine_config_inputs(&request.prior, "delete", address)?;
+        // The cluster VIP is held by a healthy control plane, and apid answers on it.
+        let peers = match inputs.renderer.vip() {
+            Some(vip) if vip.is_ipv6() => vec![format!("[{vip}]:{DEFAULT_PORT}")],
+            Some(vip) => vec![format!("{vip}:{DEFAULT_PORT}")],
+            None => Vec::new(),
+        };
         let options = RemovalOptions {
             timeout: DEFAULT_REMOVAL_TIMEOUT,
             backoff: Backoff::default(),
             connect: self.connect,
+            peers,
         };
         let removal = remove_node(
             &inputs.talos_endpoint,
+            &inputs.node.hostname,
             inputs.node.role,
             &inputs.identity,
             &options,
@@ -1133,6 +1141,9 @@ impl Provider for TalosProvider {
             }
             Removal::Unreachable(why) => {
                 warn!(%address, %why, "the worker did not answer; it is removed with its machine")
+            }
+            Removal::AlreadyLeft => {
+                info!(%address, "the control plane had left etcd already (an earlier removal reset it)")
             }
         }
         remove_node_object(&request.prior, &inputs.node.hostname, address).await;

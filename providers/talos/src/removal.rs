@@ -13,7 +13,10 @@
 //!
 //! A control plane is first asked for etcd's member list: removing the last member is
 //! refused here, before anything is touched (etcd would refuse it as well, after the
-//! node had drained itself).
+//! node had drained itself). A control plane that does not answer is looked up in etcd
+//! through a peer: gone from the member list, it left already (a removal whose run was
+//! killed after the reset); still listed, its removal fails rather than leave a dead
+//! member behind.
 
 use std::time::Duration;
 
@@ -26,13 +29,16 @@ use crate::config::Role;
 use crate::error::{ApiErrorKind, Error, Result};
 
 /// How long a removal may take, and how often the node is asked whether it is gone.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RemovalOptions {
     /// From the reset to the node no longer answering: draining honours
     /// PodDisruptionBudgets, so this can take minutes on a real cluster.
     pub timeout: Duration,
     pub backoff: Backoff,
     pub connect: ConnectOptions,
+    /// Where another member of the cluster answers (the cluster VIP's Talos API): asked
+    /// whether a control plane that does not answer has left etcd already.
+    pub peers: Vec<String>,
 }
 
 /// What the removal did.
@@ -43,12 +49,17 @@ pub enum Removal {
     /// The node did not answer: nothing could be done on it. Only a worker's removal
     /// goes on this way (its VM's deletion removes it); a control plane's is an error.
     Unreachable(String),
+    /// A control plane that does not answer and that etcd (asked through a peer) no
+    /// longer lists: an earlier removal reset it (a run killed after the reset, before
+    /// state recorded it). Its VM may go.
+    AlreadyLeft,
 }
 
 /// Reset the node at `endpoint` (see the module docs).
 #[instrument(skip_all, fields(node = %endpoint, role = ?role))]
 pub async fn remove_node(
     endpoint: &str,
+    hostname: &str,
     role: Role,
     identity: &ClientIdentity,
     options: &RemovalOptions,
@@ -61,6 +72,12 @@ pub async fn remove_node(
             return Ok(Removal::Unreachable(error.to_string()));
         }
         Err(error) if is_gone(&error) => {
+            if left_etcd(hostname, &credentials, options).await {
+                info!(
+                    "the control plane does not answer and etcd no longer lists it: it left already"
+                );
+                return Ok(Removal::AlreadyLeft);
+            }
             return Err(Error::Api {
                 call: "Reset",
                 node: endpoint.to_string(),
@@ -94,6 +111,23 @@ pub async fn remove_node(
     wait_until_gone(endpoint, &credentials, options).await?;
     info!("the node is reset: wiped, and powering off");
     Ok(Removal::Reset)
+}
+
+/// Whether a peer answers and its etcd lists no member named `hostname`. Any doubt (no
+/// peer answers) is `false`: the removal is not given up on.
+async fn left_etcd(hostname: &str, credentials: &Credentials, options: &RemovalOptions) -> bool {
+    for peer in &options.peers {
+        let members = async {
+            let mut client = NodeClient::connect(peer, credentials, &options.connect).await?;
+            client.etcd_members().await
+        }
+        .await;
+        match members {
+            Ok(members) => return members.iter().all(|m| m.hostname != hostname),
+            Err(error) => warn!(%peer, %error, "the peer did not answer"),
+        }
+    }
+    false
 }
 
 /// An error that means nobody answers there (as opposed to a refusal).

@@ -30,6 +30,7 @@ fn within(timeout: Duration) -> RemovalOptions {
             max: Duration::from_millis(100),
         },
         connect: options(),
+        peers: Vec::new(),
     }
 }
 
@@ -82,6 +83,7 @@ async fn a_control_plane_leaves_etcd_and_powers_off_and_a_worker_powers_off() {
 
     let removal = remove_node(
         &cp3.endpoint(),
+        "cp-3",
         Role::ControlPlane,
         &identity(),
         &within(Duration::from_secs(30)),
@@ -100,6 +102,7 @@ async fn a_control_plane_leaves_etcd_and_powers_off_and_a_worker_powers_off() {
     // Two members: one may still leave (the one left is a started quorum of its own).
     remove_node(
         &cp2.endpoint(),
+        "cp-2",
         Role::ControlPlane,
         &identity(),
         &within(Duration::from_secs(30)),
@@ -110,6 +113,7 @@ async fn a_control_plane_leaves_etcd_and_powers_off_and_a_worker_powers_off() {
 
     let removal = remove_node(
         &worker.endpoint(),
+        "general-1",
         Role::Worker,
         &identity(),
         &within(Duration::from_secs(30)),
@@ -131,6 +135,7 @@ async fn the_last_member_is_refused_before_anything_is_touched() {
     let nodes = cluster(&[("cp-1", Role::ControlPlane)]).await;
     let error = remove_node(
         &nodes[0].endpoint(),
+        "cp-1",
         Role::ControlPlane,
         &identity(),
         &within(Duration::from_secs(5)),
@@ -166,6 +171,7 @@ async fn a_reset_that_etcd_stops_is_reported_and_the_node_is_left_as_it_is() {
 
     let error = remove_node(
         &cp2.endpoint(),
+        "cp-2",
         Role::ControlPlane,
         &identity(),
         &within(Duration::from_secs(2)),
@@ -198,6 +204,7 @@ async fn an_unreachable_control_plane_is_an_error_and_an_unreachable_worker_is_n
 
     let error = remove_node(
         &cp_endpoint,
+        "cp-1",
         Role::ControlPlane,
         &identity(),
         &within(Duration::from_secs(5)),
@@ -211,6 +218,7 @@ async fn an_unreachable_control_plane_is_an_error_and_an_unreachable_worker_is_n
 
     let removal = remove_node(
         &worker_endpoint,
+        "general-1",
         Role::Worker,
         &identity(),
         &within(Duration::from_secs(5)),
@@ -218,4 +226,66 @@ async fn an_unreachable_control_plane_is_an_error_and_an_unreachable_worker_is_n
     .await
     .unwrap();
     assert!(matches!(removal, Removal::Unreachable(_)), "{removal:?}");
+}
+
+#[tokio::test]
+async fn a_control_plane_that_left_already_is_found_gone_through_a_peer() {
+    let nodes = cluster(&[
+        ("cp-1", Role::ControlPlane),
+        ("cp-2", Role::ControlPlane),
+        ("cp-3", Role::ControlPlane),
+        ("cp-4", Role::ControlPlane),
+    ])
+    .await;
+    let mut nodes = nodes.into_iter();
+    let (cp1, _cp2, cp3, cp4) = (
+        nodes.next().unwrap(),
+        nodes.next().unwrap(),
+        nodes.next().unwrap(),
+        nodes.next().unwrap(),
+    );
+    let with_peer = RemovalOptions {
+        peers: vec![cp1.endpoint()],
+        ..within(Duration::from_secs(30))
+    };
+    let first = remove_node(
+        &cp4.endpoint(),
+        "cp-4",
+        Role::ControlPlane,
+        &identity(),
+        &with_peer,
+    )
+    .await
+    .unwrap();
+    assert_eq!(first, Removal::Reset);
+    wait_until("cp-4 to power off", || ready(cp4.is_down())).await;
+
+    // The run was killed before state recorded the removal: the retry finds cp-4 off,
+    // and etcd (through cp-1) no longer lists it.
+    let retried = remove_node(
+        &cp4.endpoint(),
+        "cp-4",
+        Role::ControlPlane,
+        &identity(),
+        &with_peer,
+    )
+    .await
+    .unwrap();
+    assert_eq!(retried, Removal::AlreadyLeft);
+
+    // A control plane that does not answer but that etcd still lists is not given up
+    // on: deleting its VM would leave a dead member.
+    let cp3_endpoint = cp3.endpoint();
+    cp3.stop().await;
+    let error = remove_node(
+        &cp3_endpoint,
+        "cp-3",
+        Role::ControlPlane,
+        &identity(),
+        &with_peer,
+    )
+    .await
+    .unwrap_err();
+    assert!(error.to_string().contains("cannot leave etcd"), "{error}");
+    assert_eq!(member_names(&cp1).await, ["cp-1", "cp-2", "cp-3"]);
 }

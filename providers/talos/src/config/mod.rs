@@ -158,6 +158,11 @@ struct EncodedSecrets {
 }
 
 impl Renderer {
+    /// The cluster's shared address (the VIP), when it has one.
+    pub fn vip(&self) -> Option<IpAddr> {
+        self.vip
+    }
+
     pub fn new(cluster: ClusterSettings, secrets: &ClusterSecrets) -> Result<Self> {
         let version = TalosVersion::parse(&cluster.talos_version)?;
         validate_cluster(&cluster)?;
