@@ -842,12 +842,7 @@ fn a_talos_upgrade_rolls_node_by_node_and_resumes_after_a_kill() {
     assert_eq!(changes, expected, "only the machine configs change");
     // The plan shows the rollout: control planes first, one at a time, and its gates.
     let plan = lab.run(&["plan", "--env", "dev"]).success();
-    let rollout = plan
-        .stdout
-        .split("Rollout ")
-        .nth(1)
-        .and_then(|rest| rest.split("\n\n").next())
-        .unwrap_or_else(|| panic!("no rollout in the plan:\n{}", plan.stdout));
+    let rollout = rollout_in(&plan.stdout);
     insta::assert_snapshot!("talos_upgrade_rollout", rollout);
 
     // Killed once two nodes are through; the next run resumes.
@@ -930,12 +925,7 @@ fn replacing_control_planes_vms_cascades_through_their_nodes_one_at_a_time() {
         "{}",
         plan.stdout
     );
-    let rollout = plan
-        .stdout
-        .split("Rollout ")
-        .nth(1)
-        .and_then(|rest| rest.split("\n\n").next())
-        .unwrap_or_else(|| panic!("no rollout in the plan:\n{}", plan.stdout));
+    let rollout = rollout_in(&plan.stdout);
     insta::assert_snapshot!("control_plane_replacement_rollout", rollout);
 
     let applied = lab.run(&["apply", saved]).success();
@@ -1211,12 +1201,7 @@ fn a_kubernetes_upgrade_rolls_node_by_node_and_resumes_after_a_kill() {
         .collect();
     assert_eq!(changes, expected, "only the machine configs change");
     let plan = lab.run(&["plan", "--env", "dev"]).success();
-    let rollout = plan
-        .stdout
-        .split("Rollout ")
-        .nth(1)
-        .and_then(|rest| rest.split("\n\n").next())
-        .unwrap_or_else(|| panic!("no rollout in the plan:\n{}", plan.stdout));
+    let rollout = rollout_in(&plan.stdout);
     insta::assert_snapshot!("kubernetes_upgrade_rollout", rollout);
 
     let upgraded =
@@ -1243,6 +1228,14 @@ fn a_kubernetes_upgrade_rolls_node_by_node_and_resumes_after_a_kill() {
         hostnames(&["cp-1", "cp-2", "cp-3"])
     );
     assert_eq!(planned(&lab), []);
+}
+
+/// The rollout a human plan shows (after `Rollout `, up to the blank line).
+fn rollout_in(plan: &str) -> &str {
+    plan.split("Rollout ")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n").next())
+        .unwrap_or_else(|| panic!("no rollout in the plan:\n{plan}"))
 }
 
 /// `text` with its line breaks (and the report's gutter) folded into spaces: a

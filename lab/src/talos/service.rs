@@ -429,7 +429,7 @@ impl MachineService for FakeService {
         }))
     }
 
-    type KubeconfigStream = tokio_stream::Iter<std::vec::IntoIter<Result<Data, Status>>>;
+    type KubeconfigStream = DataStream;
 
     async fn kubeconfig(
         &self,
@@ -440,19 +440,10 @@ impl MachineService for FakeService {
         let yaml = kubeconfig_yaml(&pki)?;
         let archive =
             pack_kubeconfig(yaml.as_bytes()).map_err(|e| Status::internal(e.to_string()))?;
-        let chunks: Vec<Result<Data, Status>> = archive
-            .chunks(CHUNK)
-            .map(|chunk| {
-                Ok(Data {
-                    metadata: None,
-                    bytes: chunk.to_vec(),
-                })
-            })
-            .collect();
-        Ok(Response::new(tokio_stream::iter(chunks)))
+        Ok(Response::new(data_stream(&archive)))
     }
 
-    type ReadStream = tokio_stream::Iter<std::vec::IntoIter<Result<Data, Status>>>;
+    type ReadStream = DataStream;
 
     /// `talosctl read`: only the file a provisioner reads, the machine config as it was
     /// applied (Talos persists the bytes it was given, unchanged). Any other path is
@@ -472,16 +463,7 @@ impl MachineService for FakeService {
                 )));
             }
         };
-        let chunks: Vec<Result<Data, Status>> = bytes
-            .chunks(CHUNK)
-            .map(|chunk| {
-                Ok(Data {
-                    metadata: None,
-                    bytes: chunk.to_vec(),
-                })
-            })
-            .collect();
-        Ok(Response::new(tokio_stream::iter(chunks)))
+        Ok(Response::new(data_stream(&bytes)))
     }
 
     async fn reset(
@@ -638,4 +620,20 @@ fn kubelet_of(config: Option<&[u8]>) -> Option<serde_json::Value> {
         .ok()?
         .iter()
         .find_map(|d| d.get("machine")?.get("kubelet").cloned())
+}
+
+/// A stream of `common.Data` chunks, as Talos streams files and archives.
+type DataStream = tokio_stream::Iter<std::vec::IntoIter<Result<Data, Status>>>;
+
+fn data_stream(bytes: &[u8]) -> DataStream {
+    let chunks: Vec<Result<Data, Status>> = bytes
+        .chunks(CHUNK)
+        .map(|chunk| {
+            Ok(Data {
+                metadata: None,
+                bytes: chunk.to_vec(),
+            })
+        })
+        .collect();
+    tokio_stream::iter(chunks)
 }

@@ -30,7 +30,7 @@ use crate::error::{ApiErrorKind, Error};
 use crate::node_object::{ClusterApi, delete_node_object, node_status, wait_for_node};
 use crate::removal::{Removal, RemovalOptions, remove_node};
 use crate::secrets::{ClusterSecrets, attribute as secret};
-use crate::upgrade::{Health, RolloutOptions, node_health, upgrade_node};
+use crate::upgrade::{Health, RolloutOptions, Upgraded, node_health, upgrade_node};
 
 pub const SECRETS: &str = "talos_secrets";
 pub const MACHINE_CONFIG: &str = "talos_machine_config";
@@ -648,32 +648,10 @@ impl TalosProvider {
         // healthy) before the rollout goes on to the next node; a node already on the
         // version (a resumed rollout, a config change) is only gated.
         let image = installer_of(&Reader::new(&request.planned, "update", address))?;
-        let options = RolloutOptions {
-            timeout: DEFAULT_UPGRADE_TIMEOUT,
-            interval: Duration::from_millis(500),
-            connect: self.connect,
-        };
-        let upgraded = upgrade_node(
-            &inputs.talos_endpoint,
-            inputs.node.role,
-            &inputs.identity,
-            &image,
-            before,
-            &options,
-        )
-        .await
-        .map_err(|e| provider_error("update", address, e))?;
-        if node_was_ready {
-            wait_for_node(
-                &api,
-                &inputs.node.hostname,
-                expected_kubelet(&rendered).as_deref(),
-                DEFAULT_NODE_TIMEOUT,
-                Duration::from_millis(500),
-            )
-            .await
-            .map_err(|e| provider_error("update", address, e))?;
-        }
+        let node_gate = node_was_ready.then(|| (&api, expected_kubelet(&rendered)));
+        let upgraded = self
+            .gate_node(&inputs, &image, before, node_gate, "update", address)
+            .await?;
         info!(%address, ?upgraded, "rolled");
         let attributes = match applied {
             Some((mode, details)) => {
@@ -682,6 +660,47 @@ impl TalosProvider {
             None => Self::kept_attributes(&request.prior, &request.planned),
         };
         Ok(UpdateResponse { attributes })
+    }
+
+    /// One node's gates in a rollout: back on the installer image's Talos version and as
+    /// healthy as `before` ([`upgrade_node`], which upgrades it first if it is on another
+    /// version), then, when asked, its Node Ready on the given kubelet version.
+    async fn gate_node(
+        &self,
+        inputs: &MachineConfigInputs,
+        image: &str,
+        before: Option<Health>,
+        node: Option<(&ClusterApi, Option<String>)>,
+        operation: &str,
+        address: &str,
+    ) -> Result<Upgraded, ProviderError> {
+        let options = RolloutOptions {
+            timeout: DEFAULT_UPGRADE_TIMEOUT,
+            interval: Duration::from_millis(500),
+            connect: self.connect,
+        };
+        let outcome = upgrade_node(
+            &inputs.talos_endpoint,
+            inputs.node.role,
+            &inputs.identity,
+            image,
+            before,
+            &options,
+        )
+        .await
+        .map_err(|e| provider_error(operation, address, e))?;
+        if let Some((api, kubelet)) = node {
+            wait_for_node(
+                api,
+                &inputs.node.hostname,
+                kubelet.as_deref(),
+                DEFAULT_NODE_TIMEOUT,
+                Duration::from_millis(500),
+            )
+            .await
+            .map_err(|e| provider_error(operation, address, e))?;
+        }
+        Ok(outcome)
     }
 
     /// Wait until a replacing node is installed, on its Talos version, its kubelet
@@ -699,38 +718,20 @@ impl TalosProvider {
             etcd: inputs.node.role == Role::ControlPlane,
             members: 0,
         };
-        let options = RolloutOptions {
-            timeout: DEFAULT_UPGRADE_TIMEOUT,
-            interval: Duration::from_millis(500),
-            connect: self.connect,
-        };
-        let joined = upgrade_node(
-            &inputs.talos_endpoint,
-            inputs.node.role,
-            &inputs.identity,
-            &image,
-            Some(expected),
-            &options,
-        )
-        .await
-        .map_err(|e| provider_error("create", address, e))?;
         // And its Node registered and Ready on its kubelet, when the API answers (the
         // cluster runs: it is a replacement).
         let api = cluster_api(planned, "create", address)?;
-        match node_status(&api, &inputs.node.hostname).await {
+        let api_answers = match node_status(&api, &inputs.node.hostname).await {
+            Ok(_) => true,
             Err(error) => {
-                warn!(%address, %error, "the cluster's API does not answer: its Node is not waited for")
+                warn!(%address, %error, "the cluster's API does not answer: its Node is not waited for");
+                false
             }
-            Ok(_) => wait_for_node(
-                &api,
-                &inputs.node.hostname,
-                expected_kubelet(rendered).as_deref(),
-                DEFAULT_NODE_TIMEOUT,
-                Duration::from_millis(500),
-            )
-            .await
-            .map_err(|e| provider_error("create", address, e))?,
-        }
+        };
+        let node_gate = api_answers.then(|| (&api, expected_kubelet(rendered)));
+        let joined = self
+            .gate_node(inputs, &image, Some(expected), node_gate, "create", address)
+            .await?;
         info!(%address, ?joined, "the replacing node is back in its cluster");
         Ok(())
     }
