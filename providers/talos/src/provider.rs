@@ -780,10 +780,10 @@ impl TalosProvider {
                         }
                         // Only a kubelet changed on the node is Kubernetes version drift
                         // (a patch may pin the kubelet image on purpose).
-                        if applied.kubernetes_version != recorded_kubelet_version(prior) {
-                            if let Some(version) = applied.kubernetes_version {
-                                found.insert("kubernetes_version".into(), json!(version));
-                            }
+                        if applied.kubernetes_version != recorded_kubelet_version(prior)
+                            && let Some(version) = applied.kubernetes_version
+                        {
+                            found.insert("kubernetes_version".into(), json!(version));
                         }
                     }
                     Err(error) => {
