@@ -424,7 +424,17 @@ impl StateStore for LocalStore {
 
     fn revision(&self, environment: &str) -> Result<Option<Revision>, Error> {
         check_environment_name(environment)?;
-        Ok(read_stored(&self.state_path(environment))?.map(|stored| Revision::of(&stored)))
+        // Hashed as read, a piece at a time: a copy of a large state in memory (its
+        // pages faulted in) cost more than the hash.
+        let path = self.state_path(environment);
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error("read", &path, e)),
+        };
+        Revision::read(file)
+            .map(Some)
+            .map_err(|e| io_error("read", &path, e))
     }
 
     fn persist(&self, document: &StateDocument) -> Result<(), Error> {
