@@ -17,7 +17,8 @@
 //! Targets (issue 15): 10k in ≤ 0.5 s and ≤ 150 MiB, 100k in ≤ 3 s and ≤ 1 GiB.
 //! `INFRAFLUX_BENCH_RESOURCES=1000,10000` chooses the sizes, `INFRAFLUX_BENCH_RUNS` the
 //! repetitions, `INFRAFLUX_BENCH_BINARY` another `infraflux` to measure (e.g. main's
-//! release build, for a before/after). No timing is asserted: this prints figures for a human to compare.
+//! release build, for a before/after), `INFRAFLUX_BENCH_KEEP=1` keeps each generated
+//! project (its path printed) to profile `infraflux plan` on it. No timing is asserted: this prints figures for a human to compare.
 //! Built without optimisations (`cargo test --benches`) it runs the smallest size once,
 //! to check that the scenarios still work.
 
@@ -276,10 +277,18 @@ fn main() {
         let clusters = wanted.div_ceil(RESOURCES_PER_CLUSTER);
         let resources = clusters * RESOURCES_PER_CLUSTER;
         let project = project(clusters);
+        // Kept for a profiler: its path, then the steady state once recorded.
+        let keep = std::env::var_os("INFRAFLUX_BENCH_KEEP").is_some();
+        if keep {
+            println!("project: {}", project.path().display());
+        }
         let runs: Vec<Run> = (0..repetitions).map(|_| run_plan(project.path())).collect();
         report("create", resources, &runs);
         record_applied(project.path());
         let runs: Vec<Run> = (0..repetitions).map(|_| run_plan(project.path())).collect();
         report("steady", resources, &runs);
+        if keep {
+            let _ = project.keep();
+        }
     }
 }

@@ -13,6 +13,12 @@ use clap::Parser;
 use infraflux::cli::{Cli, ColorChoice};
 use infraflux::commands;
 
+/// mimalloc rather than glibc's malloc: a plan at fleet scale allocates and frees
+/// millions of small JSON values, and glibc's malloc/free (with its consolidation) were
+/// a third of its CPU time (issue 15, `cargo bench --bench cli_plan`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.global.verbose, cli.global.color);

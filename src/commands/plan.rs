@@ -45,11 +45,15 @@ pub fn run(args: &PlanArgs, workspace: &Workspace, context: &Context) -> miette:
         }
     }
     // A partial plan says so whatever the flags: some resources could not be read.
-    Ok(if plan.is_partial() {
+    let code = if plan.is_partial() {
         ExitCode::from(PARTIAL_EXIT_CODE)
     } else if args.detailed_exitcode && plan.has_changes() {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
-    })
+    };
+    // The process exits next: freeing a fleet's changes value by value would only cost
+    // time (a tenth of a 10,000-resource plan's CPU); the OS takes the memory back whole.
+    std::mem::forget(plan);
+    Ok(code)
 }

@@ -123,7 +123,7 @@ fn apply_saved(
         };
         return Err(diagnostic(&error, error.help().map(str::to_string)));
     }
-    let loaded = load_environment(
+    let mut loaded = load_environment(
         workspace,
         Some(&plan.environment),
         request.cluster.as_deref(),
@@ -135,8 +135,12 @@ fn apply_saved(
         request.skip_promotion_check,
         context,
     )?;
-    let (_lock, mut state) =
-        context.lock_and_load(&plan.environment, "apply", request.run.lock_timeout)?;
+    let (_lock, mut state) = context.lock_and_reload(
+        &plan.environment,
+        "apply",
+        request.run.lock_timeout,
+        loaded.state.take(),
+    )?;
     // A plan made before the environment had any state: the state it planned against
     // was new and never stored; adopt its lineage.
     if state.serial == 0 && state.resources.is_empty() && plan.serial == 0 {

@@ -5,11 +5,13 @@
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
+#[cfg(test)]
+use std::time::Duration;
 
 use crate::apply::CancellationToken;
 use crate::config;
 use crate::registry::ProviderRegistry;
-use crate::state::{LockGuard, LockInfo, StateDocument, StateStore};
+use crate::state::{LockGuard, LockInfo, StateDocument, StateStore, UnlockedRead};
 
 use super::diagnostic::diagnostic;
 
@@ -94,6 +96,58 @@ impl Context {
         Ok((guard, state))
     }
 
+    /// Take the environment's state lock and its document: `read` (taken without the
+    /// lock earlier in this run) when the store still holds the same revision, so an
+    /// unchanged document is not decoded twice; else loaded again.
+    pub fn lock_and_reload(
+        &self,
+        environment: &str,
+        operation: &str,
+        timeout: std::time::Duration,
+        read: Option<UnlockedRead>,
+    ) -> miette::Result<(Box<dyn LockGuard>, StateDocument)> {
+        let Some(UnlockedRead {
+            document,
+            revision: Some(revision),
+        }) = read
+        else {
+            return self.lock_and_load(environment, operation, timeout);
+        };
+        let info = LockInfo::new(operation);
+        let guard = self
+            .store
+            .lock_with_timeout(environment, info, timeout)
+            .map_err(|e| diagnostic(&e, Some(e.help())))?;
+        let stored = self
+            .store
+            .revision(environment)
+            .map_err(|e| diagnostic(&e, Some(e.help())))?;
+        let state = if stored == Some(revision) {
+            document
+        } else {
+            drop(document);
+            self.load_state(environment)?
+        };
+        Ok((guard, state))
+    }
+
+    /// [`Self::load_state`] with the revision read, for [`Self::lock_and_reload`].
+    pub fn read_state(&self, environment: &str) -> miette::Result<UnlockedRead> {
+        Ok(
+            match self
+                .store
+                .load_with_revision(environment)
+                .map_err(|e| diagnostic(&e, Some(e.help())))?
+            {
+                Some((document, revision)) => UnlockedRead { document, revision },
+                None => UnlockedRead {
+                    document: StateDocument::new(environment),
+                    revision: None,
+                },
+            },
+        )
+    }
+
     /// The environment's state without the lock (a new document if none): for views,
     /// where a stale read is harmless.
     pub fn load_state(&self, environment: &str) -> miette::Result<StateDocument> {
@@ -102,5 +156,71 @@ impl Context {
             .load(environment)
             .map_err(|e| diagnostic(&e, Some(e.help())))?
             .unwrap_or_else(|| StateDocument::new(environment)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::LocalStore;
+
+    fn context(store: LocalStore) -> Context {
+        Context {
+            providers: ProviderRegistry::new(),
+            store: Arc::new(store),
+            variables: Box::new(crate::config::ProcessVariables),
+            prompt: None,
+            out: Sink::new(std::io::sink()),
+            err: Sink::new(std::io::sink()),
+            color: false,
+            cancel: CancellationToken::new(),
+            handle_signals: false,
+        }
+    }
+
+    #[test]
+    fn a_document_read_before_the_lock_is_kept_only_while_it_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let context = context(LocalStore::in_project(dir.path()));
+        let store = LocalStore::in_project(dir.path());
+        let mut stored = StateDocument::new("dev");
+        stored.serial = 1;
+        store.persist(&stored).unwrap();
+
+        // Unchanged since the read: the document read is the one planned with (a marker
+        // only that copy has shows it was not decoded again).
+        let mut read = context.read_state("dev").unwrap();
+        assert_eq!(read.document, stored);
+        read.document.serial = 99;
+        let (guard, state) = context
+            .lock_and_reload("dev", "plan", Duration::ZERO, Some(read))
+            .unwrap();
+        assert_eq!(state.serial, 99);
+        drop(guard);
+
+        // Written in between (another run applied): the stored document.
+        let mut read = context.read_state("dev").unwrap();
+        read.document.serial = 99;
+        stored.serial = 2;
+        store.persist(&stored).unwrap();
+        let (_guard, state) = context
+            .lock_and_reload("dev", "plan", Duration::ZERO, Some(read))
+            .unwrap();
+        assert_eq!(state, stored);
+    }
+
+    #[test]
+    fn nothing_stored_when_read_is_loaded_again_under_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let context = context(LocalStore::in_project(dir.path()));
+        let read = context.read_state("dev").unwrap();
+        assert_eq!(read.revision, None);
+        let mut stored = StateDocument::new("dev");
+        stored.serial = 1;
+        LocalStore::in_project(dir.path()).persist(&stored).unwrap();
+        let (_guard, state) = context
+            .lock_and_reload("dev", "plan", Duration::ZERO, Some(read))
+            .unwrap();
+        assert_eq!(state, stored);
     }
 }

@@ -11,7 +11,7 @@ use crate::diag::{Problems, ProblemsReport};
 use crate::graph::machines::recorded_machines;
 use crate::graph::{DesiredResource, build_desired};
 use crate::model::{Model, RecordedMachines, resolve_model_with};
-use crate::state::StateDocument;
+use crate::state::{StateDocument, UnlockedRead};
 use crate::vocabulary::MachineRecords;
 
 use super::context::Context;
@@ -212,6 +212,9 @@ pub struct Loaded {
     pub machines: MachineRecords,
     /// The cluster selected (`None`: all of the environment's).
     pub cluster: Option<String>,
+    /// The environment's state as read (without the lock) for its machine identities:
+    /// for [`Context::lock_and_reload`], which keeps it when it is still current.
+    pub state: Option<UnlockedRead>,
 }
 
 /// The selected environment (the only one when `environment` is `None`) as desired
@@ -232,9 +235,20 @@ pub fn load_environment(
         environment: Some(environment.clone()),
         cluster: cluster.map(str::to_string),
     };
-    let recorded = recorded_for(workspace, &selection, context)?;
-    let machines = recorded.get(&environment).cloned().unwrap_or_default();
-    resolve_environment(workspace, selection, environment, machines, context)
+    // As [`recorded_for`] reads it (only an environment with a layer file), the
+    // document kept for the run's read under the lock.
+    let state = if workspace.environments(&selection).contains(&environment) {
+        Some(context.read_state(&environment)?)
+    } else {
+        None
+    };
+    let machines = state
+        .as_ref()
+        .map(|read| recorded_machines(&read.document))
+        .unwrap_or_default();
+    let mut loaded = resolve_environment(workspace, selection, environment, machines, context)?;
+    loaded.state = state;
+    Ok(loaded)
 }
 
 fn resolve_environment(
@@ -254,6 +268,7 @@ fn resolve_environment(
         desired,
         machines,
         cluster: selection.cluster,
+        state: None,
     })
 }
 

@@ -26,14 +26,18 @@ pub fn run(
     request: &PlanRequest,
     context: &Context,
 ) -> miette::Result<Plan> {
-    let loaded = load_environment(
+    let mut loaded = load_environment(
         workspace,
         request.environment.as_deref(),
         request.plan.cluster.as_deref(),
         context,
     )?;
-    let (_lock, state) =
-        context.lock_and_load(&loaded.environment, "plan", request.lock_timeout)?;
+    let (_lock, state) = context.lock_and_reload(
+        &loaded.environment,
+        "plan",
+        request.lock_timeout,
+        loaded.state.take(),
+    )?;
     let reloaded = reload_if_changed(workspace, &loaded, &state, context)?;
     let loaded = reloaded.unwrap_or(loaded);
     let runtime = context.runtime()?;

@@ -48,8 +48,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{
-    Error, FORMAT_VERSION, LockGuard, LockInfo, StateDocument, StateStore, check_document,
-    check_environment_name, format,
+    Error, FORMAT_VERSION, LockGuard, LockInfo, Revision, StateDocument, StateStore,
+    check_document, check_environment_name, format,
 };
 use crate::encryption::{self, Encryption};
 
@@ -329,10 +329,8 @@ impl LocalStore {
 
     /// A file's contents, decrypted when it is an age file; `None` when it is missing.
     fn read_plain(&self, path: &Path) -> Result<Option<Vec<u8>>, Error> {
-        let bytes = match fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_error("read", path, e)),
+        let Some(bytes) = read_stored(path)? else {
+            return Ok(None);
         };
         encryption::open(
             self.encryption.as_deref(),
@@ -393,12 +391,23 @@ impl LocalStore {
 
 impl StateStore for LocalStore {
     fn load(&self, environment: &str) -> Result<Option<StateDocument>, Error> {
+        Ok(self
+            .load_with_revision(environment)?
+            .map(|(document, _)| document))
+    }
+
+    fn load_with_revision(
+        &self,
+        environment: &str,
+    ) -> Result<Option<(StateDocument, Option<Revision>)>, Error> {
         check_environment_name(environment)?;
         let path = self.state_path(environment);
-        let Some(bytes) = self.read_plain(&path)? else {
+        let Some(stored) = read_stored(&path)? else {
             return Ok(None);
         };
+        let revision = Revision::of(&stored);
         let shown = path.display().to_string();
+        let bytes = encryption::open(self.encryption.as_deref(), stored, &shown)?;
         let document = format::decode(&bytes, &shown)?;
         if document.environment != environment {
             return Err(Error::Corrupt {
@@ -410,7 +419,22 @@ impl StateStore for LocalStore {
                 source: None,
             });
         }
-        Ok(Some(document))
+        Ok(Some((document, Some(revision))))
+    }
+
+    fn revision(&self, environment: &str) -> Result<Option<Revision>, Error> {
+        check_environment_name(environment)?;
+        // Hashed as read, a piece at a time: a copy of a large state in memory (its
+        // pages faulted in) cost more than the hash.
+        let path = self.state_path(environment);
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error("read", &path, e)),
+        };
+        Revision::read(file)
+            .map(Some)
+            .map_err(|e| io_error("read", &path, e))
     }
 
     fn persist(&self, document: &StateDocument) -> Result<(), Error> {
@@ -569,6 +593,15 @@ impl Drop for LocalLockGuard {
 /// The lock information in a lock file, `None` when there is no lock file. A lock file
 /// is written right after it is created, so an empty or partial one is read again a few
 /// times before it is called unreadable.
+/// A file's bytes as stored (encrypted or not); `None` when it is missing.
+fn read_stored(path: &Path) -> Result<Option<Vec<u8>>, Error> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error("read", path, e)),
+    }
+}
+
 fn read_lock(path: &Path) -> Result<Option<LockInfo>, Error> {
     let mut attempts = 0;
     loop {
@@ -698,6 +731,25 @@ mod tests {
             assert!(value.get(key).is_some(), "{key} missing in {text}");
         }
         assert!(value["checksum"].as_str().unwrap().starts_with("sha256:"));
+    }
+
+    #[test]
+    fn the_revision_is_that_of_the_stored_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::in_project(dir.path());
+        assert_eq!(store.revision("dev").unwrap(), None);
+        assert_eq!(store.load_with_revision("dev").unwrap(), None);
+        let mut doc = document();
+        store.persist(&doc).unwrap();
+        let (loaded, revision) = store.load_with_revision("dev").unwrap().unwrap();
+        assert_eq!(loaded, doc);
+        let stored = fs::read(store.state_path("dev")).unwrap();
+        assert_eq!(revision, Some(Revision::of(&stored)));
+        assert_eq!(store.revision("dev").unwrap(), revision);
+        // Another write, even of the same resources, is another revision.
+        doc.serial += 1;
+        store.persist(&doc).unwrap();
+        assert_ne!(store.revision("dev").unwrap(), revision);
     }
 
     #[cfg(unix)]

@@ -13,6 +13,7 @@
 //! - [`postgres`]: the PostgreSQL backend, one row per environment, leases as locks;
 //! - [`select`]: which backend the user chose (`INFRAFLUX_STATE_BACKEND` and friends);
 //! - [`migrate`]: copying documents between backends (`infraflux state migrate`);
+//! - [`revision`]: which version of a document was read, to skip decoding it twice;
 //! - [`StateStore`]: where documents live and how they are locked (backends implement it).
 
 pub mod document;
@@ -22,6 +23,7 @@ pub mod local;
 pub mod lock;
 pub mod migrate;
 pub mod postgres;
+pub mod revision;
 pub mod select;
 pub mod sensitive;
 
@@ -31,6 +33,7 @@ pub use crate::encryption::{Encryption, IdentitySource};
 pub use document::{FORMAT_VERSION, PromotionRecord, ResourceState, ResourceStatus, StateDocument};
 pub use local::LocalStore;
 pub use postgres::PostgresStore;
+pub use revision::{Revision, UnlockedRead};
 
 use crate::vocabulary::ResourceAddr;
 
@@ -322,6 +325,19 @@ pub use lock::LockInfo;
 pub trait StateStore: Send + Sync {
     /// The stored document, or `None` when the environment has none yet.
     fn load(&self, environment: &str) -> Result<Option<StateDocument>, Error>;
+    /// [`StateStore::load`] with the revision read (`None`: this backend cannot tell).
+    fn load_with_revision(
+        &self,
+        environment: &str,
+    ) -> Result<Option<(StateDocument, Option<Revision>)>, Error> {
+        Ok(self.load(environment)?.map(|document| (document, None)))
+    }
+    /// The revision stored now, without decoding it (`None`: no document, or this
+    /// backend cannot tell, so the caller loads it again).
+    fn revision(&self, environment: &str) -> Result<Option<Revision>, Error> {
+        let _ = environment;
+        Ok(None)
+    }
     /// Store a document (the caller has already bumped its serial).
     fn persist(&self, document: &StateDocument) -> Result<(), Error>;
     /// Take the environment's lock; it is released when the guard drops.

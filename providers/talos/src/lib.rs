@@ -26,6 +26,7 @@ pub mod ready;
 pub mod removal;
 pub mod secrets;
 pub mod upgrade;
+mod validated;
 
 pub use error::{ApiErrorKind, Error, Result};
 pub use provider::TalosProvider;

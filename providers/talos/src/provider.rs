@@ -210,7 +210,7 @@ impl<'a> Reader<'a> {
     }
 
     fn secrets(&self) -> Result<ClusterSecrets, ProviderError> {
-        ClusterSecrets::from_attributes(self.secrets_object()?)
+        crate::validated::secrets_of(self.secrets_object()?)
             .map_err(|e| provider_error(self.operation, self.address, e))
     }
 
