@@ -28,7 +28,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use infraflux_lab::kubernetes::{FakeApiServer, ready_reactor};
 use infraflux_lab::pve::{Booted, Machines};
-use infraflux_lab::talos::{ClusterBootstrapped, Etcd, FakeNode, NodeEvent, NodeIdentity, Trustd};
+use infraflux_lab::talos::{
+    ClusterBootstrapped, DEFAULT_NOT_READY_WINDOW, Etcd, FakeNode, NodeEvent, NodeIdentity, Trustd,
+};
 use serde_json::json;
 
 /// The Talos API port of every lab VM.
@@ -42,7 +44,8 @@ struct Inner {
     /// Fake Talos nodes by VMID.
     nodes: HashMap<u32, FakeNode>,
     /// Fake Kubernetes APIs by cluster endpoint (`https://127.N.0.5:6443`).
-    apis: HashMap<String, FakeApiServer>,
+    /// Shared with the tasks that finish a kubelet's restart (see `on_event`).
+    apis: HashMap<String, Arc<FakeApiServer>>,
     /// VMs whose node has yet to drop its first apply ([`DROP_FIRST_APPLY_VAR`]); a name
     /// leaves the set when its node is armed, so a restarted VM answers normally.
     drop_first_apply: HashSet<String>,
@@ -92,7 +95,7 @@ impl LabMachines {
             .nodes
             .values()
             .map(FakeNode::address)
-            .chain(inner.apis.values().map(FakeApiServer::address))
+            .chain(inner.apis.values().map(|api| api.address()))
             .collect()
     }
 
@@ -114,9 +117,9 @@ impl LabMachines {
     async fn on_event(&self, event: NodeEvent) {
         match event {
             NodeEvent::Configured(identity) => {
-                let inner = self.inner();
-                if let Some(api) = inner.apis.get(&identity.endpoint) {
-                    api.insert(node_object(&identity));
+                let api = self.inner().apis.get(&identity.endpoint).cloned();
+                if let Some(api) = api {
+                    register(api, identity);
                 }
             }
             NodeEvent::Bootstrapped(bootstrapped) => {
@@ -154,7 +157,7 @@ impl LabMachines {
                 api.insert(node_object(&identity));
             }
         }
-        inner.apis.insert(endpoint, api);
+        inner.apis.insert(endpoint, Arc::new(api));
         Ok(())
     }
 }
@@ -166,8 +169,31 @@ fn endpoint_address(endpoint: &str) -> Option<SocketAddr> {
     host_port.parse().ok()
 }
 
-/// A Ready Node, as the kubelet of a healthy Talos machine registers it (again after
-/// each config: a new kubelet version is reported once it runs).
+/// A configured machine's Node. A config that moves its kubelet to another version
+/// restarts the kubelet (as the fake node does): its Node turns NotReady, still on the
+/// old version, and is Ready on the new one only once the restart is over, as a real
+/// kubelet re-registers.
+fn register(api: Arc<FakeApiServer>, identity: NodeIdentity) {
+    let previous = api.object("v1", "Node", None, &identity.hostname);
+    let restarting = previous.filter(|node| {
+        node.pointer("/status/nodeInfo/kubeletVersion")
+            .and_then(serde_json::Value::as_str)
+            != identity.kubelet_version.as_deref()
+    });
+    let Some(mut node) = restarting else {
+        api.insert(node_object(&identity));
+        return;
+    };
+    node["status"]["conditions"] = json!([{"type": "Ready", "status": "False",
+        "reason": "KubeletNotReady", "message": "kubelet is restarting"}]);
+    api.insert(node);
+    tokio::spawn(async move {
+        tokio::time::sleep(DEFAULT_NOT_READY_WINDOW).await;
+        api.insert(node_object(&identity));
+    });
+}
+
+/// A Ready Node, as the kubelet of a healthy Talos machine registers it.
 fn node_object(identity: &NodeIdentity) -> serde_json::Value {
     let mut labels = json!({
         "kubernetes.io/hostname": identity.hostname,
