@@ -728,6 +728,33 @@ fn rolled(stderr: &str) -> Vec<String> {
     order
 }
 
+/// dev/workload with 3 control planes and 2 workers, bootstrapped to an empty plan.
+fn three_and_two(project: &TestContext) -> (LabUp<'_>, [&'static str; 5]) {
+    edit(
+        project.path(),
+        "clusters/workload.yaml",
+        "  dev:\n    template: small\n",
+        "  dev:\n    template: small\n    control_plane:\n      count: 3\n    workers:\n      - {name: general, count: 2}\n",
+    );
+    let lab = LabUp::start(project, "dev");
+    lab.run(&BOOTSTRAP).success();
+    assert_eq!(planned(&lab), []);
+    (lab, ["cp-1", "cp-2", "cp-3", "general-1", "general-2"])
+}
+
+/// The planned changes (`planned_names`) are an update of each node's machine config.
+fn only_machine_configs_update(changes: Vec<(String, String, String)>, nodes: &[&str]) {
+    let changes: BTreeSet<(String, String)> = changes
+        .into_iter()
+        .map(|(kind, name, action)| (format!("{kind}.{name}"), action))
+        .collect();
+    let expected: BTreeSet<(String, String)> = nodes
+        .iter()
+        .map(|n| (format!("talos_machine_config.{n}"), "update".to_string()))
+        .collect();
+    assert_eq!(changes, expected, "only the machine configs change");
+}
+
 /// The rollout of a 3 control planes + 2 workers cluster, run by `bootstrap` and killed
 /// (SIGKILL) once `upgraded` holds for cp-2: cp-1 and cp-2 are through, neither worker
 /// was reached. The next run resumes: what is left, one node at a time, control planes
@@ -797,16 +824,7 @@ fn killed_and_resumed(
 #[test]
 fn a_talos_upgrade_rolls_node_by_node_and_resumes_after_a_kill() {
     let project = project();
-    edit(
-        project.path(),
-        "clusters/workload.yaml",
-        "  dev:\n    template: small\n",
-        "  dev:\n    template: small\n    control_plane:\n      count: 3\n    workers:\n      - {name: general, count: 2}\n",
-    );
-    let lab = LabUp::start(&project, "dev");
-    lab.run(&BOOTSTRAP).success();
-    assert_eq!(planned(&lab), []);
-    let nodes = ["cp-1", "cp-2", "cp-3", "general-1", "general-2"];
+    let (lab, nodes) = three_and_two(&project);
     for node in nodes {
         assert_eq!(talos_version(project.path(), node), "v1.13.9", "{node}");
     }
@@ -831,15 +849,7 @@ fn a_talos_upgrade_rolls_node_by_node_and_resumes_after_a_kill() {
         images,
         expect(&[("v1.13.10", "create"), ("v1.13.9", "delete")])
     );
-    let changes: BTreeSet<(String, String)> = changes
-        .into_iter()
-        .map(|(kind, name, action)| (format!("{kind}.{name}"), action))
-        .collect();
-    let expected: BTreeSet<(String, String)> = nodes
-        .iter()
-        .map(|n| (format!("talos_machine_config.{n}"), "update".to_string()))
-        .collect();
-    assert_eq!(changes, expected, "only the machine configs change");
+    only_machine_configs_update(changes, &nodes);
     // The plan shows the rollout: control planes first, one at a time, and its gates.
     let plan = lab.run(&["plan", "--env", "dev"]).success();
     let rollout = rollout_in(&plan.stdout);
@@ -1168,16 +1178,7 @@ fn kubelet_version(project: &Path, machine: &str) -> Option<String> {
 #[test]
 fn a_kubernetes_upgrade_rolls_node_by_node_and_resumes_after_a_kill() {
     let project = project();
-    edit(
-        project.path(),
-        "clusters/workload.yaml",
-        "  dev:\n    template: small\n",
-        "  dev:\n    template: small\n    control_plane:\n      count: 3\n    workers:\n      - {name: general, count: 2}\n",
-    );
-    let lab = LabUp::start(&project, "dev");
-    lab.run(&BOOTSTRAP).success();
-    assert_eq!(planned(&lab), []);
-    let nodes = ["cp-1", "cp-2", "cp-3", "general-1", "general-2"];
+    let (lab, nodes) = three_and_two(&project);
     for node in nodes {
         assert_eq!(
             kubelet_version(project.path(), node).as_deref(),
@@ -1191,15 +1192,7 @@ fn a_kubernetes_upgrade_rolls_node_by_node_and_resumes_after_a_kill() {
         "version: 1.32.2",
         "version: 1.33.4",
     );
-    let changes: BTreeSet<(String, String)> = planned_names(&lab)
-        .into_iter()
-        .map(|(kind, name, action)| (format!("{kind}.{name}"), action))
-        .collect();
-    let expected: BTreeSet<(String, String)> = nodes
-        .iter()
-        .map(|n| (format!("talos_machine_config.{n}"), "update".to_string()))
-        .collect();
-    assert_eq!(changes, expected, "only the machine configs change");
+    only_machine_configs_update(planned_names(&lab), &nodes);
     let plan = lab.run(&["plan", "--env", "dev"]).success();
     let rollout = rollout_in(&plan.stdout);
     insta::assert_snapshot!("kubernetes_upgrade_rollout", rollout);
