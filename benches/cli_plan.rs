@@ -24,7 +24,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use infraflux::commands::wiring::providers_with;
 use infraflux::config::{Selection, Variables};
@@ -34,8 +33,12 @@ use infraflux::plan::{PlanOptions, plan};
 use infraflux::state::{LocalStore, ResourceState, ResourceStatus, StateDocument, StateStore};
 use infraflux_kubernetes::upstream::Sources;
 
+#[path = "support/child_usage.rs"]
+mod child_usage;
 #[path = "support/hierarchy.rs"]
 mod hierarchy;
+
+use child_usage::{Usage, median};
 
 const ENVIRONMENT: &str = "fleet";
 const TOKEN: &str = "root@pam!infraflux=bench";
@@ -147,9 +150,7 @@ fn record_applied(project: &Path) {
 }
 
 struct Run {
-    wall: Duration,
-    cpu: Duration,
-    peak_rss_kib: u64,
+    usage: Usage,
     summary: String,
 }
 
@@ -167,71 +168,52 @@ fn run_plan(project: &Path) -> Run {
         .expect("run the measuring process");
     let text = String::from_utf8(output.stdout).unwrap();
     assert!(output.status.success(), "the measured run failed: {text}");
-    let fields: Vec<&str> = text.trim().splitn(4, ' ').collect();
-    let number = |i: usize| fields[i].parse::<u64>().unwrap();
+    let (usage, summary) = Usage::decode(&text);
     Run {
-        wall: Duration::from_micros(number(0)),
-        cpu: Duration::from_micros(number(1)),
-        peak_rss_kib: number(2),
-        summary: fields[3].to_string(),
+        usage,
+        summary: summary.to_string(),
     }
 }
 
 /// The measuring parent: run the plan, then print `wall_us cpu_us peak_rss_kib summary`.
 fn measure(project: &Path) {
-    use nix::sys::resource::{UsageWho, getrusage};
     let out = project.join("plan.txt");
-    let started = Instant::now();
     // Another build to compare with (e.g. main's), else this one.
     let binary = std::env::var_os("INFRAFLUX_BENCH_BINARY")
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_infraflux").into());
-    let status = Command::new(binary)
-        .current_dir(project)
-        .args([
-            "plan",
-            "--env",
-            ENVIRONMENT,
-            "--refresh=false",
-            "--color=never",
-        ])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("PROXMOX_TOKEN", TOKEN)
-        .env("INFRAFLUX_MANIFESTS", mirror())
-        .env("INFRAFLUX_MANIFESTS_URL", "http://127.0.0.1:9")
-        .env("XDG_CACHE_HOME", project.join(".cache"))
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .status()
-        .expect("run infraflux");
-    let wall = started.elapsed();
-    let usage = getrusage(UsageWho::RUSAGE_CHILDREN).unwrap();
+    let (status, usage) = Usage::of(
+        Command::new(binary)
+            .current_dir(project)
+            .args([
+                "plan",
+                "--env",
+                ENVIRONMENT,
+                "--refresh=false",
+                "--color=never",
+            ])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("PROXMOX_TOKEN", TOKEN)
+            .env("INFRAFLUX_MANIFESTS", mirror())
+            .env("INFRAFLUX_MANIFESTS_URL", "http://127.0.0.1:9")
+            .env("XDG_CACHE_HOME", project.join(".cache"))
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap()),
+    );
     let plan = std::fs::read_to_string(&out).unwrap();
     assert!(status.success(), "infraflux plan failed ({status})");
-    let micros = |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64;
     let summary = plan
         .lines()
         .rev()
         .find(|l| l.starts_with("Plan:") || l.starts_with("No changes"))
         .unwrap_or("(no summary line)");
-    // Linux reports ru_maxrss in KiB.
-    println!(
-        "{} {} {} {summary}",
-        wall.as_micros(),
-        micros(usage.user_time()) + micros(usage.system_time()),
-        usage.max_rss(),
-    );
-}
-
-fn median<T: Copy + Ord>(mut samples: Vec<T>) -> T {
-    samples.sort();
-    samples[samples.len() / 2]
+    println!("{} {summary}", usage.encode());
 }
 
 fn report(scenario: &str, resources: usize, runs: &[Run]) {
-    let wall = median(runs.iter().map(|r| r.wall).collect());
-    let cpu = median(runs.iter().map(|r| r.cpu).collect());
-    let rss = median(runs.iter().map(|r| r.peak_rss_kib).collect()) as f64 / 1024.0;
+    let wall = median(runs.iter().map(|r| r.usage.wall).collect());
+    let cpu = median(runs.iter().map(|r| r.usage.cpu).collect());
+    let rss = median(runs.iter().map(|r| r.usage.peak_rss_kib).collect()) as f64 / 1024.0;
     let target = match resources {
         9_000..=11_000 => " (target ≤ 0.5 s, ≤ 150 MiB)",
         90_000..=110_000 => " (target ≤ 3 s, ≤ 1024 MiB)",

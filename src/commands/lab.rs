@@ -161,6 +161,9 @@ fn run_lab(global: &GlobalArgs, args: &LabRunArgs, output: &Output) -> miette::R
         ));
     };
     let environments = layout.environments.clone();
+    // Every cluster of the run is new (the lab starts empty): its RSA service-account
+    // key is most of a cluster's CPU, so all of them start now, in the background.
+    super::wiring::generate_cluster_keys_ahead(layout.clusters.len());
     // A new lab has no VMs: state from an earlier run would describe none of them.
     if paths.root.exists() {
         std::fs::remove_dir_all(&paths.root).map_err(|e| diagnostic(&e, None))?;

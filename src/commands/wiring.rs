@@ -51,6 +51,13 @@ pub fn providers_with(upstream: Sources) -> ProviderRegistry {
         .with_signal(kubernetes)
 }
 
+/// Start the Talos service-account keys of `clusters` clusters that this run will
+/// create one after another (`lab run`'s environments, in promotion order), so that
+/// later clusters find theirs made on an idle core rather than on their critical path.
+pub fn generate_cluster_keys_ahead(clusters: usize) {
+    infraflux_talos::key_pool::prefetch_service_account_keys(clusters);
+}
+
 /// The real process: its terminal, environment, providers, and the selected state
 /// store (`--state-backend`, else the configuration's `state.backend`; local:
 /// `--state-dir`, else `.infraflux/state` beside the configuration directory), taken

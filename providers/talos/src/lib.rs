@@ -20,6 +20,7 @@ pub mod compatibility;
 pub mod config;
 pub mod drift;
 mod error;
+pub mod key_pool;
 pub mod node_object;
 pub mod provider;
 pub mod ready;
