@@ -22,6 +22,7 @@
 
 mod mask;
 mod patch;
+mod yaml;
 
 use std::net::IpAddr;
 
@@ -632,14 +633,19 @@ fn audit_policy(with_type: bool) -> Value {
 
 /// Serialize documents as one multi-document YAML string.
 pub fn to_yaml(documents: &[Value]) -> Result<String> {
-    let mut out = String::new();
+    // A machine config is ~11 KiB: one buffer, grown rarely.
+    let mut out = String::with_capacity(16 * 1024);
     for (index, document) in documents.iter().enumerate() {
         if index > 0 {
             out.push_str("---\n");
         }
-        let text = serde_yaml::to_string(document)
-            .map_err(|e| Error::input("machine_config", format!("YAML encoding failed: {e}")))?;
-        out.push_str(&text);
+        // serde_yaml's bytes, written directly where that is certain (see `yaml`).
+        if yaml::write_document(document, &mut out).is_none() {
+            let text = serde_yaml::to_string(document).map_err(|e| {
+                Error::input("machine_config", format!("YAML encoding failed: {e}"))
+            })?;
+            out.push_str(&text);
+        }
     }
     Ok(out)
 }
