@@ -17,7 +17,8 @@
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::{Error, FORMAT_VERSION, StateDocument};
+use super::{Error, FORMAT_VERSION, ResourceState, StateDocument};
+use crate::vocabulary::ResourceAddr;
 
 const CHECKSUM_KEY: &str = "checksum";
 const CHECKSUM_PREFIX: &str = "sha256:";
@@ -119,12 +120,42 @@ pub fn decode(bytes: &[u8], path: &str) -> Result<StateDocument, Error> {
     }
     // The version fits in u32: it is at most FORMAT_VERSION.
     let envelope = migrate(envelope, version as u32).map_err(|reason| corrupt(reason, None))?;
-    serde_json::from_value(Value::Object(envelope)).map_err(|e| {
+    into_document(envelope).map_err(|e| {
         corrupt(
             "its contents do not match the state format".to_string(),
             Some(e),
         )
     })
+}
+
+/// The parsed envelope as a [`StateDocument`], with every resource's attributes moved
+/// in rather than rebuilt: `serde_json::from_value` would allocate every map and list of
+/// the attributes again (most of a large state, e.g. the rendered machine configs). The
+/// rest goes through serde as before, so defaults and errors stay the derive's.
+fn into_document(mut envelope: Envelope) -> Result<StateDocument, serde_json::Error> {
+    let resources = match envelope.get_mut("resources") {
+        Some(Value::Object(resources)) => std::mem::take(resources),
+        // Missing or not a map: serde says what is wrong.
+        _ => return serde_json::from_value(Value::Object(envelope)),
+    };
+    let mut document: StateDocument = serde_json::from_value(Value::Object(envelope))?;
+    for (address, resource) in resources {
+        let address: ResourceAddr = serde_json::from_value(Value::String(address))?;
+        let state = match resource {
+            Value::Object(mut fields) => match fields.get_mut("attributes") {
+                Some(Value::Object(attributes)) => {
+                    let attributes = std::mem::take(attributes);
+                    let mut state: ResourceState = serde_json::from_value(Value::Object(fields))?;
+                    state.attributes = attributes;
+                    state
+                }
+                _ => serde_json::from_value(Value::Object(fields))?,
+            },
+            other => serde_json::from_value(other)?,
+        };
+        document.resources.insert(address, state);
+    }
+    Ok(document)
 }
 
 /// `sha256:<hex>` of the canonical serialization of `envelope` (which must not hold the
@@ -378,6 +409,62 @@ mod tests {
         // Written back in the current version.
         let written: Value = serde_json::from_slice(&encode(&loaded).unwrap()).unwrap();
         assert_eq!(written["format_version"], json!(FORMAT_VERSION));
+    }
+
+    /// Resources are read one by one (their attributes moved, not rebuilt); what does
+    /// not match the format is still refused, and every field read as the derive reads it.
+    #[test]
+    fn resources_that_do_not_match_the_format_are_refused_one_by_one() {
+        let original = document();
+        let valid = serde_json::to_value(&original).unwrap();
+        let address = original.resources.keys().next().unwrap().to_string();
+        let damaged = |damage: &dyn Fn(&mut Value)| {
+            let mut envelope = valid.clone();
+            damage(&mut envelope);
+            let Value::Object(mut envelope) = envelope else {
+                unreachable!()
+            };
+            let sum = checksum(&envelope);
+            envelope.insert(CHECKSUM_KEY.into(), json!(sum));
+            decode(
+                serde_json::to_string(&envelope).unwrap().as_bytes(),
+                "s.json",
+            )
+        };
+        assert_eq!(damaged(&|_| {}).unwrap(), original);
+        type Damage<'a> = dyn Fn(&mut Value) + 'a;
+        let refusals: [(&str, &Damage<'_>); 6] = [
+            ("attributes not a map", &|v| {
+                v["resources"][&address]["attributes"] = json!([1])
+            }),
+            ("attributes missing", &|v| {
+                v["resources"][&address]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("attributes");
+            }),
+            ("kind missing", &|v| {
+                v["resources"][&address]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("kind");
+            }),
+            ("resource not a map", &|v| {
+                v["resources"][&address] = json!("x")
+            }),
+            ("address unreadable", &|v| {
+                let resource = v["resources"][&address].clone();
+                v["resources"] = json!({"not an address": resource});
+            }),
+            ("resources not a map", &|v| v["resources"] = json!([])),
+        ];
+        for (what, damage) in refusals {
+            let error = damaged(damage).unwrap_err();
+            assert!(
+                matches!(&error, Error::Corrupt { reason, source: Some(_), .. } if reason.contains("do not match the state format")),
+                "{what}: {error}"
+            );
+        }
     }
 
     #[test]
