@@ -433,7 +433,7 @@ impl<'a> Walk<'a> {
             let key: Option<ConcurrencyKey> = change.action.operation().and_then(|op| {
                 let attributes = resolved
                     .as_ref()
-                    .or(change.before.as_ref())
+                    .or(change.before_attributes())
                     .cloned()
                     .unwrap_or_default();
                 provider.concurrency_key(

@@ -153,7 +153,8 @@ pub struct Change {
     /// The provider's ID of the existing object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// Current attributes (after refresh); `None` when creating.
+    /// Current attributes (after refresh); `None` when creating, and for a no-op,
+    /// whose are its `after` (read both through [`Change::before_attributes`]).
     pub before: Option<Attributes>,
     /// Planned attributes (unknowns marked); `None` when deleting.
     pub after: Option<Attributes>,
@@ -180,8 +181,19 @@ pub struct Change {
 }
 
 impl Change {
+    /// The attributes before the change. A no-op planned here keeps one copy of its
+    /// attributes, in `after`: its `before` is equal by definition, and a second copy of
+    /// every recorded attribute (rendered machine configs included) was a third of the
+    /// memory of a steady plan.
+    pub fn before_attributes(&self) -> Option<&Attributes> {
+        match (&self.before, self.action) {
+            (None, Action::NoOp) => self.after.as_ref(),
+            (before, _) => before.as_ref(),
+        }
+    }
+
     pub fn attribute_diffs(&self) -> Vec<AttributeDiff> {
-        diff(self.before.as_ref(), self.after.as_ref())
+        diff(self.before_attributes(), self.after.as_ref())
     }
 
     pub fn is_sensitive(&self, path: &str) -> bool {

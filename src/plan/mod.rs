@@ -246,7 +246,7 @@ fn rollouts(changes: &[Change], providers: &ProviderRegistry) -> Vec<PlannedRoll
         let Some(operation) = change.action.operation() else {
             continue;
         };
-        let Some(attributes) = change.desired.as_ref().or(change.before.as_ref()) else {
+        let Some(attributes) = change.desired.as_ref().or(change.before_attributes()) else {
             continue;
         };
         let Some(provider) = providers.get(&change.provider) else {
@@ -963,7 +963,10 @@ async fn plan_configured(
         action,
         reason,
         id: prior.and_then(|p| p.id.clone()),
-        before: prior.map(|p| p.attributes.clone()),
+        // A no-op's attributes are the same before and after: kept once.
+        before: prior
+            .filter(|_| action != Action::NoOp)
+            .map(|p| p.attributes.clone()),
         after: Some(after),
         desired: Some(desired.attributes),
         requires_replace: response.requires_replace,

@@ -456,7 +456,7 @@ pub fn json(plan: &Plan) -> Value {
                 "action": change.action.to_string(),
                 "symbol": change.action.symbol(),
                 "reason": change.reason,
-                "before": mask(change.before.as_ref(), change, &mut before_unknown),
+                "before": mask(change.before_attributes(), change, &mut before_unknown),
                 "after": mask(change.after.as_ref(), change, &mut after_unknown),
                 "after_unknown": after_unknown,
                 "sensitive": change.sensitive,

@@ -166,6 +166,38 @@ async fn nothing_to_do_says_so() {
     assert_eq!(detailed_exit_code(&Err(Error::Internal("x".into()))), 1);
 }
 
+/// A no-op keeps its attributes once (`after`); `before` reads the same everywhere a
+/// user or apply looks: the JSON plan, a saved plan loaded again, the diff.
+#[tokio::test]
+async fn a_no_op_keeps_its_attributes_once_and_shows_them_before_and_after() {
+    let rig = Rig::new();
+    rig.apply(&resources()).await;
+    let plan = rig.plan(&resources()).await;
+    assert!(!plan.changes.is_empty());
+    let state = rig.state();
+    for change in &plan.changes {
+        assert_eq!(change.action, Action::NoOp);
+        assert_eq!(change.before, None, "one copy only");
+        assert_eq!(
+            change.before_attributes(),
+            Some(&state.resources[&change.address].attributes)
+        );
+        assert!(change.attribute_diffs().is_empty());
+    }
+    let json = render::json(&plan);
+    for change in json["changes"].as_array().unwrap() {
+        assert!(change["before"].is_object(), "{change}");
+        assert_eq!(change["before"], change["after"]);
+    }
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("plan.json");
+    saved::save(&plan, &path).unwrap();
+    let loaded = saved::load(&path).unwrap();
+    for (loaded, made) in loaded.changes.iter().zip(&plan.changes) {
+        assert_eq!(loaded.before_attributes(), made.before_attributes());
+    }
+}
+
 #[tokio::test]
 async fn prevent_destroy_refuses_plans_that_delete_protected_resources() {
     let rig = Rig::new();
