@@ -672,6 +672,10 @@ impl ResourceGraph {
                 for value in desired.attributes.values() {
                     referenced_addresses(value, &mut targets);
                 }
+                // Each address parsed once: a machine config refers to its cluster's
+                // secrets sixteen times.
+                targets.sort_unstable();
+                targets.dedup();
                 // The same targets as `configured_dependencies`, without the paths and
                 // reasons the graph's edges carry.
                 let mut found: Vec<ResourceAddr> = targets

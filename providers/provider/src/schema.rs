@@ -75,7 +75,15 @@ impl ResourceSchema {
     /// prior (or unknown when creating or replacing), replacement when a force-new input
     /// changes.
     pub fn default_plan(&self, prior: Option<&Attributes>, desired: &Attributes) -> PlanResponse {
-        let mut planned = desired.clone();
+        // Sized for the computed attributes added below: growing a map rehashes and
+        // copies it, once per resource of a 100k-resource plan.
+        let computed = self.attributes.iter().filter(|a| a.computed).count();
+        let mut planned = Attributes::with_capacity(desired.len() + computed);
+        planned.extend(
+            desired
+                .iter()
+                .map(|(name, value)| (name.clone(), value.clone())),
+        );
         let mut requires_replace = Vec::new();
         if let Some(prior) = prior {
             for attribute in self
