@@ -248,13 +248,7 @@ fn main() {
         Err(_) if optimised => vec![1_000, 10_000, 100_000],
         Err(_) => vec![1_000],
     };
-    let repetitions: usize = std::env::var("INFRAFLUX_BENCH_RUNS")
-        .ok()
-        .map(|n| n.parse().expect("INFRAFLUX_BENCH_RUNS: a number"))
-        .unwrap_or(if optimised { 3 } else { 1 });
-    if !optimised {
-        println!("(an unoptimised build: the figures say nothing; `cargo bench` measures)");
-    }
+    let repetitions = child_usage::repetitions(3);
     for wanted in sizes {
         let clusters = wanted.div_ceil(RESOURCES_PER_CLUSTER);
         let resources = clusters * RESOURCES_PER_CLUSTER;

@@ -48,14 +48,7 @@ fn main() {
     if std::env::args().nth(1).as_deref() == Some(MEASURE) {
         return measure();
     }
-    let optimised = !cfg!(debug_assertions);
-    let runs: usize = std::env::var("INFRAFLUX_BENCH_RUNS")
-        .ok()
-        .map(|n| n.parse().expect("INFRAFLUX_BENCH_RUNS: a number"))
-        .unwrap_or(if optimised { 5 } else { 1 });
-    if !optimised {
-        println!("(an unoptimised build: the figures say nothing; `cargo bench` measures)");
-    }
+    let runs = child_usage::repetitions(5);
     let mut usages = Vec::new();
     for run in 1..=runs {
         let output = Command::new(std::env::current_exe().unwrap())

@@ -68,3 +68,17 @@ pub fn median<T: Copy + Ord>(mut samples: Vec<T>) -> T {
     samples.sort();
     samples[samples.len() / 2]
 }
+
+/// How many runs to measure: `INFRAFLUX_BENCH_RUNS`, else `optimised` in a `cargo bench`
+/// build. An unoptimised build (`cargo test --benches`) runs once, only to check that the
+/// bench still works, and says so.
+pub fn repetitions(optimised: usize) -> usize {
+    let built_optimised = !cfg!(debug_assertions);
+    if !built_optimised {
+        println!("(an unoptimised build: the figures say nothing; `cargo bench` measures)");
+    }
+    std::env::var("INFRAFLUX_BENCH_RUNS")
+        .ok()
+        .map(|n| n.parse().expect("INFRAFLUX_BENCH_RUNS: a number"))
+        .unwrap_or(if built_optimised { optimised } else { 1 })
+}

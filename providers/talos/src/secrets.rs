@@ -521,9 +521,14 @@ const SERVICE_ACCOUNT_KEY_BITS: u32 = 4096;
 fn rsa_key_from_random_primes(
     bits: u32,
 ) -> std::result::Result<openssl::rsa::Rsa<openssl::pkey::Private>, openssl::error::ErrorStack> {
-    use openssl::bn::{BigNum, BigNumContext};
+    use openssl::bn::{BigNum, BigNumContext, BigNumRef};
     let half = bits as i32 / 2;
     let mut context = BigNumContext::new()?;
+    let modulo = |a: &BigNumRef, m: &BigNumRef, context: &mut BigNumContext| {
+        let mut rest = BigNum::new()?;
+        rest.nnmod(a, m, context)?;
+        Ok::<_, openssl::error::ErrorStack>(rest)
+    };
     let e = BigNum::from_u32(65537)?;
     let one = BigNum::from_u32(1)?;
     let mut min_distance = BigNum::new()?;
@@ -551,11 +556,9 @@ fn rsa_key_from_random_primes(
         let mut q1 = BigNum::new()?;
         q1.checked_sub(&q, &one)?;
         // e is prime: it is coprime to p - 1 unless it divides it.
-        let mut rest = BigNum::new()?;
-        rest.nnmod(&p1, &e, &mut context)?;
-        let mut rest_q = BigNum::new()?;
-        rest_q.nnmod(&q1, &e, &mut context)?;
-        if rest.num_bits() == 0 || rest_q.num_bits() == 0 {
+        if modulo(&p1, &e, &mut context)?.num_bits() == 0
+            || modulo(&q1, &e, &mut context)?.num_bits() == 0
+        {
             continue;
         }
         // d = e⁻¹ mod lcm(p - 1, q - 1).
@@ -572,10 +575,8 @@ fn rsa_key_from_random_primes(
         }
         let mut n = BigNum::new()?;
         n.checked_mul(&p, &q, &mut context)?;
-        let mut dmp1 = BigNum::new()?;
-        dmp1.nnmod(&d, &p1, &mut context)?;
-        let mut dmq1 = BigNum::new()?;
-        dmq1.nnmod(&d, &q1, &mut context)?;
+        let dmp1 = modulo(&d, &p1, &mut context)?;
+        let dmq1 = modulo(&d, &q1, &mut context)?;
         let mut iqmp = BigNum::new()?;
         iqmp.mod_inverse(&q, &p, &mut context)?;
         let key = openssl::rsa::Rsa::from_private_components(
