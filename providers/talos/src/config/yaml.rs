@@ -162,11 +162,14 @@ fn read_as_other_than_a_string(text: &str) -> bool {
     const WORDS: &[&str] = &[
         "true", "false", "null", "yes", "no", "on", "off", "y", "n", "~",
     ];
-    let lower = text.to_ascii_lowercase();
-    WORDS.contains(&lower.as_str())
+    // Compared without a lowercase copy: this runs for every scalar of every config.
+    let prefix = text.get(..2).unwrap_or_default();
+    WORDS.iter().any(|word| text.eq_ignore_ascii_case(word))
+        || ["0x", "0o", "0b"]
+            .iter()
+            .any(|p| prefix.eq_ignore_ascii_case(p))
         || text.parse::<f64>().is_ok()
         || text.parse::<i128>().is_ok()
-        || ["0x", "0o", "0b"].iter().any(|p| lower.starts_with(p))
 }
 
 #[cfg(test)]
