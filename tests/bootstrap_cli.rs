@@ -91,7 +91,21 @@ impl Harness {
         let alone = plane.exclusive();
         let argocd = ApplicationController::healthy(plane.endpoint());
         let kubeconfig = Kubeconfig::new(plane.kubeconfig_text()).unwrap();
-        control_plane::runtime().block_on(populate(plane, &kubeconfig));
+        // The plane is this process's: populated by the first harness, its objects kept
+        // by every test (none deletes or changes one; the Applications' statuses are
+        // the controller's). A later harness only waits until its healthy controller has
+        // written every status back, which an earlier test may have changed.
+        static POPULATED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+        let runtime = control_plane::runtime();
+        if POPULATED.get().is_some() {
+            assert!(
+                runtime.block_on(argocd.written(Duration::from_secs(30))),
+                "the application controller did not write the statuses"
+            );
+        } else {
+            runtime.block_on(populate(plane, &kubeconfig));
+            POPULATED.get_or_init(|| ());
+        }
         let clusters = Arc::new(OneCluster {
             kubeconfig,
             opened: Mutex::new(0),
