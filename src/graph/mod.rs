@@ -32,7 +32,7 @@ pub mod placement;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::{self, Write as _};
 
-use infraflux_provider::{Attributes, parse_reference};
+use infraflux_provider::{Attributes, reference_target};
 use petgraph::Direction;
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde::{Deserialize, Serialize};
@@ -363,8 +363,8 @@ pub fn references_in(path: &str, value: &Value, found: &mut Vec<(String, String,
 /// the path is copied only where a reference sits (machine configs hold dozens of values
 /// per resource, 100,000 resources a plan).
 fn references_under(path: &mut String, value: &Value, found: &mut Vec<(String, String, String)>) {
-    if let Some(reference) = parse_reference(value) {
-        found.push((path.clone(), reference.address, reference.attribute));
+    if let Some((address, attribute)) = reference_target(value) {
+        found.push((path.clone(), address.to_string(), attribute.to_string()));
         return;
     }
     let length = path.len();
@@ -389,9 +389,9 @@ fn references_under(path: &mut String, value: &Value, found: &mut Vec<(String, S
 }
 
 /// The addresses `value` refers to, without where (for [`ResourceGraph::dependencies`]).
-fn referenced_addresses(value: &Value, found: &mut Vec<String>) {
-    if let Some(reference) = parse_reference(value) {
-        found.push(reference.address);
+fn referenced_addresses<'a>(value: &'a Value, found: &mut Vec<&'a str>) {
+    if let Some((address, _)) = reference_target(value) {
+        found.push(address);
         return;
     }
     match value {

@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use infraflux_provider::{
     Attributes, Inventory, InventoryItem, InventoryRequest, ProviderError, ResourceRef,
-    parse_reference,
+    is_reference, reference_target,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -146,7 +146,7 @@ pub fn inventory_requests(
 fn without_references(attributes: &Attributes) -> Attributes {
     attributes
         .iter()
-        .filter(|(_, value)| parse_reference(value).is_none())
+        .filter(|(_, value)| !is_reference(value))
         .map(|(key, value)| (key.clone(), value.clone()))
         .collect()
 }
@@ -379,8 +379,8 @@ fn set_host(resource: &mut DesiredResource, host: &str) {
 
 /// Whether `value` refers to a resource state has.
 fn refers_to_existing(value: &Value, state: &dyn Recorded) -> bool {
-    parse_reference(value)
-        .and_then(|r| r.address.parse::<ResourceAddr>().ok())
+    reference_target(value)
+        .and_then(|(address, _)| address.parse::<ResourceAddr>().ok())
         .is_some_and(|addr| state.contains(&addr))
 }
 

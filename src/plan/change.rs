@@ -245,7 +245,7 @@ pub fn diff(before: Option<&Attributes>, after: Option<&Attributes>) -> Vec<Attr
 }
 
 fn is_plain_object(value: &Value) -> bool {
-    value.is_object() && !is_unknown(value) && infraflux_provider::parse_reference(value).is_none()
+    value.is_object() && !is_unknown(value) && !infraflux_provider::is_reference(value)
 }
 
 fn diff_objects(

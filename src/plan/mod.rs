@@ -179,6 +179,10 @@ pub struct PlanOptions {
     /// `--refresh=deep`: providers read every resource in full, not only what their
     /// listings show changed.
     pub deep_refresh: bool,
+    /// The configuration's digest in the plan ([`config_digest`]), which `--json` shows
+    /// and a saved plan is checked against. A plan that is only shown skips it:
+    /// serializing and hashing every desired resource is ~5% of a fleet plan.
+    pub digest: bool,
 }
 
 impl Default for PlanOptions {
@@ -190,6 +194,7 @@ impl Default for PlanOptions {
             replace: Vec::new(),
             refresh: true,
             deep_refresh: false,
+            digest: true,
         }
     }
 }
@@ -200,7 +205,8 @@ pub struct Plan {
     pub environment: String,
     pub lineage: uuid::Uuid,
     pub serial: u64,
-    /// sha256 (hex) of the desired resources, see [`config_digest`].
+    /// sha256 (hex) of the desired resources, see [`config_digest`]; empty when the
+    /// plan was made without it ([`PlanOptions::digest`]), and then never saved.
     pub config_digest: String,
     pub mode: PlanMode,
     /// What refresh found changed outside InfraFlux; apply records it first.
@@ -427,7 +433,11 @@ pub async fn plan(
     options: &PlanOptions,
 ) -> Result<Plan, Error> {
     let environment = state.environment.clone();
-    let config_digest = config_digest(&desired);
+    let config_digest = if options.digest {
+        config_digest(&desired)
+    } else {
+        String::new()
+    };
     let in_scope = |addr: &ResourceAddr| {
         addr.environment == environment
             && options.cluster.as_ref().is_none_or(|c| *c == addr.cluster)

@@ -78,6 +78,15 @@ pub fn save_encrypted(
     path: &Path,
     encryption: Option<&crate::encryption::Encryption>,
 ) -> Result<(), Error> {
+    // Made without its configuration's digest: it could never be applied (and a wrong
+    // digest would show as a changed configuration). A bug, never the user's.
+    if plan.config_digest.is_empty() {
+        return Err(Error::Format {
+            path: path.to_path_buf(),
+            reason: "the plan was made without its configuration's digest; plan again with `--out`"
+                .into(),
+        });
+    }
     let io = |action, source| Error::Io {
         action,
         path: path.to_path_buf(),

@@ -425,6 +425,35 @@ async fn a_deleted_object_is_created_again() {
 }
 
 #[tokio::test]
+async fn a_plan_made_without_its_digest_is_the_same_plan_and_is_never_saved() {
+    let rig = Rig::new();
+    let state = rig.state();
+    let full = plan(resources(), &state, &rig.registry, &PlanOptions::default())
+        .await
+        .unwrap();
+    let shown = PlanOptions {
+        digest: false,
+        ..PlanOptions::default()
+    };
+    let made = plan(resources(), &state, &rig.registry, &shown)
+        .await
+        .unwrap();
+    assert_eq!(full.config_digest, config_digest(&resources()));
+    assert!(made.config_digest.is_empty());
+    assert_eq!(made.changes, full.changes);
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("plan.json");
+    let error = saved::save(&made, &path).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("without its configuration's digest"),
+        "{error}"
+    );
+    assert!(!path.exists());
+}
+
+#[tokio::test]
 async fn saved_plans_are_bound_to_state_and_configuration() {
     let rig = Rig::new();
     let directory = tempfile::tempdir().unwrap();

@@ -43,20 +43,35 @@ pub fn reference(address: impl Into<String>, attribute: impl Into<String>) -> Va
 }
 
 pub fn parse_reference(value: &Value) -> Option<Reference> {
+    reference_target(value).map(|(address, attribute)| Reference {
+        address: address.to_string(),
+        attribute: attribute.to_string(),
+    })
+}
+
+/// A reference's address and attribute, borrowed: the engine looks for references in
+/// every value of every resource (most objects are not one, and are told so by their
+/// size before any key is hashed).
+pub fn reference_target(value: &Value) -> Option<(&str, &str)> {
     let object = value.as_object()?;
-    if object.get(MARKER).and_then(Value::as_str) != Some("ref") {
+    if object.len() != 3 || object.get(MARKER).and_then(Value::as_str) != Some("ref") {
         return None;
     }
-    Some(Reference {
-        address: object.get("address")?.as_str()?.to_string(),
-        attribute: object.get("attribute")?.as_str()?.to_string(),
-    })
+    Some((
+        object.get("address")?.as_str()?,
+        object.get("attribute")?.as_str()?,
+    ))
+}
+
+/// Whether `value` is a reference marker.
+pub fn is_reference(value: &Value) -> bool {
+    reference_target(value).is_some()
 }
 
 /// A value as providers see it before apply (in `validate`): every reference replaced by
 /// an unknown, since its target may not exist yet.
 pub fn references_as_unknown(value: &Value) -> Value {
-    if parse_reference(value).is_some() {
+    if is_reference(value) {
         return unknown();
     }
     match value {
@@ -91,6 +106,16 @@ mod tests {
         assert_eq!(
             parse_reference(&json!({"address": "x", "attribute": "y"})),
             None
+        );
+        // Only the exact shape: a user's map that happens to carry the marker key and
+        // more is data, not a reference.
+        let mut longer = r.clone();
+        longer["note"] = json!("x");
+        assert_eq!(parse_reference(&longer), None);
+        assert!(!is_reference(&longer));
+        assert_eq!(
+            reference_target(&r),
+            Some(("dev/workload/proxmox_vm.cp-1", "ipv4"))
         );
     }
 }
