@@ -181,7 +181,8 @@ pub struct PlanOptions {
     pub deep_refresh: bool,
     /// The configuration's digest in the plan ([`config_digest`]), which `--json` shows
     /// and a saved plan is checked against. A plan that is only shown skips it:
-    /// serializing and hashing every desired resource is ~5% of a fleet plan.
+    /// serializing and hashing every desired resource was up to a fifth of a fleet
+    /// plan (README: Performance).
     pub digest: bool,
 }
 
