@@ -160,6 +160,7 @@ pub struct Change {
     pub after: Option<Attributes>,
     /// The configuration's attributes with references unresolved: apply resolves them
     /// again with the values known by then and asks the provider to plan once more.
+    /// `None` for a no-op (never applied) and a delete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired: Option<Attributes>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -425,6 +425,42 @@ async fn a_deleted_object_is_created_again() {
 }
 
 #[tokio::test]
+async fn only_changes_that_apply_keep_the_configuration_for_apply() {
+    let rig = Rig::new();
+    let created = plan(
+        resources(),
+        &rig.state(),
+        &rig.registry,
+        &PlanOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(!created.changes.is_empty());
+    assert!(
+        created
+            .changes
+            .iter()
+            .all(|c| c.action == Action::Create && c.desired.is_some())
+    );
+    rig.apply(&resources()).await;
+    let steady = plan(
+        resources(),
+        &rig.state(),
+        &rig.registry,
+        &PlanOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(steady.changes.len(), created.changes.len());
+    assert!(
+        steady
+            .changes
+            .iter()
+            .all(|c| c.action == Action::NoOp && c.desired.is_none())
+    );
+}
+
+#[tokio::test]
 async fn a_plan_made_without_its_digest_is_the_same_plan_and_is_never_saved() {
     let rig = Rig::new();
     let state = rig.state();
