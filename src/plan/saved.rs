@@ -23,6 +23,10 @@ pub enum Error {
     },
     #[error("`{path}` is not a saved plan: {reason}")]
     Format { path: PathBuf, reason: String },
+    /// A plan made without its configuration's digest ([`super::PlanOptions::digest`]):
+    /// saved, it could never be applied. A bug of the caller, never the user's.
+    #[error("cannot save the plan to `{path}`: it was made without its configuration's digest")]
+    NoDigest { path: PathBuf },
     #[error(
         "saved plan `{path}` has format version {found}; this InfraFlux reads version {FORMAT_VERSION}"
     )]
@@ -55,6 +59,7 @@ impl Error {
             Error::Lineage { .. } | Error::Serial { .. } | Error::Configuration => Some(
                 "run `infraflux plan --out FILE` again, review the new plan and apply that one",
             ),
+            Error::NoDigest { .. } => Some("run `infraflux plan --out FILE` again"),
             Error::Version { .. } | Error::Format { .. } => {
                 Some("make the plan again with this version of InfraFlux")
             }
@@ -78,13 +83,10 @@ pub fn save_encrypted(
     path: &Path,
     encryption: Option<&crate::encryption::Encryption>,
 ) -> Result<(), Error> {
-    // Made without its configuration's digest: it could never be applied (and a wrong
-    // digest would show as a changed configuration). A bug, never the user's.
+    // Saved, it could never be applied (it would show as a changed configuration).
     if plan.config_digest.is_empty() {
-        return Err(Error::Format {
+        return Err(Error::NoDigest {
             path: path.to_path_buf(),
-            reason: "the plan was made without its configuration's digest; plan again with `--out`"
-                .into(),
         });
     }
     let io = |action, source| Error::Io {

@@ -25,6 +25,11 @@ fn resources() -> Vec<DesiredResource> {
     ]
 }
 
+/// [`resources`] planned against the rig's state.
+async fn planned(rig: &Rig, options: &PlanOptions) -> Result<Plan, Error> {
+    plan(resources(), &rig.state(), &rig.registry, options).await
+}
+
 /// Human output with the random lineage left out (it is not printed anyway).
 fn human_text(plan: &Plan) -> String {
     render::human(plan, false)
@@ -60,14 +65,7 @@ async fn provider_validation_rejects_every_bad_resource_before_any_refresh() {
     );
     rig.mock
         .fail(Op::Validate, "dev/w/mock_thing.config", "unknown role");
-    let error = plan(
-        resources(),
-        &rig.state(),
-        &rig.registry,
-        &PlanOptions::default(),
-    )
-    .await
-    .unwrap_err();
+    let error = planned(&rig, &PlanOptions::default()).await.unwrap_err();
     let text = error.to_string();
     assert!(
         matches!(&error, Error::Invalid(list) if list.len() == 2),
@@ -427,14 +425,7 @@ async fn a_deleted_object_is_created_again() {
 #[tokio::test]
 async fn only_changes_that_apply_keep_the_configuration_for_apply() {
     let rig = Rig::new();
-    let created = plan(
-        resources(),
-        &rig.state(),
-        &rig.registry,
-        &PlanOptions::default(),
-    )
-    .await
-    .unwrap();
+    let created = planned(&rig, &PlanOptions::default()).await.unwrap();
     assert!(!created.changes.is_empty());
     assert!(
         created
@@ -443,14 +434,7 @@ async fn only_changes_that_apply_keep_the_configuration_for_apply() {
             .all(|c| c.action == Action::Create && c.desired.is_some())
     );
     rig.apply(&resources()).await;
-    let steady = plan(
-        resources(),
-        &rig.state(),
-        &rig.registry,
-        &PlanOptions::default(),
-    )
-    .await
-    .unwrap();
+    let steady = planned(&rig, &PlanOptions::default()).await.unwrap();
     assert_eq!(steady.changes.len(), created.changes.len());
     assert!(
         steady
@@ -463,17 +447,12 @@ async fn only_changes_that_apply_keep_the_configuration_for_apply() {
 #[tokio::test]
 async fn a_plan_made_without_its_digest_is_the_same_plan_and_is_never_saved() {
     let rig = Rig::new();
-    let state = rig.state();
-    let full = plan(resources(), &state, &rig.registry, &PlanOptions::default())
-        .await
-        .unwrap();
+    let full = planned(&rig, &PlanOptions::default()).await.unwrap();
     let shown = PlanOptions {
         digest: false,
         ..PlanOptions::default()
     };
-    let made = plan(resources(), &state, &rig.registry, &shown)
-        .await
-        .unwrap();
+    let made = planned(&rig, &shown).await.unwrap();
     assert_eq!(full.config_digest, config_digest(&resources()));
     assert!(made.config_digest.is_empty());
     assert_eq!(made.changes, full.changes);
