@@ -569,7 +569,7 @@ impl infraflux_provider::Provider for TalosHandsOut {
 
     async fn plan(
         &self,
-        request: infraflux_provider::PlanRequest,
+        request: infraflux_provider::PlanRequest<'_>,
     ) -> Result<infraflux_provider::PlanResponse, infraflux_provider::ProviderError> {
         self.mock.plan(request).await
     }

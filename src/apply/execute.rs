@@ -139,7 +139,7 @@ async fn final_plan(
     provider: &dyn Provider,
 ) -> Result<Attributes, Failed> {
     let prior = match change.action {
-        Action::Update => prior.map(|p| p.attributes.clone()),
+        Action::Update => prior.map(|p| &p.attributes),
         _ => None,
     };
     let response = provider

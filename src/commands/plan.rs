@@ -23,7 +23,7 @@ pub fn run(args: &PlanArgs, workspace: &Workspace, context: &Context) -> miette:
             replace: parse_addresses(&args.replace)?,
             refresh: args.refresh != Refresh::False,
             deep_refresh: args.refresh == Refresh::Deep,
-            digest: args.json || args.out.is_some(),
+            complete: args.json || args.out.is_some(),
         },
         lock_timeout: args.lock.lock_timeout,
     };

@@ -179,11 +179,18 @@ pub struct PlanOptions {
     /// `--refresh=deep`: providers read every resource in full, not only what their
     /// listings show changed.
     pub deep_refresh: bool,
-    /// The configuration's digest in the plan ([`config_digest`]), which `--json` shows
-    /// and a saved plan is checked against. A plan that is only shown skips it:
-    /// serializing and hashing every desired resource was up to a fifth of a fleet
-    /// plan (README: Performance).
-    pub digest: bool,
+    /// A complete plan, for `--json`, `--out` and apply, carries two things a plan that
+    /// is only shown as text never reads, and so skips:
+    /// - the configuration's digest ([`config_digest`]), which `--json` shows and a
+    ///   saved plan is checked against: serializing and hashing every desired resource
+    ///   was up to a fifth of a fleet plan;
+    /// - each no-op's attributes (its `after`), which `--json` shows. They are the
+    ///   recorded ones by definition (references to a no-op resolve against state):
+    ///   holding a second copy of every recorded attribute was a quarter of a steady
+    ///   fleet plan's memory.
+    ///
+    /// README: Performance.
+    pub complete: bool,
 }
 
 impl Default for PlanOptions {
@@ -195,7 +202,7 @@ impl Default for PlanOptions {
             replace: Vec::new(),
             refresh: true,
             deep_refresh: false,
-            digest: true,
+            complete: true,
         }
     }
 }
@@ -434,7 +441,7 @@ pub async fn plan(
     options: &PlanOptions,
 ) -> Result<Plan, Error> {
     let environment = state.environment.clone();
-    let config_digest = if options.digest {
+    let config_digest = if options.complete {
         config_digest(&desired)
     } else {
         String::new()
@@ -746,8 +753,14 @@ async fn plan_changes(
                 no_op(&desired, wait_for)
             }
             Vertex::Configured(desired) => {
-                let resolved =
-                    resolve_for_plan(&desired, &changes, &planned, &mut schemas, providers)?;
+                let resolved = resolve_for_plan(
+                    &desired,
+                    &changes,
+                    &planned,
+                    current,
+                    &mut schemas,
+                    providers,
+                )?;
                 // Hosts come first in execution order: their changes are planned.
                 let host_replaced = desired.replace_with.iter().any(|host| {
                     planned
@@ -772,6 +785,9 @@ async fn plan_changes(
                     &mut schemas,
                 )
                 .await?;
+                if change.action == Action::NoOp && !options.complete {
+                    change.after = None;
+                }
                 change.wait_for = wait_for;
                 change.dependencies = dependencies;
                 change
@@ -840,6 +856,7 @@ fn resolve_for_plan(
     desired: &DesiredResource,
     changes: &[Change],
     planned: &HashMap<String, usize>,
+    current: &StateDocument,
     schemas: &mut Schemas,
     providers: &ProviderRegistry,
 ) -> Result<resolve::Resolved, Error> {
@@ -862,11 +879,15 @@ fn resolve_for_plan(
                 &target.address.kind,
                 &reference.attribute,
             );
-        match target
-            .after
-            .as_ref()
-            .and_then(|a| lookup(a, &reference.attribute))
-        {
+        // A no-op's attributes are the recorded ones; a plan that is only shown keeps
+        // them there, not in the change (`PlanOptions::complete`).
+        let attributes = target.after.as_ref().or_else(|| {
+            (target.action == Action::NoOp)
+                .then(|| current.resources.get(&target.address))
+                .flatten()
+                .map(|recorded| &recorded.attributes)
+        });
+        match attributes.and_then(|a| lookup(a, &reference.attribute)) {
             Some(value) => Lookup::Value(value.clone(), sensitive),
             None => {
                 // Not planned (yet): a computed attribute of a resource being created.
@@ -918,9 +939,7 @@ async fn plan_configured(
     let response = provider
         .plan(PlanRequest {
             resource,
-            prior: prior
-                .filter(|_| forced.is_none())
-                .map(|p| p.attributes.clone()),
+            prior: prior.filter(|_| forced.is_none()).map(|p| &p.attributes),
             desired: resolved.attributes,
         })
         .await

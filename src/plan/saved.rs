@@ -23,10 +23,13 @@ pub enum Error {
     },
     #[error("`{path}` is not a saved plan: {reason}")]
     Format { path: PathBuf, reason: String },
-    /// A plan made without its configuration's digest ([`super::PlanOptions::digest`]):
-    /// saved, it could never be applied. A bug of the caller, never the user's.
-    #[error("cannot save the plan to `{path}`: it was made without its configuration's digest")]
-    NoDigest { path: PathBuf },
+    /// A plan made only to be shown ([`super::PlanOptions::complete`]), without its
+    /// configuration's digest and its no-ops' attributes: saved, it could never be
+    /// applied. A bug of the caller, never the user's.
+    #[error(
+        "cannot save the plan to `{path}`: it was made only to be shown, without its configuration's digest"
+    )]
+    Incomplete { path: PathBuf },
     #[error(
         "saved plan `{path}` has format version {found}; this InfraFlux reads version {FORMAT_VERSION}"
     )]
@@ -59,7 +62,7 @@ impl Error {
             Error::Lineage { .. } | Error::Serial { .. } | Error::Configuration => Some(
                 "run `infraflux plan --out FILE` again, review the new plan and apply that one",
             ),
-            Error::NoDigest { .. } => Some("run `infraflux plan --out FILE` again"),
+            Error::Incomplete { .. } => Some("run `infraflux plan --out FILE` again"),
             Error::Version { .. } | Error::Format { .. } => {
                 Some("make the plan again with this version of InfraFlux")
             }
@@ -83,9 +86,10 @@ pub fn save_encrypted(
     path: &Path,
     encryption: Option<&crate::encryption::Encryption>,
 ) -> Result<(), Error> {
-    // Saved, it could never be applied (it would show as a changed configuration).
+    // Saved, it could never be applied (it would show as a changed configuration). A
+    // complete plan always has its digest.
     if plan.config_digest.is_empty() {
-        return Err(Error::NoDigest {
+        return Err(Error::Incomplete {
             path: path.to_path_buf(),
         });
     }

@@ -445,24 +445,69 @@ async fn only_changes_that_apply_keep_the_configuration_for_apply() {
 }
 
 #[tokio::test]
-async fn a_plan_made_without_its_digest_is_the_same_plan_and_is_never_saved() {
+async fn a_plan_made_only_to_be_shown_shows_the_same_and_is_never_saved() {
     let rig = Rig::new();
-    let full = planned(&rig, &PlanOptions::default()).await.unwrap();
     let shown = PlanOptions {
-        digest: false,
+        complete: false,
         ..PlanOptions::default()
     };
+    // Creating: the same changes, without the digest.
+    let full = planned(&rig, &PlanOptions::default()).await.unwrap();
     let made = planned(&rig, &shown).await.unwrap();
     assert_eq!(full.config_digest, config_digest(&resources()));
     assert!(made.config_digest.is_empty());
     assert_eq!(made.changes, full.changes);
+
+    // Steady but for one resource: the no-ops keep no attributes, and a reference to
+    // one (`config.input` is the VM's secret) resolves to the recorded value all the same.
+    rig.apply(&resources()).await;
+    let mut changed = resources();
+    changed[2]
+        .attributes
+        .insert("value".into(), json!("worker"));
+    let state = rig.state();
+    let full = plan(
+        changed.clone(),
+        &state,
+        &rig.registry,
+        &PlanOptions::default(),
+    )
+    .await
+    .unwrap();
+    let made = plan(changed, &state, &rig.registry, &shown).await.unwrap();
+    let config = made.change(&addr("config")).unwrap();
+    assert_eq!(config.action, Action::Update);
+    assert_eq!(
+        config.after.as_ref().unwrap()["input"],
+        state.resources[&addr("vm")].attributes["secret"]
+    );
+    assert_eq!(Some(config), full.change(&addr("config")));
+    for address in [addr("image"), addr("vm")] {
+        let (shown, complete) = (
+            made.change(&address).unwrap(),
+            full.change(&address).unwrap(),
+        );
+        assert_eq!(shown.action, Action::NoOp);
+        assert_eq!(shown.after, None);
+        assert_eq!(
+            complete.after.as_ref(),
+            Some(&state.resources[&address].attributes)
+        );
+        assert_eq!(
+            Change {
+                after: complete.after.clone(),
+                ..shown.clone()
+            },
+            *complete
+        );
+    }
+    assert_eq!(human_text(&made), human_text(&full));
+
     let directory = tempfile::tempdir().unwrap();
     let path = directory.path().join("plan.json");
     let error = saved::save(&made, &path).unwrap_err();
     assert!(
-        error
-            .to_string()
-            .contains("without its configuration's digest"),
+        error.to_string().contains("made only to be shown"),
         "{error}"
     );
     assert!(!path.exists());

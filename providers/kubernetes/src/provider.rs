@@ -515,7 +515,7 @@ impl Provider for KubernetesProvider {
         ValidateResponse { diagnostics }
     }
 
-    async fn plan(&self, request: PlanRequest) -> Result<PlanResponse, ProviderError> {
+    async fn plan(&self, request: PlanRequest<'_>) -> Result<PlanResponse, ProviderError> {
         let schema = self
             .schemas()
             .into_iter()
@@ -534,9 +534,9 @@ impl Provider for KubernetesProvider {
         self.releases(&request.resource.kind, &request.desired)
             .await
             .map_err(|e| load_error("plan", &request.resource, e))?;
-        let mut plan = schema.default_plan(request.prior.as_ref(), &request.desired);
+        let mut plan = schema.default_plan(request.prior, request.desired);
         // Drift found by read is repaired by applying: plan it away.
-        if request.prior.as_ref().is_some_and(|p| {
+        if request.prior.is_some_and(|p| {
             p.get("drift")
                 .and_then(Value::as_array)
                 .is_some_and(|d| !d.is_empty())

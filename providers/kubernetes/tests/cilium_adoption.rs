@@ -76,7 +76,7 @@ async fn update(
     let planned = provider
         .plan(PlanRequest {
             resource: resource(service),
-            prior: Some(prior.clone()),
+            prior: Some(prior),
             desired: desired.clone(),
         })
         .await

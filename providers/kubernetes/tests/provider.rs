@@ -439,7 +439,7 @@ async fn a_changed_manifest_is_applied_and_drift_is_repaired_once_forced() {
     let planned = provider
         .plan(PlanRequest {
             resource: resource.clone(),
-            prior: Some(refreshed.clone()),
+            prior: Some(&refreshed),
             desired: updated.attributes.clone(),
         })
         .await

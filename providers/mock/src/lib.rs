@@ -476,7 +476,7 @@ impl Provider for MockProvider {
         Ok(ReadResponse { results })
     }
 
-    async fn plan(&self, request: PlanRequest) -> Result<PlanResponse, ProviderError> {
+    async fn plan(&self, request: PlanRequest<'_>) -> Result<PlanResponse, ProviderError> {
         let schema = self.schema(&request.resource.kind).ok_or_else(|| {
             ProviderError::new(
                 ErrorKind::InvalidInput,
@@ -498,7 +498,7 @@ impl Provider for MockProvider {
                 message,
             ));
         }
-        Ok(schema.default_plan(request.prior.as_ref(), &request.desired))
+        Ok(schema.default_plan(request.prior, request.desired))
     }
 
     async fn create(&self, request: CreateRequest) -> Result<CreateResponse, ProviderError> {

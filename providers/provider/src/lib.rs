@@ -126,10 +126,12 @@ pub enum ReadOutcome {
 // ---- plan -----------------------------------------------------------------------
 
 #[derive(Debug, Clone)]
-pub struct PlanRequest {
+pub struct PlanRequest<'a> {
     pub resource: ResourceRef,
-    /// Current attributes, `None` when the resource does not exist yet.
-    pub prior: Option<Attributes>,
+    /// Current attributes, `None` when the resource does not exist yet. Borrowed from
+    /// state: a provider reads them, and a copy per resource was a steady fleet plan
+    /// copying its whole state once more.
+    pub prior: Option<&'a Attributes>,
     /// What the configuration asks for; may contain unknowns.
     pub desired: Attributes,
 }
@@ -283,7 +285,7 @@ pub trait Provider: Send + Sync {
 
     /// Default planning: desired attributes as they are, computed attributes carried
     /// over from prior (unknown on create), replacement where the schema says so.
-    async fn plan(&self, request: PlanRequest) -> Result<PlanResponse, ProviderError> {
+    async fn plan(&self, request: PlanRequest<'_>) -> Result<PlanResponse, ProviderError> {
         let schema = self
             .schemas()
             .into_iter()
@@ -296,7 +298,7 @@ pub trait Provider: Send + Sync {
                     format!("unknown resource type `{}`", request.resource.kind),
                 )
             })?;
-        Ok(schema.default_plan(request.prior.as_ref(), &request.desired))
+        Ok(schema.default_plan(request.prior, request.desired))
     }
 
     async fn create(&self, request: CreateRequest) -> Result<CreateResponse, ProviderError>;

@@ -74,16 +74,10 @@ impl ResourceSchema {
     /// Plan by the schema alone: desired inputs, computed attributes carried over from
     /// prior (or unknown when creating or replacing), replacement when a force-new input
     /// changes.
-    pub fn default_plan(&self, prior: Option<&Attributes>, desired: &Attributes) -> PlanResponse {
-        // Sized for the computed attributes added below: growing a map rehashes and
-        // copies it, once per resource of a 100k-resource plan.
-        let computed = self.attributes.iter().filter(|a| a.computed).count();
-        let mut planned = Attributes::with_capacity(desired.len() + computed);
-        planned.extend(
-            desired
-                .iter()
-                .map(|(name, value)| (name.clone(), value.clone())),
-        );
+    ///
+    /// It takes the desired attributes, as the provider's request owns them: they become
+    /// the planned ones, not copied (a copy of every resource's attributes, per plan).
+    pub fn default_plan(&self, prior: Option<&Attributes>, desired: Attributes) -> PlanResponse {
         let mut requires_replace = Vec::new();
         if let Some(prior) = prior {
             for attribute in self
@@ -96,6 +90,11 @@ impl ResourceSchema {
                 }
             }
         }
+        // Sized for the computed attributes added below: growing a map rehashes and
+        // copies it, once per resource of a 100k-resource plan. The values move.
+        let computed = self.attributes.iter().filter(|a| a.computed).count();
+        let mut planned = Attributes::with_capacity(desired.len() + computed);
+        planned.extend(desired);
         for attribute in self.attributes.iter().filter(|a| a.computed) {
             let carried = prior
                 .filter(|_| requires_replace.is_empty())
@@ -148,7 +147,7 @@ mod tests {
 
     #[test]
     fn create_marks_computed_attributes_unknown() {
-        let plan = schema().default_plan(None, &attrs(json!({"memory": 1, "node": "a"})));
+        let plan = schema().default_plan(None, attrs(json!({"memory": 1, "node": "a"})));
         assert!(is_unknown(&plan.planned["mac"]));
         assert!(plan.requires_replace.is_empty());
     }
@@ -156,10 +155,10 @@ mod tests {
     #[test]
     fn in_place_change_keeps_computed_values_and_force_new_change_replaces() {
         let prior = attrs(json!({"memory": 1, "node": "a", "mac": "BC:24"}));
-        let plan = schema().default_plan(Some(&prior), &attrs(json!({"memory": 2, "node": "a"})));
+        let plan = schema().default_plan(Some(&prior), attrs(json!({"memory": 2, "node": "a"})));
         assert_eq!(plan.planned["mac"], json!("BC:24"));
         assert!(plan.requires_replace.is_empty());
-        let plan = schema().default_plan(Some(&prior), &attrs(json!({"memory": 1, "node": "b"})));
+        let plan = schema().default_plan(Some(&prior), attrs(json!({"memory": 1, "node": "b"})));
         assert_eq!(plan.requires_replace, vec!["node".to_string()]);
         assert!(is_unknown(&plan.planned["mac"]));
     }

@@ -132,7 +132,7 @@ async fn changes(
     let plan = provider
         .plan(PlanRequest {
             resource: resource.clone(),
-            prior: Some(prior.clone()),
+            prior: Some(prior),
             desired: desired.clone(),
         })
         .await
@@ -184,7 +184,7 @@ async fn update(
     let plan = provider
         .plan(PlanRequest {
             resource: resource.clone(),
-            prior: Some(prior.clone()),
+            prior: Some(prior),
             desired: desired.clone(),
         })
         .await
@@ -742,7 +742,7 @@ async fn power_disk_and_pending_drift_are_refreshed_and_fixed() {
     let plan = p
         .plan(PlanRequest {
             resource: vm_ref.clone(),
-            prior: Some(grown.clone()),
+            prior: Some(&grown),
             desired: desired.clone(),
         })
         .await

@@ -748,21 +748,23 @@ impl TalosProvider {
         attributes
     }
 
-    fn plan_machine_config(&self, request: &PlanRequest) -> Result<PlanResponse, ProviderError> {
+    fn plan_machine_config(&self, request: PlanRequest<'_>) -> Result<PlanResponse, ProviderError> {
         let address = request.resource.address.as_str();
-        let mut response =
-            machine_config_schema().default_plan(request.prior.as_ref(), &request.desired);
-        if request.desired.values().any(contains_unknown) {
+        let inputs_unknown = request.desired.values().any(contains_unknown);
+        let mut response = machine_config_schema().default_plan(request.prior, request.desired);
+        if inputs_unknown {
             for name in ["machine_config", "machine_config_masked", "config_sha256"] {
                 response.planned.insert(name.into(), unknown());
             }
             return Ok(response);
         }
+        // The desired attributes are the planned ones now, with the computed ones
+        // carried from prior; only inputs are read below.
+        let desired = &response.planned;
         if let Some(prior) = &request.prior {
-            version_change(prior, &request.desired)
-                .map_err(|problem| invalid("plan", address, problem))?;
+            version_change(prior, desired).map_err(|problem| invalid("plan", address, problem))?;
         }
-        let inputs = machine_config_inputs(&request.desired, "plan", address)?;
+        let inputs = machine_config_inputs(desired, "plan", address)?;
         let (rendered, masked) = render(&inputs, "plan", address)?;
         let sha = sha256_hex(rendered.as_bytes());
         let same_as_prior = request
@@ -1011,21 +1013,19 @@ impl Provider for TalosProvider {
         Ok(ReadResponse { results })
     }
 
-    async fn plan(&self, request: PlanRequest) -> Result<PlanResponse, ProviderError> {
+    async fn plan(&self, request: PlanRequest<'_>) -> Result<PlanResponse, ProviderError> {
         match request.resource.kind.as_str() {
-            MACHINE_CONFIG => self.plan_machine_config(&request),
+            MACHINE_CONFIG => self.plan_machine_config(request),
             // Never a second bootstrap: once done, the recorded node stands, whatever
             // the configuration now names.
             BOOTSTRAP if request.prior.is_some() => Ok(PlanResponse {
-                planned: request.prior.clone().unwrap_or_default(),
+                planned: request.prior.cloned().unwrap_or_default(),
                 requires_replace: Vec::new(),
                 create_before_destroy: false,
             }),
-            BOOTSTRAP => Ok(bootstrap_schema().default_plan(None, &request.desired)),
-            SECRETS => Ok(secrets_schema().default_plan(request.prior.as_ref(), &request.desired)),
-            KUBECONFIG => {
-                Ok(kubeconfig_schema().default_plan(request.prior.as_ref(), &request.desired))
-            }
+            BOOTSTRAP => Ok(bootstrap_schema().default_plan(None, request.desired)),
+            SECRETS => Ok(secrets_schema().default_plan(request.prior, request.desired)),
+            KUBECONFIG => Ok(kubeconfig_schema().default_plan(request.prior, request.desired)),
             other => Err(invalid(
                 "plan",
                 &request.resource.address,

@@ -169,7 +169,7 @@ async fn apply_then_bootstrap_then_kubeconfig_end_to_end() {
     let replan = provider
         .plan(PlanRequest {
             resource: resource("talos_bootstrap", "lab"),
-            prior: Some(bootstrap.clone()),
+            prior: Some(&bootstrap),
             desired: object(
                 json!({"endpoint": worker.endpoint(), "secrets": secrets_reference_values()}),
             ),
@@ -281,7 +281,7 @@ async fn same_config_plans_no_change_and_a_patch_change_is_an_update() {
     let replan = provider
         .plan(PlanRequest {
             resource: resource("talos_machine_config", "cp-1"),
-            prior: Some(state.clone()),
+            prior: Some(&state),
             desired: desired.clone(),
         })
         .await
@@ -309,7 +309,7 @@ async fn same_config_plans_no_change_and_a_patch_change_is_an_update() {
     let plan = provider
         .plan(PlanRequest {
             resource: resource("talos_machine_config", "cp-1"),
-            prior: Some(state.clone()),
+            prior: Some(&state),
             desired: patched,
         })
         .await

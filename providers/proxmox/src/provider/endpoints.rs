@@ -351,10 +351,11 @@ impl Provider for ProxmoxEndpoints {
         Ok(ReadResponse { results })
     }
 
-    async fn plan(&self, request: PlanRequest) -> Result<PlanResponse, ProviderError> {
+    async fn plan(&self, request: PlanRequest<'_>) -> Result<PlanResponse, ProviderError> {
+        let prior = request.prior.map(strip);
         let mut response = plan_desired(&PlanRequest {
             resource: request.resource.clone(),
-            prior: request.prior.as_ref().map(strip),
+            prior: prior.as_ref(),
             desired: strip(&request.desired),
         })?;
         restore(&mut response.planned, &request.desired);
@@ -598,7 +599,7 @@ mod tests {
         let response = p
             .plan(PlanRequest {
                 resource: resource(super::super::image::KIND),
-                prior: Some(prior.clone()),
+                prior: Some(&prior),
                 desired: desired.clone(),
             })
             .await

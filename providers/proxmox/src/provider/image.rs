@@ -706,12 +706,12 @@ mod tests {
         );
         let mut desired = attrs(valid());
         desired.insert("checksum".into(), Value::Null);
-        let mut response = schema().default_plan(Some(&prior), &desired);
+        let mut response = schema().default_plan(Some(&prior), desired.clone());
         assert!(is_unknown(&response.planned[STORAGE_USED]));
         plan_storage_used(Some(&prior), &mut response);
         assert_eq!(response.planned, prior);
         // A new image learns it when created.
-        let mut response = schema().default_plan(None, &desired);
+        let mut response = schema().default_plan(None, desired.clone());
         plan_storage_used(None, &mut response);
         assert!(is_unknown(&response.planned[STORAGE_USED]));
         // A replaced one has it unknown.
@@ -719,7 +719,7 @@ mod tests {
         recorded.insert(STORAGE_USED.into(), json!(4096));
         let mut other = desired.clone();
         other.insert("node".into(), json!("pve2"));
-        let mut response = schema().default_plan(Some(&recorded), &other);
+        let mut response = schema().default_plan(Some(&recorded), other);
         plan_storage_used(Some(&recorded), &mut response);
         assert!(is_unknown(&response.planned[STORAGE_USED]));
     }

@@ -147,12 +147,12 @@ pub(crate) fn plan_desired(request: &PlanRequest) -> Result<PlanResponse, Provid
             // checksum is that same null, not a change that forces a new image.
             let mut desired = request.desired.clone();
             desired.entry("checksum").or_insert(Value::Null);
-            let mut response = image::schema().default_plan(request.prior.as_ref(), &desired);
+            let mut response = image::schema().default_plan(request.prior, desired);
             image::plan_volume(&mut response.planned);
-            image::plan_storage_used(request.prior.as_ref(), &mut response);
+            image::plan_storage_used(request.prior, &mut response);
             Ok(response)
         }
-        vm::KIND => Ok(vm::plan(request.prior.as_ref(), &request.desired)),
+        vm::KIND => Ok(vm::plan(request.prior, &request.desired)),
         _ => Err(unknown_kind("plan", &request.resource)),
     }
 }
@@ -218,7 +218,7 @@ impl Provider for ProxmoxProvider {
         Ok(ReadResponse { results })
     }
 
-    async fn plan(&self, request: PlanRequest) -> Result<PlanResponse, ProviderError> {
+    async fn plan(&self, request: PlanRequest<'_>) -> Result<PlanResponse, ProviderError> {
         plan_desired(&request)
     }
 
@@ -415,7 +415,7 @@ mod tests {
         prior.insert("volume".into(), json!("local:import/talos.raw"));
         let response = plan_desired(&PlanRequest {
             resource: resource(image::KIND),
-            prior: Some(prior.clone()),
+            prior: Some(&prior),
             desired,
         })
         .unwrap();
