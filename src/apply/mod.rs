@@ -27,11 +27,11 @@ use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use infraflux_provider::{ConcurrencyKey, ResourceRef, lookup};
+use infraflux_provider::{ConcurrencyKey, ResourceRef};
 use tokio::task::JoinSet;
 pub use tokio_util::sync::CancellationToken;
 
-use crate::plan::resolve::{Lookup, resolve_references};
+use crate::plan::resolve::{Lookup, outputs_schema, referenced_value, resolve_references};
 use crate::plan::{Action, Change, Plan, Reason, apply_drift};
 use crate::registry::ProviderRegistry;
 use crate::state::{self, StateDocument, StateStore};
@@ -520,8 +520,12 @@ impl<'a> Walk<'a> {
                     .parse::<ResourceAddr>()
                     .ok()
                     .and_then(|a| state.resources.get(&a));
-                match record.and_then(|r| lookup(&r.attributes, &reference.attribute)) {
-                    Some(value) => Lookup::Value(value.clone(), false),
+                let schema =
+                    record.and_then(|r| outputs_schema(self.providers, r, &reference.attribute));
+                match record.and_then(|r| {
+                    referenced_value(&r.attributes, &reference.attribute, schema.as_ref())
+                }) {
+                    Some(value) => Lookup::Value(value.into_owned(), false),
                     None => Lookup::Missing,
                 }
             };

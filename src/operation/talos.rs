@@ -16,7 +16,9 @@ use infraflux_provider::{PlanRequest, ResourceRef};
 use crate::config::Selection;
 use crate::graph::{DesiredResource, build_desired};
 use crate::model::{Cluster, Model, NodeRole};
-use crate::plan::resolve::{Lookup, resolve_references};
+use crate::plan::resolve::{
+    Lookup, outputs_schema, referenced_is_sensitive, referenced_value, resolve_references,
+};
 use crate::private_file;
 use crate::state::{ResourceState, StateDocument};
 use crate::vocabulary::ResourceAddr;
@@ -200,9 +202,13 @@ pub(crate) fn machine_configs(
                 .ok()
                 .and_then(|addr| state.resources.get(&addr))
                 .and_then(|r| {
-                    r.attributes
-                        .get(&reference.attribute)
-                        .map(|v| (v.clone(), r.sensitive.contains(&reference.attribute)))
+                    let schema = outputs_schema(&context.providers, r, &reference.attribute);
+                    let schema = schema.as_ref();
+                    referenced_value(&r.attributes, &reference.attribute, schema).map(|v| {
+                        let sensitive =
+                            referenced_is_sensitive(&r.sensitive, &reference.attribute, schema);
+                        (v.into_owned(), sensitive)
+                    })
                 });
             match found {
                 Some((value, sensitive)) => Lookup::Value(value, sensitive),

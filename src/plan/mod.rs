@@ -34,7 +34,7 @@ use std::collections::{HashMap, HashSet};
 
 use infraflux_provider::{
     Diagnostic, PlanRequest, ProviderError, ResourceRef, ResourceSchema, Severity, ValidateRequest,
-    lookup, references_as_unknown, unknown,
+    references_as_unknown, unknown,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -416,20 +416,6 @@ impl Schemas {
             }
         }
         self.by_kind.get(&(provider.to_string(), kind.to_string()))
-    }
-
-    /// Whether `attribute` (a dotted path) is secret: its top-level name is sensitive.
-    pub(crate) fn is_sensitive(
-        &mut self,
-        providers: &ProviderRegistry,
-        provider: &str,
-        kind: &str,
-        attribute: &str,
-    ) -> bool {
-        let root = attribute.split('.').next().unwrap_or(attribute);
-        self.get(providers, provider, kind)
-            .and_then(|s| s.attribute(root))
-            .is_some_and(|a| a.sensitive)
     }
 }
 
@@ -872,13 +858,9 @@ fn resolve_for_plan(
         else {
             return Lookup::Missing;
         };
-        let sensitive = target.is_sensitive(&reference.attribute)
-            || schemas.is_sensitive(
-                providers,
-                &target.provider,
-                &target.address.kind,
-                &reference.attribute,
-            );
+        let schema = schemas.get(providers, &target.provider, &target.address.kind);
+        let sensitive =
+            resolve::referenced_is_sensitive(&target.sensitive, &reference.attribute, schema);
         // A no-op's attributes are the recorded ones; a plan that is only shown keeps
         // them there, not in the change (`PlanOptions::complete`).
         let attributes = target.after.as_ref().or_else(|| {
@@ -887,14 +869,12 @@ fn resolve_for_plan(
                 .flatten()
                 .map(|recorded| &recorded.attributes)
         });
-        match attributes.and_then(|a| lookup(a, &reference.attribute)) {
-            Some(value) => Lookup::Value(value.clone(), sensitive),
+        match attributes.and_then(|a| resolve::referenced_value(a, &reference.attribute, schema)) {
+            Some(value) => Lookup::Value(value.into_owned(), sensitive),
             None => {
                 // Not planned (yet): a computed attribute of a resource being created.
                 let root = reference.attribute.split('.').next().unwrap_or_default();
-                let declared = schemas
-                    .get(providers, &target.provider, &target.address.kind)
-                    .is_some_and(|s| s.attribute(root).is_some());
+                let declared = schema.is_some_and(|s| s.attribute(root).is_some());
                 if declared {
                     Lookup::Unknown(sensitive)
                 } else {

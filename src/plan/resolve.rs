@@ -2,8 +2,72 @@
 //! dependencies, unknown where those are unknown) and again during apply (values from
 //! state, by then known).
 
-use infraflux_provider::{Attributes, Reference, parse_reference, unknown};
+use std::borrow::Cow;
+
+use infraflux_provider::{
+    Attributes, OUTPUTS, Reference, ResourceSchema, lookup, parse_reference, unknown,
+};
 use serde_json::Value;
+
+use crate::registry::ProviderRegistry;
+use crate::state::ResourceState;
+
+/// What a reference to `attribute` of a resource resolves to: the value at that dotted
+/// path of its `attributes`, or for [`OUTPUTS`] every attribute its `schema` says is
+/// computed, as one object (`None` without the schema).
+pub(crate) fn referenced_value<'a>(
+    attributes: &'a Attributes,
+    attribute: &str,
+    schema: Option<&ResourceSchema>,
+) -> Option<Cow<'a, Value>> {
+    if attribute == OUTPUTS {
+        let outputs = schema?
+            .attributes
+            .iter()
+            .filter(|a| a.computed)
+            .filter_map(|a| Some((a.name.clone(), attributes.get(&a.name)?.clone())))
+            .collect();
+        return Some(Cow::Owned(Value::Object(outputs)));
+    }
+    lookup(attributes, attribute).map(Cow::Borrowed)
+}
+
+/// The schema [`referenced_value`] needs for a reference to `attribute` of a recorded
+/// resource: its provider's, for [`OUTPUTS`] only (`None` otherwise).
+pub(crate) fn outputs_schema(
+    providers: &ProviderRegistry,
+    record: &ResourceState,
+    attribute: &str,
+) -> Option<ResourceSchema> {
+    if attribute != OUTPUTS {
+        return None;
+    }
+    providers
+        .get(&record.provider)?
+        .schemas()
+        .into_iter()
+        .find(|schema| schema.kind == record.kind)
+}
+
+/// Whether what a reference to `attribute` resolves to is secret: its top-level name is
+/// among the resource's `sensitive` names or sensitive in its `schema`; for [`OUTPUTS`],
+/// any computed attribute is.
+pub(crate) fn referenced_is_sensitive(
+    sensitive: &[String],
+    attribute: &str,
+    schema: Option<&ResourceSchema>,
+) -> bool {
+    let secret = |name: &str| {
+        sensitive.iter().any(|s| s == name)
+            || schema
+                .and_then(|s| s.attribute(name))
+                .is_some_and(|a| a.sensitive)
+    };
+    if attribute == OUTPUTS {
+        return schema.is_some_and(|s| s.attributes.iter().any(|a| a.computed && secret(&a.name)));
+    }
+    secret(attribute.split('.').next().unwrap_or(attribute))
+}
 
 /// What a reference's target has for the referenced attribute.
 pub(crate) enum Lookup {

@@ -880,3 +880,83 @@ async fn a_rollout_is_shown_in_order_with_its_gates() {
         serde_json::to_string_pretty(&render::json(&plan)["rollouts"]).unwrap()
     );
 }
+
+#[tokio::test]
+async fn a_reference_to_outputs_is_every_computed_attribute_as_one_object() {
+    let rig = Rig::new();
+    // `config` takes the VM's outputs (`out`, and `secret`, which is sensitive) in one
+    // reference; the VM's inputs (`value`, `input`) are not outputs.
+    let with_outputs = |resources: &mut Vec<DesiredResource>| {
+        resources[2].attributes.insert(
+            "input".into(),
+            reference("dev/w/mock_thing.vm", infraflux_provider::OUTPUTS),
+        );
+    };
+    let mut configured = resources();
+    with_outputs(&mut configured);
+    let created = rig.plan(&configured).await;
+    let config = created.change(&addr("config")).unwrap();
+    let input = &config.after.as_ref().unwrap()["input"];
+    assert_eq!(
+        input.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["out", "secret"]
+    );
+    assert!(is_unknown(&input["out"]) && is_unknown(&input["secret"]));
+    assert!(config.sensitive.contains(&"input".to_string()));
+
+    rig.apply(&configured).await;
+    let state = rig.state();
+    let vm = &state.resources[&addr("vm")].attributes;
+    assert_eq!(
+        state.resources[&addr("config")].attributes["input"],
+        json!({"out": vm["out"], "secret": vm["secret"]})
+    );
+    assert_eq!(rig.plan(&configured).await.summary(), Summary::default());
+
+    // Recorded from one reference per output, it is the same value: no change.
+    let rig = Rig::new();
+    let mut per_output = resources();
+    per_output[2].attributes.insert(
+        "input".into(),
+        json!({
+            "out": reference("dev/w/mock_thing.vm", "out"),
+            "secret": reference("dev/w/mock_thing.vm", "secret"),
+        }),
+    );
+    rig.apply(&per_output).await;
+    assert_eq!(rig.plan(&configured).await.summary(), Summary::default());
+}
+
+#[test]
+fn only_outputs_with_a_secret_among_them_are_secret() {
+    let schema = &crate::testing::mock_schemas()[0];
+    let outputs = infraflux_provider::OUTPUTS;
+    assert!(resolve::referenced_is_sensitive(&[], outputs, Some(schema)));
+    assert!(resolve::referenced_is_sensitive(
+        &[],
+        "secret",
+        Some(schema)
+    ));
+    assert!(!resolve::referenced_is_sensitive(&[], "out", Some(schema)));
+    // A secret input is not an output.
+    let public = infraflux_provider::ResourceSchema::new(
+        "mock_thing",
+        vec![
+            infraflux_provider::AttributeSchema::input("password").sensitive(),
+            infraflux_provider::AttributeSchema::computed("out"),
+        ],
+    );
+    assert!(!resolve::referenced_is_sensitive(
+        &[],
+        outputs,
+        Some(&public)
+    ));
+    assert!(resolve::referenced_is_sensitive(
+        &["out".to_string()],
+        outputs,
+        Some(&public)
+    ));
+    // Without the schema, nothing is known of the outputs.
+    let attributes = json!({"out": 1}).as_object().unwrap().clone();
+    assert!(resolve::referenced_value(&attributes, outputs, None).is_none());
+}

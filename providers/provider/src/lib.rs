@@ -33,8 +33,8 @@ pub use error::{ErrorKind, HttpContext, ProviderError};
 pub use schema::lookup;
 pub use schema::{AttributeSchema, ResourceSchema};
 pub use value::{
-    Attributes, Reference, contains_unknown, is_reference, is_unknown, parse_reference, reference,
-    reference_target, references_as_unknown, unknown,
+    Attributes, OUTPUTS, Reference, contains_unknown, is_reference, is_unknown, parse_reference,
+    reference, reference_target, references_as_unknown, unknown,
 };
 
 /// Identifies the resource an operation is about. The address is the engine's canonical

@@ -2,7 +2,8 @@
 //!
 //! - unknown: `{"$infraflux": "unknown"}` — known only after apply;
 //! - reference: `{"$infraflux": "ref", "address": "...", "attribute": "..."}` — the value
-//!   of another resource's attribute; resolved by the engine, never seen by providers.
+//!   of another resource's attribute (with [`OUTPUTS`], every attribute its provider
+//!   computes, as one object); resolved by the engine, never seen by providers.
 
 use serde_json::{Map, Value, json};
 
@@ -37,6 +38,12 @@ pub struct Reference {
     pub address: String,
     pub attribute: String,
 }
+
+/// The `attribute` of a reference to a resource's outputs: every attribute its schema
+/// says the provider computes, as one object (the inputs, which the configuration gave,
+/// are left out). One marker where a value is what a resource made: a machine config's
+/// secrets bundle was sixteen references, a third of a fleet plan's desired resources.
+pub const OUTPUTS: &str = "*";
 
 pub fn reference(address: impl Into<String>, attribute: impl Into<String>) -> Value {
     json!({ MARKER: "ref", "address": address.into(), "attribute": attribute.into() })
