@@ -32,7 +32,7 @@ pub mod placement;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::{self, Write as _};
 
-use infraflux_provider::{Attributes, reference_target};
+use infraflux_provider::{Attributes, OUTPUTS, reference_target};
 use petgraph::Direction;
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde::{Deserialize, Serialize};
@@ -110,6 +110,12 @@ pub enum EdgeReason {
 impl fmt::Display for EdgeReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            EdgeReason::Reference {
+                attribute,
+                target_attribute,
+            } if target_attribute == OUTPUTS => {
+                write!(f, "attribute `{attribute}` refers to its outputs")
+            }
             EdgeReason::Reference {
                 attribute,
                 target_attribute,
@@ -715,6 +721,10 @@ impl ResourceGraph {
         for edge in self.graph.edge_indices() {
             let (from, to) = self.graph.edge_endpoints(edge).expect("edge has endpoints");
             let label = match &self.graph[edge] {
+                EdgeReason::Reference {
+                    attribute,
+                    target_attribute,
+                } if target_attribute == OUTPUTS => format!("{attribute} = (outputs)"),
                 EdgeReason::Reference {
                     attribute,
                     target_attribute,
