@@ -156,7 +156,8 @@ pub struct Change {
     /// Current attributes (after refresh); `None` when creating, and for a no-op,
     /// whose are its `after` (read both through [`Change::before_attributes`]).
     pub before: Option<Attributes>,
-    /// Planned attributes (unknowns marked); `None` when deleting.
+    /// Planned attributes (unknowns marked); `None` when deleting, and for a no-op of a
+    /// plan made only to be shown (`PlanOptions::complete`: they are the recorded ones).
     pub after: Option<Attributes>,
     /// The configuration's attributes with references unresolved: apply resolves them
     /// again with the values known by then and asks the provider to plan once more.

@@ -32,7 +32,8 @@ pub fn contains_unknown(value: &Value) -> bool {
     }
 }
 
-/// A reference to `attribute` (a dotted path) of the resource at `address`.
+/// A reference to `attribute` (a dotted path, or [`OUTPUTS`]) of the resource at
+/// `address`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Reference {
     pub address: String,
