@@ -31,7 +31,7 @@ use infraflux_provider::{ConcurrencyKey, ResourceRef};
 use tokio::task::JoinSet;
 pub use tokio_util::sync::CancellationToken;
 
-use crate::plan::resolve::{Lookup, outputs_schema, referenced_value, resolve_references};
+use crate::plan::resolve::{lookup_recorded, resolve_references};
 use crate::plan::{Action, Change, Plan, Reason, apply_drift};
 use crate::registry::ProviderRegistry;
 use crate::state::{self, StateDocument, StateStore};
@@ -515,19 +515,7 @@ impl<'a> Walk<'a> {
     ) -> Result<infraflux_provider::Attributes, String> {
         self.journal.read(|state| {
             let mut lookup_reference = |reference: &infraflux_provider::Reference| {
-                let record = reference
-                    .address
-                    .parse::<ResourceAddr>()
-                    .ok()
-                    .and_then(|a| state.resources.get(&a));
-                let schema =
-                    record.and_then(|r| outputs_schema(self.providers, r, &reference.attribute));
-                match record.and_then(|r| {
-                    referenced_value(&r.attributes, &reference.attribute, schema.as_ref())
-                }) {
-                    Some(value) => Lookup::Value(value.into_owned(), false),
-                    None => Lookup::Missing,
-                }
+                lookup_recorded(state, self.providers, reference)
             };
             resolve_references(desired, &mut lookup_reference)
                 .map(|r| r.attributes)

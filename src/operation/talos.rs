@@ -16,9 +16,7 @@ use infraflux_provider::{PlanRequest, ResourceRef};
 use crate::config::Selection;
 use crate::graph::{DesiredResource, build_desired};
 use crate::model::{Cluster, Model, NodeRole};
-use crate::plan::resolve::{
-    Lookup, outputs_schema, referenced_is_sensitive, referenced_value, resolve_references,
-};
+use crate::plan::resolve::{lookup_recorded, resolve_references};
 use crate::private_file;
 use crate::state::{ResourceState, StateDocument};
 use crate::vocabulary::ResourceAddr;
@@ -196,24 +194,7 @@ pub(crate) fn machine_configs(
     let mut configs = Vec::new();
     for resource in desired {
         let resolved = resolve_references(&resource.attributes, &mut |reference| {
-            let found = reference
-                .address
-                .parse::<ResourceAddr>()
-                .ok()
-                .and_then(|addr| state.resources.get(&addr))
-                .and_then(|r| {
-                    let schema = outputs_schema(&context.providers, r, &reference.attribute);
-                    let schema = schema.as_ref();
-                    referenced_value(&r.attributes, &reference.attribute, schema).map(|v| {
-                        let sensitive =
-                            referenced_is_sensitive(&r.sensitive, &reference.attribute, schema);
-                        (v.into_owned(), sensitive)
-                    })
-                });
-            match found {
-                Some((value, sensitive)) => Lookup::Value(value, sensitive),
-                None => Lookup::Missing,
-            }
+            lookup_recorded(state, &context.providers, reference)
         })
         .map_err(|(attribute, reference)| {
             diagnostic_text(

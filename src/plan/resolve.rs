@@ -10,7 +10,8 @@ use infraflux_provider::{
 use serde_json::Value;
 
 use crate::registry::ProviderRegistry;
-use crate::state::ResourceState;
+use crate::state::{ResourceState, StateDocument};
+use crate::vocabulary::ResourceAddr;
 
 /// What a reference to `attribute` of a resource resolves to: the value at that dotted
 /// path of its `attributes`, or for [`OUTPUTS`] every attribute its `schema` says is
@@ -32,9 +33,35 @@ pub(crate) fn referenced_value<'a>(
     lookup(attributes, attribute).map(Cow::Borrowed)
 }
 
+/// A reference resolved against recorded state (apply, `talos render`): the record's
+/// value, and whether it is secret; missing when state has no such resource or value.
+pub(crate) fn lookup_recorded(
+    state: &StateDocument,
+    providers: &ProviderRegistry,
+    reference: &Reference,
+) -> Lookup {
+    let Some(record) = reference
+        .address
+        .parse::<ResourceAddr>()
+        .ok()
+        .and_then(|address| state.resources.get(&address))
+    else {
+        return Lookup::Missing;
+    };
+    let schema = outputs_schema(providers, record, &reference.attribute);
+    let schema = schema.as_ref();
+    match referenced_value(&record.attributes, &reference.attribute, schema) {
+        Some(value) => Lookup::Value(
+            value.into_owned(),
+            referenced_is_sensitive(&record.sensitive, &reference.attribute, schema),
+        ),
+        None => Lookup::Missing,
+    }
+}
+
 /// The schema [`referenced_value`] needs for a reference to `attribute` of a recorded
 /// resource: its provider's, for [`OUTPUTS`] only (`None` otherwise).
-pub(crate) fn outputs_schema(
+fn outputs_schema(
     providers: &ProviderRegistry,
     record: &ResourceState,
     attribute: &str,
