@@ -84,7 +84,9 @@ fn project(clusters: usize) -> tempfile::TempDir {
 /// would and write what is planned to state, ready. Twice: first with one real Talos
 /// secrets bundle (generated once, shared by every cluster) where the plan has unknowns,
 /// then as planned against that state, so machine configs are rendered from known
-/// secrets as after a real apply. Values only a live cluster knows (a kubeconfig, how a
+/// secrets as after a real apply. What is written is what apply would record: no
+/// attribute the schema leaves unrecorded, and what a resource takes whole from another's
+/// outputs recorded by reference. Values only a live cluster knows (a kubeconfig, how a
 /// config was applied) stay unknown in state.
 fn record_applied(project: &Path) {
     let workspace = Workspace::read(project.join("config").as_path(), &BenchVariables);
@@ -129,6 +131,18 @@ fn record_applied(project: &Path) {
                         *value = secret.clone();
                     }
                 }
+            }
+            // As apply records it: without what the schema says state never holds.
+            let schema = providers.get(&change.provider).and_then(|p| {
+                p.schemas()
+                    .into_iter()
+                    .find(|s| s.kind == change.address.kind)
+            });
+            if let Some(schema) = schema {
+                attributes = schema.recorded(attributes);
+            }
+            if let Some(desired) = &change.desired {
+                infraflux::state::by_reference::record_by_reference(desired, &mut attributes);
             }
             let kind = change.address.kind.clone();
             applied.resources.insert(

@@ -411,7 +411,7 @@ fn state_written_before_identities_were_recorded_plans_no_change() {
     let grown = machines(&harness);
     untouched(&first, &grown, &["cp-1", "general-1"]);
     let written: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    assert_eq!(written["format_version"], 2);
+    assert_eq!(written["format_version"], infraflux::state::FORMAT_VERSION);
     let recorded = &written["machines"]["workload"];
     assert_eq!(recorded["general-1"]["address"], "10.10.0.11");
     assert_eq!(recorded["general-1"]["pool"], "general");

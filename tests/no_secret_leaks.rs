@@ -309,8 +309,11 @@ fn no_secret_reaches_output_logs_plan_files_or_state() {
     // the same rules hold for them.
     let mut generated = Vec::new();
     for resource in document.resources.values() {
+        // A value recorded by reference is the referenced record's (its marker names an
+        // address and attributes, no secret): resolved, it is what to look for.
+        let attributes = document.resolve(&resource.attributes).attributes;
         for name in &resource.sensitive {
-            if let Some(value) = resource.attributes.get(name) {
+            if let Some(value) = attributes.get(name) {
                 strings(value, &mut generated);
             }
         }

@@ -38,12 +38,27 @@ fn resource(change: &Change) -> ResourceRef {
     }
 }
 
+/// The record of a change's resource: without the attributes its schema says state
+/// never holds (a rendered document, kept by its digest), and with what it took whole
+/// from another resource's outputs recorded by reference (`state::by_reference`).
 fn record(
     change: &Change,
+    provider: &dyn Provider,
     id: Option<String>,
-    attributes: Attributes,
+    mut attributes: Attributes,
     status: ResourceStatus,
 ) -> ResourceState {
+    if let Some(schema) = provider
+        .schemas()
+        .into_iter()
+        .find(|s| s.kind == change.address.kind)
+    {
+        attributes = schema.recorded(attributes);
+    }
+    // A value taken whole from another resource's outputs is recorded as a reference.
+    if let Some(desired) = &change.desired {
+        crate::state::by_reference::record_by_reference(desired, &mut attributes);
+    }
     ResourceState {
         kind: change.address.kind.clone(),
         provider: change.provider.clone(),
@@ -53,6 +68,22 @@ fn record(
         dependencies: change.dependencies.clone(),
         status,
     }
+}
+
+/// A resource's record as state holds it, and its attributes as its provider takes
+/// them: with the values recorded by reference resolved (`state::by_reference`).
+struct Prior {
+    record: ResourceState,
+    attributes: Attributes,
+}
+
+fn read_prior(journal: &Journal, address: &crate::vocabulary::ResourceAddr) -> Option<Prior> {
+    journal.read(|state| {
+        state.resources.get(address).map(|record| Prior {
+            attributes: state.resolve(&record.attributes).attributes.into_owned(),
+            record: record.clone(),
+        })
+    })
 }
 
 /// How a change is run: `teardown` when the plan deletes everything in scope
@@ -69,7 +100,7 @@ pub(crate) async fn execute(
     journal: &Journal,
     run: Run,
 ) -> Result<(), Failed> {
-    let prior = journal.read(|state| state.resources.get(&change.address).cloned());
+    let prior = read_prior(journal, &change.address);
     match change.action {
         Action::Delete => delete(change, prior, provider, journal, run).await,
         Action::Create | Action::Update | Action::DeleteThenCreate | Action::CreateThenDelete => {
@@ -109,7 +140,7 @@ pub(crate) async fn leave_first(
     run: Run,
 ) -> Result<(), Failed> {
     for LeavingFirst { change, provider } in leaving {
-        let prior = journal.read(|state| state.resources.get(&change.address).cloned());
+        let prior = read_prior(journal, &change.address);
         let started = std::time::Instant::now();
         reporter.started(&change.address, Action::Delete);
         match delete(change, prior, provider.as_ref(), journal, run).await {
@@ -135,7 +166,7 @@ pub(crate) async fn leave_first(
 async fn final_plan(
     change: &Change,
     resolved: Attributes,
-    prior: Option<&ResourceState>,
+    prior: Option<&Prior>,
     provider: &dyn Provider,
 ) -> Result<Attributes, Failed> {
     let prior = match change.action {
@@ -186,7 +217,13 @@ async fn create(
     provider: &dyn Provider,
     journal: &Journal,
 ) -> Result<(), Failed> {
-    let pending = record(change, None, planned.clone(), ResourceStatus::PendingCreate);
+    let pending = record(
+        change,
+        provider,
+        None,
+        planned.clone(),
+        ResourceStatus::PendingCreate,
+    );
     journal
         .write(|state| {
             state.resources.insert(change.address.clone(), pending);
@@ -206,6 +243,7 @@ async fn create(
         .map_err(Failed::provider)?;
     let ready = record(
         change,
+        provider,
         Some(created.id),
         created.attributes,
         ResourceStatus::Ready,
@@ -219,12 +257,12 @@ async fn create(
 
 async fn update(
     change: &Change,
-    prior: ResourceState,
+    prior: Prior,
     planned: Attributes,
     provider: &dyn Provider,
     journal: &Journal,
 ) -> Result<(), Failed> {
-    let id = prior.id.clone().unwrap_or_default();
+    let id = prior.record.id.clone().unwrap_or_default();
     // On failure the prior record stays as it is (as Terraform does): the object is
     // where it was, and tainting it would replace a VM for a failed memory change.
     let updated = provider
@@ -236,7 +274,13 @@ async fn update(
         })
         .await
         .map_err(Failed::provider)?;
-    let ready = record(change, Some(id), updated.attributes, ResourceStatus::Ready);
+    let ready = record(
+        change,
+        provider,
+        Some(id),
+        updated.attributes,
+        ResourceStatus::Ready,
+    );
     journal
         .write(|state| {
             state.resources.insert(change.address.clone(), ready);
@@ -246,7 +290,7 @@ async fn update(
 
 async fn delete(
     change: &Change,
-    prior: Option<ResourceState>,
+    prior: Option<Prior>,
     provider: &dyn Provider,
     journal: &Journal,
     run: Run,
@@ -254,8 +298,8 @@ async fn delete(
     let Some(prior) = prior else {
         return Ok(());
     };
-    if let Some(id) = prior.id.clone() {
-        let mut pending = prior.clone();
+    if let Some(id) = prior.record.id.clone() {
+        let mut pending = prior.record.clone();
         pending.status = ResourceStatus::PendingDelete;
         journal
             .write(|state| {
@@ -287,14 +331,14 @@ async fn delete(
 /// delete leaves the old object unmanaged. Needs "deposed" objects in state.
 async fn create_then_delete(
     change: &Change,
-    prior: Option<ResourceState>,
+    prior: Option<Prior>,
     planned: Attributes,
     provider: &dyn Provider,
     journal: &Journal,
 ) -> Result<(), Failed> {
     create(change, planned, provider, journal).await?;
     if let Some(prior) = prior
-        && let Some(id) = prior.id
+        && let Some(id) = prior.record.id
     {
         provider
             .delete(DeleteRequest {

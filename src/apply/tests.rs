@@ -248,6 +248,42 @@ async fn state_is_persisted_around_every_resource() {
 }
 
 #[tokio::test]
+async fn an_unrecorded_attribute_is_applied_but_never_in_state_nor_a_change() {
+    let mut schemas = mock_schemas();
+    schemas[0].attributes.push(
+        infraflux_provider::AttributeSchema::computed("rendered")
+            .sensitive()
+            .unrecorded(),
+    );
+    let rig = Rig::with_mock(MockProvider::new("mock", schemas));
+    let things = vec![desired("a", json!({"value": 1}), &[])];
+    assert!(rig.apply(&things).await.is_success());
+    let object = rig.mock.objects().pop().unwrap();
+    // The provider had it (the mock fills computed attributes on create)…
+    assert_eq!(
+        object.attributes["rendered"],
+        json!(format!("rendered-{}", object.id))
+    );
+    // …and state does not.
+    let recorded = &rig.state().resources[&addr("a")];
+    assert!(
+        !recorded.attributes.contains_key("rendered"),
+        "{recorded:?}"
+    );
+    assert!(recorded.attributes.contains_key("out"));
+    // Its absence is no change; a recorded attribute's change still is one.
+    assert!(!rig.plan(&things).await.has_changes());
+    let mut changed = things.clone();
+    changed[0].attributes.insert("value".into(), json!(2));
+    let plan = rig.plan(&changed).await;
+    assert_eq!(plan.change(&addr("a")).unwrap().action, Action::Update);
+    assert!(rig.apply(&changed).await.is_success());
+    let recorded = &rig.state().resources[&addr("a")];
+    assert_eq!(recorded.attributes["value"], json!(2));
+    assert!(!recorded.attributes.contains_key("rendered"));
+}
+
+#[tokio::test]
 async fn updates_and_replacements_are_applied() {
     let rig = Rig::new();
     rig.apply(&chain()).await;

@@ -70,19 +70,26 @@ pub fn run(
                 ),
             )
         })?;
-    let sensitive = provider
+    let schema = provider
         .schemas()
         .into_iter()
-        .find(|s| s.kind == resource.kind)
+        .find(|s| s.kind == resource.kind);
+    let sensitive = schema
+        .as_ref()
         .map(|s| s.sensitive_attributes().map(str::to_string).collect())
         .unwrap_or_default();
+    // As apply records it: never the attributes state does not hold.
+    let attributes = match &schema {
+        Some(schema) => schema.recorded(response.attributes),
+        None => response.attributes,
+    };
     state.resources.insert(
         address.clone(),
         ResourceState {
             kind: resource.kind,
             provider: resource.provider,
             id: Some(id.to_string()),
-            attributes: response.attributes,
+            attributes,
             sensitive,
             dependencies: resource.depends_on,
             status: ResourceStatus::Ready,

@@ -916,10 +916,15 @@ async fn plan_configured(
         address: addr.to_string(),
         kind: desired.kind.clone(),
     };
+    // What the record holds by reference, as values again (`state::by_reference`).
+    let prior_attributes = prior.map(|p| current.resolve(&p.attributes));
     let response = provider
         .plan(PlanRequest {
             resource,
-            prior: prior.filter(|_| forced.is_none()).map(|p| &p.attributes),
+            prior: prior_attributes
+                .as_ref()
+                .filter(|_| forced.is_none())
+                .map(|r| r.attributes.as_ref()),
             desired: resolved.attributes,
         })
         .await
@@ -955,7 +960,23 @@ async fn plan_configured(
             replace_action(response.create_before_destroy),
             Some(Reason::RequiresReplace),
         ),
-        (Some(prior), None) if prior.attributes != response.planned => (Action::Update, None),
+        // A value recorded by reference that its resource no longer holds: changed.
+        (Some(_), None) if prior_attributes.as_ref().is_some_and(|r| r.stale) => {
+            (Action::Update, None)
+        }
+        // State never holds the schema's unrecorded attributes: they are not compared.
+        (Some(_), None)
+            if !prior_attributes.as_ref().is_some_and(|prior| {
+                let recorded = prior.attributes.as_ref();
+                schemas
+                    .get(providers, &desired.provider, &desired.kind)
+                    .map_or(*recorded == response.planned, |schema| {
+                        schema.records_same(recorded, &response.planned)
+                    })
+            }) =>
+        {
+            (Action::Update, None)
+        }
         (Some(_), None) => (Action::NoOp, None),
     };
     let mut after = response.planned;
@@ -974,9 +995,9 @@ async fn plan_configured(
         reason,
         id: prior.and_then(|p| p.id.clone()),
         // A no-op's attributes are the same before and after: kept once.
-        before: prior
+        before: prior_attributes
             .filter(|_| action != Action::NoOp)
-            .map(|p| p.attributes.clone()),
+            .map(|r| r.attributes.into_owned()),
         after: Some(after),
         // A no-op is never applied: the configuration's attributes, kept for apply to
         // resolve again, go now (in a steady fleet plan, a sixth of its memory).

@@ -80,7 +80,8 @@ pub(crate) async fn refresh(
                     kind: resource.kind.clone(),
                 },
                 id: resource.id.clone().unwrap_or_default(),
-                prior: resource.attributes.clone(),
+                // What the record holds by reference, as values (`state::by_reference`).
+                prior: state.resolve(&resource.attributes).attributes.into_owned(),
             });
     }
 
@@ -99,6 +100,7 @@ pub(crate) async fn refresh(
         });
     }
 
+    let mut schemas = crate::plan::Schemas::default();
     let mut failures = Vec::new();
     let mut drift = Vec::new();
     let mut unreachable = BTreeMap::new();
@@ -133,7 +135,14 @@ pub(crate) async fn refresh(
             let addr = parse(&address)?;
             let before = &state.resources[&addr];
             let after = match outcomes.remove(&address) {
-                Some(ReadOutcome::Found(attributes)) => Some(found(&addr, before, attributes)?),
+                Some(ReadOutcome::Found(attributes)) => {
+                    // As state records it: never an attribute its schema leaves out.
+                    let attributes = match schemas.get(providers, &before.provider, &before.kind) {
+                        Some(schema) => schema.recorded(attributes),
+                        None => attributes,
+                    };
+                    Some(found(&addr, before, attributes)?)
+                }
                 Some(ReadOutcome::Gone) => None,
                 Some(ReadOutcome::Failed(error)) if error.kind.is_retryable() => {
                     unreachable.insert(addr, unreachable_reason(&error));
@@ -187,6 +196,8 @@ fn found(
         }
         ResourceStatus::Ready | ResourceStatus::PendingDelete | ResourceStatus::Tainted => {}
     }
+    // A value read back as it was recorded by reference is recorded so again: no drift.
+    crate::state::by_reference::rerecord(&mut attributes, &before.attributes);
     after.attributes = attributes;
     Ok(after)
 }

@@ -907,11 +907,49 @@ async fn a_reference_to_outputs_is_every_computed_attribute_as_one_object() {
     rig.apply(&configured).await;
     let state = rig.state();
     let vm = &state.resources[&addr("vm")].attributes;
+    // Recorded as the reference it is (`state::by_reference`), and resolved to the value.
+    let recorded = &state.resources[&addr("config")].attributes;
+    let marker = crate::state::by_reference::recorded_reference(&recorded["input"])
+        .expect("recorded by reference");
+    assert_eq!(marker.address, "dev/w/mock_thing.vm");
     assert_eq!(
-        state.resources[&addr("config")].attributes["input"],
+        state.resolve(recorded).attributes["input"],
         json!({"out": vm["out"], "secret": vm["secret"]})
     );
-    assert_eq!(rig.plan(&configured).await.summary(), Summary::default());
+    // Refreshed (the mock reads back the value itself), it is still no drift.
+    let again = rig.plan(&configured).await;
+    assert_eq!(again.summary(), Summary::default());
+    assert!(again.drift.is_empty(), "{:?}", again.drift);
+    assert!(
+        crate::state::by_reference::recorded_reference(
+            &rig.state().resources[&addr("config")].attributes["input"]
+        )
+        .is_some()
+    );
+
+    // The VM's outputs changed after the config recorded them (its update applied, the
+    // config's failed): both sides resolve to the VM's new value, but the record is
+    // stale, so the config is changed.
+    let mut moved_on = rig.state();
+    moved_on
+        .resources
+        .get_mut(&addr("vm"))
+        .unwrap()
+        .attributes
+        .insert("out".into(), json!("out-new"));
+    let options = PlanOptions {
+        refresh: false,
+        ..PlanOptions::default()
+    };
+    let stale = plan(configured.clone(), &moved_on, &rig.registry, &options)
+        .await
+        .unwrap();
+    let change = stale.change(&addr("config")).unwrap();
+    assert_eq!(change.action, Action::Update);
+    assert_eq!(
+        change.after.as_ref().unwrap()["input"]["out"],
+        json!("out-new")
+    );
 
     // Recorded from one reference per output, it is the same value: no change.
     let rig = Rig::new();

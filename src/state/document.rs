@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 use crate::vocabulary::{MachineRecords, Recorded, ResourceAddr};
 
 /// Bumped when the document's layout changes; older documents are migrated on load
-/// (`format`). 2: `machines`.
-pub const FORMAT_VERSION: u32 = 2;
+/// (`format`). 2: `machines`. 3: values recorded by reference (`by_reference`), and
+/// unrecorded attributes left out.
+pub const FORMAT_VERSION: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StateDocument {

@@ -7,7 +7,8 @@ use crate::vocabulary::ResourceAddr;
 impl StateDocument {
     /// Forget these resources (they keep running; InfraFlux stops managing them). Every
     /// address must be in the document, or nothing is removed. Other resources' recorded
-    /// `dependencies` on them are kept: they only order a later destroy.
+    /// `dependencies` on them are kept: they only order a later destroy. What they
+    /// recorded by reference to them is copied in (`by_reference`).
     pub fn remove_resources(
         &mut self,
         addresses: &[ResourceAddr],
@@ -20,6 +21,10 @@ impl StateDocument {
                 });
             }
         }
+        // What other records hold of them by reference, they keep as a copy.
+        for address in addresses {
+            self.copy_references_to(address);
+        }
         Ok(addresses
             .iter()
             .filter_map(|address| self.resources.remove_entry(address))
@@ -27,7 +32,8 @@ impl StateDocument {
     }
 
     /// Rename a resource within this environment, keeping its type. Other resources'
-    /// `dependencies` on it follow the new address.
+    /// `dependencies` on it, and what they recorded by reference to it, follow the new
+    /// address.
     pub fn move_resource(&mut self, from: &ResourceAddr, to: &ResourceAddr) -> Result<(), Error> {
         let invalid = |reason| Error::InvalidMove {
             from: from.clone(),
@@ -62,6 +68,7 @@ impl StateDocument {
                 }
             }
         }
+        self.move_references(from, to);
         Ok(())
     }
 

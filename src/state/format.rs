@@ -34,10 +34,16 @@ struct Migration {
 
 /// Every migration step, oldest first. When the layout changes, bump [`FORMAT_VERSION`]
 /// and add the step here.
-const MIGRATIONS: &[Migration] = &[Migration {
-    from: 1,
-    migrate: v1_to_v2,
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        from: 1,
+        migrate: v1_to_v2,
+    },
+    Migration {
+        from: 2,
+        migrate: v2_to_v3,
+    },
+];
 
 /// Version 2 adds `machines`, the identity (address, Proxmox node, VM ID) of every
 /// machine. A version-1 document has none recorded: they are adopted from its VMs' and
@@ -45,6 +51,15 @@ const MIGRATIONS: &[Migration] = &[Migration {
 /// here. The version is bumped anyway so that an older infraflux refuses the document
 /// rather than reading it and writing it back without the identities.
 fn v1_to_v2(envelope: Envelope) -> Result<Envelope, String> {
+    Ok(envelope)
+}
+
+/// Version 3 records a value taken whole from another resource's outputs by reference
+/// (`by_reference`), and leaves out attributes a schema says are never recorded (a
+/// rendered machine config). A version-2 record holds full copies, which still read the
+/// same: each is recorded anew when its resource is next applied. The version is bumped
+/// so that an older infraflux, which would hand a marker to a provider, refuses it.
+fn v2_to_v3(envelope: Envelope) -> Result<Envelope, String> {
     Ok(envelope)
 }
 
@@ -202,36 +217,44 @@ impl std::io::Write for Hashing {
     }
 }
 
-fn write_canonical(value: &Value, out: &mut Hashing) {
+/// `value`'s canonical serialization (compact, object members sorted by key at every
+/// level) into `out`, which hashes it (the checksum here, `by_reference`'s digests).
+pub(crate) fn write_canonical(value: &Value, out: &mut impl std::io::Write) {
+    let push = |out: &mut dyn std::io::Write, bytes: &[u8]| {
+        out.write_all(bytes).expect("hashing never fails")
+    };
     match value {
         Value::Object(map) => write_canonical_object(map, out),
         Value::Array(items) => {
-            out.push(b"[");
+            push(out, b"[");
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(b",");
+                    push(out, b",");
                 }
                 write_canonical(item, out);
             }
-            out.push(b"]");
+            push(out, b"]");
         }
-        scalar => serde_json::to_writer(&mut *out, scalar).expect("hashing never fails"),
+        scalar => serde_json::to_writer(out, scalar).expect("hashing never fails"),
     }
 }
 
-fn write_canonical_object(map: &Map<String, Value>, out: &mut Hashing) {
+fn write_canonical_object(map: &Map<String, Value>, out: &mut impl std::io::Write) {
     let mut entries: Vec<(&String, &Value)> = map.iter().collect();
     entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    out.push(b"{");
+    let push = |out: &mut dyn std::io::Write, bytes: &[u8]| {
+        out.write_all(bytes).expect("hashing never fails")
+    };
+    push(out, b"{");
     for (i, (key, value)) in entries.into_iter().enumerate() {
         if i > 0 {
-            out.push(b",");
+            push(out, b",");
         }
         serde_json::to_writer(&mut *out, key).expect("hashing never fails");
-        out.push(b":");
+        push(out, b":");
         write_canonical(value, out);
     }
-    out.push(b"}");
+    push(out, b"}");
 }
 
 /// Bring an envelope of version `from` to [`FORMAT_VERSION`].
@@ -313,14 +336,14 @@ mod tests {
 
     #[test]
     fn newer_versions_are_refused_before_the_checksum_is_read() {
-        let text = r#"{"format_version": 3, "checksum": "blake3:whatever"}"#;
+        let text = r#"{"format_version": 4, "checksum": "blake3:whatever"}"#;
         let error = decode(text.as_bytes(), "s.json").unwrap_err();
         assert!(
             matches!(
                 error,
                 Error::UnsupportedVersion {
-                    found: 3,
-                    supported: 2,
+                    found: 4,
+                    supported: 3,
                     ..
                 }
             ),
@@ -365,6 +388,10 @@ mod tests {
             Migration {
                 from: 1,
                 migrate: v1_to_v2,
+            },
+            Migration {
+                from: 2,
+                migrate: v2_to_v3,
             },
         ];
         let mut v0 = Map::new();

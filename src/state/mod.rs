@@ -2,6 +2,8 @@
 //! environment.
 //!
 //! - [`document`]: the document (format version, lineage, serial, resources);
+//! - [`by_reference`]: values recorded as the other resource's outputs they are, and
+//!   resolved again for whoever reads a record;
 //! - [`edit`]: the edits `infraflux state rm` and `state mv` make to a document;
 //! - [`sensitive`]: masking secret attributes for display;
 //! - encryption at rest is [`crate::encryption`]'s ([`Encryption`], re-exported here as
@@ -16,6 +18,7 @@
 //! - [`revision`]: which version of a document was read, to skip decoding it twice;
 //! - [`StateStore`]: where documents live and how they are locked (backends implement it).
 
+pub mod by_reference;
 pub mod document;
 pub mod edit;
 pub mod format;

@@ -21,6 +21,11 @@ pub struct AttributeSchema {
     pub force_new: bool,
     /// Shown as `(sensitive)`; encrypted in state when a key is configured.
     pub sensitive: bool,
+    /// Planned, and passed to create and update, but never written to state: a value
+    /// derived from the recorded ones (a rendered document, kept in state by its
+    /// digest). The plan does not compare it; another recorded attribute must change
+    /// when it does.
+    pub unrecorded: bool,
 }
 
 impl AttributeSchema {
@@ -30,6 +35,7 @@ impl AttributeSchema {
             computed: false,
             force_new: false,
             sensitive: false,
+            unrecorded: false,
         }
     }
 
@@ -47,6 +53,12 @@ impl AttributeSchema {
 
     pub fn sensitive(mut self) -> Self {
         self.sensitive = true;
+        self
+    }
+
+    /// See [`AttributeSchema::unrecorded`].
+    pub fn unrecorded(mut self) -> Self {
+        self.unrecorded = true;
         self
     }
 }
@@ -69,6 +81,38 @@ impl ResourceSchema {
             .iter()
             .filter(|a| a.sensitive)
             .map(|a| a.name.as_str())
+    }
+
+    /// Names of the attributes never written to state ([`AttributeSchema::unrecorded`]).
+    pub fn unrecorded_attributes(&self) -> impl Iterator<Item = &str> {
+        self.attributes
+            .iter()
+            .filter(|a| a.unrecorded)
+            .map(|a| a.name.as_str())
+    }
+
+    /// The attributes as state records them: without the unrecorded ones.
+    pub fn recorded(&self, mut attributes: Attributes) -> Attributes {
+        for name in self.unrecorded_attributes() {
+            attributes.remove(name);
+        }
+        attributes
+    }
+
+    /// Whether two sets of attributes record the same: equal but for the unrecorded
+    /// attributes (which a plan has and state never does).
+    pub fn records_same(&self, recorded: &Attributes, planned: &Attributes) -> bool {
+        let unrecorded: Vec<&str> = self.unrecorded_attributes().collect();
+        if unrecorded.is_empty() {
+            return recorded == planned;
+        }
+        let kept = |name: &String| !unrecorded.contains(&name.as_str());
+        let count = |attributes: &Attributes| attributes.keys().filter(|n| kept(n)).count();
+        count(recorded) == count(planned)
+            && recorded
+                .iter()
+                .filter(|(name, _)| kept(name))
+                .all(|(name, value)| planned.get(name) == Some(value))
     }
 
     /// Plan by the schema alone: desired inputs, computed attributes carried over from
@@ -161,6 +205,39 @@ mod tests {
         let plan = schema().default_plan(Some(&prior), attrs(json!({"memory": 1, "node": "b"})));
         assert_eq!(plan.requires_replace, vec!["node".to_string()]);
         assert!(is_unknown(&plan.planned["mac"]));
+    }
+
+    #[test]
+    fn unrecorded_attributes_are_left_out_of_the_record_and_of_the_comparison() {
+        let schema = ResourceSchema::new(
+            "test_config",
+            vec![
+                AttributeSchema::input("memory"),
+                AttributeSchema::computed("rendered").unrecorded(),
+                AttributeSchema::computed("digest"),
+            ],
+        );
+        let planned = attrs(json!({"memory": 1, "rendered": "doc", "digest": "d1"}));
+        let recorded = schema.recorded(planned.clone());
+        assert_eq!(recorded, attrs(json!({"memory": 1, "digest": "d1"})));
+        assert!(schema.records_same(&recorded, &planned));
+        // Whatever the unrecorded value, on either side.
+        let mut with_other = recorded.clone();
+        with_other.insert("rendered".into(), json!("older"));
+        assert!(schema.records_same(&with_other, &planned));
+        // Any recorded attribute that differs, is missing or is extra is a change.
+        let changed = attrs(json!({"memory": 1, "rendered": "doc", "digest": "d2"}));
+        assert!(!schema.records_same(&recorded, &changed));
+        let missing = attrs(json!({"memory": 1, "rendered": "doc"}));
+        assert!(!schema.records_same(&recorded, &missing));
+        let extra = attrs(json!({"memory": 1, "digest": "d1", "other": 0}));
+        assert!(!schema.records_same(&recorded, &extra));
+        // Without unrecorded attributes, it is equality.
+        assert!(!schema_records_same_without_unrecorded(&recorded, &planned));
+    }
+
+    fn schema_records_same_without_unrecorded(a: &Attributes, b: &Attributes) -> bool {
+        schema().records_same(a, b)
     }
 
     #[test]

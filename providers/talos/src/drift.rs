@@ -44,9 +44,11 @@ impl AppliedConfig {
     }
 }
 
-/// The kubelet version of the config InfraFlux applied (recorded `machine_config`).
+/// The kubelet version of the config InfraFlux applied, read from its masked copy
+/// (`machine_config_masked`: masking keeps the kubelet's image; the config itself is
+/// not recorded).
 pub fn recorded_kubelet_version(prior: &serde_json::Map<String, Value>) -> Option<String> {
-    kubelet_version_of(prior.get("machine_config")?.as_str()?)
+    kubelet_version_of(prior.get("machine_config_masked")?.as_str()?)
 }
 
 /// The Kubernetes version a machine config's kubelet runs (`1.34.1`).
@@ -120,6 +122,20 @@ mod tests {
         );
         assert_eq!(version("mirror.local:5000/siderolabs/kubelet"), None);
         assert_eq!(version("ghcr.io/siderolabs/kubelet@sha256:abcd"), None);
+    }
+
+    #[test]
+    fn the_recorded_kubelet_version_is_read_from_the_masked_config() {
+        let masked = applied_config(CONFIG.as_bytes()).masked.unwrap();
+        let prior = serde_json::json!({"machine_config_masked": masked});
+        let prior = prior.as_object().unwrap();
+        assert_eq!(recorded_kubelet_version(prior).as_deref(), Some("1.34.1"));
+        // The rendered config is not recorded: nothing else is read.
+        let rendered_only = serde_json::json!({"machine_config": CONFIG});
+        assert_eq!(
+            recorded_kubelet_version(rendered_only.as_object().unwrap()),
+            None
+        );
     }
 
     #[test]

@@ -447,7 +447,12 @@ fn machine_config_schema() -> ResourceSchema {
         inputs.iter().map(|n| AttributeSchema::input(*n)).collect();
     attributes.push(AttributeSchema::input("secrets").sensitive());
     attributes.extend([
-        AttributeSchema::computed("machine_config").sensitive(),
+        // Rendered from the inputs at every plan, and recorded by its digest
+        // (`config_sha256`) and masked: the rendered copy was a quarter of a fleet's
+        // state.
+        AttributeSchema::computed("machine_config")
+            .sensitive()
+            .unrecorded(),
         AttributeSchema::computed("machine_config_masked"),
         AttributeSchema::computed("config_sha256"),
         AttributeSchema::computed("apply_mode"),

@@ -1,0 +1,407 @@
+//! Attributes recorded by reference: a value that is another resource's outputs (a
+//! machine config's `secrets` is its cluster's `talos_secrets`) is recorded as where it
+//! came from, not copied.
+//!
+//! A fleet's state held each cluster's secrets bundle once per machine config: 3,245
+//! copies, a third of a 10,000-resource state file, and as many plaintext copies of the
+//! cluster's PKI when no key is configured. The record is now a marker
+//!
+//! ```json
+//! { "$infraflux": "recorded", "address": "prod/mgmt/talos_secrets.cluster",
+//!   "attributes": ["admin_crt", …], "digest": "xxh3-128:…" }
+//! ```
+//!
+//! naming the resource, the attributes of it the value held, and a digest of the value.
+//! Whoever reads a record for a provider or to compare it ([`StateDocument::resolve`])
+//! gets the value back from the referenced resource's record. When that record no longer
+//! holds the same value (it changed since, or is gone), the digest tells: the resolved
+//! attributes are *stale*, and the plan treats the resource as changed.
+//!
+//! Only a whole reference to outputs (`infraflux_provider::OUTPUTS`) is recorded so:
+//! the value is an object of the target's own attributes, which its record keeps. A
+//! reference to one attribute is a short value, cheaper copied than referred to.
+
+use std::borrow::Cow;
+
+use infraflux_provider::{Attributes, OUTPUTS, is_unknown, reference_target};
+use serde_json::{Map, Value};
+use xxhash_rust::xxh3::Xxh3;
+
+use super::StateDocument;
+use super::format::write_canonical;
+use crate::vocabulary::ResourceAddr;
+
+/// The marker's key, the same as the provider contract's markers (unknown values,
+/// references): no configuration value is mistaken for one.
+const KEY: &str = "$infraflux";
+const KIND: &str = "recorded";
+const DIGEST_PREFIX: &str = "xxh3-128:";
+
+/// A parsed marker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedReference<'a> {
+    pub address: &'a str,
+    pub attributes: Vec<&'a str>,
+    pub digest: &'a str,
+}
+
+/// The marker in `value`, if it is one.
+pub fn recorded_reference(value: &Value) -> Option<RecordedReference<'_>> {
+    let object = value.as_object()?;
+    if object.len() != 4 || object.get(KEY)?.as_str()? != KIND {
+        return None;
+    }
+    Some(RecordedReference {
+        address: object.get("address")?.as_str()?,
+        attributes: object
+            .get("attributes")?
+            .as_array()?
+            .iter()
+            .map(Value::as_str)
+            .collect::<Option<_>>()?,
+        digest: object.get("digest")?.as_str()?,
+    })
+}
+
+fn marker(address: &str, attributes: Vec<Value>, digest: String) -> Value {
+    let mut object = Map::with_capacity(4);
+    object.insert(KEY.into(), KIND.into());
+    object.insert("address".into(), address.into());
+    object.insert("attributes".into(), Value::Array(attributes));
+    object.insert("digest".into(), digest.into());
+    Value::Object(object)
+}
+
+/// `xxh3-128:<hex>` of `value`'s canonical serialization (compact, members sorted, as
+/// the state checksum's): it does not depend on member order. Not cryptographic, and it
+/// need not be: it tells a changed value from the recorded one.
+pub fn digest(value: &Value) -> String {
+    struct Hashing(Xxh3);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.update(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut hashing = Hashing(Xxh3::new());
+    write_canonical(value, &mut hashing);
+    format!("{DIGEST_PREFIX}{:032x}", hashing.0.digest128())
+}
+
+/// Record by reference what `desired` (the configuration, references unresolved)
+/// takes whole from another resource's outputs: each such attribute of `attributes`
+/// (what is about to be recorded) becomes a marker. Values not known, or not an object,
+/// stay as they are.
+pub fn record_by_reference(desired: &Attributes, attributes: &mut Attributes) {
+    for (name, wanted) in desired {
+        let Some((address, OUTPUTS)) = reference_target(wanted) else {
+            continue;
+        };
+        let Some(value) = attributes.get_mut(name) else {
+            continue;
+        };
+        let Value::Object(outputs) = &*value else {
+            continue;
+        };
+        if is_unknown(value) {
+            continue;
+        }
+        let names = outputs.keys().map(|k| Value::String(k.clone())).collect();
+        *value = marker(address, names, digest(value));
+    }
+}
+
+/// After a refresh: the attributes a provider read back (from a resolved `recorded`)
+/// with each value that is still the recorded one put back as its marker, so an
+/// unchanged resource reads as no drift.
+pub fn rerecord(found: &mut Attributes, recorded: &Attributes) {
+    for (name, value) in recorded {
+        let Some(reference) = recorded_reference(value) else {
+            continue;
+        };
+        if found
+            .get(name)
+            .is_some_and(|read| digest(read) == reference.digest)
+        {
+            found.insert(name.clone(), value.clone());
+        }
+    }
+}
+
+/// A record's attributes with every marker resolved.
+#[derive(Debug)]
+pub struct Resolved<'a> {
+    pub attributes: Cow<'a, Attributes>,
+    /// A marker's resource no longer holds the value recorded (changed since, or gone):
+    /// its attribute holds what the resource has now, or is missing when it is gone.
+    pub stale: bool,
+}
+
+impl StateDocument {
+    /// `attributes` (of one of this document's records) with each attribute recorded by
+    /// reference resolved from the referenced record. Borrowed when there is none.
+    pub fn resolve<'a>(&self, attributes: &'a Attributes) -> Resolved<'a> {
+        if !attributes
+            .values()
+            .any(|value| recorded_reference(value).is_some())
+        {
+            return Resolved {
+                attributes: Cow::Borrowed(attributes),
+                stale: false,
+            };
+        }
+        let mut resolved = attributes.clone();
+        let mut stale = false;
+        for (name, value) in attributes {
+            let Some(reference) = recorded_reference(value) else {
+                continue;
+            };
+            match self.referenced(&reference) {
+                Some(value) => {
+                    stale |= digest(&value) != reference.digest;
+                    resolved.insert(name.clone(), value);
+                }
+                None => {
+                    stale = true;
+                    resolved.remove(name);
+                }
+            }
+        }
+        Resolved {
+            attributes: Cow::Owned(resolved),
+            stale,
+        }
+    }
+
+    /// The value a marker stands for, from its resource's record as it is now.
+    fn referenced(&self, reference: &RecordedReference<'_>) -> Option<Value> {
+        let address: ResourceAddr = reference.address.parse().ok()?;
+        let record = self.resources.get(&address)?;
+        let mut value = Map::with_capacity(reference.attributes.len());
+        for name in &reference.attributes {
+            value.insert((*name).to_string(), record.attributes.get(*name)?.clone());
+        }
+        Some(Value::Object(value))
+    }
+
+    /// Before `address` leaves the document (`state rm`): every marker that refers to
+    /// it is replaced by its value, so the records holding one keep what they recorded.
+    pub(crate) fn copy_references_to(&mut self, address: &ResourceAddr) {
+        let target = address.to_string();
+        let mut copies = Vec::new();
+        for (holder, record) in &self.resources {
+            for (name, value) in &record.attributes {
+                if let Some(reference) = recorded_reference(value)
+                    && reference.address == target
+                    && let Some(copy) = self.referenced(&reference)
+                {
+                    copies.push((holder.clone(), name.clone(), copy));
+                }
+            }
+        }
+        for (holder, name, copy) in copies {
+            if let Some(record) = self.resources.get_mut(&holder) {
+                record.attributes.insert(name, copy);
+            }
+        }
+    }
+
+    /// After `from` was renamed `to` (`state mv`): markers follow it.
+    pub(crate) fn move_references(&mut self, from: &ResourceAddr, to: &ResourceAddr) {
+        let from = from.to_string();
+        let to = Value::String(to.to_string());
+        for record in self.resources.values_mut() {
+            for value in record.attributes.values_mut() {
+                if recorded_reference(value).is_some_and(|r| r.address == from)
+                    && let Value::Object(marker) = value
+                {
+                    marker.insert("address".into(), to.clone());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use infraflux_provider::{reference, unknown};
+    use serde_json::json;
+
+    use super::*;
+    use crate::state::{ResourceState, ResourceStatus};
+
+    const SECRETS: &str = "dev/w/talos_secrets.cluster";
+    const CONFIG: &str = "dev/w/talos_machine_config.cp-1";
+
+    fn attributes(value: Value) -> Attributes {
+        value.as_object().unwrap().clone()
+    }
+
+    fn record(attributes: Attributes) -> ResourceState {
+        ResourceState {
+            kind: "thing".into(),
+            provider: "mock".into(),
+            id: Some("1".into()),
+            attributes,
+            sensitive: vec!["secrets".into()],
+            dependencies: Vec::new(),
+            status: ResourceStatus::Ready,
+        }
+    }
+
+    fn bundle() -> Value {
+        json!({"admin_crt": "CRT", "admin_key": "KEY", "os_ca_crt": "CA"})
+    }
+
+    /// State with the secrets and a machine config that took the bundle whole (by
+    /// reference) and its hostname from configuration.
+    fn document() -> StateDocument {
+        let desired = attributes(json!({
+            "hostname": "cp-1",
+            "secrets": reference(SECRETS, OUTPUTS),
+        }));
+        let mut config = attributes(json!({"hostname": "cp-1", "secrets": bundle()}));
+        record_by_reference(&desired, &mut config);
+        let mut secrets = bundle().as_object().unwrap().clone();
+        secrets.insert("cluster_name".into(), json!("w"));
+        let mut document = StateDocument::new("dev");
+        for (address, attributes) in [(SECRETS, secrets), (CONFIG, config)] {
+            document
+                .resources
+                .insert(address.parse().unwrap(), record(attributes));
+        }
+        document
+    }
+
+    fn config(document: &StateDocument) -> &Attributes {
+        &document.resources[&CONFIG.parse::<ResourceAddr>().unwrap()].attributes
+    }
+
+    #[test]
+    fn an_outputs_value_is_recorded_as_its_reference_and_resolved_to_it_again() {
+        let document = document();
+        let recorded = config(&document);
+        assert_eq!(recorded["hostname"], json!("cp-1"));
+        let marker = recorded_reference(&recorded["secrets"]).expect("recorded by reference");
+        assert_eq!(marker.address, SECRETS);
+        assert_eq!(
+            marker.attributes,
+            vec!["admin_crt", "admin_key", "os_ca_crt"]
+        );
+        // No secret in the record.
+        assert!(!serde_json::to_string(recorded).unwrap().contains("KEY"));
+        let resolved = document.resolve(recorded);
+        assert!(!resolved.stale);
+        assert_eq!(
+            *resolved.attributes,
+            attributes(json!({"hostname": "cp-1", "secrets": bundle()}))
+        );
+    }
+
+    #[test]
+    fn only_a_known_whole_outputs_reference_is_recorded_so() {
+        let desired = attributes(json!({
+            "one": reference(SECRETS, "admin_crt"),
+            "later": reference(SECRETS, OUTPUTS),
+            "scalar": reference(SECRETS, OUTPUTS),
+            "given": {"a": 1},
+        }));
+        let mut recorded = attributes(json!({
+            "one": {"not": "an outputs reference"},
+            "later": unknown(),
+            "scalar": "text",
+            "given": {"a": 1},
+        }));
+        let before = recorded.clone();
+        record_by_reference(&desired, &mut recorded);
+        assert_eq!(recorded, before);
+    }
+
+    #[test]
+    fn a_changed_or_removed_target_makes_the_record_stale() {
+        let mut document = document();
+        let secrets: ResourceAddr = SECRETS.parse().unwrap();
+        document
+            .resources
+            .get_mut(&secrets)
+            .unwrap()
+            .attributes
+            .insert("admin_key".into(), json!("ROTATED"));
+        let resolved = document.resolve(config(&document));
+        assert!(resolved.stale);
+        assert_eq!(
+            resolved.attributes["secrets"]["admin_key"],
+            json!("ROTATED")
+        );
+        // An attribute the value held, gone from the target: stale too.
+        document
+            .resources
+            .get_mut(&secrets)
+            .unwrap()
+            .attributes
+            .remove("os_ca_crt");
+        let resolved = document.resolve(config(&document));
+        assert!(resolved.stale && !resolved.attributes.contains_key("secrets"));
+        document.resources.remove(&secrets);
+        let resolved = document.resolve(config(&document));
+        assert!(resolved.stale && !resolved.attributes.contains_key("secrets"));
+    }
+
+    #[test]
+    fn other_attributes_of_the_target_do_not_matter() {
+        let mut document = document();
+        document
+            .resources
+            .get_mut(&SECRETS.parse::<ResourceAddr>().unwrap())
+            .unwrap()
+            .attributes
+            .insert("cluster_name".into(), json!("renamed"));
+        assert!(!document.resolve(config(&document)).stale);
+    }
+
+    #[test]
+    fn a_refreshed_value_still_the_recorded_one_is_its_marker_again() {
+        let document = document();
+        let recorded = config(&document).clone();
+        let mut found = document.resolve(&recorded).attributes.into_owned();
+        found.insert("hostname".into(), json!("renamed-on-the-node"));
+        rerecord(&mut found, &recorded);
+        assert_eq!(found["secrets"], recorded["secrets"]);
+        assert_eq!(found["hostname"], json!("renamed-on-the-node"));
+        // A value read back otherwise stays what was read.
+        let mut other = found.clone();
+        other.insert("secrets".into(), json!({"admin_crt": "OTHER"}));
+        rerecord(&mut other, &recorded);
+        assert_eq!(other["secrets"], json!({"admin_crt": "OTHER"}));
+    }
+
+    #[test]
+    fn the_digest_ignores_member_order_but_not_values() {
+        let a = json!({"x": 1, "y": {"p": "q", "r": [1, 2]}});
+        let b = json!({"y": {"r": [1, 2], "p": "q"}, "x": 1});
+        assert_eq!(digest(&a), digest(&b));
+        assert_ne!(
+            digest(&a),
+            digest(&json!({"x": 1, "y": {"p": "q", "r": [2, 1]}}))
+        );
+    }
+
+    #[test]
+    fn removing_the_target_copies_it_into_its_references_and_moving_it_follows() {
+        let mut document = document();
+        let secrets: ResourceAddr = SECRETS.parse().unwrap();
+        let moved: ResourceAddr = "dev/w/talos_secrets.renamed".parse().unwrap();
+        document.move_resource(&secrets, &moved).unwrap();
+        let marker = recorded_reference(&config(&document)["secrets"])
+            .unwrap()
+            .address
+            .to_string();
+        assert_eq!(marker, moved.to_string());
+        assert!(!document.resolve(config(&document)).stale);
+        document.remove_resources(&[moved]).unwrap();
+        assert_eq!(config(&document)["secrets"], bundle());
+    }
+}
