@@ -80,9 +80,12 @@ fn addr(cluster: &Cluster, kind: &str, name: &str) -> ResourceAddr {
     ResourceAddr::new(&cluster.environment, &cluster.name, kind, name)
 }
 
+/// An object literal's members as attributes, in a map of their number: `json!` grows
+/// its map member by member (to twice what it needs, at worst), and a fleet's desired
+/// resources are held until the plan is made.
 fn attributes(value: Value) -> Attributes {
     match value {
-        Value::Object(map) => map,
+        Value::Object(map) => map.into_iter().collect(),
         _ => unreachable!("attributes are built from object literals"),
     }
 }

@@ -10,6 +10,7 @@
 //!   the type of [`StateStore::encryption`] and the backends' `with_encryption`);
 //! - [`format`](mod@format): the file envelope (checksum, format version, migrations), shared by
 //!   every backend that stores bytes;
+//! - [`parse`]: its JSON text parsed with every object made at its final size;
 //! - [`lock`]: who holds a lock ([`LockInfo`]), whether its process is still alive;
 //! - [`local`]: the local backend, `.infraflux/state/<env>.json` plus `<env>.lock`;
 //! - [`postgres`]: the PostgreSQL backend, one row per environment, leases as locks;
@@ -25,6 +26,7 @@ pub mod format;
 pub mod local;
 pub mod lock;
 pub mod migrate;
+pub mod parse;
 pub mod postgres;
 pub mod revision;
 pub mod select;
