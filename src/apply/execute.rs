@@ -226,7 +226,7 @@ async fn create(
     );
     journal
         .write(|state| {
-            state.resources.insert(change.address.clone(), pending);
+            state.set_record(&change.address, Some(pending));
             // Where InfraFlux creates a machine's VM is the machine's identity from now on.
             crate::graph::machines::record_created(&mut state.machines, &change.address, &planned);
         })
@@ -250,7 +250,7 @@ async fn create(
     );
     journal
         .write(|state| {
-            state.resources.insert(change.address.clone(), ready);
+            state.set_record(&change.address, Some(ready));
         })
         .map_err(Failed::persist)
 }
@@ -283,7 +283,7 @@ async fn update(
     );
     journal
         .write(|state| {
-            state.resources.insert(change.address.clone(), ready);
+            state.set_record(&change.address, Some(ready));
         })
         .map_err(Failed::persist)
 }
@@ -303,7 +303,7 @@ async fn delete(
         pending.status = ResourceStatus::PendingDelete;
         journal
             .write(|state| {
-                state.resources.insert(change.address.clone(), pending);
+                state.set_record(&change.address, Some(pending));
             })
             .map_err(Failed::persist)?;
         // On failure the pending record stays; the next plan reads it and deletes again.
@@ -319,7 +319,7 @@ async fn delete(
     }
     journal
         .write(|state| {
-            state.resources.remove(&change.address);
+            state.set_record(&change.address, None);
         })
         .map_err(Failed::persist)
 }

@@ -387,14 +387,8 @@ impl<'a> Walk<'a> {
                     let refreshed = change.refreshed.clone();
                     let address = change.address.clone();
                     let started = Instant::now();
-                    self.journal.write(|state| match refreshed {
-                        Some(record) => {
-                            state.resources.insert(address, record);
-                        }
-                        None => {
-                            state.resources.remove(&address);
-                        }
-                    })?;
+                    self.journal
+                        .write(|state| state.set_record(&address, refreshed))?;
                     self.reporter
                         .finished(&change.address, change.action, started.elapsed());
                     self.summary

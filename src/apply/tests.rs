@@ -273,6 +273,25 @@ async fn an_unrecorded_attribute_is_applied_but_never_in_state_nor_a_change() {
     assert!(recorded.attributes.contains_key("out"));
     // Its absence is no change; a recorded attribute's change still is one.
     assert!(!rig.plan(&things).await.has_changes());
+    // A record written before the schema left it out still has it: refreshed (the mock
+    // reads it back from its world), that is no drift either.
+    let mut older = rig.state();
+    older
+        .resources
+        .get_mut(&addr("a"))
+        .unwrap()
+        .attributes
+        .insert("rendered".into(), json!("as an older version recorded it"));
+    let refreshed = plan(
+        things.clone(),
+        &older,
+        &rig.registry,
+        &PlanOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(refreshed.drift.is_empty(), "{:?}", refreshed.drift);
+    assert!(!refreshed.has_changes());
     let mut changed = things.clone();
     changed[0].attributes.insert("value".into(), json!(2));
     let plan = rig.plan(&changed).await;
@@ -281,6 +300,59 @@ async fn an_unrecorded_attribute_is_applied_but_never_in_state_nor_a_change() {
     let recorded = &rig.state().resources[&addr("a")];
     assert_eq!(recorded.attributes["value"], json!(2));
     assert!(!recorded.attributes.contains_key("rendered"));
+}
+
+#[tokio::test]
+async fn a_record_keeps_the_outputs_it_was_applied_with_until_it_is_applied_again() {
+    let rig = Rig::new();
+    let outputs = |zone: &str| {
+        vec![
+            desired("vm", json!({"value": 1, "zone": zone}), &[]),
+            desired(
+                "config",
+                json!({"value": 2, "input": reference("dev/w/mock_thing.vm", infraflux_provider::OUTPUTS)}),
+                &[],
+            ),
+        ]
+    };
+    assert!(rig.apply(&outputs("z1")).await.is_success());
+    let state = rig.state();
+    let applied_with = state
+        .resolve(&state.resources[&addr("config")].attributes)
+        .attributes["input"]
+        .clone();
+    assert!(
+        crate::state::by_reference::recorded_reference(
+            &state.resources[&addr("config")].attributes["input"]
+        )
+        .is_some()
+    );
+    // The VM is replaced (new outputs), and the config's update fails.
+    rig.mock
+        .fail(Op::Update, &full("config"), "the node is down");
+    let summary = rig.apply(&outputs("z2")).await;
+    assert!(!summary.is_success());
+    let state = rig.state();
+    let recorded = &state.resources[&addr("config")].attributes["input"];
+    // It still holds what it was applied with (the identity its node trusts), as a copy.
+    assert_eq!(*recorded, applied_with);
+    assert_ne!(
+        state.resources[&addr("vm")].attributes["out"],
+        applied_with["out"]
+    );
+    // And the next plan updates it, and records it by reference again.
+    let plan = rig.plan(&outputs("z2")).await;
+    assert_eq!(plan.change(&addr("config")).unwrap().action, Action::Update);
+    rig.mock.clear_failures();
+    assert!(rig.apply(&outputs("z2")).await.is_success());
+    let state = rig.state();
+    assert!(
+        crate::state::by_reference::recorded_reference(
+            &state.resources[&addr("config")].attributes["input"]
+        )
+        .is_some()
+    );
+    assert!(!rig.plan(&outputs("z2")).await.has_changes());
 }
 
 #[tokio::test]

@@ -29,6 +29,7 @@ pub(crate) mod resolve;
 pub mod saved;
 mod text_diff;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::collections::{HashMap, HashSet};
 
@@ -800,7 +801,8 @@ async fn plan_changes(
                         Reason::NotInConfiguration
                     }),
                     id: state.id.clone(),
-                    before: Some(state.attributes.clone()),
+                    // What it holds by reference, as values (`state::by_reference`).
+                    before: Some(current.resolve(&state.attributes).attributes.into_owned()),
                     after: None,
                     desired: None,
                     requires_replace: Vec::new(),
@@ -863,13 +865,17 @@ fn resolve_for_plan(
             resolve::referenced_is_sensitive(&target.sensitive, &reference.attribute, schema);
         // A no-op's attributes are the recorded ones; a plan that is only shown keeps
         // them there, not in the change (`PlanOptions::complete`).
-        let attributes = target.after.as_ref().or_else(|| {
+        // (What the record holds by reference, as values: `state::by_reference`.)
+        let attributes = target.after.as_ref().map(Cow::Borrowed).or_else(|| {
             (target.action == Action::NoOp)
                 .then(|| current.resources.get(&target.address))
                 .flatten()
-                .map(|recorded| &recorded.attributes)
+                .map(|recorded| current.resolve(&recorded.attributes).attributes)
         });
-        match attributes.and_then(|a| resolve::referenced_value(a, &reference.attribute, schema)) {
+        match attributes
+            .as_deref()
+            .and_then(|a| resolve::referenced_value(a, &reference.attribute, schema))
+        {
             Some(value) => Lookup::Value(value.into_owned(), sensitive),
             None => {
                 // Not planned (yet): a computed attribute of a resource being created.

@@ -134,13 +134,18 @@ pub(crate) async fn refresh(
         for address in expected {
             let addr = parse(&address)?;
             let before = &state.resources[&addr];
+            let unrecorded: Vec<String> = schemas
+                .get(providers, &before.provider, &before.kind)
+                .map(|s| s.unrecorded_attributes().map(str::to_string).collect())
+                .unwrap_or_default();
             let after = match outcomes.remove(&address) {
-                Some(ReadOutcome::Found(attributes)) => {
-                    // As state records it: never an attribute its schema leaves out.
-                    let attributes = match schemas.get(providers, &before.provider, &before.kind) {
-                        Some(schema) => schema.recorded(attributes),
-                        None => attributes,
-                    };
+                Some(ReadOutcome::Found(mut attributes)) => {
+                    // As state records it: never an attribute its schema leaves out, and
+                    // a value read back as it was recorded by reference, by reference.
+                    for name in &unrecorded {
+                        attributes.remove(name);
+                    }
+                    state.rerecord(&mut attributes, &before.attributes);
                     Some(found(&addr, before, attributes)?)
                 }
                 Some(ReadOutcome::Gone) => None,
@@ -162,7 +167,18 @@ pub(crate) async fn refresh(
                     continue;
                 }
             };
-            if after.as_ref() != Some(before) {
+            // A record written before its schema left an attribute out still has it: that
+            // is no drift.
+            let recorded_before = if unrecorded.iter().any(|n| before.attributes.contains_key(n)) {
+                let mut recorded = before.clone();
+                for name in &unrecorded {
+                    recorded.attributes.remove(name);
+                }
+                std::borrow::Cow::Owned(recorded)
+            } else {
+                std::borrow::Cow::Borrowed(before)
+            };
+            if after.as_ref() != Some(recorded_before.as_ref()) {
                 drift.push(Drift {
                     address: addr,
                     before: before.clone(),
@@ -196,8 +212,6 @@ fn found(
         }
         ResourceStatus::Ready | ResourceStatus::PendingDelete | ResourceStatus::Tainted => {}
     }
-    // A value read back as it was recorded by reference is recorded so again: no drift.
-    crate::state::by_reference::rerecord(&mut attributes, &before.attributes);
     after.attributes = attributes;
     Ok(after)
 }
@@ -205,13 +219,7 @@ fn found(
 /// `state` with the drift applied.
 pub(crate) fn apply_drift(state: &mut StateDocument, drift: &[Drift]) {
     for entry in drift {
-        match &entry.after {
-            Some(after) => {
-                state.resources.insert(entry.address.clone(), after.clone());
-            }
-            None => {
-                state.resources.remove(&entry.address);
-            }
-        }
+        // Through `set_record`: what others recorded of it by reference stays theirs.
+        state.set_record(&entry.address, entry.after.clone());
     }
 }

@@ -50,7 +50,9 @@ pub(crate) fn lookup_recorded(
     };
     let schema = outputs_schema(providers, record, &reference.attribute);
     let schema = schema.as_ref();
-    match referenced_value(&record.attributes, &reference.attribute, schema) {
+    // What the record holds by reference, as values (`state::by_reference`).
+    let attributes = state.resolve(&record.attributes).attributes;
+    match referenced_value(&attributes, &reference.attribute, schema) {
         Some(value) => Lookup::Value(
             value.into_owned(),
             referenced_is_sensitive(&record.sensitive, &reference.attribute, schema),

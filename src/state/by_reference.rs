@@ -27,8 +27,8 @@ use infraflux_provider::{Attributes, OUTPUTS, is_unknown, reference_target};
 use serde_json::{Map, Value};
 use xxhash_rust::xxh3::Xxh3;
 
-use super::StateDocument;
 use super::format::write_canonical;
+use super::{ResourceState, StateDocument};
 use crate::vocabulary::ResourceAddr;
 
 /// The marker's key, the same as the provider contract's markers (unknown values,
@@ -109,26 +109,46 @@ pub fn record_by_reference(desired: &Attributes, attributes: &mut Attributes) {
         if is_unknown(value) {
             continue;
         }
+        // Canonical, as state's own addresses are written (`state rm` and `state mv`
+        // find the markers that refer to a record by its address).
+        let address = address
+            .parse::<ResourceAddr>()
+            .map_or_else(|_| address.to_string(), |a| a.to_string());
         let names = outputs.keys().map(|k| Value::String(k.clone())).collect();
-        *value = marker(address, names, digest(value));
+        *value = marker(&address, names, digest(value));
     }
 }
 
-/// After a refresh: the attributes a provider read back (from a resolved `recorded`)
-/// with each value that is still the recorded one put back as its marker, so an
-/// unchanged resource reads as no drift.
-pub fn rerecord(found: &mut Attributes, recorded: &Attributes) {
-    for (name, value) in recorded {
-        let Some(reference) = recorded_reference(value) else {
-            continue;
-        };
-        if found
-            .get(name)
-            .is_some_and(|read| digest(read) == reference.digest)
-        {
-            found.insert(name.clone(), value.clone());
+impl StateDocument {
+    /// After a refresh: the attributes a provider read back from a record's resolved
+    /// `recorded` attributes, with each value it gave back as it was given (or as it
+    /// was recorded) put back as its marker. So an unchanged resource reads as no
+    /// drift, and a marker that is stale stays one (a provider that echoes its prior
+    /// read no new value; the plan still updates the resource).
+    pub fn rerecord(&self, found: &mut Attributes, recorded: &Attributes) {
+        for (name, value) in recorded {
+            let Some(reference) = recorded_reference(value) else {
+                continue;
+            };
+            let Some(read) = found.get(name) else {
+                continue;
+            };
+            if digest(read) == reference.digest
+                || self.referenced(&reference).as_ref() == Some(read)
+            {
+                found.insert(name.clone(), value.clone());
+            }
         }
     }
+}
+
+/// The value a marker stands for, from the referenced resource's `attributes`.
+fn referenced_in(attributes: &Attributes, reference: &RecordedReference<'_>) -> Option<Value> {
+    let mut value = Map::with_capacity(reference.attributes.len());
+    for name in &reference.attributes {
+        value.insert((*name).to_string(), attributes.get(*name)?.clone());
+    }
+    Some(Value::Object(value))
 }
 
 /// A record's attributes with every marker resolved.
@@ -179,29 +199,68 @@ impl StateDocument {
     /// The value a marker stands for, from its resource's record as it is now.
     fn referenced(&self, reference: &RecordedReference<'_>) -> Option<Value> {
         let address: ResourceAddr = reference.address.parse().ok()?;
-        let record = self.resources.get(&address)?;
-        let mut value = Map::with_capacity(reference.attributes.len());
-        for name in &reference.attributes {
-            value.insert((*name).to_string(), record.attributes.get(*name)?.clone());
+        referenced_in(&self.resources.get(&address)?.attributes, reference)
+    }
+
+    /// Record `record` for `address`, or forget `address` with `None`. First, every
+    /// marker that refers to it and would no longer resolve to what it recorded
+    /// becomes a copy of that value: a machine config keeps the secrets it was applied
+    /// with (the identity its node still trusts) until it is applied again, and is
+    /// recorded by reference then.
+    pub fn set_record(&mut self, address: &ResourceAddr, record: Option<ResourceState>) {
+        let next = record.as_ref().map(|r| &r.attributes);
+        let copies = self.copies_of_references_to(address, |reference, _| match next {
+            None => true,
+            Some(attributes) => referenced_in(attributes, reference)
+                .is_none_or(|value| digest(&value) != reference.digest),
+        });
+        self.keep_copies(copies);
+        match record {
+            Some(record) => {
+                self.resources.insert(address.clone(), record);
+            }
+            None => {
+                self.resources.remove(address);
+            }
         }
-        Some(Value::Object(value))
     }
 
     /// Before `address` leaves the document (`state rm`): every marker that refers to
     /// it is replaced by its value, so the records holding one keep what they recorded.
     pub(crate) fn copy_references_to(&mut self, address: &ResourceAddr) {
-        let target = address.to_string();
+        let copies = self.copies_of_references_to(address, |_, _| true);
+        self.keep_copies(copies);
+    }
+
+    /// (holder, attribute, value now) of each marker referring to `address` that
+    /// `wanted` (given the marker and that value) says to copy. A marker that is stale
+    /// already is left as it is: its value is not the one recorded.
+    fn copies_of_references_to(
+        &self,
+        address: &ResourceAddr,
+        wanted: impl Fn(&RecordedReference<'_>, &Value) -> bool,
+    ) -> Vec<(ResourceAddr, String, Value)> {
+        let Some(target) = self.resources.get(address) else {
+            return Vec::new();
+        };
+        let text = address.to_string();
         let mut copies = Vec::new();
         for (holder, record) in &self.resources {
             for (name, value) in &record.attributes {
                 if let Some(reference) = recorded_reference(value)
-                    && reference.address == target
-                    && let Some(copy) = self.referenced(&reference)
+                    && reference.address == text
+                    && let Some(copy) = referenced_in(&target.attributes, &reference)
+                    && digest(&copy) == reference.digest
+                    && wanted(&reference, &copy)
                 {
                     copies.push((holder.clone(), name.clone(), copy));
                 }
             }
         }
+        copies
+    }
+
+    fn keep_copies(&mut self, copies: Vec<(ResourceAddr, String, Value)>) {
         for (holder, name, copy) in copies {
             if let Some(record) = self.resources.get_mut(&holder) {
                 record.attributes.insert(name, copy);
@@ -368,14 +427,57 @@ mod tests {
         let recorded = config(&document).clone();
         let mut found = document.resolve(&recorded).attributes.into_owned();
         found.insert("hostname".into(), json!("renamed-on-the-node"));
-        rerecord(&mut found, &recorded);
+        document.rerecord(&mut found, &recorded);
         assert_eq!(found["secrets"], recorded["secrets"]);
         assert_eq!(found["hostname"], json!("renamed-on-the-node"));
         // A value read back otherwise stays what was read.
         let mut other = found.clone();
         other.insert("secrets".into(), json!({"admin_crt": "OTHER"}));
-        rerecord(&mut other, &recorded);
+        document.rerecord(&mut other, &recorded);
         assert_eq!(other["secrets"], json!({"admin_crt": "OTHER"}));
+    }
+
+    #[test]
+    fn a_stale_value_echoed_back_by_a_refresh_stays_a_stale_marker() {
+        let mut document = document();
+        let secrets: ResourceAddr = SECRETS.parse().unwrap();
+        // Changed behind set_record's back (a hand edit): the marker is stale.
+        document
+            .resources
+            .get_mut(&secrets)
+            .unwrap()
+            .attributes
+            .insert("admin_key".into(), json!("EDITED"));
+        let recorded = config(&document).clone();
+        let mut found = document.resolve(&recorded).attributes.into_owned();
+        document.rerecord(&mut found, &recorded);
+        assert_eq!(found["secrets"], recorded["secrets"]);
+        assert!(document.resolve(&found).stale);
+    }
+
+    #[test]
+    fn a_changed_or_removed_target_leaves_its_old_value_to_the_records_that_took_it() {
+        let mut document = document();
+        let secrets: ResourceAddr = SECRETS.parse().unwrap();
+        let mut rotated = document.resources[&secrets].clone();
+        rotated
+            .attributes
+            .insert("admin_key".into(), json!("ROTATED"));
+        // Another attribute of it changed: the marker still holds.
+        let mut renamed = document.resources[&secrets].clone();
+        renamed
+            .attributes
+            .insert("cluster_name".into(), json!("renamed"));
+        document.set_record(&secrets, Some(renamed));
+        assert!(recorded_reference(&config(&document)["secrets"]).is_some());
+        // The value it took changed: the config keeps what it was applied with.
+        document.set_record(&secrets, Some(rotated));
+        assert_eq!(config(&document)["secrets"], bundle());
+        assert!(!document.resolve(config(&document)).stale);
+
+        let mut document = self::document();
+        document.set_record(&secrets, None);
+        assert_eq!(config(&document)["secrets"], bundle());
     }
 
     #[test]
