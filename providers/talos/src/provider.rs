@@ -400,13 +400,23 @@ fn render(
     operation: &str,
     address: &str,
 ) -> Result<(String, String), ProviderError> {
+    let (documents, rendered) = render_documents(inputs, operation, address)?;
+    let masked = masked_yaml(&documents).map_err(|e| provider_error(operation, address, e))?;
+    Ok((rendered, masked))
+}
+
+/// The config's documents and its YAML.
+fn render_documents(
+    inputs: &MachineConfigInputs,
+    operation: &str,
+    address: &str,
+) -> Result<(Vec<Value>, String), ProviderError> {
     let documents = inputs
         .renderer
         .documents(&inputs.node)
         .map_err(|e| provider_error(operation, address, e))?;
     let rendered = to_yaml(&documents).map_err(|e| provider_error(operation, address, e))?;
-    let masked = masked_yaml(&documents).map_err(|e| provider_error(operation, address, e))?;
-    Ok((rendered, masked))
+    Ok((documents, rendered))
 }
 
 // ---- schemas ----------------------------------------------------------------------
@@ -770,7 +780,7 @@ impl TalosProvider {
             version_change(prior, desired).map_err(|problem| invalid("plan", address, problem))?;
         }
         let inputs = machine_config_inputs(desired, "plan", address)?;
-        let (rendered, masked) = render(&inputs, "plan", address)?;
+        let (documents, rendered) = render_documents(&inputs, "plan", address)?;
         let sha = sha256_hex(rendered.as_bytes());
         let same_as_prior = request
             .prior
@@ -778,12 +788,23 @@ impl TalosProvider {
             .and_then(|p| p.get("config_sha256"))
             .and_then(Value::as_str)
             == Some(sha.as_str());
+        // The same bytes as applied: the masked copy recorded then is this one's (masking
+        // was a tenth of a steady fleet plan's provider time). Carried over from prior
+        // by the default plan.
+        let recorded_masked = same_as_prior
+            && response
+                .planned
+                .get("machine_config_masked")
+                .is_some_and(Value::is_string);
+        if !recorded_masked {
+            let masked = masked_yaml(&documents).map_err(|e| provider_error("plan", address, e))?;
+            response
+                .planned
+                .insert("machine_config_masked".into(), json!(masked));
+        }
         response
             .planned
             .insert("machine_config".into(), json!(rendered));
-        response
-            .planned
-            .insert("machine_config_masked".into(), json!(masked));
         response.planned.insert("config_sha256".into(), json!(sha));
         if !same_as_prior {
             response.planned.insert("apply_mode".into(), unknown());
