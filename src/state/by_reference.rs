@@ -25,9 +25,8 @@ use std::borrow::Cow;
 
 use infraflux_provider::{Attributes, OUTPUTS, is_unknown, reference_target};
 use serde_json::{Map, Value};
-use xxhash_rust::xxh3::Xxh3;
 
-use super::format::write_canonical;
+use super::format::canonical_digest;
 use super::{ResourceState, StateDocument};
 use crate::vocabulary::ResourceAddr;
 
@@ -35,7 +34,6 @@ use crate::vocabulary::ResourceAddr;
 /// references): no configuration value is mistaken for one.
 const KEY: &str = "$infraflux";
 const KIND: &str = "recorded";
-const DIGEST_PREFIX: &str = "xxh3-128:";
 
 /// A parsed marker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,19 +74,7 @@ fn marker(address: &str, attributes: Vec<Value>, digest: String) -> Value {
 /// the state checksum's): it does not depend on member order. Not cryptographic, and it
 /// need not be: it tells a changed value from the recorded one.
 pub fn digest(value: &Value) -> String {
-    struct Hashing(Xxh3);
-    impl std::io::Write for Hashing {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.update(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut hashing = Hashing(Xxh3::new());
-    write_canonical(value, &mut hashing);
-    format!("{DIGEST_PREFIX}{:032x}", hashing.0.digest128())
+    canonical_digest(value)
 }
 
 /// Record by reference what `desired` (the configuration, references unresolved)

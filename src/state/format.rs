@@ -2,13 +2,14 @@
 //!
 //! ```json
 //! { "format_version": 1, "lineage": "…", "serial": 7, "environment": "prod",
-//!   "resources": { "<address>": { … } }, "checksum": "sha256:<hex>" }
+//!   "resources": { "<address>": { … } }, "checksum": "xxh3-128:<hex>" }
 //! ```
 //!
-//! The checksum is the SHA-256 of the document's canonical serialization without the
+//! The checksum is the XXH3-128 of the document's canonical serialization without the
 //! `checksum` member: compact JSON, object members sorted by key at every level. It does
 //! not depend on whitespace or member order, so a file reformatted by hand still loads;
-//! any changed value does not.
+//! any changed value does not. Documents written before format version 3 carry the
+//! SHA-256 of the same (`sha256:<hex>`), still verified as such.
 //!
 //! Loading reads `format_version` first: a newer version is refused (its checksum or
 //! layout may differ), an older one is verified and then migrated step by step to
@@ -16,12 +17,14 @@
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+use xxhash_rust::xxh3::Xxh3;
 
 use super::{Error, FORMAT_VERSION, ResourceState, StateDocument};
 use crate::vocabulary::ResourceAddr;
 
 const CHECKSUM_KEY: &str = "checksum";
-const CHECKSUM_PREFIX: &str = "sha256:";
+const XXH3_PREFIX: &str = "xxh3-128:";
+const SHA256_PREFIX: &str = "sha256:";
 
 /// A document as stored, before it is read into [`StateDocument`].
 type Envelope = Map<String, Value>;
@@ -118,13 +121,18 @@ pub fn decode(bytes: &[u8], path: &str) -> Result<StateDocument, Error> {
         Some(_) => return Err(corrupt("`checksum` is not a string".to_string(), None)),
         None => return Err(corrupt("`checksum` is missing".to_string(), None)),
     };
-    if !stored.starts_with(CHECKSUM_PREFIX) {
+    let actual = if stored.starts_with(XXH3_PREFIX) {
+        checksum(&envelope)
+    } else if stored.starts_with(SHA256_PREFIX) {
+        sha256_checksum(&envelope)
+    } else {
         return Err(corrupt(
-            format!("unknown checksum algorithm in `{stored}` (expected {CHECKSUM_PREFIX}<hex>)"),
+            format!(
+                "unknown checksum algorithm in `{stored}` (expected {XXH3_PREFIX}<hex>, or {SHA256_PREFIX}<hex> before format version 3)"
+            ),
             None,
         ));
-    }
-    let actual = checksum(&envelope);
+    };
     if stored != actual {
         return Err(corrupt(
             format!(
@@ -173,36 +181,86 @@ fn into_document(mut envelope: Envelope) -> Result<StateDocument, serde_json::Er
     Ok(document)
 }
 
-/// `sha256:<hex>` of the canonical serialization of `envelope` (which must not hold the
-/// checksum itself).
+/// `xxh3-128:<hex>` of the canonical serialization of `envelope` (which must not hold
+/// the checksum itself).
 pub fn checksum(envelope: &Map<String, Value>) -> String {
-    let mut canonical = Hashing::default();
+    let mut canonical = Hashing::new(Algorithm::Xxh3);
     write_canonical_object(envelope, &mut canonical);
-    format!("{CHECKSUM_PREFIX}{}", hex::encode(canonical.finish()))
+    canonical.finish()
+}
+
+/// `sha256:<hex>` of the same: the checksum of documents written before version 3.
+fn sha256_checksum(envelope: &Map<String, Value>) -> String {
+    let mut canonical = Hashing::new(Algorithm::Sha256);
+    write_canonical_object(envelope, &mut canonical);
+    canonical.finish()
+}
+
+/// `xxh3-128:<hex>` of `value`'s canonical serialization, as [`checksum`] hashes a
+/// document (`by_reference`'s digests).
+pub(crate) fn canonical_digest(value: &Value) -> String {
+    let mut canonical = Hashing::new(Algorithm::Xxh3);
+    write_canonical(value, &mut canonical);
+    canonical.finish()
+}
+
+/// How a checksum is made. XXH3-128 since version 3: a checksum tells a damaged or
+/// hand-edited file from the one written (anyone who edits a file can compute either
+/// digest again; an encrypted state is authenticated by age), and SHA-256 of the
+/// canonical serialization was a twentieth of reading a fleet's state.
+#[derive(Clone, Copy)]
+enum Algorithm {
+    Xxh3,
+    Sha256,
 }
 
 /// The canonical serialization hashed as it is written, never held whole (the state
 /// of 100,000 resources serializes to about 100 MB).
-#[derive(Default)]
 struct Hashing {
-    hasher: Sha256,
+    hasher: Hasher,
     pending: Vec<u8>,
+}
+
+enum Hasher {
+    Xxh3(Box<Xxh3>),
+    Sha256(Sha256),
 }
 
 impl Hashing {
     const PIECE: usize = 64 * 1024;
 
-    fn push(&mut self, bytes: &[u8]) {
-        self.pending.extend_from_slice(bytes);
-        if self.pending.len() >= Self::PIECE {
-            self.hasher.update(&self.pending);
-            self.pending.clear();
+    fn new(algorithm: Algorithm) -> Self {
+        Hashing {
+            hasher: match algorithm {
+                Algorithm::Xxh3 => Hasher::Xxh3(Box::new(Xxh3::new())),
+                Algorithm::Sha256 => Hasher::Sha256(Sha256::new()),
+            },
+            pending: Vec::with_capacity(Self::PIECE),
         }
     }
 
-    fn finish(mut self) -> impl AsRef<[u8]> {
-        self.hasher.update(&self.pending);
-        self.hasher.finalize()
+    fn push(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+        if self.pending.len() >= Self::PIECE {
+            self.flush_pending();
+        }
+    }
+
+    fn flush_pending(&mut self) {
+        match &mut self.hasher {
+            Hasher::Xxh3(hasher) => hasher.update(&self.pending),
+            Hasher::Sha256(hasher) => hasher.update(&self.pending),
+        }
+        self.pending.clear();
+    }
+
+    /// `<algorithm>:<hex>`.
+    fn finish(mut self) -> String {
+        self.flush_pending();
+        match self.hasher {
+            Hasher::Xxh3(hasher) => format!("{XXH3_PREFIX}{:032x}", hasher.digest128()),
+            Hasher::Sha256(hasher) => format!("{SHA256_PREFIX}{}", hex::encode(hasher.finalize())),
+        }
     }
 }
 
@@ -219,7 +277,7 @@ impl std::io::Write for Hashing {
 
 /// `value`'s canonical serialization (compact, object members sorted by key at every
 /// level) into `out`, which hashes it (the checksum here, `by_reference`'s digests).
-pub(crate) fn write_canonical(value: &Value, out: &mut impl std::io::Write) {
+fn write_canonical(value: &Value, out: &mut impl std::io::Write) {
     match value {
         Value::Object(map) => write_canonical_object(map, out),
         Value::Array(items) => {
@@ -423,7 +481,8 @@ mod tests {
         };
         envelope.remove("machines");
         envelope.insert("format_version".into(), json!(1));
-        let sum = checksum(&envelope);
+        // As version 1 wrote it: a SHA-256 checksum.
+        let sum = sha256_checksum(&envelope);
         envelope.insert(CHECKSUM_KEY.into(), json!(sum));
         let loaded = decode(
             serde_json::to_string(&envelope).unwrap().as_bytes(),
@@ -435,6 +494,56 @@ mod tests {
         // Written back in the current version.
         let written: Value = serde_json::from_slice(&encode(&loaded).unwrap()).unwrap();
         assert_eq!(written["format_version"], json!(FORMAT_VERSION));
+    }
+
+    #[test]
+    fn a_sha256_checksum_from_before_version_3_is_verified_and_written_anew() {
+        let original = document();
+        let mut envelope = match serde_json::to_value(&original).unwrap() {
+            Value::Object(map) => map,
+            _ => unreachable!(),
+        };
+        envelope.insert("format_version".into(), json!(2));
+        let sum = sha256_checksum(&envelope);
+        assert!(sum.starts_with("sha256:") && sum.len() == 7 + 64);
+        let mut tampered = envelope.clone();
+        envelope.insert(CHECKSUM_KEY.into(), json!(sum));
+        let text = serde_json::to_string(&envelope).unwrap();
+        assert_eq!(decode(text.as_bytes(), "s.json").unwrap(), original);
+        tampered.insert("serial".into(), json!(original.serial + 1));
+        tampered.insert(CHECKSUM_KEY.into(), json!(sum));
+        let error = decode(
+            serde_json::to_string(&tampered).unwrap().as_bytes(),
+            "s.json",
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("checksum mismatch"), "{error}");
+        // An XXH3 checksum is not mistaken for one: the same document with its digest
+        // under the other name is refused.
+        let mut renamed = envelope.clone();
+        let digest = checksum(&{
+            let mut e = envelope.clone();
+            e.remove(CHECKSUM_KEY);
+            e
+        });
+        renamed.insert(
+            CHECKSUM_KEY.into(),
+            json!(digest.replace("xxh3-128:", "sha256:")),
+        );
+        assert!(
+            decode(
+                serde_json::to_string(&renamed).unwrap().as_bytes(),
+                "s.json"
+            )
+            .is_err()
+        );
+        // Written back with XXH3.
+        let written: Value = serde_json::from_slice(&encode(&original).unwrap()).unwrap();
+        let written = written[CHECKSUM_KEY].as_str().unwrap();
+        assert!(
+            written.starts_with("xxh3-128:") && written.len() == 9 + 32,
+            "{written}"
+        );
     }
 
     /// Resources are read one by one (their attributes moved, not rebuilt); what does

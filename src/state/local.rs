@@ -730,7 +730,7 @@ mod tests {
         ] {
             assert!(value.get(key).is_some(), "{key} missing in {text}");
         }
-        assert!(value["checksum"].as_str().unwrap().starts_with("sha256:"));
+        assert!(value["checksum"].as_str().unwrap().starts_with("xxh3-128:"));
     }
 
     #[test]
