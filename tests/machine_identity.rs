@@ -385,7 +385,7 @@ fn state_written_before_identities_were_recorded_plans_no_change() {
     assert!(envelope.remove("machines").is_some());
     envelope.remove("checksum");
     envelope.insert("format_version".into(), 1.into());
-    let checksum = infraflux::state::format::checksum(&envelope);
+    let checksum = infraflux::state::format::sha256_checksum(&envelope);
     envelope.insert("checksum".into(), checksum.into());
     std::fs::write(&path, serde_json::to_vec_pretty(&envelope).unwrap()).unwrap();
 

@@ -1,7 +1,7 @@
 //! The bytes of a stored state document: a JSON envelope
 //!
 //! ```json
-//! { "format_version": 1, "lineage": "…", "serial": 7, "environment": "prod",
+//! { "format_version": 3, "lineage": "…", "serial": 7, "environment": "prod",
 //!   "resources": { "<address>": { … } }, "checksum": "xxh3-128:<hex>" }
 //! ```
 //!
@@ -189,8 +189,9 @@ pub fn checksum(envelope: &Map<String, Value>) -> String {
     canonical.finish()
 }
 
-/// `sha256:<hex>` of the same: the checksum of documents written before version 3.
-fn sha256_checksum(envelope: &Map<String, Value>) -> String {
+/// `sha256:<hex>` of the same: the checksum of documents written before version 3
+/// (still verified; public for tools and tests that write such a document).
+pub fn sha256_checksum(envelope: &Map<String, Value>) -> String {
     let mut canonical = Hashing::new(Algorithm::Sha256);
     write_canonical_object(envelope, &mut canonical);
     canonical.finish()
@@ -232,10 +233,11 @@ impl Hashing {
     fn new(algorithm: Algorithm) -> Self {
         Hashing {
             hasher: match algorithm {
-                Algorithm::Xxh3 => Hasher::Xxh3(Box::new(Xxh3::new())),
+                Algorithm::Xxh3 => Hasher::Xxh3(Box::default()),
                 Algorithm::Sha256 => Hasher::Sha256(Sha256::new()),
             },
-            pending: Vec::with_capacity(Self::PIECE),
+            // Grown as needed: most digests (`by_reference`'s) are of a few KiB.
+            pending: Vec::new(),
         }
     }
 

@@ -11,7 +11,7 @@ use super::StateDocument;
 /// their length: equal revisions are equal bytes (a collision between two versions of
 /// one file is a 2^-128 chance), and equal bytes decode to the same document. Not a
 /// cryptographic digest, and it need not be: it tells two reads of one file apart, and
-/// a document is verified by its own SHA-256 checksum when it is decoded. SHA-256 here
+/// a document is verified by its own checksum when it is decoded. SHA-256 here
 /// hashed the state file twice per run, a twentieth of a steady fleet plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Revision {

@@ -12,6 +12,11 @@ use crate::error::Result;
 
 /// Map keys whose values are secret in Talos documents (and in common user patches:
 /// registry credentials, WireGuard keys).
+///
+/// A change here reaches a recorded masked copy only when its config next changes: the
+/// plan keeps the recorded copy of a config whose digest is unchanged (the provider's
+/// `plan_machine_config`). A fix that masks more must also make that plan mask again
+/// (e.g. for records written before it), or old copies keep what it now masks.
 const SECRET_KEYS: &[&str] = &[
     "key",
     "token",
