@@ -161,7 +161,8 @@ pub struct Change {
     pub after: Option<Attributes>,
     /// The configuration's attributes with references unresolved: apply resolves them
     /// again with the values known by then and asks the provider to plan once more.
-    /// `None` for a no-op (never applied) and a delete.
+    /// `None` for a no-op (never applied), a delete, and in a plan only shown
+    /// (`PlanOptions::complete` off: never applied either).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired: Option<Attributes>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -188,7 +188,9 @@ pub struct PlanOptions {
     /// - each no-op's attributes (its `after`), which `--json` shows. They are the
     ///   recorded ones by definition (references to a no-op resolve against state):
     ///   holding a second copy of every recorded attribute was a quarter of a steady
-    ///   fleet plan's memory.
+    ///   fleet plan's memory;
+    /// - each change's configuration ([`Change::desired`]), kept for apply to resolve
+    ///   its references again: a quarter of a fleet create plan's memory.
     ///
     /// README: Performance.
     pub complete: bool,
@@ -261,7 +263,14 @@ fn rollouts(changes: &[Change], providers: &ProviderRegistry) -> Vec<PlannedRoll
         let Some(operation) = change.action.operation() else {
             continue;
         };
-        let Some(attributes) = change.desired.as_ref().or(change.before_attributes()) else {
+        // The planned attributes (the configuration's, resolved), the same whether the
+        // plan keeps the configuration too (`PlanOptions::complete`) or not.
+        let Some(attributes) = change
+            .after
+            .as_ref()
+            .or(change.desired.as_ref())
+            .or(change.before_attributes())
+        else {
             continue;
         };
         let Some(provider) = providers.get(&change.provider) else {
@@ -772,8 +781,12 @@ async fn plan_changes(
                     &mut schemas,
                 )
                 .await?;
-                if change.action == Action::NoOp && !options.complete {
-                    change.after = None;
+                if !options.complete {
+                    if change.action == Action::NoOp {
+                        change.after = None;
+                    }
+                    // Kept for apply to resolve again; a plan only shown is never applied.
+                    change.desired = None;
                 }
                 change.wait_for = wait_for;
                 change.dependencies = dependencies;

@@ -451,12 +451,25 @@ async fn a_plan_made_only_to_be_shown_shows_the_same_and_is_never_saved() {
         complete: false,
         ..PlanOptions::default()
     };
-    // Creating: the same changes, without the digest.
+    // The changes a complete plan makes, without the configuration kept for apply.
+    let without_configuration = |plan: &Plan| -> Vec<Change> {
+        plan.changes
+            .iter()
+            .map(|c| Change {
+                desired: None,
+                ..c.clone()
+            })
+            .collect()
+    };
+    // Creating: the same changes, without the digest and the configuration.
     let full = planned(&rig, &PlanOptions::default()).await.unwrap();
     let made = planned(&rig, &shown).await.unwrap();
     assert_eq!(full.config_digest, config_digest(&resources()));
     assert!(made.config_digest.is_empty());
-    assert_eq!(made.changes, full.changes);
+    assert!(full.changes.iter().all(|c| c.desired.is_some()));
+    assert_eq!(made.changes, without_configuration(&full));
+    assert_eq!(made.rollouts, full.rollouts);
+    assert_eq!(human_text(&made), human_text(&full));
 
     // Steady but for one resource: the no-ops keep no attributes, and a reference to
     // one (`config.input` is the VM's secret) resolves to the recorded value all the same.
@@ -481,7 +494,13 @@ async fn a_plan_made_only_to_be_shown_shows_the_same_and_is_never_saved() {
         config.after.as_ref().unwrap()["input"],
         state.resources[&addr("vm")].attributes["secret"]
     );
-    assert_eq!(Some(config), full.change(&addr("config")));
+    assert_eq!(config.desired, None);
+    assert_eq!(
+        Some(config),
+        without_configuration(&full)
+            .iter()
+            .find(|c| c.address == addr("config"))
+    );
     for address in [addr("image"), addr("vm")] {
         let (shown, complete) = (
             made.change(&address).unwrap(),
@@ -872,6 +891,18 @@ async fn a_rollout_is_shown_in_order_with_its_gates() {
     rig.apply(&nodes(1)).await;
     let plan = rig.plan(&nodes(2)).await;
     assert_eq!(plan.rollouts.len(), 1);
+    // A plan only shown (no configuration kept) puts them in the same rollout.
+    let shown = rig
+        .plan_with(
+            &nodes(2),
+            &PlanOptions {
+                complete: false,
+                ..PlanOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(shown.rollouts, plan.rollouts);
     let text = human_text(&plan);
     let section = &text[text.find("Rollout").expect("a rollout section")..];
     insta::assert_snapshot!("rollout_human", section);
