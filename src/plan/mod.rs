@@ -42,7 +42,7 @@ use sha2::{Digest, Sha256};
 
 pub use change::{Action, AttributeDiff, Change, Drift, Reason, Unknown, diff};
 pub(crate) use refresh::apply_drift;
-use resolve::{Lookup, resolve_references};
+use resolve::Lookup;
 
 use crate::graph::{self, DesiredResource, GraphOptions, ResourceGraph, Vertex};
 use crate::registry::ProviderRegistry;
@@ -748,9 +748,17 @@ async fn plan_changes(
                 // Never created: nothing to destroy, kept for ordering only.
                 no_op(&desired, wait_for)
             }
-            Vertex::Configured(desired) => {
+            Vertex::Configured(mut desired) => {
+                // A plan only shown keeps no configuration (`PlanOptions::complete`): it
+                // is resolved in place, not copied.
+                let attributes = if options.complete {
+                    desired.attributes.clone()
+                } else {
+                    std::mem::take(&mut desired.attributes)
+                };
                 let resolved = resolve_for_plan(
                     &desired,
+                    attributes,
                     &changes,
                     &planned,
                     current,
@@ -855,6 +863,7 @@ fn no_op(desired: &DesiredResource, wait_for: Vec<ResourceAddr>) -> Change {
 /// Resolve references against what the plan so far says about each target.
 fn resolve_for_plan(
     desired: &DesiredResource,
+    attributes: infraflux_provider::Attributes,
     changes: &[Change],
     planned: &HashMap<String, usize>,
     current: &StateDocument,
@@ -902,7 +911,7 @@ fn resolve_for_plan(
             }
         }
     };
-    resolve_references(&desired.attributes, &mut lookup_reference).map_err(
+    resolve::resolve_owned_references(attributes, &mut lookup_reference).map_err(
         |(attribute, reference)| Error::UnresolvedReference {
             from: desired.address.clone(),
             attribute,

@@ -121,54 +121,63 @@ pub(crate) fn resolve_references(
     attributes: &Attributes,
     lookup: &mut dyn FnMut(&Reference) -> Lookup,
 ) -> Result<Resolved, (String, Reference)> {
-    let mut resolved = Attributes::new();
+    resolve_owned_references(attributes.clone(), lookup)
+}
+
+/// [`resolve_references`] in `attributes` themselves, when nothing else needs them
+/// unresolved: a plan only shown resolves every resource's configuration in place
+/// rather than holding a resolved copy beside it.
+pub(crate) fn resolve_owned_references(
+    mut attributes: Attributes,
+    lookup: &mut dyn FnMut(&Reference) -> Lookup,
+) -> Result<Resolved, (String, Reference)> {
     let mut sensitive = Vec::new();
-    for (key, value) in attributes {
+    for (key, value) in attributes.iter_mut() {
         let mut secret = false;
-        let value = resolve_value(value, lookup, &mut secret).map_err(|r| (key.clone(), r))?;
+        resolve_value(value, lookup, &mut secret).map_err(|r| (key.clone(), r))?;
         if secret {
             sensitive.push(key.clone());
         }
-        resolved.insert(key.clone(), value);
     }
     Ok(Resolved {
-        attributes: resolved,
+        attributes,
         sensitive,
     })
 }
 
 fn resolve_value(
-    value: &Value,
+    value: &mut Value,
     lookup: &mut dyn FnMut(&Reference) -> Lookup,
     secret: &mut bool,
-) -> Result<Value, Reference> {
+) -> Result<(), Reference> {
     if let Some(reference) = parse_reference(value) {
-        return match lookup(&reference) {
+        *value = match lookup(&reference) {
             Lookup::Value(value, sensitive) => {
                 *secret |= sensitive;
-                Ok(value)
+                value
             }
             Lookup::Unknown(sensitive) => {
                 *secret |= sensitive;
-                Ok(unknown())
+                unknown()
             }
-            Lookup::Missing => Err(reference),
+            Lookup::Missing => return Err(reference),
         };
+        return Ok(());
     }
-    Ok(match value {
-        Value::Array(items) => Value::Array(
-            items
-                .iter()
-                .map(|v| resolve_value(v, lookup, secret))
-                .collect::<Result<_, _>>()?,
-        ),
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| Ok((k.clone(), resolve_value(v, lookup, secret)?)))
-                .collect::<Result<_, _>>()?,
-        ),
-        other => other.clone(),
-    })
+    match value {
+        Value::Array(items) => {
+            for item in items {
+                resolve_value(item, lookup, secret)?;
+            }
+        }
+        Value::Object(map) => {
+            for (_, item) in map.iter_mut() {
+                resolve_value(item, lookup, secret)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 #[cfg(test)]
