@@ -332,7 +332,8 @@ pub trait Provider: Send + Sync {
     }
 
     /// The rollout an operation belongs to, if any (see [`Rollout`]). `attributes` are
-    /// the desired ones as planned, references not yet resolved.
+    /// the planned ones (references resolved; values only apply will know are unknown
+    /// markers), or for a delete the recorded ones.
     fn rollout(
         &self,
         operation: Operation,
