@@ -195,7 +195,7 @@ impl StateDocument {
     /// recorded by reference then.
     pub fn set_record(&mut self, address: &ResourceAddr, record: Option<ResourceState>) {
         let next = record.as_ref().map(|r| &r.attributes);
-        let copies = self.copies_of_references_to(address, |reference, _| match next {
+        let copies = self.copies_of_references_to(address, |reference| match next {
             None => true,
             Some(attributes) => referenced_in(attributes, reference)
                 .is_none_or(|value| digest(&value) != reference.digest),
@@ -212,19 +212,20 @@ impl StateDocument {
     }
 
     /// Before `address` leaves the document (`state rm`): every marker that refers to
-    /// it is replaced by its value, so the records holding one keep what they recorded.
+    /// it (and is not stale already) is replaced by its value, so the records holding
+    /// one keep what they recorded.
     pub(crate) fn copy_references_to(&mut self, address: &ResourceAddr) {
-        let copies = self.copies_of_references_to(address, |_, _| true);
+        let copies = self.copies_of_references_to(address, |_| true);
         self.keep_copies(copies);
     }
 
     /// (holder, attribute, value now) of each marker referring to `address` that
-    /// `wanted` (given the marker and that value) says to copy. A marker that is stale
+    /// `wanted` says to copy. A marker that is stale
     /// already is left as it is: its value is not the one recorded.
     fn copies_of_references_to(
         &self,
         address: &ResourceAddr,
-        wanted: impl Fn(&RecordedReference<'_>, &Value) -> bool,
+        wanted: impl Fn(&RecordedReference<'_>) -> bool,
     ) -> Vec<(ResourceAddr, String, Value)> {
         let Some(target) = self.resources.get(address) else {
             return Vec::new();
@@ -237,7 +238,7 @@ impl StateDocument {
                     && reference.address == text
                     && let Some(copy) = referenced_in(&target.attributes, &reference)
                     && digest(&copy) == reference.digest
-                    && wanted(&reference, &copy)
+                    && wanted(&reference)
                 {
                     copies.push((holder.clone(), name.clone(), copy));
                 }
@@ -321,6 +322,12 @@ mod tests {
         document
     }
 
+    /// The secrets' record, to change behind `set_record`'s back.
+    fn secrets_of(document: &mut StateDocument) -> &mut Attributes {
+        let address: ResourceAddr = SECRETS.parse().unwrap();
+        &mut document.resources.get_mut(&address).unwrap().attributes
+    }
+
     fn config(document: &StateDocument) -> &Attributes {
         &document.resources[&CONFIG.parse::<ResourceAddr>().unwrap()].attributes
     }
@@ -369,12 +376,7 @@ mod tests {
     fn a_changed_or_removed_target_makes_the_record_stale() {
         let mut document = document();
         let secrets: ResourceAddr = SECRETS.parse().unwrap();
-        document
-            .resources
-            .get_mut(&secrets)
-            .unwrap()
-            .attributes
-            .insert("admin_key".into(), json!("ROTATED"));
+        secrets_of(&mut document).insert("admin_key".into(), json!("ROTATED"));
         let resolved = document.resolve(config(&document));
         assert!(resolved.stale);
         assert_eq!(
@@ -382,12 +384,7 @@ mod tests {
             json!("ROTATED")
         );
         // An attribute the value held, gone from the target: stale too.
-        document
-            .resources
-            .get_mut(&secrets)
-            .unwrap()
-            .attributes
-            .remove("os_ca_crt");
+        secrets_of(&mut document).remove("os_ca_crt");
         let resolved = document.resolve(config(&document));
         assert!(resolved.stale && !resolved.attributes.contains_key("secrets"));
         document.resources.remove(&secrets);
@@ -398,12 +395,7 @@ mod tests {
     #[test]
     fn other_attributes_of_the_target_do_not_matter() {
         let mut document = document();
-        document
-            .resources
-            .get_mut(&SECRETS.parse::<ResourceAddr>().unwrap())
-            .unwrap()
-            .attributes
-            .insert("cluster_name".into(), json!("renamed"));
+        secrets_of(&mut document).insert("cluster_name".into(), json!("renamed"));
         assert!(!document.resolve(config(&document)).stale);
     }
 
@@ -426,14 +418,8 @@ mod tests {
     #[test]
     fn a_stale_value_echoed_back_by_a_refresh_stays_a_stale_marker() {
         let mut document = document();
-        let secrets: ResourceAddr = SECRETS.parse().unwrap();
         // Changed behind set_record's back (a hand edit): the marker is stale.
-        document
-            .resources
-            .get_mut(&secrets)
-            .unwrap()
-            .attributes
-            .insert("admin_key".into(), json!("EDITED"));
+        secrets_of(&mut document).insert("admin_key".into(), json!("EDITED"));
         let recorded = config(&document).clone();
         let mut found = document.resolve(&recorded).attributes.into_owned();
         document.rerecord(&mut found, &recorded);
