@@ -24,6 +24,7 @@ pub fn run(args: &PlanArgs, workspace: &Workspace, context: &Context) -> miette:
             refresh: args.refresh != Refresh::False,
             deep_refresh: args.refresh == Refresh::Deep,
             complete: args.json || args.out.is_some(),
+            ..PlanOptions::default()
         },
         lock_timeout: args.lock.lock_timeout,
     };

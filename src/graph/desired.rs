@@ -24,13 +24,54 @@ pub const KUBERNETES: &str = "kubernetes";
 
 /// Every resource of every cluster in the model.
 pub fn build_desired(model: &Model) -> Vec<DesiredResource> {
-    let mut resources = Vec::new();
-    for cluster in model.clusters() {
-        build_cluster(cluster, &mut resources);
-    }
+    build_desired_on(
+        model,
+        std::thread::available_parallelism().map_or(1, usize::from),
+    )
+}
+
+/// [`build_desired`] on up to `threads` threads.
+fn build_desired_on(model: &Model, threads: usize) -> Vec<DesiredResource> {
+    let clusters: Vec<&Cluster> = model.clusters().collect();
+    // A fleet's clusters are built on the machine's cores, a run of them per thread, and
+    // put back in their order: each cluster's resources depend on that cluster only.
+    let threads = threads.min(clusters.len() / MIN_CLUSTERS_PER_THREAD);
+    let mut resources = if threads > 1 {
+        let runs = clusters.chunks(clusters.len().div_ceil(threads));
+        std::thread::scope(|scope| {
+            let built: Vec<_> = runs
+                .map(|run| {
+                    scope.spawn(move || {
+                        let mut resources = Vec::new();
+                        for cluster in run {
+                            build_cluster(cluster, &mut resources);
+                        }
+                        resources
+                    })
+                })
+                .collect();
+            built
+                .into_iter()
+                .flat_map(|run| {
+                    run.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        })
+    } else {
+        let mut resources = Vec::new();
+        for cluster in clusters {
+            build_cluster(cluster, &mut resources);
+        }
+        resources
+    };
     mark_secret_attributes(&mut resources, &model.secrets);
     resources
 }
+
+/// Fewer clusters than this for each thread are built on one: starting a thread costs
+/// more than building them.
+const MIN_CLUSTERS_PER_THREAD: usize = 16;
 
 /// Every attribute holding a value read from an age-encrypted file is sensitive, even
 /// where the provider's schema does not say so (a password in Helm values, a token in a
@@ -682,6 +723,32 @@ mod tests {
         );
         assert_eq!(id, hex::encode(Sha256::digest(yaml.as_bytes())));
         assert_eq!(id.len(), 64);
+    }
+
+    /// Issue 15: a fleet's clusters are built on several threads, and come out as they
+    /// would on one, in the same order.
+    #[test]
+    fn a_fleet_is_built_the_same_on_many_threads_as_on_one() {
+        let mut model = model("dev", "workload");
+        let environment = &mut model.environments[0];
+        let template = environment.clusters[0].clone();
+        environment.clusters = (0..70)
+            .map(|i| {
+                let mut cluster = template.clone();
+                cluster.name = format!("c{i:02}");
+                cluster
+            })
+            .collect();
+        let one = build_desired_on(&model, 1);
+        let many = build_desired_on(&model, 4);
+        assert_eq!(many, one);
+        assert_eq!(
+            one.iter()
+                .filter(|d| d.kind == "talos_secrets")
+                .map(|d| d.address.cluster.clone())
+                .collect::<Vec<_>>(),
+            (0..70).map(|i| format!("c{i:02}")).collect::<Vec<_>>()
+        );
     }
 
     #[test]

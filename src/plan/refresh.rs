@@ -100,7 +100,7 @@ pub(crate) async fn refresh(
         });
     }
 
-    let mut schemas = crate::plan::Schemas::default();
+    let schemas = crate::plan::Schemas::of(providers);
     let mut failures = Vec::new();
     let mut drift = Vec::new();
     let mut unreachable = BTreeMap::new();
@@ -135,7 +135,7 @@ pub(crate) async fn refresh(
             let addr = parse(&address)?;
             let before = &state.resources[&addr];
             let unrecorded: Vec<String> = schemas
-                .get(providers, &before.provider, &before.kind)
+                .get(&before.provider, &before.kind)
                 .map(|s| s.unrecorded_attributes().map(str::to_string).collect())
                 .unwrap_or_default();
             let after = match outcomes.remove(&address) {

@@ -1029,3 +1029,141 @@ fn only_outputs_with_a_secret_among_them_are_secret() {
     let attributes = json!({"out": 1}).as_object().unwrap().clone();
     assert!(resolve::referenced_value(&attributes, outputs, None).is_none());
 }
+
+/// `clusters` pieces of [`resources`], one per cluster: `dev/cNNN/mock_thing.*`.
+fn fleet(clusters: usize) -> Vec<DesiredResource> {
+    (0..clusters)
+        .flat_map(|c| {
+            let at = |name: &str| format!("dev/c{c:03}/mock_thing.{name}");
+            let mut image = desired(&at("image"), json!({"value": "talos", "zone": "pve1"}), &[]);
+            let mut vm = desired(
+                &at("vm"),
+                json!({"value": 4096, "input": reference(at("image"), "out")}),
+                &[],
+            );
+            let config = desired(
+                &at("config"),
+                json!({"value": "cp", "input": reference(at("vm"), "secret")}),
+                &[&at("vm")],
+            );
+            // Something to change in some clusters, not in others.
+            if c % 3 == 0 {
+                image.attributes.insert("zone".into(), json!("pve2"));
+            }
+            if c % 5 == 0 {
+                vm.attributes.insert("value".into(), json!(8192));
+            }
+            [image, vm, config]
+        })
+        .collect()
+}
+
+fn runtime(multi_thread: bool) -> tokio::runtime::Runtime {
+    if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+}
+
+/// Issue 15: a fleet's clusters are planned on several threads (`parallel`), and the plan
+/// is the one planned on one, resource for resource: creates, updates, no-ops, deletes,
+/// unknowns and what waits for them, in the same order, shown the same.
+#[test]
+fn a_fleet_is_planned_the_same_on_many_threads_as_on_one() {
+    let rig = Rig::new();
+    // Applied as it was: 120 clusters, 360 resources (more than one thread's worth).
+    let applied: Vec<DesiredResource> = fleet(120)
+        .into_iter()
+        .map(|mut d| {
+            match d.address.name.as_str() {
+                "image" => d.attributes.insert("zone".into(), json!("pve1")),
+                "vm" => d.attributes.insert("value".into(), json!(4096)),
+                _ => None,
+            };
+            d
+        })
+        .collect();
+    runtime(false).block_on(rig.apply(&applied));
+    rig.mock.fail_with(
+        Op::Read,
+        "dev/c007/mock_thing.vm",
+        "cannot connect: No route to host",
+        infraflux_provider::ErrorKind::Transient,
+    );
+    // Now: clusters 100..120 are gone (deleted), 120..130 are new (created); a third
+    // move zone (replaced), a fifth grow their VMs (updated).
+    let mut desired: Vec<DesiredResource> = fleet(130);
+    desired.retain(|d| !(100..120).contains(&d.address.cluster[1..].parse::<usize>().unwrap()));
+    let state = rig.state();
+    let plan_on = |multi_thread: bool, threads: usize, complete: bool| {
+        let options = PlanOptions {
+            threads,
+            complete,
+            ..PlanOptions::default()
+        };
+        runtime(multi_thread)
+            .block_on(plan(desired.clone(), &state, &rig.registry, &options))
+            .unwrap()
+    };
+    for complete in [true, false] {
+        let one = plan_on(false, 1, complete);
+        let many = plan_on(true, 4, complete);
+        assert_eq!(many.changes, one.changes);
+        assert_eq!(many.unknown, one.unknown);
+        assert_eq!(human_text(&many), human_text(&one));
+        // What the comparison is worth: every kind of change is in it.
+        for action in [
+            Action::Create,
+            Action::Update,
+            Action::NoOp,
+            Action::DeleteThenCreate,
+            Action::Delete,
+        ] {
+            assert!(
+                one.changes.iter().any(|c| c.action == action),
+                "no {action:?} in {:?}",
+                one.summary()
+            );
+        }
+        assert_eq!(
+            one.unknown
+                .iter()
+                .map(|u| u.address.to_string())
+                .collect::<Vec<_>>(),
+            ["dev/c007/mock_thing.vm", "dev/c007/mock_thing.config"]
+        );
+    }
+}
+
+/// Issue 15: with several threads, the error a plan stops at is still the first one in
+/// execution order, though a later cluster's may be found first.
+#[test]
+fn a_plan_on_many_threads_stops_at_the_first_error_in_execution_order() {
+    let rig = Rig::new();
+    let desired = fleet(120);
+    rig.mock.fail(Op::Plan, "dev/c110/mock_thing.image", "late");
+    rig.mock
+        .fail(Op::Plan, "dev/c010/mock_thing.config", "early");
+    rig.mock.fail(Op::Plan, "dev/c060/mock_thing.vm", "middle");
+    for (multi_thread, threads) in [(false, 1), (true, 4)] {
+        let options = PlanOptions {
+            threads,
+            ..PlanOptions::default()
+        };
+        let error = runtime(multi_thread)
+            .block_on(plan(desired.clone(), &rig.state(), &rig.registry, &options))
+            .unwrap_err();
+        assert!(
+            matches!(&error, Error::Provider { address, .. } if address.to_string() == "dev/c010/mock_thing.config"),
+            "{error:?}"
+        );
+    }
+}

@@ -237,6 +237,12 @@ fn parsed() -> &'static Mutex<Parsed> {
     PARSED.get_or_init(Default::default)
 }
 
+/// Held while a file is read, checked and parsed (`Sources::load`).
+fn loading() -> &'static tokio::sync::Mutex<()> {
+    static LOADING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    &LOADING
+}
+
 /// A file as it was when its digest was checked: path, length and modification time.
 type Stamp = (PathBuf, u64, std::time::SystemTime);
 
@@ -249,9 +255,11 @@ fn verified() -> &'static Mutex<HashMap<Stamp, &'static str>> {
     VERIFIED.get_or_init(Default::default)
 }
 
-/// `path`'s stamp, when it is a file whose metadata can be read.
-async fn stamp(path: &Path) -> Option<Stamp> {
-    let metadata = tokio::fs::metadata(path).await.ok()?;
+/// `path`'s stamp, when it is a file whose metadata can be read. Read here, not on the
+/// runtime's blocking threads: it is one `stat` of a local file, asked for each resource
+/// a plan renders, and the trip to another thread and back cost more than the call.
+fn stamp(path: &Path) -> Option<Stamp> {
+    let metadata = std::fs::metadata(path).ok()?;
     Some((
         path.to_path_buf(),
         metadata.len(),
@@ -332,6 +340,16 @@ impl Sources {
         }
     }
 
+    /// The documents of `file` when it is where this process checked and parsed it
+    /// before, unchanged since.
+    fn already_loaded(&self, file: &ReleaseFile) -> Option<Arc<Vec<Value>>> {
+        let path = match &self.mirror {
+            Some(mirror) => mirror.join(file.relative_path()),
+            None => self.cache.as_ref()?.join(file.relative_path()),
+        };
+        already_verified(file, &stamp(&path))
+    }
+
     /// The URL `file` is downloaded from.
     pub fn url(&self, file: &ReleaseFile) -> String {
         match &self.base_url {
@@ -343,9 +361,19 @@ impl Sources {
     /// Read `file` from the mirror, the cache or the network, checked against its
     /// digest.
     pub async fn load(&self, file: &ReleaseFile) -> Result<Loaded, Error> {
+        if let Some(documents) = self.already_loaded(file) {
+            return Ok(Loaded::Upstream(documents));
+        }
+        // One file is read, checked and parsed at a time: a plan on several threads asks
+        // for the same files at once, and each thread read, hashed and parsed a copy of
+        // its own (ArgoCD's manifest is 2 MB of YAML).
+        let _one_at_a_time = loading().lock().await;
+        if let Some(documents) = self.already_loaded(file) {
+            return Ok(Loaded::Upstream(documents));
+        }
         if let Some(mirror) = &self.mirror {
             let path = mirror.join(file.relative_path());
-            let stamp = stamp(&path).await;
+            let stamp = stamp(&path);
             if let Some(documents) = already_verified(file, &stamp) {
                 return Ok(Loaded::Upstream(documents));
             }
@@ -363,7 +391,7 @@ impl Sources {
         }
         let cached = self.cache.as_ref().map(|c| c.join(file.relative_path()));
         let cached_stamp = match &cached {
-            Some(path) => stamp(path).await,
+            Some(path) => stamp(path),
             None => None,
         };
         if let Some(documents) = already_verified(file, &cached_stamp) {
