@@ -24,6 +24,7 @@
 
 mod change;
 mod parallel;
+mod pieces;
 mod refresh;
 pub mod render;
 pub(crate) mod resolve;
@@ -33,7 +34,6 @@ mod text_diff;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::collections::{HashMap, HashSet};
-use std::sync::OnceLock;
 
 use infraflux_provider::{
     Diagnostic, PlanRequest, ProviderError, ResourceRef, ResourceSchema, Severity, ValidateRequest,
@@ -43,6 +43,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use change::{Action, AttributeDiff, Change, Drift, Reason, Unknown, diff};
+use pieces::{MIN_RESOURCES_FOR_THREADS, Outcome};
 pub(crate) use refresh::apply_drift;
 use resolve::Lookup;
 
@@ -538,7 +539,7 @@ pub async fn plan(
             .collect();
         (changes, unknown)
     } else {
-        plan_changes(graph, &current, state, providers, options, &unreachable).await?
+        pieces::plan_changes(graph, &current, state, providers, options, &unreachable).await?
     };
 
     for change in changes
@@ -741,188 +742,13 @@ fn read_change(drift: &Drift) -> Change {
     }
 }
 
-/// The changes of every vertex, in execution order, but those left unknown: a resource
-/// in `unreachable`, and one that waits for an unknown one (so it never runs on values
-/// nobody could read).
-///
-/// The graph's pieces that no edge joins (a fleet's clusters) are planned apart, each
-/// in execution order, on the machine's cores ([`parallel`]). A vertex sees what it
-/// would if every vertex were planned in execution order: everything it waits for is
-/// in its piece and planned before it, and it reads nothing else. The error is the one
-/// the execution order meets first: each piece stops at its first, and the earliest of
-/// those is returned.
-///
-/// A piece is planned whole, in its own order, rather than the graph a depth at a time
-/// across pieces: its configuration was loaded together and is freed together, so the
-/// memory it leaves is reused by what comes next (by depth, a 10,000-resource create
-/// plan took 16 MiB more).
-async fn plan_changes(
-    graph: ResourceGraph,
-    current: &StateDocument,
-    recorded: &StateDocument,
-    providers: &ProviderRegistry,
-    options: &PlanOptions,
-    unreachable: &BTreeMap<ResourceAddr, String>,
-) -> Result<(Vec<Change>, Vec<Unknown>), Error> {
-    let order = graph.into_execution_order();
-    // By the address's canonical text, the form references carry: looked up without
-    // parsing an address per reference.
-    let positions: HashMap<String, usize> = order
-        .iter()
-        .enumerate()
-        .map(|(position, ordered)| (ordered.vertex.address().to_string(), position))
-        .collect();
-    let count = order.len();
-    let pieces = pieces(order);
-    let outcomes: Vec<OnceLock<Outcome>> =
-        std::iter::repeat_with(OnceLock::new).take(count).collect();
-    let schemas = Schemas::of(providers);
-    let context = PieceContext {
-        outcomes: &outcomes,
-        positions: &positions,
-        schemas: &schemas,
-        current,
-        recorded,
-        providers,
-        options,
-        unreachable,
-    };
-    let threads = if count < MIN_RESOURCES_FOR_THREADS {
-        1
-    } else {
-        parallel::threads(options.threads)
-    };
-    let errors = parallel::map(pieces, threads, async |piece| {
-        plan_piece(piece, &context).await
-    })
-    .await;
-    if let Some((_, error)) = errors
-        .into_iter()
-        .flatten()
-        .min_by_key(|(position, _)| *position)
-    {
-        return Err(error);
-    }
-    let mut changes = Vec::with_capacity(count);
-    let mut unknown = Vec::new();
-    for outcome in outcomes.into_iter().filter_map(OnceLock::into_inner) {
-        match outcome {
-            Outcome::Planned(change) => changes.push(*change),
-            Outcome::Unknown(u) => unknown.push(u),
-        }
-    }
-    Ok((changes, unknown))
-}
-
-/// Fewer resources than this are planned on one thread: starting threads costs more
-/// than it saves.
-const MIN_RESOURCES_FOR_THREADS: usize = 256;
-
-/// What planning a vertex came to.
-enum Outcome {
-    Planned(Box<Change>),
-    Unknown(Unknown),
-}
-
-/// A piece of the graph no edge joins to another: its vertices (with their positions
-/// in the execution order), in execution order.
-struct Piece {
-    vertices: Vec<(usize, OrderedVertex)>,
-}
-
-/// The graph's pieces, in the execution order of their first vertices. Hosts a
-/// resource is replaced with count as edges: the plan reads whether they are replaced.
-fn pieces(order: Vec<OrderedVertex>) -> Vec<Piece> {
-    let index: HashMap<&ResourceAddr, usize> = order
-        .iter()
-        .enumerate()
-        .map(|(position, ordered)| (ordered.vertex.address(), position))
-        .collect();
-    let mut parent: Vec<usize> = (0..order.len()).collect();
-    fn root(parent: &mut [usize], mut at: usize) -> usize {
-        while parent[at] != at {
-            parent[at] = parent[parent[at]];
-            at = parent[at];
-        }
-        at
-    }
-    for (position, ordered) in order.iter().enumerate() {
-        let hosts = match &ordered.vertex {
-            Vertex::Configured(desired) => desired.replace_with.as_slice(),
-            _ => &[],
-        };
-        for before in ordered.wait_for.iter().chain(hosts) {
-            if let Some(&other) = index.get(before) {
-                let (a, b) = (root(&mut parent, position), root(&mut parent, other));
-                // The earlier vertex is the root, so a piece is named by its first.
-                parent[a.max(b)] = a.min(b);
-            }
-        }
-    }
-    drop(index);
-    let mut pieces: Vec<Piece> = Vec::new();
-    let mut piece_of_root: HashMap<usize, usize> = HashMap::new();
-    for (position, ordered) in order.into_iter().enumerate() {
-        let first = root(&mut parent, position);
-        let piece = *piece_of_root.entry(first).or_insert_with(|| {
-            pieces.push(Piece {
-                vertices: Vec::new(),
-            });
-            pieces.len() - 1
-        });
-        pieces[piece].vertices.push((position, ordered));
-    }
-    pieces
-}
-
-/// What every piece's planning reads, and where it puts its outcomes (by execution-order
-/// position; each piece sets only its own).
-struct PieceContext<'a> {
-    outcomes: &'a [OnceLock<Outcome>],
-    positions: &'a HashMap<String, usize>,
-    schemas: &'a Schemas,
-    current: &'a StateDocument,
-    recorded: &'a StateDocument,
-    providers: &'a ProviderRegistry,
-    options: &'a PlanOptions,
-    unreachable: &'a BTreeMap<ResourceAddr, String>,
-}
-
-impl PieceContext<'_> {
-    /// The planned change of the resource whose address reads `address`, if it is
-    /// planned (a piece reads only its own, planned before).
-    fn change(&self, address: &str) -> Option<&Change> {
-        match self.outcomes[*self.positions.get(address)?].get()? {
-            Outcome::Planned(change) => Some(change),
-            Outcome::Unknown(_) => None,
-        }
-    }
-}
-
-/// Plan a piece in execution order; its first error (and its position), if any.
-async fn plan_piece(piece: Piece, context: &PieceContext<'_>) -> Option<(usize, Error)> {
-    let mut left_out: HashSet<ResourceAddr> = HashSet::new();
-    for (position, ordered) in piece.vertices {
-        match plan_vertex(ordered, context, &left_out).await {
-            Ok(outcome) => {
-                if let Outcome::Unknown(unknown) = &outcome {
-                    left_out.insert(unknown.address.clone());
-                }
-                // Each position is planned once, by its piece.
-                let _ = context.outcomes[position].set(outcome);
-            }
-            Err(error) => return Some((position, error)),
-        }
-    }
-    None
-}
-
+/// What planning one vertex comes to, given what its piece planned before it.
 async fn plan_vertex(
     ordered: OrderedVertex,
-    context: &PieceContext<'_>,
+    context: &pieces::PieceContext<'_>,
     left_out: &HashSet<ResourceAddr>,
 ) -> Result<Outcome, Error> {
-    let PieceContext {
+    let pieces::PieceContext {
         schemas,
         current,
         recorded,
@@ -1061,7 +887,7 @@ fn no_op(desired: &DesiredResource, wait_for: Vec<ResourceAddr>) -> Change {
 fn resolve_for_plan(
     desired: &DesiredResource,
     attributes: infraflux_provider::Attributes,
-    so_far: &PieceContext<'_>,
+    so_far: &pieces::PieceContext<'_>,
     current: &StateDocument,
     schemas: &Schemas,
 ) -> Result<resolve::Resolved, Error> {

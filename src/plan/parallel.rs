@@ -12,6 +12,7 @@
 //! work runs here, one item after another.
 
 use std::any::Any;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError, mpsc};
 
 use tokio::runtime::{Handle, RuntimeFlavor};
@@ -45,7 +46,10 @@ where
         return results;
     };
     let count = items.len();
-    let queue: Queue<T> = Mutex::new(items.into_iter().enumerate());
+    let queue = Queue {
+        items: Mutex::new(items.into_iter().enumerate()),
+        stop: AtomicBool::new(false),
+    };
     let mut results: Vec<Option<R>> = std::iter::repeat_with(|| None).take(count).collect();
     // This thread works too, with `threads - 1` others. It may be one of the runtime's
     // workers, whose other tasks `block_in_place` hands to another thread meanwhile (and
@@ -61,17 +65,13 @@ where
             for _ in 1..threads {
                 let (done_tx, handle, queue, work) = (done_tx.clone(), &handle, &queue, &work);
                 scope.spawn(move || {
-                    let worked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        handle.block_on(work_queue(queue, work))
-                    }));
+                    let worked = queue.work(|| handle.block_on(work_queue(queue, work)));
                     // The receiver waits for every thread.
                     let _ = done_tx.send(worked);
                 });
             }
             drop(done_tx);
-            let here = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                handle.block_on(work_queue(&queue, &work))
-            }));
+            let here = queue.work(|| handle.block_on(work_queue(&queue, &work)));
             let mut panic = None;
             for worked in std::iter::once(here).chain(done_rx) {
                 match worked {
@@ -80,7 +80,10 @@ where
                             results[index] = Some(result);
                         }
                     }
-                    Err(caught) => panic = Some(caught),
+                    // The first one caught: the others may follow from it.
+                    Err(caught) => {
+                        panic.get_or_insert(caught);
+                    }
                 }
             }
             if let Some(panic) = panic {
@@ -92,7 +95,33 @@ where
     results.into_iter().flatten().collect()
 }
 
-type Queue<T> = Mutex<std::iter::Enumerate<std::vec::IntoIter<T>>>;
+/// The items not yet taken, and whether a thread panicked (then the others take no more).
+struct Queue<T> {
+    items: Mutex<std::iter::Enumerate<std::vec::IntoIter<T>>>,
+    stop: AtomicBool,
+}
+
+impl<T> Queue<T> {
+    /// `worker`'s results, or its panic (and the others stop taking items).
+    fn work<R>(&self, worker: impl FnOnce() -> Done<R>) -> Result<Done<R>, Panic> {
+        let worked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(worker));
+        if worked.is_err() {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+        worked
+    }
+
+    fn next(&self) -> Option<(usize, T)> {
+        if self.stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.items
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .next()
+    }
+}
+
 type Done<R> = Vec<(usize, R)>;
 type Panic = Box<dyn Any + Send>;
 
@@ -102,14 +131,10 @@ where
     F: AsyncFn(T) -> R,
 {
     let mut done = Vec::new();
-    loop {
-        let next = queue.lock().unwrap_or_else(PoisonError::into_inner).next();
-        let Some((index, item)) = next else {
-            return done;
-        };
-        // A panic elsewhere empties nothing: the other threads finish the queue.
+    while let Some((index, item)) = queue.next() {
         done.push((index, work(item).await));
     }
+    done
 }
 
 #[cfg(test)]
@@ -209,5 +234,20 @@ mod tests {
         let panic = caught.expect_err("the panic is resumed");
         let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
         assert!(message.contains("item 77 is bad"), "{message}");
+    }
+
+    #[test]
+    fn after_a_panic_the_other_threads_take_no_more_items() {
+        let worked = std::sync::atomic::AtomicUsize::new(0);
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            runtime(true).block_on(map((0..10_000).collect::<Vec<u32>>(), 2, async |n| {
+                assert_ne!(n, 10, "item 10 is bad");
+                worked.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(std::time::Duration::from_micros(100)).await;
+            }))
+        }));
+        assert!(caught.is_err());
+        let worked = worked.into_inner();
+        assert!(worked < 1000, "{worked} items worked after the panic");
     }
 }

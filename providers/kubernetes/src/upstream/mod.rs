@@ -237,10 +237,18 @@ fn parsed() -> &'static Mutex<Parsed> {
     PARSED.get_or_init(Default::default)
 }
 
-/// Held while a file is read, checked and parsed (`Sources::load`).
-fn loading() -> &'static tokio::sync::Mutex<()> {
-    static LOADING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    &LOADING
+/// Held while `file` is read, checked and parsed (`Sources::load`): one lock per file,
+/// so a slow download of one never holds up another.
+fn loading(file: &ReleaseFile) -> Arc<tokio::sync::Mutex<()>> {
+    type Locks = HashMap<&'static str, Arc<tokio::sync::Mutex<()>>>;
+    static LOADING: OnceLock<Mutex<Locks>> = OnceLock::new();
+    LOADING
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(file.sha256)
+        .or_default()
+        .clone()
 }
 
 /// A file as it was when its digest was checked: path, length and modification time.
@@ -364,10 +372,11 @@ impl Sources {
         if let Some(documents) = self.already_loaded(file) {
             return Ok(Loaded::Upstream(documents));
         }
-        // One file is read, checked and parsed at a time: a plan on several threads asks
-        // for the same files at once, and each thread read, hashed and parsed a copy of
-        // its own (ArgoCD's manifest is 2 MB of YAML).
-        let _one_at_a_time = loading().lock().await;
+        // A file is read, checked and parsed by one caller at a time: a plan on several
+        // threads asks for the same files at once, and each thread read, hashed and
+        // parsed a copy of its own (ArgoCD's manifest is 2 MB of YAML).
+        let lock = loading(file);
+        let _one_at_a_time = lock.lock().await;
         if let Some(documents) = self.already_loaded(file) {
             return Ok(Loaded::Upstream(documents));
         }
