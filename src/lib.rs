@@ -48,7 +48,8 @@
 //!   secrets;
 //! - [`diag`]: problems with file, line, column, label and help, rendered by miette;
 //! - [`registry`]: providers by name (the binary fills it);
-//! - [`private_file`]: files readable by their owner only (secrets on disk).
+//! - [`private_file`]: files readable by their owner only (secrets on disk);
+//! - [`cores`]: CPU work split across the machine's cores.
 //!
 //! ## Files a user touches
 //! - `config/defaults/*.yaml`, `config/templates/<size>.yaml`,
@@ -76,6 +77,7 @@ pub mod apply;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod cores;
 pub mod diag;
 pub mod encryption;
 pub mod graph;

@@ -36,35 +36,13 @@ fn build_desired_on(model: &Model, threads: usize) -> Vec<DesiredResource> {
     // A fleet's clusters are built on the machine's cores, a run of them per thread, and
     // put back in their order: each cluster's resources depend on that cluster only.
     let threads = threads.min(clusters.len() / MIN_CLUSTERS_PER_THREAD);
-    let mut resources = if threads > 1 {
-        let runs = clusters.chunks(clusters.len().div_ceil(threads));
-        std::thread::scope(|scope| {
-            let built: Vec<_> = runs
-                .map(|run| {
-                    scope.spawn(move || {
-                        let mut resources = Vec::new();
-                        for cluster in run {
-                            build_cluster(cluster, &mut resources);
-                        }
-                        resources
-                    })
-                })
-                .collect();
-            built
-                .into_iter()
-                .flat_map(|run| {
-                    run.join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                })
-                .collect()
-        })
-    } else {
+    let mut resources = crate::cores::map_runs(&clusters, threads, |run| {
         let mut resources = Vec::new();
-        for cluster in clusters {
+        for cluster in run {
             build_cluster(cluster, &mut resources);
         }
         resources
-    };
+    });
     mark_secret_attributes(&mut resources, &model.secrets);
     resources
 }

@@ -22,7 +22,7 @@ pub(crate) fn threads(requested: usize) -> usize {
     if requested > 0 {
         requested
     } else {
-        std::thread::available_parallelism().map_or(1, usize::from)
+        crate::cores::available()
     }
 }
 
