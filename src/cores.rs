@@ -23,15 +23,27 @@ where
     let first = runs.next().unwrap_or_default();
     std::thread::scope(|scope| {
         let work = &work;
-        let others: Vec<_> = runs.map(|run| scope.spawn(move || work(run))).collect();
+        // A run whose thread cannot be started (the process's thread limit) is worked
+        // here after the first.
+        let others: Vec<Result<_, &[T]>> = runs
+            .map(|run| {
+                std::thread::Builder::new()
+                    .name("infraflux-work".into())
+                    .spawn_scoped(scope, move || work(run))
+                    .map_err(|_| run)
+            })
+            .collect();
         // This thread works too: it reuses what the others free of its allocations.
         let mut results = work(first);
         for other in others {
-            results.extend(
-                other
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            );
+            match other {
+                Ok(thread) => results.extend(
+                    thread
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                ),
+                Err(run) => results.extend(work(run)),
+            }
         }
         results
     })

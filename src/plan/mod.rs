@@ -621,7 +621,8 @@ async fn validate(
     providers: &ProviderRegistry,
     threads: usize,
 ) -> Result<(), Error> {
-    let threads = if desired.len() < MIN_RESOURCES_FOR_THREADS {
+    let in_scope_count = desired.iter().filter(|d| in_scope(&d.address)).count();
+    let threads = if in_scope_count < MIN_RESOURCES_FOR_THREADS {
         1
     } else {
         threads

@@ -64,11 +64,15 @@ where
             let (done_tx, done_rx) = mpsc::channel::<Result<Done<R>, Panic>>();
             for _ in 1..threads {
                 let (done_tx, handle, queue, work) = (done_tx.clone(), &handle, &queue, &work);
-                scope.spawn(move || {
-                    let worked = queue.work(|| handle.block_on(work_queue(queue, work)));
-                    // The receiver waits for every thread.
-                    let _ = done_tx.send(worked);
-                });
+                // A thread that cannot be started (the process's thread limit) leaves
+                // its share to the others: this one works the queue to its end.
+                let _ = std::thread::Builder::new()
+                    .name("infraflux-plan".into())
+                    .spawn_scoped(scope, move || {
+                        let worked = queue.work(|| handle.block_on(work_queue(queue, work)));
+                        // The receiver waits for every thread that started.
+                        let _ = done_tx.send(worked);
+                    });
             }
             drop(done_tx);
             let here = queue.work(|| handle.block_on(work_queue(&queue, &work)));
