@@ -144,21 +144,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn runtime(multi_thread: bool) -> tokio::runtime::Runtime {
-        if multi_thread {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap()
-        } else {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-        }
-    }
+    use crate::testing::runtime;
 
     #[test]
     fn results_keep_the_items_order_and_threads_share_the_work() {

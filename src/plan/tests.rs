@@ -7,7 +7,7 @@ use serde_json::json;
 use super::*;
 use crate::apply::tests::Rig;
 use crate::state::ResourceState;
-use crate::testing::{addr, desired};
+use crate::testing::{addr, desired, runtime};
 
 fn resources() -> Vec<DesiredResource> {
     vec![
@@ -1056,21 +1056,6 @@ fn fleet(clusters: usize) -> Vec<DesiredResource> {
             [image, vm, config]
         })
         .collect()
-}
-
-fn runtime(multi_thread: bool) -> tokio::runtime::Runtime {
-    if multi_thread {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    } else {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    }
 }
 
 /// Issue 15: a fleet's clusters are planned on several threads (`parallel`), and the plan

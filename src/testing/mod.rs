@@ -212,3 +212,16 @@ pub fn mock_schemas() -> Vec<infraflux_provider::ResourceSchema> {
         ],
     )]
 }
+
+/// A runtime of either flavour: `plan` works on several threads on a multi-thread one
+/// (two workers here) and on this one alone on a current-thread one.
+pub fn runtime(multi_thread: bool) -> tokio::runtime::Runtime {
+    let mut builder = if multi_thread {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(2);
+        builder
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder.enable_all().build().expect("a runtime starts")
+}
