@@ -8,7 +8,8 @@ pub fn available() -> usize {
 }
 
 /// `work` of each run of `items`, up to `threads` runs (this thread works the first,
-/// others one each), the results joined in the items' order. A panic is resumed here.
+/// a thread of its own each of the others, or this one when it cannot be started), the
+/// results joined in the items' order. A panic is resumed here.
 pub fn map_runs<T, R, F>(items: &[T], threads: usize, work: F) -> Vec<R>
 where
     T: Sync,

@@ -24,10 +24,7 @@ pub const KUBERNETES: &str = "kubernetes";
 
 /// Every resource of every cluster in the model.
 pub fn build_desired(model: &Model) -> Vec<DesiredResource> {
-    build_desired_on(
-        model,
-        std::thread::available_parallelism().map_or(1, usize::from),
-    )
+    build_desired_on(model, crate::cores::available())
 }
 
 /// [`build_desired`] on up to `threads` threads.

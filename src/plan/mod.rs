@@ -621,19 +621,19 @@ async fn validate(
     providers: &ProviderRegistry,
     threads: usize,
 ) -> Result<(), Error> {
-    let in_scope_count = desired.iter().filter(|d| in_scope(&d.address)).count();
-    let threads = if in_scope_count < MIN_RESOURCES_FOR_THREADS {
+    let in_scope: Vec<&DesiredResource> = desired.iter().filter(|d| in_scope(&d.address)).collect();
+    let threads = if in_scope.len() < MIN_RESOURCES_FOR_THREADS {
         1
     } else {
         threads
     };
     // A few runs per thread, so one that drew slow resources does not hold up the rest.
-    let runs: Vec<&[DesiredResource]> = desired
-        .chunks(desired.len().div_ceil(threads * 4).max(1))
+    let runs: Vec<&[&DesiredResource]> = in_scope
+        .chunks(in_scope.len().div_ceil(threads * 4).max(1))
         .collect();
     let invalid: Vec<InvalidResource> = parallel::map(runs, threads, async |run| {
         let mut invalid = Vec::new();
-        for resource in run.iter().filter(|d| in_scope(&d.address)) {
+        for resource in run {
             if let Some(found) = validate_resource(resource, providers).await {
                 invalid.push(found);
             }

@@ -49,6 +49,7 @@ where
     let queue = Queue {
         items: Mutex::new(items.into_iter().enumerate()),
         stop: AtomicBool::new(false),
+        panic: Mutex::new(None),
     };
     let mut results: Vec<Option<R>> = std::iter::repeat_with(|| None).take(count).collect();
     // This thread works too, with `threads - 1` others. It may be one of the runtime's
@@ -61,7 +62,7 @@ where
     // 20 MiB more.
     tokio::task::block_in_place(|| {
         std::thread::scope(|scope| {
-            let (done_tx, done_rx) = mpsc::channel::<Result<Done<R>, Panic>>();
+            let (done_tx, done_rx) = mpsc::channel::<Option<Done<R>>>();
             for _ in 1..threads {
                 let (done_tx, handle, queue, work) = (done_tx.clone(), &handle, &queue, &work);
                 // A thread that cannot be started (the process's thread limit) leaves
@@ -76,21 +77,18 @@ where
             }
             drop(done_tx);
             let here = queue.work(|| handle.block_on(work_queue(&queue, &work)));
-            let mut panic = None;
-            for worked in std::iter::once(here).chain(done_rx) {
-                match worked {
-                    Ok(done) => {
-                        for (index, result) in done {
-                            results[index] = Some(result);
-                        }
-                    }
-                    // The first one caught: the others may follow from it.
-                    Err(caught) => {
-                        panic.get_or_insert(caught);
-                    }
+            for done in std::iter::once(here).chain(done_rx).flatten() {
+                for (index, result) in done {
+                    results[index] = Some(result);
                 }
             }
-            if let Some(panic) = panic {
+            // The first one caught: the others may follow from it.
+            let first = queue
+                .panic
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(panic) = first {
                 std::panic::resume_unwind(panic);
             }
         });
@@ -99,20 +97,29 @@ where
     results.into_iter().flatten().collect()
 }
 
-/// The items not yet taken, and whether a thread panicked (then the others take no more).
+/// The items not yet taken, and whether a thread panicked (then the others take no more)
+/// with the first panic caught.
 struct Queue<T> {
     items: Mutex<std::iter::Enumerate<std::vec::IntoIter<T>>>,
     stop: AtomicBool,
+    panic: Mutex<Option<Panic>>,
 }
 
 impl<T> Queue<T> {
-    /// `worker`'s results, or its panic (and the others stop taking items).
-    fn work<R>(&self, worker: impl FnOnce() -> Done<R>) -> Result<Done<R>, Panic> {
-        let worked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(worker));
-        if worked.is_err() {
-            self.stop.store(true, Ordering::Relaxed);
+    /// `worker`'s results; `None` when it panicked (the others stop taking items, and
+    /// the first panic is kept to be resumed).
+    fn work<R>(&self, worker: impl FnOnce() -> Done<R>) -> Option<Done<R>> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(worker)) {
+            Ok(done) => Some(done),
+            Err(caught) => {
+                self.stop.store(true, Ordering::Relaxed);
+                self.panic
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get_or_insert(caught);
+                None
+            }
         }
-        worked
     }
 
     fn next(&self) -> Option<(usize, T)> {

@@ -25,6 +25,7 @@ mod download;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::Value;
@@ -237,11 +238,21 @@ fn parsed() -> &'static Mutex<Parsed> {
     PARSED.get_or_init(Default::default)
 }
 
-/// Held while `file` is read, checked and parsed (`Sources::load`): one lock per file,
-/// so a slow download of one never holds up another.
-fn loading(file: &ReleaseFile) -> Arc<tokio::sync::Mutex<()>> {
-    type Locks = HashMap<&'static str, Arc<tokio::sync::Mutex<()>>>;
-    static LOADING: OnceLock<Mutex<Locks>> = OnceLock::new();
+/// One per release file (`Sources::load`): its lock, held while the file is read,
+/// checked and parsed, so a slow download of one never holds up another; and the last
+/// download of it that failed, which the callers that waited for it share.
+#[derive(Default)]
+struct FileLoad {
+    /// Downloads that failed so far.
+    failures: AtomicU64,
+    /// The lock, and the last failed download: its number among the failures, its URL
+    /// and why.
+    failed: tokio::sync::Mutex<Option<(u64, String, String)>>,
+}
+
+fn loading(file: &ReleaseFile) -> Arc<FileLoad> {
+    type Loads = HashMap<&'static str, Arc<FileLoad>>;
+    static LOADING: OnceLock<Mutex<Loads>> = OnceLock::new();
     LOADING
         .get_or_init(Default::default)
         .lock()
@@ -375,8 +386,9 @@ impl Sources {
         // A file is read, checked and parsed by one caller at a time: a plan on several
         // threads asks for the same files at once, and each thread read, hashed and
         // parsed a copy of its own (ArgoCD's manifest is 2 MB of YAML).
-        let lock = loading(file);
-        let _one_at_a_time = lock.lock().await;
+        let load = loading(file);
+        let failed_before = load.failures.load(Ordering::SeqCst);
+        let mut failed = load.failed.lock().await;
         if let Some(documents) = self.already_loaded(file) {
             return Ok(Loaded::Upstream(documents));
         }
@@ -434,16 +446,35 @@ impl Sources {
                 reason: reason.clone(),
             });
         }
+        // A download of the same URL that failed while this caller waited is its
+        // answer too: callers that asked at once share one attempt (each may wait
+        // minutes). One that failed before it asked is tried again.
+        if self.when_unavailable == WhenUnavailable::Fail
+            && let Some((failure, tried, reason)) = failed.as_ref()
+            && *failure > failed_before
+            && *tried == url
+        {
+            return Err(Error::Unavailable {
+                file: *file,
+                url,
+                cache: self.cache.clone(),
+                reason: reason.clone(),
+            });
+        }
         let bytes = match download::get(&url).await {
             Ok(bytes) => bytes,
             Err(reason) => {
                 return match self.when_unavailable {
-                    WhenUnavailable::Fail => Err(Error::Unavailable {
-                        file: *file,
-                        url,
-                        cache: self.cache.clone(),
-                        reason,
-                    }),
+                    WhenUnavailable::Fail => {
+                        let failure = load.failures.fetch_add(1, Ordering::SeqCst) + 1;
+                        *failed = Some((failure, url.clone(), reason.clone()));
+                        Err(Error::Unavailable {
+                            file: *file,
+                            url,
+                            cache: self.cache.clone(),
+                            reason,
+                        })
+                    }
                     WhenUnavailable::Simulate => {
                         let reason = format!(
                             "{file} is in no mirror, not in the cache, and downloading {url} failed: {reason}"

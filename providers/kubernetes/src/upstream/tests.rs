@@ -227,3 +227,35 @@ async fn without_any_source_the_error_says_how_to_provide_the_file() {
         Loaded::Upstream(_) => panic!("nothing served the file"),
     }
 }
+
+/// Callers that ask for the same file at once (a plan on several threads) share one
+/// download: when it fails, every one of them gets its error, and the server is asked
+/// once. A caller that asks afterwards tries again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_waiting_for_a_failing_download_share_it() {
+    let server = MockServer::start().await;
+    // Slow enough that every caller is waiting before the first answer.
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(503).set_delay(std::time::Duration::from_millis(300)))
+        .mount(&server)
+        .await;
+    let sources = Sources {
+        base_url: Some(server.uri()),
+        ..Default::default()
+    };
+    let file = ha_install();
+    let loads: Vec<_> = (0..4)
+        .map(|_| {
+            let sources = sources.clone();
+            tokio::spawn(async move { sources.load(file).await })
+        })
+        .collect();
+    for load in loads {
+        let error = load.await.unwrap().unwrap_err();
+        assert!(error.to_string().contains("503"), "{error}");
+    }
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+    let error = sources.load(file).await.unwrap_err();
+    assert!(matches!(error, Error::Unavailable { .. }), "{error}");
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+}
