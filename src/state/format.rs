@@ -94,7 +94,7 @@ pub fn decode(bytes: &[u8], path: &str) -> Result<StateDocument, Error> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(corrupt("the file is empty".to_string(), None));
     }
-    let value = super::parse::from_slice(bytes)
+    let value = super::parse::state_from_slice(bytes, crate::cores::available())
         .map_err(|e| corrupt("it is not valid JSON".to_string(), Some(e)))?;
     let Value::Object(mut envelope) = value else {
         return Err(corrupt("it is not a JSON object".to_string(), None));

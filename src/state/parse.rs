@@ -8,27 +8,54 @@
 //! are the same as `serde_json::from_slice`'s (a property test holds them to it).
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 
 /// Parse `bytes` as one JSON value, as `serde_json::from_slice` would.
 pub fn from_slice(bytes: &[u8]) -> serde_json::Result<Value> {
+    parse(bytes, ValueSeed(Mode::Plain))
+}
+
+/// [`from_slice`] of a state document: the records (the members of the top-level
+/// object's `resources`) are parsed on up to `threads` threads. Each is first only
+/// scanned where it stands in the file, so a syntax error is reported at its line and
+/// column; then each record's text is parsed on its own. The same value either way.
+pub fn state_from_slice(bytes: &[u8], threads: usize) -> serde_json::Result<Value> {
+    parse(bytes, ValueSeed(Mode::State(threads)))
+}
+
+fn parse(bytes: &[u8], seed: ValueSeed) -> serde_json::Result<Value> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = ValueSeed.deserialize(&mut deserializer)?;
+    let value = seed.deserialize(&mut deserializer)?;
     deserializer.end()?;
     Ok(value)
 }
 
-struct ValueSeed;
+/// Fewer records than this are parsed on one thread.
+const RECORDS_WORTH_THREADS: usize = 1024;
+
+/// What an object is parsed as.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// Any value.
+    Plain,
+    /// A state document, its records on up to so many threads.
+    State(usize),
+    /// A state's records, on up to so many threads.
+    Records(usize),
+}
+
+struct ValueSeed(Mode);
 
 impl<'de> DeserializeSeed<'de> for ValueSeed {
     type Value = Value;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        deserializer.deserialize_any(ValueVisitor)
+        deserializer.deserialize_any(ValueVisitor(self.0))
     }
 }
 
-struct ValueVisitor;
+struct ValueVisitor(Mode);
 
 impl<'de> Visitor<'de> for ValueVisitor {
     type Value = Value;
@@ -72,16 +99,23 @@ impl<'de> Visitor<'de> for ValueVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut items = Vec::new();
-        while let Some(item) = seq.next_element_seed(ValueSeed)? {
+        while let Some(item) = seq.next_element_seed(ValueSeed(Mode::Plain))? {
             items.push(item);
         }
         Ok(Value::Array(items))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
+        if let Mode::Records(threads) = self.0 {
+            return records(access, threads);
+        }
         let mut members: Vec<(String, Value)> = Vec::new();
         while let Some(key) = access.next_key::<String>()? {
-            let value = access.next_value_seed(ValueSeed)?;
+            let mode = match self.0 {
+                Mode::State(threads) if key == "resources" => Mode::Records(threads),
+                _ => Mode::Plain,
+            };
+            let value = access.next_value_seed(ValueSeed(mode))?;
             members.push((key, value));
         }
         let mut map = Map::with_capacity(members.len());
@@ -89,6 +123,33 @@ impl<'de> Visitor<'de> for ValueVisitor {
         map.extend(members);
         Ok(Value::Object(map))
     }
+}
+
+/// A state's records: scanned here, in the file, then parsed on up to `threads`
+/// threads, one record at a time each.
+fn records<'de, A: MapAccess<'de>>(mut access: A, threads: usize) -> Result<Value, A::Error> {
+    let mut scanned: Vec<(String, &'de RawValue)> = Vec::new();
+    while let Some(key) = access.next_key::<String>()? {
+        scanned.push((key, access.next_value::<&'de RawValue>()?));
+    }
+    let threads = if scanned.len() < RECORDS_WORTH_THREADS {
+        1
+    } else {
+        threads
+    };
+    let parsed = crate::cores::map_runs(&scanned, threads, |run| {
+        run.iter()
+            .map(|(_, text)| from_slice(text.get().as_bytes()))
+            .collect()
+    });
+    let mut map = Map::with_capacity(scanned.len());
+    for ((key, _), value) in scanned.into_iter().zip(parsed) {
+        // The text was scanned as JSON already: a record parses.
+        let value = value.map_err(serde::de::Error::custom)?;
+        // A repeated key keeps its first place and its last value, as serde_json does.
+        map.insert(key, value);
+    }
+    Ok(Value::Object(map))
 }
 
 #[cfg(test)]
@@ -145,5 +206,50 @@ mod tests {
         // Deep nesting is refused, not a stack overflow.
         let deep = "[".repeat(10_000) + &"]".repeat(10_000);
         assert!(from_slice(deep.as_bytes()).is_err());
+    }
+
+    /// A state with a fleet's records (more than one thread's worth, one key twice).
+    fn state_text(records: usize) -> String {
+        let mut resources: Vec<String> = (0..records)
+            .map(|i| {
+                format!(
+                    r#""dev/c{i:04}/vm.n": {{"kind": "vm", "attributes": {{"cores": {i}, "name": "n\"{i}", "tags": [1.5, null, true], "nested": {{"b": 1, "a": 2}}}}}}"#
+                )
+            })
+            .collect();
+        resources.push(r#""dev/c0001/vm.n": {"kind": "again"}"#.to_string());
+        format!(
+            "{{\"format_version\": 3, \"resources\": {{\n{}\n}}, \"machines\": {{\"x\": 1}}}}",
+            resources.join(",\n")
+        )
+    }
+
+    #[test]
+    fn a_states_records_parse_the_same_on_several_threads() {
+        let text = state_text(3000);
+        let alone = from_slice(text.as_bytes()).unwrap();
+        for threads in [1, 2, 4] {
+            let parsed = state_from_slice(text.as_bytes(), threads).unwrap();
+            assert_eq!(parsed, alone);
+            // Member order too, at every level (maps compare without it).
+            assert_eq!(
+                serde_json::to_string(&parsed).unwrap(),
+                serde_json::to_string(&alone).unwrap()
+            );
+        }
+        assert_eq!(alone["resources"]["dev/c0001/vm.n"]["kind"], "again");
+        assert_eq!(alone["resources"].as_object().unwrap().len(), 3000);
+    }
+
+    #[test]
+    fn a_bad_record_is_reported_where_it_stands_in_the_file() {
+        let text = state_text(2000).replace(
+            r#""dev/c1500/vm.n": {"kind": "vm","#,
+            r#""dev/c1500/vm.n": {"kind": "vm",,"#,
+        );
+        let alone = from_slice(text.as_bytes()).unwrap_err();
+        let threaded = state_from_slice(text.as_bytes(), 2).unwrap_err();
+        assert_eq!(threaded.to_string(), alone.to_string());
+        assert_eq!(threaded.line(), 1502);
     }
 }
