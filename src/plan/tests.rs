@@ -1126,6 +1126,35 @@ fn a_fleet_is_planned_the_same_on_many_threads_as_on_one() {
             ["dev/c007/mock_thing.vm", "dev/c007/mock_thing.config"]
         );
     }
+    // Destroying (every edge reversed) and targets (with what they depend on, more than
+    // one thread's worth) alike.
+    let target = PlanOptions {
+        targets: (0..100)
+            .map(|c| addr(&format!("dev/c{c:03}/mock_thing.config")))
+            .collect(),
+        ..PlanOptions::default()
+    };
+    for options in [
+        PlanOptions {
+            mode: PlanMode::Destroy,
+            ..PlanOptions::default()
+        },
+        target,
+    ] {
+        let on = |multi_thread: bool, threads: usize| {
+            let options = PlanOptions {
+                threads,
+                ..options.clone()
+            };
+            runtime(multi_thread)
+                .block_on(plan(desired.clone(), &state, &rig.registry, &options))
+                .unwrap()
+        };
+        let (one, many) = (on(false, 1), on(true, 4));
+        assert_eq!(many.changes, one.changes);
+        assert_eq!(many.unknown, one.unknown);
+        assert!(one.has_changes(), "{:?}", one.summary());
+    }
 }
 
 /// Issue 15: with several threads, the error a plan stops at is still the first one in
