@@ -493,10 +493,12 @@ pub async fn plan(
         &with_hosts
     };
 
+    // Fetched once, read by the refresh and by every thread that plans.
+    let schemas = Schemas::of(providers);
     let read_all = options.refresh || options.mode == PlanMode::RefreshOnly;
     let deep = read_all && options.deep_refresh;
     let refresh::Refreshed { drift, unreachable } =
-        refresh::refresh(state, &in_scope, providers, read_all, deep).await?;
+        refresh::refresh(state, &in_scope, providers, &schemas, read_all, deep).await?;
     // What exists now: state with the drift applied, copied only when there is drift
     // (a copy of a 100,000-resource state costs as much as reading it).
     let current: std::borrow::Cow<'_, StateDocument> = if drift.is_empty() {
@@ -539,7 +541,16 @@ pub async fn plan(
             .collect();
         (changes, unknown)
     } else {
-        pieces::plan_changes(graph, &current, state, providers, options, &unreachable).await?
+        pieces::plan_changes(
+            graph,
+            &current,
+            state,
+            providers,
+            &schemas,
+            options,
+            &unreachable,
+        )
+        .await?
     };
 
     for change in changes
@@ -621,15 +632,15 @@ async fn validate(
     providers: &ProviderRegistry,
     threads: usize,
 ) -> Result<(), Error> {
-    let in_scope: Vec<&DesiredResource> = desired.iter().filter(|d| in_scope(&d.address)).collect();
-    let threads = if in_scope.len() < MIN_RESOURCES_FOR_THREADS {
+    let selected: Vec<&DesiredResource> = desired.iter().filter(|d| in_scope(&d.address)).collect();
+    let threads = if selected.len() < MIN_RESOURCES_FOR_THREADS {
         1
     } else {
         threads
     };
     // A few runs per thread, so one that drew slow resources does not hold up the rest.
-    let runs: Vec<&[&DesiredResource]> = in_scope
-        .chunks(in_scope.len().div_ceil(threads * 4).max(1))
+    let runs: Vec<&[&DesiredResource]> = selected
+        .chunks(selected.len().div_ceil(threads * 4).max(1))
         .collect();
     let invalid: Vec<InvalidResource> = parallel::map(runs, threads, async |run| {
         let mut invalid = Vec::new();

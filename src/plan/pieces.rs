@@ -32,6 +32,7 @@ pub(super) async fn plan_changes(
     current: &StateDocument,
     recorded: &StateDocument,
     providers: &ProviderRegistry,
+    schemas: &Schemas,
     options: &PlanOptions,
     unreachable: &BTreeMap<ResourceAddr, String>,
 ) -> Result<(Vec<Change>, Vec<Unknown>), Error> {
@@ -47,12 +48,11 @@ pub(super) async fn plan_changes(
     let pieces = pieces(order);
     let outcomes: Vec<OnceLock<Outcome>> =
         std::iter::repeat_with(OnceLock::new).take(count).collect();
-    let schemas = Schemas::of(providers);
     let context = PieceContext {
         outcomes: &outcomes,
         first_error: AtomicUsize::new(usize::MAX),
         positions: &positions,
-        schemas: &schemas,
+        schemas,
         current,
         recorded,
         providers,

@@ -53,6 +53,7 @@ pub(crate) async fn refresh(
     state: &StateDocument,
     in_scope: &dyn Fn(&ResourceAddr) -> bool,
     providers: &ProviderRegistry,
+    schemas: &crate::plan::Schemas,
     read_all: bool,
     deep: bool,
 ) -> Result<Refreshed, Error> {
@@ -100,7 +101,6 @@ pub(crate) async fn refresh(
         });
     }
 
-    let schemas = crate::plan::Schemas::of(providers);
     let mut failures = Vec::new();
     let mut drift = Vec::new();
     let mut unreachable = BTreeMap::new();

@@ -30,6 +30,7 @@ const SHA256_PREFIX: &str = "sha256:";
 type Envelope = Map<String, Value>;
 
 /// One migration step: turns a document of version `from` into version `from + 1`.
+#[derive(Clone, Copy)]
 struct Migration {
     from: u32,
     migrate: fn(Envelope) -> Result<Envelope, String>,
@@ -439,20 +440,13 @@ mod tests {
             envelope.insert("serial".into(), generation);
             Ok(envelope)
         }
-        let steps = [
-            Migration {
-                from: 0,
-                migrate: rename_generation,
-            },
-            Migration {
-                from: 1,
-                migrate: v1_to_v2,
-            },
-            Migration {
-                from: 2,
-                migrate: v2_to_v3,
-            },
-        ];
+        // Before the real steps, whichever they are.
+        let steps: Vec<Migration> = std::iter::once(Migration {
+            from: 0,
+            migrate: rename_generation,
+        })
+        .chain(MIGRATIONS.iter().copied())
+        .collect();
         let mut v0 = Map::new();
         v0.insert("format_version".into(), json!(0));
         v0.insert("generation".into(), json!(7));

@@ -389,15 +389,13 @@ impl Sources {
         let load = loading(file);
         let failed_before = load.failures.load(Ordering::SeqCst);
         let mut failed = load.failed.lock().await;
+        // Another caller may have loaded it while this one waited.
         if let Some(documents) = self.already_loaded(file) {
             return Ok(Loaded::Upstream(documents));
         }
         if let Some(mirror) = &self.mirror {
             let path = mirror.join(file.relative_path());
             let stamp = stamp(&path);
-            if let Some(documents) = already_verified(file, &stamp) {
-                return Ok(Loaded::Upstream(documents));
-            }
             let bytes = match tokio::fs::read(&path).await {
                 Ok(bytes) => bytes,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -415,9 +413,6 @@ impl Sources {
             Some(path) => stamp(path),
             None => None,
         };
-        if let Some(documents) = already_verified(file, &cached_stamp) {
-            return Ok(Loaded::Upstream(documents));
-        }
         if let Some(path) = &cached
             && let Ok(bytes) = tokio::fs::read(path).await
         {
