@@ -151,7 +151,7 @@ fn record_applied(project: &Path) {
                     kind,
                     provider: change.provider,
                     id: Some(change.address.to_string()),
-                    attributes,
+                    attributes: attributes.into(),
                     sensitive: change.sensitive,
                     dependencies: change.dependencies,
                     status: ResourceStatus::Ready,

@@ -249,7 +249,7 @@ async fn run(python: &str) {
                 kind: "proxmox_vm".into(),
                 provider: "proxmox".into(),
                 id: Some(attributes["vmid"].to_string()),
-                attributes,
+                attributes: attributes.into(),
                 sensitive: vec!["token".into()],
                 dependencies: Vec::new(),
                 status: ResourceStatus::Ready,
@@ -302,7 +302,7 @@ async fn run(python: &str) {
     let mut per_node = BTreeMap::<String, usize>::new();
     for resource in state.resources.values().filter(|r| {
         r.kind == "proxmox_vm"
-            && r.attributes["name"]
+            && r.attributes.parse()["name"]
                 .as_str()
                 .and_then(|n| n.strip_prefix("new-"))
                 .and_then(|n| n.parse::<usize>().ok())
@@ -310,7 +310,7 @@ async fn run(python: &str) {
     }) {
         *per_node
             .entry(
-                resource.attributes["node"]
+                resource.attributes.parse()["node"]
                     .as_str()
                     .unwrap_or_default()
                     .to_string(),

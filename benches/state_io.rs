@@ -47,7 +47,7 @@ fn document() -> StateDocument {
                 kind: "proxmox_vm".into(),
                 provider: "proxmox".into(),
                 id: Some(format!("{}", 100 + i)),
-                attributes,
+                attributes: attributes.into(),
                 sensitive: vec!["password".into()],
                 dependencies: vec![ResourceAddr::new(
                     "bench",

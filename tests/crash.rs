@@ -193,7 +193,7 @@ fn sigkill_in_the_middle_of_an_apply_loses_nothing() {
             );
             assert_eq!(
                 input,
-                &state.resources[&target.parse().unwrap()].attributes["out"]
+                state.resources[&target.parse().unwrap()].attributes.parse()["out"]
             );
         }
     }

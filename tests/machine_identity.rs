@@ -53,9 +53,9 @@ fn machines(harness: &Engine) -> BTreeMap<String, Machine> {
         found.insert(
             address.name.clone(),
             Machine {
-                address: vm.attributes["ipv4"].as_str().unwrap().to_string(),
+                address: vm.attributes.parse()["ipv4"].as_str().unwrap().to_string(),
                 vm: vm.id.clone().unwrap(),
-                node: vm.attributes["node"].as_str().unwrap().to_string(),
+                node: vm.attributes.parse()["node"].as_str().unwrap().to_string(),
                 config,
             },
         );

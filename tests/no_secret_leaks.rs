@@ -311,7 +311,7 @@ fn no_secret_reaches_output_logs_plan_files_or_state() {
     for resource in document.resources.values() {
         // A value recorded by reference is the referenced record's (its marker names an
         // address and attributes, no secret): resolved, it is what to look for.
-        let attributes = document.resolve(&resource.attributes).attributes;
+        let attributes = document.resolve_stored(&resource.attributes).attributes;
         for name in &resource.sensitive {
             if let Some(value) = attributes.get(name) {
                 strings(value, &mut generated);

@@ -46,7 +46,7 @@ fn document() -> StateDocument {
             kind: "talos_machine_config".into(),
             provider: "talos".into(),
             id: None,
-            attributes,
+            attributes: attributes.into(),
             sensitive: vec!["token".into()],
             dependencies: vec![],
             status: ResourceStatus::Ready,

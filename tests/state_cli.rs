@@ -24,7 +24,7 @@ fn resource(kind: &str, attributes: Value, dependencies: &[&str]) -> ResourceSta
         kind: kind.to_string(),
         provider: kind.split('_').next().unwrap().to_string(),
         id: Some("101".to_string()),
-        attributes,
+        attributes: attributes.into(),
         sensitive: vec!["password".to_string(), "tls.key".to_string()],
         dependencies: dependencies.iter().map(|d| d.parse().unwrap()).collect(),
         status: ResourceStatus::Ready,

@@ -43,7 +43,7 @@ fn document_at(lineage: uuid::Uuid, serial: u64) -> StateDocument {
                 kind: "proxmox_vm".into(),
                 provider: "proxmox".into(),
                 id: Some(i.to_string()),
-                attributes,
+                attributes: attributes.into(),
                 sensitive: vec![],
                 dependencies: vec![],
                 status: ResourceStatus::Ready,

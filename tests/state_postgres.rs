@@ -52,7 +52,7 @@ fn resource(name: &str, secret: &str) -> (ResourceAddr, ResourceState) {
             kind: "proxmox_vm".into(),
             provider: "proxmox".into(),
             id: Some(format!("id-{name}")),
-            attributes,
+            attributes: attributes.into(),
             sensitive: vec!["token".into()],
             dependencies: vec![],
             status: ResourceStatus::Ready,

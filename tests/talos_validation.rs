@@ -53,7 +53,7 @@ fn store_generated_secrets(state_dir: &Path, pairs: &[(String, String)]) {
                 provider: "talos".into(),
                 id: Some(format!("talos-secrets-{cluster}")),
                 sensitive: attributes.keys().cloned().collect(),
-                attributes,
+                attributes: attributes.into(),
                 dependencies: Vec::new(),
                 status: ResourceStatus::Ready,
             },

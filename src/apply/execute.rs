@@ -63,7 +63,7 @@ fn record(
         kind: change.address.kind.clone(),
         provider: change.provider.clone(),
         id,
-        attributes,
+        attributes: attributes.into(),
         sensitive: change.sensitive.clone(),
         dependencies: change.dependencies.clone(),
         status,
@@ -80,7 +80,10 @@ struct Prior {
 fn read_prior(journal: &Journal, address: &crate::vocabulary::ResourceAddr) -> Option<Prior> {
     journal.read(|state| {
         state.resources.get(address).map(|record| Prior {
-            attributes: state.resolve(&record.attributes).attributes.into_owned(),
+            attributes: state
+                .resolve_stored(&record.attributes)
+                .attributes
+                .into_owned(),
             record: record.clone(),
         })
     })

@@ -146,9 +146,9 @@ async fn unknown_values_become_known_within_one_apply() {
     let state = rig.state();
     let b = &state.resources[&addr("b")];
     let c = &state.resources[&addr("c")];
-    assert_eq!(c.attributes["input"], b.attributes["out"]);
+    assert_eq!(c.attributes.parse()["input"], b.attributes.parse()["out"]);
     assert_eq!(
-        c.attributes["input"],
+        c.attributes.parse()["input"],
         json!(format!("out-{}", b.id.as_ref().unwrap()))
     );
     assert_eq!(c.dependencies, vec![addr("b")]);
@@ -267,10 +267,10 @@ async fn an_unrecorded_attribute_is_applied_but_never_in_state_nor_a_change() {
     // …and state does not.
     let recorded = &rig.state().resources[&addr("a")];
     assert!(
-        !recorded.attributes.contains_key("rendered"),
+        !recorded.attributes.parse().contains_key("rendered"),
         "{recorded:?}"
     );
-    assert!(recorded.attributes.contains_key("out"));
+    assert!(recorded.attributes.parse().contains_key("out"));
     // Its absence is no change; a recorded attribute's change still is one.
     assert!(!rig.plan(&things).await.has_changes());
     // A record written before the schema left it out still has it: refreshed (the mock
@@ -281,7 +281,7 @@ async fn an_unrecorded_attribute_is_applied_but_never_in_state_nor_a_change() {
         .get_mut(&addr("a"))
         .unwrap()
         .attributes
-        .insert("rendered".into(), json!("as an older version recorded it"));
+        .edit(|a| a.insert("rendered".into(), json!("as an older version recorded it")));
     let refreshed = plan(
         things.clone(),
         &older,
@@ -298,8 +298,8 @@ async fn an_unrecorded_attribute_is_applied_but_never_in_state_nor_a_change() {
     assert_eq!(plan.change(&addr("a")).unwrap().action, Action::Update);
     assert!(rig.apply(&changed).await.is_success());
     let recorded = &rig.state().resources[&addr("a")];
-    assert_eq!(recorded.attributes["value"], json!(2));
-    assert!(!recorded.attributes.contains_key("rendered"));
+    assert_eq!(recorded.attributes.parse()["value"], json!(2));
+    assert!(!recorded.attributes.parse().contains_key("rendered"));
 }
 
 #[tokio::test]
@@ -318,12 +318,12 @@ async fn a_record_keeps_the_outputs_it_was_applied_with_until_it_is_applied_agai
     assert!(rig.apply(&outputs("z1")).await.is_success());
     let state = rig.state();
     let applied_with = state
-        .resolve(&state.resources[&addr("config")].attributes)
+        .resolve_stored(&state.resources[&addr("config")].attributes)
         .attributes["input"]
         .clone();
     assert!(
         crate::state::by_reference::recorded_reference(
-            &state.resources[&addr("config")].attributes["input"]
+            &state.resources[&addr("config")].attributes.parse()["input"]
         )
         .is_some()
     );
@@ -333,11 +333,11 @@ async fn a_record_keeps_the_outputs_it_was_applied_with_until_it_is_applied_agai
     let summary = rig.apply(&outputs("z2")).await;
     assert!(!summary.is_success());
     let state = rig.state();
-    let recorded = &state.resources[&addr("config")].attributes["input"];
+    let recorded = &state.resources[&addr("config")].attributes.parse()["input"];
     // It still holds what it was applied with (the identity its node trusts), as a copy.
     assert_eq!(*recorded, applied_with);
     assert_ne!(
-        state.resources[&addr("vm")].attributes["out"],
+        state.resources[&addr("vm")].attributes.parse()["out"],
         applied_with["out"]
     );
     // And the next plan updates it, and records it by reference again.
@@ -348,7 +348,7 @@ async fn a_record_keeps_the_outputs_it_was_applied_with_until_it_is_applied_agai
     let state = rig.state();
     assert!(
         crate::state::by_reference::recorded_reference(
-            &state.resources[&addr("config")].attributes["input"]
+            &state.resources[&addr("config")].attributes.parse()["input"]
         )
         .is_some()
     );
@@ -376,8 +376,8 @@ async fn updates_and_replacements_are_applied() {
     let state = rig.state();
     assert_ne!(state.resources[&addr("b")].id, b_id);
     assert_eq!(
-        state.resources[&addr("c")].attributes["input"],
-        state.resources[&addr("b")].attributes["out"]
+        state.resources[&addr("c")].attributes.parse()["input"],
+        state.resources[&addr("b")].attributes.parse()["out"]
     );
     assert_eq!(rig.mock.objects().len(), 4);
     assert!(!rig.plan(&desired).await.has_changes());
@@ -478,7 +478,10 @@ async fn a_rollout_runs_one_at_a_time_in_order_and_stops_at_the_first_failure() 
             .iter()
             .all(|(_, because)| *because == addr("n5"))
     );
-    assert_eq!(rig.state().resources[&addr("n0")].attributes["value"], 1);
+    assert_eq!(
+        rig.state().resources[&addr("n0")].attributes.parse()["value"],
+        1
+    );
 
     // Fixed, the next run resumes: n5, then the rest in order.
     rig.mock.clear_failures();
@@ -710,11 +713,11 @@ async fn drift_is_recorded_before_the_walk() {
     let first = history.iter().rev().find(|d| {
         d.resources
             .get(&addr("x"))
-            .is_some_and(|x| x.attributes["value"] == json!(40))
+            .is_some_and(|x| x.attributes.parse()["value"] == json!(40))
     });
     assert!(first.is_some(), "the drift was recorded");
     assert_eq!(
-        rig.state().resources[&addr("x")].attributes["value"],
+        rig.state().resources[&addr("x")].attributes.parse()["value"],
         json!(4)
     );
     assert!(!rig.plan(&chain()).await.has_changes());

@@ -21,12 +21,16 @@ use crate::vocabulary::{MachineIdentity, MachineRecords, Recorded, split_machine
 /// The resource types named after a machine, and the attribute holding its address.
 const VM: &str = "proxmox_vm";
 const MACHINE_CONFIG: &str = "talos_machine_config";
+/// What an identity is made of: a VM's address, node and ID, or a machine config's
+/// address.
+const VM_READS: &[&str] = &["ipv4", "node", "vmid"];
+const CONFIG_READS: &[&str] = &["address"];
 
 /// What state holds of one machine.
 #[derive(Default)]
-struct Held<'a> {
-    vm: Option<&'a Attributes>,
-    config: Option<&'a Attributes>,
+struct Held {
+    vm: Option<Attributes>,
+    config: Option<Attributes>,
 }
 
 /// The identities of the machines `state` holds resources of: those recorded, completed
@@ -40,13 +44,13 @@ pub fn recorded_machines(state: &dyn Recorded) -> MachineRecords {
         if address.environment != environment {
             continue;
         }
-        let Some(attributes) = state.attributes(address) else {
-            continue;
-        };
         let key = (address.cluster.as_str(), address.name.as_str());
+        // Only what an identity is made of is read.
         match address.kind.as_str() {
-            VM => held.entry(key).or_default().vm = Some(attributes),
-            MACHINE_CONFIG => held.entry(key).or_default().config = Some(attributes),
+            VM => held.entry(key).or_default().vm = state.some_attributes(address, VM_READS),
+            MACHINE_CONFIG => {
+                held.entry(key).or_default().config = state.some_attributes(address, CONFIG_READS)
+            }
             _ => {}
         }
     }
@@ -75,7 +79,12 @@ pub fn record_created(
         return;
     }
     let held = Held {
-        vm: Some(attributes),
+        vm: Some(
+            VM_READS
+                .iter()
+                .filter_map(|name| Some((name.to_string(), attributes.get(*name)?.clone())))
+                .collect(),
+        ),
         config: None,
     };
     if let Some(mut identity) = adopt(&resource.name, &held) {
@@ -87,7 +96,7 @@ pub fn record_created(
 
 /// Fill in what the record could not know when it was made.
 fn complete(mut identity: MachineIdentity, held: &Held) -> MachineIdentity {
-    if let Some(vm) = held.vm {
+    if let Some(vm) = &held.vm {
         if identity.node.is_none() {
             identity.node = text(vm, "node");
         }
@@ -104,13 +113,18 @@ fn adopt(name: &str, held: &Held) -> Option<MachineIdentity> {
     let (pool, _) = split_machine_name(name)?;
     let address = held
         .vm
+        .as_ref()
         .and_then(|vm| address(vm, "ipv4"))
-        .or_else(|| held.config.and_then(|config| address(config, "address")))?;
+        .or_else(|| {
+            held.config
+                .as_ref()
+                .and_then(|config| address(config, "address"))
+        })?;
     Some(MachineIdentity {
         pool: pool.to_string(),
         address,
-        node: held.vm.and_then(|vm| text(vm, "node")),
-        vmid: held.vm.and_then(vmid),
+        node: held.vm.as_ref().and_then(|vm| text(vm, "node")),
+        vmid: held.vm.as_ref().and_then(vmid),
     })
 }
 
@@ -149,7 +163,7 @@ mod tests {
                 kind: kind.into(),
                 provider: "test".into(),
                 id: Some("1".into()),
-                attributes,
+                attributes: attributes.into(),
                 sensitive: vec![],
                 dependencies: vec![],
                 status: ResourceStatus::Ready,

@@ -211,10 +211,9 @@ pub fn solve(
             continue;
         };
         let existing = state
-            .attributes(&resource.address)
-            .and_then(|attributes| attributes.get(HOST_ATTRIBUTE))
-            .and_then(Value::as_str);
-        match existing {
+            .some_attributes(&resource.address, &[HOST_ATTRIBUTE])
+            .and_then(|mut attributes| attributes.remove(HOST_ATTRIBUTE));
+        match existing.as_ref().and_then(Value::as_str) {
             Some(host) => {
                 *members
                     .entry((group.clone(), host.to_string()))

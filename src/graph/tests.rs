@@ -11,7 +11,7 @@ fn state_resource(dependencies: &[&str]) -> ResourceState {
         kind: "mock_thing".into(),
         provider: "mock".into(),
         id: Some("id".into()),
-        attributes: Attributes::new(),
+        attributes: Default::default(),
         sensitive: Vec::new(),
         dependencies: dependencies.iter().map(|d| addr(d)).collect(),
         status: ResourceStatus::Ready,

@@ -89,7 +89,7 @@ pub fn run(
             kind: resource.kind,
             provider: resource.provider,
             id: Some(id.to_string()),
-            attributes,
+            attributes: attributes.into(),
             sensitive,
             dependencies: resource.depends_on,
             status: ResourceStatus::Ready,

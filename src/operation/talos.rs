@@ -47,7 +47,7 @@ pub fn talosconfig(
         secrets
             .attributes
             .get(name)
-            .and_then(|v| v.as_str())
+            .and_then(|v| v.as_str().map(str::to_string))
             .map(|text| base64::engine::general_purpose::STANDARD.encode(text))
             .ok_or_else(|| {
                 diagnostic_text(

@@ -742,8 +742,8 @@ fn read_change(drift: &Drift) -> Change {
         action: Action::Read,
         reason: None,
         id: drift.before.id.clone(),
-        before: Some(drift.before.attributes.clone()),
-        after: drift.after.as_ref().map(|a| a.attributes.clone()),
+        before: Some(drift.before.attributes.parse()),
+        after: drift.after.as_ref().map(|a| a.attributes.parse()),
         desired: None,
         requires_replace: Vec::new(),
         sensitive: drift.before.sensitive.clone(),
@@ -861,7 +861,12 @@ async fn plan_vertex(
                 }),
                 id: state.id.clone(),
                 // What it holds by reference, as values (`state::by_reference`).
-                before: Some(current.resolve(&state.attributes).attributes.into_owned()),
+                before: Some(
+                    current
+                        .resolve_stored(&state.attributes)
+                        .attributes
+                        .into_owned(),
+                ),
                 after: None,
                 desired: None,
                 requires_replace: Vec::new(),
@@ -916,12 +921,18 @@ fn resolve_for_plan(
             resolve::referenced_is_sensitive(&target.sensitive, &reference.attribute, schema);
         // A no-op's attributes are the recorded ones; a plan that is only shown keeps
         // them there, not in the change (`PlanOptions::complete`).
-        // (What the record holds by reference, as values: `state::by_reference`.)
         let attributes = target.after.as_ref().map(Cow::Borrowed).or_else(|| {
             (target.action == Action::NoOp)
                 .then(|| current.resources.get(&target.address))
                 .flatten()
-                .map(|recorded| current.resolve(&recorded.attributes).attributes)
+                .map(|recorded| {
+                    Cow::Owned(resolve::recorded_for_reference(
+                        current,
+                        recorded,
+                        &reference.attribute,
+                        schema,
+                    ))
+                })
         });
         match attributes
             .as_deref()
@@ -974,7 +985,7 @@ async fn plan_configured(
         kind: desired.kind.clone(),
     };
     // What the record holds by reference, as values again (`state::by_reference`).
-    let prior_attributes = prior.map(|p| current.resolve(&p.attributes));
+    let prior_attributes = prior.map(|p| current.resolve_stored(&p.attributes));
     let response = provider
         .plan(PlanRequest {
             resource,

@@ -82,7 +82,10 @@ pub(crate) async fn refresh(
                 },
                 id: resource.id.clone().unwrap_or_default(),
                 // What the record holds by reference, as values (`state::by_reference`).
-                prior: state.resolve(&resource.attributes).attributes.into_owned(),
+                prior: state
+                    .resolve_stored(&resource.attributes)
+                    .attributes
+                    .into_owned(),
             });
     }
 
@@ -145,7 +148,7 @@ pub(crate) async fn refresh(
                     for name in &unrecorded {
                         attributes.remove(name);
                     }
-                    state.rerecord(&mut attributes, &before.attributes);
+                    state.rerecord(&mut attributes, &before.attributes.parse());
                     Some(found(&addr, before, attributes)?)
                 }
                 Some(ReadOutcome::Gone) => None,
@@ -169,11 +172,14 @@ pub(crate) async fn refresh(
             };
             // A record written before its schema left an attribute out still has it: that
             // is no drift.
-            let recorded_before = if unrecorded.iter().any(|n| before.attributes.contains_key(n)) {
+            let names: Vec<&str> = unrecorded.iter().map(String::as_str).collect();
+            let recorded_before = if !before.attributes.only(&names).is_empty() {
                 let mut recorded = before.clone();
+                let mut attributes = recorded.attributes.parse();
                 for name in &unrecorded {
-                    recorded.attributes.remove(name);
+                    attributes.remove(name);
                 }
+                recorded.attributes = attributes.into();
                 std::borrow::Cow::Owned(recorded)
             } else {
                 std::borrow::Cow::Borrowed(before)
@@ -212,7 +218,7 @@ fn found(
         }
         ResourceStatus::Ready | ResourceStatus::PendingDelete | ResourceStatus::Tainted => {}
     }
-    after.attributes = attributes;
+    after.attributes = attributes.into();
     Ok(after)
 }
 

@@ -50,8 +50,7 @@ pub(crate) fn lookup_recorded(
     };
     let schema = outputs_schema(providers, record, &reference.attribute);
     let schema = schema.as_ref();
-    // What the record holds by reference, as values (`state::by_reference`).
-    let attributes = state.resolve(&record.attributes).attributes;
+    let attributes = recorded_for_reference(state, record, &reference.attribute, schema);
     match referenced_value(&attributes, &reference.attribute, schema) {
         Some(value) => Lookup::Value(
             value.into_owned(),
@@ -59,6 +58,33 @@ pub(crate) fn lookup_recorded(
         ),
         None => Lookup::Missing,
     }
+}
+
+/// What [`referenced_value`] reads of a recorded resource for a reference to
+/// `attribute`, with what the record holds by reference as values
+/// (`state::by_reference`): only the members it reads are parsed.
+pub(crate) fn recorded_for_reference(
+    state: &StateDocument,
+    record: &ResourceState,
+    attribute: &str,
+    schema: Option<&ResourceSchema>,
+) -> Attributes {
+    let names: Vec<&str> = if attribute == OUTPUTS {
+        schema.map_or_else(Vec::new, |schema| {
+            schema
+                .attributes
+                .iter()
+                .filter(|a| a.computed)
+                .map(|a| a.name.as_str())
+                .collect()
+        })
+    } else {
+        vec![attribute.split('.').next().unwrap_or(attribute)]
+    };
+    state
+        .resolve_owned(record.attributes.only(&names))
+        .attributes
+        .into_owned()
 }
 
 /// The schema [`referenced_value`] needs for a reference to `attribute` of a recorded

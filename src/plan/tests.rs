@@ -178,7 +178,7 @@ async fn a_no_op_keeps_its_attributes_once_and_shows_them_before_and_after() {
         assert_eq!(change.before, None, "one copy only");
         assert_eq!(
             change.before_attributes(),
-            Some(&state.resources[&change.address].attributes)
+            Some(&state.resources[&change.address].attributes.parse())
         );
         assert!(change.attribute_diffs().is_empty());
     }
@@ -403,7 +403,7 @@ async fn drift_is_found_by_refresh_and_recorded_by_refresh_only() {
     .unwrap();
     assert!(summary.is_success());
     assert_eq!(
-        rig.state().resources[&addr("vm")].attributes["value"],
+        rig.state().resources[&addr("vm")].attributes.parse()["value"],
         json!(1024)
     );
     assert_eq!(rig.mock.count(Op::Update), 0);
@@ -492,7 +492,7 @@ async fn a_plan_made_only_to_be_shown_shows_the_same_and_is_never_saved() {
     assert_eq!(config.action, Action::Update);
     assert_eq!(
         config.after.as_ref().unwrap()["input"],
-        state.resources[&addr("vm")].attributes["secret"]
+        state.resources[&addr("vm")].attributes.parse()["secret"]
     );
     assert_eq!(config.desired, None);
     assert_eq!(
@@ -510,7 +510,7 @@ async fn a_plan_made_only_to_be_shown_shows_the_same_and_is_never_saved() {
         assert_eq!(shown.after, None);
         assert_eq!(
             complete.after.as_ref(),
-            Some(&state.resources[&address].attributes)
+            Some(&state.resources[&address].attributes.parse())
         );
         assert_eq!(
             Change {
@@ -937,14 +937,14 @@ async fn a_reference_to_outputs_is_every_computed_attribute_as_one_object() {
 
     rig.apply(&configured).await;
     let state = rig.state();
-    let vm = &state.resources[&addr("vm")].attributes;
+    let vm = state.resources[&addr("vm")].attributes.parse();
     // Recorded as the reference it is (`state::by_reference`), and resolved to the value.
-    let recorded = &state.resources[&addr("config")].attributes;
+    let recorded = state.resources[&addr("config")].attributes.parse();
     let marker = crate::state::by_reference::recorded_reference(&recorded["input"])
         .expect("recorded by reference");
     assert_eq!(marker.address, "dev/w/mock_thing.vm");
     assert_eq!(
-        state.resolve(recorded).attributes["input"],
+        state.resolve(&recorded).attributes["input"],
         json!({"out": vm["out"], "secret": vm["secret"]})
     );
     // Refreshed (the mock reads back the value itself), it is still no drift.
@@ -953,7 +953,7 @@ async fn a_reference_to_outputs_is_every_computed_attribute_as_one_object() {
     assert!(again.drift.is_empty(), "{:?}", again.drift);
     assert!(
         crate::state::by_reference::recorded_reference(
-            &rig.state().resources[&addr("config")].attributes["input"]
+            &rig.state().resources[&addr("config")].attributes.parse()["input"]
         )
         .is_some()
     );
@@ -967,7 +967,7 @@ async fn a_reference_to_outputs_is_every_computed_attribute_as_one_object() {
         .get_mut(&addr("vm"))
         .unwrap()
         .attributes
-        .insert("out".into(), json!("out-new"));
+        .edit(|a| a.insert("out".into(), json!("out-new")));
     let options = PlanOptions {
         refresh: false,
         ..PlanOptions::default()

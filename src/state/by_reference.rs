@@ -27,7 +27,7 @@ use infraflux_provider::{Attributes, OUTPUTS, is_unknown, reference_target};
 use serde_json::{Map, Value};
 
 use super::format::canonical_digest;
-use super::{ResourceState, StateDocument};
+use super::{ResourceState, StateDocument, StoredAttributes};
 use crate::vocabulary::ResourceAddr;
 
 /// The marker's key, the same as the provider contract's markers (unknown values,
@@ -159,25 +159,36 @@ impl StateDocument {
                 stale: false,
             };
         }
-        let mut resolved = attributes.clone();
+        self.resolve_owned(attributes.clone())
+    }
+
+    /// A record's attributes as held, parsed and resolved ([`Self::resolve`]).
+    pub fn resolve_stored(&self, attributes: &StoredAttributes) -> Resolved<'static> {
+        self.resolve_owned(attributes.parse())
+    }
+
+    /// [`Self::resolve`] of attributes owned already.
+    pub fn resolve_owned(&self, mut attributes: Attributes) -> Resolved<'static> {
         let mut stale = false;
-        for (name, value) in attributes {
+        let mut gone = Vec::new();
+        for (name, value) in attributes.iter_mut() {
             let Some(reference) = recorded_reference(value) else {
                 continue;
             };
-            match self.referenced(&reference) {
-                Some(value) => {
-                    stale |= digest(&value) != reference.digest;
-                    resolved.insert(name.clone(), value);
-                }
-                None => {
-                    stale = true;
-                    resolved.remove(name);
-                }
+            let found = self.referenced(&reference);
+            stale |= found
+                .as_ref()
+                .is_none_or(|found| digest(found) != reference.digest);
+            match found {
+                Some(found) => *value = found,
+                None => gone.push(name.clone()),
             }
         }
+        for name in gone {
+            attributes.remove(&name);
+        }
         Resolved {
-            attributes: Cow::Owned(resolved),
+            attributes: Cow::Owned(attributes),
             stale,
         }
     }
@@ -185,7 +196,8 @@ impl StateDocument {
     /// The value a marker stands for, from its resource's record as it is now.
     fn referenced(&self, reference: &RecordedReference<'_>) -> Option<Value> {
         let address: ResourceAddr = reference.address.parse().ok()?;
-        referenced_in(&self.resources.get(&address)?.attributes, reference)
+        let record = self.resources.get(&address)?;
+        referenced_in(&record.attributes.only(&reference.attributes), reference)
     }
 
     /// Record `record` for `address`, or forget `address` with `None`. First, every
@@ -197,7 +209,7 @@ impl StateDocument {
         let next = record.as_ref().map(|r| &r.attributes);
         let copies = self.copies_of_references_to(address, |reference| match next {
             None => true,
-            Some(attributes) => referenced_in(attributes, reference)
+            Some(attributes) => referenced_in(&attributes.only(&reference.attributes), reference)
                 .is_none_or(|value| digest(&value) != reference.digest),
         });
         self.keep_copies(copies);
@@ -231,16 +243,23 @@ impl StateDocument {
             return Vec::new();
         };
         let text = address.to_string();
+        let needle = marker_text(&text);
         let mut copies = Vec::new();
-        for (holder, record) in &self.resources {
-            for (name, value) in &record.attributes {
-                if let Some(reference) = recorded_reference(value)
+        // Only the records whose text holds such a marker are read.
+        for (holder, record) in self
+            .resources
+            .iter()
+            .filter(|(_, r)| r.attributes.mentions(&needle))
+        {
+            for (name, value) in record.attributes.parse() {
+                if let Some(reference) = recorded_reference(&value)
                     && reference.address == text
-                    && let Some(copy) = referenced_in(&target.attributes, &reference)
+                    && let Some(copy) =
+                        referenced_in(&target.attributes.only(&reference.attributes), &reference)
                     && digest(&copy) == reference.digest
                     && wanted(&reference)
                 {
-                    copies.push((holder.clone(), name.clone(), copy));
+                    copies.push((holder.clone(), name, copy));
                 }
             }
         }
@@ -250,7 +269,9 @@ impl StateDocument {
     fn keep_copies(&mut self, copies: Vec<(ResourceAddr, String, Value)>) {
         for (holder, name, copy) in copies {
             if let Some(record) = self.resources.get_mut(&holder) {
-                record.attributes.insert(name, copy);
+                record
+                    .attributes
+                    .edit(|attributes| attributes.insert(name, copy));
             }
         }
     }
@@ -258,17 +279,34 @@ impl StateDocument {
     /// After `from` was renamed `to` (`state mv`): markers follow it.
     pub(crate) fn move_references(&mut self, from: &ResourceAddr, to: &ResourceAddr) {
         let from = from.to_string();
+        let needle = marker_text(&from);
         let to = Value::String(to.to_string());
         for record in self.resources.values_mut() {
-            for value in record.attributes.values_mut() {
-                if recorded_reference(value).is_some_and(|r| r.address == from)
-                    && let Value::Object(marker) = value
-                {
-                    marker.insert("address".into(), to.clone());
-                }
+            if !record.attributes.mentions(&needle) {
+                continue;
             }
+            record.attributes.edit(|attributes| {
+                for value in attributes.values_mut() {
+                    if recorded_reference(value).is_some_and(|r| r.address == from)
+                        && let Value::Object(marker) = value
+                    {
+                        marker.insert("address".into(), to.clone());
+                    }
+                }
+            });
         }
     }
+}
+
+/// The start of a marker referring to `address` in a record's canonical text (its
+/// members sorted: the kind, then the address).
+fn marker_text(address: &str) -> String {
+    format!(
+        "{}:{},\"address\":{}",
+        Value::from(KEY),
+        Value::from(KIND),
+        Value::from(address)
+    )
 }
 
 #[cfg(test)]
@@ -291,7 +329,7 @@ mod tests {
             kind: "thing".into(),
             provider: "mock".into(),
             id: Some("1".into()),
-            attributes,
+            attributes: attributes.into(),
             sensitive: vec!["secrets".into()],
             dependencies: Vec::new(),
             status: ResourceStatus::Ready,
@@ -323,13 +361,15 @@ mod tests {
     }
 
     /// The secrets' record, to change behind `set_record`'s back.
-    fn secrets_of(document: &mut StateDocument) -> &mut Attributes {
+    fn secrets_of(document: &mut StateDocument) -> &mut StoredAttributes {
         let address: ResourceAddr = SECRETS.parse().unwrap();
         &mut document.resources.get_mut(&address).unwrap().attributes
     }
 
-    fn config(document: &StateDocument) -> &Attributes {
-        &document.resources[&CONFIG.parse::<ResourceAddr>().unwrap()].attributes
+    fn config(document: &StateDocument) -> Attributes {
+        document.resources[&CONFIG.parse::<ResourceAddr>().unwrap()]
+            .attributes
+            .parse()
     }
 
     #[test]
@@ -344,8 +384,8 @@ mod tests {
             vec!["admin_crt", "admin_key", "os_ca_crt"]
         );
         // No secret in the record.
-        assert!(!serde_json::to_string(recorded).unwrap().contains("KEY"));
-        let resolved = document.resolve(recorded);
+        assert!(!serde_json::to_string(&recorded).unwrap().contains("KEY"));
+        let resolved = document.resolve(&recorded);
         assert!(!resolved.stale);
         assert_eq!(
             *resolved.attributes,
@@ -376,33 +416,33 @@ mod tests {
     fn a_changed_or_removed_target_makes_the_record_stale() {
         let mut document = document();
         let secrets: ResourceAddr = SECRETS.parse().unwrap();
-        secrets_of(&mut document).insert("admin_key".into(), json!("ROTATED"));
-        let resolved = document.resolve(config(&document));
+        secrets_of(&mut document).edit(|a| a.insert("admin_key".into(), json!("ROTATED")));
+        let resolved = document.resolve_owned(config(&document));
         assert!(resolved.stale);
         assert_eq!(
             resolved.attributes["secrets"]["admin_key"],
             json!("ROTATED")
         );
         // An attribute the value held, gone from the target: stale too.
-        secrets_of(&mut document).remove("os_ca_crt");
-        let resolved = document.resolve(config(&document));
+        secrets_of(&mut document).edit(|a| a.remove("os_ca_crt"));
+        let resolved = document.resolve_owned(config(&document));
         assert!(resolved.stale && !resolved.attributes.contains_key("secrets"));
         document.resources.remove(&secrets);
-        let resolved = document.resolve(config(&document));
+        let resolved = document.resolve_owned(config(&document));
         assert!(resolved.stale && !resolved.attributes.contains_key("secrets"));
     }
 
     #[test]
     fn other_attributes_of_the_target_do_not_matter() {
         let mut document = document();
-        secrets_of(&mut document).insert("cluster_name".into(), json!("renamed"));
-        assert!(!document.resolve(config(&document)).stale);
+        secrets_of(&mut document).edit(|a| a.insert("cluster_name".into(), json!("renamed")));
+        assert!(!document.resolve_owned(config(&document)).stale);
     }
 
     #[test]
     fn a_refreshed_value_still_the_recorded_one_is_its_marker_again() {
         let document = document();
-        let recorded = config(&document).clone();
+        let recorded = config(&document);
         let mut found = document.resolve(&recorded).attributes.into_owned();
         found.insert("hostname".into(), json!("renamed-on-the-node"));
         document.rerecord(&mut found, &recorded);
@@ -419,8 +459,8 @@ mod tests {
     fn a_stale_value_echoed_back_by_a_refresh_stays_a_stale_marker() {
         let mut document = document();
         // Changed behind set_record's back (a hand edit): the marker is stale.
-        secrets_of(&mut document).insert("admin_key".into(), json!("EDITED"));
-        let recorded = config(&document).clone();
+        secrets_of(&mut document).edit(|a| a.insert("admin_key".into(), json!("EDITED")));
+        let recorded = config(&document);
         let mut found = document.resolve(&recorded).attributes.into_owned();
         document.rerecord(&mut found, &recorded);
         assert_eq!(found["secrets"], recorded["secrets"]);
@@ -434,18 +474,18 @@ mod tests {
         let mut rotated = document.resources[&secrets].clone();
         rotated
             .attributes
-            .insert("admin_key".into(), json!("ROTATED"));
+            .edit(|a| a.insert("admin_key".into(), json!("ROTATED")));
         // Another attribute of it changed: the marker still holds.
         let mut renamed = document.resources[&secrets].clone();
         renamed
             .attributes
-            .insert("cluster_name".into(), json!("renamed"));
+            .edit(|a| a.insert("cluster_name".into(), json!("renamed")));
         document.set_record(&secrets, Some(renamed));
         assert!(recorded_reference(&config(&document)["secrets"]).is_some());
         // The value it took changed: the config keeps what it was applied with.
         document.set_record(&secrets, Some(rotated));
         assert_eq!(config(&document)["secrets"], bundle());
-        assert!(!document.resolve(config(&document)).stale);
+        assert!(!document.resolve_owned(config(&document)).stale);
 
         let mut document = self::document();
         document.set_record(&secrets, None);
@@ -474,7 +514,7 @@ mod tests {
             .address
             .to_string();
         assert_eq!(marker, moved.to_string());
-        assert!(!document.resolve(config(&document)).stale);
+        assert!(!document.resolve_owned(config(&document)).stale);
         document.remove_resources(&[moved]).unwrap();
         assert_eq!(config(&document)["secrets"], bundle());
     }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use infraflux_provider::Attributes;
 use serde::{Deserialize, Serialize};
 
+use super::StoredAttributes;
 use crate::vocabulary::{MachineRecords, Recorded, ResourceAddr};
 
 /// Bumped when the document's layout changes; older documents are migrated on load
@@ -74,8 +75,14 @@ impl Recorded for StateDocument {
         self.resources.contains_key(address)
     }
 
-    fn attributes(&self, address: &ResourceAddr) -> Option<&Attributes> {
-        self.resources.get(address).map(|r| &r.attributes)
+    fn attributes(&self, address: &ResourceAddr) -> Option<Attributes> {
+        self.resources.get(address).map(|r| r.attributes.parse())
+    }
+
+    fn some_attributes(&self, address: &ResourceAddr, names: &[&str]) -> Option<Attributes> {
+        self.resources
+            .get(address)
+            .map(|r| r.attributes.only(names))
     }
 
     fn dependencies(&self, address: &ResourceAddr) -> &[ResourceAddr] {
@@ -97,7 +104,8 @@ pub struct ResourceState {
     pub provider: String,
     /// The provider's ID; `None` while a create is pending.
     pub id: Option<String>,
-    pub attributes: Attributes,
+    /// Held as canonical text ([`StoredAttributes`]), parsed by whoever reads it.
+    pub attributes: StoredAttributes,
     /// Names of attributes that are secrets (masked in output, encrypted at rest when a
     /// key is configured).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -19,7 +19,8 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use xxhash_rust::xxh3::Xxh3;
 
-use super::{Error, FORMAT_VERSION, ResourceState, StateDocument};
+use super::parse::{ParsedRecord, ParsedState};
+use super::{Error, FORMAT_VERSION, ResourceState, StateDocument, StoredAttributes};
 use crate::vocabulary::ResourceAddr;
 
 const CHECKSUM_KEY: &str = "checksum";
@@ -29,7 +30,9 @@ const SHA256_PREFIX: &str = "sha256:";
 /// A document as stored, before it is read into [`StateDocument`].
 type Envelope = Map<String, Value>;
 
-/// One migration step: turns a document of version `from` into version `from + 1`.
+/// One migration step: turns a document of version `from` into version `from + 1`. It
+/// is given the document's members but its records (`resources`): every step so far
+/// changes none. A step that must change records gets them too, as it is written.
 #[derive(Clone, Copy)]
 struct Migration {
     from: u32,
@@ -70,18 +73,116 @@ fn v2_to_v3(envelope: Envelope) -> Result<Envelope, String> {
 /// The file contents for a document: pretty JSON (readable, diffable) with its checksum.
 /// Always written in the current [`FORMAT_VERSION`].
 pub fn encode(document: &StateDocument) -> Result<Vec<u8>, Error> {
-    let Value::Object(mut envelope) = serde_json::to_value(document)
-        .map_err(|e| Error::Other(format!("cannot serialize the state document: {e}")))?
-    else {
-        unreachable!("a struct serializes to an object")
+    let failed =
+        |e: serde_json::Error| Error::Other(format!("cannot serialize the state document: {e}"));
+    let header = header(document).map_err(failed)?;
+    let fields: Vec<(String, Value)> = document
+        .resources
+        .iter()
+        .map(|(address, record)| Ok((address.to_string(), record_fields(record)?)))
+        .collect::<Result<_, serde_json::Error>>()
+        .map_err(failed)?;
+    let mut records: Vec<CanonicalRecord> = fields
+        .iter()
+        .zip(document.resources.values())
+        .map(|((key, fields), record)| CanonicalRecord {
+            key,
+            fields,
+            attributes: Some(&record.attributes),
+        })
+        .collect();
+    // The canonical order is the text's, which need not be the addresses' own.
+    records.sort_unstable_by(|a, b| a.key.cmp(b.key));
+    let mut hashing = Hashing::new(Algorithm::Xxh3);
+    write_canonical_state(&header, Some(&records), &mut hashing);
+    let checksum = hashing.finish();
+    let written = Written {
+        header: &header,
+        resources: &document.resources,
+        checksum: &checksum,
     };
-    envelope.insert("format_version".to_string(), Value::from(FORMAT_VERSION));
-    let checksum = checksum(&envelope);
-    envelope.insert(CHECKSUM_KEY.to_string(), Value::String(checksum));
-    let mut bytes = serde_json::to_vec_pretty(&envelope)
-        .map_err(|e| Error::Other(format!("cannot serialize the state document: {e}")))?;
+    let mut bytes = serde_json::to_vec_pretty(&written).map_err(failed)?;
     bytes.push(b'\n');
     Ok(bytes)
+}
+
+/// The document's members but its records, in the order they are written (`resources`
+/// among them, empty, to keep its place).
+fn header(document: &StateDocument) -> Result<Envelope, serde_json::Error> {
+    // Every member named: a new one is a compile error here until it is written too.
+    let StateDocument {
+        format_version: _,
+        lineage,
+        serial,
+        environment,
+        resources: _,
+        machines,
+        promotion,
+    } = document;
+    let shell = StateDocument {
+        format_version: FORMAT_VERSION,
+        lineage: *lineage,
+        serial: *serial,
+        environment: environment.clone(),
+        resources: Default::default(),
+        machines: machines.clone(),
+        promotion: promotion.clone(),
+    };
+    match serde_json::to_value(&shell)? {
+        Value::Object(header) => Ok(header),
+        _ => unreachable!("a struct serializes to an object"),
+    }
+}
+
+/// A record's members but its attributes, as serde writes them.
+fn record_fields(record: &ResourceState) -> Result<Value, serde_json::Error> {
+    let ResourceState {
+        kind,
+        provider,
+        id,
+        attributes: _,
+        sensitive,
+        dependencies,
+        status,
+    } = record;
+    let shell = ResourceState {
+        kind: kind.clone(),
+        provider: provider.clone(),
+        id: id.clone(),
+        attributes: StoredAttributes::empty(),
+        sensitive: sensitive.clone(),
+        dependencies: dependencies.clone(),
+        status: *status,
+    };
+    let mut fields = serde_json::to_value(&shell)?;
+    if let Value::Object(members) = &mut fields {
+        members.remove("attributes");
+    }
+    Ok(fields)
+}
+
+/// The file as written: the header's members in their order, the records at
+/// `resources`' place, the checksum last.
+struct Written<'a> {
+    header: &'a Envelope,
+    resources: &'a std::collections::BTreeMap<ResourceAddr, ResourceState>,
+    checksum: &'a str,
+}
+
+impl serde::Serialize for Written<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.header.len() + 1))?;
+        for (key, value) in self.header {
+            if key == "resources" {
+                map.serialize_entry(key, self.resources)?;
+            } else {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.serialize_entry(CHECKSUM_KEY, self.checksum)?;
+        map.end()
+    }
 }
 
 /// A document from file contents: parse, check the version, verify the checksum,
@@ -95,9 +196,13 @@ pub fn decode(bytes: &[u8], path: &str) -> Result<StateDocument, Error> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(corrupt("the file is empty".to_string(), None));
     }
-    let value = super::parse::state_from_slice(bytes, crate::cores::available())
+    let parsed = super::parse::state_from_slice(bytes, crate::cores::available())
         .map_err(|e| corrupt("it is not valid JSON".to_string(), Some(e)))?;
-    let Value::Object(mut envelope) = value else {
+    let Some(ParsedState {
+        header: mut envelope,
+        records,
+    }) = parsed
+    else {
         return Err(corrupt("it is not a JSON object".to_string(), None));
     };
     let version = match envelope.get("format_version") {
@@ -122,10 +227,10 @@ pub fn decode(bytes: &[u8], path: &str) -> Result<StateDocument, Error> {
         Some(_) => return Err(corrupt("`checksum` is not a string".to_string(), None)),
         None => return Err(corrupt("`checksum` is missing".to_string(), None)),
     };
-    let actual = if stored.starts_with(XXH3_PREFIX) {
-        checksum(&envelope)
+    let algorithm = if stored.starts_with(XXH3_PREFIX) {
+        Algorithm::Xxh3
     } else if stored.starts_with(SHA256_PREFIX) {
-        sha256_checksum(&envelope)
+        Algorithm::Sha256
     } else {
         return Err(corrupt(
             format!(
@@ -133,6 +238,22 @@ pub fn decode(bytes: &[u8], path: &str) -> Result<StateDocument, Error> {
             ),
             None,
         ));
+    };
+    let records = records.map(last_of_each_address);
+    let actual = {
+        let canonical: Option<Vec<CanonicalRecord>> = records.as_ref().map(|records| {
+            records
+                .iter()
+                .map(|(key, record)| CanonicalRecord {
+                    key,
+                    fields: &record.fields,
+                    attributes: record.attributes.as_ref(),
+                })
+                .collect()
+        });
+        let mut hashing = Hashing::new(algorithm);
+        write_canonical_state(&envelope, canonical.as_deref(), &mut hashing);
+        hashing.finish()
     };
     if stored != actual {
         return Err(corrupt(
@@ -144,7 +265,7 @@ pub fn decode(bytes: &[u8], path: &str) -> Result<StateDocument, Error> {
     }
     // The version fits in u32: it is at most FORMAT_VERSION.
     let envelope = migrate(envelope, version as u32).map_err(|reason| corrupt(reason, None))?;
-    into_document(envelope).map_err(|e| {
+    into_document(envelope, records).map_err(|e| {
         corrupt(
             "its contents do not match the state format".to_string(),
             Some(e),
@@ -152,34 +273,125 @@ pub fn decode(bytes: &[u8], path: &str) -> Result<StateDocument, Error> {
     })
 }
 
-/// The parsed envelope as a [`StateDocument`], with every resource's attributes moved
-/// in rather than rebuilt: `serde_json::from_value` would allocate every map and list of
-/// the attributes again (most of a large state, e.g. the rendered machine configs). The
-/// rest goes through serde as before, so defaults and errors stay the derive's.
-fn into_document(mut envelope: Envelope) -> Result<StateDocument, serde_json::Error> {
-    let resources = match envelope.get_mut("resources") {
-        Some(Value::Object(resources)) => std::mem::take(resources),
-        // Missing or not a map: serde says what is wrong.
-        _ => return serde_json::from_value(Value::Object(envelope)),
+/// Records sorted by their text, an address given more than once keeping its last
+/// record (as a JSON object keeps a repeated member's last value).
+fn last_of_each_address(mut records: Vec<(String, ParsedRecord)>) -> Vec<(String, ParsedRecord)> {
+    // Stable: a repeated address's records stay in file order.
+    records.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut kept: Vec<(String, ParsedRecord)> = Vec::with_capacity(records.len());
+    for record in records {
+        match kept.last_mut() {
+            Some(last) if last.0 == record.0 => *last = record,
+            _ => kept.push(record),
+        }
+    }
+    kept
+}
+
+/// The document from its envelope (migrated) and its records. Each record's attributes
+/// are moved in as the text they were parsed into; the rest goes through serde, so
+/// defaults and errors stay the derive's.
+fn into_document(
+    mut envelope: Envelope,
+    records: Option<Vec<(String, ParsedRecord)>>,
+) -> Result<StateDocument, serde_json::Error> {
+    let Some(records) = records else {
+        // `resources` missing or not a map: serde says what is wrong.
+        return serde_json::from_value(Value::Object(envelope));
     };
+    envelope.insert("resources".to_string(), Value::Object(Map::new()));
     let mut document: StateDocument = serde_json::from_value(Value::Object(envelope))?;
-    for (address, resource) in resources {
+    for (address, record) in records {
         let address: ResourceAddr = serde_json::from_value(Value::String(address))?;
-        let state = match resource {
-            Value::Object(mut fields) => match fields.get_mut("attributes") {
-                Some(Value::Object(attributes)) => {
-                    let attributes = std::mem::take(attributes);
-                    let mut state: ResourceState = serde_json::from_value(Value::Object(fields))?;
-                    state.attributes = attributes;
-                    state
-                }
-                _ => serde_json::from_value(Value::Object(fields))?,
-            },
-            other => serde_json::from_value(other)?,
+        let state = match record {
+            ParsedRecord {
+                fields: Value::Object(mut fields),
+                attributes: Some(attributes),
+            } => {
+                fields.insert("attributes".to_string(), Value::Object(Map::new()));
+                let mut state: ResourceState = serde_json::from_value(Value::Object(fields))?;
+                state.attributes = attributes;
+                state
+            }
+            ParsedRecord { fields, .. } => serde_json::from_value(fields)?,
         };
         document.resources.insert(address, state);
     }
     Ok(document)
+}
+
+/// One record as the checksum reads it: its text key, its members but the attributes,
+/// and the attributes' canonical text.
+struct CanonicalRecord<'a> {
+    key: &'a str,
+    fields: &'a Value,
+    attributes: Option<&'a StoredAttributes>,
+}
+
+/// The canonical serialization of a document: `header`'s members, with `records` (in
+/// key order, each key once) as `resources` when given.
+fn write_canonical_state(
+    header: &Envelope,
+    records: Option<&[CanonicalRecord]>,
+    out: &mut impl std::io::Write,
+) {
+    let mut keys: Vec<&str> = header
+        .keys()
+        .map(String::as_str)
+        .filter(|key| records.is_none() || *key != "resources")
+        .collect();
+    if records.is_some() {
+        keys.push("resources");
+    }
+    keys.sort_unstable();
+    push(out, b"{");
+    for (i, key) in keys.into_iter().enumerate() {
+        if i > 0 {
+            push(out, b",");
+        }
+        serde_json::to_writer(&mut *out, key).expect("hashing never fails");
+        push(out, b":");
+        match records {
+            Some(records) if key == "resources" => {
+                push(out, b"{");
+                for (i, record) in records.iter().enumerate() {
+                    if i > 0 {
+                        push(out, b",");
+                    }
+                    serde_json::to_writer(&mut *out, record.key).expect("hashing never fails");
+                    push(out, b":");
+                    write_canonical_record(record, out);
+                }
+                push(out, b"}");
+            }
+            _ => write_canonical(&header[key], out),
+        }
+    }
+    push(out, b"}");
+}
+
+/// A record's canonical serialization: its attributes' text spliced in at its place.
+fn write_canonical_record(record: &CanonicalRecord, out: &mut impl std::io::Write) {
+    let (Value::Object(fields), Some(attributes)) = (record.fields, record.attributes) else {
+        return write_canonical(record.fields, out);
+    };
+    let mut keys: Vec<&str> = fields.keys().map(String::as_str).collect();
+    keys.push("attributes");
+    keys.sort_unstable();
+    push(out, b"{");
+    for (i, key) in keys.into_iter().enumerate() {
+        if i > 0 {
+            push(out, b",");
+        }
+        serde_json::to_writer(&mut *out, key).expect("hashing never fails");
+        push(out, b":");
+        if key == "attributes" {
+            push(out, attributes.canonical().as_bytes());
+        } else {
+            write_canonical(&fields[key], out);
+        }
+    }
+    push(out, b"}");
 }
 
 /// `xxh3-128:<hex>` of the canonical serialization of `envelope` (which must not hold
@@ -302,7 +514,7 @@ fn push(out: &mut impl std::io::Write, bytes: &[u8]) {
     let _ = out.write_all(bytes);
 }
 
-fn write_canonical_object(map: &Map<String, Value>, out: &mut impl std::io::Write) {
+pub(super) fn write_canonical_object(map: &Map<String, Value>, out: &mut impl std::io::Write) {
     let mut entries: Vec<(&String, &Value)> = map.iter().collect();
     entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
     push(out, b"{");
@@ -360,7 +572,7 @@ mod tests {
                 kind: "proxmox_vm".into(),
                 provider: "proxmox".into(),
                 id: Some("101".into()),
-                attributes,
+                attributes: attributes.into(),
                 sensitive: vec![],
                 dependencies: vec![],
                 status: ResourceStatus::Ready,
@@ -392,6 +604,49 @@ mod tests {
             matches!(&error, Error::Corrupt { reason, .. } if reason.contains("checksum mismatch")),
             "{error}"
         );
+    }
+
+    /// The checksum written is the one defined on the whole document as a value (as
+    /// earlier versions computed it, and as tools may): the records' attributes spliced
+    /// in as text hash the same. Also with an address given twice in the file.
+    #[test]
+    fn the_checksum_written_is_that_of_the_whole_document_as_a_value() {
+        let mut document = document();
+        let Value::Object(attributes) = json!({
+            "z": {"b": [1, {"y": null, "x": "q\"uote"}], "a": 1.25},
+            "a": "first", "m": {}, "unicode": "é✓"
+        }) else {
+            unreachable!()
+        };
+        let mut second = document.resources.values().next().unwrap().clone();
+        second.attributes = attributes.into();
+        second.dependencies = vec![ResourceAddr::new("dev", "workload", "proxmox_vm", "cp-1")];
+        // Addresses whose text sorts otherwise than the addresses do.
+        for name in ["cp-10", "cp-1a", "cp_1", "cp-1.x"] {
+            document.resources.insert(
+                ResourceAddr::new("dev", "workload", "proxmox_vm", name),
+                second.clone(),
+            );
+        }
+        let bytes = encode(&document).unwrap();
+        let Value::Object(mut envelope) = serde_json::from_slice(&bytes).unwrap() else {
+            unreachable!()
+        };
+        let Some(Value::String(written)) = envelope.remove(CHECKSUM_KEY) else {
+            unreachable!()
+        };
+        assert_eq!(written, checksum(&envelope));
+        assert_eq!(decode(&bytes, "x").unwrap(), document);
+        // The same address twice: the last record is the one read, and hashed.
+        let text = String::from_utf8(bytes).unwrap();
+        let first = "\"dev/workload/proxmox_vm.cp-1\": {";
+        let doubled = text.replacen(
+            first,
+            &format!("{first}\"kind\": \"ignored\", \"provider\": \"p\", \"id\": null, \"attributes\": {{}}, \"status\": \"ready\"}},\n    {first}"),
+            1,
+        );
+        assert_ne!(doubled, text);
+        assert_eq!(decode(doubled.as_bytes(), "x").unwrap(), document);
     }
 
     #[test]

@@ -678,7 +678,7 @@ mod tests {
                 kind: "proxmox_vm".into(),
                 provider: "proxmox".into(),
                 id: Some(format!("{}", name.len())),
-                attributes,
+                attributes: attributes.into(),
                 sensitive: vec!["extra".into()],
                 dependencies: vec![],
                 status: ResourceStatus::Ready,
@@ -1192,7 +1192,10 @@ mod tests {
                     kind,
                     provider,
                     id,
-                    attributes: attributes.into_iter().collect(),
+                    attributes: attributes
+                        .into_iter()
+                        .collect::<infraflux_provider::Attributes>()
+                        .into(),
                     sensitive,
                     dependencies,
                     status,
@@ -1227,11 +1230,9 @@ mod tests {
             store.persist(&document).unwrap();
             let loaded = store.load("dev").unwrap().unwrap();
             prop_assert_eq!(&loaded, &document);
-            // Member order survives too (attributes are shown in their recorded order).
+            // The attributes too, as values (they are held as canonical text).
             for (address, resource) in &document.resources {
-                let keys: Vec<&String> = resource.attributes.keys().collect();
-                let loaded_keys: Vec<&String> = loaded.resources[address].attributes.keys().collect();
-                prop_assert_eq!(loaded_keys, keys);
+                prop_assert_eq!(loaded.resources[address].attributes.parse(), resource.attributes.parse());
             }
         }
     }
@@ -1265,7 +1266,7 @@ mod encryption_tests {
                 kind: "talos_secrets".into(),
                 provider: "talos".into(),
                 id: None,
-                attributes,
+                attributes: attributes.into(),
                 sensitive: vec!["ca_key".into(), "kubeconfig.token".into()],
                 dependencies: vec![],
                 status: ResourceStatus::Ready,

@@ -6,6 +6,7 @@
 //!   resolved again for whoever reads a record;
 //! - [`edit`]: the edits `infraflux state rm` and `state mv` make to a document;
 //! - [`sensitive`]: masking secret attributes for display;
+//! - [`stored`]: a record's attributes as the document holds them, canonical JSON text;
 //! - encryption at rest is [`crate::encryption`]'s ([`Encryption`], re-exported here as
 //!   the type of [`StateStore::encryption`] and the backends' `with_encryption`);
 //! - [`format`](mod@format): the file envelope (checksum, format version, migrations), shared by
@@ -31,6 +32,7 @@ pub mod postgres;
 pub mod revision;
 pub mod select;
 pub mod sensitive;
+pub mod stored;
 
 use std::time::{Duration, Instant};
 
@@ -39,6 +41,7 @@ pub use document::{FORMAT_VERSION, PromotionRecord, ResourceState, ResourceStatu
 pub use local::LocalStore;
 pub use postgres::PostgresStore;
 pub use revision::{Revision, UnlockedRead};
+pub use stored::StoredAttributes;
 
 use crate::vocabulary::ResourceAddr;
 

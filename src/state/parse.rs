@@ -6,56 +6,71 @@
 //! index. At fleet scale that growth was a tenth of reading the state (issue 15). Here
 //! the members are gathered first and the map is made once, at its size. The values
 //! are the same as `serde_json::from_slice`'s (a property test holds them to it).
+//!
+//! A state document's records are parsed on every core, and each record's attributes
+//! turned into the text the document holds them as ([`StoredAttributes`]) right there:
+//! a fleet's state is never held parsed whole.
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 
+use super::StoredAttributes;
+
 /// Parse `bytes` as one JSON value, as `serde_json::from_slice` would.
 pub fn from_slice(bytes: &[u8]) -> serde_json::Result<Value> {
-    parse(bytes, ValueSeed(Mode::Plain))
-}
-
-/// [`from_slice`] of a state document: the records (the members of the top-level
-/// object's `resources`) are parsed on up to `threads` threads. Each is first only
-/// scanned where it stands in the file, so a syntax error is reported at its line and
-/// column; then each record's text is parsed on its own. The same value either way.
-pub fn state_from_slice(bytes: &[u8], threads: usize) -> serde_json::Result<Value> {
-    parse(bytes, ValueSeed(Mode::State(threads)))
-}
-
-fn parse(bytes: &[u8], seed: ValueSeed) -> serde_json::Result<Value> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = seed.deserialize(&mut deserializer)?;
+    let value = ValueSeed.deserialize(&mut deserializer)?;
     deserializer.end()?;
     Ok(value)
+}
+
+/// A state document as parsed: its records apart, each with its attributes as
+/// [`StoredAttributes`].
+#[derive(Debug)]
+pub struct ParsedState {
+    /// The top-level members but `resources` (which stays here when it is not an
+    /// object).
+    pub header: Map<String, Value>,
+    /// The members of `resources`, in file order (a repeated address more than once).
+    pub records: Option<Vec<(String, ParsedRecord)>>,
+}
+
+/// One record of a state document.
+#[derive(Debug)]
+pub struct ParsedRecord {
+    /// The record without its attributes (or with them, when they are not an object).
+    pub fields: Value,
+    /// The attributes, when they are an object.
+    pub attributes: Option<StoredAttributes>,
+}
+
+/// A state document's text parsed: `None` when it is JSON but not an object. The
+/// records (the members of the top-level object's `resources`) are parsed on up to
+/// `threads` threads. Each is first only scanned where it stands in the file, so a
+/// syntax error is reported at its line and column; then each record's text is parsed
+/// on its own, and its attributes made canonical text there.
+pub fn state_from_slice(bytes: &[u8], threads: usize) -> serde_json::Result<Option<ParsedState>> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let state = deserializer.deserialize_any(StateVisitor(threads))?;
+    deserializer.end()?;
+    Ok(state)
 }
 
 /// Fewer records than this are parsed on one thread.
 const RECORDS_WORTH_THREADS: usize = 1024;
 
-/// What an object is parsed as.
-#[derive(Clone, Copy)]
-enum Mode {
-    /// Any value.
-    Plain,
-    /// A state document, its records on up to so many threads.
-    State(usize),
-    /// A state's records, on up to so many threads.
-    Records(usize),
-}
-
-struct ValueSeed(Mode);
+struct ValueSeed;
 
 impl<'de> DeserializeSeed<'de> for ValueSeed {
     type Value = Value;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        deserializer.deserialize_any(ValueVisitor(self.0))
+        deserializer.deserialize_any(ValueVisitor)
     }
 }
 
-struct ValueVisitor(Mode);
+struct ValueVisitor;
 
 impl<'de> Visitor<'de> for ValueVisitor {
     type Value = Value;
@@ -99,23 +114,16 @@ impl<'de> Visitor<'de> for ValueVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut items = Vec::new();
-        while let Some(item) = seq.next_element_seed(ValueSeed(Mode::Plain))? {
+        while let Some(item) = seq.next_element_seed(ValueSeed)? {
             items.push(item);
         }
         Ok(Value::Array(items))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
-        if let Mode::Records(threads) = self.0 {
-            return records(access, threads);
-        }
         let mut members: Vec<(String, Value)> = Vec::new();
         while let Some(key) = access.next_key::<String>()? {
-            let mode = match self.0 {
-                Mode::State(threads) if key == "resources" => Mode::Records(threads),
-                _ => Mode::Plain,
-            };
-            let value = access.next_value_seed(ValueSeed(mode))?;
+            let value = access.next_value_seed(ValueSeed)?;
             members.push((key, value));
         }
         let mut map = Map::with_capacity(members.len());
@@ -125,9 +133,113 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 }
 
+/// Forwards every kind of value but an object to [`ValueVisitor`], and says what it made.
+macro_rules! forward_to_value {
+    ($wrap:expr) => {
+        fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<Self::Value, E> {
+            ValueVisitor.visit_bool(value).map($wrap)
+        }
+        fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Self::Value, E> {
+            ValueVisitor.visit_i64(value).map($wrap)
+        }
+        fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Self::Value, E> {
+            ValueVisitor.visit_u64(value).map($wrap)
+        }
+        fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<Self::Value, E> {
+            ValueVisitor.visit_f64(value).map($wrap)
+        }
+        fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Self::Value, E> {
+            ValueVisitor.visit_str(value).map($wrap)
+        }
+        fn visit_string<E: serde::de::Error>(self, value: String) -> Result<Self::Value, E> {
+            ValueVisitor.visit_string(value).map($wrap)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            ValueVisitor.visit_unit().map($wrap)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            ValueVisitor.visit_none().map($wrap)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            ValueVisitor.visit_seq(seq).map($wrap)
+        }
+    };
+}
+
+/// The top level of a state document.
+struct StateVisitor(usize);
+
+impl<'de> Visitor<'de> for StateVisitor {
+    type Value = Option<ParsedState>;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a state document")
+    }
+
+    forward_to_value!(|_| None);
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+        let mut members: Vec<(String, Value)> = Vec::new();
+        let mut records = None;
+        while let Some(key) = access.next_key::<String>()? {
+            if key == "resources" {
+                match access.next_value_seed(ResourcesSeed(self.0))? {
+                    Resources::Records(parsed) => records = Some(parsed),
+                    Resources::Other(value) => {
+                        records = None;
+                        members.push((key, value));
+                    }
+                }
+                continue;
+            }
+            members.push((key, access.next_value_seed(ValueSeed)?));
+        }
+        if records.is_some() {
+            // The last `resources` wins, as for any repeated key.
+            members.retain(|(key, _)| key != "resources");
+        }
+        let mut header = Map::with_capacity(members.len());
+        header.extend(members);
+        Ok(Some(ParsedState { header, records }))
+    }
+}
+
+enum Resources {
+    Records(Vec<(String, ParsedRecord)>),
+    /// Not an object: the document is refused when read (`format`).
+    Other(Value),
+}
+
+struct ResourcesSeed(usize);
+
+impl<'de> DeserializeSeed<'de> for ResourcesSeed {
+    type Value = Resources;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Resources, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ResourcesSeed {
+    type Value = Resources;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a state's resources")
+    }
+
+    forward_to_value!(Resources::Other);
+
+    fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<Resources, A::Error> {
+        records(access, self.0).map(Resources::Records)
+    }
+}
+
 /// A state's records: scanned here, in the file, then parsed on up to `threads`
 /// threads, one record at a time each.
-fn records<'de, A: MapAccess<'de>>(mut access: A, threads: usize) -> Result<Value, A::Error> {
+fn records<'de, A: MapAccess<'de>>(
+    mut access: A,
+    threads: usize,
+) -> Result<Vec<(String, ParsedRecord)>, A::Error> {
     let mut scanned: Vec<(String, &'de RawValue)> = Vec::new();
     while let Some(key) = access.next_key::<String>()? {
         scanned.push((key, access.next_value::<&'de RawValue>()?));
@@ -139,17 +251,27 @@ fn records<'de, A: MapAccess<'de>>(mut access: A, threads: usize) -> Result<Valu
     };
     let parsed = crate::cores::map_runs(&scanned, threads, |run| {
         run.iter()
-            .map(|(_, text)| from_slice(text.get().as_bytes()))
+            .map(|(_, text)| from_slice(text.get().as_bytes()).map(record))
             .collect()
     });
-    let mut map = Map::with_capacity(scanned.len());
-    for ((key, _), value) in scanned.into_iter().zip(parsed) {
+    let mut records = Vec::with_capacity(scanned.len());
+    for ((key, _), parsed) in scanned.into_iter().zip(parsed) {
         // The text was scanned as JSON already: a record parses.
-        let value = value.map_err(serde::de::Error::custom)?;
-        // A repeated key keeps its first place and its last value, as serde_json does.
-        map.insert(key, value);
+        records.push((key, parsed.map_err(serde::de::Error::custom)?));
     }
-    Ok(Value::Object(map))
+    Ok(records)
+}
+
+/// A record's value split: its attributes held as text, the rest as it is.
+fn record(mut fields: Value) -> ParsedRecord {
+    let mut attributes = None;
+    if let Value::Object(members) = &mut fields
+        && let Some(Value::Object(found)) = members.get("attributes")
+    {
+        attributes = Some(StoredAttributes::new(found));
+        members.remove("attributes");
+    }
+    ParsedRecord { fields, attributes }
 }
 
 #[cfg(test)]
@@ -224,21 +346,49 @@ mod tests {
         )
     }
 
+    /// The document `parsed` holds, as one value (a repeated address's last record).
+    fn as_value(parsed: ParsedState) -> Value {
+        let mut document = parsed.header;
+        let mut resources = Map::new();
+        for (address, record) in parsed.records.unwrap() {
+            let mut fields = record.fields;
+            if let Some(attributes) = record.attributes {
+                fields["attributes"] = Value::Object(attributes.parse());
+            }
+            resources.insert(address, fields);
+        }
+        document.insert("resources".into(), Value::Object(resources));
+        Value::Object(document)
+    }
+
     #[test]
     fn a_states_records_parse_the_same_on_several_threads() {
         let text = state_text(3000);
         let alone = from_slice(text.as_bytes()).unwrap();
         for threads in [1, 2, 4] {
-            let parsed = state_from_slice(text.as_bytes(), threads).unwrap();
-            assert_eq!(parsed, alone);
-            // Member order too, at every level (maps compare without it).
+            let parsed = state_from_slice(text.as_bytes(), threads).unwrap().unwrap();
+            let records = parsed.records.as_ref().unwrap();
+            // Every record in file order, the repeated address twice.
+            assert_eq!(records.len(), 3001);
+            assert_eq!(records[1].0, "dev/c0001/vm.n");
+            assert_eq!(records[3000].0, "dev/c0001/vm.n");
+            // Attributes held as their canonical text; a record without any keeps none.
             assert_eq!(
-                serde_json::to_string(&parsed).unwrap(),
-                serde_json::to_string(&alone).unwrap()
+                records[7].1.attributes.as_ref().unwrap().canonical(),
+                r#"{"cores":7,"name":"n\"7","nested":{"a":2,"b":1},"tags":[1.5,null,true]}"#
             );
+            assert!(records[3000].1.attributes.is_none());
+            assert_eq!(as_value(parsed), alone);
         }
         assert_eq!(alone["resources"]["dev/c0001/vm.n"]["kind"], "again");
         assert_eq!(alone["resources"].as_object().unwrap().len(), 3000);
+        // Not an object, or resources that are not: told apart.
+        assert!(state_from_slice(b"[1, {}]", 2).unwrap().is_none());
+        let odd = state_from_slice(br#"{"resources": [1], "serial": 2}"#, 2)
+            .unwrap()
+            .unwrap();
+        assert!(odd.records.is_none());
+        assert_eq!(odd.header["resources"], serde_json::json!([1]));
     }
 
     #[test]

@@ -14,7 +14,7 @@ impl ResourceState {
     /// The attributes with every sensitive one replaced by [`MASK`]: the only form of
     /// them that may be printed.
     pub fn masked_attributes(&self) -> Attributes {
-        let mut attributes = self.attributes.clone();
+        let mut attributes = self.attributes.parse();
         for name in &self.sensitive {
             if let Some(value) = attributes.get_mut(name) {
                 *value = Value::String(MASK.to_string());
@@ -56,7 +56,7 @@ mod tests {
             kind: "talos_config".into(),
             provider: "talos".into(),
             id: None,
-            attributes,
+            attributes: attributes.into(),
             sensitive: vec![
                 "password".into(),
                 "tls.key".into(),

@@ -16,12 +16,14 @@ pub trait Recorded {
     fn addresses(&self) -> Vec<&ResourceAddr>;
 
     /// Whether `address` is recorded.
-    fn contains(&self, address: &ResourceAddr) -> bool {
-        self.attributes(address).is_some()
-    }
+    fn contains(&self, address: &ResourceAddr) -> bool;
 
-    /// The recorded attributes of `address` (`None`: not recorded).
-    fn attributes(&self, address: &ResourceAddr) -> Option<&Attributes>;
+    /// The recorded attributes of `address` (`None`: not recorded), read anew.
+    fn attributes(&self, address: &ResourceAddr) -> Option<Attributes>;
+
+    /// Only the attributes `names` of `address` (`None`: not recorded): the others are
+    /// not read at all.
+    fn some_attributes(&self, address: &ResourceAddr, names: &[&str]) -> Option<Attributes>;
 
     /// What `address` depended on when it was last applied (empty when not recorded).
     fn dependencies(&self, address: &ResourceAddr) -> &[ResourceAddr];

@@ -142,7 +142,7 @@ fn existing(state: &mut StateDocument, resource: &DesiredResource, host: &str) {
             kind: resource.kind.clone(),
             provider: "proxmox".into(),
             id: Some("1000".into()),
-            attributes,
+            attributes: attributes.into(),
             sensitive: Vec::new(),
             dependencies: Vec::new(),
             status: ResourceStatus::Ready,

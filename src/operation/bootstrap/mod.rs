@@ -311,7 +311,7 @@ fn ready_signal(
         .resources
         .get(&addr)
         .and_then(|r| r.attributes.get("kubeconfig"))
-        .and_then(|v| v.as_str())
+        .and_then(|v| v.as_str().map(str::to_string))
         .ok_or_else(|| format!("no kubeconfig in state (`{addr}`)"))?;
     let request = ReadyRequest {
         kubeconfig: kubeconfig.to_string(),
