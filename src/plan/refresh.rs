@@ -148,7 +148,9 @@ pub(crate) async fn refresh(
                     for name in &unrecorded {
                         attributes.remove(name);
                     }
-                    state.rerecord(&mut attributes, &before.attributes.parse());
+                    if crate::state::by_reference::may_hold_markers(&before.attributes) {
+                        state.rerecord(&mut attributes, &before.attributes.parse());
+                    }
                     Some(found(&addr, before, attributes)?)
                 }
                 Some(ReadOutcome::Gone) => None,
@@ -173,7 +175,8 @@ pub(crate) async fn refresh(
             // A record written before its schema left an attribute out still has it: that
             // is no drift.
             let names: Vec<&str> = unrecorded.iter().map(String::as_str).collect();
-            let recorded_before = if !before.attributes.only(&names).is_empty() {
+            let recorded_before = if !names.is_empty() && !before.attributes.only(&names).is_empty()
+            {
                 let mut recorded = before.clone();
                 let mut attributes = recorded.attributes.parse();
                 for name in &unrecorded {

@@ -298,15 +298,17 @@ impl StateDocument {
     }
 }
 
-/// The start of a marker referring to `address` in a record's canonical text (its
-/// members sorted: the kind, then the address).
+/// Whether `attributes` may hold a marker (a cheap test before parsing them: every
+/// marker's text holds its kind).
+pub fn may_hold_markers(attributes: &StoredAttributes) -> bool {
+    attributes.mentions(&Value::from(KIND).to_string())
+}
+
+/// What a record's text holds when one of its markers refers to `address`: the address
+/// as a JSON string. A cheap test before parsing; a record that holds it for another
+/// reason is parsed for nothing.
 fn marker_text(address: &str) -> String {
-    format!(
-        "{}:{},\"address\":{}",
-        Value::from(KEY),
-        Value::from(KIND),
-        Value::from(address)
-    )
+    Value::from(address).to_string()
 }
 
 #[cfg(test)]

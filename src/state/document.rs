@@ -10,8 +10,9 @@ use crate::vocabulary::{MachineRecords, Recorded, ResourceAddr};
 
 /// Bumped when the document's layout changes; older documents are migrated on load
 /// (`format`). 2: `machines`. 3: values recorded by reference (`by_reference`), and
-/// unrecorded attributes left out.
-pub const FORMAT_VERSION: u32 = 3;
+/// unrecorded attributes left out. 4: a record's attributes enter the checksum as their
+/// own digest (`format`).
+pub const FORMAT_VERSION: u32 = 4;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StateDocument {

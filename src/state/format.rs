@@ -1,15 +1,21 @@
 //! The bytes of a stored state document: a JSON envelope
 //!
 //! ```json
-//! { "format_version": 3, "lineage": "…", "serial": 7, "environment": "prod",
+//! { "format_version": 4, "lineage": "…", "serial": 7, "environment": "prod",
 //!   "resources": { "<address>": { … } }, "checksum": "xxh3-128:<hex>" }
 //! ```
 //!
 //! The checksum is the XXH3-128 of the document's canonical serialization without the
-//! `checksum` member: compact JSON, object members sorted by key at every level. It does
-//! not depend on whitespace or member order, so a file reformatted by hand still loads;
-//! any changed value does not. Documents written before format version 3 carry the
-//! SHA-256 of the same (`sha256:<hex>`), still verified as such.
+//! `checksum` member: compact JSON, object members sorted by key at every level, with
+//! each record's `attributes` standing as the string `xxh3-128:<hex>` of their own
+//! canonical serialization. It does not depend on whitespace or member order, so a file
+//! reformatted by hand still loads; any changed value does not. A record's attributes
+//! are hashed once, when recorded or read ([`StoredAttributes`]), so neither writing
+//! nor checking a file rebuilds them.
+//!
+//! Before format version 4 the attributes were hashed in place (the whole document's
+//! canonical serialization); before version 3 with SHA-256 (`sha256:<hex>`). Both are
+//! still verified as such.
 //!
 //! Loading reads `format_version` first: a newer version is refused (its checksum or
 //! layout may differ), an older one is verified and then migrated step by step to
@@ -31,8 +37,8 @@ const SHA256_PREFIX: &str = "sha256:";
 type Envelope = Map<String, Value>;
 
 /// One migration step: turns a document of version `from` into version `from + 1`. It
-/// is given the document's members but its records (`resources`): every step so far
-/// changes none. A step that must change records gets them too, as it is written.
+/// is given the document's members except its records (`resources`): every step so
+/// far changes none. A step that must change records gets them too, as it is written.
 #[derive(Clone, Copy)]
 struct Migration {
     from: u32,
@@ -49,6 +55,10 @@ const MIGRATIONS: &[Migration] = &[
     Migration {
         from: 2,
         migrate: v2_to_v3,
+    },
+    Migration {
+        from: 3,
+        migrate: v3_to_v4,
     },
 ];
 
@@ -67,6 +77,14 @@ fn v1_to_v2(envelope: Envelope) -> Result<Envelope, String> {
 /// same: each is recorded anew when its resource is next applied. The version is bumped
 /// so that an older infraflux, which would hand a marker to a provider, refuses it.
 fn v2_to_v3(envelope: Envelope) -> Result<Envelope, String> {
+    Ok(envelope)
+}
+
+/// Version 4 changes only the checksum: a record's attributes enter it as their own
+/// digest. The file was verified as its version wrote it; nothing else changes. The
+/// version is bumped so that an older infraflux refuses the document rather than
+/// calling it damaged.
+fn v3_to_v4(envelope: Envelope) -> Result<Envelope, String> {
     Ok(envelope)
 }
 
@@ -94,7 +112,7 @@ pub fn encode(document: &StateDocument) -> Result<Vec<u8>, Error> {
     // The canonical order is the text's, which need not be the addresses' own.
     records.sort_unstable_by(|a, b| a.key.cmp(b.key));
     let mut hashing = Hashing::new(Algorithm::Xxh3);
-    write_canonical_state(&header, Some(&records), &mut hashing);
+    write_canonical_state(&header, Some(&records), Hashed::Digest, &mut hashing);
     let checksum = hashing.finish();
     let written = Written {
         header: &header,
@@ -251,8 +269,13 @@ pub fn decode(bytes: &[u8], path: &str) -> Result<StateDocument, Error> {
                 })
                 .collect()
         });
+        let hashed = if version >= 4 {
+            Hashed::Digest
+        } else {
+            Hashed::InPlace
+        };
         let mut hashing = Hashing::new(algorithm);
-        write_canonical_state(&envelope, canonical.as_deref(), &mut hashing);
+        write_canonical_state(&envelope, canonical.as_deref(), hashed, &mut hashing);
         hashing.finish()
     };
     if stored != actual {
@@ -328,11 +351,21 @@ struct CanonicalRecord<'a> {
     attributes: Option<&'a StoredAttributes>,
 }
 
+/// How a record's attributes enter the checksum.
+#[derive(Clone, Copy)]
+enum Hashed {
+    /// As the string `xxh3-128:<hex>` of their canonical serialization (version 4 on).
+    Digest,
+    /// As their canonical serialization (before version 4).
+    InPlace,
+}
+
 /// The canonical serialization of a document: `header`'s members, with `records` (in
 /// key order, each key once) as `resources` when given.
 fn write_canonical_state(
     header: &Envelope,
     records: Option<&[CanonicalRecord]>,
+    hashed: Hashed,
     out: &mut impl std::io::Write,
 ) {
     let mut keys: Vec<&str> = header
@@ -360,7 +393,7 @@ fn write_canonical_state(
                     }
                     serde_json::to_writer(&mut *out, record.key).expect("hashing never fails");
                     push(out, b":");
-                    write_canonical_record(record, out);
+                    write_canonical_record(record, hashed, out);
                 }
                 push(out, b"}");
             }
@@ -370,8 +403,8 @@ fn write_canonical_state(
     push(out, b"}");
 }
 
-/// A record's canonical serialization: its attributes' text spliced in at its place.
-fn write_canonical_record(record: &CanonicalRecord, out: &mut impl std::io::Write) {
+/// A record's canonical serialization, its attributes as `hashed` says.
+fn write_canonical_record(record: &CanonicalRecord, hashed: Hashed, out: &mut impl std::io::Write) {
     let (Value::Object(fields), Some(attributes)) = (record.fields, record.attributes) else {
         return write_canonical(record.fields, out);
     };
@@ -386,7 +419,15 @@ fn write_canonical_record(record: &CanonicalRecord, out: &mut impl std::io::Writ
         serde_json::to_writer(&mut *out, key).expect("hashing never fails");
         push(out, b":");
         if key == "attributes" {
-            push(out, attributes.canonical().as_bytes());
+            match hashed {
+                Hashed::Digest => {
+                    let digest = format!("{XXH3_PREFIX}{:032x}", attributes.digest());
+                    serde_json::to_writer(&mut *out, &digest).expect("hashing never fails");
+                }
+                // Parsed again: only files written before version 4 are checked so,
+                // once (the next write is in the current version).
+                Hashed::InPlace => write_canonical_object(&attributes.parse(), out),
+            }
         } else {
             write_canonical(&fields[key], out);
         }
@@ -394,9 +435,44 @@ fn write_canonical_record(record: &CanonicalRecord, out: &mut impl std::io::Writ
     push(out, b"}");
 }
 
-/// `xxh3-128:<hex>` of the canonical serialization of `envelope` (which must not hold
-/// the checksum itself).
+/// The checksum of `envelope` (which must not hold the checksum itself), as the current
+/// [`FORMAT_VERSION`] defines it (see the module documentation). Public for tools and
+/// tests that write a document by hand.
 pub fn checksum(envelope: &Map<String, Value>) -> String {
+    let mut header = envelope.clone();
+    let records = match header.remove("resources") {
+        Some(Value::Object(resources)) => Some(
+            resources
+                .into_iter()
+                .map(|(key, fields)| (key, super::parse::record(fields)))
+                .collect::<Vec<_>>(),
+        ),
+        Some(other) => {
+            header.insert("resources".to_string(), other);
+            None
+        }
+        None => None,
+    };
+    let canonical: Option<Vec<CanonicalRecord>> = records.as_ref().map(|records| {
+        let mut canonical: Vec<CanonicalRecord> = records
+            .iter()
+            .map(|(key, record)| CanonicalRecord {
+                key,
+                fields: &record.fields,
+                attributes: record.attributes.as_ref(),
+            })
+            .collect();
+        canonical.sort_unstable_by(|a, b| a.key.cmp(b.key));
+        canonical
+    });
+    let mut hashing = Hashing::new(Algorithm::Xxh3);
+    write_canonical_state(&header, canonical.as_deref(), Hashed::Digest, &mut hashing);
+    hashing.finish()
+}
+
+/// `xxh3-128:<hex>` of the whole canonical serialization of `envelope`: the checksum of
+/// documents of version 3 (still verified; public for tools and tests that write one).
+pub fn version_3_checksum(envelope: &Map<String, Value>) -> String {
     let mut canonical = Hashing::new(Algorithm::Xxh3);
     write_canonical_object(envelope, &mut canonical);
     canonical.finish()
@@ -416,6 +492,27 @@ pub(crate) fn canonical_digest(value: &Value) -> String {
     let mut canonical = Hashing::new(Algorithm::Xxh3);
     write_canonical(value, &mut canonical);
     canonical.finish()
+}
+
+/// XXH3-128 of `map`'s canonical serialization (a record's attributes' digest).
+pub(super) fn canonical_object_hash(map: &Map<String, Value>) -> u128 {
+    let mut hasher = Xxh3Writer(Xxh3::new());
+    write_canonical_object(map, &mut hasher);
+    hasher.0.digest128()
+}
+
+/// Feeds an XXH3 hasher as it is written to (small inputs: no buffer in between).
+struct Xxh3Writer(Xxh3);
+
+impl std::io::Write for Xxh3Writer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// How a checksum is made. XXH3-128 since version 3: a checksum tells a damaged or
@@ -514,7 +611,7 @@ fn push(out: &mut impl std::io::Write, bytes: &[u8]) {
     let _ = out.write_all(bytes);
 }
 
-pub(super) fn write_canonical_object(map: &Map<String, Value>, out: &mut impl std::io::Write) {
+fn write_canonical_object(map: &Map<String, Value>, out: &mut impl std::io::Write) {
     let mut entries: Vec<(&String, &Value)> = map.iter().collect();
     entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
     push(out, b"{");
@@ -606,9 +703,9 @@ mod tests {
         );
     }
 
-    /// The checksum written is the one defined on the whole document as a value (as
-    /// earlier versions computed it, and as tools may): the records' attributes spliced
-    /// in as text hash the same. Also with an address given twice in the file.
+    /// The checksum written is the one [`checksum`] defines on the whole document as a
+    /// value (as tools may compute it): the attributes' digests held are those of their
+    /// values. Also with an address given twice in the file.
     #[test]
     fn the_checksum_written_is_that_of_the_whole_document_as_a_value() {
         let mut document = document();
@@ -651,14 +748,14 @@ mod tests {
 
     #[test]
     fn newer_versions_are_refused_before_the_checksum_is_read() {
-        let text = r#"{"format_version": 4, "checksum": "blake3:whatever"}"#;
+        let text = r#"{"format_version": 5, "checksum": "blake3:whatever"}"#;
         let error = decode(text.as_bytes(), "s.json").unwrap_err();
         assert!(
             matches!(
                 error,
                 Error::UnsupportedVersion {
-                    found: 4,
-                    supported: 3,
+                    found: 5,
+                    supported: 4,
                     ..
                 }
             ),
@@ -795,6 +892,41 @@ mod tests {
             written.starts_with("xxh3-128:") && written.len() == 9 + 32,
             "{written}"
         );
+    }
+
+    /// A version-3 file (attributes hashed in place) is verified as that version
+    /// defined its checksum, and its attributes are checked as they are: the digests of
+    /// version 4 do not stand in for them. Written back, it is version 4.
+    #[test]
+    fn a_version_3_checksum_is_verified_with_the_attributes_in_place() {
+        let original = document();
+        let mut envelope = match serde_json::to_value(&original).unwrap() {
+            Value::Object(map) => map,
+            _ => unreachable!(),
+        };
+        envelope.insert("format_version".into(), json!(3));
+        let sum = version_3_checksum(&envelope);
+        assert_ne!(sum, checksum(&envelope), "the definitions differ");
+        let mut signed = envelope.clone();
+        signed.insert(CHECKSUM_KEY.into(), json!(sum));
+        let text = serde_json::to_string_pretty(&signed).unwrap();
+        assert_eq!(decode(text.as_bytes(), "s.json").unwrap(), original);
+        // An attribute changed: refused, as it was by version 3.
+        let tampered = text.replace("\"cores\": 4", "\"cores\": 5");
+        assert_ne!(tampered, text);
+        let error = decode(tampered.as_bytes(), "s.json").unwrap_err();
+        assert!(error.to_string().contains("checksum mismatch"), "{error}");
+        // Version 4's checksum on a version-3 file: refused.
+        signed.insert(CHECKSUM_KEY.into(), json!(checksum(&envelope)));
+        let error =
+            decode(serde_json::to_string(&signed).unwrap().as_bytes(), "s.json").unwrap_err();
+        assert!(error.to_string().contains("checksum mismatch"), "{error}");
+        // Written back in the current version, with its checksum.
+        let written: Value = serde_json::from_slice(&encode(&original).unwrap()).unwrap();
+        assert_eq!(written["format_version"], json!(FORMAT_VERSION));
+        let mut unsigned = written.as_object().unwrap().clone();
+        let stored = unsigned.remove(CHECKSUM_KEY).unwrap();
+        assert_eq!(stored, json!(checksum(&unsigned)));
     }
 
     /// Resources are read one by one (their attributes moved, not rebuilt); what does

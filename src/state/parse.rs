@@ -263,7 +263,7 @@ fn records<'de, A: MapAccess<'de>>(
 }
 
 /// A record's value split: its attributes held as text, the rest as it is.
-fn record(mut fields: Value) -> ParsedRecord {
+pub(super) fn record(mut fields: Value) -> ParsedRecord {
     let mut attributes = None;
     if let Value::Object(members) = &mut fields
         && let Some(Value::Object(found)) = members.get("attributes")
@@ -372,10 +372,11 @@ mod tests {
             assert_eq!(records.len(), 3001);
             assert_eq!(records[1].0, "dev/c0001/vm.n");
             assert_eq!(records[3000].0, "dev/c0001/vm.n");
-            // Attributes held as their canonical text; a record without any keeps none.
+            // Attributes held as their text, in their order; a record without any keeps
+            // none.
             assert_eq!(
-                records[7].1.attributes.as_ref().unwrap().canonical(),
-                r#"{"cores":7,"name":"n\"7","nested":{"a":2,"b":1},"tags":[1.5,null,true]}"#
+                records[7].1.attributes.as_ref().unwrap().text(),
+                r#"{"cores":7,"name":"n\"7","tags":[1.5,null,true],"nested":{"b":1,"a":2}}"#
             );
             assert!(records[3000].1.attributes.is_none());
             assert_eq!(as_value(parsed), alone);

@@ -1,63 +1,76 @@
-//! A record's attributes as a state document holds them: their canonical JSON text
-//! (compact, object members sorted by key at every level, as the state checksum hashes
-//! them), parsed again by whoever reads them.
+//! A record's attributes as a state document holds them: their JSON text (compact, in
+//! the order they were recorded), with the digest of their canonical serialization.
+//! Whoever reads them parses the text again.
 //!
 //! Parsed, a fleet's recorded attributes take two and a half times the memory of their
 //! text: each small object is a hash map with an index, each string its own
 //! allocation. A plan reads each record once, when it plans that resource, and a
 //! no-op's record is dropped right after; holding the text keeps the state of 10,000
-//! resources at about 21 MiB instead of 55 (issue 15). The checksum hashes the text as
-//! it is, and the file is written from it without building a value.
+//! resources at about 21 MiB instead of 55 (issue 15). The file is written from the
+//! text without building a value, and its checksum hashes the digest
+//! ([`super::format`]), so writing never parses a record either.
 //!
-//! The members come back sorted by name, as `infraflux state show` lists them.
+//! The order is the recorded one: a provider that renders from its prior attributes
+//! (the Kubernetes provider's manifests, digests and ConfigMaps) gets them back as
+//! they were applied. Two attributes are equal when their canonical serializations
+//! are: the same values, in any member order (as the maps they were compare).
 
 use infraflux_provider::Attributes;
-use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// See the module documentation. Always the canonical text of a JSON object.
-#[derive(Clone, PartialEq, Eq)]
-pub struct StoredAttributes(Box<str>);
+/// See the module documentation. The text is always that of a JSON object.
+#[derive(Clone)]
+pub struct StoredAttributes {
+    text: Box<str>,
+    /// XXH3-128 of the canonical serialization (compact, members sorted at every level).
+    digest: u128,
+}
 
 const EMPTY: &str = "{}";
 
 impl StoredAttributes {
     /// `attributes` as held.
     pub fn new(attributes: &Attributes) -> Self {
-        let mut text = Vec::new();
-        super::format::write_canonical_object(attributes, &mut text);
-        // serde_json writes UTF-8, and the rest is ASCII punctuation.
-        let text = String::from_utf8(text)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-        StoredAttributes(text.into_boxed_str())
+        let text = serde_json::to_string(attributes)
+            .unwrap_or_else(|_| unreachable!("a map of JSON values serializes"));
+        StoredAttributes {
+            text: text.into_boxed_str(),
+            digest: super::format::canonical_object_hash(attributes),
+        }
     }
 
     /// No attributes.
     pub fn empty() -> Self {
-        StoredAttributes(EMPTY.into())
+        Self::new(&Attributes::new())
     }
 
     pub fn is_empty(&self) -> bool {
-        &*self.0 == EMPTY
+        &*self.text == EMPTY
     }
 
-    /// The attributes, parsed (members in name order).
+    /// The attributes, parsed (in their recorded order).
     pub fn parse(&self) -> Attributes {
-        match super::parse::from_slice(self.0.as_bytes()) {
+        match super::parse::from_slice(self.text.as_bytes()) {
             Ok(Value::Object(attributes)) => attributes,
             // The text is this type's own serialization of an object.
-            _ => unreachable!("stored attributes are the canonical text of an object"),
+            _ => unreachable!("stored attributes are the text of an object"),
         }
     }
 
     /// Only the members named, parsed; the others are skipped over unbuilt.
     pub fn only(&self, names: &[&str]) -> Attributes {
-        let mut deserializer = serde_json::Deserializer::from_str(&self.0);
+        let mut deserializer = serde_json::Deserializer::from_str(&self.text);
         match deserializer.deserialize_map(Only(names)) {
             Ok(attributes) => attributes,
-            Err(_) => unreachable!("stored attributes are the canonical text of an object"),
+            Err(_) => unreachable!("stored attributes are the text of an object"),
         }
+    }
+
+    /// The member `name`, parsed.
+    pub fn get(&self, name: &str) -> Option<Value> {
+        self.only(&[name]).remove(name)
     }
 
     /// Change the attributes: parsed, changed by `change`, held again.
@@ -68,22 +81,31 @@ impl StoredAttributes {
         result
     }
 
-    /// The member `name`, parsed.
-    pub fn get(&self, name: &str) -> Option<Value> {
-        self.only(&[name]).remove(name)
+    /// XXH3-128 of the canonical serialization: what the state checksum hashes in their
+    /// place.
+    pub fn digest(&self) -> u128 {
+        self.digest
     }
 
-    /// The canonical text (what the checksum hashes).
-    pub fn canonical(&self) -> &str {
-        &self.0
+    /// The compact text, in recorded order.
+    pub fn text(&self) -> &str {
+        &self.text
     }
 
-    /// Whether the text holds `needle`: a cheap test before parsing, e.g. for a marker
-    /// in its canonical form.
+    /// Whether the text holds `needle`: a cheap test before parsing.
     pub fn mentions(&self, needle: &str) -> bool {
-        self.0.contains(needle)
+        self.text.contains(needle)
     }
 }
+
+/// The same values, in any member order.
+impl PartialEq for StoredAttributes {
+    fn eq(&self, other: &Self) -> bool {
+        self.digest == other.digest
+    }
+}
+
+impl Eq for StoredAttributes {}
 
 impl Default for StoredAttributes {
     fn default() -> Self {
@@ -112,7 +134,7 @@ impl std::fmt::Debug for StoredAttributes {
 /// Written as the object it is (pretty in the state file), straight from the text.
 impl Serialize for StoredAttributes {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut deserializer = serde_json::Deserializer::from_str(&self.0);
+        let mut deserializer = serde_json::Deserializer::from_str(&self.text);
         serde_transcode::Transcoder::new(&mut deserializer).serialize(serializer)
     }
 }
@@ -135,14 +157,40 @@ impl<'de> Visitor<'de> for Only<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Attributes, A::Error> {
         let mut found = Attributes::with_capacity(self.0.len());
-        while let Some(key) = access.next_key::<std::borrow::Cow<'de, str>>()? {
-            if self.0.contains(&&*key) {
-                found.insert(key.into_owned(), access.next_value::<Value>()?);
-            } else {
-                access.next_value::<IgnoredAny>()?;
+        while let Some(wanted) = access.next_key_seed(Named(self.0))? {
+            match wanted {
+                Some(name) => {
+                    found.insert(name.to_string(), access.next_value::<Value>()?);
+                }
+                None => {
+                    access.next_value::<IgnoredAny>()?;
+                }
             }
         }
         Ok(found)
+    }
+}
+
+/// A member's key: which of the names it is, if any (read without allocating).
+struct Named<'a>(&'a [&'a str]);
+
+impl<'de, 'a> DeserializeSeed<'de> for Named<'a> {
+    type Value = Option<&'a str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de, 'a> Visitor<'de> for Named<'a> {
+    type Value = Option<&'a str>;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a member name")
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(self.0.iter().copied().find(|name| *name == key))
     }
 }
 
@@ -157,20 +205,32 @@ mod tests {
     }
 
     #[test]
-    fn the_text_is_canonical_and_parses_back_to_the_same_attributes() {
+    fn held_in_recorded_order_and_equal_in_any_order() {
         let original = attributes(json!({
             "name": "cp-1", "cores": 2, "ratio": 1.5, "tags": ["b", "a"],
             "nested": {"z": null, "a": {"y": true, "b": "q\"uote"}}, "empty": {}
         }));
         let stored = StoredAttributes::new(&original);
         assert_eq!(
-            stored.canonical(),
-            r#"{"cores":2,"empty":{},"name":"cp-1","nested":{"a":{"b":"q\"uote","y":true},"z":null},"ratio":1.5,"tags":["b","a"]}"#
+            stored.text(),
+            r#"{"name":"cp-1","cores":2,"ratio":1.5,"tags":["b","a"],"nested":{"z":null,"a":{"y":true,"b":"q\"uote"}},"empty":{}}"#
         );
-        assert_eq!(stored.parse(), original);
-        // Member order does not matter: the same attributes are the same text.
+        let parsed = stored.parse();
+        assert_eq!(parsed, original);
+        // Member order too, at every level (maps compare without it).
+        assert_eq!(
+            serde_json::to_string(&parsed).unwrap(),
+            serde_json::to_string(&original).unwrap()
+        );
+        // The digest is the canonical serialization's: the same in any member order.
         let reordered: Attributes = original.clone().into_iter().rev().collect();
-        assert_eq!(StoredAttributes::new(&reordered), stored);
+        let again = StoredAttributes::new(&reordered);
+        assert_ne!(again.text(), stored.text());
+        assert_eq!(again, stored);
+        assert_eq!(
+            stored.digest(),
+            super::super::format::canonical_object_hash(&original)
+        );
         assert_ne!(
             StoredAttributes::new(&attributes(json!({"cores": 3}))),
             StoredAttributes::new(&attributes(json!({"cores": 2})))
@@ -180,10 +240,12 @@ mod tests {
     #[test]
     fn single_members_are_read_without_the_rest() {
         let stored = StoredAttributes::new(&attributes(json!({
-            "vmid": 104, "node": "pve2", "big": {"deep": [1, 2, {"x": "y"}]}, "ipv4": "10.0.0.4/24"
+            "vmid": 104, "node": "pve2", "big": {"deep": [1, 2, {"x": "y"}]}, "ipv4": "10.0.0.4/24",
+            "esc\"aped": 1
         })));
         assert_eq!(stored.get("vmid"), Some(json!(104)));
         assert_eq!(stored.get("big"), Some(json!({"deep": [1, 2, {"x": "y"}]})));
+        assert_eq!(stored.get("esc\"aped"), Some(json!(1)));
         assert_eq!(stored.get("missing"), None);
         assert_eq!(
             Value::Object(stored.only(&["node", "ipv4", "absent"])),
@@ -191,6 +253,10 @@ mod tests {
         );
         assert!(StoredAttributes::empty().is_empty() && !stored.is_empty());
         assert_eq!(StoredAttributes::empty().parse(), Attributes::new());
+        let mut edited = stored.clone();
+        edited.edit(|a| a.insert("vmid".into(), json!(105)));
+        assert_eq!(edited.get("vmid"), Some(json!(105)));
+        assert_ne!(edited, stored);
     }
 
     #[test]
@@ -205,15 +271,13 @@ mod tests {
         let record = Record {
             attributes: stored.clone(),
         };
-        let pretty = serde_json::to_string_pretty(&record).unwrap();
-        let sorted: Value = serde_json::from_str(stored.canonical()).unwrap();
         assert_eq!(
-            pretty,
-            serde_json::to_string_pretty(&json!({"attributes": sorted})).unwrap()
+            serde_json::to_string_pretty(&record).unwrap(),
+            serde_json::to_string_pretty(&wrapped).unwrap()
         );
         assert_eq!(serde_json::to_value(&record).unwrap(), wrapped);
         let back: Record = serde_json::from_value(wrapped).unwrap();
-        assert_eq!(back.attributes, stored);
+        assert_eq!(back.attributes.text(), stored.text());
         assert!(serde_json::from_value::<Record>(json!({"attributes": [1]})).is_err());
     }
 }
