@@ -146,7 +146,7 @@ pub(crate) async fn refresh(
                     // As state records it: never an attribute its schema leaves out, and
                     // a value read back as it was recorded by reference, by reference.
                     for name in &unrecorded {
-                        attributes.remove(name);
+                        attributes.shift_remove(name);
                     }
                     if crate::state::by_reference::may_hold_markers(&before.attributes) {
                         state.rerecord(&mut attributes, &before.attributes.parse());
@@ -180,7 +180,7 @@ pub(crate) async fn refresh(
                 let mut recorded = before.clone();
                 let mut attributes = recorded.attributes.parse();
                 for name in &unrecorded {
-                    attributes.remove(name);
+                    attributes.shift_remove(name);
                 }
                 recorded.attributes = attributes.into();
                 std::borrow::Cow::Owned(recorded)
@@ -213,7 +213,7 @@ fn found(
     match before.status {
         ResourceStatus::PendingCreate => {
             let id = attributes
-                .remove("id")
+                .shift_remove("id")
                 .and_then(|id| id.as_str().map(str::to_string))
                 .ok_or_else(|| Error::AdoptionWithoutId(addr.clone()))?;
             after.id = Some(id);

@@ -185,7 +185,7 @@ impl StateDocument {
             }
         }
         for name in gone {
-            attributes.remove(&name);
+            attributes.shift_remove(&name);
         }
         Resolved {
             attributes: Cow::Owned(attributes),

@@ -105,7 +105,7 @@ pub struct ResourceState {
     pub provider: String,
     /// The provider's ID; `None` while a create is pending.
     pub id: Option<String>,
-    /// Held as canonical text ([`StoredAttributes`]), parsed by whoever reads it.
+    /// Held as compact JSON text ([`StoredAttributes`]), parsed by whoever reads it.
     pub attributes: StoredAttributes,
     /// Names of attributes that are secrets (masked in output, encrypted at rest when a
     /// key is configured).

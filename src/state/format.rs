@@ -7,11 +7,14 @@
 //!
 //! The checksum is the XXH3-128 of the document's canonical serialization without the
 //! `checksum` member: compact JSON, object members sorted by key at every level, with
-//! each record's `attributes` standing as the string `xxh3-128:<hex>` of their own
-//! canonical serialization. It does not depend on whitespace or member order, so a file
-//! reformatted by hand still loads; any changed value does not. A record's attributes
-//! are hashed once, when recorded or read ([`StoredAttributes`]), so neither writing
-//! nor checking a file rebuilds them.
+//! each record's `attributes` standing as the string `xxh3-128:<hex>` of their compact
+//! text, members in their recorded order ([`StoredAttributes`]). It does not depend on
+//! whitespace, so a file reformatted by hand still loads, nor on member order outside
+//! the attributes; any changed value does not load. Inside the attributes the order is
+//! kept, and is a change: a provider may render from it (the Kubernetes provider's
+//! manifests and their digests follow the order of Helm values), so attributes sorted by
+//! a tool (`jq -S`) would otherwise load and then plan as changed. Neither writing nor
+//! checking a file builds the attributes' values.
 //!
 //! Before format version 4 the attributes were hashed in place (the whole document's
 //! canonical serialization); before version 3 with SHA-256 (`sha256:<hex>`). Both are
@@ -112,7 +115,7 @@ pub fn encode(document: &StateDocument) -> Result<Vec<u8>, Error> {
     // The canonical order is the text's, which need not be the addresses' own.
     records.sort_unstable_by(|a, b| a.key.cmp(b.key));
     let mut hashing = Hashing::new(Algorithm::Xxh3);
-    write_canonical_state(&header, Some(&records), Hashed::Digest, &mut hashing);
+    write_canonical_state(&header, Some(&records), Hashed::Text, &mut hashing);
     let checksum = hashing.finish();
     let written = Written {
         header: &header,
@@ -270,7 +273,7 @@ pub fn decode(bytes: &[u8], path: &str) -> Result<StateDocument, Error> {
                 .collect()
         });
         let hashed = if version >= 4 {
-            Hashed::Digest
+            Hashed::Text
         } else {
             Hashed::InPlace
         };
@@ -344,7 +347,7 @@ fn into_document(
 }
 
 /// One record as the checksum reads it: its text key, its members but the attributes,
-/// and the attributes' canonical text.
+/// and the attributes.
 struct CanonicalRecord<'a> {
     key: &'a str,
     fields: &'a Value,
@@ -354,8 +357,9 @@ struct CanonicalRecord<'a> {
 /// How a record's attributes enter the checksum.
 #[derive(Clone, Copy)]
 enum Hashed {
-    /// As the string `xxh3-128:<hex>` of their canonical serialization (version 4 on).
-    Digest,
+    /// As the string `xxh3-128:<hex>` of their compact text, members in their recorded
+    /// order (version 4 on).
+    Text,
     /// As their canonical serialization (before version 4).
     InPlace,
 }
@@ -420,12 +424,13 @@ fn write_canonical_record(record: &CanonicalRecord, hashed: Hashed, out: &mut im
         push(out, b":");
         if key == "attributes" {
             match hashed {
-                Hashed::Digest => {
-                    let digest = format!("{XXH3_PREFIX}{:032x}", attributes.digest());
+                Hashed::Text => {
+                    let digest = xxhash_rust::xxh3::xxh3_128(attributes.text().as_bytes());
+                    let digest = format!("{XXH3_PREFIX}{digest:032x}");
                     serde_json::to_writer(&mut *out, &digest).expect("hashing never fails");
                 }
-                // Parsed again: only files written before version 4 are checked so,
-                // once (the next write is in the current version).
+                // Parsed again: a file of an older version is checked so on every read
+                // until it is next written (in the current version).
                 Hashed::InPlace => write_canonical_object(&attributes.parse(), out),
             }
         } else {
@@ -466,7 +471,7 @@ pub fn checksum(envelope: &Map<String, Value>) -> String {
         canonical
     });
     let mut hashing = Hashing::new(Algorithm::Xxh3);
-    write_canonical_state(&header, canonical.as_deref(), Hashed::Digest, &mut hashing);
+    write_canonical_state(&header, canonical.as_deref(), Hashed::Text, &mut hashing);
     hashing.finish()
 }
 
@@ -486,8 +491,7 @@ pub fn sha256_checksum(envelope: &Map<String, Value>) -> String {
     canonical.finish()
 }
 
-/// `xxh3-128:<hex>` of `value`'s canonical serialization, as [`checksum`] hashes a
-/// document (`by_reference`'s digests).
+/// `xxh3-128:<hex>` of `value`'s canonical serialization (`by_reference`'s digests).
 pub(crate) fn canonical_digest(value: &Value) -> String {
     let mut canonical = Hashing::new(Algorithm::Xxh3);
     write_canonical(value, &mut canonical);
@@ -744,6 +748,48 @@ mod tests {
         );
         assert_ne!(doubled, text);
         assert_eq!(decode(doubled.as_bytes(), "x").unwrap(), document);
+    }
+
+    /// The order of a record's attributes is kept and checked (a provider may render
+    /// from it); the order of everything else is not.
+    #[test]
+    fn attributes_reordered_in_the_file_are_a_change() {
+        let document = document();
+        let text = String::from_utf8(encode(&document).unwrap()).unwrap();
+        let mut value: Value = serde_json::from_str(&text).unwrap();
+        let record = value["resources"]
+            .as_object_mut()
+            .unwrap()
+            .values_mut()
+            .next()
+            .unwrap()
+            .as_object_mut()
+            .unwrap();
+        // The record's own members reversed: still the same document.
+        let reversed: Map<String, Value> = record.clone().into_iter().rev().collect();
+        *record = reversed;
+        let reordered = serde_json::to_string_pretty(&value).unwrap();
+        assert_eq!(decode(reordered.as_bytes(), "x").unwrap(), document);
+        // Its attributes sorted (as `jq -S` would): refused.
+        let attributes = value["resources"]
+            .as_object_mut()
+            .unwrap()
+            .values_mut()
+            .next()
+            .unwrap()["attributes"]
+            .as_object_mut()
+            .unwrap();
+        let mut sorted: Vec<(String, Value)> = attributes.clone().into_iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        let sorted: Map<String, Value> = sorted.into_iter().collect();
+        assert_ne!(
+            serde_json::to_string(&sorted).unwrap(),
+            serde_json::to_string(attributes).unwrap()
+        );
+        *attributes = sorted;
+        let resorted = serde_json::to_string_pretty(&value).unwrap();
+        let error = decode(resorted.as_bytes(), "x").unwrap_err();
+        assert!(error.to_string().contains("checksum mismatch"), "{error}");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //!   resolved again for whoever reads a record;
 //! - [`edit`]: the edits `infraflux state rm` and `state mv` make to a document;
 //! - [`sensitive`]: masking secret attributes for display;
-//! - [`stored`]: a record's attributes as the document holds them, canonical JSON text;
+//! - [`stored`]: a record's attributes as the document holds them: compact JSON text;
 //! - encryption at rest is [`crate::encryption`]'s ([`Encryption`], re-exported here as
 //!   the type of [`StateStore::encryption`] and the backends' `with_encryption`);
 //! - [`format`](mod@format): the file envelope (checksum, format version, migrations), shared by

@@ -49,7 +49,7 @@ pub struct ParsedRecord {
 /// records (the members of the top-level object's `resources`) are parsed on up to
 /// `threads` threads. Each is first only scanned where it stands in the file, so a
 /// syntax error is reported at its line and column; then each record's text is parsed
-/// on its own, and its attributes made canonical text there.
+/// on its own, and its attributes made [`StoredAttributes`] there.
 pub fn state_from_slice(bytes: &[u8], threads: usize) -> serde_json::Result<Option<ParsedState>> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let state = deserializer.deserialize_any(StateVisitor(threads))?;

@@ -93,8 +93,9 @@ impl ResourceSchema {
 
     /// The attributes as state records them: without the unrecorded ones.
     pub fn recorded(&self, mut attributes: Attributes) -> Attributes {
+        // `shift_remove`: the others keep their order (a provider may render from it).
         for name in self.unrecorded_attributes() {
-            attributes.remove(name);
+            attributes.shift_remove(name);
         }
         attributes
     }
