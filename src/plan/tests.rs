@@ -1157,6 +1157,33 @@ fn a_fleet_is_planned_the_same_on_many_threads_as_on_one() {
     }
 }
 
+/// Issue 15: once a piece meets an error, the pieces planned after it stop before any
+/// later position in the execution order, so a failure every cluster would meet (a
+/// release file that cannot be downloaded) is tried once, not once per cluster.
+#[test]
+fn the_pieces_after_an_error_stop_before_its_position() {
+    let rig = Rig::new();
+    let desired = fleet(120);
+    let failing = "dev/c010/mock_thing.config";
+    rig.mock.fail(Op::Plan, failing, "early");
+    let options = PlanOptions {
+        threads: 1,
+        ..PlanOptions::default()
+    };
+    let error = runtime(false)
+        .block_on(plan(desired, &rig.state(), &rig.registry, &options))
+        .unwrap_err();
+    assert!(matches!(&error, Error::Provider { .. }), "{error:?}");
+    let planned = rig.mock.planned();
+    assert!(planned.iter().any(|a| a == failing), "{planned:?}");
+    // Nothing of a later cluster's is planned past the failing position (each of the
+    // 110 clusters' would be, without the stop); what comes before it in the execution
+    // order still is.
+    let later: Vec<&String> = planned.iter().filter(|a| a.as_str() > "dev/c011").collect();
+    assert!(later.is_empty(), "{later:?}");
+    assert!(planned.len() <= 33, "{planned:?}");
+}
+
 /// Issue 15: with several threads, the error a plan stops at is still the first one in
 /// execution order, though a later cluster's may be found first.
 #[test]

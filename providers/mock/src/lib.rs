@@ -60,6 +60,8 @@ struct Inner {
     objects: BTreeMap<String, Object>,
     next_id: u64,
     calls: Vec<Call>,
+    /// The address of each plan request, in order.
+    planned: Vec<String>,
     /// `deep` of each read request, in order.
     read_depths: Vec<bool>,
     in_flight: usize,
@@ -191,6 +193,11 @@ impl MockProvider {
         inner.max_in_flight = inner.in_flight;
         let in_flight = inner.in_flight_by_key.clone();
         inner.max_in_flight_by_key = in_flight;
+    }
+
+    /// The address of each plan request so far, in order.
+    pub fn planned(&self) -> Vec<String> {
+        self.lock().planned.clone()
     }
 
     /// `deep` of each read request so far, in order.
@@ -477,6 +484,7 @@ impl Provider for MockProvider {
     }
 
     async fn plan(&self, request: PlanRequest<'_>) -> Result<PlanResponse, ProviderError> {
+        self.lock().planned.push(request.resource.address.clone());
         let schema = self.schema(&request.resource.kind).ok_or_else(|| {
             ProviderError::new(
                 ErrorKind::InvalidInput,
