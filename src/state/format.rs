@@ -366,11 +366,11 @@ enum Hashed {
 
 /// The canonical serialization of a document: `header`'s members, with `records` (in
 /// key order, each key once) as `resources` when given.
-fn write_canonical_state(
+fn write_canonical_state<W: std::io::Write>(
     header: &Envelope,
     records: Option<&[CanonicalRecord]>,
     hashed: Hashed,
-    out: &mut impl std::io::Write,
+    out: &mut W,
 ) {
     let mut keys: Vec<&str> = header
         .keys()
@@ -381,63 +381,46 @@ fn write_canonical_state(
         keys.push("resources");
     }
     keys.sort_unstable();
-    push(out, b"{");
-    for (i, key) in keys.into_iter().enumerate() {
-        if i > 0 {
-            push(out, b",");
-        }
-        serde_json::to_writer(&mut *out, key).expect("hashing never fails");
-        push(out, b":");
-        match records {
-            Some(records) if key == "resources" => {
-                push(out, b"{");
-                for (i, record) in records.iter().enumerate() {
-                    if i > 0 {
-                        push(out, b",");
-                    }
-                    serde_json::to_writer(&mut *out, record.key).expect("hashing never fails");
-                    push(out, b":");
-                    write_canonical_record(record, hashed, out);
-                }
-                push(out, b"}");
-            }
+    write_object(
+        keys.into_iter().map(|key| (key, key)),
+        out,
+        |key, out| match records {
+            Some(records) if key == "resources" => write_object(
+                records.iter().map(|record| (record.key, record)),
+                out,
+                |record, out| write_canonical_record(record, hashed, out),
+            ),
             _ => write_canonical(&header[key], out),
-        }
-    }
-    push(out, b"}");
+        },
+    );
 }
 
 /// A record's canonical serialization, its attributes as `hashed` says.
-fn write_canonical_record(record: &CanonicalRecord, hashed: Hashed, out: &mut impl std::io::Write) {
+fn write_canonical_record<W: std::io::Write>(
+    record: &CanonicalRecord,
+    hashed: Hashed,
+    out: &mut W,
+) {
     let (Value::Object(fields), Some(attributes)) = (record.fields, record.attributes) else {
         return write_canonical(record.fields, out);
     };
     let mut keys: Vec<&str> = fields.keys().map(String::as_str).collect();
     keys.push("attributes");
     keys.sort_unstable();
-    push(out, b"{");
-    for (i, key) in keys.into_iter().enumerate() {
-        if i > 0 {
-            push(out, b",");
+    write_object(keys.into_iter().map(|key| (key, key)), out, |key, out| {
+        if key != "attributes" {
+            return write_canonical(&fields[key], out);
         }
-        serde_json::to_writer(&mut *out, key).expect("hashing never fails");
-        push(out, b":");
-        if key == "attributes" {
-            match hashed {
-                Hashed::Text => {
-                    let digest = xxhash_rust::xxh3::xxh3_128(attributes.text().as_bytes());
-                    let digest = format!("{XXH3_PREFIX}{digest:032x}");
-                    serde_json::to_writer(&mut *out, &digest).expect("hashing never fails");
-                }
-                // Parsed again: a file of an older version is checked so on every read
-                // until it is next written (in the current version).
-                Hashed::InPlace => write_canonical_object(&attributes.parse(), out),
+        match hashed {
+            Hashed::Text => {
+                let digest = xxhash_rust::xxh3::xxh3_128(attributes.text().as_bytes());
+                push_json(out, &format!("{XXH3_PREFIX}{digest:032x}"));
             }
-        } else {
-            write_canonical(&fields[key], out);
+            // Parsed again: a file of an older version is checked so on every read
+            // until it is next written (in the current version).
+            Hashed::InPlace => write_canonical_object(&attributes.parse(), out),
         }
-    }
-    push(out, b"}");
+    });
 }
 
 /// The checksum of `envelope` (which must not hold the checksum itself), as the current
@@ -606,7 +589,7 @@ fn write_canonical(value: &Value, out: &mut impl std::io::Write) {
             }
             push(out, b"]");
         }
-        scalar => serde_json::to_writer(out, scalar).expect("hashing never fails"),
+        scalar => push_json(out, scalar),
     }
 }
 
@@ -615,17 +598,31 @@ fn push(out: &mut impl std::io::Write, bytes: &[u8]) {
     let _ = out.write_all(bytes);
 }
 
-fn write_canonical_object(map: &Map<String, Value>, out: &mut impl std::io::Write) {
-    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+/// `value` as compact JSON into a hasher (a string or a scalar: nothing that can fail).
+fn push_json(out: &mut impl std::io::Write, value: &(impl serde::Serialize + ?Sized)) {
+    let _ = serde_json::to_writer(out, value);
+}
+
+fn write_canonical_object<W: std::io::Write>(map: &Map<String, Value>, out: &mut W) {
+    let mut members: Vec<(&str, &Value)> = map.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    write_object(members, out, |value, out| write_canonical(value, out));
+}
+
+/// An object of `members` (already in the order wanted), each value written by `value`.
+fn write_object<'k, T, W: std::io::Write>(
+    members: impl IntoIterator<Item = (&'k str, T)>,
+    out: &mut W,
+    mut value: impl FnMut(T, &mut W),
+) {
     push(out, b"{");
-    for (i, (key, value)) in entries.into_iter().enumerate() {
+    for (i, (key, member)) in members.into_iter().enumerate() {
         if i > 0 {
             push(out, b",");
         }
-        serde_json::to_writer(&mut *out, key).expect("hashing never fails");
+        push_json(out, key);
         push(out, b":");
-        write_canonical(value, out);
+        value(member, out);
     }
     push(out, b"}");
 }
