@@ -262,16 +262,7 @@ pub fn decode(bytes: &[u8], path: &str) -> Result<StateDocument, Error> {
     };
     let records = records.map(last_of_each_address);
     let actual = {
-        let canonical: Option<Vec<CanonicalRecord>> = records.as_ref().map(|records| {
-            records
-                .iter()
-                .map(|(key, record)| CanonicalRecord {
-                    key,
-                    fields: &record.fields,
-                    attributes: record.attributes.as_ref(),
-                })
-                .collect()
-        });
+        let canonical = records.as_deref().map(CanonicalRecord::of);
         let hashed = if version >= 4 {
             Hashed::Text
         } else {
@@ -354,6 +345,20 @@ struct CanonicalRecord<'a> {
     attributes: Option<&'a StoredAttributes>,
 }
 
+impl<'a> CanonicalRecord<'a> {
+    /// Parsed records (in key order, each key once: [`last_of_each_address`]).
+    fn of(records: &'a [(String, ParsedRecord)]) -> Vec<Self> {
+        records
+            .iter()
+            .map(|(key, record)| CanonicalRecord {
+                key,
+                fields: &record.fields,
+                attributes: record.attributes.as_ref(),
+            })
+            .collect()
+    }
+}
+
 /// How a record's attributes enter the checksum.
 #[derive(Clone, Copy)]
 enum Hashed {
@@ -429,30 +434,19 @@ fn write_canonical_record<W: std::io::Write>(
 pub fn checksum(envelope: &Map<String, Value>) -> String {
     let mut header = envelope.clone();
     let records = match header.remove("resources") {
-        Some(Value::Object(resources)) => Some(
+        Some(Value::Object(resources)) => Some(last_of_each_address(
             resources
                 .into_iter()
                 .map(|(key, fields)| (key, super::parse::record(fields)))
-                .collect::<Vec<_>>(),
-        ),
+                .collect(),
+        )),
         Some(other) => {
             header.insert("resources".to_string(), other);
             None
         }
         None => None,
     };
-    let canonical: Option<Vec<CanonicalRecord>> = records.as_ref().map(|records| {
-        let mut canonical: Vec<CanonicalRecord> = records
-            .iter()
-            .map(|(key, record)| CanonicalRecord {
-                key,
-                fields: &record.fields,
-                attributes: record.attributes.as_ref(),
-            })
-            .collect();
-        canonical.sort_unstable_by(|a, b| a.key.cmp(b.key));
-        canonical
-    });
+    let canonical = records.as_deref().map(CanonicalRecord::of);
     let mut hashing = Hashing::new(Algorithm::Xxh3);
     write_canonical_state(&header, canonical.as_deref(), Hashed::Text, &mut hashing);
     hashing.finish()
