@@ -384,7 +384,7 @@ impl<'a> Walk<'a> {
                     continue;
                 }
                 Action::Read => {
-                    let refreshed = change.refreshed.clone();
+                    let refreshed = change.refreshed.as_deref().cloned();
                     let address = change.address.clone();
                     let started = Instant::now();
                     self.journal

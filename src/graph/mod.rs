@@ -35,6 +35,7 @@ use std::fmt::{self, Write as _};
 use infraflux_provider::{Attributes, OUTPUTS, reference_target};
 use petgraph::Direction;
 use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::EdgeRef;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -239,6 +240,8 @@ fn cycle_message(edges: &[CycleEdge]) -> String {
 pub struct ResourceGraph {
     graph: DiGraph<Vertex, EdgeReason>,
     index: HashMap<ResourceAddr, NodeIndex>,
+    /// Built for destroy: every edge reversed ([`Builder::depend`]).
+    destroy: bool,
 }
 
 /// A named graph-building step.
@@ -559,6 +562,7 @@ impl ResourceGraph {
         Ok(ResourceGraph {
             graph: builder.graph,
             index: builder.index,
+            destroy: options.mode == Mode::Destroy,
         })
     }
 
@@ -593,7 +597,7 @@ impl ResourceGraph {
                 let address = self.graph[node].address();
                 (
                     self.predecessors(address).into_iter().cloned().collect(),
-                    self.dependencies(address),
+                    self.configured_dependencies(node),
                 )
             })
             .collect();
@@ -610,6 +614,34 @@ impl ResourceGraph {
                 dependencies,
             })
             .collect()
+    }
+
+    /// [`Self::dependencies`] of `node`, read from the edges [`add_configured_edges`]
+    /// drew for its references and `depends_on` instead of walking its attributes
+    /// again (a tenth of a second at 100,000 resources). Under destroy, targets may
+    /// have removed some of a kept vertex's dependencies, whose edges point the other
+    /// way there: its attributes are walked as before.
+    fn configured_dependencies(&self, node: NodeIndex) -> Vec<ResourceAddr> {
+        if self.destroy {
+            return self.dependencies(self.graph[node].address());
+        }
+        if !matches!(self.graph[node], Vertex::Configured(_)) {
+            return Vec::new();
+        }
+        let mut found: Vec<ResourceAddr> = self
+            .graph
+            .edges_directed(node, Direction::Incoming)
+            .filter(|edge| {
+                matches!(
+                    edge.weight(),
+                    EdgeReason::Reference { .. } | EdgeReason::DependsOn
+                )
+            })
+            .map(|edge| self.graph[edge.source()].address().clone())
+            .collect();
+        found.sort();
+        found.dedup();
+        found
     }
 
     fn execution_order_nodes(&self) -> Vec<NodeIndex> {

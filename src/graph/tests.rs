@@ -226,4 +226,50 @@ proptest! {
             prop_assert!(before < after, "r{} at {}, r{} at {}", from, before, to, after);
         }
     }
+
+    /// The execution order reads each resource's dependencies from the graph's edges;
+    /// they are what its attributes and `depends_on` name, as [`ResourceGraph::dependencies`]
+    /// walks them: references repeated, nested in objects and lists, and named in both.
+    #[test]
+    fn the_execution_order_carries_the_configured_dependencies(
+        (n, edges) in dag(),
+        kinds in proptest::collection::vec(0u8..4, 0..64),
+    ) {
+        let resources: Vec<DesiredResource> = (0..n)
+            .map(|i| {
+                let mut attributes = serde_json::Map::new();
+                let mut depends_on = Vec::new();
+                for (k, (from, _)) in edges.iter().enumerate().filter(|(_, (_, to))| *to == i) {
+                    let target = format!("dev/w/mock_thing.r{from}");
+                    match kinds.get(k).copied().unwrap_or(0) {
+                        0 => depends_on.push(addr(&format!("r{from}"))),
+                        1 => {
+                            attributes.insert(format!("a{k}"), reference(&target, "out"));
+                        }
+                        2 => {
+                            attributes.insert(
+                                format!("a{k}"),
+                                json!({"nested": [1, reference(&target, "out"), reference(&target, "id")]}),
+                            );
+                        }
+                        _ => {
+                            attributes.insert(format!("a{k}"), reference(&target, "out"));
+                            depends_on.push(addr(&format!("r{from}")));
+                        }
+                    }
+                }
+                let mut resource = desired(&format!("r{i}"), Value::Object(attributes), &[]);
+                resource.depends_on = depends_on;
+                resource
+            })
+            .collect();
+        let graph = ResourceGraph::build(resources, &StateDocument::new("dev"), &GraphOptions::default()).unwrap();
+        let walked: HashMap<ResourceAddr, Vec<ResourceAddr>> = (0..n)
+            .map(|i| addr(&format!("r{i}")))
+            .map(|a| (a.clone(), graph.dependencies(&a)))
+            .collect();
+        for ordered in graph.into_execution_order() {
+            prop_assert_eq!(&ordered.dependencies, &walked[ordered.vertex.address()]);
+        }
+    }
 }

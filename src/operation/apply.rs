@@ -135,12 +135,13 @@ fn apply_saved(
         request.skip_promotion_check,
         context,
     )?;
-    let (_lock, mut state) = context.lock_and_reload(
+    let locked = context.lock_and_reload(
         &plan.environment,
         "apply",
         request.run.lock_timeout,
         loaded.state.take(),
     )?;
+    let (_lock, mut state) = (locked.guard, locked.state);
     // A plan made before the environment had any state: the state it planned against
     // was new and never stored; adopt its lineage.
     if state.serial == 0 && state.resources.is_empty() && plan.serial == 0 {

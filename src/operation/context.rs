@@ -72,6 +72,16 @@ pub struct Context {
     pub handle_signals: bool,
 }
 
+/// An environment's state lock, held, and the document under it
+/// ([`Context::lock_and_reload`]).
+pub struct LockedState {
+    pub guard: Box<dyn LockGuard>,
+    pub state: StateDocument,
+    /// The document is not the one read without the lock: another run wrote in
+    /// between, so what was derived from that read (machine identities) may be stale.
+    pub read_again: bool,
+}
+
 impl Context {
     pub fn runtime(&self) -> miette::Result<tokio::runtime::Runtime> {
         tokio::runtime::Builder::new_multi_thread()
@@ -105,13 +115,18 @@ impl Context {
         operation: &str,
         timeout: std::time::Duration,
         read: Option<UnlockedRead>,
-    ) -> miette::Result<(Box<dyn LockGuard>, StateDocument)> {
+    ) -> miette::Result<LockedState> {
         let Some(UnlockedRead {
             document,
             revision: Some(revision),
         }) = read
         else {
-            return self.lock_and_load(environment, operation, timeout);
+            let (guard, state) = self.lock_and_load(environment, operation, timeout)?;
+            return Ok(LockedState {
+                guard,
+                state,
+                read_again: true,
+            });
         };
         let info = LockInfo::new(operation);
         let guard = self
@@ -122,13 +137,18 @@ impl Context {
             .store
             .revision(environment)
             .map_err(|e| diagnostic(&e, Some(e.help())))?;
-        let state = if stored == Some(revision) {
-            document
-        } else {
+        let read_again = stored != Some(revision);
+        let state = if read_again {
             drop(document);
             self.load_state(environment)?
+        } else {
+            document
         };
-        Ok((guard, state))
+        Ok(LockedState {
+            guard,
+            state,
+            read_again,
+        })
     }
 
     /// [`Self::load_state`] with the revision read, for [`Self::lock_and_reload`].
@@ -192,21 +212,23 @@ mod tests {
         let mut read = context.read_state("dev").unwrap();
         assert_eq!(read.document, stored);
         read.document.serial = 99;
-        let (guard, state) = context
+        let locked = context
             .lock_and_reload("dev", "plan", Duration::ZERO, Some(read))
             .unwrap();
-        assert_eq!(state.serial, 99);
-        drop(guard);
+        assert_eq!(locked.state.serial, 99);
+        assert!(!locked.read_again);
+        drop(locked);
 
         // Written in between (another run applied): the stored document.
         let mut read = context.read_state("dev").unwrap();
         read.document.serial = 99;
         stored.serial = 2;
         store.persist(&stored).unwrap();
-        let (_guard, state) = context
+        let locked = context
             .lock_and_reload("dev", "plan", Duration::ZERO, Some(read))
             .unwrap();
-        assert_eq!(state, stored);
+        assert_eq!(locked.state, stored);
+        assert!(locked.read_again);
     }
 
     #[test]
@@ -218,9 +240,10 @@ mod tests {
         let mut stored = StateDocument::new("dev");
         stored.serial = 1;
         LocalStore::in_project(dir.path()).persist(&stored).unwrap();
-        let (_guard, state) = context
+        let locked = context
             .lock_and_reload("dev", "plan", Duration::ZERO, Some(read))
             .unwrap();
-        assert_eq!(state, stored);
+        assert_eq!(locked.state, stored);
+        assert!(locked.read_again);
     }
 }

@@ -32,19 +32,25 @@ pub fn run(
         request.plan.cluster.as_deref(),
         context,
     )?;
-    let (_lock, state) = context.lock_and_reload(
+    let locked = context.lock_and_reload(
         &loaded.environment,
         "plan",
         request.lock_timeout,
         loaded.state.take(),
     )?;
-    let reloaded = reload_if_changed(workspace, &loaded, &state, context)?;
+    let state = &locked.state;
+    // The document read without the lock is the one locked (the usual case): the
+    // machine identities were resolved from it already.
+    let reloaded = match locked.read_again {
+        true => reload_if_changed(workspace, &loaded, state, context)?,
+        false => None,
+    };
     let loaded = reloaded.unwrap_or(loaded);
     let runtime = context.runtime()?;
     runtime
         .block_on(plan(
             loaded.desired,
-            &state,
+            state,
             &context.providers,
             &request.plan,
         ))

@@ -178,9 +178,10 @@ pub struct Change {
     pub dependencies: Vec<ResourceAddr>,
     #[serde(default)]
     pub prevent_destroy: bool,
-    /// For `Read`: the refreshed record to store (`None`: gone).
+    /// For `Read`: the refreshed record to store (`None`: gone). Boxed: only a read
+    /// has one, and a fleet's plan holds a change per resource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refreshed: Option<ResourceState>,
+    pub refreshed: Option<Box<ResourceState>>,
 }
 
 impl Change {

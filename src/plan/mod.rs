@@ -750,7 +750,7 @@ fn read_change(drift: &Drift) -> Change {
         wait_for: Vec::new(),
         dependencies: drift.before.dependencies.clone(),
         prevent_destroy: false,
-        refreshed: drift.after.clone(),
+        refreshed: drift.after.clone().map(Box::new),
     }
 }
 
