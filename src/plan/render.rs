@@ -211,15 +211,39 @@ pub fn human(plan: &Plan, color: bool) -> String {
     all
 }
 
-/// How much text [`human_to`] gathers before handing it on.
-const PIECE: usize = 64 * 1024;
+/// Changes rendered together ([`human_to`]): their text is held until it is handed on.
+const RENDERED_TOGETHER: usize = 512;
 
-/// Hand `text` on once it holds a piece's worth.
-fn hand_on(text: &mut String, emit: &mut dyn FnMut(&str)) {
-    if text.len() >= PIECE {
-        emit(text);
-        text.clear();
+/// Fewer changes than this are rendered on one thread: 10,000 creates render in about
+/// 60 ms, and a second thread saved 20 ms of it for 3 MiB more peak memory; 100,000
+/// render in 0.7 s.
+const RENDERED_ON_ONE_THREAD: usize = 16 * 1024;
+
+/// The blocks of `changes`, in order, handed to `emit`.
+fn change_blocks(changes: &[&Change], style: &Style, threads: usize, emit: &mut dyn FnMut(&str)) {
+    for batch in changes.chunks(RENDERED_TOGETHER) {
+        let texts = crate::cores::map_runs(batch, threads, |run| {
+            let mut text = String::new();
+            for change in run {
+                change_block(&mut text, style, change);
+            }
+            vec![text]
+        });
+        for text in texts {
+            emit(&text);
+        }
     }
+}
+
+/// One change's block, under its header and the reason it is planned.
+fn change_block(text: &mut String, style: &Style, change: &Change) {
+    let header = match (change.action, &change.after) {
+        (Action::Read, None) => format!("{} has been deleted", change.address),
+        (Action::Read, Some(_)) => format!("{} has changed", change.address),
+        (action, _) => format!("{} {}", change.address, action.describe()),
+    };
+    let note = change.reason.as_ref().map(|r| r.explain(&change.address));
+    block(text, style, &header, note, change.action, change);
 }
 
 /// [`human`] handed to `emit` in pieces as it is rendered: the plan of 100,000 resources
@@ -295,16 +319,17 @@ pub fn human_to(plan: &Plan, color: bool, emit: &mut dyn FnMut(&str)) {
         PlanMode::RefreshOnly => text.push_str("This is a refresh-only plan: applying it records these changes in state and changes no remote object.\n\n"),
         _ => text.push_str("InfraFlux will perform the following actions:\n\n"),
     }
-    for change in visible {
-        let header = match (change.action, &change.after) {
-            (Action::Read, None) => format!("{} has been deleted", change.address),
-            (Action::Read, Some(_)) => format!("{} has changed", change.address),
-            (action, _) => format!("{} {}", change.address, action.describe()),
-        };
-        let note = change.reason.as_ref().map(|r| r.explain(&change.address));
-        block(&mut text, &style, &header, note, change.action, change);
-        hand_on(&mut text, emit);
-    }
+    // A batch of changes at a time is rendered on every core, then handed on in order:
+    // rendering a fleet's create plan (100 MB of text at 100,000 resources) on one
+    // thread was a fifth of that plan's time.
+    let threads = if visible.len() < RENDERED_ON_ONE_THREAD {
+        1
+    } else {
+        crate::cores::available()
+    };
+    emit(&text);
+    text.clear();
+    change_blocks(&visible, &style, threads, emit);
     rollout_section(&mut text, &style, plan);
     let summary = plan.summary();
     let line = match plan.mode {
@@ -505,4 +530,65 @@ pub fn json(plan: &Plan) -> Value {
             }))
             .collect::<Vec<_>>(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Reason;
+    use crate::testing::addr;
+
+    /// A fleet's blocks, rendered in batches on several threads, are the blocks rendered
+    /// one after another: the same text, in the plan's order.
+    #[test]
+    fn change_blocks_on_several_threads_are_those_rendered_on_one() {
+        let changes: Vec<Change> = (0..RENDERED_TOGETHER * 2 + 777)
+            .map(|i| {
+                let attributes = |v: usize| -> Attributes {
+                    [
+                        ("value".to_string(), json!(v)),
+                        ("name".to_string(), json!(format!("n{i}"))),
+                    ]
+                    .into_iter()
+                    .collect()
+                };
+                let action = [Action::Create, Action::Update, Action::Delete, Action::NoOp][i % 4];
+                Change {
+                    address: addr(&format!("r{i:05}")),
+                    provider: "mock".into(),
+                    action,
+                    reason: (action == Action::Delete).then_some(Reason::NotInConfiguration),
+                    id: None,
+                    before: (action != Action::Create).then(|| attributes(i)),
+                    after: (action != Action::Delete).then(|| attributes(i + 1)),
+                    desired: None,
+                    requires_replace: Vec::new(),
+                    sensitive: Vec::new(),
+                    wait_for: Vec::new(),
+                    dependencies: Vec::new(),
+                    prevent_destroy: false,
+                    refreshed: None,
+                }
+            })
+            .collect();
+        let changes: Vec<&Change> = changes.iter().collect();
+        let style = Style { color: false };
+        let mut one_by_one = String::new();
+        for change in &changes {
+            change_block(&mut one_by_one, &style, change);
+        }
+        for threads in [1, 2, 3] {
+            let mut rendered = String::new();
+            change_blocks(&changes, &style, threads, &mut |piece| {
+                rendered.push_str(piece)
+            });
+            assert_eq!(rendered, one_by_one, "{threads} threads");
+        }
+        // What the comparison is worth: every block, in order.
+        let first = one_by_one.find("r00000").unwrap();
+        let last = one_by_one
+            .find(&format!("r{:05}", changes.len() - 1))
+            .unwrap();
+        assert!(first < last);
+    }
 }
