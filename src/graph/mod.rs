@@ -522,11 +522,15 @@ fn add_orphan_edges(builder: &mut Builder<'_>) -> Result<(), Error> {
 
 fn check_acyclic(builder: &mut Builder<'_>) -> Result<(), Error> {
     let graph = &builder.graph;
-    for component in petgraph::algo::tarjan_scc(graph) {
-        let cyclic = component.len() > 1 || graph.contains_edge(component[0], component[0]);
-        if !cyclic {
-            continue;
-        }
+    // Kosaraju's walk keeps its own stack: Tarjan's in petgraph recurses once per
+    // vertex of a chain, and a chain of some 20,000 dependencies overflowed a thread's
+    // stack (an abort, not an error). Of several cycles, the one holding the least
+    // address is told.
+    let cycle = petgraph::algo::kosaraju_scc(graph)
+        .into_iter()
+        .filter(|component| component.len() > 1 || graph.contains_edge(component[0], component[0]))
+        .min_by_key(|component| component.iter().map(|&n| graph[n].address()).min());
+    if let Some(component) = cycle {
         let members: HashSet<NodeIndex> = component.iter().copied().collect();
         let mut edges: Vec<CycleEdge> = graph
             .edge_indices()

@@ -331,3 +331,49 @@ proptest! {
         }
     }
 }
+
+/// A chain of 20,000 dependencies is ordered, not a stack overflow (petgraph's Tarjan
+/// recursed once per vertex: an abort on a 2 MiB thread stack); and of two cycles, the
+/// one holding the least address is the one told.
+#[test]
+fn a_long_chain_is_ordered_and_of_two_cycles_the_first_is_told() {
+    let chain = |length: usize| -> Vec<DesiredResource> {
+        (0..length)
+            .map(|i| {
+                let attributes = if i > 0 {
+                    json!({"input": reference(format!("dev/w/mock_thing.r{:05}", i - 1), "out")})
+                } else {
+                    json!({})
+                };
+                desired(&format!("r{i:05}"), attributes, &[])
+            })
+            .collect()
+    };
+    let graph = ResourceGraph::build(
+        chain(20_000),
+        &StateDocument::new("dev"),
+        &GraphOptions::default(),
+    )
+    .unwrap();
+    let ordered = graph.into_execution_order();
+    assert_eq!(ordered.len(), 20_000);
+    assert_eq!(ordered[19_999].vertex.address().name, "r19999");
+
+    let mut resources = chain(4);
+    // r00002 → r00001 → r00002 and z1 ⇄ z2: the cycle holding r00001 is told.
+    resources[1].depends_on = vec![addr("r00002")];
+    resources.push(desired("z1", json!({}), &["z2"]));
+    resources.push(desired("z2", json!({}), &["z1"]));
+    resources.reverse();
+    match ResourceGraph::build(
+        resources,
+        &StateDocument::new("dev"),
+        &GraphOptions::default(),
+    ) {
+        Err(Error::Cycle(edges)) => {
+            let named: Vec<String> = edges.iter().map(|e| e.from.name.clone()).collect();
+            assert_eq!(named, ["r00001", "r00002"], "{edges:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
