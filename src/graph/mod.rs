@@ -749,8 +749,8 @@ impl ResourceGraph {
                 // secrets sixteen times.
                 targets.sort_unstable();
                 targets.dedup();
-                // The same targets as `configured_dependencies`, without the paths and
-                // reasons the graph's edges carry.
+                // The same targets as the free function `configured_dependencies`,
+                // without the paths and reasons the graph's edges carry.
                 let mut found: Vec<ResourceAddr> = targets
                     .into_iter()
                     .filter_map(|to| to.parse().ok())

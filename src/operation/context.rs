@@ -77,8 +77,9 @@ pub struct Context {
 pub struct LockedState {
     pub guard: Box<dyn LockGuard>,
     pub state: StateDocument,
-    /// The document is not the one read without the lock: another run wrote in
-    /// between, so what was derived from that read (machine identities) may be stale.
+    /// The document is not the one read without the lock (there was none, or another
+    /// run wrote in between), so what was derived from that read (machine identities)
+    /// may be stale.
     pub read_again: bool,
 }
 

@@ -7,7 +7,7 @@
 //! allocation. A plan reads each record once, when it plans that resource, and a
 //! no-op's record is dropped right after; holding the text keeps the state of 10,000
 //! resources at about 21 MiB instead of 55 (issue 15). The file is written from the
-//! text without building a value, and its checksum hashes the digest
+//! text without building a value, and its checksum hashes the XXH3 of that text
 //! ([`super::format`]), so writing never parses a record either.
 //!
 //! The order is the recorded one: a provider that renders from its prior attributes
@@ -84,8 +84,8 @@ impl StoredAttributes {
         result
     }
 
-    /// XXH3-128 of the canonical serialization: what the state checksum hashes in their
-    /// place.
+    /// XXH3-128 of the canonical serialization, which equality compares (computed on
+    /// the first call: the text is parsed for it).
     pub fn digest(&self) -> u128 {
         *self
             .digest
