@@ -632,7 +632,7 @@ impl ResourceGraph {
                 let address = self.graph[node].address();
                 (
                     self.predecessors(address).into_iter().cloned().collect(),
-                    self.configured_dependencies(node),
+                    self.dependencies_from_edges(node),
                 )
             })
             .collect();
@@ -656,7 +656,7 @@ impl ResourceGraph {
     /// again (a tenth of a second at 100,000 resources). Under destroy, targets may
     /// have removed some of a kept vertex's dependencies, whose edges point the other
     /// way there: its attributes are walked as before.
-    fn configured_dependencies(&self, node: NodeIndex) -> Vec<ResourceAddr> {
+    fn dependencies_from_edges(&self, node: NodeIndex) -> Vec<ResourceAddr> {
         if self.destroy {
             return self.dependencies(self.graph[node].address());
         }
@@ -749,7 +749,7 @@ impl ResourceGraph {
                 // secrets sixteen times.
                 targets.sort_unstable();
                 targets.dedup();
-                // The same targets as the free function `configured_dependencies`,
+                // The same targets as `configured_dependencies`,
                 // without the paths and reasons the graph's edges carry.
                 let mut found: Vec<ResourceAddr> = targets
                     .into_iter()
