@@ -583,12 +583,15 @@ impl ResourceGraph {
         state: &dyn Recorded,
         options: &GraphOptions,
     ) -> Result<ResourceGraph, Error> {
+        // Made at the configuration's size: grown one vertex at a time, a fleet's
+        // vertices (each holding its configuration) were copied over and over.
+        let vertices = desired.len();
         let mut builder = Builder {
             desired,
             state,
             options,
-            graph: DiGraph::new(),
-            index: HashMap::new(),
+            graph: DiGraph::with_capacity(vertices, 0),
+            index: HashMap::with_capacity(vertices),
         };
         for step in STEPS {
             tracing::trace!(step = step.name, "graph step");
@@ -629,9 +632,11 @@ impl ResourceGraph {
         let edges: Vec<(Vec<ResourceAddr>, Vec<ResourceAddr>)> = order
             .iter()
             .map(|&node| {
-                let address = self.graph[node].address();
                 (
-                    self.predecessors(address).into_iter().cloned().collect(),
+                    self.neighbors_of(node, Direction::Incoming)
+                        .into_iter()
+                        .cloned()
+                        .collect(),
                     self.dependencies_from_edges(node),
                 )
             })
@@ -723,9 +728,14 @@ impl ResourceGraph {
     }
 
     fn neighbors(&self, addr: &ResourceAddr, direction: Direction) -> Vec<&ResourceAddr> {
-        let Some(&node) = self.index.get(addr) else {
-            return Vec::new();
-        };
+        match self.index.get(addr) {
+            Some(&node) => self.neighbors_of(node, direction),
+            None => Vec::new(),
+        }
+    }
+
+    /// [`Self::neighbors`] of a vertex already found.
+    fn neighbors_of(&self, node: NodeIndex, direction: Direction) -> Vec<&ResourceAddr> {
         let mut found: Vec<&ResourceAddr> = self
             .graph
             .neighbors_directed(node, direction)
