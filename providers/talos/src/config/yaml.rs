@@ -109,6 +109,11 @@ fn write_scalar(out: &mut String, value: &Value, column: usize) -> Option<()> {
         Value::Number(_) => return None,
         Value::String(text) if text.is_empty() => out.push_str("''"),
         Value::String(text) if plain_is_certain(text, Some(column)) => out.push_str(text),
+        Value::String(text) if single_quoted_is_certain(text) => {
+            out.push('\'');
+            out.push_str(text);
+            out.push('\'');
+        }
         Value::String(_) => return None,
         Value::Array(_) => out.push_str("[]"),
         Value::Object(_) => out.push_str("{}"),
@@ -157,6 +162,29 @@ fn plain_is_certain(text: &str, column: Option<usize>) -> bool {
         }
     }
     !read_as_other_than_a_string(text)
+}
+
+/// Whether serde_yaml writes the value `text` as `'text'`: single-quoted because it would
+/// read back as a number, boolean or null (or, all digits with a leading zero, to keep it
+/// a string), with nothing inside to escape or fold. Machine-config patches are full of
+/// these (sysctl values such as `"65535"`, kubelet arguments such as `"250"`), and one of
+/// them sent the whole document to libyaml. Only the forms where that is certain:
+/// decimal digits, with at most one `.` between them, up to 300 characters (beyond
+/// about 309 digits a number is infinite to serde_yaml, and a string again), and the
+/// exact words it reads as booleans and null. Keys are not written this way.
+fn single_quoted_is_certain(text: &str) -> bool {
+    const WORDS: &[&str] = &[
+        "true", "True", "TRUE", "false", "False", "FALSE", "null", "Null", "NULL", "~",
+    ];
+    if WORDS.contains(&text) {
+        return true;
+    }
+    let decimal = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    text.len() <= 300
+        && match text.split_once('.') {
+            None => decimal(text),
+            Some((whole, fraction)) => decimal(whole) && decimal(fraction),
+        }
 }
 
 /// A plain scalar serde_yaml would read back as a number, boolean or null: it quotes
@@ -231,6 +259,17 @@ mod tests {
             },
         });
         assert!(same_as_serde_yaml(&document).is_some());
+        // What serde_yaml single-quotes to keep a string: a patch's sysctls and kubelet
+        // arguments, versions, booleans and null as text, digits up to 300 long.
+        let quoted = json!({
+            "machine": {
+                "sysctls": {"net.core.somaxconn": "65535", "vm.overcommit_memory": "1"},
+                "kubelet": {"extraArgs": {"max-pods": "250", "rotate": "true"}},
+            },
+            "values": ["0", "007", "1.13", "0.5", "TRUE", "False", "null", "~", "9".repeat(300)],
+        });
+        let written = same_as_serde_yaml(&quoted).expect("written directly");
+        assert!(written.contains("somaxconn: '65535'"), "{written}");
         for scalar in [
             json!("v1alpha1"),
             json!(""),
@@ -246,8 +285,6 @@ mod tests {
     #[test]
     fn what_is_not_certain_is_left_to_serde_yaml() {
         for uncertain in [
-            json!({"a": "true"}),
-            json!({"a": "1.5"}),
             json!({"a": "0x1f"}),
             json!({"a": "-"}),
             json!({"a": "a: b"}),
@@ -259,6 +296,14 @@ mod tests {
             json!({"a": "+inf"}),
             json!({"a": "++1"}),
             json!({"a": "+5"}),
+            json!({"a": "yes"}),
+            json!({"a": "1e5"}),
+            json!({"a": "1."}),
+            json!({"a": ".5"}),
+            json!({"a": "-5"}),
+            // Infinite to serde_yaml, so a string again, written plain.
+            json!({"a": "9".repeat(400)}),
+            json!({"65535": "a"}),
             json!({"a": "+"}),
             json!({"a": 1.5}),
             json!({"a": "é"}),
@@ -275,6 +320,9 @@ mod tests {
             // Strings from an alphabet with every character the writer treats specially.
             "[a-zA-Z0-9 ./:_=+@()~#'\"\\-]{0,12}".prop_map(Value::from),
             "(true|false|null|yes|No|ON|~|0x1F|0o17|1e5|\\.inf|-\\.5|007|1_000|10\\.0\\.0\\.1)"
+                .prop_map(Value::from),
+            // Numbers and words serde_yaml reads as other than strings, as strings.
+            "([0-9]{1,6}|[0-9]{0,3}\\.[0-9]{0,3}|(t|T)rue|TRUE|(f|F)alse|FALSE|(n|N)ull|NULL|~)"
                 .prop_map(Value::from),
             // Signed: numbers in every form serde_yaml reads, and base64 secrets.
             "\\+(0x1F|0o17|0b1|1e5|\\.inf|inf|NaN|5|05|true|\\+1|-1|[a-zA-Z0-9+/=]{0,12})"
