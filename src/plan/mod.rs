@@ -49,6 +49,7 @@ use resolve::Lookup;
 
 use crate::graph::{self, DesiredResource, GraphOptions, OrderedVertex, ResourceGraph, Vertex};
 use crate::registry::ProviderRegistry;
+use crate::state::by_reference::MarkerReads;
 use crate::state::{ResourceStatus, StateDocument};
 use crate::vocabulary::ResourceAddr;
 
@@ -759,6 +760,7 @@ async fn plan_vertex(
     ordered: OrderedVertex,
     context: &pieces::PieceContext<'_>,
     left_out: &HashSet<ResourceAddr>,
+    reads: &mut pieces::PieceReads,
 ) -> Result<Outcome, Error> {
     let pieces::PieceContext {
         schemas,
@@ -801,7 +803,8 @@ async fn plan_vertex(
             } else {
                 std::mem::take(&mut desired.attributes)
             };
-            let resolved = resolve_for_plan(&desired, attributes, context, current, schemas)?;
+            let resolved =
+                resolve_for_plan(&desired, attributes, context, current, schemas, reads)?;
             // Hosts are planned before what is replaced with them, in the same piece
             // (`pieces`).
             let host_replaced = desired.replace_with.iter().any(|host| {
@@ -825,6 +828,7 @@ async fn plan_vertex(
                 providers,
                 replacement,
                 schemas,
+                &mut reads.markers,
             )
             .await?;
             if !options.complete {
@@ -907,6 +911,7 @@ fn resolve_for_plan(
     so_far: &pieces::PieceContext<'_>,
     current: &StateDocument,
     schemas: &Schemas,
+    reads: &mut pieces::PieceReads,
 ) -> Result<resolve::Resolved, Error> {
     let mut lookup_reference = |reference: &infraflux_provider::Reference| {
         let Some(target) = so_far.change(reference.address.as_str()).or_else(|| {
@@ -922,17 +927,16 @@ fn resolve_for_plan(
         // A no-op's attributes are the recorded ones; a plan that is only shown keeps
         // them there, not in the change (`PlanOptions::complete`).
         let attributes = target.after.as_ref().map(Cow::Borrowed).or_else(|| {
-            (target.action == Action::NoOp)
+            let recorded = (target.action == Action::NoOp)
                 .then(|| current.resources.get(&target.address))
-                .flatten()
-                .map(|recorded| {
-                    Cow::Owned(resolve::recorded_for_reference(
-                        current,
-                        recorded,
-                        &reference.attribute,
-                        schema,
-                    ))
-                })
+                .flatten()?;
+            let read = reads
+                .for_reference
+                .entry((target.address.clone(), reference.attribute.clone()))
+                .or_insert_with(|| {
+                    resolve::recorded_for_reference(current, recorded, &reference.attribute, schema)
+                });
+            Some(Cow::Borrowed(read))
         });
         match attributes
             .as_deref()
@@ -969,6 +973,7 @@ async fn plan_configured(
     providers: &ProviderRegistry,
     replacement: Option<Reason>,
     schemas: &Schemas,
+    markers: &mut MarkerReads,
 ) -> Result<Change, Error> {
     let addr = &desired.address;
     let provider = providers.get(&desired.provider).expect("checked in plan");
@@ -985,7 +990,7 @@ async fn plan_configured(
         kind: desired.kind.clone(),
     };
     // What the record holds by reference, as values again (`state::by_reference`).
-    let prior_attributes = prior.map(|p| current.resolve_stored(&p.attributes));
+    let prior_attributes = prior.map(|p| current.resolve_owned_with(p.attributes.parse(), markers));
     let response = provider
         .plan(PlanRequest {
             resource,

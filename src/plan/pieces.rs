@@ -13,7 +13,9 @@ use super::{Change, Error, PlanOptions, Schemas, Unknown, parallel, plan_vertex}
 use crate::graph::{OrderedVertex, ResourceGraph, Vertex};
 use crate::registry::ProviderRegistry;
 use crate::state::StateDocument;
+use crate::state::by_reference::MarkerReads;
 use crate::vocabulary::ResourceAddr;
+use infraflux_provider::Attributes;
 
 /// The changes of every vertex, in execution order, but those left unknown: a resource
 /// in `unreachable`, and one that waits for an unknown one (so it never runs on values
@@ -89,6 +91,19 @@ pub(super) async fn plan_changes(
 /// Fewer resources than this are planned on one thread: starting threads costs more
 /// than it saves.
 pub(super) const MIN_RESOURCES_FOR_THREADS: usize = 256;
+
+/// What a piece read of recorded resources for its vertices, kept while it plans: a
+/// cluster's machine configs each take its secrets, by their configuration's reference
+/// and by their record's marker, and each read parsed (and, for a marker, digested) the
+/// same bundle again. State does not change while a plan runs.
+#[derive(Debug, Default)]
+pub(super) struct PieceReads {
+    /// Markers resolved ([`StateDocument::resolve_owned_with`]).
+    pub markers: MarkerReads,
+    /// What a reference to an attribute of a recorded resource read of its record
+    /// ([`super::resolve::recorded_for_reference`]), by address and attribute.
+    pub for_reference: HashMap<(ResourceAddr, String), Attributes>,
+}
 
 /// What planning a vertex came to.
 pub(super) enum Outcome {
@@ -176,12 +191,13 @@ impl PieceContext<'_> {
 /// Plan a piece in execution order; its first error (and its position), if any.
 async fn plan_piece(piece: Piece, context: &PieceContext<'_>) -> Option<(usize, Error)> {
     let mut left_out: HashSet<ResourceAddr> = HashSet::new();
+    let mut reads = PieceReads::default();
     for (position, ordered) in piece.vertices {
         if position > context.first_error.load(Ordering::Relaxed) {
             // An earlier error ends the plan: what comes after it is never used.
             return None;
         }
-        match plan_vertex(ordered, context, &left_out).await {
+        match plan_vertex(ordered, context, &left_out, &mut reads).await {
             Ok(outcome) => {
                 if let Outcome::Unknown(unknown) = &outcome {
                     left_out.insert(unknown.address.clone());

@@ -137,6 +137,39 @@ fn referenced_in(attributes: &Attributes, reference: &RecordedReference<'_>) -> 
     Some(Value::Object(value))
 }
 
+/// What markers resolved to, for the next record holding the same one: each of a
+/// cluster's machine configs holds its secrets' marker, and each resolved it by parsing
+/// and digesting the same bundle again (a twentieth of a steady fleet plan). Kept for
+/// one piece of a plan, while the records it reads do not change.
+#[derive(Debug, Default)]
+pub struct MarkerReads(std::collections::HashMap<String, (Option<Value>, bool)>);
+
+impl MarkerReads {
+    /// The value `reference` stands for now (`None`: its resource or an attribute of
+    /// it is gone), and whether that is not the value recorded (stale).
+    fn resolve(
+        &mut self,
+        document: &StateDocument,
+        reference: &RecordedReference<'_>,
+    ) -> (Option<Value>, bool) {
+        // The names as JSON: no two lists of them read alike.
+        let key = format!(
+            "{} {} {}",
+            reference.address,
+            reference.digest,
+            Value::from(reference.attributes.clone())
+        );
+        let (found, stale) = self.0.entry(key).or_insert_with(|| {
+            let found = document.referenced(reference);
+            let stale = found
+                .as_ref()
+                .is_none_or(|found| digest(found) != reference.digest);
+            (found, stale)
+        });
+        (found.clone(), *stale)
+    }
+}
+
 /// A record's attributes with every marker resolved.
 #[derive(Debug)]
 pub struct Resolved<'a> {
@@ -168,17 +201,25 @@ impl StateDocument {
     }
 
     /// [`Self::resolve`] of attributes owned already.
-    pub fn resolve_owned(&self, mut attributes: Attributes) -> Resolved<'static> {
+    pub fn resolve_owned(&self, attributes: Attributes) -> Resolved<'static> {
+        self.resolve_owned_with(attributes, &mut MarkerReads::default())
+    }
+
+    /// [`Self::resolve_owned`], taking what `reads` resolved before for the same
+    /// markers and keeping what it resolves now.
+    pub fn resolve_owned_with(
+        &self,
+        mut attributes: Attributes,
+        reads: &mut MarkerReads,
+    ) -> Resolved<'static> {
         let mut stale = false;
         let mut gone = Vec::new();
         for (name, value) in attributes.iter_mut() {
             let Some(reference) = recorded_reference(value) else {
                 continue;
             };
-            let found = self.referenced(&reference);
-            stale |= found
-                .as_ref()
-                .is_none_or(|found| digest(found) != reference.digest);
+            let (found, changed) = reads.resolve(self, &reference);
+            stale |= changed;
             match found {
                 Some(found) => *value = found,
                 None => gone.push(name.clone()),
@@ -432,6 +473,46 @@ mod tests {
         document.resources.remove(&secrets);
         let resolved = document.resolve_owned(config(&document));
         assert!(resolved.stale && !resolved.attributes.contains_key("secrets"));
+    }
+
+    /// Issue 15: records holding the same marker, resolved with the reads kept between
+    /// them (a plan's piece), resolve as each would alone: fresh, stale, gone.
+    #[test]
+    fn markers_resolved_once_resolve_every_record_holding_them_alike() {
+        let mut document = document();
+        let mut reads = MarkerReads::default();
+        let fresh = document.resolve_owned(config(&document));
+        for _ in 0..2 {
+            let kept = document.resolve_owned_with(config(&document), &mut reads);
+            assert_eq!((kept.stale, &kept.attributes), (fresh.stale, &fresh.attributes));
+        }
+        // The same attributes of the same record, recorded with other values (a node
+        // applied with an older bundle): its own answer, stale.
+        let mut other = config(&document);
+        let names = ["admin_crt", "admin_key", "os_ca_crt"].map(Value::from).to_vec();
+        let old = json!({"admin_crt": "OLD", "admin_key": "KEY", "os_ca_crt": "CA"});
+        other.insert("secrets".into(), marker(SECRETS, names, digest(&old)));
+        let alone = document.resolve_owned(other.clone());
+        let kept = document.resolve_owned_with(other, &mut reads);
+        assert!(alone.stale && kept.stale);
+        assert_eq!(kept.attributes, alone.attributes);
+        assert_eq!(kept.attributes["secrets"], bundle());
+        // And the reads of another marker, names but not values alike, leave it be.
+        let mut other_names = config(&document);
+        let fewer = vec![json!("admin_crt")];
+        let crt = json!({"admin_crt": "CRT"});
+        other_names.insert("secrets".into(), marker(SECRETS, fewer, digest(&crt)));
+        let kept = document.resolve_owned_with(other_names, &mut reads);
+        assert!(!kept.stale);
+        assert_eq!(kept.attributes["secrets"], crt);
+        // Gone for one reader, gone for the next (state does not change in a plan: a
+        // fresh set of reads for the changed document).
+        document.resources.remove(&SECRETS.parse::<ResourceAddr>().unwrap());
+        let mut reads = MarkerReads::default();
+        for _ in 0..2 {
+            let kept = document.resolve_owned_with(config(&document), &mut reads);
+            assert!(kept.stale && !kept.attributes.contains_key("secrets"));
+        }
     }
 
     #[test]
