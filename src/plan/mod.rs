@@ -765,8 +765,6 @@ async fn plan_vertex(
     let pieces::PieceContext {
         schemas,
         current,
-        recorded,
-        providers,
         options,
         unreachable,
         ..
@@ -820,17 +818,9 @@ async fn plan_vertex(
                     .contains(&desired.address)
                     .then_some(Reason::ReplaceRequested)
             };
-            let mut change = plan_configured(
-                desired,
-                resolved,
-                current,
-                recorded,
-                providers,
-                replacement,
-                schemas,
-                &mut reads.markers,
-            )
-            .await?;
+            let mut change =
+                plan_configured(desired, resolved, context, replacement, &mut reads.markers)
+                    .await?;
             if !options.complete {
                 if change.action == Action::NoOp {
                     change.after = None;
@@ -968,13 +958,17 @@ fn resolve_for_plan(
 async fn plan_configured(
     desired: DesiredResource,
     resolved: resolve::Resolved,
-    current: &StateDocument,
-    recorded: &StateDocument,
-    providers: &ProviderRegistry,
+    context: &pieces::PieceContext<'_>,
     replacement: Option<Reason>,
-    schemas: &Schemas,
     markers: &mut MarkerReads,
 ) -> Result<Change, Error> {
+    let pieces::PieceContext {
+        schemas,
+        current,
+        recorded,
+        providers,
+        ..
+    } = *context;
     let addr = &desired.address;
     let provider = providers.get(&desired.provider).expect("checked in plan");
     let prior = current.resources.get(addr);

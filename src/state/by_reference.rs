@@ -484,12 +484,17 @@ mod tests {
         let fresh = document.resolve_owned(config(&document));
         for _ in 0..2 {
             let kept = document.resolve_owned_with(config(&document), &mut reads);
-            assert_eq!((kept.stale, &kept.attributes), (fresh.stale, &fresh.attributes));
+            assert_eq!(
+                (kept.stale, &kept.attributes),
+                (fresh.stale, &fresh.attributes)
+            );
         }
         // The same attributes of the same record, recorded with other values (a node
         // applied with an older bundle): its own answer, stale.
         let mut other = config(&document);
-        let names = ["admin_crt", "admin_key", "os_ca_crt"].map(Value::from).to_vec();
+        let names = ["admin_crt", "admin_key", "os_ca_crt"]
+            .map(Value::from)
+            .to_vec();
         let old = json!({"admin_crt": "OLD", "admin_key": "KEY", "os_ca_crt": "CA"});
         other.insert("secrets".into(), marker(SECRETS, names, digest(&old)));
         let alone = document.resolve_owned(other.clone());
@@ -507,7 +512,9 @@ mod tests {
         assert_eq!(kept.attributes["secrets"], crt);
         // Gone for one reader, gone for the next (state does not change in a plan: a
         // fresh set of reads for the changed document).
-        document.resources.remove(&SECRETS.parse::<ResourceAddr>().unwrap());
+        document
+            .resources
+            .remove(&SECRETS.parse::<ResourceAddr>().unwrap());
         let mut reads = MarkerReads::default();
         for _ in 0..2 {
             let kept = document.resolve_owned_with(config(&document), &mut reads);
