@@ -140,9 +140,13 @@ fn referenced_in(attributes: &Attributes, reference: &RecordedReference<'_>) -> 
 /// What markers resolved to, for the next record holding the same one: each of a
 /// cluster's machine configs holds its secrets' marker, and each resolved it by parsing
 /// and digesting the same bundle again (a twentieth of a steady fleet plan). Kept for
-/// one piece of a plan, while the records it reads do not change.
+/// one piece of a plan, while the records it reads do not change: reads kept across a
+/// change of the document (`set_record`, in apply) would answer for the old one.
 #[derive(Debug, Default)]
-pub struct MarkerReads(std::collections::HashMap<String, (Option<Value>, bool)>);
+pub struct MarkerReads(std::collections::HashMap<MarkerKey, (Option<Value>, bool)>);
+
+/// A marker as [`MarkerReads`] tells them apart: its address, digest and names.
+type MarkerKey = (String, String, Vec<String>);
 
 impl MarkerReads {
     /// The value `reference` stands for now (`None`: its resource or an attribute of
@@ -152,12 +156,10 @@ impl MarkerReads {
         document: &StateDocument,
         reference: &RecordedReference<'_>,
     ) -> (Option<Value>, bool) {
-        // The names as JSON: no two lists of them read alike.
-        let key = format!(
-            "{} {} {}",
-            reference.address,
-            reference.digest,
-            Value::from(reference.attributes.clone())
+        let key = (
+            reference.address.to_string(),
+            reference.digest.to_string(),
+            reference.attributes.iter().map(|n| n.to_string()).collect(),
         );
         let (found, stale) = self.0.entry(key).or_insert_with(|| {
             let found = document.referenced(reference);
@@ -502,6 +504,15 @@ mod tests {
         assert!(alone.stale && kept.stale);
         assert_eq!(kept.attributes, alone.attributes);
         assert_eq!(kept.attributes["secrets"], bundle());
+        // Fewer names, with the digest of the whole bundle (a marker no plan writes):
+        // its own answer, not the whole bundle's.
+        let mut fewer_names = config(&document);
+        let fewer = vec![json!("admin_crt")];
+        fewer_names.insert("secrets".into(), marker(SECRETS, fewer, digest(&bundle())));
+        let alone = document.resolve_owned(fewer_names.clone());
+        let kept = document.resolve_owned_with(fewer_names, &mut reads);
+        assert!(alone.stale && kept.stale);
+        assert_eq!(kept.attributes["secrets"], json!({"admin_crt": "CRT"}));
         // And the reads of another marker, names but not values alike, leave it be.
         let mut other_names = config(&document);
         let fewer = vec![json!("admin_crt")];

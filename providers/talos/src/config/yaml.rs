@@ -10,16 +10,16 @@
 //!
 //! [`write_document`] handles mappings, sequences, booleans, null, integers and the
 //! strings whose plain (unquoted) form is certain: ASCII, no YAML indicator, not read
-//! as a number, boolean or null, no line break, no space where libyaml would fold the
-//! line. It writes `''` for the empty string, as serde_yaml does. Anything else (a
-//! float, a string that needs quotes or a block, a long key) makes it give up on the
-//! whole document: the caller then uses serde_yaml. A test compares both on every
-//! bundled configuration and on generated documents.
+//! as a number, boolean or null, no line break, no double space (serde_yaml sets no line
+//! width: libyaml never folds a line). It writes `''` for the empty string, as
+//! serde_yaml does, and single-quotes what serde_yaml quotes to keep it a string where
+//! that is certain ([`single_quoted_is_certain`]). Anything else (a float, a string that
+//! needs double quotes or a block, a long key) makes it give up on the whole document:
+//! the caller then uses serde_yaml. A test compares both on every bundled configuration
+//! and on generated documents.
 
 use serde_json::{Map, Value};
 
-/// libyaml's preferred line width: past this column a plain scalar is folded at a space.
-const BEST_WIDTH: usize = 80;
 /// Keys longer than this are written as complex keys (`? key`) by libyaml.
 const SIMPLE_KEY_LIMIT: usize = 128;
 
@@ -30,7 +30,7 @@ pub fn write_document(document: &Value, out: &mut String) -> Option<()> {
     let written = match document {
         Value::Object(map) if !map.is_empty() => write_mapping(out, map, 0),
         Value::Array(items) if !items.is_empty() => write_sequence(out, items, 0),
-        scalar => write_scalar(out, scalar, 0).map(|()| out.push('\n')),
+        scalar => write_scalar(out, scalar).map(|()| out.push('\n')),
     };
     if written.is_none() {
         out.truncate(start);
@@ -49,7 +49,7 @@ fn write_mapping(out: &mut String, map: &Map<String, Value>, width: usize) -> Op
         if index > 0 {
             indent(out, width);
         }
-        if key.is_empty() || key.len() > SIMPLE_KEY_LIMIT || !plain_is_certain(key, None) {
+        if key.is_empty() || key.len() > SIMPLE_KEY_LIMIT || !plain_is_certain(key, false) {
             return None;
         }
         out.push_str(key);
@@ -68,7 +68,7 @@ fn write_mapping(out: &mut String, map: &Map<String, Value>, width: usize) -> Op
             }
             scalar => {
                 out.push(' ');
-                write_scalar(out, scalar, width + key.len() + 2)?;
+                write_scalar(out, scalar)?;
                 out.push('\n');
             }
         }
@@ -88,7 +88,7 @@ fn write_sequence(out: &mut String, items: &[Value], width: usize) -> Option<()>
             Value::Object(inner) if !inner.is_empty() => write_mapping(out, inner, width + 2)?,
             Value::Array(inner) if !inner.is_empty() => write_sequence(out, inner, width + 2)?,
             scalar => {
-                write_scalar(out, scalar, width + 2)?;
+                write_scalar(out, scalar)?;
                 out.push('\n');
             }
         }
@@ -96,8 +96,8 @@ fn write_sequence(out: &mut String, items: &[Value], width: usize) -> Option<()>
     Some(())
 }
 
-/// A scalar (or an empty collection) starting at column `column`.
-fn write_scalar(out: &mut String, value: &Value, column: usize) -> Option<()> {
+/// A scalar (or an empty collection) in value position.
+fn write_scalar(out: &mut String, value: &Value) -> Option<()> {
     match value {
         Value::Null => out.push_str("null"),
         Value::Bool(true) => out.push_str("true"),
@@ -108,7 +108,7 @@ fn write_scalar(out: &mut String, value: &Value, column: usize) -> Option<()> {
         // Floats: serde_yaml's own formatting (ryu, `.inf`, `.nan`) is not repeated here.
         Value::Number(_) => return None,
         Value::String(text) if text.is_empty() => out.push_str("''"),
-        Value::String(text) if plain_is_certain(text, Some(column)) => out.push_str(text),
+        Value::String(text) if plain_is_certain(text, true) => out.push_str(text),
         Value::String(text) if single_quoted_is_certain(text) => {
             out.push('\'');
             out.push_str(text);
@@ -121,9 +121,9 @@ fn write_scalar(out: &mut String, value: &Value, column: usize) -> Option<()> {
     Some(())
 }
 
-/// Whether serde_yaml writes `text` plain, as it is. `column` is where a value starts
-/// (libyaml may fold a value with spaces past [`BEST_WIDTH`]); keys are never folded.
-fn plain_is_certain(text: &str, column: Option<usize>) -> bool {
+/// Whether serde_yaml writes `text` plain, as it is: a value, or a key (`value` false;
+/// keys with a space are left to serde_yaml, as no test holds them).
+fn plain_is_certain(text: &str, value: bool) -> bool {
     let bytes = text.as_bytes();
     let Some(&first) = bytes.first() else {
         return false;
@@ -148,13 +148,10 @@ fn plain_is_certain(text: &str, column: Option<usize>) -> bool {
             b'-' | b'_' | b'.' | b'/' | b'=' | b'+' | b'@' | b'(' | b')' | b'~' => true,
             // `: ` starts a value.
             b':' => next != Some(b' '),
-            // One space between words: not two, not ` #` (a comment), and never where
-            // libyaml would fold the line (a key is never folded).
-            b' ' => {
-                next != Some(b' ')
-                    && next != Some(b'#')
-                    && column.is_some_and(|c| c + index < BEST_WIDTH - 2)
-            }
+            // One space between words in a value: not two, not ` #` (a comment). At any
+            // column: serde_yaml sets libyaml's line width to unlimited, so a long value
+            // is never folded.
+            b' ' => value && next != Some(b' ') && next != Some(b'#'),
             _ => false,
         };
         if !fine {
@@ -188,8 +185,8 @@ fn single_quoted_is_certain(text: &str) -> bool {
 }
 
 /// A plain scalar serde_yaml would read back as a number, boolean or null: it quotes
-/// those. Rust's own number parsers accept more than YAML does (`inf`, `1e5`, leading
-/// zeros), which only sends more documents to serde_yaml.
+/// those. Rust's own number parsers accept more than serde_yaml does (`inf`, `nan`,
+/// `infinity`), which only sends more documents to serde_yaml.
 fn read_as_other_than_a_string(text: &str) -> bool {
     const WORDS: &[&str] = &[
         "true", "false", "null", "yes", "no", "on", "off", "y", "n", "~",
@@ -270,6 +267,11 @@ mod tests {
         });
         let written = same_as_serde_yaml(&quoted).expect("written directly");
         assert!(written.contains("somaxconn: '65535'"), "{written}");
+        // A long value with spaces, deep in the document: on one line at any column.
+        let sentence = vec!["word"; 40].join(" ");
+        let deep = json!({"a": {"b": {"c": [{"d": sentence, "e": [sentence]}]}}});
+        let written = same_as_serde_yaml(&deep).expect("written directly");
+        assert_eq!(written.lines().count(), 6, "{written}");
         for scalar in [
             json!("v1alpha1"),
             json!(""),
@@ -304,11 +306,11 @@ mod tests {
             // Infinite to serde_yaml, so a string again, written plain.
             json!({"a": "9".repeat(400)}),
             json!({"65535": "a"}),
+            json!({"a key": "a"}),
             json!({"a": "+"}),
             json!({"a": 1.5}),
             json!({"a": "é"}),
             json!({"a": "trailing "}),
-            json!({"a": format!("{} end", "x".repeat(90))}),
             json!({"": 1}),
         ] {
             assert_eq!(written(&uncertain), None, "{uncertain}");
@@ -319,12 +321,15 @@ mod tests {
         prop_oneof![
             // Strings from an alphabet with every character the writer treats specially.
             "[a-zA-Z0-9 ./:_=+@()~#'\"\\-]{0,12}".prop_map(Value::from),
+            // Long values with spaces: never folded, at any column.
+            "[a-z]{1,12}( [a-z+]{1,12}){4,12}".prop_map(Value::from),
             "(true|false|null|yes|No|ON|~|0x1F|0o17|1e5|\\.inf|-\\.5|007|1_000|10\\.0\\.0\\.1)"
                 .prop_map(Value::from),
             // Numbers and words serde_yaml reads as other than strings, as strings.
             "([0-9]{1,6}|[0-9]{0,3}\\.[0-9]{0,3}|(t|T)rue|TRUE|(f|F)alse|FALSE|(n|N)ull|NULL|~)"
                 .prop_map(Value::from),
-            // Signed: numbers in every form serde_yaml reads, and base64 secrets.
+            // Signed: numbers in the forms serde_yaml reads (and some it reads as strings,
+            // which the writer leaves to it), and base64 secrets.
             "\\+(0x1F|0o17|0b1|1e5|\\.inf|inf|NaN|5|05|true|\\+1|-1|[a-zA-Z0-9+/=]{0,12})"
                 .prop_map(Value::from),
             any::<i64>().prop_map(Value::from),
@@ -337,7 +342,7 @@ mod tests {
         scalar().prop_recursive(4, 48, 6, |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-                prop::collection::vec(("[a-zA-Z0-9_./:-]{1,10}", inner), 0..5)
+                prop::collection::vec(("[a-zA-Z0-9_./:+-]{1,10}", inner), 0..5)
                     .prop_map(|entries| Value::Object(entries.into_iter().collect())),
             ]
         })
