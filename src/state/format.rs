@@ -108,8 +108,10 @@ pub fn encode(document: &StateDocument) -> Result<Vec<u8>, Error> {
         .zip(document.resources.values())
         .map(|((key, fields), record)| CanonicalRecord {
             key,
-            fields,
-            attributes: Some(&record.attributes),
+            body: CanonicalBody::Fields {
+                fields,
+                attributes: Some(&record.attributes),
+            },
         })
         .collect();
     // The canonical order is the text's, which need not be the addresses' own.
@@ -217,7 +219,7 @@ pub fn decode(bytes: &[u8], path: &str) -> Result<StateDocument, Error> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(corrupt("the file is empty".to_string(), None));
     }
-    let parsed = super::parse::state_from_slice(bytes, crate::cores::available())
+    let parsed = super::parse::state_from_slice(bytes, crate::cores::available(), read_record)
         .map_err(|e| corrupt("it is not valid JSON".to_string(), Some(e)))?;
     let Some(ParsedState {
         header: mut envelope,
@@ -262,7 +264,7 @@ pub fn decode(bytes: &[u8], path: &str) -> Result<StateDocument, Error> {
     };
     let records = records.map(last_of_each_address);
     let actual = {
-        let canonical = records.as_deref().map(CanonicalRecord::of);
+        let canonical = records.as_deref().map(CanonicalRecord::of_read);
         let hashed = if version >= 4 {
             Hashed::Text
         } else {
@@ -292,10 +294,10 @@ pub fn decode(bytes: &[u8], path: &str) -> Result<StateDocument, Error> {
 
 /// Records sorted by their text, an address given more than once keeping its last
 /// record (as a JSON object keeps a repeated member's last value).
-fn last_of_each_address(mut records: Vec<(String, ParsedRecord)>) -> Vec<(String, ParsedRecord)> {
+fn last_of_each_address<R>(mut records: Vec<(String, R)>) -> Vec<(String, R)> {
     // Stable: a repeated address's records stay in file order.
     records.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut kept: Vec<(String, ParsedRecord)> = Vec::with_capacity(records.len());
+    let mut kept: Vec<(String, R)> = Vec::with_capacity(records.len());
     for record in records {
         match kept.last_mut() {
             Some(last) if last.0 == record.0 => *last = record,
@@ -305,12 +307,73 @@ fn last_of_each_address(mut records: Vec<(String, ParsedRecord)>) -> Vec<(String
     kept
 }
 
-/// The document from its envelope (migrated) and its records. Each record's attributes
-/// are moved in as the text they were parsed into; the rest goes through serde, so
-/// defaults and errors stay the derive's.
+/// A record of a file being read, made ready on the thread that parsed it: the
+/// checksum's part of it and its conversion to a [`ResourceState`] were a fifth of
+/// reading a fleet's state, on one core, after the records' parse on all of them
+/// (issue 15).
+enum ReadRecord {
+    /// Of the format's shape: an object whose attributes are an object.
+    Shaped {
+        /// Its canonical serialization with its attributes' value left out: they stand
+        /// at `attributes_at`, as the file's version hashes them.
+        canonical: Vec<u8>,
+        attributes_at: usize,
+        /// XXH3-128 of the attributes' text (how version 4 on hashes them).
+        text_digest: u128,
+        /// The record read, or why it does not read (told only once the checksum
+        /// holds), with its attributes kept for a checksum of an older version.
+        read: Result<(ResourceAddr, ResourceState), (serde_json::Error, StoredAttributes)>,
+    },
+    /// Anything else, kept as parsed: the checksum and the conversion's error are
+    /// made of it as they always were.
+    Unshaped(ParsedRecord),
+}
+
+/// `record` (at `key`) made ready to check and to read (see [`ReadRecord`]).
+fn read_record(key: &str, record: ParsedRecord) -> ReadRecord {
+    let ParsedRecord {
+        fields: Value::Object(mut fields),
+        attributes: Some(attributes),
+    } = record
+    else {
+        return ReadRecord::Unshaped(record);
+    };
+    let mut canonical = Vec::new();
+    let mut attributes_at = 0;
+    write_record_around(&fields, &mut canonical, |out| attributes_at = out.len());
+    let text_digest = xxhash_rust::xxh3::xxh3_128(attributes.text().as_bytes());
+    let address = match serde_json::from_value::<ResourceAddr>(Value::String(key.to_string())) {
+        Ok(address) => address,
+        Err(e) => {
+            return ReadRecord::Shaped {
+                canonical,
+                attributes_at,
+                text_digest,
+                read: Err((e, attributes)),
+            };
+        }
+    };
+    fields.insert("attributes".to_string(), Value::Object(Map::new()));
+    let read = match serde_json::from_value::<ResourceState>(Value::Object(fields)) {
+        Ok(mut state) => {
+            state.attributes = attributes;
+            Ok((address, state))
+        }
+        Err(e) => Err((e, attributes)),
+    };
+    ReadRecord::Shaped {
+        canonical,
+        attributes_at,
+        text_digest,
+        read,
+    }
+}
+
+/// The document from its envelope (migrated) and its records (each key once). The
+/// first record that does not read, in key order, is the error.
 fn into_document(
     mut envelope: Envelope,
-    records: Option<Vec<(String, ParsedRecord)>>,
+    records: Option<Vec<(String, ReadRecord)>>,
 ) -> Result<StateDocument, serde_json::Error> {
     let Some(records) = records else {
         // `resources` missing or not a map: serde says what is wrong.
@@ -318,31 +381,39 @@ fn into_document(
     };
     envelope.insert("resources".to_string(), Value::Object(Map::new()));
     let mut document: StateDocument = serde_json::from_value(Value::Object(envelope))?;
-    for (address, record) in records {
-        let address: ResourceAddr = serde_json::from_value(Value::String(address))?;
-        let state = match record {
-            ParsedRecord {
-                fields: Value::Object(mut fields),
-                attributes: Some(attributes),
-            } => {
-                fields.insert("attributes".to_string(), Value::Object(Map::new()));
-                let mut state: ResourceState = serde_json::from_value(Value::Object(fields))?;
-                state.attributes = attributes;
-                state
+    for (key, record) in records {
+        let (address, state) = match record {
+            ReadRecord::Shaped { read, .. } => read.map_err(|(e, _)| e)?,
+            ReadRecord::Unshaped(ParsedRecord { fields, .. }) => {
+                // Not an object, or attributes that are not: serde says what is wrong.
+                let address: ResourceAddr = serde_json::from_value(Value::String(key))?;
+                (address, serde_json::from_value(fields)?)
             }
-            ParsedRecord { fields, .. } => serde_json::from_value(fields)?,
         };
         document.resources.insert(address, state);
     }
     Ok(document)
 }
 
-/// One record as the checksum reads it: its text key, its members but the attributes,
-/// and the attributes.
+/// One record as the checksum reads it: its text key and the rest.
 struct CanonicalRecord<'a> {
     key: &'a str,
-    fields: &'a Value,
-    attributes: Option<&'a StoredAttributes>,
+    body: CanonicalBody<'a>,
+}
+
+enum CanonicalBody<'a> {
+    /// Its members but the attributes, and the attributes.
+    Fields {
+        fields: &'a Value,
+        attributes: Option<&'a StoredAttributes>,
+    },
+    /// Written already but for the attributes' value (a [`ReadRecord::Shaped`]).
+    Written {
+        canonical: &'a [u8],
+        attributes_at: usize,
+        text_digest: u128,
+        attributes: &'a StoredAttributes,
+    },
 }
 
 impl<'a> CanonicalRecord<'a> {
@@ -352,8 +423,40 @@ impl<'a> CanonicalRecord<'a> {
             .iter()
             .map(|(key, record)| CanonicalRecord {
                 key,
-                fields: &record.fields,
-                attributes: record.attributes.as_ref(),
+                body: CanonicalBody::Fields {
+                    fields: &record.fields,
+                    attributes: record.attributes.as_ref(),
+                },
+            })
+            .collect()
+    }
+
+    /// Records being read (in key order, each key once).
+    fn of_read(records: &'a [(String, ReadRecord)]) -> Vec<Self> {
+        records
+            .iter()
+            .map(|(key, record)| CanonicalRecord {
+                key,
+                body: match record {
+                    ReadRecord::Shaped {
+                        canonical,
+                        attributes_at,
+                        text_digest,
+                        read,
+                    } => CanonicalBody::Written {
+                        canonical,
+                        attributes_at: *attributes_at,
+                        text_digest: *text_digest,
+                        attributes: match read {
+                            Ok((_, state)) => &state.attributes,
+                            Err((_, attributes)) => attributes,
+                        },
+                    },
+                    ReadRecord::Unshaped(record) => CanonicalBody::Fields {
+                        fields: &record.fields,
+                        attributes: record.attributes.as_ref(),
+                    },
+                },
             })
             .collect()
     }
@@ -406,26 +509,59 @@ fn write_canonical_record<W: std::io::Write>(
     hashed: Hashed,
     out: &mut W,
 ) {
-    let (Value::Object(fields), Some(attributes)) = (record.fields, record.attributes) else {
-        return write_canonical(record.fields, out);
-    };
+    match record.body {
+        CanonicalBody::Fields {
+            fields: Value::Object(fields),
+            attributes: Some(attributes),
+        } => write_record_around(fields, out, |out| write_attributes(attributes, hashed, out)),
+        CanonicalBody::Fields { fields, .. } => write_canonical(fields, out),
+        CanonicalBody::Written {
+            canonical,
+            attributes_at,
+            text_digest,
+            attributes,
+        } => {
+            let (before, after) = canonical.split_at(attributes_at);
+            push(out, before);
+            match hashed {
+                Hashed::Text => push_text_digest(out, text_digest),
+                Hashed::InPlace => write_attributes(attributes, hashed, out),
+            }
+            push(out, after);
+        }
+    }
+}
+
+/// A record's members, `fields` and its attributes, in canonical order, the attributes'
+/// value written by `attributes`.
+fn write_record_around<W: std::io::Write>(
+    fields: &Map<String, Value>,
+    out: &mut W,
+    mut attributes: impl FnMut(&mut W),
+) {
     let mut keys: Vec<&str> = fields.keys().map(String::as_str).collect();
     keys.push("attributes");
     keys.sort_unstable();
     write_object(keys.into_iter().map(|key| (key, key)), out, |key, out| {
-        if key != "attributes" {
-            return write_canonical(&fields[key], out);
-        }
-        match hashed {
-            Hashed::Text => {
-                let digest = xxhash_rust::xxh3::xxh3_128(attributes.text().as_bytes());
-                push_json(out, &format!("{XXH3_PREFIX}{digest:032x}"));
-            }
-            // Parsed again: a file of an older version is checked so on every read
-            // until it is next written (in the current version).
-            Hashed::InPlace => write_canonical_object(&attributes.parse(), out),
+        if key == "attributes" {
+            attributes(out)
+        } else {
+            write_canonical(&fields[key], out)
         }
     });
+}
+
+/// A record's attributes' value as `hashed` says.
+fn write_attributes<W: std::io::Write>(attributes: &StoredAttributes, hashed: Hashed, out: &mut W) {
+    match hashed {
+        Hashed::Text => push_text_digest(
+            out,
+            xxhash_rust::xxh3::xxh3_128(attributes.text().as_bytes()),
+        ),
+        // Parsed again: a file of an older version is checked so on every read
+        // until it is next written (in the current version).
+        Hashed::InPlace => write_canonical_object(&attributes.parse(), out),
+    }
 }
 
 /// The checksum of `envelope` (which must not hold the checksum itself), as the current
@@ -585,6 +721,11 @@ fn write_canonical(value: &Value, out: &mut impl std::io::Write) {
         }
         scalar => push_json(out, scalar),
     }
+}
+
+/// The attributes' value for [`Hashed::Text`]: `"xxh3-128:<hex>"` of their text's digest.
+fn push_text_digest(out: &mut impl std::io::Write, digest: u128) {
+    push_json(out, &format!("{XXH3_PREFIX}{digest:032x}"));
 }
 
 /// Bytes into a hasher, whose writes never fail.
@@ -973,18 +1114,35 @@ mod tests {
         let original = document();
         let valid = serde_json::to_value(&original).unwrap();
         let address = original.resources.keys().next().unwrap().to_string();
-        let damaged = |damage: &dyn Fn(&mut Value)| {
+        // Signed as the current version does, or as version 3 did (each record's
+        // attributes hashed in place: a record that does not read still enters the
+        // checksum whole).
+        let signed_as = |version: u32, damage: &dyn Fn(&mut Value)| {
             let mut envelope = valid.clone();
             damage(&mut envelope);
             let Value::Object(mut envelope) = envelope else {
                 unreachable!()
             };
-            let sum = checksum(&envelope);
+            let sum = if version == 3 {
+                envelope.insert("format_version".into(), json!(3));
+                version_3_checksum(&envelope)
+            } else {
+                checksum(&envelope)
+            };
             envelope.insert(CHECKSUM_KEY.into(), json!(sum));
             decode(
                 serde_json::to_string(&envelope).unwrap().as_bytes(),
                 "s.json",
             )
+        };
+        let damaged = |damage: &dyn Fn(&mut Value)| {
+            let current = signed_as(FORMAT_VERSION, damage);
+            let version_3 = signed_as(3, damage);
+            assert_eq!(
+                current.as_ref().map_err(ToString::to_string),
+                version_3.as_ref().map_err(ToString::to_string)
+            );
+            current
         };
         assert_eq!(damaged(&|_| {}).unwrap(), original);
         type Damage<'a> = dyn Fn(&mut Value) + 'a;

@@ -25,15 +25,15 @@ pub fn from_slice(bytes: &[u8]) -> serde_json::Result<Value> {
     Ok(value)
 }
 
-/// A state document as parsed: its records apart, each with its attributes as
-/// [`StoredAttributes`].
+/// A state document as parsed: its records apart, each as the thread that parsed it
+/// made it (from a [`ParsedRecord`]).
 #[derive(Debug)]
-pub struct ParsedState {
+pub struct ParsedState<R> {
     /// The top-level members but `resources` (which stays here when it is not an
     /// object).
     pub header: Map<String, Value>,
     /// The members of `resources`, in file order (a repeated address more than once).
-    pub records: Option<Vec<(String, ParsedRecord)>>,
+    pub records: Option<Vec<(String, R)>>,
 }
 
 /// One record of a state document.
@@ -49,10 +49,23 @@ pub struct ParsedRecord {
 /// records (the members of the top-level object's `resources`) are parsed on up to
 /// `threads` threads. Each is first only scanned where it stands in the file, so a
 /// syntax error is reported at its line and column; then each record's text is parsed
-/// on its own, and its attributes made [`StoredAttributes`] there.
-pub fn state_from_slice(bytes: &[u8], threads: usize) -> serde_json::Result<Option<ParsedState>> {
+/// on its own, its attributes made [`StoredAttributes`], and the record handed to
+/// `prepare` (with its key) there: what the reader does with each record is done on
+/// every core too.
+pub fn state_from_slice<R, F>(
+    bytes: &[u8],
+    threads: usize,
+    prepare: F,
+) -> serde_json::Result<Option<ParsedState<R>>>
+where
+    R: Send,
+    F: Fn(&str, ParsedRecord) -> R + Sync,
+{
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let state = deserializer.deserialize_any(StateVisitor(threads))?;
+    let state = deserializer.deserialize_any(StateVisitor {
+        threads,
+        prepare: &prepare,
+    })?;
     deserializer.end()?;
     Ok(state)
 }
@@ -167,10 +180,17 @@ macro_rules! forward_to_value {
 }
 
 /// The top level of a state document.
-struct StateVisitor(usize);
+struct StateVisitor<'p, F> {
+    threads: usize,
+    prepare: &'p F,
+}
 
-impl<'de> Visitor<'de> for StateVisitor {
-    type Value = Option<ParsedState>;
+impl<'de, R, F> Visitor<'de> for StateVisitor<'_, F>
+where
+    R: Send,
+    F: Fn(&str, ParsedRecord) -> R + Sync,
+{
+    type Value = Option<ParsedState<R>>;
 
     fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
         formatter.write_str("a state document")
@@ -183,7 +203,11 @@ impl<'de> Visitor<'de> for StateVisitor {
         let mut records = None;
         while let Some(key) = access.next_key::<String>()? {
             if key == "resources" {
-                match access.next_value_seed(ResourcesSeed(self.0))? {
+                let seed = ResourcesSeed {
+                    threads: self.threads,
+                    prepare: self.prepare,
+                };
+                match access.next_value_seed(seed)? {
                     Resources::Records(parsed) => records = Some(parsed),
                     Resources::Other(value) => {
                         records = None;
@@ -204,24 +228,35 @@ impl<'de> Visitor<'de> for StateVisitor {
     }
 }
 
-enum Resources {
-    Records(Vec<(String, ParsedRecord)>),
+enum Resources<R> {
+    Records(Vec<(String, R)>),
     /// Not an object: the document is refused when read (`format`).
     Other(Value),
 }
 
-struct ResourcesSeed(usize);
+struct ResourcesSeed<'p, F> {
+    threads: usize,
+    prepare: &'p F,
+}
 
-impl<'de> DeserializeSeed<'de> for ResourcesSeed {
-    type Value = Resources;
+impl<'de, R, F> DeserializeSeed<'de> for ResourcesSeed<'_, F>
+where
+    R: Send,
+    F: Fn(&str, ParsedRecord) -> R + Sync,
+{
+    type Value = Resources<R>;
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Resources, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Resources<R>, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for ResourcesSeed {
-    type Value = Resources;
+impl<'de, R, F> Visitor<'de> for ResourcesSeed<'_, F>
+where
+    R: Send,
+    F: Fn(&str, ParsedRecord) -> R + Sync,
+{
+    type Value = Resources<R>;
 
     fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
         formatter.write_str("a state's resources")
@@ -229,17 +264,23 @@ impl<'de> Visitor<'de> for ResourcesSeed {
 
     forward_to_value!(Resources::Other);
 
-    fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<Resources, A::Error> {
-        records(access, self.0).map(Resources::Records)
+    fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<Resources<R>, A::Error> {
+        records(access, self.threads, self.prepare).map(Resources::Records)
     }
 }
 
-/// A state's records: scanned here, in the file, then parsed on up to `threads`
-/// threads, one record at a time each.
-fn records<'de, A: MapAccess<'de>>(
+/// A state's records: scanned here, in the file, then parsed and prepared on up to
+/// `threads` threads, one record at a time each.
+fn records<'de, A, R, F>(
     mut access: A,
     threads: usize,
-) -> Result<Vec<(String, ParsedRecord)>, A::Error> {
+    prepare: &F,
+) -> Result<Vec<(String, R)>, A::Error>
+where
+    A: MapAccess<'de>,
+    R: Send,
+    F: Fn(&str, ParsedRecord) -> R + Sync,
+{
     let mut scanned: Vec<(String, &'de RawValue)> = Vec::new();
     while let Some(key) = access.next_key::<String>()? {
         scanned.push((key, access.next_value::<&'de RawValue>()?));
@@ -251,7 +292,9 @@ fn records<'de, A: MapAccess<'de>>(
     };
     let parsed = crate::cores::map_runs(&scanned, threads, |run| {
         run.iter()
-            .map(|(_, text)| from_slice(text.get().as_bytes()).map(record))
+            .map(|(key, text)| {
+                from_slice(text.get().as_bytes()).map(|fields| prepare(key, record(fields)))
+            })
             .collect()
     });
     let mut records = Vec::with_capacity(scanned.len());
@@ -346,8 +389,12 @@ mod tests {
         )
     }
 
+    fn as_parsed(_: &str, record: ParsedRecord) -> ParsedRecord {
+        record
+    }
+
     /// The document `parsed` holds, as one value (a repeated address's last record).
-    fn as_value(parsed: ParsedState) -> Value {
+    fn as_value(parsed: ParsedState<ParsedRecord>) -> Value {
         let mut document = parsed.header;
         let mut resources = Map::new();
         for (address, record) in parsed.records.unwrap() {
@@ -366,7 +413,9 @@ mod tests {
         let text = state_text(3000);
         let alone = from_slice(text.as_bytes()).unwrap();
         for threads in [1, 2, 4] {
-            let parsed = state_from_slice(text.as_bytes(), threads).unwrap().unwrap();
+            let parsed = state_from_slice(text.as_bytes(), threads, as_parsed)
+                .unwrap()
+                .unwrap();
             let records = parsed.records.as_ref().unwrap();
             // Every record in file order, the repeated address twice.
             assert_eq!(records.len(), 3001);
@@ -384,8 +433,12 @@ mod tests {
         assert_eq!(alone["resources"]["dev/c0001/vm.n"]["kind"], "again");
         assert_eq!(alone["resources"].as_object().unwrap().len(), 3000);
         // Not an object, or resources that are not: told apart.
-        assert!(state_from_slice(b"[1, {}]", 2).unwrap().is_none());
-        let odd = state_from_slice(br#"{"resources": [1], "serial": 2}"#, 2)
+        assert!(
+            state_from_slice(b"[1, {}]", 2, as_parsed)
+                .unwrap()
+                .is_none()
+        );
+        let odd = state_from_slice(br#"{"resources": [1], "serial": 2}"#, 2, as_parsed)
             .unwrap()
             .unwrap();
         assert!(odd.records.is_none());
@@ -399,7 +452,7 @@ mod tests {
             r#""dev/c1500/vm.n": {"kind": "vm",,"#,
         );
         let alone = from_slice(text.as_bytes()).unwrap_err();
-        let threaded = state_from_slice(text.as_bytes(), 2).unwrap_err();
+        let threaded = state_from_slice(text.as_bytes(), 2, as_parsed).unwrap_err();
         assert_eq!(threaded.to_string(), alone.to_string());
         assert_eq!(threaded.line(), 1502);
     }
