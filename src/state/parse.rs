@@ -73,6 +73,12 @@ where
 /// Fewer records than this are parsed on one thread.
 const RECORDS_WORTH_THREADS: usize = 1024;
 
+/// From this many records on, the threads take short runs of them in turn
+/// ([`crate::cores::map_runs_balanced`]) rather than one run each: at 100,000 records
+/// that took 0.2 s off the parse (the threads finish together) for 10 MiB more peak
+/// memory; at 10,000 it saved about 10 ms, and 4 plans in 10 peaked 7 MiB higher.
+const RECORDS_BALANCED: usize = 32 * 1024;
+
 struct ValueSeed;
 
 impl<'de> DeserializeSeed<'de> for ValueSeed {
@@ -290,13 +296,18 @@ where
     } else {
         threads
     };
-    let parsed = crate::cores::map_runs(&scanned, threads, |run| {
+    let work = |run: &[(String, &RawValue)]| {
         run.iter()
             .map(|(key, text)| {
                 from_slice(text.get().as_bytes()).map(|fields| prepare(key, record(fields)))
             })
             .collect()
-    });
+    };
+    let parsed = if scanned.len() < RECORDS_BALANCED {
+        crate::cores::map_runs(&scanned, threads, work)
+    } else {
+        crate::cores::map_runs_balanced(&scanned, threads, work)
+    };
     let mut records = Vec::with_capacity(scanned.len());
     for ((key, _), parsed) in scanned.into_iter().zip(parsed) {
         // The text was scanned as JSON already: a record parses.
@@ -430,6 +441,24 @@ mod tests {
             assert!(records[3000].1.attributes.is_none());
             assert_eq!(as_value(parsed), alone);
         }
+        // Enough records for short runs taken in turn: the same, in file order.
+        let many = state_text(RECORDS_BALANCED);
+        let parsed = state_from_slice(many.as_bytes(), 2, as_parsed)
+            .unwrap()
+            .unwrap();
+        let keys: Vec<&str> = parsed
+            .records
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|(key, _)| key.as_str())
+            .collect();
+        assert_eq!(
+            keys[RECORDS_BALANCED - 1],
+            format!("dev/c{:04}/vm.n", RECORDS_BALANCED - 1)
+        );
+        assert_eq!(keys[RECORDS_BALANCED], "dev/c0001/vm.n");
+        assert_eq!(as_value(parsed), from_slice(many.as_bytes()).unwrap());
         assert_eq!(alone["resources"]["dev/c0001/vm.n"]["kind"], "again");
         assert_eq!(alone["resources"].as_object().unwrap().len(), 3000);
         // Not an object, or resources that are not: told apart.
