@@ -2,6 +2,7 @@
 //! `talos_bootstrap`, `talos_kubeconfig`. Attribute layouts are documented in the
 //! crate's README.md.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,8 +23,8 @@ use crate::api::{
 use crate::bootstrap::{Backoff, BootstrapOptions, bootstrap};
 use crate::compatibility;
 use crate::config::{
-    ClusterSettings, NodeSettings, Renderer, Role, address_ip, installer_image, masked_yaml,
-    to_yaml,
+    ClusterSettings, EncodedSecrets, NodeSettings, Renderer, Role, address_ip, installer_image,
+    masked_yaml, to_yaml,
 };
 use crate::drift::{kubelet_version_of, read_applied_config, recorded_kubelet_version, sha256_hex};
 use crate::error::{ApiErrorKind, Error};
@@ -214,6 +215,12 @@ impl<'a> Reader<'a> {
             .map_err(|e| provider_error(self.operation, self.address, e))
     }
 
+    /// [`Self::secrets`], encoded for a renderer (shared by the cluster's machine configs).
+    fn encoded_secrets(&self) -> Result<Arc<EncodedSecrets>, ProviderError> {
+        crate::validated::encoded_secrets_of(self.secrets_object()?)
+            .map_err(|e| provider_error(self.operation, self.address, e))
+    }
+
     /// Only the three values a Talos API client needs.
     fn identity(&self) -> Result<ClientIdentity, ProviderError> {
         let object = self.secrets_object()?;
@@ -292,9 +299,9 @@ fn machine_config_inputs(
         patches: r.patches()?,
         address: node_address.clone(),
     };
-    let secrets = r.secrets()?;
-    let renderer =
-        Renderer::new(cluster, &secrets).map_err(|e| provider_error(operation, address, e))?;
+    let secrets = r.encoded_secrets()?;
+    let renderer = Renderer::with_secrets(cluster, secrets.clone())
+        .map_err(|e| provider_error(operation, address, e))?;
     let talos_endpoint = match r.optional_string("talos_endpoint")? {
         Some(endpoint) => endpoint,
         None => {
@@ -315,7 +322,7 @@ fn machine_config_inputs(
         node,
         talos_endpoint,
         maintenance_endpoint,
-        identity: ClientIdentity::from_secrets(&secrets),
+        identity: ClientIdentity::from_secrets(secrets.raw()),
     })
 }
 

@@ -4,10 +4,11 @@
 //! ~5% of the CPU of a steady plan at fleet scale (issue 15). It is a pure function of
 //! the attribute map, so an equal map gets a copy of the result for the first one.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value};
 
+use crate::config::EncodedSecrets;
 use crate::error::Result;
 use crate::secrets::ClusterSecrets;
 
@@ -15,24 +16,34 @@ use crate::secrets::ClusterSecrets;
 /// interleaved). Past it the oldest is forgotten: a miss only costs a validation.
 const KEPT: usize = 64;
 
-static VALIDATED: Mutex<Vec<(Map<String, Value>, ClusterSecrets)>> = Mutex::new(Vec::new());
+/// A bundle's attributes, and the secrets they hold, encoded.
+type Kept = (Map<String, Value>, Arc<EncodedSecrets>);
+
+static VALIDATED: Mutex<Vec<Kept>> = Mutex::new(Vec::new());
 
 /// [`ClusterSecrets::from_attributes`], validated once per distinct bundle. Errors are
 /// not kept: an invalid bundle is checked (and reported) each time.
 pub fn secrets_of(attributes: &Map<String, Value>) -> Result<ClusterSecrets> {
+    encoded_secrets_of(attributes).map(|encoded| encoded.raw().clone())
+}
+
+/// [`secrets_of`], encoded as the machine configs hold it, shared.
+pub fn encoded_secrets_of(attributes: &Map<String, Value>) -> Result<Arc<EncodedSecrets>> {
     {
         let kept = VALIDATED.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, secrets)) = kept.iter().find(|(seen, _)| seen == attributes) {
-            return Ok(secrets.clone());
+        if let Some((_, encoded)) = kept.iter().find(|(seen, _)| seen == attributes) {
+            return Ok(encoded.clone());
         }
     }
-    let secrets = ClusterSecrets::from_attributes(attributes)?;
+    let encoded = Arc::new(EncodedSecrets::new(&ClusterSecrets::from_attributes(
+        attributes,
+    )?));
     let mut kept = VALIDATED.lock().unwrap_or_else(|e| e.into_inner());
     if kept.len() == KEPT {
         kept.remove(0);
     }
-    kept.push((attributes.clone(), secrets.clone()));
-    Ok(secrets)
+    kept.push((attributes.clone(), encoded.clone()));
+    Ok(encoded)
 }
 
 #[cfg(test)]
@@ -45,6 +56,13 @@ mod tests {
         let first = secrets_of(&attributes).unwrap();
         assert!(first == ClusterSecrets::from_attributes(&attributes).unwrap());
         assert!(secrets_of(&attributes.clone()).unwrap() == first);
+        // Encoded once: every machine config of the cluster shares it.
+        let encoded = encoded_secrets_of(&attributes).unwrap();
+        assert!(Arc::ptr_eq(
+            &encoded,
+            &encoded_secrets_of(&attributes.clone()).unwrap()
+        ));
+        assert!(*encoded.raw() == first);
 
         let mut bad = attributes.clone();
         bad.insert(

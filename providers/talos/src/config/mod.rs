@@ -25,6 +25,7 @@ mod patch;
 mod yaml;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -140,12 +141,14 @@ pub struct Renderer {
     cluster: ClusterSettings,
     version: TalosVersion,
     vip: Option<IpAddr>,
-    secrets: EncodedSecrets,
+    secrets: Arc<EncodedSecrets>,
 }
 
 /// Secrets in the two encodings the documents use: base64 of PEM (`v1alpha1`) and
-/// plain PEM (1.14 `Kube*` documents).
-struct EncodedSecrets {
+/// plain PEM (1.14 `Kube*` documents). Made once per bundle and shared by the renderers
+/// of its cluster's machine configs (`validated`): encoded and copied for each, they
+/// were a fiftieth of a fleet's steady plan (issue 15).
+pub struct EncodedSecrets {
     raw: ClusterSecrets,
     os_ca_crt_b64: String,
     os_ca_key_b64: String,
@@ -158,21 +161,10 @@ struct EncodedSecrets {
     service_account_key_b64: String,
 }
 
-impl Renderer {
-    /// The cluster's shared address (the VIP), when it has one.
-    pub fn vip(&self) -> Option<IpAddr> {
-        self.vip
-    }
-
-    pub fn new(cluster: ClusterSettings, secrets: &ClusterSecrets) -> Result<Self> {
-        let version = TalosVersion::parse(&cluster.talos_version)?;
-        validate_cluster(&cluster)?;
-        let vip = match cluster.vip {
-            Some(vip) => Some(vip),
-            None => endpoint_host(&cluster.endpoint)?.parse::<IpAddr>().ok(),
-        };
+impl EncodedSecrets {
+    pub fn new(secrets: &ClusterSecrets) -> Self {
         let b64 = |s: &str| STANDARD.encode(s);
-        let encoded = EncodedSecrets {
+        EncodedSecrets {
             os_ca_crt_b64: b64(&secrets.os_ca.crt),
             os_ca_key_b64: b64(&secrets.os_ca.key),
             kubernetes_ca_crt_b64: b64(&secrets.kubernetes_ca.crt),
@@ -183,12 +175,38 @@ impl Renderer {
             etcd_ca_key_b64: b64(&secrets.etcd_ca.key),
             service_account_key_b64: b64(&secrets.service_account_key),
             raw: secrets.clone(),
+        }
+    }
+
+    /// The bundle as it was given.
+    pub fn raw(&self) -> &ClusterSecrets {
+        &self.raw
+    }
+}
+
+impl Renderer {
+    /// The cluster's shared address (the VIP), when it has one.
+    pub fn vip(&self) -> Option<IpAddr> {
+        self.vip
+    }
+
+    pub fn new(cluster: ClusterSettings, secrets: &ClusterSecrets) -> Result<Self> {
+        Self::with_secrets(cluster, Arc::new(EncodedSecrets::new(secrets)))
+    }
+
+    /// [`Self::new`] with the bundle encoded already.
+    pub fn with_secrets(cluster: ClusterSettings, secrets: Arc<EncodedSecrets>) -> Result<Self> {
+        let version = TalosVersion::parse(&cluster.talos_version)?;
+        validate_cluster(&cluster)?;
+        let vip = match cluster.vip {
+            Some(vip) => Some(vip),
+            None => endpoint_host(&cluster.endpoint)?.parse::<IpAddr>().ok(),
         };
         Ok(Renderer {
             cluster,
             version,
             vip,
-            secrets: encoded,
+            secrets,
         })
     }
 
@@ -421,12 +439,7 @@ impl Renderer {
             );
         }
 
-        let mut documents = vec![json!({
-            "version": "v1alpha1",
-            "debug": false,
-            "machine": machine,
-            "cluster": cluster,
-        })];
+        let mut documents = vec![v1alpha1(machine, cluster)];
         documents.extend(self.node_network_documents(node, false));
         Ok(documents)
     }
@@ -461,7 +474,7 @@ impl Renderer {
         }
 
         let mut documents = vec![
-            json!({"version": "v1alpha1", "debug": false, "machine": machine, "cluster": cluster}),
+            v1alpha1(machine, cluster),
             json!({
                 "apiVersion": "v1alpha1",
                 "kind": "DiscoveryServiceConfig",
@@ -599,6 +612,17 @@ impl Renderer {
         }
         Ok(documents)
     }
+}
+
+/// The `v1alpha1` document of `machine` and `cluster`, moved in: `json!` would copy
+/// each through serde (a tenth of rendering a fleet's machine configs, issue 15).
+fn v1alpha1(machine: Map<String, Value>, cluster: Map<String, Value>) -> Value {
+    let mut document = Map::with_capacity(4);
+    document.insert("version".into(), Value::from("v1alpha1"));
+    document.insert("debug".into(), Value::Bool(false));
+    document.insert("machine".into(), Value::Object(machine));
+    document.insert("cluster".into(), Value::Object(cluster));
+    Value::Object(document)
 }
 
 /// PodSecurity admission defaults as Talos generates them. The v1alpha1 form carries
