@@ -65,8 +65,16 @@ impl StoredAttributes {
     /// Only the members named, parsed; the others are skipped over unbuilt.
     pub fn only(&self, names: &[&str]) -> Attributes {
         let mut deserializer = serde_json::Deserializer::from_str(&self.text);
-        match deserializer.deserialize_map(Only(names)) {
-            Ok(attributes) => attributes,
+        let mut only = Only {
+            names,
+            found: Attributes::with_capacity(names.len()),
+            all_found: false,
+        };
+        match deserializer.deserialize_map(&mut only) {
+            // Stopped once every name was found: the text is this type's own
+            // serialization of a map, so no name comes twice.
+            Ok(()) => only.found,
+            Err(_) if only.all_found => only.found,
             Err(_) => unreachable!("stored attributes are the text of an object"),
         }
     }
@@ -150,29 +158,39 @@ impl<'de> Deserialize<'de> for StoredAttributes {
     }
 }
 
-/// Builds a map of the named members only.
-struct Only<'a>(&'a [&'a str]);
+/// Builds a map of the named members only, and stops reading once it has them all
+/// (a machine config's few identity members come before its rendered config).
+struct Only<'a> {
+    names: &'a [&'a str],
+    found: Attributes,
+    /// Set when the read stopped early, with an error to stop it.
+    all_found: bool,
+}
 
-impl<'de> Visitor<'de> for Only<'_> {
-    type Value = Attributes;
+impl<'de> Visitor<'de> for &mut Only<'_> {
+    type Value = ();
 
     fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
         formatter.write_str("a JSON object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Attributes, A::Error> {
-        let mut found = Attributes::with_capacity(self.0.len());
-        while let Some(wanted) = access.next_key_seed(Named(self.0))? {
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<(), A::Error> {
+        while let Some(wanted) = access.next_key_seed(Named(self.names))? {
             match wanted {
                 Some(name) => {
-                    found.insert(name.to_string(), access.next_value::<Value>()?);
+                    self.found
+                        .insert(name.to_string(), access.next_value::<Value>()?);
+                    if self.found.len() == self.names.len() {
+                        self.all_found = true;
+                        return Err(serde::de::Error::custom("every name found"));
+                    }
                 }
                 None => {
                     access.next_value::<IgnoredAny>()?;
                 }
             }
         }
-        Ok(found)
+        Ok(())
     }
 }
 
@@ -256,6 +274,17 @@ mod tests {
             Value::Object(stored.only(&["node", "ipv4", "absent"])),
             json!({"ipv4": "10.0.0.4/24", "node": "pve2"})
         );
+        // Every name found (the read stops there), in the order of the text; a name
+        // given twice is read once.
+        assert_eq!(
+            serde_json::to_string(&stored.only(&["node", "vmid"])).unwrap(),
+            r#"{"vmid":104,"node":"pve2"}"#
+        );
+        assert_eq!(
+            Value::Object(stored.only(&["ipv4", "ipv4"])),
+            json!({"ipv4": "10.0.0.4/24"})
+        );
+        assert!(stored.only(&[]).is_empty());
         assert!(StoredAttributes::empty().is_empty() && !stored.is_empty());
         assert_eq!(StoredAttributes::empty().parse(), Attributes::new());
         let mut edited = stored.clone();

@@ -160,6 +160,15 @@ fn strip(attributes: &Attributes) -> Attributes {
     inner
 }
 
+/// The connection attributes of `attributes`, taken out of them (as [`strip`] leaves
+/// them).
+fn take_connection(attributes: &mut Attributes) -> Attributes {
+    CONNECTION
+        .iter()
+        .filter_map(|name| Some((name.to_string(), attributes.remove(*name)?)))
+        .collect()
+}
+
 /// Copy the connection attributes of `from` onto `to`.
 fn restore(to: &mut Attributes, from: &Attributes) {
     for name in CONNECTION {
@@ -352,13 +361,6 @@ impl Provider for ProxmoxEndpoints {
     }
 
     async fn plan(&self, request: PlanRequest<'_>) -> Result<PlanResponse, ProviderError> {
-        let prior = request.prior.map(strip);
-        let mut response = plan_desired(&PlanRequest {
-            resource: request.resource.clone(),
-            prior: prior.as_ref(),
-            desired: strip(&request.desired),
-        })?;
-        restore(&mut response.planned, &request.desired);
         // The setting applies to the run, whatever each resource recorded; a changed
         // value is not a change of the resource.
         if let (Ok(Some(connection)), Ok(Some(limit))) = (
@@ -370,6 +372,17 @@ impl Provider for ProxmoxEndpoints {
                 .expect("storage concurrency lock")
                 .insert(connection.key, limit);
         }
+        let prior = request.prior.map(strip);
+        // The desired attributes are the request's own: the connection is taken out of
+        // them, not copied without it (a copy per VM of a fleet).
+        let mut desired = request.desired;
+        let taken = take_connection(&mut desired);
+        let mut response = plan_desired(&PlanRequest {
+            resource: request.resource,
+            prior: prior.as_ref(),
+            desired,
+        })?;
+        restore(&mut response.planned, &taken);
         if let Some(prior) = &request.prior {
             match prior.get(STORAGE_CONCURRENCY) {
                 Some(value) => response

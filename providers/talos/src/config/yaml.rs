@@ -121,6 +121,22 @@ fn write_scalar(out: &mut String, value: &Value) -> Option<()> {
     Some(())
 }
 
+/// The bytes a plain scalar may hold anywhere after its first ([`plain_is_certain`]).
+const ALWAYS_PLAIN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let b = byte as u8;
+        table[byte] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'_' | b'.' | b'/' | b'=' | b'+' | b'@' | b'(' | b')' | b'~'
+            );
+        byte += 1;
+    }
+    table
+};
+
 /// Whether serde_yaml writes `text` plain, as it is: a value, or a key (`value` false;
 /// keys with a space are left to serde_yaml, as no test holds them).
 fn plain_is_certain(text: &str, value: bool) -> bool {
@@ -142,10 +158,13 @@ fn plain_is_certain(text: &str, value: bool) -> bool {
         return false;
     }
     for (index, &byte) in bytes.iter().enumerate() {
+        // Most bytes are these (a bundle's base64 certificates are a machine config's
+        // bulk): one look-up each.
+        if ALWAYS_PLAIN[usize::from(byte)] {
+            continue;
+        }
         let next = bytes.get(index + 1).copied();
         let fine = match byte {
-            b if b.is_ascii_alphanumeric() => true,
-            b'-' | b'_' | b'.' | b'/' | b'=' | b'+' | b'@' | b'(' | b')' | b'~' => true,
             // `: ` starts a value.
             b':' => next != Some(b' '),
             // One space between words in a value: not two, not ` #` (a comment). At any
