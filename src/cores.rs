@@ -91,7 +91,7 @@ where
         let take = &take;
         // A run whose thread cannot be started (the process's thread limit) is worked
         // here after the first (shared, the others take it).
-        let others: Vec<Result<_, usize>> = (1..threads)
+        let others: Vec<Result<_, usize>> = (1..threads.min(runs.len()))
             .map(|first| {
                 std::thread::Builder::new()
                     .name("infraflux-work".into())
@@ -116,7 +116,12 @@ where
             }
         }
         done.sort_unstable_by_key(|(at, _)| *at);
-        done.into_iter().flat_map(|(_, results)| results).collect()
+        // At its size: callers keep the results (a fleet's records, its resources).
+        let mut results = Vec::with_capacity(done.iter().map(|(_, run)| run.len()).sum());
+        for (_, run) in done {
+            results.extend(run);
+        }
+        results
     })
 }
 

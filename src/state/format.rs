@@ -316,7 +316,7 @@ enum ReadRecord {
     Shaped {
         /// Its canonical serialization with its attributes' value left out: they stand
         /// at `attributes_at`, as the file's version hashes them.
-        canonical: Vec<u8>,
+        canonical: Box<[u8]>,
         attributes_at: usize,
         /// XXH3-128 of the attributes' text (how version 4 on hashes them).
         text_digest: u128,
@@ -346,7 +346,7 @@ fn read_record(key: &str, record: ParsedRecord) -> ReadRecord {
         Ok(address) => address,
         Err(e) => {
             return ReadRecord::Shaped {
-                canonical,
+                canonical: canonical.into_boxed_slice(),
                 attributes_at,
                 text_digest,
                 read: Err((e, attributes)),
@@ -362,7 +362,7 @@ fn read_record(key: &str, record: ParsedRecord) -> ReadRecord {
         Err(e) => Err((e, attributes)),
     };
     ReadRecord::Shaped {
-        canonical,
+        canonical: canonical.into_boxed_slice(),
         attributes_at,
         text_digest,
         read,
@@ -1178,6 +1178,70 @@ mod tests {
                 "{what}: {error}"
             );
         }
+    }
+
+    /// Records are read on several threads, but what is reported is as on one: of two
+    /// bad records, the first in key order; a bad record at an address given again
+    /// later is the later one's to answer for.
+    #[test]
+    fn of_several_bad_records_the_first_in_key_order_is_refused() {
+        let mut original = document();
+        let first = original.resources.keys().next().unwrap().clone();
+        let second = ResourceAddr::new("dev", "workload", "proxmox_vm", "cp-2");
+        let record = original.resources[&first].clone();
+        original.resources.insert(second.clone(), record);
+        // The records in file order (an address may come twice), signed as what they
+        // read as (the last record of each address).
+        let signed = |records: &[(&ResourceAddr, Value)]| {
+            let mut envelope = match serde_json::to_value(&original).unwrap() {
+                Value::Object(map) => map,
+                _ => unreachable!(),
+            };
+            let read: Map<String, Value> = records
+                .iter()
+                .map(|(address, fields)| (address.to_string(), fields.clone()))
+                .collect();
+            envelope.insert("resources".into(), Value::Object(read.clone()));
+            envelope.insert(CHECKSUM_KEY.into(), json!(checksum(&envelope)));
+            let in_file: Vec<String> = records
+                .iter()
+                .map(|(address, fields)| format!("{}:{fields}", json!(address.to_string())))
+                .collect();
+            serde_json::to_string(&envelope).unwrap().replace(
+                &serde_json::to_string(&Value::Object(read)).unwrap(),
+                &format!("{{{}}}", in_file.join(",")),
+            )
+        };
+        let good =
+            |address: &ResourceAddr| serde_json::to_value(&original.resources[address]).unwrap();
+        let bad = |address: &ResourceAddr, missing: &str| {
+            let mut fields = good(address);
+            fields.as_object_mut().unwrap().remove(missing);
+            fields
+        };
+        // The second address's record comes first in the file; the first address's
+        // error is the one told.
+        let text = signed(&[
+            (&second, bad(&second, "provider")),
+            (&first, bad(&first, "kind")),
+        ]);
+        let error = decode(text.as_bytes(), "s.json").unwrap_err();
+        let Error::Corrupt {
+            source: Some(source),
+            ..
+        } = &error
+        else {
+            panic!("{error}")
+        };
+        assert!(source.to_string().contains("`kind`"), "{source}");
+        // A bad record given again, good, later: the document reads.
+        let text = signed(&[
+            (&first, bad(&first, "kind")),
+            (&second, good(&second)),
+            (&first, good(&first)),
+        ]);
+        assert!(text.matches("cp-1").count() >= 2, "{text}");
+        assert_eq!(decode(text.as_bytes(), "s.json").unwrap(), original);
     }
 
     #[test]

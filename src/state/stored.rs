@@ -71,9 +71,9 @@ impl StoredAttributes {
             all_found: false,
         };
         match deserializer.deserialize_map(&mut only) {
+            Ok(()) => only.found,
             // Stopped once every name was found: the text is this type's own
             // serialization of a map, so no name comes twice.
-            Ok(()) => only.found,
             Err(_) if only.all_found => only.found,
             Err(_) => unreachable!("stored attributes are the text of an object"),
         }

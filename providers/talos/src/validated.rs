@@ -2,7 +2,8 @@
 //! carries its cluster's bundle, and [`ClusterSecrets::from_attributes`] parses all of
 //! its PEM blocks (one an RSA-4096 key) to check them: done per machine config, that was
 //! ~5% of the CPU of a steady plan at fleet scale (issue 15). It is a pure function of
-//! the attribute map, so an equal map gets a copy of the result for the first one.
+//! the attribute map, so an equal map gets the result for the first one: the bundle
+//! itself, or its encoding for the renderers, shared.
 
 use std::sync::{Arc, Mutex};
 

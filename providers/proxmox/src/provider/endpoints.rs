@@ -361,17 +361,13 @@ impl Provider for ProxmoxEndpoints {
     }
 
     async fn plan(&self, request: PlanRequest<'_>) -> Result<PlanResponse, ProviderError> {
-        // The setting applies to the run, whatever each resource recorded; a changed
-        // value is not a change of the resource.
-        if let (Ok(Some(connection)), Ok(Some(limit))) = (
+        let limit = match (
             connection(&request.desired, false),
             storage_concurrency(&request.desired),
         ) {
-            self.storage_concurrency
-                .lock()
-                .expect("storage concurrency lock")
-                .insert(connection.key, limit);
-        }
+            (Ok(Some(connection)), Ok(Some(limit))) => Some((connection.key, limit)),
+            _ => None,
+        };
         let prior = request.prior.map(strip);
         // The desired attributes are the request's own: the connection is taken out of
         // them, not copied without it (a copy per VM of a fleet).
@@ -383,6 +379,14 @@ impl Provider for ProxmoxEndpoints {
             desired,
         })?;
         restore(&mut response.planned, &taken);
+        // The setting applies to the run, whatever each resource recorded; a changed
+        // value is not a change of the resource.
+        if let Some((key, limit)) = limit {
+            self.storage_concurrency
+                .lock()
+                .expect("storage concurrency lock")
+                .insert(key, limit);
+        }
         if let Some(prior) = &request.prior {
             match prior.get(STORAGE_CONCURRENCY) {
                 Some(value) => response

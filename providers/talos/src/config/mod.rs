@@ -161,6 +161,13 @@ pub struct EncodedSecrets {
     service_account_key_b64: String,
 }
 
+/// Never the values: they are the cluster's CA keys.
+impl std::fmt::Debug for EncodedSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EncodedSecrets { .. }")
+    }
+}
+
 impl EncodedSecrets {
     pub fn new(secrets: &ClusterSecrets) -> Self {
         let b64 = |s: &str| STANDARD.encode(s);

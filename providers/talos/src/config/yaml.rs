@@ -230,6 +230,18 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::json;
 
+    #[test]
+    fn the_always_plain_bytes_are_the_letters_digits_and_these_marks() {
+        for byte in 0..=255u8 {
+            let expected = byte.is_ascii_alphanumeric()
+                || matches!(
+                    byte,
+                    b'-' | b'_' | b'.' | b'/' | b'=' | b'+' | b'@' | b'(' | b')' | b'~'
+                );
+            assert_eq!(ALWAYS_PLAIN[usize::from(byte)], expected, "byte {byte}");
+        }
+    }
+
     fn written(document: &Value) -> Option<String> {
         let mut out = "kept\n".to_string();
         let answer = write_document(document, &mut out);
