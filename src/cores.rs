@@ -129,6 +129,17 @@ where
 mod tests {
     use super::*;
 
+    /// Each item doubled, in the items' order; the threads that worked them.
+    fn doubled_in_order(
+        results: &[(u32, std::thread::ThreadId)],
+    ) -> std::collections::HashSet<std::thread::ThreadId> {
+        assert_eq!(
+            results.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            (0..1000).map(|n| n * 2).collect::<Vec<_>>()
+        );
+        results.iter().map(|(_, t)| *t).collect()
+    }
+
     #[test]
     fn runs_are_joined_in_order_and_worked_on_several_threads() {
         let items: Vec<u32> = (0..1000).collect();
@@ -137,11 +148,7 @@ mod tests {
                 .map(|n| (n * 2, std::thread::current().id()))
                 .collect()
         });
-        assert_eq!(
-            results.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
-            (0..1000).map(|n| n * 2).collect::<Vec<_>>()
-        );
-        let threads: std::collections::HashSet<_> = results.iter().map(|(_, t)| *t).collect();
+        let threads = doubled_in_order(&results);
         assert_eq!(threads.len(), 3);
         assert!(threads.contains(&std::thread::current().id()));
     }
@@ -159,11 +166,7 @@ mod tests {
                 .map(|n| (n * 2, std::thread::current().id()))
                 .collect()
         });
-        assert_eq!(
-            results.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
-            (0..1000).map(|n| n * 2).collect::<Vec<_>>()
-        );
-        let threads: std::collections::HashSet<_> = results.iter().map(|(_, t)| *t).collect();
+        let threads = doubled_in_order(&results);
         assert!((2..=3).contains(&threads.len()), "{threads:?}");
         assert!(threads.contains(&here));
         // A third of the items would be its share in fixed runs.

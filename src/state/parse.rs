@@ -62,10 +62,10 @@ where
     F: Fn(&str, ParsedRecord) -> R + Sync,
 {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let state = deserializer.deserialize_any(StateVisitor {
+    let state = deserializer.deserialize_any(StateVisitor(Reading {
         threads,
         prepare: &prepare,
-    })?;
+    }))?;
     deserializer.end()?;
     Ok(state)
 }
@@ -185,11 +185,23 @@ macro_rules! forward_to_value {
     };
 }
 
-/// The top level of a state document.
-struct StateVisitor<'p, F> {
+/// How a document's records are read: on up to `threads` threads, each record handed
+/// to `prepare`.
+struct Reading<'p, F> {
     threads: usize,
     prepare: &'p F,
 }
+
+impl<F> Clone for Reading<'_, F> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<F> Copy for Reading<'_, F> {}
+
+/// The top level of a state document.
+struct StateVisitor<'p, F>(Reading<'p, F>);
 
 impl<'de, R, F> Visitor<'de> for StateVisitor<'_, F>
 where
@@ -209,11 +221,7 @@ where
         let mut records = None;
         while let Some(key) = access.next_key::<String>()? {
             if key == "resources" {
-                let seed = ResourcesSeed {
-                    threads: self.threads,
-                    prepare: self.prepare,
-                };
-                match access.next_value_seed(seed)? {
+                match access.next_value_seed(ResourcesSeed(self.0))? {
                     Resources::Records(parsed) => records = Some(parsed),
                     Resources::Other(value) => {
                         records = None;
@@ -240,10 +248,7 @@ enum Resources<R> {
     Other(Value),
 }
 
-struct ResourcesSeed<'p, F> {
-    threads: usize,
-    prepare: &'p F,
-}
+struct ResourcesSeed<'p, F>(Reading<'p, F>);
 
 impl<'de, R, F> DeserializeSeed<'de> for ResourcesSeed<'_, F>
 where
@@ -271,7 +276,7 @@ where
     forward_to_value!(Resources::Other);
 
     fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<Resources<R>, A::Error> {
-        records(access, self.threads, self.prepare).map(Resources::Records)
+        records(access, self.0.threads, self.0.prepare).map(Resources::Records)
     }
 }
 
