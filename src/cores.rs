@@ -155,21 +155,38 @@ mod tests {
 
     #[test]
     fn balanced_runs_go_to_whichever_thread_is_free_and_are_joined_in_order() {
+        use std::sync::{Barrier, atomic::AtomicUsize};
+        use std::time::{Duration, Instant};
+        thread_local!(static MET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
         let here = std::thread::current().id();
         let items: Vec<u32> = (0..1000).collect();
+        // Every thread's first run waits for the other two to hold one (else a started
+        // thread may take every run before this one takes its first: CI saw it once).
+        let met = Barrier::new(3);
+        let worked_elsewhere = AtomicUsize::new(0);
         let results = map_runs_balanced(&items, 3, |run| {
-            // This thread is slow: the others take the runs it has no time for.
+            if !MET.with(|m| m.replace(true)) {
+                met.wait();
+            }
             if std::thread::current().id() == here {
-                std::thread::sleep(std::time::Duration::from_millis(50));
+                // This thread is busy: the others take every run it has no time for.
+                let others = items.len() - run.len();
+                let given_up = Instant::now() + Duration::from_secs(30);
+                while worked_elsewhere.load(Ordering::SeqCst) < others && Instant::now() < given_up
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            } else {
+                worked_elsewhere.fetch_add(run.len(), Ordering::SeqCst);
             }
             run.iter()
                 .map(|n| (n * 2, std::thread::current().id()))
                 .collect()
         });
         let threads = doubled_in_order(&results);
-        assert!((2..=3).contains(&threads.len()), "{threads:?}");
+        assert_eq!(threads.len(), 3, "{threads:?}");
         assert!(threads.contains(&here));
-        // A third of the items would be its share in fixed runs.
+        // A third of the items would be its share in fixed runs; it took one run.
         let here_took = results.iter().filter(|(_, t)| *t == here).count();
         assert!(here_took < 1000 / 3, "this thread took {here_took} of 1000");
     }
