@@ -21,6 +21,7 @@
 //! - [`StateStore`]: where documents live and how they are locked (backends implement it).
 
 pub mod by_reference;
+mod compact;
 pub mod document;
 pub mod edit;
 pub mod format;

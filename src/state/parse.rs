@@ -303,9 +303,7 @@ where
     };
     let work = |run: &[(String, &RawValue)]| {
         run.iter()
-            .map(|(key, text)| {
-                from_slice(text.get().as_bytes()).map(|fields| prepare(key, record(fields)))
-            })
+            .map(|(key, text)| parse_record(text.get()).map(|parsed| prepare(key, parsed)))
             .collect()
     };
     let parsed = if scanned.len() < RECORDS_BALANCED {
@@ -319,6 +317,59 @@ where
         records.push((key, parsed.map_err(serde::de::Error::custom)?));
     }
     Ok(records)
+}
+
+/// One record's text parsed: its members but the attributes into values, the attributes
+/// (an object) straight into their compact text ([`StoredAttributes::from_text`]),
+/// never built as values here.
+fn parse_record(text: &str) -> serde_json::Result<ParsedRecord> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let parsed = deserializer.deserialize_any(RecordVisitor)?;
+    deserializer.end()?;
+    match parsed {
+        Some((fields, attributes)) => Ok(ParsedRecord {
+            fields: Value::Object(fields),
+            attributes: Some(StoredAttributes::from_text(attributes.get())?),
+        }),
+        // Not an object, attributes missing, given twice or not an object: split as
+        // the whole value says.
+        None => from_slice(text.as_bytes()).map(record),
+    }
+}
+
+/// A record whose attributes are given once, as an object: its other members, and the
+/// attributes' text.
+struct RecordVisitor;
+
+impl<'de> Visitor<'de> for RecordVisitor {
+    type Value = Option<(Map<String, Value>, &'de RawValue)>;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a state record")
+    }
+
+    forward_to_value!(|_| None);
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+        let mut members: Vec<(String, Value)> = Vec::new();
+        let mut attributes: Option<&'de RawValue> = None;
+        let mut once = true;
+        while let Some(key) = access.next_key::<String>()? {
+            if key == "attributes" {
+                once &= attributes.is_none();
+                attributes = Some(access.next_value()?);
+            } else {
+                members.push((key, access.next_value_seed(ValueSeed)?));
+            }
+        }
+        let Some(attributes) = attributes.filter(|a| once && a.get().starts_with('{')) else {
+            return Ok(None);
+        };
+        let mut fields = Map::with_capacity(members.len());
+        // A repeated key keeps its first place and its last value, as serde_json does.
+        fields.extend(members);
+        Ok(Some((fields, attributes)))
+    }
 }
 
 /// A record's value split: its attributes held as text, the rest as it is.
@@ -489,5 +540,29 @@ mod tests {
         let threaded = state_from_slice(text.as_bytes(), 2, as_parsed).unwrap_err();
         assert_eq!(threaded.to_string(), alone.to_string());
         assert_eq!(threaded.line(), 1502);
+    }
+
+    #[test]
+    fn a_records_attributes_become_the_text_serde_json_writes_however_spelled() {
+        for text in [
+            // As InfraFlux writes it: compacted without parsing.
+            "{\n  \"kind\": \"vm\",\n  \"attributes\": {\n    \"name\": \"cp \\\"1\\\"\",\n    \"cores\": 4,\n    \"tags\": [\n      \"a\"\n    ]\n  },\n  \"status\": \"ready\"\n}",
+            // Spelled otherwise (a float, an escape, a repeated key): parsed and written.
+            r#"{"kind": "vm", "attributes": {"ratio": 1.50, "name": "\u00e9\/", "a": 1, "a": 2}}"#,
+            // Attributes given twice, or not an object: the record as the whole says.
+            r#"{"attributes": {"a": 1}, "kind": "vm", "attributes": {"b": 2}}"#,
+            r#"{"kind": "vm", "attributes": [1]}"#,
+            r#"{"kind": "vm"}"#,
+            r#"[1, 2]"#,
+        ] {
+            let ours = parse_record(text).unwrap();
+            let whole = record(from_slice(text.as_bytes()).unwrap());
+            assert_eq!(ours.fields, whole.fields, "{text}");
+            assert_eq!(
+                ours.attributes.as_ref().map(StoredAttributes::text),
+                whole.attributes.as_ref().map(StoredAttributes::text),
+                "{text}"
+            );
+        }
     }
 }

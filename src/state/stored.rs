@@ -44,6 +44,25 @@ impl StoredAttributes {
         }
     }
 
+    /// The attributes an object's JSON text (valid, in any spacing) holds: its compact
+    /// text made without parsing where that is sure to be `serde_json`'s
+    /// ([`super::compact`]), else parsed and written.
+    pub fn from_text(text: &str) -> serde_json::Result<Self> {
+        let text = match super::compact::compact(text) {
+            Some(compact) => compact,
+            None => match super::parse::from_slice(text.as_bytes())? {
+                Value::Object(attributes) => serde_json::to_string(&attributes)?,
+                _ => return Err(serde::de::Error::custom("attributes are not an object")),
+            },
+        };
+        Ok(StoredAttributes {
+            // At its size: the allocator shrinks a buffer in place (keeping its block)
+            // when it loses less than half, and a state's records live for the plan.
+            text: Box::from(text.as_str()),
+            digest: OnceLock::new(),
+        })
+    }
+
     /// No attributes.
     pub fn empty() -> Self {
         Self::new(&Attributes::new())
