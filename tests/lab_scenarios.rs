@@ -796,30 +796,32 @@ fn killed_and_resumed(
         );
     }
     // cp-3 may be through too: it rolls as soon as cp-2 is recorded, and the kill comes
-    // after this test has seen that record (up to a poll later). What the next run rolls
-    // is what was left.
-    let cp3_done = upgraded("cp-3");
-    let left: Vec<String> = ["cp-3", "general-1", "general-2"]
-        .into_iter()
-        .filter(|node| !(cp3_done && *node == "cp-3"))
-        .map(String::from)
-        .collect();
+    // after this test has seen that record (up to a poll later). It may even have its
+    // new config on the node, unrecorded: the next run's refresh reads it there and
+    // does not roll it again (CI saw that once). Either way the next run rolls what is
+    // left, the workers last, and never a node recorded as through.
+    let cp3_recorded = upgraded("cp-3");
 
     let resumed = lab.run(&BOOTSTRAP).success();
     let order = rolled(&resumed.stderr);
-    assert_eq!(
-        order.last().map(String::as_str),
-        Some("general-2"),
-        "{}",
+    let expected: &[&[&str]] = if cp3_recorded {
+        &[&["general-1", "general-2"]]
+    } else {
+        &[
+            &["cp-3", "general-1", "general-2"],
+            &["general-1", "general-2"],
+        ]
+    };
+    assert!(
+        expected.contains(
+            &order
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .as_slice()
+        ),
+        "{order:?}, cp-3 recorded as through at the kill: {cp3_recorded}\n{}",
         resumed.stderr
-    );
-    assert!(
-        order.ends_with(&left),
-        "{order:?}, left at the kill: {left:?}"
-    );
-    assert!(
-        !cp3_done || !order.iter().any(|node| node == "cp-3"),
-        "cp-3 was rolled again: {order:?}"
     );
     assert!(
         resumed
