@@ -154,31 +154,13 @@ mod tests {
         serde_json::to_string(&serde_json::from_str::<Value>(text).unwrap()).unwrap()
     }
 
-    fn json() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(Value::from),
-            any::<u64>().prop_map(Value::from),
-            (-1000i64..1000).prop_map(Value::from),
-            any::<f64>()
-                .prop_filter("finite", |f| f.is_finite())
-                .prop_map(Value::from),
-            // Every character that is escaped, and some that are not.
-            "[\\x00-\\x20\"\\\\/a-z\\x7f\u{e9}\u{1f600}\u{2028}]{0,12}".prop_map(Value::String),
-        ];
-        leaf.prop_recursive(4, 64, 8, |inner| {
-            prop_oneof![
-                proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
-                proptest::collection::vec(("[a-e\"\\n]{0,3}", inner), 0..10)
-                    .prop_map(|members| Value::Object(members.into_iter().collect())),
-            ]
-        })
-    }
-
     proptest! {
         #[test]
-        fn compact_is_what_serde_json_writes_or_nothing(value in json()) {
+        fn compact_is_what_serde_json_writes_or_nothing(value in crate::state::parse::tests::json_values(
+            // Every character that is escaped, and some that are not.
+            "[\\x00-\\x20\"\\\\/a-z\\x7f\u{e9}\u{1f600}\u{2028}]{0,12}",
+            "[a-e\"\\n]{0,3}",
+        )) {
             let expected = serde_json::to_string(&value).unwrap();
             for text in [expected.clone(), serde_json::to_string_pretty(&value).unwrap()] {
                 if let Some(ours) = compact(&text) {
