@@ -9,11 +9,16 @@
 //! spells every value as `serde_json` writes it, which is how InfraFlux writes it. A
 //! text spelled otherwise (a hand edit, another tool) is left to the caller to parse and
 //! write: a repeated key, an escape `serde_json` does not write (`\/`, `\u00e9`, upper-case
-//! hex), a number other than a plain integer of up to 18 digits, or an object of more than
-//! [`MAX_KEYS`] members (repeats are looked for by comparing keys one to one).
+//! hex), a number other than a plain integer of up to 18 digits, an object of more than
+//! [`MAX_KEYS`] members (repeats are looked for by comparing keys one to one), or values
+//! nested more than [`MAX_DEPTH`] deep.
 
 /// Objects with more members than this are not checked for repeats here.
 const MAX_KEYS: usize = 64;
+
+/// Deeper than this, the caller parses: `serde_json` refuses text nested past its own
+/// limit (128), and text held here must parse again.
+const MAX_DEPTH: usize = 64;
 
 /// `text` (valid JSON) as `serde_json::to_string` of its parsed value would write it,
 /// or `None` when that cannot be told without parsing.
@@ -29,6 +34,9 @@ pub fn compact(text: &str) -> Option<String> {
         match byte {
             b' ' | b'\n' | b'\r' | b'\t' => at += 1,
             b'{' | b'[' => {
+                if open.len() == MAX_DEPTH {
+                    return None;
+                }
                 key_next = byte == b'{';
                 open.push(key_next.then(Vec::new));
                 out.push(byte);
@@ -258,6 +266,12 @@ mod tests {
         }
         let many: Vec<String> = (0..=MAX_KEYS).map(|i| format!("\"k{i}\": {i}")).collect();
         assert_eq!(compact(&format!("{{{}}}", many.join(", "))), None);
+        let deep = format!(
+            "{}1{}",
+            "[".repeat(MAX_DEPTH + 1),
+            "]".repeat(MAX_DEPTH + 1)
+        );
+        assert_eq!(compact(&deep), None);
         // The same key in two objects is no repeat.
         let text = r#"{"a": {"a": 1}, "b": [{"a": 1}, {"a": 2}]}"#;
         assert_eq!(compact(text).as_deref(), Some(written(text).as_str()));

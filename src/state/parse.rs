@@ -570,4 +570,12 @@ pub(super) mod tests {
             );
         }
     }
+
+    #[test]
+    fn attributes_nested_past_serde_jsons_limit_are_refused_as_before() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let text = format!(r#"{{"kind": "vm", "attributes": {{"a": {deep}}}}}"#);
+        assert!(from_slice(text.as_bytes()).is_err());
+        assert!(parse_record(&text).is_err());
+    }
 }
